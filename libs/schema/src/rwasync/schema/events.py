@@ -1,0 +1,129 @@
+"""Event envelopes: what ingest-api and feed-poller publish and the consumers apply.
+
+An event's `event_id` is assigned once, when the event is accepted, and travels unchanged through
+every redelivery. A broker message carries one event or many (`EventMessage`); each event keeps its
+own id and receipt.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+
+class EventType(StrEnum):
+    ASSET_UPSERTED = "asset.upserted"
+    ASSET_DELETED = "asset.deleted"
+    PRICE_UPDATED = "price.updated"
+
+
+class EventSource(StrEnum):
+    PUSH = "push"
+    BATCH = "batch"
+    FEED = "feed"
+
+
+class ReceiptStatus(StrEnum):
+    ACCEPTED = "accepted"
+    APPLIED = "applied"
+    STALE_IGNORED = "stale_ignored"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    HELD = "held"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AssetUpsertedPayload(_Frozen):
+    """The normalised asset document and its content hash (hex SHA-256)."""
+
+    document: dict[str, Any]
+    content_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class AssetDeletedPayload(_Frozen):
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class PriceUpdatedPayload(_Frozen):
+    amount: Decimal
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    as_of: AwareDatetime
+
+
+class _EventBase(_Frozen):
+    event_id: uuid.UUID
+    provider_id: Annotated[str, Field(min_length=1, max_length=64)]
+    asset_id: Annotated[str, Field(min_length=1, max_length=128)]
+    source: EventSource
+    # The version time: the provider's updated_at (a deletion's deleted_at, a price's as_of;
+    # for a feed re-creating a deleted asset, the snapshot time).
+    updated_at: AwareDatetime
+    # When the event was accepted (ingest-api's 202; a feed item: its feed's timestamp).
+    accepted_at: AwareDatetime
+    # When rwasync received the request or fetched the feed.
+    received_at: AwareDatetime
+    trace_id: Annotated[str, Field(max_length=128)] = ""
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class AssetUpserted(_EventBase):
+    type: Literal[EventType.ASSET_UPSERTED] = EventType.ASSET_UPSERTED
+    payload: AssetUpsertedPayload
+
+
+class AssetDeleted(_EventBase):
+    type: Literal[EventType.ASSET_DELETED] = EventType.ASSET_DELETED
+    payload: AssetDeletedPayload = AssetDeletedPayload()
+
+
+class PriceUpdated(_EventBase):
+    type: Literal[EventType.PRICE_UPDATED] = EventType.PRICE_UPDATED
+    payload: PriceUpdatedPayload
+
+
+AssetEvent = Annotated[AssetUpserted | AssetDeleted, Field(discriminator="type")]
+Event = Annotated[AssetUpserted | AssetDeleted | PriceUpdated, Field(discriminator="type")]
+
+
+class EventMessage(_Frozen):
+    """One broker message: a batch of one or more events with the message's own id."""
+
+    message_id: uuid.UUID
+    events: Annotated[list[Event], Field(min_length=1)]
+
+
+class MalformedMessage(Exception):
+    """A broker message that is not a valid EventMessage: poison, dead-letter it."""
+
+
+def new_event_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def message_for(events: list[AssetUpserted | AssetDeleted | PriceUpdated]) -> EventMessage:
+    """A message for these events: a single event's message id is its event id."""
+    message_id = events[0].event_id if len(events) == 1 else uuid.uuid4()
+    return EventMessage(message_id=message_id, events=events)
+
+
+def encode_message(message: EventMessage) -> bytes:
+    return orjson.dumps(message.model_dump(mode="json"))
+
+
+def decode_message(body: bytes) -> EventMessage:
+    try:
+        return EventMessage.model_validate_json(body)
+    except ValidationError as exc:
+        raise MalformedMessage(str(exc)) from exc
+

@@ -1,0 +1,46 @@
+"""Broker names in one place: exchanges, queues, routing keys and queue arguments."""
+
+from typing import Final
+
+ASSETS_EXCHANGE: Final = "rwasync.assets"
+PRICES_EXCHANGE: Final = "rwasync.prices"
+DEAD_LETTER_EXCHANGE: Final = "rwasync.dead-letter"
+
+RECONCILER_QUEUE: Final = "rwasync.reconciler.assets"
+PRICING_QUEUE: Final = "rwasync.pricing.prices"
+
+# Routing keys: one per event type, plus the batch keys for messages that carry many events.
+ASSET_ROUTING_PATTERN: Final = "asset.#"
+PRICE_ROUTING_PATTERN: Final = "price.#"
+ASSET_BATCH_KEY: Final = "asset.batch"
+PRICE_BATCH_KEY: Final = "price.batch"
+
+# A message redelivered this many times is dead-lettered by the broker itself (the consumer
+# dead-letters earlier, with a reason, when it sees the count approach this limit).
+DELIVERY_LIMIT: Final = 10
+
+# Message headers.
+HEADER_REASON: Final = "x-rwasync-reason"
+HEADER_ORIGIN_QUEUE: Final = "x-rwasync-queue"
+HEADER_EVENT_COUNT: Final = "x-rwasync-events"
+
+
+def dead_letter_queue(queue: str) -> str:
+    """The dead-letter queue of a work queue; also its routing key on the dead-letter exchange."""
+    return f"{queue}.dlq"
+
+
+def work_queue_arguments(queue: str) -> dict[str, object]:
+    """Arguments of every work queue: quorum, bounded redelivery, at-least-once dead-lettering."""
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+        "x-dead-letter-routing-key": dead_letter_queue(queue),
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+def dead_letter_queue_arguments() -> dict[str, object]:
+    return {"x-queue-type": "quorum"}
