@@ -1,0 +1,54 @@
+# The two commands a newcomer needs: `make run` (the whole system, locally) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PACKAGES := libs/schema libs/platform services/ingest-api services/feed-poller services/reconciler services/pricing
+STAMP := $(VENV)/.installed
+
+export RWASYNC_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+export RWASYNC_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
+
+.PHONY: run test test-slow check lint typecheck install services migrate clean
+
+$(STAMP): $(foreach p,$(PACKAGES),$(p)/pyproject.toml) requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(foreach p,$(PACKAGES),-e $(p)) -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+services:
+	@scripts/ensure-services.sh
+
+migrate: install services
+	$(BIN)/rwasync migrate
+
+## Run the whole system locally: four services and a demo provider, in the foreground (Ctrl-C stops).
+run: install services
+	$(BIN)/rwasync migrate
+	RWASYNC_FEED_ALLOWED_NETWORKS=127.0.0.0/8,::1 PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/honcho start --no-prefix=false -f Procfile
+
+lint: install
+	$(BIN)/ruff check libs services tests benchmarks demo
+	$(BIN)/ruff format --check libs services tests benchmarks demo
+	$(BIN)/lint-imports
+
+typecheck: install
+	$(BIN)/mypy libs/schema/src libs/platform/src services/*/src
+
+check: lint typecheck
+
+## Run the whole default suite: checks, then unit, integration and e2e tests.
+test: install services check
+	$(BIN)/pytest -m "not slow" -p no:cacheprovider
+
+## Slow soak and fault runs, kept out of the default suite.
+test-slow: install services
+	$(BIN)/pytest -m slow -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV)

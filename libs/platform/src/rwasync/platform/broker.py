@@ -1,0 +1,169 @@
+"""RabbitMQ through aio-pika: a robust connection opened in the background, the topology declared
+idempotently at every start, and publishing that returns only once the broker has confirmed.
+
+Concurrent `publish` calls share one confirm channel, so their confirms are pipelined rather than
+waited for one round trip at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from rwasync.schema import topology
+from rwasync.schema.events import EventMessage, encode_message
+
+log = structlog.get_logger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not confirm a publish (down, blocked, nacked or unroutable)."""
+
+
+async def declare_topology(channel: AbstractChannel) -> dict[str, AbstractExchange]:
+    """Declare every exchange and queue rwasync uses; safe to repeat (same arguments each time)."""
+    exchanges: dict[str, AbstractExchange] = {}
+    dead = await channel.declare_exchange(
+        topology.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    exchanges[topology.DEAD_LETTER_EXCHANGE] = dead
+    for exchange_name, queue_name, pattern in (
+        (topology.ASSETS_EXCHANGE, topology.RECONCILER_QUEUE, topology.ASSET_ROUTING_PATTERN),
+        (topology.PRICES_EXCHANGE, topology.PRICING_QUEUE, topology.PRICE_ROUTING_PATTERN),
+    ):
+        exchange = await channel.declare_exchange(
+            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        exchanges[exchange_name] = exchange
+        queue = await channel.declare_queue(
+            queue_name, durable=True, arguments=topology.work_queue_arguments(queue_name)
+        )
+        await queue.bind(exchange, routing_key=pattern)
+        dlq_name = topology.dead_letter_queue(queue_name)
+        dlq = await channel.declare_queue(
+            dlq_name, durable=True, arguments=topology.dead_letter_queue_arguments()
+        )
+        await dlq.bind(dead, routing_key=dlq_name)
+    return exchanges
+
+
+class Broker:
+    """One robust connection per process, connected in the background until it succeeds."""
+
+    def __init__(self, url: str, *, publish_timeout: float = 5.0, name: str = "rwasync") -> None:
+        self._url = url
+        self._publish_timeout = publish_timeout
+        self._name = name
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BrokerUnavailable("broker not connected yet")
+        return self._connection
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                connection = await aio_pika.connect_robust(
+                    self._url,
+                    reconnect_interval=1.0,
+                    timeout=10,
+                    client_properties={"connection_name": self._name},
+                )
+                try:
+                    channel = await connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+                    self._exchanges = await declare_topology(channel)
+                except BaseException:
+                    await connection.close()
+                    raise
+                self._connection, self._channel = connection, channel
+                self._ready.set()
+                log.info("broker connected, topology declared")
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # every failure here means "try again later"
+                log.warning("broker unavailable, retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def is_ready(self) -> bool:
+        return (
+            self._connection is not None
+            and self._channel is not None
+            and self._connection.connected.is_set()
+            and not self._channel.is_closed
+        )
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        message: EventMessage,
+        *,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Publish persistently and return only after the broker's confirm; else BrokerUnavailable."""
+        await self.publish_body(
+            exchange,
+            routing_key,
+            encode_message(message),
+            message_id=str(message.message_id),
+            headers={topology.HEADER_EVENT_COUNT: len(message.events), **(headers or {})},
+        )
+
+    async def publish_body(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not self.is_ready():
+            raise BrokerUnavailable("broker not connected")
+        target = self._exchanges[exchange]
+        amqp_message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            headers=dict(headers or {}),
+        )
+        try:
+            await target.publish(
+                amqp_message, routing_key, mandatory=True, timeout=self._publish_timeout
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # nack, return, timeout, closed channel: all mean "not confirmed"
+            raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._connection.close(), 5)

@@ -1,0 +1,224 @@
+"""Consuming event messages: apply, then ack; retry transient failures in place; split a batch
+that cannot be applied until each poison event is dead-lettered alone with its reason.
+
+A message is acked only after its events were committed (or dead-lettered with a confirm), so a
+crash anywhere leads to redelivery, which the appliers' version guards make harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from prometheus_client import Counter, Histogram
+from rwasync.schema import topology
+from rwasync.schema.events import (
+    Event,
+    MalformedMessage,
+    decode_message,
+    encode_message,
+    message_for,
+)
+
+from rwasync.platform.broker import Broker
+from rwasync.platform.db import is_transient
+
+log = structlog.get_logger(__name__)
+
+MESSAGES = Counter(
+    "rwasync_messages_consumed_total", "Broker messages consumed", ["queue", "outcome"]
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "rwasync_events_dead_lettered_total", "Events sent to a dead-letter queue", ["queue"]
+)
+TRANSIENT_RETRIES = Counter(
+    "rwasync_apply_transient_retries_total", "Applies retried after a transient error", ["queue"]
+)
+APPLY_SECONDS = Histogram(
+    "rwasync_apply_seconds", "Time to apply one message's events", ["queue"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class Applier(Protocol):
+    async def apply(self, events: Sequence[Event]) -> None:
+        """Apply the events in one transaction, recording their receipts; raise on failure."""
+
+    async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
+        """Record on the events' receipts why they were dead-lettered (best effort)."""
+
+
+class EventConsumer:
+    def __init__(
+        self, broker: Broker, queue: str, applier: Applier, *, prefetch: int = 32
+    ) -> None:
+        self._broker = broker
+        self._queue_name = queue
+        self._applier = applier
+        self._prefetch = prefetch
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._start(), name=f"consume-{self._queue_name}")
+
+    def is_consuming(self) -> bool:
+        return self._consumer_tag is not None and self._broker.is_ready()
+
+    async def _start(self) -> None:
+        await self._broker.wait_ready()
+        channel = await self._broker.connection.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        queue = await channel.declare_queue(
+            self._queue_name,
+            durable=True,
+            arguments=topology.work_queue_arguments(self._queue_name),
+        )
+        self._channel, self._queue = channel, queue
+        self._consumer_tag = await queue.consume(self._on_message)
+        log.info("consuming", queue=self._queue_name, prefetch=self._prefetch)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            await self._handle(message)
+        except Exception as exc:
+            # Neither applied nor dead-lettered (the broker refused the dead letter, say): give
+            # the message back after a pause; the broker's delivery limit bounds the loop.
+            log.error("message not handled, requeueing", error=str(exc))
+            MESSAGES.labels(self._queue_name, "nacked").inc()
+            await asyncio.sleep(1)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        queue = self._queue_name
+        try:
+            decoded = decode_message(message.body)
+        except MalformedMessage as exc:
+            await self._dead_letter_raw(message, f"malformed message: {exc}"[:2000])
+            await self._ack(message)
+            MESSAGES.labels(queue, "malformed").inc()
+            return
+        with APPLY_SECONDS.labels(queue).time():
+            try:
+                await self._apply_splitting(list(decoded.events))
+            except _Stopping:
+                # Left unacked: the broker redelivers it to another consumer or after restart.
+                MESSAGES.labels(queue, "requeued").inc()
+                return
+        await self._ack(message)
+        MESSAGES.labels(queue, "acked").inc()
+
+    async def _apply_splitting(self, events: list[Event]) -> None:
+        try:
+            await self._apply_retrying(events)
+        except _Stopping:
+            raise
+        except Exception as exc:
+            if len(events) > 1:
+                middle = len(events) // 2
+                await self._apply_splitting(events[:middle])
+                await self._apply_splitting(events[middle:])
+                return
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            log.error(
+                "event cannot be applied, dead-lettering",
+                event_id=str(events[0].event_id),
+                provider_id=events[0].provider_id,
+                asset_id=events[0].asset_id,
+                reason=reason,
+            )
+            await self._dead_letter(events, reason)
+
+    async def _apply_retrying(self, events: list[Event]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._applier.apply(events)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if self._stopping:
+                    raise _Stopping from exc
+                TRANSIENT_RETRIES.labels(self._queue_name).inc()
+                log.warning("transient apply failure, retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _dead_letter(self, events: Sequence[Event], reason: str) -> None:
+        message = message_for(list(events))
+        await self._broker.publish_body(
+            topology.DEAD_LETTER_EXCHANGE,
+            topology.dead_letter_queue(self._queue_name),
+            encode_message(message),
+            message_id=str(message.message_id),
+            headers=self._dead_letter_headers(reason, provider_id=events[0].provider_id),
+        )
+        EVENTS_DEAD_LETTERED.labels(self._queue_name).inc(len(events))
+        try:
+            await self._applier.note_dead_lettered(events, reason)
+        except Exception as exc:  # the dead letter itself is safe; the receipt note is a courtesy
+            log.warning("could not note dead letter on receipts", error=str(exc))
+
+    async def _dead_letter_raw(self, message: AbstractIncomingMessage, reason: str) -> None:
+        log.error("malformed message, dead-lettering", message_id=message.message_id, reason=reason)
+        await self._broker.publish_body(
+            topology.DEAD_LETTER_EXCHANGE,
+            topology.dead_letter_queue(self._queue_name),
+            message.body,
+            message_id=message.message_id or "",
+            headers=self._dead_letter_headers(reason, provider_id=None),
+        )
+        EVENTS_DEAD_LETTERED.labels(self._queue_name).inc()
+
+    def _dead_letter_headers(self, reason: str, *, provider_id: str | None) -> dict[str, object]:
+        headers: dict[str, object] = {
+            topology.HEADER_REASON: reason,
+            topology.HEADER_ORIGIN_QUEUE: self._queue_name,
+            "x-rwasync-dead-lettered-at": datetime.now(UTC).isoformat(),
+        }
+        if provider_id is not None:
+            headers["x-rwasync-provider-id"] = provider_id
+        return headers
+
+    async def _ack(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await message.ack()
+        except Exception as exc:  # the channel died: the message comes back, harmlessly
+            log.warning("ack failed; message will be redelivered", error=str(exc))
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking messages, let in-flight ones finish (or give them back), close the channel."""
+        self._stopping = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._queue is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._queue.cancel(self._consumer_tag), 2)
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight), timeout=timeout)
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._channel.close(), 2)
+
+
+class _Stopping(Exception):
+    """Shutting down while a transient failure persists: leave the message unacked."""

@@ -1,0 +1,131 @@
+"""Postgres through asyncpg: a pool opened in the background, so a service starts and answers
+`/healthz` while the database is away, and reports ready once the pool answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# Errors after which the same statement may succeed if tried again: the connection went away,
+# the server is starting or shutting down, or the transaction lost a race.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+class DatabaseUnavailable(Exception):
+    """The pool is not connected (yet): callers answer 503 or retry later."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, (DatabaseUnavailable, *TRANSIENT_ERRORS))
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+    )
+    await conn.set_type_codec(
+        "json", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+    )
+
+
+class Database:
+    """An asyncpg pool that is created by a background task with backoff.
+
+    asyncpg re-opens broken pool connections on acquire, so once the pool exists it recovers from
+    a database restart by itself; only the first connection needs the retry loop.
+    """
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise DatabaseUnavailable("database not connected yet")
+        return self._pool
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect_forever(), name="db-connect")
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    init=_init_connection,
+                    timeout=10,
+                    command_timeout=60,
+                )
+                self._connected.set()
+                log.info("database connected")
+                return
+            except Exception as exc:  # every failure here means "try again later"
+                log.warning("database unavailable, retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._pool is not None:
+            await asyncio.wait_for(self._pool.close(), 10)
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        if self._pool is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await self._pool.fetchval("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        return await self.pool.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self.pool.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        return await self.pool.execute(query, *args)

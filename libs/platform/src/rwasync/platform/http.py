@@ -1,0 +1,169 @@
+"""HTTP plumbing for every service: RFC 9457 problem responses, the middleware that produces
+them, JSON responses, and the `/healthz`, `/readyz` and `/metrics` routes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from rwasync.schema.jsonsafe import dumps
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://rwasync.dev/problems/"
+
+HTTP_REQUESTS = Counter(
+    "rwasync_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "rwasync_http_request_seconds",
+    "HTTP request latency",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class Problem(Exception):
+    """An error answered as application/problem+json; raise it from any handler."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        kind: str | None = None,
+        errors: Sequence[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.kind = kind or title.lower().replace(" ", "-")
+        self.errors = list(errors) if errors is not None else None
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        body: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.kind,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return web.Response(
+            status=self.status,
+            body=orjson.dumps(body),
+            content_type=PROBLEM_CONTENT_TYPE,
+            headers=self.headers,
+        )
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status, body=dumps(data), content_type="application/json", headers=headers
+    )
+
+
+def unauthorized(detail: str, *, scheme: str = 'Basic realm="rwasync", Bearer') -> Problem:
+    return Problem(
+        401, "Unauthorized", detail, kind="unauthorized", headers={"WWW-Authenticate": scheme}
+    )
+
+
+def service_unavailable(detail: str, *, retry_after: int = 1) -> Problem:
+    return Problem(
+        503,
+        "Service Unavailable",
+        detail,
+        kind="service-unavailable",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def problem_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn every error into problem+json, count and time every request, bind a trace id."""
+    trace_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request["trace_id"] = trace_id
+    structlog.contextvars.bind_contextvars(trace_id=trace_id)
+    started = time.perf_counter()
+    route = _route_name(request)
+    try:
+        response = await handler(request)
+    except Problem as problem:
+        response = problem.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = Problem(
+            exc.status, exc.reason, exc.text or exc.reason, headers=dict(exc.headers)
+        ).response()
+        response.headers.pop("Content-Length", None)
+    except Exception:
+        log.exception("unhandled error", route=route, method=request.method)
+        response = Problem(
+            500, "Internal Server Error", "an unexpected error occurred; it has been logged"
+        ).response()
+    finally:
+        structlog.contextvars.unbind_contextvars(
+            "trace_id", "provider_id", "asset_id", "event_id"
+        )
+    HTTP_REQUESTS.labels(route, request.method, str(response.status)).inc()
+    HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+    return response
+
+
+ReadinessCheck = Callable[[], Awaitable[tuple[str, bool]]]
+
+
+def add_health_routes(app: web.Application, checks: Iterable[ReadinessCheck]) -> None:
+    """`/healthz`: the process answers; `/readyz`: every dependency answers; `/metrics`."""
+    checks = tuple(checks)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        results = dict([await check() for check in checks])
+        ready = all(results.values())
+        return json_response(
+            {"status": "ready" if ready else "not_ready", "checks": results},
+            status=200 if ready else 503,
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+
+def new_app(*, client_max_size: int = 1024**2) -> web.Application:
+    return web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
+
+
+def run(app: web.Application, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM; aiohttp then runs the app's cleanup contexts in reverse."""
+    web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=10)

@@ -1,0 +1,1 @@
+"""Ordered SQL migrations, applied by `rwasync migrate` (see rwasync.platform.migrate)."""

@@ -1,0 +1,104 @@
+"""Event receipts: the shared ledger of what became of each accepted event.
+
+ingest-api records `accepted` after the broker confirmed; the consumer that decides an event
+(reconciler or pricing) moves it out of `accepted` exactly once, in the same transaction as its
+effect. A decided receipt never changes again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+from rwasync.schema.events import ReceiptStatus
+
+RECORD_ACCEPTED = """
+INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at)
+SELECT e, p, a, t, 'accepted', ts
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u(e, p, a, t, ts)
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+RECORD_DECISIONS = """
+INSERT INTO event_receipts
+    (event_id, provider_id, asset_id, type, status, reason, latest, accepted_at, decided_at)
+SELECT e, p, a, t, s, r, l, ts, now()
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
+            $8::timestamptz[]) AS u(e, p, a, t, s, r, l, ts)
+ON CONFLICT (event_id) DO UPDATE
+    SET status = EXCLUDED.status, reason = EXCLUDED.reason, latest = EXCLUDED.latest,
+        decided_at = EXCLUDED.decided_at
+    WHERE event_receipts.status = 'accepted'
+"""
+
+NOTE_DEAD_LETTERED = """
+INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, reason, accepted_at)
+SELECT e, p, a, t, 'accepted', $6, ts
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u(e, p, a, t, ts)
+ON CONFLICT (event_id) DO UPDATE SET reason = EXCLUDED.reason
+    WHERE event_receipts.status = 'accepted'
+"""
+
+GET_RECEIPT = """
+SELECT event_id, type, asset_id, status, reason, latest
+FROM event_receipts WHERE event_id = $1 AND provider_id = $2
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    event_id: UUID
+    provider_id: str
+    asset_id: str
+    type: str
+    accepted_at: datetime
+    status: ReceiptStatus
+    reason: str | None = None
+    latest: bool | None = None
+
+
+class _EventLike:
+    event_id: UUID
+    provider_id: str
+    asset_id: str
+    type: str
+    accepted_at: datetime
+
+
+def _columns(events: Sequence[_EventLike]) -> tuple[list[object], ...]:
+    return (
+        [e.event_id for e in events],
+        [e.provider_id for e in events],
+        [e.asset_id for e in events],
+        [str(e.type) for e in events],
+        [e.accepted_at for e in events],
+    )
+
+
+async def record_accepted(conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[_EventLike]) -> None:
+    await conn.execute(RECORD_ACCEPTED, *_columns(events))
+
+
+async def record_decisions(conn: asyncpg.Connection, decisions: Sequence[Decision]) -> None:
+    if not decisions:
+        return
+    await conn.execute(
+        RECORD_DECISIONS,
+        [d.event_id for d in decisions],
+        [d.provider_id for d in decisions],
+        [d.asset_id for d in decisions],
+        [d.type for d in decisions],
+        [str(d.status) for d in decisions],
+        [d.reason for d in decisions],
+        [d.latest for d in decisions],
+        [d.accepted_at for d in decisions],
+    )
+
+
+async def note_dead_lettered(
+    conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[_EventLike], reason: str
+) -> None:
+    await conn.execute(NOTE_DEAD_LETTERED, *_columns(events), reason)
