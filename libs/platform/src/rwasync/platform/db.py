@@ -31,6 +31,25 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Serialises concurrent replicas on the same (provider, asset) keys for the length of a
+# transaction, taking the locks in one global order so two batches can never deadlock. The seed
+# separates lock spaces (asset state vs prices) so they never contend with each other.
+_LOCK_KEYS = """
+SELECT pg_advisory_xact_lock(k)
+FROM (SELECT DISTINCT hashtextextended(p || '/' || a, $3) AS k
+      FROM unnest($1::text[], $2::text[]) AS u(p, a)
+      ORDER BY 1) AS keys
+"""
+ASSET_LOCKS = 1
+PRICE_LOCKS = 2
+
+
+async def lock_asset_keys(
+    conn: asyncpg.Connection, provider_ids: list[str], asset_ids: list[str], space: int
+) -> None:
+    await conn.execute(_LOCK_KEYS, provider_ids, asset_ids, space)
+
+
 class DatabaseUnavailable(Exception):
     """The pool is not connected (yet): callers answer 503 or retry later."""
 

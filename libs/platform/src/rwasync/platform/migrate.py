@@ -6,6 +6,7 @@ its own transaction together with its row in `schema_migrations`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
@@ -51,10 +52,17 @@ async def ensure_database(dsn: str) -> None:
         return
     admin = await asyncpg.connect(str(url.with_path("/postgres")), timeout=10)
     try:
-        await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
-        log.info("database created", database=name)
-    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-        pass
+        for attempt in range(20):
+            try:
+                await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
+                log.info("database created", database=name)
+                return
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                return  # another migrate created it first
+            except asyncpg.ObjectInUseError:
+                # Concurrent CREATE DATABASE calls contend for template1; wait and try again.
+                await asyncio.sleep(0.1 * (attempt + 1))
+        raise RuntimeError(f"could not create database {name!r}: template1 stayed busy")
     finally:
         await admin.close()
 

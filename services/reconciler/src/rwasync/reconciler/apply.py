@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter
 from rwasync.platform import receipts
-from rwasync.platform.db import Database
+from rwasync.platform.db import ASSET_LOCKS, Database, lock_asset_keys
 from rwasync.platform.receipts import Decision
 from rwasync.schema.events import AssetDeleted, AssetUpserted, Event, ReceiptStatus
 from rwasync.schema.timestamps import timestamp_text
@@ -102,8 +102,8 @@ class AssetApplier:
         newest, superseded = newest_per_asset(changes)
         decisions: list[Decision] = []
         async with self._db.connection() as conn, conn.transaction():
-            await conn.execute(
-                queries.LOCK_ASSETS, [e.provider_id for e in newest], [e.asset_id for e in newest]
+            await lock_asset_keys(
+                conn, [e.provider_id for e in newest], [e.asset_id for e in newest], ASSET_LOCKS
             )
             rows = await conn.fetch(queries.APPLY_ASSET_CHANGES, *_columns(newest))
             by_id = {e.event_id: e for e in newest}

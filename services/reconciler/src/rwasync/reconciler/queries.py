@@ -1,14 +1,5 @@
 """Every SQL statement the reconciler runs."""
 
-# Serialise concurrent replicas on the same assets for the length of the transaction, taking the
-# locks in one global order so two batches can never deadlock each other.
-LOCK_ASSETS = """
-SELECT pg_advisory_xact_lock(k)
-FROM (SELECT DISTINCT hashtextextended(p || '/' || a, 0) AS k
-      FROM unnest($1::text[], $2::text[]) AS u(p, a)
-      ORDER BY 1) AS keys
-"""
-
 # The guarded merge: one row per asset (the batch's newest version of it). A change is written
 # only when its version (updated_at, deleted, accepted_at, event_id) is greater than the stored
 # one; the guard sits in the WHERE of the upsert so no replica can race past it. A duplicate (same
