@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from rwasync.platform.migrate import migrate
 
+from rwasync.platform.migrate import migrate
 from tests.support.infra import (
     Infra,
     create_database,

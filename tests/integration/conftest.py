@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+
 from rwasync.platform.db import Database
 
 
@@ -19,5 +20,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def provider_id(db: Database) -> str:
-    await db.execute("INSERT INTO providers (provider_id, name) VALUES ('prv_test', 'Test Estates')")
+    await db.execute(
+        "INSERT INTO providers (provider_id, name) VALUES ('prv_test', 'Test Estates')"
+    )
     return "prv_test"

@@ -6,8 +6,8 @@ import asyncio
 
 import asyncpg
 import pytest
-from rwasync.platform.migrate import migrate, migrations
 
+from rwasync.platform.migrate import migrate, migrations
 from tests.support.infra import Infra, drop_database, unique_name
 
 pytestmark = pytest.mark.integration

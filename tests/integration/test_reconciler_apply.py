@@ -7,10 +7,10 @@ import itertools
 import random
 
 import pytest
+
 from rwasync.platform.db import Database
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
-
 from tests.support.events import at, deleted, upserted
 
 pytestmark = pytest.mark.integration
@@ -139,8 +139,12 @@ def _history() -> list[AssetUpserted | AssetDeleted]:
         else:
             events.append(
                 upserted(
-                    "prv_test", asset, moment, accepted_at=accepted,
-                    source=EventSource.FEED, description=f"v{rng.randint(0, 2)}",
+                    "prv_test",
+                    asset,
+                    moment,
+                    accepted_at=accepted,
+                    source=EventSource.FEED,
+                    description=f"v{rng.randint(0, 2)}",
                 )
             )
     return events

@@ -10,7 +10,6 @@ from typing import Any
 from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
 from rwasync.schema.events import (
     AssetDeleted,
-    AssetDeletedPayload,
     AssetUpserted,
     AssetUpsertedPayload,
     EventSource,

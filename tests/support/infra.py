@@ -86,9 +86,10 @@ def infra() -> Iterator[Infra]:
     from testcontainers.postgres import PostgresContainer
     from testcontainers.rabbitmq import RabbitMqContainer
 
-    with PostgresContainer("postgres:16", driver=None) as pg_c, RabbitMqContainer(
-        "rabbitmq:3.13"
-    ) as mq_c:
+    with (
+        PostgresContainer("postgres:16", driver=None) as pg_c,
+        RabbitMqContainer("rabbitmq:3.13") as mq_c,
+    ):
 
         def container_ctl(args: list[str]) -> None:
             code, out = mq_c.exec(["rabbitmqctl", "-q", *args])

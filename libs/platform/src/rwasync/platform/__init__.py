@@ -1,1 +1,1 @@
-"""Plumbing shared by rwasync services: settings, logging, connections, HTTP problems, migrations, CLI."""
+"""Plumbing shared by rwasync services: settings, logging, connections, migrations, the CLI."""

@@ -15,10 +15,18 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aiormq.abc import FieldTable
+
 from rwasync.schema import topology
 from rwasync.schema.events import EventMessage, encode_message
 
 log = structlog.get_logger(__name__)
+
+
+def field_table(arguments: Mapping[str, str | int]) -> FieldTable:
+    """Queue arguments in the type aio-pika declares them with."""
+    table: FieldTable = {key: value for key, value in arguments.items()}
+    return table
 
 
 class BrokerUnavailable(Exception):
@@ -41,12 +49,14 @@ async def declare_topology(channel: AbstractChannel) -> dict[str, AbstractExchan
         )
         exchanges[exchange_name] = exchange
         queue = await channel.declare_queue(
-            queue_name, durable=True, arguments=topology.work_queue_arguments(queue_name)
+            queue_name,
+            durable=True,
+            arguments=field_table(topology.work_queue_arguments(queue_name)),
         )
         await queue.bind(exchange, routing_key=pattern)
         dlq_name = topology.dead_letter_queue(queue_name)
         dlq = await channel.declare_queue(
-            dlq_name, durable=True, arguments=topology.dead_letter_queue_arguments()
+            dlq_name, durable=True, arguments=field_table(topology.dead_letter_queue_arguments())
         )
         await dlq.bind(dead, routing_key=dlq_name)
     return exchanges
@@ -122,7 +132,7 @@ class Broker:
         *,
         headers: Mapping[str, Any] | None = None,
     ) -> None:
-        """Publish persistently and return only after the broker's confirm; else BrokerUnavailable."""
+        """Publish persistently; return only after the broker's confirm, else BrokerUnavailable."""
         await self.publish_body(
             exchange,
             routing_key,

@@ -7,7 +7,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import asyncpg
 import orjson
@@ -22,7 +22,9 @@ from rwasync.platform.migrate import migrate as apply_migrations
 from rwasync.platform.netguard import AddressPolicy
 from rwasync.platform.settings import CommonSettings
 
-app = typer.Typer(help="Operate rwasync: migrations, providers, readers and feeds.", no_args_is_help=True)
+app = typer.Typer(
+    help="Operate rwasync: migrations, providers, readers and feeds.", no_args_is_help=True
+)
 provider_app = typer.Typer(help="Providers (tenants) and their credentials.", no_args_is_help=True)
 reader_app = typer.Typer(help="Readers: investor-side read access.", no_args_is_help=True)
 feed_app = typer.Typer(help="Feed sources and their runs.", no_args_is_help=True)
@@ -50,7 +52,9 @@ def _run(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     async def go() -> T:
         conn = await asyncpg.connect(settings.database_url, timeout=10)
         await conn.set_type_codec(
-            "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+            "jsonb",
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
             schema="pg_catalog",
         )
         try:
@@ -66,7 +70,7 @@ def _run(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         _fail(f"database error: {exc}")
 
 
-def _fail(message: str, code: int = 1) -> Any:
+def _fail(message: str, code: int = 1) -> NoReturn:
     stderr.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
@@ -106,7 +110,8 @@ def provider_create(name: str, as_json: JsonFlag = False) -> None:
                 "INSERT INTO providers (provider_id, name) VALUES ($1, $2)", provider_id, name
             )
             await conn.execute(
-                """INSERT INTO provider_credentials (key_id, provider_id, secret_digest, token_digest)
+                """INSERT INTO provider_credentials
+                       (key_id, provider_id, secret_digest, token_digest)
                    VALUES ($1, $2, $3, $4)""",
                 credential.key_id,
                 provider_id,
@@ -131,9 +136,7 @@ def provider_list(as_json: JsonFlag = False) -> None:
         rows = await conn.fetch(
             "SELECT provider_id, name, disabled, created_at FROM providers ORDER BY created_at"
         )
-        return [
-            {**dict(r), "created_at": r["created_at"].isoformat()} for r in rows
-        ]
+        return [{**dict(r), "created_at": r["created_at"].isoformat()} for r in rows]
 
     items = _run(work)
 
@@ -151,8 +154,10 @@ def provider_disable(provider_id: str, as_json: JsonFlag = False) -> None:
     """Disable a provider: its credentials stop authenticating."""
 
     async def work(conn: asyncpg.Connection) -> str:
-        return await conn.execute(
-            "UPDATE providers SET disabled = true WHERE provider_id = $1", provider_id
+        return str(
+            await conn.execute(
+                "UPDATE providers SET disabled = true WHERE provider_id = $1", provider_id
+            )
         )
 
     if _run(work) == "UPDATE 0":
@@ -185,10 +190,14 @@ def feed_add(
     url: str,
     fmt: Annotated[str, typer.Option("--format", help="Feed format.")] = "json",
     every: Annotated[
-        str | None, typer.Option("--every", help="Schedule interval, e.g. 15m, 24h (default: manual only).")
+        str | None,
+        typer.Option("--every", help="Schedule interval, e.g. 15m, 24h (default: manual only)."),
     ] = None,
     threshold_percent: Annotated[
-        float, typer.Option("--deletion-threshold-percent", help="Hold runs deleting more than this share.")
+        float,
+        typer.Option(
+            "--deletion-threshold-percent", help="Hold runs deleting more than this share."
+        ),
     ] = 20.0,
     threshold_min: Annotated[
         int, typer.Option("--deletion-threshold-min", help="...and more than this many assets.")
@@ -245,9 +254,7 @@ def _wait_for_run(run_id: str, timeout: float) -> dict[str, Any]:
 
 async def _approval_pending(conn: asyncpg.Connection, run_id: str) -> bool:
     return bool(
-        await conn.fetchval(
-            "SELECT decision IS NOT NULL FROM feed_runs WHERE run_id = $1", run_id
-        )
+        await conn.fetchval("SELECT decision IS NOT NULL FROM feed_runs WHERE run_id = $1", run_id)
     )
 
 
@@ -288,8 +295,12 @@ def feed_runs(
         t = Table("run_id", "status", "started_at", "finished_at", "counts", "reason")
         for r in items:
             t.add_row(
-                r["run_id"], r["status"], r["started_at"] or "", r["finished_at"] or "",
-                " ".join(f"{k}={v}" for k, v in r["counts"].items()), r.get("reason") or "",
+                r["run_id"],
+                r["status"],
+                r["started_at"] or "",
+                r["finished_at"] or "",
+                " ".join(f"{k}={v}" for k, v in r["counts"].items()),
+                r.get("reason") or "",
             )
         return t
 
@@ -319,3 +330,7 @@ def feed_reject(run_id: str, as_json: JsonFlag = False) -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,9 @@ from typing import Protocol
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from prometheus_client import Counter, Histogram
+
+from rwasync.platform.broker import Broker, field_table
+from rwasync.platform.db import is_transient
 from rwasync.schema import topology
 from rwasync.schema.events import (
     Event,
@@ -24,9 +27,6 @@ from rwasync.schema.events import (
     encode_message,
     message_for,
 )
-
-from rwasync.platform.broker import Broker
-from rwasync.platform.db import is_transient
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +40,9 @@ TRANSIENT_RETRIES = Counter(
     "rwasync_apply_transient_retries_total", "Applies retried after a transient error", ["queue"]
 )
 APPLY_SECONDS = Histogram(
-    "rwasync_apply_seconds", "Time to apply one message's events", ["queue"],
+    "rwasync_apply_seconds",
+    "Time to apply one message's events",
+    ["queue"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
@@ -54,9 +56,7 @@ class Applier(Protocol):
 
 
 class EventConsumer:
-    def __init__(
-        self, broker: Broker, queue: str, applier: Applier, *, prefetch: int = 32
-    ) -> None:
+    def __init__(self, broker: Broker, queue: str, applier: Applier, *, prefetch: int = 32) -> None:
         self._broker = broker
         self._queue_name = queue
         self._applier = applier
@@ -81,7 +81,7 @@ class EventConsumer:
         queue = await channel.declare_queue(
             self._queue_name,
             durable=True,
-            arguments=topology.work_queue_arguments(self._queue_name),
+            arguments=field_table(topology.work_queue_arguments(self._queue_name)),
         )
         self._channel, self._queue = channel, queue
         self._consumer_tag = await queue.consume(self._on_message)
@@ -204,7 +204,7 @@ class EventConsumer:
             log.warning("ack failed; message will be redelivered", error=str(exc))
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Stop taking messages, let in-flight ones finish (or give them back), close the channel."""
+        """Stop taking messages, let in-flight ones finish (or give them back), close."""
         self._stopping = True
         if self._task is not None and not self._task.done():
             self._task.cancel()

@@ -12,10 +12,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-from rwasync.schema.timestamps import timestamp_text
 
 from rwasync.platform.credentials import new_id
 from rwasync.platform.netguard import AddressPolicy, AddressRefused
+from rwasync.schema.timestamps import timestamp_text
 
 FEED_WAKEUP_CHANNEL = "rwasync_feed_runs"
 SUPPORTED_FORMATS = ("json",)
@@ -39,7 +39,9 @@ class RunNotDecidable(Exception):
 def parse_interval(text: str) -> int:
     match = _INTERVAL.match(text.strip().lower())
     if not match or int(match.group(1)) <= 0:
-        raise FeedRequestInvalid("/schedule", f"invalid interval {text!r}: use e.g. 90s, 15m, 24h, 1d")
+        raise FeedRequestInvalid(
+            "/schedule", f"invalid interval {text!r}: use e.g. 90s, 15m, 24h, 1d"
+        )
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
@@ -59,7 +61,8 @@ def check_feed_url(url: str, policy: AddressPolicy) -> str:
 def check_format(fmt: str) -> str:
     if fmt not in SUPPORTED_FORMATS:
         raise FeedRequestInvalid(
-            "/format", f"format {fmt!r} is not supported yet; supported: {', '.join(SUPPORTED_FORMATS)}"
+            "/format",
+            f"format {fmt!r} is not supported yet; supported: {', '.join(SUPPORTED_FORMATS)}",
         )
     return fmt
 
@@ -141,7 +144,9 @@ async def add_feed(
     return feed_object(row)
 
 
-async def list_feeds(conn: asyncpg.Connection, provider_id: str | None = None) -> list[dict[str, Any]]:
+async def list_feeds(
+    conn: asyncpg.Connection, provider_id: str | None = None
+) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT * FROM feed_sources WHERE $1::text IS NULL OR provider_id = $1 ORDER BY created_at",
         provider_id,
@@ -171,7 +176,9 @@ async def get_run(conn: asyncpg.Connection, run_id: str) -> dict[str, Any] | Non
     return run_object(row) if row is not None else None
 
 
-async def list_runs(conn: asyncpg.Connection, feed_id: str, limit: int = 50) -> list[dict[str, Any]]:
+async def list_runs(
+    conn: asyncpg.Connection, feed_id: str, limit: int = 50
+) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT * FROM feed_runs WHERE feed_id = $1 ORDER BY requested_at DESC, run_id LIMIT $2",
         feed_id,
@@ -200,10 +207,13 @@ async def decide_run(conn: asyncpg.Connection, run_id: str, decision: str) -> No
         if decision == "reject":
             await conn.execute(
                 """UPDATE feed_runs SET status = 'rejected', reason = 'rejected by an operator',
-                          reason_code = 'rejected_by_operator', finished_at = now(), held_body = NULL
+                          reason_code = 'rejected_by_operator', finished_at = now(),
+                          held_body = NULL
                    WHERE run_id = $1""",
                 run_id,
             )
         else:
-            await conn.execute("UPDATE feed_runs SET decision = 'approve' WHERE run_id = $1", run_id)
+            await conn.execute(
+                "UPDATE feed_runs SET decision = 'approve' WHERE run_id = $1", run_id
+            )
             await conn.execute("SELECT pg_notify($1, $2)", FEED_WAKEUP_CHANNEL, run_id)

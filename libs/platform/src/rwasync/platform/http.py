@@ -12,6 +12,7 @@ import orjson
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
 from rwasync.schema.jsonsafe import dumps
 
 log = structlog.get_logger(__name__)
@@ -124,9 +125,7 @@ async def problem_middleware(
             500, "Internal Server Error", "an unexpected error occurred; it has been logged"
         ).response()
     finally:
-        structlog.contextvars.unbind_contextvars(
-            "trace_id", "provider_id", "asset_id", "event_id"
-        )
+        structlog.contextvars.unbind_contextvars("trace_id", "provider_id", "asset_id", "event_id")
     HTTP_REQUESTS.labels(route, request.method, str(response.status)).inc()
     HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
     return response

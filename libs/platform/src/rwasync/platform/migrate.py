@@ -33,7 +33,7 @@ class Migration:
 
 def migrations() -> list[Migration]:
     folder = resources.files("rwasync.platform.migrations")
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [Migration(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 

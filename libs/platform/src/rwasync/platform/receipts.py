@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
 import asyncpg
+
 from rwasync.schema.events import ReceiptStatus
 
 RECORD_ACCEPTED = """
@@ -60,12 +62,17 @@ class Decision:
     latest: bool | None = None
 
 
-class _EventLike:
-    event_id: UUID
-    provider_id: str
-    asset_id: str
-    type: str
-    accepted_at: datetime
+class _EventLike(Protocol):
+    @property
+    def event_id(self) -> UUID: ...
+    @property
+    def provider_id(self) -> str: ...
+    @property
+    def asset_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def accepted_at(self) -> datetime: ...
 
 
 def _columns(events: Sequence[_EventLike]) -> tuple[list[object], ...]:
@@ -78,7 +85,9 @@ def _columns(events: Sequence[_EventLike]) -> tuple[list[object], ...]:
     )
 
 
-async def record_accepted(conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[_EventLike]) -> None:
+async def record_accepted(
+    conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[_EventLike]
+) -> None:
     await conn.execute(RECORD_ACCEPTED, *_columns(events))
 
 

@@ -30,7 +30,7 @@ def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dlq"
 
 
-def work_queue_arguments(queue: str) -> dict[str, object]:
+def work_queue_arguments(queue: str) -> dict[str, str | int]:
     """Arguments of every work queue: quorum, bounded redelivery, at-least-once dead-lettering."""
     return {
         "x-queue-type": "quorum",
@@ -42,5 +42,5 @@ def work_queue_arguments(queue: str) -> dict[str, object]:
     }
 
 
-def dead_letter_queue_arguments() -> dict[str, object]:
+def dead_letter_queue_arguments() -> dict[str, str | int]:
     return {"x-queue-type": "quorum"}

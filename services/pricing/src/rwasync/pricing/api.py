@@ -9,14 +9,14 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
+
 from rwasync.platform.cache import TTLCache
 from rwasync.platform.credentials import digest
 from rwasync.platform.db import Database, DatabaseUnavailable, is_transient
 from rwasync.platform.http import Problem, service_unavailable, unauthorized
+from rwasync.pricing import queries
 from rwasync.schema.asset import normalize_decimal
 from rwasync.schema.timestamps import timestamp_text
-
-from rwasync.pricing import queries
 
 _BEARER = "bearer "
 
@@ -31,7 +31,9 @@ class ReaderAuth:
     async def reader_id(self, request: web.Request) -> str:
         header = request.headers.get("Authorization", "")
         if not header.lower().startswith(_BEARER):
-            raise unauthorized("a reader token is required (Authorization: Bearer ...)", scheme="Bearer")
+            raise unauthorized(
+                "a reader token is required (Authorization: Bearer ...)", scheme="Bearer"
+            )
         token_digest = digest(header[len(_BEARER) :].strip())
         cached = self._cache.get(token_digest)
         if cached is not None:

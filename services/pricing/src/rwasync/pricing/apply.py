@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prometheus_client import Counter
+
 from rwasync.platform import receipts
 from rwasync.platform.db import PRICE_LOCKS, Database, lock_asset_keys
 from rwasync.platform.receipts import Decision
-from rwasync.schema.events import Event, PriceUpdated, ReceiptStatus
-
 from rwasync.pricing import queries
+from rwasync.schema.events import Event, PriceUpdated, ReceiptStatus
 
 TICKS = Counter("rwasync_price_ticks_total", "Price ticks decided", ["outcome", "latest"])
 
@@ -20,7 +20,9 @@ class TickNotApplicable(Exception):
     """An event that does not belong on the price queue: dead-letter it."""
 
 
-def latest_per_as_of(ticks: Sequence[PriceUpdated]) -> tuple[list[PriceUpdated], list[PriceUpdated]]:
+def latest_per_as_of(
+    ticks: Sequence[PriceUpdated],
+) -> tuple[list[PriceUpdated], list[PriceUpdated]]:
     """One tick per (asset, as_of): the later-accepted wins; the others are superseded."""
     kept: dict[tuple[str, str, object], PriceUpdated] = {}
     superseded: list[PriceUpdated] = []
@@ -78,9 +80,7 @@ class PriceApplier:
                 latest = row["latest"] if outcome == ReceiptStatus.APPLIED else None
                 decisions.append(_decision(by_id[row["event_id"]], outcome, reason, latest))
             decisions.extend(
-                _decision(
-                    t, ReceiptStatus.STALE_IGNORED, "superseded in the same batch", None
-                )
+                _decision(t, ReceiptStatus.STALE_IGNORED, "superseded in the same batch", None)
                 for t in superseded
             )
             await receipts.record_decisions(conn, decisions)

@@ -1,6 +1,7 @@
 """Pricing settings (environment prefix RWASYNC_PRICING_)."""
 
 from pydantic_settings import SettingsConfigDict
+
 from rwasync.platform.settings import ServiceSettings
 
 

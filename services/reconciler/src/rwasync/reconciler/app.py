@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from aiohttp import web
+
 from rwasync.platform.broker import Broker
 from rwasync.platform.consumer import EventConsumer
 from rwasync.platform.db import Database
 from rwasync.platform.http import add_health_routes, new_app, run
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.service import broker_check, connections_context, database_check
-from rwasync.schema import topology
-
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.settings import ReconcilerSettings
+from rwasync.schema import topology
 
 
 def create_app(settings: ReconcilerSettings) -> web.Application:
-    db = Database(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    db = Database(
+        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
     broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name="reconciler")
     consumer = EventConsumer(
         broker, topology.RECONCILER_QUEUE, AssetApplier(db), prefetch=settings.prefetch

@@ -8,14 +8,14 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter
+
 from rwasync.platform import receipts
 from rwasync.platform.db import ASSET_LOCKS, Database, lock_asset_keys
 from rwasync.platform.receipts import Decision
+from rwasync.reconciler import queries
 from rwasync.schema.events import AssetDeleted, AssetUpserted, Event, ReceiptStatus
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.schema.versions import Version
-
-from rwasync.reconciler import queries
 
 log = structlog.get_logger(__name__)
 
@@ -110,10 +110,14 @@ class AssetApplier:
             for row in rows:
                 event = by_id[row["event_id"]]
                 outcome = ReceiptStatus(row["outcome"])
-                reason = _stale_reason(row["stored_updated_at"]) if outcome == "stale_ignored" else None
+                reason = (
+                    _stale_reason(row["stored_updated_at"]) if outcome == "stale_ignored" else None
+                )
                 decisions.append(_decision(event, outcome, reason))
             decisions.extend(
-                _decision(e, ReceiptStatus.STALE_IGNORED, "superseded by a newer event in the same batch")
+                _decision(
+                    e, ReceiptStatus.STALE_IGNORED, "superseded by a newer event in the same batch"
+                )
                 for e in superseded
             )
             await receipts.record_decisions(conn, decisions)

@@ -1,6 +1,7 @@
 """Reconciler settings (environment prefix RWASYNC_RECONCILER_)."""
 
 from pydantic_settings import SettingsConfigDict
+
 from rwasync.platform.settings import ServiceSettings
 
 

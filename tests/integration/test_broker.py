@@ -1,0 +1,141 @@
+"""Publishing with confirms and consuming with split-and-dead-letter, on a real RabbitMQ vhost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import aio_pika
+import pytest
+
+from rwasync.platform.broker import Broker, BrokerUnavailable
+from rwasync.platform.consumer import EventConsumer
+from rwasync.schema import topology
+from rwasync.schema.events import Event, decode_message, message_for
+from tests.support.events import at, upserted
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def broker(vhost_amqp_url: str) -> AsyncIterator[Broker]:
+    b = Broker(vhost_amqp_url, publish_timeout=5, name="test")
+    b.start()
+    await b.wait_ready(timeout=30)
+    yield b
+    await b.close()
+
+
+async def _drain(
+    url: str, queue: str, expected: int, timeout: float = 10
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    connection = await aio_pika.connect(url)
+    got: list[aio_pika.abc.AbstractIncomingMessage] = []
+    try:
+        channel = await connection.channel()
+        q = await channel.declare_queue(queue, passive=True)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(got) < expected and asyncio.get_running_loop().time() < deadline:
+            message = await q.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+                continue
+            await message.ack()
+            got.append(message)
+    finally:
+        await connection.close()
+    return got
+
+
+async def test_publish_is_confirmed_persistent_and_routed(
+    broker: Broker, vhost_amqp_url: str
+) -> None:
+    events = [upserted("prv_x", f"a{i}", at(i)) for i in range(3)]
+    single = message_for(events[:1])
+    batch = message_for(events)
+    await asyncio.gather(
+        broker.publish(topology.ASSETS_EXCHANGE, "asset.upserted", single),
+        broker.publish(topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, batch),
+    )
+    got = await _drain(vhost_amqp_url, topology.RECONCILER_QUEUE, 2)
+    assert len(got) == 2
+    by_id = {m.message_id: m for m in got}
+    assert by_id[str(events[0].event_id)].delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert decode_message(by_id[str(batch.message_id)].body) == batch
+    # Nothing leaked onto the price queue.
+    assert await _drain(vhost_amqp_url, topology.PRICING_QUEUE, 1, timeout=0.5) == []
+
+
+async def test_topology_declaration_is_idempotent(vhost_amqp_url: str) -> None:
+    for _ in range(2):
+        b = Broker(vhost_amqp_url, name="again")
+        b.start()
+        await b.wait_ready(timeout=30)
+        assert b.is_ready()
+        await b.close()
+
+
+async def test_publish_without_broker_raises() -> None:
+    b = Broker("amqp://guest:guest@127.0.0.1:1/", name="nowhere")
+    b.start()
+    with pytest.raises(BrokerUnavailable):
+        await b.publish(
+            topology.ASSETS_EXCHANGE, "asset.upserted", message_for([upserted("p", "a", at(0))])
+        )
+    assert not b.is_ready()
+    await b.close()
+
+
+class _PoisonSensitiveApplier:
+    """A real applier's contract: raises for events it can never apply; records what it applied."""
+
+    def __init__(self, poison: set[str]) -> None:
+        self.poison = poison
+        self.applied: list[str] = []
+        self.noted: list[tuple[str, str]] = []
+
+    async def apply(self, events: Sequence[Event]) -> None:
+        bad = [e.asset_id for e in events if e.asset_id in self.poison]
+        if bad:
+            raise ValueError(f"cannot apply {bad}")
+        self.applied.extend(e.asset_id for e in events)
+
+    async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
+        self.noted.extend((e.asset_id, reason) for e in events)
+
+
+async def test_poison_event_is_dead_lettered_alone_and_the_rest_applied(
+    broker: Broker, vhost_amqp_url: str
+) -> None:
+    events = [upserted("prv_x", f"a{i}", at(i)) for i in range(8)]
+    applier = _PoisonSensitiveApplier({"a5"})
+    consumer = EventConsumer(broker, topology.RECONCILER_QUEUE, applier, prefetch=4)
+    consumer.start()
+    await broker.publish(topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, message_for(events))
+    dead = await _drain(vhost_amqp_url, topology.dead_letter_queue(topology.RECONCILER_QUEUE), 1)
+    for _ in range(100):
+        if len(applier.applied) == 7:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+    assert sorted(applier.applied) == sorted(f"a{i}" for i in range(8) if i != 5)
+    assert len(dead) == 1
+    (only,) = decode_message(dead[0].body).events
+    assert only.asset_id == "a5"
+    assert "cannot apply" in str(dead[0].headers[topology.HEADER_REASON])
+    assert applier.noted and applier.noted[0][0] == "a5"
+    # The original message was acked: nothing is left on the work queue.
+    assert await _drain(vhost_amqp_url, topology.RECONCILER_QUEUE, 1, timeout=0.5) == []
+
+
+async def test_malformed_message_is_dead_lettered(broker: Broker, vhost_amqp_url: str) -> None:
+    applier = _PoisonSensitiveApplier(set())
+    consumer = EventConsumer(broker, topology.RECONCILER_QUEUE, applier)
+    consumer.start()
+    await broker.publish_body(
+        topology.ASSETS_EXCHANGE, "asset.upserted", b"{not json", message_id="m1"
+    )
+    dead = await _drain(vhost_amqp_url, topology.dead_letter_queue(topology.RECONCILER_QUEUE), 1)
+    await consumer.stop()
+    assert [m.body for m in dead] == [b"{not json"]
+    assert "malformed" in str(dead[0].headers[topology.HEADER_REASON])

@@ -1,0 +1,90 @@
+"""Pricing's apply against real Postgres: the latest price never regresses by as_of, every tick
+is kept in history once per (asset, as_of), and receipts say what happened."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+import pytest
+
+from rwasync.platform.db import Database
+from rwasync.pricing.apply import PriceApplier
+from rwasync.schema.events import PriceUpdated
+from tests.support.events import at, price
+
+pytestmark = pytest.mark.integration
+
+
+async def _receipt(db: Database, tick: PriceUpdated) -> tuple[str, bool | None]:
+    row = await db.fetchrow(
+        "SELECT status, latest FROM event_receipts WHERE event_id = $1", tick.event_id
+    )
+    assert row is not None
+    return row["status"], row["latest"]
+
+
+async def test_older_tick_goes_to_history_but_not_latest(db: Database, provider_id: str) -> None:
+    applier = PriceApplier(db)
+    newer = price(provider_id, "a1", "51.25", at(10))
+    older = price(provider_id, "a1", "49.00", at(5), accepted_at=at(11))
+    await applier.apply([newer])
+    await applier.apply([older])
+    latest = await db.fetchrow("SELECT amount, as_of FROM latest_prices")
+    assert latest is not None and latest["amount"] == Decimal("51.25")
+    history = await db.fetch("SELECT as_of, amount FROM price_history ORDER BY as_of")
+    assert [(r["as_of"], r["amount"]) for r in history] == [
+        (at(5), Decimal("49.00")),
+        (at(10), Decimal("51.25")),
+    ]
+    assert await _receipt(db, newer) == ("applied", True)
+    assert await _receipt(db, older) == ("applied", False)
+
+
+async def test_correction_at_equal_as_of_and_duplicates(db: Database, provider_id: str) -> None:
+    applier = PriceApplier(db)
+    first = price(provider_id, "a1", "50", at(1), accepted_at=at(2))
+    correction = price(provider_id, "a1", "50.5", at(1), accepted_at=at(3))
+    resent = price(provider_id, "a1", "50.50", at(1), accepted_at=at(4))
+    await applier.apply([first])
+    await applier.apply([correction])
+    await applier.apply([resent])
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("50.5")
+    assert await db.fetchval("SELECT count(*) FROM price_history") == 1
+    assert await _receipt(db, correction) == ("applied", True)
+    assert (await _receipt(db, resent))[0] == "duplicate"
+    # The earlier-accepted tick redelivered after the correction changes nothing.
+    await applier.apply([first])
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("50.5")
+
+
+async def test_latest_price_is_the_same_for_every_delivery_order(
+    db: Database, provider_id: str
+) -> None:
+    rng = random.Random(3)
+    ticks = [
+        price(
+            provider_id,
+            f"a{rng.randint(1, 3)}",
+            f"{rng.randint(40, 60)}.{rng.randint(0, 99)}",
+            at(rng.randint(0, 20)),
+            accepted_at=at(30 + i),
+        )
+        for i in range(30)
+    ]
+    applier = PriceApplier(db)
+    for tick in ticks:
+        await applier.apply([tick])
+    expected = await db.fetch("SELECT * FROM asset_prices ORDER BY asset_id")
+    expected_history = await db.fetch("SELECT * FROM price_history ORDER BY asset_id, as_of")
+    for _ in range(5):
+        await db.execute("TRUNCATE asset_prices, price_history, event_receipts")
+        shuffled = ticks[:]
+        rng.shuffle(shuffled)
+        cut = rng.randint(1, len(shuffled) - 1)
+        await applier.apply(shuffled[:cut])
+        await applier.apply(shuffled[cut:])
+        rows = await db.fetch("SELECT * FROM asset_prices ORDER BY asset_id")
+        assert [r[:-1] for r in rows] == [r[:-1] for r in expected]  # all but applied_at
+        history = await db.fetch("SELECT * FROM price_history ORDER BY asset_id, as_of")
+        assert history == expected_history
