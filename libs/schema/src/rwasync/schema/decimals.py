@@ -51,9 +51,6 @@ def normalize_decimal(number: Decimal) -> str:
     if exponent >= 0:
         text = digits + "0" * exponent
     else:
-        point = len(digits) + exponent
-        if point > 0:
-            text = f"{digits[:point]}.{digits[point:]}"
-        else:
-            text = "0." + "0" * -point + digits
+        point = len(digits) + exponent  # where the decimal point falls among the digits
+        text = f"{digits[:point]}.{digits[point:]}" if point > 0 else f"0.{'0' * -point}{digits}"
     return f"-{text}" if sign else text

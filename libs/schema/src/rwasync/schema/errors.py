@@ -14,6 +14,9 @@ from pydantic_core import ErrorDetails
 # Free text must not carry NUL: every text field has this pattern, so its error is recognised.
 NO_NUL_PATTERN: Final = r"^[^\x00]*$"
 
+# Error types raised by rwasync's own validators start with this; their message is final.
+CUSTOM_ERROR_PREFIX: Final = "rwasync."
+
 # A pathological document could yield one error per byte; a response lists at most this many.
 MAX_REPORTED_ERRORS: Final = 100
 
@@ -39,9 +42,7 @@ class AssetInvalid(Exception):
 
 def json_pointer(location: Iterable[str | int]) -> str:
     """RFC 6901 pointer for a path of keys and indexes (`~` and `/` escaped)."""
-    return "".join(
-        "/" + str(part).replace("~", "~0").replace("/", "~1") for part in location
-    )
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in location)
 
 
 # Messages for patterns other than NO_NUL_PATTERN, registered by the types that use them.
@@ -57,6 +58,8 @@ def _bound(value: Any) -> str:
 def _message(error: ErrorDetails) -> str:
     kind = error["type"]
     ctx: dict[str, Any] = error.get("ctx") or {}
+    if kind.startswith(CUSTOM_ERROR_PREFIX):
+        return error["msg"]
     match kind:
         case "missing":
             return "is required"
@@ -102,8 +105,7 @@ def _message(error: ErrorDetails) -> str:
         case "value_error" | "assertion_error":
             return str(ctx.get("error", error["msg"]))
         case _:
-            # Our own PydanticCustomErrors carry a finished message; anything else is pydantic's
-            # wording, which is still better than nothing.
+            # pydantic's own wording, for anything this table does not know yet.
             return error["msg"]
 
 

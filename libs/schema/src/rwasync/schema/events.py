@@ -8,15 +8,14 @@ own id and receipt.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 class EventType(StrEnum):
@@ -126,4 +125,3 @@ def decode_message(body: bytes) -> EventMessage:
         return EventMessage.model_validate_json(body)
     except ValidationError as exc:
         raise MalformedMessage(str(exc)) from exc
-

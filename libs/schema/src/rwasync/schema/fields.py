@@ -30,7 +30,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from rwasync.schema.decimals import MAX_DECIMAL_DIGITS, normalize_decimal, plain_digit_count
-from rwasync.schema.errors import NO_NUL_PATTERN, AssetInvalid, field_errors
+from rwasync.schema.errors import (
+    CUSTOM_ERROR_PREFIX,
+    NO_NUL_PATTERN,
+    AssetInvalid,
+    field_errors,
+)
 from rwasync.schema.timestamps import MAX_FUTURE_SKEW, timestamp_text, too_far_ahead, utc_now
 
 # The largest integer every JSON reader holds exactly (and RFC 8785 can canonicalise).
@@ -48,8 +53,8 @@ class ContractModel(BaseModel):
 
 
 def invalid(kind: str, message: str) -> PydanticCustomError:
-    """A validation error whose message reaches the provider as written."""
-    return PydanticCustomError(kind, "{message}", {"message": message})
+    """A validation error (type `rwasync.<kind>`) whose message reaches the provider as written."""
+    return PydanticCustomError(CUSTOM_ERROR_PREFIX + kind, "{message}", {"message": message})
 
 
 def _shown(value: str, limit: int = 40) -> str:
@@ -116,9 +121,7 @@ CurrencyCode = Annotated[
 CountryCode = Annotated[
     str,
     Strict(),
-    AfterValidator(
-        _code_check(COUNTRY_CODES, "country", "an ISO 3166-1 alpha-2 code such as US")
-    ),
+    AfterValidator(_code_check(COUNTRY_CODES, "country", "an ISO 3166-1 alpha-2 code such as US")),
     WithJsonSchema(
         {
             "type": "string",

@@ -1,0 +1,139 @@
+"""`jsonsafe`: untrusted JSON parsed with exact decimals, and abusive documents refused."""
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from rwasync.schema.jsonsafe import MAX_DEPTH, MAX_NUMBER_DIGITS, MalformedJSON, dumps, loads
+
+pytestmark = pytest.mark.unit
+
+
+def nested_objects(levels: int) -> str:
+    return '{"a":' * levels + "1" + "}" * levels
+
+
+def nested_arrays(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def test_limits() -> None:
+    assert (MAX_DEPTH, MAX_NUMBER_DIGITS) == (32, 100)
+
+
+@pytest.mark.parametrize("build", [nested_objects, nested_arrays])
+def test_32_levels_parse_and_33_do_not(build: object) -> None:
+    assert callable(build)
+    loads(build(32))
+    with pytest.raises(MalformedJSON, match="deeper than 32 levels"):
+        loads(build(33))
+
+
+def test_mixed_nesting_counts_objects_and_arrays() -> None:
+    loads('{"a":[' * 16 + "]}" * 16)
+    with pytest.raises(MalformedJSON):
+        loads('{"a":[' * 16 + '{"b":1}' + "]}" * 16)
+
+
+def test_huge_nesting_fails_cleanly() -> None:
+    with pytest.raises(MalformedJSON, match="deeper"):
+        loads("[" * 100_000)
+    with pytest.raises(MalformedJSON):
+        loads("[" * 100_000 + "]" * 100_000)
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["1" * 100, "-" + "9" * 100, "0." + "1" * 99, "1" * 50 + "." + "2" * 50, "1e999999999"],
+)
+def test_numbers_of_up_to_100_digits_parse(number: str) -> None:
+    assert loads(f"[{number}]")[0] == Decimal(number)
+
+
+@pytest.mark.parametrize(
+    "number", ["1" * 101, "-" + "9" * 101, "0." + "1" * 100, "1.5e" + "1" * 100]
+)
+def test_numbers_over_100_digits_are_refused(number: str) -> None:
+    with pytest.raises(MalformedJSON, match="more than 100 digits"):
+        loads(f'{{"n": {number}}}')
+
+
+def test_an_exponent_decimal_cannot_hold_is_refused() -> None:
+    with pytest.raises(MalformedJSON, match="out of range"):
+        loads("1e99999999999999999999")
+
+
+def test_decimals_are_exact_and_integers_stay_integers() -> None:
+    document = loads('{"a": 0.1, "b": 54.20, "c": 7, "d": 1E+2, "e": -0}')
+
+    assert document == {"a": Decimal("0.1"), "b": Decimal("54.20"), "c": 7, "d": 100, "e": 0}
+    assert str(document["b"]) == "54.20"
+    assert type(document["c"]) is int and type(document["e"]) is int
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_numbers_are_refused(constant: str) -> None:
+    with pytest.raises(MalformedJSON, match="not a JSON number"):
+        loads(f'{{"amount": {constant}}}')
+
+
+@pytest.mark.parametrize(
+    "text",
+    [r'{"name": "\ud800"}', r'{"name": "x\udfffy"}', r'{"\ud83d": 1}', r'["\ud83d\u0041"]'],
+)
+def test_unpaired_surrogate_escapes_are_refused(text: str) -> None:
+    with pytest.raises(MalformedJSON, match="unpaired surrogate"):
+        loads(text)
+
+
+def test_paired_surrogates_and_escaped_backslashes_are_fine() -> None:
+    assert loads(r'["\ud83d\ude00", "\\ud800"]') == ["\N{GRINNING FACE}", "\\ud800"]
+
+
+def test_raw_surrogate_in_a_str_body_is_refused() -> None:
+    with pytest.raises(MalformedJSON, match="unpaired surrogate"):
+        loads('{"name": "\ud800"}')
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"name": "\xff"}', b'{"name": "\xed\xa0\x80"}', b"\xef\xbb\xbf{}", b'"\xc3"'],
+)
+def test_invalid_utf8_is_refused(body: bytes) -> None:
+    with pytest.raises(MalformedJSON):
+        loads(body)
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"{'a': 1}", b'{"a": 1,}', b"[1] [2]", b"01"])
+def test_text_that_is_not_json_is_refused(body: bytes) -> None:
+    with pytest.raises(MalformedJSON, match="invalid JSON") as caught:
+        loads(body)
+    assert caught.value.detail.startswith("invalid JSON:")
+
+
+def test_duplicate_keys_keep_the_last() -> None:
+    assert loads('{"a": 1, "a": 2}') == {"a": 2}
+
+
+def test_bytes_and_str_bodies_parse_alike() -> None:
+    text = '{"city": "Detroit \u00e9", "n": [1, 2.50]}'
+    assert loads(text) == loads(text.encode()) == {"city": "Detroit é", "n": [1, Decimal("2.5")]}
+
+
+def test_dumps_writes_normalised_decimals_and_utc_timestamps() -> None:
+    moment = datetime(2025, 5, 30, 9, 15, tzinfo=timezone(timedelta(hours=-4)))
+
+    body = dumps({"amount": Decimal("54.20"), "big": Decimal("1E+3"), "at": moment, "n": 3})
+
+    assert body == b'{"amount":"54.2","big":"1000","at":"2025-05-30T13:15:00.000000Z","n":3}'
+
+
+def test_dumps_refuses_what_json_cannot_hold() -> None:
+    with pytest.raises(TypeError):
+        dumps({"x": object()})
+    with pytest.raises(TypeError):
+        dumps({"at": datetime(2025, 1, 1)})  # naive: no defined instant
+    assert loads(dumps({"at": datetime(2025, 1, 1, tzinfo=UTC)})) == {
+        "at": "2025-01-01T00:00:00.000000Z"
+    }
