@@ -31,6 +31,10 @@ HTTP_LATENCY = Histogram(
 )
 
 
+# The request's trace id (from `X-Request-Id`, else generated), carried into published events.
+TRACE_ID = web.RequestKey("trace_id", str)
+
+
 class Problem(Exception):
     """An error answered as application/problem+json; raise it from any handler."""
 
@@ -104,7 +108,7 @@ async def problem_middleware(
 ) -> web.StreamResponse:
     """Turn every error into problem+json, count and time every request, bind a trace id."""
     trace_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-    request["trace_id"] = trace_id
+    request[TRACE_ID] = trace_id
     structlog.contextvars.bind_contextvars(trace_id=trace_id)
     started = time.perf_counter()
     route = _route_name(request)
@@ -115,10 +119,15 @@ async def problem_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        # Keep headers such as Allow (405) but not the plain-text body's own.
+        headers = {
+            k: v
+            for k, v in exc.headers.items()
+            if k.lower() not in ("content-type", "content-length")
+        }
         response = Problem(
-            exc.status, exc.reason, exc.text or exc.reason, headers=dict(exc.headers)
+            exc.status, exc.reason, exc.text or exc.reason, headers=headers
         ).response()
-        response.headers.pop("Content-Length", None)
     except Exception:
         log.exception("unhandled error", route=route, method=request.method)
         response = Problem(

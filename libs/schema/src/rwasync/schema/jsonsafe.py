@@ -120,4 +120,11 @@ def _encode_default(value: Any) -> Any:
 
 def dumps(document: Any) -> bytes:
     """Serialize with decimals as normalised strings and timestamps as `timestamp_text`."""
-    return orjson.dumps(document, default=_encode_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    try:
+        return orjson.dumps(
+            document, default=_encode_default, option=orjson.OPT_PASSTHROUGH_DATETIME
+        )
+    except TypeError:
+        # orjson refuses integers beyond 64 bits (such as the schema's 10^30 supply bound);
+        # the standard library writes them exactly.
+        return json.dumps(document, default=_encode_default, ensure_ascii=False).encode()

@@ -1,0 +1,1 @@
+"""ingest-api: the provider push API; validates, publishes confirmed events, records receipts."""

@@ -1,0 +1,690 @@
+"""ingest-api over real HTTP, Postgres and RabbitMQ: authentication, validation and its problem
+responses, confirmed publishing onto the right queue, receipts, and the provider's reads."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import aio_pika
+import pytest
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient
+
+from rwasync.ingest_api.acceptance import AcceptanceClock
+from rwasync.ingest_api.app import create_app
+from rwasync.platform.credentials import digest, issue_reader_token, new_id
+from rwasync.platform.db import Database
+from rwasync.schema.asset import content_hash, normalized_document, parse_asset
+from rwasync.schema.events import (
+    AssetUpserted,
+    EventSource,
+    PriceUpdated,
+    decode_message,
+)
+from rwasync.schema.timestamps import timestamp_text
+from tests.integration.ingest.conftest import (
+    Provider,
+    Queues,
+    create_provider,
+    ingest_settings,
+    readiness,
+    serve,
+)
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+Client = TestClient[web.Request, web.Application]
+JSON = {"Content-Type": "application/json"}
+NOWHERE_AMQP = "amqp://guest:guest@127.0.0.1:1/"
+NOWHERE_POSTGRES = "postgresql://postgres@127.0.0.1:1/nowhere"
+
+
+def house(asset_id: str, **extra: Any) -> dict[str, Any]:
+    """A Detroit house as a provider sends it: local offset, xdai, lowercase address, `54.20`."""
+    return {
+        "id": asset_id,
+        "updated_at": "2025-05-30T09:15:00-04:00",
+        "status": "active",
+        "name": "2417 Van Dyke Street, Detroit",
+        "token": {
+            "symbol": "REALTOKEN-S-2417-VAN-DYKE-ST",
+            "chain": "xdai",
+            "contract_address": "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
+            "total_supply": 10000,
+            "decimals": 18,
+        },
+        "price": {"amount": "54.20", "currency": "usd"},
+        **extra,
+    }
+
+
+async def put_json(client: Client, path: str, body: Any, headers: dict[str, str]) -> ClientResponse:
+    return await client.put(path, data=json.dumps(body), headers={**JSON, **headers})
+
+
+async def problem(response: ClientResponse, status: int) -> dict[str, Any]:
+    """The body of an RFC 9457 answer with this status (asserting it is one)."""
+    text = await response.text()
+    assert response.status == status, text
+    assert response.content_type == "application/problem+json", text
+    body: dict[str, Any] = json.loads(text)
+    assert body["status"] == status
+    assert body["type"].startswith("https://") and body["title"] and body["detail"]
+    return body
+
+
+def pointers(body: dict[str, Any]) -> set[str]:
+    return {error["pointer"] for error in body["errors"]}
+
+
+async def accepted_event_id(response: ClientResponse) -> uuid.UUID:
+    text = await response.text()
+    assert response.status == 202, text
+    body = json.loads(text)
+    assert body["status"] == "accepted" and set(body) == {"event_id", "status"}
+    assert response.headers["Location"] == f"/v1/events/{body['event_id']}"
+    return uuid.UUID(body["event_id"])
+
+
+async def store_asset(
+    store: Database,
+    provider_id: str,
+    asset_id: str,
+    *,
+    document: dict[str, Any] | None,
+    updated_at: datetime,
+    deleted: bool = False,
+) -> datetime:
+    """Write an asset row as the reconciler would; returns its applied_at."""
+    applied_at = datetime(2025, 6, 1, 8, 30, 0, 123456, tzinfo=UTC)
+    await store.execute(
+        """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at, event_id,
+                               source, document, content_hash, status, applied_at, deleted_at)
+           VALUES ($1, $2, $3, $4, $3, $5, 'push', $6, $7, $8, $9, $10)""",
+        provider_id,
+        asset_id,
+        updated_at,
+        deleted,
+        uuid.uuid4(),
+        document,
+        content_hash(document) if document is not None else None,
+        document["status"] if document is not None else None,
+        applied_at,
+        updated_at if deleted else None,
+    )
+    return applied_at
+
+
+# --- accepting an asset ---------------------------------------------------------------------------
+
+
+async def test_put_asset_publishes_the_normalised_event_and_records_accepted(
+    ingest: Client, queues: Queues, provider: Provider, store: Database
+) -> None:
+    sent = house("det-48214:2417-van-dyke.A")
+    before = datetime.now(UTC)
+    response = await put_json(
+        ingest,
+        "/v1/assets/det-48214:2417-van-dyke.A",
+        sent,
+        {**provider.basic, "X-Request-Id": "trace-2417"},
+    )
+    event_id = await accepted_event_id(response)
+
+    message = await queues.next(queues.assets)
+    assert message.message_id == str(event_id)
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.routing_key == "asset.upserted"
+    (event,) = decode_message(message.body).events
+    assert isinstance(event, AssetUpserted)
+    assert event.event_id == event_id
+    assert event.provider_id == provider.provider_id
+    assert event.asset_id == "det-48214:2417-van-dyke.A"
+    assert event.source == EventSource.PUSH
+    assert event.trace_id == "trace-2417"
+    assert event.updated_at == datetime(2025, 5, 30, 13, 15, tzinfo=UTC)
+    assert before <= event.received_at <= event.accepted_at <= datetime.now(UTC)
+    document = event.payload.document
+    assert document == normalized_document(parse_asset(sent))
+    assert document["updated_at"] == "2025-05-30T13:15:00.000000Z"
+    assert document["token"]["chain"] == "gnosis"
+    assert document["token"]["contract_address"] == "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    assert document["price"] == {"amount": "54.2", "currency": "USD"}
+    assert event.payload.content_hash == content_hash(document).hex()
+    assert await queues.depth(queues.prices) == 0
+
+    receipt = await store.fetchrow(
+        "SELECT provider_id, asset_id, type, status, accepted_at FROM event_receipts"
+        " WHERE event_id = $1",
+        event_id,
+    )
+    assert receipt is not None
+    assert dict(receipt) == {
+        "provider_id": provider.provider_id,
+        "asset_id": "det-48214:2417-van-dyke.A",
+        "type": "asset.upserted",
+        "status": "accepted",
+        "accepted_at": event.accepted_at,
+    }
+
+
+async def test_provider_comes_from_the_credentials_never_the_body(
+    ingest: Client, queues: Queues, provider: Provider, store: Database
+) -> None:
+    other = await create_provider(store)
+    sent = house("tenant-1", provider_id=other.provider_id)
+    response = await put_json(ingest, "/v1/assets/tenant-1", sent, provider.bearer)
+    body = await problem(response, 422)
+    assert pointers(body) == {"/provider_id"}
+
+    response = await put_json(ingest, "/v1/assets/tenant-1", house("tenant-1"), provider.bearer)
+    await accepted_event_id(response)
+    (event,) = decode_message((await queues.next(queues.assets)).body).events
+    assert event.provider_id == provider.provider_id
+
+
+async def test_bearer_token_and_utf8_charset_are_accepted_and_the_path_id_fills_a_missing_id(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    sent = house("ignored")
+    del sent["id"]
+    response = await ingest.put(
+        "/v1/assets/from-the-path",
+        data=json.dumps(sent),
+        headers={"Content-Type": "application/json; charset=UTF-8", **provider.bearer},
+    )
+    event_id = await accepted_event_id(response)
+    (event,) = decode_message((await queues.next(queues.assets)).body).events
+    assert event.event_id == event_id
+    assert event.asset_id == "from-the-path"
+    assert isinstance(event, AssetUpserted)
+    assert event.payload.document["id"] == "from-the-path"
+
+
+async def test_acceptance_instants_increase_across_requests(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    for n in range(5):
+        response = await put_json(ingest, f"/v1/assets/seq-{n}", house(f"seq-{n}"), provider.basic)
+        await accepted_event_id(response)
+    accepted = [
+        decode_message((await queues.next(queues.assets)).body).events[0].accepted_at
+        for _ in range(5)
+    ]
+    assert accepted == sorted(accepted) and len(set(accepted)) == 5
+
+
+def test_acceptance_clock_is_strictly_increasing_even_when_time_stands_still() -> None:
+    frozen = datetime(2026, 1, 1, tzinfo=UTC)
+    clock = AcceptanceClock(now=lambda: frozen)
+    single = clock.next()
+    batch = clock.instants(3)
+    after = clock.next()
+    µs = timedelta(microseconds=1)
+    assert single == frozen
+    assert batch == [frozen + µs, frozen + 2 * µs, frozen + 3 * µs]
+    assert after == frozen + 4 * µs
+    with pytest.raises(ValueError):
+        clock.instants(0)
+
+
+# --- authentication -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Basic",
+        "Basic !!!not-base64!!!",
+        "Basic " + "a2V5X29ubHk=",  # "key_only": no colon
+        "Basic " + "a2V5AF94OnNlY3JldA==",  # "key\0_x:secret": NUL in the key id
+        "Bearer rwp_not-a-token",
+        "Digest username=someone",
+    ],
+)
+async def test_missing_or_malformed_credentials_are_401(
+    ingest: Client, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = await put_json(ingest, "/v1/assets/a1", house("a1"), headers)
+    await problem(response, 401)
+    assert "Bearer" in response.headers["WWW-Authenticate"]
+    response = await ingest.get("/v1/assets/a1", headers=headers)
+    await problem(response, 401)
+
+
+async def test_wrong_secret_unknown_key_and_another_key_pair_are_401(
+    ingest: Client, provider: Provider, store: Database
+) -> None:
+    other = await create_provider(store)
+    for key_id, secret in (
+        (provider.key_id, provider.secret + "x"),
+        (provider.key_id, other.secret),
+        ("key_unknown", provider.secret),
+        (provider.key_id, provider.token),
+    ):
+        wrong = Provider(provider.provider_id, key_id, secret, provider.token)
+        response = await ingest.get("/v1/assets/a1", headers=wrong.basic)
+        await problem(response, 401)
+    # The right pair still works (and a miss on an asset is a 404, not a 401).
+    await problem(await ingest.get("/v1/assets/a1", headers=provider.basic), 404)
+
+
+async def test_reader_tokens_are_not_provider_credentials(ingest: Client, store: Database) -> None:
+    token = issue_reader_token()
+    await store.execute(
+        "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, 'Investor', $2)",
+        new_id("rdr"),
+        digest(token),
+    )
+    response = await ingest.get("/v1/assets/a1", headers={"Authorization": f"Bearer {token}"})
+    await problem(response, 401)
+
+
+async def test_disabled_provider_and_revoked_credential_are_401(
+    ingest: Client, queues: Queues, store: Database
+) -> None:
+    disabled = await create_provider(store, disabled=True)
+    revoked = await create_provider(store)
+    await store.execute(
+        "UPDATE provider_credentials SET revoked_at = now() WHERE key_id = $1", revoked.key_id
+    )
+    for who in (disabled, revoked):
+        for headers in (who.basic, who.bearer):
+            response = await put_json(ingest, "/v1/assets/a1", house("a1"), headers)
+            await problem(response, 401)
+    assert await queues.depth(queues.assets) == 0
+
+
+# --- bad requests ---------------------------------------------------------------------------------
+
+
+async def test_invalid_document_is_422_listing_every_pointer(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    sent = house(
+        "inv-1",
+        updated_at="not a time",
+        status="bogus",
+        name="",
+        colour="red",
+        location={"lat": 100, "lon": 0},
+        token={"chain": "bitcoin", "contract_address": "x"},
+    )
+    body = await problem(await put_json(ingest, "/v1/assets/inv-1", sent, provider.basic), 422)
+    assert pointers(body) == {
+        "/updated_at",
+        "/status",
+        "/name",
+        "/colour",
+        "/location/lat",
+        "/token/chain",
+    }
+    assert all(error["message"] for error in body["errors"])
+    assert await queues.depth(queues.assets) == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (b'{"id": "a1", "name": ', "invalid JSON"),
+        (b'{"id": "a1", "name": "\\ud800"}', "surrogate"),
+        (b'{"attributes": ' + b"[" * 40 + b"]" * 40 + b"}", "deeper"),
+        (b'{"price": {"amount": 1' + b"0" * 120 + b"}}", "digits"),
+    ],
+)
+async def test_malformed_json_is_400(
+    ingest: Client, provider: Provider, raw: bytes, detail: str
+) -> None:
+    response = await ingest.put("/v1/assets/a1", data=raw, headers={**JSON, **provider.basic})
+    body = await problem(response, 400)
+    assert detail in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
+)
+async def test_wrong_content_type_is_415(
+    ingest: Client, provider: Provider, content_type: str | None
+) -> None:
+    headers = dict(provider.basic)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    for path in ("/v1/assets/a1", "/v1/assets/a1/price"):
+        response = await ingest.put(path, data=json.dumps(house("a1")).encode(), headers=headers)
+        await problem(response, 415)
+
+
+async def test_body_over_the_limit_is_413_declared_or_chunked(
+    ingest: Client, provider: Provider
+) -> None:
+    oversized = json.dumps(house("big", description="x" * (1024**2))).encode()
+    response = await ingest.put(
+        "/v1/assets/big", data=oversized, headers={**JSON, **provider.basic}
+    )
+    await problem(response, 413)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b" " * 65536
+
+    response = await ingest.put(
+        "/v1/assets/big/price", data=chunks(), headers={**JSON, **provider.basic}
+    )
+    await problem(response, 413)
+
+
+async def test_body_id_must_match_a_valid_path_id(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    response = await put_json(ingest, "/v1/assets/a1", house("a2"), provider.basic)
+    body = await problem(response, 422)
+    assert pointers(body) == {"/id"}
+
+    for bad_path_id in ("has%20space", "x" * 129, "semi;colon"):
+        response = await put_json(
+            ingest, f"/v1/assets/{bad_path_id}", house("a1", status="bogus"), provider.basic
+        )
+        body = await problem(response, 422)
+        assert pointers(body) == {"/id", "/status"}
+    assert await queues.depth(queues.assets) == 0
+
+
+# --- prices ---------------------------------------------------------------------------------------
+
+
+async def test_price_put_lands_on_the_prices_queue_only(
+    ingest: Client, queues: Queues, provider: Provider, store: Database
+) -> None:
+    response = await put_json(
+        ingest,
+        "/v1/assets/never-pushed-1/price",
+        {"amount": "54.20", "currency": "eur", "as_of": "2025-06-01T10:00:00+02:00"},
+        provider.bearer,
+    )
+    event_id = await accepted_event_id(response)
+
+    message = await queues.next(queues.prices)
+    assert message.message_id == str(event_id)
+    assert message.routing_key == "price.updated"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    (event,) = decode_message(message.body).events
+    assert isinstance(event, PriceUpdated)
+    assert event.provider_id == provider.provider_id
+    assert event.asset_id == "never-pushed-1"
+    assert event.payload.amount == Decimal("54.2")
+    assert event.payload.currency == "EUR"
+    assert event.updated_at == event.payload.as_of == datetime(2025, 6, 1, 8, tzinfo=UTC)
+    assert await queues.depth(queues.assets) == 0
+
+    status = await store.fetchval(
+        "SELECT status FROM event_receipts WHERE event_id = $1 AND type = 'price.updated'",
+        event_id,
+    )
+    assert status == "accepted"
+
+
+async def test_invalid_price_is_422_with_its_pointers(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    response = await put_json(
+        ingest,
+        "/v1/assets/a1/price",
+        {"amount": -1, "currency": "XXXX", "as_of": "yesterday"},
+        provider.basic,
+    )
+    body = await problem(response, 422)
+    assert pointers(body) == {"/amount", "/currency", "/as_of"}
+    response = await put_json(ingest, "/v1/assets/a1/price", {"price": 1}, provider.basic)
+    body = await problem(response, 422)
+    assert pointers(body) == {"/amount", "/currency", "/as_of", "/price"}
+    assert await queues.depth(queues.prices) == 0
+
+
+# --- reads ----------------------------------------------------------------------------------------
+
+
+async def test_get_asset_returns_the_stored_document_with_meta(
+    ingest: Client, provider: Provider, store: Database
+) -> None:
+    document = normalized_document(parse_asset(house("read-1")))
+    updated_at = datetime(2025, 5, 30, 13, 15, tzinfo=UTC)
+    applied_at = await store_asset(
+        store, provider.provider_id, "read-1", document=document, updated_at=updated_at
+    )
+    response = await ingest.get("/v1/assets/read-1", headers=provider.bearer)
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    meta = body.pop("_meta")
+    assert body == document
+    assert meta == {
+        "updated_at": "2025-05-30T13:15:00.000000Z",
+        "content_hash": content_hash(document).hex(),
+        "deleted": False,
+        "applied_at": timestamp_text(applied_at),
+    }
+    # What GET returns can be sent back as is (`_meta` is ignored on input).
+    echoed = await ingest.put(
+        "/v1/assets/read-1", data=await response.read(), headers={**JSON, **provider.bearer}
+    )
+    await accepted_event_id(echoed)
+
+
+async def test_another_providers_asset_is_404(
+    ingest: Client, provider: Provider, store: Database
+) -> None:
+    other = await create_provider(store)
+    document = normalized_document(parse_asset(house("theirs-1")))
+    await store_asset(
+        store, other.provider_id, "theirs-1", document=document, updated_at=datetime.now(UTC)
+    )
+    assert (await ingest.get("/v1/assets/theirs-1", headers=other.basic)).status == 200
+    await problem(await ingest.get("/v1/assets/theirs-1", headers=provider.basic), 404)
+    await problem(await ingest.get("/v1/assets/never-seen", headers=provider.basic), 404)
+    await problem(await ingest.get("/v1/assets/bad%20id", headers=provider.basic), 404)
+
+
+async def test_deleted_asset_is_404_unless_include_deleted(
+    ingest: Client, provider: Provider, store: Database
+) -> None:
+    document = normalized_document(parse_asset(house("gone-1")))
+    deleted_at = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
+    await store_asset(
+        store,
+        provider.provider_id,
+        "gone-1",
+        document=document,
+        updated_at=deleted_at,
+        deleted=True,
+    )
+    await problem(await ingest.get("/v1/assets/gone-1", headers=provider.basic), 404)
+    await problem(
+        await ingest.get("/v1/assets/gone-1?include_deleted=false", headers=provider.basic), 404
+    )
+    response = await ingest.get("/v1/assets/gone-1?include_deleted=true", headers=provider.basic)
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    meta = body.pop("_meta")
+    assert body == document
+    assert meta["deleted"] is True
+    assert meta["updated_at"] == "2025-07-01T09:00:00.000000Z"
+
+    # A tombstone for an id that never had a document (DELETE of an unknown id).
+    await store_asset(
+        store, provider.provider_id, "gone-2", document=None, updated_at=deleted_at, deleted=True
+    )
+    response = await ingest.get("/v1/assets/gone-2?include_deleted=true", headers=provider.basic)
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["id"] == "gone-2"
+    assert body["_meta"]["deleted"] is True
+    assert body["_meta"]["content_hash"] is None
+    assert set(body) == {"id", "_meta"}
+
+
+async def test_event_receipt_is_readable_by_its_provider_only(
+    ingest: Client, queues: Queues, provider: Provider, store: Database
+) -> None:
+    response = await put_json(ingest, "/v1/assets/rcpt-1", house("rcpt-1"), provider.basic)
+    event_id = await accepted_event_id(response)
+    response = await ingest.get(f"/v1/events/{event_id}", headers=provider.basic)
+    assert response.status == 200, await response.text()
+    assert await response.json() == {
+        "event_id": str(event_id),
+        "type": "asset.upserted",
+        "asset_id": "rcpt-1",
+        "status": "accepted",
+    }
+    other = await create_provider(store)
+    await problem(await ingest.get(f"/v1/events/{event_id}", headers=other.basic), 404)
+    await problem(await ingest.get(f"/v1/events/{uuid.uuid4()}", headers=provider.basic), 404)
+    await problem(await ingest.get("/v1/events/not-a-uuid", headers=provider.basic), 404)
+
+
+async def test_decided_receipts_show_reason_and_price_latest(
+    ingest: Client, provider: Provider, store: Database
+) -> None:
+    stale, price = uuid.uuid4(), uuid.uuid4()
+    await store.execute(
+        """INSERT INTO event_receipts
+               (event_id, provider_id, asset_id, type, status, reason, latest, accepted_at,
+                decided_at)
+           VALUES ($1, $3, 'a1', 'asset.upserted', 'stale_ignored', 'older than stored', NULL,
+                   now(), now()),
+                  ($2, $3, 'a1', 'price.updated', 'applied', NULL, false, now(), now())""",
+        stale,
+        price,
+        provider.provider_id,
+    )
+    response = await ingest.get(f"/v1/events/{stale}", headers=provider.bearer)
+    assert await response.json() == {
+        "event_id": str(stale),
+        "type": "asset.upserted",
+        "asset_id": "a1",
+        "status": "stale_ignored",
+        "reason": "older than stored",
+    }
+    response = await ingest.get(f"/v1/events/{price}", headers=provider.bearer)
+    assert await response.json() == {
+        "event_id": str(price),
+        "type": "price.updated",
+        "asset_id": "a1",
+        "status": "applied",
+        "latest": False,
+    }
+
+
+# --- the rest of the surface ----------------------------------------------------------------------
+
+
+async def test_schema_is_public(ingest: Client) -> None:
+    response = await ingest.get("/v1/schema/asset.json")
+    assert response.status == 200
+    schema = await response.json()
+    assert schema["$id"] == "https://rwasync.dev/v1/schema/asset.json"
+    assert {"id", "updated_at", "status", "name"} <= set(schema["required"])
+
+
+async def test_unknown_route_and_wrong_method_are_problems(ingest: Client) -> None:
+    await problem(await ingest.get("/v1/nothing-here"), 404)
+    response = await ingest.post("/v1/schema/asset.json", data=b"{}")
+    await problem(response, 405)
+    assert "GET" in response.headers["Allow"]
+
+
+async def test_health_readiness_and_metrics(ingest: Client) -> None:
+    assert (await ingest.get("/healthz")).status == 200
+    response = await ingest.get("/readyz")
+    assert response.status == 200
+    assert (await response.json())["checks"] == {"database": True, "broker": True}
+    response = await ingest.get("/metrics")
+    assert response.status == 200
+    assert "rwasync_http_requests_total" in await response.text()
+
+
+async def test_receipt_failure_after_the_confirm_still_answers_202(
+    ingest: Client, queues: Queues, provider: Provider, store: Database
+) -> None:
+    # The event is durable once the broker confirmed; the consumer writes the decided receipt.
+    await store.execute("ALTER TABLE event_receipts RENAME TO event_receipts_away")
+    try:
+        response = await put_json(ingest, "/v1/assets/r-1", house("r-1"), provider.basic)
+        event_id = await accepted_event_id(response)
+    finally:
+        await store.execute("ALTER TABLE event_receipts_away RENAME TO event_receipts")
+    assert (await queues.next(queues.assets)).message_id == str(event_id)
+
+
+# --- outages --------------------------------------------------------------------------------------
+
+
+async def test_broker_away_is_503_with_retry_after_while_healthz_answers(
+    database_url: str,
+) -> None:
+    db = Database(database_url, min_size=1, max_size=2)
+    db.start()
+    await db.wait_connected(timeout=30)
+    try:
+        provider = await create_provider(db)
+        client = await serve(create_app(ingest_settings(database_url, NOWHERE_AMQP)))
+        try:
+            await eventually(
+                lambda: readiness(client),
+                lambda body: body["checks"]["database"],
+                timeout=30,
+                what="database connected",
+            )
+            response = await put_json(client, "/v1/assets/a1", house("a1"), provider.basic)
+            await problem(response, 503)
+            assert int(response.headers["Retry-After"]) > 0
+            response = await put_json(
+                client,
+                "/v1/assets/a1/price",
+                {"amount": 1, "currency": "USD", "as_of": "2025-01-01T00:00:00Z"},
+                provider.basic,
+            )
+            await problem(response, 503)
+            assert (await client.get("/healthz")).status == 200
+            response = await client.get("/readyz")
+            assert response.status == 503
+            assert (await response.json())["checks"] == {"database": True, "broker": False}
+            count = await db.fetchval("SELECT count(*) FROM event_receipts")
+            assert count == 0
+        finally:
+            await client.close()
+    finally:
+        await db.close()
+
+
+async def test_database_away_is_503_on_authenticated_calls_while_healthz_answers() -> None:
+    client = await serve(create_app(ingest_settings(NOWHERE_POSTGRES, NOWHERE_AMQP)))
+    try:
+        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/readyz")).status == 503
+        bearer = {"Authorization": "Bearer rwp_whatever"}
+        for response in (
+            await put_json(client, "/v1/assets/a1", house("a1"), bearer),
+            await client.get("/v1/assets/a1", headers=bearer),
+            await client.get(f"/v1/events/{uuid.uuid4()}", headers=bearer),
+        ):
+            await problem(response, 503)
+            assert int(response.headers["Retry-After"]) > 0
+        assert (await client.get("/v1/schema/asset.json")).status == 200
+    finally:
+        await client.close()
+
+
+def test_settings_defaults() -> None:
+    settings = ingest_settings("postgresql://x", "amqp://y")
+    assert settings.port == 8080
+    assert settings.max_body_bytes == 1024**2
+    assert settings.auth_cache_seconds == 5
