@@ -1,0 +1,1 @@
+"""The feed poller: pulls providers' feed snapshots, publishes the differences as events."""

@@ -1,0 +1,45 @@
+"""Feed poller settings (environment prefix RWASYNC_FEED_POLLER_).
+
+The allow-list of private networks feeds may reach is shared with the CLI:
+`RWASYNC_FEED_ALLOWED_NETWORKS` (`CommonSettings.feed_allowed_networks`).
+"""
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from rwasync.platform.settings import ServiceSettings
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class FeedPollerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RWASYNC_FEED_POLLER_", extra="ignore", frozen=True
+    )
+
+    port: int = 8081
+    # Seconds between looks at the run queue and the schedule; a NOTIFY wakes the loop sooner.
+    poll_interval: float = Field(1.0, gt=0)
+    # Fetching (API.md "Feeds", "Fetching"): each try has a connect timeout, an idle timeout per
+    # chunk read (a try fails when the body stalls) and a total timeout covering its redirects.
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+    total_timeout: float = Field(600.0, gt=0)
+    fetch_tries: int = Field(3, ge=1)
+    retry_delay: float = Field(30.0, ge=0)
+    max_redirects: int = Field(5, ge=0)
+    # Caps per feed body and per feed.
+    max_body_bytes: int = Field(512 * MIB, gt=0)
+    max_items: int = Field(2_000_000, gt=0)
+    # Events packed into one broker message (bulk paths batch; see DESIGN.md "Contracts").
+    events_per_message: int = Field(500, ge=1, le=5000)
+    # A claimed run belongs to this replica for this long, renewed while it works; a replica that
+    # dies lets its runs go back to the queue when the lease runs out.
+    run_lease_seconds: float = Field(900.0, gt=0)
+    # Runs executed at once by one replica.
+    max_concurrent_runs: int = Field(4, ge=1)
+    # A run stores at most this many item errors; its counts stay exact.
+    max_stored_errors: int = Field(1000, ge=0)
+    # Name this replica writes into `feed_runs.claimed_by`; empty: host name, pid and a random tag.
+    replica_id: str = ""

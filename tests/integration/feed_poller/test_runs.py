@@ -1,0 +1,243 @@
+"""Feed runs end to end inside one process: real Postgres, real RabbitMQ, a feed on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from rwasync.feed_poller import queries
+from rwasync.platform import feeds
+from rwasync.platform.db import Database
+from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
+from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
+from rwasync.schema.timestamps import utc_now
+from tests.integration.feed_poller.harness import (
+    FeedServer,
+    Published,
+    add_feed,
+    asset,
+    body,
+    feed_body,
+    poller_settings,
+    run_row,
+    running_poller,
+    store_asset,
+    trigger,
+    wait_for_run,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_triggered_run_starts_at_once_and_publishes_the_feed(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    items = [
+        asset("a1"),
+        asset("a2", "2025-05-02T00:00:00Z"),
+        asset("a3"),
+        asset("bad", status="x"),
+    ]
+    url = feed_server.serve("/feed.json", body(feed_body(items, timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    settings = poller_settings(database_url, vhost_amqp_url, events_per_message=2)
+    async with running_poller(settings) as (_, base_url):
+        run_id = await trigger(db, feed_id)
+        run = await wait_for_run(db, run_id)
+        published = await Published(vhost_amqp_url).messages(expect_events=3)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base_url}/healthz") as response:
+                assert response.status == 200
+            async with http.get(f"{base_url}/readyz") as response:
+                assert response.status == 200
+                assert (await response.json())["checks"] == {
+                    "database": True,
+                    "broker": True,
+                    "poller": True,
+                }
+            async with http.get(f"{base_url}/metrics") as response:
+                metrics = await response.text()
+    assert run["started_at"] - run["requested_at"] < timedelta(seconds=5)
+    assert run["status"] == "ok", run["reason"]
+    assert run["counts"] == {
+        "seen": 4,
+        "created": 3,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "invalid": 1,
+        "held_deletions": 0,
+    }
+    assert run["errors"] == [{"index": 3, "id": "bad", "errors": [run["errors"][0]["errors"][0]]}]
+    assert run["errors"][0]["errors"][0]["pointer"] == "/status"
+    assert run["snapshot_time"] == snapshot
+    assert run["finished_at"] is not None and run["compared_at"] is not None
+    assert run["bytes"] == len(feed_body(items, timestamp=snapshot))
+    assert run["claimed_until"] is None
+    # Three upserts in messages of at most two events.
+    assert sorted(len(m.events) for m in published) == [1, 2]
+    events = {e.asset_id: e for m in published for e in m.events}
+    assert set(events) == {"a1", "a2", "a3"}
+    a2 = events["a2"]
+    assert isinstance(a2, AssetUpserted)
+    expected = normalized_document(parse_asset(items[1]))
+    assert a2.payload.document == expected
+    assert a2.payload.content_hash == content_hash_hex(expected)
+    assert a2.source == EventSource.FEED and a2.provider_id == provider_id
+    assert a2.updated_at == parse_asset(items[1]).updated_at
+    assert a2.accepted_at == snapshot
+    assert run["started_at"] - timedelta(seconds=1) <= a2.received_at <= run["finished_at"]
+    assert 'rwasync_feed_runs_total{outcome="ok",reason_code=""}' in metrics
+    assert 'rwasync_feed_events_published_total{type="asset.upserted"}' in metrics
+
+
+async def test_missing_assets_are_deleted_unless_a_push_protects_them(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    url = feed_server.serve("/feed.json", body(feed_body([asset("kept")], timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    long_ago = snapshot - timedelta(days=30)
+    await store_asset(db, provider_id, "gone", updated_at=long_ago)
+    await store_asset(db, provider_id, "old-push", updated_at=long_ago, source="push")
+    # Pushed after the feed was added (this is its first run): the snapshot may predate it.
+    await store_asset(
+        db, provider_id, "new-push", updated_at=long_ago, accepted_at=utc_now(), source="push"
+    )
+    await store_asset(db, provider_id, "changed-later", updated_at=snapshot + timedelta(seconds=30))
+    await store_asset(db, provider_id, "tombstone", updated_at=long_ago, deleted=True)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, feed_id))
+        published = await Published(vhost_amqp_url).messages(expect_events=3)
+    assert run["status"] == "ok", run["reason"]
+    assert run["counts"]["deleted"] == 2 and run["counts"]["created"] == 1
+    deletions = [e for m in published for e in m.events if isinstance(e, AssetDeleted)]
+    assert sorted(e.asset_id for e in deletions) == ["gone", "old-push"]
+    for deletion in deletions:
+        assert deletion.updated_at == snapshot and deletion.accepted_at == snapshot
+        assert deletion.payload.reason == f"missing from feed {feed_id} run {run['run_id']}"
+
+
+async def test_an_empty_feed_is_held_until_an_operator_approves_it(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    empty = feed_body([], timestamp=snapshot)
+    url = feed_server.serve("/feed.json", body(empty))
+    feed_id = await add_feed(db, provider_id, url)
+    for asset_id in ("x1", "x2"):
+        await store_asset(db, provider_id, asset_id, updated_at=snapshot - timedelta(days=1))
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run_id = await trigger(db, feed_id)
+        held = await wait_for_run(db, run_id)
+        assert held["status"] == "held"
+        assert held["reason_code"] == "empty_feed" and held["reason"]
+        assert held["counts"]["held_deletions"] == 2 and held["counts"]["deleted"] == 0
+        assert held["held_body"] == empty and held["compared_at"] is not None
+        assert held["finished_at"] is not None
+        await asyncio.sleep(0.5)
+        nothing = await Published(vhost_amqp_url).messages(expect_events=0, timeout=1)
+        assert nothing == []
+
+        async with db.connection() as conn:
+            await feeds.decide_run(conn, run_id, "approve")
+        approved = await wait_for_run(db, run_id)
+        published = await Published(vhost_amqp_url).messages(expect_events=2)
+    assert approved["status"] == "ok", approved["reason"]
+    assert approved["reason"] is None and approved["reason_code"] is None
+    assert approved["decision"] is None and approved["held_body"] is None
+    assert approved["counts"]["deleted"] == 2 and approved["counts"]["held_deletions"] == 0
+    assert sorted(e.asset_id for m in published for e in m.events) == ["x1", "x2"]
+
+
+async def test_an_identical_body_is_not_modified(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    url = feed_server.serve("/feed.json", body(feed_body([asset("a1")], timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        first = await wait_for_run(db, await trigger(db, feed_id))
+        await Published(vhost_amqp_url).messages(expect_events=1)
+        second = await wait_for_run(db, await trigger(db, feed_id))
+        again = await Published(vhost_amqp_url).messages(expect_events=0, timeout=1)
+    assert first["status"] == "ok"
+    assert second["status"] == "not_modified"
+    assert second["body_sha256"] == first["body_sha256"] and second["finished_at"] is not None
+    assert again == []
+    assert feed_server.hits["/feed.json"] == 2
+
+
+async def test_a_scheduled_feed_runs_by_itself(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    url = feed_server.serve("/feed.json", body(feed_body([asset("a1")], timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url, interval_seconds=3600)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        await db.execute("UPDATE feed_sources SET next_run_at = now() WHERE feed_id = $1", feed_id)
+        run_id = None
+        for _ in range(100):
+            run_id = await db.fetchval("SELECT run_id FROM feed_runs WHERE feed_id = $1", feed_id)
+            if run_id is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert run_id is not None, "no scheduled run within 5 s"
+        run = await wait_for_run(db, run_id)
+    assert run["trigger"] == "schedule" and run["status"] == "ok"
+    next_run_at = await db.fetchval(
+        "SELECT next_run_at FROM feed_sources WHERE feed_id = $1", feed_id
+    )
+    # One interval later, with up to 10 % jitter.
+    ahead = next_run_at - run["requested_at"]
+    assert timedelta(seconds=3590) < ahead < timedelta(seconds=3960)
+    assert await db.fetchval("SELECT count(*) FROM feed_runs WHERE feed_id = $1", feed_id) == 1
+
+
+async def test_a_run_whose_poller_died_is_run_again(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    url = feed_server.serve("/feed.json", body(feed_body([asset("a1")], timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    run_id = await trigger(db, feed_id)
+    # Claimed by a replica that is gone: its lease ran out.
+    await db.execute(
+        """UPDATE feed_runs SET status = 'running', started_at = now() - interval '20 minutes',
+                  claimed_by = 'dead-replica', claimed_until = now() - interval '1 minute'
+           WHERE run_id = $1""",
+        run_id,
+    )
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)) as (poller, _):
+        run = await wait_for_run(db, run_id)
+    assert run["status"] == "ok"
+    assert run["claimed_by"] == poller.replica_id
+    assert feed_server.hits["/feed.json"] == 1
+
+
+async def test_a_stopping_poller_hands_its_runs_back(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(_: web.Request) -> web.StreamResponse:
+        started.set()
+        await release.wait()
+        return web.Response(status=503)
+
+    url = feed_server.serve("/slow.json", slow)
+    feed_id = await add_feed(db, provider_id, url)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run_id = await trigger(db, feed_id)
+        await asyncio.wait_for(started.wait(), 5)
+        assert (await run_row(db, run_id))["status"] == "running"
+    release.set()
+    row = await run_row(db, run_id)
+    assert row["status"] == "queued" and row["claimed_by"] is None and row["started_at"] is None
+    # Nothing else would take it: it waits for the next replica.
+    assert await db.fetchval(queries.RECOVER_EXPIRED_RUNS) is None

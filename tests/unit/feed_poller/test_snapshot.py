@@ -1,0 +1,367 @@
+"""The snapshot comparison: every rule of API.md "Feeds" and "Versions" a run's plan follows."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rwasync.feed_poller.parse import FeedItem
+from rwasync.feed_poller.snapshot import (
+    DeletionThreshold,
+    Plan,
+    SnapshotInput,
+    StoredAsset,
+    UpsertKind,
+    compare_snapshot,
+)
+
+pytestmark = pytest.mark.unit
+
+SNAPSHOT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+# The previous run of the feed started a day before this snapshot.
+PREVIOUS_RUN = SNAPSHOT - timedelta(days=1)
+HOUR = timedelta(hours=1)
+# A threshold no rule test reaches, so holds only appear where a test asks for them.
+NO_THRESHOLD = DeletionThreshold(percent=Decimal(100), min_count=10**9)
+
+
+def digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def item(asset_id: str, updated_at: datetime, body: str = "v1", index: int = 0) -> FeedItem:
+    return FeedItem(
+        index=index,
+        asset_id=asset_id,
+        updated_at=updated_at,
+        document={"id": asset_id, "name": body},
+        content_hash=digest(f"{asset_id}/{body}/{updated_at.isoformat()}"),
+    )
+
+
+def stored(
+    asset_id: str,
+    updated_at: datetime,
+    *,
+    deleted: bool = False,
+    accepted_at: datetime | None = None,
+    source: str = "feed",
+    same_as: FeedItem | None = None,
+    body: str = "stored",
+) -> StoredAsset:
+    content = same_as.content_hash if same_as is not None else digest(f"{asset_id}/{body}")
+    return StoredAsset(
+        asset_id=asset_id,
+        updated_at=updated_at,
+        deleted=deleted,
+        accepted_at=accepted_at or updated_at,
+        source=source,
+        content_hash=content,
+    )
+
+
+def plan_for(
+    items: Sequence[FeedItem],
+    stored_assets: Iterable[StoredAsset] = (),
+    *,
+    invalid_ids: Iterable[str] = (),
+    invalid: int = 0,
+    seen: int | None = None,
+    total: int | Literal["seen"] | None = "seen",
+    threshold: DeletionThreshold = NO_THRESHOLD,
+    check_holds: bool = True,
+) -> Plan:
+    seen = len(items) + invalid if seen is None else seen
+    return compare_snapshot(
+        SnapshotInput(
+            items=items,
+            invalid_ids=frozenset(invalid_ids),
+            stored=list(stored_assets),
+            snapshot_time=SNAPSHOT,
+            protected_after=PREVIOUS_RUN,
+            threshold=threshold,
+            seen=seen,
+            invalid=invalid,
+            total_assets=seen if total == "seen" else total,
+        ),
+        check_holds=check_holds,
+    )
+
+
+# --- items in the feed --------------------------------------------------------------------------
+
+
+def test_an_unknown_asset_is_created_at_its_own_version() -> None:
+    new = item("a", SNAPSHOT - HOUR)
+    plan = plan_for([new])
+    assert [(u.item.asset_id, u.kind, u.version_updated_at) for u in plan.upserts] == [
+        ("a", UpsertKind.CREATE, SNAPSHOT - HOUR)
+    ]
+    assert plan.counts.created == 1 and plan.counts.seen == 1
+    assert plan.deletions == [] and plan.applies
+
+
+def test_the_same_document_is_unchanged_and_costs_no_event() -> None:
+    same = item("a", SNAPSHOT - HOUR)
+    plan = plan_for([same], [stored("a", SNAPSHOT - HOUR, same_as=same)])
+    assert plan.upserts == []
+    assert plan.counts.unchanged == 1 and plan.counts.updated == 0
+
+
+def test_a_newer_document_is_an_update() -> None:
+    newer = item("a", SNAPSHOT - HOUR, "v2")
+    plan = plan_for([newer], [stored("a", SNAPSHOT - 2 * HOUR)])
+    assert [(u.kind, u.version_updated_at) for u in plan.upserts] == [
+        (UpsertKind.UPDATE, SNAPSHOT - HOUR)
+    ]
+    assert plan.counts.updated == 1
+
+
+def test_a_stale_copy_counts_as_unchanged_without_an_event() -> None:
+    # A push changed the asset after the provider's feed copy was written.
+    stale = item("a", SNAPSHOT - 2 * HOUR, "old")
+    plan = plan_for([stale], [stored("a", SNAPSHOT - HOUR, source="push")])
+    assert plan.upserts == []
+    assert plan.counts.unchanged == 1 and plan.counts.updated == 0
+
+
+def test_at_equal_updated_at_the_later_accepted_change_wins() -> None:
+    changed = item("a", SNAPSHOT - HOUR, "v2")
+    accepted_before = stored("a", SNAPSHOT - HOUR, accepted_at=SNAPSHOT - HOUR)
+    accepted_after = stored("a", SNAPSHOT - HOUR, accepted_at=SNAPSHOT + HOUR, source="push")
+    assert plan_for([changed], [accepted_before]).counts.updated == 1
+    later = plan_for([changed], [accepted_after])
+    assert later.upserts == [] and later.counts.unchanged == 1
+
+
+def test_a_deleted_asset_with_a_newer_item_is_created_at_the_items_version() -> None:
+    back = item("a", SNAPSHOT - HOUR)
+    plan = plan_for([back], [stored("a", SNAPSHOT - 2 * HOUR, deleted=True)])
+    assert [(u.kind, u.version_updated_at) for u in plan.upserts] == [
+        (UpsertKind.CREATE, SNAPSHOT - HOUR)
+    ]
+    assert plan.counts.created == 1
+
+
+def test_a_deletion_older_than_the_snapshot_is_undone_at_the_snapshot_time() -> None:
+    # The item predates the deletion, but the feed was generated after it: re-create.
+    listed = item("a", SNAPSHOT - 3 * HOUR)
+    plan = plan_for([listed], [stored("a", SNAPSHOT - 2 * HOUR, deleted=True)])
+    [upsert] = plan.upserts
+    assert upsert.kind == UpsertKind.CREATE
+    assert upsert.version_updated_at == SNAPSHOT
+    # The document keeps its own updated_at.
+    assert upsert.item.updated_at == SNAPSHOT - 3 * HOUR
+    assert plan.counts.created == 1
+
+
+def test_a_deletion_not_older_than_the_snapshot_stays() -> None:
+    listed = item("a", SNAPSHOT - 3 * HOUR)
+    for deleted_at in (SNAPSHOT, SNAPSHOT + HOUR):
+        plan = plan_for([listed], [stored("a", deleted_at, deleted=True)])
+        assert plan.upserts == [] and plan.counts.unchanged == 1
+
+
+# --- assets missing from the feed ---------------------------------------------------------------
+
+
+def test_a_live_asset_missing_from_the_feed_is_deleted() -> None:
+    kept = item("kept", SNAPSHOT - HOUR)
+    plan = plan_for(
+        [kept], [stored("kept", SNAPSHOT - HOUR, same_as=kept), stored("gone", SNAPSHOT - HOUR)]
+    )
+    assert plan.deletions == ["gone"]
+    assert plan.counts.deleted == 1 and plan.counts.unchanged == 1
+
+
+def test_an_asset_changed_after_the_snapshot_is_not_deleted() -> None:
+    kept = item("kept", SNAPSHOT - HOUR)
+    plan = plan_for([kept], [stored("newer", SNAPSHOT + timedelta(seconds=1))])
+    assert plan.deletions == []
+
+
+def test_a_push_accepted_after_the_previous_run_started_is_not_deleted() -> None:
+    kept = item("kept", SNAPSHOT - HOUR)
+    for source in ("push", "batch"):
+        pushed = stored(
+            "pushed",
+            SNAPSHOT - 2 * HOUR,
+            accepted_at=PREVIOUS_RUN + timedelta(seconds=1),
+            source=source,
+        )
+        assert plan_for([kept], [pushed]).deletions == []
+
+
+def test_a_push_accepted_before_the_previous_run_started_is_deleted() -> None:
+    kept = item("kept", SNAPSHOT - HOUR)
+    pushed = stored(
+        "pushed",
+        SNAPSHOT - 2 * HOUR,
+        accepted_at=PREVIOUS_RUN - timedelta(seconds=1),
+        source="push",
+    )
+    assert plan_for([kept], [pushed]).deletions == ["pushed"]
+
+
+def test_a_feed_change_after_the_previous_run_is_not_protected() -> None:
+    kept = item("kept", SNAPSHOT - HOUR)
+    from_feed = stored("fed", SNAPSHOT - 2 * HOUR, accepted_at=PREVIOUS_RUN + HOUR, source="feed")
+    assert plan_for([kept], [from_feed]).deletions == ["fed"]
+
+
+def test_an_invalid_item_is_never_treated_as_missing() -> None:
+    kept = item("kept", SNAPSHOT - HOUR)
+    plan = plan_for([kept], [stored("broken", SNAPSHOT - HOUR)], invalid_ids={"broken"}, invalid=1)
+    assert plan.deletions == []
+    assert plan.counts.invalid == 1 and plan.counts.seen == 2
+
+
+def test_an_asset_already_deleted_is_not_deleted_again() -> None:
+    kept = item("kept", SNAPSHOT - HOUR)
+    assert plan_for([kept], [stored("old", SNAPSHOT - HOUR, deleted=True)]).deletions == []
+
+
+# --- holds --------------------------------------------------------------------------------------
+
+
+def live_assets(count: int) -> list[StoredAsset]:
+    return [stored(f"asset-{n:03d}", SNAPSHOT - 2 * HOUR) for n in range(count)]
+
+
+def test_an_empty_feed_is_held_with_its_deletions_counted() -> None:
+    plan = plan_for([], live_assets(3))
+    assert plan.hold is not None and plan.hold.reason_code == "empty_feed"
+    assert plan.upserts == [] and plan.deletions == []
+    assert plan.counts.as_dict() == {
+        "seen": 0,
+        "created": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "invalid": 0,
+        "held_deletions": 3,
+    }
+
+
+def test_fewer_items_than_announced_is_held_as_truncated() -> None:
+    plan = plan_for([item("a", SNAPSHOT - HOUR)], live_assets(2), total=5)
+    assert plan.hold is not None and plan.hold.reason_code == "truncated"
+    assert plan.failure is None
+    assert plan.counts.held_deletions == 2 and plan.counts.created == 0
+
+
+def test_more_items_than_announced_fails_the_run() -> None:
+    plan = plan_for([item("a", SNAPSHOT - HOUR), item("b", SNAPSHOT - HOUR, index=1)], total=1)
+    assert plan.failure is not None and plan.failure.reason_code == "parse_error"
+    assert plan.hold is None and plan.upserts == []
+
+
+def test_deleting_over_the_threshold_is_held() -> None:
+    # 100 live assets, 20 % and more than 5: 21 deletions are too many.
+    stored_assets = live_assets(100)
+    keep = [item(s.asset_id, SNAPSHOT - HOUR, index=n) for n, s in enumerate(stored_assets[21:])]
+    threshold = DeletionThreshold(percent=Decimal(20), min_count=5)
+    plan = plan_for(keep, stored_assets, threshold=threshold)
+    assert plan.hold is not None and plan.hold.reason_code == "deletion_threshold"
+    assert "21 of 100" in plan.hold.reason
+    assert plan.counts.held_deletions == 21
+    assert plan.counts.deleted == 0 and plan.counts.updated == 0 and plan.counts.unchanged == 0
+    assert plan.upserts == [] and plan.deletions == []
+
+
+def test_deleting_just_under_the_threshold_is_applied() -> None:
+    stored_assets = live_assets(100)
+    keep = [item(s.asset_id, SNAPSHOT - HOUR, index=n) for n, s in enumerate(stored_assets[20:])]
+    threshold = DeletionThreshold(percent=Decimal(20), min_count=5)
+    plan = plan_for(keep, stored_assets, threshold=threshold)
+    assert plan.applies
+    assert len(plan.deletions) == 20 and plan.counts.deleted == 20
+
+
+def test_a_large_share_but_no_more_than_min_count_is_applied() -> None:
+    stored_assets = live_assets(6)
+    threshold = DeletionThreshold(percent=Decimal(20), min_count=5)
+    keep = [item(stored_assets[0].asset_id, SNAPSHOT - HOUR)]
+    plan = plan_for(keep, stored_assets, threshold=threshold)
+    assert plan.applies and plan.counts.deleted == 5
+
+
+def test_an_approved_snapshot_skips_the_holds() -> None:
+    plan = plan_for([], live_assets(3), check_holds=False)
+    assert plan.applies
+    assert plan.deletions == ["asset-000", "asset-001", "asset-002"]
+    assert plan.counts.deleted == 3 and plan.counts.held_deletions == 0
+
+
+def test_protected_assets_do_not_count_towards_the_threshold() -> None:
+    pushed = [
+        stored(f"p{n}", SNAPSHOT - 2 * HOUR, accepted_at=PREVIOUS_RUN + HOUR, source="push")
+        for n in range(10)
+    ]
+    keep = [item("kept", SNAPSHOT - HOUR)]
+    threshold = DeletionThreshold(percent=Decimal(20), min_count=5)
+    plan = plan_for(keep, [*pushed, stored("kept", SNAPSHOT - HOUR)], threshold=threshold)
+    assert plan.applies and plan.deletions == []
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+IDS = st.sampled_from([f"id-{n}" for n in range(12)])
+MOMENTS = st.integers(min_value=-5, max_value=5).map(lambda h: SNAPSHOT + h * HOUR)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list[FeedItem], set[str], list[StoredAsset], bool]:
+    valid_ids = draw(st.lists(IDS, unique=True, max_size=8))
+    invalid_ids = draw(st.sets(IDS, max_size=4))
+    items = [
+        item(
+            asset_id, draw(MOMENTS.filter(lambda m: m <= SNAPSHOT)), draw(st.sampled_from("ab")), n
+        )
+        for n, asset_id in enumerate(valid_ids)
+    ]
+    stored_ids = draw(st.lists(IDS, unique=True, max_size=12))
+    stored_assets = [
+        stored(
+            asset_id,
+            draw(MOMENTS),
+            deleted=draw(st.booleans()),
+            accepted_at=draw(MOMENTS),
+            source=draw(st.sampled_from(["push", "batch", "feed"])),
+        )
+        for asset_id in stored_ids
+    ]
+    return items, invalid_ids, stored_assets, draw(st.booleans())
+
+
+@settings(max_examples=400, deadline=None)
+@given(scenarios())
+def test_a_plan_never_deletes_an_asset_the_feed_lists(
+    scenario: tuple[list[FeedItem], set[str], list[StoredAsset], bool],
+) -> None:
+    items, invalid_ids, stored_assets, check_holds = scenario
+    plan = plan_for(
+        items,
+        stored_assets,
+        invalid_ids=invalid_ids,
+        invalid=len(invalid_ids),
+        threshold=DeletionThreshold(Decimal(20), 1),
+        check_holds=check_holds,
+    )
+    listed = {i.asset_id for i in items} | invalid_ids
+    assert not set(plan.deletions) & listed
+    live = {s.asset_id for s in stored_assets if not s.deleted}
+    assert set(plan.deletions) <= live
+    if plan.applies:
+        counted = plan.counts.created + plan.counts.updated + plan.counts.unchanged
+        assert counted == len(items)
+        assert plan.counts.deleted == len(plan.deletions)
+    else:
+        assert plan.upserts == [] and plan.deletions == []
