@@ -13,7 +13,7 @@ export RWASYNC_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
 $(STAMP): $(foreach p,$(PACKAGES),$(p)/pyproject.toml) requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(foreach p,$(PACKAGES),-e $(p)) -r requirements-dev.txt
 	touch $(STAMP)
@@ -27,10 +27,20 @@ migrate: install services
 	$(BIN)/rwasync migrate
 
 ## Run the whole system locally: four services and a demo provider, in the foreground (Ctrl-C stops).
+# The demo's feed lives on 127.0.0.1, which feed URLs may use only when allowed; honcho pipes the
+# output, so ask for readable console logs and unbuffered Python output explicitly. Ctrl-C or
+# SIGTERM makes honcho stop every process and exit 130/143: a normal end of `make run`.
+run: export RWASYNC_FEED_ALLOWED_NETWORKS := 127.0.0.0/8,::1
+run: export RWASYNC_LOG_FORMAT := console
+run: export PYTHONUNBUFFERED := 1
 run: install services
+	@scripts/ports-free.sh $${RWASYNC_INGEST_PORT:-8080} $${RWASYNC_FEED_POLLER_PORT:-8081} \
+		$${RWASYNC_PRICING_PORT:-8082} $${RWASYNC_RECONCILER_PORT:-8083} $${DEMO_FEED_PORT:-8090}
 	$(BIN)/rwasync migrate
-	RWASYNC_FEED_ALLOWED_NETWORKS=127.0.0.0/8,::1 PATH="$(CURDIR)/$(BIN):$$PATH" \
-		$(BIN)/honcho start --no-prefix=false -f Procfile
+	@echo "Starting the four services and the demo provider (Procfile); the demo keeps its" \
+		"identity in .run/demo.json. Ctrl-C stops everything."
+	@$(BIN)/honcho start -f Procfile; status=$$?; \
+		if [ $$status -eq 130 ] || [ $$status -eq 143 ]; then exit 0; fi; exit $$status
 
 lint: install
 	$(BIN)/ruff check libs services tests benchmarks demo
