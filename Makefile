@@ -33,6 +33,11 @@ migrate: install services
 run: export RWASYNC_FEED_ALLOWED_NETWORKS := 127.0.0.0/8,::1
 run: export RWASYNC_LOG_FORMAT := console
 run: export PYTHONUNBUFFERED := 1
+# Locally, keep the APIs on loopback (the services' own default, 0.0.0.0, suits containers).
+run: export RWASYNC_INGEST_HOST := 127.0.0.1
+run: export RWASYNC_FEED_POLLER_HOST := 127.0.0.1
+run: export RWASYNC_PRICING_HOST := 127.0.0.1
+run: export RWASYNC_RECONCILER_HOST := 127.0.0.1
 run: install services
 	@scripts/ports-free.sh $${RWASYNC_INGEST_PORT:-8080} $${RWASYNC_FEED_POLLER_PORT:-8081} \
 		$${RWASYNC_PRICING_PORT:-8082} $${RWASYNC_RECONCILER_PORT:-8083} $${DEMO_FEED_PORT:-8090}
@@ -48,7 +53,7 @@ lint: install
 	$(BIN)/lint-imports
 
 typecheck: install
-	$(BIN)/mypy libs/schema/src libs/platform/src services/*/src
+	$(BIN)/mypy libs/schema/src libs/platform/src services/*/src demo
 
 check: lint typecheck
 

@@ -167,8 +167,11 @@ async def feed_server() -> AsyncIterator[FeedServer]:
     await server.runner.cleanup()
 
 
-def trigger(system: System, feed_id: str) -> tuple[int, dict[str, Any]]:
-    code, run = system.cli("feed", "trigger", feed_id, "--wait", "--json", check=False)
+async def trigger(system: System, feed_id: str) -> tuple[int, dict[str, Any]]:
+    # In a thread: the feed server this run fetches from is served by this test's event loop.
+    code, run = await asyncio.to_thread(
+        system.cli, "feed", "trigger", feed_id, "--wait", "--json", check=False
+    )
     return code, dict(run)
 
 
@@ -185,7 +188,7 @@ async def test_feed_creates_deletes_missing_and_keeps_a_later_push(
         "feed", "add", provider["provider_id"], feed_server.url, "--format", "json", "--json"
     )
 
-    code, run = trigger(system, feed["feed_id"])
+    code, run = await trigger(system, feed["feed_id"])
     assert code == 0, run
     assert run["status"] == "ok"
     assert run["counts"]["created"] == 6 and run["counts"]["deleted"] == 0
@@ -204,7 +207,7 @@ async def test_feed_creates_deletes_missing_and_keeps_a_later_push(
     await receipt(http, system, provider, pushed["event_id"])
     feed_server.snapshot(second_snapshot, assets[1:])  # feed-0 is gone
 
-    code, run = trigger(system, feed["feed_id"])
+    code, run = await trigger(system, feed["feed_id"])
     assert code == 0 and run["status"] == "ok", run
     assert run["counts"]["deleted"] == 1 and run["counts"]["unchanged"] == 5
 
@@ -227,13 +230,13 @@ async def test_empty_feed_is_held_and_deletes_nothing(
     assets = [asset_doc(f"keep-{i}", t0) for i in range(3)]
     feed_server.snapshot(t0, assets)
     _, feed = system.cli("feed", "add", provider["provider_id"], feed_server.url, "--json")
-    assert trigger(system, feed["feed_id"])[0] == 0
+    assert (await trigger(system, feed["feed_id"]))[0] == 0
     await eventually(
         lambda: get_asset(http, system, provider, "keep-2"), lambda r: r[0] == 200, what="applied"
     )
 
     feed_server.snapshot(now(), [])
-    code, run = trigger(system, feed["feed_id"])
+    code, run = await trigger(system, feed["feed_id"])
     assert code == 3, run
     assert run["status"] == "held" and run["reason_code"] == "empty_feed"
     await asyncio.sleep(1)

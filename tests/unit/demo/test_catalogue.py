@@ -9,6 +9,9 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from demo.catalogue import (
     CATALOGUE_SIZE,
     CatalogueInvalid,
@@ -21,9 +24,6 @@ from demo.catalogue import (
     next_price,
     validate_catalogue,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from rwasync.schema.asset import normalized_document, parse_asset
 from rwasync.schema.chains import eip55_checksum
 

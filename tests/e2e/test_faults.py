@@ -1,0 +1,124 @@
+"""Faults: a service whose broker or database goes away keeps serving /healthz, reports not
+ready, and recovers by itself when it returns; nothing accepted is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from tests.e2e.test_flows import bearer, get_asset, put_asset, receipt
+from tests.support.events import asset_doc
+from tests.support.system import ServiceProcess, System, free_port
+from tests.support.tcpproxy import TcpProxy
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+async def _proxy_for(url: str, default_port: int) -> TcpProxy:
+    parsed = URL(url)
+    proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or default_port)
+    await proxy.start()
+    return proxy
+
+
+def _through(url: str, proxy: TcpProxy) -> str:
+    return str(URL(url).with_host("127.0.0.1").with_port(proxy.port))
+
+
+@pytest.fixture
+async def broker_proxy(system: System) -> AsyncIterator[TcpProxy]:
+    proxy = await _proxy_for(system.amqp_url, 5672)
+    yield proxy
+    await proxy.cut()
+
+
+@pytest.fixture
+async def database_proxy(system: System) -> AsyncIterator[TcpProxy]:
+    proxy = await _proxy_for(system.database_url, 5432)
+    yield proxy
+    await proxy.cut()
+
+
+async def _status(http: aiohttp.ClientSession, url: str) -> int:
+    try:
+        async with http.get(url) as response:
+            return response.status
+    except aiohttp.ClientError:
+        return 0
+
+
+async def test_ingest_recovers_when_the_broker_returns(
+    system: System,
+    http: aiohttp.ClientSession,
+    provider: dict[str, str],
+    broker_proxy: TcpProxy,
+) -> None:
+    env = {**system.env, "RWASYNC_AMQP_URL": _through(system.amqp_url, broker_proxy)}
+    ingest = ServiceProcess("ingest-api", free_port(), env, system.workdir / "ingest-proxied.log")
+    ingest.start()
+    try:
+        await asyncio.to_thread(ingest.wait)  # the proxy runs on this loop: keep it free
+        await broker_proxy.cut()
+        await eventually(lambda: _status(http, ingest.url + "/readyz"), lambda s: s == 503)
+        assert await _status(http, ingest.url + "/healthz") == 200
+        doc = asset_doc("through-proxy", datetime.now(UTC) - timedelta(seconds=5))
+        async with http.put(
+            f"{ingest.url}/v1/assets/{doc['id']}", json=doc, headers=bearer(provider)
+        ) as response:
+            assert response.status == 503
+            assert "Retry-After" in response.headers
+
+        await broker_proxy.restore()
+        await eventually(
+            lambda: _status(http, ingest.url + "/readyz"), lambda s: s == 200, timeout=30
+        )
+        async with http.put(
+            f"{ingest.url}/v1/assets/{doc['id']}", json=doc, headers=bearer(provider)
+        ) as response:
+            assert response.status == 202
+            event_id = (await response.json())["event_id"]
+        assert (await receipt(http, system, provider, event_id))["status"] == "applied"
+    finally:
+        ingest.stop()
+
+
+async def test_reconciler_waits_out_a_database_outage_and_loses_nothing(
+    system: System,
+    http: aiohttp.ClientSession,
+    provider: dict[str, str],
+    database_proxy: TcpProxy,
+) -> None:
+    shared = system.services["reconciler"]
+    shared.stop()
+    env = {**system.env, "RWASYNC_DATABASE_URL": _through(system.database_url, database_proxy)}
+    reconciler = ServiceProcess(
+        "reconciler", free_port(), env, system.workdir / "reconciler-proxied.log"
+    )
+    reconciler.start()
+    try:
+        await asyncio.to_thread(reconciler.wait)
+        await database_proxy.cut()
+        await eventually(lambda: _status(http, reconciler.url + "/readyz"), lambda s: s == 503)
+        assert await _status(http, reconciler.url + "/healthz") == 200
+        t = datetime.now(UTC) - timedelta(minutes=1)
+        accepted = [
+            await put_asset(http, system, provider, asset_doc(f"outage-{i}", t)) for i in range(10)
+        ]
+        await database_proxy.restore()
+        await eventually(
+            lambda: _status(http, reconciler.url + "/readyz"), lambda s: s == 200, timeout=30
+        )
+        for body in accepted:
+            decided = await receipt(http, system, provider, body["event_id"])
+            assert decided["status"] == "applied"
+        assert (await get_asset(http, system, provider, "outage-9"))[0] == 200
+    finally:
+        reconciler.stop()
+        shared.start()
+        shared.wait()
