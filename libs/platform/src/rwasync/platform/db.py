@@ -54,7 +54,19 @@ class DatabaseUnavailable(Exception):
     """The pool is not connected (yet): callers answer 503 or retry later."""
 
 
+# InterfaceError also covers client-side faults that no retry can mend: a value that cannot be
+# encoded for its column type, a misconfiguration. Those are poison, not outages.
+PERMANENT_CLIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions._base.DataError,
+    asyncpg.exceptions._base.ClientConfigurationError,
+    asyncpg.exceptions._base.UnsupportedClientFeatureError,
+    asyncpg.exceptions._base.UnsupportedServerFeatureError,
+)
+
+
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, PERMANENT_CLIENT_ERRORS):
+        return False
     return isinstance(exc, (DatabaseUnavailable, *TRANSIENT_ERRORS))
 
 

@@ -1,0 +1,150 @@
+"""The operator CLI against a real database: one JSON document on stdout, exit codes, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from rwasync.platform.credentials import digest
+
+pytestmark = pytest.mark.integration
+
+
+def rwasync(database_url: str, *args: str, allowed: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
+    env |= {"RWASYNC_DATABASE_URL": database_url, "RWASYNC_FEED_ALLOWED_NETWORKS": allowed}
+    return subprocess.run(
+        [sys.executable, "-m", "rwasync.platform.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_provider_and_reader_create_print_one_json_document(database_url: str) -> None:
+    result = await asyncio.to_thread(rwasync, database_url, "provider", "create", "Acme", "--json")
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)  # exactly one document, nothing else
+    assert set(created) == {"provider_id", "key_id", "secret", "token"}
+    assert len(created["secret"]) >= 43 and created["token"].startswith("rwp_")
+
+    reader = json.loads(
+        (
+            await asyncio.to_thread(rwasync, database_url, "reader", "create", "Portal", "--json")
+        ).stdout
+    )
+    assert set(reader) == {"reader_id", "token"}
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT secret_digest, token_digest FROM provider_credentials WHERE key_id = $1",
+            created["key_id"],
+        )
+        stored_reader = await conn.fetchval("SELECT token_digest FROM readers")
+    finally:
+        await conn.close()
+    # Only digests are stored, never the secrets themselves.
+    assert row is not None
+    assert row["secret_digest"] == digest(created["secret"])
+    assert row["token_digest"] == digest(created["token"])
+    assert stored_reader == digest(reader["token"])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/feed.json",
+        "http://2130706433/feed.json",
+        "http://0x7f.1/feed.json",
+        "http://[::ffff:10.0.0.1]/feed.json",
+        "http://169.254.169.254/latest",
+        "http://0.0.0.0/feed.json",
+        "ftp://example.com/feed.json",
+    ],
+)
+async def test_feed_add_refuses_internal_addresses(database_url: str, url: str) -> None:
+    created = json.loads(
+        (await asyncio.to_thread(rwasync, database_url, "provider", "create", "A", "--json")).stdout
+    )
+    result = await asyncio.to_thread(
+        rwasync, database_url, "feed", "add", created["provider_id"], url, "--json"
+    )
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "/url" in result.stderr
+
+
+async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_once(
+    database_url: str,
+) -> None:
+    created = json.loads(
+        (await asyncio.to_thread(rwasync, database_url, "provider", "create", "A", "--json")).stdout
+    )
+    result = await asyncio.to_thread(
+        rwasync,
+        database_url,
+        "feed",
+        "add",
+        created["provider_id"],
+        "http://127.0.0.1:9/feed.json",
+        "--every",
+        "24h",
+        "--json",
+        allowed="127.0.0.0/8,::1",
+    )
+    assert result.returncode == 0, result.stderr
+    feed = json.loads(result.stdout)
+    assert feed["interval_seconds"] == 86400 and feed["next_run_at"] is not None
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        for run_id, status in (("run_old", "held"), ("run_new", "held")):
+            await conn.execute(
+                """INSERT INTO feed_runs (run_id, feed_id, provider_id, status, trigger,
+                                          requested_at, reason, reason_code)
+                   VALUES ($1, $2, $3, $4, 'manual', now(), 'empty', 'empty_feed')""",
+                run_id,
+                feed["feed_id"],
+                created["provider_id"],
+                status,
+            )
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+
+    older = await asyncio.to_thread(rwasync, database_url, "feed", "reject", "run_old", "--json")
+    assert older.returncode != 0 and "latest held run" in older.stderr
+
+    rejected = await asyncio.to_thread(rwasync, database_url, "feed", "reject", "run_new", "--json")
+    assert rejected.returncode == 0, rejected.stderr
+    run = json.loads(rejected.stdout)
+    assert run["status"] == "rejected" and run["reason_code"] == "rejected_by_operator"
+
+    again = await asyncio.to_thread(rwasync, database_url, "feed", "reject", "run_new", "--json")
+    assert again.returncode != 0
+
+    runs = json.loads(
+        (
+            await asyncio.to_thread(
+                rwasync, database_url, "feed", "runs", feed["feed_id"], "--json"
+            )
+        ).stdout
+    )
+    assert [r["run_id"] for r in runs["items"]] == ["run_new", "run_old"]
+
+
+async def test_feed_trigger_of_unknown_feed_fails_cleanly(database_url: str) -> None:
+    result = await asyncio.to_thread(
+        rwasync, database_url, "feed", "trigger", "feed_nope", "--json"
+    )
+    assert result.returncode == 1
+    assert result.stdout == "" and "unknown feed" in result.stderr
