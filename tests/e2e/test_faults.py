@@ -121,4 +121,39 @@ async def test_reconciler_waits_out_a_database_outage_and_loses_nothing(
     finally:
         reconciler.stop()
         shared.start()
-        shared.wait()
+        await asyncio.to_thread(shared.wait)
+
+
+async def test_reconciler_resumes_consuming_after_losing_the_broker(
+    system: System,
+    http: aiohttp.ClientSession,
+    provider: dict[str, str],
+    broker_proxy: TcpProxy,
+) -> None:
+    shared = system.services["reconciler"]
+    shared.stop()
+    env = {**system.env, "RWASYNC_AMQP_URL": _through(system.amqp_url, broker_proxy)}
+    reconciler = ServiceProcess(
+        "reconciler", free_port(), env, system.workdir / "reconciler-broker-proxied.log"
+    )
+    reconciler.start()
+    try:
+        await asyncio.to_thread(reconciler.wait)
+        await broker_proxy.cut()
+        await eventually(lambda: _status(http, reconciler.url + "/readyz"), lambda s: s == 503)
+        t = datetime.now(UTC) - timedelta(minutes=1)
+        # Accepted by the shared ingest-api while this reconciler cannot reach the broker.
+        accepted = [
+            await put_asset(http, system, provider, asset_doc(f"cut-{i}", t)) for i in range(10)
+        ]
+        await broker_proxy.restore()
+        await eventually(
+            lambda: _status(http, reconciler.url + "/readyz"), lambda s: s == 200, timeout=30
+        )
+        for body in accepted:
+            decided = await receipt(http, system, provider, body["event_id"])
+            assert decided["status"] == "applied"
+    finally:
+        reconciler.stop()
+        shared.start()
+        await asyncio.to_thread(shared.wait)
