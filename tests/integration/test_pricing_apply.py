@@ -88,3 +88,24 @@ async def test_latest_price_is_the_same_for_every_delivery_order(
         assert [r[:-1] for r in rows] == [r[:-1] for r in expected]  # all but applied_at
         history = await db.fetch("SELECT * FROM price_history ORDER BY asset_id, as_of")
         assert history == expected_history
+
+
+async def test_a_later_duplicate_keeps_its_acceptance_whatever_the_delivery_order(
+    db: Database, provider_id: str
+) -> None:
+    """Found by the soak run: ticks at one as_of accepted B(101), D(100), C(101) must end at 101
+    (C was accepted last) in every delivery order; a duplicate must take its acceptance instant."""
+    b = price(provider_id, "a1", "101", at(1), accepted_at=at(2))
+    d = price(provider_id, "a1", "100", at(1), accepted_at=at(3))
+    c = price(provider_id, "a1", "101", at(1), accepted_at=at(4))
+    applier = PriceApplier(db)
+    for order in ([b, d, c], [b, c, d], [c, b, d], [d, b, c], [d, c, b], [c, d, b]):
+        await db.execute("TRUNCATE asset_prices, price_history, event_receipts")
+        for tick in order:
+            await applier.apply([tick])
+        latest = await db.fetchrow("SELECT amount, accepted_at FROM latest_prices")
+        assert latest is not None
+        assert (latest["amount"], latest["accepted_at"]) == (Decimal("101"), at(4)), order
+        history = await db.fetchrow("SELECT amount, accepted_at FROM price_history")
+        assert history is not None
+        assert (history["amount"], history["accepted_at"]) == (Decimal("101"), at(4)), order

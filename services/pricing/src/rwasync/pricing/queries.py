@@ -3,6 +3,9 @@
 # One statement per batch of ticks (already one per (asset, as_of), the latest accepted): every
 # tick is recorded in history, where at equal as_of the later-accepted tick replaces the earlier
 # one (a provider correcting a price); the latest price moves only forward in (as_of, accepted_at).
+# A duplicate (same amount and currency, accepted later) changes no price but still takes its
+# acceptance instant, as in the reconciler: otherwise a tick accepted between the two, delivered
+# last, would win although the duplicate was accepted after it.
 APPLY_PRICE_TICKS = """
 WITH incoming AS (
     SELECT *
@@ -26,7 +29,7 @@ history AS (
     INSERT INTO price_history AS h
         (provider_id, asset_id, as_of, amount, currency, accepted_at, event_id)
     SELECT provider_id, asset_id, as_of, amount, currency, accepted_at, event_id
-    FROM decided WHERE outcome = 'applied'
+    FROM decided WHERE outcome IN ('applied', 'duplicate')
     ON CONFLICT (provider_id, asset_id, as_of) DO UPDATE SET
         amount = EXCLUDED.amount, currency = EXCLUDED.currency,
         accepted_at = EXCLUDED.accepted_at, event_id = EXCLUDED.event_id
@@ -37,7 +40,7 @@ latest AS (
         (provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, applied_at)
     SELECT DISTINCT ON (provider_id, asset_id)
            provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, now()
-    FROM decided WHERE outcome = 'applied'
+    FROM decided WHERE outcome IN ('applied', 'duplicate')
     ORDER BY provider_id, asset_id, as_of DESC, accepted_at DESC, event_id DESC
     ON CONFLICT (provider_id, asset_id) DO UPDATE SET
         amount = EXCLUDED.amount, currency = EXCLUDED.currency, as_of = EXCLUDED.as_of,

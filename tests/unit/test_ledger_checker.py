@@ -1,0 +1,151 @@
+"""The soak run's ledger checker must be able to fail: outcomes that break each rule are found."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.support.ledger import (
+    Attempt,
+    Findings,
+    Kind,
+    Request,
+    StoredReceipt,
+    Window,
+    check_answers,
+    check_assets,
+    check_prices,
+    check_receipts,
+    check_store_events,
+)
+
+pytestmark = pytest.mark.unit
+
+SLOT = timedelta(minutes=5)
+
+
+def _request(
+    kind: Kind,
+    content: str,
+    version: datetime,
+    started: float,
+    ended: float,
+    status: int = 202,
+    event_id: str | None = None,
+) -> Request:
+    body: dict[str, Any] = (
+        {"amount": content} if kind == "price" else {"status": content, "description": None}
+    )
+    request = Request(kind, "a-1", version, content, body)
+    request.attempts.append(Attempt(started, ended, status))
+    request.event_id = event_id if status == 202 else None
+    return request
+
+
+def test_the_ledger_checker_sees_each_kind_of_violation() -> None:
+    """The checker must be able to fail: feed it outcomes that break each rule."""
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    older, newer = t - SLOT, t
+    first = _request("asset", "x", newer, 1.0, 2.0, event_id="e1")
+    second = _request("asset", "y", newer, 3.0, 4.0, event_id="e2")  # surely accepted after
+    stale = _request("asset", "z", older, 5.0, 6.0, event_id="e3")
+    refused = _request("asset", "z", older, 7.0, 8.0, status=500)
+    outside = _request("asset", "z", older, 9.0, 10.0, status=503)
+    ledger = [first, second, stale, refused, outside]
+    receipts = {
+        "e1": {"status": "applied", "asset_id": "a-1", "type": "asset.upserted"},
+        "e2": {"status": "accepted", "asset_id": "a-1", "type": "asset.upserted"},
+        "e3": {"status": "duplicate", "asset_id": "a-1", "type": "asset.upserted"},
+    }
+    stored = {"a-1": (200, {"status": "x", "_meta": {"updated_at": "2026-01-01T12:00:00Z"}})}
+
+    def content(document: Mapping[str, Any]) -> str:
+        return str(document.get("status"))
+
+    findings = Findings()
+    check_answers(ledger, [Window(100.0, 110.0)], findings)
+    check_receipts(ledger, receipts, findings)
+    check_assets(ledger, stored, content, lambda body: "h", receipts, findings)
+    assert findings.count("503 outside a broker cut") == 1
+    assert findings.count("other errors") == 1
+    assert findings.count("lost") == 1  # e2 never decided
+    assert findings.count("receipt sanity") == 1  # e3: a duplicate of nothing
+    assert findings.count("stale overwrites") == 1  # x stored, y was surely accepted later
+
+    # Prices: the earlier tick is read although a later one with another amount was accepted.
+    early = _request("price", "100", newer, 1.0, 2.0, event_id="p1")
+    late = _request("price", "101", newer, 3.0, 4.0, event_id="p2")
+    regressed = {"a-1": (200, {"as_of": "2026-01-01T11:55:00Z", "amount": "100"})}
+    wrong_tick = {
+        "a-1": (
+            200,
+            {
+                "as_of": "2026-01-01T12:00:00Z",
+                "amount": "100",
+                "received_at": datetime.fromtimestamp(1.5, UTC).isoformat(),
+            },
+        )
+    }
+    right_tick = {
+        "a-1": (
+            200,
+            {
+                "as_of": "2026-01-01T12:00:00Z",
+                "amount": "101",
+                "received_at": datetime.fromtimestamp(3.5, UTC).isoformat(),
+            },
+        )
+    }
+    for read, expected in ((regressed, 1), (wrong_tick, 1), (right_tick, 0)):
+        findings = Findings()
+        check_prices([early, late], read, findings)
+        assert findings.count("price regressions") == expected, (read, findings.report())
+
+    # Store events: one explained by a 503'd attempt, one by nothing.
+    landed = _request("price", "100", newer, 20.0, 21.0, status=503)
+    ghosts = [
+        StoredReceipt("p9", "a-1", "price.updated", "applied", datetime.fromtimestamp(20.5, UTC)),
+        StoredReceipt("p8", "a-1", "price.updated", "applied", datetime.fromtimestamp(50.0, UTC)),
+    ]
+    # A retried tick may be the duplicate of its own 503'd attempt when that reached the store.
+    retried = _request("price", "100", newer, 20.0, 21.0, status=503)
+    retried.attempts.append(Attempt(22.0, 23.0, 202))
+    retried.event_id = "p3"
+    alone = _request("price", "101", older, 24.0, 25.0, event_id="p4")
+    findings = Findings()
+    check_store_events(
+        [retried, alone],
+        [
+            StoredReceipt(
+                "p0", "a-1", "price.updated", "applied", datetime.fromtimestamp(20.5, UTC)
+            ),
+            StoredReceipt(
+                "p3", "a-1", "price.updated", "duplicate", datetime.fromtimestamp(22.5, UTC)
+            ),
+            StoredReceipt(
+                "p4", "a-1", "price.updated", "duplicate", datetime.fromtimestamp(24.5, UTC)
+            ),
+        ],
+        findings,
+    )
+    check_receipts(
+        [retried, alone],
+        {
+            "p3": {"status": "duplicate", "asset_id": "a-1", "type": "price.updated"},
+            "p4": {"status": "duplicate", "asset_id": "a-1", "type": "price.updated"},
+        },
+        findings,
+    )
+    assert findings.violations == {
+        "receipt sanity": [
+            "price p4 (a-1, 1 attempt(s), 0 landed): duplicate of nothing sent before it"
+        ]
+    }
+
+    findings = Findings()
+    check_store_events([landed], ghosts, findings)
+    assert findings.figures["landed_503s"] == 1
+    assert findings.count("duplicate effects") == 1
