@@ -63,7 +63,7 @@ test: install services check
 
 ## Slow soak and fault runs, kept out of the default suite.
 test-slow: install services
-	$(BIN)/pytest -m slow -p no:cacheprovider
+	$(BIN)/pytest -m slow -p no:cacheprovider -s
 
 clean:
 	rm -rf $(VENV)
