@@ -11,8 +11,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,6 +19,7 @@ from asyncpg import Record
 
 from rwasync.ingest_api import queries
 from rwasync.platform import credentials
+from rwasync.platform.cache import TTLCache
 from rwasync.platform.db import Database, is_transient
 from rwasync.platform.http import Problem, service_unavailable, unauthorized
 
@@ -44,40 +43,12 @@ class ProviderIdentity:
     key_id: str
 
 
-class _VerifiedCredentials:
-    """Digests of recently verified credentials → identity, for `ttl` seconds, at most
-    `max_entries` of them (the oldest verified go first)."""
-
-    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
-        self._ttl = ttl
-        self._max_entries = max_entries
-        self._entries: OrderedDict[bytes, tuple[float, ProviderIdentity]] = OrderedDict()
-
-    def get(self, key: bytes) -> ProviderIdentity | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, identity = entry
-        if expires <= time.monotonic():
-            del self._entries[key]
-            return None
-        return identity
-
-    def put(self, key: bytes, identity: ProviderIdentity) -> None:
-        if self._ttl <= 0:
-            return
-        self._entries[key] = (time.monotonic() + self._ttl, identity)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
-
-
 class ProviderAuthenticator:
     """Turns an `Authorization` header into a ProviderIdentity, or raises a 401/503 Problem."""
 
     def __init__(self, db: Database, *, cache_seconds: float) -> None:
         self._db = db
-        self._verified = _VerifiedCredentials(cache_seconds)
+        self._verified: TTLCache[bytes, ProviderIdentity] = TTLCache(cache_seconds)
 
     async def authenticate(self, authorization: str | None) -> ProviderIdentity:
         if not authorization:
