@@ -136,12 +136,47 @@ def _route(events: Sequence[AcceptedEvent]) -> tuple[str, str]:
     return topology.ASSETS_EXCHANGE, key
 
 
+class AcceptedReceipts:
+    """Records `accepted` receipts with group commit: the receipts of requests that arrive while
+    an insert is under way wait for the next one, so concurrent requests share one round trip
+    instead of queueing for a pool connection each."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._waiting: list[tuple[Sequence[AcceptedEvent], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, events: Sequence[AcceptedEvent]) -> None:
+        """Return once these events' receipts are committed; raise what the insert raised."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((events, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_while_waiting())
+        await done
+
+    async def _write_while_waiting(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await receipts.record_accepted(
+                    self._db.pool, [event for events, _ in group for event in events]
+                )
+            except Exception as exc:  # handed to every waiter, which logs it with its context
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
+
+
 class EventPublisher:
     """Publishes accepted events as one confirmed message and records their `accepted` receipts."""
 
     def __init__(self, broker: Broker, db: Database) -> None:
         self._broker = broker
-        self._db = db
+        self._receipts = AcceptedReceipts(db)
 
     async def accept(self, events: Sequence[AcceptedEvent]) -> None:
         """Return once the broker confirmed; raise a 503 Problem when it did not."""
@@ -168,7 +203,7 @@ class EventPublisher:
         # client send them again. Log, count, and answer 202.
         try:
             async with asyncio.timeout(RECEIPT_TIMEOUT):
-                await receipts.record_accepted(self._db.pool, events)
+                await self._receipts.record(events)
         except Exception as exc:
             RECEIPT_FAILURES.inc()
             first = events[0]
