@@ -157,3 +157,27 @@ async def test_reconciler_resumes_consuming_after_losing_the_broker(
         reconciler.stop()
         shared.start()
         await asyncio.to_thread(shared.wait)
+
+
+@pytest.mark.parametrize("name", ["ingest-api", "feed-poller", "reconciler", "pricing"])
+async def test_every_service_starts_with_its_broker_and_database_away(
+    system: System, http: aiohttp.ClientSession, name: str
+) -> None:
+    env = {
+        **system.env,
+        "RWASYNC_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/rwasync",
+        "RWASYNC_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
+    }
+    service = ServiceProcess(name, free_port(), env, system.workdir / f"{name}-alone.log")
+    service.start()
+    try:
+        await asyncio.to_thread(service.wait, "/healthz")
+        async with http.get(service.url + "/readyz") as response:
+            assert response.status == 503
+            checks = (await response.json())["checks"]
+        assert checks["database"] is False and checks["broker"] is False
+        async with http.get(service.url + "/metrics") as response:
+            assert response.status == 200
+            assert "rwasync_http_requests_total" in await response.text()
+    finally:
+        assert service.stop() == 0  # SIGTERM: a clean exit even with nothing connected
