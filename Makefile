@@ -13,7 +13,7 @@ export RWASYNC_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
 $(STAMP): $(foreach p,$(PACKAGES),$(p)/pyproject.toml) requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
-	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
+	scripts/ensure-venv.sh $(PYTHON) $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(foreach p,$(PACKAGES),-e $(p)) -r requirements-dev.txt
 	touch $(STAMP)
