@@ -50,18 +50,6 @@ FROM event_receipts WHERE event_id = $1 AND provider_id = $2
 """
 
 
-@dataclass(frozen=True)
-class Decision:
-    event_id: UUID
-    provider_id: str
-    asset_id: str
-    type: str
-    accepted_at: datetime
-    status: ReceiptStatus
-    reason: str | None = None
-    latest: bool | None = None
-
-
 class _EventLike(Protocol):
     @property
     def event_id(self) -> UUID: ...
@@ -73,6 +61,37 @@ class _EventLike(Protocol):
     def type(self) -> str: ...
     @property
     def accepted_at(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    event_id: UUID
+    provider_id: str
+    asset_id: str
+    type: str
+    accepted_at: datetime
+    status: ReceiptStatus
+    reason: str | None = None
+    latest: bool | None = None
+
+    @classmethod
+    def of(
+        cls,
+        event: _EventLike,
+        status: ReceiptStatus,
+        reason: str | None = None,
+        latest: bool | None = None,
+    ) -> Decision:
+        return cls(
+            event_id=event.event_id,
+            provider_id=event.provider_id,
+            asset_id=event.asset_id,
+            type=str(event.type),
+            accepted_at=event.accepted_at,
+            status=status,
+            reason=reason,
+            latest=latest,
+        )
 
 
 def _columns(events: Sequence[_EventLike]) -> tuple[list[object], ...]:

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from rwasync.platform.broker import Broker
+from rwasync.platform.consumer import Applier, EventConsumer
 from rwasync.platform.db import Database
-from rwasync.platform.http import ReadinessCheck
+from rwasync.platform.http import ReadinessCheck, add_health_routes, new_app
+from rwasync.platform.settings import ServiceSettings
 
 
 def database_check(db: Database) -> ReadinessCheck:
@@ -48,3 +51,39 @@ def connections_context(
         await db.close()
 
     return context
+
+
+@dataclass(frozen=True)
+class ConsumingService:
+    """The parts of a service that consumes one work queue, for its `create_app` to extend."""
+
+    app: web.Application
+    db: Database
+    broker: Broker
+    consumer: EventConsumer
+
+
+def consuming_service(
+    settings: ServiceSettings,
+    *,
+    name: str,
+    queue: str,
+    applier: Callable[[Database], Applier],
+    prefetch: int,
+) -> ConsumingService:
+    """Wire a consumer of `queue`: connections, the consumer, health routes, lifecycle."""
+    db = Database(
+        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
+    broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name=name)
+    consumer = EventConsumer(broker, queue, applier(db), prefetch=prefetch)
+
+    async def consuming() -> tuple[str, bool]:
+        return "consumer", consumer.is_consuming()
+
+    app = new_app()
+    add_health_routes(app, [database_check(db), broker_check(broker), consuming])
+    app.cleanup_ctx.append(
+        connections_context(db, broker, on_start=[consumer.start], on_stop=[consumer.stop])
+    )
+    return ConsumingService(app, db, broker, consumer)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rwasync.platform.broker import Broker
-from rwasync.platform.consumer import EventConsumer
-from rwasync.platform.db import Database
-from rwasync.platform.http import add_health_routes, new_app, run
+from rwasync.platform.http import run
 from rwasync.platform.logging import configure_logging
-from rwasync.platform.service import broker_check, connections_context, database_check
+from rwasync.platform.service import consuming_service
 from rwasync.pricing.api import PriceRoutes, ReaderAuth
 from rwasync.pricing.apply import PriceApplier
 from rwasync.pricing.settings import PricingSettings
@@ -17,24 +14,17 @@ from rwasync.schema import topology
 
 
 def create_app(settings: PricingSettings) -> web.Application:
-    db = Database(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    service = consuming_service(
+        settings,
+        name="pricing",
+        queue=topology.PRICING_QUEUE,
+        applier=PriceApplier,
+        prefetch=settings.prefetch,
     )
-    broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name="pricing")
-    consumer = EventConsumer(
-        broker, topology.PRICING_QUEUE, PriceApplier(db), prefetch=settings.prefetch
+    PriceRoutes(service.db, ReaderAuth(service.db, settings.auth_cache_seconds)).register(
+        service.app
     )
-
-    async def consuming() -> tuple[str, bool]:
-        return "consumer", consumer.is_consuming()
-
-    app = new_app()
-    add_health_routes(app, [database_check(db), broker_check(broker), consuming])
-    PriceRoutes(db, ReaderAuth(db, settings.auth_cache_seconds)).register(app)
-    app.cleanup_ctx.append(
-        connections_context(db, broker, on_start=[consumer.start], on_stop=[consumer.stop])
-    )
-    return app
+    return service.app
 
 
 def main() -> None:

@@ -78,9 +78,9 @@ class PriceApplier:
                     else None
                 )
                 latest = row["latest"] if outcome == ReceiptStatus.APPLIED else None
-                decisions.append(_decision(by_id[row["event_id"]], outcome, reason, latest))
+                decisions.append(Decision.of(by_id[row["event_id"]], outcome, reason, latest))
             decisions.extend(
-                _decision(t, ReceiptStatus.STALE_IGNORED, "superseded in the same batch", None)
+                Decision.of(t, ReceiptStatus.STALE_IGNORED, "superseded in the same batch")
                 for t in superseded
             )
             await receipts.record_decisions(conn, decisions)
@@ -89,18 +89,3 @@ class PriceApplier:
 
     async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
         await receipts.note_dead_lettered(self._db.pool, events, reason)
-
-
-def _decision(
-    tick: PriceUpdated, status: ReceiptStatus, reason: str | None, latest: bool | None
-) -> Decision:
-    return Decision(
-        event_id=tick.event_id,
-        provider_id=tick.provider_id,
-        asset_id=tick.asset_id,
-        type=str(tick.type),
-        accepted_at=tick.accepted_at,
-        status=status,
-        reason=reason,
-        latest=latest,
-    )

@@ -23,6 +23,8 @@ EVENTS = Counter("rwasync_asset_events_total", "Asset events decided", ["type", 
 
 AssetChange = AssetUpserted | AssetDeleted
 
+SUPERSEDED = "superseded by a newer event in the same batch"
+
 
 class EventNotApplicable(Exception):
     """An event this service can never apply (wrong type, inconsistent payload): dead-letter it."""
@@ -113,9 +115,9 @@ class AssetApplier:
                 reason = (
                     _stale_reason(row["stored_updated_at"]) if outcome == "stale_ignored" else None
                 )
-                decisions.append(_decision(event, outcome, reason))
+                decisions.append(Decision.of(event, outcome, reason))
             decisions.extend(
-                _decision(
+                Decision.of(
                     e, ReceiptStatus.STALE_IGNORED, "superseded by a newer event in the same batch"
                 )
                 for e in superseded
@@ -127,15 +129,3 @@ class AssetApplier:
 
     async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
         await receipts.note_dead_lettered(self._db.pool, events, reason)
-
-
-def _decision(event: AssetChange, status: ReceiptStatus, reason: str | None) -> Decision:
-    return Decision(
-        event_id=event.event_id,
-        provider_id=event.provider_id,
-        asset_id=event.asset_id,
-        type=str(event.type),
-        accepted_at=event.accepted_at,
-        status=status,
-        reason=reason,
-    )
