@@ -4,6 +4,7 @@ ready, and recovers by itself when it returns; nothing accepted is lost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +30,23 @@ async def _proxy_for(url: str, default_port: int) -> TcpProxy:
 
 def _through(url: str, proxy: TcpProxy) -> str:
     return str(URL(url).with_host("127.0.0.1").with_port(proxy.port))
+
+
+@contextlib.asynccontextmanager
+async def reconciler_with(system: System, **env: str) -> AsyncIterator[ServiceProcess]:
+    """The shared reconciler swapped for one with other settings, and swapped back after."""
+    shared = system.services["reconciler"]
+    shared.stop()
+    log = system.workdir / f"reconciler-{'-'.join(sorted(env)).lower()}.log"
+    reconciler = ServiceProcess("reconciler", free_port(), {**system.env, **env}, log)
+    reconciler.start()
+    try:
+        await asyncio.to_thread(reconciler.wait)
+        yield reconciler
+    finally:
+        reconciler.stop()
+        shared.start()
+        await asyncio.to_thread(shared.wait)
 
 
 @pytest.fixture
@@ -94,15 +112,8 @@ async def test_reconciler_waits_out_a_database_outage_and_loses_nothing(
     provider: dict[str, str],
     database_proxy: TcpProxy,
 ) -> None:
-    shared = system.services["reconciler"]
-    shared.stop()
-    env = {**system.env, "RWASYNC_DATABASE_URL": _through(system.database_url, database_proxy)}
-    reconciler = ServiceProcess(
-        "reconciler", free_port(), env, system.workdir / "reconciler-proxied.log"
-    )
-    reconciler.start()
-    try:
-        await asyncio.to_thread(reconciler.wait)
+    url = _through(system.database_url, database_proxy)
+    async with reconciler_with(system, RWASYNC_DATABASE_URL=url) as reconciler:
         await database_proxy.cut()
         await eventually(lambda: _status(http, reconciler.url + "/readyz"), lambda s: s == 503)
         assert await _status(http, reconciler.url + "/healthz") == 200
@@ -118,10 +129,6 @@ async def test_reconciler_waits_out_a_database_outage_and_loses_nothing(
             decided = await receipt(http, system, provider, body["event_id"])
             assert decided["status"] == "applied"
         assert (await get_asset(http, system, provider, "outage-9"))[0] == 200
-    finally:
-        reconciler.stop()
-        shared.start()
-        await asyncio.to_thread(shared.wait)
 
 
 async def test_reconciler_resumes_consuming_after_losing_the_broker(
@@ -130,15 +137,8 @@ async def test_reconciler_resumes_consuming_after_losing_the_broker(
     provider: dict[str, str],
     broker_proxy: TcpProxy,
 ) -> None:
-    shared = system.services["reconciler"]
-    shared.stop()
-    env = {**system.env, "RWASYNC_AMQP_URL": _through(system.amqp_url, broker_proxy)}
-    reconciler = ServiceProcess(
-        "reconciler", free_port(), env, system.workdir / "reconciler-broker-proxied.log"
-    )
-    reconciler.start()
-    try:
-        await asyncio.to_thread(reconciler.wait)
+    url = _through(system.amqp_url, broker_proxy)
+    async with reconciler_with(system, RWASYNC_AMQP_URL=url) as reconciler:
         await broker_proxy.cut()
         await eventually(lambda: _status(http, reconciler.url + "/readyz"), lambda s: s == 503)
         t = datetime.now(UTC) - timedelta(minutes=1)
@@ -153,10 +153,6 @@ async def test_reconciler_resumes_consuming_after_losing_the_broker(
         for body in accepted:
             decided = await receipt(http, system, provider, body["event_id"])
             assert decided["status"] == "applied"
-    finally:
-        reconciler.stop()
-        shared.start()
-        await asyncio.to_thread(shared.wait)
 
 
 @pytest.mark.parametrize("name", ["ingest-api", "feed-poller", "reconciler", "pricing"])
