@@ -48,8 +48,8 @@ run: install services
 		if [ $$status -eq 130 ] || [ $$status -eq 143 ]; then exit 0; fi; exit $$status
 
 lint: install
-	$(BIN)/ruff check libs services tests demo
-	$(BIN)/ruff format --check libs services tests demo
+	$(BIN)/ruff check libs services tests demo benchmarks
+	$(BIN)/ruff format --check libs services tests demo benchmarks
 	$(BIN)/lint-imports
 
 typecheck: install
