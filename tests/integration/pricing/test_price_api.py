@@ -1,0 +1,113 @@
+"""The investor price API in-process against real Postgres: reader tokens only, 404s, the stale
+flag computed at read time from the provider's freshness window, ETag and 304."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from rwasync.platform.credentials import digest, issue_reader_token
+from rwasync.platform.db import Database
+from rwasync.pricing.app import create_app
+from rwasync.pricing.apply import PriceApplier
+from rwasync.pricing.settings import PricingSettings
+from tests.support.events import price
+
+pytestmark = pytest.mark.integration
+
+Client = TestClient[web.Request, web.Application]
+
+TOKEN = issue_reader_token()
+
+
+@pytest.fixture
+async def client(db: Database, database_url: str, provider_id: str) -> AsyncIterator[Client]:
+    await db.execute(
+        "INSERT INTO readers (reader_id, name, token_digest) VALUES ('rdr_1', 'Portal', $1)",
+        digest(TOKEN),
+    )
+    # The consumer side is not under test here: its broker address is a closed port.
+    settings = PricingSettings.model_validate(
+        {
+            "RWASYNC_DATABASE_URL": database_url,
+            "RWASYNC_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
+        }
+    )
+    test_client: Client = TestClient(TestServer(create_app(settings), host="127.0.0.1", port=0))
+    await test_client.start_server()
+    yield test_client
+    await test_client.close()
+
+
+def reader() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def test_reader_tokens_only(client: Client, provider_id: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer rwr_unknown"}, {"Authorization": "Basic eDp5"}):
+        response = await client.get(f"/v1/prices/{provider_id}/a1", headers=headers)
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.content_type == "application/problem+json"
+
+
+async def test_unknown_provider_or_no_price_is_404(
+    client: Client,
+    db: Database,
+    provider_id: str,
+) -> None:
+    await PriceApplier(db).apply([price(provider_id, "a1", "50", datetime.now(UTC))])
+    assert (await client.get("/v1/prices/prv_nobody/a1", headers=reader())).status == 404
+    assert (await client.get(f"/v1/prices/{provider_id}/a2", headers=reader())).status == 404
+    assert (await client.get(f"/v1/prices/{provider_id}/a1", headers=reader())).status == 200
+
+
+async def test_stale_follows_the_providers_freshness_window(
+    client: Client,
+    db: Database,
+    provider_id: str,
+) -> None:
+    now = datetime.now(UTC)
+    await PriceApplier(db).apply(
+        [
+            price(provider_id, "fresh", "50.10", now - timedelta(hours=1)),
+            price(provider_id, "old", "49.90", now - timedelta(hours=25)),
+        ]
+    )
+    fresh = await (await client.get(f"/v1/prices/{provider_id}/fresh", headers=reader())).json()
+    old = await (await client.get(f"/v1/prices/{provider_id}/old", headers=reader())).json()
+    assert (fresh["stale"], old["stale"]) == (False, True)
+    assert fresh["amount"] == "50.1" and fresh["currency"] == "USD"
+
+    await db.execute(
+        "UPDATE providers SET price_freshness = interval '30 minutes' WHERE provider_id = $1",
+        provider_id,
+    )
+    fresh = await (await client.get(f"/v1/prices/{provider_id}/fresh", headers=reader())).json()
+    assert fresh["stale"] is True
+
+
+async def test_etag_gives_304_until_the_price_moves(
+    client: Client,
+    db: Database,
+    provider_id: str,
+) -> None:
+    applier = PriceApplier(db)
+    now = datetime.now(UTC)
+    await applier.apply([price(provider_id, "a1", "50", now - timedelta(minutes=2))])
+    first = await client.get(f"/v1/prices/{provider_id}/a1", headers=reader())
+    etag = first.headers["ETag"]
+    assert first.headers["Cache-Control"] == "private, max-age=5"
+    again = await client.get(
+        f"/v1/prices/{provider_id}/a1", headers={**reader(), "If-None-Match": etag}
+    )
+    assert again.status == 304
+    await applier.apply([price(provider_id, "a1", "51", now - timedelta(minutes=1))])
+    moved = await client.get(
+        f"/v1/prices/{provider_id}/a1", headers={**reader(), "If-None-Match": etag}
+    )
+    assert moved.status == 200 and (await moved.json())["amount"] == "51"
