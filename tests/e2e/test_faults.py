@@ -16,7 +16,7 @@ from tests.e2e.test_flows import bearer, get_asset, put_asset, receipt
 from tests.support.events import asset_doc
 from tests.support.system import ServiceProcess, System, free_port
 from tests.support.tcpproxy import TcpProxy
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, get_status
 
 pytestmark = pytest.mark.e2e
 
@@ -63,14 +63,6 @@ async def database_proxy(system: System) -> AsyncIterator[TcpProxy]:
     await proxy.cut()
 
 
-async def _status(http: aiohttp.ClientSession, url: str) -> int:
-    try:
-        async with http.get(url) as response:
-            return response.status
-    except aiohttp.ClientError:
-        return 0
-
-
 async def test_ingest_recovers_when_the_broker_returns(
     system: System,
     http: aiohttp.ClientSession,
@@ -83,8 +75,8 @@ async def test_ingest_recovers_when_the_broker_returns(
     try:
         await asyncio.to_thread(ingest.wait)  # the proxy runs on this loop: keep it free
         await broker_proxy.cut()
-        await eventually(lambda: _status(http, ingest.url + "/readyz"), lambda s: s == 503)
-        assert await _status(http, ingest.url + "/healthz") == 200
+        await eventually(lambda: get_status(http, ingest.url + "/readyz"), lambda s: s == 503)
+        assert await get_status(http, ingest.url + "/healthz") == 200
         doc = asset_doc("through-proxy", datetime.now(UTC) - timedelta(seconds=5))
         async with http.put(
             f"{ingest.url}/v1/assets/{doc['id']}", json=doc, headers=bearer(provider)
@@ -94,7 +86,7 @@ async def test_ingest_recovers_when_the_broker_returns(
 
         await broker_proxy.restore()
         await eventually(
-            lambda: _status(http, ingest.url + "/readyz"), lambda s: s == 200, timeout=30
+            lambda: get_status(http, ingest.url + "/readyz"), lambda s: s == 200, timeout=30
         )
         async with http.put(
             f"{ingest.url}/v1/assets/{doc['id']}", json=doc, headers=bearer(provider)
@@ -115,15 +107,15 @@ async def test_reconciler_waits_out_a_database_outage_and_loses_nothing(
     url = _through(system.database_url, database_proxy)
     async with reconciler_with(system, RWASYNC_DATABASE_URL=url) as reconciler:
         await database_proxy.cut()
-        await eventually(lambda: _status(http, reconciler.url + "/readyz"), lambda s: s == 503)
-        assert await _status(http, reconciler.url + "/healthz") == 200
+        await eventually(lambda: get_status(http, reconciler.url + "/readyz"), lambda s: s == 503)
+        assert await get_status(http, reconciler.url + "/healthz") == 200
         t = datetime.now(UTC) - timedelta(minutes=1)
         accepted = [
             await put_asset(http, system, provider, asset_doc(f"outage-{i}", t)) for i in range(10)
         ]
         await database_proxy.restore()
         await eventually(
-            lambda: _status(http, reconciler.url + "/readyz"), lambda s: s == 200, timeout=30
+            lambda: get_status(http, reconciler.url + "/readyz"), lambda s: s == 200, timeout=30
         )
         for body in accepted:
             decided = await receipt(http, system, provider, body["event_id"])
@@ -140,7 +132,7 @@ async def test_reconciler_resumes_consuming_after_losing_the_broker(
     url = _through(system.amqp_url, broker_proxy)
     async with reconciler_with(system, RWASYNC_AMQP_URL=url) as reconciler:
         await broker_proxy.cut()
-        await eventually(lambda: _status(http, reconciler.url + "/readyz"), lambda s: s == 503)
+        await eventually(lambda: get_status(http, reconciler.url + "/readyz"), lambda s: s == 503)
         t = datetime.now(UTC) - timedelta(minutes=1)
         # Accepted by the shared ingest-api while this reconciler cannot reach the broker.
         accepted = [
@@ -148,7 +140,7 @@ async def test_reconciler_resumes_consuming_after_losing_the_broker(
         ]
         await broker_proxy.restore()
         await eventually(
-            lambda: _status(http, reconciler.url + "/readyz"), lambda s: s == 200, timeout=30
+            lambda: get_status(http, reconciler.url + "/readyz"), lambda s: s == 200, timeout=30
         )
         for body in accepted:
             decided = await receipt(http, system, provider, body["event_id"])

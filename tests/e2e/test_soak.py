@@ -46,7 +46,7 @@ from tests.support.ledger import (
 )
 from tests.support.system import ServiceProcess, System, free_port
 from tests.support.tcpproxy import TcpProxy
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, get_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -222,21 +222,13 @@ class Faults:
         await self.proxy.restore()
         self._note("ingest-api -> broker restored")
         await eventually(
-            lambda: _status(self.http, self.ingest.url + "/readyz"),
+            lambda: get_status(self.http, self.ingest.url + "/readyz"),
             lambda s: s == 200,
             timeout=30,
             what="ingest-api ready after the broker returned",
         )
         self._note("ingest-api ready again")
         self.cuts.append(Window(start, time.time() + CUT_GRACE))
-
-
-async def _status(http: aiohttp.ClientSession, url: str) -> int:
-    try:
-        async with http.get(url) as response:
-            return response.status
-    except aiohttp.ClientError:
-        return 0
 
 
 async def _read_all(

@@ -7,6 +7,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import aiohttp
+
 T = TypeVar("T")
 
 
@@ -26,3 +28,12 @@ async def eventually(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout} s; last value: {last!r}")
+
+
+async def get_status(http: aiohttp.ClientSession, url: str) -> int:
+    """The status of a GET, or 0 when nothing answers (a probe while a service is away)."""
+    try:
+        async with http.get(url) as response:
+            return response.status
+    except aiohttp.ClientError:
+        return 0

@@ -16,6 +16,7 @@ from rwasync.pricing.app import create_app
 from rwasync.pricing.apply import PriceApplier
 from rwasync.pricing.settings import PricingSettings
 from tests.support.events import price
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,13 @@ async def client(db: Database, database_url: str, provider_id: str) -> AsyncIter
     )
     test_client: Client = TestClient(TestServer(create_app(settings), host="127.0.0.1", port=0))
     await test_client.start_server()
+
+    async def database_ready() -> bool:
+        body = await (await test_client.get("/readyz")).json()
+        return bool(body["checks"]["database"])
+
+    # The pool connects in the background; until then reads are (rightly) 503.
+    await eventually(database_ready, bool, what="pricing connected to its database")
     yield test_client
     await test_client.close()
 
