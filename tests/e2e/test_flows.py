@@ -262,9 +262,15 @@ async def test_broker_unreachable_gives_503_and_not_ready(
     service.start()
     try:
         service.wait("/healthz")
-        async with http.get(service.url + "/readyz") as response:
-            assert response.status == 503
-            assert (await response.json())["checks"]["broker"] is False
+
+        async def checks() -> dict[str, bool]:
+            async with http.get(service.url + "/readyz") as response:
+                assert response.status == 503
+                return dict((await response.json())["checks"])
+
+        # Wait for the database, so that the 503 below can only come from the broker.
+        ready = await eventually(checks, lambda c: c["database"], what="database connected")
+        assert ready["broker"] is False
         doc = asset_doc("never-1", now())
         async with http.put(
             f"{service.url}/v1/assets/never-1", json=doc, headers=bearer(provider)
