@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from rwasync.platform.db import is_transient
 from rwasync.schema.jsonsafe import dumps
 
 log = structlog.get_logger(__name__)
@@ -128,11 +129,18 @@ async def problem_middleware(
         response = Problem(
             exc.status, exc.reason, exc.text or exc.reason, headers=headers
         ).response()
-    except Exception:
-        log.exception("unhandled error", route=route, method=request.method)
-        response = Problem(
-            500, "Internal Server Error", "an unexpected error occurred; it has been logged"
-        ).response()
+    except Exception as exc:
+        if is_transient(exc):
+            # The database is away or a read timed out: a retry may well succeed.
+            log.warning("database unavailable", route=route, error=repr(exc))
+            response = service_unavailable(
+                "the store cannot be reached right now; retry shortly"
+            ).response()
+        else:
+            log.exception("unhandled error", route=route, method=request.method)
+            response = Problem(
+                500, "Internal Server Error", "an unexpected error occurred; it has been logged"
+            ).response()
     finally:
         structlog.contextvars.unbind_contextvars("trace_id", "provider_id", "asset_id", "event_id")
     HTTP_REQUESTS.labels(route, request.method, str(response.status)).inc()

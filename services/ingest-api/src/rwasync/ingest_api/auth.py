@@ -20,8 +20,8 @@ from asyncpg import Record
 from rwasync.ingest_api import queries
 from rwasync.platform import credentials
 from rwasync.platform.cache import TTLCache
-from rwasync.platform.db import Database, is_transient
-from rwasync.platform.http import Problem, service_unavailable, unauthorized
+from rwasync.platform.db import Database
+from rwasync.platform.http import unauthorized
 
 log = structlog.get_logger(__name__)
 
@@ -93,16 +93,7 @@ class ProviderAuthenticator:
         return ProviderIdentity(provider_id=row["provider_id"], key_id=row["key_id"])
 
     async def _lookup(self, query: str, argument: str | bytes) -> Record | None:
-        try:
-            async with asyncio.timeout(LOOKUP_TIMEOUT):
-                row = await self._db.fetchrow(query, argument)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("credential look-up failed: database unavailable", error=repr(exc))
-            raise _auth_unavailable() from exc
+        # A database that is away or slow is a 503 (the platform middleware maps it).
+        async with asyncio.timeout(LOOKUP_TIMEOUT):
+            row: Record | None = await self._db.fetchrow(query, argument)
         return row
-
-
-def _auth_unavailable() -> Problem:
-    return service_unavailable("credentials cannot be checked right now; retry shortly")

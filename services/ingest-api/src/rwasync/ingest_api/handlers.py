@@ -25,8 +25,8 @@ from rwasync.ingest_api.acceptance import (
     price_updated,
 )
 from rwasync.ingest_api.auth import ProviderAuthenticator, ProviderIdentity
-from rwasync.platform.db import Database, is_transient
-from rwasync.platform.http import TRACE_ID, Problem, json_response, service_unavailable
+from rwasync.platform.db import Database
+from rwasync.platform.http import TRACE_ID, Problem, json_response
 from rwasync.schema import jsonsafe
 from rwasync.schema.asset import Asset, asset_json_schema, parse_asset
 from rwasync.schema.errors import AssetInvalid, FieldError
@@ -62,10 +62,6 @@ def invalid_document(what: str, errors: list[FieldError]) -> Problem:
         kind=f"invalid-{what.replace(' ', '-')}",
         errors=[error.as_dict() for error in errors],
     )
-
-
-def database_unavailable() -> Problem:
-    return service_unavailable("the store cannot be read right now; retry shortly")
 
 
 # --- request bodies -----------------------------------------------------------------------------
@@ -285,14 +281,9 @@ class ProviderApi:
         return Arrival(provider_id=identity.provider_id, received_at=received_at, trace_id=trace_id)
 
     async def _read(self, query: str, *args: Any) -> Record | None:
-        try:
-            async with asyncio.timeout(READ_TIMEOUT):
-                return await self._db.fetchrow(query, *args)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("read failed: database unavailable", error=repr(exc))
-            raise database_unavailable() from exc
+        # A database that is away or slow is a 503 (the platform middleware maps it).
+        async with asyncio.timeout(READ_TIMEOUT):
+            return await self._db.fetchrow(query, *args)
 
 
 def _query_flag(request: web.Request, name: str) -> bool:

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from rwasync.platform.cache import TTLCache
 from rwasync.platform.credentials import digest
-from rwasync.platform.db import Database, DatabaseUnavailable, is_transient
-from rwasync.platform.http import Problem, service_unavailable, unauthorized
+from rwasync.platform.db import Database
+from rwasync.platform.http import Problem, unauthorized
 from rwasync.pricing import queries
 from rwasync.schema.asset import normalize_decimal
 from rwasync.schema.timestamps import timestamp_text
@@ -38,21 +38,11 @@ class ReaderAuth:
         cached = self._cache.get(token_digest)
         if cached is not None:
             return cached
-        reader = await _guarded(self._db.fetchval(queries.READER_BY_TOKEN, token_digest))
+        reader = await self._db.fetchval(queries.READER_BY_TOKEN, token_digest)
         if reader is None:
             raise unauthorized("unknown or revoked reader token", scheme="Bearer")
         self._cache.put(token_digest, reader)
         return str(reader)
-
-
-async def _guarded(awaitable: Any) -> Any:
-    """Await a database call; an unavailable database is a 503, not a 500."""
-    try:
-        return await awaitable
-    except Exception as exc:
-        if isinstance(exc, DatabaseUnavailable) or is_transient(exc):
-            raise service_unavailable("the price store is unavailable; retry shortly") from exc
-        raise
 
 
 def price_object(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
@@ -89,7 +79,7 @@ class PriceRoutes:
         await self._auth.reader_id(request)
         provider_id = request.match_info["provider_id"]
         asset_id = request.match_info["asset_id"]
-        row = await _guarded(self._db.fetchrow(queries.LATEST_PRICE, provider_id, asset_id))
+        row = await self._db.fetchrow(queries.LATEST_PRICE, provider_id, asset_id)
         if row is None:
             raise Problem(
                 404, "Not Found", f"no accepted price for asset {asset_id!r} of {provider_id!r}"
