@@ -98,6 +98,33 @@ async def test_ingest_recovers_when_the_broker_returns(
         ingest.stop()
 
 
+async def _outage_loses_nothing(
+    system: System,
+    http: aiohttp.ClientSession,
+    provider: dict[str, str],
+    proxy: TcpProxy,
+    reconciler: ServiceProcess,
+    prefix: str,
+) -> None:
+    """Cut the reconciler's link, accept pushes meanwhile, restore it: every push is applied."""
+    await proxy.cut()
+    await eventually(lambda: get_status(http, reconciler.url + "/readyz"), lambda s: s == 503)
+    assert await get_status(http, reconciler.url + "/healthz") == 200
+    t = datetime.now(UTC) - timedelta(minutes=1)
+    # Accepted by the shared ingest-api while this reconciler cannot do its work.
+    accepted = [
+        await put_asset(http, system, provider, asset_doc(f"{prefix}-{i}", t)) for i in range(10)
+    ]
+    await proxy.restore()
+    await eventually(
+        lambda: get_status(http, reconciler.url + "/readyz"), lambda s: s == 200, timeout=30
+    )
+    for body in accepted:
+        decided = await receipt(http, system, provider, body["event_id"])
+        assert decided["status"] == "applied"
+    assert (await get_asset(http, system, provider, f"{prefix}-9"))[0] == 200
+
+
 async def test_reconciler_waits_out_a_database_outage_and_loses_nothing(
     system: System,
     http: aiohttp.ClientSession,
@@ -106,21 +133,7 @@ async def test_reconciler_waits_out_a_database_outage_and_loses_nothing(
 ) -> None:
     url = _through(system.database_url, database_proxy)
     async with reconciler_with(system, RWASYNC_DATABASE_URL=url) as reconciler:
-        await database_proxy.cut()
-        await eventually(lambda: get_status(http, reconciler.url + "/readyz"), lambda s: s == 503)
-        assert await get_status(http, reconciler.url + "/healthz") == 200
-        t = datetime.now(UTC) - timedelta(minutes=1)
-        accepted = [
-            await put_asset(http, system, provider, asset_doc(f"outage-{i}", t)) for i in range(10)
-        ]
-        await database_proxy.restore()
-        await eventually(
-            lambda: get_status(http, reconciler.url + "/readyz"), lambda s: s == 200, timeout=30
-        )
-        for body in accepted:
-            decided = await receipt(http, system, provider, body["event_id"])
-            assert decided["status"] == "applied"
-        assert (await get_asset(http, system, provider, "outage-9"))[0] == 200
+        await _outage_loses_nothing(system, http, provider, database_proxy, reconciler, "outage")
 
 
 async def test_reconciler_resumes_consuming_after_losing_the_broker(
@@ -131,20 +144,7 @@ async def test_reconciler_resumes_consuming_after_losing_the_broker(
 ) -> None:
     url = _through(system.amqp_url, broker_proxy)
     async with reconciler_with(system, RWASYNC_AMQP_URL=url) as reconciler:
-        await broker_proxy.cut()
-        await eventually(lambda: get_status(http, reconciler.url + "/readyz"), lambda s: s == 503)
-        t = datetime.now(UTC) - timedelta(minutes=1)
-        # Accepted by the shared ingest-api while this reconciler cannot reach the broker.
-        accepted = [
-            await put_asset(http, system, provider, asset_doc(f"cut-{i}", t)) for i in range(10)
-        ]
-        await broker_proxy.restore()
-        await eventually(
-            lambda: get_status(http, reconciler.url + "/readyz"), lambda s: s == 200, timeout=30
-        )
-        for body in accepted:
-            decided = await receipt(http, system, provider, body["event_id"])
-            assert decided["status"] == "applied"
+        await _outage_loses_nothing(system, http, provider, broker_proxy, reconciler, "cut")
 
 
 @pytest.mark.parametrize("name", ["ingest-api", "feed-poller", "reconciler", "pricing"])

@@ -7,7 +7,6 @@ clear failure: a skipped test proves nothing.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -123,7 +122,3 @@ async def drop_database(admin_url: str, name: str) -> None:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
-
-
-def run_sync(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]

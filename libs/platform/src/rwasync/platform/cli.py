@@ -16,7 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from rwasync.platform import feeds
-from rwasync.platform.credentials import issue_provider_credential, issue_reader_token, new_id
+from rwasync.platform.credentials import (
+    digest,
+    issue_provider_credential,
+    issue_reader_token,
+    new_id,
+)
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.migrate import migrate as apply_migrations
 from rwasync.platform.netguard import AddressPolicy
@@ -171,8 +176,6 @@ def reader_create(name: str, as_json: JsonFlag = False) -> None:
 
     async def work(conn: asyncpg.Connection) -> dict[str, str]:
         reader_id, token = new_id("rdr"), issue_reader_token()
-        from rwasync.platform.credentials import digest
-
         await conn.execute(
             "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, $2, $3)",
             reader_id,
