@@ -24,7 +24,6 @@ from rwasync.schema.events import (
     Event,
     MalformedMessage,
     decode_message,
-    encode_message,
     message_for,
 )
 
@@ -162,12 +161,10 @@ class EventConsumer:
                 delay = min(delay * 2, 5.0)
 
     async def _dead_letter(self, events: Sequence[Event], reason: str) -> None:
-        message = message_for(list(events))
-        await self._broker.publish_body(
+        await self._broker.publish(
             topology.DEAD_LETTER_EXCHANGE,
             topology.dead_letter_queue(self._queue_name),
-            encode_message(message),
-            message_id=str(message.message_id),
+            message_for(list(events)),
             headers=self._dead_letter_headers(reason, provider_id=events[0].provider_id),
         )
         EVENTS_DEAD_LETTERED.labels(self._queue_name).inc(len(events))
