@@ -1,4 +1,5 @@
-"""Version order (API.md, "Versions"): the newest change wins whatever the delivery order."""
+"""Version order (docs/api.md, "Versions and ordering"): the newest change wins whatever the
+delivery order."""
 
 import functools
 import uuid

@@ -326,7 +326,7 @@ class Media(ContractModel):
 
 
 class Asset(ContractModel):
-    """An asset document, schema version 1 (API.md, "Asset document, schema version 1")."""
+    """An asset document, schema version 1 (docs/api.md, "The asset document")."""
 
     id: AssetId
     updated_at: AwareTimestamp

@@ -8,6 +8,9 @@ own id and receipt.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
@@ -20,6 +23,7 @@ SCHEMA_VERSION: Final = 1
 
 class EventType(StrEnum):
     ASSET_UPSERTED = "asset.upserted"
+    ASSET_PATCHED = "asset.patched"
     ASSET_DELETED = "asset.deleted"
     PRICE_UPDATED = "price.updated"
 
@@ -48,6 +52,14 @@ class AssetUpsertedPayload(_Frozen):
 
     document: dict[str, Any]
     content_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class AssetPatchedPayload(_Frozen):
+    """An RFC 7386 JSON Merge Patch of the stored document; it always sets `updated_at`. The
+    reconciler applies it onto the stored document under the version guard and validates the
+    result (an invalid result, or no live document to patch, is rejected)."""
+
+    patch: dict[str, Any]
 
 
 class AssetDeletedPayload(_Frozen):
@@ -81,6 +93,11 @@ class AssetUpserted(_EventBase):
     payload: AssetUpsertedPayload
 
 
+class AssetPatched(_EventBase):
+    type: Literal[EventType.ASSET_PATCHED] = EventType.ASSET_PATCHED
+    payload: AssetPatchedPayload
+
+
 class AssetDeleted(_EventBase):
     type: Literal[EventType.ASSET_DELETED] = EventType.ASSET_DELETED
     payload: AssetDeletedPayload = AssetDeletedPayload()
@@ -91,8 +108,12 @@ class PriceUpdated(_EventBase):
     payload: PriceUpdatedPayload
 
 
-AssetEvent = Annotated[AssetUpserted | AssetDeleted, Field(discriminator="type")]
-Event = Annotated[AssetUpserted | AssetDeleted | PriceUpdated, Field(discriminator="type")]
+AssetEvent = Annotated[AssetUpserted | AssetPatched | AssetDeleted, Field(discriminator="type")]
+Event = Annotated[
+    AssetUpserted | AssetPatched | AssetDeleted | PriceUpdated, Field(discriminator="type")
+]
+# Any one event, as a plain union for annotations.
+AnyEvent = AssetUpserted | AssetPatched | AssetDeleted | PriceUpdated
 
 
 class EventMessage(_Frozen):
@@ -110,10 +131,112 @@ def new_event_id() -> uuid.UUID:
     return uuid.uuid4()
 
 
-def message_for(events: list[AssetUpserted | AssetDeleted | PriceUpdated]) -> EventMessage:
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What every event of one request or one feed run shares: whose it is, how it came, when
+    rwasync received it, and the trace that follows it."""
+
+    provider_id: str
+    source: EventSource
+    received_at: datetime
+    trace_id: str = ""
+
+
+def asset_upserted(
+    arrival: Arrival,
+    *,
+    asset_id: str,
+    updated_at: datetime,
+    accepted_at: datetime,
+    document: dict[str, Any],
+    content_hash: str,
+    event_id: uuid.UUID | None = None,
+) -> AssetUpserted:
+    """An upsert of a normalised document (hex `content_hash`), accepted at `accepted_at`."""
+    return AssetUpserted(
+        event_id=event_id or new_event_id(),
+        provider_id=arrival.provider_id,
+        asset_id=asset_id,
+        source=arrival.source,
+        updated_at=updated_at,
+        accepted_at=accepted_at,
+        received_at=arrival.received_at,
+        trace_id=arrival.trace_id,
+        payload=AssetUpsertedPayload(document=document, content_hash=content_hash),
+    )
+
+
+def asset_patched(
+    arrival: Arrival,
+    *,
+    asset_id: str,
+    updated_at: datetime,
+    accepted_at: datetime,
+    patch: dict[str, Any],
+) -> AssetPatched:
+    """A merge patch versioned at its own `updated_at`."""
+    return AssetPatched(
+        event_id=new_event_id(),
+        provider_id=arrival.provider_id,
+        asset_id=asset_id,
+        source=arrival.source,
+        updated_at=updated_at,
+        accepted_at=accepted_at,
+        received_at=arrival.received_at,
+        trace_id=arrival.trace_id,
+        payload=AssetPatchedPayload(patch=patch),
+    )
+
+
+def asset_deleted(
+    arrival: Arrival,
+    *,
+    asset_id: str,
+    updated_at: datetime,
+    accepted_at: datetime,
+    reason: str | None = None,
+) -> AssetDeleted:
+    """A deletion (a tombstone) versioned at `updated_at`."""
+    return AssetDeleted(
+        event_id=new_event_id(),
+        provider_id=arrival.provider_id,
+        asset_id=asset_id,
+        source=arrival.source,
+        updated_at=updated_at,
+        accepted_at=accepted_at,
+        received_at=arrival.received_at,
+        trace_id=arrival.trace_id,
+        payload=AssetDeletedPayload(reason=reason),
+    )
+
+
+def price_updated(
+    arrival: Arrival,
+    *,
+    asset_id: str,
+    amount: Decimal,
+    currency: str,
+    as_of: datetime,
+    accepted_at: datetime,
+) -> PriceUpdated:
+    """A price tick, versioned by its `as_of`."""
+    return PriceUpdated(
+        event_id=new_event_id(),
+        provider_id=arrival.provider_id,
+        asset_id=asset_id,
+        source=arrival.source,
+        updated_at=as_of,
+        accepted_at=accepted_at,
+        received_at=arrival.received_at,
+        trace_id=arrival.trace_id,
+        payload=PriceUpdatedPayload(amount=amount, currency=currency, as_of=as_of),
+    )
+
+
+def message_for(events: Sequence[AnyEvent]) -> EventMessage:
     """A message for these events: a single event's message id is its event id."""
     message_id = events[0].event_id if len(events) == 1 else uuid.uuid4()
-    return EventMessage(message_id=message_id, events=events)
+    return EventMessage(message_id=message_id, events=list(events))
 
 
 def encode_message(message: EventMessage) -> bytes:

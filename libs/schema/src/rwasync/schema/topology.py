@@ -15,8 +15,9 @@ PRICE_ROUTING_PATTERN: Final = "price.#"
 ASSET_BATCH_KEY: Final = "asset.batch"
 PRICE_BATCH_KEY: Final = "price.batch"
 
-# A message redelivered this many times is dead-lettered by the broker itself (the consumer
-# dead-letters earlier, with a reason, when it sees the count approach this limit).
+# A message delivered this many times without an ack (it crashed or stalled its consumer each time)
+# is dead-lettered by the broker itself. An event that fails to apply never gets that far: the
+# consumer dead-letters it at once, alone, with its reason.
 DELIVERY_LIMIT: Final = 10
 
 # Message headers.

@@ -1,4 +1,5 @@
-"""Which of two changes to an asset is newer (API.md, "Versions"), as a pure ordering.
+"""Which of two changes to an asset is newer, as a pure ordering (docs/api.md, "Versions and
+ordering").
 
 A change replaces the stored state only when its version is greater: a later `updated_at` wins;
 at equal `updated_at` a deletion beats an upsert; then the later-accepted change wins; and last
@@ -8,8 +9,12 @@ order by comparing the row `(updated_at, is_deletion, accepted_at, event_id)`; P
 `uuid` values bytewise, which is the order of their lowercase text used here. Keep them in step.
 """
 
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
+
+from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -31,3 +36,49 @@ class Version:
 def is_newer(incoming: Version, stored: Version | None) -> bool:
     """Whether `incoming` replaces `stored` (anything replaces nothing)."""
     return stored is None or incoming > stored
+
+
+T = TypeVar("T")
+
+
+def newest_per_key(
+    items: Iterable[T],
+    *,
+    key: Callable[[T], Hashable],
+    order: Callable[[T], Any],
+    identity: Callable[[T], Hashable],
+) -> tuple[list[T], list[T]]:
+    """Reduce a batch to its newest item per `key` (greatest `order`) before a set-based write.
+
+    One upsert statement cannot touch a row twice, and an older item of the same batch could
+    never win anyway. Returns (newest per key, in first-seen key order; the items they
+    supersede). Repeats of one `identity` (a redelivered event) count once.
+    """
+    newest: dict[Hashable, T] = {}
+    superseded: list[T] = []
+    seen: set[Hashable] = set()
+    for item in items:
+        ident = identity(item)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        k = key(item)
+        current = newest.get(k)
+        if current is None:
+            newest[k] = item
+        elif order(item) > order(current):
+            superseded.append(current)
+            newest[k] = item
+        else:
+            superseded.append(item)
+    return list(newest.values()), superseded
+
+
+def event_version(event: AssetUpserted | AssetPatched | AssetDeleted) -> Version:
+    """The version an asset event carries."""
+    return Version(
+        updated_at=event.updated_at,
+        is_deletion=isinstance(event, AssetDeleted),
+        accepted_at=event.accepted_at,
+        event_id=str(event.event_id),
+    )

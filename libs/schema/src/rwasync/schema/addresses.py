@@ -1,12 +1,14 @@
-"""Which addresses a feed URL may reach: public unicast only, unless the operator's allow-list
-(CIDR ranges) names the address. Used by the CLI at `feed add` for IP literals in any form, and by
-the poller for every address it actually connects to."""
+"""Which network addresses a provider's feed URL may reach: public unicast only, unless the
+operator's allow-list (CIDR ranges) names the address (pure; no resolver, no socket).
+
+`feed add`, `PUT /v1/feeds` and the poller all apply this one policy: to IP literals in any form
+a resolver accepts when a URL is registered, and to every resolved address at fetch time.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,14 +19,41 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 # inet_aton's legacy forms: decimal, octal, hex and short dotted ("127.1", "0x7f.1", "2130706433").
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}\.?$", re.IGNORECASE)
+# How many bits each part of a 1- to 4-part legacy address fills (the last part takes the rest).
+_PART_BITS = {1: (32,), 2: (8, 24), 3: (8, 8, 16), 4: (8, 8, 8, 8)}
 
 
 class AddressRefused(Exception):
     """The address is loopback, private, link-local, multicast, reserved or unspecified."""
 
 
+def _legacy_part(text: str) -> int | None:
+    lowered = text.lower()
+    if lowered.startswith("0x"):
+        return int(lowered[2:], 16)
+    if len(text) > 1 and text.startswith("0"):
+        return int(text, 8) if all(c in "01234567" for c in text) else None
+    return int(text)
+
+
+def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """What the C library's `inet_aton` makes of `host`, or None where it refuses it."""
+    parts = host.rstrip(".").split(".")
+    values = [_legacy_part(part) for part in parts]
+    if any(v is None for v in values):
+        return None
+    address = 0
+    for value, bits in zip(values, _PART_BITS[len(parts)], strict=True):
+        assert value is not None
+        if value >= 1 << bits:
+            return None
+        address = (address << bits) | value
+    return ipaddress.IPv4Address(address)
+
+
 def parse_ip_literal(host: str) -> IPAddress | None:
-    """The address a host name denotes if it is an IP literal in any form a resolver accepts."""
+    """The address a host denotes if it is an IP literal in any form a resolver accepts; None
+    for a host name (names are checked per resolved address when fetching)."""
     host = host.strip().strip("[]")
     if "%" in host:  # zone index on a link-local IPv6 literal
         host = host.split("%", 1)[0]
@@ -33,10 +62,7 @@ def parse_ip_literal(host: str) -> IPAddress | None:
     except ValueError:
         pass
     if _LEGACY_IPV4.match(host):
-        try:
-            return ipaddress.IPv4Address(socket.inet_aton(host.rstrip(".")))
-        except OSError:
-            return None
+        return _legacy_ipv4(host)
     return None
 
 
@@ -61,6 +87,7 @@ def _is_public(address: IPAddress) -> bool:
 
 
 def parse_networks(text: str | Iterable[str]) -> tuple[IPNetwork, ...]:
+    """CIDR ranges from a comma-separated setting (or a list); raises ValueError on a bad one."""
     items = text.split(",") if isinstance(text, str) else list(text)
     return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items if item.strip())
 
@@ -89,8 +116,10 @@ class AddressPolicy:
         if not self.permits(address):
             raise AddressRefused(f"address {address} is not a public address and not allow-listed")
 
-    def check_host_literal(self, host: str) -> None:
-        """Refuse a host that is an IP literal of a refused address; names are checked at fetch."""
+    def check_host_literal(self, host: str) -> IPAddress | None:
+        """Refuse a host that is an IP literal of a refused address. Returns the literal's
+        address, or None for a host name, which can only be judged once it is resolved."""
         address = parse_ip_literal(host)
         if address is not None:
             self.check(address)
+        return address

@@ -1,0 +1,137 @@
+"""Feed rules in one place (pure): format names, run statuses and reason codes, the default
+deletion threshold, schedules, and the policy a feed URL must pass when it is registered.
+
+The operator CLI (`feed add`), the provider's feed API and the poller all import these, so a rule
+cannot drift between the place that accepts a feed and the place that runs it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Final
+from urllib.parse import urlsplit
+
+from rwasync.schema.addresses import AddressPolicy, AddressRefused
+
+
+class FeedFormat(StrEnum):
+    """The body format of a feed (`--format`); gzip is recognised separately."""
+
+    JSON = "json"
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+# The formats the poller reads today; the others are refused when a feed is registered.
+READABLE_FORMATS: Final = frozenset({FeedFormat.JSON})
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    OK = "ok"
+    NOT_MODIFIED = "not_modified"
+    HELD = "held"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+# A run in one of these has ended (a held run may still be approved or rejected).
+FINISHED_STATUSES: Final = frozenset(
+    {RunStatus.OK, RunStatus.NOT_MODIFIED, RunStatus.HELD, RunStatus.FAILED, RunStatus.REJECTED}
+)
+
+
+class ReasonCode(StrEnum):
+    """Why a run is held, failed or rejected."""
+
+    EMPTY_FEED = "empty_feed"
+    TRUNCATED = "truncated"
+    DELETION_THRESHOLD = "deletion_threshold"
+    HTTP_STATUS = "http_status"
+    FETCH_ERROR = "fetch_error"
+    TIMEOUT = "timeout"
+    SIZE_LIMIT = "size_limit"
+    PARSE_ERROR = "parse_error"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    ADDRESS_REFUSED = "address_refused"
+    REJECTED_BY_OPERATOR = "rejected_by_operator"
+    # A publish was not confirmed; triggering the run again is safe (events repeat harmlessly).
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class DeletionThreshold:
+    """Hold a run that would delete more than `percent` % of the provider's live assets and more
+    than `min_count` of them."""
+
+    percent: Decimal = Decimal(20)
+    min_count: int = 5
+
+    def exceeded_by(self, deletions: int, live: int) -> bool:
+        return deletions * 100 > self.percent * live and deletions > self.min_count
+
+
+DEFAULT_DELETION_THRESHOLD: Final = DeletionThreshold()
+
+MAX_URL_LENGTH: Final = 2000
+
+
+class FeedSettingInvalid(Exception):
+    """A feed registration breaks a rule; `pointer` names the field (as in a 422's errors)."""
+
+    def __init__(self, pointer: str, message: str) -> None:
+        super().__init__(f"{pointer}: {message}")
+        self.pointer = pointer
+        self.message = message
+
+
+_INTERVAL = re.compile(r"^(\d+)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_interval(text: str) -> int:
+    """Seconds of a schedule interval such as `90s`, `15m`, `24h` or `1d` (bare: seconds)."""
+    match = _INTERVAL.match(text.strip().lower())
+    if not match or int(match.group(1)) <= 0:
+        raise FeedSettingInvalid(
+            "/schedule", f"invalid interval {text!r}: use e.g. 90s, 15m, 24h, 1d"
+        )
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def check_feed_url(url: str, policy: AddressPolicy) -> str:
+    """An absolute http(s) URL whose host, if an IP literal in any form, the policy permits."""
+    if len(url) > MAX_URL_LENGTH:
+        raise FeedSettingInvalid("/url", f"must be at most {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise FeedSettingInvalid("/url", "must be an absolute http or https URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise FeedSettingInvalid("/url", "must be an absolute http or https URL")
+    try:
+        policy.check_host_literal(host)
+    except AddressRefused as exc:
+        raise FeedSettingInvalid("/url", str(exc)) from exc
+    return url
+
+
+def check_format(name: str) -> FeedFormat:
+    try:
+        fmt = FeedFormat(name)
+    except ValueError:
+        raise FeedSettingInvalid(
+            "/format", f"must be one of {', '.join(f.value for f in FeedFormat)}"
+        ) from None
+    if fmt not in READABLE_FORMATS:
+        readable = ", ".join(sorted(READABLE_FORMATS))
+        raise FeedSettingInvalid(
+            "/format", f"format {name!r} is not supported yet; supported: {readable}"
+        )
+    return fmt

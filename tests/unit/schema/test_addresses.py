@@ -1,0 +1,114 @@
+"""Which feed hosts the poller may reach: IP literals in every form a resolver accepts, parsed
+without a resolver (the policy is pure)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+from rwasync.schema.addresses import AddressPolicy, AddressRefused, parse_ip_literal
+
+pytestmark = pytest.mark.unit
+
+LOOPBACK_FORMS = [
+    "127.0.0.1",
+    "2130706433",  # decimal
+    "0177.0.0.1",  # octal
+    "0x7f000001",  # hex
+    "0x7f.0.0.1",
+    "127.1",  # short
+    "::1",
+    "[::1]",
+    "::ffff:127.0.0.1",  # IPv4-mapped
+    "64:ff9b::7f00:1",  # NAT64
+]
+NEVER_ALLOWED_BY_LOOPBACK = [
+    "169.254.169.254",  # link-local (cloud metadata)
+    "10.0.0.1",
+    "192.168.1.1",
+    "172.16.0.1",
+    "0.0.0.0",
+    "0",
+    "::",
+    "fe80::1",
+    "fc00::1",
+    "224.0.0.1",
+    "240.0.0.1",
+    "::ffff:10.0.0.1",
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+]
+
+NO_ALLOW_LIST = AddressPolicy.from_setting("")
+LOOPBACK_ALLOWED = AddressPolicy.from_setting("127.0.0.0/8,::1")
+
+
+@pytest.mark.parametrize("host", LOOPBACK_FORMS + NEVER_ALLOWED_BY_LOOPBACK)
+def test_non_public_literals_are_refused_without_an_allow_list(host: str) -> None:
+    with pytest.raises(AddressRefused):
+        NO_ALLOW_LIST.check_host_literal(host)
+
+
+@pytest.mark.parametrize("host", LOOPBACK_FORMS)
+def test_loopback_in_any_form_is_allowed_by_the_loopback_allow_list(host: str) -> None:
+    address = LOOPBACK_ALLOWED.check_host_literal(host)
+    assert address is not None
+    # The literal denotes loopback itself, or embeds 127.0.0.1 (IPv4-mapped, NAT64).
+    embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    assert address.is_loopback or embedded == ipaddress.IPv4Address("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "2130706433",
+        "0177.0.0.1",
+        "0x7f000001",
+        "0x7f.0.0.1",
+        "127.1",
+        "127.0.1",
+        "0x7F.1",
+        "017700000001",
+        "10.1",
+        "192.168.257",
+        "1.2.3.4.",
+        "0",
+        "255.255.255.255",
+    ],
+)
+def test_legacy_ipv4_forms_parse_as_the_c_library_does(host: str) -> None:
+    expected = ipaddress.IPv4Address(socket.inet_aton(host.rstrip(".")))
+    assert parse_ip_literal(host) == expected
+
+
+@pytest.mark.parametrize("host", ["08.0.0.1", "0x", "256.256.256.256", "1.2.3.4.5", "1.0x1000000"])
+def test_forms_the_c_library_refuses_are_names_not_addresses(host: str) -> None:
+    with pytest.raises(OSError):
+        socket.inet_aton(host.rstrip("."))
+    assert parse_ip_literal(host) is None
+
+
+@pytest.mark.parametrize("host", NEVER_ALLOWED_BY_LOOPBACK)
+def test_the_loopback_allow_list_allows_nothing_else(host: str) -> None:
+    with pytest.raises(AddressRefused):
+        LOOPBACK_ALLOWED.check_host_literal(host)
+
+
+def test_the_unspecified_address_is_refused_even_when_listed() -> None:
+    with pytest.raises(AddressRefused):
+        AddressPolicy.from_setting("0.0.0.0/0").check_host_literal("0.0.0.0")
+
+
+@pytest.mark.parametrize("host", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"])
+def test_public_literals_pass_and_are_returned_as_addresses(host: str) -> None:
+    assert NO_ALLOW_LIST.check_host_literal(host) == ipaddress.ip_address(host)
+
+
+@pytest.mark.parametrize("host", ["feeds.example.com", "localhost", "internal", "127.0.0.1.nip.io"])
+def test_host_names_are_left_to_the_resolved_address_check(host: str) -> None:
+    # A name is not judged by its spelling (`localhost` may be refused only once resolved): the
+    # literal check passes it on as a name, and the poller's resolver checks what it resolves to.
+    assert parse_ip_literal(host) is None
+    assert NO_ALLOW_LIST.check_host_literal(host) is None
