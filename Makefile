@@ -3,11 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := libs/schema libs/platform services/ingest-api services/feed-poller services/reconciler services/pricing
+PACKAGES := libs/schema libs/platform libs/store tools/cli services/ingest-api services/feed-poller services/reconciler services/pricing
 STAMP := $(VENV)/.installed
 
 export RWASYNC_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export RWASYNC_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
+# Tests never read a developer's .env: every process they start gets its settings explicitly.
+test test-slow: export RWASYNC_ENV_FILE := /dev/null
 
 .PHONY: run test test-slow check lint typecheck install services migrate clean
 
@@ -26,21 +28,20 @@ services:
 migrate: install services
 	$(BIN)/rwasync migrate
 
+## The settings `make run` and a bare `.venv/bin/rwasync` share; created once, then yours to edit.
+.env:
+	cp .env.example .env
+	@echo "created .env from .env.example (loopback feeds allowed, console logs, APIs on 127.0.0.1)"
+
 ## Run the whole system locally: four services and a demo provider, in the foreground (Ctrl-C stops).
-# The demo's feed lives on 127.0.0.1, which feed URLs may use only when allowed; honcho pipes the
-# output, so ask for readable console logs and unbuffered Python output explicitly. Ctrl-C or
-# SIGTERM makes honcho stop every process and exit 130/143: a normal end of `make run`.
-run: export RWASYNC_FEED_ALLOWED_NETWORKS := 127.0.0.0/8,::1
-run: export RWASYNC_LOG_FORMAT := console
+# Every process reads its settings from .env (see .env.example); honcho pipes the output, so ask
+# for unbuffered Python output explicitly. Ctrl-C or SIGTERM makes honcho stop every process and
+# exit 130/143: a normal end of `make run`.
 run: export PYTHONUNBUFFERED := 1
-# Locally, keep the APIs on loopback (the services' own default, 0.0.0.0, suits containers).
-run: export RWASYNC_INGEST_HOST := 127.0.0.1
-run: export RWASYNC_FEED_POLLER_HOST := 127.0.0.1
-run: export RWASYNC_PRICING_HOST := 127.0.0.1
-run: export RWASYNC_RECONCILER_HOST := 127.0.0.1
-run: install services
-	@scripts/ports-free.sh $${RWASYNC_INGEST_PORT:-8080} $${RWASYNC_FEED_POLLER_PORT:-8081} \
-		$${RWASYNC_PRICING_PORT:-8082} $${RWASYNC_RECONCILER_PORT:-8083} $${DEMO_FEED_PORT:-8090}
+run: install services .env
+	@set -a; . ./.env; set +a; scripts/ports-free.sh $${RWASYNC_INGEST_PORT:-8080} \
+		$${RWASYNC_FEED_POLLER_PORT:-8081} $${RWASYNC_PRICING_PORT:-8082} \
+		$${RWASYNC_RECONCILER_PORT:-8083} $${DEMO_FEED_PORT:-8090}
 	$(BIN)/rwasync migrate
 	@echo "Starting the four services and the demo provider (Procfile); the demo keeps its" \
 		"identity in .run/demo.json. Ctrl-C stops everything."
@@ -48,12 +49,12 @@ run: install services
 		if [ $$status -eq 130 ] || [ $$status -eq 143 ]; then exit 0; fi; exit $$status
 
 lint: install
-	$(BIN)/ruff check libs services tests demo benchmarks
-	$(BIN)/ruff format --check libs services tests demo benchmarks
+	$(BIN)/ruff check libs tools services tests demo benchmarks
+	$(BIN)/ruff format --check libs tools services tests demo benchmarks
 	$(BIN)/lint-imports
 
 typecheck: install
-	$(BIN)/mypy libs/schema/src libs/platform/src services/*/src demo
+	$(BIN)/mypy libs/*/src tools/*/src services/*/src demo
 
 check: lint typecheck
 

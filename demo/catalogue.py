@@ -228,7 +228,7 @@ def generate_catalogue(
 
 
 def feed_envelope(assets: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """The JSON feed envelope (API.md, "Feeds"): generation time, count and every asset."""
+    """The JSON feed envelope (docs/api.md, "Feeds"): generation time, count and every asset."""
     return {"timestamp": timestamp_text(now), "total_assets": len(assets), "assets": assets}
 
 

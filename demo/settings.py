@@ -3,15 +3,14 @@
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import SettingsConfigDict
 
-from rwasync.platform.settings import CommonSettings
+from rwasync.platform.settings import CommonSettings, settings_config
 
 
 class DemoSettings(CommonSettings):
     """Read from `DEMO_*`; the service ports follow the services' own settings."""
 
-    model_config = SettingsConfigDict(env_prefix="DEMO_", extra="ignore", frozen=True)
+    model_config = settings_config("DEMO_")
 
     feed_port: int = 8090
     ingest_port: int = Field(8080, validation_alias=AliasChoices("RWASYNC_INGEST_PORT"))

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Before any settings class is imported: tests never read a developer's `.env`; every process they
+# start gets its settings explicitly (subprocesses inherit this).
+os.environ.setdefault("RWASYNC_ENV_FILE", os.devnull)
+
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 

@@ -66,3 +66,30 @@ async def test_concurrent_migrations_apply_each_file_once(test_infra: Infra) -> 
         assert count == len(migrations())
     finally:
         await drop_database(test_infra.postgres_admin_url, name)
+
+
+async def test_a_database_migrated_before_0004s_comment_fix_gets_its_checksum_mended(
+    test_infra: Infra,
+) -> None:
+    name = unique_name("rwasync_mig")
+    url = test_infra.database_url(name)
+    old_0004 = "14944fb421e7b2935b5435f17d8af41323bcfeac546599b74a33129e577f8e0b"
+    current = {m.version: m.checksum for m in migrations()}
+    try:
+        await migrate(url)
+        conn = await asyncpg.connect(url)
+        try:
+            # As a database migrated before: 0004 applied with its old text, 0005 not yet.
+            await conn.execute(
+                "UPDATE schema_migrations SET checksum = $1 WHERE version = '0004_feeds'", old_0004
+            )
+            await conn.execute(
+                "DELETE FROM schema_migrations WHERE version = '0005_feed_threshold_default'"
+            )
+            await migrate(url)
+            rows = dict(await conn.fetch("SELECT version, checksum FROM schema_migrations"))
+        finally:
+            await conn.close()
+        assert rows == current
+    finally:
+        await drop_database(test_infra.postgres_admin_url, name)

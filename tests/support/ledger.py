@@ -3,7 +3,7 @@
 The ledger keeps every request a soak client sent: what it carried, each attempt's HTTP status
 and wall-clock interval, and the `event_id` of a 202. The checker (pure, no I/O) compares it with
 what the system shows afterwards — receipts, stored assets, investor prices — under the rules of
-API.md, "Versions" and "Investor price API".
+docs/api.md, "Versions and ordering" and "Investors".
 
 Acceptance order is what breaks ties at equal `updated_at`/`as_of`, and the API does not show it
 for assets. It is inferred from the intervals instead: one ingest-api process hands out strictly

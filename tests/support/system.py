@@ -22,7 +22,7 @@ SERVICES = {
     "reconciler": ("rwasync.reconciler", "RWASYNC_RECONCILER_PORT"),
     "pricing": ("rwasync.pricing", "RWASYNC_PRICING_PORT"),
 }
-CLI = [sys.executable, "-m", "rwasync.platform.cli"]
+CLI = [sys.executable, "-m", "rwasync.cli"]
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import sys
 import asyncpg
 import pytest
 
-from rwasync.platform.credentials import digest
+from rwasync.store.tenants import digest
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ def rwasync(database_url: str, *args: str, allowed: str = "") -> subprocess.Comp
     env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
     env |= {"RWASYNC_DATABASE_URL": database_url, "RWASYNC_FEED_ALLOWED_NETWORKS": allowed}
     return subprocess.run(
-        [sys.executable, "-m", "rwasync.platform.cli", *args],
+        [sys.executable, "-m", "rwasync.cli", *args],
         env=env,
         capture_output=True,
         text=True,

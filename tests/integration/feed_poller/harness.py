@@ -16,14 +16,15 @@ import orjson
 from aiohttp import web
 
 from rwasync.feed_poller.app import POLLER_KEY, create_app
-from rwasync.feed_poller.runner import FeedPoller
+from rwasync.feed_poller.poller import FeedPoller
 from rwasync.feed_poller.settings import FeedPollerSettings
-from rwasync.platform import feeds
 from rwasync.platform.db import Database
-from rwasync.platform.netguard import AddressPolicy
 from rwasync.schema import topology
+from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.events import EventMessage, decode_message
+from rwasync.schema.feeds import FINISHED_STATUSES
 from rwasync.schema.timestamps import timestamp_text
+from rwasync.store import feeds
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPERATOR_POLICY = AddressPolicy.from_setting("127.0.0.0/8")
@@ -83,8 +84,9 @@ class FeedServer:
         return await handler(request)
 
 
-def body(content: bytes, status: int = 200) -> Handler:
+def body(content: bytes, status: int = 200, *, delay: float = 0.0) -> Handler:
     async def handler(_: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(delay)
         return web.Response(body=content, status=status, content_type="application/json")
 
     return handler
@@ -190,7 +192,7 @@ async def wait_for_run(db: Database, run_id: str, timeout: float = 20) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         row = await run_row(db, run_id)
-        if row["status"] in feeds.FINISHED_STATUSES and row["decision"] is None:
+        if row["status"] in FINISHED_STATUSES and row["decision"] is None:
             return row
         if time.monotonic() > deadline:
             raise AssertionError(f"run {run_id} still {row['status']} after {timeout} s")

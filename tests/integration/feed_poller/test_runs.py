@@ -10,11 +10,11 @@ import pytest
 from aiohttp import web
 
 from rwasync.feed_poller import queries
-from rwasync.platform import feeds
 from rwasync.platform.db import Database
 from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
 from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
 from rwasync.schema.timestamps import utc_now
+from rwasync.store import feeds
 from tests.integration.feed_poller.harness import (
     FeedServer,
     Published,

@@ -21,9 +21,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from rwasync.ingest_api.app import create_app
 from rwasync.ingest_api.settings import IngestSettings
-from rwasync.platform.credentials import issue_provider_credential, new_id
 from rwasync.platform.db import Database
 from rwasync.schema import topology
+from rwasync.store.tenants import issue_provider_credential, new_id
 from tests.support.infra import Infra, create_database, drop_database, unique_name
 from tests.support.waiting import eventually
 

@@ -17,7 +17,6 @@ from aiohttp.test_utils import TestClient
 
 from rwasync.ingest_api.acceptance import AcceptanceClock
 from rwasync.ingest_api.app import create_app
-from rwasync.platform.credentials import digest, issue_reader_token, new_id
 from rwasync.platform.db import Database
 from rwasync.schema.asset import content_hash, normalized_document, parse_asset
 from rwasync.schema.events import (
@@ -27,6 +26,7 @@ from rwasync.schema.events import (
     decode_message,
 )
 from rwasync.schema.timestamps import timestamp_text
+from rwasync.store.tenants import digest, issue_reader_token, new_id
 from tests.integration.ingest.conftest import (
     Provider,
     Queues,

@@ -10,11 +10,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from rwasync.platform.credentials import digest, issue_reader_token
 from rwasync.platform.db import Database
 from rwasync.pricing.app import create_app
 from rwasync.pricing.apply import PriceApplier
 from rwasync.pricing.settings import PricingSettings
+from rwasync.store.tenants import digest, issue_reader_token
 from tests.support.events import price
 from tests.support.waiting import eventually
 

@@ -1,8 +1,10 @@
-"""The snapshot comparison: every rule of API.md "Feeds" and "Versions" a run's plan follows."""
+"""The snapshot comparison: every rule of docs/api.md "Feeds" and "Versions and ordering" that a
+run's plan follows."""
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,13 +16,13 @@ from hypothesis import strategies as st
 
 from rwasync.feed_poller.parse import FeedItem
 from rwasync.feed_poller.snapshot import (
-    DeletionThreshold,
     Plan,
     SnapshotInput,
     StoredAsset,
     UpsertKind,
     compare_snapshot,
 )
+from rwasync.schema.feeds import DeletionThreshold
 
 pytestmark = pytest.mark.unit
 
@@ -62,6 +64,7 @@ def stored(
         updated_at=updated_at,
         deleted=deleted,
         accepted_at=accepted_at or updated_at,
+        event_id=uuid.uuid4(),
         source=source,
         content_hash=content,
     )

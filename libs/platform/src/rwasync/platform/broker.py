@@ -17,6 +17,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiormq.abc import FieldTable
 
+from rwasync.platform.retry import retrying
 from rwasync.schema import topology
 from rwasync.schema.events import EventMessage, encode_message
 
@@ -88,9 +89,8 @@ class Broker:
         return self._connection
 
     async def _connect_forever(self) -> None:
-        delay = 0.2
-        while True:
-            try:
+        async for attempt in retrying("broker connect"):
+            with attempt:
                 connection = await aio_pika.connect_robust(
                     self._url,
                     reconnect_interval=1.0,
@@ -105,16 +105,9 @@ class Broker:
                 except BaseException:
                     await connection.close()
                     raise
-                self._connection, self._channel = connection, channel
-                self._ready.set()
-                log.info("broker connected, topology declared")
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # every failure here means "try again later"
-                log.warning("broker unavailable, retrying", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        self._connection, self._channel = connection, channel
+        self._ready.set()
+        log.info("broker connected, topology declared")
 
     def is_ready(self) -> bool:
         return (

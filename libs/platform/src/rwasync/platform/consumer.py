@@ -19,6 +19,7 @@ from prometheus_client import Counter, Histogram
 
 from rwasync.platform.broker import Broker, field_table
 from rwasync.platform.db import is_transient
+from rwasync.platform.retry import retrying
 from rwasync.schema import topology
 from rwasync.schema.events import (
     Event,
@@ -145,20 +146,20 @@ class EventConsumer:
             await self._dead_letter(events, reason)
 
     async def _apply_retrying(self, events: list[Event]) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self._applier.apply(events)
-                return
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                if self._stopping:
-                    raise _Stopping from exc
-                TRANSIENT_RETRIES.labels(self._queue_name).inc()
-                log.warning("transient apply failure, retrying", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Apply; retry transient database errors in place (the message stays unacked)."""
+        try:
+            async for attempt in retrying(
+                "apply",
+                retry_on=lambda exc: is_transient(exc) and not self._stopping,
+                initial=0.1,
+                on_retry=lambda _: TRANSIENT_RETRIES.labels(self._queue_name).inc(),
+            ):
+                with attempt:
+                    await self._applier.apply(events)
+        except Exception as exc:
+            if is_transient(exc) and self._stopping:
+                raise _Stopping from exc
+            raise
 
     async def _dead_letter(self, events: Sequence[Event], reason: str) -> None:
         await self._broker.publish(

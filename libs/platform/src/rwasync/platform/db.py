@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from enum import IntEnum
 from typing import Any
 
 import asyncpg
 import orjson
 import structlog
+
+from rwasync.platform.retry import retrying
 
 log = structlog.get_logger(__name__)
 
@@ -31,23 +34,25 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-# Serialises concurrent replicas on the same (provider, asset) keys for the length of a
-# transaction, taking the locks in one global order so two batches can never deadlock. The seed
-# separates lock spaces (asset state vs prices) so they never contend with each other.
+class LockSpace(IntEnum):
+    """Advisory-lock key spaces, one per kind of key, listed here so that no two collide."""
+
+    ASSETS = 1
+    PRICES = 2
+
+
+# Takes the transaction-scoped advisory locks of a batch's keys in one global order (sorted), so
+# two batches locking overlapping keys can never deadlock.
 _LOCK_KEYS = """
 SELECT pg_advisory_xact_lock(k)
-FROM (SELECT DISTINCT hashtextextended(p || '/' || a, $3) AS k
-      FROM unnest($1::text[], $2::text[]) AS u(p, a)
+FROM (SELECT DISTINCT hashtextextended(key, $2) AS k FROM unnest($1::text[]) AS u(key)
       ORDER BY 1) AS keys
 """
-ASSET_LOCKS = 1
-PRICE_LOCKS = 2
 
 
-async def lock_asset_keys(
-    conn: asyncpg.Connection, provider_ids: list[str], asset_ids: list[str], space: int
-) -> None:
-    await conn.execute(_LOCK_KEYS, provider_ids, asset_ids, space)
+async def lock_keys(conn: asyncpg.Connection, keys: list[str], space: LockSpace) -> None:
+    """Serialise concurrent replicas on these keys until the transaction ends."""
+    await conn.execute(_LOCK_KEYS, keys, int(space))
 
 
 class DatabaseUnavailable(Exception):
@@ -71,18 +76,21 @@ def is_transient(exc: BaseException) -> bool:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec(
-        "jsonb",
-        encoder=lambda v: orjson.dumps(v).decode(),
-        decoder=orjson.loads,
-        schema="pg_catalog",
-    )
-    await conn.set_type_codec(
-        "json",
-        encoder=lambda v: orjson.dumps(v).decode(),
-        decoder=orjson.loads,
-        schema="pg_catalog",
-    )
+    """JSON and JSONB columns in and out as Python objects, through orjson."""
+    for kind in ("jsonb", "json"):
+        await conn.set_type_codec(
+            kind,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def connect(dsn: str, *, timeout: float = 10) -> asyncpg.Connection:
+    """One connection outside a pool (the CLI, a LISTEN), with the same codecs as the pool's."""
+    conn = await asyncpg.connect(dsn, timeout=timeout)
+    await _init_connection(conn)
+    return conn
 
 
 class Database:
@@ -113,9 +121,8 @@ class Database:
         await asyncio.wait_for(self._connected.wait(), timeout)
 
     async def _connect_forever(self) -> None:
-        delay = 0.2
-        while True:
-            try:
+        async for attempt in retrying("database connect"):
+            with attempt:
                 self._pool = await asyncpg.create_pool(
                     self._dsn,
                     min_size=self._min_size,
@@ -124,13 +131,8 @@ class Database:
                     timeout=10,
                     command_timeout=60,
                 )
-                self._connected.set()
-                log.info("database connected")
-                return
-            except Exception as exc:  # every failure here means "try again later"
-                log.warning("database unavailable, retrying", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        self._connected.set()
+        log.info("database connected")
 
     async def close(self) -> None:
         if self._task is not None:

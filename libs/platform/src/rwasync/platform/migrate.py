@@ -6,7 +6,6 @@ its own transaction together with its row in `schema_migrations`.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
@@ -14,6 +13,8 @@ from importlib import resources
 import asyncpg
 import structlog
 from yarl import URL
+
+from rwasync.platform.retry import retrying
 
 log = structlog.get_logger(__name__)
 
@@ -51,18 +52,22 @@ async def ensure_database(dsn: str) -> None:
         await conn.close()
         return
     admin = await asyncpg.connect(str(url.with_path("/postgres")), timeout=10)
+    quoted = name.replace('"', '""')
     try:
-        for attempt in range(20):
-            try:
-                await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
-                log.info("database created", database=name)
-                return
-            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-                return  # another migrate created it first
-            except asyncpg.ObjectInUseError:
-                # Concurrent CREATE DATABASE calls contend for template1; wait and try again.
-                await asyncio.sleep(0.1 * (attempt + 1))
-        raise RuntimeError(f"could not create database {name!r}: template1 stayed busy")
+        # Concurrent CREATE DATABASE calls contend for template1: wait and try again.
+        async for attempt in retrying(
+            "create database",
+            retry_on=lambda exc: isinstance(exc, asyncpg.ObjectInUseError),
+            initial=0.1,
+            cap=1.0,
+            attempts=20,
+        ):
+            with attempt:
+                try:
+                    await admin.execute(f'CREATE DATABASE "{quoted}"')
+                    log.info("database created", database=name)
+                except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                    pass  # another migrate created it first
     finally:
         await admin.close()
 

@@ -1,22 +1,41 @@
-"""Settings read from the environment: the shared addresses and each service's own prefix.
+"""Settings read from the environment and from `.env`: the shared addresses and each service's
+own prefix.
 
 Every service and the CLI read `RWASYNC_DATABASE_URL` and `RWASYNC_AMQP_URL`; a service's own
-settings carry its prefix (`RWASYNC_INGEST_PORT`, ...). Nothing else reads `os.environ`.
+settings carry its prefix (`RWASYNC_INGEST_PORT`, ...). Values come from the process environment
+first, then from the `.env` file in the working directory (`make run` creates it from
+`.env.example`, which documents every setting), then the defaults. `RWASYNC_ENV_FILE` names
+another file. Nothing else reads `os.environ`.
 """
 
-from typing import Literal
+import os
+from typing import Final, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/rwasync"
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/rwasync"
+DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
+
+# Read at import, before any settings class is built: the file every process takes settings from.
+ENV_FILE: Final = os.environ.get("RWASYNC_ENV_FILE", ".env")
+
+
+def settings_config(prefix: str) -> SettingsConfigDict:
+    """The configuration of a settings class whose own fields carry `prefix`."""
+    return SettingsConfigDict(
+        env_prefix=prefix,
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
 
 
 class CommonSettings(BaseSettings):
     """What every process shares. Subclasses set `env_prefix` for their own fields."""
 
-    model_config = SettingsConfigDict(env_prefix="RWASYNC_", extra="ignore", frozen=True)
+    model_config = settings_config("RWASYNC_")
 
     database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="RWASYNC_DATABASE_URL")
     amqp_url: str = Field(DEFAULT_AMQP_URL, validation_alias="RWASYNC_AMQP_URL")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rwasync.feed_poller.runner import FeedPoller
+from rwasync.feed_poller.poller import FeedPoller
 from rwasync.feed_poller.settings import FeedPollerSettings
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database

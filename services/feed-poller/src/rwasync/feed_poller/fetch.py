@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -24,7 +23,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from rwasync.platform.netguard import AddressPolicy, AddressRefused
+from rwasync.platform.retry import retrying
+from rwasync.schema.addresses import AddressPolicy, AddressRefused
+from rwasync.schema.feeds import ReasonCode
 from rwasync.schema.timestamps import utc_now
 
 log = structlog.get_logger(__name__)
@@ -35,9 +36,9 @@ USER_AGENT: Final = "rwasync-feed-poller/0.1"
 
 
 class FetchFailed(Exception):
-    """The feed could not be fetched; `reason_code` is one of API.md's run reason codes."""
+    """The feed could not be fetched; `reason_code` says why, as the run records it."""
 
-    def __init__(self, reason_code: str, reason: str, *, retryable: bool = False) -> None:
+    def __init__(self, reason_code: ReasonCode, reason: str, *, retryable: bool = False) -> None:
         super().__init__(reason)
         self.reason_code = reason_code
         self.reason = reason
@@ -112,11 +113,13 @@ class GuardedResolver(AbstractResolver):
 
 def _check_url(url: URL, policy: AddressPolicy) -> None:
     if url.scheme not in ("http", "https") or not url.host:
-        raise FetchFailed("fetch_error", f"not an absolute http or https URL: {url.scheme}:...")
+        raise FetchFailed(
+            ReasonCode.FETCH_ERROR, f"not an absolute http or https URL: {url.scheme}:..."
+        )
     try:
         policy.check_host_literal(url.host)
     except AddressRefused as exc:
-        raise FetchFailed("address_refused", str(exc)) from exc
+        raise FetchFailed(ReasonCode.ADDRESS_REFUSED, str(exc)) from exc
 
 
 def _redact(url: URL) -> str:
@@ -128,7 +131,7 @@ async def _read_body(response: aiohttp.ClientResponse, limits: FetchLimits) -> b
     declared = response.content_length
     if declared is not None and declared > limits.max_body_bytes:
         raise FetchFailed(
-            "size_limit",
+            ReasonCode.SIZE_LIMIT,
             f"the feed declares {declared} bytes, over the cap of {limits.max_body_bytes}",
         )
     body = bytearray()
@@ -137,7 +140,8 @@ async def _read_body(response: aiohttp.ClientResponse, limits: FetchLimits) -> b
         body += chunk
         if len(body) > limits.max_body_bytes:
             raise FetchFailed(
-                "size_limit", f"the feed is larger than the cap of {limits.max_body_bytes} bytes"
+                ReasonCode.SIZE_LIMIT,
+                f"the feed is larger than the cap of {limits.max_body_bytes} bytes",
             )
     return bytes(body)
 
@@ -153,20 +157,24 @@ async def _try_once(
                 location = response.headers.get("Location")
                 if not location:
                     raise FetchFailed(
-                        "http_status", f"HTTP {response.status} without a Location header"
+                        ReasonCode.HTTP_STATUS, f"HTTP {response.status} without a Location header"
                     )
                 url = url.join(URL(location))
                 continue
             if response.status >= 500:
                 raise FetchFailed(
-                    "http_status", f"HTTP {response.status} from {_redact(url)}", retryable=True
+                    ReasonCode.HTTP_STATUS,
+                    f"HTTP {response.status} from {_redact(url)}",
+                    retryable=True,
                 )
             if response.status != 200:
                 # 4xx and anything unexpected (204, 304 without a conditional request) fail now.
-                raise FetchFailed("http_status", f"HTTP {response.status} from {_redact(url)}")
+                raise FetchFailed(
+                    ReasonCode.HTTP_STATUS, f"HTTP {response.status} from {_redact(url)}"
+                )
             body = await _read_body(response, limits)
             return url, response, body
-    raise FetchFailed("fetch_error", f"more than {limits.max_redirects} redirects")
+    raise FetchFailed(ReasonCode.FETCH_ERROR, f"more than {limits.max_redirects} redirects")
 
 
 def _classify(exc: BaseException) -> FetchFailed:
@@ -174,15 +182,15 @@ def _classify(exc: BaseException) -> FetchFailed:
     if isinstance(exc, FetchFailed):
         return exc
     if isinstance(exc, AddressRefused):
-        return FetchFailed("address_refused", str(exc))
+        return FetchFailed(ReasonCode.ADDRESS_REFUSED, str(exc))
     if isinstance(exc, TimeoutError):
-        return FetchFailed("timeout", f"timed out ({type(exc).__name__})", retryable=True)
+        return FetchFailed(ReasonCode.TIMEOUT, f"timed out ({type(exc).__name__})", retryable=True)
     if isinstance(exc, aiohttp.InvalidURL):
-        return FetchFailed("fetch_error", f"invalid URL: {exc}")
+        return FetchFailed(ReasonCode.FETCH_ERROR, f"invalid URL: {exc}")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return FetchFailed("fetch_error", f"cannot resolve host: {exc}", retryable=True)
+        return FetchFailed(ReasonCode.FETCH_ERROR, f"cannot resolve host: {exc}", retryable=True)
     if isinstance(exc, aiohttp.ClientError | OSError):
-        return FetchFailed("fetch_error", f"{type(exc).__name__}: {exc}", retryable=True)
+        return FetchFailed(ReasonCode.FETCH_ERROR, f"{type(exc).__name__}: {exc}", retryable=True)
     raise exc
 
 
@@ -203,37 +211,35 @@ async def fetch_feed(url: str, policy: AddressPolicy, limits: FetchLimits) -> Fe
         auto_decompress=False,
         trust_env=False,
     ) as session:
-        failure: FetchFailed | None = None
-        for attempt in range(1, limits.tries + 1):
-            started_at = utc_now()
-            began = time.monotonic()
-            try:
-                async with asyncio.timeout(limits.total_timeout):
-                    final_url, response, body = await _try_once(session, start_url, policy, limits)
-                return FetchResult(
-                    url=str(final_url),
-                    status=response.status,
-                    headers=response.headers,
-                    body=body,
-                    started_at=started_at,
-                    tries=attempt,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # classified below; unknown errors are re-raised there
-                failure = _classify(exc)
-            log.info(
-                "feed fetch try failed",
-                url=_redact(start_url),
-                attempt=attempt,
-                reason_code=failure.reason_code,
-                reason=failure.reason,
-                seconds=round(time.monotonic() - began, 3),
-            )
-            if not failure.retryable or attempt == limits.tries:
-                break
-            await asyncio.sleep(limits.retry_delay)
-        assert failure is not None
-        if failure.retryable and limits.tries > 1:
-            raise FetchFailed(failure.reason_code, f"{failure.reason} (after {limits.tries} tries)")
-        raise failure
+        tries = 0
+        try:
+            async for attempt in retrying(
+                f"feed fetch of {_redact(start_url)}",
+                retry_on=lambda exc: isinstance(exc, FetchFailed) and exc.retryable,
+                fixed=limits.retry_delay,
+                attempts=limits.tries,
+            ):
+                with attempt:
+                    tries += 1
+                    started_at = utc_now()
+                    try:
+                        async with asyncio.timeout(limits.total_timeout):
+                            final_url, response, body = await _try_once(
+                                session, start_url, policy, limits
+                            )
+                    except Exception as exc:  # classified; unknown errors are re-raised there
+                        raise _classify(exc) from exc
+        except FetchFailed as failure:
+            if failure.retryable and tries > 1:
+                raise FetchFailed(
+                    failure.reason_code, f"{failure.reason} (after {tries} tries)"
+                ) from failure
+            raise
+        return FetchResult(
+            url=str(final_url),
+            status=response.status,
+            headers=response.headers,
+            body=body,
+            started_at=started_at,
+            tries=tries,
+        )

@@ -18,15 +18,16 @@ from pydantic_core import PydanticCustomError
 
 from rwasync.schema.asset import content_hash, normalized_document, parse_asset
 from rwasync.schema.errors import AssetInvalid, FieldError
+from rwasync.schema.feeds import FeedFormat, ReasonCode
 from rwasync.schema.fields import as_utc_datetime
 from rwasync.schema.jsonsafe import MalformedJSON, loads
 from rwasync.schema.timestamps import MAX_FUTURE_SKEW, timestamp_text, too_far_ahead
 
 
 class FeedInvalid(Exception):
-    """The feed as a whole cannot be used; `reason_code` is one of API.md's run reason codes."""
+    """The feed as a whole cannot be used; `reason_code` says why, as the run records it."""
 
-    def __init__(self, reason_code: str, reason: str) -> None:
+    def __init__(self, reason_code: ReasonCode, reason: str) -> None:
         super().__init__(reason)
         self.reason_code = reason_code
         self.reason = reason
@@ -93,16 +94,20 @@ def _decode_json(body: bytes) -> Any:
     try:
         return loads(body)
     except MalformedJSON as exc:
-        raise FeedInvalid("parse_error", f"the feed is not valid JSON: {exc.detail}") from None
+        raise FeedInvalid(
+            ReasonCode.PARSE_ERROR, f"the feed is not valid JSON: {exc.detail}"
+        ) from None
 
 
 def _snapshot_timestamp(value: Any) -> datetime:
     if not isinstance(value, str):
-        raise FeedInvalid("parse_error", "`timestamp` must be an RFC 3339 string with an offset")
+        raise FeedInvalid(
+            ReasonCode.PARSE_ERROR, "`timestamp` must be an RFC 3339 string with an offset"
+        )
     try:
         return as_utc_datetime(value)
     except PydanticCustomError as exc:
-        raise FeedInvalid("parse_error", f"`timestamp` {exc.message()}") from None
+        raise FeedInvalid(ReasonCode.PARSE_ERROR, f"`timestamp` {exc.message()}") from None
 
 
 def read_json_envelope(body: bytes) -> RawFeed:
@@ -110,20 +115,21 @@ def read_json_envelope(body: bytes) -> RawFeed:
     document = _decode_json(body)
     if not isinstance(document, dict):
         raise FeedInvalid(
-            "parse_error",
+            ReasonCode.PARSE_ERROR,
             'the feed must be a JSON object {"timestamp", "total_assets", "assets": [...]}',
         )
     missing = [key for key in ("timestamp", "total_assets", "assets") if key not in document]
     if missing:
         raise FeedInvalid(
-            "parse_error", f"the feed envelope lacks {', '.join(f'`{k}`' for k in missing)}"
+            ReasonCode.PARSE_ERROR,
+            f"the feed envelope lacks {', '.join(f'`{k}`' for k in missing)}",
         )
     total = document["total_assets"]
     if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-        raise FeedInvalid("parse_error", "`total_assets` must be an integer ≥ 0")
+        raise FeedInvalid(ReasonCode.PARSE_ERROR, "`total_assets` must be an integer ≥ 0")
     records = document["assets"]
     if not isinstance(records, list):
-        raise FeedInvalid("parse_error", "`assets` must be an array")
+        raise FeedInvalid(ReasonCode.PARSE_ERROR, "`assets` must be an array")
     return RawFeed(
         snapshot_time=_snapshot_timestamp(document["timestamp"]),
         total_assets=total,
@@ -131,7 +137,7 @@ def read_json_envelope(body: bytes) -> RawFeed:
     )
 
 
-FORMAT_READERS: dict[str, Callable[[bytes], RawFeed]] = {"json": read_json_envelope}
+FORMAT_READERS: dict[str, Callable[[bytes], RawFeed]] = {FeedFormat.JSON: read_json_envelope}
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -147,7 +153,7 @@ def _record_id(record: Any) -> str | None:
 
 def parse_feed(
     body: bytes,
-    fmt: str = "json",
+    fmt: str = FeedFormat.JSON,
     *,
     now: datetime,
     max_items: int,
@@ -155,26 +161,27 @@ def parse_feed(
 ) -> ParsedFeed:
     """Read and validate a feed body. Raises FeedInvalid when the whole feed is unusable.
 
-    `default_snapshot_time` stands in for formats without a timestamp (API.md: the response's
-    `Last-Modified`, else the fetch start).
+    `default_snapshot_time` stands in for formats without a timestamp (docs/api.md, "Feeds":
+    the response's `Last-Modified`, else the fetch start).
     """
     reader = FORMAT_READERS.get(fmt)
     if reader is None:
-        raise FeedInvalid("parse_error", f"feed format {fmt!r} is not supported yet")
+        raise FeedInvalid(ReasonCode.PARSE_ERROR, f"feed format {fmt!r} is not supported yet")
     raw = reader(body)
     snapshot_time = raw.snapshot_time or default_snapshot_time
     if snapshot_time is None:
-        raise FeedInvalid("parse_error", "the feed has no snapshot time")
+        raise FeedInvalid(ReasonCode.PARSE_ERROR, "the feed has no snapshot time")
     if too_far_ahead(snapshot_time, now):
         minutes = int(MAX_FUTURE_SKEW.total_seconds() // 60)
         raise FeedInvalid(
-            "future_timestamp",
+            ReasonCode.FUTURE_TIMESTAMP,
             f"the feed's timestamp {timestamp_text(snapshot_time)} is more than {minutes} minutes "
             "in the future",
         )
     if len(raw.records) > max_items:
         raise FeedInvalid(
-            "size_limit", f"the feed has {len(raw.records)} items, over the cap of {max_items}"
+            ReasonCode.SIZE_LIMIT,
+            f"the feed has {len(raw.records)} items, over the cap of {max_items}",
         )
 
     errors: list[ItemError] = []

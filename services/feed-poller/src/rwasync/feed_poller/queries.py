@@ -137,7 +137,7 @@ SELECT COALESCE(
 
 # The provider's stored assets, read through the reconciler's documented view.
 STORED_STATE = """
-SELECT asset_id, updated_at, deleted, accepted_at, source, content_hash
+SELECT asset_id, updated_at, deleted, accepted_at, event_id, source, content_hash
 FROM asset_state
 WHERE provider_id = $1
 """

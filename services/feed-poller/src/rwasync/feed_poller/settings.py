@@ -5,23 +5,20 @@ The allow-list of private networks feeds may reach is shared with the CLI:
 """
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
-from rwasync.platform.settings import ServiceSettings
+from rwasync.platform.settings import ServiceSettings, settings_config
 
 KIB = 1024
 MIB = 1024 * KIB
 
 
 class FeedPollerSettings(ServiceSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="RWASYNC_FEED_POLLER_", extra="ignore", frozen=True
-    )
+    model_config = settings_config("RWASYNC_FEED_POLLER_")
 
     port: int = 8081
     # Seconds between looks at the run queue and the schedule; a NOTIFY wakes the loop sooner.
     poll_interval: float = Field(1.0, gt=0)
-    # Fetching (API.md "Feeds", "Fetching"): each try has a connect timeout, an idle timeout per
+    # Fetching (docs/api.md, "Feeds"): each try has a connect timeout, an idle timeout per
     # chunk read (a try fails when the body stalls) and a total timeout covering its redirects.
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
@@ -32,7 +29,7 @@ class FeedPollerSettings(ServiceSettings):
     # Caps per feed body and per feed.
     max_body_bytes: int = Field(512 * MIB, gt=0)
     max_items: int = Field(2_000_000, gt=0)
-    # Events packed into one broker message (bulk paths batch; see DESIGN.md "Contracts").
+    # Events packed into one broker message (bulk paths batch; see docs/architecture.md).
     events_per_message: int = Field(500, ge=1, le=5000)
     # A claimed run belongs to this replica for this long, renewed while it works; a replica that
     # dies lets its runs go back to the queue when the lease runs out.

@@ -1,22 +1,27 @@
 """The snapshot comparison (pure, no I/O): what a feed run must publish to make the provider's
-stored catalogue match the feed, or why it must be held (API.md, "Feeds" and "Versions").
+stored catalogue match the feed, or why it must be held (docs/api.md, "Feeds" and "Versions and
+ordering").
 
-Versions order as `(updated_at, is_deletion, accepted_at)`; a feed item counts as accepted at the
-snapshot time. The reconciler applies every event under the same guard, so this plan only avoids
-events that could never win (unchanged and stale copies) and decides what is missing.
+Versions order as `rwasync.schema.versions` says; a feed item counts as accepted at the snapshot
+time, and its event id is drawn here, so the plan compares exactly the version the reconciler
+will. The reconciler applies every event under the same guard, so this plan only avoids events
+that could never win (unchanged and stale copies) and decides what is missing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Final
+from uuid import UUID
 
 from rwasync.feed_poller.parse import FeedItem
+from rwasync.schema.events import new_event_id
+from rwasync.schema.feeds import DEFAULT_DELETION_THRESHOLD, DeletionThreshold, ReasonCode
 from rwasync.schema.timestamps import timestamp_text
+from rwasync.schema.versions import Version
 
 # Sources whose recent changes a feed must not undo (a push the snapshot may not include yet).
 PUSH_SOURCES: Final = frozenset({"push", "batch"})
@@ -30,19 +35,13 @@ class StoredAsset:
     updated_at: datetime
     deleted: bool
     accepted_at: datetime
+    event_id: UUID
     source: str
     content_hash: bytes | None
 
-
-@dataclass(frozen=True, slots=True)
-class DeletionThreshold:
-    """Hold a run deleting more than `percent` % of the live assets and more than `min_count`."""
-
-    percent: Decimal = Decimal(20)
-    min_count: int = 5
-
-    def exceeded_by(self, deletions: int, live: int) -> bool:
-        return deletions * 100 > self.percent * live and deletions > self.min_count
+    @property
+    def version(self) -> Version:
+        return Version(self.updated_at, self.deleted, self.accepted_at, str(self.event_id))
 
 
 class UpsertKind(StrEnum):
@@ -57,6 +56,7 @@ class Upsert:
     # The event's version time: the item's own updated_at, or the snapshot time when the feed
     # re-creates an asset whose deletion is newer than the item (the document keeps its own).
     version_updated_at: datetime
+    event_id: UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +83,9 @@ class Counts:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Why a run is held (nothing applied) or failed; `reason_code` as in API.md."""
+    """Why a run is held (nothing applied) or failed."""
 
-    reason_code: str
+    reason_code: ReasonCode
     reason: str
 
 
@@ -113,43 +113,48 @@ class SnapshotInput:
     # Pushes accepted after this instant are protected from deletion: the start of the previous
     # run of this feed that reached the comparison, or the feed's creation.
     protected_after: datetime
-    threshold: DeletionThreshold
     seen: int
     invalid: int
     total_assets: int | None
+    threshold: DeletionThreshold = DEFAULT_DELETION_THRESHOLD
 
 
-def _is_newer(incoming: tuple[datetime, bool, datetime], stored: StoredAsset) -> bool:
-    return incoming > (stored.updated_at, stored.deleted, stored.accepted_at)
-
-
-def compare_snapshot(snapshot: SnapshotInput, *, check_holds: bool = True) -> Plan:
-    """Plan a run. With `check_holds` false (an operator approved the snapshot), no hold applies."""
+def compare_snapshot(
+    snapshot: SnapshotInput,
+    *,
+    check_holds: bool = True,
+    new_id: Callable[[], UUID] = new_event_id,
+) -> Plan:
+    """Plan a run. With `check_holds` false (an operator approved the snapshot), no hold applies.
+    `new_id` draws the event id of each planned upsert."""
     at = snapshot.snapshot_time
     stored = {s.asset_id: s for s in snapshot.stored}
     upserts: list[Upsert] = []
     created = updated = unchanged = 0
     for item in snapshot.items:
         current = stored.get(item.asset_id)
-        version = (item.updated_at, False, at)
+        event_id = new_id()
+        newer = (
+            current is None or Version(item.updated_at, False, at, str(event_id)) > current.version
+        )
         if current is None:
-            upserts.append(Upsert(item, UpsertKind.CREATE, item.updated_at))
+            upserts.append(Upsert(item, UpsertKind.CREATE, item.updated_at, event_id))
             created += 1
         elif current.deleted:
-            if _is_newer(version, current):
-                upserts.append(Upsert(item, UpsertKind.CREATE, item.updated_at))
+            if newer:
+                upserts.append(Upsert(item, UpsertKind.CREATE, item.updated_at, event_id))
                 created += 1
             elif at > current.updated_at:
                 # The feed lists it after its deletion: re-create, versioned at the snapshot.
-                upserts.append(Upsert(item, UpsertKind.CREATE, at))
+                upserts.append(Upsert(item, UpsertKind.CREATE, at, event_id))
                 created += 1
             else:
                 unchanged += 1
-        elif current.content_hash == item.content_hash or not _is_newer(version, current):
+        elif current.content_hash == item.content_hash or not newer:
             # Same document, or a stale copy of an older version: no event.
             unchanged += 1
         else:
-            upserts.append(Upsert(item, UpsertKind.UPDATE, item.updated_at))
+            upserts.append(Upsert(item, UpsertKind.UPDATE, item.updated_at, event_id))
             updated += 1
 
     listed = {item.asset_id for item in snapshot.items}
@@ -193,14 +198,14 @@ def compare_snapshot(snapshot: SnapshotInput, *, check_holds: bool = True) -> Pl
 def _held_or_failed(
     snapshot: SnapshotInput, deletions: Sequence[str], stored: Iterable[StoredAsset]
 ) -> tuple[Verdict, bool] | None:
-    """The first hold (or failure, flagged True) that applies, in API.md's order."""
+    """The first hold (or failure, flagged True) that applies, in the order docs/api.md lists."""
     total = snapshot.total_assets
     if snapshot.seen == 0:
-        return Verdict("empty_feed", "the feed lists no assets"), False
+        return Verdict(ReasonCode.EMPTY_FEED, "the feed lists no assets"), False
     if total is not None and snapshot.seen < total:
         return (
             Verdict(
-                "truncated",
+                ReasonCode.TRUNCATED,
                 f"the feed holds {snapshot.seen} items but announces total_assets {total}",
             ),
             False,
@@ -208,7 +213,7 @@ def _held_or_failed(
     if total is not None and snapshot.seen > total:
         return (
             Verdict(
-                "parse_error",
+                ReasonCode.PARSE_ERROR,
                 f"the feed holds {snapshot.seen} items, more than its total_assets {total}",
             ),
             True,
@@ -218,7 +223,7 @@ def _held_or_failed(
     if threshold.exceeded_by(len(deletions), live):
         return (
             Verdict(
-                "deletion_threshold",
+                ReasonCode.DELETION_THRESHOLD,
                 f"the snapshot of {timestamp_text(snapshot.snapshot_time)} would delete "
                 f"{len(deletions)} of {live} live assets, over the threshold "
                 f"(more than {threshold.percent} % and more than {threshold.min_count})",

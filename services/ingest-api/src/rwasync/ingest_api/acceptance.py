@@ -2,44 +2,41 @@
 they leave this service — published with a broker confirm, then receipted as `accepted`.
 
 A change counts as accepted when ingest-api answers 202, and its acceptance instant breaks ties
-between versions with equal `updated_at` (API.md, "Versions"); so instants must be unique and
-increasing within the process, and a batch takes a run of consecutive ones in request order.
+between versions with equal `updated_at` (docs/api.md, "Versions and ordering"); so instants must
+be unique and increasing within the process, and a batch takes a run of consecutive ones in
+request order.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
 import structlog
 from prometheus_client import Counter
 
-from rwasync.platform import receipts
 from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.db import Database, is_transient
 from rwasync.platform.http import service_unavailable
-from rwasync.schema import topology
+from rwasync.schema import events, topology
 from rwasync.schema.asset import Asset, content_hash_hex, normalized_document
 from rwasync.schema.events import (
-    AssetDeleted,
+    AnyEvent,
+    Arrival,
     AssetUpserted,
-    AssetUpsertedPayload,
-    EventSource,
     EventType,
     PriceUpdated,
-    PriceUpdatedPayload,
     message_for,
-    new_event_id,
 )
 from rwasync.schema.price import Price
 from rwasync.schema.timestamps import utc_now
+from rwasync.store import receipts
 
 log = structlog.get_logger(__name__)
 
-AcceptedEvent = AssetUpserted | AssetDeleted | PriceUpdated
+AcceptedEvent = AnyEvent
 
 MICROSECOND: Final = timedelta(microseconds=1)
 # The receipt is a courtesy for GET /v1/events (the consumer writes the decided one anyway), so
@@ -81,46 +78,28 @@ class AcceptanceClock:
         return self.instants(1)[0]
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """What every event of one request shares: who sent it, when it arrived, its trace."""
-
-    provider_id: str
-    received_at: datetime
-    trace_id: str
-    source: EventSource = EventSource.PUSH
-
-
 def asset_upserted(asset: Asset, arrival: Arrival, accepted_at: datetime) -> AssetUpserted:
     document = normalized_document(asset)
-    return AssetUpserted(
-        event_id=new_event_id(),
-        provider_id=arrival.provider_id,
+    return events.asset_upserted(
+        arrival,
         asset_id=asset.id,
-        source=arrival.source,
         updated_at=asset.updated_at,
         accepted_at=accepted_at,
-        received_at=arrival.received_at,
-        trace_id=arrival.trace_id,
-        payload=AssetUpsertedPayload(document=document, content_hash=content_hash_hex(document)),
+        document=document,
+        content_hash=content_hash_hex(document),
     )
 
 
 def price_updated(
     asset_id: str, price: Price, arrival: Arrival, accepted_at: datetime
 ) -> PriceUpdated:
-    return PriceUpdated(
-        event_id=new_event_id(),
-        provider_id=arrival.provider_id,
+    return events.price_updated(
+        arrival,
         asset_id=asset_id,
-        source=arrival.source,
-        updated_at=price.as_of,
+        amount=price.amount,
+        currency=price.currency,
+        as_of=price.as_of,
         accepted_at=accepted_at,
-        received_at=arrival.received_at,
-        trace_id=arrival.trace_id,
-        payload=PriceUpdatedPayload(
-            amount=price.amount, currency=price.currency, as_of=price.as_of
-        ),
     )
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from rwasync.ingest_api.acceptance import AcceptanceClock, EventPublisher
-from rwasync.ingest_api.auth import ProviderAuthenticator
 from rwasync.ingest_api.handlers import ProviderApi
 from rwasync.ingest_api.settings import IngestSettings
+from rwasync.platform.auth import Authenticator
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database
 from rwasync.platform.http import add_health_routes, new_app, run
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.service import broker_check, connections_context, database_check
+from rwasync.store.tenants import ProviderCredentials
 
 
 def create_app(settings: IngestSettings) -> web.Application:
@@ -23,7 +24,9 @@ def create_app(settings: IngestSettings) -> web.Application:
     broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name="ingest-api")
     api = ProviderApi(
         db=db,
-        authenticator=ProviderAuthenticator(db, cache_seconds=settings.auth_cache_seconds),
+        authenticator=Authenticator(
+            ProviderCredentials(db), cache_seconds=settings.auth_cache_seconds
+        ),
         publisher=EventPublisher(broker, db),
         clock=AcceptanceClock(),
         max_body_bytes=settings.max_body_bytes,

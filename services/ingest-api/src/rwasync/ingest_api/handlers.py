@@ -19,24 +19,25 @@ from rwasync.ingest_api import queries
 from rwasync.ingest_api.acceptance import (
     AcceptanceClock,
     AcceptedEvent,
-    Arrival,
     EventPublisher,
     asset_upserted,
     price_updated,
 )
-from rwasync.ingest_api.auth import ProviderAuthenticator, ProviderIdentity
+from rwasync.platform.auth import Authenticator
 from rwasync.platform.db import Database
 from rwasync.platform.http import TRACE_ID, Problem, json_response
 from rwasync.schema import jsonsafe
 from rwasync.schema.asset import Asset, asset_json_schema, parse_asset
 from rwasync.schema.errors import AssetInvalid, FieldError
-from rwasync.schema.events import EventType
+from rwasync.schema.events import Arrival, EventSource, EventType
 from rwasync.schema.price import parse_price
 from rwasync.schema.timestamps import timestamp_text, utc_now
+from rwasync.store import receipts
+from rwasync.store.tenants import ProviderIdentity
 
 log = structlog.get_logger(__name__)
 
-# The asset id rule of the document (API.md): checked on the path too, before any look-up.
+# The asset id rule of the document (docs/api.md): checked on the path too, before any look-up.
 ASSET_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 ASSET_ID_RULE: Final = "must be 1-128 characters of letters, digits, '.', '_', ':' and '-'"
 # A read that takes longer than this answers 503 rather than holding the caller.
@@ -158,7 +159,7 @@ class ProviderApi:
         self,
         *,
         db: Database,
-        authenticator: ProviderAuthenticator,
+        authenticator: Authenticator[ProviderIdentity],
         publisher: EventPublisher,
         clock: AcceptanceClock,
         max_body_bytes: int,
@@ -252,7 +253,7 @@ class ProviderApi:
         except ValueError:
             raise not_found("no such event") from None
         structlog.contextvars.bind_contextvars(event_id=str(event_id))
-        row = await self._read(queries.GET_RECEIPT, event_id, identity.provider_id)
+        row = await self._read(receipts.GET_RECEIPT, event_id, identity.provider_id)
         if row is None:
             raise not_found("no such event")
         receipt: dict[str, Any] = {
@@ -278,7 +279,12 @@ class ProviderApi:
         received_at = utc_now()
         identity = await self._identify(request)
         trace_id = request.get(TRACE_ID, "")[:MAX_TRACE_ID]
-        return Arrival(provider_id=identity.provider_id, received_at=received_at, trace_id=trace_id)
+        return Arrival(
+            provider_id=identity.provider_id,
+            source=EventSource.PUSH,
+            received_at=received_at,
+            trace_id=trace_id,
+        )
 
     async def _read(self, query: str, *args: Any) -> Record | None:
         # A database that is away or slow is a 503 (the platform middleware maps it).

@@ -1,12 +1,10 @@
 """ingest-api settings (environment prefix RWASYNC_INGEST_)."""
 
-from pydantic_settings import SettingsConfigDict
-
-from rwasync.platform.settings import ServiceSettings
+from rwasync.platform.settings import ServiceSettings, settings_config
 
 
 class IngestSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="RWASYNC_INGEST_", extra="ignore", frozen=True)
+    model_config = settings_config("RWASYNC_INGEST_")
 
     port: int = 8080
     # The largest body of a single-asset call (PUT/POST of one asset, one price); larger is a 413.

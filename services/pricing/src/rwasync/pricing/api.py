@@ -1,4 +1,4 @@
-"""The investor price API: reader-token authentication and price reads with cache headers."""
+"""The investor price API: price reads for reader tokens, with cache headers."""
 
 from __future__ import annotations
 
@@ -10,39 +10,12 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from rwasync.platform.cache import TTLCache
-from rwasync.platform.credentials import digest
+from rwasync.platform.auth import Authenticator
 from rwasync.platform.db import Database
-from rwasync.platform.http import Problem, unauthorized
+from rwasync.platform.http import Problem
 from rwasync.pricing import queries
 from rwasync.schema.asset import normalize_decimal
 from rwasync.schema.timestamps import timestamp_text
-
-_BEARER = "bearer "
-
-
-class ReaderAuth:
-    """Bearer reader tokens only; provider credentials and anything else get 401."""
-
-    def __init__(self, db: Database, cache_seconds: float) -> None:
-        self._db = db
-        self._cache: TTLCache[bytes, str] = TTLCache(cache_seconds)
-
-    async def reader_id(self, request: web.Request) -> str:
-        header = request.headers.get("Authorization", "")
-        if not header.lower().startswith(_BEARER):
-            raise unauthorized(
-                "a reader token is required (Authorization: Bearer ...)", scheme="Bearer"
-            )
-        token_digest = digest(header[len(_BEARER) :].strip())
-        cached = self._cache.get(token_digest)
-        if cached is not None:
-            return cached
-        reader = await self._db.fetchval(queries.READER_BY_TOKEN, token_digest)
-        if reader is None:
-            raise unauthorized("unknown or revoked reader token", scheme="Bearer")
-        self._cache.put(token_digest, reader)
-        return str(reader)
 
 
 def price_object(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
@@ -68,7 +41,7 @@ def cached_json(request: web.Request, document: Any) -> web.Response:
 
 
 class PriceRoutes:
-    def __init__(self, db: Database, auth: ReaderAuth) -> None:
+    def __init__(self, db: Database, auth: Authenticator[str]) -> None:
         self._db = db
         self._auth = auth
 
@@ -76,7 +49,7 @@ class PriceRoutes:
         app.router.add_get("/v1/prices/{provider_id}/{asset_id}", self.latest_price)
 
     async def latest_price(self, request: web.Request) -> web.Response:
-        await self._auth.reader_id(request)
+        await self._auth.authenticate(request.headers.get("Authorization"))
         provider_id = request.match_info["provider_id"]
         asset_id = request.match_info["asset_id"]
         row = await self._db.fetchrow(queries.LATEST_PRICE, provider_id, asset_id)

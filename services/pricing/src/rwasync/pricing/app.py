@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from rwasync.platform.auth import BEARER_ONLY, Authenticator
 from rwasync.platform.http import run
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.service import consuming_service
-from rwasync.pricing.api import PriceRoutes, ReaderAuth
+from rwasync.pricing.api import PriceRoutes
 from rwasync.pricing.apply import PriceApplier
 from rwasync.pricing.settings import PricingSettings
 from rwasync.schema import topology
+from rwasync.store.tenants import ReaderTokens
 
 
 def create_app(settings: PricingSettings) -> web.Application:
@@ -21,9 +23,10 @@ def create_app(settings: PricingSettings) -> web.Application:
         applier=PriceApplier,
         prefetch=settings.prefetch,
     )
-    PriceRoutes(service.db, ReaderAuth(service.db, settings.auth_cache_seconds)).register(
-        service.app
+    readers = Authenticator(
+        ReaderTokens(service.db), cache_seconds=settings.auth_cache_seconds, schemes=BEARER_ONLY
     )
+    PriceRoutes(service.db, readers).register(service.app)
     return service.app
 
 

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 
 from prometheus_client import Counter
 
-from rwasync.platform import receipts
-from rwasync.platform.db import PRICE_LOCKS, Database, lock_asset_keys
-from rwasync.platform.receipts import Decision
+from rwasync.platform.db import Database, LockSpace, lock_keys
 from rwasync.pricing import queries
 from rwasync.schema.events import Event, PriceUpdated, ReceiptStatus
+from rwasync.schema.versions import newest_per_key
+from rwasync.store import receipts
+from rwasync.store.receipts import Decision
 
 TICKS = Counter("rwasync_price_ticks_total", "Price ticks decided", ["outcome", "latest"])
 
@@ -24,23 +25,12 @@ def latest_per_as_of(
     ticks: Sequence[PriceUpdated],
 ) -> tuple[list[PriceUpdated], list[PriceUpdated]]:
     """One tick per (asset, as_of): the later-accepted wins; the others are superseded."""
-    kept: dict[tuple[str, str, object], PriceUpdated] = {}
-    superseded: list[PriceUpdated] = []
-    seen: set[object] = set()
-    for tick in ticks:
-        if tick.event_id in seen:
-            continue
-        seen.add(tick.event_id)
-        key = (tick.provider_id, tick.asset_id, tick.payload.as_of)
-        current = kept.get(key)
-        if current is None:
-            kept[key] = tick
-        elif (tick.accepted_at, str(tick.event_id)) > (current.accepted_at, str(current.event_id)):
-            superseded.append(current)
-            kept[key] = tick
-        else:
-            superseded.append(tick)
-    return list(kept.values()), superseded
+    return newest_per_key(
+        ticks,
+        key=lambda t: (t.provider_id, t.asset_id, t.payload.as_of),
+        order=lambda t: (t.accepted_at, str(t.event_id)),
+        identity=lambda t: t.event_id,
+    )
 
 
 class PriceApplier:
@@ -56,9 +46,7 @@ class PriceApplier:
         kept, superseded = latest_per_as_of(ticks)
         decisions: list[Decision] = []
         async with self._db.connection() as conn, conn.transaction():
-            await lock_asset_keys(
-                conn, [t.provider_id for t in kept], [t.asset_id for t in kept], PRICE_LOCKS
-            )
+            await lock_keys(conn, [f"{t.provider_id}/{t.asset_id}" for t in kept], LockSpace.PRICES)
             rows = await conn.fetch(
                 queries.APPLY_PRICE_TICKS,
                 [t.provider_id for t in kept],

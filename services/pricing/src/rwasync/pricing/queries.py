@@ -54,10 +54,6 @@ SELECT d.event_id, d.outcome, (l.event_id IS NOT NULL) AS latest
 FROM decided d LEFT JOIN latest l ON l.event_id = d.event_id
 """
 
-READER_BY_TOKEN = """
-SELECT reader_id FROM readers WHERE token_digest = $1 AND revoked_at IS NULL
-"""
-
 LATEST_PRICE = """
 SELECT p.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at,
        v.price_freshness

@@ -1,12 +1,10 @@
 """Pricing settings (environment prefix RWASYNC_PRICING_)."""
 
-from pydantic_settings import SettingsConfigDict
-
-from rwasync.platform.settings import ServiceSettings
+from rwasync.platform.settings import ServiceSettings, settings_config
 
 
 class PricingSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="RWASYNC_PRICING_", extra="ignore", frozen=True)
+    model_config = settings_config("RWASYNC_PRICING_")
 
     port: int = 8082
     prefetch: int = 64

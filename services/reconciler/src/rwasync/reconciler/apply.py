@@ -1,5 +1,6 @@
 """Applying asset events: keep the newest version per asset in the batch, then one guarded
-set-based merge, and one receipt per event, all in one transaction (API.md, "Versions")."""
+set-based merge, and one receipt per event, all in one transaction (docs/api.md, "Versions and
+ordering")."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from typing import Any
 import structlog
 from prometheus_client import Counter
 
-from rwasync.platform import receipts
-from rwasync.platform.db import ASSET_LOCKS, Database, lock_asset_keys
-from rwasync.platform.receipts import Decision
+from rwasync.platform.db import Database, LockSpace, lock_keys
 from rwasync.reconciler import queries
 from rwasync.schema.events import AssetDeleted, AssetUpserted, Event, ReceiptStatus
 from rwasync.schema.timestamps import timestamp_text
-from rwasync.schema.versions import Version
+from rwasync.schema.versions import event_version, newest_per_key
+from rwasync.store import receipts
+from rwasync.store.receipts import Decision
 
 log = structlog.get_logger(__name__)
 
@@ -23,45 +24,19 @@ EVENTS = Counter("rwasync_asset_events_total", "Asset events decided", ["type", 
 
 AssetChange = AssetUpserted | AssetDeleted
 
-SUPERSEDED = "superseded by a newer event in the same batch"
-
 
 class EventNotApplicable(Exception):
     """An event this service can never apply (wrong type, inconsistent payload): dead-letter it."""
 
 
-def version_of(event: AssetChange) -> Version:
-    return Version(
-        updated_at=event.updated_at,
-        is_deletion=isinstance(event, AssetDeleted),
-        accepted_at=event.accepted_at,
-        event_id=str(event.event_id),
-    )
-
-
 def newest_per_asset(events: Sequence[AssetChange]) -> tuple[list[AssetChange], list[AssetChange]]:
-    """Split a batch into the newest event of each asset and the ones they supersede.
-
-    One upsert statement cannot touch a row twice, and an older event of the same batch could
-    never win anyway. Redeliveries of one event (same id) count once.
-    """
-    newest: dict[tuple[str, str], AssetChange] = {}
-    superseded: list[AssetChange] = []
-    seen: set[Any] = set()
-    for event in events:
-        if event.event_id in seen:
-            continue
-        seen.add(event.event_id)
-        key = (event.provider_id, event.asset_id)
-        current = newest.get(key)
-        if current is None:
-            newest[key] = event
-        elif version_of(event) > version_of(current):
-            superseded.append(current)
-            newest[key] = event
-        else:
-            superseded.append(event)
-    return list(newest.values()), superseded
+    """The newest event of each asset in a batch, and the ones they supersede."""
+    return newest_per_key(
+        events,
+        key=lambda e: (e.provider_id, e.asset_id),
+        order=event_version,
+        identity=lambda e: e.event_id,
+    )
 
 
 def _check(event: Event) -> AssetChange:
@@ -104,8 +79,8 @@ class AssetApplier:
         newest, superseded = newest_per_asset(changes)
         decisions: list[Decision] = []
         async with self._db.connection() as conn, conn.transaction():
-            await lock_asset_keys(
-                conn, [e.provider_id for e in newest], [e.asset_id for e in newest], ASSET_LOCKS
+            await lock_keys(
+                conn, [f"{e.provider_id}/{e.asset_id}" for e in newest], LockSpace.ASSETS
             )
             rows = await conn.fetch(queries.APPLY_ASSET_CHANGES, *_columns(newest))
             by_id = {e.event_id: e for e in newest}

@@ -1,12 +1,10 @@
 """Reconciler settings (environment prefix RWASYNC_RECONCILER_)."""
 
-from pydantic_settings import SettingsConfigDict
-
-from rwasync.platform.settings import ServiceSettings
+from rwasync.platform.settings import ServiceSettings, settings_config
 
 
 class ReconcilerSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="RWASYNC_RECONCILER_", extra="ignore", frozen=True)
+    model_config = settings_config("RWASYNC_RECONCILER_")
 
     port: int = 8083
     # Unacked messages in flight per replica; each may carry many events.

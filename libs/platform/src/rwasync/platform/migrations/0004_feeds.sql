@@ -35,7 +35,8 @@ CREATE TABLE feed_runs (
     errors         jsonb NOT NULL DEFAULT '[]',
     bytes          bigint,
     body_sha256    bytea,
-    -- A held run keeps its decoded body so that `feed approve` can apply that very snapshot.
+    -- A held run keeps the body as fetched (raw bytes) so that `feed approve` can apply that very
+    -- snapshot.
     held_body      bytea,
     -- An operator's decision on a held run, waiting for the poller: 'approve' or 'reject'.
     decision       text CHECK (decision IN ('approve', 'reject')),

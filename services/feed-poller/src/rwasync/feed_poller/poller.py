@@ -1,0 +1,168 @@
+"""The poller's loop: every `poll_interval` (or sooner, when woken), renew leases, schedule due
+feeds, recover abandoned runs, and claim runs up to the concurrency limit; each claimed run goes
+through the pipeline and its outcome is recorded under the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import time
+
+import structlog
+from prometheus_client import Counter, Histogram
+
+from rwasync.feed_poller.claims import RunClaims
+from rwasync.feed_poller.pipeline import RunPipeline
+from rwasync.feed_poller.runs import ClaimedRun, RunOutcome
+from rwasync.feed_poller.settings import FeedPollerSettings
+from rwasync.feed_poller.wakeup import Wakeup
+from rwasync.platform.broker import Broker
+from rwasync.platform.db import Database, DatabaseUnavailable, is_transient
+from rwasync.schema.addresses import AddressPolicy
+from rwasync.schema.feeds import ReasonCode, RunStatus
+
+log = structlog.get_logger(__name__)
+
+RUNS = Counter(
+    "rwasync_feed_runs_total", "Feed runs finished, by outcome", ["outcome", "reason_code"]
+)
+RUN_SECONDS = Histogram(
+    "rwasync_feed_run_seconds",
+    "Time from claim to the end of a feed run",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800),
+)
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class FeedPoller:
+    """Runs feeds for one replica; any number of replicas may share the database."""
+
+    def __init__(
+        self,
+        settings: FeedPollerSettings,
+        db: Database,
+        broker: Broker,
+        *,
+        policy: AddressPolicy | None = None,
+    ) -> None:
+        self._settings = settings
+        self._broker = broker
+        policy = policy or AddressPolicy.from_setting(settings.feed_allowed_networks)
+        self._pipeline = RunPipeline(settings, db, broker, policy)
+        self.replica_id = settings.replica_id or _default_replica_id()
+        self._claims = RunClaims(db, self.replica_id, settings.run_lease_seconds)
+        self._wakeup = asyncio.Event()
+        self._listener = Wakeup(settings.database_url, self._wakeup)
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._loop(), name="feed-poller-loop"),
+            asyncio.create_task(self._listener.listen_forever(), name="feed-poller-listen"),
+        ]
+
+    def is_running(self) -> bool:
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    @property
+    def is_listening(self) -> bool:
+        return self._listener.listening
+
+    async def stop(self) -> None:
+        """Stop claiming, abandon runs in progress and hand them back to the queue at once."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        # Taken first: a cancelled run removes itself from `_active`.
+        run_ids = list(self._active)
+        running = list(self._active.values())
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._claims.release(run_ids)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            self._wakeup.clear()
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except DatabaseUnavailable:
+                log.debug("feed poller waiting for the database")
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("feed poller tick failed, retrying", error=str(exc))
+                else:
+                    log.exception("feed poller tick failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.poll_interval):
+                    await self._wakeup.wait()
+
+    async def _tick(self) -> None:
+        await self._claims.renew(list(self._active))
+        await self._claims.schedule_due()
+        if not self._broker.is_ready():
+            # A run could not publish: leave queued runs for when the broker answers.
+            return
+        while len(self._active) < self._settings.max_concurrent_runs:
+            claim = await self._claims.claim()
+            if claim is None:
+                return
+            self._active[claim.run_id] = asyncio.create_task(
+                self._execute(claim), name=f"feed-run-{claim.run_id}"
+            )
+
+    async def _execute(self, claim: ClaimedRun) -> None:
+        bound = log.bind(run_id=claim.run_id, feed_id=claim.feed_id, provider_id=claim.provider_id)
+        began = time.monotonic()
+        bound.info("feed run started", trigger=claim.trigger, approval=claim.is_approval)
+        try:
+            try:
+                outcome = await self._pipeline.execute(claim)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                bound.exception("feed run crashed")
+                outcome = RunOutcome(
+                    RunStatus.FAILED,
+                    reason=f"internal error: {type(exc).__name__}: {exc}",
+                    reason_code=ReasonCode.INTERNAL_ERROR,
+                )
+            if not await self._claims.finish(claim, outcome):
+                bound.warning("feed run was no longer ours to finish (lease lost)")
+                return
+            RUNS.labels(outcome.status, outcome.reason_code or "").inc()
+            RUN_SECONDS.observe(time.monotonic() - began)
+            bound.info(
+                "feed run finished",
+                status=outcome.status,
+                reason_code=outcome.reason_code,
+                reason=outcome.reason,
+                **outcome.counts.as_dict(),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Recording failed (database away): the lease expires and the run is queued again.
+            bound.exception("could not record the end of a feed run")
+        finally:
+            self._active.pop(claim.run_id, None)
+            self._wakeup.set()

@@ -1,0 +1,71 @@
+"""What every command shares: settings, one database connection per command, output (one JSON
+document on stdout with `--json`, tables for people), errors on stderr with an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final, NoReturn, TypeVar
+
+import asyncpg
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rwasync.platform.db import connect
+from rwasync.platform.logging import configure_logging
+from rwasync.platform.settings import CommonSettings
+from rwasync.schema.feeds import FeedSettingInvalid
+from rwasync.store.feeds import RunNotDecidable
+
+T = TypeVar("T")
+
+stderr = Console(stderr=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+# Exit codes: 1 for an error; `feed trigger --wait` and `feed approve` also use these two.
+EXIT_ERROR: Final = 1
+EXIT_HELD: Final = 3
+EXIT_FAILED: Final = 4
+
+
+def settings() -> CommonSettings:
+    found = CommonSettings()
+    configure_logging("cli", found.log_level, "console")
+    return found
+
+
+def run_db(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run `work` on one database connection; errors become a message on stderr and exit 1."""
+    database_url = settings().database_url
+
+    async def go() -> T:
+        conn = await connect(database_url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(go())
+    except (FeedSettingInvalid, RunNotDecidable) as exc:
+        fail(str(exc))
+    except (OSError, asyncpg.PostgresError) as exc:
+        fail(f"database error: {exc}")
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    stderr.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def emit(document: Any, as_json: bool, table: Callable[[], Table] | None = None) -> None:
+    """`--json`: exactly one JSON document on stdout; otherwise a table or pretty JSON."""
+    if as_json:
+        sys.stdout.write(orjson.dumps(document).decode() + "\n")
+    elif table is not None:
+        Console().print(table())
+    else:
+        Console().print_json(orjson.dumps(document).decode())

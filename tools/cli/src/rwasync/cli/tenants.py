@@ -1,0 +1,87 @@
+"""Providers (tenants), their credentials, and readers (investor read access)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import typer
+from rich.table import Table
+
+from rwasync.cli import queries
+from rwasync.cli.common import JsonFlag, emit, fail, run_db
+from rwasync.store.tenants import digest, issue_provider_credential, issue_reader_token, new_id
+
+provider_app = typer.Typer(help="Providers (tenants) and their credentials.", no_args_is_help=True)
+reader_app = typer.Typer(help="Readers: investor-side read access.", no_args_is_help=True)
+
+
+@provider_app.command("create")
+def provider_create(name: str, as_json: JsonFlag = False) -> None:
+    """Create a provider with one credential; its secret and token are shown only now."""
+    if not name.strip() or len(name) > 300:
+        fail("NAME must be 1-300 characters")
+
+    async def work(conn: asyncpg.Connection) -> dict[str, str]:
+        provider_id = new_id("prv")
+        credential = issue_provider_credential()
+        async with conn.transaction():
+            await conn.execute(queries.CREATE_PROVIDER, provider_id, name)
+            await conn.execute(
+                queries.CREATE_CREDENTIAL,
+                credential.key_id,
+                provider_id,
+                credential.secret_digest,
+                credential.token_digest,
+            )
+        return {
+            "provider_id": provider_id,
+            "key_id": credential.key_id,
+            "secret": credential.secret,
+            "token": credential.token,
+        }
+
+    emit(run_db(work), as_json)
+
+
+@provider_app.command("list")
+def provider_list(as_json: JsonFlag = False) -> None:
+    """List providers."""
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        rows = await conn.fetch(queries.LIST_PROVIDERS)
+        return [{**dict(r), "created_at": r["created_at"].isoformat()} for r in rows]
+
+    items = run_db(work)
+
+    def table() -> Table:
+        t = Table("provider_id", "name", "disabled", "created_at")
+        for item in items:
+            t.add_row(item["provider_id"], item["name"], str(item["disabled"]), item["created_at"])
+        return t
+
+    emit({"items": items}, as_json, table)
+
+
+@provider_app.command("disable")
+def provider_disable(provider_id: str, as_json: JsonFlag = False) -> None:
+    """Disable a provider: its credentials stop authenticating."""
+
+    async def work(conn: asyncpg.Connection) -> str:
+        return str(await conn.execute(queries.DISABLE_PROVIDER, provider_id))
+
+    if run_db(work) == "UPDATE 0":
+        fail(f"unknown provider {provider_id!r}")
+    emit({"provider_id": provider_id, "disabled": True}, as_json)
+
+
+@reader_app.command("create")
+def reader_create(name: str, as_json: JsonFlag = False) -> None:
+    """Create a reader (investor read access); its token is shown only now."""
+
+    async def work(conn: asyncpg.Connection) -> dict[str, str]:
+        reader_id, token = new_id("rdr"), issue_reader_token()
+        await conn.execute(queries.CREATE_READER, reader_id, name, digest(token))
+        return {"reader_id": reader_id, "token": token}
+
+    emit(run_db(work), as_json)
