@@ -8,6 +8,7 @@ operator releases a held tick (the ticks after it are checked again against it).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Final
 import asyncpg
 
 from rwasync.platform.db import LockSpace, lock_stripes
+from rwasync.schema.events import ReceiptStatus
 from rwasync.schema.price_holds import (
     NO_POLICY,
     HoldKind,
@@ -25,6 +27,7 @@ from rwasync.schema.price_holds import (
     changed,
     evaluate_series,
 )
+from rwasync.store.receipts import Redecision
 
 # (provider_id, asset_id)
 AssetKey = tuple[str, str]
@@ -250,3 +253,21 @@ def starts_of(ticks: Iterable[tuple[str, str, datetime]]) -> dict[AssetKey, date
         if key not in starts or as_of < starts[key]:
             starts[key] = as_of
     return starts
+
+
+def redecisions(
+    changes: Iterable[StateChange], latest: Mapping[AssetKey, str | None]
+) -> list[Redecision]:
+    """The receipts of stored ticks whose hold state changed: `held` with its reason, or
+    `applied` (and whether the tick now holds its asset's latest price)."""
+    moved = []
+    for change in changes:
+        tick = change.tick
+        if tick.state is TickState.HELD:
+            moved.append(Redecision(uuid.UUID(tick.event_id), ReceiptStatus.HELD, tick.hold_reason))
+        else:
+            is_latest = latest.get((change.provider_id, change.asset_id)) == tick.event_id
+            moved.append(
+                Redecision(uuid.UUID(tick.event_id), ReceiptStatus.APPLIED, None, is_latest)
+            )
+    return moved

@@ -5,7 +5,6 @@ hold a late tick lifted or imposed."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
@@ -16,17 +15,7 @@ from rwasync.pricing.ticks import Outcome, recorded, tick_columns
 from rwasync.schema.events import PriceUpdated, ReceiptStatus
 from rwasync.schema.price_holds import HoldKind, PricePolicy, TickState, currency_hold
 from rwasync.store import prices
-from rwasync.store.prices import AssetKey, StateChange
-from rwasync.store.receipts import Decision, Redecision
-
-
-def redecision(change: StateChange, latest: Mapping[AssetKey, str | None]) -> Redecision:
-    """The receipt of a stored tick whose hold state changed."""
-    tick = change.tick
-    if tick.state is TickState.HELD:
-        return Redecision(uuid.UUID(tick.event_id), ReceiptStatus.HELD, tick.hold_reason)
-    is_latest = latest.get((change.provider_id, change.asset_id)) == tick.event_id
-    return Redecision(uuid.UUID(tick.event_id), ReceiptStatus.APPLIED, None, is_latest)
+from rwasync.store.receipts import Decision
 
 
 async def apply_checked(
@@ -77,5 +66,5 @@ async def apply_checked(
         else:
             is_latest = refresh.latest.get((tick.provider_id, tick.asset_id)) == str(tick.event_id)
             outcome.decisions.append(Decision.of(tick, ReceiptStatus.APPLIED, None, is_latest))
-    outcome.redecisions += [redecision(c, refresh.latest) for c in changed_by_id.values()]
+    outcome.redecisions += prices.redecisions(changed_by_id.values(), refresh.latest)
     return outcome
