@@ -134,8 +134,7 @@ async def test_without_a_policy_nothing_is_held(db: Database, provider_id: str) 
 
 async def test_currency_check_uses_the_assets_currency(db: Database, policed: str) -> None:
     await db.execute(
-        "UPDATE price_policies SET max_jump = NULL, currency_check = true"
-        " WHERE provider_id = $1",
+        "UPDATE price_policies SET max_jump = NULL, currency_check = true WHERE provider_id = $1",
         policed,
     )
     await AssetApplier(db).apply(

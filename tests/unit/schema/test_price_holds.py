@@ -104,7 +104,9 @@ def test_a_held_tick_is_let_through_when_its_reference_changes() -> None:
 
 def test_currency_check() -> None:
     policy = PricePolicy(currency_check=True)
-    assert currency_hold("EUR", "USD", policy) == "currency EUR differs from the asset's currency USD"
+    assert (
+        currency_hold("EUR", "USD", policy) == "currency EUR differs from the asset's currency USD"
+    )
     assert currency_hold("USD", "USD", policy) is None
     assert currency_hold("EUR", None, policy) is None  # the asset has no currency to check
     assert currency_hold("EUR", "USD", NO_POLICY) is None

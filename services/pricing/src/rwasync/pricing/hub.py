@@ -43,6 +43,9 @@ _MAX_BIGINT: Final = 2**63 - 1
 PAGE: Final = 1000
 # While changes wait for an older transaction to end, look again this soon.
 PENDING_RECHECK: Final = 0.02
+# The hub lets subscribers' connections write after offering this many changes, so a burst
+# fills no queue of a subscriber that keeps up (queues hold at least twice as many).
+OFFER_SLICE: Final = 64
 
 SUBSCRIBERS = Gauge("rwasync_price_stream_subscribers", "Open price stream subscriptions")
 CHANGES_SENT = Counter("rwasync_price_stream_changes_total", "Price changes read by the hub")
@@ -244,7 +247,9 @@ class ChangeHub:
             rows = await self._db.fetch(queries.CHANGES_AFTER, *self._position, PAGE)
             now = datetime.now(UTC)
             changes = [r for r in rows if r["xid"] is not None]
-            for row in changes:
+            for offered, row in enumerate(changes, start=1):
+                if offered % OFFER_SLICE == 0:
+                    await asyncio.sleep(0)
                 self._position = (row["xid"], row["change_id"])
                 if row["disabled"]:
                     continue

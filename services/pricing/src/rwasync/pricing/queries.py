@@ -28,7 +28,7 @@ decided AS (
                    THEN 'duplicate'
                ELSE 'applied'
            END AS outcome,
-           h.state AS stored_state, h.event_id AS stored_event_id
+           h.state AS stored_state, h.event_id AS stored_event_id, h.hold_reason AS stored_reason
     FROM incoming i
     LEFT JOIN price_history h
            ON h.provider_id = i.provider_id AND h.asset_id = i.asset_id AND h.as_of = i.as_of
@@ -63,7 +63,8 @@ history AS (
 RECORD_TICKS = (
     _RECORD_TICKS
     + """
-SELECT event_id, outcome, stored_state, stored_event_id, false AS latest, 0::bigint AS logged
+SELECT event_id, outcome, stored_state, stored_event_id, stored_reason, false AS latest,
+       0::bigint AS logged
 FROM decided
 """
 )
@@ -104,7 +105,7 @@ logged AS (
                                 IS DISTINCT FROM (o.amount, o.currency, o.as_of)
     RETURNING 1
 )
-SELECT d.event_id, d.outcome, d.stored_state, d.stored_event_id,
+SELECT d.event_id, d.outcome, d.stored_state, d.stored_event_id, d.stored_reason,
        (l.event_id IS NOT NULL) AS latest, (SELECT count(*) FROM logged) AS logged
 FROM decided d LEFT JOIN latest l ON l.event_id = d.event_id
 """

@@ -13,7 +13,8 @@ class PricingSettings(ServiceSettings):
     # How long a reader token stays trusted in memory before it is looked up again.
     auth_cache_seconds: float = 5.0
     # Stream: price events a subscriber may fall behind by before it is closed as a slow consumer.
-    stream_queue_size: int = Field(1000, ge=1)
+    # At least 128: the hub offers changes in slices of 64 between the subscribers' writes.
+    stream_queue_size: int = Field(1000, ge=128)
     # Stream: the longest silence before a `: keep-alive` comment.
     stream_keepalive_seconds: float = Field(15.0, gt=0)
     # Stream: the kernel send buffer of each stream connection, so that a stalled subscriber is

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from rwasync.schema.events import PriceUpdated, ReceiptStatus
-from rwasync.schema.price_holds import TickState
 from rwasync.schema.versions import newest_per_key
 from rwasync.store.receipts import Decision, Redecision
 
@@ -62,15 +61,19 @@ class Outcome:
 
 
 def recorded(row: asyncpg.Record, tick: PriceUpdated, outcome: Outcome) -> ReceiptStatus:
-    """The receipt of a tick RECORD_TICKS did not write (stale) or only re-stamped (duplicate),
-    noting a held tick it replaced; returns the row's outcome."""
+    """The receipt of a tick RECORD_TICKS did not write (stale) or only re-stamped (duplicate);
+    returns the row's outcome. The tick that now carries a stored held entry (a replacement, or
+    a duplicate re-stamping it) takes over its hold: the one it replaced ends `stale_ignored`."""
     status = ReceiptStatus(row["outcome"])
-    if status is ReceiptStatus.STALE_IGNORED:
-        outcome.decisions.append(Decision.of(tick, status, STALE_REASON))
-    elif status is ReceiptStatus.DUPLICATE:
-        outcome.decisions.append(Decision.of(tick, status))
-    elif row["stored_state"] == TickState.HELD:
+    took_over_a_hold = status is not ReceiptStatus.STALE_IGNORED and row["stored_state"] == "held"
+    if took_over_a_hold:
         outcome.redecisions.append(
             Redecision(row["stored_event_id"], ReceiptStatus.STALE_IGNORED, REPLACED_REASON)
         )
+    if status is ReceiptStatus.STALE_IGNORED:
+        outcome.decisions.append(Decision.of(tick, status, STALE_REASON))
+    elif status is ReceiptStatus.DUPLICATE and took_over_a_hold:
+        outcome.decisions.append(Decision.of(tick, ReceiptStatus.HELD, row["stored_reason"]))
+    elif status is ReceiptStatus.DUPLICATE:
+        outcome.decisions.append(Decision.of(tick, status))
     return status
