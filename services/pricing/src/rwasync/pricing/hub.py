@@ -48,7 +48,7 @@ PENDING_RECHECK: Final = 0.02
 OFFER_SLICE: Final = 64
 
 SUBSCRIBERS = Gauge("rwasync_price_stream_subscribers", "Open price stream subscriptions")
-CHANGES_SENT = Counter("rwasync_price_stream_changes_total", "Price changes read by the hub")
+CHANGES_SENT = Counter("rwasync_price_stream_changes_total", "Price changes the hub has read")
 SLOW_DROPPED = Counter("rwasync_price_stream_slow_total", "Subscribers dropped as too slow")
 
 
@@ -251,11 +251,12 @@ class ChangeHub:
                 if offered % OFFER_SLICE == 0:
                     await asyncio.sleep(0)
                 self._position = (row["xid"], row["change_id"])
-                if row["disabled"]:
+                CHANGES_SENT.inc()
+                subscribers = self._subscribers.get(row["provider_id"])
+                if row["disabled"] or not subscribers:
                     continue
                 change = PriceChange.from_row(row, now)
-                CHANGES_SENT.inc()
-                for subscriber in tuple(self._subscribers.get(change.provider_id, ())):
+                for subscriber in tuple(subscribers):
                     subscriber.offer(change)
             if len(changes) < PAGE:
                 return bool(rows[0]["pending"])
