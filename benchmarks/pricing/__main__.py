@@ -22,11 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import subprocess
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 import aiohttp
 from tests.support.system import System
@@ -35,9 +31,8 @@ from tests.support.waiting import eventually
 from benchmarks.pricing.ceiling import broker_ceiling
 from benchmarks.pricing.load import Pusher, decided, serves_price_batches
 from benchmarks.pricing.subscribers import run_subscribers
+from benchmarks.scratch import scratch_system
 from rwasync.platform.broker import Broker
-
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -171,34 +166,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the scratch database and vhost")
     args = parser.parse_args()
 
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-    )
-    system = System(
-        f"postgresql://postgres@127.0.0.1:5432/{name}",
-        f"amqp://guest:guest@127.0.0.1:5672/{name}",
-        Path(tempfile.mkdtemp(prefix="rwasync-bench-")),
-        extra_env={"RWASYNC_LOG_LEVEL": "WARNING"},
-    )
-    try:
-        system.cli("migrate")
+    with scratch_system(keep=args.keep, RWASYNC_LOG_LEVEL="WARNING") as system:
         _, provider = system.cli("provider", "create", "Bench Estates", "--json")
         _, reader = system.cli("reader", "create", "Bench Portal", "--json")
         system.start("ingest-api", "pricing")
         process = system.services["pricing"].process
-        print(f"scratch database and vhost {name}; pricing pid {process.pid if process else '?'}")
+        print(f"pricing pid {process.pid if process else '?'} (for py-spy)")
         asyncio.run(run(system, provider, reader["token"], args))
-    finally:
-        system.stop_all()
-        if not args.keep:
-            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False)
-            subprocess.run(
-                ["psql", ADMIN_DSN, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
-                check=False,
-            )
 
 
 if __name__ == "__main__":

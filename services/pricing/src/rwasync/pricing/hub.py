@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database
 from rwasync.pricing import queries
-from rwasync.pricing.api import price_object
+from rwasync.pricing.api import row_price
 from rwasync.schema import topology
 
 log = structlog.get_logger(__name__)
@@ -76,18 +76,11 @@ class PriceChange:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, now: datetime) -> PriceChange:
-        price = price_object(
+        return cls(
+            (row["xid"], row["change_id"]),
             row["provider_id"],
             row["asset_id"],
-            row["amount"],
-            row["currency"],
-            row["as_of"],
-            row["accepted_at"],
-            row["price_freshness"],
-            now,
-        )
-        return cls(
-            (row["xid"], row["change_id"]), row["provider_id"], row["asset_id"], orjson.dumps(price)
+            orjson.dumps(row_price(row, now)),
         )
 
 

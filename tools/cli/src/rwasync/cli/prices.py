@@ -140,8 +140,11 @@ def event_ids(texts: list[str]) -> list[uuid.UUID]:
         fail("/event_id: every EVENT_ID must be a UUID (see `rwasync price held list`)")
 
 
-async def locked_held(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
-    """The held ticks with these ids, their assets locked; HeldNotFound names any other id."""
+async def decide_held(
+    conn: asyncpg.Connection, ids: list[uuid.UUID], state: str
+) -> list[asyncpg.Record]:
+    """Move the held ticks with these ids to `state`, their assets locked first; HeldNotFound
+    (nothing changed) when an id names no held tick. Returns the ticks."""
     found = await conn.fetch(queries.HELD_PRICES, ids)
     await prices.lock_assets(conn, {(r["provider_id"], r["asset_id"]) for r in found})
     rows: list[asyncpg.Record] = await conn.fetch(queries.HELD_PRICES, ids)  # still held?
@@ -149,6 +152,7 @@ async def locked_held(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> list[as
     if missing:
         names = ", ".join(sorted(str(m) for m in missing))
         raise HeldNotFound(f"/event_id: no held price tick {names}; nothing was changed")
+    await conn.execute(queries.DECIDE_HELD_PRICES, ids, state)
     return rows
 
 
@@ -162,8 +166,7 @@ def held_release(
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         async with conn.transaction():
-            rows = await locked_held(conn, ids)
-            await conn.execute(queries.DECIDE_HELD_PRICES, ids, "released")
+            rows = await decide_held(conn, ids, "released")
             starts = prices.starts_of((r["provider_id"], r["asset_id"], r["as_of"]) for r in rows)
             policies = await prices.policies(conn, {r["provider_id"] for r in rows})
             changes = await prices.reevaluate(conn, starts, policies)
@@ -202,8 +205,7 @@ def held_reject(
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         async with conn.transaction():
-            await locked_held(conn, ids)
-            await conn.execute(queries.DECIDE_HELD_PRICES, ids, "rejected")
+            await decide_held(conn, ids, "rejected")
             rejected = [Redecision(i, ReceiptStatus.REJECTED, REJECTED_REASON) for i in ids]
             await receipts.redecide_price_ticks(conn, rejected)
         return [{"event_id": str(i), "status": "rejected", "reason": REJECTED_REASON} for i in ids]
