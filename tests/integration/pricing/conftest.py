@@ -27,6 +27,7 @@ Client = TestClient[web.Request, web.Application]
 Push = Callable[..., Awaitable[list[PriceUpdated]]]
 
 READER = issue_reader_token()
+DECIDED = "SELECT count(*) FROM event_receipts WHERE event_id = ANY($1) AND status <> 'accepted'"
 
 
 def reader_headers() -> dict[str, str]:
@@ -71,8 +72,10 @@ async def pricing(
 
 
 @pytest.fixture
-async def push(vhost_amqp_url: str) -> AsyncIterator[Push]:
-    """Publishes ticks as one broker message, as ingest-api's batch call does."""
+async def push(vhost_amqp_url: str, db: Database) -> AsyncIterator[Push]:
+    """Publishes ticks as one broker message, as ingest-api's batch call does, and waits until
+    pricing decided them: messages are consumed concurrently, so without waiting a later push
+    could be applied first (and the earlier one, older, rightly change nothing)."""
     broker = Broker(vhost_amqp_url, name="test-pusher")
     broker.start()
     await broker.wait_ready(30)
@@ -95,6 +98,13 @@ async def push(vhost_amqp_url: str) -> AsyncIterator[Push]:
         ]
         await broker.publish(
             topology.PRICES_EXCHANGE, topology.PRICE_BATCH_KEY, message_for(events)
+        )
+        ids = [e.event_id for e in events]
+        await eventually(
+            lambda: db.fetchval(DECIDED, ids),
+            lambda count: count == len(ids),
+            timeout=60,
+            what="pushed ticks decided",
         )
         return events
 

@@ -138,10 +138,14 @@ async def test_changes_are_handed_out_in_commit_order(
     early, late = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
     try:
         async with subscribe(client, f"provider_id={provider_id}") as stream:
+            # Writers of the change log hold a price stripe lock (key space 2) while they write.
             slow = early.transaction()
             await slow.start()
+            await early.execute("SELECT pg_advisory_xact_lock(2, 1)")
             await early.execute(insert, provider_id, "early", 1)  # the smaller transaction id
-            await late.execute(insert, provider_id, "late", 2)  # commits first
+            async with late.transaction():  # commits first
+                await late.execute("SELECT pg_advisory_xact_lock(2, 2)")
+                await late.execute(insert, provider_id, "late", 2)
             with pytest.raises(TimeoutError):
                 await stream.prices(1, timeout=1.5)
             await slow.commit()

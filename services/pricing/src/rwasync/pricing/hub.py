@@ -4,9 +4,9 @@ One broker subscription per process: an exclusive, auto-delete queue bound to th
 `rwasync.prices.changed` fanout exchange, on which every pricing replica publishes a wake-up after
 a commit that moved a latest price. On a wake-up (or every `stream_poll_seconds` without one) the
 hub reads the change log after its position — only changes every reader can already see in the
-same order (see CHANGES_AFTER) — and offers each to the matching subscribers' bounded queues in
-memory. It never waits for a subscriber: one whose queue is full is marked slow and dropped by
-its own connection.
+same order (below the horizon of CHANGES_HORIZON) — and offers each to the matching subscribers'
+bounded queues in memory. It never waits for a subscriber: one whose queue is full is marked slow
+and dropped by its own connection.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 from prometheus_client import Counter, Gauge
 
 from rwasync.platform.broker import Broker
-from rwasync.platform.db import Database
+from rwasync.platform.db import Database, LockSpace
 from rwasync.pricing import queries
 from rwasync.pricing.api import row_price
 from rwasync.schema import topology
@@ -222,10 +222,13 @@ class ChangeHub:
                 await asyncio.sleep(PENDING_RECHECK)
                 self._wake.set()
 
+    async def _horizon(self) -> int:
+        return int(await self._db.fetchval(queries.CHANGES_HORIZON, int(LockSpace.PRICES)))
+
     async def _start_position(self) -> int:
         while True:
             try:
-                return int(await self._db.fetchval(queries.CHANGES_HORIZON))
+                return await self._horizon()
             except Exception as exc:
                 log.warning("price stream cannot read its start position", error=repr(exc))
                 await asyncio.sleep(1)
@@ -237,7 +240,8 @@ class ChangeHub:
         """Offer every visible change after the position; True if some still wait."""
         assert self._position is not None
         while True:
-            rows = await self._db.fetch(queries.CHANGES_AFTER, *self._position, PAGE)
+            horizon = await self._horizon()  # first: see CHANGES_HORIZON
+            rows = await self._db.fetch(queries.CHANGES_AFTER, *self._position, horizon, PAGE)
             now = datetime.now(UTC)
             changes = [r for r in rows if r["xid"] is not None]
             for offered, row in enumerate(changes, start=1):
