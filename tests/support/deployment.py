@@ -9,7 +9,9 @@ import ast
 import importlib
 import inspect
 import re
+import shutil
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from functools import cache
@@ -231,17 +233,23 @@ def resolved_compose(project: Path, variables: dict[str, str]) -> dict[str, Any]
     with anchors merged, variables interpolated and each env_file folded into `environment`."""
     project.mkdir(parents=True, exist_ok=True)
     (project / ".env").write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
-    result = subprocess.run(
-        [docker_compose(), "-f", str(COMPOSE_FILE), "--project-directory", str(project), "config"],
+    result = run_compose(project, "config")
+    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+    resolved: dict[str, Any] = yaml.safe_load(result.stdout)
+    return resolved
+
+
+def run_compose(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's docker-compose on the compose file, with `project` as its project directory
+    (where it finds `.env`). Without a Docker engine only `config` can work."""
+    return subprocess.run(
+        [docker_compose(), "-f", str(COMPOSE_FILE), "--project-directory", str(project), *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
         env={"PATH": "/usr/bin:/bin", "HOME": str(project)},
     )
-    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
-    resolved: dict[str, Any] = yaml.safe_load(result.stdout)
-    return resolved
 
 
 def docker_compose() -> str:
@@ -252,6 +260,14 @@ def docker_compose() -> str:
     raise AssertionError(
         "docker-compose is not installed: run scripts/ensure-deploy-tools.sh (make test does)"
     )
+
+
+def caddy() -> str:
+    """The Caddy that scripts/ensure-deploy-tools.sh unpacks into the virtualenv."""
+    unpacked = Path(sys.prefix) / "deploy-tools" / "caddy" / "usr" / "bin" / "caddy"
+    found = str(unpacked) if unpacked.exists() else shutil.which("caddy")
+    assert found, "caddy is not installed: run scripts/ensure-deploy-tools.sh (make test does)"
+    return found
 
 
 def env_example() -> dict[str, str]:
