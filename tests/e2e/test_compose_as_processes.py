@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
+import shlex
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.compose_local import LocalCompose
-from tests.support.deployment import PASSWORDS, caddy, env_example, resolved_compose
+from tests.support.deployment import (
+    caddy,
+    operations_commands,
+    prepare_project,
+    resolved_compose,
+)
 from tests.support.events import asset_doc
 from tests.support.infra import Infra, drop_database, unique_name
 from tests.support.waiting import eventually
@@ -35,8 +41,8 @@ def deployment(
 ) -> Iterator[LocalCompose]:
     workdir = Path(tmp_path_factory.mktemp("compose"))
     # What README.md, "Operations", tells an operator to do: copy the example, add the passwords.
-    variables = {**env_example(), **{name: secrets.token_hex(24) for name in PASSWORDS}}
-    resolved = resolved_compose(workdir / "project", variables)
+    prepare_project(workdir / "project")
+    resolved = resolved_compose(workdir / "project")
     database = unique_name("rwasync_compose")  # not created: the migrate job creates it
     vhost = unique_name("rwasync_compose")
     test_infra.rabbit.add_vhost(vhost)
@@ -144,3 +150,38 @@ async def test_a_price_pushed_through_the_gateway_is_read_by_an_investor_through
 
     _, price = await eventually(read, lambda got: got[0] == 200, timeout=60)
     assert price["amount"] == "52.1"
+
+
+async def test_the_readmes_commands_push_and_read_an_asset_through_the_gateway(
+    deployment: LocalCompose, gateway: str
+) -> None:
+    """README.md's `docker compose run --rm cli` and `curl` lines, as written: the CLI through
+    the cli service's command and environment, curl against the gateway (on the host port the
+    compose file publishes)."""
+    published = deployment.service("gateway")["ports"][0]["published"]
+    commands = operations_commands()
+    (create,) = [c for c in commands if c.startswith("docker compose run --rm cli ")]
+    token = cli(deployment, *shlex.split(create)[5:])["token"]
+    put, get = [c for c in commands if c.startswith("curl ")]
+    assert f"localhost:{published}/" in put and f"localhost:{published}/" in get
+
+    def curl(command: str) -> dict[str, Any]:
+        local = command.replace(f"localhost:{published}", gateway)
+        done = subprocess.run(
+            ["bash", "-c", local],
+            env={"PATH": "/usr/bin:/bin", "TOKEN": token},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        answer: dict[str, Any] = json.loads(done.stdout)
+        return answer
+
+    assert curl(put)["status"] == "accepted"
+
+    async def read() -> dict[str, Any]:
+        return await asyncio.to_thread(curl, get)
+
+    stored = await eventually(read, lambda body: "_meta" in body, timeout=60)
+    assert stored["id"] == "det-1" and stored["name"] == "1 Main St"

@@ -28,6 +28,7 @@ from rwasync.platform.settings import CommonSettings, ServiceSettings
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
+README = REPO / "README.md"
 DOCKERFILES = sorted((REPO / "deploy" / "docker").glob("*.Dockerfile"))
 CADDYFILE = REPO / "deploy" / "gateway" / "Caddyfile"
 RABBITMQ_DEFINITIONS = REPO / "deploy" / "rabbitmq" / "definitions.json"
@@ -227,12 +228,38 @@ def image_services() -> dict[str, Path]:
     }
 
 
-def resolved_compose(project: Path, variables: dict[str, str]) -> dict[str, Any]:
-    """`docker-compose config` of the compose file, run in `project` with `variables` as its
-    `.env` (the file compose interpolates and every service's env_file): compose's own reading,
-    with anchors merged, variables interpolated and each env_file folded into `environment`."""
+def operations_commands() -> list[str]:
+    """The shell lines of README.md's "Operations" section, in order."""
+    text = README.read_text()
+    start = text.index("\n## Operations\n")
+    section = text[start : text.index("\n## ", start + 1)]
+    return [
+        line.strip()
+        for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip()
+    ]
+
+
+def prepare_project(project: Path) -> None:
+    """What README.md, "Operations", does before the first `docker compose` command (copy
+    .env.example to .env, add the passwords), run by bash in `project`."""
+    commands = operations_commands()
+    first = next(i for i, c in enumerate(commands) if c.startswith("docker compose"))
     project.mkdir(parents=True, exist_ok=True)
-    (project / ".env").write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
+    shutil.copy(ENV_EXAMPLE, project / ".env.example")
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", "\n".join(commands[:first])],
+        cwd=project,
+        check=True,
+        timeout=60,
+    )
+
+
+def resolved_compose(project: Path) -> dict[str, Any]:
+    """`docker-compose config` of the compose file run in `project` (with its `.env`, the file
+    compose interpolates and every service's env_file): compose's own reading, with anchors
+    merged, variables interpolated and each env_file folded into `environment`."""
     result = run_compose(project, "config")
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
     resolved: dict[str, Any] = yaml.safe_load(result.stdout)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.support.deployment import (
     env_names,
     env_prefix,
     image_services,
+    operations_commands,
     settings_class,
 )
 from tests.unit.deploy.test_images import pinned
@@ -170,3 +172,19 @@ def test_the_definitions_get_exactly_the_passwords_compose_gives_the_broker() ->
     placeholders = set(re.findall(r"@([A-Z_]+)@", RABBITMQ_DEFINITIONS.read_text()))
     assert placeholders == set(re.findall(r"@([A-Z_]+)@", RENDER_DEFINITIONS.read_text()))
     assert placeholders == set(SERVICES["rabbitmq"]["environment"])
+
+
+def test_the_readmes_compose_commands_name_services_that_do_what_they_ask() -> None:
+    commands = [c for c in operations_commands() if c.startswith("docker compose ")]
+    scale = "docker compose up -d --scale reconciler=3 --scale pricing=2 --scale ingest-api=2"
+    assert scale in commands
+    for command in commands:
+        words = shlex.split(command)
+        assert words[2] in {"config", "build", "up", "ps", "run", "stop", "down", "logs"}, command
+        for word in words:
+            if "=" in word and not word.startswith("-"):
+                name = word.split("=")[0]
+                assert name in RWASYNC, f"{command}: {name} cannot be scaled"
+        if words[2] == "run":
+            assert words[3:5] == ["--rm", "cli"], command
+            assert entrypoint(image_services()["cli"]) == ["rwasync"]
