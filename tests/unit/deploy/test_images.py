@@ -163,3 +163,8 @@ def test_every_import_is_provided_by_a_declared_dependency(package: str) -> None
             if not {normalise(d) for d in providers.get(top, [])} & installed:
                 missing.append(f"{source.relative_to(REPO)} imports {module}")
     assert not missing, f"{package} does not declare what provides:\n" + "\n".join(missing)
+
+
+def test_every_process_make_run_starts_has_an_image() -> None:
+    imaged = {entrypoint(path)[0] for path in DOCKERFILES}
+    assert procfile_scripts() <= imaged, "a deployable make run starts has no Dockerfile"
