@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -180,6 +180,20 @@ def new_app(*, client_max_size: int = 1024**2) -> web.Application:
     return web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
 
 
+# On SIGTERM, requests in flight get this long to finish before they are cancelled.
+SHUTDOWN_TIMEOUT: Final = 10.0
+
+
 def run(app: web.Application, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM; aiohttp then runs the app's cleanup contexts in reverse."""
-    web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=10)
+    """Serve until SIGINT/SIGTERM. Then aiohttp stops listening, closes idle connections, runs
+    the app's shutdown hooks (a consumer stops consuming), lets requests in flight finish for up
+    to SHUTDOWN_TIMEOUT seconds, and runs the cleanup contexts (connections close) in reverse."""
+
+    async def announce(_: web.Application) -> None:
+        log.info("shutting down: no new requests, finishing those in flight")
+
+    app.on_shutdown.insert(0, announce)
+    web.run_app(
+        app, host=host, port=port, print=None, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
+    log.info("stopped")
