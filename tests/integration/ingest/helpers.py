@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
+
+from rwasync.platform.db import Database
+from rwasync.schema.asset import content_hash
 
 Client = TestClient[web.Request, web.Application]
 JSON = {"Content-Type": "application/json"}
@@ -60,3 +64,32 @@ async def accepted_event_id(response: ClientResponse) -> uuid.UUID:
     assert body["status"] == "accepted" and set(body) == {"event_id", "status"}
     assert response.headers["Location"] == f"/v1/events/{body['event_id']}"
     return uuid.UUID(body["event_id"])
+
+
+async def store_asset(
+    store: Database,
+    provider_id: str,
+    asset_id: str,
+    *,
+    document: dict[str, Any] | None,
+    updated_at: datetime,
+    deleted: bool = False,
+) -> datetime:
+    """Write an asset row as the reconciler would; returns its applied_at."""
+    applied_at = datetime(2025, 6, 1, 8, 30, 0, 123456, tzinfo=UTC)
+    await store.execute(
+        """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at, event_id,
+                               source, document, content_hash, status, applied_at, deleted_at)
+           VALUES ($1, $2, $3, $4, $3, $5, 'push', $6, $7, $8, $9, $10)""",
+        provider_id,
+        asset_id,
+        updated_at,
+        deleted,
+        uuid.uuid4(),
+        document,
+        content_hash(document) if document is not None else None,
+        document["status"] if document is not None else None,
+        applied_at,
+        updated_at if deleted else None,
+    )
+    return applied_at

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import aio_pika
 import pytest
@@ -43,39 +42,11 @@ from tests.integration.ingest.helpers import (
     pointers,
     problem,
     put_json,
+    store_asset,
 )
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def store_asset(
-    store: Database,
-    provider_id: str,
-    asset_id: str,
-    *,
-    document: dict[str, Any] | None,
-    updated_at: datetime,
-    deleted: bool = False,
-) -> datetime:
-    """Write an asset row as the reconciler would; returns its applied_at."""
-    applied_at = datetime(2025, 6, 1, 8, 30, 0, 123456, tzinfo=UTC)
-    await store.execute(
-        """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at, event_id,
-                               source, document, content_hash, status, applied_at, deleted_at)
-           VALUES ($1, $2, $3, $4, $3, $5, 'push', $6, $7, $8, $9, $10)""",
-        provider_id,
-        asset_id,
-        updated_at,
-        deleted,
-        uuid.uuid4(),
-        document,
-        content_hash(document) if document is not None else None,
-        document["status"] if document is not None else None,
-        applied_at,
-        updated_at if deleted else None,
-    )
-    return applied_at
 
 
 # --- accepting an asset ---------------------------------------------------------------------------

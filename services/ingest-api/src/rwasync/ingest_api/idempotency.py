@@ -136,6 +136,7 @@ class IdempotencyKeys:
 
     async def prune_forever(self) -> None:
         """Delete keys older than the retention period, every few minutes."""
+        await self._db.wait_connected()
         while True:
             try:
                 deleted = await self._db.execute(queries.PRUNE_KEYS, self._retention)
