@@ -22,6 +22,13 @@ async def test_a_blocked_broker_is_503_at_once(database_url: str) -> None:
     db = Database(database_url, min_size=1, max_size=2)
     db.start()
     await db.wait_connected(timeout=30)
+    try:
+        await _refused_at_once(db, database_url)
+    finally:
+        await db.close()
+
+
+async def _refused_at_once(db: Database, database_url: str) -> None:
     with blocked_rabbit() as amqp_url:
         # A confirm timeout far longer than the answer may take: only the block explains a 503.
         settings = ingest_settings(database_url, amqp_url, publish_timeout=60)
@@ -54,4 +61,3 @@ async def test_a_blocked_broker_is_503_at_once(database_url: str) -> None:
             assert await db.fetchval("SELECT count(*) FROM event_receipts") == 0
         finally:
             await client.close()
-    await db.close()
