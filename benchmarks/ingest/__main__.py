@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +167,73 @@ def wait_applied(database_url: str, expected: int, timeout: float) -> float:
     return time.monotonic() - began
 
 
+@contextlib.contextmanager
+def profiling(folder: Path | None, system: System, name: str, seconds: float) -> Iterator[None]:
+    """py-spy on ingest-api (all its processes) while the block runs; prints where time went."""
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    process = system.services["ingest-api"].process
+    assert process is not None
+    out = folder / f"{name}.txt"
+    recorder = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--subprocesses",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--duration",
+            str(max(1, round(seconds))),
+            "--pid",
+            str(process.pid),
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        recorder.wait(60)
+    if out.exists():
+        print(f"\n{name}: where ingest-api's time went (py-spy, share of samples)")
+        for share, where in hot_spots(out):
+            print(f"  {share:5.1%}  {where}")
+
+
+# Frames grouped into the parts of a request, first match wins (by file path).
+PARTS = (
+    ("validation, normalisation, hashing", ("rwasync/schema/", "pydantic")),
+    ("broker publish (aio-pika, aiormq, pamqp)", ("aio_pika", "aiormq", "pamqp")),
+    ("database (asyncpg)", ("asyncpg",)),
+    ("authentication and limits", ("rwasync/platform/auth", "limits/", "ingest_api/limits")),
+    ("idle (waiting in the event loop)", ("select", "epoll")),
+    ("HTTP (aiohttp)", ("aiohttp", "multidict", "yarl")),
+    ("logging and metrics", ("structlog", "prometheus_client")),
+)
+
+
+def hot_spots(raw: Path) -> list[tuple[float, str]]:
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        samples += int(count)
+        part = "other (asyncio, ingest-api's own code)"
+        for name, markers in PARTS:
+            if any(marker in stack for marker in markers):
+                part = name
+                break
+        totals[part] = totals.get(part, 0) + int(count)
+    return sorted(((n / max(samples, 1), part) for part, n in totals.items()), reverse=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -173,6 +242,11 @@ def main() -> None:
     parser.add_argument("--batch-connections", type=int, default=4)
     parser.add_argument("--processes", default="1,2", help="ingest-api process counts to try")
     parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record ingest-api with py-spy during each load phase into this folder",
+    )
     args = parser.parse_args()
     process_counts = [int(n) for n in args.processes.split(",")]
 
@@ -219,16 +293,16 @@ def main() -> None:
                 system.start("ingest-api", "reconciler")
                 env = {"BENCH_TOKEN": provider["token"], "BENCH_BATCH": str(args.batch)}
                 url = system.url("ingest-api")
-                single = figure(
-                    f"single PUT, confirm before 202, {processes} process(es)",
-                    wrk(url, "put.lua", args.connections, args.seconds, env),
-                )
+                with profiling(args.profile, system, f"put-{processes}p", args.seconds):
+                    result = wrk(url, "put.lua", args.connections, args.seconds, env)
+                single = figure(f"single PUT, confirm before 202, {processes} process(es)", result)
                 single.ceiling = broker.rate
                 figures.append(single)
                 if not args.skip_batch:
                     before = asyncio.run(applied_count(database_url))
                     began = time.monotonic()
-                    result = wrk(url, "batch.lua", args.batch_connections, args.seconds, env)
+                    with profiling(args.profile, system, f"batch-{processes}p", args.seconds):
+                        result = wrk(url, "batch.lua", args.batch_connections, args.seconds, env)
                     accepted = figure(
                         f"batch push ({args.batch}/request), accepted, {processes} process(es)",
                         result,
