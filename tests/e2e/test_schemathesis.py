@@ -17,7 +17,9 @@ from schemathesis.checks import (
 
 from tests.support.system import System
 
-pytestmark = pytest.mark.e2e
+# About 2 minutes on the shared 2-core machine; the marker only keeps a loaded run from
+# being cut at the suite's 300 s default.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 EXAMPLES_PER_OPERATION = 200
 CHECKS = [

@@ -87,8 +87,7 @@ class AssetWrites:
         ]
 
     async def put_asset(self, request: web.Request) -> web.Response:
-        call = await self._ingest.callers.write(request, self._ingest.single)
-        return await self._ingest.idempotency.run(call, lambda: self._put(call))
+        return await self._ingest.write(request, self._put)
 
     async def _put(self, call: Call) -> web.Response:
         path_id = call.request.match_info["id"]
@@ -99,8 +98,7 @@ class AssetWrites:
         return await self._upsert(call, asset)
 
     async def post_asset(self, request: web.Request) -> web.Response:
-        call = await self._ingest.callers.write(request, self._ingest.single)
-        return await self._ingest.idempotency.run(call, lambda: self._post(call))
+        return await self._ingest.write(request, self._post)
 
     async def _post(self, call: Call) -> web.Response:
         try:
@@ -116,10 +114,7 @@ class AssetWrites:
         return accepted(event)
 
     async def patch_asset(self, request: web.Request) -> web.Response:
-        call = await self._ingest.callers.write(
-            request, self._ingest.single, media_types=(MERGE_PATCH, JSON)
-        )
-        return await self._ingest.idempotency.run(call, lambda: self._patch(call))
+        return await self._ingest.write(request, self._patch, media_types=(MERGE_PATCH, JSON))
 
     async def _patch(self, call: Call) -> web.Response:
         path_id = call.request.match_info["id"]
@@ -142,8 +137,7 @@ class AssetWrites:
         return accepted(event)
 
     async def delete_asset(self, request: web.Request) -> web.Response:
-        call = await self._ingest.callers.write(request, self._ingest.single, body_optional=True)
-        return await self._ingest.idempotency.run(call, lambda: self._delete(call))
+        return await self._ingest.write(request, self._delete, body_optional=True)
 
     async def _delete(self, call: Call) -> web.Response:
         path_id = call.request.match_info["id"]

@@ -74,10 +74,7 @@ class Batches:
         ]
 
     async def post_assets(self, request: web.Request) -> web.Response:
-        call = await self._ingest.callers.write(
-            request, self._ingest.batch, source=EventSource.BATCH
-        )
-        return await self._ingest.idempotency.run(call, lambda: self._assets(call))
+        return await self._ingest.write(request, self._assets, batch=True, source=EventSource.BATCH)
 
     async def _assets(self, call: Call) -> web.Response:
         try:
@@ -90,10 +87,7 @@ class Batches:
         )
 
     async def post_prices(self, request: web.Request) -> web.Response:
-        call = await self._ingest.callers.write(
-            request, self._ingest.batch, source=EventSource.BATCH
-        )
-        return await self._ingest.idempotency.run(call, lambda: self._prices(call))
+        return await self._ingest.write(request, self._prices, batch=True, source=EventSource.BATCH)
 
     async def _prices(self, call: Call) -> web.Response:
         try:

@@ -3,6 +3,7 @@ parameters and problem lists its operations declare."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Annotated, Final
 
@@ -11,13 +12,14 @@ from aiohttp import hdrs, web
 from pydantic import StringConstraints
 
 from rwasync.ingest_api.acceptance import AcceptanceClock, AcceptedEvent, EventPublisher
-from rwasync.ingest_api.bodies import BodyLimits
-from rwasync.ingest_api.callers import TENANT_HEADER, Callers
+from rwasync.ingest_api.bodies import JSON, BodyLimits
+from rwasync.ingest_api.callers import TENANT_HEADER, Call, Callers
 from rwasync.ingest_api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from rwasync.ingest_api.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
 from rwasync.platform.db import Database
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Param
+from rwasync.schema.events import EventSource
 
 # Security schemes of the provider API (see `ApiRegistry.security_schemes` in app.py).
 PROVIDER_AUTH: Final = ("basic", "bearer")
@@ -49,6 +51,27 @@ class Ingest:
     idempotency: IdempotencyKeys
     single: BodyLimits
     batch: BodyLimits
+
+    async def write(
+        self,
+        request: web.Request,
+        handle: Callable[[Call], Awaitable[web.Response]],
+        *,
+        batch: bool = False,
+        media_types: Collection[str] = (JSON,),
+        body_optional: bool = False,
+        source: EventSource = EventSource.PUSH,
+    ) -> web.Response:
+        """Every write: the caller and its body (`Callers.write`), then `handle` under the
+        request's Idempotency-Key."""
+        call = await self.callers.write(
+            request,
+            self.batch if batch else self.single,
+            media_types=media_types,
+            body_optional=body_optional,
+            source=source,
+        )
+        return await self.idempotency.run(call, lambda: handle(call))
 
 
 def accepted(event: AcceptedEvent) -> web.Response:

@@ -8,7 +8,7 @@ kept as sent (`SkipValidation`) while the schema still shows what an item must b
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
@@ -135,8 +135,3 @@ class Receipt(BaseModel):
     status: Literal["accepted", "applied", "stale_ignored", "duplicate", "rejected", "held"]
     reason: str | None = None
     latest: bool | None = None
-
-
-def item_errors(errors: Any) -> list[dict[str, str]]:
-    """FieldErrors as answer entries."""
-    return [error.as_dict() for error in errors]

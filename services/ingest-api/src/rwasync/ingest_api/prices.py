@@ -47,8 +47,7 @@ class Prices:
         ]
 
     async def put_price(self, request: web.Request) -> web.Response:
-        call = await self._ingest.callers.write(request, self._ingest.single)
-        return await self._ingest.idempotency.run(call, lambda: self._put(call))
+        return await self._ingest.write(request, self._put)
 
     async def _put(self, call: Call) -> web.Response:
         asset_id = call.request.match_info["id"]
