@@ -98,6 +98,16 @@ def service_unavailable(detail: str, *, retry_after: int = 1) -> Problem:
     )
 
 
+def too_many_requests(detail: str, *, retry_after: int) -> Problem:
+    return Problem(
+        429,
+        "Too Many Requests",
+        detail,
+        kind="too-many-requests",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def _route_name(request: web.Request) -> str:
     info = request.match_info.route.resource
     return info.canonical if info is not None else "unmatched"
@@ -184,16 +194,23 @@ def new_app(*, client_max_size: int = 1024**2) -> web.Application:
 SHUTDOWN_TIMEOUT: Final = 10.0
 
 
-def run(app: web.Application, host: str, port: int) -> None:
+def run(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> None:
     """Serve until SIGINT/SIGTERM. Then aiohttp stops listening, closes idle connections, runs
     the app's shutdown hooks (a consumer stops consuming), lets requests in flight finish for up
-    to SHUTDOWN_TIMEOUT seconds, and runs the cleanup contexts (connections close) in reverse."""
+    to SHUTDOWN_TIMEOUT seconds, and runs the cleanup contexts (connections close) in reverse.
+    With `reuse_port`, several processes may listen on the same port (SO_REUSEPORT)."""
 
     async def announce(_: web.Application) -> None:
         log.info("shutting down: no new requests, finishing those in flight")
 
     app.on_shutdown.insert(0, announce)
     web.run_app(
-        app, host=host, port=port, print=None, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        app,
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        reuse_port=reuse_port or None,
     )
     log.info("stopped")
