@@ -25,8 +25,8 @@ class FeedFormat(StrEnum):
     CSV = "csv"
 
 
-# The formats the poller reads today; the others are refused when a feed is registered.
-READABLE_FORMATS: Final = frozenset({FeedFormat.JSON})
+# The formats the poller reads (gzip is recognised by Content-Encoding or a `.gz` path).
+READABLE_FORMATS: Final = frozenset(FeedFormat)
 
 
 class RunStatus(StrEnum):
