@@ -301,3 +301,24 @@ def hold_verdict(
             f"{threshold.min_count})",
         )
     return None
+
+
+def item_errors(
+    invalid: list[dict[str, Any]], superseded: list[tuple[int, str, int]], keep: int
+) -> list[dict[str, Any]]:
+    """A run's `errors`: invalid items and superseded duplicates (pointer `/id`), by index, at
+    most `keep` of them."""
+    duplicates = [
+        {
+            "index": index,
+            "id": asset_id,
+            "errors": [
+                {
+                    "pointer": "/id",
+                    "message": f"duplicate id {asset_id!r}: superseded by index {winner}",
+                }
+            ],
+        }
+        for index, asset_id, winner in superseded
+    ]
+    return sorted(invalid + duplicates, key=lambda e: int(e["index"]))[:keep]

@@ -115,6 +115,8 @@ def check_feed_url(url: str, policy: AddressPolicy) -> str:
         raise FeedSettingInvalid("/url", "must be an absolute http or https URL") from None
     if parts.scheme not in ("http", "https") or not host:
         raise FeedSettingInvalid("/url", "must be an absolute http or https URL")
+    if parts.username is not None or parts.password is not None:
+        raise FeedSettingInvalid("/url", "must not carry credentials: give them as the feed's auth")
     try:
         policy.check_host_literal(host)
     except AddressRefused as exc:

@@ -32,7 +32,7 @@ from rwasync.feeds.auth import FeedSecrets, SecretsUnavailable
 from rwasync.feeds.fetch import Downloaded, FetchFailed, FetchLimits, Validators, download
 from rwasync.feeds.reading import FeedFacts
 from rwasync.feeds.records import FeedInvalid
-from rwasync.feeds.snapshot import Action, Comparison, Counts, hold_verdict
+from rwasync.feeds.snapshot import Action, Comparison, Counts, hold_verdict, item_errors
 from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.db import Database
 from rwasync.schema import topology
@@ -216,7 +216,7 @@ class RunPipeline:
             plan = await tally(
                 conn, run_id=claim.run_id, provider_id=claim.provider_id, comparison=comparison
             )
-            errors = _merged_errors(errors, plan.superseded, self._settings.max_stored_errors)
+            errors = item_errors(errors, plan.superseded, self._settings.max_stored_errors)
             verdict = hold_verdict(
                 seen=snapshot.seen,
                 invalid=snapshot.invalid,
@@ -349,23 +349,3 @@ class RunPipeline:
 
 def _ignore(_: list[AnyEvent]) -> None:
     return None
-
-
-def _merged_errors(
-    invalid: list[dict[str, Any]], superseded: list[tuple[int, str, int]], keep: int
-) -> list[dict[str, Any]]:
-    """Invalid and superseded items, by index, at most `keep` of them."""
-    duplicates = [
-        {
-            "index": index,
-            "id": asset_id,
-            "errors": [
-                {
-                    "pointer": "/id",
-                    "message": f"duplicate id {asset_id!r}: superseded by index {winner}",
-                }
-            ],
-        }
-        for index, asset_id, winner in superseded
-    ]
-    return sorted(invalid + duplicates, key=lambda e: int(e["index"]))[:keep]
