@@ -18,6 +18,7 @@ from aiohttp import web
 from rwasync.feed_poller.app import POLLER_KEY, create_app
 from rwasync.feed_poller.poller import FeedPoller
 from rwasync.feed_poller.settings import FeedPollerSettings
+from rwasync.feeds.auth import FeedSecrets
 from rwasync.platform.db import Database
 from rwasync.schema import topology
 from rwasync.schema.addresses import AddressPolicy
@@ -28,6 +29,7 @@ from rwasync.store import feeds
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPERATOR_POLICY = AddressPolicy.from_setting("127.0.0.0/8")
+NO_SECRETS = FeedSecrets("")
 
 
 def asset(asset_id: str, updated_at: str = "2025-05-01T00:00:00Z", **extra: Any) -> dict[str, Any]:
@@ -131,7 +133,7 @@ def poller_settings(database_url: str, amqp_url: str, **overrides: Any) -> FeedP
         "poll_interval": 0.2,
         "retry_delay": 0.1,
         "connect_timeout": 5,
-        "read_timeout": 5,
+        "min_rate_seconds": 5,
         "total_timeout": 20,
     }
     values.update(overrides)
@@ -164,16 +166,22 @@ def poller_ready(poller: FeedPoller) -> bool:
 
 
 async def add_feed(
-    db: Database, provider_id: str, url: str, *, interval_seconds: int | None = None
+    db: Database,
+    provider_id: str,
+    url: str,
+    *,
+    schedule: str | None = None,
+    fmt: str = "json",
+    secrets: FeedSecrets = NO_SECRETS,
+    **document: Any,
 ) -> str:
+    """Register a feed as the CLI does (same rules as a provider's PUT)."""
+    settings = feeds.parse_feed_settings(
+        {"url": url, "format": fmt, "schedule": schedule, **document}, OPERATOR_POLICY
+    )
     async with db.connection() as conn:
         feed = await feeds.add_feed(
-            conn,
-            provider_id=provider_id,
-            url=url,
-            fmt="json",
-            interval_seconds=interval_seconds,
-            policy=OPERATOR_POLICY,
+            conn, provider_id=provider_id, settings=settings, secrets=secrets
         )
     return str(feed["feed_id"])
 
