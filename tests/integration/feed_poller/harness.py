@@ -86,10 +86,21 @@ class FeedServer:
         return await handler(request)
 
 
-def body(content: bytes, status: int = 200, *, delay: float = 0.0) -> Handler:
-    async def handler(_: web.Request) -> web.StreamResponse:
+def body(
+    content: bytes,
+    status: int = 200,
+    *,
+    delay: float = 0.0,
+    headers: dict[str, str] | None = None,
+    seen: list[web.Request] | None = None,
+) -> Handler:
+    """A fixed answer; `seen` collects the requests (to check what the poller sent)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if seen is not None:
+            seen.append(request)
         await asyncio.sleep(delay)
-        return web.Response(body=content, status=status, content_type="application/json")
+        return web.Response(body=content, status=status, headers=headers or {})
 
     return handler
 
@@ -238,8 +249,9 @@ async def store_asset(
 class Published:
     """Reads what the poller published onto the reconciler's queue."""
 
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, queue: str = topology.RECONCILER_QUEUE) -> None:
         self._url = amqp_url
+        self._queue = queue
 
     async def messages(self, *, expect_events: int, timeout: float = 10) -> list[EventMessage]:
         """Every message on the queue until `expect_events` events arrived (then a short wait
@@ -247,14 +259,17 @@ class Published:
         connection = await aio_pika.connect(self._url)
         try:
             channel = await connection.channel()
-            queue = await channel.get_queue(topology.RECONCILER_QUEUE)
+            queue = await channel.get_queue(self._queue)
             found: list[EventMessage] = []
             deadline = time.monotonic() + timeout
             settle_until: float | None = None
             while True:
                 message = await queue.get(no_ack=True, fail=False)
                 if message is not None:
-                    assert message.routing_key == topology.ASSET_BATCH_KEY
+                    assert message.routing_key in (
+                        topology.ASSET_BATCH_KEY,
+                        topology.PRICE_BATCH_KEY,
+                    )
                     found.append(decode_message(message.body))
                     continue
                 now = time.monotonic()
