@@ -118,8 +118,7 @@ async def test_every_format_and_gzip_publishes_the_same_events(
             assert isinstance(price, PriceUpdated) and price.asset_id == "p1"
             assert str(price.payload.amount) == "52.10" and price.payload.as_of.day == 2
             assert price.accepted_at == run["snapshot_time"] and price.source == "feed"
-    if True:
-        gz = await db.fetchrow(
+    gz = await db.fetchrow(
             "SELECT bytes, decoded_bytes FROM feed_runs r JOIN feed_sources f USING (feed_id) "
             "WHERE f.url LIKE '%envelope.json.gz'"
         )
@@ -164,7 +163,6 @@ async def test_conditional_requests_and_identical_bodies_are_not_modified(
 async def test_unchanged_items_skip_validation_and_only_changes_are_published(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:
-    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=2)
     items = [asset(f"a{n}", price={"amount": "10", "currency": "USD"}) for n in range(30)]
     changed = [
         *items[:29],
@@ -186,20 +184,33 @@ async def test_unchanged_items_skip_validation_and_only_changes_are_published(
                 """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at,
                        event_id, source, document, content_hash, status, applied_at)
                    VALUES ($1, $2, $3, false, $4, $5, 'feed', $6, $7, 'active', now())""",
-                provider_id, event.asset_id, event.updated_at, event.accepted_at, event.event_id,
-                event.payload.document, bytes.fromhex(event.payload.content_hash),
-            )  # fmt: skip
+                provider_id,
+                event.asset_id,
+                event.updated_at,
+                event.accepted_at,
+                event.event_id,
+                event.payload.document,
+                bytes.fromhex(event.payload.content_hash),
+            )
         await Published(vhost_amqp_url, topology.PRICING_QUEUE).messages(expect_events=30)
         second = await wait_for_run(db, await trigger(db, feed_id))
         update = await Published(vhost_amqp_url).messages(expect_events=1)
         prices = await Published(vhost_amqp_url, topology.PRICING_QUEUE).messages(expect_events=1)
         staged = await db.fetchrow(
-            "SELECT count(*) AS total, count(document) AS documents FROM feed_run_items WHERE run_id = $1",
+            "SELECT count(*) AS total, count(document) AS documents FROM feed_run_items"
+            " WHERE run_id = $1",
             second["run_id"],
         )
     assert first["status"] == second["status"] == "ok"
-    assert second["counts"] == {"seen": 30, "created": 0, "updated": 1, "unchanged": 29,
-                                "deleted": 0, "invalid": 0, "held_deletions": 0}  # fmt: skip
+    assert second["counts"] == {
+        "seen": 30,
+        "created": 0,
+        "updated": 1,
+        "unchanged": 29,
+        "deleted": 0,
+        "invalid": 0,
+        "held_deletions": 0,
+    }
     assert [e.asset_id for m in update for e in m.events] == ["a29"]
     assert [(e.asset_id, str(e.payload.amount)) for m in prices for e in m.events] == [
         ("a29", "11")

@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from rwasync.feeds.auth import FeedSecrets
 from rwasync.feeds.fetch import FetchLimits
@@ -92,9 +91,14 @@ async def test_put_creates_then_replaces_and_never_returns_the_secret(
 ) -> None:
     a, b = two_providers
     created, is_new = await put(
-        db, a, "main", format="csv", schedule="0 3 * * *",
-        auth={"type": "bearer", "token": "tok-secret"}, deletion_threshold={"percent": 5, "min_count": 2},
-    )  # fmt: skip
+        db,
+        a,
+        "main",
+        format="csv",
+        schedule="0 3 * * *",
+        auth={"type": "bearer", "token": "tok-secret"},
+        deletion_threshold={"percent": 5, "min_count": 2},
+    )
     assert is_new and created["feed_id"] == "main" and created["provider_id"] == a
     assert created["schedule"] == "0 3 * * *" and created["next_run_at"] is not None
     assert created["auth"] == {"type": "bearer"} and created["deletion_threshold"]["percent"] == 5.0
@@ -173,26 +177,40 @@ async def test_the_preview_reports_changes_and_holds_without_writing(
     long_ago = snapshot - timedelta(days=30)
     for asset_id in ("kept", "gone-1", "gone-2"):
         await store_asset(db, a, asset_id, updated_at=long_ago)
-    items = [asset("kept", updated_at=timestamp_text(snapshot)), asset("new"), asset("new"),
-             asset("bad", status="x")]  # fmt: skip
+    items = [
+        asset("kept", updated_at=timestamp_text(snapshot)),
+        asset("new"),
+        asset("new"),
+        asset("bad", status="x"),
+    ]
     content = feed_body(items, timestamp=snapshot)
     url = feed_server.serve("/feed.json", body(content))
     before = await db.fetchval("SELECT count(*) FROM assets")
     async with db.connection() as conn:
         by_url = await feed_preview.preview_url(
-            conn, provider_id=a, settings=feeds.parse_feed_settings({"url": url}, POLICY),
-            policy=POLICY, limits=FetchLimits(tries=1),
-        )  # fmt: skip
+            conn,
+            provider_id=a,
+            settings=feeds.parse_feed_settings({"url": url}, POLICY),
+            policy=POLICY,
+            limits=FetchLimits(tries=1),
+        )
         inline = await feed_preview.preview_body(conn, content, provider_id=a)
         strict = await feed_preview.preview_body(
-            conn, content, provider_id=a, threshold=feeds.parse_feed_settings(
-                {"url": url, "deletion_threshold": {"percent": 10, "min_count": 1}}, POLICY).threshold,
-        )  # fmt: skip
+            conn,
+            content,
+            provider_id=a,
+            threshold=feeds.parse_feed_settings(
+                {"url": url, "deletion_threshold": {"percent": 10, "min_count": 1}}, POLICY
+            ).threshold,
+        )
         broken = await feed_preview.preview_body(conn, b"{oops", provider_id=a)
         refused = await feed_preview.preview_url(
-            conn, provider_id=a, settings=feeds.parse_feed_settings({"url": url}, POLICY),
-            policy=AddressPolicy(), limits=FetchLimits(tries=1),
-        )  # fmt: skip
+            conn,
+            provider_id=a,
+            settings=feeds.parse_feed_settings({"url": url}, POLICY),
+            policy=AddressPolicy(),
+            limits=FetchLimits(tries=1),
+        )
     assert by_url == inline
     assert inline["status"] == "ok" and inline["valid"] is False  # one invalid item
     assert inline["preview"] == {"create": 1, "update": 1, "unchanged": 0, "delete": 2}
@@ -202,8 +220,12 @@ async def test_the_preview_reports_changes_and_holds_without_writing(
         (3, "/status"),
     ]
     assert strict["status"] == "held" and strict["reason_code"] == "deletion_threshold"
-    assert broken == {"valid": False, "status": "failed", "reason_code": "parse_error",
-                      "reason": broken["reason"]}  # fmt: skip
+    assert broken == {
+        "valid": False,
+        "status": "failed",
+        "reason_code": "parse_error",
+        "reason": broken["reason"],
+    }
     assert refused["status"] == "failed" and refused["reason_code"] == "address_refused"
     assert await db.fetchval("SELECT count(*) FROM assets") == before
     assert await db.fetchval("SELECT count(*) FROM feed_runs") == 0

@@ -72,15 +72,27 @@ def as_csv(rows: list[dict[str, str]]) -> bytes:
 
 
 RICH_CSV = {
-    "id": "rich-1", "updated_at": "2025-05-01T00:00:00Z", "status": "active", "name": "rich-1",
-    "token.symbol": "REALTOKEN-S-1-MAIN-ST", "token.chain": "gnosis",
+    "id": "rich-1",
+    "updated_at": "2025-05-01T00:00:00Z",
+    "status": "active",
+    "name": "rich-1",
+    "token.symbol": "REALTOKEN-S-1-MAIN-ST",
+    "token.chain": "gnosis",
     "token.contract_address": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
-    "token.total_supply": "1000", "token.decimals": "", "price.amount": "52.10",
-    "price.currency": "usd", "media.0.url": "https://img.example/1.jpg", "media.0.kind": "image",
-    "media.1.url": "https://img.example/2.jpg", "media.1.kind": "", "attributes.floors": "2",
-    "attributes.pool": "yes", "address.line1": "1 Main St, Unit 2", "address.city": "Detroit",
+    "token.total_supply": "1000",
+    "token.decimals": "",
+    "price.amount": "52.10",
+    "price.currency": "usd",
+    "media.0.url": "https://img.example/1.jpg",
+    "media.0.kind": "image",
+    "media.1.url": "https://img.example/2.jpg",
+    "media.1.kind": "",
+    "attributes.floors": "2",
+    "attributes.pool": "yes",
+    "address.line1": "1 Main St, Unit 2",
+    "address.city": "Detroit",
     "address.country": "US",
-}  # fmt: skip
+}
 
 
 def test_every_format_reads_the_same_normalised_document() -> None:
@@ -158,9 +170,12 @@ def test_a_csv_row_of_the_wrong_width_or_bad_utf8_fails_only_that_item() -> None
 
 def test_json_lines_skip_blank_lines_and_fail_a_bad_line_alone() -> None:
     body = (
-        json.dumps(asset("a")).encode() + b"\n\n   \n{oops\n"
-        + json.dumps(asset("b")).encode() + b"\r\n" + b'{"id": "u", "name": "\xff"}'
-    )  # fmt: skip
+        json.dumps(asset("a")).encode()
+        + b"\n\n   \n{oops\n"
+        + json.dumps(asset("b")).encode()
+        + b"\r\n"
+        + b'{"id": "u", "name": "\xff"}'
+    )
     results = validated("jsonl", body)
     assert [type(r).__name__ for r in results] == [
         "ValidItem",
@@ -174,8 +189,14 @@ def test_json_lines_skip_blank_lines_and_fail_a_bad_line_alone() -> None:
 
 
 def test_envelope_keys_may_come_in_any_order() -> None:
-    body = json.dumps({"assets": [asset("a")], "total_assets": 1, "extra": {"x": [1]},
-                       "timestamp": "2025-06-01T11:00:00Z"}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "assets": [asset("a")],
+            "total_assets": 1,
+            "extra": {"x": [1]},
+            "timestamp": "2025-06-01T11:00:00Z",
+        }
+    ).encode()
     records, header = read("json", body)
     assert [r.raw_id for r in records] == ["a"]
     assert header.enveloped and header.total_assets == 1
@@ -277,7 +298,10 @@ def test_the_snapshot_time_is_the_timestamp_else_last_modified_else_the_fetch() 
     with pytest.raises(FeedInvalid) as caught:
         feed_facts(ahead, last_modified=None, fetched_at=fetched, now=NOW)
     assert caught.value.reason_code == "future_timestamp"
-    for bad in (FeedHeader("2025-06-01", 1, True), FeedHeader("2025-06-01T11:00:00Z", -1, True),
-                FeedHeader("2025-06-01T11:00:00Z", True, True)):  # fmt: skip
+    for bad in (
+        FeedHeader("2025-06-01", 1, True),
+        FeedHeader("2025-06-01T11:00:00Z", -1, True),
+        FeedHeader("2025-06-01T11:00:00Z", True, True),
+    ):
         with pytest.raises(FeedInvalid):
             feed_facts(bad, last_modified=None, fetched_at=fetched, now=NOW)

@@ -9,7 +9,8 @@ ones published and counted.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,7 @@ async def decisions(
     provider_id: str,
     comparison: Comparison,
     with_documents: bool,
-) -> AsyncIterator[tuple[Decision, Listing]]:
+) -> AsyncGenerator[tuple[Decision, Listing], None]:
     """Every asset id's decision, in id order."""
     query = queries.JOINED_FOR_PUBLISH if with_documents else queries.JOINED_FOR_PLAN
     grouper = ListingGrouper()
@@ -97,12 +98,19 @@ async def decisions(
 
 
 async def tally(
-    conn: asyncpg.Connection, *, run_id: str, provider_id: str, comparison: Comparison
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    provider_id: str,
+    comparison: Comparison,
+    keep: int,
 ) -> Tally:
     """The plan pass: what the run would do, without documents."""
-    found = Tally()
-    async for decision, listing in decisions(
+    found = Tally(keep=keep)
+    walk = decisions(
         conn, run_id=run_id, provider_id=provider_id, comparison=comparison, with_documents=False
-    ):
-        found.add(decision, listing.stored)
+    )
+    async with contextlib.aclosing(walk):
+        async for decision, listing in walk:
+            found.add(decision, listing.stored)
     return found

@@ -9,6 +9,7 @@ without the hold checks, and published. Recording the outcome is the caller's (i
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,7 +215,11 @@ class RunPipeline:
         errors = snapshot.errors
         if check_holds:
             plan = await tally(
-                conn, run_id=claim.run_id, provider_id=claim.provider_id, comparison=comparison
+                conn,
+                run_id=claim.run_id,
+                provider_id=claim.provider_id,
+                comparison=comparison,
+                keep=self._settings.max_stored_errors,
             )
             errors = item_errors(errors, plan.superseded, self._settings.max_stored_errors)
             verdict = hold_verdict(
@@ -310,37 +315,40 @@ class RunPipeline:
                 )
                 prices.clear()
 
-            async for decision, _listing in decisions(
+            walk = decisions(
                 conn,
                 run_id=claim.run_id,
                 provider_id=claim.provider_id,
                 comparison=comparison,
                 with_documents=True,
-            ):
-                action = decision.action
-                if action in (Action.CREATE, Action.UPDATE):
-                    try:
-                        assets.append(upsert_event(decision, run))
+            )
+            # Closed before the connection goes back to the pool, whatever stops the walk.
+            async with contextlib.aclosing(walk):
+                async for decision, _listing in walk:
+                    action = decision.action
+                    if action in (Action.CREATE, Action.UPDATE):
+                        try:
+                            assets.append(upsert_event(decision, run))
+                            asset_kinds.append(action)
+                        except MissingDocument:
+                            log.warning(
+                                "no staged document for a planned upsert; left unchanged",
+                                run_id=claim.run_id,
+                                asset_id=decision.asset_id,
+                            )
+                            published.unchanged += 1
+                    elif action == Action.DELETE:
+                        assets.append(deletion_event(decision, run))
                         asset_kinds.append(action)
-                    except MissingDocument:
-                        log.warning(
-                            "no staged document for a planned upsert; left unchanged",
-                            run_id=claim.run_id,
-                            asset_id=decision.asset_id,
-                        )
+                    elif action == Action.UNCHANGED:
                         published.unchanged += 1
-                elif action == Action.DELETE:
-                    assets.append(deletion_event(decision, run))
-                    asset_kinds.append(action)
-                elif action == Action.UNCHANGED:
-                    published.unchanged += 1
-                price = price_event(decision, run)
-                if price is not None:
-                    prices.append(price)
-                if len(assets) >= size:
-                    await send_assets()
-                if len(prices) >= size:
-                    await send_prices()
+                    price = price_event(decision, run)
+                    if price is not None:
+                        prices.append(price)
+                    if len(assets) >= size:
+                        await send_assets()
+                    if len(prices) >= size:
+                        await send_prices()
             if assets:
                 await send_assets()
             if prices:
