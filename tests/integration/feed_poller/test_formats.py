@@ -119,10 +119,10 @@ async def test_every_format_and_gzip_publishes_the_same_events(
             assert str(price.payload.amount) == "52.10" and price.payload.as_of.day == 2
             assert price.accepted_at == run["snapshot_time"] and price.source == "feed"
     gz = await db.fetchrow(
-            "SELECT bytes, decoded_bytes FROM feed_runs r JOIN feed_sources f USING (feed_id) "
-            "WHERE f.url LIKE '%envelope.json.gz'"
-        )
-        assert gz["bytes"] < gz["decoded_bytes"] == len(cases["/envelope.json"][1])
+        "SELECT bytes, decoded_bytes FROM feed_runs r JOIN feed_sources f USING (feed_id) "
+        "WHERE f.url LIKE '%envelope.json.gz'"
+    )
+    assert gz["bytes"] < gz["decoded_bytes"] == len(cases["/envelope.json"][1])
 
 
 async def test_conditional_requests_and_identical_bodies_are_not_modified(
