@@ -25,10 +25,14 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from benchmarks.feed.catalogue import assets, write_json
 from tests.support.system import System
 
+from benchmarks.feed.catalogue import assets, write_json
+
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+WRITES = (
+    "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = 'assets'"
+)
 ROOT = Path(__file__).resolve().parents[2]
 DLT_VENV = ROOT / ".venv-bench-dlt"
 
@@ -99,18 +103,12 @@ def measure(
     figures["first_s"] = wait_applied(dsn, applied, count) - began
     figures["first_counts"] = run["counts"]
 
-    rows_before = psql(
-        dsn,
-        "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = 'assets'",
-    )
+    rows_before = psql(dsn, WRITES)
     run, began = run_feed(system, feed["feed_id"])
     figures["identical_s"] = time.monotonic() - began
     figures["identical_status"] = run["status"]
     time.sleep(1)
-    rows_after = psql(
-        dsn,
-        "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = 'assets'",
-    )
+    rows_after = psql(dsn, WRITES)
     figures["identical_rows_written"] = int(rows_after) - int(rows_before)
 
     changed = max(1, count // 100)
@@ -164,6 +162,33 @@ def measure_dlt(folder: Path, name: str, dsn: str) -> dict[str, Any]:
     return figures
 
 
+def summary(report: dict[str, Any]) -> list[str]:
+    ours = report["rwasync"]
+    first = ours["first_s"]
+    lines = [
+        f"feed of {ours['assets']} assets ({ours['bytes'] / 1e6:.0f} MB):",
+        f"  first run         {first:7.1f} s",
+        f"  identical re-run  {ours['identical_s']:7.1f} s ({ours['identical_s'] / first:.2f} x "
+        f"first; {ours['identical_rows_written']} rows written)",
+        f"  1 % changed       {ours['changed_s']:7.1f} s ({ours['changed_s'] / first:.2f} x first)",
+        f"  poller peak RSS   {ours['poller_peak_rss_mb']:7.0f} MB",
+    ]
+    if "million" in report:
+        big = report["million"]
+        lines.append(
+            f"  {big['assets']} assets: first run {big['first_s']:.1f} s, "
+            f"poller peak RSS {big['poller_peak_rss_mb']:.0f} MB"
+        )
+    if "dlt" in report:
+        peer = report["dlt"]
+        lines.append(
+            f"  dlt merge first   {peer['first_s']:7.1f} s "
+            f"(rwasync {peer['first_s'] / first:.1f} x faster), {peer['first_rss_mb']:.0f} MB"
+        )
+        lines.append(f"  dlt identical     {peer['identical_s']:7.1f} s")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--assets", type=int, default=100_000)
@@ -208,30 +233,9 @@ def main() -> None:
             ["psql", ADMIN_DSN, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
             check=False,
         )
-    ours = report["rwasync"]
     print(json.dumps(report, indent=2))
-    print(f"\nfeed of {ours['assets']} assets ({ours['bytes'] / 1e6:.0f} MB):")
-    print(f"  first run          {ours['first_s']:7.1f} s")
-    print(
-        f"  identical re-run   {ours['identical_s']:7.1f} s  ({ours['identical_s'] / ours['first_s']:.2f} x first; {ours['identical_rows_written']} rows written)"
-    )
-    print(
-        f"  1 % changed        {ours['changed_s']:7.1f} s  ({ours['changed_s'] / ours['first_s']:.2f} x first)"
-    )
-    print(f"  poller peak RSS    {ours['poller_peak_rss_mb']:7.0f} MB")
-    if "million" in report:
-        big = report["million"]
-        print(
-            f"  {big['assets']} assets first run {big['first_s']:.1f} s, poller peak RSS {big['poller_peak_rss_mb']:.0f} MB"
-        )
-    if "dlt" in report:
-        peer = report["dlt"]
-        print(
-            f"  dlt merge first    {peer['first_s']:7.1f} s  (rwasync is {peer['first_s'] / ours['first_s']:.1f} x faster), {peer['first_rss_mb']:.0f} MB"
-        )
-        print(
-            f"  dlt identical      {peer['identical_s']:7.1f} s  ({peer['identical_s'] / max(ours['identical_s'], 1e-3):.0f} x rwasync's)"
-        )
+    for line in summary(report):
+        print(line)
 
 
 if __name__ == "__main__":
