@@ -148,9 +148,11 @@ def measure_dlt(folder: Path, name: str, dsn: str) -> dict[str, Any]:
     dataset = f"bench_{uuid.uuid4().hex[:6]}"
     script = Path(__file__).with_name("dlt_peer.py")
     figures: dict[str, Any] = {}
+    # dlt insists on a password in its credentials; the local server trusts loopback anyway.
+    credentials = dsn.replace("postgres@", "postgres:unused@", 1)
     for label in ("first", "identical"):
         out = subprocess.run(
-            [str(python), str(script), str(folder / name), dsn, dataset],
+            [str(python), str(script), str(folder / name), credentials, dataset],
             check=True,
             capture_output=True,
             text=True,
@@ -212,6 +214,7 @@ def main() -> None:
         system.cli("migrate")
         system.start("reconciler", "feed-poller")
         report["rwasync"] = measure(system, dsn, folder, served, args.assets, "catalogue")
+        print(json.dumps(report["rwasync"]), flush=True)
         if args.million:
             big = measure(system, dsn, folder, served, args.million, "million")
             report["million"] = {
