@@ -11,18 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-
-import orjson
+from typing import Final
 
 from rwasync.feed_poller.comparing import RowPayload
 from rwasync.feeds.snapshot import Action, Decision
 from rwasync.schema.events import (
+    AnyEvent,
     Arrival,
     AssetDeleted,
     AssetUpserted,
     PriceUpdated,
     asset_deleted,
     asset_upserted,
+    encode_message,
+    message_for,
     price_updated,
 )
 
@@ -44,22 +46,50 @@ class MissingDocument(Exception):
     stored asset changed in a way the version order forbids); the item is skipped and logged."""
 
 
-def upsert_event(decision: Decision, run: RunContext) -> AssetUpserted | AssetDeleted:
+# Where an upsert's document goes in its encoded message (see `encode_events`).
+_DOCUMENT_SLOT: Final = b'"document":{}'
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """An upsert event built without its document, and the document's canonical JSON bytes."""
+
+    event: AssetUpserted
+    document: bytes
+
+
+def upsert_event(decision: Decision, run: RunContext) -> Upsert:
     assert decision.row is not None and decision.version_updated_at is not None
     payload = decision.row.payload
     assert isinstance(payload, RowPayload)
     raw = payload.document or payload.stored_document
     if raw is None or decision.row.content_hash is None:
         raise MissingDocument(decision.asset_id)
-    return asset_upserted(
+    event = asset_upserted(
         run.arrival,
         asset_id=decision.asset_id,
         updated_at=decision.version_updated_at,
         accepted_at=run.snapshot_time,
-        document=orjson.loads(raw),
+        document={},
         content_hash=bytes(decision.row.content_hash).hex(),
         event_id=decision.event_id,
     )
+    return Upsert(event, bytes(raw))
+
+
+def encode_events(events: list[AnyEvent], documents: list[bytes]) -> tuple[str, bytes]:
+    """One message of `events` as (message id, body). Upserts were built with an empty document;
+    their documents' canonical JSON (exactly what was hashed) goes into its slot in the encoded
+    message, in order, so no document is parsed and serialised again on the way out. The slot
+    text cannot occur elsewhere: inside any JSON string its quotes would be escaped."""
+    message = message_for(events)
+    parts = encode_message(message).split(_DOCUMENT_SLOT)
+    if len(parts) != len(documents) + 1:
+        raise ValueError(f"{len(parts) - 1} document slots for {len(documents)} documents")
+    body = bytearray(parts[0])
+    for document, rest in zip(documents, parts[1:], strict=True):
+        body += b'"document":' + document + rest
+    return str(message.message_id), bytes(body)
 
 
 def deletion_event(decision: Decision, run: RunContext) -> AssetUpserted | AssetDeleted:

@@ -287,6 +287,7 @@ class RunPipeline:
         backpressure; `published` counts what the broker confirmed."""
         size = self._settings.events_per_message
         assets: list[AnyEvent] = []
+        documents: list[bytes] = []
         asset_kinds: list[Action] = []
         prices: list[AnyEvent] = []
         async with ConfirmedPublisher(
@@ -304,9 +305,14 @@ class RunPipeline:
                     published.deleted += kinds.count(Action.DELETE)
 
                 await publisher.publish(
-                    topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, list(assets), confirmed
+                    topology.ASSETS_EXCHANGE,
+                    topology.ASSET_BATCH_KEY,
+                    list(assets),
+                    confirmed,
+                    list(documents),
                 )
                 assets.clear()
+                documents.clear()
                 asset_kinds.clear()
 
             async def send_prices() -> None:
@@ -328,7 +334,9 @@ class RunPipeline:
                     action = decision.action
                     if action in (Action.CREATE, Action.UPDATE):
                         try:
-                            assets.append(upsert_event(decision, run))
+                            upsert = upsert_event(decision, run)
+                            assets.append(upsert.event)
+                            documents.append(upsert.document)
                             asset_kinds.append(action)
                         except MissingDocument:
                             log.warning(

@@ -18,8 +18,10 @@ from types import TracebackType
 import structlog
 from prometheus_client import Counter
 
+from rwasync.feed_poller.messages import encode_events
 from rwasync.platform.broker import Broker, BrokerUnavailable
-from rwasync.schema.events import AnyEvent, message_for
+from rwasync.schema import topology
+from rwasync.schema.events import AnyEvent
 
 log = structlog.get_logger(__name__)
 
@@ -59,8 +61,10 @@ class ConfirmedPublisher:
         routing_key: str,
         events: list[AnyEvent],
         on_confirm: Callable[[list[AnyEvent]], None],
+        documents: list[bytes] | None = None,
     ) -> None:
-        """Send one message of `events` once a slot is free; `on_confirm` runs on its confirm."""
+        """Send one message of `events` (upserts' `documents` spliced in, see `encode_events`)
+        once a slot is free; `on_confirm` runs on its confirm."""
         while True:
             self._check()
             try:
@@ -71,7 +75,10 @@ class ConfirmedPublisher:
                 continue
         if not self._tasks:
             self._progress = time.monotonic()
-        task = asyncio.create_task(self._send(exchange, routing_key, events, on_confirm))
+        message_id, body = encode_events(events, documents or [])
+        task = asyncio.create_task(
+            self._send(exchange, routing_key, events, message_id, body, on_confirm)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -80,10 +87,18 @@ class ConfirmedPublisher:
         exchange: str,
         routing_key: str,
         events: list[AnyEvent],
+        message_id: str,
+        body: bytes,
         on_confirm: Callable[[list[AnyEvent]], None],
     ) -> None:
         try:
-            await self._broker.publish(exchange, routing_key, message_for(events))
+            await self._broker.publish_body(
+                exchange,
+                routing_key,
+                body,
+                message_id=message_id,
+                headers={topology.HEADER_EVENT_COUNT: len(events)},
+            )
         except BrokerUnavailable as exc:
             if self._failure is None:
                 self._failure = exc
