@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -197,6 +198,21 @@ def _after(cursor: str | None) -> tuple[datetime | None, str | None]:
         raise FeedSettingInvalid("/cursor", "is not a cursor this listing returned") from None
 
 
+def _page(
+    rows: list[asyncpg.Record],
+    limit: int,
+    render: Callable[[asyncpg.Record], dict[str, Any]],
+    key: tuple[str, str],
+) -> dict[str, Any]:
+    """A page of `limit` items (one more row was fetched to know whether another page follows)."""
+    page = rows[:limit]
+    last = page[-1] if len(rows) > limit else None
+    return {
+        "items": [render(row) for row in page],
+        "next_cursor": _cursor(last[key[0]], last[key[1]]) if last is not None else None,
+    }
+
+
 def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise FeedSettingInvalid("/limit", f"must be 1-{MAX_PAGE}")
@@ -370,12 +386,7 @@ async def list_feeds(
     """`{"items": [feed...], "next_cursor"}`, oldest first."""
     after, key = _after(cursor)
     rows = await conn.fetch(LIST_FEEDS, provider_id, after, key, _limit(limit) + 1)
-    page = rows[:limit]
-    more = len(rows) > limit
-    return {
-        "items": [feed_object(r) for r in page],
-        "next_cursor": _cursor(page[-1]["created_at"], page[-1]["feed_id"]) if more else None,
-    }
+    return _page(rows, limit, feed_object, ("created_at", "feed_id"))
 
 
 async def request_run(
@@ -416,12 +427,7 @@ async def list_runs(
         raise FeedNotFound(f"unknown feed {feed_id!r}")
     before, key = _after(cursor)
     rows = await conn.fetch(LIST_RUNS, feed_id, before, key, _limit(limit) + 1)
-    page = rows[:limit]
-    more = len(rows) > limit
-    return {
-        "items": [run_object(r) for r in page],
-        "next_cursor": _cursor(page[-1]["requested_at"], page[-1]["run_id"]) if more else None,
-    }
+    return _page(rows, limit, run_object, ("requested_at", "run_id"))
 
 
 async def approval_pending(conn: asyncpg.Connection, run_id: str) -> bool:
