@@ -28,7 +28,6 @@ from tests.integration.feed_poller.harness import (
     add_feed,
     asset,
     body,
-    chunked,
     feed_body,
     poller_settings,
     running_poller,
@@ -325,4 +324,3 @@ async def test_a_trickling_server_fails_the_minimum_rate(
     assert (run["status"], run["reason_code"]) == ("failed", "timeout"), run["reason"]
     assert "fewer than 1024 bytes" in run["reason"] and "2 tries" in run["reason"]
     assert feed_server.hits["/slow.json"] == 2
-    _ = chunked
