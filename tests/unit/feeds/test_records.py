@@ -305,3 +305,21 @@ def test_the_snapshot_time_is_the_timestamp_else_last_modified_else_the_fetch() 
     ):
         with pytest.raises(FeedInvalid):
             feed_facts(bad, last_modified=None, fetched_at=fetched, now=NOW)
+
+
+@pytest.mark.parametrize("read_bytes", [1, 2, 3, 5, 7, 11, 64, 1000])
+def test_any_read_boundary_frames_the_same_items(read_bytes: int) -> None:
+    """Pieces may end inside a literal, a number, an escape, a multi-byte character or a key."""
+    items = [
+        asset("t", attributes={"flag": True, "none": None, "off": False, "n": -12.5e3}),
+        asset("esc", name='quote " back \\ slash \\u00e9 \u00e9 \u20ac \U0001f3e0'),
+        {"id": "nums", "values": [0, -1, 123456789012345678901234567890, 1e-7, 2.50]},
+    ]
+    body = json.dumps({"timestamp": "2025-06-01T11:00:00Z", "total_assets": 3, "assets": items})
+    reader = read_records("json", io.BytesIO(body.encode()), read_bytes=read_bytes)
+    records = list(reader.records)
+    assert [json.loads(r.text or "") for r in records] == items
+    assert reader.header.total_assets == 3
+    broken = body.replace('"flag": true', '"flag": tru')
+    with pytest.raises(FeedInvalid):
+        list(read_records("json", io.BytesIO(broken.encode()), read_bytes=read_bytes).records)

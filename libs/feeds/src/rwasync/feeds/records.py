@@ -33,6 +33,9 @@ READ_BYTES: Final = 1024 * 1024
 # An item (a JSON value, a line, a CSV row) larger than this breaks the file.
 MAX_ITEM_CHARS: Final = 16 * 1024 * 1024
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+# An error this close to the end of the text read may only mean the token goes on (`-Infinity`,
+# a `\uXXXX` escape, a number's exponent).
+_LONGEST_TOKEN: Final = 16
 
 
 class FeedInvalid(Exception):
@@ -86,8 +89,9 @@ class FeedReader:
 class _JsonText:
     """Decoded text read in pieces, with the C scanner's `raw_decode` framing values in it."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], read_bytes: int = READ_BYTES) -> None:
         self._stream = stream
+        self._read_bytes = read_bytes
         # Invalid UTF-8 is kept as lone surrogates, so only the item carrying it fails.
         self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._scan = json.JSONDecoder(parse_int=str, parse_float=str).raw_decode
@@ -98,7 +102,7 @@ class _JsonText:
     def _fill(self) -> bool:
         if self.eof:
             return False
-        data = self._stream.read(READ_BYTES)
+        data = self._stream.read(self._read_bytes)
         final = not data
         decoded = self._decoder.decode(data, final=final)
         self.text = self.text[self.pos :] + decoded
@@ -130,9 +134,12 @@ class _JsonText:
             try:
                 obj, end = self._scan(self.text, self.pos)
             except json.JSONDecodeError as exc:
-                if not self.eof and (
-                    exc.msg.startswith("Unterminated") or exc.pos >= len(self.text) - 1
-                ):
+                # The text read so far may end inside the value (a string, a literal, an escape, a
+                # number): read on. A real error is one with more text after it.
+                incomplete = exc.msg.startswith("Unterminated") or (
+                    exc.pos >= len(self.text) - _LONGEST_TOKEN
+                )
+                if incomplete and not self.eof:
                     self._grow()
                     continue
                 raise FeedInvalid(
@@ -314,13 +321,15 @@ def _csv_rows(stream: IO[bytes]) -> Iterator[RawRecord]:
         ) from None
 
 
-def read_records(fmt: FeedFormat | str, stream: IO[bytes]) -> FeedReader:
+def read_records(
+    fmt: FeedFormat | str, stream: IO[bytes], *, read_bytes: int = READ_BYTES
+) -> FeedReader:
     """A reader of the decoded body `stream` in format `fmt` (a bare JSON array and a JSON
     envelope are both `json`, told apart by their first character)."""
     header = FeedHeader()
     match FeedFormat(fmt):
         case FeedFormat.JSON:
-            return FeedReader(_json_document(_JsonText(stream), header), header)
+            return FeedReader(_json_document(_JsonText(stream, read_bytes), header), header)
         case FeedFormat.JSONL:
             return FeedReader(_json_lines(stream), header)
         case FeedFormat.CSV:
