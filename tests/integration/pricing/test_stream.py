@@ -6,14 +6,17 @@ reader-token wall on every read."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import pytest
 
 from rwasync.platform.db import Database
+from rwasync.store.tenants import issue_provider_credential
 from tests.integration.pricing.conftest import Client, Push, reader_headers
 from tests.support.sse import SseEvent, SseReader
 
@@ -228,3 +231,86 @@ async def test_a_slow_subscriber_is_closed_and_the_others_get_everything(
     slow_writer.close()
     # The last chunk, then the end of the chunked body.
     assert tail.endswith(b'event: close\ndata: {"reason":"slow_consumer"}\n\n\r\n0\r\n\r\n')
+
+
+async def test_only_reader_tokens_read_and_stream(
+    pricing: Start, db: Database, provider_id: str
+) -> None:
+    client = await pricing(auth_failures_per_minute=1000)  # 28 refusals from one client
+    credential = issue_provider_credential()
+    await db.execute(
+        "INSERT INTO provider_credentials (key_id, provider_id, secret_digest, token_digest)"
+        " VALUES ($1, $2, $3, $4)",
+        credential.key_id,
+        provider_id,
+        credential.secret_digest,
+        credential.token_digest,
+    )
+    basic = base64.b64encode(f"{credential.key_id}:{credential.secret}".encode()).decode()
+    refused: list[dict[str, str]] = [
+        {},
+        {"Authorization": "Bearer rwr_unknown"},
+        {"Authorization": f"Bearer {credential.token}"},
+        {"Authorization": f"Basic {basic}"},
+    ]
+    paths = [
+        f"/v1/prices/{provider_id}/a1",
+        f"/v1/prices?provider_id={provider_id}&asset_id=a1",
+        f"/v1/prices/{provider_id}/a1/history",
+        f"/v1/prices/{provider_id}/a1/ohlc?interval=1h",
+        f"/v1/prices/stream?provider_id={provider_id}",
+        f"/v1/prices/stream?provider_id={provider_id}&access_token={credential.token}",
+        f"/v1/prices/stream?provider_id={provider_id}&access_token=rwr_unknown",
+    ]
+    for path in paths:
+        for headers in refused:
+            response = await client.get(path, headers=headers)
+            assert response.status == 401, (path, headers)
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            assert response.content_type == "application/problem+json"
+
+
+async def test_stream_parameters_are_checked(pricing: Start, provider_id: str) -> None:
+    client = await pricing()
+    cases: dict[str, tuple[int, str]] = {
+        "": (400, "provider_id"),
+        "provider_id=prv_nobody": (404, ""),
+        f"provider_id={provider_id}&asset_id=a,b%20c": (400, "asset_id"),
+    }
+    for query, (status, parameter) in cases.items():
+        response = await client.get(f"/v1/prices/stream?{query}", headers=reader_headers())
+        assert response.status == status, query
+        body: dict[str, Any] = await response.json()
+        if parameter:
+            assert body["errors"][0]["parameter"] == parameter
+    bad_id = {**reader_headers(), "Last-Event-ID": "yesterday"}
+    response = await client.get(f"/v1/prices/stream?provider_id={provider_id}", headers=bad_id)
+    assert response.status == 400
+
+
+async def test_one_broker_queue_per_process_whatever_the_subscribers(
+    pricing: Start, provider_id: str, vhost_amqp_url: str
+) -> None:
+    """Subscribers are fanned out in memory: the broker sees one change queue per process."""
+    client = await pricing()
+
+    async def change_queues() -> int:
+        vhost = vhost_amqp_url.rsplit("/", 1)[1]
+        process = await asyncio.create_subprocess_exec(
+            "rabbitmqctl",
+            "-q",
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate()
+        return sum(1 for line in out.decode().split() if ".pricing.changes." in line)
+
+    async with (
+        subscribe(client, f"provider_id={provider_id}"),
+        subscribe(client, f"provider_id={provider_id}&asset_id=a1"),
+        subscribe(client, f"provider_id={provider_id}"),
+    ):
+        assert await change_queues() == 1

@@ -87,7 +87,7 @@ class PriceRoutes:
         app.router.add_get("/v1/prices/{provider_id}/{asset_id}/ohlc", self.ohlc)
 
     async def _reader(self, request: web.Request) -> None:
-        await self._auth.authenticate(request.headers.get("Authorization"))
+        await self._auth.authenticate_request(request)
 
     async def latest_price(self, request: web.Request) -> web.Response:
         await self._reader(request)

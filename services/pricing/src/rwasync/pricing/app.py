@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from rwasync.platform.auth import BEARER_ONLY, Authenticator
+from rwasync.platform.auth import BEARER_ONLY, Authenticator, FailedAuthentications
 from rwasync.platform.db import Database
 from rwasync.platform.http import run
 from rwasync.platform.logging import configure_logging
@@ -45,7 +45,10 @@ def create_app(settings: PricingSettings) -> web.Application:
     hub = ChangeHub(service.db, service.broker, poll_seconds=settings.stream_poll_seconds)
     upkeep = Upkeep(service.db, change_retention_seconds=settings.change_retention_seconds)
     readers = Authenticator(
-        ReaderTokens(service.db), cache_seconds=settings.auth_cache_seconds, schemes=BEARER_ONLY
+        ReaderTokens(service.db),
+        cache_seconds=settings.auth_cache_seconds,
+        schemes=BEARER_ONLY,
+        failures=FailedAuthentications(settings.auth_failures_per_minute),
     )
     app = service.app
     app[HUB] = hub

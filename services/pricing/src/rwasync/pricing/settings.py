@@ -12,6 +12,8 @@ class PricingSettings(ServiceSettings):
     prefetch: int = 64
     # How long a reader token stays trusted in memory before it is looked up again.
     auth_cache_seconds: float = 5.0
+    # Failed authentications one client may make within a minute before it gets 429.
+    auth_failures_per_minute: int = Field(20, ge=1)
     # Stream: price events a subscriber may fall behind by before it is closed as a slow consumer.
     # At least 128: the hub offers changes in slices of 64 between the subscribers' writes.
     stream_queue_size: int = Field(1000, ge=128)

@@ -80,7 +80,7 @@ class PriceStream:
         if not authorization and token:
             # Browsers' EventSource cannot send headers.
             authorization = f"Bearer {token}"
-        await self._auth.authenticate(authorization)
+        await self._auth.authenticate_request(request, authorization)
         provider_id = params.required(request.query, "provider_id")
         asset_ids = params.asset_ids(request.query, optional=True)
         resume = self._resume_position(request)
