@@ -189,10 +189,10 @@ class EventConsumer:
         headers: dict[str, object] = {
             topology.HEADER_REASON: reason,
             topology.HEADER_ORIGIN_QUEUE: self._queue_name,
-            "x-rwasync-dead-lettered-at": datetime.now(UTC).isoformat(),
+            topology.HEADER_DEAD_LETTERED_AT: datetime.now(UTC).isoformat(),
         }
         if provider_id is not None:
-            headers["x-rwasync-provider-id"] = provider_id
+            headers[topology.HEADER_PROVIDER_ID] = provider_id
         return headers
 
     async def _ack(self, message: AbstractIncomingMessage) -> None:

@@ -39,6 +39,8 @@ class LockSpace(IntEnum):
 
     ASSETS = 1
     PRICES = 2
+    # The session lock of the one replica that relays the change feed (key 0 in this space).
+    CHANGE_RELAY = 3
 
 
 # Takes the transaction-scoped advisory locks of a batch's keys in one global order (sorted), so
