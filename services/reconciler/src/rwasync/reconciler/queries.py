@@ -14,8 +14,9 @@ WITH incoming AS (
     SELECT *
     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::boolean[], $5::timestamptz[],
                 $6::uuid[], $7::text[], $8::jsonb[], $9::bytea[], $10::text[])
+         WITH ORDINALITY
          AS i(provider_id, asset_id, updated_at, deleted, accepted_at,
-              event_id, source, document, content_hash, status)
+              event_id, source, document, content_hash, status, position)
 ),
 decided AS (
     SELECT i.*,
@@ -71,6 +72,7 @@ changes AS (
            CASE WHEN NOT d.deleted THEN d.content_hash END
     FROM decided d JOIN written w ON w.event_id = d.event_id
     WHERE d.outcome = 'applied'
+    ORDER BY d.position  -- entries in the batch's order
 )
 SELECT d.event_id, d.outcome, d.stored_updated_at,
        (w.event_id IS NOT NULL) AS written

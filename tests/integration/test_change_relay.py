@@ -1,0 +1,125 @@
+"""The outbox relay against real Postgres and RabbitMQ: what committed while no relay ran is
+published when one starts, in order; of two replicas only one relays, and the other takes over."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+
+from rwasync.platform.broker import Broker
+from rwasync.platform.db import Database
+from rwasync.reconciler.apply import AssetApplier
+from rwasync.reconciler.relay import ChangeRelay
+from rwasync.schema import topology
+from tests.support.events import at, upserted
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+class ChangeListener:
+    """A queue of our own bound to every `asset.changed` message, read as a list of entries."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self.entries: list[dict[str, Any]] = []
+        self.message_ids: list[str] = []
+
+    async def __aenter__(self) -> ChangeListener:
+        self._connection = await aio_pika.connect(self._url)
+        channel = await self._connection.channel()
+        exchange = await channel.declare_exchange(
+            topology.CHANGES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key=f"{topology.ASSET_CHANGED_PREFIX}.#")
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            body = orjson.loads(message.body)
+            self.message_ids.append(str(message.message_id))
+            self.entries.extend(body["changes"])
+            await message.ack()
+
+        await queue.consume(on_message)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._connection.close()
+
+    async def wait_for(self, count: int) -> list[dict[str, Any]]:
+        await eventually(
+            lambda: asyncio.sleep(0, len(self.entries)),
+            lambda n: n >= count,
+            timeout=30,
+            what=f"{count} change entries published",
+        )
+        return self.entries
+
+
+@pytest.fixture
+async def listener(vhost_amqp_url: str, broker: Broker) -> AsyncIterator[ChangeListener]:
+    async with ChangeListener(vhost_amqp_url) as listening:
+        yield listening
+
+
+async def _relay(database_url: str, broker: Broker) -> ChangeRelay:
+    relay = ChangeRelay(database_url, broker, interval=0.05, per_message=3)
+    relay.start()
+    return relay
+
+
+async def test_changes_committed_without_a_relay_are_published_when_one_starts(
+    db: Database, database_url: str, broker: Broker, listener: ChangeListener, provider_id: str
+) -> None:
+    applier = AssetApplier(db)
+    events = [upserted(provider_id, f"a{i}", at(i)) for i in range(8)]
+    await applier.apply(events[:5])
+    await applier.apply(events[5:])
+    relay = await _relay(database_url, broker)
+    try:
+        entries = await listener.wait_for(8)
+        assert [e["event_id"] for e in entries] == [str(e.event_id) for e in events]
+        assert all(e["type"] == "asset.upserted" for e in entries)
+        # Then new changes flow as they commit.
+        later = upserted(provider_id, "a0", at(30))
+        await applier.apply([later])
+        entries = await listener.wait_for(9)
+        assert entries[-1]["event_id"] == str(later.event_id)
+    finally:
+        await relay.stop()
+    mark = await db.fetchrow("SELECT xid::text, change_id FROM change_relays")
+    last = await db.fetchrow(
+        "SELECT xid::text, change_id FROM asset_changes ORDER BY xid DESC, change_id DESC LIMIT 1"
+    )
+    assert mark == last
+    assert len(listener.entries) == 9  # each once: nothing crashed
+
+
+async def test_one_replica_relays_at_a_time_and_another_takes_over(
+    db: Database, database_url: str, broker: Broker, listener: ChangeListener, provider_id: str
+) -> None:
+    first = await _relay(database_url, broker)
+    await eventually(lambda: asyncio.sleep(0, first.holding), bool, what="first relay holding")
+    second = await _relay(database_url, broker)
+    try:
+        applier = AssetApplier(db)
+        for i in range(6):
+            await applier.apply([upserted(provider_id, f"a{i}", at(i))])
+        await listener.wait_for(6)
+        assert not second.holding
+        await first.stop()
+        await eventually(
+            lambda: asyncio.sleep(0, second.holding), bool, what="second relay taking over"
+        )
+        await applier.apply([upserted(provider_id, "after", at(9))])
+        entries = await listener.wait_for(7)
+    finally:
+        await first.stop()
+        await second.stop()
+    ids = [e["event_id"] for e in entries]
+    assert len(ids) == len(set(ids)) == 7
