@@ -145,9 +145,7 @@ async def test_the_feed_shape_and_a_cursor_with_nothing_new(db: Database, provid
         await read_changes(db.pool, None, limit=501)
 
 
-async def test_an_expired_cursor_is_gone(
-    db: Database, database_url: str, provider_id: str
-) -> None:
+async def test_an_expired_cursor_is_gone(db: Database, database_url: str, provider_id: str) -> None:
     applier = AssetApplier(db)
     await applier.apply([upserted(provider_id, "a1", at(1))])
     old_cursor = (await read_changes(db.pool, None))["next_cursor"]

@@ -78,9 +78,12 @@ def dead_letter_from(
         deliveries = _int(headers.get("x-delivery-count"))
         if deliveries is not None:
             deliveries += 1  # the count is of redeliveries; the first delivery makes one more
+    why = str((death or {}).get("reason") or "unknown")
+    if deliveries is None and why == "delivery_limit":
+        # The broker says only that the work queue's limit was passed: one delivery beyond it.
+        deliveries = topology.DELIVERY_LIMIT + 1
     reason = headers.get(topology.HEADER_REASON)
     if not isinstance(reason, str | bytes):
-        why = str((death or {}).get("reason") or "unknown")
         times = f" after {deliveries} deliveries" if deliveries else ""
         reason = (
             f"dead-lettered by the broker ({why}){times}: the message crashed or stalled its "
@@ -196,9 +199,20 @@ async def get_dead_letter(conn: asyncpg.Connection, message_id: str) -> asyncpg.
     return await conn.fetchrow(GET, message_id)
 
 
-async def remove(conn: asyncpg.Connection, message_id: str) -> bool:
-    """Forget a dead letter (after its replay was confirmed)."""
-    return await conn.fetchval(REMOVE, message_id) is not None
+CLEAR_NOTES: Final = """
+UPDATE event_receipts SET reason = NULL
+WHERE event_id = ANY($1::uuid[]) AND status = 'accepted'
+"""
+
+
+async def replayed(conn: asyncpg.Connection, message_id: str) -> bool:
+    """Forget a dead letter whose replay the broker confirmed: its events' receipts lose the
+    dead-letter note and wait, `accepted`, for their decision."""
+    async with conn.transaction():
+        event_ids = await conn.fetchval(REMOVE, message_id)
+        if event_ids:
+            await conn.execute(CLEAR_NOTES, event_ids)
+    return event_ids is not None
 
 
 async def purge(conn: asyncpg.Connection, message_ids: Sequence[str]) -> int:
