@@ -21,6 +21,7 @@ from rwasync.store.catalog import (
     read_changes,
 )
 from tests.support.events import at, deleted, upserted
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +32,21 @@ VALUES ($1, 'asset.upserted', 'push', 'prv_test', $2, now(), false, '\\x00')
 """
 
 
-async def _read_all(db: Database, since: str | None) -> tuple[list[dict[str, object]], str]:
+async def _read_until(db: Database, since: str | None, count: int) -> list[dict[str, object]]:
+    """Follow the feed from `since` until `count` entries came. Entries are handed out once no
+    transaction in the cluster could still commit one before them, which can take a moment on
+    a shared server: wait for them, never assume."""
     items: list[dict[str, object]] = []
-    while True:
+
+    async def more() -> int:
+        nonlocal since
         page = await read_changes(db.pool, since, limit=7)
         items.extend(page["items"])
-        if page["next_cursor"] == since or not page["items"]:
-            return items, page["next_cursor"]
         since = page["next_cursor"]
+        return len(items)
+
+    await eventually(more, lambda n: n >= count, interval=0.02, what=f"{count} entries")
+    return items
 
 
 async def test_an_entry_committing_late_is_neither_skipped_nor_repeated(
@@ -57,7 +65,7 @@ async def test_an_entry_committing_late_is_neither_skipped_nor_repeated(
         assert page["items"] == []  # a1's transaction may still add an entry before a2's
         cursor = page["next_cursor"]
         await t1.commit()
-        items, _ = await _read_all(db, cursor)
+        items = await _read_until(db, cursor, 2)
         assert [i["event_id"] for i in items] == [str(early), str(late)]
     finally:
         await first.close()
@@ -93,14 +101,12 @@ async def test_concurrent_writers_committing_out_of_order_reach_a_follower_once_
 
     async def follower() -> None:
         cursor = None
-        while True:
-            finished = done.is_set()
+        while not done.is_set():
             page = await read_changes(db.pool, cursor, limit=5)
             seen.extend(page["items"])
             cursor = page["next_cursor"]
-            if finished and not page["items"]:
-                return
             await asyncio.sleep(0.005)
+        seen.extend(await _read_until(db, cursor, len(written) + 10 - len(seen)))
 
     following = asyncio.create_task(follower())
     await asyncio.gather(*(writer(n) for n in range(4)), applier())
@@ -108,8 +114,8 @@ async def test_concurrent_writers_committing_out_of_order_reach_a_follower_once_
     await asyncio.wait_for(following, 60)
 
     stored = await db.fetch("SELECT event_id FROM asset_changes ORDER BY xid, change_id")
-    assert [i["event_id"] for i in seen] == [str(r["event_id"]) for r in stored]
     assert len(stored) == len(written) + 10
+    assert [i["event_id"] for i in seen] == [str(r["event_id"]) for r in stored]
     assert len({i["event_id"] for i in seen}) == len(seen)
 
 
@@ -118,6 +124,7 @@ async def test_the_feed_shape_and_a_cursor_with_nothing_new(db: Database, provid
     live = upserted(provider_id, "a1", at(1))
     await applier.apply([live])
     await applier.apply([deleted(provider_id, "a2", at(2))])
+    await _read_until(db, None, 2)  # settled: from now on every read sees both
     page = await read_changes(db.pool, None)
     first, second = page["items"]
     assert first == {
@@ -148,9 +155,11 @@ async def test_the_feed_shape_and_a_cursor_with_nothing_new(db: Database, provid
 async def test_an_expired_cursor_is_gone(db: Database, database_url: str, provider_id: str) -> None:
     applier = AssetApplier(db)
     await applier.apply([upserted(provider_id, "a1", at(1))])
+    await _read_until(db, None, 1)
     old_cursor = (await read_changes(db.pool, None))["next_cursor"]
     await applier.apply([upserted(provider_id, "a1", at(2))])
     await applier.apply([upserted(provider_id, "a1", at(3))])
+    await _read_until(db, None, 3)
     everything = await read_changes(db.pool, None)
     # Age the first two entries past retention, and let the relay have published them.
     await db.execute("ALTER TABLE asset_changes DISABLE TRIGGER asset_changes_append_only")

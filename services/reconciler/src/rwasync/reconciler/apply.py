@@ -8,6 +8,7 @@ receipt and every applied change its entry in `asset_changes`, in the same trans
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,8 +100,8 @@ class AssetApplier:
             if folded:
                 decisions.extend(await apply_folded(conn, folded))
             await receipts.record_decisions(conn, decisions)
-        for d in decisions:
-            EVENTS.labels(d.type, d.status).inc()
+        for (kind, status), count in Tally((d.type, d.status) for d in decisions).items():
+            EVENTS.labels(kind, status).inc(count)
         log.debug("asset events applied", events=len(changes), folded=len(folded))
 
     async def _merge(self, conn: Any, events: Sequence[AssetChange]) -> list[Decision]:

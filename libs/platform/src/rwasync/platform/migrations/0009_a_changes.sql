@@ -24,7 +24,6 @@ CREATE TABLE asset_changes (
     PRIMARY KEY (xid, change_id)
 );
 CREATE INDEX asset_changes_asset ON asset_changes (provider_id, asset_id);
-CREATE INDEX asset_changes_applied_at ON asset_changes (applied_at);
 
 -- Entries are never changed; only retention removes the oldest ones.
 CREATE FUNCTION asset_changes_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
