@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import signal
 import subprocess
@@ -27,6 +28,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -173,17 +175,27 @@ async def relay_catch_up(database_url: str, timeout: float = 600) -> float:
         await conn.close()
 
 
+def consuming_since(service: ServiceProcess) -> float:
+    """When the service last logged that it started consuming (epoch seconds)."""
+    started = None
+    for line in service.log_path.read_text(errors="replace").splitlines():
+        if '"event": "consuming"' in line:
+            started = datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+    if started is None:
+        raise RuntimeError(f"{service.name} never logged that it consumes")
+    return started
+
+
 def drain(replicas: list[ServiceProcess], messages: int, timeout: float = 600) -> float:
-    """Seconds from every replica consuming until they acked `messages` more messages."""
+    """Seconds from the first fresh replica consuming until they all acked `messages`."""
     for replica in replicas:
         replica.wait()
-    base = sum(acked(r) for r in replicas)
-    began = time.perf_counter()
-    while sum(acked(r) for r in replicas) - base < messages:
-        if time.perf_counter() - began > timeout:
+    began = time.monotonic()
+    while sum(acked(r) for r in replicas) < messages:
+        if time.monotonic() - began > timeout:
             raise TimeoutError("drain did not finish")
-        time.sleep(0.05)
-    return time.perf_counter() - began
+        time.sleep(0.1)
+    return time.time() - min(consuming_since(r) for r in replicas)
 
 
 def profile(service: ServiceProcess, path: str) -> subprocess.Popen[bytes]:
@@ -226,7 +238,7 @@ def main() -> None:
     database_url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{name}"
     workdir = Path(tempfile.mkdtemp(prefix="rwasync-bench-"))
-    system = System(database_url, amqp_url, workdir, {"RWASYNC_LOG_LEVEL": "WARNING"})
+    system = System(database_url, amqp_url, workdir)
     figures: list[Figure] = []
     extra: list[ServiceProcess] = []
     try:
@@ -256,8 +268,11 @@ def main() -> None:
         )
         figures.append(Figure("change feed relayed, after the fresh drain", 0, lag or 1e-9))
 
+        # Each drain starts with fresh processes and a preloaded queue.
+        reconciler.stop()
         before = asyncio.run(fingerprint(database_url))
         asyncio.run(preload(amqp_url, fresh.bodies))
+        reconciler.start()
         again = drain([reconciler], len(fresh.bodies))
         written = asyncio.run(fingerprint(database_url)) != before
         figures.append(
@@ -266,8 +281,10 @@ def main() -> None:
 
         if not args.skip_replicas:
             more = build(pid, "three", n, args.per_message)
+            reconciler.stop()
             asyncio.run(record_receipts(database_url, pid, more))
             asyncio.run(preload(amqp_url, more.bodies))
+            reconciler.start()
             extra = [
                 ServiceProcess("reconciler", free_port(), system.env, workdir / f"replica-{i}.log")
                 for i in range(args.replicas - 1)

@@ -12,17 +12,18 @@ from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+import orjson
 import structlog
 from prometheus_client import Counter
 
 from rwasync.platform.db import Database, LockSpace, lock_keys
 from rwasync.reconciler import queries
 from rwasync.reconciler.folding import apply_folded
-from rwasync.reconciler.patch_state import AssetEvent, stale_reason
-from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted, Event, ReceiptStatus
+from rwasync.reconciler.patch_state import AssetEvent
+from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted, Event, EventType
 from rwasync.schema.versions import event_version, newest_per_key
 from rwasync.store import receipts
-from rwasync.store.receipts import Decision
 
 log = structlog.get_logger(__name__)
 
@@ -53,20 +54,36 @@ def _check(event: Event) -> AssetEvent:
     return event
 
 
-def _columns(events: Sequence[AssetChange]) -> list[list[Any]]:
-    upserts = [e if isinstance(e, AssetUpserted) else None for e in events]
-    return [
-        [e.provider_id for e in events],
-        [e.asset_id for e in events],
-        [e.updated_at for e in events],
-        [u is None for u in upserts],
-        [e.accepted_at for e in events],
-        [e.event_id for e in events],
-        [str(e.source) for e in events],
-        [u.payload.document if u else None for u in upserts],
-        [bytes.fromhex(u.payload.content_hash) if u else None for u in upserts],
-        [u.payload.document.get("status") if u else None for u in upserts],
-    ]
+def _incoming(
+    newest: Sequence[AssetChange], superseded: Sequence[AssetChange]
+) -> list[tuple[Any, ...]]:
+    """The rows COPY stages: every event of the plain path, the newest of each asset flagged."""
+    rows: list[tuple[Any, ...]] = []
+    flagged = [(e, True) for e in newest] + [(e, False) for e in superseded]
+    for position, (event, is_newest) in enumerate(flagged):
+        document = digest = status = None
+        if isinstance(event, AssetUpserted):
+            document = orjson.dumps(event.payload.document).decode()
+            digest = bytes.fromhex(event.payload.content_hash)
+            status = event.payload.document.get("status")
+        rows.append(
+            (
+                event.provider_id,
+                event.asset_id,
+                event.updated_at,
+                document is None,
+                event.accepted_at,
+                event.event_id,
+                str(event.source),
+                document,
+                digest,
+                status,
+                str(event.type),
+                is_newest,
+                position,
+            )
+        )
+    return rows
 
 
 def _key_columns(keys: Sequence[AssetKey]) -> tuple[list[str], list[str]]:
@@ -84,7 +101,7 @@ class AssetApplier:
         keys = list(dict.fromkeys(asset_key(e) for e in changes))
         async with self._db.connection() as conn, conn.transaction():
             await lock_keys(conn, [f"{p}/{a}" for p, a in keys], LockSpace.ASSETS)
-            folded_keys = {asset_key(e) for e in changes if isinstance(e, AssetPatched)}
+            folded_keys = {asset_key(e) for e in changes if e.type == EventType.ASSET_PATCHED}
             others = [k for k in keys if k not in folded_keys]
             if others:
                 rows = await conn.fetch(queries.ASSETS_WITH_PATCHES, *_key_columns(others))
@@ -96,39 +113,35 @@ class AssetApplier:
                     folded.append(e)
                 else:
                     plain.append(e)
-            decisions = await self._merge(conn, plain) if plain else []
+            outcomes = await self._merge(conn, plain) if plain else Tally()
             if folded:
-                decisions.extend(await apply_folded(conn, folded))
-            await receipts.record_decisions(conn, decisions)
-        for (kind, status), count in Tally((d.type, d.status) for d in decisions).items():
+                decisions = await apply_folded(conn, folded)
+                await receipts.record_decisions(conn, decisions)
+                outcomes.update((d.type, str(d.status)) for d in decisions)
+        for (kind, status), count in outcomes.items():
             EVENTS.labels(kind, status).inc(count)
         log.debug("asset events applied", events=len(changes), folded=len(folded))
 
-    async def _merge(self, conn: Any, events: Sequence[AssetChange]) -> list[Decision]:
+    async def _merge(
+        self, conn: asyncpg.Connection, events: Sequence[AssetChange]
+    ) -> Tally[tuple[str, str]]:
+        """The plain path: stage with COPY, then one statement merges, records the receipts and
+        the change entries. Returns how many events of each type ended how."""
         newest, superseded = newest_per_asset(events)
-        rows = await conn.fetch(queries.APPLY_ASSET_CHANGES, *_columns(newest))
-        by_id = {e.event_id: e for e in newest}
-        decisions: list[Decision] = []
-        for row in rows:
-            event = by_id[row["event_id"]]
-            outcome = ReceiptStatus(row["outcome"])
-            if outcome != ReceiptStatus.STALE_IGNORED and not row["written"]:
-                # The classification and the guarded write disagree: only possible if the
-                # advisory lock did not hold. Fail the batch rather than record a false receipt.
-                raise RuntimeError(f"event {event.event_id} classified {outcome} but not written")
-            reason = (
-                stale_reason(row["stored_updated_at"])
-                if outcome == ReceiptStatus.STALE_IGNORED
-                else None
-            )
-            decisions.append(Decision.of(event, outcome, reason))
-        decisions.extend(
-            Decision.of(
-                e, ReceiptStatus.STALE_IGNORED, "superseded by a newer event in the same batch"
-            )
-            for e in superseded
+        await conn.execute(queries.CREATE_INCOMING)
+        await conn.copy_records_to_table(
+            "incoming_asset_events",
+            records=_incoming(newest, superseded),
+            columns=queries.INCOMING_COLUMNS,
         )
-        return decisions
+        outcomes: Tally[tuple[str, str]] = Tally()
+        for row in await conn.fetch(queries.APPLY_INCOMING):
+            if row["unwritten"]:
+                # The classification and the guarded write disagree: only possible if the
+                # advisory lock did not hold. Fail the batch rather than record false receipts.
+                raise RuntimeError(f"{row['unwritten']} events classified written but not")
+            outcomes[(row["event_type"], row["outcome"])] += row["events"]
+        return outcomes
 
     async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
         await receipts.note_dead_lettered(self._db.pool, events, reason)

@@ -1,24 +1,37 @@
 """Every SQL statement the reconciler runs of its own. The change feed read that the relay shares
-with the portal's catalogue reads lives in `rwasync.store.catalog`."""
+with the portal's catalogue reads lives in `rwasync.store.catalog`; the receipts of folded
+assets are recorded through `rwasync.store.receipts`."""
 
 from typing import Final
 
-# The guarded merge of assets without kept patches: one row per asset (the batch's newest upsert
-# or deletion of it). A change is written only when its version (updated_at, deleted,
-# accepted_at, event_id) is greater than the stored one; the guard sits in the WHERE of the
-# upsert so no replica can race past it. A duplicate (same content hash as the live stored
-# document) writes no document: only its newer version. Every applied change gets its entry in
-# `asset_changes` (audit, change feed and outbox) in the same statement.
-APPLY_ASSET_CHANGES: Final = """
-WITH incoming AS (
-    SELECT *
-    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::boolean[], $5::timestamptz[],
-                $6::uuid[], $7::text[], $8::jsonb[], $9::bytea[], $10::text[])
-         WITH ORDINALITY
-         AS i(provider_id, asset_id, updated_at, deleted, accepted_at,
-              event_id, source, document, content_hash, status, position)
-),
-decided AS (
+# The batch's events on the plain path (assets without kept patches), copied in with COPY: one
+# table per connection, emptied at every commit. Documents stay text until a row is written, so a
+# stale or duplicate event costs no JSON parse.
+CREATE_INCOMING: Final = """
+CREATE TEMP TABLE IF NOT EXISTS incoming_asset_events (
+    provider_id text, asset_id text, updated_at timestamptz, deleted boolean,
+    accepted_at timestamptz, event_id uuid, source text, document text, content_hash bytea,
+    status text, event_type text, newest boolean, position integer
+) ON COMMIT DELETE ROWS
+"""
+
+INCOMING_COLUMNS: Final = (
+    "provider_id", "asset_id", "updated_at", "deleted", "accepted_at", "event_id", "source",
+    "document", "content_hash", "status", "event_type", "newest", "position",
+)  # fmt: skip
+
+# The guarded merge of the staged events, their receipts and their change entries, in one
+# statement. Only each asset's newest event of the batch (`newest`) is merged; the others are
+# superseded. A change is written only when its version (updated_at, deleted, accepted_at,
+# event_id) is greater than the stored one; the guard sits in the WHERE of the upsert so no
+# replica can race past it. A duplicate (same content hash as the live stored document) writes no
+# document: only its newer version. Every applied change gets its entry in `asset_changes`
+# (audit, change feed and outbox). Receipts leave `accepted` once (as `rwasync.store.receipts`
+# decides them), with the stale reason `patch_state.stale_reason` words the same way. Returns the
+# outcome counts per event type, and how many classified writes did not happen (always 0 under
+# the batch's advisory locks; anything else fails the batch).
+APPLY_INCOMING: Final = """
+WITH decided AS (
     SELECT i.*,
            CASE
                WHEN a.asset_id IS NULL THEN 'applied'
@@ -30,15 +43,16 @@ decided AS (
            END AS outcome,
            a.updated_at AS stored_updated_at,
            CASE WHEN NOT a.deleted THEN a.content_hash END AS before_hash
-    FROM incoming i
+    FROM incoming_asset_events i
     LEFT JOIN assets a ON a.provider_id = i.provider_id AND a.asset_id = i.asset_id
+    WHERE i.newest
 ),
 written AS (
     INSERT INTO assets AS a (provider_id, asset_id, updated_at, deleted, accepted_at, event_id,
                              source, document, content_hash, status, applied_at, deleted_at)
     SELECT provider_id, asset_id, updated_at, deleted, accepted_at, event_id,
-           source, document, content_hash, status, now(),
-           CASE WHEN deleted THEN updated_at END
+           source, CASE WHEN outcome = 'applied' THEN document::jsonb END, content_hash, status,
+           now(), CASE WHEN deleted THEN updated_at END
     FROM decided
     WHERE outcome <> 'stale_ignored'
     ON CONFLICT (provider_id, asset_id) DO UPDATE SET
@@ -66,17 +80,42 @@ written AS (
 changes AS (
     INSERT INTO asset_changes (event_id, event_type, source, provider_id, asset_id, updated_at,
                                deleted, before_hash, after_hash)
-    SELECT d.event_id,
-           CASE WHEN d.deleted THEN 'asset.deleted' ELSE 'asset.upserted' END,
-           d.source, d.provider_id, d.asset_id, d.updated_at, d.deleted, d.before_hash,
-           CASE WHEN NOT d.deleted THEN d.content_hash END
+    SELECT d.event_id, d.event_type, d.source, d.provider_id, d.asset_id, d.updated_at,
+           d.deleted, d.before_hash, CASE WHEN NOT d.deleted THEN d.content_hash END
     FROM decided d JOIN written w ON w.event_id = d.event_id
     WHERE d.outcome = 'applied'
     ORDER BY d.position  -- entries in the batch's order
+),
+outcomes AS (
+    SELECT d.event_id, d.event_type, d.provider_id, d.asset_id, d.accepted_at, d.outcome,
+           CASE WHEN d.outcome = 'stale_ignored' THEN
+               format('a newer or equal version is stored (updated_at %s)',
+                      to_char(d.stored_updated_at AT TIME ZONE 'UTC',
+                              'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+           END AS reason,
+           d.outcome <> 'stale_ignored' AND w.event_id IS NULL AS unwritten
+    FROM decided d LEFT JOIN written w ON w.event_id = d.event_id
+    UNION ALL
+    SELECT event_id, event_type, provider_id, asset_id, accepted_at, 'stale_ignored',
+           'superseded by a newer event in the same batch', false
+    FROM incoming_asset_events WHERE NOT newest
+),
+receipts AS (
+    INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, reason,
+                                accepted_at, decided_at)
+    SELECT event_id, provider_id, asset_id, event_type, outcome, reason, accepted_at, now()
+    FROM outcomes o
+    -- A decided receipt is skipped here rather than by ON CONFLICT, which would lock (and so
+    -- write) its row: a re-delivery must write nothing.
+    WHERE NOT EXISTS (SELECT 1 FROM event_receipts r
+                      WHERE r.event_id = o.event_id AND r.status <> 'accepted')
+    ON CONFLICT (event_id) DO UPDATE
+        SET status = EXCLUDED.status, reason = EXCLUDED.reason, latest = NULL,
+            decided_at = EXCLUDED.decided_at
+        WHERE event_receipts.status = 'accepted'
 )
-SELECT d.event_id, d.outcome, d.stored_updated_at,
-       (w.event_id IS NOT NULL) AS written
-FROM decided d LEFT JOIN written w ON w.event_id = d.event_id
+SELECT event_type, outcome, count(*) AS events, count(*) FILTER (WHERE unwritten) AS unwritten
+FROM outcomes GROUP BY event_type, outcome
 """
 
 # Which of these assets keep patches (their changes are folded in version order in Python).
