@@ -11,7 +11,7 @@ export RWASYNC_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 # Tests never read a developer's .env: every process they start gets its settings explicitly.
 test test-slow: export RWASYNC_ENV_FILE := /dev/null
 
-.PHONY: run test test-slow check lint typecheck install services migrate clean
+.PHONY: run test test-slow check lint typecheck install services deploy-tools migrate clean
 
 $(STAMP): $(foreach p,$(PACKAGES),$(p)/pyproject.toml) requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -24,6 +24,10 @@ install: $(STAMP)
 
 services:
 	@scripts/ensure-services.sh
+
+## docker-compose and Caddy, which the deployment tests run (no Docker engine needed).
+deploy-tools: install
+	@scripts/ensure-deploy-tools.sh $(VENV)
 
 migrate: install services
 	$(BIN)/rwasync migrate
@@ -59,7 +63,7 @@ typecheck: install
 check: lint typecheck
 
 ## Run the whole default suite: checks, then unit, integration and e2e tests.
-test: install services check
+test: install services deploy-tools check
 	$(BIN)/pytest -m "not slow" -p no:cacheprovider
 
 ## Slow soak and fault runs, kept out of the default suite.

@@ -48,17 +48,23 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    # A command of its own (its environment then sets the port); else `python -m` the service.
+    argv: list[str] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        module, port_var = SERVICES[self.name]
-        env = {**self.env, port_var: str(self.port)}
+        if self.argv is None:
+            module, port_var = SERVICES[self.name]
+            argv, env = [sys.executable, "-m", module], {**self.env, port_var: str(self.port)}
+            cwd = None
+        else:  # as in a container: nothing but its environment, in a folder of its own
+            argv, env, cwd = self.argv, self.env, self.log_path.parent
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT
+            argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
 

@@ -1,5 +1,6 @@
-"""`.env.example` documents every setting of every process, so an operator never has to read the
-code to find one (and `make run` copies it to `.env`)."""
+"""`.env.example` documents every setting of every process and every variable docker-compose.yml
+interpolates, so an operator never has to read the code to find one (and `make run` copies it to
+`.env`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rwasync.ingest_api.settings import IngestSettings
 from rwasync.platform.settings import CommonSettings
 from rwasync.pricing.settings import PricingSettings
 from rwasync.reconciler.settings import ReconcilerSettings
+from tests.support.deployment import compose_variables, env_names
 
 pytestmark = pytest.mark.unit
 
@@ -29,20 +31,6 @@ SETTINGS: list[type[BaseSettings]] = [
 ]
 
 
-def env_names(settings: type[BaseSettings]) -> set[str]:
-    prefix = settings.model_config.get("env_prefix", "")
-    names = set()
-    for name, field in settings.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, str):
-            names.add(alias)
-        elif alias is not None:
-            names.add(str(alias.choices[0]))  # type: ignore[union-attr]
-        else:
-            names.add(f"{prefix}{name}".upper())
-    return names
-
-
 def documented() -> set[str]:
     return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", EXAMPLE.read_text(), re.MULTILINE))
 
@@ -52,8 +40,12 @@ def test_every_setting_is_documented(settings: type[BaseSettings]) -> None:
     assert env_names(settings) <= documented()
 
 
+def test_every_compose_variable_is_documented() -> None:
+    assert compose_variables() <= documented()
+
+
 def test_nothing_documented_is_unknown() -> None:
-    known = set().union(*(env_names(s) for s in SETTINGS))
+    known = set().union(*(env_names(s) for s in SETTINGS)) | compose_variables()
     assert documented() <= known
 
 

@@ -28,9 +28,18 @@ from tests.support.infra import Infra, create_database, drop_database, unique_na
 from tests.support.waiting import eventually
 
 
-def ingest_settings(database_url: str, amqp_url: str) -> IngestSettings:
+def ingest_settings(database_url: str, amqp_url: str, **overrides: Any) -> IngestSettings:
+    """Settings for a test service; the failed-authentication limit is lifted (tests of bad
+    credentials share one client address) unless a test sets it, and a repeat waits for a key
+    still in flight for 3 s."""
     return IngestSettings.model_validate(
-        {"RWASYNC_DATABASE_URL": database_url, "RWASYNC_AMQP_URL": amqp_url}
+        {
+            "RWASYNC_DATABASE_URL": database_url,
+            "RWASYNC_AMQP_URL": amqp_url,
+            "auth_failures_per_minute": 1_000_000,
+            "idempotency_wait_seconds": 3,
+            **overrides,
+        }
     )
 
 

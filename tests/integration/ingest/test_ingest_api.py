@@ -8,12 +8,9 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import aio_pika
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient
 
 from rwasync.ingest_api.acceptance import AcceptanceClock
 from rwasync.ingest_api.app import create_app
@@ -35,90 +32,21 @@ from tests.integration.ingest.conftest import (
     readiness,
     serve,
 )
+from tests.integration.ingest.helpers import (
+    JSON,
+    NOWHERE_AMQP,
+    NOWHERE_POSTGRES,
+    Client,
+    accepted_event_id,
+    house,
+    pointers,
+    problem,
+    put_json,
+    store_asset,
+)
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-Client = TestClient[web.Request, web.Application]
-JSON = {"Content-Type": "application/json"}
-NOWHERE_AMQP = "amqp://guest:guest@127.0.0.1:1/"
-NOWHERE_POSTGRES = "postgresql://postgres@127.0.0.1:1/nowhere"
-
-
-def house(asset_id: str, **extra: Any) -> dict[str, Any]:
-    """A Detroit house as a provider sends it: local offset, xdai, lowercase address, `54.20`."""
-    return {
-        "id": asset_id,
-        "updated_at": "2025-05-30T09:15:00-04:00",
-        "status": "active",
-        "name": "2417 Van Dyke Street, Detroit",
-        "token": {
-            "symbol": "REALTOKEN-S-2417-VAN-DYKE-ST",
-            "chain": "xdai",
-            "contract_address": "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
-            "total_supply": 10000,
-            "decimals": 18,
-        },
-        "price": {"amount": "54.20", "currency": "usd"},
-        **extra,
-    }
-
-
-async def put_json(client: Client, path: str, body: Any, headers: dict[str, str]) -> ClientResponse:
-    return await client.put(path, data=json.dumps(body), headers={**JSON, **headers})
-
-
-async def problem(response: ClientResponse, status: int) -> dict[str, Any]:
-    """The body of an RFC 9457 answer with this status (asserting it is one)."""
-    text = await response.text()
-    assert response.status == status, text
-    assert response.content_type == "application/problem+json", text
-    body: dict[str, Any] = json.loads(text)
-    assert body["status"] == status
-    assert body["type"].startswith("https://") and body["title"] and body["detail"]
-    return body
-
-
-def pointers(body: dict[str, Any]) -> set[str]:
-    return {error["pointer"] for error in body["errors"]}
-
-
-async def accepted_event_id(response: ClientResponse) -> uuid.UUID:
-    text = await response.text()
-    assert response.status == 202, text
-    body = json.loads(text)
-    assert body["status"] == "accepted" and set(body) == {"event_id", "status"}
-    assert response.headers["Location"] == f"/v1/events/{body['event_id']}"
-    return uuid.UUID(body["event_id"])
-
-
-async def store_asset(
-    store: Database,
-    provider_id: str,
-    asset_id: str,
-    *,
-    document: dict[str, Any] | None,
-    updated_at: datetime,
-    deleted: bool = False,
-) -> datetime:
-    """Write an asset row as the reconciler would; returns its applied_at."""
-    applied_at = datetime(2025, 6, 1, 8, 30, 0, 123456, tzinfo=UTC)
-    await store.execute(
-        """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at, event_id,
-                               source, document, content_hash, status, applied_at, deleted_at)
-           VALUES ($1, $2, $3, $4, $3, $5, 'push', $6, $7, $8, $9, $10)""",
-        provider_id,
-        asset_id,
-        updated_at,
-        deleted,
-        uuid.uuid4(),
-        document,
-        content_hash(document) if document is not None else None,
-        document["status"] if document is not None else None,
-        applied_at,
-        updated_at if deleted else None,
-    )
-    return applied_at
 
 
 # --- accepting an asset ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Accepted receipts of concurrent requests are written together, and every one of them lands."""
+"""Accepted receipts of concurrent requests are written together (the platform's group commit, as
+ingest-api uses it), and every one of them lands."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ from typing import Any
 
 import pytest
 
-from rwasync.ingest_api.acceptance import AcceptedReceipts
 from rwasync.platform.db import Database
+from rwasync.platform.grouping import GroupCommit
 from rwasync.store import receipts
 from tests.support.events import at, upserted
 
 pytestmark = pytest.mark.integration
+
+
+def receipt_recorder(db: Database) -> GroupCommit[Any]:
+    async def record(events: list[Any]) -> None:
+        await receipts.record_accepted(db.pool, events)
+
+    return GroupCommit(record)
 
 
 async def test_concurrent_receipts_all_land_in_a_few_shared_inserts(
@@ -27,9 +35,9 @@ async def test_concurrent_receipts_all_land_in_a_few_shared_inserts(
         await record_accepted(conn, events)
 
     monkeypatch.setattr(receipts, "record_accepted", counting)
-    recorder = AcceptedReceipts(db)
+    recorder = receipt_recorder(db)
     events = [upserted("prv_g", f"a{i}", at(i)) for i in range(200)]
-    await asyncio.gather(*(recorder.record([e]) for e in events))
+    await asyncio.gather(*(recorder.submit([e]) for e in events))
     rows = await db.fetch("SELECT event_id, status FROM event_receipts")
     assert {r["event_id"] for r in rows} == {e.event_id for e in events}
     assert {r["status"] for r in rows} == {"accepted"}
@@ -40,16 +48,16 @@ async def test_concurrent_receipts_all_land_in_a_few_shared_inserts(
 
 
 async def test_a_failed_insert_reaches_every_waiter(db: Database) -> None:
-    recorder = AcceptedReceipts(db)
+    recorder = receipt_recorder(db)
     await db.execute("ALTER TABLE event_receipts RENAME TO event_receipts_away")
     try:
         results = await asyncio.gather(
-            *(recorder.record([upserted("prv_g", f"b{i}", at(i))]) for i in range(5)),
+            *(recorder.submit([upserted("prv_g", f"b{i}", at(i))]) for i in range(5)),
             return_exceptions=True,
         )
     finally:
         await db.execute("ALTER TABLE event_receipts_away RENAME TO event_receipts")
     assert all(isinstance(r, Exception) for r in results)
     # The recorder carries on once the table is back.
-    await recorder.record([upserted("prv_g", "c", at(0))])
+    await recorder.submit([upserted("prv_g", "c", at(0))])
     assert await db.fetchval("SELECT count(*) FROM event_receipts") == 1

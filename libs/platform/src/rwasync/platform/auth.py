@@ -4,6 +4,8 @@ remembered for a few seconds so a request costs one hash and a dictionary look-u
 database round trip (a revocation bites within that time).
 
 The credentials themselves are never logged and never kept: the cache is keyed by their digest.
+A client (by address) that fails authentication too often within a minute is refused with 429
+before its credentials are even looked at, so guessing cannot be turned into a flood of look-ups.
 """
 
 from __future__ import annotations
@@ -12,11 +14,18 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import math
+import time
 from collections.abc import Collection
 from typing import Final, Generic, Literal, Protocol, TypeVar
 
+from aiohttp import hdrs, web
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
 from rwasync.platform.cache import TTLCache
-from rwasync.platform.http import Problem, unauthorized
+from rwasync.platform.http import Problem, too_many_requests, unauthorized
 
 Scheme = Literal["basic", "bearer"]
 BASIC_OR_BEARER: Final[frozenset[Scheme]] = frozenset({"basic", "bearer"})
@@ -29,6 +38,30 @@ Identity_co = TypeVar("Identity_co", covariant=True)
 LOOKUP_TIMEOUT: Final = 5.0
 # Longer than any key id rwasync issues: not worth a look-up.
 MAX_KEY_ID_LENGTH: Final = 128
+# Failed authentications a client may make within a minute before it is refused with 429.
+DEFAULT_FAILURES_PER_MINUTE: Final = 20
+
+
+class FailedAuthentications:
+    """Counts each client's failed authentications in a moving one-minute window (in this
+    process) and refuses a client over the limit with 429 and `Retry-After`."""
+
+    def __init__(self, per_minute: int = DEFAULT_FAILURES_PER_MINUTE) -> None:
+        self._limit = RateLimitItemPerMinute(per_minute)
+        self._window = MovingWindowRateLimiter(MemoryStorage())
+
+    def check(self, client: str) -> None:
+        if self._window.test(self._limit, client):
+            return
+        reset_at = self._window.get_window_stats(self._limit, client).reset_time
+        retry_after = max(1, math.ceil(reset_at - time.time()))
+        raise too_many_requests(
+            "too many failed authentications from this client; wait before trying again",
+            retry_after=retry_after,
+        )
+
+    def record(self, client: str) -> None:
+        self._window.hit(self._limit, client)
 
 
 class CredentialCheck(Protocol[Identity_co]):
@@ -48,8 +81,10 @@ class Authenticator(Generic[Identity]):
         *,
         cache_seconds: float,
         schemes: Collection[Scheme] = BASIC_OR_BEARER,
+        failures: FailedAuthentications | None = None,
     ) -> None:
         self._check = check
+        self._failures = failures or FailedAuthentications()
         self._schemes = frozenset(schemes)
         self._verified: TTLCache[bytes, Identity] = TTLCache(cache_seconds)
         names = {"basic": 'Basic realm="rwasync"', "bearer": "Bearer"}
@@ -63,7 +98,20 @@ class Authenticator(Generic[Identity]):
     def refused(self, detail: str) -> Problem:
         return unauthorized(detail, scheme=self._challenge)
 
+    async def authenticate_request(self, request: web.Request) -> Identity:
+        """The identity of a request's credentials; 429 for a client over its failure limit."""
+        client = request.remote or "unknown"
+        self._failures.check(client)
+        try:
+            return await self.authenticate(request.headers.get(hdrs.AUTHORIZATION))
+        except Problem as refused:
+            if refused.status == 401:
+                self._failures.record(client)
+            raise
+
     async def authenticate(self, authorization: str | None) -> Identity:
+        """The identity of an `Authorization` header (no per-client limit: see
+        `authenticate_request`)."""
         if not authorization:
             raise self.refused(f"credentials are required: {self._hint}")
         scheme, _, presented = authorization.strip().partition(" ")

@@ -2,7 +2,8 @@
 idempotently at every start, and publishing that returns only once the broker has confirmed.
 
 Concurrent `publish` calls share one confirm channel, so their confirms are pipelined rather than
-waited for one round trip at a time.
+waited for one round trip at a time. When the broker blocks the connection (a memory or disk
+alarm), publishing fails at once, in flight or not, instead of waiting out the confirm timeout.
 """
 
 from __future__ import annotations
@@ -66,6 +67,62 @@ async def declare_topology(channel: AbstractChannel) -> dict[str, AbstractExchan
     return exchanges
 
 
+class BlockedWatch:
+    """Whether the broker has blocked this connection (`connection.blocked`, sent on a memory or
+    disk alarm), and a future that resolves the moment it does.
+
+    aiormq handles the blocked/unblocked frames (it advertises the capability) but offers no
+    callback, so its two handlers are wrapped on each new underlying connection.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._blocked: asyncio.Future[str] | None = None
+
+    def blocked(self) -> asyncio.Future[str]:
+        """Resolves with the reason when the connection gets blocked (done if it is)."""
+        if self._blocked is None:
+            self._blocked = asyncio.get_running_loop().create_future()
+        return self._blocked
+
+    def watch(self, connection: AbstractRobustConnection) -> None:
+        transport = getattr(connection, "transport", None)
+        amqp = getattr(transport, "connection", None)
+        if amqp is None:
+            return
+        self._on_unblocked()  # a new connection starts unblocked
+        on_blocked = getattr(amqp, "_Connection__handle_connection_blocked", None)
+        on_unblocked = getattr(amqp, "_Connection__handle_connection_unblocked", None)
+        if on_blocked is None or on_unblocked is None:
+            log.error("cannot watch for blocked connections with this aiormq version")
+            return
+
+        async def blocked(frame: Any) -> None:
+            self._on_blocked(str(getattr(frame, "reason", "") or "resource alarm"))
+            await on_blocked(frame)
+
+        async def unblocked(frame: Any) -> None:
+            self._on_unblocked()
+            await on_unblocked(frame)
+
+        setattr(amqp, "_Connection__handle_connection_blocked", blocked)  # noqa: B010
+        setattr(amqp, "_Connection__handle_connection_unblocked", unblocked)  # noqa: B010
+
+    def _on_blocked(self, reason: str) -> None:
+        log.warning("broker blocked the connection", reason=reason)
+        self.reason = reason
+        future = self.blocked()
+        if not future.done():
+            future.set_result(reason)
+
+    def _on_unblocked(self) -> None:
+        if self.reason is not None:
+            log.info("broker unblocked the connection")
+        self.reason = None
+        if self._blocked is not None and self._blocked.done():
+            self._blocked = None
+
+
 class Broker:
     """One robust connection per process, connected in the background until it succeeds."""
 
@@ -78,6 +135,7 @@ class Broker:
         self._exchanges: dict[str, AbstractExchange] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self.blocking = BlockedWatch()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
@@ -109,6 +167,8 @@ class Broker:
                     await connection.close()
                     raise
         self._connection, self._channel = connection, channel
+        self.blocking.watch(connection)
+        connection.reconnect_callbacks.add(lambda reconnected: self.blocking.watch(reconnected))
         self._ready.set()
         log.info("broker connected, topology declared")
 
@@ -151,6 +211,8 @@ class Broker:
         announcements: a consumer binds its own queue)."""
         if not self.is_ready():
             raise BrokerUnavailable("broker not connected")
+        if self.blocking.reason is not None:
+            raise BrokerUnavailable(f"broker blocked the connection: {self.blocking.reason}")
         target = self._exchanges[exchange]
         amqp_message = aio_pika.Message(
             body,
@@ -159,12 +221,22 @@ class Broker:
             message_id=message_id,
             headers=dict(headers or {}),
         )
-        try:
-            await target.publish(
+        publishing = asyncio.ensure_future(
+            target.publish(
                 amqp_message, routing_key, mandatory=mandatory, timeout=self._publish_timeout
             )
+        )
+        blocked = self.blocking.blocked()
+        try:
+            await asyncio.wait((publishing, blocked), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            publishing.cancel()
             raise
+        if not publishing.done():
+            publishing.cancel()
+            raise BrokerUnavailable(f"broker blocked the connection: {blocked.result()}")
+        try:
+            publishing.result()
         except Exception as exc:  # nack, return, timeout, closed channel: all mean "not confirmed"
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}: {exc}") from exc
 

@@ -204,7 +204,11 @@ class EventConsumer:
             log.warning("ack failed; message will be redelivered", error=str(exc))
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Stop taking messages, let in-flight ones finish (or give them back), close."""
+        """Stop taking messages, let in-flight ones finish for up to `timeout` seconds, then close
+        the channel: a message still unfinished then goes back to the queue for another replica
+        (it was not acked, and its apply is idempotent). Safe to call twice."""
+        if self._stopping:
+            return
         self._stopping = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -213,11 +217,21 @@ class EventConsumer:
         if self._queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._queue.cancel(self._consumer_tag), 2)
-        if self._in_flight:
-            await asyncio.wait(list(self._in_flight), timeout=timeout)
+        self._consumer_tag = None
+        in_flight = list(self._in_flight)
+        log.info("consumer stopping", queue=self._queue_name, in_flight=len(in_flight))
+        finished, unfinished = (
+            await asyncio.wait(in_flight, timeout=timeout) if in_flight else (set(), set())
+        )
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._channel.close(), 2)
+        log.info(
+            "consumer stopped",
+            queue=self._queue_name,
+            finished=len(finished),
+            returned_to_queue=len(unfinished),
+        )
 
 
 def _deliveries(message: AbstractIncomingMessage) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -98,6 +98,16 @@ def service_unavailable(detail: str, *, retry_after: int = 1) -> Problem:
     )
 
 
+def too_many_requests(detail: str, *, retry_after: int) -> Problem:
+    return Problem(
+        429,
+        "Too Many Requests",
+        detail,
+        kind="too-many-requests",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def _route_name(request: web.Request) -> str:
     info = request.match_info.route.resource
     return info.canonical if info is not None else "unmatched"
@@ -180,6 +190,27 @@ def new_app(*, client_max_size: int = 1024**2) -> web.Application:
     return web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
 
 
-def run(app: web.Application, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM; aiohttp then runs the app's cleanup contexts in reverse."""
-    web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=10)
+# On SIGTERM, requests in flight get this long to finish before they are cancelled.
+SHUTDOWN_TIMEOUT: Final = 10.0
+
+
+def run(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM. Then aiohttp stops listening, closes idle connections, runs
+    the app's shutdown hooks (a consumer stops consuming), lets requests in flight finish for up
+    to SHUTDOWN_TIMEOUT seconds, and runs the cleanup contexts (connections close) in reverse.
+    With `reuse_port`, several processes may listen on the same port (SO_REUSEPORT)."""
+
+    async def announce(_: web.Application) -> None:
+        log.info("shutting down: no new requests, finishing those in flight")
+
+    app.on_shutdown.insert(0, announce)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        reuse_port=reuse_port or None,
+    )
+    log.info("stopped")

@@ -81,8 +81,14 @@ def consuming_service(
     async def consuming() -> tuple[str, bool]:
         return "consumer", consumer.is_consuming()
 
+    async def stop_consuming(_: web.Application) -> None:
+        await consumer.stop()
+
     app = new_app()
     add_health_routes(app, [database_check(db), broker_check(broker), consuming])
+    # Stop consuming as soon as SIGTERM arrives, while HTTP requests in flight finish alongside;
+    # the connections close only after both (cleanup runs after shutdown).
+    app.on_shutdown.append(stop_consuming)
     app.cleanup_ctx.append(
         connections_context(db, broker, on_start=[consumer.start], on_stop=[consumer.stop])
     )

@@ -69,6 +69,7 @@ __all__ = [
     "AssetId",
     "AssetInvalid",
     "AssetPrice",
+    "AttributeScalar",
     "AwareTimestamp",
     "CurrencyCode",
     "FieldError",
@@ -80,6 +81,7 @@ __all__ = [
     "Token",
     "Valuation",
     "asset_json_schema",
+    "attribute_json",
     "canonical_json",
     "content_hash",
     "content_hash_hex",
@@ -221,7 +223,7 @@ AttributeValue = Annotated[
 ]
 
 
-def _attribute_json(value: str | int | Decimal | bool) -> str | int | bool:
+def attribute_json(value: str | int | Decimal | bool) -> str | int | bool:
     """Numbers written like decimals elsewhere, so `50`, `50.0` and `5E+1` are all `50`."""
     if isinstance(value, bool | str):
         return value
@@ -363,7 +365,7 @@ class Asset(ContractModel):
         if attributes is None:
             return None
         return {
-            key: _attribute_json(value) for key, value in attributes.items() if value is not None
+            key: attribute_json(value) for key, value in attributes.items() if value is not None
         }
 
 

@@ -235,18 +235,28 @@ def _parse_rfc3339(text: str) -> datetime:
         raise invalid("datetime_range", "is not a valid date and time") from None
 
 
+# Instants outside these years are refused: the edges of Python's range are stored by asyncpg as
+# Postgres' -infinity/infinity (and read back naive), and no real estate record needs them.
+EARLIEST: Final = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 def as_utc_datetime(value: Any) -> datetime:
     """An aware datetime in UTC from RFC 3339 text (offset required) or an aware datetime."""
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise invalid("timezone_aware", _NAIVE)
         try:
-            return value.astimezone(UTC)
+            moment = value.astimezone(UTC)
         except OverflowError:
             raise invalid("datetime_range", "is not a valid date and time") from None
-    if isinstance(value, str) and len(value) <= 64:
-        return _parse_rfc3339(value)
-    raise invalid("datetime_type", _TIMESTAMP_EXPECTED)
+    elif isinstance(value, str) and len(value) <= 64:
+        moment = _parse_rfc3339(value)
+    else:
+        raise invalid("datetime_type", _TIMESTAMP_EXPECTED)
+    if not EARLIEST <= moment < LATEST:
+        raise invalid("datetime_range", "must be from the year 1000 to 9998")
+    return moment
 
 
 def _not_too_far_ahead(moment: datetime, info: ValidationInfo) -> datetime:

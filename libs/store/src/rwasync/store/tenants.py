@@ -14,6 +14,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
+from asyncpg import Record
+
 from rwasync.platform.db import Database
 
 PROVIDER_TOKEN_PREFIX = "rwp_"
@@ -63,28 +65,30 @@ def issue_reader_token() -> str:
     return READER_TOKEN_PREFIX + new_secret()
 
 
-# A provider credential by its key id (HTTP Basic), usable only while neither it is revoked nor
-# its provider disabled. The secret's digest is compared in Python, in constant time.
-CREDENTIAL_BY_KEY_ID: Final = """
-SELECT c.provider_id, c.key_id, c.secret_digest
+# What a usable credential may act for: its provider's own id (unless the provider is disabled),
+# or for a partner's credential, the live providers the partner was granted. A revoked
+# credential (revoked_at reached), a disabled provider or a disabled partner match nothing.
+_CREDENTIAL = """
+SELECT c.key_id, c.secret_digest, c.provider_id, c.partner_id,
+       CASE WHEN c.partner_id IS NOT NULL THEN ARRAY(
+           SELECT g.provider_id FROM partner_providers g
+           JOIN providers gp ON gp.provider_id = g.provider_id
+           WHERE g.partner_id = c.partner_id AND NOT gp.disabled
+       ) END AS acts_for
 FROM provider_credentials c
-JOIN providers p ON p.provider_id = c.provider_id
-WHERE c.key_id = $1
+LEFT JOIN providers p ON p.provider_id = c.provider_id
+LEFT JOIN partners r ON r.partner_id = c.partner_id
+WHERE {match}
   AND (c.revoked_at IS NULL OR c.revoked_at > now())
-  AND NOT p.disabled
+  AND (NOT p.disabled OR NOT r.disabled)
 """
-
-# A provider credential by the SHA-256 digest of its bearer token (the look-up is the comparison:
-# an index probe on a digest leaks nothing about the token). Reader tokens live in `readers` and
-# so never match here.
-CREDENTIAL_BY_TOKEN_DIGEST: Final = """
-SELECT c.provider_id, c.key_id
-FROM provider_credentials c
-JOIN providers p ON p.provider_id = c.provider_id
-WHERE c.token_digest = $1
-  AND (c.revoked_at IS NULL OR c.revoked_at > now())
-  AND NOT p.disabled
-"""
+# A credential by its key id (HTTP Basic); the secret's digest is compared in Python, in constant
+# time.
+CREDENTIAL_BY_KEY_ID: Final = _CREDENTIAL.format(match="c.key_id = $1")
+# A credential by the SHA-256 digest of its bearer token (the look-up is the comparison: an index
+# probe on a digest leaks nothing about the token). Reader tokens live in `readers` and so never
+# match here.
+CREDENTIAL_BY_TOKEN_DIGEST: Final = _CREDENTIAL.format(match="c.token_digest = $1")
 
 # A reader (investor read access) by the digest of its token.
 READER_BY_TOKEN_DIGEST: Final = """
@@ -104,24 +108,58 @@ class ProviderIdentity:
     key_id: str
 
 
+class TenantRefused(Exception):
+    """The credential cannot act for the provider the request names (or names none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCredential:
+    """A verified credential: a provider's own, or a partner's acting for several providers."""
+
+    key_id: str
+    provider_id: str | None
+    partner_id: str | None = None
+    acts_for: frozenset[str] = frozenset()
+
+    def acting_for(self, tenant: str | None) -> ProviderIdentity:
+        """The provider of a request naming `tenant` (`X-Tenant-Id`): a partner must name one it
+        was granted; a provider's own credential may name only itself."""
+        if self.provider_id is not None:
+            if tenant is not None and tenant != self.provider_id:
+                raise TenantRefused("this credential cannot act for that provider")
+            return ProviderIdentity(provider_id=self.provider_id, key_id=self.key_id)
+        if tenant is None:
+            raise TenantRefused("a partner credential must name the provider in X-Tenant-Id")
+        if tenant not in self.acts_for:
+            raise TenantRefused("this credential cannot act for that provider")
+        return ProviderIdentity(provider_id=tenant, key_id=self.key_id)
+
+
+def _credential(row: Record) -> ProviderCredential:
+    return ProviderCredential(
+        key_id=row["key_id"],
+        provider_id=row["provider_id"],
+        partner_id=row["partner_id"],
+        acts_for=frozenset(row["acts_for"] or ()),
+    )
+
+
 class ProviderCredentials:
     """The credential check of the provider API: Basic `key_id:secret` or a provider token."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def basic(self, key_id: str, secret: str) -> ProviderIdentity | None:
+    async def basic(self, key_id: str, secret: str) -> ProviderCredential | None:
         row = await self._db.fetchrow(CREDENTIAL_BY_KEY_ID, key_id)
         stored = row["secret_digest"] if row is not None else _NO_DIGEST
         if not matches(secret, stored) or row is None:
             return None
-        return ProviderIdentity(provider_id=row["provider_id"], key_id=row["key_id"])
+        return _credential(row)
 
-    async def bearer(self, token: str) -> ProviderIdentity | None:
+    async def bearer(self, token: str) -> ProviderCredential | None:
         row = await self._db.fetchrow(CREDENTIAL_BY_TOKEN_DIGEST, digest(token))
-        if row is None:
-            return None
-        return ProviderIdentity(provider_id=row["provider_id"], key_id=row["key_id"])
+        return _credential(row) if row is not None else None
 
 
 class ReaderTokens:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -19,7 +20,8 @@ from prometheus_client import Counter
 
 from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.db import Database, is_transient
-from rwasync.platform.http import service_unavailable
+from rwasync.platform.grouping import GroupCommit
+from rwasync.platform.http import Problem, service_unavailable
 from rwasync.schema import events, topology
 from rwasync.schema.asset import Asset, content_hash_hex, normalized_document
 from rwasync.schema.events import (
@@ -105,84 +107,111 @@ def price_updated(
 
 def _route(events: Sequence[AcceptedEvent]) -> tuple[str, str]:
     """(exchange, routing key): a single event goes by its type, several by the batch key."""
-    prices = [e.type == EventType.PRICE_UPDATED for e in events]
-    if any(prices) and not all(prices):
+    exchange = exchange_of(events[0])
+    if any(exchange_of(e) != exchange for e in events):
         raise ValueError("asset and price events travel on different exchanges")
-    if all(prices):
-        key = str(events[0].type) if len(events) == 1 else topology.PRICE_BATCH_KEY
-        return topology.PRICES_EXCHANGE, key
-    key = str(events[0].type) if len(events) == 1 else topology.ASSET_BATCH_KEY
-    return topology.ASSETS_EXCHANGE, key
+    if len(events) == 1:
+        return exchange, str(events[0].type)
+    batch_key = topology.PRICE_BATCH_KEY
+    if exchange == topology.ASSETS_EXCHANGE:
+        batch_key = topology.ASSET_BATCH_KEY
+    return exchange, batch_key
 
 
-class AcceptedReceipts:
-    """Records `accepted` receipts with group commit: the receipts of requests that arrive while
-    an insert is under way wait for the next one, so concurrent requests share one round trip
-    instead of queueing for a pool connection each."""
+def exchange_of(event: AcceptedEvent) -> str:
+    if event.type == EventType.PRICE_UPDATED:
+        return topology.PRICES_EXCHANGE
+    return topology.ASSETS_EXCHANGE
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._waiting: list[tuple[Sequence[AcceptedEvent], asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
 
-    async def record(self, events: Sequence[AcceptedEvent]) -> None:
-        """Return once these events' receipts are committed; raise what the insert raised."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((events, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_while_waiting())
-        await done
+def _unavailable(exc: BrokerUnavailable, exchange: str, events: int) -> Problem:
+    PUBLISH_FAILURES.labels(exchange).inc()
+    log.warning("publish not confirmed", exchange=exchange, events=events, error=str(exc))
+    return service_unavailable(
+        "the change could not be stored durably right now; retry shortly",
+        retry_after=BROKER_RETRY_AFTER,
+    )
 
-    async def _write_while_waiting(self) -> None:
-        while self._waiting:
-            group, self._waiting = self._waiting, []
-            try:
-                await receipts.record_accepted(
-                    self._db.pool, [event for events, _ in group for event in events]
-                )
-            except Exception as exc:  # handed to every waiter, which logs it with its context
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in group:
-                    if not done.done():
-                        done.set_result(None)
+
+@dataclass(frozen=True)
+class PublishingLimits:
+    events_per_message: int = 250
+    coalesce_max_events: int = 500
+    publishers: int = 2
 
 
 class EventPublisher:
-    """Publishes accepted events as one confirmed message and records their `accepted` receipts."""
+    """Publishes accepted events with the broker's confirm, then records their `accepted`
+    receipts.
 
-    def __init__(self, broker: Broker, db: Database) -> None:
+    A single request's event shares a broker message with the events of concurrent requests
+    (`accept_one`): while messages await their confirms, new events gather for the next, so a
+    busy service sends few large messages and each request waits at most about one confirm
+    longer than alone. A batch's events (`accept_many`) leave in chunks published concurrently,
+    so their confirms are pipelined, and the answer waits for all of them.
+    """
+
+    def __init__(self, broker: Broker, db: Database, limits: PublishingLimits) -> None:
         self._broker = broker
-        self._receipts = AcceptedReceipts(db)
+        self._limits = limits
+        self._receipts = GroupCommit(self._record_accepted)
+        self._db = db
+        self._coalesced = {
+            exchange: GroupCommit(
+                self._publish,
+                max_items=limits.coalesce_max_events,
+                max_concurrent=limits.publishers,
+            )
+            for exchange in (topology.ASSETS_EXCHANGE, topology.PRICES_EXCHANGE)
+        }
 
-    async def accept(self, events: Sequence[AcceptedEvent]) -> None:
-        """Return once the broker confirmed; raise a 503 Problem when it did not."""
+    async def accept_one(self, event: AcceptedEvent) -> None:
+        """Return once the broker confirmed the event; raise a 503 Problem when it did not."""
+        exchange = exchange_of(event)
+        try:
+            await self._coalesced[exchange].submit([event])
+        except BrokerUnavailable as exc:
+            raise _unavailable(exc, exchange, 1) from None
+        self._count([event])
+        await self._record_receipts([event])
+
+    async def accept_many(self, events: Sequence[AcceptedEvent]) -> None:
+        """Return once the broker confirmed every event; raise a 503 Problem when any chunk was
+        not (the client retries the whole request; events already published repeat harmlessly
+        under the version guard)."""
         if not events:
             return
+        size = self._limits.events_per_message
+        chunks = [events[i : i + size] for i in range(0, len(events), size)]
+        outcomes = await asyncio.gather(
+            *(self._publish(chunk) for chunk in chunks), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BrokerUnavailable):
+                raise _unavailable(outcome, exchange_of(events[0]), len(events)) from None
+            if isinstance(outcome, BaseException):
+                raise outcome
+        self._count(events)
+        await self._record_receipts(events)
+
+    async def _publish(self, events: Sequence[AcceptedEvent]) -> None:
         exchange, routing_key = _route(events)
-        try:
-            await self._broker.publish(exchange, routing_key, message_for(list(events)))
-        except BrokerUnavailable as exc:
-            PUBLISH_FAILURES.labels(exchange).inc()
-            log.warning(
-                "publish not confirmed", exchange=exchange, events=len(events), error=str(exc)
-            )
-            raise service_unavailable(
-                "the change could not be stored durably right now; retry shortly",
-                retry_after=BROKER_RETRY_AFTER,
-            ) from exc
+        await self._broker.publish(exchange, routing_key, message_for(list(events)))
+
+    def _count(self, events: Sequence[AcceptedEvent]) -> None:
         for event in events:
             EVENTS_ACCEPTED.labels(str(event.type), str(event.source)).inc()
-        await self._record_receipts(events)
+
+    async def _record_accepted(self, events: list[AcceptedEvent]) -> None:
+        await receipts.record_accepted(self._db.pool, events)
 
     async def _record_receipts(self, events: Sequence[AcceptedEvent]) -> None:
         # The events are durable in the broker: failing the request now would only make the
-        # client send them again. Log, count, and answer 202.
+        # client send them again. Log, count, and answer 202. Concurrent requests' receipts
+        # share one insert; a batch's all go in one.
         try:
             async with asyncio.timeout(RECEIPT_TIMEOUT):
-                await self._receipts.record(events)
+                await self._receipts.submit(events)
         except Exception as exc:
             RECEIPT_FAILURES.inc()
             first = events[0]

@@ -1,20 +1,52 @@
-"""Wiring of ingest-api: connections opened in the background, the provider API, health and
-metrics routes; `main()` serves it until SIGTERM."""
+"""Wiring of ingest-api: connections opened in the background, the provider API's operations
+registered (and described at `/v1/openapi.json`, browsable at `/docs`), health and metrics;
+`main()` serves it until SIGTERM, in one process or several sharing the port."""
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import signal
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from types import FrameType
+
 from aiohttp import web
 
-from rwasync.ingest_api.acceptance import AcceptanceClock, EventPublisher
-from rwasync.ingest_api.handlers import ProviderApi
+from rwasync.ingest_api.acceptance import AcceptanceClock, EventPublisher, PublishingLimits
+from rwasync.ingest_api.asset_reads import AssetReads
+from rwasync.ingest_api.asset_writes import AssetWrites
+from rwasync.ingest_api.batches import Batches
+from rwasync.ingest_api.bodies import BodyLimits
+from rwasync.ingest_api.callers import Callers
+from rwasync.ingest_api.context import Ingest
+from rwasync.ingest_api.idempotency import IdempotencyKeys
+from rwasync.ingest_api.limits import ProviderRates, Rate
+from rwasync.ingest_api.prices import Prices
 from rwasync.ingest_api.settings import IngestSettings
-from rwasync.platform.auth import Authenticator
+from rwasync.ingest_api.validation import Validation
+from rwasync.platform.auth import Authenticator, FailedAuthentications
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database
 from rwasync.platform.http import add_health_routes, new_app, run
 from rwasync.platform.logging import configure_logging
+from rwasync.platform.openapi import ApiRegistry
 from rwasync.platform.service import broker_check, connections_context, database_check
 from rwasync.store.tenants import ProviderCredentials
+
+SECURITY_SCHEMES = {
+    "basic": {"type": "http", "scheme": "basic", "description": "key_id:secret"},
+    "bearer": {"type": "http", "scheme": "bearer", "description": "a provider token (rwp_...)"},
+}
+
+
+def provider_api() -> ApiRegistry:
+    return ApiRegistry(
+        title="rwasync provider API",
+        version="1",
+        description="Push assets and prices, read them back, validate; see docs/api.md.",
+        security_schemes=SECURITY_SCHEMES,
+    )
 
 
 def create_app(settings: IngestSettings) -> web.Application:
@@ -22,23 +54,96 @@ def create_app(settings: IngestSettings) -> web.Application:
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
     broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name="ingest-api")
-    api = ProviderApi(
-        db=db,
-        authenticator=Authenticator(
-            ProviderCredentials(db), cache_seconds=settings.auth_cache_seconds
-        ),
-        publisher=EventPublisher(broker, db),
-        clock=AcceptanceClock(),
-        max_body_bytes=settings.max_body_bytes,
+    authenticator = Authenticator(
+        ProviderCredentials(db),
+        cache_seconds=settings.auth_cache_seconds,
+        failures=FailedAuthentications(settings.auth_failures_per_minute),
     )
-    app = new_app(client_max_size=settings.max_body_bytes)
+    idempotency = IdempotencyKeys(
+        db,
+        wait_seconds=settings.idempotency_wait_seconds,
+        retention=timedelta(hours=settings.idempotency_retention_hours),
+    )
+    ingest = Ingest(
+        db=db,
+        callers=Callers(
+            authenticator, ProviderRates(db, Rate(settings.rate_per_second, settings.rate_burst))
+        ),
+        publisher=EventPublisher(
+            broker,
+            db,
+            PublishingLimits(
+                events_per_message=settings.events_per_message,
+                coalesce_max_events=settings.coalesce_max_events,
+                publishers=settings.publishers,
+            ),
+        ),
+        clock=AcceptanceClock(),
+        idempotency=idempotency,
+        single=BodyLimits(settings.max_body_bytes, settings.body_timeout),
+        batch=BodyLimits(settings.max_batch_body_bytes, settings.body_timeout),
+    )
+    api = provider_api()
+    for handlers in (
+        AssetWrites(ingest),
+        AssetReads(ingest),
+        Batches(ingest),
+        Prices(ingest),
+        Validation(ingest),
+    ):
+        api.add(handlers.operations())
+
+    app = new_app(client_max_size=settings.max_batch_body_bytes)
     add_health_routes(app, [database_check(db), broker_check(broker)])
     app.add_routes(api.routes())
+    api.serve_docs(app)
     app.cleanup_ctx.append(connections_context(db, broker))
+    app.cleanup_ctx.append(_pruning(idempotency))
     return app
+
+
+def _pruning(
+    idempotency: IdempotencyKeys,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(idempotency.prune_forever(), name="idempotency-prune")
+        yield
+        task.cancel()
+
+    return context
+
+
+def serve(settings: IngestSettings) -> None:
+    configure_logging("ingest-api", settings.log_level, settings.log_format)
+    reuse_port = settings.reuse_port or settings.processes > 1
+    run(create_app(settings), settings.host, settings.port, reuse_port=reuse_port)
+
+
+def _serve_from_environment() -> None:
+    serve(IngestSettings())
 
 
 def main() -> None:
     settings = IngestSettings()
-    configure_logging("ingest-api", settings.log_level, settings.log_format)
-    run(create_app(settings), settings.host, settings.port)
+    if settings.processes == 1:
+        serve(settings)
+        return
+    # Several processes bind the port with SO_REUSEPORT and the kernel spreads connections
+    # among them; this one only supervises, passing SIGTERM/SIGINT on.
+    spawn = multiprocessing.get_context("spawn")
+    workers = [
+        spawn.Process(target=_serve_from_environment, name=f"ingest-api-{n}")
+        for n in range(settings.processes)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                worker.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for worker in workers:
+        worker.join()

@@ -1,5 +1,7 @@
 """ingest-api settings (environment prefix RWASYNC_INGEST_)."""
 
+from pydantic import Field
+
 from rwasync.platform.settings import ServiceSettings, settings_config
 
 
@@ -7,8 +9,38 @@ class IngestSettings(ServiceSettings):
     model_config = settings_config("RWASYNC_INGEST_")
 
     port: int = 8080
-    # The largest body of a single-asset call (PUT/POST of one asset, one price); larger is a 413.
-    max_body_bytes: int = 1024**2
+    # The largest body of a single-item call (one asset, a patch, a deletion, one price, one
+    # validation); larger is a 413.
+    max_body_bytes: int = Field(1024**2, ge=1024)
+    # The largest body of a batch call (`POST /v1/assets/batch`, `POST /v1/prices`,
+    # `POST /v1/validate/batch`).
+    max_batch_body_bytes: int = Field(16 * 1024**2, ge=1024)
+    # Seconds a request's body may take to arrive in full; slower is a 408 (a slow client holds
+    # no worker meanwhile, only its connection).
+    body_timeout: float = Field(30.0, gt=0)
     # How long a verified credential is trusted without asking the database again: the longest a
     # revocation or a disabled provider may take to bite, traded for auth in microseconds.
     auth_cache_seconds: float = 5.0
+    # Failed authentications one client address may make per minute before getting 429.
+    auth_failures_per_minute: int = Field(20, ge=1)
+    # A provider's request rate when the operator set none (`rwasync provider rate`): requests
+    # per second sustained, and how many may come at once (a token bucket per provider and
+    # process).
+    rate_per_second: float = Field(200.0, gt=0)
+    rate_burst: int = Field(400, ge=1)
+    # Asset or price events per broker message for batch calls; the chunks of one batch are
+    # published concurrently, so their confirms are pipelined.
+    events_per_message: int = Field(250, ge=1, le=5000)
+    # Concurrent single-item requests share broker messages: at most this many events per
+    # message, and at most `publishers` such messages awaiting their confirm at once.
+    coalesce_max_events: int = Field(500, ge=1, le=5000)
+    publishers: int = Field(2, ge=1, le=64)
+    # How long a request waits for another still-running request with the same Idempotency-Key
+    # before answering 409; and how long keys are kept (at least 24 h).
+    idempotency_wait_seconds: float = Field(10.0, gt=0)
+    idempotency_retention_hours: float = Field(24.0, ge=24)
+    # Processes serving the port (SO_REUSEPORT lets each accept on it; 1: just this process).
+    processes: int = Field(1, ge=1, le=64)
+    # Bind with SO_REUSEPORT even with one process, so separately started replicas share the
+    # port (implied when `processes` > 1).
+    reuse_port: bool = False

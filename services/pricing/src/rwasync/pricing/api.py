@@ -49,7 +49,7 @@ class PriceRoutes:
         app.router.add_get("/v1/prices/{provider_id}/{asset_id}", self.latest_price)
 
     async def latest_price(self, request: web.Request) -> web.Response:
-        await self._auth.authenticate(request.headers.get("Authorization"))
+        await self._auth.authenticate_request(request)
         provider_id = request.match_info["provider_id"]
         asset_id = request.match_info["asset_id"]
         row = await self._db.fetchrow(queries.LATEST_PRICE, provider_id, asset_id)

@@ -31,6 +31,10 @@ EXIT_HELD: Final = 3
 EXIT_FAILED: Final = 4
 
 
+class Refused(Exception):
+    """A command's input names something that does not exist or cannot be done (exit 1)."""
+
+
 def settings() -> CommonSettings:
     found = CommonSettings()
     configure_logging("cli", found.log_level, "console")
@@ -50,7 +54,7 @@ def run_db(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(go())
-    except (FeedSettingInvalid, RunNotDecidable) as exc:
+    except (FeedSettingInvalid, RunNotDecidable, Refused) as exc:
         fail(str(exc))
     except (OSError, asyncpg.PostgresError) as exc:
         fail(f"database error: {exc}")

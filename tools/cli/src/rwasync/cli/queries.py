@@ -17,3 +17,49 @@ SELECT provider_id, name, disabled, created_at FROM providers ORDER BY created_a
 DISABLE_PROVIDER: Final = "UPDATE providers SET disabled = true WHERE provider_id = $1"
 
 CREATE_READER: Final = "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, $2, $3)"
+
+# --- credentials and partners (rwasync.cli.credentials) ---
+
+PROVIDER_EXISTS: Final = "SELECT EXISTS (SELECT 1 FROM providers WHERE provider_id = $1)"
+PARTNER_EXISTS: Final = "SELECT EXISTS (SELECT 1 FROM partners WHERE partner_id = $1)"
+
+CREATE_PARTNER_CREDENTIAL: Final = """
+INSERT INTO provider_credentials (key_id, partner_id, secret_digest, token_digest)
+VALUES ($1, $2, $3, $4)
+"""
+
+# The owner of a credential that still authenticates (or will until its revocation time).
+LIVE_CREDENTIAL_OWNER: Final = """
+SELECT provider_id, partner_id FROM provider_credentials
+WHERE key_id = $1 AND (revoked_at IS NULL OR revoked_at > now())
+"""
+
+# Revoke now, or at a later time (an overlap); never move an earlier revocation later.
+REVOKE_CREDENTIAL: Final = """
+UPDATE provider_credentials
+SET revoked_at = LEAST(COALESCE(revoked_at, 'infinity'::timestamptz), $2)
+WHERE key_id = $1
+RETURNING revoked_at
+"""
+
+LIST_CREDENTIALS: Final = """
+SELECT key_id, provider_id, partner_id, created_at, revoked_at
+FROM provider_credentials
+WHERE provider_id = $1 OR partner_id = $1
+ORDER BY created_at
+"""
+
+CREATE_PARTNER: Final = "INSERT INTO partners (partner_id, name) VALUES ($1, $2)"
+
+GRANT_PARTNER: Final = """
+INSERT INTO partner_providers (partner_id, provider_id) VALUES ($1, $2)
+ON CONFLICT DO NOTHING
+"""
+
+UNGRANT_PARTNER: Final = "DELETE FROM partner_providers WHERE partner_id = $1 AND provider_id = $2"
+
+# --- provider request rate (rwasync provider rate) ---
+
+SET_PROVIDER_RATE: Final = """
+UPDATE providers SET rate_per_second = $2, rate_burst = $3 WHERE provider_id = $1
+"""

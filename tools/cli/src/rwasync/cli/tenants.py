@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import typer
@@ -73,6 +73,30 @@ def provider_disable(provider_id: str, as_json: JsonFlag = False) -> None:
     if run_db(work) == "UPDATE 0":
         fail(f"unknown provider {provider_id!r}")
     emit({"provider_id": provider_id, "disabled": True}, as_json)
+
+
+@provider_app.command("rate")
+def provider_rate(
+    provider_id: str,
+    per_second: Annotated[
+        float | None, typer.Option("--per-second", help="Requests per second sustained.")
+    ] = None,
+    burst: Annotated[int | None, typer.Option("--burst", help="Requests at once.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Set a provider's request rate on the provider API; without options, back to the
+    service default (RWASYNC_INGEST_RATE_PER_SECOND / _RATE_BURST)."""
+    if per_second is not None and not 0 < per_second <= 1e9:
+        fail("--per-second must be greater than 0")
+    if burst is not None and not 1 <= burst <= 2**31 - 1:
+        fail("--burst must be at least 1")
+
+    async def work(conn: asyncpg.Connection) -> str:
+        return str(await conn.execute(queries.SET_PROVIDER_RATE, provider_id, per_second, burst))
+
+    if run_db(work) == "UPDATE 0":
+        fail(f"unknown provider {provider_id!r}")
+    emit({"provider_id": provider_id, "per_second": per_second, "burst": burst}, as_json)
 
 
 @reader_app.command("create")

@@ -1,0 +1,1 @@
+"""ingest-api's benchmark: `.venv/bin/python -m benchmarks.ingest --help`."""

@@ -1,0 +1,72 @@
+"""Group commit: the items of concurrent callers travel in one round trip (one insert, one broker
+message) instead of one each. Items submitted while a flush is under way wait for the next one,
+so the group grows with the load and a lone caller waits for nobody."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class GroupCommit(Generic[T]):
+    """Runs `flush` over the items of whole submissions taken together: at most `max_items` per
+    flush (a larger submission goes alone, never split) and at most `max_concurrent` flushes
+    under way at once. Each submitter gets what its flush raised."""
+
+    def __init__(
+        self,
+        flush: Callable[[list[T]], Awaitable[None]],
+        *,
+        max_items: int | None = None,
+        max_concurrent: int = 1,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self._flush = flush
+        self._max_items = max_items
+        self._max_concurrent = max_concurrent
+        self._waiting: deque[tuple[Sequence[T], asyncio.Future[None]]] = deque()
+        self._flushers: set[asyncio.Task[None]] = set()
+
+    async def submit(self, items: Sequence[T]) -> None:
+        """Return once a flush carrying these items succeeded; raise what it raised."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((items, done))
+        if len(self._flushers) < self._max_concurrent:
+            flusher = asyncio.create_task(self._flush_while_waiting())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        await done
+
+    def _take_group(self) -> list[tuple[Sequence[T], asyncio.Future[None]]]:
+        group = [self._waiting.popleft()]
+        size = len(group[0][0])
+        while self._waiting and (
+            self._max_items is None or size + len(self._waiting[0][0]) <= self._max_items
+        ):
+            items, done = self._waiting.popleft()
+            size += len(items)
+            group.append((items, done))
+        return group
+
+    async def _flush_while_waiting(self) -> None:
+        while self._waiting:
+            group = self._take_group()
+            try:
+                await self._flush([item for items, _ in group for item in items])
+            except Exception as exc:  # handed to every submitter, which logs it in context
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+            except BaseException:  # cancelled (shutting down): so are its submitters
+                for _, done in group:
+                    done.cancel()
+                raise
+            else:
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)

@@ -1,0 +1,128 @@
+"""Batch writes: `POST /v1/assets/batch` (up to 5000 assets) and `POST /v1/prices` (up to 10,000
+ticks). Each item is validated on its own and answered in request order; the good items take
+consecutive acceptance instants, travel many per broker message (chunks published concurrently),
+and get their `accepted` receipts in one statement. If the broker does not confirm every chunk,
+the whole request is a 503 (never a partial 202)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from rwasync.ingest_api.acceptance import AcceptedEvent, asset_upserted, price_updated
+from rwasync.ingest_api.bodies import invalid_document
+from rwasync.ingest_api.callers import Call
+from rwasync.ingest_api.context import (
+    IDEMPOTENCY_KEY,
+    PROVIDER_AUTH,
+    TENANT,
+    WRITE_PROBLEMS,
+    Ingest,
+)
+from rwasync.ingest_api.documents import (
+    Checked,
+    asset_batch,
+    check_assets,
+    check_prices,
+    price_batch,
+)
+from rwasync.ingest_api.models import AssetBatch, AssetBatchAnswer, PriceBatch, PriceBatchAnswer
+from rwasync.platform.http import json_response
+from rwasync.platform.openapi import Body, Operation, Reply
+from rwasync.schema.errors import AssetInvalid
+from rwasync.schema.events import Arrival, EventSource
+
+MakeEvent = Callable[[Any, Arrival, datetime], AcceptedEvent]
+
+
+class Batches:
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
+
+    def operations(self) -> list[Operation]:
+        common: dict[str, Any] = {
+            "problems": WRITE_PROBLEMS,
+            "params": (IDEMPOTENCY_KEY, TENANT),
+            "security": PROVIDER_AUTH,
+        }
+        return [
+            Operation(
+                "POST",
+                "/v1/assets/batch",
+                self.post_assets,
+                "postAssetBatch",
+                "Create or replace up to 5000 assets, each accepted or rejected on its own",
+                replies=(Reply(202, "every item answered in request order", AssetBatchAnswer),),
+                body=Body(AssetBatch),
+                tag="assets",
+                **common,
+            ),
+            Operation(
+                "POST",
+                "/v1/prices",
+                self.post_prices,
+                "postPrices",
+                "Push up to 10,000 price ticks, each accepted or rejected on its own",
+                replies=(Reply(202, "every tick answered in request order", PriceBatchAnswer),),
+                body=Body(PriceBatch),
+                tag="prices",
+                **common,
+            ),
+        ]
+
+    async def post_assets(self, request: web.Request) -> web.Response:
+        return await self._ingest.write(request, self._assets, batch=True, source=EventSource.BATCH)
+
+    async def _assets(self, call: Call) -> web.Response:
+        try:
+            items = asset_batch(call.json())
+        except AssetInvalid as exc:
+            raise invalid_document("batch", exc.errors) from None
+        checked = check_assets(items, call.arrival.received_at)
+        return await self._accept(
+            call, checked, lambda asset, arrival, at: asset_upserted(asset, arrival, at), "id"
+        )
+
+    async def post_prices(self, request: web.Request) -> web.Response:
+        return await self._ingest.write(request, self._prices, batch=True, source=EventSource.BATCH)
+
+    async def _prices(self, call: Call) -> web.Response:
+        try:
+            items = price_batch(call.json())
+        except AssetInvalid as exc:
+            raise invalid_document("batch", exc.errors) from None
+        checked = check_prices(items, call.arrival.received_at)
+        return await self._accept(
+            call,
+            checked,
+            lambda tick, arrival, at: price_updated(tick.asset_id, tick, arrival, at),
+            "asset_id",
+        )
+
+    async def _accept(
+        self, call: Call, checked: Sequence[Checked], make: MakeEvent, id_key: str
+    ) -> web.Response:
+        good = [item for item in checked if item.errors is None]
+        instants = self._ingest.clock.instants(len(good)) if good else []
+        events = [
+            make(item.value, call.arrival, at) for item, at in zip(good, instants, strict=True)
+        ]
+        await self._ingest.publisher.accept_many(events)
+        event_ids = {
+            item.index: str(event.event_id) for item, event in zip(good, events, strict=True)
+        }
+        results: list[dict[str, Any]] = []
+        for item in checked:
+            result: dict[str, Any] = {"index": item.index, id_key: item.id}
+            if item.errors is None:
+                result.update(status="accepted", event_id=event_ids[item.index])
+            else:
+                result.update(status="rejected", errors=[e.as_dict() for e in item.errors])
+            results.append(result)
+        return json_response(
+            {"accepted": len(good), "rejected": len(checked) - len(good), "results": results},
+            status=202,
+        )

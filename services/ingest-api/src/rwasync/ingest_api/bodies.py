@@ -1,0 +1,131 @@
+"""Request bodies and the problems they can cause, checked in this order: media type (415),
+size (413), arrival in time (408), JSON (400). Validation against the contracts (422) comes
+after, in `documents`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from rwasync.platform.http import Problem
+from rwasync.schema import jsonsafe
+from rwasync.schema.errors import FieldError
+
+JSON: Final = "application/json"
+MERGE_PATCH: Final = "application/merge-patch+json"
+JSON_CHARSETS: Final = frozenset({"utf-8", "utf8"})
+
+
+def not_found(detail: str) -> Problem:
+    return Problem(404, "Not Found", detail, kind="not-found")
+
+
+def bad_request(detail: str, kind: str = "bad-request") -> Problem:
+    return Problem(400, "Bad Request", detail, kind=kind)
+
+
+def invalid_document(what: str, errors: list[FieldError]) -> Problem:
+    count = f"{len(errors)} error" + ("" if len(errors) == 1 else "s")
+    return Problem(
+        422,
+        "Unprocessable Content",
+        f"the {what} is invalid ({count}); see errors",
+        kind=f"invalid-{what.replace(' ', '-')}",
+        errors=[error.as_dict() for error in errors],
+    )
+
+
+def _closing(problem: Problem) -> Problem:
+    # The rest of the body is not read: the connection cannot carry another request.
+    problem.headers["Connection"] = "close"
+    return problem
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    max_bytes: int
+    timeout: float
+
+
+def require_media_type(request: web.Request, accepted: Collection[str] = (JSON,)) -> None:
+    """415 unless the body is declared as one of `accepted` (in UTF-8, JSON's only encoding)."""
+    if request.content_type not in accepted:
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            "send the body as Content-Type: " + " or ".join(accepted),
+            kind="unsupported-media-type",
+        )
+    charset = request.charset
+    if charset is not None and charset.lower() not in JSON_CHARSETS:
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            f"JSON must be UTF-8, not {charset[:40]}",
+            kind="unsupported-media-type",
+        )
+
+
+async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
+    """The whole body; 413 as soon as it is known to exceed the limit (declared or streamed),
+    408 if it has not arrived within the deadline."""
+    declared = request.content_length
+    if declared is not None and declared > limits.max_bytes:
+        raise _closing(_too_large(limits.max_bytes))
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(limits.timeout):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise _closing(_too_large(limits.max_bytes))
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _closing(
+            Problem(
+                408,
+                "Request Timeout",
+                f"the body did not arrive within {limits.timeout:g} s",
+                kind="request-timeout",
+            )
+        ) from None
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(
+        413,
+        "Content Too Large",
+        f"the body is larger than {limit} bytes",
+        kind="content-too-large",
+    )
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return jsonsafe.loads(body)
+    except jsonsafe.MalformedJSON as exc:
+        raise Problem(400, "Bad Request", exc.detail, kind="malformed-json") from None
+
+
+async def json_body(
+    request: web.Request, limits: BodyLimits, accepted: Collection[str] = (JSON,)
+) -> tuple[bytes, Any]:
+    """The raw body and its JSON, after the media type, size, deadline and JSON checks."""
+    require_media_type(request, accepted)
+    body = await read_body(request, limits)
+    return body, parse_json(body)
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0", ""):
+        return False
+    raise bad_request(f"{name} must be true or false", kind="bad-query")

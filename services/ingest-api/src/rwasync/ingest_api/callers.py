@@ -1,0 +1,88 @@
+"""Who is calling and what they sent: the credentials (the platform authenticator, with its
+per-client limit on failures), the provider the request acts for (`X-Tenant-Id` for partner
+credentials), the provider's request rate, and for writes the raw body within its limits."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+from aiohttp import web
+
+from rwasync.ingest_api.bodies import JSON, BodyLimits, parse_json, read_body, require_media_type
+from rwasync.ingest_api.limits import ProviderRates
+from rwasync.platform.auth import Authenticator
+from rwasync.platform.http import TRACE_ID, Problem
+from rwasync.schema.events import Arrival, EventSource
+from rwasync.schema.timestamps import utc_now
+from rwasync.store.tenants import ProviderCredential, ProviderIdentity, TenantRefused
+
+TENANT_HEADER: Final = "X-Tenant-Id"
+# The trace id travels in every event, whose envelope caps it.
+MAX_TRACE_ID: Final = 128
+
+
+@dataclass(frozen=True)
+class Call:
+    """An authenticated write: whose, when it arrived, and its raw body (b"" when none)."""
+
+    request: web.Request
+    identity: ProviderIdentity
+    arrival: Arrival
+    body: bytes
+
+    @property
+    def provider_id(self) -> str:
+        return self.identity.provider_id
+
+    def json(self) -> Any:
+        """The body as JSON (400 when it is not); None for an empty body."""
+        return parse_json(self.body) if self.body else None
+
+
+class Callers:
+    def __init__(
+        self, authenticator: Authenticator[ProviderCredential], rates: ProviderRates
+    ) -> None:
+        self._authenticator = authenticator
+        self._rates = rates
+
+    async def identify(self, request: web.Request) -> ProviderIdentity:
+        """The provider this request acts for (401, 400 or 429 otherwise)."""
+        credential = await self._authenticator.authenticate_request(request)
+        tenant = request.headers.get(TENANT_HEADER)
+        try:
+            identity = credential.acting_for(tenant)
+        except TenantRefused as refused:
+            if tenant is None:
+                raise Problem(400, "Bad Request", str(refused), kind="tenant-required") from None
+            raise self._authenticator.refused(str(refused)) from None
+        structlog.contextvars.bind_contextvars(provider_id=identity.provider_id)
+        await self._rates.admit(identity.provider_id)
+        return identity
+
+    async def write(
+        self,
+        request: web.Request,
+        limits: BodyLimits,
+        *,
+        media_types: Collection[str] = (JSON,),
+        body_optional: bool = False,
+        source: EventSource = EventSource.PUSH,
+    ) -> Call:
+        """Authenticate, then take the body: declared as one of `media_types` (unless optional
+        and absent), within the size limit and the deadline."""
+        received_at = utc_now()
+        identity = await self.identify(request)
+        arrival = Arrival(
+            provider_id=identity.provider_id,
+            source=source,
+            received_at=received_at,
+            trace_id=request.get(TRACE_ID, "")[:MAX_TRACE_ID],
+        )
+        if body_optional and not request.body_exists:
+            return Call(request, identity, arrival, b"")
+        require_media_type(request, media_types)
+        return Call(request, identity, arrival, await read_body(request, limits))

@@ -1,0 +1,127 @@
+"""Validating what providers send, the one way both the writes and `/v1/validate/*` use: an
+asset at a path or from a body, a batch envelope and each of its items, a deletion, a price.
+Each raises `AssetInvalid` listing every problem with its JSON pointer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel
+
+from rwasync.ingest_api.models import AssetBatch, Deletion, PriceBatch, PriceItem
+from rwasync.schema.asset import Asset, parse_asset
+from rwasync.schema.errors import AssetInvalid, FieldError
+from rwasync.schema.fields import validate_contract
+
+# The asset id rule of the document (docs/api.md): checked on the path too, before any look-up.
+ASSET_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+ASSET_ID_RULE: Final = "must be 1-128 characters of letters, digits, '.', '_', ':' and '-'"
+
+Envelope = TypeVar("Envelope", bound=BaseModel)
+
+
+def path_id_errors(path_id: str) -> list[FieldError]:
+    if ASSET_ID.fullmatch(path_id):
+        return []
+    return [FieldError("/id", f"the asset id in the URL {ASSET_ID_RULE}")]
+
+
+def asset_at_path(body: Any, path_id: str, now: datetime) -> Asset:
+    """The asset a `PUT /v1/assets/{id}` describes: the body's `id`, when given, must be the
+    path's; when absent, it is the path's."""
+    errors = path_id_errors(path_id)
+    if isinstance(body, dict):
+        if "id" not in body:
+            body = {**body, "id": path_id}
+        elif body["id"] != path_id and not errors:
+            errors.append(FieldError("/id", f"must equal the asset id in the URL ({path_id})"))
+    try:
+        asset = parse_asset(body, now=now)
+    except AssetInvalid as exc:
+        # One complaint about /id is enough: the path's (or the mismatch) says what to fix.
+        id_reported = bool(errors)
+        errors += [e for e in exc.errors if not (id_reported and e.pointer == "/id")]
+    if errors:
+        raise AssetInvalid(errors)
+    return asset
+
+
+def envelope(model: type[Envelope], body: Any) -> Envelope:
+    """A batch envelope (shape only: its items are validated one by one)."""
+    return validate_contract(model, body)
+
+
+def asset_batch(body: Any) -> list[Any]:
+    return list(envelope(AssetBatch, body).assets)
+
+
+def price_batch(body: Any) -> list[Any]:
+    return list(envelope(PriceBatch, body).prices)
+
+
+def item_id(item: Any, key: str = "id") -> str | None:
+    """The id an item claims, for its result line (even when the item is invalid)."""
+    if isinstance(item, dict):
+        value = item.get(key)
+        if isinstance(value, str):
+            return value[:128]
+    return None
+
+
+def price_item(item: Any, now: datetime) -> PriceItem:
+    return validate_contract(PriceItem, item, now=now)
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    reason: str | None
+    deleted_at: datetime
+
+
+def deletion(body: Any, path_id: str, received_at: datetime) -> DeletionRequest:
+    """A `DELETE`'s optional body (None: no body); the version defaults to the receipt time."""
+    errors = path_id_errors(path_id)
+    parsed = Deletion()
+    if body is not None:
+        try:
+            parsed = validate_contract(Deletion, body, now=received_at)
+        except AssetInvalid as exc:
+            errors += exc.errors
+    if errors:
+        raise AssetInvalid(errors)
+    return DeletionRequest(parsed.reason, parsed.deleted_at or received_at)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One batch item after validation: its value, or the errors that rejected it."""
+
+    index: int
+    id: str | None
+    value: Any = None
+    errors: list[FieldError] | None = None
+
+
+def check_items(
+    items: list[Any], validate: Callable[[Any], Any], id_key: str = "id"
+) -> list[Checked]:
+    """Each item validated on its own, in request order: a bad item never blocks the others."""
+    checked = []
+    for index, item in enumerate(items):
+        try:
+            checked.append(Checked(index, item_id(item, id_key), value=validate(item)))
+        except AssetInvalid as exc:
+            checked.append(Checked(index, item_id(item, id_key), errors=exc.errors))
+    return checked
+
+
+def check_assets(items: list[Any], now: datetime) -> list[Checked]:
+    return check_items(items, lambda item: parse_asset(item, now=now))
+
+
+def check_prices(items: list[Any], now: datetime) -> list[Checked]:
+    return check_items(items, lambda item: price_item(item, now), id_key="asset_id")

@@ -1,0 +1,160 @@
+"""Who may call and how often, through the real service: partner credentials acting for the
+providers they were granted (`X-Tenant-Id`), the per-client limit on failed authentications,
+each provider's request rate, and a body that does not arrive in time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from rwasync.ingest_api.app import create_app
+from rwasync.platform.db import Database
+from rwasync.schema.events import decode_message
+from rwasync.store.tenants import issue_provider_credential, new_id
+from tests.integration.ingest.conftest import (
+    Provider,
+    Queues,
+    create_provider,
+    ingest_settings,
+    readiness,
+    serve,
+)
+from tests.integration.ingest.helpers import JSON, Client, accepted_event_id, house, problem
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def create_partner(store: Database, *providers: Provider) -> Provider:
+    """A partner credential granted `providers` (its provider_id is the partner's id)."""
+    partner_id = new_id("ptn")
+    credential = issue_provider_credential()
+    await store.execute("INSERT INTO partners (partner_id, name) VALUES ($1, 'Reach')", partner_id)
+    for provider in providers:
+        await store.execute(
+            "INSERT INTO partner_providers (partner_id, provider_id) VALUES ($1, $2)",
+            partner_id,
+            provider.provider_id,
+        )
+    await store.execute(
+        """INSERT INTO provider_credentials (key_id, partner_id, secret_digest, token_digest)
+           VALUES ($1, $2, $3, $4)""",
+        credential.key_id,
+        partner_id,
+        credential.secret_digest,
+        credential.token_digest,
+    )
+    return Provider(partner_id, credential.key_id, credential.secret, credential.token)
+
+
+def tenant(provider: Provider) -> dict[str, str]:
+    return {"X-Tenant-Id": provider.provider_id}
+
+
+async def test_a_partner_acts_for_each_granted_provider_by_x_tenant_id(
+    ingest: Client, queues: Queues, store: Database
+) -> None:
+    first, second, stranger = [await create_provider(store) for _ in range(3)]
+    partner = await create_partner(store, first, second)
+    for provider, headers in ((first, partner.basic), (second, partner.bearer)):
+        response = await ingest.put(
+            "/v1/assets/p-1",
+            data=json.dumps(house("p-1")),
+            headers={**JSON, **headers, **tenant(provider)},
+        )
+        await accepted_event_id(response)
+        (event,) = decode_message((await queues.next(queues.assets)).body).events
+        assert event.provider_id == provider.provider_id
+
+    response = await ingest.get("/v1/assets?limit=1", headers=partner.bearer)
+    body = await problem(response, 400)
+    assert "X-Tenant-Id" in body["detail"]
+    for headers in (tenant(stranger), {"X-Tenant-Id": "prv_unknown"}):
+        await problem(await ingest.get("/v1/assets", headers={**partner.basic, **headers}), 401)
+    # A provider's own credential may name itself, and nobody else.
+    response = await ingest.get("/v1/assets", headers={**first.basic, **tenant(first)})
+    assert response.status == 200
+    await problem(await ingest.get("/v1/assets", headers={**first.basic, **tenant(second)}), 401)
+    # A disabled provider drops out of the partner's reach; a disabled partner is refused.
+    await store.execute(
+        "UPDATE providers SET disabled = true WHERE provider_id = $1", second.key_id
+    )
+    other = await create_partner(store, first)
+    await store.execute(
+        "UPDATE partners SET disabled = true WHERE partner_id = $1", other.provider_id
+    )
+    await problem(await ingest.get("/v1/assets", headers={**other.basic, **tenant(first)}), 401)
+
+
+@pytest.fixture
+async def strict(database_url: str, vhost_amqp_url: str) -> AsyncIterator[tuple[Client, Database]]:
+    """A service with a 3-a-minute failed-authentication limit and a 0.5 s body deadline."""
+    db = Database(database_url, min_size=1, max_size=2)
+    db.start()
+    await db.wait_connected(timeout=30)
+    settings = ingest_settings(
+        database_url, vhost_amqp_url, auth_failures_per_minute=3, body_timeout=0.5
+    )
+    client = await serve(create_app(settings))
+    try:
+        await eventually(lambda: readiness(client), lambda body: body["status"] == "ready")
+        yield client, db
+    finally:
+        await client.close()
+        await db.close()
+
+
+async def test_a_client_failing_authentication_too_often_gets_429(
+    strict: tuple[Client, Database],
+) -> None:
+    client, db = strict
+    provider = await create_provider(db)
+    for _ in range(3):
+        await problem(await client.get("/v1/assets", headers={"Authorization": "Bearer nope"}), 401)
+    for headers in ({"Authorization": "Bearer nope"}, provider.bearer):
+        response = await client.get("/v1/assets", headers=headers)
+        await problem(response, 429)
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+    # Public calls are not affected.
+    assert (await client.get("/v1/openapi.json")).status == 200
+
+
+async def test_a_provider_over_its_rate_gets_429(ingest: Client, store: Database) -> None:
+    provider = await create_provider(store)
+    await store.execute(
+        "UPDATE providers SET rate_per_second = 0.5, rate_burst = 2 WHERE provider_id = $1",
+        provider.provider_id,
+    )
+    statuses = [(await ingest.get("/v1/assets", headers=provider.basic)).status for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    response = await ingest.get("/v1/assets", headers=provider.basic)
+    await problem(response, 429)
+    assert int(response.headers["Retry-After"]) >= 1
+    # Other providers have their own buckets.
+    other = await create_provider(store)
+    assert (await ingest.get("/v1/assets", headers=other.basic)).status == 200
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408(
+    strict: tuple[Client, Database],
+) -> None:
+    client, db = strict
+    provider = await create_provider(db)
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    head = (
+        "PUT /v1/assets/slow-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: {provider.bearer['Authorization']}\r\nContent-Length: 1000\r\n\r\n"
+    )
+    writer.write(head.encode() + b'{"id": "slow-1", ')
+    await writer.drain()
+    try:
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+        assert status_line.startswith(b"HTTP/1.1 408"), status_line
+    finally:
+        writer.close()
+    # The service goes on serving others meanwhile and after.
+    assert (await client.get("/healthz")).status == 200

@@ -1,0 +1,203 @@
+"""Batches through the real service: per-item results in request order, a bad item never blocks
+the good ones, many events per broker message, consecutive acceptance instants, every receipt;
+and the whole batch refused when the broker cannot confirm it."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from aio_pika.abc import AbstractQueue
+
+from rwasync.ingest_api.app import create_app
+from rwasync.platform.db import Database
+from rwasync.schema.events import AnyEvent, AssetUpserted, EventSource, PriceUpdated, decode_message
+from tests.integration.ingest.conftest import (
+    Provider,
+    Queues,
+    create_provider,
+    ingest_settings,
+    readiness,
+    serve,
+)
+from tests.integration.ingest.helpers import (
+    JSON,
+    NOWHERE_AMQP,
+    Client,
+    house,
+    pointers,
+    problem,
+)
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def drain(queues: Queues, queue: AbstractQueue, events: int) -> tuple[int, list[AnyEvent]]:
+    """(messages, events) until `events` events arrived."""
+    seen: list[AnyEvent] = []
+    messages = 0
+    while len(seen) < events:
+        message = await queues.next(queue)
+        messages += 1
+        seen.extend(decode_message(message.body).events)
+    return messages, seen
+
+
+async def post(client: Client, path: str, body: Any, headers: dict[str, str]) -> dict[str, Any]:
+    response = await client.post(path, data=json.dumps(body), headers={**JSON, **headers})
+    text = await response.text()
+    assert response.status == 202, text
+    answer: dict[str, Any] = json.loads(text)
+    return answer
+
+
+async def test_asset_batch_answers_each_item_and_publishes_the_good_ones_together(
+    ingest: Client, queues: Queues, provider: Provider, store: Database
+) -> None:
+    items: list[Any] = [house(f"b-{n}") for n in range(600)]
+    items[3] = house("b-3", status="bogus", location={"lat": 100, "lon": 0})
+    items[10] = "not an object"
+    items[599] = {**house("b-599"), "colour": "red"}
+    answer = await post(ingest, "/v1/assets/batch", {"assets": items}, provider.basic)
+
+    assert (answer["accepted"], answer["rejected"]) == (597, 3)
+    results = answer["results"]
+    assert [r["index"] for r in results] == list(range(600))
+    assert results[0]["status"] == "accepted" and results[0]["id"] == "b-0"
+    assert results[3] == {
+        "index": 3,
+        "id": "b-3",
+        "status": "rejected",
+        "errors": results[3]["errors"],
+    }
+    assert pointers(results[3]) == {"/status", "/location/lat"}
+    assert results[10]["status"] == "rejected" and results[10]["id"] is None
+    assert pointers(results[599]) == {"/colour"}
+
+    messages, events = await drain(queues, queues.assets, 597)
+    assert messages == 3  # 250 events per message
+    by_id = {str(e.event_id): e for e in events}
+    accepted = [r for r in results if r["status"] == "accepted"]
+    assert set(by_id) == {r["event_id"] for r in accepted}
+    ordered = [by_id[r["event_id"]] for r in accepted]
+    instants = [e.accepted_at for e in ordered]
+    assert instants == sorted(instants) and len(set(instants)) == 597
+    assert all(isinstance(e, AssetUpserted) and e.source == EventSource.BATCH for e in ordered)
+    assert [e.asset_id for e in ordered] == [r["id"] for r in accepted]
+
+    count = await store.fetchval(
+        "SELECT count(*) FROM event_receipts WHERE event_id = ANY($1::uuid[])",
+        [r["event_id"] for r in accepted],
+    )
+    assert count == 597
+
+
+async def test_price_batch_goes_to_the_pricing_exchange_only(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    ticks: list[Any] = [
+        {
+            "asset_id": f"p-{n % 7}",
+            "amount": f"{50 + n}.5",
+            "currency": "usd",
+            "as_of": f"2025-06-01T10:{n % 60:02d}:00Z",
+        }
+        for n in range(300)
+    ]
+    ticks[5] = {"asset_id": "bad id", "amount": -1, "currency": "US", "as_of": "soon"}
+    answer = await post(ingest, "/v1/prices", {"prices": ticks}, provider.bearer)
+    assert (answer["accepted"], answer["rejected"]) == (299, 1)
+    assert answer["results"][5]["asset_id"] == "bad id"
+    assert pointers(answer["results"][5]) == {"/asset_id", "/amount", "/currency", "/as_of"}
+    messages, events = await drain(queues, queues.prices, 299)
+    assert messages == 2
+    first = events[0]
+    assert isinstance(first, PriceUpdated)
+    assert (first.asset_id, first.payload.amount, first.payload.currency) == (
+        "p-0",
+        Decimal("50.5"),
+        "USD",
+    )
+    assert await queues.depth(queues.assets) == 0
+
+
+async def test_batch_envelope_errors_are_422(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    for body, expected in (
+        ({"assets": "nope"}, {"/assets"}),
+        ({}, {"/assets"}),
+        ({"assets": [], "extra": 1}, {"/extra"}),
+        ({"assets": [house("x")] * 5001}, {"/assets"}),
+    ):
+        response = await ingest.post(
+            "/v1/assets/batch", data=json.dumps(body), headers={**JSON, **provider.basic}
+        )
+        assert pointers(await problem(response, 422)) == expected
+    response = await ingest.post(
+        "/v1/prices",
+        data=json.dumps({"prices": [{"asset_id": "a"}] * 10_001}),
+        headers={**JSON, **provider.basic},
+    )
+    assert pointers(await problem(response, 422)) == {"/prices"}
+    assert await queues.depth(queues.assets) == 0
+
+
+async def test_an_empty_batch_is_accepted_with_nothing_in_it(
+    ingest: Client, provider: Provider
+) -> None:
+    answer = await post(ingest, "/v1/assets/batch", {"assets": []}, provider.basic)
+    assert answer == {"accepted": 0, "rejected": 0, "results": []}
+
+
+async def test_batch_body_limit_is_its_own_setting(database_url: str, vhost_amqp_url: str) -> None:
+    db = Database(database_url, min_size=1, max_size=2)
+    db.start()
+    await db.wait_connected(timeout=30)
+    provider = await create_provider(db)
+    settings = ingest_settings(database_url, vhost_amqp_url, max_batch_body_bytes=64 * 1024)
+    client = await serve(create_app(settings))
+    try:
+        await eventually(lambda: readiness(client), lambda body: body["status"] == "ready")
+        body = json.dumps({"assets": [house(f"big-{n}") for n in range(200)]})
+        assert len(body) > 64 * 1024
+        response = await client.post(
+            "/v1/assets/batch", data=body, headers={**JSON, **provider.basic}
+        )
+        await problem(response, 413)
+        # A single asset's limit (1 MiB) is untouched by it.
+        response = await client.post(
+            "/v1/validate/asset",
+            data=json.dumps(house("one", description="x" * 100_000)),
+            headers={**JSON, **provider.basic},
+        )
+        assert response.status == 200, await response.text()
+    finally:
+        await client.close()
+        await db.close()
+
+
+async def test_broker_away_refuses_the_whole_batch_with_503(database_url: str) -> None:
+    db = Database(database_url, min_size=1, max_size=2)
+    db.start()
+    await db.wait_connected(timeout=30)
+    provider = await create_provider(db)
+    client = await serve(create_app(ingest_settings(database_url, NOWHERE_AMQP)))
+    try:
+        await eventually(
+            lambda: readiness(client), lambda body: body["checks"]["database"], timeout=30
+        )
+        response = await client.post(
+            "/v1/assets/batch",
+            data=json.dumps({"assets": [house("a"), house("b")]}),
+            headers={**JSON, **provider.basic},
+        )
+        await problem(response, 503)
+        assert int(response.headers["Retry-After"]) > 0
+        assert await db.fetchval("SELECT count(*) FROM event_receipts") == 0
+    finally:
+        await client.close()
+        await db.close()

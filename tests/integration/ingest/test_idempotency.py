@@ -1,0 +1,135 @@
+"""Idempotency-Key through the real service: a repeat gets the first answer and publishes
+nothing, another request under the key is a 422, concurrent requests with one key publish once,
+a failed request gives the key back, and a key still in flight makes a repeat wait, then 409."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from rwasync.platform.db import Database
+from tests.integration.ingest.conftest import Provider, Queues, create_provider
+from tests.integration.ingest.helpers import JSON, Client, house, problem
+
+pytestmark = pytest.mark.integration
+
+
+async def put(
+    client: Client, provider: Provider, key: str, body: Any, asset_id: str = "idem-1"
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    response = await client.put(
+        f"/v1/assets/{asset_id}",
+        data=json.dumps(body),
+        headers={**JSON, **provider.basic, "Idempotency-Key": key},
+    )
+    return response.status, json.loads(await response.text()), dict(response.headers)
+
+
+async def test_a_repeat_gets_the_first_answer_and_publishes_nothing(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    first = await put(ingest, provider, "key-1", house("idem-1"))
+    again = await put(ingest, provider, "key-1", house("idem-1"))
+    assert first[0] == again[0] == 202
+    assert first[1] == again[1]  # the same event_id
+    assert again[2]["Location"] == first[2]["Location"]
+    assert again[2]["Idempotent-Replayed"] == "true"
+    await queues.next(queues.assets)
+    await asyncio.sleep(0.3)
+    assert await queues.depth(queues.assets) == 0
+
+
+async def test_the_same_key_with_another_body_is_422(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    await put(ingest, provider, "key-2", house("idem-1"))
+    status, body, _ = await put(ingest, provider, "key-2", house("idem-1", name="Other"))
+    assert status == 422 and body["type"].endswith("idempotency-key-reused")
+    # Another path with the same key is another request too.
+    status, _, _ = await put(ingest, provider, "key-2", house("idem-2"), asset_id="idem-2")
+    assert status == 422
+
+
+async def test_keys_are_scoped_per_provider(
+    ingest: Client, queues: Queues, provider: Provider, store: Database
+) -> None:
+    other = await create_provider(store)
+    mine = await put(ingest, provider, "shared-key", house("idem-1"))
+    theirs = await put(ingest, other, "shared-key", house("idem-1"))
+    assert mine[0] == theirs[0] == 202
+    assert mine[1]["event_id"] != theirs[1]["event_id"]
+
+
+async def test_concurrent_requests_with_one_key_publish_once(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    answers = await asyncio.gather(
+        *(put(ingest, provider, "key-3", house("idem-1")) for _ in range(8))
+    )
+    assert {status for status, _, _ in answers} == {202}
+    assert len({body["event_id"] for _, body, _ in answers}) == 1
+    await queues.next(queues.assets)
+    await asyncio.sleep(0.3)
+    assert await queues.depth(queues.assets) == 0
+
+
+async def test_a_failed_request_gives_the_key_back(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    status, _, _ = await put(ingest, provider, "key-4", house("idem-1", status="bogus"))
+    assert status == 422
+    # The key is free again: another (valid) body under it is accepted, not a 422 for reuse.
+    status, body, _ = await put(ingest, provider, "key-4", house("idem-1"))
+    assert status == 202, body
+
+
+async def test_a_key_still_in_flight_makes_a_repeat_wait_then_409(
+    ingest: Client, provider: Provider, store: Database
+) -> None:
+    # A claim without an answer, as a request still publishing leaves it.
+    body = json.dumps(house("idem-1")).encode()
+    claimed = hashlib.sha256(b"PUT /v1/assets/idem-1\n" + body).digest()
+    await store.execute(
+        "INSERT INTO idempotency_keys (provider_id, idempotency_key, fingerprint)"
+        " VALUES ($1, 'key-5', $2)",
+        provider.provider_id,
+        claimed,
+    )
+    response = await ingest.put(
+        "/v1/assets/idem-1",
+        data=body,
+        headers={**JSON, **provider.basic, "Idempotency-Key": "key-5"},
+    )
+    await problem(response, 409)
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256])
+async def test_a_malformed_key_is_400(ingest: Client, provider: Provider, key: str) -> None:
+    response = await ingest.put(
+        "/v1/assets/idem-1",
+        data=json.dumps(house("idem-1")),
+        headers={**JSON, **provider.basic, "Idempotency-Key": key},
+    )
+    await problem(response, 400)
+
+
+async def test_deletes_and_batches_are_idempotent_too(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    headers = {**provider.bearer, "Idempotency-Key": "key-6"}
+    first = await ingest.delete("/v1/assets/idem-9", headers=headers)
+    again = await ingest.delete("/v1/assets/idem-9", headers=headers)
+    assert first.status == again.status == 202
+    assert await first.json() == await again.json()
+
+    batch = json.dumps({"assets": [house("idem-b1"), house("idem-b2")]})
+    headers = {**JSON, **provider.bearer, "Idempotency-Key": "key-7"}
+    first = await ingest.post("/v1/assets/batch", data=batch, headers=headers)
+    again = await ingest.post("/v1/assets/batch", data=batch, headers=headers)
+    assert first.status == again.status == 202
+    assert await first.json() == await again.json()

@@ -1,0 +1,109 @@
+"""The API description and the validation calls: `/v1/openapi.json` (OpenAPI 3.1, every call
+with its problem answers), `/docs` served from local files, and `/v1/validate/*` answering as
+the writes would, writing nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rwasync.platform.db import Database
+from tests.integration.ingest.conftest import Provider, Queues
+from tests.integration.ingest.helpers import JSON, Client, house, problem
+
+pytestmark = pytest.mark.integration
+
+CALLS = {
+    ("put", "/v1/assets/{id}"),
+    ("post", "/v1/assets"),
+    ("patch", "/v1/assets/{id}"),
+    ("delete", "/v1/assets/{id}"),
+    ("post", "/v1/assets/batch"),
+    ("get", "/v1/assets/{id}"),
+    ("get", "/v1/assets"),
+    ("get", "/v1/events/{event_id}"),
+    ("put", "/v1/assets/{id}/price"),
+    ("post", "/v1/prices"),
+    ("post", "/v1/validate/asset"),
+    ("post", "/v1/validate/batch"),
+    ("get", "/v1/schema/asset.json"),
+}
+
+
+async def test_openapi_describes_every_call_with_its_problems(ingest: Client) -> None:
+    response = await ingest.get("/v1/openapi.json")
+    assert response.status == 200
+    document = await response.json()
+    assert document["openapi"].startswith("3.1")
+    described = {(m, p) for p, ops in document["paths"].items() for m in ops}
+    assert described == CALLS
+    schemas = document["components"]["schemas"]
+    assert {"Asset", "AssetPatch", "ProblemDocument", "AssetBatchAnswer"} <= set(schemas)
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if path == "/v1/schema/asset.json":
+                assert operation["security"] == []
+                continue
+            answers = operation["responses"]
+            assert {"401", "429"} <= set(answers), (method, path)
+            assert answers["429"]["headers"]["Retry-After"]
+            problem_body = answers["401"]["content"]["application/problem+json"]["schema"]
+            assert problem_body == {"$ref": "#/components/schemas/ProblemDocument"}
+            if method != "get":
+                assert {"415", "413", "400", "503"} <= set(answers), (method, path)
+    patch = document["paths"]["/v1/assets/{id}"]["patch"]["requestBody"]["content"]
+    assert "application/merge-patch+json" in patch
+
+
+async def test_docs_page_and_its_assets_are_served_locally(ingest: Client) -> None:
+    page = await ingest.get("/docs")
+    assert page.status == 200 and page.content_type == "text/html"
+    html = await page.text()
+    assert "/v1/openapi.json" in html and "//" not in html.replace("://", "")
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        response = await ingest.get(f"/docs/assets/{asset}")
+        assert response.status == 200 and len(await response.read()) > 10_000
+
+
+async def test_validate_asset_reports_without_writing(
+    ingest: Client, queues: Queues, provider: Provider, store: Database
+) -> None:
+    before = await store.fetchval("SELECT count(*) FROM event_receipts")
+    response = await ingest.post(
+        "/v1/validate/asset", data=json.dumps(house("v-1")), headers={**JSON, **provider.basic}
+    )
+    assert await response.json() == {"valid": True, "errors": []}
+    response = await ingest.post(
+        "/v1/validate/asset",
+        data=json.dumps(house("v-1", status="bogus", name="")),
+        headers={**JSON, **provider.basic},
+    )
+    report = await response.json()
+    assert response.status == 200 and report["valid"] is False
+    assert {e["pointer"] for e in report["errors"]} == {"/status", "/name"}
+
+    batch = {"assets": [house("v-1"), {"id": "v-2"}]}
+    response = await ingest.post(
+        "/v1/validate/batch", data=json.dumps(batch), headers={**JSON, **provider.bearer}
+    )
+    report = await response.json()
+    assert report["valid"] is False
+    assert [(r["index"], r["id"], r["valid"]) for r in report["results"]] == [
+        (0, "v-1", True),
+        (1, "v-2", False),
+    ]
+    assert {e["pointer"] for e in report["results"][1]["errors"]} == {
+        "/updated_at",
+        "/status",
+        "/name",
+    }
+    response = await ingest.post(
+        "/v1/validate/batch", data=json.dumps({"assets": 1}), headers={**JSON, **provider.bearer}
+    )
+    await problem(response, 422)
+    await problem(
+        await ingest.post("/v1/validate/asset", data=b"{", headers={**JSON, **provider.basic}), 400
+    )
+    assert await queues.depth(queues.assets) == 0
+    assert await store.fetchval("SELECT count(*) FROM event_receipts") == before

@@ -1,0 +1,60 @@
+"""Group commit: concurrent submissions share flushes, whole, within the size and concurrency
+bounds, and each submitter learns its own flush's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rwasync.platform.grouping import GroupCommit
+
+pytestmark = pytest.mark.unit
+
+
+class Recorder:
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.flushes: list[list[int]] = []
+        self.running = 0
+        self.most_running = 0
+        self._fail_on = fail_on
+
+    async def flush(self, items: list[int]) -> None:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(0.01)
+            self.flushes.append(items)
+            if self._fail_on is not None and self._fail_on in items:
+                raise RuntimeError("flush failed")
+        finally:
+            self.running -= 1
+
+
+async def test_submissions_arriving_during_a_flush_share_the_next_one() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.flush)
+    first = asyncio.create_task(group.submit([0]))
+    await asyncio.sleep(0.001)  # the first flush is under way
+    await asyncio.gather(first, *(group.submit([n]) for n in range(1, 50)))
+    assert recorder.flushes == [[0], list(range(1, 50))]
+
+
+async def test_flushes_respect_max_items_without_splitting_a_submission() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.flush, max_items=10, max_concurrent=3)
+    submissions = [list(range(n * 4, n * 4 + 4)) for n in range(20)] + [list(range(100, 125))]
+    await asyncio.gather(*(group.submit(items) for items in submissions))
+    assert recorder.most_running <= 3
+    for flush in recorder.flushes:
+        assert len(flush) <= 10 or flush == list(range(100, 125))
+    assert sorted(n for flush in recorder.flushes for n in flush) == sorted(
+        n for items in submissions for n in items
+    )
+
+
+async def test_a_failed_flush_reaches_its_submitters_only() -> None:
+    recorder = Recorder(fail_on=7)
+    group = GroupCommit(recorder.flush, max_items=1)
+    outcomes = await asyncio.gather(*(group.submit([n]) for n in range(10)), return_exceptions=True)
+    assert [n for n, outcome in enumerate(outcomes) if isinstance(outcome, Exception)] == [7]

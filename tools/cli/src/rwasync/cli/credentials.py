@@ -1,0 +1,221 @@
+"""Credentials of providers and partners: issue another, rotate (a new one overlapping the old
+until the old is revoked), revoke, list; and partners, whose credentials act for the providers
+they are granted (the request names one in `X-Tenant-Id`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import asyncpg
+import typer
+from rich.table import Table
+
+from rwasync.cli import queries
+from rwasync.cli.common import JsonFlag, Refused, emit, fail, run_db
+from rwasync.schema.feeds import FeedSettingInvalid, parse_interval
+from rwasync.store.tenants import IssuedCredential, issue_provider_credential, new_id
+
+credential_app = typer.Typer(help="Credentials: issue, rotate, revoke, list.", no_args_is_help=True)
+partner_app = typer.Typer(
+    help="Partners: one credential acting for several providers.", no_args_is_help=True
+)
+
+
+class Owner:
+    """Whose credential: a provider's own or a partner's."""
+
+    def __init__(self, provider_id: str | None, partner_id: str | None) -> None:
+        self.provider_id = provider_id
+        self.partner_id = partner_id
+
+    async def issue(self, conn: asyncpg.Connection) -> dict[str, str]:
+        credential = issue_provider_credential()
+        if self.provider_id is not None:
+            await conn.execute(
+                queries.CREATE_CREDENTIAL,
+                credential.key_id,
+                self.provider_id,
+                credential.secret_digest,
+                credential.token_digest,
+            )
+        else:
+            await conn.execute(
+                queries.CREATE_PARTNER_CREDENTIAL,
+                credential.key_id,
+                self.partner_id,
+                credential.secret_digest,
+                credential.token_digest,
+            )
+        return self.shown(credential)
+
+    def shown(self, credential: IssuedCredential) -> dict[str, str]:
+        owner = (
+            {"provider_id": self.provider_id}
+            if self.provider_id is not None
+            else {"partner_id": str(self.partner_id)}
+        )
+        return {
+            **owner,
+            "key_id": credential.key_id,
+            "secret": credential.secret,
+            "token": credential.token,
+        }
+
+
+async def _owner_of(conn: asyncpg.Connection, owner_id: str) -> Owner:
+    if owner_id.startswith("ptn_"):
+        if not await conn.fetchval(queries.PARTNER_EXISTS, owner_id):
+            raise Refused(f"unknown partner {owner_id!r}")
+        return Owner(None, owner_id)
+    if not await conn.fetchval(queries.PROVIDER_EXISTS, owner_id):
+        raise Refused(f"unknown provider {owner_id!r}")
+    return Owner(owner_id, None)
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+OwnerArgument = Annotated[str, typer.Argument(help="A provider id (prv_…) or partner id (ptn_…).")]
+
+
+@credential_app.command("issue")
+def credential_issue(owner_id: OwnerArgument, as_json: JsonFlag = False) -> None:
+    """Issue another credential; its secret and token are shown only now."""
+
+    async def work(conn: asyncpg.Connection) -> dict[str, str]:
+        return await (await _owner_of(conn, owner_id)).issue(conn)
+
+    emit(run_db(work), as_json)
+
+
+@credential_app.command("rotate")
+def credential_rotate(
+    key_id: str,
+    overlap: Annotated[
+        str | None,
+        typer.Option(
+            "--overlap",
+            help="Revoke the old credential after this long (e.g. 24h); default: it stays "
+            "valid until `credential revoke`.",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Issue a new credential for the same owner; the old one keeps working until revoked."""
+    try:
+        seconds = parse_interval(overlap) if overlap is not None else None
+    except FeedSettingInvalid as exc:
+        fail(f"--overlap: {exc.message}")
+
+    async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+        async with conn.transaction():
+            row = await conn.fetchrow(queries.LIVE_CREDENTIAL_OWNER, key_id)
+            if row is None:
+                raise Refused(f"no live credential {key_id!r}")
+            issued: dict[str, Any] = await Owner(row["provider_id"], row["partner_id"]).issue(conn)
+            revoked_at = None
+            if seconds is not None:
+                revoked_at = await conn.fetchval(
+                    queries.REVOKE_CREDENTIAL,
+                    key_id,
+                    datetime.now(UTC) + timedelta(seconds=seconds),
+                )
+        return {**issued, "replaces": key_id, "old_revoked_at": _timestamp(revoked_at)}
+
+    emit(run_db(work), as_json)
+
+
+@credential_app.command("revoke")
+def credential_revoke(key_id: str, as_json: JsonFlag = False) -> None:
+    """Revoke a credential now (services stop accepting it within their auth cache time)."""
+
+    async def work(conn: asyncpg.Connection) -> datetime | None:
+        revoked: datetime | None = await conn.fetchval(
+            queries.REVOKE_CREDENTIAL, key_id, datetime.now(UTC)
+        )
+        return revoked
+
+    revoked_at = run_db(work)
+    if revoked_at is None:
+        fail(f"unknown credential {key_id!r}")
+    emit({"key_id": key_id, "revoked_at": _timestamp(revoked_at)}, as_json)
+
+
+@credential_app.command("list")
+def credential_list(owner_id: OwnerArgument, as_json: JsonFlag = False) -> None:
+    """A provider's or partner's credentials (never their secrets)."""
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        await _owner_of(conn, owner_id)
+        rows = await conn.fetch(queries.LIST_CREDENTIALS, owner_id)
+        return [
+            {
+                "key_id": r["key_id"],
+                "created_at": _timestamp(r["created_at"]),
+                "revoked_at": _timestamp(r["revoked_at"]),
+            }
+            for r in rows
+        ]
+
+    items = run_db(work)
+
+    def table() -> Table:
+        t = Table("key_id", "created_at", "revoked_at")
+        for item in items:
+            t.add_row(item["key_id"], item["created_at"], item["revoked_at"] or "")
+        return t
+
+    emit({"items": items}, as_json, table)
+
+
+@partner_app.command("create")
+def partner_create(
+    name: str,
+    providers: Annotated[
+        list[str] | None,
+        typer.Option("--provider", help="A provider it may act for (repeat for several)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a partner with one credential, acting for the given providers."""
+    if not name.strip() or len(name) > 300:
+        fail("NAME must be 1-300 characters")
+
+    async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+        partner_id = new_id("ptn")
+        async with conn.transaction():
+            await conn.execute(queries.CREATE_PARTNER, partner_id, name)
+            for provider_id in providers or []:
+                await _owner_of(conn, provider_id)
+                await conn.execute(queries.GRANT_PARTNER, partner_id, provider_id)
+            issued = await Owner(None, partner_id).issue(conn)
+        return {**issued, "providers": list(providers or [])}
+
+    emit(run_db(work), as_json)
+
+
+@partner_app.command("grant")
+def partner_grant(partner_id: str, provider_id: str, as_json: JsonFlag = False) -> None:
+    """Let a partner act for one more provider."""
+
+    async def work(conn: asyncpg.Connection) -> None:
+        await _owner_of(conn, partner_id)
+        await _owner_of(conn, provider_id)
+        await conn.execute(queries.GRANT_PARTNER, partner_id, provider_id)
+
+    run_db(work)
+    emit({"partner_id": partner_id, "provider_id": provider_id, "granted": True}, as_json)
+
+
+@partner_app.command("revoke")
+def partner_revoke(partner_id: str, provider_id: str, as_json: JsonFlag = False) -> None:
+    """Stop a partner acting for a provider (within the services' auth cache time)."""
+
+    async def work(conn: asyncpg.Connection) -> str:
+        return str(await conn.execute(queries.UNGRANT_PARTNER, partner_id, provider_id))
+
+    if run_db(work) == "DELETE 0":
+        fail(f"partner {partner_id!r} does not act for {provider_id!r}")
+    emit({"partner_id": partner_id, "provider_id": provider_id, "granted": False}, as_json)
