@@ -19,7 +19,7 @@ from typing import Any
 
 from rwasync.schema.asset import AssetInvalid
 from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted
-from rwasync.schema.patches import patched_document
+from rwasync.schema.patch import patched_document
 from rwasync.schema.versions import Version, event_version
 
 AssetEvent = AssetUpserted | AssetPatched | AssetDeleted

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from rwasync.schema.asset import AssetInvalid
 from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted, ReceiptStatus
-from rwasync.schema.patches import patched_document
+from rwasync.schema.patch import patched_document
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.schema.versions import Version, event_version
 
