@@ -148,18 +148,20 @@ class CrashingConsumer:
     async def _run(self) -> None:
         while True:
             connection = await aio_pika.connect(self._url)
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=1)
-            queue = await channel.get_queue(topology.RECONCILER_QUEUE)
-            async with queue.iterator() as messages:
-                async for message in messages:
-                    events = decode_message(message.body).events
-                    if any(e.asset_id == self._crash_on for e in events):
-                        self.crashes += 1
-                        break
-                    await self._applier.apply(events)
-                    await message.ack()
-            await connection.close()  # the crash: the broker gets the message back
+            try:
+                channel = await connection.channel()
+                await channel.set_qos(prefetch_count=1)
+                queue = await channel.get_queue(topology.RECONCILER_QUEUE)
+                async with queue.iterator() as messages:
+                    async for message in messages:
+                        events = decode_message(message.body).events
+                        if any(e.asset_id == self._crash_on for e in events):
+                            self.crashes += 1
+                            break
+                        await self._applier.apply(events)
+                        await message.ack()
+            finally:
+                await connection.close()  # the crash: the broker gets the message back
 
     async def stop(self) -> None:
         if self._task is not None:
