@@ -86,10 +86,6 @@ def _incoming(
     return rows
 
 
-def _key_columns(keys: Sequence[AssetKey]) -> tuple[list[str], list[str]]:
-    return [k[0] for k in keys], [k[1] for k in keys]
-
-
 class AssetApplier:
     """Applies a batch of asset events in one transaction; the consumer retries and splits."""
 
@@ -101,19 +97,19 @@ class AssetApplier:
         keys = list(dict.fromkeys(asset_key(e) for e in changes))
         async with self._db.connection() as conn, conn.transaction():
             await lock_keys(conn, [f"{p}/{a}" for p, a in keys], LockSpace.ASSETS)
-            folded_keys = {asset_key(e) for e in changes if e.type == EventType.ASSET_PATCHED}
-            others = [k for k in keys if k not in folded_keys]
-            if others:
-                rows = await conn.fetch(queries.ASSETS_WITH_PATCHES, *_key_columns(others))
-                folded_keys.update((r["provider_id"], r["asset_id"]) for r in rows)
-            plain: list[AssetChange] = []
-            folded: list[AssetEvent] = []
-            for e in changes:
-                if asset_key(e) in folded_keys or isinstance(e, AssetPatched):
-                    folded.append(e)
-                else:
-                    plain.append(e)
-            outcomes = await self._merge(conn, plain) if plain else Tally()
+            # Assets this batch patches are folded; so are those that keep patches from before,
+            # which the merge finds and leaves alone ("deferred").
+            patched = {asset_key(e) for e in changes if e.type == EventType.ASSET_PATCHED}
+            plain: list[AssetChange] = [
+                e
+                for e in changes
+                if not isinstance(e, AssetPatched) and asset_key(e) not in patched
+            ]
+            outcomes, deferred = (
+                await self._merge(conn, plain) if plain else (Tally[tuple[str, str]](), set())
+            )
+            folding = patched | deferred
+            folded = [e for e in changes if asset_key(e) in folding]
             if folded:
                 decisions = await apply_folded(conn, folded)
                 await receipts.record_decisions(conn, decisions)
@@ -124,9 +120,10 @@ class AssetApplier:
 
     async def _merge(
         self, conn: asyncpg.Connection, events: Sequence[AssetChange]
-    ) -> Tally[tuple[str, str]]:
+    ) -> tuple[Tally[tuple[str, str]], set[AssetKey]]:
         """The plain path: stage with COPY, then one statement merges, records the receipts and
-        the change entries. Returns how many events of each type ended how."""
+        the change entries. Returns how many events of each type ended how, and the assets that
+        turned out to keep patches (left for the folding path)."""
         newest, superseded = newest_per_asset(events)
         await conn.execute(queries.CREATE_INCOMING)
         await conn.copy_records_to_table(
@@ -135,13 +132,17 @@ class AssetApplier:
             columns=queries.INCOMING_COLUMNS,
         )
         outcomes: Tally[tuple[str, str]] = Tally()
+        deferred: set[AssetKey] = set()
         for row in await conn.fetch(queries.APPLY_INCOMING):
-            if row["unwritten"]:
+            if row["outcome"] == "deferred":
+                deferred.add((row["provider_id"], row["asset_id"]))
+            elif row["unwritten"]:
                 # The classification and the guarded write disagree: only possible if the
                 # advisory lock did not hold. Fail the batch rather than record false receipts.
                 raise RuntimeError(f"{row['unwritten']} events classified written but not")
-            outcomes[(row["event_type"], row["outcome"])] += row["events"]
-        return outcomes
+            else:
+                outcomes[(row["event_type"], row["outcome"])] += row["events"]
+        return outcomes, deferred
 
     async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
         await receipts.note_dead_lettered(self._db.pool, events, reason)

@@ -27,14 +27,17 @@ INCOMING_COLUMNS: Final = (
 # replica can race past it. A duplicate (same content hash as the live stored document) writes no
 # document: only its newer version. Every applied change gets its entry in `asset_changes`
 # (audit, change feed and outbox). Receipts leave `accepted` once (as `rwasync.store.receipts`
-# decides them), with the stale reason `patch_state.stale_reason` words the same way. Returns the
-# outcome counts per event type, and how many classified writes did not happen (always 0 under
-# the batch's advisory locks; anything else fails the batch).
+# decides them), with the stale reason `patch_state.stale_reason` words the same way. An asset
+# that keeps patches is left alone ('deferred': none of its events is decided here) for the
+# folding path. Returns the outcome counts per event type, how many classified writes did not
+# happen (always 0 under the batch's advisory locks; anything else fails the batch), and one row
+# per deferred asset.
 APPLY_INCOMING: Final = """
 WITH decided AS (
     SELECT i.*,
            CASE
                WHEN a.asset_id IS NULL THEN 'applied'
+               WHEN a.patch_state IS NOT NULL THEN 'deferred'
                WHEN (i.updated_at, i.deleted, i.accepted_at, i.event_id)
                     <= (a.updated_at, a.deleted, a.accepted_at, a.event_id) THEN 'stale_ignored'
                WHEN NOT i.deleted AND NOT a.deleted AND i.content_hash = a.content_hash
@@ -54,7 +57,7 @@ written AS (
            source, CASE WHEN outcome = 'applied' THEN document::jsonb END, content_hash, status,
            now(), CASE WHEN deleted THEN updated_at END
     FROM decided
-    WHERE outcome <> 'stale_ignored'
+    WHERE outcome IN ('applied', 'duplicate')
     ON CONFLICT (provider_id, asset_id) DO UPDATE SET
         updated_at = EXCLUDED.updated_at,
         deleted = EXCLUDED.deleted,
@@ -93,12 +96,16 @@ outcomes AS (
                       to_char(d.stored_updated_at AT TIME ZONE 'UTC',
                               'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
            END AS reason,
-           d.outcome <> 'stale_ignored' AND w.event_id IS NULL AS unwritten
+           d.outcome IN ('applied', 'duplicate') AND w.event_id IS NULL AS unwritten
     FROM decided d LEFT JOIN written w ON w.event_id = d.event_id
+    WHERE d.outcome <> 'deferred'
     UNION ALL
-    SELECT event_id, event_type, provider_id, asset_id, accepted_at, 'stale_ignored',
+    SELECT s.event_id, s.event_type, s.provider_id, s.asset_id, s.accepted_at, 'stale_ignored',
            'superseded by a newer event in the same batch', false
-    FROM incoming_asset_events WHERE NOT newest
+    FROM incoming_asset_events s
+    WHERE NOT s.newest
+      AND NOT EXISTS (SELECT 1 FROM decided d WHERE d.outcome = 'deferred'
+                      AND d.provider_id = s.provider_id AND d.asset_id = s.asset_id)
 ),
 receipts AS (
     INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, reason,
@@ -114,17 +121,11 @@ receipts AS (
             decided_at = EXCLUDED.decided_at
         WHERE event_receipts.status = 'accepted'
 )
-SELECT event_type, outcome, count(*) AS events, count(*) FILTER (WHERE unwritten) AS unwritten
+SELECT event_type, outcome, count(*) AS events, count(*) FILTER (WHERE unwritten) AS unwritten,
+       NULL AS provider_id, NULL AS asset_id
 FROM outcomes GROUP BY event_type, outcome
-"""
-
-# Which of these assets keep patches (their changes are folded in version order in Python).
-ASSETS_WITH_PATCHES: Final = """
-SELECT a.provider_id, a.asset_id
-FROM assets a
-JOIN unnest($1::text[], $2::text[]) AS k(provider_id, asset_id)
-  ON a.provider_id = k.provider_id AND a.asset_id = k.asset_id
-WHERE a.patch_state IS NOT NULL
+UNION ALL
+SELECT NULL, 'deferred', 0, 0, provider_id, asset_id FROM decided WHERE outcome = 'deferred'
 """
 
 # The stored rows of the assets whose changes are folded, locked until the transaction ends.
