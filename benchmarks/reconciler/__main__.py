@@ -23,7 +23,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -35,6 +34,7 @@ import asyncpg
 from tests.support.system import ServiceProcess, System, free_port
 
 from benchmarks.reconciler.workload import Workload, build
+from benchmarks.scratch import scratch_system
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import connect
 from rwasync.schema import topology
@@ -218,29 +218,12 @@ def profile(service: ServiceProcess, path: str) -> subprocess.Popen[bytes]:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--per-message", type=int, default=500)
-    parser.add_argument("--replicas", type=int, default=3)
-    parser.add_argument("--skip-replicas", action="store_true")
-    parser.add_argument(
-        "--profile", metavar="FILE", help="py-spy the reconciler during the fresh drain"
-    )
-    args = parser.parse_args()
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-    )
-    database_url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{name}"
-    workdir = Path(tempfile.mkdtemp(prefix="rwasync-bench-"))
-    system = System(database_url, amqp_url, workdir)
+def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], bool]:
+    """Every figure of one run, and whether the re-delivery wrote any asset row."""
     figures: list[Figure] = []
     extra: list[ServiceProcess] = []
+    database_url, amqp_url, workdir = system.database_url, system.amqp_url, system.workdir
+    written = False
     try:
         system.cli("migrate")
         _, provider = system.cli("provider", "create", "Bench Estates", "--json")
@@ -306,12 +289,21 @@ def main() -> None:
     finally:
         for replica in extra:
             replica.stop()
-        system.stop_all()
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False)
-        subprocess.run(
-            ["psql", ADMIN_DSN, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
-            check=False,
-        )
+    return figures, written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--per-message", type=int, default=500)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--skip-replicas", action="store_true")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="py-spy the reconciler during the fresh drain"
+    )
+    args = parser.parse_args()
+    with scratch_system() as system:
+        figures, written = measure(system, args)
 
     print(f"\n{args.events} events, {args.per_message} per message\n")
     print("| what | events | seconds | events/s | ratio |")
