@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := libs/schema libs/platform libs/store tools/cli services/ingest-api services/feed-poller services/reconciler services/pricing
+PACKAGES := libs/schema libs/platform libs/feeds libs/store tools/cli services/ingest-api services/feed-poller services/reconciler services/pricing
 STAMP := $(VENV)/.installed
 
 export RWASYNC_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres

@@ -6,9 +6,10 @@ RUN python -m venv /opt/rwasync
 COPY constraints.txt constraints.txt
 COPY libs/schema libs/schema
 COPY libs/platform libs/platform
+COPY libs/feeds libs/feeds
 COPY libs/store libs/store
 COPY tools/cli tools/cli
-RUN /opt/rwasync/bin/pip install --no-cache-dir -c constraints.txt ./libs/schema ./libs/platform ./libs/store ./tools/cli
+RUN /opt/rwasync/bin/pip install --no-cache-dir -c constraints.txt ./libs/schema ./libs/platform ./libs/feeds ./libs/store ./tools/cli
 
 FROM python:3.11.11-slim-bookworm
 RUN useradd --system --user-group --uid 10001 --no-create-home --shell /usr/sbin/nologin rwasync

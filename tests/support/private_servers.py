@@ -330,3 +330,12 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+@contextlib.contextmanager
+def blocked_rabbit() -> Iterator[str]:
+    """The AMQP URL of a private node whose memory alarm is raised: it blocks every connection
+    that publishes, as a broker short of memory or disk does."""
+    with private_rabbit("rwblocked") as node:
+        node.memory_alarm(True)
+        yield node.url()

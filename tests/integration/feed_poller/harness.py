@@ -18,6 +18,7 @@ from aiohttp import web
 from rwasync.feed_poller.app import POLLER_KEY, create_app
 from rwasync.feed_poller.poller import FeedPoller
 from rwasync.feed_poller.settings import FeedPollerSettings
+from rwasync.feeds.auth import FeedSecrets
 from rwasync.platform.db import Database
 from rwasync.schema import topology
 from rwasync.schema.addresses import AddressPolicy
@@ -28,6 +29,7 @@ from rwasync.store import feeds
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPERATOR_POLICY = AddressPolicy.from_setting("127.0.0.0/8")
+NO_SECRETS = FeedSecrets("")
 
 
 def asset(asset_id: str, updated_at: str = "2025-05-01T00:00:00Z", **extra: Any) -> dict[str, Any]:
@@ -84,10 +86,21 @@ class FeedServer:
         return await handler(request)
 
 
-def body(content: bytes, status: int = 200, *, delay: float = 0.0) -> Handler:
-    async def handler(_: web.Request) -> web.StreamResponse:
+def body(
+    content: bytes,
+    status: int = 200,
+    *,
+    delay: float = 0.0,
+    headers: dict[str, str] | None = None,
+    seen: list[web.Request] | None = None,
+) -> Handler:
+    """A fixed answer; `seen` collects the requests (to check what the poller sent)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if seen is not None:
+            seen.append(request)
         await asyncio.sleep(delay)
-        return web.Response(body=content, status=status, content_type="application/json")
+        return web.Response(body=content, status=status, headers=headers or {})
 
     return handler
 
@@ -131,7 +144,7 @@ def poller_settings(database_url: str, amqp_url: str, **overrides: Any) -> FeedP
         "poll_interval": 0.2,
         "retry_delay": 0.1,
         "connect_timeout": 5,
-        "read_timeout": 5,
+        "min_rate_seconds": 5,
         "total_timeout": 20,
     }
     values.update(overrides)
@@ -164,16 +177,22 @@ def poller_ready(poller: FeedPoller) -> bool:
 
 
 async def add_feed(
-    db: Database, provider_id: str, url: str, *, interval_seconds: int | None = None
+    db: Database,
+    provider_id: str,
+    url: str,
+    *,
+    schedule: str | None = None,
+    fmt: str = "json",
+    secrets: FeedSecrets = NO_SECRETS,
+    **document: Any,
 ) -> str:
+    """Register a feed as the CLI does (same rules as a provider's PUT)."""
+    settings = feeds.parse_feed_settings(
+        {"url": url, "format": fmt, "schedule": schedule, **document}, OPERATOR_POLICY
+    )
     async with db.connection() as conn:
         feed = await feeds.add_feed(
-            conn,
-            provider_id=provider_id,
-            url=url,
-            fmt="json",
-            interval_seconds=interval_seconds,
-            policy=OPERATOR_POLICY,
+            conn, provider_id=provider_id, settings=settings, secrets=secrets
         )
     return str(feed["feed_id"])
 
@@ -230,8 +249,9 @@ async def store_asset(
 class Published:
     """Reads what the poller published onto the reconciler's queue."""
 
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, queue: str = topology.RECONCILER_QUEUE) -> None:
         self._url = amqp_url
+        self._queue = queue
 
     async def messages(self, *, expect_events: int, timeout: float = 10) -> list[EventMessage]:
         """Every message on the queue until `expect_events` events arrived (then a short wait
@@ -239,14 +259,17 @@ class Published:
         connection = await aio_pika.connect(self._url)
         try:
             channel = await connection.channel()
-            queue = await channel.get_queue(topology.RECONCILER_QUEUE)
+            queue = await channel.get_queue(self._queue)
             found: list[EventMessage] = []
             deadline = time.monotonic() + timeout
             settle_until: float | None = None
             while True:
                 message = await queue.get(no_ack=True, fail=False)
                 if message is not None:
-                    assert message.routing_key == topology.ASSET_BATCH_KEY
+                    assert message.routing_key in (
+                        topology.ASSET_BATCH_KEY,
+                        topology.PRICE_BATCH_KEY,
+                    )
                     found.append(decode_message(message.body))
                     continue
                 now = time.monotonic()

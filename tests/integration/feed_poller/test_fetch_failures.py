@@ -149,7 +149,7 @@ async def test_a_stalled_body_times_out(
 
     url = feed_server.serve("/stall", stalling)
     run = await run_once(
-        database_url, vhost_amqp_url, db, provider_id, url, read_timeout=0.5, fetch_tries=2
+        database_url, vhost_amqp_url, db, provider_id, url, min_rate_seconds=0.5, fetch_tries=2
     )
     release.set()
     assert (run["status"], run["reason_code"]) == ("failed", "timeout"), run["reason"]

@@ -12,7 +12,7 @@ from rwasync.ingest_api.app import create_app
 from rwasync.platform.db import Database
 from tests.integration.ingest.conftest import create_provider, ingest_settings, readiness, serve
 from tests.integration.ingest.helpers import JSON, house, problem
-from tests.support.private_rabbit import blocked_rabbit
+from tests.support.private_servers import blocked_rabbit
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration

@@ -126,7 +126,11 @@ class BlockedWatch:
 class Broker:
     """One robust connection per process, connected in the background until it succeeds."""
 
-    def __init__(self, url: str, *, publish_timeout: float = 5.0, name: str = "rwasync") -> None:
+    def __init__(
+        self, url: str, *, publish_timeout: float | None = 5.0, name: str = "rwasync"
+    ) -> None:
+        """`publish_timeout` bounds the wait for each confirm; None waits as long as the broker
+        takes (a bulk publisher then watches for confirms that stop coming)."""
         self._url = url
         self._publish_timeout = publish_timeout
         self._name = name

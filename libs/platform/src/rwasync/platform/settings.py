@@ -11,7 +11,7 @@ another file. Nothing else reads `os.environ`.
 import os
 from typing import Final, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/rwasync"
@@ -47,6 +47,9 @@ class CommonSettings(BaseSettings):
     # Comma-separated CIDR ranges that feed URLs may point into although they are loopback or
     # private (`make run` allows 127.0.0.0/8 and ::1 for the demo provider). Empty: none.
     feed_allowed_networks: str = Field("", validation_alias="RWASYNC_FEED_ALLOWED_NETWORKS")
+    # Fernet keys (comma-separated; the first seals, all open) that seal feed credentials at rest.
+    # Empty: feeds that carry credentials cannot be registered.
+    feed_secrets_key: SecretStr = Field(SecretStr(""), validation_alias="RWASYNC_FEED_SECRETS_KEY")
 
 
 class ServiceSettings(CommonSettings):

@@ -25,8 +25,8 @@ class FeedFormat(StrEnum):
     CSV = "csv"
 
 
-# The formats the poller reads today; the others are refused when a feed is registered.
-READABLE_FORMATS: Final = frozenset({FeedFormat.JSON})
+# The formats the poller reads (gzip is recognised by Content-Encoding or a `.gz` path).
+READABLE_FORMATS: Final = frozenset(FeedFormat)
 
 
 class RunStatus(StrEnum):
@@ -115,6 +115,8 @@ def check_feed_url(url: str, policy: AddressPolicy) -> str:
         raise FeedSettingInvalid("/url", "must be an absolute http or https URL") from None
     if parts.scheme not in ("http", "https") or not host:
         raise FeedSettingInvalid("/url", "must be an absolute http or https URL")
+    if parts.username is not None or parts.password is not None:
+        raise FeedSettingInvalid("/url", "must not carry credentials: give them as the feed's auth")
     try:
         policy.check_host_literal(host)
     except AddressRefused as exc:

@@ -1,50 +1,156 @@
-"""Requests about feeds, made by an operator (CLI) or a provider (feed API) and carried out by the
-poller: register a source, request a run, read runs, decide a held run.
+"""Feed sources and runs as operators (CLI) and providers (the feed API) manage them: register or
+replace a source, list sources and runs with cursors, request a run, read a run, decide a held
+run. Every operation can be scoped to one provider: another provider's feed or run is then
+`FeedNotFound` / `RunNotFound`, exactly like one that does not exist.
 
 The feed poller owns the work (fetch, compare, publish); these statements only record requests,
-and it picks them up within a second (LISTEN/NOTIFY, with polling as the fallback). The rules a
-registration must pass are `rwasync.schema.feeds`.
+and it picks them up within a second (LISTEN/NOTIFY, with polling as the fallback). Errors name
+the field (`FeedSettingInvalid.pointer`), so an HTTP layer only maps them: `FeedSettingInvalid`
+→ 422, `FeedNotFound`/`RunNotFound` → 404, `FeedIdTaken`/`RunNotDecidable` → 409.
 """
 
 from __future__ import annotations
 
+import base64
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal
 
 import asyncpg
+import orjson
 
+from rwasync.feeds.auth import FeedAuth, FeedSecrets, parse_auth
+from rwasync.feeds.schedule import Schedule, parse_schedule
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.feeds import (
     DEFAULT_DELETION_THRESHOLD,
     DeletionThreshold,
+    FeedFormat,
     FeedSettingInvalid,
     ReasonCode,
     RunStatus,
     check_feed_url,
     check_format,
 )
-from rwasync.schema.timestamps import timestamp_text
+from rwasync.schema.timestamps import timestamp_text, utc_now
 from rwasync.store.tenants import new_id
 
 # The channel on which a new request wakes the pollers.
 FEED_WAKEUP_CHANNEL: Final = "rwasync_feed_runs"
+FEED_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_PAGE: Final = 500
+_SETTINGS_KEYS: Final = frozenset(
+    {"url", "format", "schedule", "auth", "deletion_threshold", "enabled"}
+)
 
 
 class RunNotDecidable(Exception):
     """Only a feed's latest held run can be approved or rejected."""
 
 
+class FeedNotFound(Exception):
+    """No such feed (for this provider)."""
+
+
+class RunNotFound(Exception):
+    """No such run (of this feed, for this provider)."""
+
+
+class FeedIdTaken(Exception):
+    """Another provider already uses this feed id."""
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    """A feed registration that passed every rule."""
+
+    url: str
+    format: FeedFormat = FeedFormat.JSON
+    schedule: Schedule = field(default_factory=Schedule)
+    auth: FeedAuth = field(default_factory=FeedAuth)
+    threshold: DeletionThreshold = DEFAULT_DELETION_THRESHOLD
+    enabled: bool = True
+
+
+def _threshold(value: Any) -> DeletionThreshold:
+    if value is None:
+        return DEFAULT_DELETION_THRESHOLD
+    if not isinstance(value, dict):
+        raise FeedSettingInvalid("/deletion_threshold", 'must be {"percent", "min_count"}')
+    for key in sorted(set(value) - {"percent", "min_count"}):
+        raise FeedSettingInvalid(f"/deletion_threshold/{key}", "unknown field")
+    percent = value.get("percent", DEFAULT_DELETION_THRESHOLD.percent)
+    try:
+        if isinstance(percent, bool) or not isinstance(percent, int | float | str | Decimal):
+            raise InvalidOperation
+        share = Decimal(str(percent))
+        if not share.is_finite() or not 0 <= share <= 100:
+            raise InvalidOperation
+    except InvalidOperation:
+        raise FeedSettingInvalid("/deletion_threshold/percent", "must be a number 0-100") from None
+    count = value.get("min_count", DEFAULT_DELETION_THRESHOLD.min_count)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise FeedSettingInvalid("/deletion_threshold/min_count", "must be an integer ≥ 0")
+    return DeletionThreshold(share, count)
+
+
+def parse_feed_settings(document: Any, policy: AddressPolicy) -> FeedSettings:
+    """A registration document (`PUT /v1/feeds/{feed_id}`'s body, or what the CLI builds):
+    `{"url", "format", "schedule", "auth", "deletion_threshold", "enabled"}`."""
+    if not isinstance(document, dict):
+        raise FeedSettingInvalid("", "must be a JSON object")
+    for key in sorted(set(document) - _SETTINGS_KEYS):
+        raise FeedSettingInvalid(f"/{key}", "unknown field")
+    url = document.get("url")
+    if not isinstance(url, str):
+        raise FeedSettingInvalid("/url", "is required: the feed's http or https URL")
+    fmt = document.get("format", "json")
+    if not isinstance(fmt, str):
+        raise FeedSettingInvalid("/format", "must be a string")
+    schedule = document.get("schedule")
+    if schedule is not None and not isinstance(schedule, str):
+        raise FeedSettingInvalid(
+            "/schedule", "must be an interval such as 24h, a cron expression, or null"
+        )
+    enabled = document.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise FeedSettingInvalid("/enabled", "must be true or false")
+    return FeedSettings(
+        url=check_feed_url(url, policy),
+        format=check_format(fmt),
+        schedule=parse_schedule(schedule),
+        auth=parse_auth(document.get("auth")),
+        threshold=_threshold(document.get("deletion_threshold")),
+        enabled=enabled,
+    )
+
+
 def _ts(value: datetime | None) -> str | None:
     return timestamp_text(value) if value is not None else None
 
 
+def _interval_text(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def feed_object(row: asyncpg.Record) -> dict[str, Any]:
+    """A feed as providers and operators read it: never its secret."""
+    interval = row["interval_seconds"]
     return {
         "feed_id": row["feed_id"],
         "provider_id": row["provider_id"],
         "url": row["url"],
         "format": row["format"],
-        "interval_seconds": row["interval_seconds"],
+        "schedule": row["cron"] or (_interval_text(interval) if interval else None),
+        "interval_seconds": interval,
+        "cron": row["cron"],
+        "auth": row["auth"] or {"type": "none"},
         "deletion_threshold": {
             "percent": float(row["deletion_threshold_percent"]),
             "min_count": row["deletion_threshold_min_count"],
@@ -52,6 +158,7 @@ def feed_object(row: asyncpg.Record) -> dict[str, Any]:
         "enabled": row["enabled"],
         "next_run_at": _ts(row["next_run_at"]),
         "created_at": _ts(row["created_at"]),
+        "updated_at": _ts(row["updated_at"]),
     }
 
 
@@ -75,23 +182,79 @@ def run_object(row: asyncpg.Record) -> dict[str, Any]:
     return run
 
 
-ADD_FEED: Final = """
-INSERT INTO feed_sources (feed_id, provider_id, url, format, interval_seconds,
-                          deletion_threshold_percent, deletion_threshold_min_count, next_run_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7,
-        -- first scheduled run one interval after adding, with up to 10 % jitter
-        CASE WHEN $5::int IS NULL THEN NULL
-             ELSE now() + make_interval(secs => $5 * (1 + random() * 0.1)) END)
-RETURNING *
-"""
+def _cursor(moment: datetime, key: str) -> str:
+    raw = orjson.dumps([timestamp_text(moment), key])
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _after(cursor: str | None) -> tuple[datetime | None, str | None]:
+    if cursor is None:
+        return None, None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        moment, key = orjson.loads(raw)
+        return datetime.fromisoformat(moment.replace("Z", "+00:00")), str(key)
+    except (ValueError, TypeError):
+        raise FeedSettingInvalid("/cursor", "is not a cursor this listing returned") from None
+
+
+def _page(
+    rows: list[asyncpg.Record],
+    limit: int,
+    render: Callable[[asyncpg.Record], dict[str, Any]],
+    key: tuple[str, str],
+) -> dict[str, Any]:
+    """A page of `limit` items (one more row was fetched to know whether another page follows)."""
+    page = rows[:limit]
+    last = page[-1] if len(rows) > limit else None
+    return {
+        "items": [render(row) for row in page],
+        "next_cursor": _cursor(last[key[0]], last[key[1]]) if last is not None else None,
+    }
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise FeedSettingInvalid("/limit", f"must be 1-{MAX_PAGE}")
+    return limit
+
+
+# --- statements ---------------------------------------------------------------------------
 
 PROVIDER_EXISTS: Final = "SELECT 1 FROM providers WHERE provider_id = $1"
 
-LIST_FEEDS: Final = """
-SELECT * FROM feed_sources WHERE $1::text IS NULL OR provider_id = $1 ORDER BY created_at
+# Columns $3.. of a registration: url, format, interval, cron, auth, sealed secret, threshold
+# percent and count, enabled, next run.
+INSERT_FEED: Final = """
+INSERT INTO feed_sources (feed_id, provider_id, url, format, interval_seconds, cron, auth,
+                          auth_secret, deletion_threshold_percent, deletion_threshold_min_count,
+                          enabled, next_run_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+RETURNING *
 """
 
-FEED_PROVIDER: Final = "SELECT provider_id FROM feed_sources WHERE feed_id = $1"
+FEED_FOR_UPDATE: Final = "SELECT * FROM feed_sources WHERE feed_id = $1 FOR UPDATE"
+
+REPLACE_FEED: Final = """
+UPDATE feed_sources
+SET url = $3, format = $4, interval_seconds = $5, cron = $6, auth = $7, auth_secret = $8,
+    deletion_threshold_percent = $9, deletion_threshold_min_count = $10, enabled = $11,
+    next_run_at = $12, updated_at = now()
+WHERE feed_id = $1 AND provider_id = $2
+RETURNING *
+"""
+
+LIST_FEEDS: Final = """
+SELECT * FROM feed_sources
+WHERE ($1::text IS NULL OR provider_id = $1)
+  AND ($2::timestamptz IS NULL OR (created_at, feed_id) > ($2, $3))
+ORDER BY created_at, feed_id
+LIMIT $4
+"""
+
+GET_FEED: Final = """
+SELECT * FROM feed_sources WHERE feed_id = $1 AND ($2::text IS NULL OR provider_id = $2)
+"""
 
 REQUEST_RUN: Final = """
 INSERT INTO feed_runs (run_id, feed_id, provider_id, status, trigger)
@@ -100,10 +263,17 @@ VALUES ($1, $2, $3, 'queued', 'manual')
 
 WAKE_POLLERS: Final = "SELECT pg_notify($1, $2)"
 
-GET_RUN: Final = "SELECT * FROM feed_runs WHERE run_id = $1"
+GET_RUN: Final = """
+SELECT * FROM feed_runs
+WHERE run_id = $1 AND ($2::text IS NULL OR feed_id = $2) AND ($3::text IS NULL OR provider_id = $3)
+"""
 
 LIST_RUNS: Final = """
-SELECT * FROM feed_runs WHERE feed_id = $1 ORDER BY requested_at DESC, run_id LIMIT $2
+SELECT * FROM feed_runs
+WHERE feed_id = $1
+  AND ($2::timestamptz IS NULL OR (requested_at, run_id) < ($2, $3))
+ORDER BY requested_at DESC, run_id DESC
+LIMIT $4
 """
 
 # The run, locked, and whether it is its feed's latest held run (the only decidable one).
@@ -112,58 +282,120 @@ SELECT r.run_id, r.status, r.decision,
        r.run_id = (SELECT h.run_id FROM feed_runs h
                    WHERE h.feed_id = r.feed_id AND h.status = 'held'
                    ORDER BY h.requested_at DESC LIMIT 1) AS latest_held
-FROM feed_runs r WHERE r.run_id = $1 FOR UPDATE
+FROM feed_runs r
+WHERE r.run_id = $1 AND ($2::text IS NULL OR r.feed_id = $2)
+  AND ($3::text IS NULL OR r.provider_id = $3)
+FOR UPDATE
 """
 
 REJECT_RUN: Final = """
 UPDATE feed_runs SET status = 'rejected', reason = 'rejected by an operator',
-       reason_code = $2, finished_at = now(), held_body = NULL
+       reason_code = $2, finished_at = now()
 WHERE run_id = $1
 """
+
+# A rejected run's snapshot is never applied: drop it.
+FORGET_REJECTED_ITEMS: Final = "DELETE FROM feed_run_items WHERE run_id = $1"
 
 APPROVE_RUN: Final = "UPDATE feed_runs SET decision = 'approve' WHERE run_id = $1"
 
 APPROVAL_PENDING: Final = "SELECT decision IS NOT NULL FROM feed_runs WHERE run_id = $1"
 
 
+# --- operations ---------------------------------------------------------------------------
+
+
+def _registration(settings: FeedSettings, secrets: FeedSecrets) -> tuple[Any, ...]:
+    schedule = settings.schedule
+    next_run = schedule.next_run(utc_now()) if settings.enabled else None
+    return (
+        settings.url,
+        str(settings.format),
+        schedule.interval_seconds,
+        schedule.cron,
+        settings.auth.public() if settings.auth.secret is not None else None,
+        secrets.seal(settings.auth),
+        settings.threshold.percent,
+        settings.threshold.min_count,
+        settings.enabled,
+        # A scheduled feed first runs one interval (or at its next cron time) after it is added.
+        next_run,
+    )
+
+
 async def add_feed(
     conn: asyncpg.Connection,
     *,
     provider_id: str,
-    url: str,
-    fmt: str,
-    interval_seconds: int | None,
-    policy: AddressPolicy,
-    threshold: DeletionThreshold = DEFAULT_DELETION_THRESHOLD,
+    settings: FeedSettings,
+    secrets: FeedSecrets,
 ) -> dict[str, Any]:
-    check_feed_url(url, policy)
-    check_format(fmt)
+    """Register a feed under a generated id (the operator CLI)."""
     if await conn.fetchval(PROVIDER_EXISTS, provider_id) is None:
         raise FeedSettingInvalid("/provider_id", f"unknown provider {provider_id!r}")
     row = await conn.fetchrow(
-        ADD_FEED,
-        new_id("feed"),
-        provider_id,
-        url,
-        fmt,
-        interval_seconds,
-        threshold.percent,
-        threshold.min_count,
+        INSERT_FEED, new_id("feed"), provider_id, *_registration(settings, secrets)
     )
     assert row is not None
     return feed_object(row)
 
 
+async def put_feed(
+    conn: asyncpg.Connection,
+    *,
+    provider_id: str,
+    feed_id: str,
+    settings: FeedSettings,
+    secrets: FeedSecrets,
+) -> tuple[dict[str, Any], bool]:
+    """Create or replace the provider's feed `feed_id`; returns the feed and whether it was
+    created. A replacement keeps the feed's runs; its schedule starts over from now."""
+    if not FEED_ID_PATTERN.match(feed_id):
+        raise FeedSettingInvalid("/feed_id", "must be 1-128 letters, digits, '.', '_', ':' or '-'")
+    values = _registration(settings, secrets)
+    async with conn.transaction():
+        existing = await conn.fetchrow(FEED_FOR_UPDATE, feed_id)
+        if existing is None:
+            row = await conn.fetchrow(INSERT_FEED, feed_id, provider_id, *values)
+            created = True
+        elif existing["provider_id"] != provider_id:
+            raise FeedIdTaken(f"feed id {feed_id!r} is already in use; choose another")
+        else:
+            row = await conn.fetchrow(REPLACE_FEED, feed_id, provider_id, *values)
+            created = False
+    assert row is not None
+    return feed_object(row), created
+
+
+async def get_feed(
+    conn: asyncpg.Connection, feed_id: str, *, provider_id: str | None = None
+) -> dict[str, Any]:
+    row = await conn.fetchrow(GET_FEED, feed_id, provider_id)
+    if row is None:
+        raise FeedNotFound(f"unknown feed {feed_id!r}")
+    return feed_object(row)
+
+
 async def list_feeds(
-    conn: asyncpg.Connection, provider_id: str | None = None
-) -> list[dict[str, Any]]:
-    return [feed_object(r) for r in await conn.fetch(LIST_FEEDS, provider_id)]
+    conn: asyncpg.Connection,
+    provider_id: str | None = None,
+    *,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """`{"items": [feed...], "next_cursor"}`, oldest first."""
+    after, key = _after(cursor)
+    rows = await conn.fetch(LIST_FEEDS, provider_id, after, key, _limit(limit) + 1)
+    return _page(rows, limit, feed_object, ("created_at", "feed_id"))
 
 
-async def request_run(conn: asyncpg.Connection, feed_id: str) -> str:
-    feed = await conn.fetchrow(FEED_PROVIDER, feed_id)
+async def request_run(
+    conn: asyncpg.Connection, feed_id: str, *, provider_id: str | None = None
+) -> str:
+    """Queue a run of the feed now (it starts within seconds); returns its run id."""
+    feed = await conn.fetchrow(GET_FEED, feed_id, provider_id)
     if feed is None:
-        raise FeedSettingInvalid("/feed_id", f"unknown feed {feed_id!r}")
+        raise FeedNotFound(f"unknown feed {feed_id!r}")
     run_id = new_id("run")
     async with conn.transaction():
         await conn.execute(REQUEST_RUN, run_id, feed_id, feed["provider_id"])
@@ -171,15 +403,31 @@ async def request_run(conn: asyncpg.Connection, feed_id: str) -> str:
     return run_id
 
 
-async def get_run(conn: asyncpg.Connection, run_id: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow(GET_RUN, run_id)
+async def get_run(
+    conn: asyncpg.Connection,
+    run_id: str,
+    *,
+    feed_id: str | None = None,
+    provider_id: str | None = None,
+) -> dict[str, Any] | None:
+    row = await conn.fetchrow(GET_RUN, run_id, feed_id, provider_id)
     return run_object(row) if row is not None else None
 
 
 async def list_runs(
-    conn: asyncpg.Connection, feed_id: str, limit: int = 50
-) -> list[dict[str, Any]]:
-    return [run_object(r) for r in await conn.fetch(LIST_RUNS, feed_id, limit)]
+    conn: asyncpg.Connection,
+    feed_id: str,
+    *,
+    provider_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> dict[str, Any]:
+    """`{"items": [run...], "next_cursor"}`, newest first."""
+    if await conn.fetchrow(GET_FEED, feed_id, provider_id) is None:
+        raise FeedNotFound(f"unknown feed {feed_id!r}")
+    before, key = _after(cursor)
+    rows = await conn.fetch(LIST_RUNS, feed_id, before, key, _limit(limit) + 1)
+    return _page(rows, limit, run_object, ("requested_at", "run_id"))
 
 
 async def approval_pending(conn: asyncpg.Connection, run_id: str) -> bool:
@@ -188,19 +436,25 @@ async def approval_pending(conn: asyncpg.Connection, run_id: str) -> bool:
 
 
 async def decide_run(
-    conn: asyncpg.Connection, run_id: str, decision: Literal["approve", "reject"]
+    conn: asyncpg.Connection,
+    run_id: str,
+    decision: Literal["approve", "reject"],
+    *,
+    feed_id: str | None = None,
+    provider_id: str | None = None,
 ) -> None:
-    """Record an operator's approve/reject of the feed's latest held run."""
+    """Approve or reject the feed's latest held run (approval is applied by the poller)."""
     async with conn.transaction():
-        row = await conn.fetchrow(RUN_FOR_DECISION, run_id)
+        row = await conn.fetchrow(RUN_FOR_DECISION, run_id, feed_id, provider_id)
         if row is None:
-            raise FeedSettingInvalid("/run_id", f"unknown run {run_id!r}")
+            raise RunNotFound(f"unknown run {run_id!r}")
         if row["status"] != RunStatus.HELD or not row["latest_held"] or row["decision"] is not None:
             raise RunNotDecidable(
                 f"run {run_id} is {row['status']}: only a feed's latest held run can be decided"
             )
         if decision == "reject":
             await conn.execute(REJECT_RUN, run_id, ReasonCode.REJECTED_BY_OPERATOR)
+            await conn.execute(FORGET_REJECTED_ITEMS, run_id)
         else:
             await conn.execute(APPROVE_RUN, run_id)
             await conn.execute(WAKE_POLLERS, FEED_WAKEUP_CHANNEL, run_id)

@@ -19,7 +19,8 @@ def create_app(settings: FeedPollerSettings) -> web.Application:
     db = Database(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
-    broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name="feed-poller")
+    # Runs wait for confirms at the broker's pace, watching for a stall (see `publishing`).
+    broker = Broker(settings.amqp_url, publish_timeout=None, name="feed-poller")
     poller = FeedPoller(settings, db, broker)
 
     async def polling() -> tuple[str, bool]:

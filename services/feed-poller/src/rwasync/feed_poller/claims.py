@@ -10,7 +10,9 @@ import structlog
 
 from rwasync.feed_poller import queries
 from rwasync.feed_poller.runs import ClaimedRun, RunOutcome
+from rwasync.feeds.schedule import Schedule
 from rwasync.platform.db import Database
+from rwasync.schema.timestamps import utc_now
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +32,20 @@ class RunClaims:
             log.warning(
                 "feed run lease expired, queued again", run_id=row["run_id"], feed_id=row["feed_id"]
             )
-        for row in await self._db.fetch(queries.SCHEDULE_DUE_FEEDS):
+        async with self._db.connection() as conn, conn.transaction():
+            due = await conn.fetch(queries.DUE_FEEDS)
+            if not due:
+                return
+            now = utc_now()
+            next_times = [
+                Schedule(row["interval_seconds"], row["cron"]).next_run(now) for row in due
+            ]
+            feed_ids = [row["feed_id"] for row in due]
+            await conn.execute(queries.ADVANCE_SCHEDULES, feed_ids, next_times)
+            queued = await conn.fetch(
+                queries.QUEUE_SCHEDULED_RUNS, feed_ids, [row["provider_id"] for row in due]
+            )
+        for row in queued:
             log.info("feed run scheduled", run_id=row["run_id"], feed_id=row["feed_id"])
 
     async def claim(self) -> ClaimedRun | None:
@@ -64,19 +79,27 @@ class RunClaims:
     async def finish(self, claim: ClaimedRun, outcome: RunOutcome) -> bool:
         """Record how the run ended; False when it was no longer ours (the lease was lost)."""
         body = outcome.body
-        row = await self._db.fetchrow(
-            queries.FINISH_RUN,
-            claim.run_id,
-            self.replica_id,
-            outcome.status,
-            outcome.reason,
-            outcome.reason_code,
-            outcome.counts.as_dict(),
-            outcome.errors,
-            outcome.compared,
-            outcome.snapshot_time,
-            body.byte_count if body is not None else None,
-            body.sha256 if body is not None else None,
-            outcome.held_body,
-        )
-        return row is not None
+        async with self._db.connection() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                queries.FINISH_RUN,
+                claim.run_id,
+                self.replica_id,
+                outcome.status,
+                outcome.reason,
+                outcome.reason_code,
+                outcome.counts.as_dict(),
+                outcome.errors,
+                outcome.compared,
+                outcome.snapshot_time,
+                body.byte_count,
+                body.decoded_bytes,
+                body.sha256,
+                body.validators.etag,
+                body.validators.last_modified,
+                outcome.staged_items,
+            )
+            if row is None:
+                return False
+            # Snapshots only this run could still need (or none) are dropped with its ending.
+            await conn.execute(queries.FORGET_STAGED_ITEMS, claim.feed_id)
+        return True

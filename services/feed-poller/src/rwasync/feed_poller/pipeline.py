@@ -1,54 +1,92 @@
-"""One feed run, start to end: fetch → parse → plan → publish, returning how it ended.
+"""One feed run, start to end: fetch → stage → plan → publish, returning how it ended.
 
-A fetched body identical to the last `ok` run's is `not_modified` before any parsing. An approved
-held run is parsed from its kept body again, compared with the current state without the hold
-checks, and published. Recording the outcome is the caller's (it holds the lease).
+A 304 answer to the conditional request, or a decoded body identical to the last `ok` run's, is
+`not_modified` before anything is parsed. Otherwise the body is staged (`staging`), the plan pass
+decides whether the run is held, and the publish pass sends the events (`publishing`). An
+approved held run skips the fetch: its staged snapshot is compared with the state at that moment,
+without the hold checks, and published. Recording the outcome is the caller's (it holds the lease).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-from datetime import datetime
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
 
+import asyncpg
 import structlog
-from prometheus_client import Counter
 
 from rwasync.feed_poller import queries
-from rwasync.feed_poller.fetch import FetchFailed, FetchLimits, fetch_feed
-from rwasync.feed_poller.messages import RunContext, plan_messages
-from rwasync.feed_poller.parse import FeedInvalid, ParsedFeed, parse_feed
+from rwasync.feed_poller.comparing import decisions, tally
+from rwasync.feed_poller.messages import (
+    MissingDocument,
+    RunContext,
+    deletion_event,
+    price_event,
+    upsert_event,
+)
+from rwasync.feed_poller.publishing import ConfirmedPublisher
 from rwasync.feed_poller.runs import BodySeen, ClaimedRun, RunOutcome
 from rwasync.feed_poller.settings import FeedPollerSettings
-from rwasync.feed_poller.snapshot import Counts, Plan, SnapshotInput, StoredAsset, compare_snapshot
+from rwasync.feed_poller.staging import stage_feed
+from rwasync.feeds.auth import FeedSecrets, SecretsUnavailable
+from rwasync.feeds.fetch import Downloaded, FetchFailed, FetchLimits, Validators, download
+from rwasync.feeds.reading import FeedFacts
+from rwasync.feeds.records import FeedInvalid
+from rwasync.feeds.snapshot import Action, Comparison, Counts, hold_verdict, item_errors
 from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.db import Database
 from rwasync.schema import topology
 from rwasync.schema.addresses import AddressPolicy
-from rwasync.schema.events import Arrival, EventMessage, EventSource
+from rwasync.schema.events import AnyEvent, Arrival, EventSource
 from rwasync.schema.feeds import ReasonCode, RunStatus
-from rwasync.schema.timestamps import utc_now
 
 log = structlog.get_logger(__name__)
-
-EVENTS_PUBLISHED = Counter(
-    "rwasync_feed_events_published_total", "Asset events published by feed runs", ["type"]
-)
-
-# Publishes in flight at once for one run: enough to pipeline confirms, bounded in memory.
-PUBLISH_WINDOW = 64
 
 
 def fetch_limits(settings: FeedPollerSettings) -> FetchLimits:
     return FetchLimits(
         connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
+        min_rate_bytes=settings.min_rate_bytes,
+        min_rate_seconds=settings.min_rate_seconds,
         total_timeout=settings.total_timeout,
         tries=settings.fetch_tries,
         retry_delay=settings.retry_delay,
         max_redirects=settings.max_redirects,
-        max_body_bytes=settings.max_body_bytes,
+        max_compressed_bytes=settings.max_body_bytes,
+        max_decoded_bytes=settings.max_decoded_bytes,
     )
+
+
+@dataclass
+class _Snapshot:
+    """What the comparison needs to know about the feed read (or the held run approved)."""
+
+    facts: FeedFacts
+    seen: int
+    invalid: int
+    errors: list[dict[str, Any]]
+    body: BodySeen = field(default_factory=BodySeen)
+
+
+@dataclass
+class _Published:
+    """Counts of confirmed events, by what they did."""
+
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+    def counts(self, snapshot: _Snapshot) -> Counts:
+        return Counts(
+            seen=snapshot.seen,
+            created=self.created,
+            updated=self.updated,
+            unchanged=self.unchanged,
+            deleted=self.deleted,
+            invalid=snapshot.invalid,
+        )
 
 
 class RunPipeline:
@@ -58,145 +96,272 @@ class RunPipeline:
         db: Database,
         broker: Broker,
         policy: AddressPolicy,
+        secrets: FeedSecrets,
     ) -> None:
         self._settings = settings
         self._db = db
         self._broker = broker
         self._policy = policy
+        self._secrets = secrets
         self._limits = fetch_limits(settings)
 
     async def execute(self, claim: ClaimedRun) -> RunOutcome:
         if claim.is_approval:
             return await self._approve(claim)
         try:
-            fetched = await fetch_feed(claim.url, self._policy, self._limits)
+            auth = claim.auth(self._secrets)
+        except SecretsUnavailable as exc:
+            return RunOutcome(RunStatus.FAILED, reason=str(exc), reason_code=ReasonCode.FETCH_ERROR)
+        row = await self._db.fetchrow(queries.LAST_VALIDATORS, claim.feed_id)
+        conditional = Validators(row["etag"], row["last_modified"]) if row else Validators()
+        try:
+            downloaded = await download(
+                claim.url,
+                self._policy,
+                self._limits,
+                headers=auth.request_headers(),
+                conditional=conditional,
+                spool_dir=self._settings.spool_dir or None,
+            )
         except FetchFailed as exc:
             return RunOutcome(RunStatus.FAILED, reason=exc.reason, reason_code=exc.reason_code)
-        body = BodySeen(fetched.byte_count, hashlib.sha256(fetched.body).digest())
+        try:
+            return await self._read(claim, downloaded, conditional)
+        finally:
+            downloaded.discard()
+
+    async def _read(
+        self, claim: ClaimedRun, downloaded: Downloaded, conditional: Validators
+    ) -> RunOutcome:
+        if downloaded.not_modified:
+            answered = downloaded.validators
+            kept = Validators(
+                answered.etag or conditional.etag,
+                answered.last_modified or conditional.last_modified,
+            )
+            return RunOutcome(RunStatus.NOT_MODIFIED, body=BodySeen(validators=kept))
+        body = BodySeen(
+            downloaded.body_bytes, downloaded.decoded_bytes, downloaded.sha256,
+            downloaded.validators,
+        )  # fmt: skip
         if body.sha256 == await self._db.fetchval(queries.LAST_OK_BODY_SHA256, claim.feed_id):
             return RunOutcome(RunStatus.NOT_MODIFIED, body=body)
-        return await self._compare_and_publish(
-            claim, fetched.body, body, received_at=fetched.started_at, check_holds=True
-        )
+        async with self._db.connection() as conn:
+            try:
+                staged = await stage_feed(
+                    conn,
+                    run_id=claim.run_id,
+                    feed_id=claim.feed_id,
+                    provider_id=claim.provider_id,
+                    fmt=claim.fmt,
+                    downloaded=downloaded,
+                    max_items=self._settings.max_items,
+                    max_errors=self._settings.max_stored_errors,
+                )
+            except FeedInvalid as exc:
+                return RunOutcome(
+                    RunStatus.FAILED, reason=exc.reason, reason_code=exc.reason_code, body=body
+                )
+            log.info(
+                "feed staged",
+                run_id=claim.run_id,
+                seen=staged.seen,
+                invalid=staged.invalid,
+                unchanged_by_fingerprint=staged.skipped_validation,
+            )
+            snapshot = _Snapshot(
+                staged.facts,
+                staged.seen,
+                staged.invalid,
+                [e.as_dict() for e in staged.errors],
+                body,
+            )
+            return await self._compare_and_publish(
+                conn, claim, snapshot, received_at=downloaded.started_at, check_holds=True
+            )
 
     async def _approve(self, claim: ClaimedRun) -> RunOutcome:
-        raw = claim.held_body
-        if raw is None:
+        if claim.staged_items is None or claim.snapshot_time is None:
             return RunOutcome(
                 RunStatus.FAILED,
-                reason="the held run kept no feed body to apply",
+                reason="the held run kept no snapshot to apply",
                 reason_code=ReasonCode.INTERNAL_ERROR,
             )
-        body = BodySeen(len(raw), hashlib.sha256(raw).digest())
-        return await self._compare_and_publish(
-            claim, raw, body, received_at=claim.started_at, check_holds=False
+        snapshot = _Snapshot(
+            FeedFacts(claim.snapshot_time, None),
+            claim.counts.get("seen", 0),
+            claim.counts.get("invalid", 0),
+            claim.errors,
         )
+        async with self._db.connection() as conn:
+            return await self._compare_and_publish(
+                conn, claim, snapshot, received_at=claim.started_at, check_holds=False
+            )
 
     async def _compare_and_publish(
         self,
+        conn: asyncpg.Connection,
         claim: ClaimedRun,
-        raw: bytes,
-        body: BodySeen,
+        snapshot: _Snapshot,
         *,
-        received_at: datetime,
+        received_at: Any,
         check_holds: bool,
     ) -> RunOutcome:
-        try:
-            # Validation is CPU work; a thread keeps the loop answering probes and NOTIFYs.
-            parsed = await asyncio.to_thread(
-                parse_feed, raw, claim.fmt, now=utc_now(), max_items=self._settings.max_items
+        at = snapshot.facts.snapshot_time
+        protected_after = await conn.fetchval(
+            queries.PROTECTED_AFTER, claim.feed_id, claim.run_id, claim.started_at
+        )
+        comparison = Comparison(at, protected_after)
+        errors = snapshot.errors
+        if check_holds:
+            plan = await tally(
+                conn,
+                run_id=claim.run_id,
+                provider_id=claim.provider_id,
+                comparison=comparison,
+                keep=self._settings.max_stored_errors,
             )
-        except FeedInvalid as exc:
-            return RunOutcome(
-                RunStatus.FAILED, reason=exc.reason, reason_code=exc.reason_code, body=body
+            errors = item_errors(errors, plan.superseded, self._settings.max_stored_errors)
+            verdict = hold_verdict(
+                seen=snapshot.seen,
+                invalid=snapshot.invalid,
+                total_assets=snapshot.facts.total_assets,
+                deletions=plan.deletions,
+                live=plan.live,
+                threshold=claim.threshold,
+                snapshot_time=at,
             )
-        plan = await self._plan(claim, parsed, check_holds=check_holds)
-        errors = [e.as_dict() for e in parsed.errors[: self._settings.max_stored_errors]]
-        verdict = plan.failure or plan.hold
-        if verdict is not None:
-            held = plan.failure is None
-            return RunOutcome(
-                RunStatus.HELD if held else RunStatus.FAILED,
-                reason=verdict.reason,
-                reason_code=verdict.reason_code,
-                counts=plan.counts,
-                errors=errors,
-                body=body,
-                snapshot_time=parsed.snapshot_time,
-                held_body=raw if held else None,
-            )
+            if verdict is not None:
+                counts = Counts(
+                    seen=snapshot.seen,
+                    invalid=snapshot.invalid,
+                    held_deletions=0 if verdict.failed else plan.deletions,
+                )
+                return RunOutcome(
+                    RunStatus.FAILED if verdict.failed else RunStatus.HELD,
+                    reason=verdict.reason,
+                    reason_code=verdict.reason_code,
+                    counts=counts,
+                    errors=errors,
+                    body=snapshot.body,
+                    snapshot_time=at,
+                    staged_items=None if verdict.failed else snapshot.seen,
+                )
         run = RunContext(
             feed_id=claim.feed_id,
             run_id=claim.run_id,
-            snapshot_time=parsed.snapshot_time,
+            snapshot_time=at,
             arrival=Arrival(claim.provider_id, EventSource.FEED, received_at, claim.run_id),
         )
+        published = _Published()
         try:
-            await self._publish(plan, run)
+            await self._publish(conn, claim, comparison, run, published)
         except BrokerUnavailable as exc:
             return RunOutcome(
                 RunStatus.FAILED,
                 reason=f"broker unavailable: {exc}",
                 reason_code=ReasonCode.BROKER_UNAVAILABLE,
-                counts=Counts(seen=parsed.seen, invalid=parsed.invalid),
+                counts=published.counts(snapshot),
                 errors=errors,
-                body=body,
-                snapshot_time=parsed.snapshot_time,
+                body=snapshot.body,
+                snapshot_time=at,
             )
         return RunOutcome(
             RunStatus.OK,
-            counts=plan.counts,
+            counts=published.counts(snapshot),
             errors=errors,
-            body=body,
-            snapshot_time=parsed.snapshot_time,
+            body=snapshot.body,
+            snapshot_time=at,
+            staged_items=snapshot.seen,
         )
 
-    async def _plan(self, claim: ClaimedRun, parsed: ParsedFeed, *, check_holds: bool) -> Plan:
-        stored_rows = await self._db.fetch(queries.STORED_STATE, claim.provider_id)
-        protected_after = await self._db.fetchval(
-            queries.PROTECTED_AFTER, claim.feed_id, claim.run_id, claim.started_at
-        )
-        snapshot = SnapshotInput(
-            items=parsed.items,
-            invalid_ids=parsed.invalid_ids,
-            stored=[
-                StoredAsset(
-                    asset_id=row["asset_id"],
-                    updated_at=row["updated_at"],
-                    deleted=row["deleted"],
-                    accepted_at=row["accepted_at"],
-                    event_id=row["event_id"],
-                    source=row["source"],
-                    content_hash=row["content_hash"],
+    async def _publish(
+        self,
+        conn: asyncpg.Connection,
+        claim: ClaimedRun,
+        comparison: Comparison,
+        run: RunContext,
+        published: _Published,
+    ) -> None:
+        """The publish pass: decisions become events, many to a message, sent with
+        backpressure; `published` counts what the broker confirmed."""
+        size = self._settings.events_per_message
+        assets: list[AnyEvent] = []
+        documents: list[bytes] = []
+        asset_kinds: list[Action] = []
+        prices: list[AnyEvent] = []
+        async with ConfirmedPublisher(
+            self._broker,
+            window=self._settings.publish_window,
+            stall_seconds=self._settings.confirm_stall_seconds,
+        ) as publisher:
+
+            async def send_assets() -> None:
+                kinds = list(asset_kinds)
+
+                def confirmed(_: list[AnyEvent]) -> None:
+                    published.created += kinds.count(Action.CREATE)
+                    published.updated += kinds.count(Action.UPDATE)
+                    published.deleted += kinds.count(Action.DELETE)
+
+                await publisher.publish(
+                    topology.ASSETS_EXCHANGE,
+                    topology.ASSET_BATCH_KEY,
+                    list(assets),
+                    confirmed,
+                    list(documents),
                 )
-                for row in stored_rows
-            ],
-            snapshot_time=parsed.snapshot_time,
-            protected_after=protected_after,
-            seen=parsed.seen,
-            invalid=parsed.invalid,
-            total_assets=parsed.total_assets,
-            threshold=claim.threshold,
-        )
-        return await asyncio.to_thread(compare_snapshot, snapshot, check_holds=check_holds)
+                assets.clear()
+                documents.clear()
+                asset_kinds.clear()
 
-    async def _publish(self, plan: Plan, run: RunContext) -> None:
-        """Publish the plan's messages, confirms pipelined; raises BrokerUnavailable."""
-        window = asyncio.Semaphore(PUBLISH_WINDOW)
-
-        async def publish(message: EventMessage) -> None:
-            try:
-                await self._broker.publish(
-                    topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, message
+            async def send_prices() -> None:
+                await publisher.publish(
+                    topology.PRICES_EXCHANGE, topology.PRICE_BATCH_KEY, list(prices), _ignore
                 )
-            finally:
-                window.release()
-            EVENTS_PUBLISHED.labels(str(message.events[0].type)).inc(len(message.events))
+                prices.clear()
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for message in plan_messages(plan, run, self._settings.events_per_message):
-                    await window.acquire()
-                    group.create_task(publish(message))
-        except* BrokerUnavailable as failures:
-            raise failures.exceptions[0] from None
+            walk = decisions(
+                conn,
+                run_id=claim.run_id,
+                provider_id=claim.provider_id,
+                comparison=comparison,
+                with_documents=True,
+            )
+            # Closed before the connection goes back to the pool, whatever stops the walk.
+            async with contextlib.aclosing(walk):
+                async for decision, _listing in walk:
+                    action = decision.action
+                    if action in (Action.CREATE, Action.UPDATE):
+                        try:
+                            upsert = upsert_event(decision, run)
+                            assets.append(upsert.event)
+                            documents.append(upsert.document)
+                            asset_kinds.append(action)
+                        except MissingDocument:
+                            log.warning(
+                                "no staged document for a planned upsert; left unchanged",
+                                run_id=claim.run_id,
+                                asset_id=decision.asset_id,
+                            )
+                            published.unchanged += 1
+                    elif action == Action.DELETE:
+                        assets.append(deletion_event(decision, run))
+                        asset_kinds.append(action)
+                    elif action == Action.UNCHANGED:
+                        published.unchanged += 1
+                    price = price_event(decision, run)
+                    if price is not None:
+                        prices.append(price)
+                    if len(assets) >= size:
+                        await send_assets()
+                    if len(prices) >= size:
+                        await send_prices()
+            if assets:
+                await send_assets()
+            if prices:
+                await send_prices()
+
+
+def _ignore(_: list[AnyEvent]) -> None:
+    return None

@@ -20,6 +20,7 @@ from rwasync.feed_poller.pipeline import RunPipeline
 from rwasync.feed_poller.runs import ClaimedRun, RunOutcome
 from rwasync.feed_poller.settings import FeedPollerSettings
 from rwasync.feed_poller.wakeup import Wakeup
+from rwasync.feeds.auth import FeedSecrets
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database, DatabaseUnavailable, is_transient
 from rwasync.schema.addresses import AddressPolicy
@@ -55,7 +56,8 @@ class FeedPoller:
         self._settings = settings
         self._broker = broker
         policy = policy or AddressPolicy.from_setting(settings.feed_allowed_networks)
-        self._pipeline = RunPipeline(settings, db, broker, policy)
+        secrets = FeedSecrets(settings.feed_secrets_key.get_secret_value())
+        self._pipeline = RunPipeline(settings, db, broker, policy, secrets)
         self.replica_id = settings.replica_id or _default_replica_id()
         self._claims = RunClaims(db, self.replica_id, settings.run_lease_seconds)
         self._wakeup = asyncio.Event()

@@ -9,40 +9,43 @@ skips feeds with a run in progress. Row locks are NO KEY UPDATE so that insertin
 key share lock on the feed) never waits for a claim.
 """
 
-# Feeds whose time has come get a queued run and their next time (interval + up to 10 % jitter),
-# in one statement: SKIP LOCKED lets replicas schedule side by side without doubling a run. A
-# feed that still has a queued run gets no second one (its schedule still moves on).
-SCHEDULE_DUE_FEEDS = """
-WITH due AS (
-    SELECT feed_id
-    FROM feed_sources
-    WHERE enabled AND interval_seconds IS NOT NULL AND next_run_at <= now()
-    ORDER BY next_run_at
-    LIMIT 100
-    FOR NO KEY UPDATE SKIP LOCKED
-),
-advanced AS (
-    UPDATE feed_sources f
-    SET next_run_at = now() + make_interval(secs => f.interval_seconds * (1 + random() * 0.1))
-    FROM due
-    WHERE f.feed_id = due.feed_id
-    RETURNING f.feed_id, f.provider_id
-)
+# Feeds whose time has come (scheduled by interval or cron), locked so that replicas schedule
+# side by side without doubling a run; the poller computes each next time (`rwasync.feeds.schedule`)
+# and the two statements below record it, in the same transaction.
+DUE_FEEDS = """
+SELECT feed_id, provider_id, interval_seconds, cron
+FROM feed_sources
+WHERE enabled AND (interval_seconds IS NOT NULL OR cron IS NOT NULL) AND next_run_at <= now()
+ORDER BY next_run_at
+LIMIT 100
+FOR NO KEY UPDATE SKIP LOCKED
+"""
+
+# $1 feed ids, $2 their next run times.
+ADVANCE_SCHEDULES = """
+UPDATE feed_sources f SET next_run_at = u.next_run_at
+FROM unnest($1::text[], $2::timestamptz[]) AS u(feed_id, next_run_at)
+WHERE f.feed_id = u.feed_id
+"""
+
+# A queued run for each due feed, unless it still has one queued. $1 feed ids, $2 providers.
+QUEUE_SCHEDULED_RUNS = """
 INSERT INTO feed_runs (run_id, feed_id, provider_id, status, trigger)
-SELECT 'run_' || substr(md5(gen_random_uuid()::text), 1, 16), a.feed_id, a.provider_id,
+SELECT 'run_' || substr(md5(gen_random_uuid()::text), 1, 16), u.feed_id, u.provider_id,
        'queued', 'schedule'
-FROM advanced a
+FROM unnest($1::text[], $2::text[]) AS u(feed_id, provider_id)
 WHERE NOT EXISTS (
-    SELECT 1 FROM feed_runs q WHERE q.feed_id = a.feed_id AND q.status = 'queued'
+    SELECT 1 FROM feed_runs q WHERE q.feed_id = u.feed_id AND q.status = 'queued'
 )
 RETURNING run_id, feed_id
 """
 
 # What a claimed run needs to execute, returned by both claims.
 _CLAIMED_COLUMNS = """
-    r.run_id, r.feed_id, r.provider_id, r.trigger, r.started_at, r.held_body,
-    f.url, f.format, f.deletion_threshold_percent, f.deletion_threshold_min_count,
-    f.created_at AS feed_created_at
+    r.run_id, r.feed_id, r.provider_id, r.trigger, r.started_at, r.snapshot_time, r.counts,
+    r.errors, r.staged_items,
+    f.url, f.format, f.auth, f.auth_secret, f.deletion_threshold_percent,
+    f.deletion_threshold_min_count, f.created_at AS feed_created_at
 """
 
 # A run of this feed is being worked on (running, or an approval under a live lease).
@@ -116,10 +119,20 @@ SET status = CASE WHEN status = 'running' THEN 'queued' ELSE status END,
 WHERE run_id = ANY($1::text[]) AND claimed_by = $2 AND status IN ('running', 'held')
 """
 
-# The body digest of the feed's last `ok` run: an identical body is `not_modified`.
+# The decoded body's digest of the feed's last `ok` run: an identical body is `not_modified`.
 LAST_OK_BODY_SHA256 = """
 SELECT body_sha256 FROM feed_runs
 WHERE feed_id = $1 AND status = 'ok' AND body_sha256 IS NOT NULL
+ORDER BY finished_at DESC NULLS LAST
+LIMIT 1
+"""
+
+# The validators of the feed's last `ok` or `not_modified` response, sent back as a conditional
+# request.
+LAST_VALIDATORS = """
+SELECT etag, last_modified FROM feed_runs
+WHERE feed_id = $1 AND status IN ('ok', 'not_modified')
+  AND (etag IS NOT NULL OR last_modified IS NOT NULL)
 ORDER BY finished_at DESC NULLS LAST
 LIMIT 1
 """
@@ -135,11 +148,72 @@ SELECT COALESCE(
 )
 """
 
-# The provider's stored assets, read through the reconciler's documented view.
-STORED_STATE = """
-SELECT asset_id, updated_at, deleted, accepted_at, event_id, source, content_hash
-FROM asset_state
-WHERE provider_id = $1
+# --- the staging table (`feed_run_items`) ----------------------------------------------------
+
+STAGED_COLUMNS = (
+    "run_id", "asset_id", "item_index", "valid", "fingerprint", "updated_at", "content_hash",
+    "document", "price_amount", "price_currency", "price_as_of",
+)  # fmt: skip
+
+# A run recovered from a dead replica starts its staging afresh. $1 run.
+CLEAR_STAGED_ITEMS = "DELETE FROM feed_run_items WHERE run_id = $1"
+
+# The run whose items count as "accepted last time": the feed's latest `ok` run that staged them.
+LAST_OK_STAGED_RUN = """
+SELECT run_id FROM feed_runs
+WHERE feed_id = $1 AND status = 'ok' AND staged_items IS NOT NULL
+ORDER BY finished_at DESC NULLS LAST
+LIMIT 1
+"""
+
+# Items of this batch whose fingerprint matches an item of run $1 that is still exactly what is
+# stored (same content hash, live): they need no validation. $2 provider, $3 fingerprints.
+KNOWN_FINGERPRINTS = """
+SELECT DISTINCT ON (i.fingerprint) i.fingerprint, i.asset_id, i.updated_at, i.content_hash
+FROM feed_run_items i
+JOIN asset_state a ON a.provider_id = $2 AND a.asset_id = i.asset_id
+WHERE i.run_id = $1 AND i.valid AND i.fingerprint = ANY($3::bytea[])
+  AND NOT a.deleted AND a.content_hash = i.content_hash
+"""
+
+# The run's items joined with the provider's stored assets, one asset id after another: what the
+# snapshot comparison walks. The plan pass reads no documents; the publish pass adds them (and,
+# for an unchanged item whose asset was deleted since, the tombstone's document, which has the
+# item's content hash). $1 run, $2 provider.
+_JOINED = """
+SELECT COALESCE(i.asset_id, s.asset_id) AS asset_id,
+       i.item_index, i.valid, i.updated_at, i.content_hash,
+       s.asset_id IS NOT NULL AS is_stored, s.updated_at AS stored_updated_at,
+       s.deleted AS stored_deleted, s.accepted_at AS stored_accepted_at,
+       s.event_id AS stored_event_id, s.source AS stored_source,
+       s.content_hash AS stored_content_hash{extra}
+FROM (SELECT * FROM feed_run_items WHERE run_id = $1) i
+FULL JOIN (SELECT * FROM asset_state WHERE provider_id = $2) s ON s.asset_id = i.asset_id
+ORDER BY 1
+"""
+JOINED_FOR_PLAN = _JOINED.format(extra="")
+JOINED_FOR_PUBLISH = _JOINED.format(
+    extra="""
+       , i.document, i.price_amount, i.price_currency, i.price_as_of,
+       CASE WHEN i.valid AND i.document IS NULL AND s.deleted
+            THEN convert_to(s.document::text, 'UTF8') END AS stored_document"""
+)
+
+# Drop staged snapshots nobody needs any more: keep this run's (when it ended ok or held), the
+# feed's latest held run's (the only one that can be decided) and its latest ok run's (the
+# fingerprints of the next run). $1 feed.
+FORGET_STAGED_ITEMS = """
+DELETE FROM feed_run_items i
+USING feed_runs r
+WHERE i.run_id = r.run_id AND r.feed_id = $1
+  AND r.run_id NOT IN (
+      (SELECT run_id FROM feed_runs WHERE feed_id = $1 AND status = 'held'
+       ORDER BY requested_at DESC LIMIT 1)
+      UNION ALL
+      (SELECT run_id FROM feed_runs WHERE feed_id = $1 AND status = 'ok'
+         AND staged_items IS NOT NULL
+       ORDER BY finished_at DESC NULLS LAST LIMIT 1)
+  )
 """
 
 # Record how a run ended. Only the claimant may, and only while the run is still its own:
@@ -151,8 +225,11 @@ SET status = $3, reason = $4, reason_code = $5, counts = $6::jsonb, errors = $7:
     finished_at = now(),
     snapshot_time = COALESCE($9::timestamptz, snapshot_time),
     bytes = COALESCE($10::bigint, bytes),
-    body_sha256 = COALESCE($11::bytea, body_sha256),
-    held_body = $12::bytea,
+    decoded_bytes = COALESCE($11::bigint, decoded_bytes),
+    body_sha256 = COALESCE($12::bytea, body_sha256),
+    etag = COALESCE($13::text, etag),
+    last_modified = COALESCE($14::text, last_modified),
+    staged_items = COALESCE($15::integer, staged_items),
     decision = NULL,
     claimed_until = NULL
 WHERE run_id = $1 AND claimed_by = $2

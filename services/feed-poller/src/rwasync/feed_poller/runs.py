@@ -9,7 +9,9 @@ from typing import Any
 
 import asyncpg
 
-from rwasync.feed_poller.snapshot import Counts
+from rwasync.feeds.auth import FeedAuth, FeedSecrets
+from rwasync.feeds.fetch import Validators
+from rwasync.feeds.snapshot import Counts
 from rwasync.schema.feeds import DeletionThreshold, ReasonCode, RunStatus
 
 
@@ -26,9 +28,19 @@ class ClaimedRun:
     fmt: str
     threshold: DeletionThreshold
     feed_created_at: datetime
-    # This claim applies an operator's approval of a held run, whose body was kept.
+    # This claim applies an operator's approval of a held run, whose snapshot was staged.
     is_approval: bool
-    held_body: bytes | None
+    auth_public: dict[str, Any] | None = None
+    auth_sealed: bytes | None = field(default=None, repr=False)
+    # For approvals: what the held run recorded.
+    snapshot_time: datetime | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    staged_items: int | None = None
+
+    def auth(self, secrets: FeedSecrets) -> FeedAuth:
+        """The feed's credentials, opened (raises SecretsUnavailable)."""
+        return FeedAuth.from_public(self.auth_public, secrets.open(self.auth_sealed))
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, *, is_approval: bool) -> ClaimedRun:
@@ -46,16 +58,23 @@ class ClaimedRun:
             ),
             feed_created_at=row["feed_created_at"],
             is_approval=is_approval,
-            held_body=row["held_body"],
+            auth_public=row["auth"],
+            auth_sealed=row["auth_secret"],
+            snapshot_time=row["snapshot_time"],
+            counts=row["counts"] or {},
+            errors=row["errors"] or [],
+            staged_items=row["staged_items"],
         )
 
 
 @dataclass(frozen=True)
 class BodySeen:
-    """What the run learnt of the body it fetched (or approved), whatever came after."""
+    """What the run learnt of the body it fetched, whatever came after."""
 
-    byte_count: int
-    sha256: bytes
+    byte_count: int | None = None
+    decoded_bytes: int | None = None
+    sha256: bytes | None = None
+    validators: Validators = field(default_factory=Validators)
 
 
 @dataclass(frozen=True)
@@ -67,12 +86,12 @@ class RunOutcome:
     reason_code: ReasonCode | None = None
     counts: Counts = field(default_factory=Counts)
     errors: list[dict[str, Any]] = field(default_factory=list)
-    body: BodySeen | None = None
+    body: BodySeen = field(default_factory=BodySeen)
     # Set once the run compared the feed with the stored state (ok and held runs, and runs that
     # failed after it): the snapshot time it compared at.
     snapshot_time: datetime | None = None
-    # The body an operator may approve later (held runs only).
-    held_body: bytes | None = None
+    # How many items the run staged, once its snapshot is complete in `feed_run_items`.
+    staged_items: int | None = None
 
     @property
     def compared(self) -> bool:

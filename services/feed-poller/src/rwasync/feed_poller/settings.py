@@ -1,7 +1,8 @@
 """Feed poller settings (environment prefix RWASYNC_FEED_POLLER_).
 
-The allow-list of private networks feeds may reach is shared with the CLI:
-`RWASYNC_FEED_ALLOWED_NETWORKS` (`CommonSettings.feed_allowed_networks`).
+Shared with the CLI and the provider API: the allow-list of private networks feeds may reach
+(`RWASYNC_FEED_ALLOWED_NETWORKS`) and the keys that seal feed credentials
+(`RWASYNC_FEED_SECRETS_KEY`), both in `CommonSettings`.
 """
 
 from pydantic import Field
@@ -10,6 +11,7 @@ from rwasync.platform.settings import ServiceSettings, settings_config
 
 KIB = 1024
 MIB = 1024 * KIB
+GIB = 1024 * MIB
 
 
 class FeedPollerSettings(ServiceSettings):
@@ -18,19 +20,27 @@ class FeedPollerSettings(ServiceSettings):
     port: int = 8081
     # Seconds between looks at the run queue and the schedule; a NOTIFY wakes the loop sooner.
     poll_interval: float = Field(1.0, gt=0)
-    # Fetching (docs/api.md, "Feeds"): each try has a connect timeout, an idle timeout per
-    # chunk read (a try fails when the body stalls) and a total timeout covering its redirects.
+    # Fetching (docs/api.md, "Feeds"): each try has a connect timeout, fails when fewer than
+    # `min_rate_bytes` arrive in `min_rate_seconds`, and has a total timeout covering redirects.
     connect_timeout: float = Field(10.0, gt=0)
-    read_timeout: float = Field(30.0, gt=0)
+    min_rate_bytes: int = Field(10 * KIB, ge=0)
+    min_rate_seconds: float = Field(30.0, gt=0)
     total_timeout: float = Field(600.0, gt=0)
     fetch_tries: int = Field(3, ge=1)
     retry_delay: float = Field(30.0, ge=0)
     max_redirects: int = Field(5, ge=0)
-    # Caps per feed body and per feed.
+    # Caps per feed: the body as received, the body decoded (gzip), and the items.
     max_body_bytes: int = Field(512 * MIB, gt=0)
+    max_decoded_bytes: int = Field(2 * GIB, gt=0)
     max_items: int = Field(2_000_000, gt=0)
+    # Where bodies are spooled while a run reads them; empty: the system's temporary directory.
+    spool_dir: str = ""
     # Events packed into one broker message (bulk paths batch; see docs/architecture.md).
     events_per_message: int = Field(500, ge=1, le=5000)
+    # Messages a run keeps unconfirmed at once: publishing waits for confirms beyond that.
+    publish_window: int = Field(16, ge=1)
+    # The broker counts as unavailable once no confirm came for this long while messages wait.
+    confirm_stall_seconds: float = Field(60.0, gt=0)
     # A claimed run belongs to this replica for this long, renewed while it works; a replica that
     # dies lets its runs go back to the queue when the lease runs out.
     run_lease_seconds: float = Field(900.0, gt=0)

@@ -18,7 +18,7 @@ from rwasync.platform.db import connect
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.settings import CommonSettings
 from rwasync.schema.feeds import FeedSettingInvalid
-from rwasync.store.feeds import RunNotDecidable
+from rwasync.store.feeds import FeedIdTaken, FeedNotFound, RunNotDecidable, RunNotFound
 
 T = TypeVar("T")
 
@@ -54,7 +54,13 @@ def run_db(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(go())
-    except (FeedSettingInvalid, RunNotDecidable, Refused) as exc:
+    except (FeedSettingInvalid, Refused) as exc:
+        fail(str(exc))
+    except FeedNotFound as exc:
+        fail(f"/feed_id: {exc}")
+    except RunNotFound as exc:
+        fail(f"/run_id: {exc}")
+    except (RunNotDecidable, FeedIdTaken) as exc:
         fail(str(exc))
     except (OSError, asyncpg.PostgresError) as exc:
         fail(f"database error: {exc}")

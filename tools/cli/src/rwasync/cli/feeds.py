@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
-from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
@@ -12,29 +14,84 @@ import typer
 from rich.table import Table
 
 from rwasync.cli.common import EXIT_FAILED, EXIT_HELD, JsonFlag, emit, fail, run_db, settings
+from rwasync.feeds.auth import FeedSecrets
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.feeds import (
     DEFAULT_DELETION_THRESHOLD,
     FINISHED_STATUSES,
-    DeletionThreshold,
     FeedSettingInvalid,
     RunStatus,
-    parse_interval,
 )
 from rwasync.store import feeds
 
 feed_app = typer.Typer(help="Feed sources and their runs.", no_args_is_help=True)
 
 
+def _secret(env: str | None, path: str | None) -> str | None:
+    """The feed secret, from an environment variable or a file (`-`: standard input), never
+    from the command line, where other users of the host could read it."""
+    if env is not None:
+        value = os.environ.get(env)
+        if not value:
+            fail(f"/auth: the environment variable {env} is not set")
+        return value
+    if path is not None:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return text.strip()
+    return None
+
+
+def _auth_document(
+    kind: str, username: str | None, header: str | None, secret: str | None
+) -> dict[str, Any]:
+    match kind:
+        case "basic":
+            return {"type": kind, "username": username, "password": secret}
+        case "bearer":
+            return {"type": kind, "token": secret}
+        case "header":
+            return {"type": kind, "name": header, "value": secret}
+        case _:
+            return {"type": kind}
+
+
 @feed_app.command("add")
 def feed_add(
     provider_id: str,
     url: str,
-    fmt: Annotated[str, typer.Option("--format", help="Feed format.")] = "json",
+    fmt: Annotated[
+        str, typer.Option("--format", help="Feed format: json (envelope or array), jsonl, csv.")
+    ] = "json",
     every: Annotated[
         str | None,
         typer.Option("--every", help="Schedule interval, e.g. 15m, 24h (default: manual only)."),
     ] = None,
+    cron: Annotated[
+        str | None,
+        typer.Option("--cron", help="Schedule as a cron expression in UTC, e.g. '0 3 * * *'."),
+    ] = None,
+    auth: Annotated[
+        str, typer.Option("--auth", help="Feed credentials: none, basic, bearer or header.")
+    ] = "none",
+    auth_username: Annotated[
+        str | None, typer.Option("--auth-username", help="User name for --auth basic.")
+    ] = None,
+    auth_header: Annotated[
+        str | None, typer.Option("--auth-header", help="Header name for --auth header.")
+    ] = None,
+    auth_secret_env: Annotated[
+        str | None,
+        typer.Option(
+            "--auth-secret-env", help="Read the password, token or header value from this variable."
+        ),
+    ] = None,
+    auth_secret_file: Annotated[
+        str | None,
+        typer.Option("--auth-secret-file", help="Read the secret from this file ('-': stdin)."),
+    ] = None,
+    disabled: Annotated[
+        bool, typer.Option("--disabled", help="Register without running it on its schedule.")
+    ] = False,
     threshold_percent: Annotated[
         float,
         typer.Option(
@@ -46,35 +103,53 @@ def feed_add(
     ] = DEFAULT_DELETION_THRESHOLD.min_count,
     as_json: JsonFlag = False,
 ) -> None:
-    """Add a feed source for a provider."""
-    policy = AddressPolicy.from_setting(settings().feed_allowed_networks)
+    """Add a feed source for a provider (the same rules as the provider's PUT /v1/feeds)."""
+    found = settings()
+    policy = AddressPolicy.from_setting(found.feed_allowed_networks)
+    if every is not None and cron is not None:
+        fail("/schedule: give --every or --cron, not both")
+    document = {
+        "url": url,
+        "format": fmt,
+        "schedule": cron if cron is not None else every,
+        "auth": _auth_document(
+            auth, auth_username, auth_header, _secret(auth_secret_env, auth_secret_file)
+        ),
+        "deletion_threshold": {"percent": threshold_percent, "min_count": threshold_min},
+        "enabled": not disabled,
+    }
     try:
-        interval = parse_interval(every) if every else None
+        secrets = FeedSecrets(found.feed_secrets_key.get_secret_value())
+        registration = feeds.parse_feed_settings(document, policy)
     except FeedSettingInvalid as exc:
         fail(str(exc))
-    threshold = DeletionThreshold(Decimal(str(threshold_percent)), threshold_min)
+    except ValueError as exc:
+        fail(str(exc))
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         return await feeds.add_feed(
-            conn,
-            provider_id=provider_id,
-            url=url,
-            fmt=fmt,
-            interval_seconds=interval,
-            policy=policy,
-            threshold=threshold,
+            conn, provider_id=provider_id, settings=registration, secrets=secrets
         )
 
     emit(run_db(work), as_json)
 
 
+@feed_app.command("secrets-key")
+def feed_secrets_key(as_json: JsonFlag = False) -> None:
+    """Print a new key for RWASYNC_FEED_SECRETS_KEY (first in the list to rotate; old keys open)."""
+    emit({"key": FeedSecrets.new_key()}, as_json)
+
+
 @feed_app.command("list")
 def feed_list(
-    provider_id: Annotated[str | None, typer.Option("--provider")] = None, as_json: JsonFlag = False
+    provider_id: Annotated[str | None, typer.Option("--provider")] = None,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of a page.")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 100,
+    as_json: JsonFlag = False,
 ) -> None:
     """List feed sources."""
-    items = run_db(lambda conn: feeds.list_feeds(conn, provider_id))
-    emit({"items": items}, as_json)
+    page = run_db(lambda conn: feeds.list_feeds(conn, provider_id, cursor=cursor, limit=limit))
+    emit(page, as_json)
 
 
 def _wait_for_run(run_id: str, timeout: float) -> dict[str, Any]:
@@ -121,11 +196,13 @@ def feed_trigger(
 @feed_app.command("runs")
 def feed_runs(
     feed_id: str,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of a page.")] = None,
     limit: Annotated[int, typer.Option("--limit")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """A feed's runs, newest first."""
-    items = run_db(lambda conn: feeds.list_runs(conn, feed_id, limit))
+    page = run_db(lambda conn: feeds.list_runs(conn, feed_id, cursor=cursor, limit=limit))
+    items = page["items"]
 
     def table() -> Table:
         t = Table("run_id", "status", "started_at", "finished_at", "counts", "reason")
@@ -140,7 +217,7 @@ def feed_runs(
             )
         return t
 
-    emit({"items": items, "next_cursor": None}, as_json, table)
+    emit(page, as_json, table)
 
 
 @feed_app.command("approve")

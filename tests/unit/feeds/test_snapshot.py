@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -14,13 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rwasync.feed_poller.parse import FeedItem
-from rwasync.feed_poller.snapshot import (
-    Plan,
-    SnapshotInput,
+from rwasync.feeds.snapshot import (
+    Action,
+    Comparison,
+    Counts,
+    FeedRow,
     StoredAsset,
-    UpsertKind,
-    compare_snapshot,
+    Tally,
+    Verdict,
+    hold_verdict,
+    listings,
 )
 from rwasync.schema.feeds import DeletionThreshold
 
@@ -38,12 +42,49 @@ def digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
+@dataclass(frozen=True)
+class FeedItem:
+    """A valid item of the feed, as the comparison sees it."""
+
+    index: int
+    asset_id: str
+    updated_at: datetime
+    content_hash: bytes
+
+
+@dataclass(frozen=True)
+class Upsert:
+    item: FeedItem
+    kind: Action
+    version_updated_at: datetime | None
+    event_id: uuid.UUID | None
+
+
+@dataclass
+class Plan:
+    """What a run does with the snapshot: the decisions of one pass, and the hold check."""
+
+    upserts: list[Upsert] = field(default_factory=list)
+    deletions: list[str] = field(default_factory=list)
+    counts: Counts = field(default_factory=Counts)
+    hold: Verdict | None = None
+    failure: Verdict | None = None
+
+    @property
+    def applies(self) -> bool:
+        return self.hold is None and self.failure is None
+
+
+class UpsertKind:
+    CREATE = Action.CREATE
+    UPDATE = Action.UPDATE
+
+
 def item(asset_id: str, updated_at: datetime, body: str = "v1", index: int = 0) -> FeedItem:
     return FeedItem(
         index=index,
         asset_id=asset_id,
         updated_at=updated_at,
-        document={"id": asset_id, "name": body},
         content_hash=digest(f"{asset_id}/{body}/{updated_at.isoformat()}"),
     )
 
@@ -81,21 +122,62 @@ def plan_for(
     threshold: DeletionThreshold = NO_THRESHOLD,
     check_holds: bool = True,
 ) -> Plan:
+    """Run the comparison as a feed run does: decide every listing, then check the holds."""
     seen = len(items) + invalid if seen is None else seen
-    return compare_snapshot(
-        SnapshotInput(
-            items=items,
-            invalid_ids=frozenset(invalid_ids),
-            stored=list(stored_assets),
-            snapshot_time=SNAPSHOT,
-            protected_after=PREVIOUS_RUN,
-            threshold=threshold,
+    by_row: dict[int, FeedItem] = {}
+    rows: list[tuple[str, FeedRow]] = []
+    for position, feed_item in enumerate(items):
+        row = FeedRow(position, True, feed_item.updated_at, feed_item.content_hash)
+        by_row[position] = feed_item
+        rows.append((feed_item.asset_id, row))
+    rows.extend(
+        (asset_id, FeedRow(len(items) + k, False)) for k, asset_id in enumerate(invalid_ids)
+    )
+    comparison = Comparison(SNAPSHOT, PREVIOUS_RUN)
+    tally = Tally()
+    plan = Plan()
+    for listing in listings(rows, stored_assets):
+        decision = comparison.decide(listing)
+        tally.add(decision, listing.stored)
+        if decision.action in (Action.CREATE, Action.UPDATE):
+            assert decision.row is not None
+            plan.upserts.append(
+                Upsert(
+                    by_row[decision.row.index],
+                    decision.action,
+                    decision.version_updated_at,
+                    decision.event_id,
+                )
+            )
+        elif decision.action == Action.DELETE:
+            plan.deletions.append(decision.asset_id)
+    plan.upserts.sort(key=lambda u: u.item.index)
+    if check_holds:
+        verdict = hold_verdict(
             seen=seen,
             invalid=invalid,
             total_assets=seen if total == "seen" else total,
-        ),
-        check_holds=check_holds,
+            deletions=tally.deletions,
+            live=tally.live,
+            threshold=threshold,
+            snapshot_time=SNAPSHOT,
+        )
+        if verdict is not None:
+            held = Counts(
+                seen=seen, invalid=invalid, held_deletions=0 if verdict.failed else tally.deletions
+            )
+            if verdict.failed:
+                return Plan(counts=held, failure=verdict)
+            return Plan(counts=held, hold=verdict)
+    plan.counts = Counts(
+        seen=seen,
+        created=tally.created,
+        updated=tally.updated,
+        unchanged=tally.unchanged,
+        deleted=tally.deletions,
+        invalid=invalid,
     )
+    return plan
 
 
 # --- items in the feed --------------------------------------------------------------------------

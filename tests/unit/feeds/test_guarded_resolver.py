@@ -8,7 +8,7 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from rwasync.feed_poller.fetch import GuardedResolver
+from rwasync.feeds.guard import GuardedResolver
 from rwasync.schema.addresses import AddressPolicy, AddressRefused
 
 pytestmark = pytest.mark.unit

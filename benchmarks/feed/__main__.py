@@ -1,0 +1,245 @@
+"""Feed benchmark: a generated catalogue (about 1.5 KB an asset) served on 127.0.0.1, the real
+feed-poller and reconciler as processes on a scratch database and vhost, measured from trigger to
+every change applied in Postgres; and, in the same run, dlt merging the same file.
+
+    .venv/bin/python -m benchmarks.feed [--assets 100000] [--million 1000000] [--skip-dlt]
+
+Figures: first run, identical re-run (writes nothing), 1 % changed, the poller's peak RSS, a run
+of `--million` assets (0 to skip), and dlt's first load and identical re-load, with ratios. The
+machine is shared: run it at reduced scale while others work (e.g. `--assets 20000 --million 0`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from tests.support.system import System
+
+from benchmarks.feed.catalogue import assets, write_json
+
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+WRITES = (
+    "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = 'assets'"
+)
+ROOT = Path(__file__).resolve().parents[2]
+DLT_VENV = ROOT / ".venv-bench-dlt"
+
+
+def psql(dsn: str, sql: str) -> str:
+    out = subprocess.run(["psql", dsn, "-tAc", sql], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+class Served:
+    """A directory served on 127.0.0.1 (HTTP/1.1, Last-Modified from the file)."""
+
+    def __init__(self, folder: Path) -> None:
+        handler = partial(_Quiet, directory=str(folder))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *_: Any) -> None:
+        return None
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_applied(dsn: str, sql: str, expected: int, timeout: float = 3600) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        if int(psql(dsn, sql) or 0) >= expected:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not applied in time: {sql}")
+        time.sleep(0.2)
+
+
+def run_feed(system: System, feed_id: str) -> tuple[dict[str, Any], float]:
+    began = time.monotonic()
+    code, run = system.cli(
+        "feed", "trigger", feed_id, "--wait", "--timeout", "3600", "--json", check=False
+    )
+    if run is None or run.get("status") not in ("ok", "not_modified"):
+        raise SystemExit(f"feed run ended {code}: {run}")
+    return run, began
+
+
+def measure(
+    system: System, dsn: str, folder: Path, served: Served, count: int, label: str
+) -> dict[str, Any]:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    name = f"{label}.json"
+    write_json(folder / name, assets(count, base=at), count, at)
+    _, provider = system.cli("provider", "create", f"Bench {label}", "--json")
+    pid = provider["provider_id"]
+    _, feed = system.cli("feed", "add", pid, served.url(name), "--json")
+    applied = f"SELECT count(*) FROM assets WHERE provider_id = '{pid}'"
+    figures: dict[str, Any] = {"assets": count, "bytes": (folder / name).stat().st_size}
+
+    run, began = run_feed(system, feed["feed_id"])
+    figures["first_s"] = wait_applied(dsn, applied, count) - began
+    figures["first_counts"] = run["counts"]
+
+    rows_before = psql(dsn, WRITES)
+    run, began = run_feed(system, feed["feed_id"])
+    figures["identical_s"] = time.monotonic() - began
+    figures["identical_status"] = run["status"]
+    time.sleep(1)
+    rows_after = psql(dsn, WRITES)
+    figures["identical_rows_written"] = int(rows_after) - int(rows_before)
+
+    changed = max(1, count // 100)
+    later = at + timedelta(seconds=30)
+    write_json(folder / name, assets(count, base=at, changed_every=100), count, later)
+    mark = psql(dsn, "SELECT now()")
+    run, began = run_feed(system, feed["feed_id"])
+    figures["changed_s"] = (
+        wait_applied(dsn, f"{applied} AND applied_at > '{mark}'", changed) - began
+    )
+    figures["changed_counts"] = run["counts"]
+    figures["poller_peak_rss_mb"] = peak_rss_mb(system.services["feed-poller"].process.pid)
+    return figures
+
+
+def ensure_dlt() -> Path:
+    python = DLT_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(DLT_VENV)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "-r",
+                str(ROOT / "benchmarks" / "requirements-feed.txt"),
+            ],
+            check=True,
+        )
+    return python
+
+
+def measure_dlt(folder: Path, name: str, dsn: str) -> dict[str, Any]:
+    python = ensure_dlt()
+    dataset = f"bench_{uuid.uuid4().hex[:6]}"
+    script = Path(__file__).with_name("dlt_peer.py")
+    figures: dict[str, Any] = {}
+    # dlt insists on a password in its credentials; the local server trusts loopback anyway.
+    credentials = dsn.replace("postgres@", "postgres:unused@", 1)
+    for label in ("first", "identical"):
+        out = subprocess.run(
+            [str(python), str(script), str(folder / name), credentials, dataset],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=folder,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        figures[f"{label}_s"] = result["seconds"]
+        figures[f"{label}_rss_mb"] = result["max_rss_mb"]
+    return figures
+
+
+def summary(report: dict[str, Any]) -> list[str]:
+    ours = report["rwasync"]
+    first = ours["first_s"]
+    lines = [
+        f"feed of {ours['assets']} assets ({ours['bytes'] / 1e6:.0f} MB):",
+        f"  first run         {first:7.1f} s",
+        f"  identical re-run  {ours['identical_s']:7.1f} s ({ours['identical_s'] / first:.2f} x "
+        f"first; {ours['identical_rows_written']} rows written)",
+        f"  1 % changed       {ours['changed_s']:7.1f} s ({ours['changed_s'] / first:.2f} x first)",
+        f"  poller peak RSS   {ours['poller_peak_rss_mb']:7.0f} MB",
+    ]
+    if "million" in report:
+        big = report["million"]
+        lines.append(
+            f"  {big['assets']} assets: first run {big['first_s']:.1f} s, "
+            f"poller peak RSS {big['poller_peak_rss_mb']:.0f} MB"
+        )
+    if "dlt" in report:
+        peer = report["dlt"]
+        lines.append(
+            f"  dlt merge first   {peer['first_s']:7.1f} s "
+            f"(rwasync {peer['first_s'] / first:.1f} x faster), {peer['first_rss_mb']:.0f} MB"
+        )
+        lines.append(f"  dlt identical     {peer['identical_s']:7.1f} s")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--assets", type=int, default=100_000)
+    parser.add_argument(
+        "--million", type=int, default=1_000_000, help="assets of the big run; 0 skips it"
+    )
+    parser.add_argument("--skip-dlt", action="store_true")
+    args = parser.parse_args()
+
+    name = f"bench_feed_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"], check=True
+    )
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    folder = Path(tempfile.mkdtemp(prefix="rwasync-bench-feed-"))
+    system = System(dsn, f"amqp://guest:guest@127.0.0.1:5672/{name}", folder)
+    served = Served(folder)
+    report: dict[str, Any] = {}
+    try:
+        system.cli("migrate")
+        system.start("reconciler", "feed-poller")
+        report["rwasync"] = measure(system, dsn, folder, served, args.assets, "catalogue")
+        print(json.dumps(report["rwasync"]), flush=True)
+        if args.million:
+            big = measure(system, dsn, folder, served, args.million, "million")
+            report["million"] = {
+                k: big[k] for k in ("assets", "bytes", "first_s", "poller_peak_rss_mb")
+            }
+        if not args.skip_dlt:
+            write_json(
+                folder / "peer.json",
+                assets(args.assets, base=datetime.now(UTC)),
+                args.assets,
+                datetime.now(UTC),
+            )
+            report["dlt"] = measure_dlt(folder, "peer.json", dsn)
+    finally:
+        system.stop_all()
+        served.server.shutdown()
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False)
+        subprocess.run(
+            ["psql", ADMIN_DSN, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+            check=False,
+        )
+    print(json.dumps(report, indent=2))
+    for line in summary(report):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Validating raw records into feed items: the asset document's rules, once per new or changed
+item (a record whose fingerprint matches the copy accepted last time skips this entirely).
+
+A valid item carries what the run needs and nothing more: id, version time, content hash, the
+normalised document as canonical JSON bytes (what is hashed is what is published), and the price
+it carries. An invalid item carries its errors, with pointers relative to the item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from rwasync.feeds.records import RawRecord
+from rwasync.schema.asset import canonical_json, normalized_document, parse_asset
+from rwasync.schema.errors import AssetInvalid, FieldError, json_pointer
+from rwasync.schema.jsonsafe import MalformedJSON, loads
+
+
+@dataclass(frozen=True, slots=True)
+class PriceQuote:
+    """The price an item carries: per token, with its own `as_of` if it says."""
+
+    amount: Decimal
+    currency: str
+    as_of: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidItem:
+    index: int
+    asset_id: str
+    updated_at: datetime
+    content_hash: bytes
+    # The normalised document as RFC 8785 canonical JSON: exactly the bytes that were hashed.
+    document: bytes
+    fingerprint: bytes
+    price: PriceQuote | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """A feed item left out of the run: invalid, or superseded by a newer item with its id."""
+
+    index: int
+    asset_id: str | None
+    errors: tuple[FieldError, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"index": self.index}
+        if self.asset_id is not None:
+            entry["id"] = self.asset_id
+        entry["errors"] = [e.as_dict() for e in self.errors]
+        return entry
+
+
+class _Unreadable(Exception):
+    def __init__(self, error: FieldError, asset_id: str | None = None) -> None:
+        self.error = error
+        self.asset_id = asset_id
+
+
+def csv_document(columns: tuple[str, ...], row: list[str]) -> dict[str, Any]:
+    """A CSV row as an asset document: dotted paths nest, numeric segments index lists, an empty
+    cell is absent. Cells stay text; the schema's numeric fields take numeric text exactly, and
+    `attributes.*` stay strings."""
+    if len(row) != len(columns):
+        raise _Unreadable(FieldError("", f"has {len(row)} cells, the header has {len(columns)}"))
+    tree: dict[str, Any] = {}
+    for path, cell in zip(columns, row, strict=True):
+        if cell == "":
+            continue
+        parts = path.split(".")
+        try:
+            cell.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Unreadable(FieldError(json_pointer(parts), "is not valid UTF-8")) from None
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = cell
+    document: dict[str, Any] = _lists(tree)
+    return document
+
+
+def _lists(node: Any) -> Any:
+    """Objects whose keys are all indexes become lists, in index order."""
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _lists(value) for key, value in node.items()}
+    if converted and all(key.isdigit() for key in converted):
+        return [converted[key] for key in sorted(converted, key=int)]
+    return converted
+
+
+def _document(record: RawRecord) -> Any:
+    try:
+        if record.text is not None:
+            return loads(record.text)
+        if record.line is not None:
+            return loads(record.line)
+    except MalformedJSON as exc:
+        raise _Unreadable(FieldError("", exc.detail), record.raw_id) from None
+    assert record.row is not None and record.columns is not None
+    return csv_document(record.columns, record.row)
+
+
+def _record_id(document: Any, fallback: str | None) -> str | None:
+    if isinstance(document, dict) and isinstance(document.get("id"), str):
+        return str(document["id"])
+    return fallback
+
+
+def validate_record(record: RawRecord, *, now: datetime) -> ValidItem | ItemError:
+    """Validate one record against the asset schema at the clock `now`."""
+    try:
+        document = _document(record)
+    except _Unreadable as exc:
+        return ItemError(record.index, exc.asset_id or record.raw_id, (exc.error,))
+    try:
+        asset = parse_asset(document, now=now)
+    except AssetInvalid as exc:
+        return ItemError(record.index, _record_id(document, record.raw_id), tuple(exc.errors))
+    canonical = canonical_json(normalized_document(asset))
+    price = None
+    if asset.price is not None:
+        price = PriceQuote(asset.price.amount, asset.price.currency, asset.price.as_of)
+    return ValidItem(
+        index=record.index,
+        asset_id=asset.id,
+        updated_at=asset.updated_at,
+        content_hash=hashlib.sha256(canonical).digest(),
+        document=canonical,
+        fingerprint=record.fingerprint,
+        price=price,
+    )

@@ -1,0 +1,336 @@
+"""Format readers: a decoded feed body as a stream of raw records, each with a cheap fingerprint.
+
+A reader never validates: it frames items (JSON envelope or bare array, JSON Lines, CSV) and
+fingerprints each from its raw text, so that `items` can skip an item whose text equals the copy
+accepted last time. Whatever breaks the file as a whole (not JSON, a broken CSV quote, an item
+larger than `MAX_ITEM_CHARS`, nesting deeper than the parser goes) raises `FeedInvalid`; what
+breaks one item (a JSON Lines line that does not parse, a CSV row of the wrong width, invalid
+UTF-8 in a line or cell) is left for validation to report against that item alone.
+
+JSON items are framed by the standard library's C scanner (`raw_decode`), with numbers kept as
+their text: it gives each item's exact span, and no number, however long, is converted here.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, Final
+
+from rwasync.schema.feeds import FeedFormat, ReasonCode
+from rwasync.schema.jsonsafe import MalformedJSON, loads
+
+# Changing what a fingerprint covers (or how items are validated and normalised) must change
+# this, so that fingerprints from before never vouch for an item.
+FINGERPRINT_VERSION: Final = b"rwasync-feed-item-1\x00"
+READ_BYTES: Final = 1024 * 1024
+# An item (a JSON value, a line, a CSV row) larger than this breaks the file.
+MAX_ITEM_CHARS: Final = 16 * 1024 * 1024
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+# An error this close to the end of the text read may only mean the token goes on (`-Infinity`,
+# a `\uXXXX` escape, a number's exponent).
+_LONGEST_TOKEN: Final = 16
+
+
+class FeedInvalid(Exception):
+    """The feed as a whole cannot be used; `reason_code` says why, as the run records it."""
+
+    def __init__(self, reason_code: ReasonCode, reason: str) -> None:
+        super().__init__(reason)
+        self.reason_code = reason_code
+        self.reason = reason
+
+
+def fingerprint(kind: bytes, raw: bytes) -> bytes:
+    return hashlib.blake2b(FINGERPRINT_VERSION + kind + raw, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One item as read, not validated. Exactly one of `text` (a JSON value's text), `line`
+    (a JSON Lines line) or `row` (CSV cells, with `columns`) is set."""
+
+    index: int
+    fingerprint: bytes
+    # The item's id as far as the reader could see it (None: no string id, or not parsed yet).
+    raw_id: str | None = None
+    text: str | None = None
+    line: bytes | None = None
+    row: list[str] | None = None
+    columns: tuple[str, ...] | None = None
+
+
+@dataclass
+class FeedHeader:
+    """What the feed says about itself (JSON envelope only), known once it has been read."""
+
+    timestamp: Any = None
+    total_assets: Any = None
+    enveloped: bool = False
+
+
+@dataclass
+class FeedReader:
+    """Iterate `records`; `header` is complete once they are exhausted."""
+
+    records: Iterator[RawRecord]
+    header: FeedHeader = field(default_factory=FeedHeader)
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+class _JsonText:
+    """Decoded text read in pieces, with the C scanner's `raw_decode` framing values in it."""
+
+    def __init__(self, stream: IO[bytes], read_bytes: int = READ_BYTES) -> None:
+        self._stream = stream
+        self._read_bytes = read_bytes
+        # Invalid UTF-8 is kept as lone surrogates, so only the item carrying it fails.
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._scan = json.JSONDecoder(parse_int=str, parse_float=str).raw_decode
+        self.text = ""
+        self.pos = 0
+        self.eof = False
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        data = self._stream.read(self._read_bytes)
+        final = not data
+        decoded = self._decoder.decode(data, final=final)
+        self.text = self.text[self.pos :] + decoded
+        self.pos = 0
+        self.eof = final
+        return True
+
+    def peek(self) -> str:
+        """The next non-whitespace character, "" at the end."""
+        while True:
+            self.pos = _WHITESPACE.match(self.text, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self._fill():
+                return ""
+
+    def expect(self, chars: str, what: str) -> str:
+        found = self.peek()
+        if not found or found not in chars:
+            shown = repr(found) if found else "the end of the body"
+            raise FeedInvalid(ReasonCode.PARSE_ERROR, f"expected {what}, found {shown}")
+        self.pos += 1
+        return found
+
+    def value(self) -> tuple[Any, str]:
+        """The next JSON value (numbers as text) and its exact text."""
+        self.peek()
+        while True:
+            try:
+                obj, end = self._scan(self.text, self.pos)
+            except json.JSONDecodeError as exc:
+                # The text read so far may end inside the value (a string, a literal, an escape, a
+                # number): read on. A real error is one with more text after it.
+                incomplete = exc.msg.startswith("Unterminated") or (
+                    exc.pos >= len(self.text) - _LONGEST_TOKEN
+                )
+                if incomplete and not self.eof:
+                    self._grow()
+                    continue
+                raise FeedInvalid(
+                    ReasonCode.PARSE_ERROR, f"the feed is not valid JSON: {exc.msg}"
+                ) from None
+            except RecursionError:
+                raise FeedInvalid(
+                    ReasonCode.PARSE_ERROR, "the feed nests too deep to read"
+                ) from None
+            if end >= len(self.text) and not self.eof:
+                self._grow()  # a number at the end of the buffer may go on in the next piece
+                continue
+            span = self.text[self.pos : end]
+            self.pos = end
+            return obj, span
+
+    def _grow(self) -> None:
+        if len(self.text) - self.pos > MAX_ITEM_CHARS:
+            raise FeedInvalid(
+                ReasonCode.SIZE_LIMIT, f"an item is larger than {MAX_ITEM_CHARS} characters"
+            )
+        self._fill()
+
+
+def _json_items(reader: _JsonText, start: int) -> Iterator[RawRecord]:
+    """The items of an array whose `[` was just consumed."""
+    index = start
+    if reader.peek() == "]":
+        reader.pos += 1
+        return
+    while True:
+        obj, span = reader.value()
+        raw_id = obj.get("id") if isinstance(obj, dict) else None
+        yield RawRecord(
+            index=index,
+            fingerprint=fingerprint(b"json\x00", span.encode("utf-8", "surrogateescape")),
+            raw_id=raw_id if isinstance(raw_id, str) else None,
+            text=span,
+        )
+        index += 1
+        if reader.expect(",]", "',' or ']' between items") == "]":
+            return
+
+
+def _envelope(reader: _JsonText, header: FeedHeader) -> Iterator[RawRecord]:
+    """`{"timestamp": ..., "total_assets": N, "assets": [...]}`, keys in any order."""
+    header.enveloped = True
+    seen_assets = False
+    if reader.peek() == "}":
+        reader.pos += 1
+    else:
+        while True:
+            key, _ = reader.value()
+            if not isinstance(key, str):
+                raise FeedInvalid(ReasonCode.PARSE_ERROR, "the envelope's keys must be strings")
+            reader.expect(":", "':' after a key")
+            if key == "assets":
+                if seen_assets:
+                    raise FeedInvalid(ReasonCode.PARSE_ERROR, "`assets` appears twice")
+                seen_assets = True
+                reader.expect("[", "`assets` to be an array")
+                yield from _json_items(reader, 0)
+            else:
+                _, span = reader.value()
+                if key in ("timestamp", "total_assets"):
+                    try:
+                        setattr(header, key, loads(span))
+                    except MalformedJSON as exc:
+                        raise FeedInvalid(
+                            ReasonCode.PARSE_ERROR, f"`{key}`: {exc.detail}"
+                        ) from None
+            if reader.expect(",}", "',' or '}' in the envelope") == "}":
+                break
+    missing = [
+        name
+        for name, present in (
+            ("timestamp", header.timestamp is not None),
+            ("total_assets", header.total_assets is not None),
+            ("assets", seen_assets),
+        )
+        if not present
+    ]
+    if missing:
+        raise FeedInvalid(
+            ReasonCode.PARSE_ERROR,
+            f"the feed envelope lacks {', '.join(f'`{k}`' for k in missing)}",
+        )
+
+
+def _json_document(reader: _JsonText, header: FeedHeader) -> Iterator[RawRecord]:
+    first = reader.expect("{[", 'a JSON object {"timestamp", "total_assets", "assets"} or array')
+    if first == "{":
+        yield from _envelope(reader, header)
+    else:
+        yield from _json_items(reader, 0)
+    if reader.peek():
+        raise FeedInvalid(ReasonCode.PARSE_ERROR, "unexpected data after the end of the feed")
+
+
+# --- JSON Lines -------------------------------------------------------------------------------
+
+
+def _json_lines(stream: IO[bytes]) -> Iterator[RawRecord]:
+    index = 0
+    while True:
+        line = stream.readline(MAX_ITEM_CHARS + 1)
+        if not line:
+            return
+        if len(line) > MAX_ITEM_CHARS and not line.endswith(b"\n"):
+            raise FeedInvalid(
+                ReasonCode.SIZE_LIMIT, f"line {index + 1} is longer than {MAX_ITEM_CHARS} bytes"
+            )
+        line = line.strip(b" \t\r\n")
+        if not line:
+            continue  # blank lines carry no item
+        yield RawRecord(index=index, fingerprint=fingerprint(b"jsonl\x00", line), line=line)
+        index += 1
+
+
+# --- CSV --------------------------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"^[^.\s]+$")
+
+
+def csv_columns(header: list[str]) -> tuple[str, ...]:
+    """The header's dotted paths, checked: non-empty segments, unique, none inside another."""
+    columns = tuple(cell.strip() for cell in header)
+    if not columns or columns == ("",):
+        raise FeedInvalid(ReasonCode.PARSE_ERROR, "the CSV feed has no header row")
+    seen: set[str] = set()
+    for number, path in enumerate(columns, start=1):
+        if not path or not all(_SEGMENT.match(part) for part in path.split(".")):
+            raise FeedInvalid(
+                ReasonCode.PARSE_ERROR,
+                f"CSV header column {number} ({path!r}) is not a dotted path such as token.symbol",
+            )
+        if path in seen:
+            raise FeedInvalid(ReasonCode.PARSE_ERROR, f"CSV header names {path!r} twice")
+        seen.add(path)
+    for path in columns:
+        parts = path.split(".")
+        for cut in range(1, len(parts)):
+            if ".".join(parts[:cut]) in seen:
+                raise FeedInvalid(
+                    ReasonCode.PARSE_ERROR,
+                    f"CSV header names both {'.'.join(parts[:cut])!r} and {path!r}",
+                )
+    if "id" not in seen:
+        raise FeedInvalid(ReasonCode.PARSE_ERROR, "the CSV header has no `id` column")
+    return columns
+
+
+def _csv_rows(stream: IO[bytes]) -> Iterator[RawRecord]:
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    rows = csv.reader(text, strict=True)
+    try:
+        header = next(rows, None)
+        if header is None:
+            raise FeedInvalid(ReasonCode.PARSE_ERROR, "the CSV feed is empty: no header row")
+        columns = csv_columns(header)
+        kind = b"csv\x00" + "\x1f".join(columns).encode("utf-8", "surrogateescape") + b"\x00"
+        id_column = columns.index("id")
+        index = 0
+        for row in rows:
+            if not row or row == [""]:
+                continue  # blank line
+            raw_id = row[id_column] if id_column < len(row) and row[id_column] else None
+            yield RawRecord(
+                index=index,
+                fingerprint=fingerprint(kind, repr(row).encode("utf-8", "surrogatepass")),
+                raw_id=raw_id,
+                row=row,
+                columns=columns,
+            )
+            index += 1
+    except csv.Error as exc:
+        raise FeedInvalid(
+            ReasonCode.PARSE_ERROR, f"the CSV is malformed at line {rows.line_num}: {exc}"
+        ) from None
+
+
+def read_records(
+    fmt: FeedFormat | str, stream: IO[bytes], *, read_bytes: int = READ_BYTES
+) -> FeedReader:
+    """A reader of the decoded body `stream` in format `fmt` (a bare JSON array and a JSON
+    envelope are both `json`, told apart by their first character)."""
+    header = FeedHeader()
+    match FeedFormat(fmt):
+        case FeedFormat.JSON:
+            return FeedReader(_json_document(_JsonText(stream, read_bytes), header), header)
+        case FeedFormat.JSONL:
+            return FeedReader(_json_lines(stream), header)
+        case FeedFormat.CSV:
+            return FeedReader(_csv_rows(stream), header)

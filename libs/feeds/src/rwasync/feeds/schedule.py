@@ -1,0 +1,71 @@
+"""Feed schedules: an interval (`90s`, `15m`, `24h`, `1d`) or a cron expression (five fields,
+evaluated in UTC, e.g. `0 3 * * *`), and the next run time with jitter, so that feeds registered
+together do not all hit their providers in the same second.
+
+Jitter adds a random delay of up to 10 % of the interval; for cron, up to 10 % of the gap to the
+firing after, at most `MAX_CRON_JITTER`, so a cron feed still runs close to the time it names.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from cronsim import CronSim, CronSimError
+
+from rwasync.schema.feeds import FeedSettingInvalid, parse_interval
+
+JITTER_SHARE: Final = 0.1
+MAX_CRON_JITTER: Final = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    interval_seconds: int | None = None
+    cron: str | None = None
+
+    @property
+    def manual(self) -> bool:
+        return self.interval_seconds is None and self.cron is None
+
+    def text(self) -> str | None:
+        """The schedule as a registration writes it (None: runs only when triggered)."""
+        if self.cron is not None:
+            return self.cron
+        if self.interval_seconds is not None:
+            return f"{self.interval_seconds}s"
+        return None
+
+    def next_run(self, after: datetime, rng: random.Random | None = None) -> datetime | None:
+        """The next time a run is due after `after`, jitter included (None: manual only)."""
+        draw = (rng or random).random()
+        if self.interval_seconds is not None:
+            return after + timedelta(seconds=self.interval_seconds * (1 + JITTER_SHARE * draw))
+        if self.cron is not None:
+            firings = CronSim(self.cron, after)
+            first = next(firings)
+            gap = next(firings) - first
+            return first + min(gap * JITTER_SHARE, MAX_CRON_JITTER) * draw
+        return None
+
+
+def parse_schedule(text: str | None) -> Schedule:
+    """A schedule from its text: an interval, a five-field cron expression, or none."""
+    if text is None or not text.strip():
+        return Schedule()
+    text = " ".join(text.split())
+    if " " not in text:
+        return Schedule(interval_seconds=parse_interval(text))
+    if len(text.split(" ")) != 5:
+        raise FeedSettingInvalid(
+            "/schedule",
+            f"invalid schedule {text!r}: an interval such as 24h, or a cron expression of five "
+            "fields such as '0 3 * * *'",
+        )
+    try:
+        CronSim(text, datetime(2000, 1, 1))
+    except CronSimError as exc:
+        raise FeedSettingInvalid("/schedule", f"invalid cron expression {text!r}: {exc}") from None
+    return Schedule(cron=text)

@@ -1,0 +1,324 @@
+"""The snapshot comparison (pure, no I/O): what a feed run must publish to make the provider's
+stored catalogue match the feed, and why a run must be held (docs/api.md, "Feeds" and "Versions
+and ordering").
+
+The comparison walks one asset id at a time (`Listing`: the feed's rows for that id, valid or
+not, and the stored row), so it runs over two sorted streams in bounded memory: the feed poller
+feeds it from one ordered SQL join of its staging table with the stored state, the validation
+preview from lists. Versions order as `rwasync.schema.versions` says; a feed item counts as
+accepted at the snapshot time, and each planned upsert's event id is drawn here, so the plan
+compares exactly the version the reconciler will. The reconciler applies every event under the
+same guard, so the plan only avoids events that could never win and decides what is missing.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
+from uuid import UUID
+
+from rwasync.schema.events import new_event_id
+from rwasync.schema.feeds import DeletionThreshold, ReasonCode
+from rwasync.schema.timestamps import timestamp_text
+from rwasync.schema.versions import Version
+
+# Sources whose recent changes a feed must not undo (a push the snapshot may not include yet).
+PUSH_SOURCES: Final = frozenset({"push", "batch"})
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAsset:
+    """One row of the `asset_state` view, as far as the comparison needs it."""
+
+    asset_id: str
+    updated_at: datetime
+    deleted: bool
+    accepted_at: datetime
+    event_id: UUID
+    source: str
+    content_hash: bytes | None
+
+    @property
+    def version(self) -> Version:
+        return Version(self.updated_at, self.deleted, self.accepted_at, str(self.event_id))
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRow:
+    """One item of the feed with this id: valid (version time and hash known) or not."""
+
+    index: int
+    valid: bool
+    updated_at: datetime | None = None
+    content_hash: bytes | None = None
+    # What the caller needs later for this row (its document, its price); never compared.
+    payload: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Everything known about one asset id: the feed's rows for it and the stored row."""
+
+    asset_id: str
+    rows: tuple[FeedRow, ...]
+    stored: StoredAsset | None
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+    DELETE = "delete"
+    # Stored, live and missing from the feed, yet kept (see `Comparison.decide`).
+    KEEP = "keep"
+    # Listed only by invalid items, or stored as deleted and missing: nothing to do.
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    asset_id: str
+    action: Action
+    # The winning row for creates, updates and unchanged items.
+    row: FeedRow | None = None
+    # An upsert's version time: the item's own updated_at, or the snapshot time when the feed
+    # re-creates an asset whose deletion is newer than the item (the document keeps its own).
+    version_updated_at: datetime | None = None
+    event_id: UUID | None = None
+    # Valid rows with this id that lost to `row` (the latest updated_at wins; at equal, the later
+    # in the file).
+    superseded: tuple[FeedRow, ...] = ()
+
+    @property
+    def publishes(self) -> bool:
+        return self.action in (Action.CREATE, Action.UPDATE, Action.DELETE)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    seen: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    invalid: int = 0
+    held_deletions: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "seen": self.seen,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "invalid": self.invalid,
+            "held_deletions": self.held_deletions,
+        }
+
+
+@dataclass
+class Tally:
+    """What a pass over the listings found: the counts a run reports, the live assets, and the
+    superseded duplicates (the `keep` with the lowest indexes, as the run's errors list them)."""
+
+    keep: int = 1000
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deletions: int = 0
+    live: int = 0
+    # A max-heap by index: (-index, asset id, the winner's index).
+    _superseded: list[tuple[int, str, int]] = field(default_factory=list)
+
+    @property
+    def superseded(self) -> list[tuple[int, str, int]]:
+        """(index, asset id, winner's index), by index."""
+        return sorted((-neg, asset_id, winner) for neg, asset_id, winner in self._superseded)
+
+    def add(self, decision: Decision, stored: StoredAsset | None) -> None:
+        if stored is not None and not stored.deleted:
+            self.live += 1
+        match decision.action:
+            case Action.CREATE:
+                self.created += 1
+            case Action.UPDATE:
+                self.updated += 1
+            case Action.UNCHANGED:
+                self.unchanged += 1
+            case Action.DELETE:
+                self.deletions += 1
+            case _:
+                pass
+        if decision.row is not None:
+            for row in decision.superseded:
+                entry = (-row.index, decision.asset_id, decision.row.index)
+                if len(self._superseded) < self.keep:
+                    heapq.heappush(self._superseded, entry)
+                elif self.keep and entry > self._superseded[0]:
+                    heapq.heapreplace(self._superseded, entry)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The rules of one run: its snapshot time and the instant after which pushes are protected
+    from deletion (the start of the previous run of this feed that reached the comparison, or
+    the feed's creation)."""
+
+    snapshot_time: datetime
+    protected_after: datetime
+    new_id: Callable[[], UUID] = new_event_id
+
+    def decide(self, listing: Listing) -> Decision:
+        at = self.snapshot_time
+        current = listing.stored
+        valid = [row for row in listing.rows if row.valid]
+        if not valid:
+            if listing.rows or current is None or current.deleted:
+                # Listed, though invalid: never treated as missing.
+                return Decision(listing.asset_id, Action.NONE)
+            if current.updated_at > at:
+                return Decision(listing.asset_id, Action.KEEP)  # changed after the snapshot
+            if current.source in PUSH_SOURCES and current.accepted_at > self.protected_after:
+                # Pushed since the previous run began: the snapshot may predate it.
+                return Decision(listing.asset_id, Action.KEEP)
+            return Decision(listing.asset_id, Action.DELETE, version_updated_at=at)
+
+        winner = max(valid, key=lambda row: (row.updated_at, row.index))
+        superseded = tuple(sorted((r for r in valid if r is not winner), key=lambda r: r.index))
+        assert winner.updated_at is not None
+        decided = Decision(listing.asset_id, Action.UNCHANGED, winner, superseded=superseded)
+        event_id = self.new_id()
+        newer = current is None or (
+            Version(winner.updated_at, False, at, str(event_id)) > current.version
+        )
+        if current is None or (current.deleted and newer):
+            return replace(
+                decided,
+                action=Action.CREATE,
+                version_updated_at=winner.updated_at,
+                event_id=event_id,
+            )
+        if current.deleted:
+            if at > current.updated_at:
+                # The feed lists it after its deletion: re-create, versioned at the snapshot.
+                return replace(
+                    decided, action=Action.CREATE, version_updated_at=at, event_id=event_id
+                )
+            return decided
+        if current.content_hash == winner.content_hash or not newer:
+            return decided  # same document, or a stale copy of an older version: no event
+        return replace(
+            decided, action=Action.UPDATE, version_updated_at=winner.updated_at, event_id=event_id
+        )
+
+
+class ListingGrouper:
+    """Turns rows of the feed-and-stored join, ordered by asset id, into one `Listing` per id."""
+
+    def __init__(self) -> None:
+        self._asset_id: str | None = None
+        self._rows: list[FeedRow] = []
+        self._stored: StoredAsset | None = None
+
+    def add(self, asset_id: str, row: FeedRow | None, stored: StoredAsset | None) -> Listing | None:
+        """Add one joined row; returns the previous id's listing when this row starts a new id."""
+        done = None
+        if asset_id != self._asset_id:
+            done = self.flush()
+            self._asset_id = asset_id
+        if row is not None:
+            self._rows.append(row)
+        if stored is not None:
+            self._stored = stored
+        return done
+
+    def flush(self) -> Listing | None:
+        if self._asset_id is None:
+            return None
+        listing = Listing(self._asset_id, tuple(self._rows), self._stored)
+        self._asset_id, self._rows, self._stored = None, [], None
+        return listing
+
+
+def listings(
+    rows: Iterable[tuple[str, FeedRow]], stored: Iterable[StoredAsset]
+) -> Iterator[Listing]:
+    """Listings from in-memory feed rows `(asset_id, row)` and stored assets (any order)."""
+    by_id: dict[str, list[FeedRow]] = {}
+    for asset_id, row in rows:
+        by_id.setdefault(asset_id, []).append(row)
+    stored_by_id = {s.asset_id: s for s in stored}
+    for asset_id in sorted(by_id.keys() | stored_by_id.keys()):
+        yield Listing(asset_id, tuple(by_id.get(asset_id, ())), stored_by_id.get(asset_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Why a run is held (nothing applied) or failed."""
+
+    reason_code: ReasonCode
+    reason: str
+    failed: bool = False
+
+
+def hold_verdict(
+    *,
+    seen: int,
+    invalid: int,
+    total_assets: int | None,
+    deletions: int,
+    live: int,
+    threshold: DeletionThreshold,
+    snapshot_time: datetime,
+) -> Verdict | None:
+    """The first hold (or failure) that applies, in the order docs/api.md lists them."""
+    if seen == 0:
+        return Verdict(ReasonCode.EMPTY_FEED, "the feed lists no assets")
+    if total_assets is not None and seen > total_assets:
+        return Verdict(
+            ReasonCode.PARSE_ERROR,
+            f"the feed holds {seen} items, more than its total_assets {total_assets}",
+            failed=True,
+        )
+    if invalid == seen:
+        return Verdict(
+            ReasonCode.PARSE_ERROR, f"every one of the feed's {seen} items is invalid", failed=True
+        )
+    if total_assets is not None and seen < total_assets:
+        return Verdict(
+            ReasonCode.TRUNCATED,
+            f"the feed holds {seen} items but announces total_assets {total_assets}",
+        )
+    if threshold.exceeded_by(deletions, live):
+        return Verdict(
+            ReasonCode.DELETION_THRESHOLD,
+            f"the snapshot of {timestamp_text(snapshot_time)} would delete {deletions} of {live} "
+            f"live assets, over the threshold (more than {threshold.percent} % and more than "
+            f"{threshold.min_count})",
+        )
+    return None
+
+
+def item_errors(
+    invalid: list[dict[str, Any]], superseded: list[tuple[int, str, int]], keep: int
+) -> list[dict[str, Any]]:
+    """A run's `errors`: invalid items and superseded duplicates (pointer `/id`), by index, at
+    most `keep` of them."""
+    duplicates = [
+        {
+            "index": index,
+            "id": asset_id,
+            "errors": [
+                {
+                    "pointer": "/id",
+                    "message": f"duplicate id {asset_id!r}: superseded by index {winner}",
+                }
+            ],
+        }
+        for index, asset_id, winner in superseded
+    ]
+    return sorted(invalid + duplicates, key=lambda e: int(e["index"]))[:keep]

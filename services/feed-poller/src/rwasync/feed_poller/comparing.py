@@ -1,0 +1,116 @@
+"""The snapshot comparison over the database: the run's staged items joined with the provider's
+stored assets, one asset id at a time, decided by `rwasync.feeds.snapshot` in bounded memory.
+
+Two passes read the join: the plan pass (no documents) counts what the run would do and decides
+the holds; the publish pass (with documents) yields the decisions to publish. Between them the
+stored state may move on (a push), so the publish pass decides afresh, and its decisions are the
+ones published and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from rwasync.feed_poller import queries
+from rwasync.feeds.snapshot import (
+    Comparison,
+    Decision,
+    FeedRow,
+    Listing,
+    ListingGrouper,
+    StoredAsset,
+    Tally,
+)
+
+CURSOR_PREFETCH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class RowPayload:
+    """What the publish pass carries for a feed row."""
+
+    document: bytes | None
+    price: tuple[Any, str, Any] | None
+    # An unchanged item's document taken from its tombstone (same content hash).
+    stored_document: bytes | None
+
+
+def _stored(row: asyncpg.Record) -> StoredAsset | None:
+    if not row["is_stored"]:
+        return None
+    return StoredAsset(
+        asset_id=row["asset_id"],
+        updated_at=row["stored_updated_at"],
+        deleted=row["stored_deleted"],
+        accepted_at=row["stored_accepted_at"],
+        event_id=row["stored_event_id"],
+        source=row["stored_source"],
+        content_hash=row["stored_content_hash"],
+    )
+
+
+def _feed_row(row: asyncpg.Record, with_payload: bool) -> FeedRow | None:
+    if row["item_index"] is None:
+        return None
+    payload = None
+    if with_payload:
+        amount = row["price_amount"]
+        payload = RowPayload(
+            document=row["document"],
+            price=(amount, row["price_currency"], row["price_as_of"])
+            if amount is not None
+            else None,
+            stored_document=row["stored_document"],
+        )
+    return FeedRow(
+        index=row["item_index"],
+        valid=row["valid"],
+        updated_at=row["updated_at"],
+        content_hash=row["content_hash"],
+        payload=payload,
+    )
+
+
+async def decisions(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    provider_id: str,
+    comparison: Comparison,
+    with_documents: bool,
+) -> AsyncGenerator[tuple[Decision, Listing], None]:
+    """Every asset id's decision, in id order."""
+    query = queries.JOINED_FOR_PUBLISH if with_documents else queries.JOINED_FOR_PLAN
+    grouper = ListingGrouper()
+    async with conn.transaction():
+        async for row in conn.cursor(query, run_id, provider_id, prefetch=CURSOR_PREFETCH):
+            listing = grouper.add(row["asset_id"], _feed_row(row, with_documents), _stored(row))
+            if listing is not None:
+                yield comparison.decide(listing), listing
+    last = grouper.flush()
+    if last is not None:
+        yield comparison.decide(last), last
+
+
+async def tally(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    provider_id: str,
+    comparison: Comparison,
+    keep: int,
+) -> Tally:
+    """The plan pass: what the run would do, without documents."""
+    found = Tally(keep=keep)
+    walk = decisions(
+        conn, run_id=run_id, provider_id=provider_id, comparison=comparison, with_documents=False
+    )
+    async with contextlib.aclosing(walk):
+        async for decision, listing in walk:
+            found.add(decision, listing.stored)
+    return found

@@ -1,0 +1,143 @@
+"""Feeds end to end through the real services as processes and the CLI: a gzip CSV feed and a
+JSON Lines feed applied in Postgres, a held deletion approved and another rejected with the CLI,
+and re-creation of an asset a feed run deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import io
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.e2e.test_flows import get_asset, now
+from tests.support.events import asset_doc
+from tests.support.system import System, free_port
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+class FileHost:
+    """A provider's web server on 127.0.0.1 serving whatever files the test writes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.runner: web.AppRunner | None = None
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    async def start(self) -> None:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            path = self.folder / request.match_info["name"]
+            return web.Response(body=path.read_bytes())
+
+        app = web.Application()
+        app.router.add_get("/{name}", serve)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+
+@pytest.fixture
+async def files(tmp_path: Path) -> AsyncIterator[FileHost]:
+    host = FileHost(tmp_path)
+    await host.start()
+    yield host
+    assert host.runner is not None
+    await host.runner.cleanup()
+
+
+def csv_gz(assets: list[dict[str, Any]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["id", "updated_at", "status", "name", "price.amount", "price.currency"])
+    for a in assets:
+        writer.writerow([a["id"], a["updated_at"], a["status"], a["name"], "12.50", "USD"])
+    return gzip.compress(out.getvalue().encode())
+
+
+async def cli(system: System, *args: str) -> tuple[int, dict[str, Any]]:
+    # In a thread: the feed host a run fetches from is served by this test's event loop.
+    code, document = await asyncio.to_thread(system.cli, *args, check=False)
+    return code, dict(document or {})
+
+
+async def test_a_gzip_csv_feed_is_applied_and_a_held_deletion_is_approved_with_the_cli(
+    system: System, http: aiohttp.ClientSession, provider: dict[str, str], files: FileHost
+) -> None:
+    t0 = now() - timedelta(minutes=10)
+    assets = [asset_doc(f"csv-{i}", t0) for i in range(8)]
+    (files.folder / "catalogue.csv.gz").write_bytes(csv_gz(assets))
+    _, feed = system.cli(
+        "feed", "add", provider["provider_id"], files.url("catalogue.csv.gz"),
+        "--format", "csv", "--cron", "0 3 * * *", "--json",
+    )  # fmt: skip
+    assert feed["schedule"] == "0 3 * * *" and feed["format"] == "csv"
+    code, run = await cli(system, "feed", "trigger", feed["feed_id"], "--wait", "--json")
+    assert code == 0 and run["counts"]["created"] == 8, run
+
+    async def live() -> int:
+        statuses = [(await get_asset(http, system, provider, a["id"]))[0] for a in assets]
+        return statuses.count(200)
+
+    await eventually(live, lambda n: n == 8, what="CSV feed applied")
+
+    (files.folder / "catalogue.csv.gz").write_bytes(csv_gz(assets[:2]))  # 6 of 8 missing
+    code, held = await cli(system, "feed", "trigger", feed["feed_id"], "--wait", "--json")
+    assert code == 3 and held["reason_code"] == "deletion_threshold", held
+    assert held["counts"]["held_deletions"] == 6
+    await asyncio.sleep(1)
+    assert await live() == 8
+    code, approved = await cli(system, "feed", "approve", held["run_id"], "--json")
+    assert code == 0 and approved["status"] == "ok" and approved["counts"]["deleted"] == 6
+    await eventually(live, lambda n: n == 2, what="approved deletions applied")
+
+    # A later snapshot listing a deleted asset again re-creates it.
+    (files.folder / "catalogue.csv.gz").write_bytes(csv_gz(assets[:3]))
+    code, run = await cli(system, "feed", "trigger", feed["feed_id"], "--wait", "--json")
+    assert code == 0 and run["counts"]["created"] == 1, run
+    await eventually(live, lambda n: n == 3, what="deleted asset re-created")
+
+
+async def test_a_held_json_lines_feed_rejected_with_the_cli_changes_nothing(
+    system: System, http: aiohttp.ClientSession, provider: dict[str, str], files: FileHost
+) -> None:
+    t0 = now() - timedelta(minutes=10)
+    assets = [asset_doc(f"jl-{i}", t0) for i in range(3)]
+    lines = b"".join(json.dumps(a).encode() + b"\n" for a in assets)
+    (files.folder / "feed.jsonl").write_bytes(lines)
+    _, feed = system.cli(
+        "feed",
+        "add",
+        provider["provider_id"],
+        files.url("feed.jsonl"),
+        "--format",
+        "jsonl",
+        "--json",
+    )
+    assert (await cli(system, "feed", "trigger", feed["feed_id"], "--wait", "--json"))[0] == 0
+    await eventually(
+        lambda: get_asset(http, system, provider, "jl-2"), lambda r: r[0] == 200, what="applied"
+    )
+    (files.folder / "feed.jsonl").write_bytes(b"\n")
+    code, held = await cli(system, "feed", "trigger", feed["feed_id"], "--wait", "--json")
+    assert code == 3 and held["reason_code"] == "empty_feed", held
+    code, rejected = await cli(system, "feed", "reject", held["run_id"], "--json")
+    assert code == 0 and rejected["status"] == "rejected"
+    assert rejected["reason_code"] == "rejected_by_operator"
+    code, _ = await cli(system, "feed", "approve", held["run_id"], "--json")
+    assert code == 1
+    await asyncio.sleep(1)
+    for asset in assets:
+        assert (await get_asset(http, system, provider, asset["id"]))[0] == 200

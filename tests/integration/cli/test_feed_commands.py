@@ -1,0 +1,97 @@
+"""`rwasync feed add` with credentials, schedules and formats: the same rules as a provider's
+`PUT /v1/feeds`, secrets never on the command line, never printed, never stored in clear."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from rwasync.feeds.auth import FeedSecrets, parse_auth
+
+pytestmark = pytest.mark.integration
+
+
+def rwasync(database_url: str, *args: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
+    env |= {"RWASYNC_DATABASE_URL": database_url, "RWASYNC_FEED_ALLOWED_NETWORKS": "127.0.0.0/8"}
+    env |= env_extra
+    return subprocess.run(
+        [sys.executable, "-m", "rwasync.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_feed_add_seals_credentials_and_checks_every_option(database_url: str) -> None:
+    run = asyncio.to_thread
+    provider = json.loads(
+        (await run(rwasync, database_url, "provider", "create", "A", "--json")).stdout
+    )
+    url = "http://127.0.0.1:9/catalogue.csv.gz"
+    base = ("feed", "add", provider["provider_id"], url, "--format", "csv", "--json")
+    bearer = ("--auth", "bearer", "--auth-secret-env", "FEED_TOKEN")
+
+    refused = await run(rwasync, database_url, *base, *bearer, FEED_TOKEN="tok-789")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "/auth: feed credentials cannot be stored: RWASYNC_FEED_SECRETS_KEY" in refused.stderr
+
+    key = FeedSecrets.new_key()
+    added = await run(
+        rwasync,
+        database_url,
+        *base,
+        *bearer,
+        "--cron",
+        "30 4 * * 1",
+        FEED_TOKEN="tok-789",
+        RWASYNC_FEED_SECRETS_KEY=key,
+    )
+    assert added.returncode == 0, added.stderr
+    feed = json.loads(added.stdout)
+    assert feed["format"] == "csv" and feed["schedule"] == "30 4 * * 1"
+    assert feed["auth"] == {"type": "bearer"} and "tok-789" not in added.stdout + added.stderr
+    listed = await run(rwasync, database_url, "feed", "list", "--json")
+    assert "tok-789" not in listed.stdout and json.loads(listed.stdout)["next_cursor"] is None
+    conn = await asyncpg.connect(database_url)
+    try:
+        sealed = await conn.fetchval("SELECT auth_secret FROM feed_sources")
+    finally:
+        await conn.close()
+    assert b"tok-789" not in sealed and FeedSecrets(key).open(sealed) == "tok-789"
+
+    for args, fragment in [
+        (("--every", "1h", "--cron", "0 3 * * *"), "/schedule"),
+        (("--cron", "0 3 * *"), "/schedule"),
+        (("--format", "xml"), "/format"),
+        (
+            ("--auth", "header", "--auth-header", "Host", "--auth-secret-env", "FEED_TOKEN"),
+            "/auth/name",
+        ),
+        (("--auth", "basic", "--auth-username", "u"), "/auth/password"),
+    ]:
+        result = await run(
+            rwasync,
+            database_url,
+            "feed",
+            "add",
+            provider["provider_id"],
+            url,
+            *args,
+            "--json",
+            FEED_TOKEN="x",
+            RWASYNC_FEED_SECRETS_KEY=key,
+        )
+        assert result.returncode == 1 and result.stdout == "", args
+        assert fragment in result.stderr, (args, result.stderr)
+
+    made = json.loads((await run(rwasync, database_url, "feed", "secrets-key", "--json")).stdout)
+    assert FeedSecrets(made["key"]).seal(parse_auth({"type": "bearer", "token": "t"}))

@@ -1,0 +1,230 @@
+"""Holds decided by an operator, the snapshot rules that protect stored assets, and a broker that
+stops confirming or goes away mid-run: through the running poller, real Postgres and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import aio_pika
+import pytest
+from yarl import URL
+
+from rwasync.platform.db import Database
+from rwasync.schema import topology
+from rwasync.schema.events import AssetDeleted, AssetUpserted
+from rwasync.schema.timestamps import timestamp_text, utc_now
+from rwasync.store import feeds
+from tests.integration.feed_poller.harness import (
+    FeedServer,
+    Published,
+    add_feed,
+    asset,
+    body,
+    feed_body,
+    poller_settings,
+    running_poller,
+    store_asset,
+    trigger,
+    wait_for_run,
+)
+from tests.support.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+
+
+async def test_held_runs_are_applied_on_approval_and_dropped_on_rejection(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    long_ago = snapshot - timedelta(days=30)
+    for n in range(10):
+        await store_asset(db, provider_id, f"s{n}", updated_at=long_ago)
+    kept = [asset(f"s{n}") for n in range(2)]
+    truncated = feed_body(kept, timestamp=snapshot, total=10)
+    shrunk = feed_body(kept, timestamp=snapshot + timedelta(seconds=1))
+    url = feed_server.serve("/feed.json", body(truncated), body(shrunk))
+    feed_id = await add_feed(db, provider_id, url)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        first = await wait_for_run(db, await trigger(db, feed_id))
+        assert (first["status"], first["reason_code"]) == ("held", "truncated")
+        second = await wait_for_run(db, await trigger(db, feed_id))
+        assert (second["status"], second["reason_code"]) == ("held", "deletion_threshold")
+        assert second["counts"]["held_deletions"] == 8 and "8 of 10" in second["reason"]
+        assert await Published(vhost_amqp_url).messages(expect_events=0, timeout=1) == []
+        async with db.connection() as conn:
+            # Only the latest held run can be decided.
+            with pytest.raises(feeds.RunNotDecidable):
+                await feeds.decide_run(conn, first["run_id"], "approve", provider_id=provider_id)
+            await feeds.decide_run(conn, second["run_id"], "approve", provider_id=provider_id)
+        approved = await wait_for_run(db, second["run_id"])
+        published = await Published(vhost_amqp_url).messages(expect_events=8)
+        third = await wait_for_run(db, await trigger(db, feed_id))  # the same shrunk body again
+    assert approved["status"] == "ok" and approved["counts"]["deleted"] == 8
+    events = [e for m in published for e in m.events]
+    assert sorted(e.asset_id for e in events if isinstance(e, AssetDeleted)) == [
+        f"s{n}" for n in range(2, 10)
+    ]
+    assert third["status"] == "not_modified"
+
+    # Rejection: nothing of the held snapshot is applied, and it is dropped.
+    url2 = feed_server.serve("/empty.json", body(feed_body([], timestamp=snapshot)))
+    feed2 = await add_feed(db, provider_id, url2)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        held = await wait_for_run(db, await trigger(db, feed2))
+        assert held["reason_code"] == "empty_feed"
+        async with db.connection() as conn:
+            await feeds.decide_run(
+                conn, held["run_id"], "reject", feed_id=feed2, provider_id=provider_id
+            )
+            rejected = await feeds.get_run(conn, held["run_id"])
+        await asyncio.sleep(1)
+        assert await Published(vhost_amqp_url).messages(expect_events=0, timeout=1) == []
+    assert rejected is not None and rejected["status"] == "rejected"
+    assert rejected["reason_code"] == "rejected_by_operator"
+    assert (
+        await db.fetchval("SELECT count(*) FROM feed_run_items WHERE run_id = $1", held["run_id"])
+        == 0
+    )
+
+
+async def test_invalid_and_duplicate_items_protect_and_report(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    long_ago = snapshot - timedelta(days=30)
+    await store_asset(db, provider_id, "broken-now", updated_at=long_ago)
+    await store_asset(db, provider_id, "gone", updated_at=long_ago)
+    items = [
+        asset("dup", "2025-05-02T00:00:00Z", name="newest"),
+        asset("broken-now", status="not-a-status"),
+        asset("dup", "2025-05-01T00:00:00Z", name="older"),
+        asset("dup", "2025-05-02T00:00:00Z", name="newest, later in file"),
+        asset("other"),
+    ]
+    url = feed_server.serve("/feed.json", body(feed_body(items, timestamp=snapshot)))
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, await add_feed(db, provider_id, url)))
+        published = await Published(vhost_amqp_url).messages(expect_events=3)
+    assert run["status"] == "ok"
+    assert run["counts"] == {
+        "seen": 5,
+        "created": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 1,
+        "invalid": 1,
+        "held_deletions": 0,
+    }
+    assert [(e["index"], e["id"], e["errors"][0]["pointer"]) for e in run["errors"]] == [
+        (0, "dup", "/id"),
+        (1, "broken-now", "/status"),
+        (2, "dup", "/id"),
+    ]
+    assert "superseded by index 3" in run["errors"][0]["errors"][0]["message"]
+    events = {e.asset_id: e for m in published for e in m.events}
+    assert isinstance(events["gone"], AssetDeleted) and "broken-now" not in events
+    dup = events["dup"]
+    assert (
+        isinstance(dup, AssetUpserted) and dup.payload.document["name"] == "newest, later in file"
+    )
+
+
+async def test_a_push_after_the_snapshot_survives_and_a_later_feed_recreates_a_deletion(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    feed_id = None
+    items = [asset("listed"), asset("was-deleted", "2025-01-01T00:00:00Z")]
+    url = feed_server.serve("/feed.json", body(feed_body(items, timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    # Pushed while the feed's first run could already have started: protected.
+    await store_asset(
+        db,
+        provider_id,
+        "pushed",
+        updated_at=snapshot - timedelta(days=9),
+        accepted_at=utc_now(),
+        source="push",
+    )
+    # Deleted before the snapshot, with a deletion newer than the item's own updated_at.
+    await store_asset(
+        db, provider_id, "was-deleted", updated_at=snapshot - timedelta(hours=1), deleted=True
+    )
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, feed_id))
+        published = await Published(vhost_amqp_url).messages(expect_events=2)
+    assert run["status"] == "ok" and run["counts"]["deleted"] == 0
+    events = {e.asset_id: e for m in published for e in m.events}
+    assert set(events) == {"listed", "was-deleted"}
+    recreated = events["was-deleted"]
+    assert isinstance(recreated, AssetUpserted)
+    # Versioned at the snapshot; the document keeps its own updated_at.
+    assert recreated.updated_at == snapshot
+    assert recreated.payload.document["updated_at"] == timestamp_text(
+        snapshot.replace(2025, 1, 1, 0, 0, 0)
+    )
+
+
+async def _queued(amqp_url: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(topology.RECONCILER_QUEUE, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+async def _proxied(amqp_url: str) -> tuple[TcpProxy, str]:
+    target = URL(amqp_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5672)
+    await proxy.start()
+    return proxy, str(target.with_port(proxy.port))
+
+
+async def _wait_queued(amqp_url: str, at_least: int) -> None:
+    deadline = time.monotonic() + 60
+    while await _queued(amqp_url) < at_least:
+        assert time.monotonic() < deadline, "the run published too little"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("fault", ["stall", "cut"])
+async def test_a_broker_that_stops_confirming_fails_the_run_with_what_was_published(
+    database_url: str,
+    vhost_amqp_url: str,
+    db: Database,
+    provider_id: str,
+    feed_server: FeedServer,
+    fault: str,
+) -> None:
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    items = [asset(f"a{n:04d}") for n in range(3000)]
+    url = feed_server.serve("/feed.json", body(feed_body(items, timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    proxy, proxied_url = await _proxied(vhost_amqp_url)
+    settings = poller_settings(
+        database_url, proxied_url, events_per_message=1, publish_window=4, confirm_stall_seconds=2
+    )
+    try:
+        async with running_poller(settings):
+            run_id = await trigger(db, feed_id)
+            await _wait_queued(vhost_amqp_url, 50)
+            if fault == "stall":
+                proxy.pause()
+            else:
+                await proxy.cut()
+            run = await wait_for_run(db, run_id, timeout=60)
+            proxy.resume()
+    finally:
+        proxy.resume()
+        await proxy.cut()
+    assert (run["status"], run["reason_code"]) == ("failed", "broker_unavailable")
+    if fault == "stall":
+        assert "no publisher confirm for 2 s" in run["reason"]
+    created = run["counts"]["created"]
+    queued = await _queued(vhost_amqp_url)
+    # Counts say what the broker confirmed: every one of them is queued (a few unconfirmed may be).
+    assert 50 <= created <= queued <= created + 4 < 3000

@@ -1,0 +1,325 @@
+"""Reading feed bodies: every format frames the same items, fingerprints follow the raw text,
+and whatever breaks one item fails that item while what breaks the file fails the run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from rwasync.feeds.items import ItemError, ValidItem, validate_record
+from rwasync.feeds.reading import feed_facts, take
+from rwasync.feeds.records import FeedHeader, FeedInvalid, RawRecord, read_records
+from rwasync.schema.asset import canonical_json, normalized_document, parse_asset
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+TOKEN = {
+    "symbol": "REALTOKEN-S-1-MAIN-ST",
+    "chain": "gnosis",
+    "contract_address": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+    "total_supply": 1000,
+}
+
+
+def asset(asset_id: str, updated_at: str = "2025-05-01T00:00:00Z", **extra: Any) -> dict[str, Any]:
+    return {"id": asset_id, "updated_at": updated_at, "status": "active", "name": asset_id, **extra}
+
+
+RICH = asset(
+    "rich-1",
+    token=TOKEN,
+    price={"amount": "52.10", "currency": "usd"},
+    media=[
+        {"url": "https://img.example/1.jpg", "kind": "image"},
+        {"url": "https://img.example/2.jpg"},
+    ],
+    attributes={"floors": "2", "pool": "yes"},
+    address={"line1": "1 Main St, Unit 2", "city": "Detroit", "country": "US"},
+)
+
+
+def read(fmt: str, body: bytes) -> tuple[list[RawRecord], FeedHeader]:
+    reader = read_records(fmt, io.BytesIO(body))
+    return list(reader.records), reader.header
+
+
+def validated(fmt: str, body: bytes) -> list[ValidItem | ItemError]:
+    records, _ = read(fmt, body)
+    return [validate_record(r, now=NOW) for r in records]
+
+
+def failure(fmt: str, body: bytes) -> FeedInvalid:
+    with pytest.raises(FeedInvalid) as caught:
+        read(fmt, body)
+    return caught.value
+
+
+def as_csv(rows: list[dict[str, str]]) -> bytes:
+    out = io.StringIO()
+    header: list[str] = []
+    for row in rows:
+        header.extend(k for k in row if k not in header)
+    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+RICH_CSV = {
+    "id": "rich-1",
+    "updated_at": "2025-05-01T00:00:00Z",
+    "status": "active",
+    "name": "rich-1",
+    "token.symbol": "REALTOKEN-S-1-MAIN-ST",
+    "token.chain": "gnosis",
+    "token.contract_address": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+    "token.total_supply": "1000",
+    "token.decimals": "",
+    "price.amount": "52.10",
+    "price.currency": "usd",
+    "media.0.url": "https://img.example/1.jpg",
+    "media.0.kind": "image",
+    "media.1.url": "https://img.example/2.jpg",
+    "media.1.kind": "",
+    "attributes.floors": "2",
+    "attributes.pool": "yes",
+    "address.line1": "1 Main St, Unit 2",
+    "address.city": "Detroit",
+    "address.country": "US",
+}
+
+
+def test_every_format_reads_the_same_normalised_document() -> None:
+    expected = canonical_json(normalized_document(parse_asset(RICH, now=NOW)))
+    envelope = {"timestamp": "2025-06-01T11:00:00Z", "total_assets": 1, "assets": [RICH]}
+    bodies = {
+        "envelope": ("json", json.dumps(envelope).encode()),
+        "array": ("json", b"  \n" + json.dumps([RICH]).encode()),
+        "jsonl": ("jsonl", json.dumps(RICH).encode() + b"\n"),
+        "csv": ("csv", as_csv([RICH_CSV])),
+    }
+    for name, (fmt, body) in bodies.items():
+        [item] = validated(fmt, body)
+        assert isinstance(item, ValidItem), (name, item)
+        assert item.asset_id == "rich-1" and item.document == expected, name
+        assert item.price is not None and str(item.price.amount) == "52.10", name
+
+
+def test_csv_cells_keep_attributes_as_strings_and_empty_cells_absent() -> None:
+    [item] = validated("csv", as_csv([RICH_CSV]))
+    assert isinstance(item, ValidItem)
+    document = json.loads(item.document)
+    assert document["attributes"] == {"floors": "2", "pool": "yes"}
+    assert document["token"]["total_supply"] == "1000" and "decimals" not in document["token"]
+    assert document["media"] == [
+        {"url": "https://img.example/1.jpg", "kind": "image"},
+        {"url": "https://img.example/2.jpg"},
+    ]
+
+
+def test_a_csv_quoted_field_may_hold_commas_quotes_and_line_breaks() -> None:
+    body = (
+        b"id,updated_at,status,name,description\r\n"
+        b'q1,2025-05-01T00:00:00Z,active,"Say ""hi""","two\r\nlines, one comma"\r\n'
+    )
+    [item] = validated("csv", body)
+    assert isinstance(item, ValidItem)
+    document = json.loads(item.document)
+    assert document["name"] == 'Say "hi"' and document["description"] == "two\r\nlines, one comma"
+
+
+@pytest.mark.parametrize(
+    ("header", "fragment"),
+    [
+        (b"updated_at,status,name", "no `id` column"),
+        (b"id,name,name", "twice"),
+        (b"id,token,token.chain", "both 'token' and 'token.chain'"),
+        (b"id,token..chain", "not a dotted path"),
+    ],
+)
+def test_a_bad_csv_header_fails_the_run(header: bytes, fragment: str) -> None:
+    error = failure("csv", header + b"\r\na,b,c\r\n")
+    assert error.reason_code == "parse_error" and fragment in error.reason
+
+
+def test_a_broken_csv_quote_fails_the_run() -> None:
+    error = failure("csv", b'id,name\r\nx,"unclosed\r\n')
+    assert error.reason_code == "parse_error"
+
+
+def test_a_csv_row_of_the_wrong_width_or_bad_utf8_fails_only_that_item() -> None:
+    body = (
+        b"id,updated_at,status,name\r\n"
+        b"ok,2025-05-01T00:00:00Z,active,fine\r\n"
+        b"short,2025-05-01T00:00:00Z\r\n"
+        b"bytes,2025-05-01T00:00:00Z,active,caf\xe9\r\n"
+    )
+    good, short, broken = validated("csv", body)
+    assert isinstance(good, ValidItem)
+    assert isinstance(short, ItemError) and short.asset_id == "short"
+    assert "has 2 cells" in short.errors[0].message
+    assert isinstance(broken, ItemError) and broken.asset_id == "bytes"
+    assert broken.errors[0].pointer == "/name" and "UTF-8" in broken.errors[0].message
+
+
+def test_json_lines_skip_blank_lines_and_fail_a_bad_line_alone() -> None:
+    body = (
+        json.dumps(asset("a")).encode()
+        + b"\n\n   \n{oops\n"
+        + json.dumps(asset("b")).encode()
+        + b"\r\n"
+        + b'{"id": "u", "name": "\xff"}'
+    )
+    results = validated("jsonl", body)
+    assert [type(r).__name__ for r in results] == [
+        "ValidItem",
+        "ItemError",
+        "ValidItem",
+        "ItemError",
+    ]
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    assert "invalid JSON" in results[1].errors[0].message  # type: ignore[union-attr]
+    assert "UTF-8" in results[3].errors[0].message  # type: ignore[union-attr]
+
+
+def test_envelope_keys_may_come_in_any_order() -> None:
+    body = json.dumps(
+        {
+            "assets": [asset("a")],
+            "total_assets": 1,
+            "extra": {"x": [1]},
+            "timestamp": "2025-06-01T11:00:00Z",
+        }
+    ).encode()
+    records, header = read("json", body)
+    assert [r.raw_id for r in records] == ["a"]
+    assert header.enveloped and header.total_assets == 1
+    assert header.timestamp == "2025-06-01T11:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"", "expected a JSON object"),
+        (b'"text"', "expected a JSON object"),
+        (b'{"timestamp": "2025-06-01T11:00:00Z", "assets": []}', "lacks `total_assets`"),
+        (b'{"total_assets": 0, "assets": []}', "lacks `timestamp`"),
+        (b'{"timestamp": "2025-06-01T11:00:00Z", "total_assets": 0}', "lacks `assets`"),
+        (b'{"timestamp": "x", "total_assets": 0, "assets": {}}', "`assets` to be an array"),
+        (b"[" + json.dumps(asset("a")).encode() + b",", "not valid JSON"),
+        (b"[" + json.dumps(asset("a")).encode(), "',' or ']'"),
+        (b"[1] [2]", "after the end"),
+        (b"[" + b"[" * 100_000 + b"]" * 100_000 + b"]", "nests too deep"),
+    ],
+)
+def test_a_broken_json_file_fails_the_run(body: bytes, fragment: str) -> None:
+    error = failure("json", body)
+    assert error.reason_code == "parse_error" and fragment in error.reason
+
+
+def test_hostile_json_items_fail_alone_and_never_crash_the_reader() -> None:
+    body = (
+        b"["
+        + b",".join(
+            [
+                json.dumps(asset("good")).encode(),
+                b'{"id": "long", "year_built": ' + b"9" * 5000 + b"}",
+                b'{"id": "deep", "attributes": ' + b"[" * 40 + b"]" * 40 + b"}",
+                b'{"id": "lone", "name": "\\ud800"}',
+                b'{"id": "nan", "year_built": NaN}',
+                b'{"id": "bytes", "name": "\xff\xfe"}',
+            ]
+        )
+        + b"]"
+    )
+    results = {r.asset_id: r for r in validated("json", body)}
+    assert isinstance(results["good"], ValidItem)
+    messages = {k: v.errors[0].message for k, v in results.items() if isinstance(v, ItemError)}
+    assert "more than 100 digits" in messages["long"]
+    assert "deeper than 32" in messages["deep"]
+    assert "surrogate" in messages["lone"] and "surrogate" in messages["bytes"]
+    assert "not a JSON number" in messages["nan"]
+
+
+def test_items_spanning_read_boundaries_are_framed_exactly() -> None:
+    items = [asset(f"a{n}", description="x" * 70_000) for n in range(40)]
+    records, _ = read("json", json.dumps(items).encode())
+    assert [r.raw_id for r in records] == [f"a{n}" for n in range(40)]
+    assert all(json.loads(r.text or "") == items[r.index] for r in records)
+
+
+def test_fingerprints_follow_the_raw_text_of_an_item() -> None:
+    one = json.dumps(asset("a")).encode()
+    changed = json.dumps(asset("a", name="other")).encode()
+    first, _ = read("json", b"[" + one + b"," + changed + b"]")
+    again, _ = read("jsonl", one + b"\n" + one + b"\n")
+    assert first[0].fingerprint != first[1].fingerprint
+    assert again[0].fingerprint == again[1].fingerprint
+    # The same text in another format is another record: formats never share fingerprints.
+    assert first[0].fingerprint != again[0].fingerprint
+
+
+def test_the_item_cap_holds_across_batches() -> None:
+    records = iter(
+        read("jsonl", b"\n".join(json.dumps(asset(f"a{n}")).encode() for n in range(5)))[0]
+    )
+    assert len(take(records, 3, seen=0, max_items=5)) == 3
+    assert len(take(records, 3, seen=3, max_items=5)) == 2
+    again = iter(
+        read("jsonl", b"\n".join(json.dumps(asset(f"a{n}")).encode() for n in range(5)))[0]
+    )
+    with pytest.raises(FeedInvalid) as caught:
+        take(again, 10, seen=0, max_items=4)
+    assert caught.value.reason_code == "size_limit"
+
+
+def test_the_snapshot_time_is_the_timestamp_else_last_modified_else_the_fetch() -> None:
+    fetched = NOW - timedelta(minutes=2)
+    modified = NOW - timedelta(hours=1)
+    envelope = FeedHeader("2025-06-01T13:00:00+02:00", 3, enveloped=True)
+    facts = feed_facts(envelope, last_modified=modified, fetched_at=fetched, now=NOW)
+    assert facts.snapshot_time == NOW - timedelta(hours=1) and facts.total_assets == 3
+    bare = FeedHeader()
+    assert (
+        feed_facts(bare, last_modified=modified, fetched_at=fetched, now=NOW).snapshot_time
+        == modified
+    )
+    assert (
+        feed_facts(bare, last_modified=None, fetched_at=fetched, now=NOW).snapshot_time == fetched
+    )
+    assert feed_facts(bare, last_modified=None, fetched_at=fetched, now=NOW).total_assets is None
+    ahead = FeedHeader("2025-06-01T12:06:00Z", 1, enveloped=True)
+    with pytest.raises(FeedInvalid) as caught:
+        feed_facts(ahead, last_modified=None, fetched_at=fetched, now=NOW)
+    assert caught.value.reason_code == "future_timestamp"
+    for bad in (
+        FeedHeader("2025-06-01", 1, True),
+        FeedHeader("2025-06-01T11:00:00Z", -1, True),
+        FeedHeader("2025-06-01T11:00:00Z", True, True),
+    ):
+        with pytest.raises(FeedInvalid):
+            feed_facts(bad, last_modified=None, fetched_at=fetched, now=NOW)
+
+
+@pytest.mark.parametrize("read_bytes", [1, 2, 3, 5, 7, 11, 64, 1000])
+def test_any_read_boundary_frames_the_same_items(read_bytes: int) -> None:
+    """Pieces may end inside a literal, a number, an escape, a multi-byte character or a key."""
+    items = [
+        asset("t", attributes={"flag": True, "none": None, "off": False, "n": -12.5e3}),
+        asset("esc", name='quote " back \\ slash \\u00e9 \u00e9 \u20ac \U0001f3e0'),
+        {"id": "nums", "values": [0, -1, 123456789012345678901234567890, 1e-7, 2.50]},
+    ]
+    body = json.dumps({"timestamp": "2025-06-01T11:00:00Z", "total_assets": 3, "assets": items})
+    reader = read_records("json", io.BytesIO(body.encode()), read_bytes=read_bytes)
+    records = list(reader.records)
+    assert [json.loads(r.text or "") for r in records] == items
+    assert reader.header.total_assets == 3
+    broken = body.replace('"flag": true', '"flag": tru')
+    with pytest.raises(FeedInvalid):
+        list(read_records("json", io.BytesIO(broken.encode()), read_bytes=read_bytes).records)
