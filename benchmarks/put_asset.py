@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 import aiohttp
-from tests.support.system import System
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from benchmarks.scratch import scratch_system
 
 
 async def drive(url: str, token: str, connections: int, seconds: float) -> list[float]:
@@ -63,18 +58,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
 
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-    )
-    system = System(
-        f"postgresql://postgres@127.0.0.1:5432/{name}",
-        f"amqp://guest:guest@127.0.0.1:5672/{name}",
-        Path(tempfile.mkdtemp(prefix="rwasync-bench-")),
-    )
-    try:
+    with scratch_system() as system:
         system.cli("migrate")
         _, provider = system.cli("provider", "create", "Bench Estates", "--json")
         system.start("ingest-api", "reconciler")
@@ -83,13 +67,6 @@ def main() -> None:
             drive(system.url("ingest-api"), provider["token"], args.connections, args.seconds)
         )
         elapsed = time.monotonic() - began
-    finally:
-        system.stop_all()
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False)
-        subprocess.run(
-            ["psql", ADMIN_DSN, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
-            check=False,
-        )
     latencies.sort()
     print(
         f"PUT /v1/assets/{{id}}: {args.connections} connections, {elapsed:.1f} s, "
