@@ -59,6 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with scratch_system() as system:
+        system.cli("migrate")
         _, provider = system.cli("provider", "create", "Bench Estates", "--json")
         system.start("ingest-api", "reconciler")
         began = time.monotonic()

@@ -1,13 +1,12 @@
-"""A scratch database and vhost for one benchmark run, removed afterwards: the services started
-on them as processes (`tests.support.system`), on ports of their own."""
+"""A scratch database and vhost for one benchmark run, with the services on them, removed after."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.system import System
@@ -15,10 +14,10 @@ from tests.support.system import System
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-@contextmanager
+@contextlib.contextmanager
 def scratch_system(*, keep: bool = False, **env: str) -> Iterator[System]:
-    """A migrated scratch system; its services are stopped and its database and vhost dropped
-    at the end (unless `keep`)."""
+    """A `System` on a new database and vhost; its services are stopped and both dropped after
+    (unless `keep`). `env` adds settings for the services it starts."""
     name = f"bench_{uuid.uuid4().hex[:8]}"
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True)
     subprocess.run(
@@ -32,7 +31,6 @@ def scratch_system(*, keep: bool = False, **env: str) -> Iterator[System]:
         extra_env=dict(env),
     )
     try:
-        system.cli("migrate")
         yield system
     finally:
         system.stop_all()

@@ -167,6 +167,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with scratch_system(keep=args.keep, RWASYNC_LOG_LEVEL="WARNING") as system:
+        system.cli("migrate")
         _, provider = system.cli("provider", "create", "Bench Estates", "--json")
         _, reader = system.cli("reader", "create", "Bench Portal", "--json")
         system.start("ingest-api", "pricing")

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database
 
 
@@ -24,3 +25,13 @@ async def provider_id(db: Database) -> str:
         "INSERT INTO providers (provider_id, name) VALUES ('prv_test', 'Test Estates')"
     )
     return "prv_test"
+
+
+@pytest.fixture
+async def broker(vhost_amqp_url: str) -> AsyncIterator[Broker]:
+    """A connected broker on the test's own vhost, topology declared."""
+    b = Broker(vhost_amqp_url, publish_timeout=5, name="test")
+    b.start()
+    await b.wait_ready(timeout=30)
+    yield b
+    await b.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import aio_pika
 import pytest
@@ -15,15 +15,6 @@ from rwasync.schema.events import Event, decode_message, message_for
 from tests.support.events import at, upserted
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def broker(vhost_amqp_url: str) -> AsyncIterator[Broker]:
-    b = Broker(vhost_amqp_url, publish_timeout=5, name="test")
-    b.start()
-    await b.wait_ready(timeout=30)
-    yield b
-    await b.close()
 
 
 async def _drain(

@@ -10,6 +10,8 @@ from typing import Any
 from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
 from rwasync.schema.events import (
     AssetDeleted,
+    AssetPatched,
+    AssetPatchedPayload,
     AssetUpserted,
     AssetUpsertedPayload,
     EventSource,
@@ -74,6 +76,28 @@ def deleted(
         updated_at=deleted_at,
         accepted_at=accepted_at or deleted_at,
         received_at=accepted_at or deleted_at,
+    )
+
+
+def patched(
+    provider_id: str,
+    asset_id: str,
+    updated_at: datetime,
+    patch: dict[str, Any],
+    *,
+    accepted_at: datetime | None = None,
+    source: EventSource = EventSource.PUSH,
+) -> AssetPatched:
+    """A merge patch that sets `updated_at` (as ingest-api publishes it) and `patch`."""
+    return AssetPatched(
+        event_id=uuid.uuid4(),
+        provider_id=provider_id,
+        asset_id=asset_id,
+        source=source,
+        updated_at=updated_at,
+        accepted_at=accepted_at or updated_at,
+        received_at=accepted_at or updated_at,
+        payload=AssetPatchedPayload(patch={"updated_at": updated_at.isoformat(), **patch}),
     )
 
 

@@ -42,6 +42,9 @@ async def declare_topology(channel: AbstractChannel) -> dict[str, AbstractExchan
         topology.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
     )
     exchanges[topology.DEAD_LETTER_EXCHANGE] = dead
+    exchanges[topology.CHANGES_EXCHANGE] = await channel.declare_exchange(
+        topology.CHANGES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+    )
     for exchange_name, queue_name, pattern in (
         (topology.ASSETS_EXCHANGE, topology.RECONCILER_QUEUE, topology.ASSET_ROUTING_PATTERN),
         (topology.PRICES_EXCHANGE, topology.PRICING_QUEUE, topology.PRICE_ROUTING_PATTERN),
@@ -209,7 +212,10 @@ class Broker:
         *,
         message_id: str,
         headers: Mapping[str, Any] | None = None,
+        mandatory: bool = True,
     ) -> None:
+        """Publish a body as is; `mandatory=False` where no queue need be bound (the change
+        announcements: a consumer binds its own queue)."""
         if not self.is_ready():
             raise BrokerUnavailable("broker not connected")
         if self.blocking.reason is not None:
@@ -223,7 +229,9 @@ class Broker:
             headers=dict(headers or {}),
         )
         publishing = asyncio.ensure_future(
-            target.publish(amqp_message, routing_key, mandatory=True, timeout=self._publish_timeout)
+            target.publish(
+                amqp_message, routing_key, mandatory=mandatory, timeout=self._publish_timeout
+            )
         )
         blocked = self.blocking.blocked()
         try:

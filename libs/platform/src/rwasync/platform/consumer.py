@@ -116,7 +116,7 @@ class EventConsumer:
             return
         with APPLY_SECONDS.labels(queue).time():
             try:
-                await self._apply_splitting(list(decoded.events))
+                await self._apply_splitting(list(decoded.events), _deliveries(message))
             except _Stopping:
                 # Left unacked: the broker redelivers it to another consumer or after restart.
                 MESSAGES.labels(queue, "requeued").inc()
@@ -124,7 +124,7 @@ class EventConsumer:
         await self._ack(message)
         MESSAGES.labels(queue, "acked").inc()
 
-    async def _apply_splitting(self, events: list[Event]) -> None:
+    async def _apply_splitting(self, events: list[Event], deliveries: int) -> None:
         try:
             await self._apply_retrying(events)
         except _Stopping:
@@ -132,8 +132,8 @@ class EventConsumer:
         except Exception as exc:
             if len(events) > 1:
                 middle = len(events) // 2
-                await self._apply_splitting(events[:middle])
-                await self._apply_splitting(events[middle:])
+                await self._apply_splitting(events[:middle], deliveries)
+                await self._apply_splitting(events[middle:], deliveries)
                 return
             reason = f"{type(exc).__name__}: {exc}"[:2000]
             log.error(
@@ -143,7 +143,7 @@ class EventConsumer:
                 asset_id=events[0].asset_id,
                 reason=reason,
             )
-            await self._dead_letter(events, reason)
+            await self._dead_letter(events, reason, deliveries)
 
     async def _apply_retrying(self, events: list[Event]) -> None:
         """Apply; retry transient database errors in place (the message stays unacked)."""
@@ -161,12 +161,14 @@ class EventConsumer:
                 raise _Stopping from exc
             raise
 
-    async def _dead_letter(self, events: Sequence[Event], reason: str) -> None:
+    async def _dead_letter(self, events: Sequence[Event], reason: str, deliveries: int) -> None:
+        headers = self._dead_letter_headers(reason, provider_id=events[0].provider_id)
+        headers[topology.HEADER_DELIVERIES] = deliveries
         await self._broker.publish(
             topology.DEAD_LETTER_EXCHANGE,
             topology.dead_letter_queue(self._queue_name),
             message_for(list(events)),
-            headers=self._dead_letter_headers(reason, provider_id=events[0].provider_id),
+            headers=headers,
         )
         EVENTS_DEAD_LETTERED.labels(self._queue_name).inc(len(events))
         try:
@@ -189,10 +191,10 @@ class EventConsumer:
         headers: dict[str, object] = {
             topology.HEADER_REASON: reason,
             topology.HEADER_ORIGIN_QUEUE: self._queue_name,
-            "x-rwasync-dead-lettered-at": datetime.now(UTC).isoformat(),
+            topology.HEADER_DEAD_LETTERED_AT: datetime.now(UTC).isoformat(),
         }
         if provider_id is not None:
-            headers["x-rwasync-provider-id"] = provider_id
+            headers[topology.HEADER_PROVIDER_ID] = provider_id
         return headers
 
     async def _ack(self, message: AbstractIncomingMessage) -> None:
@@ -230,6 +232,13 @@ class EventConsumer:
             finished=len(finished),
             returned_to_queue=len(unfinished),
         )
+
+
+def _deliveries(message: AbstractIncomingMessage) -> int:
+    """How many times this message has been delivered, this time included (quorum queues count
+    the earlier ones in `x-delivery-count`)."""
+    earlier = (message.headers or {}).get("x-delivery-count")
+    return (earlier if isinstance(earlier, int) else 0) + 1
 
 
 class _Stopping(Exception):

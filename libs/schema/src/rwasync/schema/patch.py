@@ -1,5 +1,6 @@
 """JSON Merge Patch (RFC 7386) of an asset document: what ingest-api can check without the stored
-document, and the normalised patch it publishes (docs/api.md, `PATCH /v1/assets/{id}`).
+document, the normalised patch it publishes (docs/api.md, `PATCH /v1/assets/{id}`), and the
+document a patch makes of a stored one, which the reconciler applies.
 
 A patch is an object; `null` removes a field, a nested object is itself a merge patch, an array
 replaces the whole array. Every non-null value is validated as far as a partial document allows:
@@ -9,6 +10,7 @@ patch), and `id`, `updated_at`, `status` and `name` can never be removed, nor a 
 required fields. The reconciler validates the patched document as a whole when it applies it.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -26,6 +28,9 @@ from rwasync.schema.asset import (
     Token,
     Valuation,
     attribute_json,
+    content_hash_hex,
+    normalized_document,
+    parse_asset,
 )
 from rwasync.schema.errors import AssetInvalid, FieldError, json_pointer, truncated
 from rwasync.schema.fields import AwareTimestamp, ContractModel, validate_contract
@@ -120,3 +125,38 @@ def normalized_patch(patch: AssetPatch) -> dict[str, Any]:
     values normalised as in a stored document."""
     normalized: dict[str, Any] = patch.model_dump(mode="json", exclude_unset=True)
     return normalized
+
+
+# --- applying a patch onto the stored document (the reconciler) ---------------------------------
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge member by member, `null` removes a member, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class PatchedDocument:
+    document: dict[str, Any]
+    content_hash: str
+
+
+def patched_document(
+    document: dict[str, Any], patch: dict[str, Any], *, asset_id: str, accepted_at: datetime
+) -> PatchedDocument:
+    """The normalised document `patch` makes of the stored `document`; raises AssetInvalid. The
+    result is validated as a whole, as of the patch's acceptance (so the outcome never depends on
+    when it is applied), and can neither change the asset's id nor be invalid."""
+    merged = merge_patch(document, patch)
+    if merged.get("id") != asset_id:
+        raise AssetInvalid([FieldError("/id", "a patch cannot change or remove the asset's id")])
+    result = normalized_document(parse_asset(merged, now=accepted_at))
+    return PatchedDocument(result, content_hash_hex(result))

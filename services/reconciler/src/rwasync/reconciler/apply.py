@@ -1,106 +1,148 @@
-"""Applying asset events: keep the newest version per asset in the batch, then one guarded
-set-based merge, and one receipt per event, all in one transaction (docs/api.md, "Versions and
-ordering")."""
+"""Applying asset events in one transaction per batch (docs/api.md, "Versions and ordering").
+
+Assets without merge patches (nearly all) go through one guarded set-based merge of the batch's
+newest event per asset. Assets that a batch patches, or that keep patches from earlier, are
+folded in version order onto their locked rows (`folding`). Either way every event gets its
+receipt and every applied change its entry in `asset_changes`, in the same transaction.
+"""
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+import orjson
 import structlog
 from prometheus_client import Counter
 
 from rwasync.platform.db import Database, LockSpace, lock_keys
 from rwasync.reconciler import queries
-from rwasync.schema.events import AssetDeleted, AssetUpserted, Event, ReceiptStatus
-from rwasync.schema.timestamps import timestamp_text
+from rwasync.reconciler.folding import apply_folded
+from rwasync.reconciler.patch_state import AssetEvent
+from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted, Event, EventType
 from rwasync.schema.versions import event_version, newest_per_key
 from rwasync.store import receipts
-from rwasync.store.receipts import Decision
 
 log = structlog.get_logger(__name__)
 
 EVENTS = Counter("rwasync_asset_events_total", "Asset events decided", ["type", "outcome"])
 
 AssetChange = AssetUpserted | AssetDeleted
+AssetKey = tuple[str, str]
 
 
 class EventNotApplicable(Exception):
     """An event this service can never apply (wrong type, inconsistent payload): dead-letter it."""
 
 
+def asset_key(event: AssetEvent) -> AssetKey:
+    return (event.provider_id, event.asset_id)
+
+
 def newest_per_asset(events: Sequence[AssetChange]) -> tuple[list[AssetChange], list[AssetChange]]:
     """The newest event of each asset in a batch, and the ones they supersede."""
-    return newest_per_key(
-        events,
-        key=lambda e: (e.provider_id, e.asset_id),
-        order=event_version,
-        identity=lambda e: e.event_id,
-    )
+    return newest_per_key(events, key=asset_key, order=event_version, identity=lambda e: e.event_id)
 
 
-def _check(event: Event) -> AssetChange:
-    if not isinstance(event, AssetUpserted | AssetDeleted):
+def _check(event: Event) -> AssetEvent:
+    if not isinstance(event, AssetUpserted | AssetPatched | AssetDeleted):
         raise EventNotApplicable(f"{event.type} does not belong on the asset queue")
     if isinstance(event, AssetUpserted) and event.payload.document.get("id") != event.asset_id:
         raise EventNotApplicable("document id differs from the event's asset_id")
     return event
 
 
-def _columns(events: Sequence[AssetChange]) -> list[list[Any]]:
-    upserts = [e if isinstance(e, AssetUpserted) else None for e in events]
-    return [
-        [e.provider_id for e in events],
-        [e.asset_id for e in events],
-        [e.updated_at for e in events],
-        [u is None for u in upserts],
-        [e.accepted_at for e in events],
-        [e.event_id for e in events],
-        [str(e.source) for e in events],
-        [u.payload.document if u else None for u in upserts],
-        [bytes.fromhex(u.payload.content_hash) if u else None for u in upserts],
-        [u.payload.document.get("status") if u else None for u in upserts],
-    ]
-
-
-def _stale_reason(stored_updated_at: Any) -> str:
-    stored = timestamp_text(stored_updated_at) if stored_updated_at is not None else "?"
-    return f"a newer or equal version is stored (updated_at {stored})"
+def _incoming(
+    newest: Sequence[AssetChange], superseded: Sequence[AssetChange]
+) -> list[tuple[Any, ...]]:
+    """The rows COPY stages: every event of the plain path, the newest of each asset flagged."""
+    rows: list[tuple[Any, ...]] = []
+    flagged = [(e, True) for e in newest] + [(e, False) for e in superseded]
+    for position, (event, is_newest) in enumerate(flagged):
+        document = digest = status = None
+        if isinstance(event, AssetUpserted):
+            document = orjson.dumps(event.payload.document).decode()
+            digest = bytes.fromhex(event.payload.content_hash)
+            status = event.payload.document.get("status")
+        rows.append(
+            (
+                event.provider_id,
+                event.asset_id,
+                event.updated_at,
+                document is None,
+                event.accepted_at,
+                event.event_id,
+                str(event.source),
+                document,
+                digest,
+                status,
+                str(event.type),
+                is_newest,
+                position,
+            )
+        )
+    return rows
 
 
 class AssetApplier:
-    """Applies a message's asset events in one transaction; the consumer retries and splits."""
+    """Applies a batch of asset events in one transaction; the consumer retries and splits."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
     async def apply(self, events: Sequence[Event]) -> None:
         changes = [_check(e) for e in events]
-        newest, superseded = newest_per_asset(changes)
-        decisions: list[Decision] = []
+        keys = list(dict.fromkeys(asset_key(e) for e in changes))
         async with self._db.connection() as conn, conn.transaction():
-            await lock_keys(
-                conn, [f"{e.provider_id}/{e.asset_id}" for e in newest], LockSpace.ASSETS
+            await lock_keys(conn, [f"{p}/{a}" for p, a in keys], LockSpace.ASSETS)
+            # Assets this batch patches are folded; so are those that keep patches from before,
+            # which the merge finds and leaves alone ("deferred").
+            patched = {asset_key(e) for e in changes if e.type == EventType.ASSET_PATCHED}
+            plain: list[AssetChange] = [
+                e
+                for e in changes
+                if not isinstance(e, AssetPatched) and asset_key(e) not in patched
+            ]
+            outcomes, deferred = (
+                await self._merge(conn, plain) if plain else (Tally[tuple[str, str]](), set())
             )
-            rows = await conn.fetch(queries.APPLY_ASSET_CHANGES, *_columns(newest))
-            by_id = {e.event_id: e for e in newest}
-            for row in rows:
-                event = by_id[row["event_id"]]
-                outcome = ReceiptStatus(row["outcome"])
-                reason = (
-                    _stale_reason(row["stored_updated_at"]) if outcome == "stale_ignored" else None
-                )
-                decisions.append(Decision.of(event, outcome, reason))
-            decisions.extend(
-                Decision.of(
-                    e, ReceiptStatus.STALE_IGNORED, "superseded by a newer event in the same batch"
-                )
-                for e in superseded
-            )
-            await receipts.record_decisions(conn, decisions)
-        for d in decisions:
-            EVENTS.labels(d.type, d.status).inc()
-        log.debug("asset events applied", events=len(changes), written=len(newest))
+            folding = patched | deferred
+            folded = [e for e in changes if asset_key(e) in folding]
+            if folded:
+                decisions = await apply_folded(conn, folded)
+                await receipts.record_decisions(conn, decisions)
+                outcomes.update((d.type, str(d.status)) for d in decisions)
+        for (kind, status), count in outcomes.items():
+            EVENTS.labels(kind, status).inc(count)
+        log.debug("asset events applied", events=len(changes), folded=len(folded))
+
+    async def _merge(
+        self, conn: asyncpg.Connection, events: Sequence[AssetChange]
+    ) -> tuple[Tally[tuple[str, str]], set[AssetKey]]:
+        """The plain path: stage with COPY, then one statement merges, records the receipts and
+        the change entries. Returns how many events of each type ended how, and the assets that
+        turned out to keep patches (left for the folding path)."""
+        newest, superseded = newest_per_asset(events)
+        await conn.execute(queries.CREATE_INCOMING)
+        await conn.copy_records_to_table(
+            "incoming_asset_events",
+            records=_incoming(newest, superseded),
+            columns=queries.INCOMING_COLUMNS,
+        )
+        outcomes: Tally[tuple[str, str]] = Tally()
+        deferred: set[AssetKey] = set()
+        for row in await conn.fetch(queries.APPLY_INCOMING):
+            if row["outcome"] == "deferred":
+                deferred.add((row["provider_id"], row["asset_id"]))
+            elif row["unwritten"]:
+                # The classification and the guarded write disagree: only possible if the
+                # advisory lock did not hold. Fail the batch rather than record false receipts.
+                raise RuntimeError(f"{row['unwritten']} events classified written but not")
+            else:
+                outcomes[(row["event_type"], row["outcome"])] += row["events"]
+        return outcomes, deferred
 
     async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
         await receipts.note_dead_lettered(self._db.pool, events, reason)

@@ -1,5 +1,7 @@
 """Reconciler settings (environment prefix RWASYNC_RECONCILER_)."""
 
+from pydantic import Field
+
 from rwasync.platform.settings import ServiceSettings, settings_config
 
 
@@ -9,3 +11,10 @@ class ReconcilerSettings(ServiceSettings):
     port: int = 8083
     # Unacked messages in flight per replica; each may carry many events.
     prefetch: int = 64
+    # The outbox relay: seconds between looks for new changes when idle, entries read per look,
+    # entries per `asset.changed` message.
+    relay_interval: float = Field(0.2, gt=0)
+    relay_page_size: int = Field(2000, ge=1, le=50_000)
+    relay_changes_per_message: int = Field(500, ge=1, le=5000)
+    # How long the change feed (and the audit it is) keeps entries; at least 7 days.
+    change_retention_days: float = Field(7.0, ge=7.0)

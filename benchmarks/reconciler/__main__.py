@@ -1,0 +1,319 @@
+"""The reconciler's apply rate, against the raw limit of the same rows, in one run.
+
+    .venv/bin/python -m benchmarks.reconciler [--events 100000] [--per-message 500]
+                                              [--replicas 3] [--skip-replicas]
+
+On a scratch database and vhost of its own:
+1. raw limit: a plain asyncpg COPY of the events' rows into a staging table plus one guarded
+   merge into a copy of the assets table, fresh and then all stale;
+2. fresh: the events preloaded in the queue (many per message, `accepted` receipts recorded as
+   ingest-api would), one reconciler started, the drain timed until every message is acked;
+3. re-delivery: the same messages again (all stale): timed the same way, and no asset row may
+   be written (checked by every row's xmin);
+4. replicas: as many fresh events again, drained by N reconcilers at once;
+and after each drain, how long the change feed's relay takes to publish the last entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+from tests.support.system import ServiceProcess, System, free_port
+
+from benchmarks.reconciler.workload import Workload, build
+from benchmarks.scratch import scratch_system
+from rwasync.platform.broker import Broker
+from rwasync.platform.db import connect
+from rwasync.schema import topology
+
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+ACKED = re.compile(
+    r'rwasync_messages_consumed_total\{(?=[^}]*outcome="acked")'
+    r'(?=[^}]*queue="rwasync\.reconciler\.assets")[^}]*\} (\S+)'
+)
+
+RAW_TABLES = """
+CREATE TABLE raw_assets (LIKE assets INCLUDING ALL);
+CREATE TEMP TABLE raw_staging (
+    provider_id text, asset_id text, updated_at timestamptz, deleted boolean,
+    accepted_at timestamptz, event_id uuid, source text, document jsonb, content_hash bytea,
+    status text)
+"""
+RAW_MERGE = """
+INSERT INTO raw_assets AS a (provider_id, asset_id, updated_at, deleted, accepted_at, event_id,
+                             source, document, content_hash, status, applied_at)
+SELECT provider_id, asset_id, updated_at, deleted, accepted_at, event_id, source, document,
+       content_hash, status, now()
+FROM raw_staging
+ON CONFLICT (provider_id, asset_id) DO UPDATE SET
+    updated_at = EXCLUDED.updated_at, deleted = EXCLUDED.deleted,
+    accepted_at = EXCLUDED.accepted_at, event_id = EXCLUDED.event_id, source = EXCLUDED.source,
+    document = EXCLUDED.document, content_hash = EXCLUDED.content_hash, status = EXCLUDED.status,
+    applied_at = now()
+WHERE (EXCLUDED.updated_at, EXCLUDED.deleted, EXCLUDED.accepted_at, EXCLUDED.event_id)
+      > (a.updated_at, a.deleted, a.accepted_at, a.event_id)
+"""
+RECORD_ACCEPTED = """
+INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at)
+SELECT e, $1, a, 'asset.upserted', 'accepted', ts
+FROM unnest($2::uuid[], $3::text[], $4::timestamptz[]) AS u(e, a, ts)
+"""
+ROWS_FINGERPRINT = "SELECT count(*), sum(hashtext(xmin::text || event_id::text)) FROM assets"
+RELAY_CAUGHT_UP = """
+SELECT (SELECT (xid, change_id) FROM change_relays)
+       >= COALESCE((SELECT (xid, change_id) FROM asset_changes
+                    ORDER BY xid DESC, change_id DESC LIMIT 1), ('0'::xid8, 0))
+"""
+
+
+@dataclass
+class Figure:
+    what: str
+    events: int
+    seconds: float
+    baseline: str = ""
+    ratio: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def acked(service: ServiceProcess) -> int:
+    with urllib.request.urlopen(service.url + "/metrics", timeout=5) as response:
+        found = ACKED.search(response.read().decode())
+    return int(float(found.group(1))) if found else 0
+
+
+async def preload(amqp_url: str, bodies: list[bytes]) -> None:
+    broker = Broker(amqp_url, publish_timeout=60, name="bench-preload")
+    broker.start()
+    await broker.wait_ready(timeout=30)
+    try:
+        for start in range(0, len(bodies), 50):
+            await asyncio.gather(
+                *(
+                    broker.publish_body(
+                        topology.ASSETS_EXCHANGE,
+                        topology.ASSET_BATCH_KEY,
+                        body,
+                        message_id=str(uuid.uuid4()),
+                    )
+                    for body in bodies[start : start + 50]
+                )
+            )
+    finally:
+        await broker.close()
+
+
+async def record_receipts(database_url: str, provider_id: str, w: Workload) -> None:
+    conn = await connect(database_url)
+    try:
+        await conn.execute(RECORD_ACCEPTED, provider_id, w.event_ids, w.asset_ids, w.accepted_at)
+    finally:
+        await conn.close()
+
+
+async def raw_limit(database_url: str, provider_id: str, w: Workload) -> tuple[float, float]:
+    """Seconds for COPY + one guarded merge of the rows: fresh, then the same rows again."""
+    records = [
+        (provider_id, a, w.updated_at, False, t, e, "batch", d, bytes.fromhex(h), "active")
+        for a, t, e, d, h in zip(
+            w.asset_ids, w.accepted_at, w.event_ids, w.documents, w.hashes, strict=True
+        )
+    ]
+    conn = await connect(database_url)
+    try:
+        await conn.execute(RAW_TABLES)
+        timings = []
+        for _ in range(2):
+            await conn.execute("TRUNCATE raw_staging")
+            began = time.perf_counter()
+            async with conn.transaction():
+                await conn.copy_records_to_table("raw_staging", records=records)
+                await conn.execute(RAW_MERGE)
+            timings.append(time.perf_counter() - began)
+        await conn.execute("DROP TABLE raw_assets")
+        return timings[0], timings[1]
+    finally:
+        await conn.close()
+
+
+async def fingerprint(database_url: str) -> tuple[int, int]:
+    conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(ROWS_FINGERPRINT)
+        assert row is not None
+        return int(row[0]), int(row[1] or 0)
+    finally:
+        await conn.close()
+
+
+async def relay_catch_up(database_url: str, timeout: float = 600) -> float:
+    conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    began = time.perf_counter()
+    try:
+        while not await conn.fetchval(RELAY_CAUGHT_UP):
+            if time.perf_counter() - began > timeout:
+                raise TimeoutError("the relay did not catch up")
+            await asyncio.sleep(0.05)
+        return time.perf_counter() - began
+    finally:
+        await conn.close()
+
+
+def consuming_since(service: ServiceProcess) -> float:
+    """When the service last logged that it started consuming (epoch seconds)."""
+    started = None
+    for line in service.log_path.read_text(errors="replace").splitlines():
+        if '"event": "consuming"' in line:
+            started = datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+    if started is None:
+        raise RuntimeError(f"{service.name} never logged that it consumes")
+    return started
+
+
+def drain(replicas: list[ServiceProcess], messages: int, timeout: float = 600) -> float:
+    """Seconds from the first fresh replica consuming until they all acked `messages`."""
+    for replica in replicas:
+        replica.wait()
+    began = time.monotonic()
+    while sum(acked(r) for r in replicas) < messages:
+        if time.monotonic() - began > timeout:
+            raise TimeoutError("drain did not finish")
+        time.sleep(0.1)
+    return time.time() - min(consuming_since(r) for r in replicas)
+
+
+def profile(service: ServiceProcess, path: str) -> subprocess.Popen[bytes]:
+    """py-spy (collapsed stacks, `--format raw`) on a service until interrupted."""
+    assert service.process is not None
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(service.process.pid),
+            "--output",
+            path,
+            "--format",
+            "raw",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], bool]:
+    """Every figure of one run, and whether the re-delivery wrote any asset row."""
+    figures: list[Figure] = []
+    extra: list[ServiceProcess] = []
+    database_url, amqp_url, workdir = system.database_url, system.amqp_url, system.workdir
+    written = False
+    try:
+        system.cli("migrate")
+        _, provider = system.cli("provider", "create", "Bench Estates", "--json")
+        pid = provider["provider_id"]
+        n = args.events
+        print(f"building {n} events, {args.per_message} per message ...", flush=True)
+        fresh = build(pid, "one", n, args.per_message)
+
+        raw_fresh, raw_stale = asyncio.run(raw_limit(database_url, pid, fresh))
+        figures.append(Figure("raw: COPY + guarded merge, fresh rows", n, raw_fresh))
+        figures.append(Figure("raw: COPY + guarded merge, all stale", n, raw_stale))
+
+        asyncio.run(record_receipts(database_url, pid, fresh))
+        asyncio.run(preload(amqp_url, fresh.bodies))
+        system.start("reconciler")
+        reconciler = system.services["reconciler"]
+        spy = profile(reconciler, args.profile) if args.profile else None
+        seconds = drain([reconciler], len(fresh.bodies))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        lag = asyncio.run(relay_catch_up(database_url))
+        figures.append(
+            Figure("reconciler, fresh, 1 replica", n, seconds, "raw fresh", raw_fresh / seconds)
+        )
+        figures.append(Figure("change feed relayed, after the fresh drain", 0, lag or 1e-9))
+
+        # Each drain starts with fresh processes and a preloaded queue.
+        reconciler.stop()
+        before = asyncio.run(fingerprint(database_url))
+        asyncio.run(preload(amqp_url, fresh.bodies))
+        reconciler.start()
+        again = drain([reconciler], len(fresh.bodies))
+        written = asyncio.run(fingerprint(database_url)) != before
+        figures.append(
+            Figure("re-delivery of the same (all stale)", n, again, "fresh", seconds / again)
+        )
+
+        if not args.skip_replicas:
+            more = build(pid, "three", n, args.per_message)
+            reconciler.stop()
+            asyncio.run(record_receipts(database_url, pid, more))
+            asyncio.run(preload(amqp_url, more.bodies))
+            reconciler.start()
+            extra = [
+                ServiceProcess("reconciler", free_port(), system.env, workdir / f"replica-{i}.log")
+                for i in range(args.replicas - 1)
+            ]
+            for replica in extra:
+                replica.start()
+            many = drain([reconciler, *extra], len(more.bodies))
+            lag3 = asyncio.run(relay_catch_up(database_url))
+            figures.append(
+                Figure(
+                    f"reconciler, fresh, {args.replicas} replicas",
+                    n,
+                    many,
+                    "1 replica",
+                    seconds / many,
+                )
+            )
+            figures.append(Figure("change feed relayed, after the replicas' drain", 0, lag3))
+    finally:
+        for replica in extra:
+            replica.stop()
+    return figures, written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--per-message", type=int, default=500)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--skip-replicas", action="store_true")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="py-spy the reconciler during the fresh drain"
+    )
+    args = parser.parse_args()
+    with scratch_system() as system:
+        figures, written = measure(system, args)
+
+    print(f"\n{args.events} events, {args.per_message} per message\n")
+    print("| what | events | seconds | events/s | ratio |")
+    print("|---|---|---|---|---|")
+    for f in figures:
+        rate = f"{f.rate:,.0f}" if f.events else "—"
+        ratio = f"{f.ratio:.2f} × {f.baseline}" if f.ratio is not None else ""
+        print(f"| {f.what} | {f.events or ''} | {f.seconds:.2f} | {rate} | {ratio} |")
+    print(f"\nasset rows written by the re-delivery: {'SOME (defect)' if written else 0}")
+
+
+if __name__ == "__main__":
+    main()

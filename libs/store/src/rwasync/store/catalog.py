@@ -1,0 +1,229 @@
+"""The portal's reads of the catalogue: every provider's live assets, and the change feed.
+
+Both are read by reader tokens on ingest-api (`GET /v1/catalog/assets`, `GET /v1/catalog/changes`)
+and the change feed also by the reconciler's outbox relay, which publishes the same entries as
+`asset.changed`. Cursors are opaque to callers (docs/api.md, "Portal catalogue read").
+
+The change feed is ordered by (transaction id, entry id) and hands out only entries whose
+transaction id lies below the reading snapshot's xmin: every transaction that could still commit
+an entry before them has ended, so resuming from a cursor never skips an entry that committed
+late, and never repeats one. For any one asset this order is its commit order (its writers
+serialise on the asset's lock before they write anything).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+
+from rwasync.schema.asset import ASSET_STATUSES
+from rwasync.schema.timestamps import timestamp_text
+
+MAX_LIMIT: Final = 500
+DEFAULT_LIMIT: Final = 100
+
+
+class CatalogRequestInvalid(Exception):
+    """A filter, limit or cursor that cannot be used (HTTP 400), naming the parameter."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+        self.message = message
+
+
+class CursorExpired(Exception):
+    """Entries after this change-feed cursor were removed by retention (HTTP 410 Gone)."""
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class ChangePosition:
+    """Where an entry sits in the change feed: its transaction id, then its own id."""
+
+    xid: int
+    change_id: int
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> ChangePosition:
+        return cls(int(row["xid"]), int(row["change_id"]))
+
+
+START: Final = ChangePosition(0, 0)
+
+
+def _encode(prefix: str, text: str) -> str:
+    return prefix + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode(prefix: str, cursor: str, parameter: str) -> str:
+    if not cursor.startswith(prefix):
+        raise CatalogRequestInvalid(parameter, "not a cursor this API handed out")
+    body = cursor[len(prefix) :]
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise CatalogRequestInvalid(parameter, "not a cursor this API handed out") from None
+
+
+def change_cursor(position: ChangePosition) -> str:
+    return _encode("c1.", f"{position.xid}.{position.change_id}")
+
+
+def parse_change_cursor(cursor: str, parameter: str = "since") -> ChangePosition:
+    xid, _, change_id = _decode("c1.", cursor, parameter).partition(".")
+    if not (xid.isdigit() and change_id.isdigit()):
+        raise CatalogRequestInvalid(parameter, "not a cursor this API handed out")
+    return ChangePosition(int(xid), int(change_id))
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise CatalogRequestInvalid("limit", f"must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+# --- the change feed -------------------------------------------------------------------------
+
+# One snapshot: the retention horizon, and the settled entries after a position.
+CHANGES_AFTER: Final = """
+SELECT h.xid::text AS horizon_xid, h.change_id AS horizon_change_id,
+       c.xid::text AS xid, c.change_id, c.event_id, c.provider_id, c.asset_id, c.updated_at,
+       c.deleted, encode(c.after_hash, 'hex') AS content_hash, c.applied_at
+FROM asset_changes_horizon h
+LEFT JOIN LATERAL (
+    SELECT * FROM asset_changes
+    WHERE (xid, change_id) > ($1::text::xid8, $2)
+      AND xid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY xid, change_id
+    LIMIT $3
+) c ON true
+ORDER BY c.xid, c.change_id
+"""
+
+
+def change_item(row: asyncpg.Record) -> dict[str, Any]:
+    """One change-feed entry as portals read it and as `asset.changed` carries it."""
+    deleted = bool(row["deleted"])
+    return {
+        "cursor": change_cursor(ChangePosition.of(row)),
+        "event_id": str(row["event_id"]),
+        "type": "asset.deleted" if deleted else "asset.upserted",
+        "provider_id": row["provider_id"],
+        "asset_id": row["asset_id"],
+        "updated_at": timestamp_text(row["updated_at"]),
+        "deleted": deleted,
+        "content_hash": row["content_hash"],
+        "applied_at": timestamp_text(row["applied_at"]),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    items: list[dict[str, Any]]
+    # The position after the last item (the one asked for when there is none).
+    position: ChangePosition
+    horizon: ChangePosition
+
+
+async def changes_after(
+    conn: asyncpg.Connection | asyncpg.Pool, position: ChangePosition, limit: int
+) -> ChangePage:
+    """The settled entries after `position`, oldest first (no retention check: the relay's)."""
+    rows = await conn.fetch(CHANGES_AFTER, str(position.xid), position.change_id, limit)
+    horizon = ChangePosition(int(rows[0]["horizon_xid"]), int(rows[0]["horizon_change_id"]))
+    entries = [r for r in rows if r["xid"] is not None]
+    last = ChangePosition.of(entries[-1]) if entries else position
+    return ChangePage([change_item(r) for r in entries], last, horizon)
+
+
+async def read_changes(
+    conn: asyncpg.Connection | asyncpg.Pool, since: str | None, limit: int = DEFAULT_LIMIT
+) -> dict[str, Any]:
+    """`GET /v1/catalog/changes`: `{"items", "next_cursor"}`; raises CursorExpired (410) or
+    CatalogRequestInvalid (400)."""
+    _check_limit(limit)
+    position = parse_change_cursor(since) if since is not None else START
+    page = await changes_after(conn, position, limit)
+    if since is not None and position < page.horizon:
+        raise CursorExpired(
+            "entries after this cursor are no longer kept; read again from the start "
+            "(without since) and reconcile with the catalogue"
+        )
+    start = page.position if page.items or since is not None else max(position, page.horizon)
+    return {"items": page.items, "next_cursor": change_cursor(start)}
+
+
+# --- the catalogue ---------------------------------------------------------------------------
+
+LIST_CATALOG: Final = """
+SELECT s.provider_id, s.asset_id, s.document, s.updated_at,
+       encode(s.content_hash, 'hex') AS content_hash, s.applied_at
+FROM asset_state s
+JOIN providers p ON p.provider_id = s.provider_id
+WHERE NOT s.deleted AND NOT p.disabled
+  AND ($1::text IS NULL OR s.provider_id = $1)
+  AND ($2::text IS NULL OR s.status = $2)
+  AND ($3::timestamptz IS NULL OR s.updated_at >= $3)
+  AND ($4::text IS NULL OR (s.provider_id, s.asset_id) > ($4, $5::text))
+ORDER BY s.provider_id, s.asset_id
+LIMIT $6
+"""
+
+
+def catalog_item(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        **row["document"],
+        "_meta": {
+            "provider_id": row["provider_id"],
+            "updated_at": timestamp_text(row["updated_at"]),
+            "content_hash": row["content_hash"],
+            "applied_at": timestamp_text(row["applied_at"]),
+        },
+    }
+
+
+def _asset_cursor(provider_id: str, asset_id: str) -> str:
+    # Neither id can contain a newline (provider ids are generated, asset ids are [A-Za-z0-9._:-]).
+    return _encode("a1.", f"{provider_id}\n{asset_id}")
+
+
+def _parse_asset_cursor(cursor: str) -> tuple[str, str]:
+    provider_id, newline, asset_id = _decode("a1.", cursor, "cursor").partition("\n")
+    if not newline:
+        raise CatalogRequestInvalid("cursor", "not a cursor this API handed out")
+    return provider_id, asset_id
+
+
+async def list_catalog(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    provider_id: str | None = None,
+    status: str | None = None,
+    updated_since: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> dict[str, Any]:
+    """`GET /v1/catalog/assets`: live assets of enabled providers ordered by (provider_id, id),
+    `{"items", "next_cursor"}` (null after the last page); raises CatalogRequestInvalid (400)."""
+    _check_limit(limit)
+    if status is not None and status not in ASSET_STATUSES:
+        raise CatalogRequestInvalid("status", f"must be one of {', '.join(ASSET_STATUSES)}")
+    if updated_since is not None and updated_since.tzinfo is None:
+        raise CatalogRequestInvalid("updated_since", "must carry a UTC offset")
+    after = _parse_asset_cursor(cursor) if cursor is not None else (None, None)
+    rows = await conn.fetch(
+        LIST_CATALOG, provider_id, status, updated_since, after[0], after[1], limit + 1
+    )
+    page = rows[:limit]
+    more = len(rows) > limit
+    return {
+        "items": [catalog_item(r) for r in page],
+        "next_cursor": _asset_cursor(page[-1]["provider_id"], page[-1]["asset_id"])
+        if more
+        else None,
+    }

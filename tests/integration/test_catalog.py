@@ -1,0 +1,247 @@
+"""The portal's reads in the store: the catalogue across providers, and the change feed, which
+hands out every entry once, in order, even when transactions commit out of id order."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from rwasync.platform.db import Database
+from rwasync.reconciler.apply import AssetApplier
+from rwasync.reconciler.relay import prune
+from rwasync.store.catalog import (
+    CatalogRequestInvalid,
+    CursorExpired,
+    list_catalog,
+    read_changes,
+)
+from tests.support.events import at, deleted, upserted
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+INSERT_ENTRY = """
+INSERT INTO asset_changes (event_id, event_type, source, provider_id, asset_id, updated_at,
+                           deleted, after_hash)
+VALUES ($1, 'asset.upserted', 'push', 'prv_test', $2, now(), false, '\\x00')
+"""
+
+
+async def _read_until(db: Database, since: str | None, count: int) -> list[dict[str, object]]:
+    """Follow the feed from `since` until `count` entries came. Entries are handed out once no
+    transaction in the cluster could still commit one before them, which can take a moment on
+    a shared server: wait for them, never assume."""
+    items: list[dict[str, object]] = []
+
+    async def more() -> int:
+        nonlocal since
+        page = await read_changes(db.pool, since, limit=7)
+        items.extend(page["items"])
+        since = page["next_cursor"]
+        return len(items)
+
+    await eventually(more, lambda n: n >= count, interval=0.02, what=f"{count} entries")
+    return items
+
+
+async def test_an_entry_committing_late_is_neither_skipped_nor_repeated(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    first = await asyncpg.connect(database_url)
+    second = await asyncpg.connect(database_url)
+    try:
+        early, late = uuid.uuid4(), uuid.uuid4()
+        t1 = first.transaction()
+        await t1.start()
+        await first.execute(INSERT_ENTRY, early, "a1")  # the lower transaction id...
+        async with second.transaction():
+            await second.execute(INSERT_ENTRY, late, "a2")  # ...commits after the higher one
+        page = await read_changes(db.pool, None)
+        assert page["items"] == []  # a1's transaction may still add an entry before a2's
+        cursor = page["next_cursor"]
+        await t1.commit()
+        items = await _read_until(db, cursor, 2)
+        assert [i["event_id"] for i in items] == [str(early), str(late)]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_concurrent_writers_committing_out_of_order_reach_a_follower_once_each(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    written: list[uuid.UUID] = []
+    done = asyncio.Event()
+    rng = random.Random(5)
+
+    async def writer(n: int) -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            for i in range(15):
+                async with conn.transaction():
+                    for _ in range(rng.randint(1, 3)):
+                        event_id = uuid.uuid4()
+                        await conn.execute(INSERT_ENTRY, event_id, f"w{n}-{i}")
+                        written.append(event_id)
+                    await asyncio.sleep(rng.random() * 0.03)  # commit at a random later moment
+        finally:
+            await conn.close()
+
+    async def applier() -> None:
+        apply = AssetApplier(db)
+        for i in range(10):
+            await apply.apply([upserted(provider_id, f"r{i % 3}", at(i))])
+
+    seen: list[dict[str, object]] = []
+
+    async def follower() -> None:
+        cursor = None
+        while not done.is_set():
+            page = await read_changes(db.pool, cursor, limit=5)
+            seen.extend(page["items"])
+            cursor = page["next_cursor"]
+            await asyncio.sleep(0.005)
+        seen.extend(await _read_until(db, cursor, len(written) + 10 - len(seen)))
+
+    following = asyncio.create_task(follower())
+    await asyncio.gather(*(writer(n) for n in range(4)), applier())
+    done.set()
+    await asyncio.wait_for(following, 60)
+
+    stored = await db.fetch("SELECT event_id FROM asset_changes ORDER BY xid, change_id")
+    assert len(stored) == len(written) + 10
+    assert [i["event_id"] for i in seen] == [str(r["event_id"]) for r in stored]
+    assert len({i["event_id"] for i in seen}) == len(seen)
+
+
+async def test_the_feed_shape_and_a_cursor_with_nothing_new(db: Database, provider_id: str) -> None:
+    applier = AssetApplier(db)
+    live = upserted(provider_id, "a1", at(1))
+    await applier.apply([live])
+    await applier.apply([deleted(provider_id, "a2", at(2))])
+    await _read_until(db, None, 2)  # settled: from now on every read sees both
+    page = await read_changes(db.pool, None)
+    first, second = page["items"]
+    assert first == {
+        "cursor": first["cursor"],
+        "event_id": str(live.event_id),
+        "type": "asset.upserted",
+        "provider_id": provider_id,
+        "asset_id": "a1",
+        "updated_at": "2026-01-01T12:01:00.000000Z",
+        "deleted": False,
+        "content_hash": live.payload.content_hash,
+        "applied_at": first["applied_at"],
+    }
+    assert (second["type"], second["deleted"], second["content_hash"]) == (
+        "asset.deleted",
+        True,
+        None,
+    )
+    assert page["next_cursor"] == second["cursor"]
+    again = await read_changes(db.pool, page["next_cursor"])
+    assert again == {"items": [], "next_cursor": page["next_cursor"]}
+    with pytest.raises(CatalogRequestInvalid):
+        await read_changes(db.pool, "garbage")
+    with pytest.raises(CatalogRequestInvalid):
+        await read_changes(db.pool, None, limit=501)
+
+
+async def test_an_expired_cursor_is_gone(db: Database, database_url: str, provider_id: str) -> None:
+    applier = AssetApplier(db)
+    await applier.apply([upserted(provider_id, "a1", at(1))])
+    await _read_until(db, None, 1)
+    old_cursor = (await read_changes(db.pool, None))["next_cursor"]
+    await applier.apply([upserted(provider_id, "a1", at(2))])
+    await applier.apply([upserted(provider_id, "a1", at(3))])
+    await _read_until(db, None, 3)
+    everything = await read_changes(db.pool, None)
+    # Age the first two entries past retention, and let the relay have published them.
+    await db.execute("ALTER TABLE asset_changes DISABLE TRIGGER asset_changes_append_only")
+    await db.execute(
+        "UPDATE asset_changes SET applied_at = now() - interval '8 days' "
+        "WHERE (xid, change_id) <= (SELECT xid, change_id FROM asset_changes "
+        "ORDER BY xid, change_id OFFSET 1 LIMIT 1)"
+    )
+    await db.execute("ALTER TABLE asset_changes ENABLE TRIGGER asset_changes_append_only")
+    last = everything["items"][-1]["cursor"]
+    await db.execute(
+        "UPDATE change_relays SET (xid, change_id) = (SELECT xid, change_id FROM asset_changes "
+        "ORDER BY xid DESC, change_id DESC LIMIT 1)"
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await prune(conn, timedelta(days=7)) == 2
+    finally:
+        await conn.close()
+    with pytest.raises(CursorExpired):
+        await read_changes(db.pool, old_cursor)
+    fresh = await read_changes(db.pool, None)
+    assert [i["cursor"] for i in fresh["items"]] == [last]
+
+
+async def test_retention_never_removes_what_the_relay_has_not_published(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    await AssetApplier(db).apply([upserted(provider_id, "a1", at(1))])
+    await db.execute("ALTER TABLE asset_changes DISABLE TRIGGER asset_changes_append_only")
+    await db.execute("UPDATE asset_changes SET applied_at = now() - interval '30 days'")
+    await db.execute("ALTER TABLE asset_changes ENABLE TRIGGER asset_changes_append_only")
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await prune(conn, timedelta(days=7)) == 0
+    finally:
+        await conn.close()
+    assert await db.fetchval("SELECT count(*) FROM asset_changes") == 1
+
+
+async def test_the_audit_is_append_only(db: Database, provider_id: str) -> None:
+    await AssetApplier(db).apply([upserted(provider_id, "a1", at(1))])
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await db.execute("UPDATE asset_changes SET deleted = true")
+
+
+async def test_the_catalogue_lists_live_assets_of_enabled_providers_once_each(
+    db: Database, provider_id: str
+) -> None:
+    await db.execute(
+        "INSERT INTO providers (provider_id, name) VALUES ('prv_b', 'B'), ('prv_off', 'Off')"
+    )
+    await db.execute("UPDATE providers SET disabled = true WHERE provider_id = 'prv_off'")
+    applier = AssetApplier(db)
+    await applier.apply(
+        [
+            *(upserted(provider_id, f"a{i}", at(i)) for i in range(5)),
+            upserted("prv_b", "b1", at(1), status="sold"),
+            upserted("prv_off", "hidden", at(1)),
+            deleted(provider_id, "gone", at(1)),
+        ]
+    )
+    await applier.apply([deleted(provider_id, "a4", at(9))])
+
+    listed: list[tuple[str, str]] = []
+    cursor = None
+    while True:
+        page = await list_catalog(db.pool, cursor=cursor, limit=2)
+        listed.extend((i["_meta"]["provider_id"], i["id"]) for i in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        # A write behind the cursor while paging never makes an asset appear twice.
+        await applier.apply([upserted(provider_id, "a0", at(20 + len(listed)))])
+    assert listed == [("prv_b", "b1"), *((provider_id, f"a{i}") for i in range(4))]
+
+    sold = await list_catalog(db.pool, status="sold")
+    assert [i["id"] for i in sold["items"]] == ["b1"]
+    item = sold["items"][0]
+    assert set(item["_meta"]) == {"provider_id", "updated_at", "content_hash", "applied_at"}
+    mine = await list_catalog(db.pool, provider_id=provider_id, updated_since=at(3))
+    assert [i["id"] for i in mine["items"]] == ["a0", "a3"]
+    for bad in ({"limit": 0}, {"status": "bogus"}, {"cursor": "c1.xx"}):
+        with pytest.raises(CatalogRequestInvalid):
+            await list_catalog(db.pool, **bad)  # type: ignore[arg-type]

@@ -1,0 +1,83 @@
+"""The outbox relay against real Postgres and RabbitMQ: what committed while no relay ran is
+published when one starts, in order; of two replicas only one relays, and the other takes over."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from rwasync.platform.broker import Broker
+from rwasync.platform.db import Database
+from rwasync.reconciler.apply import AssetApplier
+from rwasync.reconciler.relay import ChangeRelay
+from tests.support.changes import ChangeListener
+from tests.support.events import at, upserted
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def listener(vhost_amqp_url: str, broker: Broker) -> AsyncIterator[ChangeListener]:
+    async with ChangeListener(vhost_amqp_url) as listening:
+        yield listening
+
+
+async def _relay(database_url: str, broker: Broker) -> ChangeRelay:
+    relay = ChangeRelay(database_url, broker, interval=0.05, per_message=3)
+    relay.start()
+    return relay
+
+
+async def test_changes_committed_without_a_relay_are_published_when_one_starts(
+    db: Database, database_url: str, broker: Broker, listener: ChangeListener, provider_id: str
+) -> None:
+    applier = AssetApplier(db)
+    events = [upserted(provider_id, f"a{i}", at(i)) for i in range(8)]
+    await applier.apply(events[:5])
+    await applier.apply(events[5:])
+    relay = await _relay(database_url, broker)
+    try:
+        entries = await listener.wait_for(8)
+        assert [e["event_id"] for e in entries] == [str(e.event_id) for e in events]
+        assert all(e["type"] == "asset.upserted" for e in entries)
+        # Then new changes flow as they commit.
+        later = upserted(provider_id, "a0", at(30))
+        await applier.apply([later])
+        entries = await listener.wait_for(9)
+        assert entries[-1]["event_id"] == str(later.event_id)
+    finally:
+        await relay.stop()
+    mark = await db.fetchrow("SELECT xid::text, change_id FROM change_relays")
+    last = await db.fetchrow(
+        "SELECT xid::text, change_id FROM asset_changes ORDER BY xid DESC, change_id DESC LIMIT 1"
+    )
+    assert mark == last
+    assert len(listener.entries) == 9  # each once: nothing crashed
+
+
+async def test_one_replica_relays_at_a_time_and_another_takes_over(
+    db: Database, database_url: str, broker: Broker, listener: ChangeListener, provider_id: str
+) -> None:
+    first = await _relay(database_url, broker)
+    await eventually(lambda: asyncio.sleep(0, first.holding), bool, what="first relay holding")
+    second = await _relay(database_url, broker)
+    try:
+        applier = AssetApplier(db)
+        for i in range(6):
+            await applier.apply([upserted(provider_id, f"a{i}", at(i))])
+        await listener.wait_for(6)
+        assert not second.holding
+        await first.stop()
+        await eventually(
+            lambda: asyncio.sleep(0, second.holding), bool, what="second relay taking over"
+        )
+        await applier.apply([upserted(provider_id, "after", at(9))])
+        entries = await listener.wait_for(7)
+    finally:
+        await first.stop()
+        await second.stop()
+    ids = [e["event_id"] for e in entries]
+    assert len(ids) == len(set(ids)) == 7

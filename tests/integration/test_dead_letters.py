@@ -1,0 +1,249 @@
+"""Dead letters an operator can act on, against real Postgres and RabbitMQ: the consumer's own and
+the broker's (the quorum queue's delivery limit), kept as rows, then listed, shown, replayed under
+the version guard and purged through the real `rwasync dlq` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import pytest
+
+from rwasync.platform.broker import Broker
+from rwasync.platform.consumer import EventConsumer
+from rwasync.platform.db import Database
+from rwasync.reconciler.apply import AssetApplier
+from rwasync.reconciler.dead_letters import DeadLetterKeeper
+from rwasync.schema import topology
+from rwasync.schema.events import AssetUpserted, decode_message, message_for
+from tests.support.events import at, upserted
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+LETTER_KEYS = {
+    "message_id",
+    "queue",
+    "event_ids",
+    "provider_id",
+    "reason",
+    "deliveries",
+    "dead_lettered_at",
+}
+
+
+def dlq(database_url: str, amqp_url: str, *args: str) -> tuple[int, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
+    env |= {"RWASYNC_DATABASE_URL": database_url, "RWASYNC_AMQP_URL": amqp_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "rwasync.cli", "dlq", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
+
+
+async def _receipt(db: Database, event: AssetUpserted) -> tuple[str, str | None] | None:
+    row = await db.fetchrow(
+        "SELECT status, reason FROM event_receipts WHERE event_id = $1", event.event_id
+    )
+    return (row["status"], row["reason"]) if row is not None else None
+
+
+async def _letters(db: Database) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM dead_letters"))
+
+
+@pytest.fixture
+async def keeper(db: Database, broker: Broker) -> AsyncIterator[DeadLetterKeeper]:
+    keeping = DeadLetterKeeper(db, broker)
+    keeping.start()
+    yield keeping
+    await keeping.stop()
+
+
+@pytest.fixture
+async def consumer(db: Database, broker: Broker) -> AsyncIterator[EventConsumer]:
+    consuming = EventConsumer(broker, topology.RECONCILER_QUEUE, AssetApplier(db), prefetch=8)
+    consuming.start()
+    yield consuming
+    await consuming.stop()
+
+
+def _poison(provider_id: str, asset_id: str) -> AssetUpserted:
+    """An event the reconciler can never apply: its document names another asset."""
+    good = upserted(provider_id, "other", at(1))
+    return good.model_copy(update={"asset_id": asset_id})
+
+
+async def test_a_poison_event_is_kept_listed_shown_and_purged(
+    db: Database,
+    database_url: str,
+    vhost_amqp_url: str,
+    broker: Broker,
+    provider_id: str,
+    keeper: DeadLetterKeeper,
+    consumer: EventConsumer,
+) -> None:
+    good = [upserted(provider_id, f"a{i}", at(i)) for i in range(4)]
+    poison = _poison(provider_id, "bad")
+    await broker.publish(
+        topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, message_for([*good, poison])
+    )
+    await eventually(lambda: _letters(db), lambda n: n == 1, what="dead letter kept")
+    for event in good:
+        assert await _receipt(db, event) == ("applied", None)
+    status, reason = await _receipt(db, poison) or ("", "")
+    assert status == "accepted" and reason and "document id differs" in reason
+
+    code, listed = await asyncio.to_thread(dlq, database_url, vhost_amqp_url, "list")
+    assert code == 0
+    (letter,) = listed["items"]
+    assert set(letter) == LETTER_KEYS
+    assert letter["queue"] == topology.RECONCILER_QUEUE
+    assert letter["event_ids"] == [str(poison.event_id)]
+    assert letter["provider_id"] == provider_id
+    assert letter["deliveries"] == 1
+    assert "document id differs" in letter["reason"]
+
+    code, shown = await asyncio.to_thread(
+        dlq, database_url, vhost_amqp_url, "show", letter["message_id"]
+    )
+    assert code == 0 and shown["body"]["events"][0]["event_id"] == str(poison.event_id)
+
+    code, purged = await asyncio.to_thread(
+        dlq, database_url, vhost_amqp_url, "purge", letter["message_id"]
+    )
+    assert (code, purged) == (0, {"purged": 1})
+    assert await _letters(db) == 0
+    status, reason = await _receipt(db, poison) or ("", "")
+    assert status == "rejected" and reason and "purged" in reason
+    code, _ = await asyncio.to_thread(dlq, database_url, vhost_amqp_url, "show", "nope")
+    assert code == 1
+
+
+class CrashingConsumer:
+    """A consumer process that crashes (its connection dies, nothing acked) on every delivery of
+    one asset's events, and applies everything else with the real applier, one at a time."""
+
+    def __init__(self, url: str, applier: AssetApplier, crash_on: str) -> None:
+        self._url = url
+        self._applier = applier
+        self._crash_on = crash_on
+        self.crashes = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            connection = await aio_pika.connect(self._url)
+            try:
+                channel = await connection.channel()
+                await channel.set_qos(prefetch_count=1)
+                queue = await channel.get_queue(topology.RECONCILER_QUEUE)
+                async with queue.iterator() as messages:
+                    async for message in messages:
+                        events = decode_message(message.body).events
+                        if any(e.asset_id == self._crash_on for e in events):
+                            self.crashes += 1
+                            break
+                        await self._applier.apply(events)
+                        await message.ack()
+            finally:
+                await connection.close()  # the crash: the broker gets the message back
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await self._task
+
+
+async def test_a_message_that_crashes_its_consumer_every_time_is_dead_lettered_by_the_broker(
+    db: Database,
+    database_url: str,
+    vhost_amqp_url: str,
+    broker: Broker,
+    provider_id: str,
+    keeper: DeadLetterKeeper,
+) -> None:
+    before = [upserted(provider_id, f"b{i}", at(i)) for i in range(3)]
+    crasher = upserted(provider_id, "crasher", at(5))
+    after = [upserted(provider_id, f"c{i}", at(i)) for i in range(3)]
+    for event in [*before, crasher, *after]:
+        await broker.publish(topology.ASSETS_EXCHANGE, "asset.upserted", message_for([event]))
+    crashing = CrashingConsumer(vhost_amqp_url, AssetApplier(db), "crasher")
+    crashing.start()
+    try:
+        await eventually(lambda: _letters(db), lambda n: n == 1, timeout=60, what="dead letter")
+        for event in [*before, *after]:  # the others flow
+            await eventually(lambda e=event: _receipt(db, e), lambda r: r == ("applied", None))
+    finally:
+        await crashing.stop()
+    assert crashing.crashes == topology.DELIVERY_LIMIT + 1
+
+    code, listed = await asyncio.to_thread(dlq, database_url, vhost_amqp_url, "list")
+    (letter,) = listed["items"]
+    assert letter["event_ids"] == [str(crasher.event_id)]
+    assert letter["deliveries"] == topology.DELIVERY_LIMIT + 1
+    assert "dead-lettered by the broker (delivery_limit)" in letter["reason"]
+    status, reason = await _receipt(db, crasher) or ("", "")
+    assert status == "accepted" and reason == letter["reason"]
+
+    # Replayed to a consumer that works, the event is applied under the guard.
+    consuming = EventConsumer(broker, topology.RECONCILER_QUEUE, AssetApplier(db))
+    consuming.start()
+    try:
+        code, replayed = await asyncio.to_thread(
+            dlq, database_url, vhost_amqp_url, "replay", "--all"
+        )
+        assert (code, replayed) == (0, {"replayed": 1})
+        assert await _letters(db) == 0
+        await eventually(lambda: _receipt(db, crasher), lambda r: r == ("applied", None))
+    finally:
+        await consuming.stop()
+
+
+async def test_a_replay_of_an_old_event_is_stale_not_a_regression(
+    db: Database,
+    database_url: str,
+    vhost_amqp_url: str,
+    broker: Broker,
+    provider_id: str,
+    keeper: DeadLetterKeeper,
+    consumer: EventConsumer,
+) -> None:
+    old = upserted(provider_id, "a1", at(1), description="old")
+    # Dead-lettered as the consumer would, while a newer version got applied meanwhile.
+    await broker.publish(
+        topology.DEAD_LETTER_EXCHANGE,
+        topology.dead_letter_queue(topology.RECONCILER_QUEUE),
+        message_for([old]),
+        headers={topology.HEADER_REASON: "database was away", topology.HEADER_DELIVERIES: 3},
+    )
+    newer = upserted(provider_id, "a1", at(2), description="new")
+    await AssetApplier(db).apply([newer])
+    await eventually(lambda: _letters(db), lambda n: n == 1, what="dead letter kept")
+    code, replayed = await asyncio.to_thread(
+        dlq, database_url, vhost_amqp_url, "replay", str(old.event_id)
+    )
+    assert (code, replayed) == (0, {"replayed": 1})
+    status = await eventually(
+        lambda: _receipt(db, old), lambda r: r is not None and r[0] != "accepted"
+    )
+    assert status is not None and status[0] == "stale_ignored"
+    document = await db.fetchval("SELECT document FROM assets WHERE asset_id = 'a1'")
+    assert document["description"] == "new"
+    code, _ = await asyncio.to_thread(dlq, database_url, vhost_amqp_url, "replay")
+    assert code == 1  # neither an id nor --all
