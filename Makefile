@@ -11,7 +11,7 @@ export RWASYNC_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 # Tests never read a developer's .env: every process they start gets its settings explicitly.
 test test-slow: export RWASYNC_ENV_FILE := /dev/null
 
-.PHONY: run test test-slow check lint typecheck install services deploy-tools migrate clean
+.PHONY: run test test-slow check lint typecheck install services deploy-tools chromium migrate clean
 
 $(STAMP): $(foreach p,$(PACKAGES),$(p)/pyproject.toml) requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -28,6 +28,10 @@ services:
 ## docker-compose and Caddy, which the deployment tests run (no Docker engine needed).
 deploy-tools: install
 	@scripts/ensure-deploy-tools.sh $(VENV)
+
+## Debian's Chromium and ChromeDriver, for the live price page's browser test.
+chromium:
+	@scripts/ensure-chromium.sh
 
 migrate: install services
 	$(BIN)/rwasync migrate
@@ -63,7 +67,7 @@ typecheck: install
 check: lint typecheck
 
 ## Run the whole default suite: checks, then unit, integration and e2e tests.
-test: install services deploy-tools check
+test: install services deploy-tools chromium check
 	$(BIN)/pytest -m "not slow" -p no:cacheprovider
 
 ## Slow soak and fault runs, kept out of the default suite.

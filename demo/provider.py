@@ -117,6 +117,11 @@ async def run_demo(settings: DemoSettings) -> None:
             reported: set[str | None] = {first_run}
             pusher = Pusher(session, settings, state, store, rng)
             log.info(
+                "watch the prices move live (paste a reader token, e.g. the demo's in"
+                f" {settings.state_path}): {settings.pricing_url}/demo/prices.html"
+                f"#provider_id={state.provider.provider_id if state.provider else ''}"
+            )
+            log.info(
                 f"pushing price ticks every {settings.tick_seconds:.0f} s and an asset change"
                 f" every {3 * settings.tick_seconds:.0f} s; Ctrl-C stops everything"
             )

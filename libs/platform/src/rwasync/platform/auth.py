@@ -98,12 +98,20 @@ class Authenticator(Generic[Identity]):
     def refused(self, detail: str) -> Problem:
         return unauthorized(detail, scheme=self._challenge)
 
-    async def authenticate_request(self, request: web.Request) -> Identity:
-        """The identity of a request's credentials; 429 for a client over its failure limit."""
+    async def authenticate_request(
+        self, request: web.Request, authorization: str | None = None
+    ) -> Identity:
+        """The identity of a request's credentials (its `Authorization` header, unless the
+        caller found them elsewhere, e.g. a stream's `?access_token=`); 429 for a client over
+        its failure limit."""
         client = request.remote or "unknown"
         self._failures.check(client)
         try:
-            return await self.authenticate(request.headers.get(hdrs.AUTHORIZATION))
+            return await self.authenticate(
+                authorization
+                if authorization is not None
+                else request.headers.get(hdrs.AUTHORIZATION)
+            )
         except Problem as refused:
             if refused.status == 401:
                 self._failures.record(client)

@@ -64,6 +64,9 @@ async def declare_topology(channel: AbstractChannel) -> dict[str, AbstractExchan
             dlq_name, durable=True, arguments=field_table(topology.dead_letter_queue_arguments())
         )
         await dlq.bind(dead, routing_key=dlq_name)
+    exchanges[topology.PRICE_CHANGES_EXCHANGE] = await channel.declare_exchange(
+        topology.PRICE_CHANGES_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+    )
     return exchanges
 
 

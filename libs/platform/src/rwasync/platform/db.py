@@ -57,6 +57,24 @@ async def lock_keys(conn: asyncpg.Connection, keys: list[str], space: LockSpace)
     await conn.execute(_LOCK_KEYS, keys, int(space))
 
 
+async def lock_stripes(
+    conn: asyncpg.Connection, keys: list[str], space: LockSpace, stripes: int
+) -> None:
+    """Like `lock_keys`, over `stripes` hashed stripes of the key space: a batch of thousands of
+    keys takes at most `stripes` locks (Postgres' shared lock table holds only
+    max_locks_per_transaction x max_connections), at the price of serialising batches that share
+    a stripe. Take them before the transaction's first write: a transaction waiting for a stripe
+    then gets its transaction id only after the holder committed."""
+    await conn.execute(_LOCK_STRIPES, keys, int(space), stripes)
+
+
+_LOCK_STRIPES = """
+SELECT pg_advisory_xact_lock($2, s)
+FROM (SELECT DISTINCT (hashtext(key) & 2147483647) % $3 AS s FROM unnest($1::text[]) AS u(key)
+      ORDER BY 1) AS stripes
+"""
+
+
 class DatabaseUnavailable(Exception):
     """The pool is not connected (yet): callers answer 503 or retry later."""
 

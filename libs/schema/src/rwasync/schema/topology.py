@@ -68,3 +68,9 @@ def work_queue_arguments(queue: str) -> dict[str, str | int]:
 
 def dead_letter_queue_arguments() -> dict[str, str | int]:
     return {"x-queue-type": "quorum"}
+
+
+# Applied price changes: pricing publishes a wake-up here after each commit that changed a latest
+# price; every pricing process binds one exclusive, auto-delete queue of its own and fans the
+# changes out to its stream subscribers in memory (never a queue per subscriber).
+PRICE_CHANGES_EXCHANGE: Final = "rwasync.prices.changed"

@@ -44,6 +44,18 @@ ON CONFLICT (event_id) DO UPDATE SET reason = EXCLUDED.reason
     WHERE event_receipts.status = 'accepted'
 """
 
+# A price tick's receipt follows its sanity hold after it was decided: a hold that a late tick or
+# an operator's decision lifts or imposes moves it between `held` and `applied`, an operator's
+# rejection ends it `rejected`, and a held tick replaced at its as_of ends `stale_ignored`.
+# Receipts of other events, and `stale_ignored`/`rejected` ones, never change again.
+REDECIDE_PRICE_TICKS = """
+UPDATE event_receipts r
+SET status = u.s, reason = u.r, latest = u.l, decided_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[]) AS u(e, s, r, l)
+WHERE r.event_id = u.e AND r.type = 'price.updated'
+  AND r.status IN ('applied', 'duplicate', 'held')
+"""
+
 GET_RECEIPT = """
 SELECT event_id, type, asset_id, status, reason, latest
 FROM event_receipts WHERE event_id = $1 AND provider_id = $2
@@ -130,3 +142,26 @@ async def note_dead_lettered(
     conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[_EventLike], reason: str
 ) -> None:
     await conn.execute(NOTE_DEAD_LETTERED, *_columns(events), reason)
+
+
+@dataclass(frozen=True)
+class Redecision:
+    """A decided price receipt moving with its tick's hold."""
+
+    event_id: UUID
+    status: ReceiptStatus
+    reason: str | None = None
+    latest: bool | None = None
+
+
+async def redecide_price_ticks(conn: asyncpg.Connection, redecisions: Sequence[Redecision]) -> None:
+    """Move decided price receipts along with their ticks' holds (see REDECIDE_PRICE_TICKS)."""
+    if not redecisions:
+        return
+    await conn.execute(
+        REDECIDE_PRICE_TICKS,
+        [d.event_id for d in redecisions],
+        [str(d.status) for d in redecisions],
+        [d.reason for d in redecisions],
+        [d.latest for d in redecisions],
+    )

@@ -1,10 +1,13 @@
-"""The investor price API: price reads for reader tokens, with cache headers."""
+"""The investor price API: reads for reader tokens, each with a strong ETag over the body,
+`Cache-Control` and 304 on `If-None-Match` — the latest price of one asset or of many, history
+pages and OHLC candles."""
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
 
 import asyncpg
 import orjson
@@ -13,31 +16,63 @@ from aiohttp import web
 from rwasync.platform.auth import Authenticator
 from rwasync.platform.db import Database
 from rwasync.platform.http import Problem
-from rwasync.pricing import queries
+from rwasync.pricing import params, queries
 from rwasync.schema.asset import normalize_decimal
 from rwasync.schema.timestamps import timestamp_text
 
+CACHE_CONTROL: Final = "private, max-age=5"
+HISTORY_PAGE: Final = 500
+HISTORY_PAGE_MAX: Final = 1000
 
-def price_object(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
+
+def price_object(
+    provider_id: str,
+    asset_id: str,
+    amount: Decimal,
+    currency: str,
+    as_of: datetime,
+    accepted_at: datetime,
+    freshness: timedelta,
+    now: datetime,
+) -> dict[str, Any]:
+    """The price object of docs/api.md, `stale` computed now."""
     return {
-        "provider_id": row["provider_id"],
-        "asset_id": row["asset_id"],
-        "amount": normalize_decimal(row["amount"]),
-        "currency": row["currency"],
-        "as_of": timestamp_text(row["as_of"]),
-        "received_at": timestamp_text(row["accepted_at"]),
-        "stale": now - row["as_of"] > row["price_freshness"],
+        "provider_id": provider_id,
+        "asset_id": asset_id,
+        "amount": normalize_decimal(amount),
+        "currency": currency.strip(),
+        "as_of": timestamp_text(as_of),
+        "received_at": timestamp_text(accepted_at),
+        "stale": now - as_of > freshness,
     }
+
+
+def row_price(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
+    return price_object(
+        row["provider_id"],
+        row["asset_id"],
+        row["amount"],
+        row["currency"],
+        row["as_of"],
+        row["accepted_at"],
+        row["price_freshness"],
+        now,
+    )
 
 
 def cached_json(request: web.Request, document: Any) -> web.Response:
     """A JSON answer with a strong ETag over the whole body; If-None-Match gives 304."""
     body = orjson.dumps(document)
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=5"}
-    if etag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}:
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    presented = {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}
+    if etag in presented or "*" in presented:
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+def not_found(detail: str) -> Problem:
+    return Problem(404, "Not Found", detail, kind="not-found")
 
 
 class PriceRoutes:
@@ -46,15 +81,93 @@ class PriceRoutes:
         self._auth = auth
 
     def register(self, app: web.Application) -> None:
+        app.router.add_get("/v1/prices", self.latest_prices)
         app.router.add_get("/v1/prices/{provider_id}/{asset_id}", self.latest_price)
+        app.router.add_get("/v1/prices/{provider_id}/{asset_id}/history", self.history)
+        app.router.add_get("/v1/prices/{provider_id}/{asset_id}/ohlc", self.ohlc)
+
+    async def _reader(self, request: web.Request) -> None:
+        await self._auth.authenticate_request(request)
 
     async def latest_price(self, request: web.Request) -> web.Response:
-        await self._auth.authenticate_request(request)
+        await self._reader(request)
         provider_id = request.match_info["provider_id"]
         asset_id = request.match_info["asset_id"]
         row = await self._db.fetchrow(queries.LATEST_PRICE, provider_id, asset_id)
         if row is None:
-            raise Problem(
-                404, "Not Found", f"no accepted price for asset {asset_id!r} of {provider_id!r}"
+            raise not_found(f"no accepted price for asset {asset_id!r} of {provider_id!r}")
+        return cached_json(request, row_price(row, datetime.now(UTC)))
+
+    async def latest_prices(self, request: web.Request) -> web.Response:
+        await self._reader(request)
+        provider_id = params.required(request.query, "provider_id")
+        asset_ids = params.asset_ids(request.query) or []
+        rows = await self._db.fetch(queries.LATEST_PRICES, provider_id, asset_ids)
+        if not rows:
+            raise not_found(f"unknown provider {provider_id!r}")
+        now = datetime.now(UTC)
+        found = {r["asset_id"]: row_price(r, now) for r in rows if r["asset_id"] is not None}
+        return cached_json(
+            request,
+            {
+                "items": [found[a] for a in asset_ids if a in found],
+                "missing": [a for a in asset_ids if a not in found],
+            },
+        )
+
+    async def _priced_asset(self, request: web.Request) -> tuple[str, str]:
+        provider_id = request.match_info["provider_id"]
+        asset_id = request.match_info["asset_id"]
+        if not await self._db.fetchval(queries.HAS_PRICE, provider_id, asset_id):
+            raise not_found(f"no accepted price for asset {asset_id!r} of {provider_id!r}")
+        return provider_id, asset_id
+
+    async def history(self, request: web.Request) -> web.Response:
+        await self._reader(request)
+        start, end = params.time_range(request.query, datetime.now(UTC))
+        after = params.history_cursor(request.query)
+        page = params.limit(request.query, default=HISTORY_PAGE, maximum=HISTORY_PAGE_MAX)
+        provider_id, asset_id = await self._priced_asset(request)
+        rows = await self._db.fetch(
+            queries.HISTORY, provider_id, asset_id, start, end, after, page + 1
+        )
+        items = [
+            {
+                "amount": normalize_decimal(r["amount"]),
+                "currency": r["currency"].strip(),
+                "as_of": timestamp_text(r["as_of"]),
+                "received_at": timestamp_text(r["accepted_at"]),
+            }
+            for r in rows[:page]
+        ]
+        more = len(rows) > page
+        cursor = params.next_history_cursor(rows[page - 1]["as_of"]) if more else None
+        return cached_json(request, {"items": items, "next_cursor": cursor})
+
+    async def ohlc(self, request: web.Request) -> web.Response:
+        await self._reader(request)
+        bucket = params.interval(request.query)
+        start, end = params.time_range(request.query, datetime.now(UTC))
+        if (end - start) / bucket > params.MAX_CANDLES:
+            raise params.bad_query(
+                "from", f"the range holds more than {params.MAX_CANDLES} candles of this interval"
             )
-        return cached_json(request, price_object(row, datetime.now(UTC)))
+        provider_id, asset_id = await self._priced_asset(request)
+        rows = await self._db.fetch(queries.OHLC, provider_id, asset_id, start, end, bucket)
+        return cached_json(
+            request,
+            {
+                "items": [
+                    {
+                        "start": timestamp_text(r["start"]),
+                        "currency": r["currency"].strip(),
+                        "open": normalize_decimal(r["open"]),
+                        "high": normalize_decimal(r["high"]),
+                        "low": normalize_decimal(r["low"]),
+                        "close": normalize_decimal(r["close"]),
+                        "count": r["count"],
+                    }
+                    for r in rows
+                ]
+            },
+        )

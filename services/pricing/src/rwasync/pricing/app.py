@@ -1,33 +1,71 @@
-"""Wiring of the pricing service: consume the price queue, apply, serve the investor price API."""
+"""Wiring of the pricing service: consume the price queue and apply, keep the stream's hub and
+the history partitions, serve the investor price API, its stream and the live demo page."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
-from rwasync.platform.auth import BEARER_ONLY, Authenticator
+from rwasync.platform.auth import BEARER_ONLY, Authenticator, FailedAuthentications
+from rwasync.platform.db import Database
 from rwasync.platform.http import run
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.service import consuming_service
 from rwasync.pricing.api import PriceRoutes
 from rwasync.pricing.apply import PriceApplier
+from rwasync.pricing.demo_page import add_demo_page
+from rwasync.pricing.hub import ChangeHub
 from rwasync.pricing.settings import PricingSettings
+from rwasync.pricing.stream import PriceStream
+from rwasync.pricing.upkeep import Upkeep
 from rwasync.schema import topology
 from rwasync.store.tenants import ReaderTokens
 
+HUB = web.AppKey("hub", ChangeHub)
+
 
 def create_app(settings: PricingSettings) -> web.Application:
+    hub: ChangeHub | None = None
+
+    def changed() -> None:
+        if hub is not None:
+            hub.changed()
+
+    def applier(db: Database) -> PriceApplier:
+        return PriceApplier(db, on_changes=changed)
+
     service = consuming_service(
         settings,
         name="pricing",
         queue=topology.PRICING_QUEUE,
-        applier=PriceApplier,
+        applier=applier,
         prefetch=settings.prefetch,
     )
+    hub = ChangeHub(service.db, service.broker, poll_seconds=settings.stream_poll_seconds)
+    upkeep = Upkeep(service.db, change_retention_seconds=settings.change_retention_seconds)
     readers = Authenticator(
-        ReaderTokens(service.db), cache_seconds=settings.auth_cache_seconds, schemes=BEARER_ONLY
+        ReaderTokens(service.db),
+        cache_seconds=settings.auth_cache_seconds,
+        schemes=BEARER_ONLY,
+        failures=FailedAuthentications(settings.auth_failures_per_minute),
     )
-    PriceRoutes(service.db, readers).register(service.app)
-    return service.app
+    app = service.app
+    app[HUB] = hub
+    PriceStream(service.db, hub, readers, settings).register(app)
+    PriceRoutes(service.db, readers).register(app)
+    add_demo_page(app)
+
+    async def background(_: web.Application) -> AsyncIterator[None]:
+        assert hub is not None
+        hub.start()
+        upkeep.start()
+        yield
+        await upkeep.stop()
+        await hub.stop()
+
+    app.cleanup_ctx.append(background)
+    return app
 
 
 def main() -> None:

@@ -1,46 +1,93 @@
-"""Every SQL statement the pricing service runs."""
+"""Every SQL statement the pricing service runs of its own. Statements the operator CLI shares
+(locks, policies, re-running holds, moving the latest price) live in `rwasync.store.prices`."""
 
-# One statement per batch of ticks (already one per (asset, as_of), the latest accepted): every
-# tick is recorded in history, where at equal as_of the later-accepted tick replaces the earlier
-# one (a provider correcting a price); the latest price moves only forward in (as_of, accepted_at).
-# A duplicate (same amount and currency, accepted later) changes no price but still takes its
-# acceptance instant, as in the reconciler: otherwise a tick accepted between the two, delivered
-# last, would win although the duplicate was accepted after it.
-APPLY_PRICE_TICKS = """
+from typing import Final
+
+# Records a batch of ticks (already one per (asset, as_of), the latest accepted) in history,
+# where at equal as_of the later-accepted tick replaces the earlier one (a provider correcting a
+# price). A tick equal in amount and currency to the stored one, accepted later, is a duplicate:
+# it keeps the stored hold state but takes its acceptance instant, as in the reconciler
+# (otherwise a tick accepted between the two, delivered last, would win although the duplicate
+# was accepted after it). A tick an operator rejected counts as absent for that comparison, so a
+# later correction is checked afresh. `state`, `hold_kind` and `hold_reason` are what the tick is
+# recorded with when it is new: `visible`, or `held` for a currency hold.
+_RECORD_TICKS = """
 WITH incoming AS (
     SELECT *
     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::numeric[], $5::text[],
-                $6::timestamptz[], $7::uuid[])
-         AS i(provider_id, asset_id, as_of, amount, currency, accepted_at, event_id)
+                $6::timestamptz[], $7::uuid[], $8::text[], $9::text[], $10::text[])
+         AS i(provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
+              state, hold_kind, hold_reason)
 ),
 decided AS (
     SELECT i.*,
            CASE
                WHEN h.asset_id IS NULL THEN 'applied'
                WHEN (i.accepted_at, i.event_id) <= (h.accepted_at, h.event_id) THEN 'stale_ignored'
-               WHEN i.amount = h.amount AND i.currency = h.currency THEN 'duplicate'
+               WHEN h.state <> 'rejected' AND i.amount = h.amount AND i.currency = h.currency
+                   THEN 'duplicate'
                ELSE 'applied'
-           END AS outcome
+           END AS outcome,
+           h.state AS stored_state, h.event_id AS stored_event_id, h.hold_reason AS stored_reason
     FROM incoming i
     LEFT JOIN price_history h
            ON h.provider_id = i.provider_id AND h.asset_id = i.asset_id AND h.as_of = i.as_of
 ),
 history AS (
     INSERT INTO price_history AS h
-        (provider_id, asset_id, as_of, amount, currency, accepted_at, event_id)
-    SELECT provider_id, asset_id, as_of, amount, currency, accepted_at, event_id
+        (provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
+         state, hold_kind, hold_reason, held_at)
+    SELECT provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
+           state, hold_kind, hold_reason, CASE WHEN state = 'held' THEN now() END
     FROM decided WHERE outcome IN ('applied', 'duplicate')
     ON CONFLICT (provider_id, asset_id, as_of) DO UPDATE SET
         amount = EXCLUDED.amount, currency = EXCLUDED.currency,
-        accepted_at = EXCLUDED.accepted_at, event_id = EXCLUDED.event_id
+        accepted_at = EXCLUDED.accepted_at, event_id = EXCLUDED.event_id,
+        state = CASE WHEN h.state <> 'rejected' AND (h.amount, h.currency)
+                                                    = (EXCLUDED.amount, EXCLUDED.currency)
+                     THEN h.state ELSE EXCLUDED.state END,
+        hold_kind = CASE WHEN h.state <> 'rejected' AND (h.amount, h.currency)
+                                                        = (EXCLUDED.amount, EXCLUDED.currency)
+                         THEN h.hold_kind ELSE EXCLUDED.hold_kind END,
+        hold_reason = CASE WHEN h.state <> 'rejected' AND (h.amount, h.currency)
+                                                          = (EXCLUDED.amount, EXCLUDED.currency)
+                           THEN h.hold_reason ELSE EXCLUDED.hold_reason END,
+        held_at = CASE WHEN h.state <> 'rejected' AND (h.amount, h.currency)
+                                                      = (EXCLUDED.amount, EXCLUDED.currency)
+                       THEN h.held_at ELSE EXCLUDED.held_at END
     WHERE (EXCLUDED.accepted_at, EXCLUDED.event_id) > (h.accepted_at, h.event_id)
+)"""
+
+# With sanity holds on, the hold rule then runs over the affected ticks and the latest price is
+# refreshed from history (rwasync.store.prices): this statement only records.
+RECORD_TICKS = (
+    _RECORD_TICKS
+    + """
+SELECT event_id, outcome, stored_state, stored_event_id, stored_reason, false AS latest,
+       0::bigint AS logged
+FROM decided
+"""
+)
+
+# Without holds (the provider has no policy), one statement does it all: record, then move the
+# latest price only forward in (as_of, accepted_at, event_id) — a late older tick lands in history
+# but never regresses it — and log each asset whose amount, currency or as_of moved for the
+# stream (a burst is coalesced to one change per asset; a repeated tick logs none).
+APPLY_TICKS = (
+    _RECORD_TICKS
+    + """,
+prior AS (
+    SELECT p.provider_id, p.asset_id, p.amount, p.currency, p.as_of
+    FROM asset_prices p
+    JOIN (SELECT DISTINCT provider_id, asset_id FROM incoming) k USING (provider_id, asset_id)
 ),
 latest AS (
     INSERT INTO asset_prices AS p
         (provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, applied_at)
     SELECT DISTINCT ON (provider_id, asset_id)
            provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, now()
-    FROM decided WHERE outcome IN ('applied', 'duplicate')
+    FROM decided
+    WHERE outcome = 'applied' OR (outcome = 'duplicate' AND stored_state IN ('visible', 'released'))
     ORDER BY provider_id, asset_id, as_of DESC, accepted_at DESC, event_id DESC
     ON CONFLICT (provider_id, asset_id) DO UPDATE SET
         amount = EXCLUDED.amount, currency = EXCLUDED.currency, as_of = EXCLUDED.as_of,
@@ -48,16 +95,165 @@ latest AS (
         applied_at = EXCLUDED.applied_at
     WHERE (EXCLUDED.as_of, EXCLUDED.accepted_at, EXCLUDED.event_id)
           > (p.as_of, p.accepted_at, p.event_id)
-    RETURNING p.event_id
+    RETURNING p.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at, p.event_id
+),
+logged AS (
+    INSERT INTO price_changes (provider_id, asset_id, amount, currency, as_of, accepted_at)
+    SELECT l.provider_id, l.asset_id, l.amount, l.currency, l.as_of, l.accepted_at
+    FROM latest l LEFT JOIN prior o USING (provider_id, asset_id)
+    WHERE o.asset_id IS NULL OR (l.amount, l.currency, l.as_of)
+                                IS DISTINCT FROM (o.amount, o.currency, o.as_of)
+    RETURNING 1
 )
-SELECT d.event_id, d.outcome, (l.event_id IS NOT NULL) AS latest
+SELECT d.event_id, d.outcome, d.stored_state, d.stored_event_id, d.stored_reason,
+       (l.event_id IS NOT NULL) AS latest, (SELECT count(*) FROM logged) AS logged
 FROM decided d LEFT JOIN latest l ON l.event_id = d.event_id
 """
+)
 
-LATEST_PRICE = """
+# --- investor reads ---------------------------------------------------------------------------
+
+# One asset's latest price with its provider's freshness window (none when the provider is
+# unknown or disabled, or the asset has no visible price).
+LATEST_PRICE: Final = """
 SELECT p.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at,
        v.price_freshness
 FROM providers v
 JOIN latest_prices p ON p.provider_id = v.provider_id
 WHERE v.provider_id = $1 AND p.asset_id = $2 AND NOT v.disabled
 """
+
+# Many assets of one provider: one row per found price, or a single row with a NULL asset when
+# the provider exists but none was found; no row when the provider is unknown or disabled.
+LATEST_PRICES: Final = """
+SELECT v.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at,
+       v.price_freshness
+FROM providers v
+LEFT JOIN latest_prices p ON p.provider_id = v.provider_id AND p.asset_id = ANY($2::text[])
+WHERE v.provider_id = $1 AND NOT v.disabled
+"""
+
+# Whether a provider's prices are served (known and not disabled).
+PROVIDER_SERVED: Final = """
+SELECT EXISTS (SELECT 1 FROM providers WHERE provider_id = $1 AND NOT disabled)
+"""
+
+# Whether an asset has a visible price (history and candles answer 404 otherwise).
+HAS_PRICE: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM providers v JOIN latest_prices p ON p.provider_id = v.provider_id
+    WHERE v.provider_id = $1 AND p.asset_id = $2 AND NOT v.disabled
+)
+"""
+
+# Visible ticks in [from, to), after the cursor's as_of, ascending; one more than the page to
+# know whether another page follows.
+HISTORY: Final = """
+SELECT amount, currency, as_of, accepted_at
+FROM price_history
+WHERE provider_id = $1 AND asset_id = $2 AND state IN ('visible', 'released')
+  AND as_of >= $3 AND as_of < $4 AND ($5::timestamptz IS NULL OR as_of > $5)
+ORDER BY as_of
+LIMIT $6
+"""
+
+# Candles over visible ticks in [from, to): buckets of `interval` aligned on the Unix epoch
+# (UTC), open and close by as_of, one candle per bucket and currency.
+OHLC: Final = """
+SELECT date_bin($5::interval, as_of, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS start,
+       currency,
+       (array_agg(amount ORDER BY as_of))[1] AS open,
+       max(amount) AS high,
+       min(amount) AS low,
+       (array_agg(amount ORDER BY as_of DESC))[1] AS close,
+       count(*) AS count
+FROM price_history
+WHERE provider_id = $1 AND asset_id = $2 AND state IN ('visible', 'released')
+  AND as_of >= $3 AND as_of < $4
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+# --- the change log behind the stream ---------------------------------------------------------
+
+# The stream's horizon: a transaction id below which every transaction that can write price
+# changes has ended. Writers of `price_changes` (pricing's applier, the CLI) take their price
+# stripe locks (advisory locks of key space $1) before their first write and hold them to the end,
+# so the writers still running are those holding such a lock here; their ids come from their
+# `transactionid` locks (32 bits, widened with the epoch of xmax). Read this *before* the changes:
+# a writer not listed had either ended, or will get an id >= xmax. Transactions of other
+# databases or other tables never hold the stream back (the cluster-wide pg_snapshot_xmin would).
+CHANGES_HORIZON: Final = """
+WITH price_writers AS (
+    SELECT virtualtransaction FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND classid = $1 AND objsubid = 2
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+),
+xids AS (
+    SELECT l.transactionid::text::bigint AS xid32
+    FROM pg_locks l JOIN price_writers w USING (virtualtransaction)
+    WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+),
+next AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
+SELECT least(
+    n.xmax,
+    min(CASE WHEN ((n.xmax >> 32) << 32) | x.xid32 >= n.xmax
+             THEN (((n.xmax >> 32) << 32) | x.xid32) - 4294967296
+             ELSE ((n.xmax >> 32) << 32) | x.xid32 END)
+)
+FROM next n LEFT JOIN xids x ON true
+GROUP BY n.xmax
+"""
+
+# The changes after a position, below the horizon ($3), in the one order every reader sees;
+# `pending` tells whether changes wait for a writer still running.
+CHANGES_AFTER: Final = """
+SELECT EXISTS (SELECT 1 FROM price_changes WHERE xid >= $3) AS pending,
+       c.xid, c.change_id, c.provider_id, c.asset_id, c.amount, c.currency, c.as_of,
+       c.accepted_at, v.price_freshness, coalesce(v.disabled, true) AS disabled
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT * FROM price_changes c
+    WHERE (c.xid, c.change_id) > ($1, $2) AND c.xid < $3
+    ORDER BY c.xid, c.change_id
+    LIMIT $4
+) c ON true
+LEFT JOIN providers v ON v.provider_id = c.provider_id
+ORDER BY c.xid, c.change_id
+"""
+
+# One subscriber's replay: its provider's (and assets') changes in (after, upto], in order.
+REPLAY: Final = """
+SELECT c.xid, c.change_id, c.provider_id, c.asset_id, c.amount, c.currency, c.as_of,
+       c.accepted_at, v.price_freshness, v.disabled
+FROM price_changes c JOIN providers v ON v.provider_id = c.provider_id
+WHERE c.provider_id = $1 AND ($2::text[] IS NULL OR c.asset_id = ANY($2::text[]))
+  AND (c.xid, c.change_id) > ($3, $4) AND (c.xid, c.change_id) <= ($5, $6)
+ORDER BY c.xid, c.change_id
+LIMIT $7
+"""
+
+# The newest change removed from the log: resuming from before it answers `event: reset`.
+TRIM_POINT: Final = "SELECT xid, change_id FROM price_change_trim"
+
+# Removes up to $2 changes older than $1 seconds and moves the trim point past them.
+TRIM_CHANGES: Final = """
+WITH gone AS (
+    DELETE FROM price_changes
+    WHERE (xid, change_id) IN (
+        SELECT xid, change_id FROM price_changes
+        WHERE changed_at < now() - make_interval(secs => $1)
+        ORDER BY changed_at LIMIT $2
+    )
+    RETURNING xid, change_id
+),
+top AS (SELECT xid, change_id FROM gone ORDER BY xid DESC, change_id DESC LIMIT 1),
+moved AS (
+    UPDATE price_change_trim t SET xid = top.xid, change_id = top.change_id
+    FROM top WHERE (top.xid, top.change_id) > (t.xid, t.change_id)
+)
+SELECT count(*) FROM gone
+"""
+
+# Monthly history partitions around now (see migration 0010_a).
+ENSURE_MONTHS: Final = "SELECT price_history_ensure_months($1, $2)"

@@ -12,12 +12,13 @@ from rwasync.cli.common import JsonFlag, emit, fail, settings
 from rwasync.cli.credentials import credential_app, partner_app
 from rwasync.cli.dlq import dlq_app
 from rwasync.cli.feeds import feed_app
+from rwasync.cli.prices import price_app
 from rwasync.cli.tenants import provider_app, reader_app
 from rwasync.platform.migrate import migrate as apply_migrations
 
 app = typer.Typer(
-    help="Operate rwasync: migrations, providers, credentials, partners, readers, feeds and dead "
-    "letters.",
+    help="Operate rwasync: migrations, providers, credentials, partners, readers, feeds, prices "
+    "and dead letters.",
     no_args_is_help=True,
 )
 app.add_typer(provider_app, name="provider")
@@ -25,6 +26,7 @@ app.add_typer(reader_app, name="reader")
 app.add_typer(credential_app, name="credential")
 app.add_typer(partner_app, name="partner")
 app.add_typer(feed_app, name="feed")
+app.add_typer(price_app, name="price")
 app.add_typer(dlq_app, name="dlq")
 
 

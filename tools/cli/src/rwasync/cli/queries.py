@@ -63,3 +63,36 @@ UNGRANT_PARTNER: Final = "DELETE FROM partner_providers WHERE partner_id = $1 AN
 SET_PROVIDER_RATE: Final = """
 UPDATE providers SET rate_per_second = $2, rate_burst = $3 WHERE provider_id = $1
 """
+
+# --- prices: sanity policies and held ticks ---------------------------------------------------
+
+SET_PRICE_POLICY: Final = """
+INSERT INTO price_policies (provider_id, max_jump, currency_check)
+SELECT provider_id, $2, $3 FROM providers WHERE provider_id = $1
+ON CONFLICT (provider_id) DO UPDATE
+    SET max_jump = EXCLUDED.max_jump, currency_check = EXCLUDED.currency_check,
+        updated_at = now()
+RETURNING provider_id, max_jump, currency_check, updated_at
+"""
+
+LIST_HELD_PRICES: Final = """
+SELECT event_id, provider_id, asset_id, amount, currency, as_of, accepted_at, hold_kind,
+       hold_reason, held_at
+FROM price_history
+WHERE state = 'held' AND ($1::text IS NULL OR provider_id = $1)
+ORDER BY held_at, provider_id, asset_id, as_of
+LIMIT $2
+"""
+
+# Held ticks by event id (the ones still held: a tick replaced since is gone).
+HELD_PRICES: Final = """
+SELECT event_id, provider_id, asset_id, as_of
+FROM price_history
+WHERE state = 'held' AND event_id = ANY($1::uuid[])
+"""
+
+DECIDE_HELD_PRICES: Final = """
+UPDATE price_history h SET state = $2
+FROM unnest($1::uuid[]) AS e(event_id)
+WHERE h.state = 'held' AND h.event_id = e.event_id
+"""

@@ -1,0 +1,180 @@
+"""Pricing, end to end, on a scratch database and vhost of its own:
+
+    .venv/bin/python -m benchmarks.pricing [--seconds 60] [--assets 10000]
+        [--ticks-per-message 1000] [--publishers 4] [--subscribers 50] [--rate 1000]
+        [--latency-seconds 30] [--ceiling-messages 20000] [--via auto|ingest|broker]
+
+1. ceiling: raw broker publish + consume of 187-byte messages, nothing else done (msgs/s);
+2. sustained: ticks pushed as fast as the pushers go for `--seconds` over `--assets` assets,
+   `--ticks-per-message` per call, and the rate at which pricing makes them visible (decided and
+   committed to the latest table), from the first push to the last tick decided;
+3. latency: `--subscribers` stream subscribers each reading every change of the provider while
+   ticks are pushed at `--rate` ticks/s; push → SSE p50/p99.
+
+Ticks go through ingest-api's `POST /v1/prices` when it serves it (`--via auto`), otherwise as
+multi-tick messages straight to the price exchange — what that endpoint publishes — and the report
+says which. Everything shares the machine's cores with the load client: compare runs made on one
+machine, in one go.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import time
+
+import aiohttp
+from tests.support.system import System
+from tests.support.waiting import eventually
+
+from benchmarks.pricing.ceiling import broker_ceiling
+from benchmarks.pricing.load import Pusher, decided, serves_price_batches
+from benchmarks.pricing.subscribers import run_subscribers
+from benchmarks.scratch import scratch_system
+from rwasync.platform.broker import Broker
+
+
+def percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * share))] if values else float("nan")
+
+
+async def sustained(
+    http: aiohttp.ClientSession, pusher: Pusher, pricing_url: str, args: argparse.Namespace
+) -> tuple[int, float, float]:
+    """(ticks pushed, push rate, end-to-end visible rate)."""
+    assets = [f"bench-{i}" for i in range(args.assets)]
+    per = args.ticks_per_message
+    before = await decided(http, pricing_url)
+    pushed = 0
+    began = time.perf_counter()
+    stop = began + args.seconds
+
+    async def publisher(n: int) -> None:
+        nonlocal pushed
+        offset = n * per
+        while time.perf_counter() < stop:
+            batch = [assets[(offset + i) % len(assets)] for i in range(per)]
+            offset += per * args.publishers
+            await pusher.push(http, pusher.ticks(batch))
+            pushed += per
+
+    await asyncio.gather(*(publisher(n) for n in range(args.publishers)))
+    push_seconds = time.perf_counter() - began
+    await eventually(
+        lambda: decided(http, pricing_url),
+        lambda count: count - before >= pushed,
+        timeout=3600,
+        interval=0.05,
+        what="every pushed tick decided",
+    )
+    visible_seconds = time.perf_counter() - began
+    return pushed, pushed / push_seconds, pushed / visible_seconds
+
+
+async def latency(
+    http: aiohttp.ClientSession, pusher: Pusher, stream_url: str, args: argparse.Namespace
+) -> list[float]:
+    parent, child = multiprocessing.Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=run_subscribers, args=(stream_url, args.subscribers, child)
+    )
+    process.start()
+    try:
+        assert await asyncio.to_thread(parent.recv) == "ready"
+        per_tick = 0.01  # a batch every 10 ms
+        per_batch = max(1, round(args.rate * per_tick))
+        assets = [f"live-{i}" for i in range(1000)]
+        began = time.perf_counter()
+        sent = 0
+        while time.perf_counter() - began < args.latency_seconds:
+            batch = [assets[(sent + i) % len(assets)] for i in range(per_batch)]
+            await pusher.push(http, pusher.ticks(batch))
+            sent += per_batch
+            ahead = began + sent / args.rate - time.perf_counter()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        parent.send(time.time() + 3)  # in-flight events still arrive
+        latencies: list[float] = await asyncio.to_thread(parent.recv)
+        return latencies
+    finally:
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+
+
+async def run(
+    system: System, provider: dict[str, str], reader: str, args: argparse.Namespace
+) -> None:
+    ceiling = await broker_ceiling(system.amqp_url, args.ceiling_messages)
+    print(f"ceiling   raw broker publish+consume, 187-byte messages: {ceiling:,.0f} msgs/s")
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        via = args.via
+        if via == "auto":
+            via = (
+                "ingest" if await serves_price_batches(http, system.url("ingest-api")) else "broker"
+            )
+        broker = None
+        if via == "broker":
+            broker = Broker(system.amqp_url, name="bench-pusher")
+            broker.start()
+            await broker.wait_ready(30)
+        pusher = Pusher(
+            provider["provider_id"], provider["token"], system.url("ingest-api"), broker
+        )
+        print(f"pushing via {pusher.mode}")
+        try:
+            # Latency first, while the change log is quiet; then the sustained push.
+            stream = (
+                f"{system.url('pricing')}/v1/prices/stream?provider_id={provider['provider_id']}"
+                f"&access_token={reader}"
+            )
+            latencies = await latency(http, pusher, stream, args)
+            p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+            print(
+                f"latency   push -> SSE at {args.rate:,} ticks/s, {args.subscribers} subscribers, "
+                f"{len(latencies):,} events: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+                "(target p99 < 100 ms)"
+            )
+            pushed, push_rate, visible_rate = await sustained(
+                http, pusher, system.url("pricing"), args
+            )
+            print(
+                f"sustained {pushed:,} ticks over {args.assets:,} assets, "
+                f"{args.ticks_per_message} per call, {args.publishers} pushers: pushed "
+                f"{push_rate:,.0f} ticks/s, visible {visible_rate:,.0f} ticks/s end to end "
+                f"(target >= 20,000); {visible_rate / ceiling:.2f} x the ceiling of one tick per "
+                "message"
+            )
+        finally:
+            if broker is not None:
+                await broker.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--assets", type=int, default=10000)
+    parser.add_argument("--ticks-per-message", type=int, default=1000)
+    parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--subscribers", type=int, default=50)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--ceiling-messages", type=int, default=20000)
+    parser.add_argument("--via", choices=("auto", "ingest", "broker"), default="auto")
+    parser.add_argument("--keep", action="store_true", help="leave the scratch database and vhost")
+    args = parser.parse_args()
+
+    with scratch_system(keep=args.keep, RWASYNC_LOG_LEVEL="WARNING") as system:
+        system.cli("migrate")
+        _, provider = system.cli("provider", "create", "Bench Estates", "--json")
+        _, reader = system.cli("reader", "create", "Bench Portal", "--json")
+        system.start("ingest-api", "pricing")
+        process = system.services["pricing"].process
+        print(f"pricing pid {process.pid if process else '?'} (for py-spy)")
+        asyncio.run(run(system, provider, reader["token"], args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The process's one source of price changes for its stream subscribers.
+
+One broker subscription per process: an exclusive, auto-delete queue bound to the
+`rwasync.prices.changed` fanout exchange, on which every pricing replica publishes a wake-up after
+a commit that moved a latest price. On a wake-up (or every `stream_poll_seconds` without one) the
+hub reads the change log after its position — only changes every reader can already see in the
+same order (below the horizon of CHANGES_HORIZON) — and offers each to the matching subscribers'
+bounded queues in memory. It never waits for a subscriber: one whose queue is full is marked slow
+and dropped by its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+import aio_pika
+import asyncpg
+import orjson
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from prometheus_client import Counter, Gauge
+
+from rwasync.platform.broker import Broker
+from rwasync.platform.db import Database, LockSpace
+from rwasync.pricing import queries
+from rwasync.pricing.api import row_price
+from rwasync.schema import topology
+
+log = structlog.get_logger(__name__)
+
+# (transaction id, change id): the order in which every replica hands out changes.
+Position = tuple[int, int]
+FIRST_POSITION: Final[Position] = (0, 0)
+_MAX_BIGINT: Final = 2**63 - 1
+PAGE: Final = 1000
+# While changes wait for an older transaction to end, look again this soon.
+PENDING_RECHECK: Final = 0.02
+# The hub lets subscribers' connections write after offering this many changes, so a burst
+# fills no queue of a subscriber that keeps up (queues hold at least twice as many).
+OFFER_SLICE: Final = 64
+
+SUBSCRIBERS = Gauge("rwasync_price_stream_subscribers", "Open price stream subscriptions")
+CHANGES_SENT = Counter("rwasync_price_stream_changes_total", "Price changes the hub has read")
+SLOW_DROPPED = Counter("rwasync_price_stream_slow_total", "Subscribers dropped as too slow")
+
+
+def event_id(position: Position) -> str:
+    return f"{position[0]}-{position[1]}"
+
+
+def parse_event_id(text: str) -> Position:
+    """The position of an id this API sent; ValueError otherwise."""
+    xid, dash, change = text.strip().partition("-")
+    if not dash or not xid.isdigit() or not change.isdigit():
+        raise ValueError(f"{text[:80]!r} is not an event id of this stream")
+    position = (int(xid), int(change))
+    if max(position) > _MAX_BIGINT:
+        raise ValueError(f"{text[:80]!r} is not an event id of this stream")
+    return position
+
+
+@dataclass(frozen=True, slots=True)
+class PriceChange:
+    position: Position
+    provider_id: str
+    asset_id: str
+    data: bytes
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record, now: datetime) -> PriceChange:
+        return cls(
+            (row["xid"], row["change_id"]),
+            row["provider_id"],
+            row["asset_id"],
+            orjson.dumps(row_price(row, now)),
+        )
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One stream connection's filter and its bounded queue of changes to send."""
+
+    provider_id: str
+    asset_ids: frozenset[str] | None
+    capacity: int
+    queue: asyncio.Queue[PriceChange] = field(init=False)
+    slow: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.capacity)
+
+    def offer(self, change: PriceChange) -> None:
+        if self.asset_ids is not None and change.asset_id not in self.asset_ids:
+            return
+        if self.slow.is_set():
+            return
+        try:
+            self.queue.put_nowait(change)
+        except asyncio.QueueFull:
+            SLOW_DROPPED.inc()
+            self.slow.set()
+
+
+class HubUnavailable(Exception):
+    """The hub has no live broker subscription or database yet."""
+
+
+class ChangeHub:
+    def __init__(self, db: Database, broker: Broker, *, poll_seconds: float) -> None:
+        self._db = db
+        self._broker = broker
+        self._poll_seconds = poll_seconds
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._position: Position | None = None
+        self._live = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+        self._wakeup_due = False
+        self._queue_name = (
+            f"rwasync.pricing.changes.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="price-change-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._channel.close(), 2)
+
+    def is_live(self) -> bool:
+        return self._live.is_set() and self._broker.is_ready()
+
+    def changed(self) -> None:
+        """A commit here moved latest prices: look now, and wake every other replica."""
+        self._wake.set()
+        self._wakeup_due = True
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish_wakeups())
+
+    async def _publish_wakeups(self) -> None:
+        """One publish after every `changed()`, however many come while one is on its way."""
+        while self._wakeup_due:
+            self._wakeup_due = False
+            if self._exchange is None or not self._broker.is_ready():
+                return  # the others look every poll interval anyway
+            try:
+                await self._exchange.publish(
+                    aio_pika.Message(b"", delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT), ""
+                )
+            except Exception as exc:
+                log.warning("price change wake-up not published", error=repr(exc))
+
+    async def subscribe(
+        self, provider_id: str, asset_ids: Sequence[str] | None, capacity: int, timeout: float
+    ) -> tuple[Subscriber, Position]:
+        """Register a subscriber; it gets every matching change after the returned position."""
+        try:
+            await asyncio.wait_for(self._live.wait(), timeout)
+        except TimeoutError:
+            raise HubUnavailable("the price stream is not connected yet") from None
+        if not self._broker.is_ready() or self._position is None:
+            raise HubUnavailable("the price stream has lost its broker connection")
+        subscriber = Subscriber(
+            provider_id, frozenset(asset_ids) if asset_ids is not None else None, capacity
+        )
+        self._subscribers.setdefault(provider_id, set()).add(subscriber)
+        SUBSCRIBERS.inc()
+        return subscriber, self._position
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        group = self._subscribers.get(subscriber.provider_id)
+        if group is not None and subscriber in group:
+            group.discard(subscriber)
+            SUBSCRIBERS.dec()
+            if not group:
+                del self._subscribers[subscriber.provider_id]
+
+    async def _run(self) -> None:
+        await self._broker.wait_ready()
+        await self._db.wait_connected()
+        channel = await self._broker.connection.channel()
+        exchange = await channel.declare_exchange(
+            topology.PRICE_CHANGES_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        queue = await channel.declare_queue(self._queue_name, exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
+        await queue.consume(self._on_wakeup, no_ack=True)
+        self._channel, self._exchange = channel, exchange
+        # Bound before reading the position: every commit after it wakes this hub.
+        horizon = await self._start_position()
+        self._position = (horizon - 1, _MAX_BIGINT)
+        self._live.set()
+        log.info("price stream live", queue=self._queue_name)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_seconds):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                pending = await self._deliver()
+            except Exception as exc:  # the database is away: subscribers wait, keep-alives go on
+                log.warning("price changes not read; retrying", error=repr(exc))
+                await asyncio.sleep(1)
+                continue
+            if pending:
+                await asyncio.sleep(PENDING_RECHECK)
+                self._wake.set()
+
+    async def _horizon(self) -> int:
+        return int(await self._db.fetchval(queries.CHANGES_HORIZON, int(LockSpace.PRICES)))
+
+    async def _start_position(self) -> int:
+        while True:
+            try:
+                return await self._horizon()
+            except Exception as exc:
+                log.warning("price stream cannot read its start position", error=repr(exc))
+                await asyncio.sleep(1)
+
+    async def _on_wakeup(self, _: AbstractIncomingMessage) -> None:
+        self._wake.set()
+
+    async def _deliver(self) -> bool:
+        """Offer every visible change after the position; True if some still wait."""
+        assert self._position is not None
+        while True:
+            horizon = await self._horizon()  # first: see CHANGES_HORIZON
+            rows = await self._db.fetch(queries.CHANGES_AFTER, *self._position, horizon, PAGE)
+            now = datetime.now(UTC)
+            changes = [r for r in rows if r["xid"] is not None]
+            for offered, row in enumerate(changes, start=1):
+                if offered % OFFER_SLICE == 0:
+                    await asyncio.sleep(0)
+                self._position = (row["xid"], row["change_id"])
+                CHANGES_SENT.inc()
+                subscribers = self._subscribers.get(row["provider_id"])
+                if row["disabled"] or not subscribers:
+                    continue
+                change = PriceChange.from_row(row, now)
+                for subscriber in tuple(subscribers):
+                    subscriber.offer(change)
+            if len(changes) < PAGE:
+                return bool(rows[0]["pending"])

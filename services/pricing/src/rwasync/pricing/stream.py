@@ -1,0 +1,208 @@
+"""`GET /v1/prices/stream`: Server-Sent Events of latest-price changes for a reader token.
+
+The response starts (headers sent) only once the subscription is registered with the process's
+hub, so every change committed after the headers arrive is delivered. With `Last-Event-ID` the
+changes after it are first replayed from the change log up to where the live feed took over;
+ids are positions in one order every replica shares, so a client may resume on any replica. A
+subscriber whose queue overflows gets `event: close` (`slow_consumer`) and is dropped; the others
+never wait for it.
+
+Written by hand rather than with aiohttp-sse: that library's keep-alive comment is fixed to
+`: ping` and its ping task is private, while this stream sends `: keep-alive` from the one task
+that also drains the subscriber's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from datetime import UTC, datetime
+from typing import Final
+
+import structlog
+from aiohttp import web
+
+from rwasync.platform.auth import Authenticator
+from rwasync.platform.db import Database
+from rwasync.platform.http import Problem, service_unavailable
+from rwasync.pricing import params, queries
+from rwasync.pricing.hub import (
+    ChangeHub,
+    HubUnavailable,
+    Position,
+    PriceChange,
+    Subscriber,
+    event_id,
+    parse_event_id,
+)
+from rwasync.pricing.settings import PricingSettings
+
+log = structlog.get_logger(__name__)
+
+KEEP_ALIVE: Final = b": keep-alive\n\n"
+SLOW_CLOSE: Final = b'event: close\ndata: {"reason":"slow_consumer"}\n\n'
+RESET: Final = b'event: reset\ndata: {"reason":"last_event_id_expired"}\n\n'
+# How long a new subscriber waits for the hub to be connected before a 503.
+SUBSCRIBE_TIMEOUT: Final = 5.0
+REPLAY_PAGE: Final = 1000
+# Events joined into one write when a subscriber's queue holds several.
+WRITE_BATCH: Final = 256
+
+
+def drain(queue: asyncio.Queue[PriceChange], most: int) -> list[PriceChange]:
+    """Up to `most` changes already waiting in the queue, without waiting."""
+    taken: list[PriceChange] = []
+    while len(taken) < most and not queue.empty():
+        taken.append(queue.get_nowait())
+    return taken
+
+
+def frame(change: PriceChange) -> bytes:
+    return b"id: %s\nevent: price\ndata: %s\n\n" % (event_id(change.position).encode(), change.data)
+
+
+class PriceStream:
+    def __init__(
+        self, db: Database, hub: ChangeHub, auth: Authenticator[str], settings: PricingSettings
+    ) -> None:
+        self._db = db
+        self._hub = hub
+        self._auth = auth
+        self._settings = settings
+
+    def register(self, app: web.Application) -> None:
+        app.router.add_get("/v1/prices/stream", self.stream)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        authorization = request.headers.get("Authorization")
+        token = request.query.get("access_token")
+        if not authorization and token:
+            # Browsers' EventSource cannot send headers.
+            authorization = f"Bearer {token}"
+        await self._auth.authenticate_request(request, authorization)
+        provider_id = params.required(request.query, "provider_id")
+        asset_ids = params.asset_ids(request.query, optional=True)
+        resume = self._resume_position(request)
+        if not await self._db.fetchval(queries.PROVIDER_SERVED, provider_id):
+            raise Problem(404, "Not Found", f"unknown provider {provider_id!r}", kind="not-found")
+        expired = resume is not None and resume < await self._trim_point()
+        try:
+            subscriber, live_from = await self._hub.subscribe(
+                provider_id, asset_ids, self._settings.stream_queue_size, SUBSCRIBE_TIMEOUT
+            )
+        except HubUnavailable as exc:
+            raise service_unavailable(str(exc), retry_after=2) from None
+        try:
+            response = await self._start(request)
+            await self._serve(request, response, subscriber, resume, expired, live_from)
+            return response
+        finally:
+            self._hub.unsubscribe(subscriber)
+
+    async def _trim_point(self) -> Position:
+        row = await self._db.fetchrow(queries.TRIM_POINT)
+        return (row["xid"], row["change_id"]) if row is not None else (0, 0)
+
+    def _resume_position(self, request: web.Request) -> Position | None:
+        text = request.headers.get("Last-Event-ID")
+        if not text:
+            return None
+        try:
+            return parse_event_id(text)
+        except ValueError as exc:
+            raise Problem(
+                400,
+                "Bad Request",
+                f"Last-Event-ID: {exc}",
+                kind="bad-header",
+                errors=[{"parameter": "Last-Event-ID", "message": str(exc)}],
+            ) from None
+
+    async def _start(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        response.force_close()
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if isinstance(sock, socket.socket):
+            # A small kernel buffer, so a stalled subscriber shows up as a full queue soon.
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, self._settings.stream_send_buffer_bytes
+            )
+        await response.prepare(request)
+        return response
+
+    async def _send(self, response: web.StreamResponse, data: bytes) -> None:
+        async with asyncio.timeout(self._settings.stream_send_timeout):
+            await response.write(data)
+
+    async def _serve(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        subscriber: Subscriber,
+        resume: Position | None,
+        expired: bool,
+        live_from: Position,
+    ) -> None:
+        sent = live_from
+        try:
+            if expired:
+                await self._send(response, RESET)
+            elif resume is not None:
+                sent = await self._replay(response, subscriber, resume, live_from)
+            keep_alive = self._settings.stream_keepalive_seconds
+            while not subscriber.slow.is_set():
+                try:
+                    async with asyncio.timeout(keep_alive):
+                        change = await subscriber.queue.get()
+                except TimeoutError:
+                    await self._send(response, KEEP_ALIVE)
+                    continue
+                # Whatever else is already queued goes in the same write: one syscall and one
+                # chunk for a burst, not one per event.
+                frames = []
+                for queued in (change, *drain(subscriber.queue, WRITE_BATCH - 1)):
+                    if queued.position > sent:
+                        frames.append(frame(queued))
+                        sent = queued.position
+                if frames:
+                    await self._send(response, b"".join(frames))
+            log.info("closing a slow stream subscriber", provider_id=subscriber.provider_id)
+            await self._send(response, SLOW_CLOSE)
+        except (ConnectionResetError, TimeoutError, asyncio.CancelledError) as exc:
+            # The subscriber went away or stopped reading: nothing to answer any more.
+            if request.transport is not None:
+                request.transport.abort()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        with contextlib.suppress(ConnectionResetError, TimeoutError, RuntimeError):
+            async with asyncio.timeout(self._settings.stream_send_timeout):
+                await response.write_eof()
+
+    async def _replay(
+        self,
+        response: web.StreamResponse,
+        subscriber: Subscriber,
+        after: Position,
+        upto: Position,
+    ) -> Position:
+        """Send the subscriber's changes in (after, upto] from the log; returns the last sent."""
+        asset_ids = sorted(subscriber.asset_ids) if subscriber.asset_ids is not None else None
+        sent = after
+        while True:
+            rows = await self._db.fetch(
+                queries.REPLAY, subscriber.provider_id, asset_ids, *sent, *upto, REPLAY_PAGE
+            )
+            now = datetime.now(UTC)
+            for row in rows:
+                sent = (row["xid"], row["change_id"])
+                if not row["disabled"]:
+                    await self._send(response, frame(PriceChange.from_row(row, now)))
+            if len(rows) < REPLAY_PAGE:
+                return max(sent, upto)

@@ -1,0 +1,97 @@
+"""`rwasync price`: a provider's hold policy, and held ticks listed, released (the ticks after
+it checked again, the latest price following) and rejected, each printing one JSON document."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from rwasync.platform.db import Database
+from rwasync.pricing.apply import PriceApplier
+from tests.integration.cli.test_commands import rwasync
+from tests.support.events import at, price
+
+pytestmark = pytest.mark.integration
+
+
+async def cli(database_url: str, *args: str, code: int = 0) -> Any:
+    result = await asyncio.to_thread(rwasync, database_url, *args, "--json")
+    assert result.returncode == code, result.stderr
+    return json.loads(result.stdout) if code == 0 else result.stderr
+
+
+async def status(db: Database, event_id: object) -> tuple[str, bool | None]:
+    row = await db.fetchrow(
+        "SELECT status, latest FROM event_receipts WHERE event_id = $1", event_id
+    )
+    assert row is not None
+    return row["status"], row["latest"]
+
+
+async def test_policy_set_and_refusals(database_url: str, provider_id: str) -> None:
+    policy = await cli(database_url, "price", "policy", "set", provider_id, "--max-jump", "0.5")
+    assert (policy["max_jump"], policy["currency_check"]) == ("0.5", False)
+    policy = await cli(database_url, "price", "policy", "set", provider_id, "--currency-check")
+    assert (policy["max_jump"], policy["currency_check"]) == (None, True)
+    for bad in ("0", "-1", "abc", "NaN"):
+        err = await cli(
+            database_url, "price", "policy", "set", provider_id, "--max-jump", bad, code=1
+        )
+        assert "/max_jump" in err
+    err = await cli(database_url, "price", "policy", "set", "prv_nobody", code=1)
+    assert "/provider_id" in err
+
+
+async def test_held_list_release_and_reject(
+    database_url: str, db: Database, provider_id: str
+) -> None:
+    await cli(database_url, "price", "policy", "set", provider_id, "--max-jump", "0.5")
+    applier = PriceApplier(db)
+    base, jump, after, spike = (
+        price(provider_id, "a1", "100", at(1)),
+        price(provider_id, "a1", "300", at(2)),
+        price(provider_id, "a1", "310", at(3)),
+        price(provider_id, "a2", "1", at(1)),
+    )
+    await applier.apply([base, price(provider_id, "a2", "50", at(0))])
+    await applier.apply([jump, after, spike])
+    held = await cli(database_url, "price", "held", "list")
+    assert {i["event_id"] for i in held["items"]} == {
+        str(jump.event_id),
+        str(after.event_id),
+        str(spike.event_id),
+    }
+    assert all(i["reason"] and i["kind"] == "jump" for i in held["items"])
+    assert await db.fetchval("SELECT amount FROM latest_prices WHERE asset_id = 'a1'") == Decimal(
+        "100"
+    )
+
+    released = await cli(database_url, "price", "held", "release", str(jump.event_id))
+    assert released == {
+        "items": [{"event_id": str(jump.event_id), "status": "applied", "latest": False}]
+    }
+    # The tick after it now measures from it: within 50 %, so it is shown too, and is the latest.
+    assert await status(db, after.event_id) == ("applied", True)
+    assert await db.fetchval("SELECT amount FROM latest_prices WHERE asset_id = 'a1'") == Decimal(
+        "310"
+    )
+
+    rejected = await cli(database_url, "price", "held", "reject", str(spike.event_id))
+    assert rejected["items"][0]["status"] == "rejected"
+    assert await status(db, spike.event_id) == ("rejected", None)
+    assert (await cli(database_url, "price", "held", "list"))["items"] == []
+    # Deciding again, or an unknown id, changes nothing and says so.
+    err = await cli(database_url, "price", "held", "reject", str(spike.event_id), code=1)
+    assert "no held price tick" in err
+    err = await cli(database_url, "price", "held", "release", "not-a-uuid", code=1)
+    assert "/event_id" in err
+    # A redelivery of the rejected tick stays refused.
+    await applier.apply([spike])
+    assert await status(db, spike.event_id) == ("rejected", None)
+    assert await db.fetchval("SELECT amount FROM latest_prices WHERE asset_id = 'a2'") == Decimal(
+        "50"
+    )

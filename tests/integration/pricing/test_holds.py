@@ -1,0 +1,170 @@
+"""Sanity holds against real Postgres: the outcome (latest prices, history with hold states,
+receipts' holds) is the same for every delivery order, batch split and concurrency; a held tick
+is invisible until released; the currency check reads the asset's currency from `asset_state`."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rwasync.platform.db import Database
+from rwasync.pricing.apply import PriceApplier
+from rwasync.reconciler.apply import AssetApplier
+from rwasync.schema.events import PriceUpdated
+from tests.support.events import at, price, upserted
+
+pytestmark = pytest.mark.integration
+
+AMOUNTS = ["100", "104", "130", "180", "290", "55", "60"]
+
+
+async def state(db: Database) -> dict[str, Any]:
+    latest = await db.fetch(
+        "SELECT provider_id, asset_id, amount, currency, as_of, accepted_at, event_id"
+        " FROM asset_prices ORDER BY 1, 2"
+    )
+    history = await db.fetch(
+        "SELECT provider_id, asset_id, as_of, amount, currency, accepted_at, event_id, state,"
+        " hold_kind, hold_reason FROM price_history ORDER BY 1, 2, 3"
+    )
+    held = await db.fetch(
+        "SELECT event_id FROM event_receipts WHERE status = 'held' ORDER BY event_id"
+    )
+    return {
+        "latest": [tuple(r) for r in latest],
+        "history": [tuple(r) for r in history],
+        "held": [r["event_id"] for r in held],
+    }
+
+
+async def reset(db: Database) -> None:
+    await db.execute("TRUNCATE asset_prices, price_history, event_receipts, price_changes")
+
+
+@pytest.fixture
+async def policed(db: Database, provider_id: str) -> str:
+    """A second provider with a 50 % jump policy (the first has none)."""
+    await db.execute("INSERT INTO providers (provider_id, name) VALUES ('prv_strict', 'Strict')")
+    await db.execute(
+        "INSERT INTO price_policies (provider_id, max_jump) VALUES ('prv_strict', 0.5)"
+    )
+    return "prv_strict"
+
+
+tick_sets = st.lists(
+    st.tuples(
+        st.sampled_from(["prv_test", "prv_strict"]),
+        st.sampled_from(["a1", "a2"]),
+        st.integers(0, 12),  # as_of minute: equal as_of happens (corrections, duplicates)
+        st.sampled_from(AMOUNTS),
+    ),
+    min_size=1,
+    max_size=24,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(specs=tick_sets, data=st.data())
+async def test_any_delivery_order_gives_the_same_prices_history_and_holds(
+    db: Database, policed: str, specs: list[tuple[str, str, int, str]], data: st.DataObject
+) -> None:
+    ticks = [
+        price(provider, asset, amount, at(minute), accepted_at=at(100 + i))
+        for i, (provider, asset, minute, amount) in enumerate(specs)
+    ]
+    applier = PriceApplier(db)
+    await reset(db)
+    for tick in sorted(ticks, key=lambda t: t.accepted_at):  # in acceptance order, one by one
+        await applier.apply([tick])
+    expected = await state(db)
+
+    await reset(db)
+    shuffled = data.draw(st.permutations(ticks), label="delivery order")
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(ticks)), max_size=4), label="cuts"))
+    batches = [shuffled[a:b] for a, b in zip([0, *cuts], [*cuts, len(ticks)], strict=False)]
+    batches = [b for b in batches if b]
+    # Batches race each other, as messages on several replicas would.
+    await asyncio.gather(*(applier.apply(batch) for batch in batches))
+    # A redelivery of everything changes nothing.
+    await applier.apply(shuffled)
+    assert await state(db) == expected
+
+
+async def receipt(db: Database, tick: PriceUpdated) -> tuple[str, str | None, bool | None]:
+    row = await db.fetchrow(
+        "SELECT status, reason, latest FROM event_receipts WHERE event_id = $1", tick.event_id
+    )
+    assert row is not None
+    return row["status"], row["reason"], row["latest"]
+
+
+async def test_a_held_tick_is_invisible_and_a_late_tick_re_checks_the_ones_after_it(
+    db: Database, policed: str
+) -> None:
+    applier = PriceApplier(db)
+    base = price(policed, "a1", "100", at(1))
+    jump = price(policed, "a1", "200", at(3))
+    await applier.apply([base])
+    await applier.apply([jump])
+    assert (await receipt(db, jump))[0] == "held"
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("100")
+    # A late tick between them at the new level: the jump is now measured from it.
+    bridge = price(policed, "a1", "140", at(2), accepted_at=at(4))
+    await applier.apply([bridge])
+    assert (await receipt(db, bridge))[:1] == ("applied",)
+    assert await receipt(db, jump) == ("applied", None, True)
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("200")
+
+
+async def test_without_a_policy_nothing_is_held(db: Database, provider_id: str) -> None:
+    applier = PriceApplier(db)
+    ticks = [price(provider_id, "a1", amount, at(i)) for i, amount in enumerate(["1", "1000", "2"])]
+    await applier.apply(ticks)
+    assert {(await receipt(db, t))[0] for t in ticks} == {"applied"}
+
+
+async def test_currency_check_uses_the_assets_currency(db: Database, policed: str) -> None:
+    await db.execute(
+        "UPDATE price_policies SET max_jump = NULL, currency_check = true WHERE provider_id = $1",
+        policed,
+    )
+    await AssetApplier(db).apply(
+        [upserted(policed, "a1", at(0), price={"amount": "50", "currency": "EUR"})]
+    )
+    applier = PriceApplier(db)
+    euro = price(policed, "a1", "51", at(1), currency="EUR")
+    dollar = price(policed, "a1", "55", at(2), currency="USD")
+    unknown_asset = price(policed, "a2", "55", at(2), currency="USD")
+    await applier.apply([euro, dollar, unknown_asset])
+    assert (await receipt(db, euro))[0] == "applied"
+    assert await receipt(db, dollar) == (
+        "held",
+        "currency USD differs from the asset's currency EUR",
+        None,
+    )
+    assert (await receipt(db, unknown_asset))[0] == "applied"
+    latest = await db.fetch("SELECT asset_id, amount FROM latest_prices ORDER BY 1")
+    assert [(r["asset_id"], r["amount"]) for r in latest] == [
+        ("a1", Decimal("51")),
+        ("a2", Decimal("55")),
+    ]
+
+
+async def test_a_held_tick_replaced_at_its_as_of_ends_stale(db: Database, policed: str) -> None:
+    applier = PriceApplier(db)
+    await applier.apply([price(policed, "a1", "100", at(1))])
+    wrong = price(policed, "a1", "1000", at(2), accepted_at=at(3))
+    corrected = price(policed, "a1", "101", at(2), accepted_at=at(4))
+    await applier.apply([wrong])
+    await applier.apply([corrected])
+    assert (await receipt(db, wrong))[0] == "stale_ignored"
+    assert await receipt(db, corrected) == ("applied", None, True)

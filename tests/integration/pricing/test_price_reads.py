@@ -1,0 +1,126 @@
+"""Investor reads beyond one latest price: many at once with `missing`, history pages, OHLC
+candles computed in SQL, parameters checked with 400s naming them, ETag and 304 on each."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from rwasync.platform.db import Database
+from rwasync.pricing.apply import PriceApplier
+from tests.integration.pricing.conftest import Client, reader_headers
+from tests.support.events import price
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hours_ago(hours: float) -> datetime:
+    return NOW - timedelta(hours=hours)
+
+
+@pytest.fixture
+async def client(pricing: Any, db: Database, provider_id: str) -> Client:
+    applier = PriceApplier(db)
+    ticks = [
+        ("a1", "10", hours_ago(3.5)),
+        ("a1", "12", hours_ago(3.25)),
+        ("a1", "9", hours_ago(3.1)),
+        ("a1", "11", hours_ago(2.5)),
+        ("a1", "20", hours_ago(0.5)),
+        ("a2", "5", hours_ago(1)),
+    ]
+    await applier.apply([price(provider_id, a, amount, as_of) for a, amount, as_of in ticks])
+    started: Client = await pricing()
+    return started
+
+
+async def get(client: Client, path: str, status: int = 200, **headers: str) -> Any:
+    response = await client.get(path, headers={**reader_headers(), **headers})
+    assert response.status == status, await response.text()
+    return await response.json() if status != 304 else None
+
+
+async def test_many_at_once_in_request_order_with_missing(client: Client, provider_id: str) -> None:
+    body = await get(client, f"/v1/prices?provider_id={provider_id}&asset_id=a2,nope,a1,a2")
+    assert [(i["asset_id"], i["amount"]) for i in body["items"]] == [("a2", "5"), ("a1", "20")]
+    assert body["missing"] == ["nope"]
+    await get(client, "/v1/prices?provider_id=prv_nobody&asset_id=a1", 404)
+
+
+async def test_history_pages_through_a_range(client: Client, provider_id: str) -> None:
+    path = f"/v1/prices/{provider_id}/a1/history?limit=2"
+    first = await get(client, path)
+    assert [i["amount"] for i in first["items"]] == ["10", "12"]
+    second = await get(client, f"{path}&cursor={first['next_cursor']}")
+    assert [i["amount"] for i in second["items"]] == ["9", "11"]
+    third = await get(client, f"{path}&cursor={second['next_cursor']}")
+    assert [i["amount"] for i in third["items"]] == ["20"] and third["next_cursor"] is None
+    start = (hours_ago(3.25)).isoformat().replace("+00:00", "Z")
+    end = (hours_ago(2.5)).isoformat().replace("+00:00", "Z")
+    ranged = await get(client, f"/v1/prices/{provider_id}/a1/history?from={start}&to={end}")
+    assert [i["amount"] for i in ranged["items"]] == ["12", "9"]  # from inclusive, to exclusive
+    assert set(ranged["items"][0]) == {"amount", "currency", "as_of", "received_at"}
+    await get(client, f"/v1/prices/{provider_id}/zz/history", 404)
+
+
+async def test_hourly_and_daily_candles(client: Client, provider_id: str) -> None:
+    hourly = await get(client, f"/v1/prices/{provider_id}/a1/ohlc?interval=1h")
+    assert [
+        (c["start"], c["open"], c["high"], c["low"], c["close"], c["count"])
+        for c in hourly["items"]
+    ] == [
+        (hours_ago(4).strftime("%Y-%m-%dT%H:00:00.000000Z"), "10", "12", "9", "9", 3),
+        (hours_ago(3).strftime("%Y-%m-%dT%H:00:00.000000Z"), "11", "11", "11", "11", 1),
+        (hours_ago(1).strftime("%Y-%m-%dT%H:00:00.000000Z"), "20", "20", "20", "20", 1),
+    ]
+    daily = await get(client, f"/v1/prices/{provider_id}/a1/ohlc?interval=1d")
+    assert sum(c["count"] for c in daily["items"]) == 5
+    assert daily["items"][-1]["close"] == "20"
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/v1/prices", "provider_id"),
+        ("/v1/prices?provider_id={p}", "asset_id"),
+        (
+            "/v1/prices?provider_id={p}&asset_id=" + ",".join(f"x{i}" for i in range(501)),
+            "asset_id",
+        ),
+        ("/v1/prices?provider_id={p}&asset_id=a%20b", "asset_id"),
+        ("/v1/prices/{p}/a1/history?from=yesterday", "from"),
+        ("/v1/prices/{p}/a1/history?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
+        ("/v1/prices/{p}/a1/history?to=2026-01-01T00:00:00", "to"),
+        ("/v1/prices/{p}/a1/history?limit=1001", "limit"),
+        ("/v1/prices/{p}/a1/history?limit=0", "limit"),
+        ("/v1/prices/{p}/a1/history?cursor=nonsense", "cursor"),
+        ("/v1/prices/{p}/a1/ohlc", "interval"),
+        ("/v1/prices/{p}/a1/ohlc?interval=5m", "interval"),
+        ("/v1/prices/{p}/a1/ohlc?interval=1h&from=2000-01-01T00:00:00Z", "from"),
+    ],
+)
+async def test_bad_parameters_are_400s_naming_them(
+    client: Client, provider_id: str, path: str, parameter: str
+) -> None:
+    body = await get(client, path.format(p=provider_id), 400)
+    assert body["type"].endswith("/bad-query")
+    assert body["errors"] == [{"parameter": parameter, "message": body["errors"][0]["message"]}]
+    assert body["detail"].startswith(parameter)
+
+
+async def test_every_read_answers_304_to_its_etag(client: Client, provider_id: str) -> None:
+    for path in (
+        f"/v1/prices/{provider_id}/a1",
+        f"/v1/prices?provider_id={provider_id}&asset_id=a1,a2",
+        f"/v1/prices/{provider_id}/a1/history",
+        f"/v1/prices/{provider_id}/a1/ohlc?interval=1h",
+    ):
+        response = await client.get(path, headers=reader_headers())
+        assert response.headers["Cache-Control"] == "private, max-age=5"
+        etag = response.headers["ETag"]
+        await get(client, path, 304, **{"If-None-Match": etag})
+        await get(client, path, 200, **{"If-None-Match": '"something-else"'})

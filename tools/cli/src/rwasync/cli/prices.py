@@ -1,0 +1,223 @@
+"""Prices: a provider's sanity-hold policy, and the held ticks an operator releases or rejects.
+
+Releasing a tick makes it visible and a reference for the ticks after it, which are checked again
+against it (their holds may lift or appear), then the latest price follows; rejecting one ends it
+`rejected` and changes nothing else (a held tick is never a reference). Stream subscribers see a
+change this causes within the pricing service's poll interval (the CLI publishes no wake-up).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import asyncpg
+import typer
+from rich.table import Table
+
+from rwasync.cli import queries
+from rwasync.cli.common import JsonFlag, emit, fail, run_db
+from rwasync.schema.asset import normalize_decimal
+from rwasync.schema.events import ReceiptStatus
+from rwasync.schema.timestamps import timestamp_text
+from rwasync.store import prices, receipts
+from rwasync.store.receipts import Redecision
+
+price_app = typer.Typer(help="Prices: sanity-hold policies and held ticks.", no_args_is_help=True)
+policy_app = typer.Typer(help="A provider's sanity-hold policy.", no_args_is_help=True)
+held_app = typer.Typer(help="Held price ticks: list, release, reject.", no_args_is_help=True)
+price_app.add_typer(policy_app, name="policy")
+price_app.add_typer(held_app, name="held")
+
+REJECTED_REASON = "rejected by an operator"
+
+
+class HeldNotFound(Exception):
+    """An event id that names no held tick."""
+
+
+@policy_app.command("set")
+def policy_set(
+    provider_id: str,
+    max_jump: Annotated[
+        str | None,
+        typer.Option(
+            "--max-jump",
+            help="Hold a tick moving more than this ratio (0.5 = 50 %) from the previous "
+            "visible price in as_of order. Omitted: no jump check.",
+        ),
+    ] = None,
+    currency_check: Annotated[
+        bool,
+        typer.Option(
+            "--currency-check/--no-currency-check",
+            help="Hold a tick quoted in another currency than its asset's.",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Set (replace) a provider's sanity-hold policy; with no option, holds are off."""
+    ratio: Decimal | None = None
+    if max_jump is not None:
+        try:
+            ratio = Decimal(max_jump)
+        except InvalidOperation:
+            fail(f"/max_jump: {max_jump!r} is not a number")
+        if not ratio.is_finite() or ratio <= 0:
+            fail("/max_jump: must be a number greater than 0 (0.5 means 50 %)")
+
+    async def work(conn: asyncpg.Connection) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            queries.SET_PRICE_POLICY, provider_id, ratio, currency_check
+        )
+        return row
+
+    row = run_db(work)
+    if row is None:
+        fail(f"/provider_id: unknown provider {provider_id!r}")
+    emit(
+        {
+            "provider_id": row["provider_id"],
+            "max_jump": normalize_decimal(row["max_jump"]) if row["max_jump"] else None,
+            "currency_check": row["currency_check"],
+            "updated_at": timestamp_text(row["updated_at"]),
+        },
+        as_json,
+    )
+
+
+def held_item(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "event_id": str(row["event_id"]),
+        "provider_id": row["provider_id"],
+        "asset_id": row["asset_id"],
+        "amount": normalize_decimal(row["amount"]),
+        "currency": row["currency"].strip(),
+        "as_of": timestamp_text(row["as_of"]),
+        "received_at": timestamp_text(row["accepted_at"]),
+        "kind": row["hold_kind"],
+        "reason": row["hold_reason"],
+        "held_at": timestamp_text(row["held_at"]),
+    }
+
+
+@held_app.command("list")
+def held_list(
+    provider_id: Annotated[str | None, typer.Option("--provider")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """List held price ticks, oldest hold first."""
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [
+            held_item(r) for r in await conn.fetch(queries.LIST_HELD_PRICES, provider_id, limit)
+        ]
+
+    items = run_db(work)
+
+    def table() -> Table:
+        t = Table("event_id", "asset", "price", "as_of", "reason")
+        for i in items:
+            t.add_row(
+                i["event_id"],
+                f"{i['provider_id']}/{i['asset_id']}",
+                f"{i['amount']} {i['currency']}",
+                i["as_of"],
+                i["reason"],
+            )
+        return t
+
+    emit({"items": items}, as_json, table)
+
+
+def event_ids(texts: list[str]) -> list[uuid.UUID]:
+    try:
+        return list(dict.fromkeys(uuid.UUID(text) for text in texts))
+    except ValueError:
+        fail("/event_id: every EVENT_ID must be a UUID (see `rwasync price held list`)")
+
+
+async def decide_held(
+    conn: asyncpg.Connection, ids: list[uuid.UUID], state: str
+) -> list[asyncpg.Record]:
+    """Move the held ticks with these ids to `state`, their assets locked first; HeldNotFound
+    (nothing changed) when an id names no held tick. Returns the ticks."""
+    found = await conn.fetch(queries.HELD_PRICES, ids)
+    await prices.lock_assets(conn, {(r["provider_id"], r["asset_id"]) for r in found})
+    rows: list[asyncpg.Record] = await conn.fetch(queries.HELD_PRICES, ids)  # still held?
+    missing = set(ids) - {r["event_id"] for r in rows}
+    if missing:
+        names = ", ".join(sorted(str(m) for m in missing))
+        raise HeldNotFound(f"/event_id: no held price tick {names}; nothing was changed")
+    await conn.execute(queries.DECIDE_HELD_PRICES, ids, state)
+    return rows
+
+
+@held_app.command("release")
+def held_release(
+    event_id: Annotated[list[str], typer.Argument(help="Event ids of held ticks.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show held ticks to investors; the ticks after each are checked again against it."""
+    ids = event_ids(event_id)
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        async with conn.transaction():
+            rows = await decide_held(conn, ids, "released")
+            starts = prices.starts_of((r["provider_id"], r["asset_id"], r["as_of"]) for r in rows)
+            policies = await prices.policies(conn, {r["provider_id"] for r in rows})
+            changes = await prices.reevaluate(conn, starts, policies)
+            refresh = await prices.refresh_latest(conn, starts)
+            released = [
+                Redecision(
+                    r["event_id"],
+                    ReceiptStatus.APPLIED,
+                    None,
+                    refresh.latest.get((r["provider_id"], r["asset_id"])) == str(r["event_id"]),
+                )
+                for r in rows
+            ]
+            await receipts.redecide_price_ticks(
+                conn, released + prices.redecisions(changes, refresh.latest)
+            )
+        return [
+            {
+                "event_id": str(r.event_id),
+                "status": str(r.status),
+                "latest": r.latest,
+            }
+            for r in released
+        ]
+
+    emit({"items": _decided(work)}, as_json)
+
+
+@held_app.command("reject")
+def held_reject(
+    event_id: Annotated[list[str], typer.Argument(help="Event ids of held ticks.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Refuse held ticks for good: they end `rejected` and are never shown."""
+    ids = event_ids(event_id)
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        async with conn.transaction():
+            await decide_held(conn, ids, "rejected")
+            rejected = [Redecision(i, ReceiptStatus.REJECTED, REJECTED_REASON) for i in ids]
+            await receipts.redecide_price_ticks(conn, rejected)
+        return [{"event_id": str(i), "status": "rejected", "reason": REJECTED_REASON} for i in ids]
+
+    emit({"items": _decided(work)}, as_json)
+
+
+def _decided(
+    work: Callable[[asyncpg.Connection], Awaitable[list[dict[str, Any]]]],
+) -> list[dict[str, Any]]:
+    try:
+        result: list[dict[str, Any]] = run_db(work)
+    except HeldNotFound as exc:
+        fail(str(exc))
+    return result
