@@ -14,6 +14,8 @@ import asyncpg
 import pytest
 
 from rwasync.platform.broker import Broker
+from rwasync.platform.db import LockSpace
+from rwasync.reconciler.apply import ASSET_LOCK_STRIPES
 from rwasync.schema import topology
 from rwasync.schema.events import AnyEvent, message_for
 from tests.e2e.test_faults import reconciler_with
@@ -135,21 +137,35 @@ async def test_sigterm_in_the_middle_of_a_batch_finishes_it_and_loses_nothing(
     pid = provider["provider_id"]
     t = now() - timedelta(minutes=1)
     events = [upserted(pid, f"term-{i}", t) for i in range(600)]
+    earlier, last = events[:500], events[500:]
     reconciler = system.services["reconciler"]
-    # Hold the lock of one asset, so the batch carrying it waits in the middle of its transaction.
-    await database.execute("SELECT pg_advisory_lock(hashtextextended($1, 1))", f"{pid}/term-599")
+    await _publish(broker, earlier, per_message=100)
+    await eventually(
+        lambda: _undecided(database, earlier), lambda n: n == 0, timeout=60, what="drain"
+    )
+    # Hold the lock stripe of one asset of the last batch, so that batch waits in the middle of
+    # its transaction (the reconciler takes its stripes there, before writing anything).
+    stripe = await database.fetchval(
+        "SELECT (hashtext($1) & 2147483647) % $2", f"{pid}/term-599", ASSET_LOCK_STRIPES
+    )
+    await database.execute("SELECT pg_advisory_lock($1, $2)", int(LockSpace.ASSETS), stripe)
     try:
-        await _publish(broker, events, per_message=100)
+        await _publish(broker, last, per_message=100)
         await eventually(
-            lambda: _undecided(database, events), lambda n: n <= 100, timeout=60, what="drain"
+            lambda: database.fetchval(
+                "SELECT count(*) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND NOT granted AND classid = $1",
+                int(LockSpace.ASSETS),
+            ),
+            lambda waiting: waiting >= 1,
+            timeout=60,
+            what="the last batch blocked on its stripe",
         )
-        assert await _undecided(database, events) == 100  # the last batch is in flight, blocked
+        assert await _undecided(database, last) == 100  # in flight, blocked mid-transaction
         reconciler.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         await asyncio.sleep(1)
     finally:
-        await database.execute(
-            "SELECT pg_advisory_unlock(hashtextextended($1, 1))", f"{pid}/term-599"
-        )
+        await database.execute("SELECT pg_advisory_unlock($1, $2)", int(LockSpace.ASSETS), stripe)
     code = await asyncio.to_thread(reconciler.process.wait, 30)  # type: ignore[union-attr]
     assert code == 0
     assert await _undecided(database, events) == 0  # the batch finished before the exit

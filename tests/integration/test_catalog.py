@@ -11,7 +11,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from rwasync.platform.db import Database
+from rwasync.platform.db import Database, LockSpace, lock_stripes
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.relay import prune
 from rwasync.store.catalog import (
@@ -30,12 +30,20 @@ INSERT INTO asset_changes (event_id, event_type, source, provider_id, asset_id, 
                            deleted, after_hash)
 VALUES ($1, 'asset.upserted', 'push', 'prv_test', $2, now(), false, '\\x00')
 """
+# Enough stripes that the test's few keys never share one (only the key space matters here).
+TEST_STRIPES = 1_000_003
+
+
+async def write_entry(conn: asyncpg.Connection, event_id: uuid.UUID, asset_id: str) -> None:
+    """As the reconciler writes: its asset stripe lock first (the feed's horizon is read off
+    these locks), then the entry."""
+    await lock_stripes(conn, [f"prv_test/{asset_id}"], LockSpace.ASSETS, TEST_STRIPES)
+    await conn.execute(INSERT_ENTRY, event_id, asset_id)
 
 
 async def _read_until(db: Database, since: str | None, count: int) -> list[dict[str, object]]:
     """Follow the feed from `since` until `count` entries came. Entries are handed out once no
-    transaction in the cluster could still commit one before them, which can take a moment on
-    a shared server: wait for them, never assume."""
+    writer could still commit one before them: wait for them, never assume."""
     items: list[dict[str, object]] = []
 
     async def more() -> int:
@@ -58,9 +66,9 @@ async def test_an_entry_committing_late_is_neither_skipped_nor_repeated(
         early, late = uuid.uuid4(), uuid.uuid4()
         t1 = first.transaction()
         await t1.start()
-        await first.execute(INSERT_ENTRY, early, "a1")  # the lower transaction id...
+        await write_entry(first, early, "a1")  # the lower transaction id...
         async with second.transaction():
-            await second.execute(INSERT_ENTRY, late, "a2")  # ...commits after the higher one
+            await write_entry(second, late, "a2")  # ...commits after the higher one
         page = await read_changes(db.pool, None)
         assert page["items"] == []  # a1's transaction may still add an entry before a2's
         cursor = page["next_cursor"]
@@ -86,7 +94,7 @@ async def test_concurrent_writers_committing_out_of_order_reach_a_follower_once_
                 async with conn.transaction():
                     for _ in range(rng.randint(1, 3)):
                         event_id = uuid.uuid4()
-                        await conn.execute(INSERT_ENTRY, event_id, f"w{n}-{i}")
+                        await write_entry(conn, event_id, f"w{n}-{i}")
                         written.append(event_id)
                     await asyncio.sleep(rng.random() * 0.03)  # commit at a random later moment
         finally:

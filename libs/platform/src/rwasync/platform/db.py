@@ -43,28 +43,16 @@ class LockSpace(IntEnum):
     CHANGE_RELAY = 3
 
 
-# Takes the transaction-scoped advisory locks of a batch's keys in one global order (sorted), so
-# two batches locking overlapping keys can never deadlock.
-_LOCK_KEYS = """
-SELECT pg_advisory_xact_lock(k)
-FROM (SELECT DISTINCT hashtextextended(key, $2) AS k FROM unnest($1::text[]) AS u(key)
-      ORDER BY 1) AS keys
-"""
-
-
-async def lock_keys(conn: asyncpg.Connection, keys: list[str], space: LockSpace) -> None:
-    """Serialise concurrent replicas on these keys until the transaction ends."""
-    await conn.execute(_LOCK_KEYS, keys, int(space))
-
-
 async def lock_stripes(
     conn: asyncpg.Connection, keys: list[str], space: LockSpace, stripes: int
 ) -> None:
-    """Like `lock_keys`, over `stripes` hashed stripes of the key space: a batch of thousands of
-    keys takes at most `stripes` locks (Postgres' shared lock table holds only
-    max_locks_per_transaction x max_connections), at the price of serialising batches that share
-    a stripe. Take them before the transaction's first write: a transaction waiting for a stripe
-    then gets its transaction id only after the holder committed."""
+    """Serialise concurrent replicas on these keys until the transaction ends, over `stripes`
+    hashed stripes of the key space, taken in one global order so that two batches can never
+    deadlock. A batch of thousands of keys takes at most `stripes` locks (Postgres' shared lock
+    table holds only max_locks_per_transaction x max_connections), at the price of serialising
+    batches that share a stripe. Take them before the transaction's first write: a transaction
+    waiting for a stripe then gets its transaction id only after the holder committed, and
+    `writers_horizon` can tell which writers are still running."""
     await conn.execute(_LOCK_STRIPES, keys, int(space), stripes)
 
 
@@ -73,6 +61,44 @@ SELECT pg_advisory_xact_lock($2, s)
 FROM (SELECT DISTINCT (hashtext(key) & 2147483647) % $3 AS s FROM unnest($1::text[]) AS u(key)
       ORDER BY 1) AS stripes
 """
+
+
+# The horizon of a change log whose rows record their transaction id (`pg_current_xact_id()`)
+# and whose writers all take stripe locks of one key space ($1) before their first write and hold
+# them to the end: a transaction id below which every such writer has ended. The writers still
+# running are those holding a stripe lock here; their ids come from their `transactionid` locks
+# (32 bits, widened with the epoch of xmax). Read it *before* the changes: a writer not listed has
+# ended, or gets an id >= xmax. Unlike `pg_snapshot_xmin` (cluster-wide), transactions of other
+# databases and other tables never hold the log back.
+_WRITERS_HORIZON = """
+WITH writers AS (
+    SELECT virtualtransaction FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND classid = $1 AND objsubid = 2
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+),
+xids AS (
+    SELECT l.transactionid::text::bigint AS xid32
+    FROM pg_locks l JOIN writers w USING (virtualtransaction)
+    WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+),
+next AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax),
+widened AS (
+    -- A 32-bit id far above xmax's low bits belongs to the previous epoch; one at or just above
+    -- xmax was assigned after this statement's snapshot (pg_locks is live): it cannot hold back
+    -- anything below xmax, which `least` below caps it to.
+    SELECT CASE WHEN ((n.xmax >> 32) << 32) | x.xid32 >= n.xmax + 2147483648
+                THEN (((n.xmax >> 32) << 32) | x.xid32) - 4294967296
+                ELSE ((n.xmax >> 32) << 32) | x.xid32 END AS xid
+    FROM next n JOIN xids x ON true
+)
+SELECT least(n.xmax, (SELECT min(xid) FROM widened)) FROM next n
+"""
+
+
+async def writers_horizon(conn: asyncpg.Connection | asyncpg.Pool, space: LockSpace) -> int:
+    """The transaction id below which every writer holding `space`'s stripe locks has ended:
+    change-log rows with a smaller id are settled, and none with a smaller id will appear."""
+    return int(await conn.fetchval(_WRITERS_HORIZON, int(space)))
 
 
 class DatabaseUnavailable(Exception):

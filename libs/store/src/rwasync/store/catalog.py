@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from rwasync.platform.db import LockSpace, writers_horizon
 from rwasync.schema.asset import ASSET_STATUSES
 from rwasync.schema.timestamps import timestamp_text
 
@@ -89,7 +90,9 @@ def _check_limit(limit: int) -> int:
 
 # --- the change feed -------------------------------------------------------------------------
 
-# One snapshot: the retention horizon, and the settled entries after a position.
+# One snapshot: the retention horizon, and the settled entries after a position — those whose
+# transaction id is below the writers' horizon ($4, read first: `writers_horizon`), so that an
+# entry committed later can never sort before one already handed out.
 CHANGES_AFTER: Final = """
 SELECT h.xid::text AS horizon_xid, h.change_id AS horizon_change_id,
        c.xid::text AS xid, c.change_id, c.event_id, c.provider_id, c.asset_id, c.updated_at,
@@ -98,7 +101,7 @@ FROM asset_changes_horizon h
 LEFT JOIN LATERAL (
     SELECT * FROM asset_changes
     WHERE (xid, change_id) > ($1::text::xid8, $2)
-      AND xid < pg_snapshot_xmin(pg_current_snapshot())
+      AND xid < $4::text::xid8
     ORDER BY xid, change_id
     LIMIT $3
 ) c ON true
@@ -134,7 +137,10 @@ async def changes_after(
     conn: asyncpg.Connection | asyncpg.Pool, position: ChangePosition, limit: int
 ) -> ChangePage:
     """The settled entries after `position`, oldest first (no retention check: the relay's)."""
-    rows = await conn.fetch(CHANGES_AFTER, str(position.xid), position.change_id, limit)
+    settled_below = await writers_horizon(conn, LockSpace.ASSETS)
+    rows = await conn.fetch(
+        CHANGES_AFTER, str(position.xid), position.change_id, limit, str(settled_below)
+    )
     horizon = ChangePosition(int(rows[0]["horizon_xid"]), int(rows[0]["horizon_change_id"]))
     entries = [r for r in rows if r["xid"] is not None]
     last = ChangePosition.of(entries[-1]) if entries else position

@@ -4,7 +4,7 @@ One broker subscription per process: an exclusive, auto-delete queue bound to th
 `rwasync.prices.changed` fanout exchange, on which every pricing replica publishes a wake-up after
 a commit that moved a latest price. On a wake-up (or every `stream_poll_seconds` without one) the
 hub reads the change log after its position — only changes every reader can already see in the
-same order (below the horizon of CHANGES_HORIZON) — and offers each to the matching subscribers'
+same order (below `writers_horizon`) — and offers each to the matching subscribers'
 bounded queues in memory. It never waits for a subscriber: one whose queue is full is marked slow
 and dropped by its own connection.
 """
@@ -29,7 +29,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 from prometheus_client import Counter, Gauge
 
 from rwasync.platform.broker import Broker
-from rwasync.platform.db import Database, LockSpace
+from rwasync.platform.db import Database, LockSpace, writers_horizon
 from rwasync.pricing import queries
 from rwasync.pricing.api import row_price
 from rwasync.schema import topology
@@ -223,7 +223,7 @@ class ChangeHub:
                 self._wake.set()
 
     async def _horizon(self) -> int:
-        return int(await self._db.fetchval(queries.CHANGES_HORIZON, int(LockSpace.PRICES)))
+        return await writers_horizon(self._db.pool, LockSpace.PRICES)
 
     async def _start_position(self) -> int:
         while True:
@@ -240,7 +240,7 @@ class ChangeHub:
         """Offer every visible change after the position; True if some still wait."""
         assert self._position is not None
         while True:
-            horizon = await self._horizon()  # first: see CHANGES_HORIZON
+            horizon = await self._horizon()  # first: see writers_horizon
             rows = await self._db.fetch(queries.CHANGES_AFTER, *self._position, horizon, PAGE)
             now = datetime.now(UTC)
             changes = [r for r in rows if r["xid"] is not None]

@@ -176,35 +176,6 @@ ORDER BY 1, 2
 
 # --- the change log behind the stream ---------------------------------------------------------
 
-# The stream's horizon: a transaction id below which every transaction that can write price
-# changes has ended. Writers of `price_changes` (pricing's applier, the CLI) take their price
-# stripe locks (advisory locks of key space $1) before their first write and hold them to the end,
-# so the writers still running are those holding such a lock here; their ids come from their
-# `transactionid` locks (32 bits, widened with the epoch of xmax). Read this *before* the changes:
-# a writer not listed had either ended, or will get an id >= xmax. Transactions of other
-# databases or other tables never hold the stream back (the cluster-wide pg_snapshot_xmin would).
-CHANGES_HORIZON: Final = """
-WITH price_writers AS (
-    SELECT virtualtransaction FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND classid = $1 AND objsubid = 2
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-),
-xids AS (
-    SELECT l.transactionid::text::bigint AS xid32
-    FROM pg_locks l JOIN price_writers w USING (virtualtransaction)
-    WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
-),
-next AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax)
-SELECT least(
-    n.xmax,
-    min(CASE WHEN ((n.xmax >> 32) << 32) | x.xid32 >= n.xmax
-             THEN (((n.xmax >> 32) << 32) | x.xid32) - 4294967296
-             ELSE ((n.xmax >> 32) << 32) | x.xid32 END)
-)
-FROM next n LEFT JOIN xids x ON true
-GROUP BY n.xmax
-"""
-
 # The changes after a position, below the horizon ($3), in the one order every reader sees;
 # `pending` tells whether changes wait for a writer still running.
 CHANGES_AFTER: Final = """

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import orjson
 import structlog
 from prometheus_client import Counter
 
-from rwasync.platform.db import Database, LockSpace, lock_keys
+from rwasync.platform.db import Database, LockSpace, lock_stripes
 from rwasync.reconciler import queries
 from rwasync.reconciler.folding import apply_folded
 from rwasync.reconciler.patch_state import AssetEvent
@@ -86,6 +86,10 @@ def _incoming(
     return rows
 
 
+# Advisory-lock stripes of the asset key space: at most this many locks per transaction.
+ASSET_LOCK_STRIPES: Final = 128
+
+
 class AssetApplier:
     """Applies a batch of asset events in one transaction; the consumer retries and splits."""
 
@@ -96,7 +100,11 @@ class AssetApplier:
         changes = [_check(e) for e in events]
         keys = list(dict.fromkeys(asset_key(e) for e in changes))
         async with self._db.connection() as conn, conn.transaction():
-            await lock_keys(conn, [f"{p}/{a}" for p, a in keys], LockSpace.ASSETS)
+            # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
+            # Postgres' shared lock table; and the change feed's horizon is read off them.
+            await lock_stripes(
+                conn, [f"{p}/{a}" for p, a in keys], LockSpace.ASSETS, ASSET_LOCK_STRIPES
+            )
             # Assets this batch patches are folded; so are those that keep patches from before,
             # which the merge finds and leaves alone ("deferred").
             patched = {asset_key(e) for e in changes if e.type == EventType.ASSET_PATCHED}
