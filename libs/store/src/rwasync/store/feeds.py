@@ -97,11 +97,26 @@ def _threshold(value: Any) -> DeletionThreshold:
     return DeletionThreshold(share, count)
 
 
+def _nul_at(value: Any, pointer: str = "") -> str | None:
+    """The pointer of the first string holding NUL (which Postgres text cannot store)."""
+    if isinstance(value, str):
+        return pointer if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _nul_at(key, pointer) or _nul_at(item, f"{pointer}/{key}")
+            if found is not None:
+                return found
+    return None
+
+
 def parse_feed_settings(document: Any, policy: AddressPolicy) -> FeedSettings:
     """A registration document (`PUT /v1/feeds/{feed_id}`'s body, or what the CLI builds):
     `{"url", "format", "schedule", "auth", "deletion_threshold", "enabled"}`."""
     if not isinstance(document, dict):
         raise FeedSettingInvalid("", "must be a JSON object")
+    nul = _nul_at(document)
+    if nul is not None:
+        raise FeedSettingInvalid(nul, "must not contain NUL")
     for key in sorted(set(document) - _SETTINGS_KEYS):
         raise FeedSettingInvalid(f"/{key}", "unknown field")
     url = document.get("url")
@@ -193,8 +208,11 @@ def _after(cursor: str | None) -> tuple[datetime | None, str | None]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         moment, key = orjson.loads(raw)
-        return datetime.fromisoformat(moment.replace("Z", "+00:00")), str(key)
-    except (ValueError, TypeError):
+        after = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        if after.tzinfo is None or not isinstance(key, str) or "\x00" in key:
+            raise ValueError(cursor)
+        return after, key
+    except (ValueError, TypeError, AttributeError):
         raise FeedSettingInvalid("/cursor", "is not a cursor this listing returned") from None
 
 
@@ -350,7 +368,7 @@ async def put_feed(
 ) -> tuple[dict[str, Any], bool]:
     """Create or replace the provider's feed `feed_id`; returns the feed and whether it was
     created. A replacement keeps the feed's runs; its schedule starts over from now."""
-    if not FEED_ID_PATTERN.match(feed_id):
+    if not FEED_ID_PATTERN.fullmatch(feed_id):
         raise FeedSettingInvalid("/feed_id", "must be 1-128 letters, digits, '.', '_', ':' or '-'")
     values = _registration(settings, secrets)
     async with conn.transaction():
