@@ -202,7 +202,7 @@ async def test_a_replacement_keeps_the_runs_and_an_idempotent_trigger_runs_once(
     replaced = await put_feed(feed_api, provider, feed_id, url=url, enabled=False, format="json")
     assert replaced["enabled"] is False and replaced["next_run_at"] is None
     status, runs, _ = await call(feed_api, "GET", f"/v1/feeds/{feed_id}/runs", provider)
-    assert [r["run_id"] for r in runs["items"]] == [first[1]["run_id"]]
+    assert status == 200 and [r["run_id"] for r in runs["items"]] == [first[1]["run_id"]]
 
 
 HOLDS = {
@@ -386,9 +386,11 @@ def as_csv(items: list[dict[str, Any]]) -> bytes:
         price = item.get("price", {})
         media = item.get("media", [{}])[0]
         writer.writerow(
-            [item["id"], item["updated_at"], item["status"], item["name"]]
-            + [price.get("amount", ""), price.get("currency", "")]
-            + [media.get("url", ""), media.get("kind", "")]
+            [
+                *(item["id"], item["updated_at"], item["status"], item["name"]),
+                *(price.get("amount", ""), price.get("currency", "")),
+                *(media.get("url", ""), media.get("kind", "")),
+            ]
         )
     return out.getvalue().encode()
 
@@ -488,7 +490,7 @@ async def test_validate_feed_by_url_reports_holds_and_failures(
     status, unknown, _ = await call(
         feed_api, "POST", "/v1/validate/feed?feed_id=nope", provider, {"url": url}
     )
-    assert status == 404
+    assert status == 404 and unknown["type"].endswith("/not-found")
     response = await feed_api.post(
         "/v1/validate/feed", data=b"{broken", headers={**JSON, **provider.bearer}
     )
