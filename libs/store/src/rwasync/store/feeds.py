@@ -42,6 +42,8 @@ from rwasync.store.tenants import new_id
 FEED_WAKEUP_CHANNEL: Final = "rwasync_feed_runs"
 FEED_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_PAGE: Final = 500
+# The column's range (a Postgres integer); far beyond any catalogue's size.
+MAX_MIN_COUNT: Final = 2**31 - 1
 _SETTINGS_KEYS: Final = frozenset(
     {"url", "format", "schedule", "auth", "deletion_threshold", "enabled"}
 )
@@ -92,8 +94,10 @@ def _threshold(value: Any) -> DeletionThreshold:
     except InvalidOperation:
         raise FeedSettingInvalid("/deletion_threshold/percent", "must be a number 0-100") from None
     count = value.get("min_count", DEFAULT_DELETION_THRESHOLD.min_count)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise FeedSettingInvalid("/deletion_threshold/min_count", "must be an integer ≥ 0")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_MIN_COUNT:
+        raise FeedSettingInvalid(
+            "/deletion_threshold/min_count", f"must be an integer from 0 to {MAX_MIN_COUNT}"
+        )
     return DeletionThreshold(share, count)
 
 

@@ -166,7 +166,7 @@ class DeletionThresholdSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     percent: Annotated[float, Field(ge=0, le=100)] = 20
-    min_count: Annotated[int, Field(ge=0)] = 5
+    min_count: Annotated[int, Field(ge=0, le=2**31 - 1)] = 5
 
 
 class FeedRegistration(BaseModel):
