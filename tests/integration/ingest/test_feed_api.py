@@ -323,6 +323,8 @@ async def test_a_partner_manages_the_feed_of_the_provider_it_names(
         ({"auth": {"type": "kerberos"}}, "/auth/type"),
         ({"deletion_threshold": {"percent": 120}}, "/deletion_threshold/percent"),
         ({"deletion_threshold": {"min_count": -1}}, "/deletion_threshold/min_count"),
+        ({"deletion_threshold": {"min_count": 2**31}}, "/deletion_threshold/min_count"),
+        ({"schedule": "232020000000"}, "/schedule"),
         ({"enabled": "yes"}, "/enabled"),
         ({"colour": "red"}, "/colour"),
         ({"schedule": "1h\u0000"}, "/schedule"),

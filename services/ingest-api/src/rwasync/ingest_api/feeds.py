@@ -51,6 +51,8 @@ DEFAULT_RUNS_PAGE: Final = 50
 
 FEED_ID_PARAM: Final = Param("feed_id", "path", str, "the feed's id (chosen by the provider)")
 RUN_ID_PARAM: Final = Param("run_id", "path", str, "the run's id")
+# A run's writes also answer 404 for an unknown (or another provider's) feed or run.
+RUN_WRITE_PROBLEMS: Final = (*WRITE_PROBLEMS, 404)
 CURSOR_PARAM: Final = Param("cursor", "query", str, "the `next_cursor` of the previous page")
 
 
@@ -173,7 +175,7 @@ class FeedRoutes:
                 "requestFeedRun",
                 "Run the feed now (after a run of it still in progress)",
                 replies=(requested,),
-                problems=WRITE_PROBLEMS,
+                problems=RUN_WRITE_PROBLEMS,
                 params=(FEED_ID_PARAM, IDEMPOTENCY_KEY, TENANT),
                 **common,
             ),
@@ -213,7 +215,7 @@ class FeedRoutes:
                         ("Location",),
                     ),
                 ),
-                problems=WRITE_PROBLEMS,
+                problems=RUN_WRITE_PROBLEMS,
                 params=(FEED_ID_PARAM, RUN_ID_PARAM, IDEMPOTENCY_KEY, TENANT),
                 **common,
             ),
@@ -224,7 +226,7 @@ class FeedRoutes:
                 "rejectFeedRun",
                 "Reject the feed's latest held run: nothing of it is applied",
                 replies=(Reply(200, "the rejected run", FeedRun),),
-                problems=WRITE_PROBLEMS,
+                problems=RUN_WRITE_PROBLEMS,
                 params=(FEED_ID_PARAM, RUN_ID_PARAM, IDEMPOTENCY_KEY, TENANT),
                 **common,
             ),

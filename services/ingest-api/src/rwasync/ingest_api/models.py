@@ -226,7 +226,8 @@ class FeedItemErrors(BaseModel):
     had one, and its errors (pointers relative to the item)."""
 
     index: int
-    id: str | None
+    # Absent when the item had no usable id.
+    id: str | None = None
     errors: list[ItemError]
 
 
