@@ -504,3 +504,18 @@ async def test_validate_feed_by_url_reports_holds_and_failures(
         )
         == 0
     )
+
+
+async def test_without_an_allow_list_loopback_is_refused_at_put_and_at_fetch(
+    ingest: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    """The module's plain ingest-api allows no private network, as a deployment by default."""
+    provider = await create_provider(store)
+    url = feeds_host.serve("/local.json", body(feed_body([asset("x")], timestamp=snapshot_at())))
+    status, refused, _ = await call(ingest, "PUT", "/v1/feeds/local", provider, {"url": url})
+    assert status == 422 and refused["errors"][0]["pointer"] == "/url", refused
+    # A host name is checked per resolved address when fetched: the preview fails as a run would.
+    by_name = url.replace("127.0.0.1", "localhost")
+    status, preview, _ = await call(ingest, "POST", "/v1/validate/feed", provider, {"url": by_name})
+    assert status == 200 and preview["reason_code"] == "address_refused", preview
+    assert feeds_host.hits["/local.json"] == 0
