@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
+import asyncpg
 from aiohttp import web
 
 from rwasync.feeds.fetch import FetchLimits
@@ -102,7 +103,11 @@ class FeedValidation:
             request, self._ingest.batch, media_types=FEED_MEDIA_TYPES
         )
         fmt = self._format(request)
-        settings = self._settings_document(call)
+        document = self._settings_document(call)
+        registration = None
+        if document is not None:
+            with feed_errors():  # a bad setting is a 422 before any work
+                registration = feeds.parse_feed_settings(document, self._rules.policy)
         try:
             async with asyncio.timeout(SLOT_WAIT):
                 await self._slots.acquire()
@@ -113,8 +118,21 @@ class FeedValidation:
         try:
             async with self._ingest.db.connection() as conn:
                 threshold = await self._threshold(conn, call)
-                if settings is not None:
-                    preview = await self._preview_url(conn, call, settings, threshold)
+                if registration is not None:
+                    assert document is not None
+                    if "deletion_threshold" not in document:
+                        registration = dataclasses.replace(registration, threshold=threshold)
+                    # The connection is held while the feed downloads: previews at once are
+                    # few (`at_once`), so they never take the pool from the other calls.
+                    preview = await feed_preview.preview_url(
+                        conn,
+                        provider_id=call.provider_id,
+                        settings=registration,
+                        policy=self._rules.policy,
+                        limits=self._limits.fetch,
+                        max_items=self._limits.max_items,
+                        feed_id=request.query.get("feed_id"),
+                    )
                 else:
                     preview = await feed_preview.preview_body(
                         conn,
@@ -156,7 +174,7 @@ class FeedValidation:
             return document
         return None
 
-    async def _threshold(self, conn: Any, call: Call) -> DeletionThreshold:
+    async def _threshold(self, conn: asyncpg.Connection, call: Call) -> DeletionThreshold:
         """The named feed's deletion threshold (404 for an unknown or another provider's)."""
         feed_id = call.request.query.get("feed_id")
         if feed_id is None:
@@ -167,20 +185,3 @@ class FeedValidation:
             feed = await feeds.get_feed(conn, feed_id, provider_id=call.provider_id)
         stored = feed["deletion_threshold"]
         return DeletionThreshold(Decimal(str(stored["percent"])), int(stored["min_count"]))
-
-    async def _preview_url(
-        self, conn: Any, call: Call, document: dict[str, Any], threshold: DeletionThreshold
-    ) -> dict[str, Any]:
-        with feed_errors():
-            settings = feeds.parse_feed_settings(document, self._rules.policy)
-        if "deletion_threshold" not in document:
-            settings = dataclasses.replace(settings, threshold=threshold)
-        return await feed_preview.preview_url(
-            conn,
-            provider_id=call.provider_id,
-            settings=settings,
-            policy=self._rules.policy,
-            limits=self._limits.fetch,
-            max_items=self._limits.max_items,
-            feed_id=call.request.query.get("feed_id"),
-        )
