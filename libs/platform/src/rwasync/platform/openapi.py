@@ -33,7 +33,9 @@ PROBLEM_MEANINGS: Final[Mapping[int, str]] = {
     404: "not found (or another provider's)",
     405: "method not allowed on this path",
     408: "the body did not arrive in time",
-    409: "a request with this Idempotency-Key is still in progress",
+    409: "a conflict: a request with this Idempotency-Key still in progress, an id in use, "
+    "or a state that does not allow the call",
+    410: "gone: what the cursor points after is no longer kept",
     413: "the body is larger than the limit",
     415: "the Content-Type is not accepted",
     422: "the document breaks the schema; `errors` lists each problem with a JSON pointer",
