@@ -34,7 +34,9 @@ from rwasync.schema.errors import (
     CUSTOM_ERROR_PREFIX,
     NO_NUL_PATTERN,
     AssetInvalid,
+    FieldError,
     field_errors,
+    json_pointer,
 )
 from rwasync.schema.timestamps import MAX_FUTURE_SKEW, timestamp_text, too_far_ahead, utc_now
 
@@ -72,10 +74,32 @@ def validate_contract(model: type[Contract], data: Any, *, now: datetime | None 
         now = utc_now()
     elif now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    crowded = _crowded_object(data)
+    if crowded is not None:
+        raise AssetInvalid([crowded])
     try:
         return model.model_validate(data, context={"now": now})
     except ValidationError as exc:
         raise AssetInvalid(field_errors(exc)) from None
+
+
+# More keys than any object of a contract may hold (its fields, or MAX_ITEMS attributes).
+MAX_OBJECT_KEYS: Final = 200
+
+
+def _crowded_object(data: Any) -> FieldError | None:
+    """The first object with more than MAX_OBJECT_KEYS keys, as one error. pydantic would report
+    each unknown key of it, and a million errors cost seconds and hundreds of MB to build."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            if len(node) > MAX_OBJECT_KEYS:
+                return FieldError(json_pointer(path), f"has {len(node)} keys: far too many")
+            stack.extend((value, (*path, str(key))) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, (*path, index)) for index, value in enumerate(node))
+    return None
 
 
 def validation_now(info: ValidationInfo) -> datetime:
