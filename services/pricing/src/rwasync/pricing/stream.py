@@ -101,7 +101,12 @@ class PriceStream:
                         str,
                         "the reader token, for clients that cannot send headers (EventSource)",
                     ),
-                    Param("Last-Event-ID", "header", str, "resume after this event id"),
+                    Param(
+                        "Last-Event-ID",
+                        "header",
+                        {"type": "string", "pattern": "^[0-9]{1,18}-[0-9]{1,18}$"},
+                        "resume after this event id (one this stream sent)",
+                    ),
                 ),
                 tag="stream",
                 security=READER_AUTH,
