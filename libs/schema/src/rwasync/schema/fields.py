@@ -68,13 +68,17 @@ def _shown(value: str, limit: int = 40) -> str:
 Contract = TypeVar("Contract", bound=BaseModel)
 
 
-def validate_contract(model: type[Contract], data: Any, *, now: datetime | None = None) -> Contract:
-    """Validate `data` into `model` against the clock `now`; AssetInvalid lists every error."""
+def validate_contract(
+    model: type[Contract], data: Any, *, now: datetime | None = None, envelope: bool = False
+) -> Contract:
+    """Validate `data` into `model` against the clock `now`; AssetInvalid lists every error.
+    An `envelope` (a batch, whose items are validated one by one later) is checked for crowded
+    objects at its top level only, so that a crowded item fails that item alone."""
     if now is None:
         now = utc_now()
     elif now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    crowded = _crowded_object(data)
+    crowded = _crowded_object(data, top_only=envelope)
     if crowded is not None:
         raise AssetInvalid([crowded])
     try:
@@ -87,9 +91,13 @@ def validate_contract(model: type[Contract], data: Any, *, now: datetime | None 
 MAX_OBJECT_KEYS: Final = 200
 
 
-def _crowded_object(data: Any) -> FieldError | None:
+def _crowded_object(data: Any, *, top_only: bool = False) -> FieldError | None:
     """The first object with more than MAX_OBJECT_KEYS keys, as one error. pydantic would report
     each unknown key of it, and a million errors cost seconds and hundreds of MB to build."""
+    if top_only:
+        if isinstance(data, dict) and len(data) > MAX_OBJECT_KEYS:
+            return FieldError("", f"has {len(data)} keys: far too many")
+        return None
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
     while stack:
         node, path = stack.pop()

@@ -89,4 +89,4 @@ def create_app(settings: PricingSettings) -> web.Application:
 def main() -> None:
     settings = PricingSettings()
     configure_logging("pricing", settings.log_level, settings.log_format)
-    run(create_app(settings), settings.host, settings.port)
+    run(create_app(settings), settings.host, settings.port, idle_timeout=settings.http_idle_timeout)
