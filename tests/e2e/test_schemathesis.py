@@ -107,11 +107,16 @@ def excluded(case: schemathesis.Case) -> list[Any]:
     validity is more than JSON Schema can state, so a schema-valid request may rightly be a 4xx:
     bodies of the asset and price contracts (a timestamp at most 5 minutes ahead, ISO 4217 codes,
     EIP-55 checksums, a body id equal to the path's), opaque page cursors (only one the API
-    returned is valid) and time ranges (`from` before `to`, at most 5000 candles). The other
-    direction (`negative_data_rejection`) applies everywhere.
+    returned is valid), time ranges (`from` before `to`, at most 5000 candles) and idempotency
+    keys (valid once per request). The other direction (`negative_data_rejection`) applies
+    everywhere.
     """
     beyond_schema = {"cursor", "from", "to"} & set(case.query or {})
-    return [positive_data_acceptance] if case.body is not NOT_SET or beyond_schema else []
+    # An Idempotency-Key is valid once per request: reused with another request, it is a 422.
+    stateful = "idempotency-key" in {name.lower() for name in case.headers or {}}
+    if case.body is not NOT_SET or beyond_schema or stateful:
+        return [positive_data_acceptance]
+    return []
 
 
 def strip_reserved(case: schemathesis.Case, target: Target) -> None:

@@ -301,6 +301,17 @@ def _not_too_far_ahead(moment: datetime, info: ValidationInfo) -> datetime:
 _TIMESTAMP_JSON = PlainSerializer(timestamp_text, return_type=str, when_used="json")
 
 # Any RFC 3339 instant (used where the future is allowed, e.g. rendering stored values).
-RFC3339Timestamp = Annotated[datetime, BeforeValidator(as_utc_datetime), _TIMESTAMP_JSON]
+# Its JSON Schema states the year range too (as the local year; an offset can still carry the
+# first or last hours across it).
+_TIMESTAMP_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "format": "date-time",
+        "pattern": "^(?:[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-",
+    }
+)
+RFC3339Timestamp = Annotated[
+    datetime, BeforeValidator(as_utc_datetime), _TIMESTAMP_JSON, _TIMESTAMP_SCHEMA
+]
 # A provider's timestamp: also no more than MAX_FUTURE_SKEW ahead of the validation's `now`.
 AwareTimestamp = Annotated[RFC3339Timestamp, AfterValidator(_not_too_far_ahead)]
