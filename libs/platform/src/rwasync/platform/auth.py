@@ -147,6 +147,8 @@ class Authenticator(Generic[Identity]):
                 else:
                     identity = await self._check.bearer(presented)
             if identity is None:
+                # Revoked: it no longer passes an address over its limit either.
+                self._known_good.discard(cache_key)
                 raise self.refused("invalid credentials")
             self._verified.put(cache_key, identity)
             self._known_good.put(cache_key, True)

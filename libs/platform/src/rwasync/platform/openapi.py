@@ -100,6 +100,9 @@ class Body:
     media_types: tuple[str, ...] = ("application/json",)
     required: bool = True
     description: str = ""
+    # The body is judged, not refused: any JSON document gets the success answer (a report on
+    # it), so the document says "the schema, or anything", not a 4xx for the rest.
+    judged: bool = False
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,11 @@ def _operation(o: Operation, schema_of: Callable[[Any], dict[str, Any]]) -> dict
         ]
     if o.body is not None:
         body_schema = schema_of(o.body.schema)
+        if o.body.judged:
+            body_schema = {
+                "anyOf": [body_schema, {}],
+                "description": "any JSON document; the answer says whether it is valid",
+            }
         spec["requestBody"] = {
             "required": o.body.required,
             "content": {media: {"schema": body_schema} for media in o.body.media_types},
