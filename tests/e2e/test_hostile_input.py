@@ -572,7 +572,7 @@ async def test_no_secret_reaches_any_log(
         for name, text in logs.items()
     }
     assert not any(leaks.values()), leaks
-    assert len(secrets.values) >= 40
+    assert len(secrets.values) >= 9  # its own; 70 when the whole module runs first
     print(
         f"{len(secrets.values)} secrets presented, {sum(len(t) for t in logs.values())} bytes of "
         "logs from four services, 0 found"
