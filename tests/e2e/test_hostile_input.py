@@ -2,10 +2,12 @@
 slow-loris clients on both HTTP services, guessed credentials, feed URLs aimed inside the network,
 and — over all of it — no secret in any service's log.
 
-The services run on their own (database, vhost, logs) with short deadlines so the defences show
-within seconds: a 2 s idle timeout (the request head must be complete by then), a 1 s body
-deadline, 5 failed authentications a minute, a 64 MiB decoded-feed cap, feeds allowed only to
-127.0.0.2 (so that 127.0.0.1 and `localhost` stand for the inside of the network), and DEBUG logs.
+The gzip bomb, SSRF and slow-loris scenarios take 10-20 s each and run with `make test-slow`
+(`-m slow`); the rest are in the default suite. The services run on their own (database, vhost,
+logs) with short deadlines so the defences show within seconds: a 2 s idle timeout (the request
+head must be complete by then), a 1 s body deadline, 5 failed authentications a minute, a 64 MiB
+decoded-feed cap, feeds allowed only to 127.0.0.2 (so that 127.0.0.1 and `localhost` stand for
+the inside of the network), and DEBUG logs.
 """
 
 from __future__ import annotations
@@ -233,6 +235,7 @@ def peak_rss_bytes(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.slow  # about 15 s: kept out of the default suite's budget
 async def test_a_gzip_bomb_at_feed_fetch_fails_the_run_at_the_cap_in_bounded_memory(
     hostile_system: System, tenant: dict[str, str]
 ) -> None:
@@ -271,6 +274,7 @@ async def test_a_gzip_bomb_at_feed_fetch_fails_the_run_at_the_cap_in_bounded_mem
 # --- SSRF at fetch time -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 15 s: kept out of the default suite's budget
 async def test_feed_urls_aimed_inside_the_network_are_refused_with_a_clear_reason(
     hostile_system: System, tenant: dict[str, str]
 ) -> None:
@@ -432,6 +436,7 @@ async def _loris(system: System, tenant: dict[str, str], service: str) -> str:
     )
 
 
+@pytest.mark.slow  # about 15 s: kept out of the default suite's budget
 async def test_slow_loris_clients_are_cut_off_while_others_are_served(
     hostile_system: System, tenant: dict[str, str]
 ) -> None:

@@ -30,7 +30,7 @@ from tests.support.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-QUICK_EXAMPLES = 15
+QUICK_EXAMPLES = 8
 DEEP_EXAMPLES = 200
 QUICK_STATEFUL = 8
 DEEP_STATEFUL = 100
