@@ -17,7 +17,8 @@ from rwasync.platform.http import Problem
 
 ONE_ASSET_ID: Final = r"[A-Za-z0-9._:-]{1,128}"
 ASSET_ID: Final = re.compile(rf"^{ONE_ASSET_ID}$")
-# Longer than any id rwasync issues (`prv_` and 16 hex digits): no such provider, not looked up.
+# Every provider id rwasync issues (`prv_` and 16 hex digits) fits; anything else names no
+# provider and is not looked up (a NUL, say, would be an error from Postgres, not a 404).
 PROVIDER_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_ASSET_IDS: Final = 500
 MAX_LIMIT_DIGITS: Final = 4
@@ -31,7 +32,7 @@ DEFAULT_RANGE: Final = timedelta(days=30)
 AssetIdList = Annotated[str, StringConstraints(pattern=rf"^{ONE_ASSET_ID}(,{ONE_ASSET_ID})*$")]
 ProviderId = Annotated[str, StringConstraints(pattern=PROVIDER_ID.pattern)]
 AssetId = Annotated[str, StringConstraints(pattern=ASSET_ID.pattern)]
-Interval = Literal["1h", "1d"]
+Interval = Literal["1h", "1d"]  # the keys of INTERVALS
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
