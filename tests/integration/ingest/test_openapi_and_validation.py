@@ -75,6 +75,11 @@ async def test_openapi_describes_every_call_with_its_problems(ingest: Client) ->
     )
     assert "410" in document["paths"]["/v1/catalog/changes"]["get"]["responses"]
     assert document["components"]["securitySchemes"]["reader"]["scheme"] == "bearer"
+    # A batch is accepted whatever its items hold (a bad one is rejected alone in `results`): the
+    # document must not promise a 4xx for it.
+    for envelope, key in (("AssetBatch", "assets"), ("PriceBatch", "prices")):
+        items = schemas[envelope]["properties"][key]["items"]
+        assert items["anyOf"][1] == {}, items
 
 
 async def test_docs_page_and_its_assets_are_served_locally(ingest: Client) -> None:

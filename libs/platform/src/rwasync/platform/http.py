@@ -194,11 +194,24 @@ def new_app(*, client_max_size: int = 1024**2) -> web.Application:
 SHUTDOWN_TIMEOUT: Final = 10.0
 
 
-def run(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> None:
+def run(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    idle_timeout: float = 75.0,
+) -> None:
     """Serve until SIGINT/SIGTERM. Then aiohttp stops listening, closes idle connections, runs
     the app's shutdown hooks (a consumer stops consuming), lets requests in flight finish for up
     to SHUTDOWN_TIMEOUT seconds, and runs the cleanup contexts (connections close) in reverse.
-    With `reuse_port`, several processes may listen on the same port (SO_REUSEPORT)."""
+    With `reuse_port`, several processes may listen on the same port (SO_REUSEPORT).
+
+    `idle_timeout` is aiohttp's keep-alive timer, which also runs from the moment a connection
+    opens until its first request head is complete: a client trickling its headers (slow loris)
+    is cut off after it, as is an idle keep-alive connection. A body that is never read is
+    drained for at most aiohttp's lingering time (10 s), then the connection closes; a body a
+    handler reads has the handler's own deadline (ingest-api's `body_timeout`)."""
 
     async def announce(_: web.Application) -> None:
         log.info("shutting down: no new requests, finishing those in flight")
@@ -211,6 +224,7 @@ def run(app: web.Application, host: str, port: int, *, reuse_port: bool = False)
         print=None,
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=idle_timeout,
         reuse_port=reuse_port or None,
     )
     log.info("stopped")

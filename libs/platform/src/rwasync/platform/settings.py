@@ -57,6 +57,9 @@ class ServiceSettings(CommonSettings):
 
     host: str = "0.0.0.0"
     port: int
+    # A connection must send a complete request head within this many seconds of connecting or
+    # of its last answer, else it is closed (slow-loris clients, idle keep-alive connections).
+    http_idle_timeout: float = Field(75.0, gt=0)
     db_pool_min: int = 1
     db_pool_max: int = 10
     # Seconds to wait for a publisher confirm before answering 503.

@@ -161,7 +161,13 @@ def _pruning(
 def serve(settings: IngestSettings) -> None:
     configure_logging("ingest-api", settings.log_level, settings.log_format)
     reuse_port = settings.reuse_port or settings.processes > 1
-    run(create_app(settings), settings.host, settings.port, reuse_port=reuse_port)
+    run(
+        create_app(settings),
+        settings.host,
+        settings.port,
+        reuse_port=reuse_port,
+        idle_timeout=settings.http_idle_timeout,
+    )
 
 
 def _serve_from_environment() -> None:

@@ -24,7 +24,7 @@ from rwasync.platform.db import Database
 from rwasync.platform.http import Problem, json_response
 from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.schema.asset import ASSET_STATUSES
-from rwasync.schema.fields import RFC3339Timestamp, as_utc_datetime
+from rwasync.schema.fields import PROVIDER_ID, ProviderId, RFC3339Timestamp, as_utc_datetime
 from rwasync.store import catalog
 from rwasync.store.catalog import CatalogRequestInvalid, CursorExpired
 
@@ -73,7 +73,7 @@ class CatalogReads:
                 replies=(Reply(200, "a page", CatalogPage),),
                 problems=(400, 503),
                 params=(
-                    Param("provider_id", "query", str, "only this provider's assets"),
+                    Param("provider_id", "query", ProviderId, "only this provider's assets"),
                     Param("status", "query", {"enum": list(ASSET_STATUSES)}, "only this status"),
                     Param(
                         "updated_since",
@@ -116,7 +116,7 @@ class CatalogReads:
             raise bad_request(f"status: must be one of {', '.join(ASSET_STATUSES)}", "bad-query")
         limit = query_limit(request, catalog.DEFAULT_LIMIT, catalog.MAX_LIMIT)
         provider_id = _optional(request, "provider_id")
-        if provider_id is not None and not provider_id.isprintable():
+        if provider_id is not None and not PROVIDER_ID.match(provider_id):
             raise bad_request("provider_id: not a provider id", "bad-query")
         try:
             async with asyncio.timeout(READ_TIMEOUT):

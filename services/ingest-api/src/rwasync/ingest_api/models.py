@@ -3,14 +3,17 @@ requests, and with the asset and price contracts they generate `/v1/openapi.json
 
 A batch envelope checks only its own shape: each item is validated on its own afterwards (a bad
 item is rejected with pointers relative to it, and never blocks the others), so the items are
-kept as sent (`SkipValidation`) while the schema still shows what an item must be.
+kept as sent (`SkipValidation`). Their schema says both: what an item must be to be accepted, or
+any value, which is then rejected in the answer's `results` (`JudgedAlone`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, SkipValidation
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from rwasync.schema.asset import Asset, AssetId
 from rwasync.schema.fields import AwareTimestamp, ContractModel, Text
@@ -23,10 +26,27 @@ MAX_PRICE_BATCH: Final = 10_000
 # --- requests -------------------------------------------------------------------------------------
 
 
+class JudgedAlone:
+    """The JSON Schema of a batch item: the item's own schema, or anything at all — the batch is
+    accepted either way, and an item that breaks the schema is rejected on its own in `results`.
+    (A schema with only the item's would promise a 4xx for a batch holding one bad item.)"""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        item: dict[str, Any] = handler(core_schema)
+        return {
+            "anyOf": [item, {}],
+            "description": "an item as described (else rejected alone in `results`)",
+        }
+
+
 class AssetBatch(ContractModel):
     """`POST /v1/assets/batch` and `POST /v1/validate/batch`."""
 
-    assets: Annotated[list[SkipValidation[Asset]], Field(max_length=MAX_ASSET_BATCH)]
+    assets: Annotated[
+        list[Annotated[SkipValidation[Asset], JudgedAlone()]], Field(max_length=MAX_ASSET_BATCH)
+    ]
 
 
 class PriceItem(Price):
@@ -38,7 +58,10 @@ class PriceItem(Price):
 class PriceBatch(ContractModel):
     """`POST /v1/prices`."""
 
-    prices: Annotated[list[SkipValidation[PriceItem]], Field(max_length=MAX_PRICE_BATCH)]
+    prices: Annotated[
+        list[Annotated[SkipValidation[PriceItem], JudgedAlone()]],
+        Field(max_length=MAX_PRICE_BATCH),
+    ]
 
 
 class Deletion(ContractModel):

@@ -56,4 +56,4 @@ def _background(
 def main() -> None:
     settings = ReconcilerSettings()
     configure_logging("reconciler", settings.log_level, settings.log_format)
-    run(create_app(settings), settings.host, settings.port)
+    run(create_app(settings), settings.host, settings.port, idle_timeout=settings.http_idle_timeout)
