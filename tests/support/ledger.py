@@ -37,6 +37,7 @@ class Attempt:
     started: float  # wall clock (time.time()) just before sending
     ended: float  # wall clock once the answer was read (or the connection failed)
     status: int  # HTTP status; 0 when no answer arrived
+    retry_after: str | None = None  # the answer's Retry-After header, if any
 
 
 @dataclass
@@ -151,10 +152,22 @@ def _could_be_last(candidate: Request, group: list[Request]) -> bool:
     return not any(q.accepted and q is not candidate and surely_after(q, candidate) for q in group)
 
 
+def calls(requests: Iterable[Request]) -> list[Request]:
+    """One request per HTTP call: the items of a batch share one list of attempts, and only the
+    first of them stands for the call."""
+    seen: set[int] = set()
+    first = []
+    for request in requests:
+        if id(request.attempts) not in seen:
+            seen.add(id(request.attempts))
+            first.append(request)
+    return first
+
+
 def check_answers(requests: list[Request], cuts: list[Window], findings: Findings) -> None:
     """Every answer is a 202, or a 503 while the broker was cut; anything else is a finding."""
     statuses: Counter[int] = Counter()
-    for request in requests:
+    for request in calls(requests):
         for attempt in request.attempts:
             statuses[attempt.status] += 1
             where = f"{request.kind} {request.asset_id} at {clock(attempt.started)}"

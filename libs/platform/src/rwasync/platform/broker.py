@@ -2,9 +2,9 @@
 idempotently at every start, and publishing that returns only once the broker has confirmed.
 
 The address setting may list several brokers, comma-separated (the nodes of one RabbitMQ
-cluster): the connection moves to the next one whenever a connect attempt fails or an open
-connection is lost, and its robust channels declare and consume again on whichever node it
-reaches. The work queues are quorum queues, so every node serves them.
+cluster): a process starts at a random one of them, moves to the next whenever a connect attempt
+fails or an open connection is lost, and its robust channels declare and consume again on
+whichever node it reaches. The work queues are quorum queues, so every node serves them.
 
 Concurrent `publish` calls share one confirm channel, so their confirms are pipelined rather than
 waited for one round trip at a time. When the broker blocks the connection (a memory or disk
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -201,7 +202,9 @@ class Broker:
         """`publish_timeout` bounds the wait for each confirm; None waits as long as the broker
         takes (a bulk publisher then watches for confirms that stop coming)."""
         self._urls = broker_urls(url)
-        self._next = 0  # the address the next first-connect attempt starts from
+        # The address the next first-connect attempt starts from: a random one, so that the
+        # processes of a deployment spread their connections over the cluster's nodes.
+        self._next = random.randrange(len(self._urls))
         self._publish_timeout = publish_timeout
         self._name = name
         self._connection: AbstractRobustConnection | None = None

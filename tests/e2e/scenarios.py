@@ -1,0 +1,251 @@
+"""What every fault scenario shares with the soak: a system of the real services on servers of the
+scenario's own (private RabbitMQ nodes, a private Postgres, or the shared ones), the soak's load
+and ledger, and one verdict — the ledger checked against receipts, stored assets, investor prices
+and the store's own receipts — printed as one `FIGURES` line per scenario for
+docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from tests.e2e.test_flows import bearer
+from tests.e2e.test_soak import (
+    POOL,
+    _read_all,
+    _stored_receipts,
+    _wait_decided,
+    asset_content,
+    asset_hash,
+)
+from tests.support.infra import Infra, create_database, drop_database, unique_name
+from tests.support.ledger import (
+    Findings,
+    Request,
+    Window,
+    calls,
+    check_answers,
+    check_assets,
+    check_prices,
+    check_receipts,
+    check_store_events,
+)
+from tests.support.system import System
+from tests.support.waiting import eventually, get_status
+
+
+@contextlib.asynccontextmanager
+async def scenario_system(
+    infra: Infra,
+    template: str,
+    workdir: Path,
+    *,
+    amqp_url: str,
+    database_admin_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> AsyncIterator[System]:
+    """A database of its own (on the shared Postgres, or on `database_admin_url`'s server, then
+    migrated from the template's schema by the CLI) and the given broker; services not started."""
+    admin = database_admin_url or infra.postgres_admin_url
+    name = unique_name("rwasync_fault")
+    await create_database(admin, name, template=None if database_admin_url else template)
+    database_url = str(URL(admin).with_path("/" + name))
+    # The verdict reads back every receipt: above a provider's default request rate.
+    env = {
+        "RWASYNC_INGEST_RATE_PER_SECOND": "100000",
+        "RWASYNC_INGEST_RATE_BURST": "100000",
+        **(extra_env or {}),
+    }
+    system = System(database_url, amqp_url, workdir, extra_env=env)
+    try:
+        if database_admin_url:
+            await asyncio.to_thread(system.cli, "migrate")
+        yield system
+    finally:
+        await asyncio.to_thread(system.stop_all)
+        with contextlib.suppress(Exception):
+            await drop_database(admin, name)
+
+
+@dataclass
+class Verdict:
+    scenario: str
+    findings: Findings
+    accepted: int
+    requests: int
+    five_xx: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        f = self.findings.figures
+        figures = {
+            "requests": self.requests,
+            "accepted": self.accepted,
+            "lost": f.get("lost", 0),
+            "duplicated": f.get("duplicate_effects", 0),
+            "stale": f.get("stale_overwrites", 0) + f.get("price_regressions", 0),
+            "wrongful_deletions": f.get("wrongful_deletions", 0),
+            "feed_gaps": f.get("change_feed_gaps", 0),
+            "5xx": self.five_xx,
+            **self.extra,
+        }
+        return f"FIGURES {self.scenario} " + json.dumps(figures, sort_keys=False)
+
+
+async def verdict(
+    scenario: str,
+    system: System,
+    ledger: list[Request],
+    windows: list[Window],
+    provider: dict[str, str],
+    reader: dict[str, str],
+    *,
+    pool: list[str] = POOL,
+) -> Verdict:
+    """Wait until every 202 is decided, read back everything, and run every ledger check."""
+    accepted_ids = [str(r.event_id) for r in ledger if r.accepted]
+    undecided, waited = await _wait_decided(system.database_url, accepted_ids)
+    connector = aiohttp.TCPConnector(limit=32)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+    ) as http:
+        ingest = system.url("ingest-api")
+        read = await _read_all(
+            http, {e: f"{ingest}/v1/events/{e}" for e in accepted_ids}, bearer(provider)
+        )
+        receipts = {e: (body if status == 200 else None) for e, (status, body) in read.items()}
+        assets = await _read_all(
+            http, {a: f"{ingest}/v1/assets/{a}" for a in pool}, bearer(provider)
+        )
+        prices_url = f"{system.url('pricing')}/v1/prices/{provider['provider_id']}"
+        prices = await _read_all(http, {a: f"{prices_url}/{a}" for a in pool}, bearer(reader))
+    stored = await _stored_receipts(system.database_url, provider["provider_id"])
+    findings = Findings()
+    check_answers(ledger, windows, findings)
+    check_store_events(ledger, stored, findings)
+    check_receipts(ledger, receipts, findings)
+    check_assets(ledger, assets, asset_content, asset_hash, receipts, findings)
+    check_prices(ledger, prices, findings)
+    five_xx = sum(1 for r in calls(ledger) for a in r.attempts if a.status >= 500)
+    return Verdict(
+        scenario,
+        findings,
+        accepted=len(accepted_ids),
+        requests=len(ledger),
+        five_xx=five_xx,
+        extra={"undecided": undecided, "decided_within_s": round(waited, 1)},
+    )
+
+
+def outage_figures(ledger: list[Request], fault_at: float, until: float) -> dict[str, float]:
+    """Around a fault at wall-clock `fault_at`: the 503 window (first to last non-202 answer
+    between the fault and `until`) and the recovery time (fault to the end of the last one)."""
+    failed = [
+        a
+        for r in calls(ledger)
+        for a in r.attempts
+        if a.status != 202 and fault_at - 1 <= a.ended and a.started <= until
+    ]
+    if not failed:
+        return {"window_503_s": 0.0, "recovery_s": 0.0, "failed_answers": 0}
+    first = min(a.started for a in failed)
+    last = max(a.ended for a in failed)
+    return {
+        "window_503_s": round(last - first, 1),
+        "recovery_s": round(max(0.0, last - fault_at), 1),
+        "failed_answers": len(failed),
+    }
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass
+class Faulting:
+    """A fault schedule's clock and notes: offsets from the load's start, the windows in which
+    503s are expected, and what happened when."""
+
+    t0: float = field(default_factory=time.monotonic)
+    notes: list[str] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)
+    faults: list[tuple[str, float, float]] = field(default_factory=list)  # name, start, end
+
+    def note(self, text: str) -> None:
+        self.notes.append(f"{time.monotonic() - self.t0:5.1f}s {text}")
+
+    async def at(self, offset: float) -> None:
+        await asyncio.sleep(max(0.0, self.t0 + offset - time.monotonic()))
+
+    def fault(self, name: str, start: float, end: float, grace: float) -> None:
+        """A fault from wall-clock `start` to `end` (the system ready again): 503s expected until
+        `grace` seconds after."""
+        self.windows.append(Window(start, end + grace))
+        self.faults.append((name, start, end))
+
+
+async def load_with_faults(
+    system: System,
+    provider: dict[str, str],
+    seconds: float,
+    schedule: Callable[[Faulting], Awaitable[None]],
+    *,
+    clients: int = 8,
+    batch_share: float = 0.1,
+    ingest_url: str | None = None,
+) -> tuple[list[Request], Faulting, int]:
+    """The soak's load (singles and batches of assets and prices) for `seconds`, the schedule
+    beside it; returns the ledger, the schedule's record and the seed."""
+    from tests.e2e.test_soak import Load
+
+    seed = random.randrange(2**32)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        load = Load(
+            http,
+            ingest_url or system.url("ingest-api"),
+            bearer(provider),
+            seed,
+            clients=clients,
+            batch_share=batch_share,
+        )
+        faulting = Faulting()
+        faults = asyncio.create_task(schedule(faulting))
+        await load.run(seconds)
+        await asyncio.wait_for(faults, timeout=120)
+    return load.ledger, faulting, seed
+
+
+async def ready(url: str, timeout: float = 60) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        await eventually(
+            lambda: get_status(http, url + "/readyz"),
+            lambda status: status == 200,
+            timeout=timeout,
+            interval=0.2,
+            what=f"{url} ready",
+        )
+
+
+def report(result: Verdict, faulting: Faulting, ledger: list[Request], seed: int) -> None:
+    """Print the scenario's figures (and each fault's 503 window and recovery time)."""
+    ends = [f[1] for f in faulting.faults[1:]] + [time.time()]
+    for (name, start, _), until in zip(faulting.faults, ends, strict=True):
+        result.extra[name] = outage_figures(ledger, start, until)
+    print()
+    print(result.line())
+    for note in faulting.notes:
+        print(f"  {note}")
+    print(f"  answers: {result.findings.figures.get('answers')} (seed {seed})")
+    if result.findings.total():
+        print(result.findings.report())
