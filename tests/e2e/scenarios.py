@@ -148,9 +148,13 @@ async def verdict(
     )
 
 
-def outage_figures(ledger: list[Request], fault_at: float, until: float) -> dict[str, float]:
-    """Around a fault at wall-clock `fault_at`: the 503 window (first to last non-202 answer
-    between the fault and `until`) and the recovery time (fault to the end of the last one)."""
+def outage_figures(
+    ledger: list[Request], fault_at: float, fault_end: float, until: float
+) -> dict[str, float]:
+    """Around a fault from wall-clock `fault_at` to `fault_end` (the server back, the alarm
+    cleared): the 503 window (first to last failed answer between the fault and `until`), the
+    recovery time (the fault's start to the end of the last failed answer) and how long failures
+    lingered after the fault ended."""
     failed = [
         a
         for r in calls(ledger)
@@ -158,12 +162,13 @@ def outage_figures(ledger: list[Request], fault_at: float, until: float) -> dict
         if a.status != 202 and fault_at - 1 <= a.ended and a.started <= until
     ]
     if not failed:
-        return {"window_503_s": 0.0, "recovery_s": 0.0, "failed_answers": 0}
+        return {"window_503_s": 0.0, "recovery_s": 0.0, "lingering_s": 0.0, "failed_answers": 0}
     first = min(a.started for a in failed)
     last = max(a.ended for a in failed)
     return {
         "window_503_s": round(last - first, 1),
         "recovery_s": round(max(0.0, last - fault_at), 1),
+        "lingering_s": round(max(0.0, last - fault_end), 1),
         "failed_answers": len(failed),
     }
 
@@ -188,10 +193,13 @@ class Faulting:
     async def at(self, offset: float) -> None:
         await asyncio.sleep(max(0.0, self.t0 + offset - time.monotonic()))
 
-    def fault(self, name: str, start: float, end: float, grace: float) -> None:
-        """A fault from wall-clock `start` to `end` (the system ready again): 503s expected until
-        `grace` seconds after."""
-        self.windows.append(Window(start, end + grace))
+    def fault(
+        self, name: str, start: float, end: float, grace: float, *, since: float | None = None
+    ) -> None:
+        """A fault from wall-clock `start` to `end` (the system ready again): 503s expected from
+        `since` (default `start`; earlier when the fault took hold while being set up) until
+        `grace` seconds after `end`."""
+        self.windows.append(Window(since or start, end + grace))
         self.faults.append((name, start, end))
 
 
@@ -239,9 +247,9 @@ async def ready(url: str, timeout: float = 60) -> None:
 
 def report(result: Verdict, faulting: Faulting, ledger: list[Request], seed: int) -> None:
     """Print the scenario's figures (and each fault's 503 window and recovery time)."""
-    ends = [f[1] for f in faulting.faults[1:]] + [time.time()]
-    for (name, start, _), until in zip(faulting.faults, ends, strict=True):
-        result.extra[name] = outage_figures(ledger, start, until)
+    ends = [w.start for w in faulting.windows[1:]] + [time.time()]
+    for (name, start, end), until in zip(faulting.faults, ends, strict=True):
+        result.extra[name] = outage_figures(ledger, start, end, until)
     print()
     print(result.line())
     for note in faulting.notes:

@@ -99,7 +99,7 @@ async def test_killing_the_leading_node_twice_loses_and_duplicates_nothing(
             result = await verdict("cluster-failover", system, ledger, windows, provider, reader)
             ends = [k[1] for k in kills[1:]] + [time.time()]
             for (name, killed_at, back_at), until in zip(kills, ends, strict=True):
-                figures = outage_figures(ledger, killed_at, until)
+                figures = outage_figures(ledger, killed_at, back_at, until)
                 result.extra[f"kill_{name}"] = figures
                 notes.append(f"kill of {name}: {figures} (node down {back_at - killed_at:.1f}s)")
             print()

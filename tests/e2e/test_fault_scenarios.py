@@ -117,13 +117,14 @@ async def test_broker_alarm_answers_503_and_recovers_by_itself(
         async def schedule(f: Faulting) -> None:
             for offset in (8, 25):
                 await f.at(offset)
+                asked = time.time()
+                await asyncio.to_thread(raise_alarm, True)  # rabbitmqctl takes seconds here
                 start = time.time()
-                await asyncio.to_thread(raise_alarm, True)
                 f.note(f"{alarm} alarm raised")
                 await asyncio.sleep(6)
                 await asyncio.to_thread(raise_alarm, False)
                 f.note(f"{alarm} alarm cleared")
-                f.fault(f"alarm_{offset}s", start, time.time(), GRACE)
+                f.fault(f"alarm_{offset}s", start, time.time(), GRACE, since=asked)
 
         ledger, faulting, seed = await load_with_faults(system, provider, LOAD_SECONDS, schedule)
         result = await verdict(

@@ -52,7 +52,8 @@ class Request:
     attempts: list[Attempt] = field(default_factory=list)
     event_id: str | None = None
     problem: str | None = None  # the body of an answer that was neither 202 nor 503
-    landed: int = 0  # its non-202 attempts the store holds an event of (check_store_events)
+    # Events the store holds that one of its non-202 attempts may have sent (check_store_events).
+    landed: int = 0
 
     @property
     def started(self) -> float:
@@ -455,8 +456,11 @@ def check_store_events(
             if attempt.started - CLOCK_SLACK <= instant <= attempt.ended + CLOCK_SLACK
         ]
         if senders:
+            # Which of several overlapping senders it was is unknowable: each of them may have
+            # landed (that is all a `duplicate` receipt needs to be explained).
             landed += 1
-            senders[0].landed += 1
+            for sender in senders:
+                sender.landed += 1
         else:
             findings.add(
                 "duplicate effects",

@@ -15,6 +15,7 @@ from tests.support.ledger import (
     Request,
     StoredReceipt,
     Window,
+    calls,
     check_answers,
     check_assets,
     check_prices,
@@ -149,3 +150,37 @@ def test_the_ledger_checker_sees_each_kind_of_violation() -> None:
     check_store_events([landed], ghosts, findings)
     assert findings.figures["landed_503s"] == 1
     assert findings.count("duplicate effects") == 1
+
+
+def test_a_batch_is_one_call_and_a_landed_retry_justifies_each_overlapping_sender() -> None:
+    """Items of a batch share their attempts (counted once); a stored event whose instant falls
+    in two requests' 503'd attempts may be either's, so either may see its retry `duplicate`."""
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    shared: list[Attempt] = [Attempt(1.0, 2.0, 503, "1"), Attempt(3.0, 4.0, 202)]
+    batch = [Request("price", f"a-{i}", t, "100", {"amount": "100"}, shared) for i in range(3)]
+    for i, item in enumerate(batch):
+        item.event_id = f"b{i}"
+    findings = Findings()
+    check_answers(batch, [Window(0.0, 5.0)], findings)
+    assert findings.figures["answers"] == {202: 1, 503: 1}
+    assert calls(batch) == batch[:1]
+
+    first = _request("price", "100", t, 1.0, 2.0, status=503)
+    first.attempts.append(Attempt(2.5, 2.6, 202))
+    first.event_id = "p1"
+    second = _request("price", "100", t, 1.5, 2.2, status=503)
+    second.attempts.append(Attempt(2.7, 2.8, 202))
+    second.event_id = "p2"
+    stored = [
+        StoredReceipt("early", "a-1", "price.updated", "applied", datetime.fromtimestamp(1.8, UTC)),
+        StoredReceipt("p1", "a-1", "price.updated", "duplicate", datetime.fromtimestamp(2.55, UTC)),
+        StoredReceipt("p2", "a-1", "price.updated", "duplicate", datetime.fromtimestamp(2.75, UTC)),
+    ]
+    findings = Findings()
+    check_store_events([first, second], stored, findings)
+    assert first.landed == 1 and second.landed == 1
+    receipts = {
+        e: {"status": "duplicate", "asset_id": "a-1", "type": "price.updated"} for e in ("p1", "p2")
+    }
+    check_receipts([first, second], receipts, findings)
+    assert findings.total() == 0, findings.report()
