@@ -9,18 +9,13 @@ Slow, and heavy (three Erlang VMs): `make test-faults`.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 
-import aiohttp
 import pytest
 
 from rwasync.schema import topology
-from tests.e2e.scenarios import outage_figures, scenario_system, verdict
-from tests.e2e.test_flows import bearer
-from tests.e2e.test_soak import Load
-from tests.support.infra import Infra, unique_name
-from tests.support.ledger import Window
+from tests.e2e.scenarios import Faulting, people_of, run_scenario, scenario_system
+from tests.support.infra import Infra
 from tests.support.private_servers import PrivateRabbit, RabbitCluster
 from tests.support.waiting import eventually
 
@@ -61,55 +56,31 @@ async def test_killing_the_leading_node_twice_loses_and_duplicates_nothing(
             amqp_url=cluster.amqp_setting(),
         ) as system:
             await asyncio.to_thread(system.start)
-            _, provider = await asyncio.to_thread(
-                system.cli, "provider", "create", unique_name("Provider"), "--json"
-            )
-            _, reader = await asyncio.to_thread(
-                system.cli, "reader", "create", unique_name("Investor"), "--json"
-            )
+            people = await people_of(system)
             await asyncio.sleep(QUORUM_SETTLE)
-            seed = random.randrange(2**32)
-            notes: list[str] = []
-            windows: list[Window] = []
-            kills: list[tuple[str, float, float]] = []  # node, killed at, back at
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-                load = Load(http, system.url("ingest-api"), bearer(provider), seed, clients=CLIENTS)
-                t0 = time.monotonic()
-                loading = asyncio.create_task(load.run(LOAD_SECONDS))
+
+            async def schedule(f: Faulting) -> None:
                 for round_ in range(2):
                     await asyncio.sleep(10 if round_ == 0 else QUORUM_SETTLE)
                     node = await _leader(cluster, topology.RECONCILER_QUEUE)
                     pricing_leader = await _leader(cluster, topology.PRICING_QUEUE)
                     killed_at = time.time()
                     await asyncio.to_thread(node.kill9)
-                    notes.append(
-                        f"{time.monotonic() - t0:5.1f}s kill -9 {node.name} (leads the reconciler "
-                        f"queue; pricing queue led by {pricing_leader.name})"
+                    f.note(
+                        f"kill -9 {node.name} (leads the reconciler queue; the pricing queue "
+                        f"led by {pricing_leader.name})"
                     )
                     await asyncio.sleep(DOWN_FOR)
-                    new_leader = await _leader(cluster, topology.RECONCILER_QUEUE)
-                    notes.append(f"{time.monotonic() - t0:5.1f}s new leader {new_leader.name}")
+                    f.note(f"new leader {(await _leader(cluster, topology.RECONCILER_QUEUE)).name}")
                     await asyncio.to_thread(node.start)
-                    back_at = time.time()
-                    notes.append(f"{time.monotonic() - t0:5.1f}s {node.name} back")
-                    windows.append(Window(killed_at, back_at + GRACE))
-                    kills.append((node.name, killed_at, back_at))
-                await loading
-            ledger = load.ledger
-            result = await verdict("cluster-failover", system, ledger, windows, provider, reader)
-            ends = [k[1] for k in kills[1:]] + [time.time()]
-            for (name, killed_at, back_at), until in zip(kills, ends, strict=True):
-                figures = outage_figures(ledger, killed_at, back_at, until)
-                result.extra[f"kill_{name}"] = figures
-                notes.append(f"kill of {name}: {figures} (node down {back_at - killed_at:.1f}s)")
-            print()
-            print(result.line())
-            for note in notes:
-                print(f"  {note}")
-            print(f"  answers: {result.findings.figures['answers']} (seed {seed})")
-            if result.findings.total():
-                print(system.logs())
+                    f.note(f"{node.name} back")
+                    f.fault(f"kill_{node.name}", killed_at, time.time(), GRACE)
+
+            result = await run_scenario(
+                "cluster-failover", system, people, schedule, LOAD_SECONDS, clients=CLIENTS
+            )
             assert result.findings.total() == 0, result.findings.report()
             assert result.extra["undecided"] == 0
+            assert len(result.extra) >= 4  # both kills happened and were measured
     finally:
         await asyncio.to_thread(cluster.destroy)

@@ -13,16 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.scenarios import (
-    Faulting,
-    load_with_faults,
-    ready,
-    report,
-    scenario_system,
-    verdict,
-)
-from tests.support.infra import Infra, unique_name
-from tests.support.ledger import Request, calls
+from tests.e2e.scenarios import Faulting, people_of, ready, run_scenario, scenario_system
+from tests.support.infra import Infra
 from tests.support.private_servers import PrivatePostgres, PrivateRabbit, private_postgres
 from tests.support.private_servers import private_rabbit as private_rabbit_node
 from tests.support.system import System
@@ -46,28 +38,9 @@ def postgres() -> Iterator[PrivatePostgres]:
         yield cluster
 
 
-async def _people(system: System) -> tuple[dict[str, str], dict[str, str]]:
-    _, provider = await asyncio.to_thread(
-        system.cli, "provider", "create", unique_name("Provider"), "--json"
-    )
-    _, reader = await asyncio.to_thread(
-        system.cli, "reader", "create", unique_name("Investor"), "--json"
-    )
-    return dict(provider), dict(reader)
-
-
 async def _all_ready(system: System) -> None:
     for service in system.services.values():
         await ready(service.url)
-
-
-def _503s_without_retry_after(ledger: list[Request]) -> list[str]:
-    return [
-        f"503 without Retry-After at {a.started:.3f}"
-        for r in calls(ledger)
-        for a in r.attempts
-        if a.status == 503 and not a.retry_after
-    ][:5]
 
 
 @pytest.mark.timeout(600)
@@ -78,7 +51,7 @@ async def test_broker_kill9_and_restart_under_load(
         test_infra, template_database, tmp_path, amqp_url=rabbit.url()
     ) as system:
         await asyncio.to_thread(system.start)
-        provider, reader = await _people(system)
+        people = await people_of(system)
         await asyncio.sleep(12)  # the quorum queues' Raft state settles (test_cluster_failover)
 
         async def schedule(f: Faulting) -> None:
@@ -94,12 +67,10 @@ async def test_broker_kill9_and_restart_under_load(
                 f.note("services ready")
                 f.fault(f"kill_{offset}s", start, time.time(), GRACE)
 
-        ledger, faulting, seed = await load_with_faults(system, provider, LOAD_SECONDS, schedule)
-        result = await verdict("broker-kill9", system, ledger, faulting.windows, provider, reader)
-        report(result, faulting, ledger, seed)
+        result = await run_scenario("broker-kill9", system, people, schedule)
         assert result.findings.total() == 0, result.findings.report()
         assert result.extra["undecided"] == 0
-        assert not _503s_without_retry_after(ledger)
+        assert result.extra["503_without_retry_after"] == 0
 
 
 @pytest.mark.timeout(600)
@@ -112,7 +83,7 @@ async def test_broker_alarm_answers_503_and_recovers_by_itself(
         test_infra, template_database, tmp_path, amqp_url=rabbit.url()
     ) as system:
         await asyncio.to_thread(system.start)
-        provider, reader = await _people(system)
+        people = await people_of(system)
 
         async def schedule(f: Faulting) -> None:
             for offset in (8, 25):
@@ -126,15 +97,11 @@ async def test_broker_alarm_answers_503_and_recovers_by_itself(
                 f.note(f"{alarm} alarm cleared")
                 f.fault(f"alarm_{offset}s", start, time.time(), GRACE, since=asked)
 
-        ledger, faulting, seed = await load_with_faults(system, provider, LOAD_SECONDS, schedule)
-        result = await verdict(
-            f"broker-{alarm}-alarm", system, ledger, faulting.windows, provider, reader
-        )
-        report(result, faulting, ledger, seed)
+        result = await run_scenario(f"broker-{alarm}-alarm", system, people, schedule)
         assert result.findings.total() == 0, result.findings.report()
         assert result.extra["undecided"] == 0
         assert result.five_xx > 0, "the alarm never showed: nothing was refused"
-        assert not _503s_without_retry_after(ledger)
+        assert result.extra["503_without_retry_after"] == 0
 
 
 @pytest.mark.timeout(600)
@@ -153,7 +120,7 @@ async def test_postgres_restart_and_kill9_under_load(
         database_admin_url=postgres.url(),
     ) as system:
         await asyncio.to_thread(system.start)
-        provider, reader = await _people(system)
+        people = await people_of(system)
 
         async def schedule(f: Faulting) -> None:
             await f.at(8)
@@ -172,10 +139,6 @@ async def test_postgres_restart_and_kill9_under_load(
             await _all_ready(system)
             f.fault("kill9", start, time.time(), GRACE)
 
-        ledger, faulting, seed = await load_with_faults(system, provider, LOAD_SECONDS, schedule)
-        result = await verdict(
-            "postgres-restart", system, ledger, faulting.windows, provider, reader
-        )
-        report(result, faulting, ledger, seed)
+        result = await run_scenario("postgres-restart", system, people, schedule)
         assert result.findings.total() == 0, result.findings.report()
         assert result.extra["undecided"] == 0

@@ -469,3 +469,72 @@ def check_store_events(
             )
     findings.figures["landed_503s"] = landed
     findings.figures["duplicate_effects"] = findings.count("duplicate effects")
+
+
+def check_change_feed(
+    entries: list[Mapping[str, Any]],
+    applied: Mapping[str, str],
+    stored: Mapping[str, tuple[int, Mapping[str, Any]]],
+    provider_id: str,
+    findings: Findings,
+) -> None:
+    """What a change-feed reader collected while the load ran (every page, resumed from each
+    `next_cursor`) against the store: one entry per applied asset event of the provider
+    (`applied`: event id -> asset id), none twice, none missing, and each asset's last entry
+    describing its stored state (so the entries of one asset came in their applied order)."""
+    mine = [e for e in entries if e.get("provider_id") == provider_id]
+    seen: Counter[str] = Counter(str(e["event_id"]) for e in mine)
+    for event_id, count in seen.items():
+        if count > 1:
+            findings.add("change-feed repeats", f"{event_id} read {count} times")
+    for event_id, asset_id in applied.items():
+        if event_id not in seen:
+            findings.add("change-feed gaps", f"{event_id} ({asset_id}) applied, never in the feed")
+    for event_id in seen:
+        if event_id not in applied:
+            findings.add("change-feed gaps", f"{event_id} in the feed, yet not an applied event")
+    last: dict[str, Mapping[str, Any]] = {}
+    for entry in mine:
+        last[str(entry["asset_id"])] = entry
+    for asset_id, entry in sorted(last.items()):
+        status, document = stored.get(asset_id, (404, {}))
+        deleted = bool(entry.get("deleted"))
+        if deleted != (status == 404):
+            findings.add(
+                "change-feed gaps",
+                f"{asset_id}: last entry deleted={deleted}, GET {status}",
+            )
+        elif not deleted:
+            meta = document.get("_meta", {})
+            if _parse_time(str(entry.get("updated_at"))) != _parse_time(
+                str(meta.get("updated_at"))
+            ) or entry.get("content_hash") != meta.get("content_hash"):
+                findings.add(
+                    "change-feed gaps",
+                    f"{asset_id}: last entry {entry.get('updated_at')} "
+                    f"{str(entry.get('content_hash'))[:12]} is not the stored state "
+                    f"{meta.get('updated_at')} {str(meta.get('content_hash'))[:12]}",
+                )
+    findings.figures["change_feed_entries"] = len(mine)
+    findings.figures["change_feed_gaps"] = findings.count("change-feed gaps")
+    findings.figures["change_feed_repeats"] = findings.count("change-feed repeats")
+
+
+def check_tenant_walls(
+    intruder_reads: Mapping[str, tuple[int, Mapping[str, Any]]],
+    intruder_content: str,
+    content_of: Callable[[Mapping[str, Any]], str],
+    foreign_receipt_reads: Mapping[str, int],
+    findings: Findings,
+) -> None:
+    """Another provider, pushing the same asset ids meanwhile, reads them back: each answer is
+    its own document or a 404, never the victim's; the victim's receipts are 404s to it."""
+    for asset_id, (status, document) in sorted(intruder_reads.items()):
+        if status == 200 and content_of(document) != intruder_content:
+            findings.add("cross-tenant", f"{asset_id}: another provider's document was read")
+        elif status not in (200, 404):
+            findings.add("cross-tenant", f"{asset_id}: GET answered {status}")
+    for event_id, status in sorted(foreign_receipt_reads.items()):
+        if status != 404:
+            findings.add("cross-tenant", f"receipt {event_id} of another provider: {status}")
+    findings.figures["cross_tenant"] = findings.count("cross-tenant")

@@ -18,9 +18,11 @@ from tests.support.ledger import (
     calls,
     check_answers,
     check_assets,
+    check_change_feed,
     check_prices,
     check_receipts,
     check_store_events,
+    check_tenant_walls,
 )
 
 pytestmark = pytest.mark.unit
@@ -184,3 +186,53 @@ def test_a_batch_is_one_call_and_a_landed_retry_justifies_each_overlapping_sende
     }
     check_receipts([first, second], receipts, findings)
     assert findings.total() == 0, findings.report()
+
+
+def _entry(event_id: str, asset_id: str, updated_at: str, digest: str | None) -> dict[str, Any]:
+    return {
+        "cursor": f"c-{event_id}",
+        "event_id": event_id,
+        "provider_id": "prv_a",
+        "asset_id": asset_id,
+        "updated_at": updated_at,
+        "deleted": digest is None,
+        "content_hash": digest,
+    }
+
+
+def test_the_change_feed_check_sees_gaps_repeats_and_a_wrong_last_entry() -> None:
+    stored: dict[str, tuple[int, Mapping[str, Any]]] = {
+        "a": (200, {"_meta": {"updated_at": "2026-01-01T12:05:00Z", "content_hash": "h2"}}),
+        "b": (404, {}),
+        "c": (200, {"_meta": {"updated_at": "2026-01-01T12:00:00Z", "content_hash": "h9"}}),
+    }
+    clean = [
+        _entry("e1", "a", "2026-01-01T12:00:00Z", "h1"),
+        _entry("e2", "a", "2026-01-01T12:05:00Z", "h2"),
+        _entry("e3", "b", "2026-01-01T12:00:00Z", None),
+        _entry("e4", "c", "2026-01-01T12:00:00Z", "h9"),
+        {**_entry("x1", "a", "2026-01-01T13:00:00Z", "zz"), "provider_id": "prv_other"},
+    ]
+    applied = {"e1": "a", "e2": "a", "e3": "b", "e4": "c"}
+    findings = Findings()
+    check_change_feed(clean, applied, stored, "prv_a", findings)
+    assert findings.total() == 0, findings.report()
+
+    broken = [clean[1], clean[0], clean[2], clean[2]]  # a's entries swapped, b's twice, c's lost
+    findings = Findings()
+    check_change_feed(broken, applied, stored, "prv_a", findings)
+    assert findings.figures["change_feed_repeats"] == 1
+    assert findings.figures["change_feed_gaps"] == 2  # e4 missing; a's last entry is not stored
+
+
+def test_the_tenant_wall_check_sees_a_foreign_read() -> None:
+    findings = Findings()
+    own = {"status": "active", "description": "mine"}
+    check_tenant_walls(
+        {"a": (200, own), "b": (404, {}), "c": (200, {"status": "active", "description": "x"})},
+        "active|mine",
+        lambda d: f"{d.get('status')}|{d.get('description')}",
+        {"e1": 404, "e2": 200},
+        findings,
+    )
+    assert findings.figures["cross_tenant"] == 2
