@@ -311,14 +311,15 @@ async def load_with_faults(
     *,
     clients: int = 8,
     batch_share: float = 0.1,
+    delete_share: float = 0.05,
     ingest_url: str | None = None,
     feed: ChangeFeedReader | None = None,
     intruder: dict[str, str] | None = None,
 ) -> tuple[list[Request], Faulting, int]:
-    """The soak's load (singles and batches of assets and prices) for `seconds`, the schedule
-    beside it, and, when given, a change-feed reader and another provider pushing the same ids;
-    returns the ledger, the schedule's record and the seed. The reader keeps running (the
-    verdict drains it)."""
+    """The soak's load (single pushes, deletions, batches of assets and prices) for `seconds`,
+    the schedule beside it, and, when given, a change-feed reader and another provider pushing
+    the same ids; returns the ledger, the schedule's record and the seed. The reader keeps
+    running (the verdict drains it)."""
     from tests.e2e.test_soak import Load
 
     seed = random.randrange(2**32)
@@ -326,7 +327,15 @@ async def load_with_faults(
     if feed is not None:
         _background.add(asyncio.create_task(feed.run()))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        load = Load(http, url, bearer(provider), seed, clients=clients, batch_share=batch_share)
+        load = Load(
+            http,
+            url,
+            bearer(provider),
+            seed,
+            clients=clients,
+            batch_share=batch_share,
+            delete_share=delete_share,
+        )
         faulting = Faulting()
         faults = asyncio.create_task(schedule(faulting))
         side = []

@@ -97,6 +97,13 @@ def asset_request(rng: random.Random, asset_id: str) -> Request:
     return Request("asset", asset_id, version, asset_content(body), body)
 
 
+def delete_request(rng: random.Random, asset_id: str) -> Request:
+    """A deletion half a slot after a grid version: never tied with an upsert's version."""
+    version = slot_version(rng) + SLOT / 2
+    body = {"deleted_at": version.isoformat(), "reason": "soak"}
+    return Request("asset", asset_id, version, "deleted", body, op="delete")
+
+
 def price_request(rng: random.Random, asset_id: str) -> Request:
     version = slot_version(rng)
     amount = rng.choice(AMOUNTS)
@@ -117,6 +124,8 @@ class Load:
     # The share of calls that are batches (`POST /v1/assets/batch`, `POST /v1/prices`) of
     # BATCH_SIZE distinct assets; each item is a request of the ledger, sharing the call's attempts.
     batch_share: float = 0.0
+    # The share of single calls that are deletions (`DELETE /v1/assets/{id}`).
+    delete_share: float = 0.0
 
     async def run(self, seconds: float) -> None:
         stop_at = time.monotonic() + seconds
@@ -129,6 +138,12 @@ class Load:
                 await self._batch(rng, stop_at + 30)
                 continue
             asset_id = rng.choice(POOL)
+            if rng.random() < self.delete_share:
+                request = delete_request(rng, asset_id)
+                self.ledger.append(request)
+                url = f"{self.ingest_url}/v1/assets/{asset_id}"
+                await self._send(request, url, stop_at + 30, method="DELETE")
+                continue
             if rng.random() < PRICE_SHARE:
                 request = price_request(rng, asset_id)
                 url = f"{self.ingest_url}/v1/assets/{asset_id}/price"

@@ -54,6 +54,13 @@ class Request:
     problem: str | None = None  # the body of an answer that was neither 202 nor 503
     # Events the store holds that one of its non-202 attempts may have sent (check_store_events).
     landed: int = 0
+    # An asset request is an upsert (PUT, POST, a batch item) or a deletion (DELETE, versioned
+    # at its `deleted_at`).
+    op: Literal["upsert", "delete"] = "upsert"
+
+    @property
+    def event_type(self) -> str:
+        return "asset.deleted" if self.op == "delete" else EVENT_TYPE[self.kind]
 
     @property
     def started(self) -> float:
@@ -238,10 +245,7 @@ def check_receipts(
         if status not in DECIDED:
             findings.add("receipt sanity", f"{what}: unexpected status {receipt!r}")
             continue
-        if (
-            receipt.get("asset_id") != request.asset_id
-            or receipt.get("type") != EVENT_TYPE[request.kind]
-        ):
+        if receipt.get("asset_id") != request.asset_id or receipt.get("type") != request.event_type:
             findings.add("receipt sanity", f"{what}: receipt of another event {receipt!r}")
         others = [
             q
@@ -279,16 +283,20 @@ def check_assets(
                     subject=("asset", asset_id),
                 )
             continue
+        newest = max(p.version for p in accepted)
         if status != 200:
+            # Gone: right only if a deletion at least as new as everything accepted may be last.
+            deletions = [p for p in pushes if p.op == "delete"]
+            if any(d.version >= newest for d in deletions):
+                continue
             findings.add(
-                "lost",
-                f"{asset_id}: {len(accepted)} pushes accepted, GET {status}",
+                "wrongful deletions" if deletions else "lost",
+                f"{asset_id}: {len(accepted)} requests accepted (newest {newest}), GET {status}",
                 subject=("asset", asset_id),
             )
             continue
         meta = document.get("_meta", {})
         version = _parse_time(str(meta.get("updated_at")))
-        newest = max(p.version for p in accepted)
         if version < newest:
             findings.add(
                 "stale overwrites",
@@ -296,7 +304,7 @@ def check_assets(
                 subject=("asset", asset_id),
             )
             continue
-        group = [p for p in pushes if p.version == version]
+        group = [p for p in pushes if p.version == version and p.op == "upsert"]
         if not group:
             findings.add(
                 "wrong final state",
@@ -348,6 +356,7 @@ def check_assets(
                 subject=("asset", asset_id),
             )
     findings.figures["stale_overwrites"] = findings.count("stale overwrites")
+    findings.figures["wrongful_deletions"] = findings.count("wrongful deletions")
     findings.figures["assets_tied_at_newest"] = tied
     findings.figures["assets_tie_ambiguous"] = ambiguous
 
@@ -440,7 +449,7 @@ def check_store_events(
     for request in requests:
         for attempt in request.attempts:
             if attempt.status != 202:
-                key = (EVENT_TYPE[request.kind], request.asset_id)
+                key = (request.event_type, request.asset_id)
                 unanswered.setdefault(key, []).append((attempt, request))
     landed = 0
     for receipt in stored:

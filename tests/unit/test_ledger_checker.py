@@ -236,3 +236,25 @@ def test_the_tenant_wall_check_sees_a_foreign_read() -> None:
         findings,
     )
     assert findings.figures["cross_tenant"] == 2
+
+
+def test_a_deletion_may_end_an_asset_only_when_it_is_the_newest_accepted() -> None:
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    upsert = _request("asset", "x", t, 1.0, 2.0, event_id="u1")
+    older_delete = Request("asset", "a-1", t - SLOT / 2, "deleted", {}, op="delete")
+    older_delete.attempts.append(Attempt(3.0, 4.0, 202))
+    older_delete.event_id = "d1"
+    newer_delete = Request("asset", "a-1", t + SLOT / 2, "deleted", {}, op="delete")
+    newer_delete.attempts.append(Attempt(3.0, 4.0, 202))
+    newer_delete.event_id = "d2"
+    gone: dict[str, tuple[int, Mapping[str, Any]]] = {"a-1": (404, {})}
+
+    def check(ledger: list[Request]) -> Findings:
+        findings = Findings()
+        check_assets(ledger, gone, lambda d: "", lambda b: "", {}, findings)
+        return findings
+
+    assert check([upsert, newer_delete]).total() == 0
+    assert check([upsert, older_delete]).figures["wrongful_deletions"] == 1
+    assert check([upsert]).count("lost") == 1
+    assert newer_delete.event_type == "asset.deleted" and upsert.event_type == "asset.upserted"
