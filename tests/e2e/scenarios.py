@@ -170,6 +170,7 @@ class Verdict:
             "wrongful_deletions": f.get("wrongful_deletions", 0),
             "feed_gaps": f.get("change_feed_gaps", 0) + f.get("change_feed_repeats", 0),
             "cross_tenant": f.get("cross_tenant", 0),
+            "feed_entries": f.get("change_feed_entries", 0),
             "5xx": self.five_xx,
             **self.extra,
         }
