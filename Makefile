@@ -77,7 +77,7 @@ test-slow: install services
 ## The fault suite (docs/reliability.md): private RabbitMQ nodes (a 3-node cluster among them) and
 ## Postgres clusters killed under load, alarms, proxied faults, the soak; about 30 minutes here.
 ## Each scenario prints a FIGURES line; the table in docs/reliability.md holds the last ones.
-FAULT_TESTS := tests/e2e/test_cluster_failover.py tests/e2e/test_fault_scenarios.py \
+FAULT_TESTS := tests/e2e/test_cluster_failover.py tests/e2e/test_fault_scenarios.py tests/e2e/test_feed_faults.py \
 	tests/e2e/test_soak.py tests/e2e/test_private_servers.py tests/e2e/test_faults.py \
 	tests/e2e/test_reconciler.py tests/integration/feed_poller/test_holds_and_faults.py \
 	tests/integration/test_broker.py tests/unit/test_ledger_checker.py

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from yarl import URL
 
@@ -35,7 +36,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FEED_SIZE = 1500
 RUNS = 8
-CUT_AFTER = 0.3  # seconds into a run
 CUT_FOR = 3.0
 APPLY_TIMEOUT = 60.0
 
@@ -106,8 +106,8 @@ async def test_feed_runs_during_broker_cuts_and_pushes_during_runs(
         amqp_url=vhost_amqp_url,
         extra_env={
             # Slow enough publishing that a cut lands mid-run; a stall is noticed in 2 s.
-            "RWASYNC_FEED_POLLER_EVENTS_PER_MESSAGE": "5",
-            "RWASYNC_FEED_POLLER_PUBLISH_WINDOW": "2",
+            "RWASYNC_FEED_POLLER_EVENTS_PER_MESSAGE": "2",
+            "RWASYNC_FEED_POLLER_PUBLISH_WINDOW": "1",
             "RWASYNC_FEED_POLLER_CONFIRM_STALL_SECONDS": "2",
             "RWASYNC_FEED_POLLER_POLL_INTERVAL": "0.2",
         },
@@ -151,16 +151,17 @@ async def _run(system: System, proxy: TcpProxy, files: FileHost) -> None:
                     system.cli, "feed", "trigger", feed["feed_id"], "--wait", "--json", check=False
                 )
             )
-            await asyncio.sleep(CUT_AFTER)
             cut = k % 2 == 1 and k < RUNS - 1
-            if cut:
-                await proxy.cut()
-            # Pushes landing during the run: a listed asset just newer than the run's version,
-            # and an unlisted one with an old updated_at.
+            # Pushes landing during the run: an unlisted asset with an old updated_at once the
+            # run started, and a listed asset just newer than the run's version once it compared.
             newer = _doc(listed[k], version + timedelta(seconds=30), f"pushed during run {k}")
             unlisted = _doc(f"pushed-{k}", base - timedelta(days=1), f"pushed during run {k}")
-            assert await _push(http, system, provider, newer) == 202
+            await _run_reached(system, feed["feed_id"], k, "started_at")
             assert await _push(http, system, provider, unlisted) == 202
+            await _run_reached(system, feed["feed_id"], k, "compared_at")
+            if cut:  # publishing has begun: cut the poller's broker under it
+                await proxy.cut()
+            assert await _push(http, system, provider, newer) == 202
             if cut:
                 await asyncio.sleep(CUT_FOR)
                 await proxy.restore()
@@ -216,6 +217,25 @@ async def _run(system: System, proxy: TcpProxy, files: FileHost) -> None:
     assert unpublished_ok == 0 and wrongful == 0 and overwritten == 0
     # The cuts did bite, and a run after a cut completes the catalogue.
     assert figures["failed"] >= 1 and statuses[-1] == "ok"
+
+
+async def _run_reached(system: System, feed_id: str, index: int, column: str) -> None:
+    """Wait (bounded) until the feed's run number `index` (from 0) has set `column`."""
+    conn = await asyncpg.connect(system.database_url)
+    try:
+        for _ in range(600):
+            reached = await conn.fetchval(
+                f"SELECT {column} IS NOT NULL FROM feed_runs WHERE feed_id = $1 "
+                "ORDER BY requested_at OFFSET $2 LIMIT 1",
+                feed_id,
+                index,
+            )
+            if reached:
+                return
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    raise AssertionError(f"run {index} of {feed_id} never set {column}")
 
 
 def target_through(url: str, proxy: TcpProxy) -> URL:
