@@ -80,15 +80,28 @@ async def _versions(
 
 async def _push(
     http: aiohttp.ClientSession, system: System, provider: dict[str, str], doc: dict[str, Any]
-) -> int:
+) -> str:
+    """PUT until a 202 (bounded); its event id, or "" when it never came."""
     for _ in range(30):
         async with http.put(
             f"{system.url('ingest-api')}/v1/assets/{doc['id']}", json=doc, headers=bearer(provider)
         ) as r:
             if r.status == 202:
-                return r.status
+                return str((await r.json())["event_id"])
             await asyncio.sleep(0.5)
-    return 0
+    return ""
+
+
+async def _decided(
+    http: aiohttp.ClientSession, system: System, provider: dict[str, str], events: list[str]
+) -> bool:
+    for event_id in events:
+        async with http.get(
+            f"{system.url('ingest-api')}/v1/events/{event_id}", headers=bearer(provider)
+        ) as r:
+            if r.status != 200 or (await r.json())["status"] == "accepted":
+                return False
+    return True
 
 
 @pytest.mark.timeout(900)
@@ -157,11 +170,12 @@ async def _run(system: System, proxy: TcpProxy, files: FileHost) -> None:
             newer = _doc(listed[k], version + timedelta(seconds=30), f"pushed during run {k}")
             unlisted = _doc(f"pushed-{k}", base - timedelta(days=1), f"pushed during run {k}")
             await _run_reached(system, feed["feed_id"], k, "started_at")
-            assert await _push(http, system, provider, unlisted) == 202
-            await _run_reached(system, feed["feed_id"], k, "compared_at")
-            if cut:  # publishing has begun: cut the poller's broker under it
+            if cut:  # the run is fetching: it finds its broker gone when it publishes
                 await proxy.cut()
-            assert await _push(http, system, provider, newer) == 202
+            pushes = [await _push(http, system, provider, unlisted)]
+            await _run_reached(system, feed["feed_id"], k, "compared_at")
+            pushes.append(await _push(http, system, provider, newer))
+            assert all(pushes), "a push during the run was never accepted"
             if cut:
                 await asyncio.sleep(CUT_FOR)
                 await proxy.restore()
@@ -176,6 +190,8 @@ async def _run(system: System, proxy: TcpProxy, files: FileHost) -> None:
             # Whatever the run did is applied within the timeout (pushes included).
             deadline = time.monotonic() + APPLY_TIMEOUT
             while True:
+                # Decided first, then read: a read before the push's decision could miss it.
+                settled = await _decided(http, system, provider, pushes)
                 states = await _versions(http, system, provider, [*listed, f"pushed-{k}"])
                 at_version = sum(
                     1
@@ -183,7 +199,6 @@ async def _run(system: System, proxy: TcpProxy, files: FileHost) -> None:
                     if states[a][0] == 200
                     and states[a][1]["_meta"]["updated_at"] >= timestamp_text(version)
                 )
-                settled = states[newer["id"]][0] == 200 and states[f"pushed-{k}"][0] == 200
                 if (run.get("status") != "ok" or at_version == FEED_SIZE) and settled:
                     break
                 if time.monotonic() > deadline:
@@ -200,7 +215,15 @@ async def _run(system: System, proxy: TcpProxy, files: FileHost) -> None:
             pushed_doc = states[newer["id"]][1]
             if pushed_doc.get("description") != newer["description"]:
                 overwritten += 1
-                notes.append(f"  {newer['id']} pushed during run {k} overwritten by the run")
+                async with http.get(
+                    f"{system.url('ingest-api')}/v1/events/{pushes[1]}", headers=bearer(provider)
+                ) as r:
+                    push_receipt = await r.json()
+                notes.append(
+                    f"  {newer['id']} pushed during run {k} (updated_at {newer['updated_at']}, "
+                    f"receipt {push_receipt.get('status')} {push_receipt.get('reason')}) reads "
+                    f"{pushed_doc.get('description')!r} at {pushed_doc.get('_meta')}"
+                )
     statuses = [r.get("status") for r in outcomes]
     figures = {
         "runs": len(outcomes),
@@ -216,7 +239,7 @@ async def _run(system: System, proxy: TcpProxy, files: FileHost) -> None:
         print(f"  {note}")
     assert unpublished_ok == 0 and wrongful == 0 and overwritten == 0
     # The cuts did bite, and a run after a cut completes the catalogue.
-    assert figures["failed"] >= 1 and statuses[-1] == "ok"
+    assert figures["failed"] >= 1 and statuses[-1] == "ok", notes
 
 
 async def _run_reached(system: System, feed_id: str, index: int, column: str) -> None:
