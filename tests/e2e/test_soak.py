@@ -68,6 +68,7 @@ CUT_GRACE = 2.0
 DECISION_TIMEOUT = 60.0
 QUEUE_DRAIN_TIMEOUT = 15.0
 READ_CONCURRENCY = 32
+READ_RETRIES = 30
 
 
 def slot_version(rng: random.Random) -> datetime:
@@ -299,9 +300,19 @@ async def _read_all(
     results: dict[str, tuple[int, dict[str, Any]]] = {}
 
     async def read(key: str, url: str) -> None:
-        async with gate, http.get(url, headers=headers) as response:
-            body = await response.json(content_type=None) if response.status == 200 else {}
-            results[key] = (response.status, dict(body))
+        # Reading back thousands of receipts goes over the provider's request rate: a 429 is
+        # waited out (Retry-After), as any client would, bounded.
+        async with gate:
+            for _ in range(READ_RETRIES):
+                async with http.get(url, headers=headers) as response:
+                    if response.status == 429:
+                        pause = float(response.headers.get("Retry-After", "1"))
+                        await asyncio.sleep(min(pause, RETRY_AFTER_CAP))
+                        continue
+                    body = await response.json(content_type=None) if response.status == 200 else {}
+                    results[key] = (response.status, dict(body))
+                    return
+            results[key] = (429, {})
 
     await asyncio.gather(*(read(k, u) for k, u in urls.items()))
     return results
