@@ -1,6 +1,11 @@
 """RabbitMQ through aio-pika: a robust connection opened in the background, the topology declared
 idempotently at every start, and publishing that returns only once the broker has confirmed.
 
+The address setting may list several brokers, comma-separated (the nodes of one RabbitMQ
+cluster): a process starts at a random one of them, moves to the next whenever a connect attempt
+fails or an open connection is lost, and its robust channels declare and consume again on
+whichever node it reaches. The work queues are quorum queues, so every node serves them.
+
 Concurrent `publish` calls share one confirm channel, so their confirms are pipelined rather than
 waited for one round trip at a time. When the broker blocks the connection (a memory or disk
 alarm), publishing fails at once, in flight or not, instead of waiting out the confirm timeout.
@@ -10,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiormq.abc import FieldTable
+from yarl import URL
 
 from rwasync.platform.retry import retrying
 from rwasync.schema import topology
@@ -29,6 +36,65 @@ def field_table(arguments: Mapping[str, str | int]) -> FieldTable:
     """Queue arguments in the type aio-pika declares them with."""
     table: FieldTable = {key: value for key, value in arguments.items()}
     return table
+
+
+def broker_urls(setting: str) -> list[str]:
+    """The broker addresses of an `RWASYNC_AMQP_URL`-style setting: one URL or several,
+    comma-separated (surrounding blanks and empty entries ignored)."""
+    urls = [part.strip() for part in setting.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("no broker address given")
+    return urls
+
+
+def redacted(url: str | URL) -> str:
+    """A broker address fit for a log line (no password)."""
+    parsed = URL(url)
+    return str(parsed.with_password("***") if parsed.password else parsed)
+
+
+# The robust connection's own connect step (name-mangled in aio-pika 9 and 10): every attempt,
+# the first and each reconnect, goes through it.
+_CONNECT_TRANSPORT = getattr(
+    aio_pika.RobustConnection, "_RobustConnection__connect_transport", None
+)
+
+
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection over several broker addresses: a failed connect attempt or a lost
+    connection moves it to the next address, so its reconnect loop walks the list round-robin.
+
+    Channels, exchanges, queues and consumers are restored by the robust connection on whichever
+    node answers; with quorum queues every node of the cluster serves the same queues.
+    """
+
+    def __init__(self, urls: Sequence[str], *, start: int = 0, **kwargs: Any) -> None:
+        if not urls:
+            raise ValueError("no broker address given")
+        self._urls = [URL(url) for url in urls]
+        self._current = start % len(self._urls)
+        super().__init__(self._urls[self._current], **kwargs)
+
+    def rotate(self) -> None:
+        """Aim the next connect attempt at the next address (no-op with one address)."""
+        if len(self._urls) < 2:
+            return
+        self._current = (self._current + 1) % len(self._urls)
+        self.url = self._urls[self._current]
+        log.info("broker failover: next address", url=redacted(self.url))
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        assert _CONNECT_TRANSPORT is not None
+        try:
+            await _CONNECT_TRANSPORT(self)
+        except Exception:
+            self.rotate()
+            raise
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if not self._close_called and not self.is_closed:
+            self.rotate()  # before the reconnect loop wakes up: reconnect elsewhere at once
+        await super()._on_connection_close(closing)
 
 
 class BrokerUnavailable(Exception):
@@ -127,14 +193,18 @@ class BlockedWatch:
 
 
 class Broker:
-    """One robust connection per process, connected in the background until it succeeds."""
+    """One robust connection per process, connected in the background until it succeeds, failing
+    over between the addresses `url` lists (comma-separated)."""
 
     def __init__(
         self, url: str, *, publish_timeout: float | None = 5.0, name: str = "rwasync"
     ) -> None:
         """`publish_timeout` bounds the wait for each confirm; None waits as long as the broker
         takes (a bulk publisher then watches for confirms that stop coming)."""
-        self._url = url
+        self._urls = broker_urls(url)
+        # The address the next first-connect attempt starts from: a random one, so that the
+        # processes of a deployment spread their connections over the cluster's nodes.
+        self._next = random.randrange(len(self._urls))
         self._publish_timeout = publish_timeout
         self._name = name
         self._connection: AbstractRobustConnection | None = None
@@ -157,14 +227,11 @@ class Broker:
         return self._connection
 
     async def _connect_forever(self) -> None:
+        if _CONNECT_TRANSPORT is None and len(self._urls) > 1:
+            log.error("cannot fail over between brokers with this aio-pika version")
         async for attempt in retrying("broker connect"):
             with attempt:
-                connection = await aio_pika.connect_robust(
-                    self._url,
-                    reconnect_interval=1.0,
-                    timeout=10,
-                    client_properties={"connection_name": self._name},
-                )
+                connection = await self._connect()
                 try:
                     channel = await connection.channel(
                         publisher_confirms=True, on_return_raises=True
@@ -178,6 +245,30 @@ class Broker:
         connection.reconnect_callbacks.add(lambda reconnected: self.blocking.watch(reconnected))
         self._ready.set()
         log.info("broker connected, topology declared")
+
+    async def _connect(self) -> AbstractRobustConnection:
+        """The first connection, tried on the next address each attempt."""
+        start, self._next = self._next, (self._next + 1) % len(self._urls)
+        if _CONNECT_TRANSPORT is None:
+            return await aio_pika.connect_robust(
+                self._urls[start],
+                reconnect_interval=1.0,
+                timeout=10,
+                client_properties={"connection_name": self._name},
+            )
+        connection = FailoverConnection(
+            self._urls,
+            start=start,
+            reconnect_interval=1.0,
+            client_properties={"connection_name": self._name},
+        )
+        try:
+            await connection.connect(timeout=10)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        return connection
 
     def is_ready(self) -> bool:
         return (
