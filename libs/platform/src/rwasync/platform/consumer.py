@@ -136,6 +136,10 @@ class EventConsumer:
         for event in events:
             EVENT_LAG.labels(queue).observe(max(0.0, (now - event.accepted_at).total_seconds()))
         log.info("message applied", events=len(events), **_message_fields(events))
+        if len(events) > 1:
+            # A batch's line cannot name every asset; at DEBUG each event gets its own.
+            for event in events:
+                log.debug("event handled", **_event_fields(event))
 
     async def _apply_splitting(self, events: list[Event], deliveries: int) -> None:
         try:

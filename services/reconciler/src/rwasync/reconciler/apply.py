@@ -79,6 +79,7 @@ def _incoming(
                 str(event.type),
                 is_newest,
                 position,
+                event.trace_id,
             )
         )
     return rows
