@@ -163,7 +163,7 @@ async def test_the_readmes_commands_push_and_read_an_asset_through_the_gateway(
     compose file publishes)."""
     published = deployment.service("gateway")["ports"][0]["published"]
     commands = operations_commands()
-    (create,) = [c for c in commands if c.startswith("docker compose run --rm cli ")]
+    (create,) = [c for c in commands if c.startswith("docker compose run --rm cli provider ")]
     token = cli(deployment, *shlex.split(create)[5:])["token"]
     put, get = [c for c in commands if c.startswith("curl ")]
     assert f"localhost:{published}/" in put and f"localhost:{published}/" in get
