@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -132,12 +133,13 @@ class EventConsumer:
                 return
         await self._ack(message)
         MESSAGES.labels(queue, "acked").inc()
-        now = datetime.now(UTC)
+        now, lag = datetime.now(UTC), EVENT_LAG.labels(queue)
         for event in events:
-            EVENT_LAG.labels(queue).observe(max(0.0, (now - event.accepted_at).total_seconds()))
+            lag.observe(max(0.0, (now - event.accepted_at).total_seconds()))
         log.info("message applied", events=len(events), **_message_fields(events))
-        if len(events) > 1:
-            # A batch's line cannot name every asset; at DEBUG each event gets its own.
+        if len(events) > 1 and log.bind().is_enabled_for(logging.DEBUG):
+            # A batch's line cannot name every asset; at DEBUG each event gets its own (checked
+            # once: a batch of thousands would otherwise build thousands of unused lines).
             for event in events:
                 log.debug("event handled", **_event_fields(event))
 
