@@ -159,7 +159,7 @@ async def test_a_trace_and_the_ids_follow_a_push_and_a_feed_and_no_secret_is_log
     assert request_line["asset_id"] == "traced-1"
     assert request_line["event_id"] == event_id
     # The reconciler's line for the message: the same trace, through the broker.
-    (applied,) = lines_with(traced, "reconciler", trace_id=trace, event="message applied")
+    (applied,) = lines_with(traced, "reconciler", trace_id=trace, event="message handled")
     assert (applied["provider_id"], applied["asset_id"], applied["event_id"]) == (
         provider_id,
         "traced-1",
@@ -168,10 +168,10 @@ async def test_a_trace_and_the_ids_follow_a_push_and_a_feed_and_no_secret_is_log
     # pricing's, for the tick.
     ticked = await eventually(
         lambda: asyncio.sleep(0, lines_with(traced, "pricing", trace_id=price_trace)),
-        lambda lines: any(line.get("event") == "message applied" for line in lines),
+        lambda lines: any(line.get("event") == "message handled" for line in lines),
         timeout=60,
     )
-    (tick_line,) = [line for line in ticked if line.get("event") == "message applied"]
+    (tick_line,) = [line for line in ticked if line.get("event") == "message handled"]
     assert (tick_line["asset_id"], tick_line["event_id"]) == ("traced-1", price_event)
     # The feed run: its run id is the trace, in the poller's lines and the reconciler's.
     assert lines_with(traced, "feed-poller", trace_id=run["run_id"], event="feed run finished")
@@ -182,7 +182,7 @@ async def test_a_trace_and_the_ids_follow_a_push_and_a_feed_and_no_secret_is_log
         lambda lines: any(line.get("event") == "event handled" for line in lines),
         timeout=60,
     )
-    (batch,) = [line for line in fed if line.get("event") == "message applied"]
+    (batch,) = [line for line in fed if line.get("event") == "message handled"]
     assert batch["provider_id"] == provider_id and batch["events"] == 2
     handled = {line["asset_id"]: line for line in fed if line.get("event") == "event handled"}
     assert set(handled) == {"fed-1", "traced-1"}

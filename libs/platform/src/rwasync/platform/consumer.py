@@ -136,7 +136,7 @@ class EventConsumer:
         now, lag = datetime.now(UTC), EVENT_LAG.labels(queue)
         for event in events:
             lag.observe(max(0.0, (now - event.accepted_at).total_seconds()))
-        log.info("message applied", events=len(events), **_message_fields(events))
+        log.info("message handled", events=len(events), **_message_fields(events))
         if len(events) > 1 and log.bind().is_enabled_for(logging.DEBUG):
             # A batch's line cannot name every asset; at DEBUG each event gets its own (checked
             # once: a batch of thousands would otherwise build thousands of unused lines).
