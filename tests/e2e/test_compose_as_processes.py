@@ -208,8 +208,29 @@ def exported_names(text: str) -> tuple[set[str], set[str]]:
 async def test_every_metric_the_dashboard_queries_is_exported_by_the_running_services(
     deployment: LocalCompose, gateway: str, http: aiohttp.ClientSession
 ) -> None:
-    """The Grafana dashboard's queries against the real services' /metrics, after traffic (the
-    tests above pushed assets and prices through the gateway)."""
+    """The Grafana dashboard's queries against the real services' /metrics, after traffic of its
+    own: an asset and a price pushed through the gateway and decided."""
+    provider = cli(deployment, "provider", "create", "Compose Metrics", "--json")
+    headers = {"Authorization": f"Bearer {provider['token']}"}
+    t = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    pushed = []
+    for path, body in (
+        ("/v1/assets/metered-1", asset_doc("metered-1", t)),
+        (
+            "/v1/assets/metered-1/price",
+            {"amount": "9.5", "currency": "USD", "as_of": t.isoformat()},
+        ),
+    ):
+        async with http.put(gateway + path, json=body, headers=headers) as r:
+            assert r.status == 202, await r.text()
+            pushed.append((await r.json())["event_id"])
+
+    async def decided(event_id: str) -> str:
+        async with http.get(f"{gateway}/v1/events/{event_id}", headers=headers) as r:
+            return str((await r.json()).get("status")) if r.status == 200 else ""
+
+    for event_id in pushed:
+        await eventually(lambda e=event_id: decided(e), lambda s: s == "applied", timeout=60)
     declared: set[str] = set()
     sampled: set[str] = set()
     for name in SCALED:
