@@ -125,10 +125,10 @@ def excluded(case: schemathesis.Case) -> list[Any]:
     `positive_data_acceptance` (a schema-valid request must succeed) does not apply where
     validity is more than JSON Schema can state, so a schema-valid request may rightly be a 4xx:
     bodies of the asset and price contracts (a timestamp at most 5 minutes ahead, ISO 4217 codes,
-    EIP-55 checksums, a body id equal to the path's), opaque page and change-feed cursors (only one the API
-    returned is valid), time ranges (`from` before `to`, at most 5000 candles) and idempotency
-    keys (valid once per request). The other direction (`negative_data_rejection`) applies
-    everywhere.
+    EIP-55 checksums, a body id equal to the path's), opaque page and change-feed cursors (only
+    one the API returned is valid), time ranges (`from` before `to`, at most 5000 candles) and
+    idempotency keys (valid once per request). The other direction (`negative_data_rejection`)
+    applies everywhere.
     """
     beyond_schema = {"cursor", "since", "from", "to"} & set(case.query or {})
     # An Idempotency-Key is valid once per request: reused with another request, it is a 422.

@@ -22,9 +22,12 @@ from typing import Any
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.abc import FieldTable
 from yarl import URL
 
+from rwasync.platform import tracing
+from rwasync.platform.metrics import MESSAGES_PUBLISHED
 from rwasync.platform.retry import retrying
 from rwasync.schema import topology
 from rwasync.schema.events import EventMessage, encode_message
@@ -286,13 +289,18 @@ class Broker:
         *,
         headers: Mapping[str, Any] | None = None,
     ) -> None:
-        """Publish persistently; return only after the broker's confirm, else BrokerUnavailable."""
+        """Publish persistently; return only after the broker's confirm, else BrokerUnavailable.
+        The message carries its events' trace in its headers."""
         await self.publish_body(
             exchange,
             routing_key,
             encode_message(message),
             message_id=str(message.message_id),
-            headers={topology.HEADER_EVENT_COUNT: len(message.events), **(headers or {})},
+            headers={
+                topology.HEADER_EVENT_COUNT: len(message.events),
+                **tracing.message_headers(message.events[0].trace_id),
+                **(headers or {}),
+            },
         )
 
     async def publish_body(
@@ -306,18 +314,24 @@ class Broker:
         mandatory: bool = True,
     ) -> None:
         """Publish a body as is; `mandatory=False` where no queue need be bound (the change
-        announcements: a consumer binds its own queue)."""
+        announcements: a consumer binds its own queue). Without a trace in `headers`, the
+        message carries the trace of the work in hand."""
         if not self.is_ready():
+            MESSAGES_PUBLISHED.labels(exchange, "unavailable").inc()
             raise BrokerUnavailable("broker not connected")
         if self.blocking.reason is not None:
+            MESSAGES_PUBLISHED.labels(exchange, "blocked").inc()
             raise BrokerUnavailable(f"broker blocked the connection: {self.blocking.reason}")
         target = self._exchanges[exchange]
+        all_headers = dict(headers or {})
+        if topology.HEADER_TRACE_ID not in all_headers:
+            all_headers.update(tracing.message_headers(tracing.current_trace_id.get()))
         amqp_message = aio_pika.Message(
             body,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
-            headers=dict(headers or {}),
+            headers=all_headers,
         )
         publishing = asyncio.ensure_future(
             target.publish(
@@ -332,11 +346,17 @@ class Broker:
             raise
         if not publishing.done():
             publishing.cancel()
+            MESSAGES_PUBLISHED.labels(exchange, "blocked").inc()
             raise BrokerUnavailable(f"broker blocked the connection: {blocked.result()}")
         try:
             publishing.result()
         except Exception as exc:  # nack, return, timeout, closed channel: all mean "not confirmed"
+            MESSAGES_PUBLISHED.labels(exchange, _unconfirmed(exc)).inc()
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}: {exc}") from exc
+        MESSAGES_PUBLISHED.labels(exchange, "confirmed").inc()
+
+    async def queue_depths(self, queues: Sequence[str]) -> dict[str, tuple[int, int]]:
+        return await queue_depths(self.connection, queues)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -346,3 +366,36 @@ class Broker:
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.close(), 5)
+
+
+def _unconfirmed(exc: BaseException) -> str:
+    """The publish outcome an unconfirmed publish counts as."""
+    if isinstance(exc, PublishError):
+        return "returned"
+    if isinstance(exc, DeliveryError):
+        return "nacked"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    return "unavailable"
+
+
+async def queue_depths(
+    connection: aio_pika.abc.AbstractConnection, queues: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    """(messages ready, consumers) of each existing queue, by passive declare on a channel of its
+    own (a missing queue closes the channel: it is left out and the channel reopened)."""
+    found: dict[str, tuple[int, int]] = {}
+    channel = await connection.channel()
+    try:
+        for name in queues:
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                channel = await connection.channel()
+                continue
+            result = queue.declaration_result
+            found[name] = (int(result.message_count or 0), int(result.consumer_count or 0))
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+    return found

@@ -4,16 +4,17 @@ them, JSON responses, and the `/healthz`, `/readyz` and `/metrics` routes."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 import orjson
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rwasync.platform import tracing
 from rwasync.platform.db import is_transient
+from rwasync.platform.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from rwasync.schema.jsonsafe import dumps
 
 log = structlog.get_logger(__name__)
@@ -21,18 +22,8 @@ log = structlog.get_logger(__name__)
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://rwasync.dev/problems/"
 
-HTTP_REQUESTS = Counter(
-    "rwasync_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
-)
-HTTP_LATENCY = Histogram(
-    "rwasync_http_request_seconds",
-    "HTTP request latency",
-    ["route", "method"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
-
-
-# The request's trace id (from `X-Request-Id`, else generated), carried into published events.
+# The request's trace id (from `traceparent`, else `X-Request-Id`, else generated), carried into
+# published events and their message headers.
 TRACE_ID = web.RequestKey("trace_id", str)
 
 
@@ -113,20 +104,52 @@ def _route_name(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
+# Probes and scrapes answer every few seconds; their lines would drown the requests that matter.
+_QUIET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 @web.middleware
 async def problem_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Turn every error into problem+json, count and time every request, bind a trace id."""
-    trace_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    """Turn every error into problem+json, count, time and log every request under its trace id
+    (the log line carries what the handler bound: provider_id, asset_id, event_id)."""
+    trace_id = tracing.request_trace_id(request.headers)
     request[TRACE_ID] = trace_id
-    structlog.contextvars.bind_contextvars(trace_id=trace_id)
+    tracing.bind(trace_id)
     started = time.perf_counter()
     route = _route_name(request)
     try:
-        response = await handler(request)
+        response = await _answer(request, handler, route)
+        if not response.prepared:  # a stream has sent its headers already
+            response.headers["X-Trace-Id"] = trace_id
+        status = str(response.status)
+        elapsed = time.perf_counter() - started
+        HTTP_REQUESTS.labels(route, request.method, status).inc()
+        HTTP_LATENCY.labels(route, request.method, status).observe(elapsed)
+        if route not in _QUIET_ROUTES:
+            log.info(
+                "request answered",
+                method=request.method,
+                route=route,
+                status=response.status,
+                ms=round(elapsed * 1000, 1),
+            )
+        return response
+    finally:
+        structlog.contextvars.unbind_contextvars("trace_id", "provider_id", "asset_id", "event_id")
+        tracing.current_trace_id.set("")
+
+
+async def _answer(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    route: str,
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
     except Problem as problem:
-        response = problem.response()
+        return problem.response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -136,26 +159,18 @@ async def problem_middleware(
             for k, v in exc.headers.items()
             if k.lower() not in ("content-type", "content-length")
         }
-        response = Problem(
-            exc.status, exc.reason, exc.text or exc.reason, headers=headers
-        ).response()
+        return Problem(exc.status, exc.reason, exc.text or exc.reason, headers=headers).response()
     except Exception as exc:
         if is_transient(exc):
             # The database is away or a read timed out: a retry may well succeed.
             log.warning("database unavailable", route=route, error=repr(exc))
-            response = service_unavailable(
+            return service_unavailable(
                 "the store cannot be reached right now; retry shortly"
             ).response()
-        else:
-            log.exception("unhandled error", route=route, method=request.method)
-            response = Problem(
-                500, "Internal Server Error", "an unexpected error occurred; it has been logged"
-            ).response()
-    finally:
-        structlog.contextvars.unbind_contextvars("trace_id", "provider_id", "asset_id", "event_id")
-    HTTP_REQUESTS.labels(route, request.method, str(response.status)).inc()
-    HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
-    return response
+        log.exception("unhandled error", route=route, method=request.method)
+        return Problem(
+            500, "Internal Server Error", "an unexpected error occurred; it has been logged"
+        ).response()
 
 
 ReadinessCheck = Callable[[], Awaitable[tuple[str, bool]]]

@@ -50,6 +50,11 @@ class CommonSettings(BaseSettings):
     # Fernet keys (comma-separated; the first seals, all open) that seal feed credentials at rest.
     # Empty: feeds that carry credentials cannot be registered.
     feed_secrets_key: SecretStr = Field(SecretStr(""), validation_alias="RWASYNC_FEED_SECRETS_KEY")
+    # RabbitMQ's management API with its credentials (http://user:password@host:15672), for
+    # `rwasync status`; empty: queue figures come from the AMQP connection (passive declares).
+    rabbitmq_management_url: SecretStr = Field(
+        SecretStr(""), validation_alias="RWASYNC_RABBITMQ_MANAGEMENT_URL"
+    )
 
 
 class ServiceSettings(CommonSettings):

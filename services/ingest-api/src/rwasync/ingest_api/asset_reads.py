@@ -192,6 +192,8 @@ class AssetReads:
             receipt["reason"] = row["reason"]
         if row["type"] == EventType.PRICE_UPDATED and row["latest"] is not None:
             receipt["latest"] = row["latest"]
+        if row["trace_id"] is not None:
+            receipt["trace_id"] = row["trace_id"]
         return json_response(receipt)
 
     async def _read(self, query: str, *args: Any) -> Record | None:
