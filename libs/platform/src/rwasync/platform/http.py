@@ -3,6 +3,7 @@ them, JSON responses, and the `/healthz`, `/readyz` and `/metrics` routes."""
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -193,6 +194,22 @@ def new_app(*, client_max_size: int = 1024**2) -> web.Application:
 # On SIGTERM, requests in flight get this long to finish before they are cancelled.
 SHUTDOWN_TIMEOUT: Final = 10.0
 
+# The cyclic garbage collector's thresholds while serving (CPython's default: 700, 10, 10).
+# A consumer holds tens of thousands of decoded events (prefetched messages waiting for their
+# transaction), and every collection walks the tracked objects of the generations it collects:
+# with the defaults, collections cost decoding three to four times its own CPU (py-spy charges
+# it to pydantic's decode, which allocates). Almost all garbage here is freed by reference
+# counting; the rare cycles (exceptions, futures) wait a little longer.
+GC_THRESHOLDS: Final = (100_000, 50, 100)
+
+
+def tune_garbage_collector() -> None:
+    """Freeze what start-up allocated (modules, models, settings: never garbage) out of the
+    collector's sight, and collect less often (GC_THRESHOLDS)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
 
 def run(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> None:
     """Serve until SIGINT/SIGTERM. Then aiohttp stops listening, closes idle connections, runs
@@ -204,6 +221,7 @@ def run(app: web.Application, host: str, port: int, *, reuse_port: bool = False)
         log.info("shutting down: no new requests, finishing those in flight")
 
     app.on_shutdown.insert(0, announce)
+    tune_garbage_collector()
     web.run_app(
         app,
         host=host,
