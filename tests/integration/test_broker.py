@@ -119,45 +119,6 @@ async def test_poison_event_is_dead_lettered_alone_and_the_rest_applied(
     assert await _drain(vhost_amqp_url, topology.RECONCILER_QUEUE, 1, timeout=0.5) == []
 
 
-async def test_messages_applied_together_still_isolate_a_poison_event(
-    broker: Broker, vhost_amqp_url: str
-) -> None:
-    """Messages ready together are applied in one window; when the window fails, each message is
-    applied alone, so only the poison event is dead-lettered and no other message's event."""
-    messages = [[upserted("prv_x", f"m{m}-{i}", at(i)) for i in range(4)] for m in range(6)]
-    for events in messages:
-        await broker.publish(
-            topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, message_for(events)
-        )
-    applier = _WindowRecordingApplier({"m3-2"})
-    consumer = EventConsumer(broker, topology.RECONCILER_QUEUE, applier, prefetch=16)
-    consumer.start()
-    dead = await _drain(vhost_amqp_url, topology.dead_letter_queue(topology.RECONCILER_QUEUE), 1)
-    for _ in range(100):
-        if len(applier.applied) == 23:
-            break
-        await asyncio.sleep(0.05)
-    await consumer.stop()
-    assert sorted(applier.applied) == sorted(
-        e.asset_id for events in messages for e in events if e.asset_id != "m3-2"
-    )
-    assert [e.asset_id for e in decode_message(dead[0].body).events] == ["m3-2"]
-    # Some apply carried the events of more than one message (they were all ready together).
-    assert max(applier.sizes) > 4
-    assert await _drain(vhost_amqp_url, topology.RECONCILER_QUEUE, 1, timeout=0.5) == []
-
-
-class _WindowRecordingApplier(_PoisonSensitiveApplier):
-    def __init__(self, poison: set[str]) -> None:
-        super().__init__(poison)
-        self.sizes: list[int] = []
-
-    async def apply(self, events: Sequence[Event]) -> None:
-        self.sizes.append(len(events))
-        await asyncio.sleep(0.05)  # a transaction's time: the next messages gather meanwhile
-        await super().apply(events)
-
-
 async def test_malformed_message_is_dead_lettered(broker: Broker, vhost_amqp_url: str) -> None:
     applier = _PoisonSensitiveApplier(set())
     consumer = EventConsumer(broker, topology.RECONCILER_QUEUE, applier)

@@ -58,13 +58,3 @@ async def test_a_failed_flush_reaches_its_submitters_only() -> None:
     group = GroupCommit(recorder.flush, max_items=1)
     outcomes = await asyncio.gather(*(group.submit([n]) for n in range(10)), return_exceptions=True)
     assert [n for n, outcome in enumerate(outcomes) if isinstance(outcome, Exception)] == [7]
-
-
-async def test_weighed_submissions_fill_a_flush_up_to_max_items_by_weight() -> None:
-    recorder = Recorder()
-    # Items weigh their own value: 6 + 3 fit in 10, 6 + 6 do not.
-    group = GroupCommit(recorder.flush, max_items=10, weigh=lambda n: n)
-    first = asyncio.create_task(group.submit([1]))
-    await asyncio.sleep(0.001)  # the first flush is under way; the others queue
-    await asyncio.gather(first, *(group.submit([n]) for n in (6, 3, 6, 20)))
-    assert recorder.flushes == [[1], [6, 3], [6], [20]]

@@ -1,12 +1,6 @@
 """Consuming event messages: apply, then ack; retry transient failures in place; split a batch
 that cannot be applied until each poison event is dead-lettered alone with its reason.
 
-Messages that are ready together are applied together: while one transaction is under way, the
-events of the messages decoded meanwhile gather for the next (up to a window of events), so a
-busy consumer pays its per-transaction costs (locks, staging, round trips) once per window
-rather than once per message. A window that fails is applied again message by message, so a
-poison event never takes its neighbours' messages down with it.
-
 A message is acked only after its events were committed (or dead-lettered with a confirm), so a
 crash anywhere leads to redelivery, which the appliers' version guards make harmless.
 """
@@ -25,7 +19,6 @@ from prometheus_client import Counter, Histogram
 
 from rwasync.platform.broker import Broker, field_table
 from rwasync.platform.db import is_transient
-from rwasync.platform.grouping import GroupCommit
 from rwasync.platform.retry import retrying
 from rwasync.schema import topology
 from rwasync.schema.events import (
@@ -62,27 +55,12 @@ class Applier(Protocol):
         """Record on the events' receipts why they were dead-lettered (best effort)."""
 
 
-# Events applied in one transaction at most, whatever the number of messages they came in.
-DEFAULT_APPLY_WINDOW = 5000
-
-
 class EventConsumer:
-    def __init__(
-        self,
-        broker: Broker,
-        queue: str,
-        applier: Applier,
-        *,
-        prefetch: int = 32,
-        apply_window: int = DEFAULT_APPLY_WINDOW,
-    ) -> None:
+    def __init__(self, broker: Broker, queue: str, applier: Applier, *, prefetch: int = 32) -> None:
         self._broker = broker
         self._queue_name = queue
         self._applier = applier
         self._prefetch = prefetch
-        self._window: GroupCommit[list[Event]] = GroupCommit(
-            self._apply_window, max_items=apply_window, weigh=len
-        )
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
@@ -168,30 +146,6 @@ class EventConsumer:
             await self._dead_letter(events, reason, deliveries)
 
     async def _apply_retrying(self, events: list[Event]) -> None:
-        """Apply with the events of other messages ready at the same time (see the module's
-        docstring); raise what applying these events alone raised."""
-        try:
-            await self._window.submit([events])
-        except _Separately:
-            await self._apply_alone(events)
-
-    async def _apply_window(self, submissions: list[list[Event]]) -> None:
-        if len(submissions) == 1:
-            await self._apply_alone(submissions[0])
-            return
-        try:
-            await self._apply_alone([e for events in submissions for e in events])
-        except _Stopping:
-            raise
-        except Exception as exc:
-            log.warning(
-                "window could not be applied, applying its messages one by one",
-                messages=len(submissions),
-                error=f"{type(exc).__name__}: {exc}"[:500],
-            )
-            raise _Separately from exc
-
-    async def _apply_alone(self, events: list[Event]) -> None:
         """Apply; retry transient database errors in place (the message stays unacked)."""
         try:
             async for attempt in retrying(
@@ -289,7 +243,3 @@ def _deliveries(message: AbstractIncomingMessage) -> int:
 
 class _Stopping(Exception):
     """Shutting down while a transient failure persists: leave the message unacked."""
-
-
-class _Separately(Exception):
-    """A window of several messages failed: each applies again on its own."""

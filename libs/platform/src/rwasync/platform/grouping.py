@@ -14,9 +14,8 @@ T = TypeVar("T")
 
 class GroupCommit(Generic[T]):
     """Runs `flush` over the items of whole submissions taken together: at most `max_items` per
-    flush (a larger submission goes alone, never split; `weigh` says how much an item counts,
-    one by default) and at most `max_concurrent` flushes under way at once. Each submitter gets
-    what its flush raised."""
+    flush (a larger submission goes alone, never split) and at most `max_concurrent` flushes
+    under way at once. Each submitter gets what its flush raised."""
 
     def __init__(
         self,
@@ -24,13 +23,11 @@ class GroupCommit(Generic[T]):
         *,
         max_items: int | None = None,
         max_concurrent: int = 1,
-        weigh: Callable[[T], int] | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self._flush = flush
         self._max_items = max_items
-        self._weigh = weigh
         self._max_concurrent = max_concurrent
         self._waiting: deque[tuple[Sequence[T], asyncio.Future[None]]] = deque()
         self._flushers: set[asyncio.Task[None]] = set()
@@ -45,42 +42,31 @@ class GroupCommit(Generic[T]):
             flusher.add_done_callback(self._flushers.discard)
         await done
 
-    def _size(self, items: Sequence[T]) -> int:
-        return len(items) if self._weigh is None else sum(self._weigh(i) for i in items)
-
     def _take_group(self) -> list[tuple[Sequence[T], asyncio.Future[None]]]:
         group = [self._waiting.popleft()]
-        size = self._size(group[0][0])
+        size = len(group[0][0])
         while self._waiting and (
-            self._max_items is None or size + self._size(self._waiting[0][0]) <= self._max_items
+            self._max_items is None or size + len(self._waiting[0][0]) <= self._max_items
         ):
             items, done = self._waiting.popleft()
-            size += self._size(items)
+            size += len(items)
             group.append((items, done))
         return group
 
     async def _flush_while_waiting(self) -> None:
-        try:
-            while self._waiting:
-                await self._flush_group(self._take_group())
-        finally:
-            # Leave the set as soon as the queue is seen empty, not in a done callback that runs
-            # later: a submitter woken by the last flush may submit again before that callback,
-            # find the set full and wait for a flusher that has already ended.
-            self._flushers.discard(asyncio.current_task())  # type: ignore[arg-type]
-
-    async def _flush_group(self, group: list[tuple[Sequence[T], asyncio.Future[None]]]) -> None:
-        try:
-            await self._flush([item for items, _ in group for item in items])
-        except Exception as exc:  # handed to every submitter, which logs it in context
-            for _, done in group:
-                if not done.done():
-                    done.set_exception(exc)
-        except BaseException:  # cancelled (shutting down): so are its submitters
-            for _, done in group:
-                done.cancel()
-            raise
-        else:
-            for _, done in group:
-                if not done.done():
-                    done.set_result(None)
+        while self._waiting:
+            group = self._take_group()
+            try:
+                await self._flush([item for items, _ in group for item in items])
+            except Exception as exc:  # handed to every submitter, which logs it in context
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+            except BaseException:  # cancelled (shutting down): so are its submitters
+                for _, done in group:
+                    done.cancel()
+                raise
+            else:
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)

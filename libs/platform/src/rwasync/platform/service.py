@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from rwasync.platform.broker import Broker
-from rwasync.platform.consumer import DEFAULT_APPLY_WINDOW, Applier, EventConsumer
+from rwasync.platform.consumer import Applier, EventConsumer
 from rwasync.platform.db import Database
 from rwasync.platform.http import ReadinessCheck, add_health_routes, new_app
 from rwasync.platform.settings import ServiceSettings
@@ -70,16 +70,13 @@ def consuming_service(
     queue: str,
     applier: Callable[[Database], Applier],
     prefetch: int,
-    apply_window: int = DEFAULT_APPLY_WINDOW,
 ) -> ConsumingService:
     """Wire a consumer of `queue`: connections, the consumer, health routes, lifecycle."""
     db = Database(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
     broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name=name)
-    consumer = EventConsumer(
-        broker, queue, applier(db), prefetch=prefetch, apply_window=apply_window
-    )
+    consumer = EventConsumer(broker, queue, applier(db), prefetch=prefetch)
 
     async def consuming() -> tuple[str, bool]:
         return "consumer", consumer.is_consuming()

@@ -41,7 +41,6 @@ def create_app(settings: PricingSettings) -> web.Application:
         queue=topology.PRICING_QUEUE,
         applier=applier,
         prefetch=settings.prefetch,
-        apply_window=settings.apply_window,
     )
     hub = ChangeHub(service.db, service.broker, poll_seconds=settings.stream_poll_seconds)
     upkeep = Upkeep(service.db, change_retention_seconds=settings.change_retention_seconds)

@@ -10,8 +10,6 @@ class PricingSettings(ServiceSettings):
 
     port: int = 8082
     prefetch: int = 64
-    # Ticks applied in one transaction at most: the ticks of messages ready together.
-    apply_window: int = Field(10_000, ge=1, le=50_000)
     # How long a reader token stays trusted in memory before it is looked up again.
     auth_cache_seconds: float = 5.0
     # Failed authentications one client may make within a minute before it gets 429.

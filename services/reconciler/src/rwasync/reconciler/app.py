@@ -25,7 +25,6 @@ def create_app(settings: ReconcilerSettings) -> web.Application:
         queue=topology.RECONCILER_QUEUE,
         applier=AssetApplier,
         prefetch=settings.prefetch,
-        apply_window=settings.apply_window,
     )
     relay = ChangeRelay(
         settings.database_url,

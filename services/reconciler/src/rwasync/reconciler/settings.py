@@ -11,8 +11,6 @@ class ReconcilerSettings(ServiceSettings):
     port: int = 8083
     # Unacked messages in flight per replica; each may carry many events.
     prefetch: int = 64
-    # Events applied in one transaction at most: the events of messages ready together.
-    apply_window: int = Field(5000, ge=1, le=50_000)
     # The outbox relay: seconds between looks for new changes when idle, entries read per look,
     # entries per `asset.changed` message.
     relay_interval: float = Field(0.2, gt=0)
