@@ -3,6 +3,7 @@ them, JSON responses, and the `/healthz`, `/readyz` and `/metrics` routes."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
@@ -207,6 +208,25 @@ def new_app(*, client_max_size: int = 1024**2) -> web.Application:
 
 # On SIGTERM, requests in flight get this long to finish before they are cancelled.
 SHUTDOWN_TIMEOUT: Final = 10.0
+
+# The cyclic garbage collector's thresholds while serving (CPython's default: 700, 10, 10).
+# A consumer holds tens of thousands of decoded events (prefetched messages waiting for their
+# transaction), and every collection walks the tracked objects of the generations it collects:
+# with the defaults, collections cost decoding three to four times its own CPU (py-spy charges
+# it to pydantic's decode, which allocates). Almost all garbage here is freed by reference
+# counting; the rare cycles (exceptions, futures) wait a little longer.
+GC_THRESHOLDS: Final = (100_000, 50, 100)
+
+
+def tune_garbage_collector() -> None:
+    """For the consumers (reconciler, pricing): freeze what start-up allocated (modules, models,
+    settings: never garbage) out of the collector's sight, and collect less often
+    (GC_THRESHOLDS). Not for ingest-api: there every request leaves a few reference cycles
+    (aiohttp's request and response objects), and with them piling up between rare collections
+    its single PUT ran about a quarter slower relative to the HTTP ceiling in two A/B pairs."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(

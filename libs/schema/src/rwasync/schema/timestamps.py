@@ -10,7 +10,12 @@ MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 
 def timestamp_text(moment: datetime) -> str:
     """UTC with microsecond precision and `Z`: the one rendering used in documents and hashes."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    if moment.year < 1000:  # strftime's %Y does not pad: keep the bytes documents were hashed in
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # A third faster than strftime (the change relay renders two per change): "+00:00" → "Z".
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def utc_now() -> datetime:

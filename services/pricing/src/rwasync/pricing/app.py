@@ -10,7 +10,7 @@ from aiohttp import web
 
 from rwasync.platform.auth import BEARER_ONLY, Authenticator, FailedAuthentications
 from rwasync.platform.db import Database
-from rwasync.platform.http import run
+from rwasync.platform.http import run, tune_garbage_collector
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.openapi import ApiRegistry
 from rwasync.platform.service import consuming_service
@@ -89,4 +89,6 @@ def create_app(settings: PricingSettings) -> web.Application:
 def main() -> None:
     settings = PricingSettings()
     configure_logging("pricing", settings.log_level, settings.log_format)
-    run(create_app(settings), settings.host, settings.port, idle_timeout=settings.http_idle_timeout)
+    app = create_app(settings)
+    tune_garbage_collector()
+    run(app, settings.host, settings.port, idle_timeout=settings.http_idle_timeout)
