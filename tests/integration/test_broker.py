@@ -147,7 +147,7 @@ def test_broker_urls_reads_a_comma_separated_list() -> None:
 
 async def test_first_connect_skips_an_address_that_refuses(vhost_amqp_url: str) -> None:
     dead = str(URL(vhost_amqp_url).with_port(1))
-    b = Broker(f"{dead},{vhost_amqp_url}", name="failover-first")
+    b = Broker(f"{dead},{vhost_amqp_url}", name="failover-first", first=0)
     b.start()
     try:
         await b.wait_ready(timeout=30)
@@ -166,7 +166,8 @@ async def test_a_lost_connection_fails_over_and_the_consumer_consumes_again(
     proxy = TcpProxy(direct.host or "127.0.0.1", direct.port or 5672)
     await proxy.start()
     proxied = str(direct.with_host("127.0.0.1").with_port(proxy.port))
-    b = Broker(f"{proxied},{vhost_amqp_url}", name="failover-lost")
+    # Started on the proxy, so that cutting it is what moves the connection.
+    b = Broker(f"{proxied},{vhost_amqp_url}", name="failover-lost", first=0)
     applier = _PoisonSensitiveApplier(set())
     consumer = EventConsumer(b, topology.RECONCILER_QUEUE, applier)
     b.start()

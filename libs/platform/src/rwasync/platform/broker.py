@@ -200,14 +200,20 @@ class Broker:
     over between the addresses `url` lists (comma-separated)."""
 
     def __init__(
-        self, url: str, *, publish_timeout: float | None = 5.0, name: str = "rwasync"
+        self,
+        url: str,
+        *,
+        publish_timeout: float | None = 5.0,
+        name: str = "rwasync",
+        first: int | None = None,
     ) -> None:
         """`publish_timeout` bounds the wait for each confirm; None waits as long as the broker
-        takes (a bulk publisher then watches for confirms that stop coming)."""
+        takes (a bulk publisher then watches for confirms that stop coming). `first` is the
+        index of the address to try first; by default a random one."""
         self._urls = broker_urls(url)
         # The address the next first-connect attempt starts from: a random one, so that the
         # processes of a deployment spread their connections over the cluster's nodes.
-        self._next = random.randrange(len(self._urls))
+        self._next = random.randrange(len(self._urls)) if first is None else first % len(self._urls)
         self._publish_timeout = publish_timeout
         self._name = name
         self._connection: AbstractRobustConnection | None = None

@@ -169,10 +169,15 @@ def _wait_for_run(run_id: str, timeout: float) -> dict[str, Any]:
         deadline = began + timeout
         with _RunProgress(run_id) as progress:
             while True:
+                # The approval first, then the run: the poller ends an approved run and clears
+                # its decision in one statement, so a run read after "not pending" that is still
+                # held is truly held (read the other way round, a run read as held just before
+                # the poller ended it looked held and no longer pending).
+                pending = await feeds.approval_pending(conn, run_id)
                 run = await feeds.get_run(conn, run_id)
                 assert run is not None
                 if run["status"] in FINISHED_STATUSES and not (
-                    run["status"] == RunStatus.HELD and await feeds.approval_pending(conn, run_id)
+                    run["status"] == RunStatus.HELD and pending
                 ):
                     return run
                 if time.monotonic() > deadline:
