@@ -29,6 +29,7 @@ from rwasync.feed_poller.publishing import ConfirmedPublisher
 from rwasync.feed_poller.runs import BodySeen, ClaimedRun, RunOutcome
 from rwasync.feed_poller.settings import FeedPollerSettings
 from rwasync.feed_poller.staging import stage_feed
+from rwasync.feed_poller.validation import ItemValidator
 from rwasync.feeds.auth import FeedSecrets, SecretsUnavailable
 from rwasync.feeds.fetch import Downloaded, FetchFailed, FetchLimits, Validators, download
 from rwasync.feeds.reading import FeedFacts
@@ -97,8 +98,10 @@ class RunPipeline:
         broker: Broker,
         policy: AddressPolicy,
         secrets: FeedSecrets,
+        validator: ItemValidator,
     ) -> None:
         self._settings = settings
+        self._validator = validator
         self._db = db
         self._broker = broker
         self._policy = policy
@@ -155,6 +158,7 @@ class RunPipeline:
                     provider_id=claim.provider_id,
                     fmt=claim.fmt,
                     downloaded=downloaded,
+                    validator=self._validator,
                     max_items=self._settings.max_items,
                     max_errors=self._settings.max_stored_errors,
                 )
