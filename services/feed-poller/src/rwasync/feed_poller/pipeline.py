@@ -21,6 +21,7 @@ from rwasync.feed_poller.comparing import decisions, tally
 from rwasync.feed_poller.messages import (
     MissingDocument,
     RunContext,
+    WireEvent,
     deletion_event,
     price_event,
     upsert_event,
@@ -39,7 +40,7 @@ from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.db import Database
 from rwasync.schema import topology
 from rwasync.schema.addresses import AddressPolicy
-from rwasync.schema.events import AnyEvent, Arrival, EventSource
+from rwasync.schema.events import Arrival, EventSource
 from rwasync.schema.feeds import ReasonCode, RunStatus
 
 log = structlog.get_logger(__name__)
@@ -290,10 +291,9 @@ class RunPipeline:
         """The publish pass: decisions become events, many to a message, sent with
         backpressure; `published` counts what the broker confirmed."""
         size = self._settings.events_per_message
-        assets: list[AnyEvent] = []
-        documents: list[bytes] = []
+        assets: list[WireEvent] = []
         asset_kinds: list[Action] = []
-        prices: list[AnyEvent] = []
+        prices: list[WireEvent] = []
         async with ConfirmedPublisher(
             self._broker,
             window=self._settings.publish_window,
@@ -303,7 +303,7 @@ class RunPipeline:
             async def send_assets() -> None:
                 kinds = list(asset_kinds)
 
-                def confirmed(_: list[AnyEvent]) -> None:
+                def confirmed(_: list[WireEvent]) -> None:
                     published.created += kinds.count(Action.CREATE)
                     published.updated += kinds.count(Action.UPDATE)
                     published.deleted += kinds.count(Action.DELETE)
@@ -313,10 +313,8 @@ class RunPipeline:
                     topology.ASSET_BATCH_KEY,
                     list(assets),
                     confirmed,
-                    list(documents),
                 )
                 assets.clear()
-                documents.clear()
                 asset_kinds.clear()
 
             async def send_prices() -> None:
@@ -338,9 +336,7 @@ class RunPipeline:
                     action = decision.action
                     if action in (Action.CREATE, Action.UPDATE):
                         try:
-                            upsert = upsert_event(decision, run)
-                            assets.append(upsert.event)
-                            documents.append(upsert.document)
+                            assets.append(upsert_event(decision, run))
                             asset_kinds.append(action)
                         except MissingDocument:
                             log.warning(
@@ -367,5 +363,5 @@ class RunPipeline:
                 await send_prices()
 
 
-def _ignore(_: list[AnyEvent]) -> None:
+def _ignore(_: list[WireEvent]) -> None:
     return None
