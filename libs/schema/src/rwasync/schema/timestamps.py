@@ -10,7 +10,10 @@ MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 
 def timestamp_text(moment: datetime) -> str:
     """UTC with microsecond precision and `Z`: the one rendering used in documents and hashes."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # `isoformat` is several times cheaper than `strftime` and writes the same text (in UTC the
+    # offset it adds is always `+00:00`); years below 1000 are refused wherever a timestamp is
+    # read, and `isoformat` writes them with four digits, as RFC 3339 wants.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def utc_now() -> datetime:
