@@ -145,8 +145,10 @@ async def stage_feed(
                 now=utc_now(),
             )
     finally:
+        # A feed found broken (or a cancelled run) leaves batches in flight: stop waiting for them.
         for _, task in pending:
             task.cancel()
+        await asyncio.gather(*(task for _, task in pending), return_exceptions=True)
     return StagedFeed(facts, seen, staging.invalid, staging.skipped, staging.errors)
 
 
