@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 export RWASYNC_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export RWASYNC_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 # Tests never read a developer's .env: every process they start gets its settings explicitly.
-test test-slow: export RWASYNC_ENV_FILE := /dev/null
+test test-slow test-faults: export RWASYNC_ENV_FILE := /dev/null
 
-.PHONY: run test test-slow check lint typecheck install services deploy-tools chromium migrate clean
+.PHONY: run test test-slow test-faults check lint typecheck install services deploy-tools chromium migrate clean
 
 $(STAMP): $(foreach p,$(PACKAGES),$(p)/pyproject.toml) requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -73,6 +73,17 @@ test: install services deploy-tools chromium check
 ## Slow soak and fault runs, kept out of the default suite.
 test-slow: install services
 	$(BIN)/pytest -m slow -p no:cacheprovider -s
+
+## The fault suite (docs/reliability.md): private RabbitMQ nodes (a 3-node cluster among them) and
+## Postgres clusters killed under load, alarms, proxied faults, the soak; about 30 minutes here.
+## Each scenario prints a FIGURES line; the table in docs/reliability.md holds the last ones.
+FAULT_TESTS := tests/e2e/test_cluster_failover.py tests/e2e/test_fault_scenarios.py tests/e2e/test_feed_faults.py \
+	tests/e2e/test_soak.py tests/e2e/test_private_servers.py tests/e2e/test_faults.py \
+	tests/e2e/test_reconciler.py tests/integration/feed_poller/test_holds_and_faults.py \
+	tests/integration/test_broker.py tests/unit/test_ledger_checker.py
+test-faults: install services
+	mkdir -p .run; $(BIN)/pytest $(FAULT_TESTS) -p no:cacheprovider -s --timeout 1200 2>&1 | tee .run/faults.log; \
+		status=$${PIPESTATUS[0]}; grep '^FIGURES' .run/faults.log || true; exit $$status
 
 clean:
 	rm -rf $(VENV)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
@@ -86,6 +87,7 @@ class Figure:
     seconds: float
     baseline: str = ""
     ratio: float | None = None
+    cpu: Cpu | None = None
 
     @property
     def rate(self) -> float:
@@ -127,8 +129,9 @@ async def record_receipts(database_url: str, provider_id: str, w: Workload) -> N
         await conn.close()
 
 
-async def raw_limit(database_url: str, provider_id: str, w: Workload) -> tuple[float, float]:
-    """Seconds for COPY + one guarded merge of the rows: fresh, then the same rows again."""
+async def raw_limit(database_url: str, provider_id: str, w: Workload) -> list[tuple[float, Cpu]]:
+    """Seconds (and CPU: this process, its backend) for COPY + one guarded merge of the rows:
+    fresh, then the same rows again."""
     records = [
         (provider_id, a, w.updated_at, False, t, e, "batch", d, bytes.fromhex(h), "active")
         for a, t, e, d, h in zip(
@@ -138,16 +141,18 @@ async def raw_limit(database_url: str, provider_id: str, w: Workload) -> tuple[f
     conn = await connect(database_url)
     try:
         await conn.execute(RAW_TABLES)
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
         timings = []
         for _ in range(2):
             await conn.execute("TRUNCATE raw_staging")
-            began = time.perf_counter()
+            began, cpu, db_cpu = time.perf_counter(), time.process_time(), cpu_seconds(backend)
             async with conn.transaction():
                 await conn.copy_records_to_table("raw_staging", records=records)
                 await conn.execute(RAW_MERGE)
-            timings.append(time.perf_counter() - began)
+            spent = Cpu(time.process_time() - cpu, cpu_seconds(backend) - db_cpu)
+            timings.append((time.perf_counter() - began, spent))
         await conn.execute("DROP TABLE raw_assets")
-        return timings[0], timings[1]
+        return timings
     finally:
         await conn.close()
 
@@ -186,16 +191,73 @@ def consuming_since(service: ServiceProcess) -> float:
     return started
 
 
-def drain(replicas: list[ServiceProcess], messages: int, timeout: float = 600) -> float:
-    """Seconds from the first fresh replica consuming until they all acked `messages`."""
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds spent during a drain by the reconciler processes and by the Postgres backends
+    serving the scratch database: on a shared machine, a cost per event that other processes'
+    load inflates far less than the wall-clock rate."""
+
+    service: float
+    database: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(database_url: str) -> list[int]:
+    async def pids() -> list[int]:
+        conn: asyncpg.Connection = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return [row["pid"] for row in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(pids())
+
+
+def cpu_sample(replicas: list[ServiceProcess], database_url: str) -> dict[str, float]:
+    """Every process's CPU seconds so far, keyed 'service:PID' or 'db:PID'."""
+    sample = {f"db:{pid}": cpu_seconds(pid) for pid in backend_pids(database_url)}
+    for replica in replicas:
+        if replica.process is not None:
+            sample[f"service:{replica.process.pid}"] = cpu_seconds(replica.process.pid)
+    return sample
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> Cpu:
+    spent = {key: value - before.get(key, 0.0) for key, value in after.items()}
+    return Cpu(
+        service=sum(v for k, v in spent.items() if k.startswith("service:")),
+        database=sum(v for k, v in spent.items() if k.startswith("db:")),
+    )
+
+
+def drain(
+    replicas: list[ServiceProcess], messages: int, database_url: str, timeout: float = 600
+) -> tuple[float, Cpu]:
+    """Seconds from the first fresh replica consuming until they all acked `messages`, and the
+    CPU spent meanwhile (from the moment the replicas were ready: start-up excluded)."""
     for replica in replicas:
         replica.wait()
+    before = cpu_sample(replicas, database_url)
     began = time.monotonic()
     while sum(acked(r) for r in replicas) < messages:
         if time.monotonic() - began > timeout:
             raise TimeoutError("drain did not finish")
         time.sleep(0.1)
-    return time.time() - min(consuming_since(r) for r in replicas)
+    # Backends opened during the drain count from zero.
+    spent = cpu_spent(before, cpu_sample(replicas, database_url))
+    return time.time() - min(consuming_since(r) for r in replicas), spent
 
 
 def profile(service: ServiceProcess, path: str) -> subprocess.Popen[bytes]:
@@ -232,22 +294,26 @@ def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], boo
         print(f"building {n} events, {args.per_message} per message ...", flush=True)
         fresh = build(pid, "one", n, args.per_message)
 
-        raw_fresh, raw_stale = asyncio.run(raw_limit(database_url, pid, fresh))
-        figures.append(Figure("raw: COPY + guarded merge, fresh rows", n, raw_fresh))
-        figures.append(Figure("raw: COPY + guarded merge, all stale", n, raw_stale))
+        (raw_fresh, fresh_cpu), (raw_stale, stale_cpu) = asyncio.run(
+            raw_limit(database_url, pid, fresh)
+        )
+        figures.append(Figure("raw: COPY + guarded merge, fresh rows", n, raw_fresh, cpu=fresh_cpu))
+        figures.append(Figure("raw: COPY + guarded merge, all stale", n, raw_stale, cpu=stale_cpu))
 
         asyncio.run(record_receipts(database_url, pid, fresh))
         asyncio.run(preload(amqp_url, fresh.bodies))
         system.start("reconciler")
         reconciler = system.services["reconciler"]
         spy = profile(reconciler, args.profile) if args.profile else None
-        seconds = drain([reconciler], len(fresh.bodies))
+        seconds, cpu = drain([reconciler], len(fresh.bodies), database_url)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
         lag = asyncio.run(relay_catch_up(database_url))
         figures.append(
-            Figure("reconciler, fresh, 1 replica", n, seconds, "raw fresh", raw_fresh / seconds)
+            Figure(
+                "reconciler, fresh, 1 replica", n, seconds, "raw fresh", raw_fresh / seconds, cpu
+            )
         )
         figures.append(Figure("change feed relayed, after the fresh drain", 0, lag or 1e-9))
 
@@ -256,10 +322,10 @@ def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], boo
         before = asyncio.run(fingerprint(database_url))
         asyncio.run(preload(amqp_url, fresh.bodies))
         reconciler.start()
-        again = drain([reconciler], len(fresh.bodies))
+        again, cpu = drain([reconciler], len(fresh.bodies), database_url)
         written = asyncio.run(fingerprint(database_url)) != before
         figures.append(
-            Figure("re-delivery of the same (all stale)", n, again, "fresh", seconds / again)
+            Figure("re-delivery of the same (all stale)", n, again, "fresh", seconds / again, cpu)
         )
 
         if not args.skip_replicas:
@@ -274,7 +340,7 @@ def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], boo
             ]
             for replica in extra:
                 replica.start()
-            many = drain([reconciler, *extra], len(more.bodies))
+            many, cpu = drain([reconciler, *extra], len(more.bodies), database_url)
             lag3 = asyncio.run(relay_catch_up(database_url))
             figures.append(
                 Figure(
@@ -283,6 +349,7 @@ def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], boo
                     many,
                     "1 replica",
                     seconds / many,
+                    cpu,
                 )
             )
             figures.append(Figure("change feed relayed, after the replicas' drain", 0, lag3))
@@ -306,12 +373,22 @@ def main() -> None:
         figures, written = measure(system, args)
 
     print(f"\n{args.events} events, {args.per_message} per message\n")
-    print("| what | events | seconds | events/s | ratio |")
-    print("|---|---|---|---|---|")
+    print(
+        "| what | events | seconds | events/s | ratio | CPU µs/event: Python | CPU µs/event:"
+        " Postgres |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for f in figures:
         rate = f"{f.rate:,.0f}" if f.events else "—"
         ratio = f"{f.ratio:.2f} × {f.baseline}" if f.ratio is not None else ""
-        print(f"| {f.what} | {f.events or ''} | {f.seconds:.2f} | {rate} | {ratio} |")
+        python = postgres = ""
+        if f.cpu is not None and f.events:
+            python = f"{f.cpu.service / f.events * 1e6:.0f}"
+            postgres = f"{f.cpu.database / f.events * 1e6:.0f}"
+        print(
+            f"| {f.what} | {f.events or ''} | {f.seconds:.2f} | {rate} | {ratio} | {python}"
+            f" | {postgres} |"
+        )
     print(f"\nasset rows written by the re-delivery: {'SOME (defect)' if written else 0}")
 
 

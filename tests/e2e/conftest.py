@@ -4,6 +4,7 @@ own, shared by the e2e tests (tenants are walled, so each test works as its own 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,23 +16,41 @@ from tests.support.infra import Infra, create_database, drop_database, unique_na
 from tests.support.system import System
 
 
-@pytest.fixture(scope="session")
-def system(
-    test_infra: Infra, template_database: str, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def own_system(
+    test_infra: Infra,
+    template_database: str,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+    services: tuple[str, ...] = (),
 ) -> Iterator[System]:
+    """The services (all, or `services`) on a database and vhost of their own."""
     db_name = unique_name("rwasync_e2e")
     vhost = unique_name("rwasync_e2e")
     asyncio.run(create_database(test_infra.postgres_admin_url, db_name, template=template_database))
     test_infra.rabbit.add_vhost(vhost)
-    workdir = Path(tmp_path_factory.mktemp("system"))
-    running = System(test_infra.database_url(db_name), test_infra.amqp_vhost_url(vhost), workdir)
+    running = System(
+        test_infra.database_url(db_name),
+        test_infra.amqp_vhost_url(vhost),
+        workdir,
+        extra_env=dict(extra_env or {}),
+    )
     try:
-        running.start()
+        running.start(*services)
         yield running
     finally:
         running.stop_all()
         test_infra.rabbit.delete_vhost(vhost)
         asyncio.run(drop_database(test_infra.postgres_admin_url, db_name))
+
+
+@pytest.fixture(scope="session")
+def system(
+    test_infra: Infra, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    workdir = Path(tmp_path_factory.mktemp("system"))
+    with own_system(test_infra, template_database, workdir) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -21,8 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.compose_local import LocalCompose
 from tests.support.deployment import (
     caddy,
+    dashboard_queries,
     operations_commands,
     prepare_project,
+    queried_metrics,
     resolved_compose,
 )
 from tests.support.events import asset_doc
@@ -160,7 +163,7 @@ async def test_the_readmes_commands_push_and_read_an_asset_through_the_gateway(
     compose file publishes)."""
     published = deployment.service("gateway")["ports"][0]["published"]
     commands = operations_commands()
-    (create,) = [c for c in commands if c.startswith("docker compose run --rm cli ")]
+    (create,) = [c for c in commands if c.startswith("docker compose run --rm cli provider ")]
     token = cli(deployment, *shlex.split(create)[5:])["token"]
     put, get = [c for c in commands if c.startswith("curl ")]
     assert f"localhost:{published}/" in put and f"localhost:{published}/" in get
@@ -185,3 +188,74 @@ async def test_the_readmes_commands_push_and_read_an_asset_through_the_gateway(
 
     stored = await eventually(read, lambda body: "_meta" in body, timeout=60)
     assert stored["id"] == "det-1" and stored["name"] == "1 Main St"
+
+
+def exported_names(text: str) -> tuple[set[str], set[str]]:
+    """(names a /metrics page declares, names it has samples for): a histogram declares its
+    `_bucket`, `_sum` and `_count`, a labelled metric with no sample yet is declared only."""
+    declared, sampled = set(), set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            declared.add(name)
+            if kind == "histogram":
+                declared.update(name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        elif line and not line.startswith("#"):
+            sampled.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return declared, sampled
+
+
+async def test_every_metric_the_dashboard_queries_is_exported_by_the_running_services(
+    deployment: LocalCompose, gateway: str, http: aiohttp.ClientSession
+) -> None:
+    """The Grafana dashboard's queries against the real services' /metrics, after traffic of its
+    own: an asset and a price pushed through the gateway and decided."""
+    provider = cli(deployment, "provider", "create", "Compose Metrics", "--json")
+    headers = {"Authorization": f"Bearer {provider['token']}"}
+    t = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    pushed = []
+    for path, body in (
+        ("/v1/assets/metered-1", asset_doc("metered-1", t)),
+        (
+            "/v1/assets/metered-1/price",
+            {"amount": "9.5", "currency": "USD", "as_of": t.isoformat()},
+        ),
+    ):
+        async with http.put(gateway + path, json=body, headers=headers) as r:
+            assert r.status == 202, await r.text()
+            pushed.append((await r.json())["event_id"])
+
+    async def decided(event_id: str) -> str:
+        async with http.get(f"{gateway}/v1/events/{event_id}", headers=headers) as r:
+            return str((await r.json()).get("status")) if r.status == 200 else ""
+
+    for event_id in pushed:
+        await eventually(lambda e=event_id: decided(e), lambda s: s == "applied", timeout=60)
+    declared: set[str] = set()
+    sampled: set[str] = set()
+    for name in SCALED:
+        for replica in deployment.replicas[name]:
+            async with http.get(replica.url + "/metrics") as response:
+                assert response.status == 200
+                page_declared, page_sampled = exported_names(await response.text())
+            declared |= page_declared
+            sampled |= page_sampled
+    queries = dashboard_queries()
+    for title, expr in queries:
+        for metric in queried_metrics(expr):
+            assert metric in declared, f"{title}: no service exports {metric}"
+    # What the traffic above must have produced, on some replica.
+    for metric in (
+        "rwasync_http_requests_total",
+        "rwasync_http_request_seconds_bucket",
+        "rwasync_messages_published_total",
+        "rwasync_messages_consumed_total",
+        "rwasync_events_decided_total",
+        "rwasync_message_events_bucket",
+        "rwasync_apply_seconds_bucket",
+        "rwasync_event_lag_seconds_bucket",
+        "rwasync_price_lag_seconds_bucket",
+        "rwasync_queue_messages",
+        "rwasync_queue_consumers",
+    ):
+        assert metric in sampled, f"{metric} has no sample after the traffic"

@@ -54,6 +54,7 @@ CLIENTS = 16
 POOL = [f"soak-{n:03d}" for n in range(200)]
 LOAD_SECONDS = 90.0
 PRICE_SHARE = 0.35
+BATCH_SIZE = 20
 SLOT = timedelta(minutes=5)
 SLOTS = 12  # the last hour
 DESCRIPTIONS = ("Duplex near the river, renovated 2021.", "Duplex near the river.")
@@ -67,6 +68,7 @@ CUT_GRACE = 2.0
 DECISION_TIMEOUT = 60.0
 QUEUE_DRAIN_TIMEOUT = 15.0
 READ_CONCURRENCY = 32
+READ_RETRIES = 30
 
 
 def slot_version(rng: random.Random) -> datetime:
@@ -96,6 +98,13 @@ def asset_request(rng: random.Random, asset_id: str) -> Request:
     return Request("asset", asset_id, version, asset_content(body), body)
 
 
+def delete_request(rng: random.Random, asset_id: str) -> Request:
+    """A deletion half a slot after a grid version: never tied with an upsert's version."""
+    version = slot_version(rng) + SLOT / 2
+    body = {"deleted_at": version.isoformat(), "reason": "soak"}
+    return Request("asset", asset_id, version, "deleted", body, op="delete")
+
+
 def price_request(rng: random.Random, asset_id: str) -> Request:
     version = slot_version(rng)
     amount = rng.choice(AMOUNTS)
@@ -112,15 +121,30 @@ class Load:
     headers: dict[str, str]
     seed: int
     ledger: list[Request] = field(default_factory=list)
+    clients: int = CLIENTS
+    # The share of calls that are batches (`POST /v1/assets/batch`, `POST /v1/prices`) of
+    # BATCH_SIZE distinct assets; each item is a request of the ledger, sharing the call's attempts.
+    batch_share: float = 0.0
+    # The share of single calls that are deletions (`DELETE /v1/assets/{id}`).
+    delete_share: float = 0.0
 
     async def run(self, seconds: float) -> None:
         stop_at = time.monotonic() + seconds
-        await asyncio.gather(*(self._client(i, stop_at) for i in range(CLIENTS)))
+        await asyncio.gather(*(self._client(i, stop_at) for i in range(self.clients)))
 
     async def _client(self, index: int, stop_at: float) -> None:
         rng = random.Random(f"{self.seed}-{index}")
         while time.monotonic() < stop_at:
+            if rng.random() < self.batch_share:
+                await self._batch(rng, stop_at + 30)
+                continue
             asset_id = rng.choice(POOL)
+            if rng.random() < self.delete_share:
+                request = delete_request(rng, asset_id)
+                self.ledger.append(request)
+                url = f"{self.ingest_url}/v1/assets/{asset_id}"
+                await self._send(request, url, stop_at + 30, method="DELETE")
+                continue
             if rng.random() < PRICE_SHARE:
                 request = price_request(rng, asset_id)
                 url = f"{self.ingest_url}/v1/assets/{asset_id}/price"
@@ -130,20 +154,57 @@ class Load:
             self.ledger.append(request)
             await self._send(request, url, stop_at + 30)
 
-    async def _send(self, request: Request, url: str, give_up_at: float) -> None:
+    async def _batch(self, rng: random.Random, give_up_at: float) -> None:
+        ids = rng.sample(POOL, BATCH_SIZE)
+        prices = rng.random() < PRICE_SHARE
+        maker = price_request if prices else asset_request
+        items = [maker(rng, asset_id) for asset_id in ids]
+        attempts: list[Attempt] = []
+        for item in items:
+            item.attempts = attempts  # one call: its items share every attempt
+        self.ledger.extend(items)
+        if prices:
+            url, body = (
+                f"{self.ingest_url}/v1/prices",
+                {"prices": [{**i.body, "asset_id": i.asset_id} for i in items]},
+            )
+        else:
+            url, body = f"{self.ingest_url}/v1/assets/batch", {"assets": [i.body for i in items]}
+        carrier = Request(items[0].kind, "(batch)", items[0].version, "", body, attempts)
+        await self._send(carrier, url, give_up_at, method="POST")
+        if carrier.event_id is None:
+            for item in items:
+                item.problem = carrier.problem
+            return
+        results = json.loads(carrier.event_id)["results"]
+        for item, result in zip(items, results, strict=True):
+            if result.get("status") == "accepted":
+                item.event_id = str(result["event_id"])
+            else:
+                item.problem = json.dumps(result)[:500]
+
+    async def _send(
+        self, request: Request, url: str, give_up_at: float, method: str = "PUT"
+    ) -> None:
+        """Send until a 202 (retrying 503s); a batch carrier keeps the whole answer in
+        `event_id`."""
         for _ in range(MAX_ATTEMPTS):
             started = time.time()
-            retry_after = 1.0
+            retry_after, header = 1.0, None
             try:
-                async with self.http.put(url, json=request.body, headers=self.headers) as answer:
+                async with self.http.request(
+                    method, url, json=request.body, headers=self.headers
+                ) as answer:
                     text = await answer.text()
                     status = answer.status
-                    retry_after = float(answer.headers.get("Retry-After", "1"))
+                    header = answer.headers.get("Retry-After")
+                    retry_after = float(header or "1")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status, text = 0, repr(exc)
-            request.attempts.append(Attempt(started, time.time(), status))
+            request.attempts.append(Attempt(started, time.time(), status, header))
             if status == 202:
-                request.event_id = str(json.loads(text)["event_id"])
+                batch = request.asset_id == "(batch)"
+                request.event_id = text if batch else str(json.loads(text)["event_id"])
                 return
             if status != 503:
                 request.problem = text[:500]
@@ -239,9 +300,19 @@ async def _read_all(
     results: dict[str, tuple[int, dict[str, Any]]] = {}
 
     async def read(key: str, url: str) -> None:
-        async with gate, http.get(url, headers=headers) as response:
-            body = await response.json(content_type=None) if response.status == 200 else {}
-            results[key] = (response.status, dict(body))
+        # Reading back thousands of receipts goes over the provider's request rate: a 429 is
+        # waited out (Retry-After), as any client would, bounded.
+        async with gate:
+            for _ in range(READ_RETRIES):
+                async with http.get(url, headers=headers) as response:
+                    if response.status == 429:
+                        pause = float(response.headers.get("Retry-After", "1"))
+                        await asyncio.sleep(min(pause, RETRY_AFTER_CAP))
+                        continue
+                    body = await response.json(content_type=None) if response.status == 200 else {}
+                    results[key] = (response.status, dict(body))
+                    return
+            results[key] = (429, {})
 
     await asyncio.gather(*(read(k, u) for k, u in urls.items()))
     return results

@@ -7,12 +7,14 @@ from collections.abc import Sequence
 
 import aio_pika
 import pytest
+from yarl import URL
 
-from rwasync.platform.broker import Broker, BrokerUnavailable
+from rwasync.platform.broker import Broker, BrokerUnavailable, broker_urls
 from rwasync.platform.consumer import EventConsumer
 from rwasync.schema import topology
 from rwasync.schema.events import Event, decode_message, message_for
 from tests.support.events import at, upserted
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +132,74 @@ async def test_malformed_message_is_dead_lettered(broker: Broker, vhost_amqp_url
     await consumer.stop()
     assert [m.body for m in dead] == [b"{not json"]
     assert "malformed" in str(dead[0].headers[topology.HEADER_REASON])
+
+
+def test_broker_urls_reads_a_comma_separated_list() -> None:
+    assert broker_urls("amqp://a:5672/") == ["amqp://a:5672/"]
+    assert broker_urls(" amqp://a/v , amqp://b/v,, amqp://c/v ") == [
+        "amqp://a/v",
+        "amqp://b/v",
+        "amqp://c/v",
+    ]
+    with pytest.raises(ValueError):
+        broker_urls(" , ")
+
+
+async def test_first_connect_skips_an_address_that_refuses(vhost_amqp_url: str) -> None:
+    dead = str(URL(vhost_amqp_url).with_port(1))
+    b = Broker(f"{dead},{vhost_amqp_url}", name="failover-first")
+    b.start()
+    try:
+        await b.wait_ready(timeout=30)
+        assert b.is_ready()
+        assert b.connection.url.port == URL(vhost_amqp_url).port
+    finally:
+        await b.close()
+
+
+async def test_a_lost_connection_fails_over_and_the_consumer_consumes_again(
+    vhost_amqp_url: str,
+) -> None:
+    """The first address (a proxy) is cut: the connection moves to the second address, its
+    channels come back there, and the consumer applies what is published afterwards."""
+    direct = URL(vhost_amqp_url)
+    proxy = TcpProxy(direct.host or "127.0.0.1", direct.port or 5672)
+    await proxy.start()
+    proxied = str(direct.with_host("127.0.0.1").with_port(proxy.port))
+    b = Broker(f"{proxied},{vhost_amqp_url}", name="failover-lost")
+    applier = _PoisonSensitiveApplier(set())
+    consumer = EventConsumer(b, topology.RECONCILER_QUEUE, applier)
+    b.start()
+    consumer.start()
+    try:
+        await b.wait_ready(timeout=30)
+        assert b.connection.url.port == proxy.port
+        for _ in range(200):
+            if consumer.is_consuming():
+                break
+            await asyncio.sleep(0.05)
+        await proxy.cut()  # resets the connection; the proxy's port now refuses
+        for _ in range(300):
+            if b.is_ready() and b.connection.url.port == direct.port:
+                break
+            await asyncio.sleep(0.05)
+        assert b.connection.url.port == direct.port
+        for _ in range(300):  # publishing may race the channel's restore: retry until confirmed
+            try:
+                await b.publish(
+                    topology.ASSETS_EXCHANGE,
+                    "asset.upserted",
+                    message_for([upserted("prv_x", "after", at(1))]),
+                )
+                break
+            except BrokerUnavailable:
+                await asyncio.sleep(0.05)
+        for _ in range(300):
+            if applier.applied:
+                break
+            await asyncio.sleep(0.05)
+        assert applier.applied == ["after"]
+    finally:
+        await consumer.stop()
+        await b.close()
+        await proxy.cut()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
 import re
 import shutil
 import subprocess
@@ -38,7 +39,11 @@ PASSWORDS = (
     "RWASYNC_POSTGRES_PASSWORD",
     "RWASYNC_RABBITMQ_PASSWORD",
     "RWASYNC_RABBITMQ_ADMIN_PASSWORD",
+    "RWASYNC_GRAFANA_ADMIN_PASSWORD",
 )
+PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = REPO / "deploy" / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 
 
 # --- the repository's packages ------------------------------------------------------------------
@@ -295,6 +300,22 @@ def caddy() -> str:
     found = str(unpacked) if unpacked.exists() else shutil.which("caddy")
     assert found, "caddy is not installed: run scripts/ensure-deploy-tools.sh (make test does)"
     return found
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL expression) of every query of every dashboard in deploy/grafana."""
+    found = []
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                found.append((f"{path.name}: {panel['title']}", target["expr"]))
+    return found
+
+
+def queried_metrics(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads: every `rwasync_…` word (label names and
+    values never start with it)."""
+    return set(re.findall(r"\b(rwasync_[a-z0-9_]+)", expr))
 
 
 def env_example() -> dict[str, str]:

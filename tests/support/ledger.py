@@ -37,6 +37,7 @@ class Attempt:
     started: float  # wall clock (time.time()) just before sending
     ended: float  # wall clock once the answer was read (or the connection failed)
     status: int  # HTTP status; 0 when no answer arrived
+    retry_after: str | None = None  # the answer's Retry-After header, if any
 
 
 @dataclass
@@ -51,7 +52,15 @@ class Request:
     attempts: list[Attempt] = field(default_factory=list)
     event_id: str | None = None
     problem: str | None = None  # the body of an answer that was neither 202 nor 503
-    landed: int = 0  # its non-202 attempts the store holds an event of (check_store_events)
+    # Events the store holds that one of its non-202 attempts may have sent (check_store_events).
+    landed: int = 0
+    # An asset request is an upsert (PUT, POST, a batch item) or a deletion (DELETE, versioned
+    # at its `deleted_at`).
+    op: Literal["upsert", "delete"] = "upsert"
+
+    @property
+    def event_type(self) -> str:
+        return "asset.deleted" if self.op == "delete" else EVENT_TYPE[self.kind]
 
     @property
     def started(self) -> float:
@@ -151,16 +160,32 @@ def _could_be_last(candidate: Request, group: list[Request]) -> bool:
     return not any(q.accepted and q is not candidate and surely_after(q, candidate) for q in group)
 
 
-def check_answers(requests: list[Request], cuts: list[Window], findings: Findings) -> None:
-    """Every answer is a 202, or a 503 while the broker was cut; anything else is a finding."""
-    statuses: Counter[int] = Counter()
+def calls(requests: Iterable[Request]) -> list[Request]:
+    """One request per HTTP call: the items of a batch share one list of attempts, and only the
+    first of them stands for the call."""
+    seen: set[int] = set()
+    first = []
     for request in requests:
+        if id(request.attempts) not in seen:
+            seen.add(id(request.attempts))
+            first.append(request)
+    return first
+
+
+def check_answers(requests: list[Request], cuts: list[Window], findings: Findings) -> None:
+    """Every answer is a 202, or a 503 (or no answer: ingest-api itself was killed) inside a
+    fault's window; anything else is a finding."""
+    statuses: Counter[int] = Counter()
+    for request in calls(requests):
         for attempt in request.attempts:
             statuses[attempt.status] += 1
             where = f"{request.kind} {request.asset_id} at {clock(attempt.started)}"
+            if attempt.status in (503, 0) and any(
+                attempt.ended >= w.start and attempt.started <= w.end for w in cuts
+            ):
+                continue
             if attempt.status == 503:
-                if not any(attempt.ended >= w.start and attempt.started <= w.end for w in cuts):
-                    findings.add("503 outside a broker cut", where)
+                findings.add("503 outside a broker cut", where)
             elif attempt.status != 202:
                 findings.add(
                     "other errors",
@@ -220,10 +245,7 @@ def check_receipts(
         if status not in DECIDED:
             findings.add("receipt sanity", f"{what}: unexpected status {receipt!r}")
             continue
-        if (
-            receipt.get("asset_id") != request.asset_id
-            or receipt.get("type") != EVENT_TYPE[request.kind]
-        ):
+        if receipt.get("asset_id") != request.asset_id or receipt.get("type") != request.event_type:
             findings.add("receipt sanity", f"{what}: receipt of another event {receipt!r}")
         others = [
             q
@@ -261,16 +283,20 @@ def check_assets(
                     subject=("asset", asset_id),
                 )
             continue
+        newest = max(p.version for p in accepted)
         if status != 200:
+            # Gone: right only if a deletion at least as new as everything accepted may be last.
+            deletions = [p for p in pushes if p.op == "delete"]
+            if any(d.version >= newest for d in deletions):
+                continue
             findings.add(
-                "lost",
-                f"{asset_id}: {len(accepted)} pushes accepted, GET {status}",
+                "wrongful deletions" if deletions else "lost",
+                f"{asset_id}: {len(accepted)} requests accepted (newest {newest}), GET {status}",
                 subject=("asset", asset_id),
             )
             continue
         meta = document.get("_meta", {})
         version = _parse_time(str(meta.get("updated_at")))
-        newest = max(p.version for p in accepted)
         if version < newest:
             findings.add(
                 "stale overwrites",
@@ -278,7 +304,7 @@ def check_assets(
                 subject=("asset", asset_id),
             )
             continue
-        group = [p for p in pushes if p.version == version]
+        group = [p for p in pushes if p.version == version and p.op == "upsert"]
         if not group:
             findings.add(
                 "wrong final state",
@@ -330,6 +356,7 @@ def check_assets(
                 subject=("asset", asset_id),
             )
     findings.figures["stale_overwrites"] = findings.count("stale overwrites")
+    findings.figures["wrongful_deletions"] = findings.count("wrongful deletions")
     findings.figures["assets_tied_at_newest"] = tied
     findings.figures["assets_tie_ambiguous"] = ambiguous
 
@@ -422,7 +449,7 @@ def check_store_events(
     for request in requests:
         for attempt in request.attempts:
             if attempt.status != 202:
-                key = (EVENT_TYPE[request.kind], request.asset_id)
+                key = (request.event_type, request.asset_id)
                 unanswered.setdefault(key, []).append((attempt, request))
     landed = 0
     for receipt in stored:
@@ -442,8 +469,11 @@ def check_store_events(
             if attempt.started - CLOCK_SLACK <= instant <= attempt.ended + CLOCK_SLACK
         ]
         if senders:
+            # Which of several overlapping senders it was is unknowable: each of them may have
+            # landed (that is all a `duplicate` receipt needs to be explained).
             landed += 1
-            senders[0].landed += 1
+            for sender in senders:
+                sender.landed += 1
         else:
             findings.add(
                 "duplicate effects",
@@ -452,3 +482,72 @@ def check_store_events(
             )
     findings.figures["landed_503s"] = landed
     findings.figures["duplicate_effects"] = findings.count("duplicate effects")
+
+
+def check_change_feed(
+    entries: list[Mapping[str, Any]],
+    applied: Mapping[str, str],
+    stored: Mapping[str, tuple[int, Mapping[str, Any]]],
+    provider_id: str,
+    findings: Findings,
+) -> None:
+    """What a change-feed reader collected while the load ran (every page, resumed from each
+    `next_cursor`) against the store: one entry per applied asset event of the provider
+    (`applied`: event id -> asset id), none twice, none missing, and each asset's last entry
+    describing its stored state (so the entries of one asset came in their applied order)."""
+    mine = [e for e in entries if e.get("provider_id") == provider_id]
+    seen: Counter[str] = Counter(str(e["event_id"]) for e in mine)
+    for event_id, count in seen.items():
+        if count > 1:
+            findings.add("change-feed repeats", f"{event_id} read {count} times")
+    for event_id, asset_id in applied.items():
+        if event_id not in seen:
+            findings.add("change-feed gaps", f"{event_id} ({asset_id}) applied, never in the feed")
+    for event_id in seen:
+        if event_id not in applied:
+            findings.add("change-feed gaps", f"{event_id} in the feed, yet not an applied event")
+    last: dict[str, Mapping[str, Any]] = {}
+    for entry in mine:
+        last[str(entry["asset_id"])] = entry
+    for asset_id, entry in sorted(last.items()):
+        status, document = stored.get(asset_id, (404, {}))
+        deleted = bool(entry.get("deleted"))
+        if deleted != (status == 404):
+            findings.add(
+                "change-feed gaps",
+                f"{asset_id}: last entry deleted={deleted}, GET {status}",
+            )
+        elif not deleted:
+            meta = document.get("_meta", {})
+            if _parse_time(str(entry.get("updated_at"))) != _parse_time(
+                str(meta.get("updated_at"))
+            ) or entry.get("content_hash") != meta.get("content_hash"):
+                findings.add(
+                    "change-feed gaps",
+                    f"{asset_id}: last entry {entry.get('updated_at')} "
+                    f"{str(entry.get('content_hash'))[:12]} is not the stored state "
+                    f"{meta.get('updated_at')} {str(meta.get('content_hash'))[:12]}",
+                )
+    findings.figures["change_feed_entries"] = len(mine)
+    findings.figures["change_feed_gaps"] = findings.count("change-feed gaps")
+    findings.figures["change_feed_repeats"] = findings.count("change-feed repeats")
+
+
+def check_tenant_walls(
+    intruder_reads: Mapping[str, tuple[int, Mapping[str, Any]]],
+    intruder_content: str,
+    content_of: Callable[[Mapping[str, Any]], str],
+    foreign_receipt_reads: Mapping[str, int],
+    findings: Findings,
+) -> None:
+    """Another provider, pushing the same asset ids meanwhile, reads them back: each answer is
+    its own document or a 404, never the victim's; the victim's receipts are 404s to it."""
+    for asset_id, (status, document) in sorted(intruder_reads.items()):
+        if status == 200 and content_of(document) != intruder_content:
+            findings.add("cross-tenant", f"{asset_id}: another provider's document was read")
+        elif status not in (200, 404):
+            findings.add("cross-tenant", f"{asset_id}: GET answered {status}")
+    for event_id, status in sorted(foreign_receipt_reads.items()):
+        if status != 404:
+            findings.add("cross-tenant", f"receipt {event_id} of another provider: {status}")
+    findings.figures["cross_tenant"] = findings.count("cross-tenant")

@@ -216,6 +216,25 @@ class RabbitCluster:
     def urls(self, vhost: str = "/") -> list[str]:
         return [node.url(vhost) for node in self.nodes]
 
+    def amqp_setting(self, vhost: str = "/") -> str:
+        """The services' RWASYNC_AMQP_URL for this cluster: every node, comma-separated."""
+        return ",".join(self.urls(vhost))
+
+    def running(self) -> list[PrivateRabbit]:
+        return [node for node in self.nodes if node._process is not None]
+
+    def leader(self, queue: str, vhost: str = "/") -> PrivateRabbit | None:
+        """The node leading a quorum queue now (asked of any running node), or None."""
+        for asker in self.running():
+            result = asker.ctl("list_queues", "-p", vhost, "name", "leader", check=False)
+            if result.returncode != 0:
+                continue
+            for line in result.stdout.splitlines():
+                name, _, leader = line.partition("\t")
+                if name == queue:
+                    return next((n for n in self.nodes if n.node == leader.strip()), None)
+        return None
+
     def destroy(self) -> None:
         for node in self.nodes:
             node.destroy()

@@ -1,5 +1,6 @@
 """A small TCP proxy for fault tests: put it between a service and Postgres or RabbitMQ, then
-cut it (existing connections reset, new ones refused) and restore it, without touching the
+cut it (existing connections reset, new ones refused) and restore it, reset its connections
+while it keeps listening, hold every byte, or add latency to every chunk, without touching the
 shared servers."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self.port = 0
+        self.latency = 0.0  # seconds added before each chunk is passed on, both directions
 
     async def start(self, port: int = 0) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", port or self.port)
@@ -36,6 +38,14 @@ class TcpProxy:
 
     async def restore(self) -> None:
         await self.start(self.port)
+
+    def reset(self) -> int:
+        """Reset every open connection (a peer's RST), still accepting new ones; returns how
+        many connections were open."""
+        writers = list(self._writers)
+        for writer in writers:
+            writer.transport.abort()
+        return len(writers) // 2
 
     def pause(self) -> None:
         """Hold every byte in both directions (a peer that stops answering, connections open)."""
@@ -60,6 +70,8 @@ class TcpProxy:
         try:
             while data := await src.read(65536):
                 await self._flowing.wait()
+                if self.latency:
+                    await asyncio.sleep(self.latency)
                 dst.write(data)
                 await dst.drain()
         except (OSError, asyncio.CancelledError):

@@ -15,11 +15,14 @@ from tests.support.ledger import (
     Request,
     StoredReceipt,
     Window,
+    calls,
     check_answers,
     check_assets,
+    check_change_feed,
     check_prices,
     check_receipts,
     check_store_events,
+    check_tenant_walls,
 )
 
 pytestmark = pytest.mark.unit
@@ -149,3 +152,109 @@ def test_the_ledger_checker_sees_each_kind_of_violation() -> None:
     check_store_events([landed], ghosts, findings)
     assert findings.figures["landed_503s"] == 1
     assert findings.count("duplicate effects") == 1
+
+
+def test_a_batch_is_one_call_and_a_landed_retry_justifies_each_overlapping_sender() -> None:
+    """Items of a batch share their attempts (counted once); a stored event whose instant falls
+    in two requests' 503'd attempts may be either's, so either may see its retry `duplicate`."""
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    shared: list[Attempt] = [Attempt(1.0, 2.0, 503, "1"), Attempt(3.0, 4.0, 202)]
+    batch = [Request("price", f"a-{i}", t, "100", {"amount": "100"}, shared) for i in range(3)]
+    for i, item in enumerate(batch):
+        item.event_id = f"b{i}"
+    findings = Findings()
+    check_answers(batch, [Window(0.0, 5.0)], findings)
+    assert findings.figures["answers"] == {202: 1, 503: 1}
+    assert calls(batch) == batch[:1]
+
+    first = _request("price", "100", t, 1.0, 2.0, status=503)
+    first.attempts.append(Attempt(2.5, 2.6, 202))
+    first.event_id = "p1"
+    second = _request("price", "100", t, 1.5, 2.2, status=503)
+    second.attempts.append(Attempt(2.7, 2.8, 202))
+    second.event_id = "p2"
+    stored = [
+        StoredReceipt("early", "a-1", "price.updated", "applied", datetime.fromtimestamp(1.8, UTC)),
+        StoredReceipt("p1", "a-1", "price.updated", "duplicate", datetime.fromtimestamp(2.55, UTC)),
+        StoredReceipt("p2", "a-1", "price.updated", "duplicate", datetime.fromtimestamp(2.75, UTC)),
+    ]
+    findings = Findings()
+    check_store_events([first, second], stored, findings)
+    assert first.landed == 1 and second.landed == 1
+    receipts = {
+        e: {"status": "duplicate", "asset_id": "a-1", "type": "price.updated"} for e in ("p1", "p2")
+    }
+    check_receipts([first, second], receipts, findings)
+    assert findings.total() == 0, findings.report()
+
+
+def _entry(event_id: str, asset_id: str, updated_at: str, digest: str | None) -> dict[str, Any]:
+    return {
+        "cursor": f"c-{event_id}",
+        "event_id": event_id,
+        "provider_id": "prv_a",
+        "asset_id": asset_id,
+        "updated_at": updated_at,
+        "deleted": digest is None,
+        "content_hash": digest,
+    }
+
+
+def test_the_change_feed_check_sees_gaps_repeats_and_a_wrong_last_entry() -> None:
+    stored: dict[str, tuple[int, Mapping[str, Any]]] = {
+        "a": (200, {"_meta": {"updated_at": "2026-01-01T12:05:00Z", "content_hash": "h2"}}),
+        "b": (404, {}),
+        "c": (200, {"_meta": {"updated_at": "2026-01-01T12:00:00Z", "content_hash": "h9"}}),
+    }
+    clean = [
+        _entry("e1", "a", "2026-01-01T12:00:00Z", "h1"),
+        _entry("e2", "a", "2026-01-01T12:05:00Z", "h2"),
+        _entry("e3", "b", "2026-01-01T12:00:00Z", None),
+        _entry("e4", "c", "2026-01-01T12:00:00Z", "h9"),
+        {**_entry("x1", "a", "2026-01-01T13:00:00Z", "zz"), "provider_id": "prv_other"},
+    ]
+    applied = {"e1": "a", "e2": "a", "e3": "b", "e4": "c"}
+    findings = Findings()
+    check_change_feed(clean, applied, stored, "prv_a", findings)
+    assert findings.total() == 0, findings.report()
+
+    broken = [clean[1], clean[0], clean[2], clean[2]]  # a's entries swapped, b's twice, c's lost
+    findings = Findings()
+    check_change_feed(broken, applied, stored, "prv_a", findings)
+    assert findings.figures["change_feed_repeats"] == 1
+    assert findings.figures["change_feed_gaps"] == 2  # e4 missing; a's last entry is not stored
+
+
+def test_the_tenant_wall_check_sees_a_foreign_read() -> None:
+    findings = Findings()
+    own = {"status": "active", "description": "mine"}
+    check_tenant_walls(
+        {"a": (200, own), "b": (404, {}), "c": (200, {"status": "active", "description": "x"})},
+        "active|mine",
+        lambda d: f"{d.get('status')}|{d.get('description')}",
+        {"e1": 404, "e2": 200},
+        findings,
+    )
+    assert findings.figures["cross_tenant"] == 2
+
+
+def test_a_deletion_may_end_an_asset_only_when_it_is_the_newest_accepted() -> None:
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    upsert = _request("asset", "x", t, 1.0, 2.0, event_id="u1")
+    older_delete = Request("asset", "a-1", t - SLOT / 2, "deleted", {}, op="delete")
+    older_delete.attempts.append(Attempt(3.0, 4.0, 202))
+    older_delete.event_id = "d1"
+    newer_delete = Request("asset", "a-1", t + SLOT / 2, "deleted", {}, op="delete")
+    newer_delete.attempts.append(Attempt(3.0, 4.0, 202))
+    newer_delete.event_id = "d2"
+    gone: dict[str, tuple[int, Mapping[str, Any]]] = {"a-1": (404, {})}
+
+    def check(ledger: list[Request]) -> Findings:
+        findings = Findings()
+        check_assets(ledger, gone, lambda d: "", lambda b: "", {}, findings)
+        return findings
+
+    assert check([upsert, newer_delete]).total() == 0
+    assert check([upsert, older_delete]).figures["wrongful_deletions"] == 1
+    assert check([upsert]).count("lost") == 1
+    assert newer_delete.event_type == "asset.deleted" and upsert.event_type == "asset.upserted"

@@ -122,6 +122,20 @@ async def test_a_client_failing_authentication_too_often_gets_429(
     assert (await client.get("/v1/openapi.json")).status == 200
 
 
+async def test_a_good_caller_behind_a_guessing_address_keeps_working(
+    strict: tuple[Client, Database],
+) -> None:
+    client, db = strict
+    provider = await create_provider(db)
+    assert (await client.get("/v1/assets", headers=provider.bearer)).status == 200
+    for _ in range(4):  # the same address (one NAT) guesses past its limit
+        await client.get("/v1/assets", headers={"Authorization": "Bearer guess"})
+    await problem(await client.get("/v1/assets", headers={"Authorization": "Bearer nope"}), 429)
+    # Its credential was verified here before: it is not the one guessing.
+    for _ in range(3):
+        assert (await client.get("/v1/assets", headers=provider.bearer)).status == 200
+
+
 async def test_a_provider_over_its_rate_gets_429(ingest: Client, store: Database) -> None:
     provider = await create_provider(store)
     await store.execute(

@@ -464,6 +464,7 @@ async def test_event_receipt_is_readable_by_its_provider_only(
 ) -> None:
     response = await put_json(ingest, "/v1/assets/rcpt-1", house("rcpt-1"), provider.basic)
     event_id = await accepted_event_id(response)
+    trace_id = response.headers["X-Trace-Id"]  # the PUT's, not the GET's
     response = await ingest.get(f"/v1/events/{event_id}", headers=provider.basic)
     assert response.status == 200, await response.text()
     assert await response.json() == {
@@ -471,6 +472,7 @@ async def test_event_receipt_is_readable_by_its_provider_only(
         "type": "asset.upserted",
         "asset_id": "rcpt-1",
         "status": "accepted",
+        "trace_id": trace_id,
     }
     other = await create_provider(store)
     await problem(await ingest.get(f"/v1/events/{event_id}", headers=other.basic), 404)

@@ -28,6 +28,17 @@ CALLS = {
     ("post", "/v1/validate/asset"),
     ("post", "/v1/validate/batch"),
     ("get", "/v1/schema/asset.json"),
+    ("get", "/v1/feeds"),
+    ("put", "/v1/feeds/{feed_id}"),
+    ("get", "/v1/feeds/{feed_id}"),
+    ("post", "/v1/feeds/{feed_id}/runs"),
+    ("get", "/v1/feeds/{feed_id}/runs"),
+    ("get", "/v1/feeds/{feed_id}/runs/{run_id}"),
+    ("post", "/v1/feeds/{feed_id}/runs/{run_id}/approve"),
+    ("post", "/v1/feeds/{feed_id}/runs/{run_id}/reject"),
+    ("post", "/v1/validate/feed"),
+    ("get", "/v1/catalog/assets"),
+    ("get", "/v1/catalog/changes"),
 }
 
 
@@ -45,6 +56,10 @@ async def test_openapi_describes_every_call_with_its_problems(ingest: Client) ->
             if path == "/v1/schema/asset.json":
                 assert operation["security"] == []
                 continue
+            # The catalogue is read with reader tokens only; everything else with a provider's.
+            reader = path.startswith("/v1/catalog/")
+            expected = [{"reader": []}] if reader else [{"basic": []}, {"bearer": []}]
+            assert operation["security"] == expected, (method, path)
             answers = operation["responses"]
             assert {"401", "429"} <= set(answers), (method, path)
             assert answers["429"]["headers"]["Retry-After"]
@@ -54,6 +69,17 @@ async def test_openapi_describes_every_call_with_its_problems(ingest: Client) ->
                 assert {"415", "413", "400", "503"} <= set(answers), (method, path)
     patch = document["paths"]["/v1/assets/{id}"]["patch"]["requestBody"]["content"]
     assert "application/merge-patch+json" in patch
+    feed_body = document["paths"]["/v1/validate/feed"]["post"]["requestBody"]["content"]
+    assert {"application/json", "application/x-ndjson", "text/csv", "application/gzip"} <= set(
+        feed_body
+    )
+    assert "410" in document["paths"]["/v1/catalog/changes"]["get"]["responses"]
+    assert document["components"]["securitySchemes"]["reader"]["scheme"] == "bearer"
+    # A batch is accepted whatever its items hold (a bad one is rejected alone in `results`): the
+    # document must not promise a 4xx for it.
+    for envelope, key in (("AssetBatch", "assets"), ("PriceBatch", "prices")):
+        items = schemas[envelope]["properties"][key]["items"]
+        assert items["anyOf"][1] == {}, items
 
 
 async def test_docs_page_and_its_assets_are_served_locally(ingest: Client) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from rwasync.platform.db import Database
+from rwasync.pricing.api import Candles, LatestPrice, LatestPrices, PriceHistory
 from rwasync.pricing.app import create_app
 from rwasync.pricing.apply import PriceApplier
 from rwasync.pricing.settings import PricingSettings
@@ -119,3 +120,88 @@ async def test_etag_gives_304_until_the_price_moves(
         f"/v1/prices/{provider_id}/a1", headers={**reader(), "If-None-Match": etag}
     )
     assert moved.status == 200 and (await moved.json())["amount"] == "51"
+
+
+async def test_openapi_describes_every_read_and_the_stream_with_their_problems(
+    client: Client,
+) -> None:
+    response = await client.get("/v1/openapi.json")
+    assert response.status == 200
+    document = await response.json()
+    assert document["openapi"].startswith("3.1")
+    assert set(document["paths"]) == {
+        "/v1/prices",
+        "/v1/prices/stream",
+        "/v1/prices/{provider_id}/{asset_id}",
+        "/v1/prices/{provider_id}/{asset_id}/history",
+        "/v1/prices/{provider_id}/{asset_id}/ohlc",
+    }
+    assert document["components"]["securitySchemes"]["reader"]["scheme"] == "bearer"
+    for path, operations in document["paths"].items():
+        operation = operations["get"]
+        assert operation["security"] == [{"reader": []}]
+        assert {"400", "401", "404", "429", "503"} <= set(operation["responses"]), path
+        problem = operation["responses"]["400"]["content"]["application/problem+json"]
+        assert problem["schema"] == {"$ref": "#/components/schemas/ProblemDocument"}
+    history = document["paths"]["/v1/prices/{provider_id}/{asset_id}/history"]["get"]
+    limit = next(p for p in history["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 1000)
+    stream = document["paths"]["/v1/prices/stream"]["get"]["responses"]["200"]
+    assert "text/event-stream" in stream["content"]
+    assert (await client.get("/docs")).status == 200
+
+
+async def test_answers_validate_against_the_documented_models(
+    client: Client, db: Database, provider_id: str
+) -> None:
+    await PriceApplier(db).apply([price(provider_id, "a1", "50.10", datetime.now(UTC))])
+    base = f"/v1/prices/{provider_id}/a1"
+    latest = await client.get(base, headers=reader())
+    LatestPrice.model_validate(await latest.json())
+    many = await client.get(
+        f"/v1/prices?provider_id={provider_id}&asset_id=a1,a9", headers=reader()
+    )
+    LatestPrices.model_validate(await many.json())
+    PriceHistory.model_validate(
+        await (await client.get(base + "/history", headers=reader())).json()
+    )
+    candles = await client.get(base + "/ohlc?interval=1h", headers=reader())
+    Candles.model_validate(await candles.json())
+    head = await client.head(base, headers=reader())
+    assert head.status == 200 and head.headers["ETag"] == latest.headers["ETag"]
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("limit=%C2%B2", "limit"),  # "²": str.isdigit() holds, int() refuses it
+        ("limit=" + "9" * 5000, "limit"),
+        ("to=0001-01-01T00:00:00%2B01:00", "to"),  # no UTC instant
+        ("to=0001-01-02T00:00:00Z", "to"),  # no room for the default 30 days before it
+        ("cursor=MDAwMS0wMS0wMVQwMDowMDowMCswMTowMA==", "cursor"),  # 0001-01-01T00:00+01:00
+    ],
+)
+async def test_hostile_query_parameters_are_400_naming_them(
+    client: Client, db: Database, provider_id: str, query: str, parameter: str
+) -> None:
+    await PriceApplier(db).apply([price(provider_id, "a1", "50", datetime.now(UTC))])
+    response = await client.get(f"/v1/prices/{provider_id}/a1/history?{query}", headers=reader())
+    assert response.status == 400, await response.text()
+    assert (await response.json())["errors"][0]["parameter"] == parameter
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/prices/prv%00x/a1",
+        "/v1/prices/prv_x/a%00",
+        "/v1/prices/prv%00x/a1/history",
+        "/v1/prices?provider_id=prv%00x&asset_id=a1",
+        "/v1/prices/stream?provider_id=prv%00x",
+    ],
+)
+async def test_ids_no_provider_can_have_are_404_not_a_database_error(
+    client: Client, path: str
+) -> None:
+    response = await client.get(path, headers=reader())
+    assert response.status == 404, await response.text()

@@ -109,13 +109,18 @@ def test_a_service_restarts_is_bounded_and_waits_for_its_dependencies(name: str)
 
 
 def test_third_party_images_are_pinned_by_version() -> None:
-    for name in ("postgres", "rabbitmq", "gateway"):
+    for name in ("postgres", "rabbitmq", "gateway", "prometheus", "grafana"):
         assert pinned(SERVICES[name]["image"]), SERVICES[name]["image"]
 
 
 def test_the_servers_keep_their_data_on_named_volumes() -> None:
     volumes = compose()["volumes"]
-    for name, path in (("postgres", "/var/lib/postgresql/data"), ("rabbitmq", "/var/lib/rabbitmq")):
+    for name, path in (
+        ("postgres", "/var/lib/postgresql/data"),
+        ("rabbitmq", "/var/lib/rabbitmq"),
+        ("prometheus", "/prometheus"),
+        ("grafana", "/var/lib/grafana"),
+    ):
         mounts = dict(v.split(":")[:2][::-1] for v in SERVICES[name]["volumes"])
         assert mounts[path] in volumes, f"{name} keeps {path} on no named volume"
 
@@ -139,8 +144,9 @@ def test_the_gateway_sends_each_api_to_its_service_on_its_port() -> None:
 
 def test_only_the_gateway_is_published_beyond_this_host() -> None:
     published = {name: service["ports"] for name, service in SERVICES.items() if "ports" in service}
-    assert set(published) == {"gateway", "rabbitmq"}
-    assert all(p.startswith("127.0.0.1:") for p in published["rabbitmq"])
+    assert set(published) == {"gateway", "rabbitmq", "grafana"}
+    for name in ("rabbitmq", "grafana"):
+        assert all(p.startswith("127.0.0.1:") for p in published[name]), name
 
 
 def test_the_broker_user_may_use_every_name_of_the_topology_and_nothing_else() -> None:

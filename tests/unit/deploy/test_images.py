@@ -37,7 +37,7 @@ def pinned(image: str) -> bool:
     moving tag such as `3.11`, `16` or `latest`."""
     name, _, tag = image.partition("@")[0].rpartition(":")
     numbers = RELEASE_NUMBERS.get(name.rsplit("/", 1)[-1], 3)
-    release = rf"^\d+(\.\d+){{{numbers - 1}}}(-[a-z0-9.-]+)?$"
+    release = rf"^v?\d+(\.\d+){{{numbers - 1}}}(-[a-z0-9.-]+)?$"
     return bool(name) and re.match(release, tag) is not None
 
 

@@ -126,6 +126,11 @@ def test_a_deployment_runs_its_service_on_the_port_it_probes_and_serves(name: st
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
     selector = DEPLOYMENTS[name]["spec"]["selector"]["matchLabels"]
     assert selector.items() <= DEPLOYMENTS[name]["spec"]["template"]["metadata"]["labels"].items()
+    # Prometheus scrapes /metrics on the port the service listens on.
+    annotations = DEPLOYMENTS[name]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == ports["http"]
 
 
 @pytest.mark.parametrize("name", sorted(WORKLOADS))

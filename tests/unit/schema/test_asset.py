@@ -347,12 +347,18 @@ def test_every_error_is_reported_together() -> None:
 
 
 def test_error_list_is_bounded() -> None:
-    document = minimal() | {f"unknown{i}": i for i in range(1000)}
+    document = minimal() | {f"unknown{i}": i for i in range(150)}
 
     errors = errors_of(document)
 
     assert len(errors) == 100
-    assert errors[-1] == FieldError("", "and 901 more errors")
+    assert errors[-1] == FieldError("", "and 51 more errors")
+
+
+def test_an_object_with_more_keys_than_any_contract_object_is_one_error() -> None:
+    document = minimal() | {"address": {f"unknown{i}": i for i in range(100_000)}}
+
+    assert errors_of(document) == [FieldError("/address", "has 100000 keys: far too many")]
 
 
 def test_naive_now_is_a_programming_error() -> None:

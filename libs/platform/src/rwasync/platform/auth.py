@@ -5,7 +5,10 @@ database round trip (a revocation bites within that time).
 
 The credentials themselves are never logged and never kept: the cache is keyed by their digest.
 A client (by address) that fails authentication too often within a minute is refused with 429
-before its credentials are even looked at, so guessing cannot be turned into a flood of look-ups.
+before its credentials are even looked at, so guessing cannot be turned into a flood of look-ups —
+except for credentials this process verified within the last KNOWN_GOOD_SECONDS: a good caller
+behind the same address as a guesser (one NAT, one proxy) keeps working, and a guesser cannot
+present such a credential without knowing it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ LOOKUP_TIMEOUT: Final = 5.0
 MAX_KEY_ID_LENGTH: Final = 128
 # Failed authentications a client may make within a minute before it is refused with 429.
 DEFAULT_FAILURES_PER_MINUTE: Final = 20
+# How long a verified credential still passes an address over its failure limit (it is looked
+# up again as usual, so a revocation bites as before).
+KNOWN_GOOD_SECONDS: Final = 900.0
 
 
 class FailedAuthentications:
@@ -62,6 +68,12 @@ class FailedAuthentications:
 
     def record(self, client: str) -> None:
         self._window.hit(self._limit, client)
+
+
+def _digest(authorization: str | None) -> bytes:
+    """The key credentials are remembered by (never the credentials themselves)."""
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    return hashlib.sha256(f"{scheme.lower()} {presented.strip()}".encode()).digest()
 
 
 class CredentialCheck(Protocol[Identity_co]):
@@ -87,6 +99,7 @@ class Authenticator(Generic[Identity]):
         self._failures = failures or FailedAuthentications()
         self._schemes = frozenset(schemes)
         self._verified: TTLCache[bytes, Identity] = TTLCache(cache_seconds)
+        self._known_good: TTLCache[bytes, bool] = TTLCache(KNOWN_GOOD_SECONDS)
         names = {"basic": 'Basic realm="rwasync"', "bearer": "Bearer"}
         self._challenge = ", ".join(names[s] for s in ("basic", "bearer") if s in self._schemes)
         self._hint = " or ".join(
@@ -105,13 +118,12 @@ class Authenticator(Generic[Identity]):
         caller found them elsewhere, e.g. a stream's `?access_token=`); 429 for a client over
         its failure limit."""
         client = request.remote or "unknown"
-        self._failures.check(client)
+        if authorization is None:
+            authorization = request.headers.get(hdrs.AUTHORIZATION)
+        if not self._known_good.get(_digest(authorization)):
+            self._failures.check(client)
         try:
-            return await self.authenticate(
-                authorization
-                if authorization is not None
-                else request.headers.get(hdrs.AUTHORIZATION)
-            )
+            return await self.authenticate(authorization)
         except Problem as refused:
             if refused.status == 401:
                 self._failures.record(client)
@@ -126,7 +138,7 @@ class Authenticator(Generic[Identity]):
         scheme, presented = scheme.lower(), presented.strip()
         if scheme not in self._schemes or not presented:
             raise self.refused(f"use {self._hint}")
-        cache_key = hashlib.sha256(f"{scheme} {presented}".encode()).digest()
+        cache_key = _digest(authorization)
         identity = self._verified.get(cache_key)
         if identity is None:
             async with asyncio.timeout(LOOKUP_TIMEOUT):
@@ -135,8 +147,11 @@ class Authenticator(Generic[Identity]):
                 else:
                     identity = await self._check.bearer(presented)
             if identity is None:
+                # Revoked: it no longer passes an address over its limit either.
+                self._known_good.discard(cache_key)
                 raise self.refused("invalid credentials")
             self._verified.put(cache_key, identity)
+            self._known_good.put(cache_key, True)
         return identity
 
     async def _verify_basic(self, presented: str) -> Identity | None:

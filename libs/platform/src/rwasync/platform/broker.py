@@ -1,6 +1,11 @@
 """RabbitMQ through aio-pika: a robust connection opened in the background, the topology declared
 idempotently at every start, and publishing that returns only once the broker has confirmed.
 
+The address setting may list several brokers, comma-separated (the nodes of one RabbitMQ
+cluster): a process starts at a random one of them, moves to the next whenever a connect attempt
+fails or an open connection is lost, and its robust channels declare and consume again on
+whichever node it reaches. The work queues are quorum queues, so every node serves them.
+
 Concurrent `publish` calls share one confirm channel, so their confirms are pipelined rather than
 waited for one round trip at a time. When the broker blocks the connection (a memory or disk
 alarm), publishing fails at once, in flight or not, instead of waiting out the confirm timeout.
@@ -10,14 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.abc import FieldTable
+from yarl import URL
 
+from rwasync.platform import tracing
+from rwasync.platform.metrics import MESSAGES_PUBLISHED
 from rwasync.platform.retry import retrying
 from rwasync.schema import topology
 from rwasync.schema.events import EventMessage, encode_message
@@ -29,6 +39,65 @@ def field_table(arguments: Mapping[str, str | int]) -> FieldTable:
     """Queue arguments in the type aio-pika declares them with."""
     table: FieldTable = {key: value for key, value in arguments.items()}
     return table
+
+
+def broker_urls(setting: str) -> list[str]:
+    """The broker addresses of an `RWASYNC_AMQP_URL`-style setting: one URL or several,
+    comma-separated (surrounding blanks and empty entries ignored)."""
+    urls = [part.strip() for part in setting.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("no broker address given")
+    return urls
+
+
+def redacted(url: str | URL) -> str:
+    """A broker address fit for a log line (no password)."""
+    parsed = URL(url)
+    return str(parsed.with_password("***") if parsed.password else parsed)
+
+
+# The robust connection's own connect step (name-mangled in aio-pika 9 and 10): every attempt,
+# the first and each reconnect, goes through it.
+_CONNECT_TRANSPORT = getattr(
+    aio_pika.RobustConnection, "_RobustConnection__connect_transport", None
+)
+
+
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection over several broker addresses: a failed connect attempt or a lost
+    connection moves it to the next address, so its reconnect loop walks the list round-robin.
+
+    Channels, exchanges, queues and consumers are restored by the robust connection on whichever
+    node answers; with quorum queues every node of the cluster serves the same queues.
+    """
+
+    def __init__(self, urls: Sequence[str], *, start: int = 0, **kwargs: Any) -> None:
+        if not urls:
+            raise ValueError("no broker address given")
+        self._urls = [URL(url) for url in urls]
+        self._current = start % len(self._urls)
+        super().__init__(self._urls[self._current], **kwargs)
+
+    def rotate(self) -> None:
+        """Aim the next connect attempt at the next address (no-op with one address)."""
+        if len(self._urls) < 2:
+            return
+        self._current = (self._current + 1) % len(self._urls)
+        self.url = self._urls[self._current]
+        log.info("broker failover: next address", url=redacted(self.url))
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        assert _CONNECT_TRANSPORT is not None
+        try:
+            await _CONNECT_TRANSPORT(self)
+        except Exception:
+            self.rotate()
+            raise
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if not self._close_called and not self.is_closed:
+            self.rotate()  # before the reconnect loop wakes up: reconnect elsewhere at once
+        await super()._on_connection_close(closing)
 
 
 class BrokerUnavailable(Exception):
@@ -127,14 +196,18 @@ class BlockedWatch:
 
 
 class Broker:
-    """One robust connection per process, connected in the background until it succeeds."""
+    """One robust connection per process, connected in the background until it succeeds, failing
+    over between the addresses `url` lists (comma-separated)."""
 
     def __init__(
         self, url: str, *, publish_timeout: float | None = 5.0, name: str = "rwasync"
     ) -> None:
         """`publish_timeout` bounds the wait for each confirm; None waits as long as the broker
         takes (a bulk publisher then watches for confirms that stop coming)."""
-        self._url = url
+        self._urls = broker_urls(url)
+        # The address the next first-connect attempt starts from: a random one, so that the
+        # processes of a deployment spread their connections over the cluster's nodes.
+        self._next = random.randrange(len(self._urls))
         self._publish_timeout = publish_timeout
         self._name = name
         self._connection: AbstractRobustConnection | None = None
@@ -157,14 +230,11 @@ class Broker:
         return self._connection
 
     async def _connect_forever(self) -> None:
+        if _CONNECT_TRANSPORT is None and len(self._urls) > 1:
+            log.error("cannot fail over between brokers with this aio-pika version")
         async for attempt in retrying("broker connect"):
             with attempt:
-                connection = await aio_pika.connect_robust(
-                    self._url,
-                    reconnect_interval=1.0,
-                    timeout=10,
-                    client_properties={"connection_name": self._name},
-                )
+                connection = await self._connect()
                 try:
                     channel = await connection.channel(
                         publisher_confirms=True, on_return_raises=True
@@ -178,6 +248,30 @@ class Broker:
         connection.reconnect_callbacks.add(lambda reconnected: self.blocking.watch(reconnected))
         self._ready.set()
         log.info("broker connected, topology declared")
+
+    async def _connect(self) -> AbstractRobustConnection:
+        """The first connection, tried on the next address each attempt."""
+        start, self._next = self._next, (self._next + 1) % len(self._urls)
+        if _CONNECT_TRANSPORT is None:
+            return await aio_pika.connect_robust(
+                self._urls[start],
+                reconnect_interval=1.0,
+                timeout=10,
+                client_properties={"connection_name": self._name},
+            )
+        connection = FailoverConnection(
+            self._urls,
+            start=start,
+            reconnect_interval=1.0,
+            client_properties={"connection_name": self._name},
+        )
+        try:
+            await connection.connect(timeout=10)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        return connection
 
     def is_ready(self) -> bool:
         return (
@@ -195,13 +289,18 @@ class Broker:
         *,
         headers: Mapping[str, Any] | None = None,
     ) -> None:
-        """Publish persistently; return only after the broker's confirm, else BrokerUnavailable."""
+        """Publish persistently; return only after the broker's confirm, else BrokerUnavailable.
+        The message carries its events' trace in its headers."""
         await self.publish_body(
             exchange,
             routing_key,
             encode_message(message),
             message_id=str(message.message_id),
-            headers={topology.HEADER_EVENT_COUNT: len(message.events), **(headers or {})},
+            headers={
+                topology.HEADER_EVENT_COUNT: len(message.events),
+                **tracing.message_headers(message.events[0].trace_id),
+                **(headers or {}),
+            },
         )
 
     async def publish_body(
@@ -215,18 +314,24 @@ class Broker:
         mandatory: bool = True,
     ) -> None:
         """Publish a body as is; `mandatory=False` where no queue need be bound (the change
-        announcements: a consumer binds its own queue)."""
+        announcements: a consumer binds its own queue). Without a trace in `headers`, the
+        message carries the trace of the work in hand."""
         if not self.is_ready():
+            MESSAGES_PUBLISHED.labels(exchange, "unavailable").inc()
             raise BrokerUnavailable("broker not connected")
         if self.blocking.reason is not None:
+            MESSAGES_PUBLISHED.labels(exchange, "blocked").inc()
             raise BrokerUnavailable(f"broker blocked the connection: {self.blocking.reason}")
         target = self._exchanges[exchange]
+        all_headers = dict(headers or {})
+        if topology.HEADER_TRACE_ID not in all_headers:
+            all_headers.update(tracing.message_headers(tracing.current_trace_id.get()))
         amqp_message = aio_pika.Message(
             body,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
-            headers=dict(headers or {}),
+            headers=all_headers,
         )
         publishing = asyncio.ensure_future(
             target.publish(
@@ -241,11 +346,17 @@ class Broker:
             raise
         if not publishing.done():
             publishing.cancel()
+            MESSAGES_PUBLISHED.labels(exchange, "blocked").inc()
             raise BrokerUnavailable(f"broker blocked the connection: {blocked.result()}")
         try:
             publishing.result()
         except Exception as exc:  # nack, return, timeout, closed channel: all mean "not confirmed"
+            MESSAGES_PUBLISHED.labels(exchange, _unconfirmed(exc)).inc()
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}: {exc}") from exc
+        MESSAGES_PUBLISHED.labels(exchange, "confirmed").inc()
+
+    async def queue_depths(self, queues: Sequence[str]) -> dict[str, tuple[int, int]]:
+        return await queue_depths(self.connection, queues)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -255,3 +366,36 @@ class Broker:
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.close(), 5)
+
+
+def _unconfirmed(exc: BaseException) -> str:
+    """The publish outcome an unconfirmed publish counts as."""
+    if isinstance(exc, PublishError):
+        return "returned"
+    if isinstance(exc, DeliveryError):
+        return "nacked"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    return "unavailable"
+
+
+async def queue_depths(
+    connection: aio_pika.abc.AbstractConnection, queues: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    """(messages ready, consumers) of each existing queue, by passive declare on a channel of its
+    own (a missing queue closes the channel: it is left out and the channel reopened)."""
+    found: dict[str, tuple[int, int]] = {}
+    channel = await connection.channel()
+    try:
+        for name in queues:
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                channel = await connection.channel()
+                continue
+            result = queue.declaration_result
+            found[name] = (int(result.message_count or 0), int(result.consumer_count or 0))
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+    return found

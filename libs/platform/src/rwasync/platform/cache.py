@@ -37,3 +37,6 @@ class TTLCache(Generic[K, V]):
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        self._entries.pop(key, None)

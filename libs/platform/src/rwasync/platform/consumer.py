@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from prometheus_client import Counter, Histogram
 
+from rwasync.platform import tracing
 from rwasync.platform.broker import Broker, field_table
 from rwasync.platform.db import is_transient
+from rwasync.platform.metrics import (
+    APPLY_SECONDS,
+    EVENT_LAG,
+    EVENTS_DEAD_LETTERED,
+    MESSAGE_EVENTS,
+    TRANSIENT_RETRIES,
+    sample_queue_depths,
+    stop_task,
+)
+from rwasync.platform.metrics import MESSAGES_CONSUMED as MESSAGES
 from rwasync.platform.retry import retrying
 from rwasync.schema import topology
 from rwasync.schema.events import (
@@ -29,22 +40,6 @@ from rwasync.schema.events import (
 )
 
 log = structlog.get_logger(__name__)
-
-MESSAGES = Counter(
-    "rwasync_messages_consumed_total", "Broker messages consumed", ["queue", "outcome"]
-)
-EVENTS_DEAD_LETTERED = Counter(
-    "rwasync_events_dead_lettered_total", "Events sent to a dead-letter queue", ["queue"]
-)
-TRANSIENT_RETRIES = Counter(
-    "rwasync_apply_transient_retries_total", "Applies retried after a transient error", ["queue"]
-)
-APPLY_SECONDS = Histogram(
-    "rwasync_apply_seconds",
-    "Time to apply one message's events",
-    ["queue"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
 
 
 class Applier(Protocol):
@@ -67,6 +62,7 @@ class EventConsumer:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._sampling: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._start(), name=f"consume-{self._queue_name}")
@@ -86,11 +82,21 @@ class EventConsumer:
         self._channel, self._queue = channel, queue
         self._consumer_tag = await queue.consume(self._on_message)
         log.info("consuming", queue=self._queue_name, prefetch=self._prefetch)
+        self._sampling = asyncio.create_task(
+            sample_queue_depths(
+                self._broker.queue_depths,
+                [self._queue_name, topology.dead_letter_queue(self._queue_name)],
+            ),
+            name=f"queue-depth-{self._queue_name}",
+        )
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        # Each message is handled in a task of its own, so this binding is the message's alone.
+        tracing.bind(tracing.message_trace_id(message.headers))
+        structlog.contextvars.bind_contextvars(message_id=message.message_id)
         try:
             await self._handle(message)
         except Exception as exc:
@@ -114,15 +120,28 @@ class EventConsumer:
             await self._ack(message)
             MESSAGES.labels(queue, "malformed").inc()
             return
+        events = list(decoded.events)
+        if not tracing.current_trace_id.get() and events[0].trace_id:
+            tracing.bind(events[0].trace_id)  # from a publisher that sent no trace header
+        MESSAGE_EVENTS.labels(queue).observe(len(events))
         with APPLY_SECONDS.labels(queue).time():
             try:
-                await self._apply_splitting(list(decoded.events), _deliveries(message))
+                await self._apply_splitting(events, _deliveries(message))
             except _Stopping:
                 # Left unacked: the broker redelivers it to another consumer or after restart.
                 MESSAGES.labels(queue, "requeued").inc()
                 return
         await self._ack(message)
         MESSAGES.labels(queue, "acked").inc()
+        now, lag = datetime.now(UTC), EVENT_LAG.labels(queue)
+        for event in events:
+            lag.observe(max(0.0, (now - event.accepted_at).total_seconds()))
+        log.info("message handled", events=len(events), **_message_fields(events))
+        if len(events) > 1 and log.bind().is_enabled_for(logging.DEBUG):
+            # A batch's line cannot name every asset; at DEBUG each event gets its own (checked
+            # once: a batch of thousands would otherwise build thousands of unused lines).
+            for event in events:
+                log.debug("event handled", **_event_fields(event))
 
     async def _apply_splitting(self, events: list[Event], deliveries: int) -> None:
         try:
@@ -137,11 +156,7 @@ class EventConsumer:
                 return
             reason = f"{type(exc).__name__}: {exc}"[:2000]
             log.error(
-                "event cannot be applied, dead-lettering",
-                event_id=str(events[0].event_id),
-                provider_id=events[0].provider_id,
-                asset_id=events[0].asset_id,
-                reason=reason,
+                "event cannot be applied, dead-lettering", **_event_fields(events[0]), reason=reason
             )
             await self._dead_letter(events, reason, deliveries)
 
@@ -210,6 +225,7 @@ class EventConsumer:
         if self._stopping:
             return
         self._stopping = True
+        await stop_task(self._sampling)
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -239,6 +255,23 @@ def _deliveries(message: AbstractIncomingMessage) -> int:
     the earlier ones in `x-delivery-count`)."""
     earlier = (message.headers or {}).get("x-delivery-count")
     return (earlier if isinstance(earlier, int) else 0) + 1
+
+
+def _event_fields(event: Event) -> dict[str, str]:
+    """What a log line about one event names: whose, which asset, which event, which trace."""
+    return {
+        "provider_id": event.provider_id,
+        "asset_id": event.asset_id,
+        "event_id": str(event.event_id),
+    }
+
+
+def _message_fields(events: Sequence[Event]) -> dict[str, str]:
+    """One event's fields; of a batch, those all its events share."""
+    if len(events) == 1:
+        return _event_fields(events[0])
+    providers = {e.provider_id for e in events}
+    return {"provider_id": providers.pop()} if len(providers) == 1 else {}
 
 
 class _Stopping(Exception):

@@ -54,19 +54,27 @@ class GroupCommit(Generic[T]):
         return group
 
     async def _flush_while_waiting(self) -> None:
-        while self._waiting:
-            group = self._take_group()
-            try:
-                await self._flush([item for items, _ in group for item in items])
-            except Exception as exc:  # handed to every submitter, which logs it in context
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(exc)
-            except BaseException:  # cancelled (shutting down): so are its submitters
-                for _, done in group:
-                    done.cancel()
-                raise
-            else:
-                for _, done in group:
-                    if not done.done():
-                        done.set_result(None)
+        try:
+            while self._waiting:
+                await self._flush_group(self._take_group())
+        finally:
+            # Leave the set as soon as the queue is seen empty, not in the done callback that runs
+            # later: a submitter woken by the last flush may submit again before that callback,
+            # find the set full, and wait for a flusher that has already ended.
+            self._flushers.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _flush_group(self, group: list[tuple[Sequence[T], asyncio.Future[None]]]) -> None:
+        try:
+            await self._flush([item for items, _ in group for item in items])
+        except Exception as exc:  # handed to every submitter, which logs it in context
+            for _, done in group:
+                if not done.done():
+                    done.set_exception(exc)
+        except BaseException:  # cancelled (shutting down): so are its submitters
+            for _, done in group:
+                done.cancel()
+            raise
+        else:
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)

@@ -33,7 +33,9 @@ PROBLEM_MEANINGS: Final[Mapping[int, str]] = {
     404: "not found (or another provider's)",
     405: "method not allowed on this path",
     408: "the body did not arrive in time",
-    409: "a request with this Idempotency-Key is still in progress",
+    409: "a conflict: a request with this Idempotency-Key still in progress, an id in use, "
+    "or a state that does not allow the call",
+    410: "gone: what the cursor points after is no longer kept",
     413: "the body is larger than the limit",
     415: "the Content-Type is not accepted",
     422: "the document breaks the schema; `errors` lists each problem with a JSON pointer",
@@ -52,11 +54,22 @@ HEADER_SCHEMAS: Final[Mapping[str, dict[str, Any]]] = {
     "WWW-Authenticate": {"type": "string"},
     "Allow": {"type": "string"},
     "Location": {"type": "string"},
+    "ETag": {"type": "string", "pattern": '^"[^"]*"$'},
+    "Cache-Control": {"type": "string"},
 }
 
 
 class ProblemError(BaseModel):
+    """A problem in the request body, at a JSON pointer."""
+
     pointer: str
+    message: str
+
+
+class ParameterError(BaseModel):
+    """A problem with a query parameter or header, by name."""
+
+    parameter: str
     message: str
 
 
@@ -67,7 +80,7 @@ class ProblemDocument(BaseModel):
     title: str
     status: int
     detail: str
-    errors: list[ProblemError] | None = None
+    errors: list[ProblemError | ParameterError] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,16 +102,21 @@ class Body:
     media_types: tuple[str, ...] = ("application/json",)
     required: bool = True
     description: str = ""
+    # The body is judged, not refused: any JSON document gets the success answer (a report on
+    # it), so the document says "the schema, or anything", not a 4xx for the rest.
+    judged: bool = False
 
 
 @dataclass(frozen=True)
 class Reply:
-    """A successful answer: its status, meaning, body model (None: no body) and headers."""
+    """A successful answer: its status, meaning, body model (None: no body), headers and the
+    body's media type."""
 
     status: int
     description: str
     model: Any = None
     headers: tuple[str, ...] = ()
+    media_type: str = "application/json"
 
 
 @dataclass(frozen=True)
@@ -136,7 +154,13 @@ class ApiRegistry:
             self.operations.append(operation)
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.route(o.method, o.path, o.handler) for o in self.operations]
+        # A GET also answers HEAD (RFC 9110 9.3.2), as aiohttp's own `add_get` does.
+        return [
+            web.get(o.path, o.handler)
+            if o.method == "GET"
+            else web.route(o.method, o.path, o.handler)
+            for o in self.operations
+        ]
 
     def document(self) -> dict[str, Any]:
         return _document(self)
@@ -241,6 +265,11 @@ def _operation(o: Operation, schema_of: Callable[[Any], dict[str, Any]]) -> dict
         ]
     if o.body is not None:
         body_schema = schema_of(o.body.schema)
+        if o.body.judged:
+            body_schema = {
+                "anyOf": [body_schema, {}],
+                "description": "any JSON document; the answer says whether it is valid",
+            }
         spec["requestBody"] = {
             "required": o.body.required,
             "content": {media: {"schema": body_schema} for media in o.body.media_types},
@@ -250,7 +279,7 @@ def _operation(o: Operation, schema_of: Callable[[Any], dict[str, Any]]) -> dict
     for reply in o.replies:
         answer: dict[str, Any] = {"description": reply.description}
         if reply.model is not None:
-            answer["content"] = {"application/json": {"schema": schema_of(reply.model)}}
+            answer["content"] = {reply.media_type: {"schema": schema_of(reply.model)}}
         if reply.headers:
             answer["headers"] = _headers(reply.headers)
         responses[str(reply.status)] = answer

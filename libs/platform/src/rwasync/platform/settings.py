@@ -50,6 +50,11 @@ class CommonSettings(BaseSettings):
     # Fernet keys (comma-separated; the first seals, all open) that seal feed credentials at rest.
     # Empty: feeds that carry credentials cannot be registered.
     feed_secrets_key: SecretStr = Field(SecretStr(""), validation_alias="RWASYNC_FEED_SECRETS_KEY")
+    # RabbitMQ's management API with its credentials (http://user:password@host:15672), for
+    # `rwasync status`; empty: queue figures come from the AMQP connection (passive declares).
+    rabbitmq_management_url: SecretStr = Field(
+        SecretStr(""), validation_alias="RWASYNC_RABBITMQ_MANAGEMENT_URL"
+    )
 
 
 class ServiceSettings(CommonSettings):
@@ -57,6 +62,9 @@ class ServiceSettings(CommonSettings):
 
     host: str = "0.0.0.0"
     port: int
+    # A connection must send a complete request head within this many seconds of connecting or
+    # of its last answer, else it is closed (slow-loris clients, idle keep-alive connections).
+    http_idle_timeout: float = Field(75.0, gt=0)
     db_pool_min: int = 1
     db_pool_max: int = 10
     # Seconds to wait for a publisher confirm before answering 503.

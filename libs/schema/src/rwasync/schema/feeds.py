@@ -90,18 +90,23 @@ class FeedSettingInvalid(Exception):
         self.message = message
 
 
-_INTERVAL = re.compile(r"^(\d+)([smhd]?)$")
+_INTERVAL = re.compile(r"(\d{1,12})([smhd]?)")
+# A feed runs at least once a year; longer would overflow the schedule's arithmetic.
+MAX_INTERVAL_SECONDS: Final = 366 * 86400
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_interval(text: str) -> int:
     """Seconds of a schedule interval such as `90s`, `15m`, `24h` or `1d` (bare: seconds)."""
-    match = _INTERVAL.match(text.strip().lower())
+    match = _INTERVAL.fullmatch(text.strip().lower())
     if not match or int(match.group(1)) <= 0:
         raise FeedSettingInvalid(
-            "/schedule", f"invalid interval {text!r}: use e.g. 90s, 15m, 24h, 1d"
+            "/schedule", f"invalid interval {text[:40]!r}: use e.g. 90s, 15m, 24h, 1d"
         )
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_INTERVAL_SECONDS:
+        raise FeedSettingInvalid("/schedule", "an interval may be at most 366d")
+    return seconds
 
 
 def check_feed_url(url: str, policy: AddressPolicy) -> str:

@@ -34,7 +34,9 @@ from rwasync.schema.errors import (
     CUSTOM_ERROR_PREFIX,
     NO_NUL_PATTERN,
     AssetInvalid,
+    FieldError,
     field_errors,
+    json_pointer,
 )
 from rwasync.schema.timestamps import MAX_FUTURE_SKEW, timestamp_text, too_far_ahead, utc_now
 
@@ -66,16 +68,46 @@ def _shown(value: str, limit: int = 40) -> str:
 Contract = TypeVar("Contract", bound=BaseModel)
 
 
-def validate_contract(model: type[Contract], data: Any, *, now: datetime | None = None) -> Contract:
-    """Validate `data` into `model` against the clock `now`; AssetInvalid lists every error."""
+def validate_contract(
+    model: type[Contract], data: Any, *, now: datetime | None = None, envelope: bool = False
+) -> Contract:
+    """Validate `data` into `model` against the clock `now`; AssetInvalid lists every error.
+    An `envelope` (a batch, whose items are validated one by one later) is checked for crowded
+    objects at its top level only, so that a crowded item fails that item alone."""
     if now is None:
         now = utc_now()
     elif now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    crowded = _crowded_object(data, top_only=envelope)
+    if crowded is not None:
+        raise AssetInvalid([crowded])
     try:
         return model.model_validate(data, context={"now": now})
     except ValidationError as exc:
         raise AssetInvalid(field_errors(exc)) from None
+
+
+# More keys than any object of a contract may hold (its fields, or MAX_ITEMS attributes).
+MAX_OBJECT_KEYS: Final = 200
+
+
+def _crowded_object(data: Any, *, top_only: bool = False) -> FieldError | None:
+    """The first object with more than MAX_OBJECT_KEYS keys, as one error. pydantic would report
+    each unknown key of it, and a million errors cost seconds and hundreds of MB to build."""
+    if top_only:
+        if isinstance(data, dict) and len(data) > MAX_OBJECT_KEYS:
+            return FieldError("", f"has {len(data)} keys: far too many")
+        return None
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            if len(node) > MAX_OBJECT_KEYS:
+                return FieldError(json_pointer(path), f"has {len(node)} keys: far too many")
+            stack.extend((value, (*path, str(key))) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, (*path, index)) for index, value in enumerate(node))
+    return None
 
 
 def validation_now(info: ValidationInfo) -> datetime:
@@ -269,6 +301,24 @@ def _not_too_far_ahead(moment: datetime, info: ValidationInfo) -> datetime:
 _TIMESTAMP_JSON = PlainSerializer(timestamp_text, return_type=str, when_used="json")
 
 # Any RFC 3339 instant (used where the future is allowed, e.g. rendering stored values).
-RFC3339Timestamp = Annotated[datetime, BeforeValidator(as_utc_datetime), _TIMESTAMP_JSON]
+# Its JSON Schema states the year range too (as the local year; an offset can still carry the
+# first or last hours across it).
+_TIMESTAMP_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "format": "date-time",
+        "pattern": "^(?:[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-",
+    }
+)
+RFC3339Timestamp = Annotated[
+    datetime, BeforeValidator(as_utc_datetime), _TIMESTAMP_JSON, _TIMESTAMP_SCHEMA
+]
 # A provider's timestamp: also no more than MAX_FUTURE_SKEW ahead of the validation's `now`.
 AwareTimestamp = Annotated[RFC3339Timestamp, AfterValidator(_not_too_far_ahead)]
+
+
+# Every provider id rwasync issues (`prv_` and 16 hex digits) fits; anything else names no
+# provider, so a read filtered by it is refused before any look-up (a NUL, say, would be an
+# error from Postgres, not an empty answer).
+PROVIDER_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ProviderId = Annotated[str, StringConstraints(pattern=PROVIDER_ID.pattern)]

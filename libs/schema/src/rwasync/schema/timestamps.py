@@ -10,10 +10,12 @@ MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 
 def timestamp_text(moment: datetime) -> str:
     """UTC with microsecond precision and `Z`: the one rendering used in documents and hashes."""
-    # `isoformat` is several times cheaper than `strftime` and writes the same text (in UTC the
-    # offset it adds is always `+00:00`); years below 1000 are refused wherever a timestamp is
-    # read, and `isoformat` writes them with four digits, as RFC 3339 wants.
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    if moment.year < 1000:  # strftime's %Y does not pad: keep the bytes documents were hashed in
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # A third faster than strftime (the change relay renders two per change): "+00:00" → "Z".
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def utc_now() -> datetime:

@@ -34,6 +34,10 @@ HEADER_DEAD_LETTERED_AT: Final = "x-rwasync-dead-lettered-at"
 HEADER_PROVIDER_ID: Final = "x-rwasync-provider-id"
 # How many times the dead-lettered message had been delivered (the consumer's own dead letters).
 HEADER_DELIVERIES: Final = "x-rwasync-deliveries"
+# The trace of the request or feed run that produced a message (the events' `trace_id`), so the
+# consumer's log lines join it; also as a W3C `traceparent` when the id is one (32 hex digits).
+HEADER_TRACE_ID: Final = "x-rwasync-trace-id"
+HEADER_TRACEPARENT: Final = "traceparent"
 
 
 def dead_letter_queue(queue: str) -> str:

@@ -66,9 +66,12 @@ def _decode(prefix: str, cursor: str, parameter: str) -> str:
         raise CatalogRequestInvalid(parameter, "not a cursor this API handed out")
     body = cursor[len(prefix) :]
     try:
-        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+        text = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise CatalogRequestInvalid(parameter, "not a cursor this API handed out") from None
+    if "\x00" in text:  # Postgres text cannot hold it: not one of ours either
+        raise CatalogRequestInvalid(parameter, "not a cursor this API handed out")
+    return text
 
 
 def change_cursor(position: ChangePosition) -> str:

@@ -42,6 +42,8 @@ from rwasync.store.tenants import new_id
 FEED_WAKEUP_CHANNEL: Final = "rwasync_feed_runs"
 FEED_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_PAGE: Final = 500
+# The column's range (a Postgres integer); far beyond any catalogue's size.
+MAX_MIN_COUNT: Final = 2**31 - 1
 _SETTINGS_KEYS: Final = frozenset(
     {"url", "format", "schedule", "auth", "deletion_threshold", "enabled"}
 )
@@ -92,9 +94,23 @@ def _threshold(value: Any) -> DeletionThreshold:
     except InvalidOperation:
         raise FeedSettingInvalid("/deletion_threshold/percent", "must be a number 0-100") from None
     count = value.get("min_count", DEFAULT_DELETION_THRESHOLD.min_count)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise FeedSettingInvalid("/deletion_threshold/min_count", "must be an integer ≥ 0")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_MIN_COUNT:
+        raise FeedSettingInvalid(
+            "/deletion_threshold/min_count", f"must be an integer from 0 to {MAX_MIN_COUNT}"
+        )
     return DeletionThreshold(share, count)
+
+
+def _nul_at(value: Any, pointer: str = "") -> str | None:
+    """The pointer of the first string holding NUL (which Postgres text cannot store)."""
+    if isinstance(value, str):
+        return pointer if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _nul_at(key, pointer) or _nul_at(item, f"{pointer}/{key}")
+            if found is not None:
+                return found
+    return None
 
 
 def parse_feed_settings(document: Any, policy: AddressPolicy) -> FeedSettings:
@@ -102,6 +118,9 @@ def parse_feed_settings(document: Any, policy: AddressPolicy) -> FeedSettings:
     `{"url", "format", "schedule", "auth", "deletion_threshold", "enabled"}`."""
     if not isinstance(document, dict):
         raise FeedSettingInvalid("", "must be a JSON object")
+    nul = _nul_at(document)
+    if nul is not None:
+        raise FeedSettingInvalid(nul, "must not contain NUL")
     for key in sorted(set(document) - _SETTINGS_KEYS):
         raise FeedSettingInvalid(f"/{key}", "unknown field")
     url = document.get("url")
@@ -193,8 +212,11 @@ def _after(cursor: str | None) -> tuple[datetime | None, str | None]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         moment, key = orjson.loads(raw)
-        return datetime.fromisoformat(moment.replace("Z", "+00:00")), str(key)
-    except (ValueError, TypeError):
+        after = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        if after.tzinfo is None or not isinstance(key, str) or "\x00" in key:
+            raise ValueError(cursor)
+        return after, key
+    except (ValueError, TypeError, AttributeError):
         raise FeedSettingInvalid("/cursor", "is not a cursor this listing returned") from None
 
 
@@ -350,7 +372,7 @@ async def put_feed(
 ) -> tuple[dict[str, Any], bool]:
     """Create or replace the provider's feed `feed_id`; returns the feed and whether it was
     created. A replacement keeps the feed's runs; its schedule starts over from now."""
-    if not FEED_ID_PATTERN.match(feed_id):
+    if not FEED_ID_PATTERN.fullmatch(feed_id):
         raise FeedSettingInvalid("/feed_id", "must be 1-128 letters, digits, '.', '_', ':' or '-'")
     values = _registration(settings, secrets)
     async with conn.transaction():

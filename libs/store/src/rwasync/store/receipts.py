@@ -18,21 +18,26 @@ import asyncpg
 from rwasync.schema.events import ReceiptStatus
 
 RECORD_ACCEPTED = """
-INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at)
-SELECT e, p, a, t, 'accepted', ts
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u(e, p, a, t, ts)
+INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at, trace_id)
+SELECT e, p, a, t, 'accepted', ts, nullif(tr, '')
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+     AS u(e, p, a, t, ts, tr)
 ON CONFLICT (event_id) DO NOTHING
 """
 
+# The trace is written here too: the consumer may decide an event before ingest-api has recorded
+# its `accepted` receipt (that insert then finds the row and leaves it).
 RECORD_DECISIONS = """
 INSERT INTO event_receipts
-    (event_id, provider_id, asset_id, type, status, reason, latest, accepted_at, decided_at)
-SELECT e, p, a, t, s, r, l, ts, now()
+    (event_id, provider_id, asset_id, type, status, reason, latest, accepted_at, decided_at,
+     trace_id)
+SELECT e, p, a, t, s, r, l, ts, now(), nullif(tr, '')
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
-            $8::timestamptz[]) AS u(e, p, a, t, s, r, l, ts)
+            $8::timestamptz[], $9::text[]) AS u(e, p, a, t, s, r, l, ts, tr)
 ON CONFLICT (event_id) DO UPDATE
     SET status = EXCLUDED.status, reason = EXCLUDED.reason, latest = EXCLUDED.latest,
-        decided_at = EXCLUDED.decided_at
+        decided_at = EXCLUDED.decided_at,
+        trace_id = coalesce(event_receipts.trace_id, EXCLUDED.trace_id)
     WHERE event_receipts.status = 'accepted'
 """
 
@@ -57,7 +62,7 @@ WHERE r.event_id = u.e AND r.type = 'price.updated'
 """
 
 GET_RECEIPT = """
-SELECT event_id, type, asset_id, status, reason, latest
+SELECT event_id, type, asset_id, status, reason, latest, trace_id
 FROM event_receipts WHERE event_id = $1 AND provider_id = $2
 """
 
@@ -73,6 +78,8 @@ class _EventLike(Protocol):
     def type(self) -> str: ...
     @property
     def accepted_at(self) -> datetime: ...
+    @property
+    def trace_id(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Decision:
     status: ReceiptStatus
     reason: str | None = None
     latest: bool | None = None
+    trace_id: str = ""
 
     @classmethod
     def of(
@@ -103,6 +111,7 @@ class Decision:
             status=status,
             reason=reason,
             latest=latest,
+            trace_id=event.trace_id,
         )
 
 
@@ -119,7 +128,7 @@ def _columns(events: Sequence[_EventLike]) -> tuple[list[object], ...]:
 async def record_accepted(
     conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[_EventLike]
 ) -> None:
-    await conn.execute(RECORD_ACCEPTED, *_columns(events))
+    await conn.execute(RECORD_ACCEPTED, *_columns(events), [e.trace_id for e in events])
 
 
 async def record_decisions(conn: asyncpg.Connection, decisions: Sequence[Decision]) -> None:
@@ -135,6 +144,7 @@ async def record_decisions(conn: asyncpg.Connection, decisions: Sequence[Decisio
         [d.reason for d in decisions],
         [d.latest for d in decisions],
         [d.accepted_at for d in decisions],
+        [d.trace_id for d in decisions],
     )
 
 

@@ -22,6 +22,7 @@ from rwasync.feed_poller.settings import FeedPollerSettings
 from rwasync.feed_poller.validation import ItemValidator
 from rwasync.feed_poller.wakeup import Wakeup
 from rwasync.feeds.auth import FeedSecrets
+from rwasync.platform import tracing
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database, DatabaseUnavailable, is_transient
 from rwasync.schema.addresses import AddressPolicy
@@ -34,7 +35,8 @@ RUNS = Counter(
 )
 RUN_SECONDS = Histogram(
     "rwasync_feed_run_seconds",
-    "Time from claim to the end of a feed run",
+    "Time from claim to the end of a feed run, by outcome",
+    ["outcome"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800),
 )
 
@@ -136,6 +138,9 @@ class FeedPoller:
             )
 
     async def _execute(self, claim: ClaimedRun) -> None:
+        # A run's trace is its run id: its events carry it, and so do the messages and the
+        # reconciler's log lines about them.
+        tracing.bind(str(claim.run_id))
         bound = log.bind(run_id=claim.run_id, feed_id=claim.feed_id, provider_id=claim.provider_id)
         began = time.monotonic()
         bound.info("feed run started", trigger=claim.trigger, approval=claim.is_approval)
@@ -155,7 +160,7 @@ class FeedPoller:
                 bound.warning("feed run was no longer ours to finish (lease lost)")
                 return
             RUNS.labels(outcome.status, outcome.reason_code or "").inc()
-            RUN_SECONDS.observe(time.monotonic() - began)
+            RUN_SECONDS.labels(outcome.status).observe(time.monotonic() - began)
             bound.info(
                 "feed run finished",
                 status=outcome.status,

@@ -1,5 +1,6 @@
 """Wiring of ingest-api: connections opened in the background, the provider API's operations
-registered (and described at `/v1/openapi.json`, browsable at `/docs`), health and metrics;
+(assets, prices, validation, feeds) and the portal's catalogue reads registered (and described at
+`/v1/openapi.json`, browsable at `/docs`), health and metrics;
 `main()` serves it until SIGTERM, in one process or several sharing the port."""
 
 from __future__ import annotations
@@ -13,30 +14,41 @@ from types import FrameType
 
 from aiohttp import web
 
+from rwasync.feeds.auth import FeedSecrets
+from rwasync.feeds.fetch import FetchLimits
 from rwasync.ingest_api.acceptance import AcceptanceClock, EventPublisher, PublishingLimits
 from rwasync.ingest_api.asset_reads import AssetReads
 from rwasync.ingest_api.asset_writes import AssetWrites
 from rwasync.ingest_api.batches import Batches
 from rwasync.ingest_api.bodies import BodyLimits
 from rwasync.ingest_api.callers import Callers
+from rwasync.ingest_api.catalog import CatalogReads
 from rwasync.ingest_api.context import Ingest
+from rwasync.ingest_api.feed_validation import FeedValidation, PreviewLimits
+from rwasync.ingest_api.feeds import FeedRoutes, FeedRules
 from rwasync.ingest_api.idempotency import IdempotencyKeys
 from rwasync.ingest_api.limits import ProviderRates, Rate
 from rwasync.ingest_api.prices import Prices
 from rwasync.ingest_api.settings import IngestSettings
 from rwasync.ingest_api.validation import Validation
-from rwasync.platform.auth import Authenticator, FailedAuthentications
+from rwasync.platform.auth import BEARER_ONLY, Authenticator, FailedAuthentications
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database
 from rwasync.platform.http import add_health_routes, new_app, run
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.openapi import ApiRegistry
 from rwasync.platform.service import broker_check, connections_context, database_check
-from rwasync.store.tenants import ProviderCredentials
+from rwasync.schema.addresses import AddressPolicy
+from rwasync.store.tenants import ProviderCredentials, ReaderTokens
 
 SECURITY_SCHEMES = {
     "basic": {"type": "http", "scheme": "basic", "description": "key_id:secret"},
     "bearer": {"type": "http", "scheme": "bearer", "description": "a provider token (rwp_...)"},
+    "reader": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "a reader token (rwr_...): the portal catalogue only",
+    },
 }
 
 
@@ -44,7 +56,11 @@ def provider_api() -> ApiRegistry:
     return ApiRegistry(
         title="rwasync provider API",
         version="1",
-        description="Push assets and prices, read them back, validate; see docs/api.md.",
+        description=(
+            "Push assets and prices, read them back, validate, manage feeds (provider "
+            "credentials); read the portal catalogue and its change feed (reader tokens); "
+            "see docs/api.md."
+        ),
         security_schemes=SECURITY_SCHEMES,
     )
 
@@ -54,10 +70,20 @@ def create_app(settings: IngestSettings) -> web.Application:
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
     broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name="ingest-api")
+    # One count of failed authentications per client, whichever kind of credential it tried.
+    failures = FailedAuthentications(settings.auth_failures_per_minute)
     authenticator = Authenticator(
-        ProviderCredentials(db),
+        ProviderCredentials(db), cache_seconds=settings.auth_cache_seconds, failures=failures
+    )
+    readers = Authenticator(
+        ReaderTokens(db),
         cache_seconds=settings.auth_cache_seconds,
-        failures=FailedAuthentications(settings.auth_failures_per_minute),
+        schemes=BEARER_ONLY,
+        failures=failures,
+    )
+    feed_rules = FeedRules(
+        policy=AddressPolicy.from_setting(settings.feed_allowed_networks),
+        secrets=FeedSecrets(settings.feed_secrets_key.get_secret_value()),
     )
     idempotency = IdempotencyKeys(
         db,
@@ -90,6 +116,9 @@ def create_app(settings: IngestSettings) -> web.Application:
         Batches(ingest),
         Prices(ingest),
         Validation(ingest),
+        FeedRoutes(ingest, feed_rules),
+        FeedValidation(ingest, feed_rules, _preview_limits(settings)),
+        CatalogReads(db, readers),
     ):
         api.add(handlers.operations())
 
@@ -100,6 +129,22 @@ def create_app(settings: IngestSettings) -> web.Application:
     app.cleanup_ctx.append(connections_context(db, broker))
     app.cleanup_ctx.append(_pruning(idempotency))
     return app
+
+
+def _preview_limits(settings: IngestSettings) -> PreviewLimits:
+    """A preview fetches as a run does (`FetchLimits`' defaults are the run's), but within the
+    request: its own tries and total time."""
+    return PreviewLimits(
+        fetch=FetchLimits(
+            total_timeout=settings.feed_preview_timeout,
+            tries=settings.feed_preview_tries,
+            retry_delay=1.0,
+            max_compressed_bytes=settings.feed_preview_max_body_bytes,
+            max_decoded_bytes=settings.feed_preview_max_decoded_bytes,
+        ),
+        max_items=settings.feed_preview_max_items,
+        at_once=settings.feed_previews_at_once,
+    )
 
 
 def _pruning(
@@ -116,7 +161,13 @@ def _pruning(
 def serve(settings: IngestSettings) -> None:
     configure_logging("ingest-api", settings.log_level, settings.log_format)
     reuse_port = settings.reuse_port or settings.processes > 1
-    run(create_app(settings), settings.host, settings.port, reuse_port=reuse_port)
+    run(
+        create_app(settings),
+        settings.host,
+        settings.port,
+        reuse_port=reuse_port,
+        idle_timeout=settings.http_idle_timeout,
+    )
 
 
 def _serve_from_environment() -> None:

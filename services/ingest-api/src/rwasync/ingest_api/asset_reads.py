@@ -17,7 +17,7 @@ from pydantic import Field
 from pydantic_core import PydanticCustomError
 
 from rwasync.ingest_api import queries
-from rwasync.ingest_api.bodies import bad_request, not_found, query_flag
+from rwasync.ingest_api.bodies import bad_request, not_found, query_flag, query_limit
 from rwasync.ingest_api.context import (
     ASSET_ID_PARAM,
     PROVIDER_AUTH,
@@ -155,7 +155,7 @@ class AssetReads:
         status = query.get("status")
         if status is not None and status not in ASSET_STATUSES:
             raise bad_request(f"status must be one of {', '.join(ASSET_STATUSES)}", "bad-query")
-        limit = _limit(query.get("limit"))
+        limit = query_limit(request, DEFAULT_PAGE, MAX_PAGE)
         after = decode_cursor(query["cursor"]) if query.get("cursor") else ""
         rows = await self._fetch(
             queries.LIST_ASSETS,
@@ -192,6 +192,8 @@ class AssetReads:
             receipt["reason"] = row["reason"]
         if row["type"] == EventType.PRICE_UPDATED and row["latest"] is not None:
             receipt["latest"] = row["latest"]
+        if row["trace_id"] is not None:
+            receipt["trace_id"] = row["trace_id"]
         return json_response(receipt)
 
     async def _read(self, query: str, *args: Any) -> Record | None:
@@ -202,14 +204,6 @@ class AssetReads:
     async def _fetch(self, query: str, *args: Any) -> list[Record]:
         async with asyncio.timeout(READ_TIMEOUT):
             return await self._ingest.db.fetch(query, *args)
-
-
-def _limit(text: str | None) -> int:
-    if text is None:
-        return DEFAULT_PAGE
-    if not (len(text) <= 4 and text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_PAGE):
-        raise bad_request(f"limit must be an integer from 1 to {MAX_PAGE}", "bad-query")
-    return int(text)
 
 
 def _since(text: str | None) -> datetime | None:

@@ -129,3 +129,13 @@ def query_flag(request: web.Request, name: str) -> bool:
     if value in ("false", "0", ""):
         return False
     raise bad_request(f"{name} must be true or false", kind="bad-query")
+
+
+def query_limit(request: web.Request, default: int, maximum: int) -> int:
+    """The `limit` query parameter: an integer from 1 to `maximum` (400 otherwise)."""
+    text = request.query.get("limit")
+    if text is None:
+        return default
+    if not (len(text) <= 6 and text.isascii() and text.isdigit() and 1 <= int(text) <= maximum):
+        raise bad_request(f"limit must be an integer from 1 to {maximum}", kind="bad-query")
+    return int(text)

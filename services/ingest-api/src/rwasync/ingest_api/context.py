@@ -14,6 +14,7 @@ from pydantic import StringConstraints
 from rwasync.ingest_api.acceptance import AcceptanceClock, AcceptedEvent, EventPublisher
 from rwasync.ingest_api.bodies import JSON, BodyLimits
 from rwasync.ingest_api.callers import TENANT_HEADER, Call, Callers
+from rwasync.ingest_api.documents import ASSET_ID
 from rwasync.ingest_api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from rwasync.ingest_api.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
 from rwasync.platform.db import Database
@@ -39,7 +40,12 @@ IDEMPOTENCY_KEY: Final = Param(
     Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH)],
     "a repeat with the same key and request gets the first answer again (kept at least 24 h)",
 )
-ASSET_ID_PARAM: Final = Param("id", "path", str, "the asset id")
+ASSET_ID_PARAM: Final = Param(
+    "id",
+    "path",
+    Annotated[str, StringConstraints(pattern=f"^{ASSET_ID.pattern}$")],
+    "the asset id (1-128 of A-Za-z0-9._:-)",
+)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def asset_at_path(body: Any, path_id: str, now: datetime) -> Asset:
 
 def envelope(model: type[Envelope], body: Any) -> Envelope:
     """A batch envelope (shape only: its items are validated one by one)."""
-    return validate_contract(model, body)
+    return validate_contract(model, body, envelope=True)
 
 
 def asset_batch(body: Any) -> list[Any]:

@@ -44,3 +44,14 @@ class IngestSettings(ServiceSettings):
     # Bind with SO_REUSEPORT even with one process, so separately started replicas share the
     # port (implied when `processes` > 1).
     reuse_port: bool = False
+    # `POST /v1/validate/feed` with a URL fetches the feed as a run would (the address policy of
+    # `RWASYNC_FEED_ALLOWED_NETWORKS`, the run's caps on body, decoded size and items), but
+    # answers within the request: one try, and at most `feed_preview_timeout` seconds for it.
+    feed_preview_timeout: float = Field(120.0, gt=0)
+    feed_preview_tries: int = Field(1, ge=1, le=3)
+    feed_preview_max_body_bytes: int = Field(512 * 1024**2, gt=0)
+    feed_preview_max_decoded_bytes: int = Field(2 * 1024**3, gt=0)
+    feed_preview_max_items: int = Field(2_000_000, gt=0)
+    # A preview keeps each item's id, version and hash in memory while it compares: previews
+    # running at once in one process are bounded by this; one more answers 503.
+    feed_previews_at_once: int = Field(2, ge=1)

@@ -32,7 +32,7 @@ class Validation:
                 replies=(Reply(200, "the report", Validity),),
                 problems=PROBLEMS,
                 params=(TENANT,),
-                body=Body(Asset),
+                body=Body(Asset, judged=True),
                 tag="validation",
                 security=PROVIDER_AUTH,
             ),

@@ -1,28 +1,103 @@
 """The investor price API: reads for reader tokens, each with a strong ETag over the body,
 `Cache-Control` and 304 on `If-None-Match` — the latest price of one asset or of many, history
-pages and OHLC candles."""
+pages and OHLC candles. Each read is declared as an `Operation` (its parameters' types from
+`params`, its answers' from the models below), which is what `/v1/openapi.json` describes."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import asyncpg
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from rwasync.platform.auth import Authenticator
 from rwasync.platform.db import Database
 from rwasync.platform.http import Problem
+from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.pricing import params, queries
 from rwasync.schema.asset import normalize_decimal
+from rwasync.schema.fields import ProviderId
 from rwasync.schema.timestamps import timestamp_text
 
 CACHE_CONTROL: Final = "private, max-age=5"
 HISTORY_PAGE: Final = 500
 HISTORY_PAGE_MAX: Final = 1000
+
+# Security scheme names of the investor API (see `investor_api` in app.py).
+READER_AUTH: Final = ("reader",)
+READ_PROBLEMS: Final = (400, 404, 503)
+CACHE_HEADERS: Final = ("ETag", "Cache-Control")
+
+DecimalText = Annotated[
+    str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", description="a normalised decimal")
+]
+TimestampText = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class LatestPrice(BaseModel):
+    """The latest visible price of one asset; `stale` is computed at each read."""
+
+    provider_id: str
+    asset_id: str
+    amount: DecimalText
+    currency: str = Field(pattern="^[A-Z]{3}$")
+    as_of: TimestampText
+    received_at: TimestampText
+    stale: bool
+
+
+class LatestPrices(BaseModel):
+    items: list[LatestPrice]
+    missing: list[str]
+
+
+class PriceTick(BaseModel):
+    amount: DecimalText
+    currency: str = Field(pattern="^[A-Z]{3}$")
+    as_of: TimestampText
+    received_at: TimestampText
+
+
+class PriceHistory(BaseModel):
+    items: list[PriceTick]
+    next_cursor: str | None
+
+
+class Candle(BaseModel):
+    start: TimestampText
+    currency: str = Field(pattern="^[A-Z]{3}$")
+    open: DecimalText
+    high: DecimalText
+    low: DecimalText
+    close: DecimalText
+    count: int = Field(ge=1)
+
+
+class Candles(BaseModel):
+    items: list[Candle]
+
+
+PROVIDER_PATH: Final = Param("provider_id", "path", ProviderId, "the provider (prv_...)")
+ASSET_PATH: Final = Param("asset_id", "path", params.AssetId, "the asset id")
+IF_NONE_MATCH: Final = Param(
+    "If-None-Match", "header", str, "an ETag received before: 304 while the body is the same"
+)
+RANGE: Final = (
+    Param("from", "query", params.Timestamp, "RFC 3339, inclusive (default: 30 days before to)"),
+    Param("to", "query", params.Timestamp, "RFC 3339, exclusive (default: now)"),
+)
+
+
+def cached_replies(description: str, model: type[BaseModel]) -> tuple[Reply, ...]:
+    return (
+        Reply(200, description, model, headers=CACHE_HEADERS),
+        Reply(304, "the body would be the one tagged in If-None-Match", headers=CACHE_HEADERS),
+    )
 
 
 def price_object(
@@ -80,11 +155,80 @@ class PriceRoutes:
         self._db = db
         self._auth = auth
 
-    def register(self, app: web.Application) -> None:
-        app.router.add_get("/v1/prices", self.latest_prices)
-        app.router.add_get("/v1/prices/{provider_id}/{asset_id}", self.latest_price)
-        app.router.add_get("/v1/prices/{provider_id}/{asset_id}/history", self.history)
-        app.router.add_get("/v1/prices/{provider_id}/{asset_id}/ohlc", self.ohlc)
+    def operations(self) -> list[Operation]:
+        one = "/v1/prices/{provider_id}/{asset_id}"
+        return [
+            Operation(
+                "GET",
+                "/v1/prices",
+                self.latest_prices,
+                "getLatestPrices",
+                "The latest prices of up to 500 assets of one provider, in request order",
+                replies=cached_replies("the prices found, and the ids without one", LatestPrices),
+                problems=READ_PROBLEMS,
+                params=(
+                    Param("provider_id", "query", ProviderId, "the provider", True),
+                    Param("asset_id", "query", params.AssetIdList, "comma-separated ids", True),
+                    IF_NONE_MATCH,
+                ),
+                tag="prices",
+                security=READER_AUTH,
+            ),
+            Operation(
+                "GET",
+                one,
+                self.latest_price,
+                "getLatestPrice",
+                "The latest price of one asset",
+                replies=cached_replies("the price", LatestPrice),
+                problems=READ_PROBLEMS,
+                params=(PROVIDER_PATH, ASSET_PATH, IF_NONE_MATCH),
+                tag="prices",
+                security=READER_AUTH,
+            ),
+            Operation(
+                "GET",
+                one + "/history",
+                self.history,
+                "getPriceHistory",
+                "The visible ticks of one asset in ascending as_of, page by page",
+                replies=cached_replies("a page of ticks", PriceHistory),
+                problems=READ_PROBLEMS,
+                params=(
+                    PROVIDER_PATH,
+                    ASSET_PATH,
+                    *RANGE,
+                    Param("cursor", "query", str, "the next_cursor of the previous page"),
+                    Param(
+                        "limit",
+                        "query",
+                        params.limit_type(HISTORY_PAGE_MAX),
+                        f"page size (default {HISTORY_PAGE})",
+                    ),
+                    IF_NONE_MATCH,
+                ),
+                tag="prices",
+                security=READER_AUTH,
+            ),
+            Operation(
+                "GET",
+                one + "/ohlc",
+                self.ohlc,
+                "getPriceCandles",
+                "OHLC candles of one asset, aligned on UTC hours or days",
+                replies=cached_replies("the candles", Candles),
+                problems=READ_PROBLEMS,
+                params=(
+                    PROVIDER_PATH,
+                    ASSET_PATH,
+                    Param("interval", "query", params.Interval, "the candle width", True),
+                    *RANGE,
+                    IF_NONE_MATCH,
+                ),
+                tag="prices",
+                security=READER_AUTH,
+            ),
+        ]
 
     async def _reader(self, request: web.Request) -> None:
         await self._auth.authenticate_request(request)
@@ -93,7 +237,9 @@ class PriceRoutes:
         await self._reader(request)
         provider_id = request.match_info["provider_id"]
         asset_id = request.match_info["asset_id"]
-        row = await self._db.fetchrow(queries.LATEST_PRICE, provider_id, asset_id)
+        row = None
+        if params.known_form(provider_id, asset_id):
+            row = await self._db.fetchrow(queries.LATEST_PRICE, provider_id, asset_id)
         if row is None:
             raise not_found(f"no accepted price for asset {asset_id!r} of {provider_id!r}")
         return cached_json(request, row_price(row, datetime.now(UTC)))
@@ -102,7 +248,9 @@ class PriceRoutes:
         await self._reader(request)
         provider_id = params.required(request.query, "provider_id")
         asset_ids = params.asset_ids(request.query) or []
-        rows = await self._db.fetch(queries.LATEST_PRICES, provider_id, asset_ids)
+        rows = []
+        if params.known_form(provider_id):
+            rows = await self._db.fetch(queries.LATEST_PRICES, provider_id, asset_ids)
         if not rows:
             raise not_found(f"unknown provider {provider_id!r}")
         now = datetime.now(UTC)
@@ -118,7 +266,8 @@ class PriceRoutes:
     async def _priced_asset(self, request: web.Request) -> tuple[str, str]:
         provider_id = request.match_info["provider_id"]
         asset_id = request.match_info["asset_id"]
-        if not await self._db.fetchval(queries.HAS_PRICE, provider_id, asset_id):
+        known = params.known_form(provider_id, asset_id)
+        if not known or not await self._db.fetchval(queries.HAS_PRICE, provider_id, asset_id):
             raise not_found(f"no accepted price for asset {asset_id!r} of {provider_id!r}")
         return provider_id, asset_id
 

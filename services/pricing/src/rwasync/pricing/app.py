@@ -1,5 +1,6 @@
 """Wiring of the pricing service: consume the price queue and apply, keep the stream's hub and
-the history partitions, serve the investor price API, its stream and the live demo page."""
+the history partitions, serve the investor price API and its stream (described at
+`/v1/openapi.json`, browsable at `/docs`) and the live demo page."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from aiohttp import web
 
 from rwasync.platform.auth import BEARER_ONLY, Authenticator, FailedAuthentications
 from rwasync.platform.db import Database
-from rwasync.platform.http import run
+from rwasync.platform.http import run, tune_garbage_collector
 from rwasync.platform.logging import configure_logging
+from rwasync.platform.openapi import ApiRegistry
 from rwasync.platform.service import consuming_service
 from rwasync.pricing.api import PriceRoutes
 from rwasync.pricing.apply import PriceApplier
@@ -23,6 +25,19 @@ from rwasync.schema import topology
 from rwasync.store.tenants import ReaderTokens
 
 HUB = web.AppKey("hub", ChangeHub)
+
+SECURITY_SCHEMES = {
+    "reader": {"type": "http", "scheme": "bearer", "description": "a reader token (rwr_...)"},
+}
+
+
+def investor_api() -> ApiRegistry:
+    return ApiRegistry(
+        title="rwasync investor price API",
+        version="1",
+        description="Latest prices, history, candles and the live stream; see docs/api.md.",
+        security_schemes=SECURITY_SCHEMES,
+    )
 
 
 def create_app(settings: PricingSettings) -> web.Application:
@@ -52,8 +67,11 @@ def create_app(settings: PricingSettings) -> web.Application:
     )
     app = service.app
     app[HUB] = hub
-    PriceStream(service.db, hub, readers, settings).register(app)
-    PriceRoutes(service.db, readers).register(app)
+    api = investor_api()
+    api.add(PriceStream(service.db, hub, readers, settings).operations())
+    api.add(PriceRoutes(service.db, readers).operations())
+    app.add_routes(api.routes())
+    api.serve_docs(app)
     add_demo_page(app)
 
     async def background(_: web.Application) -> AsyncIterator[None]:
@@ -71,4 +89,6 @@ def create_app(settings: PricingSettings) -> web.Application:
 def main() -> None:
     settings = PricingSettings()
     configure_logging("pricing", settings.log_level, settings.log_format)
-    run(create_app(settings), settings.host, settings.port)
+    app = create_app(settings)
+    tune_garbage_collector()
+    run(app, settings.host, settings.port, idle_timeout=settings.http_idle_timeout)

@@ -6,11 +6,13 @@ commit, a wake-up tells every process's stream that the latest prices moved."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 import asyncpg
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 
 from rwasync.platform.db import Database
+from rwasync.platform.metrics import BATCH_BUCKETS, EVENTS_DECIDED, PRICE_LAG
 from rwasync.pricing import queries
 from rwasync.pricing.holds import apply_checked
 from rwasync.pricing.ticks import Outcome, latest_per_as_of, recorded, tick_columns
@@ -19,11 +21,8 @@ from rwasync.schema.price_holds import TickState
 from rwasync.store import prices, receipts
 from rwasync.store.receipts import Decision
 
-TICKS = Counter("rwasync_price_ticks_total", "Price ticks decided", ["outcome", "latest"])
 BATCH_TICKS = Histogram(
-    "rwasync_price_batch_ticks",
-    "Ticks applied per transaction",
-    buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000),
+    "rwasync_price_batch_ticks", "Ticks applied per transaction", buckets=BATCH_BUCKETS
 )
 
 
@@ -75,8 +74,11 @@ class PriceApplier:
             await receipts.record_decisions(conn, outcome.decisions)
             await receipts.redecide_price_ticks(conn, outcome.redecisions)
         BATCH_TICKS.observe(len(ticks))
+        now = datetime.now(UTC)
+        for tick in kept:
+            PRICE_LAG.observe(max(0.0, (now - tick.payload.as_of).total_seconds()))
         for d in outcome.decisions:
-            TICKS.labels(d.status, str(d.latest).lower()).inc()
+            EVENTS_DECIDED.labels(d.type, str(d.status)).inc()
         if outcome.logged and self._on_changes is not None:
             self._on_changes()
 

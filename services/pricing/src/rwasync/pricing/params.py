@@ -1,5 +1,6 @@
 """Query parameters of the investor price API, checked before anything is read: a bad one is a
-400 problem naming it."""
+400 problem naming it. Each rule is also written as the type `/v1/openapi.json` declares, from the
+same constants."""
 
 from __future__ import annotations
 
@@ -7,17 +8,33 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
-from typing import Final
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Final, Literal
+
+from pydantic import Field, StringConstraints
 
 from rwasync.platform.http import Problem
+from rwasync.schema.fields import PROVIDER_ID
 
-ASSET_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ONE_ASSET_ID: Final = r"[A-Za-z0-9._:-]{1,128}"
+ASSET_ID: Final = re.compile(rf"^{ONE_ASSET_ID}$")
 MAX_ASSET_IDS: Final = 500
+MAX_LIMIT_DIGITS: Final = 4
 INTERVALS: Final = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
 # Candles one answer may hold; a longer range is refused rather than silently cut.
 MAX_CANDLES: Final = 5000
 DEFAULT_RANGE: Final = timedelta(days=30)
+
+
+# The types `/v1/openapi.json` gives the parameters above.
+AssetIdList = Annotated[str, StringConstraints(pattern=rf"^{ONE_ASSET_ID}(,{ONE_ASSET_ID})*$")]
+AssetId = Annotated[str, StringConstraints(pattern=ASSET_ID.pattern)]
+Interval = Literal["1h", "1d"]  # the keys of INTERVALS
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+def limit_type(maximum: int) -> object:
+    return Annotated[int, Field(ge=1, le=maximum)]
 
 
 def bad_query(parameter: str, message: str) -> Problem:
@@ -35,6 +52,13 @@ def required(query: Mapping[str, str], name: str) -> str:
     if value is None or value == "":
         raise bad_query(name, "is required")
     return value
+
+
+def known_form(provider_id: str, asset_id: str | None = None) -> bool:
+    """Whether the ids could name a provider (and asset) at all; others are not looked up."""
+    if not PROVIDER_ID.match(provider_id):
+        return False
+    return asset_id is None or ASSET_ID.match(asset_id) is not None
 
 
 def asset_ids(query: Mapping[str, str], *, optional: bool = False) -> list[str] | None:
@@ -62,13 +86,26 @@ def timestamp(query: Mapping[str, str], name: str) -> datetime | None:
         raise bad_query(name, "must be an RFC 3339 timestamp with an offset") from None
     if moment.tzinfo is None:
         raise bad_query(name, "must be an RFC 3339 timestamp with an offset")
-    return moment
+    return _in_utc(moment, name, "is out of range")
+
+
+def _in_utc(moment: datetime, name: str, message: str) -> datetime:
+    # `0001-01-01T00:00:00+01:00` is a valid timestamp that has no UTC datetime.
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise bad_query(name, message) from None
 
 
 def time_range(query: Mapping[str, str], now: datetime) -> tuple[datetime, datetime]:
     """`from` (inclusive) and `to` (exclusive); default the 30 days before `to` (default now)."""
     end = timestamp(query, "to") or now
-    start = timestamp(query, "from") or end - DEFAULT_RANGE
+    start = timestamp(query, "from")
+    if start is None:
+        try:
+            start = end - DEFAULT_RANGE
+        except OverflowError:
+            raise bad_query("to", "leaves no room for the default range before it") from None
     if start >= end:
         raise bad_query("from", "must be earlier than to")
     return start, end
@@ -78,7 +115,9 @@ def limit(query: Mapping[str, str], *, default: int, maximum: int) -> int:
     value = query.get("limit")
     if value is None or value == "":
         return default
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
+    # isascii: str.isdigit() also holds for digits int() refuses, such as "²".
+    digits = len(value) <= MAX_LIMIT_DIGITS and value.isascii() and value.isdigit()
+    if not digits or not 1 <= int(value) <= maximum:
         raise bad_query("limit", f"must be an integer from 1 to {maximum}")
     return int(value)
 
@@ -101,7 +140,7 @@ def history_cursor(query: Mapping[str, str]) -> datetime | None:
         raise bad_query("cursor", "is not one this API returned") from None
     if moment.tzinfo is None:
         raise bad_query("cursor", "is not one this API returned")
-    return moment
+    return _in_utc(moment, "cursor", "is not one this API returned")
 
 
 def next_history_cursor(as_of: datetime) -> str:

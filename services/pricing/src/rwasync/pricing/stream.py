@@ -26,7 +26,9 @@ from aiohttp import web
 from rwasync.platform.auth import Authenticator
 from rwasync.platform.db import Database
 from rwasync.platform.http import Problem, service_unavailable
+from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.pricing import params, queries
+from rwasync.pricing.api import READER_AUTH
 from rwasync.pricing.hub import (
     ChangeHub,
     HubUnavailable,
@@ -37,6 +39,7 @@ from rwasync.pricing.hub import (
     parse_event_id,
 )
 from rwasync.pricing.settings import PricingSettings
+from rwasync.schema.fields import ProviderId
 
 log = structlog.get_logger(__name__)
 
@@ -71,8 +74,45 @@ class PriceStream:
         self._auth = auth
         self._settings = settings
 
-    def register(self, app: web.Application) -> None:
-        app.router.add_get("/v1/prices/stream", self.stream)
+    def operations(self) -> list[Operation]:
+        return [
+            Operation(
+                "GET",
+                "/v1/prices/stream",
+                self.stream,
+                "streamPrices",
+                "Server-Sent Events of a provider's latest-price changes",
+                description="Events `price` (the latest price object), `reset` and `close`; "
+                "`: keep-alive` comments in silences. Resume with `Last-Event-ID`.",
+                replies=(
+                    Reply(
+                        200,
+                        "the event stream, open until the client leaves",
+                        {"type": "string"},
+                        media_type="text/event-stream",
+                    ),
+                ),
+                problems=(400, 404, 503),
+                params=(
+                    Param("provider_id", "query", ProviderId, "the provider", True),
+                    Param("asset_id", "query", params.AssetIdList, "only these assets"),
+                    Param(
+                        "access_token",
+                        "query",
+                        str,
+                        "the reader token, for clients that cannot send headers (EventSource)",
+                    ),
+                    Param(
+                        "Last-Event-ID",
+                        "header",
+                        {"type": "string", "pattern": "^[0-9]{1,18}-[0-9]{1,18}$"},
+                        "resume after this event id (one this stream sent)",
+                    ),
+                ),
+                tag="stream",
+                security=READER_AUTH,
+            )
+        ]
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         authorization = request.headers.get("Authorization")
@@ -84,7 +124,10 @@ class PriceStream:
         provider_id = params.required(request.query, "provider_id")
         asset_ids = params.asset_ids(request.query, optional=True)
         resume = self._resume_position(request)
-        if not await self._db.fetchval(queries.PROVIDER_SERVED, provider_id):
+        served = params.known_form(provider_id) and await self._db.fetchval(
+            queries.PROVIDER_SERVED, provider_id
+        )
+        if not served:
             raise Problem(404, "Not Found", f"unknown provider {provider_id!r}", kind="not-found")
         expired = resume is not None and resume < await self._trim_point()
         try:

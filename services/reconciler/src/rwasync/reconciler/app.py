@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from rwasync.platform.http import run
+from rwasync.platform.http import run, tune_garbage_collector
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.service import consuming_service
 from rwasync.reconciler.apply import AssetApplier
@@ -56,4 +56,6 @@ def _background(
 def main() -> None:
     settings = ReconcilerSettings()
     configure_logging("reconciler", settings.log_level, settings.log_format)
-    run(create_app(settings), settings.host, settings.port)
+    app = create_app(settings)
+    tune_garbage_collector()
+    run(app, settings.host, settings.port, idle_timeout=settings.http_idle_timeout)

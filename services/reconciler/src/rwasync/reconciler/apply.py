@@ -15,9 +15,9 @@ from typing import Any, Final
 import asyncpg
 import orjson
 import structlog
-from prometheus_client import Counter
 
 from rwasync.platform.db import Database, LockSpace, lock_stripes
+from rwasync.platform.metrics import EVENTS_DECIDED
 from rwasync.reconciler import queries
 from rwasync.reconciler.folding import apply_folded
 from rwasync.reconciler.patch_state import AssetEvent
@@ -26,8 +26,6 @@ from rwasync.schema.versions import event_version, newest_per_key
 from rwasync.store import receipts
 
 log = structlog.get_logger(__name__)
-
-EVENTS = Counter("rwasync_asset_events_total", "Asset events decided", ["type", "outcome"])
 
 AssetChange = AssetUpserted | AssetDeleted
 AssetKey = tuple[str, str]
@@ -81,6 +79,7 @@ def _incoming(
                 str(event.type),
                 is_newest,
                 position,
+                event.trace_id,
             )
         )
     return rows
@@ -123,7 +122,7 @@ class AssetApplier:
                 await receipts.record_decisions(conn, decisions)
                 outcomes.update((d.type, str(d.status)) for d in decisions)
         for (kind, status), count in outcomes.items():
-            EVENTS.labels(kind, status).inc(count)
+            EVENTS_DECIDED.labels(kind, status).inc(count)
         log.debug("asset events applied", events=len(changes), folded=len(folded))
 
     async def _merge(

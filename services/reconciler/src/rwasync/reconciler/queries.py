@@ -11,13 +11,13 @@ CREATE_INCOMING: Final = """
 CREATE TEMP TABLE IF NOT EXISTS incoming_asset_events (
     provider_id text, asset_id text, updated_at timestamptz, deleted boolean,
     accepted_at timestamptz, event_id uuid, source text, document text, content_hash bytea,
-    status text, event_type text, newest boolean, position integer
+    status text, event_type text, newest boolean, position integer, trace_id text
 ) ON COMMIT DELETE ROWS
 """
 
 INCOMING_COLUMNS: Final = (
     "provider_id", "asset_id", "updated_at", "deleted", "accepted_at", "event_id", "source",
-    "document", "content_hash", "status", "event_type", "newest", "position",
+    "document", "content_hash", "status", "event_type", "newest", "position", "trace_id",
 )  # fmt: skip
 
 # The guarded merge of the staged events, their receipts and their change entries, in one
@@ -91,6 +91,7 @@ changes AS (
 ),
 outcomes AS (
     SELECT d.event_id, d.event_type, d.provider_id, d.asset_id, d.accepted_at, d.outcome,
+           d.trace_id,
            CASE WHEN d.outcome = 'stale_ignored' THEN
                format('a newer or equal version is stored (updated_at %s)',
                       to_char(d.stored_updated_at AT TIME ZONE 'UTC',
@@ -101,7 +102,7 @@ outcomes AS (
     WHERE d.outcome <> 'deferred'
     UNION ALL
     SELECT s.event_id, s.event_type, s.provider_id, s.asset_id, s.accepted_at, 'stale_ignored',
-           'superseded by a newer event in the same batch', false
+           s.trace_id, 'superseded by a newer event in the same batch', false
     FROM incoming_asset_events s
     WHERE NOT s.newest
       AND NOT EXISTS (SELECT 1 FROM decided d WHERE d.outcome = 'deferred'
@@ -109,8 +110,9 @@ outcomes AS (
 ),
 receipts AS (
     INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, reason,
-                                accepted_at, decided_at)
-    SELECT event_id, provider_id, asset_id, event_type, outcome, reason, accepted_at, now()
+                                accepted_at, decided_at, trace_id)
+    SELECT event_id, provider_id, asset_id, event_type, outcome, reason, accepted_at, now(),
+           nullif(trace_id, '')
     FROM outcomes o
     -- A decided receipt is skipped here rather than by ON CONFLICT, which would lock (and so
     -- write) its row: a re-delivery must write nothing.
@@ -118,7 +120,8 @@ receipts AS (
                       WHERE r.event_id = o.event_id AND r.status <> 'accepted')
     ON CONFLICT (event_id) DO UPDATE
         SET status = EXCLUDED.status, reason = EXCLUDED.reason, latest = NULL,
-            decided_at = EXCLUDED.decided_at
+            decided_at = EXCLUDED.decided_at,
+            trace_id = coalesce(event_receipts.trace_id, EXCLUDED.trace_id)
         WHERE event_receipts.status = 'accepted'
 )
 SELECT event_type, outcome, count(*) AS events, count(*) FILTER (WHERE unwritten) AS unwritten,

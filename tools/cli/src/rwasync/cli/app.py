@@ -7,18 +7,20 @@ import asyncio
 
 import asyncpg
 import typer
+from rich.console import Console
 
-from rwasync.cli.common import JsonFlag, emit, fail, settings
+from rwasync.cli.common import JsonFlag, emit, fail, run_db, settings
 from rwasync.cli.credentials import credential_app, partner_app
 from rwasync.cli.dlq import dlq_app
 from rwasync.cli.feeds import feed_app
 from rwasync.cli.prices import price_app
+from rwasync.cli.status import gather, render
 from rwasync.cli.tenants import provider_app, reader_app
 from rwasync.platform.migrate import migrate as apply_migrations
 
 app = typer.Typer(
-    help="Operate rwasync: migrations, providers, credentials, partners, readers, feeds, prices "
-    "and dead letters.",
+    help="Operate rwasync: migrations, providers, credentials, partners, readers, feeds, prices, "
+    "dead letters and the system's status.",
     no_args_is_help=True,
 )
 app.add_typer(provider_app, name="provider")
@@ -38,6 +40,20 @@ def migrate(as_json: JsonFlag = False) -> None:
     except (OSError, asyncpg.PostgresError) as exc:
         fail(f"database error: {exc}")
     emit({"applied": applied}, as_json)
+
+
+@app.command()
+def status(as_json: JsonFlag = False) -> None:
+    """One screen: queue depths and consumers, the consumers' backlog, the latest feed runs, dead
+    letters and error rates, and the problems among them. Exit 0 once read (problems included);
+    1 if the database cannot be read."""
+    found = settings()
+    management_url = found.rabbitmq_management_url.get_secret_value()
+    report = run_db(lambda conn: gather(conn, found.amqp_url, management_url))
+    if as_json:
+        emit(report, as_json)
+    else:
+        render(report, Console())
 
 
 def main() -> None:

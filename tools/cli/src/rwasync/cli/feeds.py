@@ -13,7 +13,16 @@ import asyncpg
 import typer
 from rich.table import Table
 
-from rwasync.cli.common import EXIT_FAILED, EXIT_HELD, JsonFlag, emit, fail, run_db, settings
+from rwasync.cli.common import (
+    EXIT_FAILED,
+    EXIT_HELD,
+    JsonFlag,
+    emit,
+    fail,
+    run_db,
+    settings,
+    stderr,
+)
 from rwasync.feeds.auth import FeedSecrets
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.feeds import (
@@ -153,20 +162,52 @@ def feed_list(
 
 
 def _wait_for_run(run_id: str, timeout: float) -> dict[str, Any]:
+    """Poll the run until it ends; on a terminal, a spinner on stderr says how it is going."""
+
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            run = await feeds.get_run(conn, run_id)
-            assert run is not None
-            if run["status"] in FINISHED_STATUSES and not (
-                run["status"] == RunStatus.HELD and await feeds.approval_pending(conn, run_id)
-            ):
-                return run
-            if time.monotonic() > deadline:
-                fail(f"run {run_id} still {run['status']} after {timeout:.0f} s", EXIT_FAILED)
-            await asyncio.sleep(0.25)
+        began = time.monotonic()
+        deadline = began + timeout
+        with _RunProgress(run_id) as progress:
+            while True:
+                run = await feeds.get_run(conn, run_id)
+                assert run is not None
+                if run["status"] in FINISHED_STATUSES and not (
+                    run["status"] == RunStatus.HELD and await feeds.approval_pending(conn, run_id)
+                ):
+                    return run
+                if time.monotonic() > deadline:
+                    break
+                progress.update(run, time.monotonic() - began)
+                await asyncio.sleep(0.25)
+        # Once the spinner is gone, or it would wipe the message.
+        fail(f"run {run_id} still {run['status']} after {timeout:.0f} s", EXIT_FAILED)
 
     return run_db(work)
+
+
+class _RunProgress:
+    """`run_… running, 1,234 items read, 12 s` on stderr while waiting, when it is a terminal
+    (never in a pipe or a log, and never on stdout, which `--json` keeps for its document)."""
+
+    def __init__(self, run_id: str) -> None:
+        self._run_id = run_id
+        self._status = stderr.status(f"{run_id} queued") if stderr.is_terminal else None
+
+    def __enter__(self) -> _RunProgress:
+        if self._status is not None:
+            self._status.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+    def update(self, run: dict[str, Any], elapsed: float) -> None:
+        if self._status is not None:
+            seen = (run.get("counts") or {}).get("seen", 0)
+            self._status.update(
+                f"{self._run_id} {run['status']}, {seen:,} items read, {elapsed:.0f} s"
+            )
 
 
 def _exit_for(run: dict[str, Any]) -> None:

@@ -96,3 +96,29 @@ UPDATE price_history h SET state = $2
 FROM unnest($1::uuid[]) AS e(event_id)
 WHERE h.state = 'held' AND h.event_id = e.event_id
 """
+
+# --- rwasync status (rwasync.cli.status) ---
+
+# Events accepted but not yet decided, per type: the consumers' backlog. A dead-lettered event
+# (undecided, with a reason) is counted under dead letters instead.
+UNDECIDED_EVENTS: Final = """
+SELECT type, count(*) AS events, min(accepted_at) AS oldest
+FROM event_receipts WHERE status = 'accepted' AND reason IS NULL
+GROUP BY type
+"""
+
+RECENT_FEED_RUNS: Final = """
+SELECT run_id, feed_id, provider_id, status, reason_code, trigger, requested_at, started_at,
+       finished_at, counts
+FROM feed_runs ORDER BY requested_at DESC LIMIT $1
+"""
+
+FEED_RUNS_SINCE: Final = """
+SELECT status, count(*) AS runs FROM feed_runs WHERE requested_at > $1 GROUP BY status
+"""
+
+DEAD_LETTERS_BY_QUEUE: Final = """
+SELECT queue, count(*) AS messages, min(dead_lettered_at) AS oldest,
+       count(*) FILTER (WHERE dead_lettered_at > $1) AS recent
+FROM dead_letters GROUP BY queue ORDER BY queue
+"""

@@ -1,0 +1,145 @@
+"""The portal's reads for reader tokens: the catalogue across providers
+(`GET /v1/catalog/assets`) and its change feed (`GET /v1/catalog/changes`).
+
+Both are `rwasync.store.catalog`'s (the reconciler's relay reads the same change feed); here they
+are authenticated with reader tokens only (a provider credential is a 401, as a reader token is
+on the provider's calls) and their errors mapped: a parameter that cannot be used is a 400 naming
+it, a change-feed cursor older than what is kept a 410.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Final
+
+from aiohttp import web
+from pydantic import Field
+from pydantic_core import PydanticCustomError
+
+from rwasync.ingest_api.bodies import bad_request, query_limit
+from rwasync.ingest_api.models import CatalogPage, ChangePage
+from rwasync.platform.auth import Authenticator
+from rwasync.platform.db import Database
+from rwasync.platform.http import Problem, json_response
+from rwasync.platform.openapi import Operation, Param, Reply
+from rwasync.schema.asset import ASSET_STATUSES
+from rwasync.schema.fields import PROVIDER_ID, ProviderId, RFC3339Timestamp, as_utc_datetime
+from rwasync.store import catalog
+from rwasync.store.catalog import CatalogRequestInvalid, CursorExpired
+
+READER_AUTH: Final = ("reader",)
+READ_TIMEOUT: Final = 5.0
+LIMIT: Final = Param(
+    "limit",
+    "query",
+    Annotated[int, Field(ge=1, le=catalog.MAX_LIMIT)],
+    f"page size (default {catalog.DEFAULT_LIMIT})",
+)
+
+
+def _bad_parameter(exc: CatalogRequestInvalid) -> Problem:
+    return bad_request(f"{exc.parameter}: {exc.message}", kind="bad-query")
+
+
+def _optional(request: web.Request, name: str) -> str | None:
+    return request.query.get(name) or None
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return as_utc_datetime(text)
+    except PydanticCustomError:
+        raise bad_request(
+            "updated_since: must be an RFC 3339 timestamp with an offset", "bad-query"
+        ) from None
+
+
+class CatalogReads:
+    def __init__(self, db: Database, readers: Authenticator[str]) -> None:
+        self._db = db
+        self._readers = readers
+
+    def operations(self) -> list[Operation]:
+        return [
+            Operation(
+                "GET",
+                "/v1/catalog/assets",
+                self.list_assets,
+                "listCatalogAssets",
+                "Every enabled provider's live assets, by (provider_id, id), page by page",
+                replies=(Reply(200, "a page", CatalogPage),),
+                problems=(400, 503),
+                params=(
+                    Param("provider_id", "query", ProviderId, "only this provider's assets"),
+                    Param("status", "query", {"enum": list(ASSET_STATUSES)}, "only this status"),
+                    Param(
+                        "updated_since",
+                        "query",
+                        RFC3339Timestamp,
+                        "only assets whose version time is at or after this",
+                    ),
+                    Param("cursor", "query", str, "the `next_cursor` of the previous page"),
+                    LIMIT,
+                ),
+                tag="catalogue",
+                security=READER_AUTH,
+            ),
+            Operation(
+                "GET",
+                "/v1/catalog/changes",
+                self.list_changes,
+                "listCatalogChanges",
+                "The change feed: one entry per applied change, in commit order, resumable",
+                replies=(Reply(200, "the entries after `since`", ChangePage),),
+                problems=(400, 410, 503),
+                params=(
+                    Param(
+                        "since",
+                        "query",
+                        str,
+                        "the `next_cursor` of the previous answer (none: the oldest entry kept)",
+                    ),
+                    LIMIT,
+                ),
+                tag="catalogue",
+                security=READER_AUTH,
+            ),
+        ]
+
+    async def list_assets(self, request: web.Request) -> web.Response:
+        await self._readers.authenticate_request(request)
+        status = _optional(request, "status")
+        if status is not None and status not in ASSET_STATUSES:
+            raise bad_request(f"status: must be one of {', '.join(ASSET_STATUSES)}", "bad-query")
+        limit = query_limit(request, catalog.DEFAULT_LIMIT, catalog.MAX_LIMIT)
+        provider_id = _optional(request, "provider_id")
+        if provider_id is not None and not PROVIDER_ID.match(provider_id):
+            raise bad_request("provider_id: not a provider id", "bad-query")
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                page = await catalog.list_catalog(
+                    self._db.pool,
+                    provider_id=provider_id,
+                    status=status,
+                    updated_since=_since(_optional(request, "updated_since")),
+                    cursor=_optional(request, "cursor"),
+                    limit=limit,
+                )
+        except CatalogRequestInvalid as exc:
+            raise _bad_parameter(exc) from None
+        return json_response(page)
+
+    async def list_changes(self, request: web.Request) -> web.Response:
+        await self._readers.authenticate_request(request)
+        limit = query_limit(request, catalog.DEFAULT_LIMIT, catalog.MAX_LIMIT)
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                page = await catalog.read_changes(self._db.pool, _optional(request, "since"), limit)
+        except CatalogRequestInvalid as exc:
+            raise _bad_parameter(exc) from None
+        except CursorExpired as exc:
+            raise Problem(410, "Gone", str(exc), kind="cursor-expired") from None
+        return json_response(page)

@@ -1,0 +1,182 @@
+"""`rwasync status` on a real database and RabbitMQ vhost: queue depths and consumers by passive
+declare (no management API here), the consumers' backlog, feed runs, dead letters, the problems
+among them; `--json` is one document; a broker that does not answer is reported, not fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import asyncpg
+import pytest
+
+from rwasync.platform.broker import Broker
+from rwasync.schema import topology
+from rwasync.schema.events import message_for
+from tests.support.events import at, upserted
+
+pytestmark = pytest.mark.integration
+
+RECONCILER_DLQ = topology.dead_letter_queue(topology.RECONCILER_QUEUE)
+
+
+def rwasync(database_url: str, amqp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
+    env |= {
+        "RWASYNC_DATABASE_URL": database_url,
+        "RWASYNC_AMQP_URL": amqp_url,
+        "RWASYNC_FEED_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "COLUMNS": "160",  # an operator's terminal, wide enough for whole ids
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "rwasync.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def cli_json(database_url: str, amqp_url: str, *args: str) -> dict:  # type: ignore[type-arg]
+    done = await asyncio.to_thread(rwasync, database_url, amqp_url, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    document: dict = json.loads(done.stdout)  # type: ignore[type-arg]
+    return document
+
+
+async def ack(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    await message.ack()
+
+
+async def a_troubled_system(database_url: str, broker: Broker) -> str:
+    """Three asset messages nobody consumes, two asset events and a price undecided (the assets
+    for five minutes), one dead letter, one failed feed run; returns the run's id."""
+    for i in range(3):
+        event = upserted("prv_status", f"s{i}", at(i))
+        await broker.publish(topology.ASSETS_EXCHANGE, "asset.upserted", message_for([event]))
+    provider = await cli_json(database_url, "", "provider", "create", "Status Estates")
+    feed = await cli_json(
+        database_url, "", "feed", "add", provider["provider_id"], "http://127.0.0.1:9/feed.json"
+    )
+    run = await cli_json(database_url, "", "feed", "trigger", feed["feed_id"])
+    now = datetime.now(UTC)
+    conn = await asyncpg.connect(database_url)
+    try:
+        for asset_id, kind, accepted in (
+            ("s1", "asset.upserted", now - timedelta(minutes=5)),
+            ("s2", "asset.deleted", now - timedelta(minutes=2)),
+            ("s1", "price.updated", now - timedelta(seconds=1)),
+        ):
+            await conn.execute(
+                "INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status,"
+                " accepted_at) VALUES ($1, $2, $3, $4, 'accepted', $5)",
+                uuid.uuid4(),
+                provider["provider_id"],
+                asset_id,
+                kind,
+                accepted,
+            )
+        await conn.execute(
+            "INSERT INTO dead_letters (message_id, queue, body, reason, dead_lettered_at)"
+            " VALUES ('dl-1', $1, '\\x7b7d', 'ValueError: cannot apply', $2)",
+            topology.RECONCILER_QUEUE,
+            now - timedelta(minutes=10),
+        )
+        await conn.execute(
+            "UPDATE feed_runs SET status = 'failed', reason_code = 'fetch_error',"
+            " reason = 'connection refused', started_at = now(), finished_at = now()"
+            " WHERE run_id = $1",
+            run["run_id"],
+        )
+    finally:
+        await conn.close()
+    return str(run["run_id"])
+
+
+async def test_status_reports_queues_backlog_runs_dead_letters_and_problems(
+    database_url: str, vhost_amqp_url: str, broker: Broker
+) -> None:
+    run_id = await a_troubled_system(database_url, broker)
+    # One real consumer on the price queue.
+    connection = await aio_pika.connect(vhost_amqp_url)
+    try:
+        channel = await connection.channel()
+        prices = await channel.declare_queue(topology.PRICING_QUEUE, passive=True)
+        await prices.consume(ack)
+        report = await cli_json(database_url, vhost_amqp_url, "status")
+        people = await asyncio.to_thread(rwasync, database_url, vhost_amqp_url, "status")
+    finally:
+        await connection.close()
+
+    queues = {q["queue"]: q for q in report["queues"]["items"]}
+    assert report["queues"]["source"] == "amqp" and report["queues"]["error"] is None
+    assert set(queues) == {
+        topology.RECONCILER_QUEUE,
+        RECONCILER_DLQ,
+        topology.PRICING_QUEUE,
+        topology.dead_letter_queue(topology.PRICING_QUEUE),
+    }
+    reconciler_queue = queues[topology.RECONCILER_QUEUE]
+    assert (reconciler_queue["messages"], reconciler_queue["consumers"]) == (3, 0)
+    assert queues[topology.PRICING_QUEUE]["consumers"] == 1
+
+    lag = {item["consumer"]: item for item in report["lag"]}
+    assert lag["reconciler"]["undecided"] == 2
+    assert 295 <= lag["reconciler"]["lag_seconds"] < 360
+    assert lag["pricing"]["undecided"] == 1 and lag["pricing"]["lag_seconds"] < 60
+
+    runs = report["feed_runs"]
+    assert runs["recent"][0]["run_id"] == run_id and runs["recent"][0]["status"] == "failed"
+    assert runs["last_24h"] == {"failed": 1} and runs["failure_rate"] == 1.0
+    assert report["dead_letters"]["total"] == 1 and report["dead_letters"]["last_hour"] == 1
+    assert report["dead_letters"]["items"][0]["queue"] == topology.RECONCILER_QUEUE
+
+    problems = "\n".join(report["problems"])
+    assert f"{topology.RECONCILER_QUEUE}: no consumer" in problems
+    assert f"{topology.PRICING_QUEUE}: no consumer" not in problems
+    assert "reconciler: 2 events undecided" in problems and "pricing:" not in problems
+    assert "1 dead letters" in problems and "1 feed runs failed" in problems
+
+    # For people: the same on one screen, exit 0.
+    assert people.returncode == 0, people.stderr
+    for text in ("Queues (from amqp)", topology.RECONCILER_QUEUE, run_id, "fetch_error"):
+        assert text in people.stdout, text
+
+
+async def test_status_of_a_quiet_system_has_no_problem(
+    database_url: str, vhost_amqp_url: str, broker: Broker
+) -> None:
+    assert broker.is_ready()  # the topology is declared
+    connection = await aio_pika.connect(vhost_amqp_url)
+    try:
+        channel = await connection.channel()
+        for name in topology.WORK_QUEUES:
+            queue = await channel.declare_queue(name, passive=True)
+            await queue.consume(ack)
+        report = await cli_json(database_url, vhost_amqp_url, "status")
+    finally:
+        await connection.close()
+    assert report["problems"] == []
+    assert [item["undecided"] for item in report["lag"]] == [0, 0]
+
+
+async def test_a_broker_that_does_not_answer_is_reported_not_fatal(database_url: str) -> None:
+    report = await cli_json(database_url, "amqp://guest:guest@127.0.0.1:1/", "status")
+    assert report["queues"]["items"] == [] and report["queues"]["error"]
+    assert report["problems"][0].startswith("broker not readable (amqp)")
+    assert report["lag"] and report["feed_runs"]["recent"] == []
+
+
+async def test_a_database_that_does_not_answer_exits_1(vhost_amqp_url: str) -> None:
+    done = await asyncio.to_thread(
+        rwasync, "postgresql://postgres@127.0.0.1:1/none", vhost_amqp_url, "status", "--json"
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "database error" in done.stderr

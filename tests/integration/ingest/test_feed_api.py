@@ -1,0 +1,521 @@
+"""The provider's feed API through the real ingest-api, with a real feed-poller on the same
+database and vhost and the provider's feed served on 127.0.0.1: a feed registered, run and
+watched over HTTP; each hold approved and rejected over HTTP; another provider's feed and runs
+not found; bad settings named; the feed preview by URL and by body in every format."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from rwasync.feeds.auth import FeedSecrets
+from rwasync.ingest_api.app import create_app
+from rwasync.platform.db import Database
+from rwasync.schema.timestamps import utc_now
+from rwasync.store.tenants import digest, issue_reader_token, new_id
+from tests.integration.feed_poller.harness import (
+    FeedServer,
+    asset,
+    body,
+    feed_body,
+    poller_settings,
+    running_poller,
+    store_asset,
+)
+from tests.integration.ingest.conftest import (
+    Provider,
+    create_provider,
+    ingest_settings,
+    readiness,
+    serve,
+)
+from tests.integration.ingest.helpers import JSON, Client, problem
+from tests.integration.ingest.test_access import create_partner, tenant
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+SECRETS_KEY = FeedSecrets.new_key()
+FINISHED = {"ok", "not_modified", "held", "failed", "rejected"}
+
+
+@pytest.fixture(scope="module")
+async def feed_api(ingest_database_url: str, ingest_amqp_url: str) -> AsyncIterator[Client]:
+    """ingest-api allowing feeds on 127.0.0.0/8 (as `make run` does), with a feed-poller running
+    beside it on the same database and vhost."""
+    settings = ingest_settings(
+        ingest_database_url,
+        ingest_amqp_url,
+        RWASYNC_FEED_ALLOWED_NETWORKS="127.0.0.0/8",
+        RWASYNC_FEED_SECRETS_KEY=SECRETS_KEY,
+        feed_preview_timeout=10,
+    )
+    client = await serve(create_app(settings))
+    try:
+        await eventually(
+            lambda: readiness(client),
+            lambda found: found["status"] == "ready",
+            timeout=30,
+            what="ingest-api ready",
+        )
+        poller = poller_settings(
+            ingest_database_url, ingest_amqp_url, RWASYNC_FEED_SECRETS_KEY=SECRETS_KEY
+        )
+        async with running_poller(poller):
+            yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def feeds_host() -> AsyncIterator[FeedServer]:
+    server = FeedServer()
+    await server.start()
+    yield server
+    await server.close()
+
+
+async def call(
+    client: Client,
+    method: str,
+    path: str,
+    who: Provider | dict[str, str],
+    document: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, dict[str, str]]:
+    sent = {**(who.bearer if isinstance(who, Provider) else who), **(headers or {})}
+    data = None
+    if document is not None:
+        data, sent = json.dumps(document), {**JSON, **sent}
+    response = await client.request(method, path, data=data, headers=sent)
+    text = await response.text()
+    return response.status, json.loads(text) if text else None, dict(response.headers)
+
+
+async def put_feed(client: Client, who: Provider, feed_id: str, **document: Any) -> dict[str, Any]:
+    status, feed, _ = await call(client, "PUT", f"/v1/feeds/{feed_id}", who, document)
+    assert status == 200, feed
+    return dict(feed)
+
+
+async def run_feed(client: Client, who: Provider, feed_id: str) -> dict[str, Any]:
+    """Trigger a run over the API and watch it over the API until it ends."""
+    status, requested, headers = await call(client, "POST", f"/v1/feeds/{feed_id}/runs", who)
+    assert status == 202 and set(requested) == {"run_id"}, requested
+    location = headers["Location"]
+    assert location == f"/v1/feeds/{feed_id}/runs/{requested['run_id']}"
+    return await watch(client, who, location)
+
+
+async def watch(client: Client, who: Provider, location: str) -> dict[str, Any]:
+    async def read() -> dict[str, Any]:
+        status, run, _ = await call(client, "GET", location, who)
+        assert status == 200, run
+        return dict(run)
+
+    return await eventually(
+        read, lambda run: run["status"] in FINISHED, timeout=30, what=f"run at {location}"
+    )
+
+
+def snapshot_at() -> datetime:
+    return utc_now().replace(microsecond=0) - timedelta(minutes=1)
+
+
+async def test_a_provider_registers_runs_and_watches_its_feed(
+    feed_api: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    provider = await create_provider(store)
+    items = [asset(f"house-{n}") for n in range(4)] + [asset("broken", status="for_sale")]
+    url = feeds_host.serve("/acme.json", body(feed_body(items, timestamp=snapshot_at())))
+    feed = await put_feed(
+        feed_api,
+        provider,
+        "acme-main",
+        url=url,
+        schedule="24h",
+        auth={"type": "bearer", "token": "tok-very-secret"},
+    )
+    assert feed["feed_id"] == "acme-main" and feed["provider_id"] == provider.provider_id
+    assert feed["auth"] == {"type": "bearer"} and feed["schedule"] == "1d"
+    assert "tok-very-secret" not in json.dumps(feed)
+    sealed = await store.fetchval(
+        "SELECT auth_secret FROM feed_sources WHERE feed_id = 'acme-main'"
+    )
+    assert sealed is not None and b"tok-very-secret" not in bytes(sealed)
+
+    status, listed, _ = await call(feed_api, "GET", "/v1/feeds", provider)
+    assert status == 200 and listed == {"items": [feed], "next_cursor": None}
+    status, read, _ = await call(feed_api, "GET", "/v1/feeds/acme-main", provider)
+    assert status == 200 and read == feed
+
+    run = await run_feed(feed_api, provider, "acme-main")
+    assert run["status"] == "ok", run
+    assert run["counts"] == {
+        "seen": 5,
+        "created": 4,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "invalid": 1,
+        "held_deletions": 0,
+    }
+    assert [(e["index"], e["id"], e["errors"][0]["pointer"]) for e in run["errors"]] == [
+        (4, "broken", "/status")
+    ]
+    # The poller sent the feed's credentials, which only it can open.
+    again = await run_feed(feed_api, provider, "acme-main")
+    assert again["status"] == "not_modified"
+    status, runs, _ = await call(feed_api, "GET", "/v1/feeds/acme-main/runs?limit=1", provider)
+    assert status == 200 and [r["run_id"] for r in runs["items"]] == [again["run_id"]]
+    status, rest, _ = await call(
+        feed_api,
+        "GET",
+        f"/v1/feeds/acme-main/runs?limit=1&cursor={runs['next_cursor']}",
+        provider,
+    )
+    assert [r["run_id"] for r in rest["items"]] == [run["run_id"]]
+    assert rest["next_cursor"] is None
+
+
+async def test_a_replacement_keeps_the_runs_and_an_idempotent_trigger_runs_once(
+    feed_api: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    provider = await create_provider(store)
+    url = feeds_host.serve("/idem.json", body(feed_body([asset("a")], timestamp=snapshot_at())))
+    feed_id = new_id("feed")
+    await put_feed(feed_api, provider, feed_id, url=url)
+    key = {"Idempotency-Key": "trigger-1"}
+    first = await call(feed_api, "POST", f"/v1/feeds/{feed_id}/runs", provider, headers=key)
+    repeat = await call(feed_api, "POST", f"/v1/feeds/{feed_id}/runs", provider, headers=key)
+    assert first[0] == repeat[0] == 202 and first[1] == repeat[1]
+    assert repeat[2].get("Idempotent-Replayed") == "true"
+    await watch(feed_api, provider, first[2]["Location"])
+    replaced = await put_feed(feed_api, provider, feed_id, url=url, enabled=False, format="json")
+    assert replaced["enabled"] is False and replaced["next_run_at"] is None
+    status, runs, _ = await call(feed_api, "GET", f"/v1/feeds/{feed_id}/runs", provider)
+    assert status == 200 and [r["run_id"] for r in runs["items"]] == [first[1]["run_id"]]
+
+
+HOLDS = {
+    "empty_feed": lambda: ([], None),
+    "truncated": lambda: ([asset("kept-0"), asset("kept-1")], 3),
+    "deletion_threshold": lambda: ([asset("kept-0")], None),
+}
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+@pytest.mark.parametrize("reason_code", sorted(HOLDS))
+async def test_each_hold_is_decided_over_the_api(
+    feed_api: Client, store: Database, feeds_host: FeedServer, reason_code: str, decision: str
+) -> None:
+    provider = await create_provider(store)
+    long_ago = utc_now() - timedelta(days=30)
+    for n in range(10):
+        await store_asset(store, provider.provider_id, f"kept-{n}", updated_at=long_ago)
+    items, total = HOLDS[reason_code]()
+    path = f"/{reason_code}-{decision}.json"
+    url = feeds_host.serve(path, body(feed_body(items, timestamp=snapshot_at(), total=total)))
+    feed_id = f"hold-{reason_code}-{decision}".replace("_", "-")
+    await put_feed(feed_api, provider, feed_id, url=url)
+    held = await run_feed(feed_api, provider, feed_id)
+    assert held["status"] == "held" and held["reason_code"] == reason_code, held
+    assert held["reason"]
+    location = f"/v1/feeds/{feed_id}/runs/{held['run_id']}"
+
+    status, answer, headers = await call(feed_api, "POST", f"{location}/{decision}", provider)
+    if decision == "approve":
+        assert status == 202 and answer == {"run_id": held["run_id"]}, answer
+        assert headers["Location"] == location
+
+        async def read() -> dict[str, Any]:
+            return (await call(feed_api, "GET", location, provider))[1]  # type: ignore[no-any-return]
+
+        decided = await eventually(read, lambda run: run["status"] != "held", timeout=30)
+        assert decided["status"] == "ok", decided
+        expected_deletions = 10 - sum(1 for i in items if i["id"].startswith("kept-"))
+        assert decided["counts"]["deleted"] == expected_deletions
+    else:
+        assert status == 200 and answer["status"] == "rejected", answer
+        assert answer["reason_code"] == "rejected_by_operator"
+        assert (
+            await store.fetchval(
+                "SELECT count(*) FROM feed_run_items WHERE run_id = $1", held["run_id"]
+            )
+            == 0
+        )
+    # Decided once: a second decision is a conflict.
+    status, conflict, _ = await call(feed_api, "POST", f"{location}/reject", provider)
+    assert status == 409 and conflict["type"].endswith("/run-not-decidable")
+
+
+async def test_another_providers_feed_and_runs_are_not_found(
+    feed_api: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    owner, stranger = await create_provider(store), await create_provider(store)
+    url = feeds_host.serve("/mine.json", body(feed_body([], timestamp=snapshot_at())))
+    await put_feed(feed_api, owner, "owned-feed", url=url)
+    held = await run_feed(feed_api, owner, "owned-feed")
+    assert held["status"] == "held"
+    run_path = f"/v1/feeds/owned-feed/runs/{held['run_id']}"
+    for method, path in [
+        ("GET", "/v1/feeds/owned-feed"),
+        ("GET", "/v1/feeds/owned-feed/runs"),
+        ("POST", "/v1/feeds/owned-feed/runs"),
+        ("GET", run_path),
+        ("POST", f"{run_path}/approve"),
+        ("POST", f"{run_path}/reject"),
+        # The owner's run under another feed's path is not found either.
+        ("GET", f"/v1/feeds/other-feed/runs/{held['run_id']}"),
+    ]:
+        who = owner if "other-feed" in path else stranger
+        status, answer, _ = await call(feed_api, method, path, who)
+        assert status == 404, (method, path, answer)
+        assert answer["type"].endswith("/not-found")
+    status, listed, _ = await call(feed_api, "GET", "/v1/feeds", stranger)
+    assert listed["items"] == []
+    # Feed ids are one namespace: another provider's id cannot be taken over.
+    status, taken, _ = await call(feed_api, "PUT", "/v1/feeds/owned-feed", stranger, {"url": url})
+    assert status == 409 and taken["type"].endswith("/feed-id-taken")
+    assert (await call(feed_api, "GET", run_path, owner))[1]["status"] == "held"
+
+
+async def test_a_partner_manages_the_feed_of_the_provider_it_names(
+    feed_api: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    provider = await create_provider(store)
+    partner = await create_partner(store, provider)
+    url = feeds_host.serve("/partner.json", body(feed_body([asset("p")], timestamp=snapshot_at())))
+    status, feed, _ = await call(
+        feed_api, "PUT", "/v1/feeds/via-partner", partner, {"url": url}, tenant(provider)
+    )
+    assert status == 200 and feed["provider_id"] == provider.provider_id
+    status, _, _ = await call(feed_api, "GET", "/v1/feeds", partner)
+    assert status == 400  # a partner must name the provider
+    status, listed, _ = await call(feed_api, "GET", "/v1/feeds", provider)
+    assert [f["feed_id"] for f in listed["items"]] == ["via-partner"]
+
+
+@pytest.mark.parametrize(
+    ("document", "pointer"),
+    [
+        ({}, "/url"),
+        ({"url": "ftp://feeds.example.com/a.json"}, "/url"),
+        ({"url": "http://10.0.0.1/feed.json"}, "/url"),
+        ({"url": "http://0xa9.0xfe.0xa9.0xfe/latest"}, "/url"),
+        ({"url": "http://167772161/feed.json"}, "/url"),
+        ({"url": "http://012.1/feed.json"}, "/url"),
+        ({"url": "http://[::ffff:192.168.0.1]/feed.json"}, "/url"),
+        ({"url": "http://[64:ff9b::10.0.0.1]/feed.json"}, "/url"),
+        ({"url": "http://0.0.0.0/feed.json"}, "/url"),
+        ({"url": "https://user:pw@feeds.example.com/a"}, "/url"),
+        ({"format": "xml"}, "/format"),
+        ({"schedule": "0 3 * *"}, "/schedule"),
+        ({"auth": {"type": "basic", "username": "u"}}, "/auth/password"),
+        ({"auth": {"type": "kerberos"}}, "/auth/type"),
+        ({"deletion_threshold": {"percent": 120}}, "/deletion_threshold/percent"),
+        ({"deletion_threshold": {"min_count": -1}}, "/deletion_threshold/min_count"),
+        ({"deletion_threshold": {"min_count": 2**31}}, "/deletion_threshold/min_count"),
+        ({"schedule": "232020000000"}, "/schedule"),
+        ({"enabled": "yes"}, "/enabled"),
+        ({"colour": "red"}, "/colour"),
+        ({"schedule": "1h\u0000"}, "/schedule"),
+    ],
+)
+async def test_bad_settings_are_422_naming_the_field_and_store_nothing(
+    feed_api: Client, store: Database, document: dict[str, Any], pointer: str
+) -> None:
+    provider = await create_provider(store)
+    sent = {"url": "https://feeds.example.com/a.json", **document} if document else {}
+    status, answer, headers = await call(feed_api, "PUT", "/v1/feeds/bad", provider, sent)
+    assert status == 422, answer
+    assert headers["Content-Type"].startswith("application/problem+json")
+    assert [e["pointer"] for e in answer["errors"]] == [pointer]
+    assert (await call(feed_api, "GET", "/v1/feeds", provider))[1]["items"] == []
+
+
+async def test_a_bad_feed_id_malformed_json_and_wrong_credentials(
+    feed_api: Client, store: Database
+) -> None:
+    provider = await create_provider(store)
+    document = {"url": "https://feeds.example.com/a.json"}
+    status, answer, _ = await call(feed_api, "PUT", "/v1/feeds/bad%20id", provider, document)
+    assert status == 422 and answer["errors"][0]["pointer"] == "/feed_id"
+    response = await feed_api.put("/v1/feeds/x", data=b"{oops", headers={**JSON, **provider.bearer})
+    await problem(response, 400)
+    response = await feed_api.put("/v1/feeds/x", data=b"{}", headers=provider.bearer)
+    await problem(response, 415)
+    reader = issue_reader_token()
+    await store.execute(
+        "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, 'r', $2)",
+        new_id("rdr"),
+        digest(reader),
+    )
+    for path in ("/v1/feeds", "/v1/feeds/x/runs"):
+        response = await feed_api.get(path, headers={"Authorization": f"Bearer {reader}"})
+        await problem(response, 401)
+    await problem(await feed_api.get("/v1/feeds"), 401)
+    response = await feed_api.get("/v1/feeds?limit=0", headers=provider.bearer)
+    assert "limit" in (await problem(response, 400))["detail"]
+    response = await feed_api.get("/v1/feeds?cursor=nonsense", headers=provider.bearer)
+    assert "cursor" in (await problem(response, 400))["detail"]
+
+
+# --- POST /v1/validate/feed ----------------------------------------------------------------------
+
+ITEMS = [
+    asset("det-1", price={"amount": "52.10", "currency": "USD"}),
+    asset("det-2", status="sold"),
+    asset("det-3", media=[{"url": "https://img.example.com/3.jpg", "kind": "image"}]),
+    asset("det-4", status="for_sale"),
+]
+
+
+def as_csv(items: list[dict[str, Any]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    header = ["id", "updated_at", "status", "name", "price.amount", "price.currency"]
+    writer.writerow([*header, "media.0.url", "media.0.kind"])
+    for item in items:
+        price = item.get("price", {})
+        media = item.get("media", [{}])[0]
+        writer.writerow(
+            [
+                *(item["id"], item["updated_at"], item["status"], item["name"]),
+                *(price.get("amount", ""), price.get("currency", "")),
+                *(media.get("url", ""), media.get("kind", "")),
+            ]
+        )
+    return out.getvalue().encode()
+
+
+def bodies(snapshot: datetime) -> dict[str, tuple[bytes, dict[str, str], str]]:
+    """The same four items in every format: (body, headers, query)."""
+    envelope = feed_body(ITEMS, timestamp=snapshot)
+    jsonl = b"\n".join(orjson.dumps(item) for item in ITEMS) + b"\n"
+    return {
+        "envelope": (envelope, JSON, ""),
+        "bare array": (orjson.dumps(ITEMS), JSON, ""),
+        "json lines": (jsonl, {"Content-Type": "application/x-ndjson"}, ""),
+        "csv": (as_csv(ITEMS), {"Content-Type": "text/csv; charset=utf-8"}, ""),
+        "gzip encoded csv": (
+            gzip.compress(as_csv(ITEMS)),
+            {"Content-Type": "text/csv", "Content-Encoding": "gzip"},
+            "",
+        ),
+        "gzip file of json lines": (
+            gzip.compress(jsonl),
+            {"Content-Type": "application/gzip"},
+            "?format=jsonl",
+        ),
+    }
+
+
+async def test_validate_feed_previews_a_body_in_every_format_and_writes_nothing(
+    feed_api: Client, store: Database
+) -> None:
+    provider = await create_provider(store)
+    # Older than the feed's items: det-2 is an update, and `gone` is deleted.
+    long_ago = datetime(2025, 1, 1, tzinfo=UTC)
+    await store_asset(store, provider.provider_id, "det-2", updated_at=long_ago)
+    await store_asset(store, provider.provider_id, "gone", updated_at=long_ago)
+    before = (
+        await store.fetchval("SELECT count(*) FROM assets"),
+        await store.fetchval("SELECT count(*) FROM feed_runs"),
+    )
+    for name, (content, headers, query) in bodies(snapshot_at()).items():
+        response = await feed_api.post(
+            f"/v1/validate/feed{query}", data=content, headers={**headers, **provider.bearer}
+        )
+        text = await response.text()
+        assert response.status == 200, (name, text)
+        preview = json.loads(text)
+        assert preview["status"] == "ok" and preview["valid"] is False, (name, preview)
+        assert preview["counts"] == {"seen": 4, "invalid": 1}, name
+        assert preview["preview"] == {"create": 2, "update": 1, "unchanged": 0, "delete": 1}, (
+            name,
+            preview,
+        )
+        assert [(e["index"], e["id"]) for e in preview["errors"]] == [(3, "det-4")], name
+    after = (
+        await store.fetchval("SELECT count(*) FROM assets"),
+        await store.fetchval("SELECT count(*) FROM feed_runs"),
+    )
+    assert after == before
+
+
+async def test_validate_feed_by_url_reports_holds_and_failures(
+    feed_api: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    provider = await create_provider(store)
+    long_ago = utc_now() - timedelta(days=30)
+    for n in range(8):
+        await store_asset(store, provider.provider_id, f"old-{n}", updated_at=long_ago)
+    content = feed_body(ITEMS, timestamp=snapshot_at())
+    url = feeds_host.serve("/preview.json.gz", body(gzip.compress(content)))
+    status, preview, _ = await call(feed_api, "POST", "/v1/validate/feed", provider, {"url": url})
+    assert status == 200, preview
+    assert preview["status"] == "held" and preview["reason_code"] == "deletion_threshold"
+    assert preview["preview"] == {"create": 3, "update": 0, "unchanged": 0, "delete": 8}
+    # A registered feed's own threshold applies with ?feed_id=.
+    await put_feed(
+        feed_api, provider, "lenient", url=url, deletion_threshold={"percent": 100, "min_count": 8}
+    )
+    status, lenient, _ = await call(
+        feed_api, "POST", "/v1/validate/feed?feed_id=lenient", provider, {"url": url}
+    )
+    assert status == 200 and lenient["status"] == "ok", lenient
+    # ...and the same body sent inline previews alike.
+    response = await feed_api.post(
+        "/v1/validate/feed?feed_id=lenient", data=content, headers={**JSON, **provider.bearer}
+    )
+    assert (await response.json())["preview"] == lenient["preview"]
+
+    missing = feeds_host.serve("/missing.json", body(b"gone", status=404))
+    status, failed, _ = await call(
+        feed_api, "POST", "/v1/validate/feed", provider, {"url": missing}
+    )
+    assert status == 200 and failed["status"] == "failed"
+    assert failed["reason_code"] == "http_status" and failed["valid"] is False
+    status, refused, _ = await call(
+        feed_api, "POST", "/v1/validate/feed", provider, {"url": "http://10.1.2.3/feed.json"}
+    )
+    assert status == 422 and refused["errors"][0]["pointer"] == "/url"
+    status, unknown, _ = await call(
+        feed_api, "POST", "/v1/validate/feed?feed_id=nope", provider, {"url": url}
+    )
+    assert status == 404 and unknown["type"].endswith("/not-found")
+    response = await feed_api.post(
+        "/v1/validate/feed", data=b"{broken", headers={**JSON, **provider.bearer}
+    )
+    broken = await response.json()
+    assert response.status == 200 and broken["reason_code"] == "parse_error"
+    assert (
+        await store.fetchval(
+            "SELECT count(*) FROM feed_runs WHERE provider_id = $1", provider.provider_id
+        )
+        == 0
+    )
+
+
+async def test_without_an_allow_list_loopback_is_refused_at_put_and_at_fetch(
+    ingest: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    """The module's plain ingest-api allows no private network, as a deployment by default."""
+    provider = await create_provider(store)
+    url = feeds_host.serve("/local.json", body(feed_body([asset("x")], timestamp=snapshot_at())))
+    status, refused, _ = await call(ingest, "PUT", "/v1/feeds/local", provider, {"url": url})
+    assert status == 422 and refused["errors"][0]["pointer"] == "/url", refused
+    # A host name is checked per resolved address when fetched: the preview fails as a run would.
+    by_name = url.replace("127.0.0.1", "localhost")
+    status, preview, _ = await call(ingest, "POST", "/v1/validate/feed", provider, {"url": by_name})
+    assert status == 200 and preview["reason_code"] == "address_refused", preview
+    assert feeds_host.hits["/local.json"] == 0

@@ -1,0 +1,40 @@
+"""Every `rwasync` command offers `--json` (stdout then holds one JSON document), so a script
+never has to scrape a table; a command added without it fails here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import click
+import pytest
+import typer.main
+
+from rwasync.cli.app import app
+
+pytestmark = pytest.mark.unit
+
+
+def commands(
+    group: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, click.Command]]:
+    subcommands = getattr(group, "commands", None)
+    if subcommands is None:
+        yield " ".join(path), group
+        return
+    for name, command in subcommands.items():
+        yield from commands(command, (*path, name))
+
+
+ALL = dict(commands(typer.main.get_command(app)))
+
+
+def test_the_documented_commands_exist() -> None:
+    for name in ("migrate", "status", "feed trigger", "feed approve", "dlq replay", "dlq purge"):
+        assert name in ALL, name
+    assert len(ALL) >= 29
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_every_command_has_json(name: str) -> None:
+    options = {option for param in ALL[name].params for option in getattr(param, "opts", [])}
+    assert "--json" in options, f"rwasync {name} has no --json"
