@@ -165,9 +165,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def gzip_file(path: Path) -> Path:
+def gzip_file(path: Path, level: int = 6) -> Path:
     target = path.with_name(path.name + ".gz")
-    with path.open("rb") as src, gzip.open(target, "wb", compresslevel=6) as dst:
+    with path.open("rb") as src, gzip.open(target, "wb", compresslevel=level) as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
     return target

@@ -177,7 +177,10 @@ def _https_url(value: str) -> str:
         raise invalid("url_parsing", "must be a valid https:// URL") from None
     if parts.scheme.lower() != "https":
         raise invalid("url_scheme", "must be an https:// URL")
-    if not host or any(char.isspace() or not char.isprintable() for char in value):
+    # An ASCII string that is printable and has no space holds no whitespace either (the other
+    # ASCII whitespace characters are not printable); only other text needs the character walk.
+    plain = value.isascii() and value.isprintable() and " " not in value
+    if not host or (not plain and any(char.isspace() or not char.isprintable() for char in value)):
         raise invalid("url_parsing", "must be a valid https:// URL")
     return value
 
@@ -404,7 +407,9 @@ def _orjson_is_canonical(document: Any) -> bool:
         kind = type(node)
         if kind is dict:
             for key in node:
-                if type(key) is not str or _LATE_KEY_CHARACTER.search(key):
+                if type(key) is not str or (
+                    not key.isascii() and _LATE_KEY_CHARACTER.search(key) is not None
+                ):
                     return False
             stack.extend(node.values())
         elif kind is list:

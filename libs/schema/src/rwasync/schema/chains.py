@@ -40,12 +40,16 @@ def normalize_chain(name: str) -> str:
     raise ValueError(f"unknown chain {shown!r}: expected one of {', '.join(CHAINS)} (lowercase)")
 
 
+# Hex digits of a hash nibble that is 8 or more: those upper-case the address character.
+_HIGH_NIBBLES: Final = frozenset("89abcdef")
+
+
 def eip55_checksum(address: str) -> str:
     """EIP-55 mixed-case form of a `0x` + 40 hex digit address (Keccak-256, not SHA3-256)."""
     hex_digits = address[2:].lower()
     digest = keccak(hex_digits.encode("ascii")).hex()
     return "0x" + "".join(
-        char.upper() if int(nibble, 16) >= 8 else char
+        char.upper() if nibble in _HIGH_NIBBLES else char
         for char, nibble in zip(hex_digits, digest[:40], strict=True)
     )
 

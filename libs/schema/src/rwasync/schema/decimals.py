@@ -16,16 +16,27 @@ MAX_RENDERED_DIGITS: Final = 1000
 def _significand(number: Decimal) -> tuple[int, str, int]:
     """(sign, digits, exponent) of a finite decimal with trailing zeros moved into the exponent.
 
-    Done on the tuple rather than with `Decimal.normalize()`, which rounds to the context's
-    precision (28 digits) and would silently change long numbers.
+    Read off `str(number)`, which is exact (`123.45`, `-0.005`, `1.5E+7`, never rounded), rather
+    than with `Decimal.normalize()`, which rounds to the context's precision (28 digits) and would
+    silently change long numbers; the text is also much cheaper than `as_tuple()`'s digits.
     """
-    sign, digit_tuple, exponent = number.as_tuple()
-    assert isinstance(exponent, int)  # finite: the caller checked
-    digits = "".join(map(str, digit_tuple)).lstrip("0")
+    text = str(number)
+    sign = 1 if text[0] == "-" else 0
+    mantissa, _, power = text.lstrip("-").partition("E")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
     if not digits:
         return 0, "0", 0
     stripped = digits.rstrip("0")
+    exponent = (int(power) if power else 0) - len(fraction)
     return sign, stripped, exponent + len(digits) - len(stripped)
+
+
+def _plain_digits(digits: str, exponent: int) -> int:
+    if exponent >= 0:
+        return len(digits) + exponent
+    # `123.45` writes its digits; `0.005` adds the zeros between the point and its digits.
+    return len(digits) if -exponent < len(digits) else 1 - exponent
 
 
 def plain_digit_count(number: Decimal) -> int:
@@ -33,10 +44,7 @@ def plain_digit_count(number: Decimal) -> int:
     if not number.is_finite():
         raise ValueError(f"{number} is not a finite number")
     _, digits, exponent = _significand(number)
-    if exponent >= 0:
-        return len(digits) + exponent
-    # `123.45` writes its digits; `0.005` adds the zeros between the point and its digits.
-    return len(digits) if -exponent < len(digits) else 1 - exponent
+    return _plain_digits(digits, exponent)
 
 
 def normalize_decimal(number: Decimal) -> str:
@@ -44,10 +52,12 @@ def normalize_decimal(number: Decimal) -> str:
 
     Raises ValueError for NaN, infinities and numbers longer than MAX_RENDERED_DIGITS digits.
     """
-    count = plain_digit_count(number)
+    if not number.is_finite():
+        raise ValueError(f"{number} is not a finite number")
+    sign, digits, exponent = _significand(number)
+    count = _plain_digits(digits, exponent)
     if count > MAX_RENDERED_DIGITS:
         raise ValueError(f"number has {count} digits, more than {MAX_RENDERED_DIGITS}")
-    sign, digits, exponent = _significand(number)
     if exponent >= 0:
         text = digits + "0" * exponent
     else:

@@ -104,7 +104,11 @@ def loads(body: bytes | str) -> Any:
         ) from None
     except RecursionError:
         raise MalformedJSON(f"JSON nests deeper than {MAX_DEPTH} levels") from None
-    _check_structure(document, check_strings=_SURROGATE_ESCAPE.search(text) is not None)
+    check_strings = _SURROGATE_ESCAPE.search(text) is not None
+    # Nesting never exceeds the number of brackets in the text: a document with few of them
+    # (nearly every one) needs no walk unless its strings must be inspected.
+    if check_strings or text.count("{") + text.count("[") > MAX_DEPTH:
+        _check_structure(document, check_strings=check_strings)
     return document
 
 

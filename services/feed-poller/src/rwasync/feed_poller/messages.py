@@ -9,24 +9,17 @@ moment the provider asserted it. The pricing service's guard decides whether it 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from decimal import Decimal
+from typing import Any
+
+import orjson
 
 from rwasync.feed_poller.comparing import RowPayload
 from rwasync.feeds.snapshot import Action, Decision
-from rwasync.schema.events import (
-    AnyEvent,
-    Arrival,
-    AssetDeleted,
-    AssetUpserted,
-    PriceUpdated,
-    asset_deleted,
-    asset_upserted,
-    encode_message,
-    message_for,
-    price_updated,
-)
+from rwasync.schema.events import SCHEMA_VERSION, Arrival, EventType, new_event_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,63 +39,67 @@ class MissingDocument(Exception):
     stored asset changed in a way the version order forbids); the item is skipped and logged."""
 
 
-# Where an upsert's document goes in its encoded message (see `encode_events`).
-_DOCUMENT_SLOT: Final = b'"document":{}'
+# An event as it goes on the wire: the fields `EventMessage` decodes, as JSON-ready values (an
+# upsert's document as its canonical JSON bytes, exactly what was hashed, spliced in by orjson).
+# Built as plain dicts: every value comes from a validated item, the stored state or the run
+# itself, and building pydantic models only to dump them again was most of the publish pass; the
+# consumers validate every message they decode all the same.
+WireEvent = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Upsert:
-    """An upsert event built without its document, and the document's canonical JSON bytes."""
+def _event(
+    kind: EventType, run: RunContext, asset_id: str, updated_at: datetime, payload: dict[str, Any]
+) -> WireEvent:
+    arrival = run.arrival
+    return {
+        "event_id": new_event_id(),
+        "type": kind,
+        "provider_id": arrival.provider_id,
+        "asset_id": asset_id,
+        "source": arrival.source,
+        "updated_at": updated_at,
+        "accepted_at": run.snapshot_time,
+        "received_at": arrival.received_at,
+        "trace_id": arrival.trace_id,
+        "schema_version": SCHEMA_VERSION,
+        "payload": payload,
+    }
 
-    event: AssetUpserted
-    document: bytes
 
-
-def upsert_event(decision: Decision, run: RunContext) -> Upsert:
+def upsert_event(decision: Decision, run: RunContext) -> WireEvent:
     assert decision.row is not None and decision.version_updated_at is not None
     payload = decision.row.payload
     assert isinstance(payload, RowPayload)
     raw = payload.document or payload.stored_document
     if raw is None or decision.row.content_hash is None:
         raise MissingDocument(decision.asset_id)
-    event = asset_upserted(
-        run.arrival,
-        asset_id=decision.asset_id,
-        updated_at=decision.version_updated_at,
-        accepted_at=run.snapshot_time,
-        document={},
-        content_hash=bytes(decision.row.content_hash).hex(),
-        event_id=decision.event_id,
+    event = _event(
+        EventType.ASSET_UPSERTED,
+        run,
+        decision.asset_id,
+        decision.version_updated_at,
+        {
+            "document": orjson.Fragment(bytes(raw)),
+            "content_hash": bytes(decision.row.content_hash).hex(),
+        },
     )
-    return Upsert(event, bytes(raw))
+    if decision.event_id is not None:
+        # The id the comparison drew, so the plan compared exactly this version.
+        event["event_id"] = decision.event_id
+    return event
 
 
-def encode_events(events: list[AnyEvent], documents: list[bytes]) -> tuple[str, bytes]:
-    """One message of `events` as (message id, body). Upserts were built with an empty document;
-    their documents' canonical JSON (exactly what was hashed) goes into its slot in the encoded
-    message, in order, so no document is parsed and serialised again on the way out. The slot
-    text cannot occur elsewhere: inside any JSON string its quotes would be escaped."""
-    message = message_for(events)
-    parts = encode_message(message).split(_DOCUMENT_SLOT)
-    if len(parts) != len(documents) + 1:
-        raise ValueError(f"{len(parts) - 1} document slots for {len(documents)} documents")
-    body = bytearray(parts[0])
-    for document, rest in zip(documents, parts[1:], strict=True):
-        body += b'"document":' + document + rest
-    return str(message.message_id), bytes(body)
-
-
-def deletion_event(decision: Decision, run: RunContext) -> AssetUpserted | AssetDeleted:
-    return asset_deleted(
-        run.arrival,
-        asset_id=decision.asset_id,
-        updated_at=run.snapshot_time,
-        accepted_at=run.snapshot_time,
-        reason=f"missing from feed {run.feed_id} run {run.run_id}",
+def deletion_event(decision: Decision, run: RunContext) -> WireEvent:
+    return _event(
+        EventType.ASSET_DELETED,
+        run,
+        decision.asset_id,
+        run.snapshot_time,
+        {"reason": f"missing from feed {run.feed_id} run {run.run_id}"},
     )
 
 
-def price_event(decision: Decision, run: RunContext) -> PriceUpdated | None:
+def price_event(decision: Decision, run: RunContext) -> WireEvent | None:
     """The price the winning item carries, if it was validated in this run."""
     if decision.row is None or decision.action in (Action.DELETE, Action.KEEP, Action.NONE):
         return None
@@ -110,11 +107,25 @@ def price_event(decision: Decision, run: RunContext) -> PriceUpdated | None:
     if not isinstance(payload, RowPayload) or payload.price is None:
         return None
     amount, currency, as_of = payload.price
-    return price_updated(
-        run.arrival,
-        asset_id=decision.asset_id,
-        amount=amount,
-        currency=currency,
-        as_of=as_of or run.snapshot_time,
-        accepted_at=run.snapshot_time,
+    as_of = as_of or run.snapshot_time
+    return _event(
+        EventType.PRICE_UPDATED,
+        run,
+        decision.asset_id,
+        as_of,
+        {"amount": amount, "currency": currency, "as_of": as_of},
     )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode_events(events: list[WireEvent]) -> tuple[str, bytes]:
+    """One message of `events` as (message id, body), the shape `EventMessage` decodes; a single
+    event's message id is its event id."""
+    message_id = events[0]["event_id"] if len(events) == 1 else uuid.uuid4()
+    body = orjson.dumps({"message_id": message_id, "events": events}, default=_json_default)
+    return str(message_id), body

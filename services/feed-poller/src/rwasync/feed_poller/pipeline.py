@@ -21,6 +21,7 @@ from rwasync.feed_poller.comparing import decisions, tally
 from rwasync.feed_poller.messages import (
     MissingDocument,
     RunContext,
+    WireEvent,
     deletion_event,
     price_event,
     upsert_event,
@@ -29,6 +30,7 @@ from rwasync.feed_poller.publishing import ConfirmedPublisher
 from rwasync.feed_poller.runs import BodySeen, ClaimedRun, RunOutcome
 from rwasync.feed_poller.settings import FeedPollerSettings
 from rwasync.feed_poller.staging import stage_feed
+from rwasync.feed_poller.validation import ItemValidator
 from rwasync.feeds.auth import FeedSecrets, SecretsUnavailable
 from rwasync.feeds.fetch import Downloaded, FetchFailed, FetchLimits, Validators, download
 from rwasync.feeds.reading import FeedFacts
@@ -38,7 +40,7 @@ from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.db import Database
 from rwasync.schema import topology
 from rwasync.schema.addresses import AddressPolicy
-from rwasync.schema.events import AnyEvent, Arrival, EventSource
+from rwasync.schema.events import Arrival, EventSource
 from rwasync.schema.feeds import ReasonCode, RunStatus
 
 log = structlog.get_logger(__name__)
@@ -97,8 +99,10 @@ class RunPipeline:
         broker: Broker,
         policy: AddressPolicy,
         secrets: FeedSecrets,
+        validator: ItemValidator,
     ) -> None:
         self._settings = settings
+        self._validator = validator
         self._db = db
         self._broker = broker
         self._policy = policy
@@ -155,6 +159,7 @@ class RunPipeline:
                     provider_id=claim.provider_id,
                     fmt=claim.fmt,
                     downloaded=downloaded,
+                    validator=self._validator,
                     max_items=self._settings.max_items,
                     max_errors=self._settings.max_stored_errors,
                 )
@@ -286,10 +291,9 @@ class RunPipeline:
         """The publish pass: decisions become events, many to a message, sent with
         backpressure; `published` counts what the broker confirmed."""
         size = self._settings.events_per_message
-        assets: list[AnyEvent] = []
-        documents: list[bytes] = []
+        assets: list[WireEvent] = []
         asset_kinds: list[Action] = []
-        prices: list[AnyEvent] = []
+        prices: list[WireEvent] = []
         async with ConfirmedPublisher(
             self._broker,
             window=self._settings.publish_window,
@@ -299,7 +303,7 @@ class RunPipeline:
             async def send_assets() -> None:
                 kinds = list(asset_kinds)
 
-                def confirmed(_: list[AnyEvent]) -> None:
+                def confirmed(_: list[WireEvent]) -> None:
                     published.created += kinds.count(Action.CREATE)
                     published.updated += kinds.count(Action.UPDATE)
                     published.deleted += kinds.count(Action.DELETE)
@@ -309,10 +313,8 @@ class RunPipeline:
                     topology.ASSET_BATCH_KEY,
                     list(assets),
                     confirmed,
-                    list(documents),
                 )
                 assets.clear()
-                documents.clear()
                 asset_kinds.clear()
 
             async def send_prices() -> None:
@@ -334,9 +336,7 @@ class RunPipeline:
                     action = decision.action
                     if action in (Action.CREATE, Action.UPDATE):
                         try:
-                            upsert = upsert_event(decision, run)
-                            assets.append(upsert.event)
-                            documents.append(upsert.document)
+                            assets.append(upsert_event(decision, run))
                             asset_kinds.append(action)
                         except MissingDocument:
                             log.warning(
@@ -363,5 +363,5 @@ class RunPipeline:
                 await send_prices()
 
 
-def _ignore(_: list[AnyEvent]) -> None:
+def _ignore(_: list[WireEvent]) -> None:
     return None

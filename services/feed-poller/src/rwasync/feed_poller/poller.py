@@ -19,6 +19,7 @@ from rwasync.feed_poller.claims import RunClaims
 from rwasync.feed_poller.pipeline import RunPipeline
 from rwasync.feed_poller.runs import ClaimedRun, RunOutcome
 from rwasync.feed_poller.settings import FeedPollerSettings
+from rwasync.feed_poller.validation import ItemValidator
 from rwasync.feed_poller.wakeup import Wakeup
 from rwasync.feeds.auth import FeedSecrets
 from rwasync.platform import tracing
@@ -59,7 +60,8 @@ class FeedPoller:
         self._broker = broker
         policy = policy or AddressPolicy.from_setting(settings.feed_allowed_networks)
         secrets = FeedSecrets(settings.feed_secrets_key.get_secret_value())
-        self._pipeline = RunPipeline(settings, db, broker, policy, secrets)
+        self._validator = ItemValidator(settings.validation_workers)
+        self._pipeline = RunPipeline(settings, db, broker, policy, secrets, self._validator)
         self.replica_id = settings.replica_id or _default_replica_id()
         self._claims = RunClaims(db, self.replica_id, settings.run_lease_seconds)
         self._wakeup = asyncio.Event()
@@ -99,6 +101,7 @@ class FeedPoller:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._claims.release(run_ids)
+        self._validator.close()
 
     # --- the loop -------------------------------------------------------------------------------
 

@@ -18,10 +18,9 @@ from types import TracebackType
 import structlog
 from prometheus_client import Counter
 
-from rwasync.feed_poller.messages import encode_events
+from rwasync.feed_poller.messages import WireEvent, encode_events
 from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.schema import topology
-from rwasync.schema.events import AnyEvent
 
 log = structlog.get_logger(__name__)
 
@@ -59,12 +58,10 @@ class ConfirmedPublisher:
         self,
         exchange: str,
         routing_key: str,
-        events: list[AnyEvent],
-        on_confirm: Callable[[list[AnyEvent]], None],
-        documents: list[bytes] | None = None,
+        events: list[WireEvent],
+        on_confirm: Callable[[list[WireEvent]], None],
     ) -> None:
-        """Send one message of `events` (upserts' `documents` spliced in, see `encode_events`)
-        once a slot is free; `on_confirm` runs on its confirm."""
+        """Send one message of `events` once a slot is free; `on_confirm` runs on its confirm."""
         while True:
             self._check()
             try:
@@ -75,7 +72,7 @@ class ConfirmedPublisher:
                 continue
         if not self._tasks:
             self._progress = time.monotonic()
-        message_id, body = encode_events(events, documents or [])
+        message_id, body = encode_events(events)
         task = asyncio.create_task(
             self._send(exchange, routing_key, events, message_id, body, on_confirm)
         )
@@ -86,10 +83,10 @@ class ConfirmedPublisher:
         self,
         exchange: str,
         routing_key: str,
-        events: list[AnyEvent],
+        events: list[WireEvent],
         message_id: str,
         body: bytes,
-        on_confirm: Callable[[list[AnyEvent]], None],
+        on_confirm: Callable[[list[WireEvent]], None],
     ) -> None:
         try:
             await self._broker.publish_body(
@@ -106,7 +103,7 @@ class ConfirmedPublisher:
         finally:
             self._slots.release()
         self._progress = time.monotonic()
-        EVENTS_PUBLISHED.labels(str(events[0].type)).inc(len(events))
+        EVENTS_PUBLISHED.labels(str(events[0]["type"])).inc(len(events))
         on_confirm(events)
 
     def _check(self) -> None:

@@ -33,6 +33,8 @@ class FeedPollerSettings(ServiceSettings):
     max_body_bytes: int = Field(512 * MIB, gt=0)
     max_decoded_bytes: int = Field(2 * GIB, gt=0)
     max_items: int = Field(2_000_000, gt=0)
+    # Processes validating new and changed items (pure CPU); 0: a thread of the poller itself.
+    validation_workers: int = Field(2, ge=0, le=64)
     # Where bodies are spooled while a run reads them; empty: the system's temporary directory.
     spool_dir: str = ""
     # Events packed into one broker message (bulk paths batch; see docs/architecture.md).

@@ -2,15 +2,16 @@
 
 Each batch of raw records is looked up by fingerprint against the items of the feed's last `ok`
 run that are still exactly what is stored: those need no validation, no hashing and no document
-(the stored one is the same). The rest are validated (in a worker thread, so the loop keeps
-answering probes and renewing leases) and their normalised documents staged. Everything goes in
-with COPY; invalid items that carry an id are staged too, so they are never taken as missing.
+(the stored one is the same). The rest are validated in worker processes (`validation`), a few
+batches at once while the loop frames the next, and their normalised documents staged. All goes
+in with COPY; invalid items that carry an id are staged too, so they are never taken as missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -18,9 +19,10 @@ from typing import Any, Final
 import asyncpg
 
 from rwasync.feed_poller import queries
+from rwasync.feed_poller.validation import ItemValidator
 from rwasync.feeds.fetch import Downloaded
 from rwasync.feeds.items import ItemError, ValidItem
-from rwasync.feeds.reading import BATCH_ITEMS, FeedFacts, feed_facts, take, validate_records
+from rwasync.feeds.reading import BATCH_ITEMS, FeedFacts, feed_facts, take
 from rwasync.feeds.records import RawRecord, read_records
 from rwasync.schema.timestamps import utc_now
 
@@ -55,6 +57,36 @@ def _staged_row(run_id: str, item: ValidItem | ItemError) -> tuple[Any, ...] | N
     )  # fmt: skip
 
 
+class _Staging:
+    """Counts and rows of one run's staging, settled batch by batch in file order."""
+
+    def __init__(self, conn: asyncpg.Connection, run_id: str, max_errors: int) -> None:
+        self._conn = conn
+        self._run_id = run_id
+        self._max_errors = max_errors
+        self.invalid = 0
+        self.skipped = 0
+        self.errors: list[ItemError] = []
+
+    async def settle(
+        self, rows: list[tuple[Any, ...]], results: list[ValidItem | ItemError]
+    ) -> None:
+        """Stage a batch: `rows` of the items known by fingerprint, then the validated ones."""
+        self.skipped += len(rows)
+        for result in results:
+            if isinstance(result, ItemError):
+                self.invalid += 1
+                if len(self.errors) < self._max_errors:
+                    self.errors.append(result)
+            row = _staged_row(self._run_id, result)
+            if row is not None:
+                rows.append(row)
+        if rows:
+            await self._conn.copy_records_to_table(
+                "feed_run_items", records=rows, columns=queries.STAGED_COLUMNS
+            )
+
+
 async def stage_feed(
     conn: asyncpg.Connection,
     *,
@@ -63,54 +95,61 @@ async def stage_feed(
     provider_id: str,
     fmt: str,
     downloaded: Downloaded,
+    validator: ItemValidator,
     max_items: int,
     max_errors: int,
 ) -> StagedFeed:
-    """Stage the downloaded feed for `run_id`; raises FeedInvalid when the feed is unusable."""
+    """Stage the downloaded feed for `run_id`; raises FeedInvalid when the feed is unusable.
+
+    Batches are validated in the background, a few at once (`validator`), while the next are
+    framed and looked up; they are staged in file order as their results come in."""
     await conn.execute(queries.CLEAR_STAGED_ITEMS, run_id)
     previous = await conn.fetchval(queries.LAST_OK_STAGED_RUN, feed_id)
     now = utc_now()
-    seen = invalid = skipped = 0
-    errors: list[ItemError] = []
-    with downloaded.open_decoded() as stream:
-        reader = read_records(fmt, stream)
-        while True:
-            batch = await asyncio.to_thread(
-                take, reader.records, BATCH_ITEMS, seen=seen, max_items=max_items
-            )
-            if not batch:
-                break
-            seen += len(batch)
-            known = await _known(conn, previous, provider_id, batch)
-            misses = [r for r in batch if r.fingerprint not in known]
-            results = await asyncio.to_thread(validate_records, misses, now)
-            rows: list[tuple[Any, ...]] = [
-                (run_id, asset_id, record.index, True, record.fingerprint, updated_at,
-                 content_hash) + (None,) * 4
-                for record in batch
-                if record.fingerprint in known
-                for asset_id, updated_at, content_hash in (known[record.fingerprint],)
-            ]  # fmt: skip
-            skipped += len(rows)
-            for result in results:
-                if isinstance(result, ItemError):
-                    invalid += 1
-                    if len(errors) < max_errors:
-                        errors.append(result)
-                row = _staged_row(run_id, result)
-                if row is not None:
-                    rows.append(row)
-            if rows:
-                await conn.copy_records_to_table(
-                    "feed_run_items", records=rows, columns=queries.STAGED_COLUMNS
+    seen = 0
+    staging = _Staging(conn, run_id, max_errors)
+    # Enough batches in flight to keep every worker busy; bounded, so memory stays flat.
+    depth = max(1, 2 * validator.workers)
+    pending: deque[tuple[list[tuple[Any, ...]], asyncio.Task[list[ValidItem | ItemError]]]]
+    pending = deque()
+    try:
+        with downloaded.open_decoded() as stream:
+            reader = read_records(fmt, stream)
+            while True:
+                batch = await asyncio.to_thread(
+                    take, reader.records, BATCH_ITEMS, seen=seen, max_items=max_items
                 )
-        facts = feed_facts(
-            reader.header,
-            last_modified=downloaded.last_modified_at,
-            fetched_at=downloaded.started_at,
-            now=utc_now(),
-        )
-    return StagedFeed(facts, seen, invalid, skipped, errors)
+                if not batch:
+                    break
+                seen += len(batch)
+                known = await _known(conn, previous, provider_id, batch)
+                misses = [r for r in batch if r.fingerprint not in known]
+                rows: list[tuple[Any, ...]] = [
+                    (run_id, asset_id, record.index, True, record.fingerprint, updated_at,
+                     content_hash) + (None,) * 4
+                    for record in batch
+                    if record.fingerprint in known
+                    for asset_id, updated_at, content_hash in (known[record.fingerprint],)
+                ]  # fmt: skip
+                pending.append((rows, asyncio.create_task(validator.validate(misses, now))))
+                while len(pending) > depth:
+                    rows, task = pending.popleft()
+                    await staging.settle(rows, await task)
+            while pending:
+                rows, task = pending.popleft()
+                await staging.settle(rows, await task)
+            facts = feed_facts(
+                reader.header,
+                last_modified=downloaded.last_modified_at,
+                fetched_at=downloaded.started_at,
+                now=utc_now(),
+            )
+    finally:
+        # A feed found broken (or a cancelled run) leaves batches in flight: stop waiting for them.
+        for _, task in pending:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in pending), return_exceptions=True)
+    return StagedFeed(facts, seen, staging.invalid, staging.skipped, staging.errors)
 
 
 async def _known(
