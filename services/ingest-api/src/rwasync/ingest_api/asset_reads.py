@@ -7,17 +7,21 @@ import asyncio
 import base64
 import binascii
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Final
 
 import structlog
 from aiohttp import web
 from asyncpg import Record
 from pydantic import Field
-from pydantic_core import PydanticCustomError
 
 from rwasync.ingest_api import queries
-from rwasync.ingest_api.bodies import bad_request, not_found, query_flag, query_limit
+from rwasync.ingest_api.bodies import (
+    bad_request,
+    not_found,
+    query_flag,
+    query_limit,
+    query_since,
+)
 from rwasync.ingest_api.context import (
     ASSET_ID_PARAM,
     PROVIDER_AUTH,
@@ -32,7 +36,7 @@ from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.schema import jsonsafe
 from rwasync.schema.asset import ASSET_STATUSES, asset_json_schema
 from rwasync.schema.events import EventType
-from rwasync.schema.fields import RFC3339Timestamp, as_utc_datetime
+from rwasync.schema.fields import RFC3339Timestamp
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store import receipts
 
@@ -162,7 +166,7 @@ class AssetReads:
             identity.provider_id,
             after,
             status,
-            _since(query.get("updated_since")),
+            query_since(request),
             query_flag(request, "include_deleted"),
             limit + 1,
         )
@@ -204,14 +208,3 @@ class AssetReads:
     async def _fetch(self, query: str, *args: Any) -> list[Record]:
         async with asyncio.timeout(READ_TIMEOUT):
             return await self._ingest.db.fetch(query, *args)
-
-
-def _since(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return as_utc_datetime(text)
-    except PydanticCustomError:
-        raise bad_request(
-            "updated_since must be an RFC 3339 timestamp with an offset", "bad-query"
-        ) from None

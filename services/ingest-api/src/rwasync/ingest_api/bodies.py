@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from aiohttp import web
+from pydantic_core import PydanticCustomError
 
 from rwasync.platform.http import Problem
 from rwasync.schema import jsonsafe
 from rwasync.schema.errors import FieldError
+from rwasync.schema.fields import as_utc_datetime
 
 JSON: Final = "application/json"
 MERGE_PATCH: Final = "application/merge-patch+json"
@@ -139,3 +142,16 @@ def query_limit(request: web.Request, default: int, maximum: int) -> int:
     if not (len(text) <= 6 and text.isascii() and text.isdigit() and 1 <= int(text) <= maximum):
         raise bad_request(f"limit must be an integer from 1 to {maximum}", kind="bad-query")
     return int(text)
+
+
+def query_since(request: web.Request, name: str = "updated_since") -> datetime | None:
+    """A timestamp query parameter (RFC 3339 with an offset), None when absent (400 otherwise)."""
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        return as_utc_datetime(text)
+    except PydanticCustomError:
+        raise bad_request(
+            f"{name} must be an RFC 3339 timestamp with an offset", "bad-query"
+        ) from None

@@ -10,21 +10,19 @@ it, a change-feed cursor older than what is kept a 410.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Annotated, Final
 
 from aiohttp import web
 from pydantic import Field
-from pydantic_core import PydanticCustomError
 
-from rwasync.ingest_api.bodies import bad_request, query_limit
+from rwasync.ingest_api.bodies import bad_request, query_limit, query_since
 from rwasync.ingest_api.models import CatalogPage, ChangePage
 from rwasync.platform.auth import Authenticator
 from rwasync.platform.db import Database
 from rwasync.platform.http import Problem, json_response
 from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.schema.asset import ASSET_STATUSES
-from rwasync.schema.fields import PROVIDER_ID, ProviderId, RFC3339Timestamp, as_utc_datetime
+from rwasync.schema.fields import PROVIDER_ID, ProviderId, RFC3339Timestamp
 from rwasync.store import catalog
 from rwasync.store.catalog import CatalogRequestInvalid, CursorExpired
 
@@ -44,17 +42,6 @@ def _bad_parameter(exc: CatalogRequestInvalid) -> Problem:
 
 def _optional(request: web.Request, name: str) -> str | None:
     return request.query.get(name) or None
-
-
-def _since(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return as_utc_datetime(text)
-    except PydanticCustomError:
-        raise bad_request(
-            "updated_since: must be an RFC 3339 timestamp with an offset", "bad-query"
-        ) from None
 
 
 class CatalogReads:
@@ -124,7 +111,7 @@ class CatalogReads:
                     self._db.pool,
                     provider_id=provider_id,
                     status=status,
-                    updated_since=_since(_optional(request, "updated_since")),
+                    updated_since=query_since(request),
                     cursor=_optional(request, "cursor"),
                     limit=limit,
                 )
