@@ -40,6 +40,7 @@ from tests.support.ledger import (
     check_answers,
     check_assets,
     check_change_feed,
+    check_patch_order,
     check_prices,
     check_receipts,
     check_store_events,
@@ -221,6 +222,7 @@ async def verdict(
     check_answers(ledger, windows, findings)
     check_store_events(ledger, stored, findings)
     check_receipts(ledger, receipts, findings)
+    check_patch_order(ledger, stored, findings)
     check_assets(ledger, assets, asset_content, asset_hash, receipts, findings)
     check_prices(ledger, prices, findings)
     if feed is not None:
@@ -313,14 +315,15 @@ async def load_with_faults(
     clients: int = 8,
     batch_share: float = 0.1,
     delete_share: float = 0.05,
+    patch_share: float = 0.1,
     ingest_url: str | None = None,
     feed: ChangeFeedReader | None = None,
     intruder: dict[str, str] | None = None,
 ) -> tuple[list[Request], Faulting, int]:
-    """The soak's load (single pushes, deletions, batches of assets and prices) for `seconds`,
-    the schedule beside it, and, when given, a change-feed reader and another provider pushing
-    the same ids; returns the ledger, the schedule's record and the seed. The reader keeps
-    running (the verdict drains it)."""
+    """The soak's load (single pushes, deletions, merge patches, batches of assets and prices)
+    for `seconds`, the schedule beside it, and, when given, a change-feed reader and another
+    provider pushing the same ids; returns the ledger, the schedule's record and the seed. The
+    reader keeps running (the verdict drains it)."""
     from tests.e2e.test_soak import Load
 
     seed = random.randrange(2**32)
@@ -336,6 +339,7 @@ async def load_with_faults(
             clients=clients,
             batch_share=batch_share,
             delete_share=delete_share,
+            patch_share=patch_share,
         )
         faulting = Faulting()
         faults = asyncio.create_task(schedule(faulting))

@@ -11,6 +11,7 @@ from small sets for the same reason. Slow: `make test-slow`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import signal
@@ -32,6 +33,7 @@ from rwasync.schema.asset import content_hash_hex, normalized_document, parse_as
 from tests.e2e.test_flows import bearer
 from tests.support.ledger import (
     EVENT_TYPE,
+    PATCHED_FIELD,
     Attempt,
     Findings,
     Kind,
@@ -105,6 +107,16 @@ def delete_request(rng: random.Random, asset_id: str) -> Request:
     return Request("asset", asset_id, version, "deleted", body, op="delete")
 
 
+def patch_request(rng: random.Random, asset_id: str, serial: str) -> Request:
+    """A merge patch a quarter slot after a grid version (never tied with an upsert or a
+    deletion) setting the name to a value of its own, so the stored document shows which patch
+    it carries."""
+    version = slot_version(rng) + SLOT / 4
+    name = f"{asset_id} Patch Lane {serial}, Detroit, MI 48201"
+    body = {"updated_at": version.isoformat(), PATCHED_FIELD: name}
+    return Request("asset", asset_id, version, name, body, op="patch")
+
+
 def price_request(rng: random.Random, asset_id: str) -> Request:
     version = slot_version(rng)
     amount = rng.choice(AMOUNTS)
@@ -127,6 +139,9 @@ class Load:
     batch_share: float = 0.0
     # The share of single calls that are deletions (`DELETE /v1/assets/{id}`).
     delete_share: float = 0.0
+    # The share of single calls that are merge patches (`PATCH /v1/assets/{id}`).
+    patch_share: float = 0.0
+    _serials: itertools.count[int] = field(default_factory=itertools.count)
 
     async def run(self, seconds: float) -> None:
         stop_at = time.monotonic() + seconds
@@ -144,6 +159,14 @@ class Load:
                 self.ledger.append(request)
                 url = f"{self.ingest_url}/v1/assets/{asset_id}"
                 await self._send(request, url, stop_at + 30, method="DELETE")
+                continue
+            if rng.random() < self.patch_share:
+                request = patch_request(
+                    rng, asset_id, f"{self.seed % 10_000}-{next(self._serials)}"
+                )
+                self.ledger.append(request)
+                url = f"{self.ingest_url}/v1/assets/{asset_id}"
+                await self._send(request, url, stop_at + 30, method="PATCH")
                 continue
             if rng.random() < PRICE_SHARE:
                 request = price_request(rng, asset_id)
@@ -342,7 +365,7 @@ async def _stored_receipts(database_url: str, provider_id: str) -> list[StoredRe
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
-            "SELECT event_id::text, asset_id, type, status, accepted_at "
+            "SELECT event_id::text, asset_id, type, status, accepted_at, decided_at "
             "FROM event_receipts WHERE provider_id = $1",
             provider_id,
         )
