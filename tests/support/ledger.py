@@ -217,10 +217,12 @@ def check_answers(requests: list[Request], cuts: list[Window], findings: Finding
 
 
 def _unjustified(request: Request, status: str, others: list[Request]) -> str | None:
-    """Why the ledger cannot explain `status`, or None when it can. `others`: the requests of
-    the same asset and kind that might have reached the store, at the same version or newer."""
+    """Why the ledger cannot explain `status`, or None when it can. `others`: the other requests
+    of the same asset and kind that might have reached the store."""
     if request.op == "patch":
         return _unjustified_patch(request, status, others)
+    older = [q for q in others if q.version < request.version]
+    others = [q for q in others if q.version >= request.version]
     if status == "stale_ignored":
         # Something newer was accepted (for a price: at the same as_of, an older as_of is still
         # `applied` to history), or at the same version something possibly accepted later.
@@ -241,20 +243,30 @@ def _unjustified(request: Request, status: str, others: list[Request]) -> str | 
             for q in others
         ):
             return None
+        # Under a newer patch, an upsert with the content of the base it replaces leaves the
+        # patched document as it was: the patch's `updated_at` and value, the same content.
+        if any(q.op == "patch" and q.version > request.version for q in others) and any(
+            q.op == "upsert" and q.content == request.content for q in older
+        ):
+            return None
         return "duplicate of nothing sent before it"
     return None
 
 
 def _unjustified_patch(request: Request, status: str, others: list[Request]) -> str | None:
-    """A patch ends `stale_ignored` only below an upsert or deletion at least as new; never
-    `duplicate` unless one of its own attempts landed too (each patch sets a value of its own).
-    `applied` and `rejected` depend on what was stored when it arrived: check_patch_order."""
+    """A patch ends `stale_ignored` only below an upsert or deletion at least as new; `duplicate`
+    only below a newer patch (which sets the same field again) or when one of its own attempts
+    landed too (each patch sets a value of its own). `applied` and `rejected` depend on what was
+    stored when it arrived: check_patch_order."""
+    newer = [q for q in others if q.version >= request.version]
     if status == "stale_ignored":
-        if any(q.op != "patch" for q in others):
+        if any(q.op != "patch" for q in newer):
             return None
         return "patch stale_ignored, yet no upsert or deletion at least as new was sent"
     if status == "duplicate" and not request.landed:
-        return "patch duplicate, yet it sets a value of its own and no attempt of it landed"
+        if any(q.op == "patch" and q.version > request.version for q in newer):
+            return None
+        return "patch duplicate, yet it sets a value of its own and nothing newer overrides it"
     return None
 
 
@@ -282,11 +294,7 @@ def check_receipts(
             continue
         if receipt.get("asset_id") != request.asset_id or receipt.get("type") != request.event_type:
             findings.add("receipt sanity", f"{what}: receipt of another event {receipt!r}")
-        others = [
-            q
-            for q in possible[request.kind].get(request.asset_id, [])
-            if q is not request and q.version >= request.version
-        ]
+        others = [q for q in possible[request.kind].get(request.asset_id, []) if q is not request]
         unjustified = _unjustified(request, str(status), others)
         if unjustified:
             findings.add("receipt sanity", f"{what}: {unjustified}")

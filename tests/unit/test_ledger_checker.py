@@ -400,3 +400,30 @@ def test_the_checker_holds_merge_patches_to_their_rules() -> None:
         [base, patch, newer], superseded, {"u1": upserted, "p1": receipt, "u2": upserted}, decided
     )
     assert found.count("stale overwrites") == 1, found.report()
+
+
+def test_duplicates_under_a_newer_patch_are_explained_and_only_those() -> None:
+    """A newer patch sets the same field again, so an older patch arriving late leaves the
+    document as it was (`duplicate`); so does an upsert replacing a base of its content under a
+    patch (the patch's updated_at and value are on top of both). Without the newer patch, each
+    is a duplicate of nothing."""
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    base = _request("asset", "x", t - 2 * SLOT, 1.0, 2.0, event_id="u1")
+    replacing = _request("asset", "x", t - SLOT, 3.0, 4.0, event_id="u2")
+    early = _patch("early", t - SLOT + SLOT / 4, 5.0, "p1")
+    late = _patch("late", t + SLOT / 4, 7.0, "p2")
+    duplicate = {"status": "duplicate", "asset_id": "a-1", "type": "asset.patched"}
+    upsert_duplicate = {"status": "duplicate", "asset_id": "a-1", "type": "asset.upserted"}
+    applied = {"status": "applied", "asset_id": "a-1", "type": "asset.patched"}
+
+    def sanity(ledger: list[Request], receipts: dict[str, Mapping[str, Any] | None]) -> int:
+        findings = Findings()
+        check_receipts(ledger, receipts, findings)
+        return findings.count("receipt sanity")
+
+    assert sanity([base, early, late], {"p1": duplicate, "p2": applied}) == 0
+    assert sanity([base, early], {"p1": duplicate}) == 1
+    assert sanity([base, replacing, late], {"u2": upsert_duplicate, "p2": applied}) == 0
+    assert sanity([base, replacing], {"u2": upsert_duplicate}) == 1
+    other = _request("asset", "y", t - 2 * SLOT, 1.0, 2.0, event_id="u3")
+    assert sanity([other, replacing, late], {"u2": upsert_duplicate, "p2": applied}) == 1
