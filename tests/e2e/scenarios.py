@@ -172,6 +172,7 @@ class Verdict:
             "feed_gaps": f.get("change_feed_gaps", 0) + f.get("change_feed_repeats", 0),
             "cross_tenant": f.get("cross_tenant", 0),
             "feed_entries": f.get("change_feed_entries", 0),
+            "patches": f.get("patch_receipts", {}),
             "5xx": self.five_xx,
             **self.extra,
         }

@@ -327,21 +327,18 @@ async def _hold_locks(database_url: str, provider_id: str, f: Faulting) -> list[
             ids = [a for _, a in keys]
             start = time.monotonic()
             async with conn.transaction():
-                await conn.fetch(
-                    "SELECT 1 FROM assets WHERE provider_id = $1 AND asset_id = ANY($2) FOR UPDATE",
-                    provider_id,
-                    ids,
-                )
-                await conn.fetch(
-                    "SELECT 1 FROM asset_prices WHERE provider_id = $1 AND asset_id = ANY($2) "
-                    "FOR UPDATE",
-                    provider_id,
-                    ids,
-                )
+                # In the services' order, stripes before rows (else the two deadlock).
                 await lock_stripes(
                     conn, [f"{p}/{a}" for p, a in keys], LockSpace.ASSETS, ASSET_LOCK_STRIPES
                 )
                 await price_locks(conn, keys)
+                for table in ("assets", "asset_prices"):
+                    await conn.fetch(
+                        f"SELECT 1 FROM {table} WHERE provider_id = $1 AND asset_id = ANY($2) "
+                        "FOR UPDATE",
+                        provider_id,
+                        ids,
+                    )
                 await asyncio.sleep(HOLD_SECONDS)
             held.append(time.monotonic() - start)
             await asyncio.sleep(RELEASE_SECONDS)

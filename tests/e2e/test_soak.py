@@ -67,7 +67,7 @@ MAX_ATTEMPTS = 10
 RETRY_AFTER_CAP = 2.0
 # After a cut, 503s are expected until ingest-api reports ready again, and this long after.
 CUT_GRACE = 2.0
-DECISION_TIMEOUT = 60.0
+DECISION_TIMEOUT = 120.0
 QUEUE_DRAIN_TIMEOUT = 15.0
 READ_CONCURRENCY = 32
 READ_RETRIES = 30
