@@ -59,6 +59,7 @@ PRICE_SHARE = 0.35
 BATCH_SIZE = 20
 SLOT = timedelta(minutes=5)
 SLOTS = 12  # the last hour
+PATCH_SLOTS = 3
 DESCRIPTIONS = ("Duplex near the river, renovated 2021.", "Duplex near the river.")
 STATUSES = ("active", "coming_soon")
 AMOUNTS = ("100", "100.5", "101.25")
@@ -73,11 +74,12 @@ READ_CONCURRENCY = 32
 READ_RETRIES = 30
 
 
-def slot_version(rng: random.Random) -> datetime:
-    """A time in the last hour on the 5-minute grid (never ahead of now)."""
+def slot_version(rng: random.Random, slots: int = SLOTS) -> datetime:
+    """A time in the last hour (or the last `slots` slots) on the 5-minute grid (never ahead of
+    now)."""
     now = datetime.now(UTC)
     base = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
-    return base - SLOT * rng.randrange(SLOTS)
+    return base - SLOT * rng.randrange(slots)
 
 
 def asset_content(document: Mapping[str, Any]) -> str:
@@ -110,8 +112,9 @@ def delete_request(rng: random.Random, asset_id: str) -> Request:
 def patch_request(rng: random.Random, asset_id: str, serial: str) -> Request:
     """A merge patch a quarter slot after a grid version (never tied with an upsert or a
     deletion) setting the name to a value of its own, so the stored document shows which patch
-    it carries."""
-    version = slot_version(rng) + SLOT / 4
+    it carries. Patches keep to the newest slots: over the whole hour nearly all would be older
+    than the stored upsert, and stale."""
+    version = slot_version(rng, PATCH_SLOTS) + SLOT / 4
     name = f"{asset_id} Patch Lane {serial}, Detroit, MI 48201"
     body = {"updated_at": version.isoformat(), PATCHED_FIELD: name}
     return Request("asset", asset_id, version, name, body, op="patch")
