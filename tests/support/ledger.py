@@ -264,7 +264,11 @@ def _unjustified_patch(request: Request, status: str, others: list[Request]) -> 
             return None
         return "patch stale_ignored, yet no upsert or deletion at least as new was sent"
     if status == "duplicate" and not request.landed:
-        if any(q.op == "patch" and q.version > request.version for q in newer):
+        # A newer patch, or one at the same updated_at that may have been accepted later.
+        if any(
+            q.op == "patch" and (q.version > request.version or not surely_after(request, q))
+            for q in newer
+        ):
             return None
         return "patch duplicate, yet it sets a value of its own and nothing newer overrides it"
     return None
@@ -432,6 +436,14 @@ def check_assets(
             continue
         on_top = [p for p in patches if p.version == version]
         if on_top:
+            # A patch rejected or stale when it arrived never takes effect, even if accepted
+            # later than the one stored.
+            on_top = [
+                p
+                for p in on_top
+                if (receipts.get(str(p.event_id)) or {}).get("status")
+                not in ("rejected", "stale_ignored")
+            ]
             _check_patched(
                 asset_id, document, version, on_top, pushes, content_of, expected_hash, findings
             )

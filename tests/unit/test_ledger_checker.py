@@ -427,3 +427,34 @@ def test_duplicates_under_a_newer_patch_are_explained_and_only_those() -> None:
     assert sanity([base, replacing], {"u2": upsert_duplicate}) == 1
     other = _request("asset", "y", t - 2 * SLOT, 1.0, 2.0, event_id="u3")
     assert sanity([other, replacing, late], {"u2": upsert_duplicate, "p2": applied}) == 1
+
+
+def test_ties_between_patches_at_one_updated_at() -> None:
+    """Two patches at one updated_at: the one accepted later is on top, so the earlier one,
+    arriving after it, is rightly `duplicate`; and a later one `rejected` when it arrived (no
+    document yet) never takes effect, so the earlier one may be what is stored."""
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    base = _request("asset", "x", t - SLOT, 1.0, 2.0, event_id="u1")
+    base.body = {"status": "x", "name": "base name", "updated_at": (t - SLOT).isoformat()}
+    first = _patch("first", t + SLOT / 4, 3.0, "p1")
+    second = _patch("second", t + SLOT / 4, 10.0, "p2")  # surely accepted after `first`
+    upserted = {"status": "applied", "asset_id": "a-1", "type": "asset.upserted"}
+
+    def receipt(status: str) -> Mapping[str, Any]:
+        return {"status": status, "asset_id": "a-1", "type": "asset.patched"}
+
+    def check(stored_name: str, statuses: tuple[str, str]) -> Findings:
+        findings = Findings()
+        receipts = {"u1": upserted, "p1": receipt(statuses[0]), "p2": receipt(statuses[1])}
+        check_receipts([base, first, second], receipts, findings)
+        stored = _stored("x", stored_name, first.version)
+        check_assets(
+            [base, first, second], stored, lambda d: str(d["status"]), _hash, receipts, findings
+        )
+        return findings
+
+    assert check("second", ("duplicate", "applied")).total() == 0
+    assert check("first", ("applied", "rejected")).total() == 0
+    assert check("first", ("applied", "applied")).count("stale overwrites") == 1
+    # The later one cannot be the duplicate of the earlier one: it is on top.
+    assert check("second", ("applied", "duplicate")).count("receipt sanity") == 1
