@@ -97,6 +97,8 @@ class ChangeFeedReader:
     entries: list[dict[str, Any]] = field(default_factory=list)
     cursor: str | None = None
     errors: int = 0
+    # What ended the reader early (anything but an outage), for the verdict to show.
+    failure: str | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
@@ -114,7 +116,10 @@ class ChangeFeedReader:
                 self.errors += 1
                 conn = None
                 await asyncio.sleep(0.5)
-        if conn is not None:
+            except Exception as exc:  # a 410 (CursorExpired), say: the reader cannot go on
+                self.failure = f"at cursor {self.cursor}: {exc!r}"
+                break
+        if conn is not None and not conn.is_closed():
             await conn.close()
 
     async def drain(self, quiet: float = 3.0, timeout: float = 60.0) -> None:
@@ -233,6 +238,8 @@ async def verdict(
             if r.status == "applied" and r.type.startswith("asset.")
         }
         check_change_feed(feed.entries, applied, assets, provider["provider_id"], findings)
+        if feed.failure:
+            findings.add("change-feed gaps", f"the reader stopped {feed.failure}")
     if intruder is not None:
         check_tenant_walls(
             intruder_reads,
@@ -248,7 +255,11 @@ async def verdict(
         accepted=len(accepted_ids),
         requests=len(ledger),
         five_xx=five_xx,
-        extra={"undecided": undecided, "decided_within_s": round(waited, 1)},
+        extra={
+            "undecided": undecided,
+            "decided_within_s": round(waited, 1),
+            "feed_reader_outages": feed.errors if feed is not None else 0,
+        },
     )
 
 
