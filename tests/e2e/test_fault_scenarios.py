@@ -410,7 +410,10 @@ async def test_postgres_lock_and_statement_timeouts_under_load(
             retries[service] = await _metric(url, "rwasync_apply_transient_retries_total")
             dead[service] = await _metric(url, "rwasync_events_dead_lettered_total")
         result.extra.update(holds=len(holds), transient_retries=retries, dead_lettered=dead)
-        print(f"  {setting}: {len(holds)} holds of {sum(holds):.0f} s in all")
+        print(
+            f"  {setting}: {len(holds)} holds of {sum(holds):.0f} s in all; transient retries "
+            f"{retries}; dead-lettered {dead}"
+        )
         assert result.findings.total() == 0, result.findings.report()
         assert result.extra["undecided"] == 0
         assert result.five_xx == 0
