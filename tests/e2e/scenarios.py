@@ -40,6 +40,7 @@ from tests.support.ledger import (
     check_answers,
     check_assets,
     check_change_feed,
+    check_patch_order,
     check_prices,
     check_receipts,
     check_store_events,
@@ -96,6 +97,8 @@ class ChangeFeedReader:
     entries: list[dict[str, Any]] = field(default_factory=list)
     cursor: str | None = None
     errors: int = 0
+    # What ended the reader early (anything but an outage), for the verdict to show.
+    failure: str | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
@@ -113,7 +116,10 @@ class ChangeFeedReader:
                 self.errors += 1
                 conn = None
                 await asyncio.sleep(0.5)
-        if conn is not None:
+            except Exception as exc:  # a 410 (CursorExpired), say: the reader cannot go on
+                self.failure = f"at cursor {self.cursor}: {exc!r}"
+                break
+        if conn is not None and not conn.is_closed():
             await conn.close()
 
     async def drain(self, quiet: float = 3.0, timeout: float = 60.0) -> None:
@@ -171,6 +177,7 @@ class Verdict:
             "feed_gaps": f.get("change_feed_gaps", 0) + f.get("change_feed_repeats", 0),
             "cross_tenant": f.get("cross_tenant", 0),
             "feed_entries": f.get("change_feed_entries", 0),
+            "patches": f.get("patch_receipts", {}),
             "5xx": self.five_xx,
             **self.extra,
         }
@@ -221,6 +228,7 @@ async def verdict(
     check_answers(ledger, windows, findings)
     check_store_events(ledger, stored, findings)
     check_receipts(ledger, receipts, findings)
+    check_patch_order(ledger, stored, findings)
     check_assets(ledger, assets, asset_content, asset_hash, receipts, findings)
     check_prices(ledger, prices, findings)
     if feed is not None:
@@ -230,6 +238,8 @@ async def verdict(
             if r.status == "applied" and r.type.startswith("asset.")
         }
         check_change_feed(feed.entries, applied, assets, provider["provider_id"], findings)
+        if feed.failure:
+            findings.add("change-feed gaps", f"the reader stopped {feed.failure}")
     if intruder is not None:
         check_tenant_walls(
             intruder_reads,
@@ -245,7 +255,11 @@ async def verdict(
         accepted=len(accepted_ids),
         requests=len(ledger),
         five_xx=five_xx,
-        extra={"undecided": undecided, "decided_within_s": round(waited, 1)},
+        extra={
+            "undecided": undecided,
+            "decided_within_s": round(waited, 1),
+            "feed_reader_outages": feed.errors if feed is not None else 0,
+        },
     )
 
 
@@ -313,14 +327,15 @@ async def load_with_faults(
     clients: int = 8,
     batch_share: float = 0.1,
     delete_share: float = 0.05,
+    patch_share: float = 0.1,
     ingest_url: str | None = None,
     feed: ChangeFeedReader | None = None,
     intruder: dict[str, str] | None = None,
 ) -> tuple[list[Request], Faulting, int]:
-    """The soak's load (single pushes, deletions, batches of assets and prices) for `seconds`,
-    the schedule beside it, and, when given, a change-feed reader and another provider pushing
-    the same ids; returns the ledger, the schedule's record and the seed. The reader keeps
-    running (the verdict drains it)."""
+    """The soak's load (single pushes, deletions, merge patches, batches of assets and prices)
+    for `seconds`, the schedule beside it, and, when given, a change-feed reader and another
+    provider pushing the same ids; returns the ledger, the schedule's record and the seed. The
+    reader keeps running (the verdict drains it)."""
     from tests.e2e.test_soak import Load
 
     seed = random.randrange(2**32)
@@ -336,6 +351,7 @@ async def load_with_faults(
             clients=clients,
             batch_share=batch_share,
             delete_share=delete_share,
+            patch_share=patch_share,
         )
         faulting = Faulting()
         faults = asyncio.create_task(schedule(faulting))

@@ -1,6 +1,7 @@
 """Fault scenarios under the soak's load (singles and batches of assets and prices), each against
 servers of its own so it may kill them: the broker node killed and restarted, its memory and disk
-alarms, Postgres restarted and killed. Each ends in the ledger's verdict (tests/e2e/scenarios.py)
+alarms, Postgres restarted and killed, Postgres lock and statement timeouts while another session
+holds the locks the consumers need. Each ends in the ledger's verdict (tests/e2e/scenarios.py)
 and prints a `FIGURES` line for docs/reliability.md. Slow: `make test-faults`.
 """
 
@@ -14,10 +15,16 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
+import asyncpg
 import pytest
 from yarl import URL
 
+from rwasync.platform.db import LockSpace, lock_stripes
+from rwasync.reconciler.apply import ASSET_LOCK_STRIPES
+from rwasync.store.prices import lock_assets as price_locks
 from tests.e2e.scenarios import Faulting, people_of, ready, run_scenario, scenario_system
+from tests.e2e.test_soak import POOL
 from tests.support.infra import Infra
 from tests.support.private_servers import PrivatePostgres, PrivateRabbit, private_postgres
 from tests.support.private_servers import private_rabbit as private_rabbit_node
@@ -295,3 +302,121 @@ async def test_random_kills_of_every_service_for_two_minutes(
         result = await run_scenario("random-kills-2min", system, people, schedule, seconds=120)
         assert result.findings.total() == 0, result.findings.report()
         assert result.extra["undecided"] == 0
+
+
+# The locker's rhythm: it holds the locks this long, lets go this long, over the load's first
+# LOCKING_SECONDS.
+HOLD_SECONDS = 3.5
+RELEASE_SECONDS = 2.0
+LOCKING_SECONDS = 36.0
+LOCKED_ASSETS = 40
+
+
+async def _hold_locks(database_url: str, provider_id: str, f: Faulting) -> list[float]:
+    """Another session, again and again, takes row locks on part of the pool's assets and their
+    prices, and the reconciler's and pricing's advisory-lock stripes of the same keys, holds them
+    HOLD_SECONDS, commits, pauses. Returns how long each hold lasted."""
+    rng = random.Random()
+    held: list[float] = []
+    conn = await asyncpg.connect(database_url)
+    try:
+        # The timeouts under test are the services'; this session waits as long as it must.
+        await conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
+        while time.monotonic() < f.t0 + LOCKING_SECONDS:
+            keys = [(provider_id, a) for a in rng.sample(POOL, LOCKED_ASSETS)]
+            ids = [a for _, a in keys]
+            start = time.monotonic()
+            async with conn.transaction():
+                # In the services' order, stripes before rows (else the two deadlock).
+                await lock_stripes(
+                    conn, [f"{p}/{a}" for p, a in keys], LockSpace.ASSETS, ASSET_LOCK_STRIPES
+                )
+                await price_locks(conn, keys)
+                for table in ("assets", "asset_prices"):
+                    await conn.fetch(
+                        f"SELECT 1 FROM {table} WHERE provider_id = $1 AND asset_id = ANY($2) "
+                        "FOR UPDATE",
+                        provider_id,
+                        ids,
+                    )
+                await asyncio.sleep(HOLD_SECONDS)
+            held.append(time.monotonic() - start)
+            await asyncio.sleep(RELEASE_SECONDS)
+        f.note(f"{len(held)} holds of {LOCKED_ASSETS} assets' rows and stripes, ended")
+    finally:
+        await conn.close()
+    return held
+
+
+async def _metric(url: str, name: str) -> float:
+    """The sum of a counter's samples on a service's /metrics."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.get(url + "/metrics") as answer,
+    ):
+        text = await answer.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    "setting", ["lock_timeout=300ms", "statement_timeout=1500ms"], ids=["lock", "statement"]
+)
+async def test_postgres_lock_and_statement_timeouts_under_load(
+    test_infra: Infra,
+    template_database: str,
+    tmp_path: Path,
+    vhost_amqp_url: str,
+    setting: str,
+) -> None:
+    """The services' database carries a low `lock_timeout` (or `statement_timeout`) while another
+    session keeps taking, for seconds at a time, the row locks and lock stripes the reconciler and
+    pricing need: their applies time out again and again, are retried in place, and every 202
+    still ends decided as the ledger says, with nothing dead-lettered and no 5xx answered."""
+    name, value = setting.split("=")
+    async with scenario_system(
+        test_infra, template_database, tmp_path, amqp_url=vhost_amqp_url
+    ) as system:
+        database = URL(system.database_url).path.lstrip("/")
+        admin = await asyncpg.connect(test_infra.postgres_admin_url)
+        try:
+            # Every new session of this database (the services' pools) starts with it.
+            await admin.execute(f"ALTER DATABASE \"{database}\" SET {name} = '{value}'")
+        finally:
+            await admin.close()
+        await asyncio.to_thread(system.start)
+        people = await people_of(system)
+        holds: list[float] = []
+
+        async def schedule(f: Faulting) -> None:
+            await f.at(3)
+            start = time.time()
+            holds.extend(await _hold_locks(system.database_url, people.provider["provider_id"], f))
+            # No 503 window: nothing ingest-api does waits on these locks.
+            f.faults.append(("locks", start, time.time()))
+
+        # Half the clients: with nothing refused they push as fast as the consumers, held up by
+        # the locks, can fall behind; the backlog is decided after the load (decided_within_s).
+        result = await run_scenario(
+            f"postgres-{name.replace('_', '-')}", system, people, schedule, clients=4
+        )
+        retries, dead = {}, {}
+        for service in ("reconciler", "pricing"):
+            url = system.url(service)
+            retries[service] = await _metric(url, "rwasync_apply_transient_retries_total")
+            dead[service] = await _metric(url, "rwasync_events_dead_lettered_total")
+        result.extra.update(holds=len(holds), transient_retries=retries, dead_lettered=dead)
+        print(
+            f"  {setting}: {len(holds)} holds of {sum(holds):.0f} s in all; transient retries "
+            f"{retries}; dead-lettered {dead}"
+        )
+        assert result.findings.total() == 0, result.findings.report()
+        assert result.extra["undecided"] == 0
+        assert result.five_xx == 0
+        assert not any(dead.values()), dead
+        # The locks did bite: the consumers timed out and retried, then recovered by themselves.
+        assert retries["reconciler"] > 0, retries

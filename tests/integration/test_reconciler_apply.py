@@ -6,10 +6,11 @@ import asyncio
 import itertools
 import random
 
+import asyncpg
 import pytest
 
-from rwasync.platform.db import Database
-from rwasync.reconciler.apply import AssetApplier
+from rwasync.platform.db import Database, LockSpace, is_transient, lock_stripes
+from rwasync.reconciler.apply import ASSET_LOCK_STRIPES, AssetApplier
 from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
 from tests.support.events import at, deleted, upserted
 
@@ -169,3 +170,40 @@ async def test_any_order_any_split_any_concurrency_ends_in_the_same_state(
         batches = [shuffled[a:b] for a, b in itertools.pairwise([0, *cuts, len(shuffled)])]
         await asyncio.gather(*(applier.apply(batch) for batch in batches))
         assert await _state(db, provider_id) == expected
+
+
+@pytest.mark.parametrize("setting", ["lock_timeout = '200ms'", "statement_timeout = '300ms'"])
+async def test_a_lock_or_statement_timeout_is_waited_out_not_dead_lettered(
+    database_url: str, provider_id: str, setting: str
+) -> None:
+    """Another session holds the asset's lock stripe longer than the services' lock or statement
+    timeout allows: the apply fails with an error the consumer retries in place (a statement
+    timeout used to count as poison, and the consumer dead-lettered valid events), and succeeds
+    once the lock is released."""
+    admin = await asyncpg.connect(database_url)
+    holder = await asyncpg.connect(database_url)
+    timed = Database(database_url, min_size=1, max_size=2)
+    try:
+        await admin.execute(f"ALTER DATABASE {_quoted(admin)} SET {setting}")
+        timed.start()
+        await timed.wait_connected(timeout=30)
+        applier = AssetApplier(timed)
+        event = upserted(provider_id, "locked", at(1))
+        async with holder.transaction():
+            await lock_stripes(
+                holder, [f"{provider_id}/locked"], LockSpace.ASSETS, ASSET_LOCK_STRIPES
+            )
+            with pytest.raises(Exception) as failure:
+                await applier.apply([event])
+        assert is_transient(failure.value), repr(failure.value)
+        await applier.apply([event])
+        assert await _receipt(timed, event) == ("applied", None)
+    finally:
+        await timed.close()
+        await holder.close()
+        await admin.close()
+
+
+def _quoted(conn: asyncpg.Connection) -> str:
+    name = conn._params.database  # type: ignore[attr-defined]
+    return '"' + str(name).replace('"', '""') + '"'

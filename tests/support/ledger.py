@@ -13,6 +13,12 @@ accepted in either order, and the checker accepts either outcome for them.
 
 A request that never got its 202 (503s, or a lost connection, to the end) may or may not have
 reached the broker: it is "unresolved", allowed to be the stored state but never required to be.
+
+Merge patches (`PATCH /v1/assets/{id}`) each set one field (`name`) to a value of their own, so
+the stored document tells which patch, if any, it carries. A patch applies onto the stored base
+(the newest upsert or deletion) in version order; whether it ended `applied`, `stale_ignored` or
+`rejected` depends on what was stored when it arrived, which the checker bounds with the store's
+`decided_at` (see check_patch_order).
 """
 
 from __future__ import annotations
@@ -28,6 +34,14 @@ Kind = Literal["asset", "price"]
 EVENT_TYPE: dict[Kind, str] = {"asset": "asset.upserted", "price": "price.updated"}
 # Receipt statuses a decided push or tick may end in here (no deletions, no sanity holds).
 DECIDED = frozenset({"applied", "stale_ignored", "duplicate"})
+# A merge patch may also end `rejected` (it found no document to patch).
+PATCH_DECIDED = DECIDED | {"rejected"}
+# The field the ledger's merge patches set, each to a value of its own.
+PATCHED_FIELD = "name"
+# `decided_at` is when the deciding transaction began: an event decided this much earlier than
+# another was surely committed before the other one was decided (a transaction of the reconciler
+# lasts far less, its statements being bounded by the lock and statement timeouts).
+DECISION_SLACK = 30.0
 # Slack when matching a server instant against client-side intervals (same clock, one host).
 CLOCK_SLACK = 0.005
 
@@ -54,13 +68,18 @@ class Request:
     problem: str | None = None  # the body of an answer that was neither 202 nor 503
     # Events the store holds that one of its non-202 attempts may have sent (check_store_events).
     landed: int = 0
-    # An asset request is an upsert (PUT, POST, a batch item) or a deletion (DELETE, versioned
-    # at its `deleted_at`).
-    op: Literal["upsert", "delete"] = "upsert"
+    # An asset request is an upsert (PUT, POST, a batch item), a deletion (DELETE, versioned at
+    # its `deleted_at`) or a merge patch (PATCH, versioned at its `updated_at`; its content is
+    # the value it sets PATCHED_FIELD to).
+    op: Literal["upsert", "delete", "patch"] = "upsert"
 
     @property
     def event_type(self) -> str:
-        return "asset.deleted" if self.op == "delete" else EVENT_TYPE[self.kind]
+        if self.op == "delete":
+            return "asset.deleted"
+        if self.op == "patch":
+            return "asset.patched"
+        return EVENT_TYPE[self.kind]
 
     @property
     def started(self) -> float:
@@ -107,6 +126,7 @@ class StoredReceipt:
     type: str
     status: str
     accepted_at: datetime
+    decided_at: datetime | None = None
 
 
 @dataclass
@@ -197,8 +217,12 @@ def check_answers(requests: list[Request], cuts: list[Window], findings: Finding
 
 
 def _unjustified(request: Request, status: str, others: list[Request]) -> str | None:
-    """Why the ledger cannot explain `status`, or None when it can. `others`: the requests of
-    the same asset and kind that might have reached the store, at the same version or newer."""
+    """Why the ledger cannot explain `status`, or None when it can. `others`: the other requests
+    of the same asset and kind that might have reached the store."""
+    if request.op == "patch":
+        return _unjustified_patch(request, status, others)
+    older = [q for q in others if q.version < request.version]
+    others = [q for q in others if q.version >= request.version]
     if status == "stale_ignored":
         # Something newer was accepted (for a price: at the same as_of, an older as_of is still
         # `applied` to history), or at the same version something possibly accepted later.
@@ -219,7 +243,34 @@ def _unjustified(request: Request, status: str, others: list[Request]) -> str | 
             for q in others
         ):
             return None
+        # Under a newer patch, an upsert with the content of the base it replaces leaves the
+        # patched document as it was: the patch's `updated_at` and value, the same content.
+        if any(q.op == "patch" and q.version > request.version for q in others) and any(
+            q.op == "upsert" and q.content == request.content for q in older
+        ):
+            return None
         return "duplicate of nothing sent before it"
+    return None
+
+
+def _unjustified_patch(request: Request, status: str, others: list[Request]) -> str | None:
+    """A patch ends `stale_ignored` only below an upsert or deletion at least as new; `duplicate`
+    only below a newer patch (which sets the same field again) or when one of its own attempts
+    landed too (each patch sets a value of its own). `applied` and `rejected` depend on what was
+    stored when it arrived: check_patch_order."""
+    newer = [q for q in others if q.version >= request.version]
+    if status == "stale_ignored":
+        if any(q.op != "patch" for q in newer):
+            return None
+        return "patch stale_ignored, yet no upsert or deletion at least as new was sent"
+    if status == "duplicate" and not request.landed:
+        # A newer patch, or one at the same updated_at that may have been accepted later.
+        if any(
+            q.op == "patch" and (q.version > request.version or not surely_after(request, q))
+            for q in newer
+        ):
+            return None
+        return "patch duplicate, yet it sets a value of its own and nothing newer overrides it"
     return None
 
 
@@ -242,21 +293,81 @@ def check_receipts(
         if receipt is None or status == "accepted":
             findings.add("lost", f"{what}: receipt {receipt!r}")
             continue
-        if status not in DECIDED:
+        if status not in (PATCH_DECIDED if request.op == "patch" else DECIDED):
             findings.add("receipt sanity", f"{what}: unexpected status {receipt!r}")
             continue
         if receipt.get("asset_id") != request.asset_id or receipt.get("type") != request.event_type:
             findings.add("receipt sanity", f"{what}: receipt of another event {receipt!r}")
-        others = [
-            q
-            for q in possible[request.kind].get(request.asset_id, [])
-            if q is not request and q.version >= request.version
-        ]
+        others = [q for q in possible[request.kind].get(request.asset_id, []) if q is not request]
         unjustified = _unjustified(request, str(status), others)
         if unjustified:
             findings.add("receipt sanity", f"{what}: {unjustified}")
     findings.figures["asset_receipts"] = dict(sorted(by_status["asset"].items()))
     findings.figures["price_receipts"] = dict(sorted(by_status["price"].items()))
+    findings.figures["lost"] = findings.count("lost")
+
+
+def check_patch_order(
+    requests: list[Request], stored: list[StoredReceipt], findings: Findings
+) -> None:
+    """Each patch's receipt against the upserts and deletions of its asset surely decided before
+    it (decided more than DECISION_SLACK earlier; the stored base only ever grows):
+
+    - one newer than the patch decided before it: the patch must end `stale_ignored`;
+    - an older upsert applied before it, and no deletion between the two: the patch had a
+      document to patch, so `rejected` is wrong (an accepted patch, lost)."""
+    decided = {r.event_id: r for r in stored}
+
+    def decided_before(q: Request, moment: datetime) -> bool:
+        receipt = decided.get(str(q.event_id)) if q.accepted else None
+        return bool(
+            receipt
+            and receipt.decided_at
+            and receipt.status in DECIDED
+            and receipt.decided_at.timestamp() + DECISION_SLACK < moment.timestamp()
+        )
+
+    counts: Counter[str] = Counter()
+    for asset_id, group in sorted(_by_asset(requests, "asset").items()):
+        bases = [q for q in group if q.op != "patch"]
+        for patch in group:
+            receipt = decided.get(str(patch.event_id)) if patch.accepted else None
+            if patch.op != "patch" or receipt is None or receipt.decided_at is None:
+                continue
+            counts[receipt.status] += 1
+            what = f"patch {patch.event_id} ({asset_id} at {patch.version})"
+            moment = receipt.decided_at
+            if receipt.status in ("applied", "duplicate"):
+                newer = [
+                    q for q in bases if q.version > patch.version and decided_before(q, moment)
+                ]
+                if newer:
+                    findings.add(
+                        "stale overwrites",
+                        f"{what}: {receipt.status}, yet {newer[0].op} {newer[0].event_id} at "
+                        f"{newer[0].version} was decided before it",
+                        subject=("asset", asset_id),
+                    )
+            elif receipt.status == "rejected":
+                under = [
+                    u
+                    for u in bases
+                    if u.op == "upsert"
+                    and u.version < patch.version
+                    and decided_before(u, moment)
+                    and decided[str(u.event_id)].status in ("applied", "duplicate")
+                    and not any(
+                        d.op == "delete" and u.version < d.version < patch.version for d in bases
+                    )
+                ]
+                if under:
+                    findings.add(
+                        "lost",
+                        f"{what}: rejected, yet upsert {under[0].event_id} at "
+                        f"{under[0].version} was applied before it and nothing deleted it",
+                        subject=("asset", asset_id),
+                    )
+    findings.figures["patch_receipts"] = dict(sorted(counts.items()))
     findings.figures["lost"] = findings.count("lost")
 
 
@@ -268,11 +379,15 @@ def check_assets(
     receipts: Mapping[str, Mapping[str, Any] | None],
     findings: Findings,
 ) -> None:
-    """Each asset holds the document of the last-accepted push of its greatest `updated_at`."""
+    """Each asset holds the document of the last-accepted upsert of its greatest `updated_at`,
+    and on top of it the value of the last patch newer than it, if any; no patch whose receipt
+    says `applied` is newer than the stored version (it is reflected, or was superseded)."""
     grouped = _by_asset(requests, "asset")
     tied = ambiguous = 0
     for asset_id in sorted(set(grouped) | set(stored)):
-        pushes = grouped.get(asset_id, [])
+        everything = grouped.get(asset_id, [])
+        patches = [p for p in everything if p.op == "patch"]
+        pushes = [p for p in everything if p.op != "patch"]
         accepted = [p for p in pushes if p.accepted]
         status, document = stored.get(asset_id, (404, {}))
         if not accepted:
@@ -302,6 +417,35 @@ def check_assets(
                 "stale overwrites",
                 f"{asset_id}: stored updated_at {meta.get('updated_at')} < accepted {newest}",
                 subject=("asset", asset_id),
+            )
+            continue
+        missed = [
+            p
+            for p in patches
+            if p.accepted
+            and p.version > version
+            and (receipts.get(str(p.event_id)) or {}).get("status") in ("applied", "duplicate")
+        ]
+        if missed:
+            findings.add(
+                "lost",
+                f"{asset_id}: patch {missed[0].event_id} at {missed[0].version} applied, yet the "
+                f"stored version is {version}",
+                subject=("asset", asset_id),
+            )
+            continue
+        on_top = [p for p in patches if p.version == version]
+        if on_top:
+            # A patch rejected or stale when it arrived never takes effect, even if accepted
+            # later than the one stored.
+            on_top = [
+                p
+                for p in on_top
+                if (receipts.get(str(p.event_id)) or {}).get("status")
+                not in ("rejected", "stale_ignored")
+            ]
+            _check_patched(
+                asset_id, document, version, on_top, pushes, content_of, expected_hash, findings
             )
             continue
         group = [p for p in pushes if p.version == version and p.op == "upsert"]
@@ -355,10 +499,64 @@ def check_assets(
                 f"{asset_id}: the stored push's receipts {statuses}",
                 subject=("asset", asset_id),
             )
+    findings.figures["lost"] = findings.count("lost")
     findings.figures["stale_overwrites"] = findings.count("stale overwrites")
     findings.figures["wrongful_deletions"] = findings.count("wrongful deletions")
     findings.figures["assets_tied_at_newest"] = tied
     findings.figures["assets_tie_ambiguous"] = ambiguous
+
+
+def _check_patched(
+    asset_id: str,
+    document: Mapping[str, Any],
+    version: datetime,
+    on_top: list[Request],
+    pushes: list[Request],
+    content_of: Callable[[Mapping[str, Any]], str],
+    expected_hash: Callable[[dict[str, Any]], str],
+    findings: Findings,
+) -> None:
+    """The stored version is a patch's: the document is an upsert older than it that may be the
+    base (no accepted upsert or deletion between them) with the value of a patch at that version
+    that may be the last accepted of them."""
+    value = str(document.get(PATCHED_FIELD))
+    tops = [p for p in on_top if p.content == value and _could_be_last(p, on_top)]
+    if not tops:
+        findings.add(
+            "stale overwrites",
+            f"{asset_id}: stored {PATCHED_FIELD} {value!r} at {version} is not from a patch that "
+            f"could be the last accepted at that version",
+            subject=("asset", asset_id),
+        )
+        return
+    content = content_of(document)
+    bases = [
+        u
+        for u in pushes
+        if u.op == "upsert"
+        and u.version < version
+        and u.content == content
+        and not any(q.accepted and u.version < q.version < version for q in pushes if q is not u)
+        and _could_be_last(u, [q for q in pushes if q.version == u.version])
+    ]
+    if not bases:
+        findings.add(
+            "stale overwrites",
+            f"{asset_id}: patched at {version}, yet the stored content {content!r} is not from "
+            f"an upsert that could be its base",
+            subject=("asset", asset_id),
+        )
+        return
+    hashes = {
+        expected_hash({**u.body, PATCHED_FIELD: value, "updated_at": tops[0].body["updated_at"]})
+        for u in bases
+    }
+    if document.get("_meta", {}).get("content_hash") not in hashes:
+        findings.add(
+            "wrong final state",
+            f"{asset_id}: content_hash differs from the patched document's",
+            subject=("asset", asset_id),
+        )
 
 
 def check_prices(

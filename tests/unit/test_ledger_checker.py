@@ -19,6 +19,7 @@ from tests.support.ledger import (
     check_answers,
     check_assets,
     check_change_feed,
+    check_patch_order,
     check_prices,
     check_receipts,
     check_store_events,
@@ -258,3 +259,202 @@ def test_a_deletion_may_end_an_asset_only_when_it_is_the_newest_accepted() -> No
     assert check([upsert, older_delete]).figures["wrongful_deletions"] == 1
     assert check([upsert]).count("lost") == 1
     assert newer_delete.event_type == "asset.deleted" and upsert.event_type == "asset.upserted"
+
+
+def _patch(value: str, version: datetime, started: float, event_id: str | None) -> Request:
+    patch = Request(
+        "asset",
+        "a-1",
+        version,
+        value,
+        {"updated_at": version.isoformat(), "name": value},
+        op="patch",
+    )
+    patch.attempts.append(Attempt(started, started + 1.0, 202 if event_id else 503))
+    patch.event_id = event_id
+    return patch
+
+
+def _receipt(event_id: str, type_: str, status: str, decided: float) -> StoredReceipt:
+    return StoredReceipt(
+        event_id,
+        "a-1",
+        type_,
+        status,
+        datetime.fromtimestamp(decided - 1.0, UTC),
+        datetime.fromtimestamp(decided, UTC),
+    )
+
+
+def _hash(body: Mapping[str, Any]) -> str:
+    return f"{body.get('status')}|{body.get('name')}|{body.get('updated_at')}"
+
+
+def _stored(status: str, name: str, version: datetime) -> dict[str, tuple[int, Mapping[str, Any]]]:
+    document = {"status": status, "name": name, "updated_at": version.isoformat()}
+    meta = {"updated_at": version.isoformat(), "content_hash": _hash(document)}
+    return {"a-1": (200, {**document, "_meta": meta})}
+
+
+def test_the_checker_holds_merge_patches_to_their_rules() -> None:
+    """A patch applied is in the stored document unless something newer superseded it; one older
+    than the stored base ends stale_ignored; one of an asset with no document ends rejected; and
+    the checker finds each outcome that breaks these, and none in a run that keeps them."""
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    base = _request("asset", "x", t - SLOT, 1.0, 2.0, event_id="u1")
+    base.body = {"status": "x", "name": "base name", "updated_at": (t - SLOT).isoformat()}
+    patch = _patch("patched", t - SLOT + SLOT / 4, 3.0, "p1")
+    newer = _request("asset", "y", t, 100.0, 101.0, event_id="u2")
+    newer.body = {"status": "y", "name": "base name", "updated_at": t.isoformat()}
+    receipt = {"status": "applied", "asset_id": "a-1", "type": "asset.patched"}
+    upserted = {"status": "applied", "asset_id": "a-1", "type": "asset.upserted"}
+
+    def content(document: Mapping[str, Any]) -> str:
+        return str(document.get("status"))
+
+    def check(
+        ledger: list[Request],
+        stored: dict[str, tuple[int, Mapping[str, Any]]],
+        receipts: dict[str, Mapping[str, Any] | None],
+        decisions: list[StoredReceipt] | None = None,
+    ) -> Findings:
+        findings = Findings()
+        check_receipts(ledger, receipts, findings)
+        check_patch_order(ledger, decisions or [], findings)
+        check_assets(ledger, stored, content, _hash, receipts, findings)
+        return findings
+
+    patched = _stored("x", "patched", patch.version)
+    right = check([base, patch], patched, {"u1": upserted, "p1": receipt})
+    assert right.total() == 0, right.report()
+    assert patch.event_type == "asset.patched"
+
+    # Applied, yet the stored document is the base alone: the patch was lost.
+    unpatched = _stored("x", "base name", base.version)
+    assert check([base, patch], unpatched, {"u1": upserted, "p1": receipt}).count("lost") == 1
+    # ...unless a newer upsert superseded it.
+    superseded = _stored("y", "base name", newer.version)
+    fine = check([base, patch, newer], superseded, {"u1": upserted, "p1": receipt, "u2": upserted})
+    assert fine.total() == 0, fine.report()
+
+    # The stored value is of a patch that was not the last accepted at its version.
+    later = _patch("patched later", patch.version, 10.0, "p2")
+    found = check([base, patch, later], patched, {"u1": upserted, "p1": receipt, "p2": receipt})
+    assert found.count("stale overwrites") == 1, found.report()
+    # The patch sits on a base that a newer accepted upsert below the patch replaced.
+    middle = _request("asset", "z", t - SLOT + SLOT / 8, 20.0, 21.0, event_id="u3")
+    found = check([base, middle, patch], patched, {"u1": upserted, "u3": upserted, "p1": receipt})
+    assert found.count("stale overwrites") == 1, found.report()
+    # The hash is not the patched document's.
+    wrong_hash = _stored("x", "patched", patch.version)
+    wrong_hash["a-1"][1]["_meta"]["content_hash"] = "other"
+    found = check([base, patch], wrong_hash, {"u1": upserted, "p1": receipt})
+    assert found.count("wrong final state") == 1, found.report()
+
+    # stale_ignored needs an upsert or deletion at least as new; duplicate, a landed attempt.
+    stale = {"status": "stale_ignored", "asset_id": "a-1", "type": "asset.patched"}
+    assert (
+        check([base, patch], unpatched, {"u1": upserted, "p1": stale}).count("receipt sanity") == 1
+    )
+    assert (
+        check(
+            [base, patch, newer], superseded, {"u1": upserted, "p1": stale, "u2": upserted}
+        ).total()
+        == 0
+    )
+    duplicate = {"status": "duplicate", "asset_id": "a-1", "type": "asset.patched"}
+    assert (
+        check([base, patch], patched, {"u1": upserted, "p1": duplicate}).count("receipt sanity")
+        == 1
+    )
+
+    # rejected is a patch's end only: an upsert's `rejected` is a finding.
+    rejected = {"status": "rejected", "asset_id": "a-1", "type": "asset.patched"}
+    no_base = check([patch], {}, {"p1": rejected})
+    assert no_base.total() == 0, no_base.report()
+    odd = check([base], unpatched, {"u1": {**upserted, "status": "rejected"}})
+    assert odd.count("receipt sanity") == 2  # its status, and the stored push's receipt
+
+    # Rejected although its base was applied well before it: lost. Not when a deletion between
+    # them may have left a tombstone, nor when the base's decision may have overlapped it.
+    decided = [
+        _receipt("u1", "asset.upserted", "applied", 10.0),
+        _receipt("p1", "asset.patched", "rejected", 100.0),
+    ]
+    found = check([base, patch], unpatched, {"u1": upserted, "p1": rejected}, decided)
+    assert found.count("lost") == 1, found.report()
+    between = Request("asset", "a-1", base.version + SLOT / 8, "deleted", {}, op="delete")
+    between.attempts.append(Attempt(5.0, 6.0, 503))
+    found = check([base, between, patch], unpatched, {"u1": upserted, "p1": rejected}, decided)
+    assert found.count("lost") == 0, found.report()
+    close = [decided[0], _receipt("p1", "asset.patched", "rejected", 20.0)]
+    assert check([base, patch], unpatched, {"u1": upserted, "p1": rejected}, close).total() == 0
+
+    # Applied although an upsert newer than it had been decided well before: a stale overwrite.
+    decided = [
+        _receipt("u1", "asset.upserted", "applied", 10.0),
+        _receipt("u2", "asset.upserted", "applied", 20.0),
+        _receipt("p1", "asset.patched", "applied", 200.0),
+    ]
+    found = check(
+        [base, patch, newer], superseded, {"u1": upserted, "p1": receipt, "u2": upserted}, decided
+    )
+    assert found.count("stale overwrites") == 1, found.report()
+
+
+def test_duplicates_under_a_newer_patch_are_explained_and_only_those() -> None:
+    """A newer patch sets the same field again, so an older patch arriving late leaves the
+    document as it was (`duplicate`); so does an upsert replacing a base of its content under a
+    patch (the patch's updated_at and value are on top of both). Without the newer patch, each
+    is a duplicate of nothing."""
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    base = _request("asset", "x", t - 2 * SLOT, 1.0, 2.0, event_id="u1")
+    replacing = _request("asset", "x", t - SLOT, 3.0, 4.0, event_id="u2")
+    early = _patch("early", t - SLOT + SLOT / 4, 5.0, "p1")
+    late = _patch("late", t + SLOT / 4, 7.0, "p2")
+    duplicate = {"status": "duplicate", "asset_id": "a-1", "type": "asset.patched"}
+    upsert_duplicate = {"status": "duplicate", "asset_id": "a-1", "type": "asset.upserted"}
+    applied = {"status": "applied", "asset_id": "a-1", "type": "asset.patched"}
+
+    def sanity(ledger: list[Request], receipts: dict[str, Mapping[str, Any] | None]) -> int:
+        findings = Findings()
+        check_receipts(ledger, receipts, findings)
+        return findings.count("receipt sanity")
+
+    assert sanity([base, early, late], {"p1": duplicate, "p2": applied}) == 0
+    assert sanity([base, early], {"p1": duplicate}) == 1
+    assert sanity([base, replacing, late], {"u2": upsert_duplicate, "p2": applied}) == 0
+    assert sanity([base, replacing], {"u2": upsert_duplicate}) == 1
+    other = _request("asset", "y", t - 2 * SLOT, 1.0, 2.0, event_id="u3")
+    assert sanity([other, replacing, late], {"u2": upsert_duplicate, "p2": applied}) == 1
+
+
+def test_ties_between_patches_at_one_updated_at() -> None:
+    """Two patches at one updated_at: the one accepted later is on top, so the earlier one,
+    arriving after it, is rightly `duplicate`; and a later one `rejected` when it arrived (no
+    document yet) never takes effect, so the earlier one may be what is stored."""
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    base = _request("asset", "x", t - SLOT, 1.0, 2.0, event_id="u1")
+    base.body = {"status": "x", "name": "base name", "updated_at": (t - SLOT).isoformat()}
+    first = _patch("first", t + SLOT / 4, 3.0, "p1")
+    second = _patch("second", t + SLOT / 4, 10.0, "p2")  # surely accepted after `first`
+    upserted = {"status": "applied", "asset_id": "a-1", "type": "asset.upserted"}
+
+    def receipt(status: str) -> Mapping[str, Any]:
+        return {"status": status, "asset_id": "a-1", "type": "asset.patched"}
+
+    def check(stored_name: str, statuses: tuple[str, str]) -> Findings:
+        findings = Findings()
+        receipts = {"u1": upserted, "p1": receipt(statuses[0]), "p2": receipt(statuses[1])}
+        check_receipts([base, first, second], receipts, findings)
+        stored = _stored("x", stored_name, first.version)
+        check_assets(
+            [base, first, second], stored, lambda d: str(d["status"]), _hash, receipts, findings
+        )
+        return findings
+
+    assert check("second", ("duplicate", "applied")).total() == 0
+    assert check("first", ("applied", "rejected")).total() == 0
+    assert check("first", ("applied", "applied")).count("stale overwrites") == 1
+    # The later one cannot be the duplicate of the earlier one: it is on top.
+    assert check("second", ("applied", "duplicate")).count("receipt sanity") == 1

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.unit
         asyncpg.exceptions.SerializationError("race"),
         asyncpg.exceptions.DeadlockDetectedError("deadlock"),
         asyncpg.exceptions.AdminShutdownError("shutdown"),
+        asyncpg.exceptions.LockNotAvailableError("canceling statement due to lock timeout"),
+        asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
     ],
 )
 def test_outages_and_lost_races_are_transient(exc: BaseException) -> None:

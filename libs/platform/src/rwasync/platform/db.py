@@ -18,7 +18,9 @@ from rwasync.platform.retry import retrying
 log = structlog.get_logger(__name__)
 
 # Errors after which the same statement may succeed if tried again: the connection went away,
-# the server is starting or shutting down, or the transaction lost a race.
+# the server is starting or shutting down, the transaction lost a race, or it waited too long for
+# a lock another session held (`lock_timeout`, or `statement_timeout`: an operator's limit on the
+# services' role cancels a statement that is slow because it waits, not because it is wrong).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
@@ -29,6 +31,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
     asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
