@@ -22,21 +22,32 @@ pytestmark = pytest.mark.integration
 async def _drain(
     url: str, queue: str, expected: int, timeout: float = 10
 ) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    connection = await aio_pika.connect(url)
+    # Bounded at every step: on a loaded shared broker a connection handshake has been seen to
+    # stall, and an unbounded wait would hang the test instead of failing (or retrying) it.
+    connection = None
+    for attempt in range(3):
+        try:
+            connection = await aio_pika.connect(url, timeout=10)
+            break
+        except (TimeoutError, aio_pika.exceptions.AMQPConnectionError):
+            if attempt == 2:
+                raise
+            await asyncio.sleep(1)
+    assert connection is not None
     got: list[aio_pika.abc.AbstractIncomingMessage] = []
     try:
-        channel = await connection.channel()
-        q = await channel.declare_queue(queue, passive=True)
+        channel = await asyncio.wait_for(connection.channel(), 10)
+        q = await channel.declare_queue(queue, passive=True, timeout=10)
         deadline = asyncio.get_running_loop().time() + timeout
         while len(got) < expected and asyncio.get_running_loop().time() < deadline:
-            message = await q.get(fail=False)
+            message = await q.get(fail=False, timeout=5)
             if message is None:
                 await asyncio.sleep(0.05)
                 continue
             await message.ack()
             got.append(message)
     finally:
-        await connection.close()
+        await asyncio.wait_for(connection.close(), 10)
     return got
 
 
