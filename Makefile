@@ -76,7 +76,7 @@ test-slow: install services
 
 ## The fault suite (docs/reliability.md): private RabbitMQ nodes (a 3-node cluster among them) and
 ## Postgres clusters killed under load, lock and statement timeouts, alarms, proxied faults, the soak;
-## about 22 minutes here (the limit is 45).
+## about 22–27 minutes here (the limit is 45).
 ## Each scenario prints a FIGURES line; the table in docs/reliability.md holds the last ones.
 FAULT_TESTS := tests/e2e/test_cluster_failover.py tests/e2e/test_fault_scenarios.py tests/e2e/test_feed_faults.py \
 	tests/e2e/test_soak.py tests/e2e/test_private_servers.py tests/e2e/test_faults.py \
