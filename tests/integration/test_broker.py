@@ -9,8 +9,9 @@ import aio_pika
 import pytest
 from yarl import URL
 
-from rwasync.platform.broker import Broker, BrokerUnavailable, broker_urls
+from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.consumer import EventConsumer
+from rwasync.platform.failover import broker_urls
 from rwasync.schema import topology
 from rwasync.schema.events import Event, decode_message, message_for
 from tests.support.events import at, upserted

@@ -24,9 +24,9 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.abc import FieldTable
-from yarl import URL
 
 from rwasync.platform import tracing
+from rwasync.platform.failover import CONNECT_TRANSPORT, FailoverConnection, broker_urls
 from rwasync.platform.metrics import MESSAGES_PUBLISHED
 from rwasync.platform.retry import retrying
 from rwasync.schema import topology
@@ -39,65 +39,6 @@ def field_table(arguments: Mapping[str, str | int]) -> FieldTable:
     """Queue arguments in the type aio-pika declares them with."""
     table: FieldTable = {key: value for key, value in arguments.items()}
     return table
-
-
-def broker_urls(setting: str) -> list[str]:
-    """The broker addresses of an `RWASYNC_AMQP_URL`-style setting: one URL or several,
-    comma-separated (surrounding blanks and empty entries ignored)."""
-    urls = [part.strip() for part in setting.split(",") if part.strip()]
-    if not urls:
-        raise ValueError("no broker address given")
-    return urls
-
-
-def redacted(url: str | URL) -> str:
-    """A broker address fit for a log line (no password)."""
-    parsed = URL(url)
-    return str(parsed.with_password("***") if parsed.password else parsed)
-
-
-# The robust connection's own connect step (name-mangled in aio-pika 9 and 10): every attempt,
-# the first and each reconnect, goes through it.
-_CONNECT_TRANSPORT = getattr(
-    aio_pika.RobustConnection, "_RobustConnection__connect_transport", None
-)
-
-
-class FailoverConnection(aio_pika.RobustConnection):
-    """A robust connection over several broker addresses: a failed connect attempt or a lost
-    connection moves it to the next address, so its reconnect loop walks the list round-robin.
-
-    Channels, exchanges, queues and consumers are restored by the robust connection on whichever
-    node answers; with quorum queues every node of the cluster serves the same queues.
-    """
-
-    def __init__(self, urls: Sequence[str], *, start: int = 0, **kwargs: Any) -> None:
-        if not urls:
-            raise ValueError("no broker address given")
-        self._urls = [URL(url) for url in urls]
-        self._current = start % len(self._urls)
-        super().__init__(self._urls[self._current], **kwargs)
-
-    def rotate(self) -> None:
-        """Aim the next connect attempt at the next address (no-op with one address)."""
-        if len(self._urls) < 2:
-            return
-        self._current = (self._current + 1) % len(self._urls)
-        self.url = self._urls[self._current]
-        log.info("broker failover: next address", url=redacted(self.url))
-
-    async def _RobustConnection__connect_transport(self) -> None:
-        assert _CONNECT_TRANSPORT is not None
-        try:
-            await _CONNECT_TRANSPORT(self)
-        except Exception:
-            self.rotate()
-            raise
-
-    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
-        if not self._close_called and not self.is_closed:
-            self.rotate()  # before the reconnect loop wakes up: reconnect elsewhere at once
-        await super()._on_connection_close(closing)
 
 
 class BrokerUnavailable(Exception):
@@ -236,7 +177,7 @@ class Broker:
         return self._connection
 
     async def _connect_forever(self) -> None:
-        if _CONNECT_TRANSPORT is None and len(self._urls) > 1:
+        if CONNECT_TRANSPORT is None and len(self._urls) > 1:
             log.error("cannot fail over between brokers with this aio-pika version")
         async for attempt in retrying("broker connect"):
             with attempt:
@@ -258,7 +199,7 @@ class Broker:
     async def _connect(self) -> AbstractRobustConnection:
         """The first connection, tried on the next address each attempt."""
         start, self._next = self._next, (self._next + 1) % len(self._urls)
-        if _CONNECT_TRANSPORT is None:
+        if CONNECT_TRANSPORT is None:
             return await aio_pika.connect_robust(
                 self._urls[start],
                 reconnect_interval=1.0,
