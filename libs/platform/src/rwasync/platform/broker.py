@@ -29,6 +29,7 @@ from rwasync.platform import tracing
 from rwasync.platform.failover import CONNECT_TRANSPORT, FailoverConnection, broker_urls
 from rwasync.platform.metrics import MESSAGES_PUBLISHED
 from rwasync.platform.retry import retrying
+from rwasync.platform.tasks import cancel_and_wait
 from rwasync.schema import topology
 from rwasync.schema.events import EventMessage, encode_message
 
@@ -306,10 +307,7 @@ class Broker:
         return await queue_depths(self.connection, queues)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.close(), 5)

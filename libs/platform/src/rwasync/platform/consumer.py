@@ -27,10 +27,10 @@ from rwasync.platform.metrics import (
     MESSAGE_EVENTS,
     TRANSIENT_RETRIES,
     sample_queue_depths,
-    stop_task,
 )
 from rwasync.platform.metrics import MESSAGES_CONSUMED as MESSAGES
 from rwasync.platform.retry import retrying
+from rwasync.platform.tasks import cancel_and_wait
 from rwasync.schema import topology
 from rwasync.schema.events import (
     Event,
@@ -225,11 +225,8 @@ class EventConsumer:
         if self._stopping:
             return
         self._stopping = True
-        await stop_task(self._sampling)
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_and_wait(self._sampling)
+        await cancel_and_wait(self._task)
         if self._queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._queue.cancel(self._consumer_tag), 2)

@@ -14,6 +14,7 @@ import orjson
 import structlog
 
 from rwasync.platform.retry import retrying
+from rwasync.platform.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -205,10 +206,7 @@ class Database:
         log.info("database connected")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._pool is not None:
             await asyncio.wait_for(self._pool.close(), 10)
 

@@ -8,7 +8,6 @@ that counts them, named with the same `rwasync_` prefix and unit suffixes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
@@ -98,12 +97,9 @@ async def sample_queue_depths(
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the broker is away: the gauges keep their last figures
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # aio-pika turned our cancellation into this error: honour it.
+                raise asyncio.CancelledError from exc
             log.warning("queue depth not sampled", error=str(exc))
         await asyncio.sleep(every)
-
-
-async def stop_task(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

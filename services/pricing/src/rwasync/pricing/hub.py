@@ -30,6 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database, LockSpace, writers_horizon
+from rwasync.platform.tasks import cancel_and_wait
 from rwasync.pricing import queries
 from rwasync.pricing.api import row_price
 from rwasync.schema import topology
@@ -135,10 +136,7 @@ class ChangeHub:
         self._task = asyncio.create_task(self._run(), name="price-change-hub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._channel.close(), 2)

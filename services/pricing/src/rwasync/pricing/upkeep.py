@@ -4,12 +4,12 @@ monthly history partitions around now, and trimming the stream's change log to i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final
 
 import structlog
 
 from rwasync.platform.db import Database
+from rwasync.platform.tasks import cancel_and_wait
 from rwasync.pricing import queries
 
 log = structlog.get_logger(__name__)
@@ -31,10 +31,7 @@ class Upkeep:
         self._task = asyncio.create_task(self._run(), name="pricing-upkeep")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         await self._db.wait_connected()

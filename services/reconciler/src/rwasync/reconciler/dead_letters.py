@@ -18,6 +18,7 @@ from prometheus_client import Counter
 
 from rwasync.platform.broker import Broker, field_table
 from rwasync.platform.db import Database
+from rwasync.platform.tasks import cancel_and_wait
 from rwasync.schema import topology
 from rwasync.store import dead_letters, receipts
 
@@ -85,10 +86,7 @@ class DeadLetterKeeper:
         )
 
     async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_and_wait(self._task)
         for queue, tag in self._consumers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(queue.cancel(tag), 2)

@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import LockSpace, connect, is_transient
+from rwasync.platform.tasks import cancel_and_wait
 from rwasync.reconciler import queries
 from rwasync.schema import topology
 from rwasync.store.catalog import ChangePosition, changes_after
@@ -82,10 +83,7 @@ class ChangeRelay:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
