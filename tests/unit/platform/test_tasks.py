@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -22,10 +23,8 @@ async def _rpc_that_swallows_cancellation() -> None:
 
 async def _retrying_loop() -> None:
     while True:
-        try:
+        with contextlib.suppress(Exception):
             await _rpc_that_swallows_cancellation()
-        except Exception:
-            pass
         await asyncio.sleep(10)
 
 
@@ -42,10 +41,8 @@ async def test_a_task_that_never_stops_is_given_up_on_after_the_bound() -> None:
 
     async def stubborn() -> None:
         while not release.is_set():
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                pass
 
     task = asyncio.create_task(stubborn())
     await asyncio.sleep(0)
