@@ -22,6 +22,7 @@ from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.dead_letters import DeadLetterKeeper
 from rwasync.schema import topology
 from rwasync.schema.events import AssetUpserted, decode_message, message_for
+from rwasync.store import dead_letters
 from tests.support.events import at, upserted
 from tests.support.waiting import eventually
 
@@ -247,3 +248,38 @@ async def test_a_replay_of_an_old_event_is_stale_not_a_regression(
     assert document["description"] == "new"
     code, _ = await asyncio.to_thread(dlq, database_url, vhost_amqp_url, "replay")
     assert code == 1  # neither an id nor --all
+
+
+async def test_a_replayed_message_dead_lettered_again_before_the_replay_commits_is_kept(
+    db: Database, provider_id: str
+) -> None:
+    """The replay removes its rows in the transaction that publishes them. A reconciler that
+    dead-letters the replayed message again before that commit (its consumer is faster than the
+    CLI's commit) waits for it and keeps the letter: before, the CLI deleted the row after the
+    publish and so dropped the new letter — lost (seen under load in the README's replay test)."""
+    poison = _poison(provider_id, "a1")
+    letter = dead_letters.dead_letter_from(
+        str(poison.event_id),
+        message_for([poison]).model_dump_json().encode(),
+        {topology.HEADER_REASON: "document id differs"},
+        dlq=topology.dead_letter_queue(topology.RECONCILER_QUEUE),
+    )
+    async with db.pool.acquire() as conn:
+        await dead_letters.keep(conn, letter)
+    async with db.pool.acquire() as replaying, db.pool.acquire() as reconciler:
+        async with replaying.transaction():
+            (taken,) = await dead_letters.take_for_replay(replaying, [letter.message_id, "nope"])
+            assert taken["message_id"] == letter.message_id
+            # ... published, confirmed; the reconciler dead-letters it again meanwhile:
+            again = asyncio.create_task(dead_letters.keep(reconciler, letter))
+            await asyncio.sleep(0.5)
+            assert not again.done()  # waiting for the replay's transaction
+        assert await asyncio.wait_for(again, 10) == letter.message_id
+    assert await _letters(db) == 1
+
+    # A publish that fails rolls the removal back: the letter stays.
+    with pytest.raises(RuntimeError):
+        async with db.pool.acquire() as conn, conn.transaction():
+            assert len(await dead_letters.take_for_replay(conn, [letter.message_id])) == 1
+            raise RuntimeError("publish not confirmed")
+    assert await _letters(db) == 1

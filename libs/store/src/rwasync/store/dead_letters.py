@@ -205,14 +205,26 @@ WHERE event_id = ANY($1::uuid[]) AND status = 'accepted'
 """
 
 
-async def replayed(conn: asyncpg.Connection, message_id: str) -> bool:
-    """Forget a dead letter whose replay the broker confirmed: its events' receipts lose the
-    dead-letter note and wait, `accepted`, for their decision."""
-    async with conn.transaction():
-        event_ids = await conn.fetchval(REMOVE, message_id)
-        if event_ids:
-            await conn.execute(CLEAR_NOTES, event_ids)
-    return event_ids is not None
+TAKE: Final = """
+DELETE FROM dead_letters WHERE message_id = ANY($1::text[])
+RETURNING message_id, queue, body, event_ids
+"""
+
+
+async def take_for_replay(
+    conn: asyncpg.Connection, message_ids: Sequence[str]
+) -> list[asyncpg.Record]:
+    """Remove the dead letters about to be replayed, in `message_ids`' order (unknown ones are
+    skipped); their events' receipts lose the dead-letter note and wait, `accepted`, for their
+    decision. Call it inside the transaction that publishes them and commit only once the broker
+    confirmed every publish: a failed publish rolls the rows back, and a replayed message that
+    is dead-lettered again before the commit is kept after it (its insert waits for this
+    transaction), instead of being deleted by it."""
+    rows = {r["message_id"]: r for r in await conn.fetch(TAKE, list(message_ids))}
+    event_ids = [e for r in rows.values() for e in r["event_ids"]]
+    if event_ids:
+        await conn.execute(CLEAR_NOTES, event_ids)
+    return [rows[m] for m in message_ids if m in rows]
 
 
 async def purge(conn: asyncpg.Connection, message_ids: Sequence[str]) -> int:

@@ -98,14 +98,18 @@ async def _replay(conn: asyncpg.Connection, broker: Broker, targets: Sequence[st
     progress, task = _progress("replaying", len(targets))
     with progress:
         for start in range(0, len(targets), REPLAY_CHUNK):
-            chunk = [
-                row
-                for message_id in targets[start : start + REPLAY_CHUNK]
-                if (row := await dead_letters.get_dead_letter(conn, message_id)) is not None
-            ]
-            await asyncio.gather(*(_publish(broker, row) for row in chunk))
-            for row in chunk:
-                replayed += await dead_letters.replayed(conn, row["message_id"])
+            chunk = targets[start : start + REPLAY_CHUNK]
+            # Removed and published in one transaction (see `take_for_replay`): a dead letter is
+            # forgotten only once its replay is confirmed, and never after it came back.
+            async with conn.transaction():
+                rows = await dead_letters.take_for_replay(conn, chunk)
+                outcomes = await asyncio.gather(
+                    *(_publish(broker, row) for row in rows), return_exceptions=True
+                )
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            replayed += len(rows)
             progress.advance(task, len(chunk))
     return replayed
 
