@@ -100,7 +100,8 @@ CHANGES_AFTER: Final = """
 SELECT h.xid::text AS horizon_xid, h.change_id AS horizon_change_id,
        c.xid::text AS xid, c.change_id, c.event_id, c.provider_id, c.asset_id, c.updated_at,
        c.deleted, encode(c.after_hash, 'hex') AS content_hash, c.applied_at
-FROM asset_changes_horizon h
+-- (LIMIT 1: the horizon's one row, which the planner would otherwise guess at a thousand and more)
+FROM (SELECT xid, change_id FROM asset_changes_horizon LIMIT 1) h
 LEFT JOIN LATERAL (
     SELECT * FROM asset_changes
     WHERE (xid, change_id) > ($1::text::xid8, $2)
