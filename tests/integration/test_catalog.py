@@ -268,8 +268,6 @@ async def test_the_feed_read_is_planned_cheap_before_any_statistics(
         " updated_at, deleted) SELECT gen_random_uuid(), 'asset.deleted', 'push', 'prv_test',"
         " 'a' || i, now(), true FROM generate_series(1, 10000) AS i"
     )
-    plan = await db.fetchval(
-        "EXPLAIN (FORMAT JSON) " + CHANGES_AFTER, "0", 0, 2000, "1000000"
-    )
+    plan = await db.fetchval("EXPLAIN (FORMAT JSON) " + CHANGES_AFTER, "0", 0, 2000, "1000000")
     cost = (orjson.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Total Cost"]
     assert cost < 100_000  # Postgres' default jit_above_cost
