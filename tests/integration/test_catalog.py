@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 import orjson
 import pytest
 
-from rwasync.platform.db import Database, LockSpace, lock_stripes
+from rwasync.platform.db import Database, LockSpace, connect, lock_stripes
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.relay import prune
+from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.catalog import (
     CHANGES_AFTER,
     CatalogRequestInvalid,
@@ -271,3 +272,33 @@ async def test_the_feed_read_is_planned_cheap_before_any_statistics(
     plan = await db.fetchval("EXPLAIN (FORMAT JSON) " + CHANGES_AFTER, "0", 0, 2000, "1000000")
     cost = (orjson.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Total Cost"]
     assert cost < 100_000  # Postgres' default jit_above_cost
+
+
+async def test_feed_times_are_rendered_as_timestamp_text_in_any_session_time_zone(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    """The feed's times are rendered by Postgres (`TIMESTAMP_TEXT`): byte for byte what
+    `timestamp_text` renders, whatever the session's TimeZone, a year below 1000 included."""
+    moments = [
+        datetime(999, 3, 4, 5, 6, 7, tzinfo=UTC),
+        datetime(5, 1, 1, 0, 0, 0, 500000, tzinfo=UTC),
+        datetime(2026, 11, 29, 9, 0, tzinfo=timezone(timedelta(hours=1))),
+        datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    await db.execute(
+        "INSERT INTO asset_changes (event_id, event_type, source, provider_id, asset_id,"
+        " updated_at, deleted, applied_at) SELECT gen_random_uuid(), 'asset.deleted', 'push',"
+        " 'prv_test', 'a' || n, u, true, u FROM unnest($1::timestamptz[]) WITH ORDINALITY"
+        " AS m(u, n)",
+        moments,
+    )
+    conn = await connect(database_url)
+    try:
+        await conn.execute("SET TIME ZONE 'America/St_Johns'")
+        items = (await read_changes(conn, None, limit=10))["items"]
+    finally:
+        await conn.close()
+    expected = [timestamp_text(m) for m in moments]
+    assert [i["updated_at"] for i in items] == expected
+    assert [i["applied_at"] for i in items] == expected
+    assert expected[0] == "999-03-04T05:06:07.000000Z"
