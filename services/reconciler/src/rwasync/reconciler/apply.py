@@ -98,22 +98,22 @@ class AssetApplier:
     async def apply(self, events: Sequence[Event]) -> None:
         changes = [_check(e) for e in events]
         keys = list(dict.fromkeys(asset_key(e) for e in changes))
+        # Assets this batch patches are folded; so are those that keep patches from before,
+        # which the merge finds and leaves alone ("deferred").
+        patched = {asset_key(e) for e in changes if e.type == EventType.ASSET_PATCHED}
+        plain: list[AssetChange] = [
+            e for e in changes if not isinstance(e, AssetPatched) and asset_key(e) not in patched
+        ]
+        # Staged rows are built before the stripes are taken: other replicas wait on those for
+        # as long as this transaction holds them, not for this process's Python.
+        staged = _incoming(*newest_per_asset(plain)) if plain else []
+        stripe_keys = [f"{p}/{a}" for p, a in keys]
         async with self._db.connection() as conn, conn.transaction():
             # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
             # Postgres' shared lock table; and the change feed's horizon is read off them.
-            await lock_stripes(
-                conn, [f"{p}/{a}" for p, a in keys], LockSpace.ASSETS, ASSET_LOCK_STRIPES
-            )
-            # Assets this batch patches are folded; so are those that keep patches from before,
-            # which the merge finds and leaves alone ("deferred").
-            patched = {asset_key(e) for e in changes if e.type == EventType.ASSET_PATCHED}
-            plain: list[AssetChange] = [
-                e
-                for e in changes
-                if not isinstance(e, AssetPatched) and asset_key(e) not in patched
-            ]
+            await lock_stripes(conn, stripe_keys, LockSpace.ASSETS, ASSET_LOCK_STRIPES)
             outcomes, deferred = (
-                await self._merge(conn, plain) if plain else (Tally[tuple[str, str]](), set())
+                await self._merge(conn, staged) if staged else (Tally[tuple[str, str]](), set())
             )
             folding = patched | deferred
             folded = [e for e in changes if asset_key(e) in folding]
@@ -126,17 +126,14 @@ class AssetApplier:
         log.debug("asset events applied", events=len(changes), folded=len(folded))
 
     async def _merge(
-        self, conn: asyncpg.Connection, events: Sequence[AssetChange]
+        self, conn: asyncpg.Connection, staged: list[tuple[Any, ...]]
     ) -> tuple[Tally[tuple[str, str]], set[AssetKey]]:
-        """The plain path: stage with COPY, then one statement merges, records the receipts and
-        the change entries. Returns how many events of each type ended how, and the assets that
-        turned out to keep patches (left for the folding path)."""
-        newest, superseded = newest_per_asset(events)
+        """The plain path: stage with COPY (`_incoming`'s rows), then one statement merges,
+        records the receipts and the change entries. Returns how many events of each type ended
+        how, and the assets that turned out to keep patches (left for the folding path)."""
         await conn.execute(queries.CREATE_INCOMING)
         await conn.copy_records_to_table(
-            "incoming_asset_events",
-            records=_incoming(newest, superseded),
-            columns=queries.INCOMING_COLUMNS,
+            "incoming_asset_events", records=staged, columns=queries.INCOMING_COLUMNS
         )
         outcomes: Tally[tuple[str, str]] = Tally()
         deferred: set[AssetKey] = set()
