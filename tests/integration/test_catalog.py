@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from rwasync.platform.db import Database, LockSpace, connect, lock_stripes
-from rwasync.reconciler.apply import AssetApplier
+from rwasync.reconciler.apply import ASSET_LOCK_STRIPES, AssetApplier
 from rwasync.reconciler.relay import prune
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.catalog import (
@@ -81,6 +81,45 @@ async def test_an_entry_committing_late_is_neither_skipped_nor_repeated(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_batch_staged_before_its_stripes_holds_the_feed_back_until_it_ends(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    """The reconciler stages a batch (a write: the transaction gets its id) before it waits for
+    its stripes. Meanwhile a later transaction's entry must not be handed out: the waiting batch
+    commits an entry with a lower transaction id, which a cursor past the later one would skip."""
+    holder = await asyncpg.connect(database_url)
+    try:
+        # Another asset of a stripe other than b1's, as lock_stripes hashes them.
+        stripes = await holder.fetch(
+            "SELECT k, (hashtext(k) & 2147483647) % $2 AS s FROM unnest($1::text[]) AS k",
+            ["prv_test/b1", *(f"prv_test/a{i}" for i in range(20))],
+            ASSET_LOCK_STRIPES,
+        )
+        other = next(r["k"] for r in stripes[1:] if r["s"] != stripes[0]["s"])[len("prv_test/") :]
+        applier = AssetApplier(db)
+        waiting = upserted(provider_id, "b1", at(1))
+        later = upserted(provider_id, other, at(1))
+        async with holder.transaction():
+            await lock_stripes(holder, ["prv_test/b1"], LockSpace.ASSETS, ASSET_LOCK_STRIPES)
+            staged = asyncio.create_task(applier.apply([waiting]))
+            await eventually(
+                lambda: db.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ),
+                lambda n: n > 0,
+                interval=0.02,
+                what="the batch waiting for its stripe",
+            )
+            await applier.apply([later])
+            page = await read_changes(db.pool, None)
+            assert page["items"] == []  # the waiting batch may still commit an entry before it
+        await asyncio.wait_for(staged, 30)
+        items = await _read_until(db, page["next_cursor"], 2)
+        assert [i["event_id"] for i in items] == [str(waiting.event_id), str(later.event_id)]
+    finally:
+        await holder.close()
 
 
 async def test_concurrent_writers_committing_out_of_order_reach_a_follower_once_each(
