@@ -17,9 +17,12 @@ from rwasync.reconciler.apply import ASSET_LOCK_STRIPES, AssetApplier
 from rwasync.reconciler.relay import prune
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.catalog import (
+    CHANGE_CURSOR,
     CHANGES_AFTER,
     CatalogRequestInvalid,
+    ChangePosition,
     CursorExpired,
+    change_cursor,
     list_catalog,
     read_changes,
 )
@@ -313,11 +316,12 @@ async def test_the_feed_read_is_planned_cheap_before_any_statistics(
     assert cost < 100_000  # Postgres' default jit_above_cost
 
 
-async def test_feed_times_are_rendered_as_timestamp_text_in_any_session_time_zone(
+async def test_feed_cursors_and_times_are_rendered_as_python_renders_them(
     db: Database, database_url: str, provider_id: str
 ) -> None:
-    """The feed's times are rendered by Postgres (`TIMESTAMP_TEXT`): byte for byte what
-    `timestamp_text` renders, whatever the session's TimeZone, a year below 1000 included."""
+    """The feed's cursors and times are rendered by Postgres (`CHANGE_CURSOR`, `TIMESTAMP_TEXT`):
+    byte for byte what `change_cursor` and `timestamp_text` render, whatever the session's
+    TimeZone, a year below 1000 included."""
     moments = [
         datetime(999, 3, 4, 5, 6, 7, tzinfo=UTC),
         datetime(5, 1, 1, 0, 0, 0, 500000, tzinfo=UTC),
@@ -337,6 +341,21 @@ async def test_feed_times_are_rendered_as_timestamp_text_in_any_session_time_zon
         items = (await read_changes(conn, None, limit=10))["items"]
     finally:
         await conn.close()
+    stored = await db.fetch(
+        "SELECT xid::text, change_id FROM asset_changes ORDER BY xid, change_id"
+    )
+    assert [i["cursor"] for i in items] == [
+        change_cursor(ChangePosition(int(r["xid"]), r["change_id"])) for r in stored
+    ]
+    # Cursors of positions far beyond this database's: the same text as change_cursor's.
+    far = [(2**63 - 1, 2**63 - 1), (4_294_967_296, 7), (1, 0)]
+    rendered = await db.fetch(
+        f"SELECT {CHANGE_CURSOR} AS cursor"
+        " FROM unnest($1::text[], $2::bigint[]) AS c(xid, change_id)",
+        [str(x) for x, _ in far],
+        [n for _, n in far],
+    )
+    assert [r["cursor"] for r in rendered] == [change_cursor(ChangePosition(*p)) for p in far]
     expected = [timestamp_text(m) for m in moments]
     assert [i["updated_at"] for i in items] == expected
     assert [i["applied_at"] for i in items] == expected
