@@ -373,8 +373,12 @@ def main() -> None:
         "--prefetch", type=int, help="RWASYNC_RECONCILER_PREFETCH (default: the service's own)"
     )
     args = parser.parse_args()
-    env = {} if args.prefetch is None else {"RWASYNC_RECONCILER_PREFETCH": str(args.prefetch)}
-    with scratch_system(**env) as system:
+    scratch = (
+        scratch_system()
+        if args.prefetch is None
+        else scratch_system(RWASYNC_RECONCILER_PREFETCH=str(args.prefetch))
+    )
+    with scratch as system:
         figures, written = measure(system, args)
 
     prefetch = f", prefetch {args.prefetch}" if args.prefetch is not None else ""

@@ -21,12 +21,13 @@ import asyncpg
 
 from benchmarks.reconciler.__main__ import ADMIN_DSN, RECORD_ACCEPTED, cpu_seconds
 from benchmarks.reconciler.workload import build
-from rwasync.platform.db import Database
+from rwasync.platform.db import Database, connect
 from rwasync.platform.http import tune_garbage_collector
 from rwasync.platform.migrate import migrate
 from rwasync.reconciler.apply import AssetApplier
-from rwasync.reconciler.relay import ChangeRelay
+from rwasync.reconciler.relay import change_messages
 from rwasync.schema.events import Event, decode_message
+from rwasync.store.catalog import START, changes_after
 
 
 async def _step(
@@ -42,7 +43,7 @@ async def _step(
     )
 
 
-async def run(dsn: str, events: int, per_message: int, explain_ms: int | None) -> None:
+async def run(dsn: str, events: int, per_message: int) -> None:
     await migrate(dsn)
     admin: asyncpg.Connection = await asyncpg.connect(dsn)
     provider = "prov-micro"
@@ -57,14 +58,6 @@ async def run(dsn: str, events: int, per_message: int, explain_ms: int | None) -
     db.start()
     await db.wait_connected(30)
     backend = await db.fetchval("SELECT pg_backend_pid()")
-    if explain_ms is not None:
-        async with db.connection() as conn:
-            await conn.execute(
-                "LOAD 'auto_explain'; SET auto_explain.log_analyze = on;"
-                " SET auto_explain.log_buffers = on; SET client_min_messages = log;"
-                f" SET auto_explain.log_min_duration = {explain_ms}"
-            )
-            conn.add_log_listener(lambda _c, m: print(m.message))
     applier = AssetApplier(db)
     tune_garbage_collector()  # as the service does
     batches: list[list[Event]] = []
@@ -76,14 +69,10 @@ async def run(dsn: str, events: int, per_message: int, explain_ms: int | None) -
         for batch in batches:
             await applier.apply(batch)
 
-    relay = ChangeRelay(dsn, broker=None)  # type: ignore[arg-type]
-    relay_conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    relay_conn = await connect(dsn)  # as the relay connects
     relay_backend = await relay_conn.fetchval("SELECT pg_backend_pid()")
 
     async def read_feed() -> None:
-        from rwasync.reconciler.relay import change_messages
-        from rwasync.store.catalog import START, changes_after
-
         position = START
         while True:
             page = await changes_after(relay_conn, position, 2000)
@@ -92,7 +81,6 @@ async def run(dsn: str, events: int, per_message: int, explain_ms: int | None) -
             change_messages(page.items, 500)
             position = page.position
 
-    del relay
     print("| step | seconds | CPU µs/event: Python | CPU µs/event: Postgres |")
     print("|---|---|---|---|")
     await _step("decode", events, backend, decode)
@@ -108,7 +96,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--per-message", type=int, default=500)
-    parser.add_argument("--explain", type=int, metavar="MS", help="auto_explain slower statements")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
     name = f"bench_micro_{uuid.uuid4().hex[:8]}"
@@ -126,7 +113,7 @@ def main() -> None:
 
     asyncio.run(create())
     try:
-        asyncio.run(run(dsn, args.events, args.per_message, args.explain))
+        asyncio.run(run(dsn, args.events, args.per_message))
     finally:
         if not args.keep:
             asyncio.run(drop())
