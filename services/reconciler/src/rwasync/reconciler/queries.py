@@ -119,7 +119,11 @@ decided_receipts AS (
         trace_id = coalesce(r.trace_id, nullif(o.trace_id, ''))
     FROM outcomes o
     WHERE r.event_id = ANY (ARRAY(SELECT event_id FROM outcomes))
-      AND r.event_id = o.event_id AND r.status = 'accepted'
+      -- A parameter, not the constant: the partial index of undecided receipts is then never
+      -- AND-ed with the primary key. Before statistics catch up with a backlog the planner
+      -- guesses it small, and it scanned all of it (100,000 entries: 2 ms, the update 14 ms
+      -- instead of 4 per batch of 500).
+      AND r.event_id = o.event_id AND r.status = (SELECT 'accepted'::text)
     RETURNING r.event_id
 ),
 -- The batch's events whose receipt that did not decide: decided before (a re-delivery), or not
