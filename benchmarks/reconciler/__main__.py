@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.reconciler [--events 100000] [--per-message 500]
                                               [--replicas 3] [--skip-replicas]
+                                              [--prefetch N] [--profile FILE]
 
 On a scratch database and vhost of its own:
 1. raw limit: a plain asyncpg COPY of the events' rows into a staging table plus one guarded
@@ -368,11 +369,20 @@ def main() -> None:
     parser.add_argument(
         "--profile", metavar="FILE", help="py-spy the reconciler during the fresh drain"
     )
+    parser.add_argument(
+        "--prefetch", type=int, help="RWASYNC_RECONCILER_PREFETCH (default: the service's own)"
+    )
     args = parser.parse_args()
-    with scratch_system() as system:
+    scratch = (
+        scratch_system()
+        if args.prefetch is None
+        else scratch_system(RWASYNC_RECONCILER_PREFETCH=str(args.prefetch))
+    )
+    with scratch as system:
         figures, written = measure(system, args)
 
-    print(f"\n{args.events} events, {args.per_message} per message\n")
+    prefetch = f", prefetch {args.prefetch}" if args.prefetch is not None else ""
+    print(f"\n{args.events} events, {args.per_message} per message{prefetch}\n")
     print(
         "| what | events | seconds | events/s | ratio | CPU µs/event: Python | CPU µs/event:"
         " Postgres |"

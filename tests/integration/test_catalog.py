@@ -6,17 +6,23 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
+import orjson
 import pytest
 
-from rwasync.platform.db import Database, LockSpace, lock_stripes
-from rwasync.reconciler.apply import AssetApplier
+from rwasync.platform.db import Database, LockSpace, connect, lock_stripes
+from rwasync.reconciler.apply import ASSET_LOCK_STRIPES, AssetApplier
 from rwasync.reconciler.relay import prune
+from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.catalog import (
+    CHANGE_CURSOR,
+    CHANGES_AFTER,
     CatalogRequestInvalid,
+    ChangePosition,
     CursorExpired,
+    change_cursor,
     list_catalog,
     read_changes,
 )
@@ -78,6 +84,45 @@ async def test_an_entry_committing_late_is_neither_skipped_nor_repeated(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_batch_staged_before_its_stripes_holds_the_feed_back_until_it_ends(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    """The reconciler stages a batch (a write: the transaction gets its id) before it waits for
+    its stripes. Meanwhile a later transaction's entry must not be handed out: the waiting batch
+    commits an entry with a lower transaction id, which a cursor past the later one would skip."""
+    holder = await asyncpg.connect(database_url)
+    try:
+        # Another asset of a stripe other than b1's, as lock_stripes hashes them.
+        stripes = await holder.fetch(
+            "SELECT k, (hashtext(k) & 2147483647) % $2 AS s FROM unnest($1::text[]) AS k",
+            ["prv_test/b1", *(f"prv_test/a{i}" for i in range(20))],
+            ASSET_LOCK_STRIPES,
+        )
+        other = next(r["k"] for r in stripes[1:] if r["s"] != stripes[0]["s"])[len("prv_test/") :]
+        applier = AssetApplier(db)
+        waiting = upserted(provider_id, "b1", at(1))
+        later = upserted(provider_id, other, at(1))
+        async with holder.transaction():
+            await lock_stripes(holder, ["prv_test/b1"], LockSpace.ASSETS, ASSET_LOCK_STRIPES)
+            staged = asyncio.create_task(applier.apply([waiting]))
+            await eventually(
+                lambda: db.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ),
+                lambda n: n > 0,
+                interval=0.02,
+                what="the batch waiting for its stripe",
+            )
+            await applier.apply([later])
+            page = await read_changes(db.pool, None)
+            assert page["items"] == []  # the waiting batch may still commit an entry before it
+        await asyncio.wait_for(staged, 30)
+        items = await _read_until(db, page["next_cursor"], 2)
+        assert [i["event_id"] for i in items] == [str(waiting.event_id), str(later.event_id)]
+    finally:
+        await holder.close()
 
 
 async def test_concurrent_writers_committing_out_of_order_reach_a_follower_once_each(
@@ -253,3 +298,65 @@ async def test_the_catalogue_lists_live_assets_of_enabled_providers_once_each(
     for bad in ({"limit": 0}, {"status": "bogus"}, {"cursor": "c1.xx"}):
         with pytest.raises(CatalogRequestInvalid):
             await list_catalog(db.pool, **bad)  # type: ignore[arg-type]
+
+
+async def test_the_feed_read_is_planned_cheap_before_any_statistics(
+    db: Database, provider_id: str
+) -> None:
+    """Before the one-row horizon table had statistics, the planner guessed it at 1,540 rows, each
+    joined with a page of entries: past `jit_above_cost` with a few thousand entries, every relay
+    page then compiled for 100-250 ms."""
+    await db.execute(
+        "INSERT INTO asset_changes (event_id, event_type, source, provider_id, asset_id,"
+        " updated_at, deleted) SELECT gen_random_uuid(), 'asset.deleted', 'push', 'prv_test',"
+        " 'a' || i, now(), true FROM generate_series(1, 10000) AS i"
+    )
+    plan = await db.fetchval("EXPLAIN (FORMAT JSON) " + CHANGES_AFTER, "0", 0, 2000, "1000000")
+    cost = (orjson.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Total Cost"]
+    assert cost < 100_000  # Postgres' default jit_above_cost
+
+
+async def test_feed_cursors_and_times_are_rendered_as_python_renders_them(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    """The feed's cursors and times are rendered by Postgres (`CHANGE_CURSOR`, `TIMESTAMP_TEXT`):
+    byte for byte what `change_cursor` and `timestamp_text` render, whatever the session's
+    TimeZone, a year below 1000 included."""
+    moments = [
+        datetime(999, 3, 4, 5, 6, 7, tzinfo=UTC),
+        datetime(5, 1, 1, 0, 0, 0, 500000, tzinfo=UTC),
+        datetime(2026, 11, 29, 9, 0, tzinfo=timezone(timedelta(hours=1))),
+        datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    await db.execute(
+        "INSERT INTO asset_changes (event_id, event_type, source, provider_id, asset_id,"
+        " updated_at, deleted, applied_at) SELECT gen_random_uuid(), 'asset.deleted', 'push',"
+        " 'prv_test', 'a' || n, u, true, u FROM unnest($1::timestamptz[]) WITH ORDINALITY"
+        " AS m(u, n)",
+        moments,
+    )
+    conn = await connect(database_url)
+    try:
+        await conn.execute("SET TIME ZONE 'America/St_Johns'")
+        items = (await read_changes(conn, None, limit=10))["items"]
+    finally:
+        await conn.close()
+    stored = await db.fetch(
+        "SELECT xid::text, change_id FROM asset_changes ORDER BY xid, change_id"
+    )
+    assert [i["cursor"] for i in items] == [
+        change_cursor(ChangePosition(int(r["xid"]), r["change_id"])) for r in stored
+    ]
+    # Cursors of positions far beyond this database's: the same text as change_cursor's.
+    far = [(2**63 - 1, 2**63 - 1), (4_294_967_296, 7), (1, 0)]
+    rendered = await db.fetch(
+        f"SELECT {CHANGE_CURSOR} AS cursor"
+        " FROM unnest($1::text[], $2::bigint[]) AS c(xid, change_id)",
+        [str(x) for x, _ in far],
+        [n for _, n in far],
+    )
+    assert [r["cursor"] for r in rendered] == [change_cursor(ChangePosition(*p)) for p in far]
+    expected = [timestamp_text(m) for m in moments]
+    assert [i["updated_at"] for i in items] == expected
+    assert [i["applied_at"] for i in items] == expected
+    assert expected[0] == "999-03-04T05:06:07.000000Z"

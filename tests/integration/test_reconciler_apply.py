@@ -10,8 +10,10 @@ import asyncpg
 import pytest
 
 from rwasync.platform.db import Database, LockSpace, is_transient, lock_stripes
-from rwasync.reconciler.apply import ASSET_LOCK_STRIPES, AssetApplier
+from rwasync.reconciler import queries
+from rwasync.reconciler.apply import ASSET_LOCK_STRIPES, AssetApplier, _incoming
 from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
+from rwasync.store.receipts import record_accepted
 from tests.support.events import at, deleted, upserted
 
 pytestmark = pytest.mark.integration
@@ -207,3 +209,27 @@ async def test_a_lock_or_statement_timeout_is_waited_out_not_dead_lettered(
 def _quoted(conn: asyncpg.Connection) -> str:
     name = conn._params.database  # type: ignore[attr-defined]
     return '"' + str(name).replace('"', '""') + '"'
+
+
+async def test_receipts_are_decided_without_scanning_the_backlog(
+    db: Database, provider_id: str
+) -> None:
+    """A backlog of undecided receipts (here 20,000, before statistics caught up with them) is
+    never scanned to decide a batch's: the planner once AND-ed the whole partial index of
+    undecided receipts with the primary key, per batch."""
+    await db.execute(
+        "INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at)"
+        " SELECT gen_random_uuid(), 'prv_test', 'b' || i, 'asset.upserted', 'accepted', now()"
+        " FROM generate_series(1, 20000) AS i"
+    )
+    events = [upserted(provider_id, f"a{i}", at(1)) for i in range(100)]
+    await record_accepted(db.pool, events)
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute(queries.CREATE_INCOMING)
+        await conn.copy_records_to_table(
+            "incoming_asset_events",
+            records=_incoming(events, []),
+            columns=queries.INCOMING_COLUMNS,
+        )
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.APPLY_INCOMING))
+    assert "event_receipts_undecided" not in plan

@@ -26,6 +26,15 @@ from rwasync.schema.asset import ASSET_STATUSES
 from rwasync.schema.timestamps import timestamp_text
 
 MAX_LIMIT: Final = 500
+
+# `change_cursor` of an entry of CHANGES_AFTER (`c`): base64url of "xid.change_id", unpadded (at
+# most 40 bytes: one line of base64).
+CHANGE_CURSOR: Final = """'c1.' || rtrim(translate(encode(convert_to(
+    c.xid::text || '.' || c.change_id::text, 'UTF8'), 'base64'), '+/', '-_'), '=')"""
+
+# `to_char` pattern of `timestamp_text`'s rendering (of a UTC timestamp without zone): FM leaves
+# a year below 1000 unpadded, as strftime's %Y does.
+TIMESTAMP_TEXT: Final = """'FMYYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
 DEFAULT_LIMIT: Final = 100
 
 
@@ -95,12 +104,18 @@ def _check_limit(limit: int) -> int:
 
 # One snapshot: the retention horizon, and the settled entries after a position — those whose
 # transaction id is below the writers' horizon ($4, read first: `writers_horizon`), so that an
-# entry committed later can never sort before one already handed out.
-CHANGES_AFTER: Final = """
+# entry committed later can never sort before one already handed out. Cursor, ids and times come
+# as the text the entries carry (`TIMESTAMP_TEXT` renders as `timestamp_text` does): Postgres
+# renders them in a fraction of the time the relay spent decoding and formatting them per entry.
+CHANGES_AFTER: Final = f"""
 SELECT h.xid::text AS horizon_xid, h.change_id AS horizon_change_id,
-       c.xid::text AS xid, c.change_id, c.event_id, c.provider_id, c.asset_id, c.updated_at,
-       c.deleted, encode(c.after_hash, 'hex') AS content_hash, c.applied_at
-FROM asset_changes_horizon h
+       c.xid::text AS xid, c.change_id, {CHANGE_CURSOR} AS cursor,
+       c.event_id::text AS event_id, c.provider_id, c.asset_id,
+       to_char(c.updated_at AT TIME ZONE 'UTC', {TIMESTAMP_TEXT}) AS updated_at,
+       c.deleted, encode(c.after_hash, 'hex') AS content_hash,
+       to_char(c.applied_at AT TIME ZONE 'UTC', {TIMESTAMP_TEXT}) AS applied_at
+-- (LIMIT 1: the horizon's one row, which the planner would otherwise guess at a thousand and more)
+FROM (SELECT xid, change_id FROM asset_changes_horizon LIMIT 1) h
 LEFT JOIN LATERAL (
     SELECT * FROM asset_changes
     WHERE (xid, change_id) > ($1::text::xid8, $2)
@@ -113,18 +128,19 @@ ORDER BY c.xid, c.change_id
 
 
 def change_item(row: asyncpg.Record) -> dict[str, Any]:
-    """One change-feed entry as portals read it and as `asset.changed` carries it."""
+    """One change-feed entry as portals read it and as `asset.changed` carries it (a row of
+    CHANGES_AFTER: cursor, ids and times already text)."""
     deleted = bool(row["deleted"])
     return {
-        "cursor": change_cursor(ChangePosition.of(row)),
-        "event_id": str(row["event_id"]),
+        "cursor": row["cursor"],
+        "event_id": row["event_id"],
         "type": "asset.deleted" if deleted else "asset.upserted",
         "provider_id": row["provider_id"],
         "asset_id": row["asset_id"],
-        "updated_at": timestamp_text(row["updated_at"]),
+        "updated_at": row["updated_at"],
         "deleted": deleted,
         "content_hash": row["content_hash"],
-        "applied_at": timestamp_text(row["applied_at"]),
+        "applied_at": row["applied_at"],
     }
 
 

@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 import structlog
 
-from rwasync.platform.db import Database, LockSpace, lock_stripes
+from rwasync.platform.db import Database, LockSpace, lock_stripes, register_writer
 from rwasync.platform.metrics import EVENTS_DECIDED
 from rwasync.reconciler import queries
 from rwasync.reconciler.folding import apply_folded
@@ -98,22 +98,27 @@ class AssetApplier:
     async def apply(self, events: Sequence[Event]) -> None:
         changes = [_check(e) for e in events]
         keys = list(dict.fromkeys(asset_key(e) for e in changes))
+        # Assets this batch patches are folded; so are those that keep patches from before,
+        # which the merge finds and leaves alone ("deferred").
+        patched = {asset_key(e) for e in changes if e.type == EventType.ASSET_PATCHED}
+        plain: list[AssetChange] = [
+            e for e in changes if not isinstance(e, AssetPatched) and asset_key(e) not in patched
+        ]
+        # Staged rows are built before the stripes are taken: other replicas wait on those for
+        # as long as this transaction holds them, not for this process's Python.
+        staged = _incoming(*newest_per_asset(plain)) if plain else []
+        stripe_keys = [f"{p}/{a}" for p, a in keys]
         async with self._db.connection() as conn, conn.transaction():
+            # The batch is staged (COPY) before the stripes are taken, so that other replicas do
+            # not wait for its transfer; the change feed then needs this writer registered first.
+            await register_writer(conn, LockSpace.ASSETS)
+            if staged:
+                await self._stage(conn, staged)
             # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
-            # Postgres' shared lock table; and the change feed's horizon is read off them.
-            await lock_stripes(
-                conn, [f"{p}/{a}" for p, a in keys], LockSpace.ASSETS, ASSET_LOCK_STRIPES
-            )
-            # Assets this batch patches are folded; so are those that keep patches from before,
-            # which the merge finds and leaves alone ("deferred").
-            patched = {asset_key(e) for e in changes if e.type == EventType.ASSET_PATCHED}
-            plain: list[AssetChange] = [
-                e
-                for e in changes
-                if not isinstance(e, AssetPatched) and asset_key(e) not in patched
-            ]
+            # Postgres' shared lock table.
+            await lock_stripes(conn, stripe_keys, LockSpace.ASSETS, ASSET_LOCK_STRIPES)
             outcomes, deferred = (
-                await self._merge(conn, plain) if plain else (Tally[tuple[str, str]](), set())
+                await self._merge(conn) if staged else (Tally[tuple[str, str]](), set())
             )
             folding = patched | deferred
             folded = [e for e in changes if asset_key(e) in folding]
@@ -125,22 +130,26 @@ class AssetApplier:
             EVENTS_DECIDED.labels(kind, status).inc(count)
         log.debug("asset events applied", events=len(changes), folded=len(folded))
 
-    async def _merge(
-        self, conn: asyncpg.Connection, events: Sequence[AssetChange]
-    ) -> tuple[Tally[tuple[str, str]], set[AssetKey]]:
-        """The plain path: stage with COPY, then one statement merges, records the receipts and
-        the change entries. Returns how many events of each type ended how, and the assets that
-        turned out to keep patches (left for the folding path)."""
-        newest, superseded = newest_per_asset(events)
+    async def _stage(self, conn: asyncpg.Connection, staged: list[tuple[Any, ...]]) -> None:
+        """The plain path's events (`_incoming`'s rows) into this transaction's temp table."""
         await conn.execute(queries.CREATE_INCOMING)
         await conn.copy_records_to_table(
-            "incoming_asset_events",
-            records=_incoming(newest, superseded),
-            columns=queries.INCOMING_COLUMNS,
+            "incoming_asset_events", records=staged, columns=queries.INCOMING_COLUMNS
         )
+
+    async def _merge(
+        self, conn: asyncpg.Connection
+    ) -> tuple[Tally[tuple[str, str]], set[AssetKey]]:
+        """The plain path, under the stripes: one statement merges the staged events, records
+        the receipts and the change entries. Returns how many events of each type ended how, and
+        the assets that turned out to keep patches (left for the folding path)."""
         outcomes: Tally[tuple[str, str]] = Tally()
         deferred: set[AssetKey] = set()
-        for row in await conn.fetch(queries.APPLY_INCOMING):
+        # Planned afresh for every batch (a statement prepared once keeps the plan made for the
+        # first batch: made against empty tables, it joined by scanning them whole, which costs
+        # more with every row they gain). Planning costs about a millisecond per batch.
+        merge = await conn.prepare(queries.APPLY_INCOMING)
+        for row in await merge.fetch():
             if row["outcome"] == "deferred":
                 deferred.add((row["provider_id"], row["asset_id"]))
             elif row["unwritten"]:
