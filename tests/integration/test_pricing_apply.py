@@ -11,6 +11,7 @@ import pytest
 from rwasync.platform.db import Database
 from rwasync.pricing.apply import PriceApplier
 from rwasync.schema.events import PriceUpdated
+from rwasync.store import receipts
 from tests.support.events import at, price
 
 pytestmark = pytest.mark.integration
@@ -109,3 +110,35 @@ async def test_a_later_duplicate_keeps_its_acceptance_whatever_the_delivery_orde
         history = await db.fetchrow("SELECT amount, accepted_at FROM price_history")
         assert history is not None
         assert (history["amount"], history["accepted_at"]) == (Decimal("101"), at(4)), order
+
+
+async def test_every_tick_of_a_batch_gets_its_receipt_from_the_one_statement(
+    db: Database, provider_id: str
+) -> None:
+    """Receipts are written by the apply statement itself: applied (latest or not), stale,
+    duplicate, superseded in the batch, with the trace id; an `accepted` receipt is decided."""
+    applier = PriceApplier(db)
+    first = price(provider_id, "a1", "50", at(5), accepted_at=at(10))
+    await applier.apply([first])
+    older = price(provider_id, "a1", "49", at(1), accepted_at=at(11))
+    superseded = price(provider_id, "a2", "10", at(5), accepted_at=at(11))
+    winner = price(provider_id, "a2", "11", at(5), accepted_at=at(12)).model_copy(
+        update={"trace_id": "0af7651916cd43dd8448eb211c80319c"}
+    )
+    duplicate = price(provider_id, "a1", "50.0", at(5), accepted_at=at(13))
+    await receipts.record_accepted(db.pool, [older, winner])
+    await applier.apply([older, first, superseded, winner, duplicate])
+    rows = await db.fetch("SELECT event_id, status, reason, latest, trace_id FROM event_receipts")
+    got = {r["event_id"]: (r["status"], r["reason"], r["latest"]) for r in rows}
+    assert got == {
+        first.event_id: ("applied", None, True),  # decided by the first apply, never again
+        older.event_id: ("applied", None, False),
+        superseded.event_id: ("stale_ignored", "superseded in the same batch", None),
+        winner.event_id: ("applied", None, True),
+        duplicate.event_id: ("duplicate", None, None),
+    }
+    assert {r["event_id"]: r["trace_id"] for r in rows}[winner.event_id] == winner.trace_id
+    # The same batch again: all stale, the decided receipts unchanged.
+    await applier.apply([older, first, superseded, winner, duplicate])
+    again = await db.fetch("SELECT event_id, status, reason, latest FROM event_receipts")
+    assert {r["event_id"]: (r["status"], r["reason"], r["latest"]) for r in again} == got
