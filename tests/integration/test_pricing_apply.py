@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from rwasync.platform.db import Database
-from rwasync.pricing.apply import PriceApplier
+from rwasync.platform.db import Database, LockSpace
+from rwasync.pricing.apply import PriceApplier, apply_plain
 from rwasync.schema.events import PriceUpdated
-from rwasync.store import receipts
+from rwasync.store import prices, receipts
 from tests.support.events import at, price
 
 pytestmark = pytest.mark.integration
@@ -142,3 +142,27 @@ async def test_every_tick_of_a_batch_gets_its_receipt_from_the_one_statement(
     await applier.apply([older, first, superseded, winner, duplicate])
     again = await db.fetch("SELECT event_id, status, reason, latest FROM event_receipts")
     assert {r["event_id"]: (r["status"], r["reason"], r["latest"]) for r in again} == got
+
+
+async def test_the_one_round_trip_apply_locks_the_stripes_every_price_writer_locks(
+    db: Database, provider_id: str
+) -> None:
+    """`price_apply_plain` takes its stripe locks in SQL: they must be the ones lock_assets
+    takes (the CLI's, the checked path's) for the same assets, or writers would not serialise."""
+    ticks = [price(provider_id, f"asset-{i}", "1", at(i)) for i in range(300)]
+    held = (
+        "SELECT array_agg(objid::int ORDER BY objid) FROM pg_locks WHERE locktype = 'advisory'"
+        " AND classid = $1 AND objsubid = 2 AND pid = pg_backend_pid()"
+    )
+    async with db.connection() as conn:
+        async with conn.transaction():
+            await prices.lock_assets(conn, {(t.provider_id, t.asset_id) for t in ticks})
+            expected = await conn.fetchval(held, int(LockSpace.PRICES))
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            await apply_plain(conn, ticks, [])
+            assert await conn.fetchval(held, int(LockSpace.PRICES)) == expected
+        finally:
+            await tr.rollback()
+    assert 10 < len(expected) <= prices.LOCK_STRIPES

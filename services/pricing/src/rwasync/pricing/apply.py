@@ -4,10 +4,12 @@ batch's assets locked, then either one set-based statement that also writes the 
 with a receipt per tick. After the commit, a wake-up tells every process's stream that the latest
 prices moved.
 
-Round trips per message without a policy: BEGIN, the stripe locks, the apply statement, COMMIT.
-The stripe locks stay a statement of their own: folded into the apply statement they would be
-taken after its snapshot, so a batch that waited for another would decide against history as it
-was before that one committed.
+Round trips per message without a policy: one — `price_apply_plain` (migration 0013), called
+outside a transaction block, takes the stripe locks and then runs the apply statement, which
+gets a snapshot of its own (the locks could not be folded into the statement itself: they would
+be taken after its snapshot, so a batch that waited for another would decide against history as
+it was before that one committed). Before: BEGIN, the locks, the policy look-up, the apply
+statement, the receipts insert, COMMIT.
 
 Which providers have a policy is remembered per process (`PolicyCache`); the apply statement
 checks that belief in its own snapshot and writes nothing when a provider it took for
@@ -25,7 +27,7 @@ from datetime import UTC, datetime
 import asyncpg
 from prometheus_client import Histogram
 
-from rwasync.platform.db import Database
+from rwasync.platform.db import Database, LockSpace
 from rwasync.platform.metrics import BATCH_BUCKETS, EVENTS_DECIDED, PRICE_LAG
 from rwasync.pricing import queries
 from rwasync.pricing.holds import apply_checked
@@ -65,10 +67,11 @@ async def apply_plain(
     conn: asyncpg.Connection, ticks: Sequence[PriceUpdated], superseded: Sequence[PriceUpdated]
 ) -> PlainResult:
     """Ticks of providers believed to have no policy, and the ticks they superseded in the
-    batch: one statement records them, moves the latest prices and writes every receipt."""
+    batch: one statement locks their assets' stripes (again, harmlessly, inside the checked
+    path's transaction), records them, moves the latest prices and writes every receipt."""
     visible = [(str(TickState.VISIBLE), None, None)] * len(ticks)
     row = await conn.fetchrow(
-        queries.APPLY_TICKS,
+        queries.APPLY_PLAIN,
         *tick_columns(ticks, visible),
         [t.event_id for t in superseded],
         [t.provider_id for t in superseded],
@@ -78,6 +81,8 @@ async def apply_plain(
         STALE_REASON,
         SUPERSEDED_REASON,
         REPLACED_REASON,
+        int(LockSpace.PRICES),
+        prices.LOCK_STRIPES,
     )
     assert row is not None
     if row["policed"]:
@@ -118,10 +123,8 @@ class PriceApplier:
                 raise TickNotApplicable(f"{event.type} does not belong on the price queue")
             ticks.append(event)
         kept, superseded = latest_per_as_of(ticks)
-        async with self._db.connection() as conn, conn.transaction():
-            # Before the first write: see lock_assets.
-            await prices.lock_assets(conn, {(t.provider_id, t.asset_id) for t in kept})
-            outcome, plain_decided = await self._apply_locked(conn, kept, superseded)
+        async with self._db.connection() as conn:
+            outcome, plain_decided = await self._apply(conn, kept, superseded)
         BATCH_TICKS.observe(len(ticks))
         now = datetime.now(UTC)
         for tick in kept:
@@ -132,6 +135,25 @@ class PriceApplier:
             EVENTS_DECIDED.labels(str(EventType.PRICE_UPDATED), status).inc(count)
         if outcome.logged and self._on_changes is not None:
             self._on_changes()
+
+    async def _apply(
+        self,
+        conn: asyncpg.Connection,
+        kept: Sequence[PriceUpdated],
+        superseded: Sequence[PriceUpdated],
+    ) -> tuple[Outcome, dict[str, int]]:
+        """One round trip when no provider of the batch is known to have a policy (the usual
+        case: policies are off until set); otherwise, or if one turns out to have a policy, a
+        transaction with the checked path."""
+        if not self._policies.suspects({t.provider_id for t in kept}):
+            result = await apply_plain(conn, kept, superseded)  # a transaction of its own
+            if not result.policed:
+                return Outcome(logged=result.logged), result.decided
+            self._policies.seen(result.policed, result.policed)
+        async with conn.transaction():
+            # Before the first write: see lock_assets.
+            await prices.lock_assets(conn, {(t.provider_id, t.asset_id) for t in kept})
+            return await self._apply_locked(conn, kept, superseded)
 
     async def _apply_locked(
         self,

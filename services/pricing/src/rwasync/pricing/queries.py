@@ -90,6 +90,9 @@ FROM decided
 # receipt (ticks superseded within the batch, $12–$16, included) and move the receipt of a held
 # tick replaced at its as_of: one round trip instead of three.
 #
+# It runs inside `price_apply_plain` (migration 0013, which holds this text verbatim), after the
+# stripe locks: one round trip with BEGIN and COMMIT included.
+#
 # Whether the providers have no policy is the caller's belief (a cache): `policed` checks it in
 # the statement's own snapshot — taken after the stripe locks, as the policy look-up it replaces
 # was — and if a provider has an active policy after all, nothing is written (every write below is
@@ -174,6 +177,14 @@ FROM (SELECT array_agg(s ORDER BY s) AS statuses, array_agg(n ORDER BY s) AS cou
       FROM (SELECT s, count(*) AS n FROM verdicts GROUP BY s) g) c
 """
 )
+
+# Takes the stripe locks of the ticks' assets ($20: the lock space, $21: the stripes), then runs
+# APPLY_TICKS ($1–$19); outside a transaction block, the whole apply is one round trip.
+APPLY_PLAIN: Final = """
+SELECT policed, logged, statuses, counts
+FROM price_apply_plain($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                       $17, $18, $19, $20, $21)
+"""
 
 # --- investor reads ---------------------------------------------------------------------------
 
