@@ -9,7 +9,9 @@ from decimal import Decimal
 import pytest
 
 from rwasync.platform.db import Database, LockSpace
+from rwasync.pricing import queries
 from rwasync.pricing.apply import PriceApplier, apply_plain
+from rwasync.pricing.ticks import tick_columns
 from rwasync.schema.events import PriceUpdated
 from rwasync.store import prices, receipts
 from tests.support.events import at, price
@@ -166,3 +168,18 @@ async def test_the_one_round_trip_apply_locks_the_stripes_every_price_writer_loc
         finally:
             await tr.rollback()
     assert 10 < len(expected) <= prices.LOCK_STRIPES
+
+
+async def test_the_apply_statement_probes_history_by_key_even_on_a_plan_made_when_empty(
+    db: Database, provider_id: str
+) -> None:
+    """A generic plan made while the tables were small (a new database, a new connection's first
+    batches) must not scan history or the latest prices: it is kept while they grow."""
+    ticks = [price(provider_id, f"a{i}", "1", at(i)) for i in range(5)]
+    args = [*tick_columns(ticks, [("visible", None, None)] * 5), [], [], [], [], []]
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        explain = await conn.prepare("EXPLAIN (COSTS OFF) " + queries.APPLY_TICKS)
+        plan = "\n".join(r[0] for r in await explain.fetch(*args, "s", "s", "r"))
+    assert "Seq Scan on price_history" not in plan and "Seq Scan on asset_prices" not in plan
+    assert "price_history_pkey" in plan or "Index Scan using price_history" in plan

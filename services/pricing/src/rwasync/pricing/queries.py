@@ -40,8 +40,16 @@ decided AS (
            END AS outcome,
            h.state AS stored_state, h.event_id AS stored_event_id, h.hold_reason AS stored_reason
     FROM incoming i
-    LEFT JOIN price_history h
-           ON h.provider_id = i.provider_id AND h.asset_id = i.asset_id AND h.as_of = i.as_of
+    -- One primary-key probe per tick whatever the statistics say (a generic plan made while the
+    -- table was small scanned all of history for every batch); LIMIT keeps the planner from
+    -- turning it back into a join (the key is unique: one row at most anyway).
+    LEFT JOIN LATERAL (
+        SELECT h.asset_id, h.accepted_at, h.event_id, h.state, h.amount, h.currency,
+               h.hold_reason
+        FROM price_history h
+        WHERE h.provider_id = i.provider_id AND h.asset_id = i.asset_id AND h.as_of = i.as_of
+        LIMIT 1
+    ) h ON true
 ),
 history AS (
     INSERT INTO price_history AS h
@@ -109,11 +117,6 @@ go AS (SELECT NOT EXISTS (SELECT 1 FROM policed) AS ok),""",
         condition="(SELECT ok FROM go)",
     )
     + """,
-prior AS (
-    SELECT p.provider_id, p.asset_id, p.amount, p.currency, p.as_of
-    FROM asset_prices p
-    JOIN (SELECT DISTINCT provider_id, asset_id FROM incoming) k USING (provider_id, asset_id)
-),
 latest AS (
     INSERT INTO asset_prices AS p
         (provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, applied_at)
@@ -132,10 +135,18 @@ latest AS (
           > (p.as_of, p.accepted_at, p.event_id)
     RETURNING p.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at, p.event_id
 ),
+-- What each moved price was before this statement (its sibling `latest` wrote asset_prices, but
+-- every part of one statement reads the same snapshot), one primary-key probe per moved price.
 logged AS (
     INSERT INTO price_changes (provider_id, asset_id, amount, currency, as_of, accepted_at)
     SELECT l.provider_id, l.asset_id, l.amount, l.currency, l.as_of, l.accepted_at
-    FROM latest l LEFT JOIN prior o USING (provider_id, asset_id)
+    FROM latest l
+    LEFT JOIN LATERAL (
+        SELECT p.asset_id, p.amount, p.currency, p.as_of
+        FROM asset_prices p
+        WHERE p.provider_id = l.provider_id AND p.asset_id = l.asset_id
+        LIMIT 1
+    ) o ON true
     WHERE o.asset_id IS NULL OR (l.amount, l.currency, l.as_of)
                                 IS DISTINCT FROM (o.amount, o.currency, o.as_of)
     RETURNING 1
