@@ -222,9 +222,17 @@ def main() -> None:
     parser.add_argument("--ceiling-messages", type=int, default=20000)
     parser.add_argument("--via", choices=("auto", "ingest", "broker"), default="auto")
     parser.add_argument("--keep", action="store_true", help="leave the scratch database and vhost")
+    parser.add_argument(
+        "--pricing-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for pricing (e.g. RWASYNC_PRICING_PREFETCH=16); repeatable",
+    )
     args = parser.parse_args()
 
-    with scratch_system(keep=args.keep, RWASYNC_LOG_LEVEL="WARNING") as system:
+    settings = dict(item.split("=", 1) for item in args.pricing_env)
+    with scratch_system(keep=args.keep, RWASYNC_LOG_LEVEL="WARNING", **settings) as system:
         system.cli("migrate")
         _, provider = system.cli("provider", "create", "Bench Estates", "--json")
         _, reader = system.cli("reader", "create", "Bench Portal", "--json")
