@@ -4,6 +4,7 @@ a backlog over capacity marking it slow (dropped) without touching the others.""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from rwasync.pricing.hub import ChangeHub, PriceChange, Subscriber
-from rwasync.pricing.stream import unsent
+from rwasync.pricing.stream import never_waits, unsent
 
 pytestmark = pytest.mark.unit
 
@@ -86,3 +87,26 @@ async def test_a_write_takes_the_whole_backlog_and_skips_what_was_replayed() -> 
     assert len(taken) == 5 and s.backlog == [] and not s.ready.is_set()
     assert [c.position for c in unsent(taken, (1, 2))] == [(1, 3), (1, 4)]
     assert unsent(taken, (0, 9)) == taken
+
+
+class FakeTransport(asyncio.WriteTransport):
+    def __init__(self, buffered: int, closing: bool = False) -> None:
+        super().__init__()
+        self.buffered, self.closing = buffered, closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (16384, 65536)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def test_a_write_needs_its_timeout_only_when_it_could_wait() -> None:
+    assert never_waits(FakeTransport(0), 10_000)
+    assert not never_waits(FakeTransport(0), 65_536)  # would cross the high-water mark
+    assert not never_waits(FakeTransport(1), 10)  # data still queued: perhaps paused
+    assert not never_waits(FakeTransport(0, closing=True), 10)
+    assert not never_waits(None, 10)

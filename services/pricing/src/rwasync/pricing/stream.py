@@ -47,6 +47,8 @@ SLOW_CLOSE: Final = b'event: close\ndata: {"reason":"slow_consumer"}\n\n'
 RESET: Final = b'event: reset\ndata: {"reason":"last_event_id_expired"}\n\n'
 # How long a new subscriber waits for the hub to be connected before a 503.
 SUBSCRIBE_TIMEOUT: Final = 5.0
+# The most bytes HTTP chunked encoding adds to one write (size line and CRLFs).
+CHUNK_OVERHEAD: Final = 64
 REPLAY_PAGE: Final = 1000
 
 
@@ -56,6 +58,18 @@ def unsent(changes: list[PriceChange], sent: Position) -> list[PriceChange]:
     while start < len(changes) and changes[start].position <= sent:
         start += 1
     return changes[start:] if start else changes
+
+
+def never_waits(transport: asyncio.BaseTransport | None, size: int) -> bool:
+    """Whether writing `size` bytes cannot wait for the subscriber: nothing is buffered (so the
+    transport is not paused) and the write stays under its high-water mark, so aiohttp's write
+    returns without waiting for a drain. A subscriber that keeps up is always in this state; the
+    send timeout (a timer per write: 50 subscribers' writes made it a few % of the process) is
+    then only armed for a subscriber that has fallen behind."""
+    if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+        return False
+    _, high = transport.get_write_buffer_limits()
+    return transport.get_write_buffer_size() == 0 and size + CHUNK_OVERHEAD <= high
 
 
 class PriceStream:
@@ -207,7 +221,11 @@ class PriceStream:
                 changes = unsent(subscriber.take(), sent)
                 if changes:
                     sent = changes[-1].position
-                    await self._send(response, b"".join([c.frame for c in changes]))
+                    data = b"".join([c.frame for c in changes])
+                    if never_waits(request.transport, len(data)):
+                        await response.write(data)  # no timeout to arm: it cannot wait
+                    else:
+                        await self._send(response, data)
             log.info("closing a slow stream subscriber", provider_id=subscriber.provider_id)
             await self._send(response, SLOW_CLOSE)
         except (ConnectionResetError, TimeoutError, asyncio.CancelledError) as exc:
