@@ -11,6 +11,10 @@
 3. latency: `--subscribers` stream subscribers each reading every change of the provider while
    ticks are pushed at `--rate` ticks/s; push → SSE p50/p99.
 
+Phases 2 and 3 also print the CPU the pricing process and its own Postgres backends spent per
+tick (utime + stime from /proc, benchmarks/cpu.py): on a shared machine a steadier figure to
+compare two codes by than the rates. The load average is printed at the start and the end.
+
 Ticks go through ingest-api's `POST /v1/prices` when it serves it (`--via auto`), otherwise as
 multi-tick messages straight to the price exchange — what that endpoint publishes — and the report
 says which. Everything shares the machine's cores with the load client: compare runs made on one
@@ -22,12 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import time
 
 import aiohttp
 from tests.support.system import System
 from tests.support.waiting import eventually
 
+from benchmarks.cpu import Cpu, cpu_spent, own_backends_sample
 from benchmarks.pricing.ceiling import broker_ceiling
 from benchmarks.pricing.load import Pusher, decided, serves_price_batches
 from benchmarks.pricing.subscribers import run_subscribers
@@ -39,13 +45,49 @@ def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, int(len(values) * share))] if values else float("nan")
 
 
+def load_average() -> str:
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+class CpuMeter:
+    """CPU seconds of the pricing process and of its own Postgres backends over a phase (not
+    ingest-api's, nor the benchmark's): rates are noisy on a shared machine, CPU per tick less."""
+
+    def __init__(self, pid: int | None, database_url: str) -> None:
+        self._pid = pid
+        self._database_url = database_url
+
+    async def sample(self) -> dict[str, float]:
+        if self._pid is None:
+            return {}
+        return await own_backends_sample(self._pid, self._database_url)
+
+    async def since(self, before: dict[str, float]) -> Cpu:
+        return cpu_spent(before, await self.sample())
+
+
+def per_tick(cpu: Cpu, ticks: int) -> str:
+    """CPU µs per tick: total (pricing process + its backends)."""
+    if ticks <= 0:
+        return "CPU per tick n/a"
+    return (
+        f"CPU {cpu.total * 1e6 / ticks:,.0f} µs/tick (pricing {cpu.service * 1e6 / ticks:,.0f} + "
+        f"its Postgres backends {cpu.database * 1e6 / ticks:,.0f}; {cpu.total:.1f} CPU s)"
+    )
+
+
 async def sustained(
-    http: aiohttp.ClientSession, pusher: Pusher, pricing_url: str, args: argparse.Namespace
-) -> tuple[int, float, float]:
-    """(ticks pushed, push rate, end-to-end visible rate)."""
+    http: aiohttp.ClientSession,
+    pusher: Pusher,
+    pricing_url: str,
+    args: argparse.Namespace,
+    meter: CpuMeter,
+) -> tuple[int, float, float, Cpu]:
+    """(ticks pushed, push rate, end-to-end visible rate, pricing's CPU meanwhile)."""
     assets = [f"bench-{i}" for i in range(args.assets)]
     per = args.ticks_per_message
     before = await decided(http, pricing_url)
+    cpu_before = await meter.sample()
     pushed = 0
     began = time.perf_counter()
     stop = began + args.seconds
@@ -69,12 +111,18 @@ async def sustained(
         what="every pushed tick decided",
     )
     visible_seconds = time.perf_counter() - began
-    return pushed, pushed / push_seconds, pushed / visible_seconds
+    cpu = await meter.since(cpu_before)
+    return pushed, pushed / push_seconds, pushed / visible_seconds, cpu
 
 
 async def latency(
-    http: aiohttp.ClientSession, pusher: Pusher, stream_url: str, args: argparse.Namespace
-) -> list[float]:
+    http: aiohttp.ClientSession,
+    pusher: Pusher,
+    stream_url: str,
+    args: argparse.Namespace,
+    meter: CpuMeter,
+) -> tuple[list[float], int, Cpu]:
+    """(the latencies, ticks pushed, pricing's CPU from the first push to the last event)."""
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
         target=run_subscribers, args=(stream_url, args.subscribers, child)
@@ -85,6 +133,7 @@ async def latency(
         per_tick = 0.01  # a batch every 10 ms
         per_batch = max(1, round(args.rate * per_tick))
         assets = [f"live-{i}" for i in range(1000)]
+        cpu_before = await meter.sample()
         began = time.perf_counter()
         sent = 0
         while time.perf_counter() - began < args.latency_seconds:
@@ -96,7 +145,7 @@ async def latency(
                 await asyncio.sleep(ahead)
         parent.send(time.time() + 3)  # in-flight events still arrive
         latencies: list[float] = await asyncio.to_thread(parent.recv)
-        return latencies
+        return latencies, sent, await meter.since(cpu_before)
     finally:
         process.join(30)
         if process.is_alive():
@@ -104,8 +153,14 @@ async def latency(
 
 
 async def run(
-    system: System, provider: dict[str, str], reader: str, args: argparse.Namespace
+    system: System,
+    provider: dict[str, str],
+    reader: str,
+    args: argparse.Namespace,
+    pricing_pid: int | None,
 ) -> None:
+    meter = CpuMeter(pricing_pid, system.database_url)
+    print(f"load average {load_average()} at the start")
     ceiling = await broker_ceiling(system.amqp_url, args.ceiling_messages)
     print(f"ceiling   raw broker publish+consume, 187-byte messages: {ceiling:,.0f} msgs/s")
 
@@ -130,15 +185,16 @@ async def run(
                 f"{system.url('pricing')}/v1/prices/stream?provider_id={provider['provider_id']}"
                 f"&access_token={reader}"
             )
-            latencies = await latency(http, pusher, stream, args)
+            latencies, sent, cpu = await latency(http, pusher, stream, args, meter)
             p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
             print(
                 f"latency   push -> SSE at {args.rate:,} ticks/s, {args.subscribers} subscribers, "
                 f"{len(latencies):,} events: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
                 "(target p99 < 100 ms)"
             )
-            pushed, push_rate, visible_rate = await sustained(
-                http, pusher, system.url("pricing"), args
+            print(f"          {sent:,} ticks pushed, {per_tick(cpu, sent)}")
+            pushed, push_rate, visible_rate, cpu = await sustained(
+                http, pusher, system.url("pricing"), args, meter
             )
             print(
                 f"sustained {pushed:,} ticks over {args.assets:,} assets, "
@@ -147,6 +203,8 @@ async def run(
                 f"(target >= 20,000); {visible_rate / ceiling:.2f} x the ceiling of one tick per "
                 "message"
             )
+            print(f"          {per_tick(cpu, pushed)}")
+            print(f"load average {load_average()} at the end")
         finally:
             if broker is not None:
                 await broker.close()
@@ -164,16 +222,24 @@ def main() -> None:
     parser.add_argument("--ceiling-messages", type=int, default=20000)
     parser.add_argument("--via", choices=("auto", "ingest", "broker"), default="auto")
     parser.add_argument("--keep", action="store_true", help="leave the scratch database and vhost")
+    parser.add_argument(
+        "--pricing-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for pricing (e.g. RWASYNC_PRICING_PREFETCH=16); repeatable",
+    )
     args = parser.parse_args()
 
-    with scratch_system(keep=args.keep, RWASYNC_LOG_LEVEL="WARNING") as system:
+    settings = dict(item.split("=", 1) for item in args.pricing_env)
+    with scratch_system(keep=args.keep, RWASYNC_LOG_LEVEL="WARNING", **settings) as system:
         system.cli("migrate")
         _, provider = system.cli("provider", "create", "Bench Estates", "--json")
         _, reader = system.cli("reader", "create", "Bench Portal", "--json")
         system.start("ingest-api", "pricing")
         process = system.services["pricing"].process
         print(f"pricing pid {process.pid if process else '?'} (for py-spy)")
-        asyncio.run(run(system, provider, reader["token"], args))
+        asyncio.run(run(system, provider, reader["token"], args, process.pid if process else None))
 
 
 if __name__ == "__main__":

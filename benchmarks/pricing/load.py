@@ -75,14 +75,19 @@ async def serves_price_batches(http: aiohttp.ClientSession, ingest_url: str) -> 
         return response.status not in (404, 405)
 
 
+DECIDED_PREFIX = "rwasync_events_decided_total{"
+PRICE_TYPE = 'type="price.updated"'
+
+
 async def decided(http: aiohttp.ClientSession, pricing_url: str) -> float:
-    """Ticks pricing has decided so far (its `rwasync_price_ticks_total`)."""
+    """Ticks pricing has decided so far (its `rwasync_events_decided_total` of price.updated,
+    every outcome)."""
     async with http.get(f"{pricing_url}/metrics") as response:
         text = await response.text()
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("rwasync_price_ticks_total{")
+        if line.startswith(DECIDED_PREFIX) and PRICE_TYPE in line
     )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 import asyncpg
 from tests.support.system import ServiceProcess, System, free_port
 
+from benchmarks.cpu import Cpu, cpu_sample, cpu_seconds, cpu_spent
 from benchmarks.reconciler.workload import Workload, build
 from benchmarks.scratch import scratch_system
 from rwasync.platform.broker import Broker
@@ -192,57 +192,6 @@ def consuming_since(service: ServiceProcess) -> float:
     return started
 
 
-@dataclass(frozen=True)
-class Cpu:
-    """CPU seconds spent during a drain by the reconciler processes and by the Postgres backends
-    serving the scratch database: on a shared machine, a cost per event that other processes'
-    load inflates far less than the wall-clock rate."""
-
-    service: float
-    database: float
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def backend_pids(database_url: str) -> list[int]:
-    async def pids() -> list[int]:
-        conn: asyncpg.Connection = await asyncpg.connect(database_url)
-        try:
-            rows = await conn.fetch(
-                "SELECT pid FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            return [row["pid"] for row in rows]
-        finally:
-            await conn.close()
-
-    return asyncio.run(pids())
-
-
-def cpu_sample(replicas: list[ServiceProcess], database_url: str) -> dict[str, float]:
-    """Every process's CPU seconds so far, keyed 'service:PID' or 'db:PID'."""
-    sample = {f"db:{pid}": cpu_seconds(pid) for pid in backend_pids(database_url)}
-    for replica in replicas:
-        if replica.process is not None:
-            sample[f"service:{replica.process.pid}"] = cpu_seconds(replica.process.pid)
-    return sample
-
-
-def cpu_spent(before: dict[str, float], after: dict[str, float]) -> Cpu:
-    spent = {key: value - before.get(key, 0.0) for key, value in after.items()}
-    return Cpu(
-        service=sum(v for k, v in spent.items() if k.startswith("service:")),
-        database=sum(v for k, v in spent.items() if k.startswith("db:")),
-    )
-
-
 def drain(
     replicas: list[ServiceProcess], messages: int, database_url: str, timeout: float = 600
 ) -> tuple[float, Cpu]:
@@ -250,14 +199,15 @@ def drain(
     CPU spent meanwhile (from the moment the replicas were ready: start-up excluded)."""
     for replica in replicas:
         replica.wait()
-    before = cpu_sample(replicas, database_url)
+    pids = [r.process.pid for r in replicas if r.process is not None]
+    before = cpu_sample(pids, database_url)
     began = time.monotonic()
     while sum(acked(r) for r in replicas) < messages:
         if time.monotonic() - began > timeout:
             raise TimeoutError("drain did not finish")
         time.sleep(0.1)
     # Backends opened during the drain count from zero.
-    spent = cpu_spent(before, cpu_sample(replicas, database_url))
+    spent = cpu_spent(before, cpu_sample(pids, database_url))
     return time.time() - min(consuming_since(r) for r in replicas), spent
 
 

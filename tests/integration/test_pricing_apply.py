@@ -8,9 +8,12 @@ from decimal import Decimal
 
 import pytest
 
-from rwasync.platform.db import Database
-from rwasync.pricing.apply import PriceApplier
+from rwasync.platform.db import Database, LockSpace
+from rwasync.pricing import queries
+from rwasync.pricing.apply import PriceApplier, apply_plain
+from rwasync.pricing.ticks import tick_columns
 from rwasync.schema.events import PriceUpdated
+from rwasync.store import prices, receipts
 from tests.support.events import at, price
 
 pytestmark = pytest.mark.integration
@@ -109,3 +112,74 @@ async def test_a_later_duplicate_keeps_its_acceptance_whatever_the_delivery_orde
         history = await db.fetchrow("SELECT amount, accepted_at FROM price_history")
         assert history is not None
         assert (history["amount"], history["accepted_at"]) == (Decimal("101"), at(4)), order
+
+
+async def test_every_tick_of_a_batch_gets_its_receipt_from_the_one_statement(
+    db: Database, provider_id: str
+) -> None:
+    """Receipts are written by the apply statement itself: applied (latest or not), stale,
+    duplicate, superseded in the batch, with the trace id; an `accepted` receipt is decided."""
+    applier = PriceApplier(db)
+    first = price(provider_id, "a1", "50", at(5), accepted_at=at(10))
+    await applier.apply([first])
+    older = price(provider_id, "a1", "49", at(1), accepted_at=at(11))
+    superseded = price(provider_id, "a2", "10", at(5), accepted_at=at(11))
+    winner = price(provider_id, "a2", "11", at(5), accepted_at=at(12)).model_copy(
+        update={"trace_id": "0af7651916cd43dd8448eb211c80319c"}
+    )
+    duplicate = price(provider_id, "a1", "50.0", at(5), accepted_at=at(13))
+    await receipts.record_accepted(db.pool, [older, winner])
+    await applier.apply([older, first, superseded, winner, duplicate])
+    rows = await db.fetch("SELECT event_id, status, reason, latest, trace_id FROM event_receipts")
+    got = {r["event_id"]: (r["status"], r["reason"], r["latest"]) for r in rows}
+    assert got == {
+        first.event_id: ("applied", None, True),  # decided by the first apply, never again
+        older.event_id: ("applied", None, False),
+        superseded.event_id: ("stale_ignored", "superseded in the same batch", None),
+        winner.event_id: ("applied", None, True),
+        duplicate.event_id: ("duplicate", None, None),
+    }
+    assert {r["event_id"]: r["trace_id"] for r in rows}[winner.event_id] == winner.trace_id
+    # The same batch again: all stale, the decided receipts unchanged.
+    await applier.apply([older, first, superseded, winner, duplicate])
+    again = await db.fetch("SELECT event_id, status, reason, latest FROM event_receipts")
+    assert {r["event_id"]: (r["status"], r["reason"], r["latest"]) for r in again} == got
+
+
+async def test_the_one_round_trip_apply_locks_the_stripes_every_price_writer_locks(
+    db: Database, provider_id: str
+) -> None:
+    """`price_apply_plain` takes its stripe locks in SQL: they must be the ones lock_assets
+    takes (the CLI's, the checked path's) for the same assets, or writers would not serialise."""
+    ticks = [price(provider_id, f"asset-{i}", "1", at(i)) for i in range(300)]
+    held = (
+        "SELECT array_agg(objid::int ORDER BY objid) FROM pg_locks WHERE locktype = 'advisory'"
+        " AND classid = $1 AND objsubid = 2 AND pid = pg_backend_pid()"
+    )
+    async with db.connection() as conn:
+        async with conn.transaction():
+            await prices.lock_assets(conn, {(t.provider_id, t.asset_id) for t in ticks})
+            expected = await conn.fetchval(held, int(LockSpace.PRICES))
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            await apply_plain(conn, ticks, [])
+            assert await conn.fetchval(held, int(LockSpace.PRICES)) == expected
+        finally:
+            await tr.rollback()
+    assert 10 < len(expected) <= prices.LOCK_STRIPES
+
+
+async def test_the_apply_statement_probes_history_by_key_even_on_a_plan_made_when_empty(
+    db: Database, provider_id: str
+) -> None:
+    """A generic plan made while the tables were small (a new database, a new connection's first
+    batches) must not scan history or the latest prices: it is kept while they grow."""
+    ticks = [price(provider_id, f"a{i}", "1", at(i)) for i in range(5)]
+    args = [*tick_columns(ticks, [("visible", None, None)] * 5), [], [], [], [], []]
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        explain = await conn.prepare("EXPLAIN (COSTS OFF) " + queries.APPLY_TICKS)
+        plan = "\n".join(r[0] for r in await explain.fetch(*args, "s", "s", "r"))
+    assert "Seq Scan on price_history" not in plan and "Seq Scan on asset_prices" not in plan
+    assert "price_history_pkey" in plan or "Index Scan using price_history" in plan

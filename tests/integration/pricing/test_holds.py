@@ -168,3 +168,54 @@ async def test_a_held_tick_replaced_at_its_as_of_ends_stale(db: Database, police
     await applier.apply([corrected])
     assert (await receipt(db, wrong))[0] == "stale_ignored"
     assert await receipt(db, corrected) == ("applied", None, True)
+
+
+async def test_a_policy_set_while_pricing_runs_holds_the_very_next_tick(
+    db: Database, provider_id: str
+) -> None:
+    """The applier remembers which providers have a policy; the apply statement checks that
+    belief, so a policy set (or switched off) by the operator applies to the next tick at once."""
+    applier = PriceApplier(db)
+    await applier.apply([price(provider_id, "a1", "100", at(1))])
+    await applier.apply([price(provider_id, "a1", "101", at(2))])  # remembered as policy-free
+    await db.execute(
+        "INSERT INTO price_policies (provider_id, max_jump) VALUES ($1, 0.5)", provider_id
+    )
+    jump = price(provider_id, "a1", "300", at(3))
+    other = price(provider_id, "a2", "7", at(3))
+    await applier.apply([jump, other])
+    status, reason, latest = await receipt(db, jump)
+    assert (status, latest) == ("held", None) and reason
+    assert (await receipt(db, other))[0] == "applied"
+    assert await db.fetchval("SELECT amount FROM latest_prices WHERE asset_id = 'a1'") == Decimal(
+        "101"
+    )
+    # Switched off: the next jump is applied (holds already made stay).
+    await db.execute(
+        "UPDATE price_policies SET max_jump = NULL WHERE provider_id = $1", provider_id
+    )
+    second = price(provider_id, "a1", "900", at(4))
+    await applier.apply([second])
+    assert await receipt(db, second) == ("applied", None, True)
+    assert (await receipt(db, jump))[0] == "held"
+
+
+async def test_without_a_policy_a_duplicate_of_a_held_tick_takes_over_its_hold(
+    db: Database, policed: str
+) -> None:
+    applier = PriceApplier(db)
+    await applier.apply([price(policed, "a1", "100", at(1))])
+    held = price(policed, "a1", "300", at(2), accepted_at=at(3))
+    await applier.apply([held])
+    status, reason, _ = await receipt(db, held)
+    assert status == "held"
+    await db.execute("DELETE FROM price_policies WHERE provider_id = $1", policed)
+    again = price(policed, "a1", "300.0", at(2), accepted_at=at(4))
+    await applier.apply([again])
+    assert await receipt(db, again) == ("held", reason, None)
+    assert await receipt(db, held) == (
+        "stale_ignored",
+        "replaced by a later-accepted price for the same as_of",
+        None,
+    )
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("100")

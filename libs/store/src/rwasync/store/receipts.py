@@ -25,21 +25,33 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $
 ON CONFLICT (event_id) DO NOTHING
 """
 
-# The trace is written here too: the consumer may decide an event before ingest-api has recorded
-# its `accepted` receipt (that insert then finds the row and leaves it).
-RECORD_DECISIONS = """
+
+def decisions_insert(source: str) -> str:
+    """The statement recording decided receipts from `source`, a relation with the columns
+    (e, p, a, t, s, r, l, ts, tr): event id, provider, asset, type, status, reason, latest,
+    accepted_at, trace id. One text for every caller, so that a consumer may fold it into its own
+    statement (pricing's apply does) and still decide each event exactly once.
+
+    The trace is written here too: the consumer may decide an event before ingest-api has
+    recorded its `accepted` receipt (that insert then finds the row and leaves it)."""
+    return f"""
 INSERT INTO event_receipts
     (event_id, provider_id, asset_id, type, status, reason, latest, accepted_at, decided_at,
      trace_id)
 SELECT e, p, a, t, s, r, l, ts, now(), nullif(tr, '')
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
-            $8::timestamptz[], $9::text[]) AS u(e, p, a, t, s, r, l, ts, tr)
+FROM {source}
 ON CONFLICT (event_id) DO UPDATE
     SET status = EXCLUDED.status, reason = EXCLUDED.reason, latest = EXCLUDED.latest,
         decided_at = EXCLUDED.decided_at,
         trace_id = coalesce(event_receipts.trace_id, EXCLUDED.trace_id)
     WHERE event_receipts.status = 'accepted'
 """
+
+
+RECORD_DECISIONS = decisions_insert(
+    """unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
+            $8::timestamptz[], $9::text[]) AS u(e, p, a, t, s, r, l, ts, tr)"""
+)
 
 NOTE_DEAD_LETTERED = """
 INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, reason, accepted_at)
@@ -49,17 +61,28 @@ ON CONFLICT (event_id) DO UPDATE SET reason = EXCLUDED.reason
     WHERE event_receipts.status = 'accepted'
 """
 
-# A price tick's receipt follows its sanity hold after it was decided: a hold that a late tick or
-# an operator's decision lifts or imposes moves it between `held` and `applied`, an operator's
-# rejection ends it `rejected`, and a held tick replaced at its as_of ends `stale_ignored`.
-# Receipts of other events, and `stale_ignored`/`rejected` ones, never change again.
-REDECIDE_PRICE_TICKS = """
+
+def price_redecisions_update(source: str) -> str:
+    """The statement moving decided price receipts from `source`, a relation with the columns
+    (e, s, r, l): event id, status, reason, latest (see REDECIDE_PRICE_TICKS).
+
+    A price tick's receipt follows its sanity hold after it was decided: a hold that a late tick
+    or an operator's decision lifts or imposes moves it between `held` and `applied`, an
+    operator's rejection ends it `rejected`, and a held tick replaced at its as_of ends
+    `stale_ignored`. Receipts of other events, and `stale_ignored`/`rejected` ones, never change
+    again."""
+    return f"""
 UPDATE event_receipts r
 SET status = u.s, reason = u.r, latest = u.l, decided_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[]) AS u(e, s, r, l)
+FROM {source}
 WHERE r.event_id = u.e AND r.type = 'price.updated'
   AND r.status IN ('applied', 'duplicate', 'held')
 """
+
+
+REDECIDE_PRICE_TICKS = price_redecisions_update(
+    "unnest($1::uuid[], $2::text[], $3::text[], $4::bool[]) AS u(e, s, r, l)"
+)
 
 GET_RECEIPT = """
 SELECT event_id, type, asset_id, status, reason, latest, trace_id

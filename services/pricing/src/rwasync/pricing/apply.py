@@ -1,52 +1,120 @@
 """Applying price ticks, many per broker message: one tick per (asset, as_of) per batch, the
-batch's assets locked, then either one set-based statement (providers without a sanity policy)
-or record → hold rule → latest refresh (providers with one), with a receipt per tick. After the
-commit, a wake-up tells every process's stream that the latest prices moved."""
+batch's assets locked, then either one set-based statement that also writes the receipts
+(providers without a sanity policy) or record → hold rule → latest refresh (providers with one),
+with a receipt per tick. After the commit, a wake-up tells every process's stream that the latest
+prices moved.
+
+Round trips per message without a policy: one — `price_apply_plain` (migration 0013), called
+outside a transaction block, takes the stripe locks and then runs the apply statement, which
+gets a snapshot of its own (the locks could not be folded into the statement itself: they would
+be taken after its snapshot, so a batch that waited for another would decide against history as
+it was before that one committed). Before: BEGIN, the locks, the policy look-up, the apply
+statement, the receipts insert, COMMIT.
+
+Which providers have a policy is remembered per process (`PolicyCache`); the apply statement
+checks that belief in its own snapshot and writes nothing when a provider it took for
+policy-free has one (then its policy is read and its ticks take the checked path, in the same
+transaction). So a policy set by the operator applies to every tick whose apply statement starts
+after the policy committed — exactly as when the policies were read in every transaction.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
 from prometheus_client import Histogram
 
-from rwasync.platform.db import Database
+from rwasync.platform.db import Database, LockSpace
 from rwasync.platform.metrics import BATCH_BUCKETS, EVENTS_DECIDED, PRICE_LAG
 from rwasync.pricing import queries
 from rwasync.pricing.holds import apply_checked
-from rwasync.pricing.ticks import Outcome, latest_per_as_of, recorded, tick_columns
-from rwasync.schema.events import Event, PriceUpdated, ReceiptStatus
-from rwasync.schema.price_holds import TickState
+from rwasync.pricing.ticks import (
+    REPLACED_REASON,
+    STALE_REASON,
+    Outcome,
+    latest_per_as_of,
+    tick_columns,
+)
+from rwasync.schema.events import Event, EventType, PriceUpdated, ReceiptStatus
+from rwasync.schema.price_holds import NO_POLICY, PricePolicy, TickState
 from rwasync.store import prices, receipts
 from rwasync.store.receipts import Decision
 
 BATCH_TICKS = Histogram(
     "rwasync_price_batch_ticks", "Ticks applied per transaction", buckets=BATCH_BUCKETS
 )
+SUPERSEDED_REASON = "superseded in the same batch"
 
 
 class TickNotApplicable(Exception):
     """An event that does not belong on the price queue: dead-letter it."""
 
 
-async def apply_plain(conn: asyncpg.Connection, ticks: Sequence[PriceUpdated]) -> Outcome:
-    """Ticks of providers without a policy: one statement, the latest guarded in SQL."""
+@dataclass
+class PlainResult:
+    """What the policy-free statement did: receipts written per status and changes logged, or
+    nothing at all when some of its providers turned out to have a policy (`policed`)."""
+
+    decided: dict[str, int] = field(default_factory=dict)
+    logged: int = 0
+    policed: frozenset[str] = frozenset()
+
+
+async def apply_plain(
+    conn: asyncpg.Connection, ticks: Sequence[PriceUpdated], superseded: Sequence[PriceUpdated]
+) -> PlainResult:
+    """Ticks of providers believed to have no policy, and the ticks they superseded in the
+    batch: one statement locks their assets' stripes (again, harmlessly, inside the checked
+    path's transaction), records them, moves the latest prices and writes every receipt."""
     visible = [(str(TickState.VISIBLE), None, None)] * len(ticks)
-    rows = await conn.fetch(queries.APPLY_TICKS, *tick_columns(ticks, visible))
-    by_id = {t.event_id: t for t in ticks}
-    outcome = Outcome(logged=int(rows[0]["logged"]) if rows else 0)
-    for row in rows:
-        tick = by_id[row["event_id"]]
-        if recorded(row, tick, outcome) is ReceiptStatus.APPLIED:
-            outcome.decisions.append(Decision.of(tick, ReceiptStatus.APPLIED, None, row["latest"]))
-    return outcome
+    row = await conn.fetchrow(
+        queries.APPLY_PLAIN,
+        *tick_columns(ticks, visible),
+        [t.event_id for t in superseded],
+        [t.provider_id for t in superseded],
+        [t.asset_id for t in superseded],
+        [t.accepted_at for t in superseded],
+        [t.trace_id for t in superseded],
+        STALE_REASON,
+        SUPERSEDED_REASON,
+        REPLACED_REASON,
+        int(LockSpace.PRICES),
+        prices.LOCK_STRIPES,
+    )
+    assert row is not None
+    if row["policed"]:
+        return PlainResult(policed=frozenset(row["policed"]))
+    return PlainResult(
+        decided=dict(zip(row["statuses"] or (), row["counts"] or (), strict=True)),
+        logged=int(row["logged"]),
+    )
+
+
+class PolicyCache:
+    """The providers this process last saw with an active sanity policy. Only a hint of which
+    path to try: the policy-free statement re-checks it, and the checked path reads the
+    policies afresh, so a stale entry costs one extra statement, never a wrong outcome."""
+
+    def __init__(self) -> None:
+        self._policed: set[str] = set()
+
+    def suspects(self, provider_ids: Collection[str]) -> set[str]:
+        return {p for p in provider_ids if p in self._policed}
+
+    def seen(self, looked_up: Collection[str], active: Collection[str]) -> None:
+        """The policies of `looked_up` were read: `active` are those with a policy."""
+        self._policed.difference_update(looked_up)
+        self._policed.update(active)
 
 
 class PriceApplier:
     def __init__(self, db: Database, on_changes: Callable[[], None] | None = None) -> None:
         self._db = db
         self._on_changes = on_changes
+        self._policies = PolicyCache()
 
     async def apply(self, events: Sequence[Event]) -> None:
         ticks = []
@@ -55,32 +123,86 @@ class PriceApplier:
                 raise TickNotApplicable(f"{event.type} does not belong on the price queue")
             ticks.append(event)
         kept, superseded = latest_per_as_of(ticks)
-        outcome = Outcome(
-            [
-                Decision.of(t, ReceiptStatus.STALE_IGNORED, "superseded in the same batch")
-                for t in superseded
-            ]
-        )
-        async with self._db.connection() as conn, conn.transaction():
-            # Before the first write: see lock_assets.
-            await prices.lock_assets(conn, {(t.provider_id, t.asset_id) for t in kept})
-            active = await prices.policies(conn, {t.provider_id for t in kept})
-            plain = [t for t in kept if t.provider_id not in active]
-            checked = [t for t in kept if t.provider_id in active]
-            if plain:
-                outcome.add(await apply_plain(conn, plain))
-            if checked:
-                outcome.add(await apply_checked(conn, checked, active))
-            await receipts.record_decisions(conn, outcome.decisions)
-            await receipts.redecide_price_ticks(conn, outcome.redecisions)
+        async with self._db.connection() as conn:
+            outcome, plain_decided = await self._apply(conn, kept, superseded)
         BATCH_TICKS.observe(len(ticks))
         now = datetime.now(UTC)
         for tick in kept:
             PRICE_LAG.observe(max(0.0, (now - tick.payload.as_of).total_seconds()))
         for d in outcome.decisions:
             EVENTS_DECIDED.labels(d.type, str(d.status)).inc()
+        for status, count in plain_decided.items():
+            EVENTS_DECIDED.labels(str(EventType.PRICE_UPDATED), status).inc(count)
         if outcome.logged and self._on_changes is not None:
             self._on_changes()
+
+    async def _apply(
+        self,
+        conn: asyncpg.Connection,
+        kept: Sequence[PriceUpdated],
+        superseded: Sequence[PriceUpdated],
+    ) -> tuple[Outcome, dict[str, int]]:
+        """One round trip when no provider of the batch is known to have a policy (the usual
+        case: policies are off until set); otherwise, or if one turns out to have a policy, a
+        transaction with the checked path."""
+        if not self._policies.suspects({t.provider_id for t in kept}):
+            result = await apply_plain(conn, kept, superseded)  # a transaction of its own
+            if not result.policed:
+                return Outcome(logged=result.logged), result.decided
+            self._policies.seen(result.policed, result.policed)
+        async with conn.transaction():
+            # Before the first write: see lock_assets.
+            await prices.lock_assets(conn, {(t.provider_id, t.asset_id) for t in kept})
+            return await self._apply_locked(conn, kept, superseded)
+
+    async def _apply_locked(
+        self,
+        conn: asyncpg.Connection,
+        kept: Sequence[PriceUpdated],
+        superseded: Sequence[PriceUpdated],
+    ) -> tuple[Outcome, dict[str, int]]:
+        """Apply with the assets locked; returns the checked path's outcome (its receipts
+        recorded here) and the receipts the policy-free statement wrote, per status."""
+        providers = {t.provider_id for t in kept}
+        suspects = self._policies.suspects(providers)
+        active = await self._read_policies(conn, suspects)
+        outcome = Outcome()
+        plain_decided: dict[str, int] = {}
+        # Each retry moves at least one provider to the checked path: bounded by their number.
+        for _ in range(len(providers) + 1):
+            plain = [t for t in kept if t.provider_id not in active]
+            if not plain:
+                break
+            result = await apply_plain(
+                conn, plain, [t for t in superseded if t.provider_id not in active]
+            )
+            if not result.policed:
+                plain_decided, outcome.logged = result.decided, result.logged
+                break
+            # Checked from now on even if the policy was switched off meanwhile (NO_POLICY then
+            # holds nothing): every retry moves a provider, so the loop ends.
+            fresh = await self._read_policies(conn, result.policed)
+            active.update({p: fresh.get(p, NO_POLICY) for p in result.policed})
+        checked = [t for t in kept if t.provider_id in active]
+        if checked:
+            outcome.decisions += [
+                Decision.of(t, ReceiptStatus.STALE_IGNORED, SUPERSEDED_REASON)
+                for t in superseded
+                if t.provider_id in active
+            ]
+            outcome.add(await apply_checked(conn, checked, active))
+            await receipts.record_decisions(conn, outcome.decisions)
+            await receipts.redecide_price_ticks(conn, outcome.redecisions)
+        return outcome, plain_decided
+
+    async def _read_policies(
+        self, conn: asyncpg.Connection, provider_ids: Collection[str]
+    ) -> dict[str, PricePolicy]:
+        if not provider_ids:
+            return {}
+        active = await prices.policies(conn, provider_ids)
+        self._policies.seen(provider_ids, active)
+        return active
 
     async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
         await receipts.note_dead_lettered(self._db.pool, events, reason)

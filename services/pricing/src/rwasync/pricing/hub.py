@@ -4,9 +4,10 @@ One broker subscription per process: an exclusive, auto-delete queue bound to th
 `rwasync.prices.changed` fanout exchange, on which every pricing replica publishes a wake-up after
 a commit that moved a latest price. On a wake-up (or every `stream_poll_seconds` without one) the
 hub reads the change log after its position — only changes every reader can already see in the
-same order (below `writers_horizon`) — and offers each to the matching subscribers'
-bounded queues in memory. It never waits for a subscriber: one whose queue is full is marked slow
-and dropped by its own connection.
+same order (below `writers_horizon`) — renders each watched change once as its SSE event, and
+appends each provider's changes to its subscribers' bounded backlogs in memory, a slice at a time
+with one wake-up per subscriber. It never waits for a subscriber: one whose backlog overflows is
+marked slow and dropped by its own connection.
 """
 
 from __future__ import annotations
@@ -45,16 +46,12 @@ PAGE: Final = 1000
 # While changes wait for an older transaction to end, look again this soon.
 PENDING_RECHECK: Final = 0.02
 # The hub lets subscribers' connections write after offering this many changes, so a burst
-# fills no queue of a subscriber that keeps up (queues hold at least twice as many).
+# fills no backlog of a subscriber that keeps up (backlogs hold at least twice as many).
 OFFER_SLICE: Final = 64
 
 SUBSCRIBERS = Gauge("rwasync_price_stream_subscribers", "Open price stream subscriptions")
 CHANGES_SENT = Counter("rwasync_price_stream_changes_total", "Price changes the hub has read")
 SLOW_DROPPED = Counter("rwasync_price_stream_slow_total", "Subscribers dropped as too slow")
-
-
-def event_id(position: Position) -> str:
-    return f"{position[0]}-{position[1]}"
 
 
 def parse_event_id(text: str) -> Position:
@@ -70,44 +67,71 @@ def parse_event_id(text: str) -> Position:
 
 @dataclass(frozen=True, slots=True)
 class PriceChange:
+    """One change, rendered once as its whole SSE event (`frame`): every subscriber is sent
+    these same bytes, so 50 subscribers cost one JSON encoding, not fifty."""
+
     position: Position
     provider_id: str
     asset_id: str
-    data: bytes
+    frame: bytes
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, now: datetime) -> PriceChange:
+        position = (row["xid"], row["change_id"])
         return cls(
-            (row["xid"], row["change_id"]),
+            position,
             row["provider_id"],
             row["asset_id"],
-            orjson.dumps(row_price(row, now)),
+            sse_frame(position, orjson.dumps(row_price(row, now))),
         )
+
+
+def sse_frame(position: Position, data: bytes) -> bytes:
+    return b"id: %d-%d\nevent: price\ndata: %s\n\n" % (position[0], position[1], data)
 
 
 @dataclass(eq=False)
 class Subscriber:
-    """One stream connection's filter and its bounded queue of changes to send."""
+    """One stream connection's filter and its bounded backlog of changes to send.
+
+    The hub appends whole slices of changes (`offer`) and sets `ready` once per slice; the
+    connection takes the whole backlog at once (`take`) and writes it in one call. A backlog over
+    `capacity` marks the subscriber slow: it is dropped by its own connection, and the hub never
+    waits for it."""
 
     provider_id: str
     asset_ids: frozenset[str] | None
     capacity: int
-    queue: asyncio.Queue[PriceChange] = field(init=False)
+    backlog: list[PriceChange] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
     slow: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(self.capacity)
-
-    def offer(self, change: PriceChange) -> None:
-        if self.asset_ids is not None and change.asset_id not in self.asset_ids:
-            return
+    def offer(self, changes: Sequence[PriceChange]) -> None:
+        """Queue the matching ones of these changes of the subscriber's provider, in order."""
         if self.slow.is_set():
             return
-        try:
-            self.queue.put_nowait(change)
-        except asyncio.QueueFull:
+        if self.asset_ids is not None:
+            wanted = self.asset_ids
+            changes = [c for c in changes if c.asset_id in wanted]
+            if not changes:
+                return
+        if len(self.backlog) + len(changes) > self.capacity:
             SLOW_DROPPED.inc()
+            self.backlog.clear()
             self.slow.set()
+            self.ready.set()
+            return
+        self.backlog.extend(changes)
+        self.ready.set()
+
+    def take(self) -> list[PriceChange]:
+        """Everything queued so far (and `ready` cleared): the next write."""
+        taken, self.backlog = self.backlog, []
+        self.ready.clear()
+        return taken
+
+    async def wait(self) -> None:
+        await self.ready.wait()
 
 
 class HubUnavailable(Exception):
@@ -242,16 +266,23 @@ class ChangeHub:
             rows = await self._db.fetch(queries.CHANGES_AFTER, *self._position, horizon, PAGE)
             now = datetime.now(UTC)
             changes = [r for r in rows if r["xid"] is not None]
-            for offered, row in enumerate(changes, start=1):
-                if offered % OFFER_SLICE == 0:
-                    await asyncio.sleep(0)
-                self._position = (row["xid"], row["change_id"])
-                CHANGES_SENT.inc()
-                subscribers = self._subscribers.get(row["provider_id"])
-                if row["disabled"] or not subscribers:
-                    continue
-                change = PriceChange.from_row(row, now)
-                for subscriber in tuple(subscribers):
-                    subscriber.offer(change)
+            CHANGES_SENT.inc(len(changes))
+            for start in range(0, len(changes), OFFER_SLICE):
+                if start:
+                    await asyncio.sleep(0)  # the subscribers' connections write this slice
+                self._offer(changes[start : start + OFFER_SLICE], now)
             if len(changes) < PAGE:
                 return bool(rows[0]["pending"])
+
+    def _offer(self, rows: Sequence[asyncpg.Record], now: datetime) -> None:
+        """Render each watched change once and hand each provider's changes to its subscribers
+        in one call per subscriber."""
+        by_provider: dict[str, list[PriceChange]] = {}
+        for row in rows:
+            self._position = (row["xid"], row["change_id"])
+            if row["disabled"] or row["provider_id"] not in self._subscribers:
+                continue
+            by_provider.setdefault(row["provider_id"], []).append(PriceChange.from_row(row, now))
+        for provider_id, changes in by_provider.items():
+            for subscriber in tuple(self._subscribers.get(provider_id, ())):
+                subscriber.offer(changes)

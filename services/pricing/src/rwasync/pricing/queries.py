@@ -3,6 +3,9 @@
 
 from typing import Final
 
+from rwasync.store import receipts
+
+
 # Records a batch of ticks (already one per (asset, as_of), the latest accepted) in history,
 # where at equal as_of the later-accepted tick replaces the earlier one (a provider correcting a
 # price). A tick equal in amount and currency to the stored one, accepted later, is a duplicate:
@@ -10,15 +13,22 @@ from typing import Final
 # (otherwise a tick accepted between the two, delivered last, would win although the duplicate
 # was accepted after it). A tick an operator rejected counts as absent for that comparison, so a
 # later correction is checked afresh. `state`, `hold_kind` and `hold_reason` are what the tick is
-# recorded with when it is new: `visible`, or `held` for a currency hold.
-_RECORD_TICKS = """
+# recorded with when it is new: `visible`, or `held` for a currency hold; `trace_id` goes to the
+# receipt when the statement writes receipts too (APPLY_TICKS).
+def _record_ticks(gate: str = "", condition: str = "true") -> str:
+    """The statement's first part; `gate` adds CTEs after `incoming` and `condition` (over them)
+    must hold for history to be written."""
+    return (
+        """
 WITH incoming AS (
     SELECT *
     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::numeric[], $5::text[],
-                $6::timestamptz[], $7::uuid[], $8::text[], $9::text[], $10::text[])
+                $6::timestamptz[], $7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[])
          AS i(provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
-              state, hold_kind, hold_reason)
-),
+              state, hold_kind, hold_reason, trace_id)
+),"""
+        + gate
+        + """
 decided AS (
     SELECT i.*,
            CASE
@@ -30,8 +40,16 @@ decided AS (
            END AS outcome,
            h.state AS stored_state, h.event_id AS stored_event_id, h.hold_reason AS stored_reason
     FROM incoming i
-    LEFT JOIN price_history h
-           ON h.provider_id = i.provider_id AND h.asset_id = i.asset_id AND h.as_of = i.as_of
+    -- One primary-key probe per tick whatever the statistics say (a generic plan made while the
+    -- table was small scanned all of history for every batch); LIMIT keeps the planner from
+    -- turning it back into a join (the key is unique: one row at most anyway).
+    LEFT JOIN LATERAL (
+        SELECT h.asset_id, h.accepted_at, h.event_id, h.state, h.amount, h.currency,
+               h.hold_reason
+        FROM price_history h
+        WHERE h.provider_id = i.provider_id AND h.asset_id = i.asset_id AND h.as_of = i.as_of
+        LIMIT 1
+    ) h ON true
 ),
 history AS (
     INSERT INTO price_history AS h
@@ -39,7 +57,9 @@ history AS (
          state, hold_kind, hold_reason, held_at)
     SELECT provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
            state, hold_kind, hold_reason, CASE WHEN state = 'held' THEN now() END
-    FROM decided WHERE outcome IN ('applied', 'duplicate')
+    FROM decided WHERE outcome IN ('applied', 'duplicate') AND """
+        + condition
+        + """
     ON CONFLICT (provider_id, asset_id, as_of) DO UPDATE SET
         amount = EXCLUDED.amount, currency = EXCLUDED.currency,
         accepted_at = EXCLUDED.accepted_at, event_id = EXCLUDED.event_id,
@@ -57,11 +77,13 @@ history AS (
                        THEN h.held_at ELSE EXCLUDED.held_at END
     WHERE (EXCLUDED.accepted_at, EXCLUDED.event_id) > (h.accepted_at, h.event_id)
 )"""
+    )
+
 
 # With sanity holds on, the hold rule then runs over the affected ticks and the latest price is
 # refreshed from history (rwasync.store.prices): this statement only records.
 RECORD_TICKS = (
-    _RECORD_TICKS
+    _record_ticks()
     + """
 SELECT event_id, outcome, stored_state, stored_event_id, stored_reason, false AS latest,
        0::bigint AS logged
@@ -71,23 +93,39 @@ FROM decided
 
 # Without holds (the provider has no policy), one statement does it all: record, then move the
 # latest price only forward in (as_of, accepted_at, event_id) — a late older tick lands in history
-# but never regresses it — and log each asset whose amount, currency or as_of moved for the
-# stream (a burst is coalesced to one change per asset; a repeated tick logs none).
+# but never regresses it — log each asset whose amount, currency or as_of moved for the stream (a
+# burst is coalesced to one change per asset; a repeated tick logs none), and write every tick's
+# receipt (ticks superseded within the batch, $12–$16, included) and move the receipt of a held
+# tick replaced at its as_of: one round trip instead of three.
+#
+# It runs inside `price_apply_plain` (migration 0013, which holds this text verbatim), after the
+# stripe locks: one round trip with BEGIN and COMMIT included.
+#
+# Whether the providers have no policy is the caller's belief (a cache): `policed` checks it in
+# the statement's own snapshot — taken after the stripe locks, as the policy look-up it replaces
+# was — and if a provider has an active policy after all, nothing is written (every write below is
+# conditional on `policed` being empty) and the statement answers which providers have one.
 APPLY_TICKS = (
-    _RECORD_TICKS
-    + """,
-prior AS (
-    SELECT p.provider_id, p.asset_id, p.amount, p.currency, p.as_of
-    FROM asset_prices p
-    JOIN (SELECT DISTINCT provider_id, asset_id FROM incoming) k USING (provider_id, asset_id)
+    _record_ticks(
+        gate="""
+policed AS (
+    SELECT provider_id FROM price_policies
+    WHERE provider_id IN (SELECT provider_id FROM incoming)
+      AND (max_jump IS NOT NULL OR currency_check)
 ),
+go AS (SELECT NOT EXISTS (SELECT 1 FROM policed) AS ok),""",
+        condition="(SELECT ok FROM go)",
+    )
+    + """,
 latest AS (
     INSERT INTO asset_prices AS p
         (provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, applied_at)
     SELECT DISTINCT ON (provider_id, asset_id)
            provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, now()
     FROM decided
-    WHERE outcome = 'applied' OR (outcome = 'duplicate' AND stored_state IN ('visible', 'released'))
+    WHERE (outcome = 'applied'
+           OR (outcome = 'duplicate' AND stored_state IN ('visible', 'released')))
+      AND (SELECT ok FROM go)
     ORDER BY provider_id, asset_id, as_of DESC, accepted_at DESC, event_id DESC
     ON CONFLICT (provider_id, asset_id) DO UPDATE SET
         amount = EXCLUDED.amount, currency = EXCLUDED.currency, as_of = EXCLUDED.as_of,
@@ -97,19 +135,67 @@ latest AS (
           > (p.as_of, p.accepted_at, p.event_id)
     RETURNING p.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at, p.event_id
 ),
+-- What each moved price was before this statement (its sibling `latest` wrote asset_prices, but
+-- every part of one statement reads the same snapshot), one primary-key probe per moved price.
 logged AS (
     INSERT INTO price_changes (provider_id, asset_id, amount, currency, as_of, accepted_at)
     SELECT l.provider_id, l.asset_id, l.amount, l.currency, l.as_of, l.accepted_at
-    FROM latest l LEFT JOIN prior o USING (provider_id, asset_id)
+    FROM latest l
+    LEFT JOIN LATERAL (
+        SELECT p.asset_id, p.amount, p.currency, p.as_of
+        FROM asset_prices p
+        WHERE p.provider_id = l.provider_id AND p.asset_id = l.asset_id
+        LIMIT 1
+    ) o ON true
     WHERE o.asset_id IS NULL OR (l.amount, l.currency, l.as_of)
                                 IS DISTINCT FROM (o.amount, o.currency, o.as_of)
     RETURNING 1
-)
-SELECT d.event_id, d.outcome, d.stored_state, d.stored_event_id, d.stored_reason,
-       (l.event_id IS NOT NULL) AS latest, (SELECT count(*) FROM logged) AS logged
-FROM decided d LEFT JOIN latest l ON l.event_id = d.event_id
+),
+-- Each tick's receipt: a duplicate of a held tick takes over its hold (and its reason).
+verdicts AS (
+    SELECT d.event_id AS e, d.provider_id AS p, d.asset_id AS a, 'price.updated' AS t,
+           CASE WHEN d.outcome = 'duplicate' AND d.stored_state = 'held' THEN 'held'
+                ELSE d.outcome END AS s,
+           CASE WHEN d.outcome = 'stale_ignored' THEN $17::text
+                WHEN d.outcome = 'duplicate' AND d.stored_state = 'held' THEN d.stored_reason
+           END AS r,
+           CASE WHEN d.outcome = 'applied' THEN l.event_id IS NOT NULL END AS l,
+           d.accepted_at AS ts, d.trace_id AS tr
+    FROM decided d LEFT JOIN latest l ON l.event_id = d.event_id
+    WHERE (SELECT ok FROM go)
+    UNION ALL
+    SELECT e, p, a, 'price.updated', 'stale_ignored', $18::text, NULL::bool, ts, tr
+    FROM unnest($12::uuid[], $13::text[], $14::text[], $15::timestamptz[], $16::text[])
+         AS x(e, p, a, ts, tr)
+    WHERE (SELECT ok FROM go)
+),
+receipted AS ("""
+    + receipts.decisions_insert("verdicts")
+    + """),
+-- The tick that now carries a stored held entry took over its hold: the one it replaced ends
+-- `stale_ignored`.
+replaced AS ("""
+    + receipts.price_redecisions_update(
+        """(SELECT stored_event_id, 'stale_ignored', $19::text, NULL::bool
+      FROM decided
+      WHERE outcome <> 'stale_ignored' AND stored_state = 'held' AND (SELECT ok FROM go))
+     AS u(e, s, r, l)"""
+    )
+    + """)
+SELECT (SELECT array_agg(provider_id ORDER BY provider_id) FROM policed) AS policed,
+       (SELECT count(*) FROM logged) AS logged, c.statuses, c.counts
+FROM (SELECT array_agg(s ORDER BY s) AS statuses, array_agg(n ORDER BY s) AS counts
+      FROM (SELECT s, count(*) AS n FROM verdicts GROUP BY s) g) c
 """
 )
+
+# Takes the stripe locks of the ticks' assets ($20: the lock space, $21: the stripes), then runs
+# APPLY_TICKS ($1–$19); outside a transaction block, the whole apply is one round trip.
+APPLY_PLAIN: Final = """
+SELECT policed, logged, statuses, counts
+FROM price_apply_plain($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                       $17, $18, $19, $20, $21)
+"""
 
 # --- investor reads ---------------------------------------------------------------------------
 

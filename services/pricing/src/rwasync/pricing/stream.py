@@ -9,7 +9,7 @@ never wait for it.
 
 Written by hand rather than with aiohttp-sse: that library's keep-alive comment is fixed to
 `: ping` and its ping task is private, while this stream sends `: keep-alive` from the one task
-that also drains the subscriber's queue.
+that also drains the subscriber's backlog.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from rwasync.pricing.hub import (
     Position,
     PriceChange,
     Subscriber,
-    event_id,
     parse_event_id,
 )
 from rwasync.pricing.settings import PricingSettings
@@ -48,21 +47,29 @@ SLOW_CLOSE: Final = b'event: close\ndata: {"reason":"slow_consumer"}\n\n'
 RESET: Final = b'event: reset\ndata: {"reason":"last_event_id_expired"}\n\n'
 # How long a new subscriber waits for the hub to be connected before a 503.
 SUBSCRIBE_TIMEOUT: Final = 5.0
+# The most bytes HTTP chunked encoding adds to one write (size line and CRLFs).
+CHUNK_OVERHEAD: Final = 64
 REPLAY_PAGE: Final = 1000
-# Events joined into one write when a subscriber's queue holds several.
-WRITE_BATCH: Final = 256
 
 
-def drain(queue: asyncio.Queue[PriceChange], most: int) -> list[PriceChange]:
-    """Up to `most` changes already waiting in the queue, without waiting."""
-    taken: list[PriceChange] = []
-    while len(taken) < most and not queue.empty():
-        taken.append(queue.get_nowait())
-    return taken
+def unsent(changes: list[PriceChange], sent: Position) -> list[PriceChange]:
+    """The changes after `sent` (they come in order: only a head already replayed is skipped)."""
+    start = 0
+    while start < len(changes) and changes[start].position <= sent:
+        start += 1
+    return changes[start:] if start else changes
 
 
-def frame(change: PriceChange) -> bytes:
-    return b"id: %s\nevent: price\ndata: %s\n\n" % (event_id(change.position).encode(), change.data)
+def never_waits(transport: asyncio.BaseTransport | None, size: int) -> bool:
+    """Whether writing `size` bytes cannot wait for the subscriber: nothing is buffered (so the
+    transport is not paused) and the write stays under its high-water mark, so aiohttp's write
+    returns without waiting for a drain. A subscriber that keeps up is always in this state; the
+    send timeout (a timer per write: 50 subscribers' writes made it a few % of the process) is
+    then only armed for a subscriber that has fallen behind."""
+    if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+        return False
+    _, high = transport.get_write_buffer_limits()
+    return transport.get_write_buffer_size() == 0 and size + CHUNK_OVERHEAD <= high
 
 
 class PriceStream:
@@ -203,19 +210,22 @@ class PriceStream:
             while not subscriber.slow.is_set():
                 try:
                     async with asyncio.timeout(keep_alive):
-                        change = await subscriber.queue.get()
+                        await subscriber.wait()
                 except TimeoutError:
                     await self._send(response, KEEP_ALIVE)
                     continue
-                # Whatever else is already queued goes in the same write: one syscall and one
-                # chunk for a burst, not one per event.
-                frames = []
-                for queued in (change, *drain(subscriber.queue, WRITE_BATCH - 1)):
-                    if queued.position > sent:
-                        frames.append(frame(queued))
-                        sent = queued.position
-                if frames:
-                    await self._send(response, b"".join(frames))
+                if subscriber.slow.is_set():
+                    break
+                # Everything queued since the last write goes in this one: one syscall and one
+                # chunk for a burst, not one per event; the frames were rendered by the hub.
+                changes = unsent(subscriber.take(), sent)
+                if changes:
+                    sent = changes[-1].position
+                    data = b"".join([c.frame for c in changes])
+                    if never_waits(request.transport, len(data)):
+                        await response.write(data)  # no timeout to arm: it cannot wait
+                    else:
+                        await self._send(response, data)
             log.info("closing a slow stream subscriber", provider_id=subscriber.provider_id)
             await self._send(response, SLOW_CLOSE)
         except (ConnectionResetError, TimeoutError, asyncio.CancelledError) as exc:
@@ -243,9 +253,10 @@ class PriceStream:
                 queries.REPLAY, subscriber.provider_id, asset_ids, *sent, *upto, REPLAY_PAGE
             )
             now = datetime.now(UTC)
-            for row in rows:
-                sent = (row["xid"], row["change_id"])
-                if not row["disabled"]:
-                    await self._send(response, frame(PriceChange.from_row(row, now)))
+            frames = [PriceChange.from_row(row, now).frame for row in rows if not row["disabled"]]
+            if rows:
+                sent = (rows[-1]["xid"], rows[-1]["change_id"])
+            if frames:
+                await self._send(response, b"".join(frames))  # a page in one write
             if len(rows) < REPLAY_PAGE:
                 return max(sent, upto)

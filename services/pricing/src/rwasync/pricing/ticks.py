@@ -31,7 +31,8 @@ def latest_per_as_of(
 def tick_columns(
     ticks: Sequence[PriceUpdated], holds: Sequence[tuple[str, str | None, str | None]]
 ) -> tuple[list[object], ...]:
-    """The arguments of RECORD_TICKS / APPLY_TICKS: the ticks and the state each is recorded in."""
+    """The first arguments of RECORD_TICKS / APPLY_TICKS: the ticks, the state each is recorded
+    in, and their trace ids (for the receipts APPLY_TICKS writes)."""
     return (
         [t.provider_id for t in ticks],
         [t.asset_id for t in ticks],
@@ -43,6 +44,7 @@ def tick_columns(
         [h[0] for h in holds],
         [h[1] for h in holds],
         [h[2] for h in holds],
+        [t.trace_id for t in ticks],
     )
 
 
