@@ -86,41 +86,48 @@ async def test_an_entry_committing_late_is_neither_skipped_nor_repeated(
         await second.close()
 
 
-async def test_a_batch_staged_before_its_stripes_holds_the_feed_back_until_it_ends(
+async def test_a_batch_waiting_for_its_stripes_has_no_transaction_id_yet(
     db: Database, database_url: str, provider_id: str
 ) -> None:
-    """The reconciler stages a batch (a write: the transaction gets its id) before it waits for
-    its stripes. Meanwhile a later transaction's entry must not be handed out: the waiting batch
-    commits an entry with a lower transaction id, which a cursor past the later one would skip."""
+    """Change entries are ordered by transaction id, which matches the order in which one
+    asset's changes were applied only if a batch gets its id (its first write) after it took
+    its stripes. A batch that staged first (an earlier attempt to shorten the time stripes are
+    held) got its id before a batch that overtook it on the stripe: the fault suite then saw an
+    asset's last entry differ from its stored state. So: while waiting, no id; a later batch
+    of another asset is handed out first, in commit order."""
     holder = await asyncpg.connect(database_url)
     try:
         # Another asset of a stripe other than b1's, as lock_stripes hashes them.
         stripes = await holder.fetch(
             "SELECT k, (hashtext(k) & 2147483647) % $2 AS s FROM unnest($1::text[]) AS k",
-            ["prv_test/b1", *(f"prv_test/a{i}" for i in range(20))],
+            [f"{provider_id}/b1", *(f"{provider_id}/a{i}" for i in range(20))],
             ASSET_LOCK_STRIPES,
         )
-        other = next(r["k"] for r in stripes[1:] if r["s"] != stripes[0]["s"])[len("prv_test/") :]
+        other = next(r["k"] for r in stripes[1:] if r["s"] != stripes[0]["s"])
+        other = other[len(provider_id) + 1 :]
         applier = AssetApplier(db)
         waiting = upserted(provider_id, "b1", at(1))
         later = upserted(provider_id, other, at(1))
         async with holder.transaction():
-            await lock_stripes(holder, ["prv_test/b1"], LockSpace.ASSETS, ASSET_LOCK_STRIPES)
-            staged = asyncio.create_task(applier.apply([waiting]))
-            await eventually(
-                lambda: db.fetchval(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            await lock_stripes(holder, [f"{provider_id}/b1"], LockSpace.ASSETS, ASSET_LOCK_STRIPES)
+            blocked = asyncio.create_task(applier.apply([waiting]))
+            waiter = await eventually(
+                lambda: db.fetchrow(
+                    "SELECT a.backend_xid::text AS xid FROM pg_locks l"
+                    " JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE l.locktype = 'advisory' AND NOT l.granted"
                 ),
-                lambda n: n > 0,
+                lambda row: row is not None,
                 interval=0.02,
                 what="the batch waiting for its stripe",
             )
+            assert waiter["xid"] is None
             await applier.apply([later])
             page = await read_changes(db.pool, None)
-            assert page["items"] == []  # the waiting batch may still commit an entry before it
-        await asyncio.wait_for(staged, 30)
-        items = await _read_until(db, page["next_cursor"], 2)
-        assert [i["event_id"] for i in items] == [str(waiting.event_id), str(later.event_id)]
+            assert [i["event_id"] for i in page["items"]] == [str(later.event_id)]
+        await asyncio.wait_for(blocked, 30)
+        items = await _read_until(db, page["next_cursor"], 1)
+        assert [i["event_id"] for i in items] == [str(waiting.event_id)]
     finally:
         await holder.close()
 

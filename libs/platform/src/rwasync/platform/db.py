@@ -54,20 +54,10 @@ async def lock_stripes(
     hashed stripes of the key space, taken in one global order so that two batches can never
     deadlock. A batch of thousands of keys takes at most `stripes` locks (Postgres' shared lock
     table holds only max_locks_per_transaction x max_connections), at the price of serialising
-    batches that share a stripe. Take them before the transaction's first write (a transaction
+    batches that share a stripe. Take them before the transaction's first write: a transaction
     waiting for a stripe then gets its transaction id only after the holder committed, and
-    `writers_horizon` can tell which writers are still running), or after `register_writer`."""
+    `writers_horizon` can tell which writers are still running."""
     await conn.execute(_LOCK_STRIPES, keys, int(space), stripes)
-
-
-async def register_writer(conn: asyncpg.Connection, space: LockSpace) -> None:
-    """Count this transaction among `space`'s writers (`writers_horizon`) until it ends, before
-    it takes its stripes: a lock in the space of its own (key: minus its backend's pid; stripes
-    are >= 0), which nothing else ever asks for. A transaction that writes (and so gets its
-    transaction id) before it waits for its stripes, as the reconciler staging a batch does,
-    must hold it from before that write: a change-feed reader would otherwise not know it and
-    hand out entries of later transactions ahead of its own."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, -pg_backend_pid())", int(space))
 
 
 _LOCK_STRIPES = """
@@ -78,13 +68,12 @@ FROM (SELECT DISTINCT (hashtext(key) & 2147483647) % $3 AS s FROM unnest($1::tex
 
 
 # The horizon of a change log whose rows record their transaction id (`pg_current_xact_id()`)
-# and whose writers all take stripe locks of one key space ($1) before their first write (or hold
-# their `register_writer` lock from before it) and hold them to the end: a transaction id below
-# which every such writer has ended. The writers still running are those holding a lock here;
-# their ids come from their `transactionid` locks (32 bits, widened with the epoch of xmax).
-# Read it *before* the changes: a writer not listed has ended, or gets an id >= xmax. Unlike
-# `pg_snapshot_xmin` (cluster-wide), transactions of other databases and other tables never hold
-# the log back.
+# and whose writers all take stripe locks of one key space ($1) before their first write and hold
+# them to the end: a transaction id below which every such writer has ended. The writers still
+# running are those holding a stripe lock here; their ids come from their `transactionid` locks
+# (32 bits, widened with the epoch of xmax). Read it *before* the changes: a writer not listed has
+# ended, or gets an id >= xmax. Unlike `pg_snapshot_xmin` (cluster-wide), transactions of other
+# databases and other tables never hold the log back.
 _WRITERS_HORIZON = """
 WITH writers AS (
     SELECT virtualtransaction FROM pg_locks

@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 import structlog
 
-from rwasync.platform.db import Database, LockSpace, lock_stripes, register_writer
+from rwasync.platform.db import Database, LockSpace, lock_stripes
 from rwasync.platform.metrics import EVENTS_DECIDED
 from rwasync.reconciler import queries
 from rwasync.reconciler.folding import apply_folded
@@ -109,16 +109,11 @@ class AssetApplier:
         staged = _incoming(*newest_per_asset(plain)) if plain else []
         stripe_keys = [f"{p}/{a}" for p, a in keys]
         async with self._db.connection() as conn, conn.transaction():
-            # The batch is staged (COPY) before the stripes are taken, so that other replicas do
-            # not wait for its transfer; the change feed then needs this writer registered first.
-            await register_writer(conn, LockSpace.ASSETS)
-            if staged:
-                await self._stage(conn, staged)
             # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
-            # Postgres' shared lock table.
+            # Postgres' shared lock table; and the change feed's horizon is read off them.
             await lock_stripes(conn, stripe_keys, LockSpace.ASSETS, ASSET_LOCK_STRIPES)
             outcomes, deferred = (
-                await self._merge(conn) if staged else (Tally[tuple[str, str]](), set())
+                await self._merge(conn, staged) if staged else (Tally[tuple[str, str]](), set())
             )
             folding = patched | deferred
             folded = [e for e in changes if asset_key(e) in folding]
@@ -130,19 +125,16 @@ class AssetApplier:
             EVENTS_DECIDED.labels(kind, status).inc(count)
         log.debug("asset events applied", events=len(changes), folded=len(folded))
 
-    async def _stage(self, conn: asyncpg.Connection, staged: list[tuple[Any, ...]]) -> None:
-        """The plain path's events (`_incoming`'s rows) into this transaction's temp table."""
+    async def _merge(
+        self, conn: asyncpg.Connection, staged: list[tuple[Any, ...]]
+    ) -> tuple[Tally[tuple[str, str]], set[AssetKey]]:
+        """The plain path: stage with COPY (`_incoming`'s rows), then one statement merges,
+        records the receipts and the change entries. Returns how many events of each type ended
+        how, and the assets that turned out to keep patches (left for the folding path)."""
         await conn.execute(queries.CREATE_INCOMING)
         await conn.copy_records_to_table(
             "incoming_asset_events", records=staged, columns=queries.INCOMING_COLUMNS
         )
-
-    async def _merge(
-        self, conn: asyncpg.Connection
-    ) -> tuple[Tally[tuple[str, str]], set[AssetKey]]:
-        """The plain path, under the stripes: one statement merges the staged events, records
-        the receipts and the change entries. Returns how many events of each type ended how, and
-        the assets that turned out to keep patches (left for the folding path)."""
         outcomes: Tally[tuple[str, str]] = Tally()
         deferred: set[AssetKey] = set()
         # Planned afresh for every batch (a statement prepared once keeps the plan made for the
