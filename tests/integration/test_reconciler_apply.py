@@ -233,3 +233,41 @@ async def test_receipts_are_decided_without_scanning_the_backlog(
         )
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.APPLY_INCOMING))
     assert "event_receipts_undecided" not in plan
+
+
+async def test_an_asset_stored_behind_the_stripes_fails_the_batch_and_its_retry_decides(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    """An asset the merge classifies as new is inserted without ON CONFLICT: should a writer that
+    skipped the stripes store it meanwhile, the batch fails (nothing written over, no receipt
+    decided, no change entry) and the consumer's retry classifies it against the stored row."""
+    intruder = await asyncpg.connect(database_url)
+    event = upserted(provider_id, "raced", at(1))
+    await record_accepted(db.pool, [event])
+    try:
+        async with intruder.transaction():
+            await intruder.execute(
+                "INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at,"
+                " event_id, source, document, content_hash, status, applied_at)"
+                " VALUES ($1, 'raced', $2, false, now(), gen_random_uuid(), 'push',"
+                " '{}'::jsonb, '\\x00'::bytea, 'active', now())",
+                provider_id,
+                at(2),
+            )
+            applying = asyncio.create_task(AssetApplier(db).apply([event]))
+            while not await intruder.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ):
+                assert not applying.done(), applying
+                await asyncio.sleep(0.01)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await applying
+    finally:
+        await intruder.close()
+    assert await _receipt(db, event) == ("accepted", None)
+    assert await db.fetchval("SELECT count(*) FROM asset_changes") == 0
+    await AssetApplier(db).apply([event])
+    status, reason = await _receipt(db, event)
+    assert status == "stale_ignored" and reason
+    assert (await _state(db, provider_id))[0][1] == at(2)
