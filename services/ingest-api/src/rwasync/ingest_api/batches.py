@@ -139,17 +139,24 @@ class Batches:
             for item, at, event_id in zip(good, instants, new_event_ids(len(good)), strict=True)
         ]
         await self._ingest.publisher.accept_many(events)
-        event_ids = {
-            item.index: str(event["event_id"]) for item, event in zip(good, events, strict=True)
-        }
-        results: list[dict[str, Any]] = []
-        for item in checked:
-            result: dict[str, Any] = {"index": item.index, id_key: item.id}
-            if item.errors is None:
-                result.update(status="accepted", event_id=event_ids[item.index])
-            else:
-                result.update(status="rejected", errors=[e.as_dict() for e in item.errors])
-            results.append(result)
+        # The good items' events, in the same (request) order.
+        event_ids = (str(event["event_id"]) for event in events)
+        results = [
+            {
+                "index": item.index,
+                id_key: item.id,
+                "status": "accepted",
+                "event_id": next(event_ids),
+            }
+            if item.errors is None
+            else {
+                "index": item.index,
+                id_key: item.id,
+                "status": "rejected",
+                "errors": [e.as_dict() for e in item.errors],
+            }
+            for item in checked
+        ]
         return json_response(
             {"accepted": len(good), "rejected": len(checked) - len(good), "results": results},
             status=202,

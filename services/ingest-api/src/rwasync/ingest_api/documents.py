@@ -96,9 +96,10 @@ def deletion(body: Any, path_id: str, received_at: datetime) -> DeletionRequest:
     return DeletionRequest(parsed.reason, parsed.deleted_at or received_at)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Checked:
-    """One batch item after validation: its value, or the errors that rejected it."""
+    """One batch item after validation: its value, or the errors that rejected it. (Not frozen:
+    a frozen dataclass cost a microsecond an item to build, a fifth of a tick's validation.)"""
 
     index: int
     id: str | None
