@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import time
 import uuid
@@ -36,6 +37,7 @@ from rwasync.ingest_api.callers import Call
 from rwasync.ingest_api.context import Ingest
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database
+from rwasync.platform.http import tune_garbage_collector
 from rwasync.platform.migrate import migrate
 from rwasync.schema.events import Arrival, EventSource
 from rwasync.store.tenants import ProviderIdentity
@@ -90,7 +92,9 @@ async def _measure(backend: int, work: Callable[[], Awaitable[object]]) -> tuple
     return time.process_time() - cpu, cpu_seconds(backend) - db_cpu
 
 
-async def run(dsn: str, ticks: int, requests: int, rejected: int, distinct_as_of: bool) -> None:
+async def run(
+    dsn: str, ticks: int, requests: int, rejected: int, distinct_as_of: bool, gc_mode: str
+) -> None:
     await migrate(dsn)
     db = Database(dsn, min_size=1, max_size=1)
     db.start()
@@ -120,6 +124,11 @@ async def run(dsn: str, ticks: int, requests: int, rejected: int, distinct_as_of
         assert response.status == 202, response.status
 
     await handle(sent[0])  # warm up: first statements prepared, lazy imports done
+    if gc_mode == "freeze":
+        gc.collect()
+        gc.freeze()
+    elif gc_mode == "tuned":
+        tune_garbage_collector()
     python, postgres = [], []
     for body in sent[1:]:
         spent = await _measure(backend, lambda body=body: handle(body))  # type: ignore[misc]
@@ -147,6 +156,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6)
     parser.add_argument("--rejected", type=int, default=0)
     parser.add_argument("--distinct-as-of", action="store_true", help="an as_of per tick")
+    parser.add_argument(
+        "--gc",
+        choices=("default", "freeze", "tuned"),
+        default="default",
+        help="the collector as ingest-api leaves it, start-up frozen, or as the consumers tune it",
+    )
     args = parser.parse_args()
     name = f"bench_push_{uuid.uuid4().hex[:8]}"
     dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
@@ -158,7 +173,9 @@ def main() -> None:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:
-        asyncio.run(run(dsn, args.ticks, args.requests, args.rejected, args.distinct_as_of))
+        asyncio.run(
+            run(dsn, args.ticks, args.requests, args.rejected, args.distinct_as_of, args.gc)
+        )
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

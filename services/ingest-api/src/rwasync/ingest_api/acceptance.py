@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -137,6 +137,24 @@ def _unavailable(exc: BrokerUnavailable, exchange: str, events: int) -> Problem:
     )
 
 
+def accepted_run(events: Sequence[WireEvent]) -> receipts.AcceptedRun:
+    """The receipts of a batch's events: one kind from one request, accepted at consecutive
+    instants (`AcceptanceClock.instants`). Anything else is a programming error."""
+    first, last = events[0], events[-1]
+    if last["accepted_at"] - first["accepted_at"] != (len(events) - 1) * MICROSECOND:
+        raise ValueError("a batch's events take consecutive acceptance instants")
+    if len({(e["provider_id"], e["type"], e["trace_id"]) for e in events}) != 1:
+        raise ValueError("a batch's events share their provider, type and trace")
+    return receipts.AcceptedRun(
+        provider_id=first["provider_id"],
+        type=str(first["type"]),
+        trace_id=first["trace_id"],
+        first_accepted_at=first["accepted_at"],
+        event_ids=[e["event_id"] for e in events],
+        asset_ids=[e["asset_id"] for e in events],
+    )
+
+
 @dataclass(frozen=True)
 class PublishingLimits:
     events_per_message: int = 250
@@ -177,12 +195,18 @@ class EventPublisher:
         except BrokerUnavailable as exc:
             raise _unavailable(exc, exchange, 1) from None
         self._count([(event.type, event.source)])
-        await self._record_receipts([receipts.Accepted.of(event)])
+        await self._record_receipts(
+            lambda: self._receipts.submit([receipts.Accepted.of(event)]),
+            1,
+            event.event_id,
+            event.asset_id,
+        )
 
     async def accept_many(self, events: Sequence[WireEvent]) -> None:
-        """Return once the broker confirmed every event (in their wire form, `wire_event`);
-        raise a 503 Problem when any chunk was not (the client retries the whole request; events
-        already published repeat harmlessly under the version guard)."""
+        """Return once the broker confirmed every event of a batch (in their wire form,
+        `wire_event`; see `accepted_run`); raise a 503 Problem when any chunk was not (the client
+        retries the whole request; events already published repeat harmlessly under the version
+        guard)."""
         if not events:
             return
         size = self._limits.events_per_message
@@ -196,18 +220,12 @@ class EventPublisher:
             if isinstance(outcome, BaseException):
                 raise outcome
         self._count([(e["type"], e["source"]) for e in events])
+        run = accepted_run(events)
         await self._record_receipts(
-            [
-                receipts.Accepted(
-                    e["event_id"],
-                    e["provider_id"],
-                    e["asset_id"],
-                    e["type"],
-                    e["accepted_at"],
-                    e["trace_id"],
-                )
-                for e in events
-            ]
+            lambda: receipts.record_accepted_run(self._db.pool, run),
+            len(events),
+            run.event_ids[0],
+            run.asset_ids[0],
         )
 
     async def _publish(self, events: Sequence[AcceptedEvent]) -> None:
@@ -234,20 +252,21 @@ class EventPublisher:
     async def _record_accepted(self, accepted: list[receipts.Accepted]) -> None:
         await receipts.record_accepted_rows(self._db.pool, accepted)
 
-    async def _record_receipts(self, accepted: Sequence[receipts.Accepted]) -> None:
+    async def _record_receipts(
+        self, record: Callable[[], Awaitable[None]], events: int, event_id: object, asset_id: str
+    ) -> None:
         # The events are durable in the broker: failing the request now would only make the
         # client send them again. Log, count, and answer 202. Concurrent requests' receipts
-        # share one insert; a batch's all go in one.
+        # share one insert; a batch's all go in one of its own.
         try:
             async with asyncio.timeout(RECEIPT_TIMEOUT):
-                await self._receipts.submit(accepted)
+                await record()
         except Exception as exc:
             RECEIPT_FAILURES.inc()
-            first = accepted[0]
             context = {
-                "events": len(accepted),
-                "first_event_id": str(first.event_id),
-                "first_asset_id": first.asset_id,
+                "events": events,
+                "first_event_id": str(event_id),
+                "first_asset_id": asset_id,
                 "error": repr(exc),
             }
             if is_transient(exc):
