@@ -176,7 +176,7 @@ class EventPublisher:
     def __init__(self, broker: Broker, db: Database, limits: PublishingLimits) -> None:
         self._broker = broker
         self._limits = limits
-        self._receipts: GroupCommit[receipts.Accepted] = GroupCommit(self._record_accepted)
+        self._receipts = GroupCommit(self._record_accepted)
         self._db = db
         self._coalesced = {
             exchange: GroupCommit(
@@ -196,7 +196,7 @@ class EventPublisher:
             raise _unavailable(exc, exchange, 1) from None
         self._count([(event.type, event.source)])
         await self._record_receipts(
-            lambda: self._receipts.submit([receipts.Accepted.of(event)]),
+            lambda: self._receipts.submit([event]),
             1,
             event.event_id,
             event.asset_id,
@@ -209,6 +209,7 @@ class EventPublisher:
         guard)."""
         if not events:
             return
+        run = accepted_run(events)  # checked before anything is published
         size = self._limits.events_per_message
         chunks = [events[i : i + size] for i in range(0, len(events), size)]
         outcomes = await asyncio.gather(
@@ -220,7 +221,6 @@ class EventPublisher:
             if isinstance(outcome, BaseException):
                 raise outcome
         self._count([(e["type"], e["source"]) for e in events])
-        run = accepted_run(events)
         await self._record_receipts(
             lambda: receipts.record_accepted_run(self._db.pool, run),
             len(events),
@@ -249,8 +249,8 @@ class EventPublisher:
         for (kind, source), count in Tally(kinds).items():
             EVENTS_ACCEPTED.labels(str(kind), str(source)).inc(count)
 
-    async def _record_accepted(self, accepted: list[receipts.Accepted]) -> None:
-        await receipts.record_accepted_rows(self._db.pool, accepted)
+    async def _record_accepted(self, events: list[AcceptedEvent]) -> None:
+        await receipts.record_accepted(self._db.pool, events)
 
     async def _record_receipts(
         self, record: Callable[[], Awaitable[None]], events: int, event_id: object, asset_id: str
