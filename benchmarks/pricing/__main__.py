@@ -13,7 +13,9 @@
 
 Phases 2 and 3 also print the CPU the pricing process and its own Postgres backends spent per
 tick (utime + stime from /proc, benchmarks/cpu.py): on a shared machine a steadier figure to
-compare two codes by than the rates. The load average is printed at the start and the end.
+compare two codes by than the rates. Pushing through ingest-api, the sustained phase also prints
+ingest-api's and its backends' CPU per tick while the pushers ran. The load average is printed
+at the start and the end.
 
 Ticks go through ingest-api's `POST /v1/prices` when it serves it (`--via auto`), otherwise as
 multi-tick messages straight to the price exchange — what that endpoint publishes — and the report
@@ -66,13 +68,13 @@ class CpuMeter:
         return cpu_spent(before, await self.sample())
 
 
-def per_tick(cpu: Cpu, ticks: int) -> str:
-    """CPU µs per tick: total (pricing process + its backends)."""
+def per_tick(cpu: Cpu, ticks: int, service: str = "pricing") -> str:
+    """CPU µs per tick: total (the service's process + its backends)."""
     if ticks <= 0:
         return "CPU per tick n/a"
     return (
-        f"CPU {cpu.total * 1e6 / ticks:,.0f} µs/tick (pricing {cpu.service * 1e6 / ticks:,.0f} + "
-        f"its Postgres backends {cpu.database * 1e6 / ticks:,.0f}; {cpu.total:.1f} CPU s)"
+        f"CPU {cpu.total * 1e6 / ticks:,.0f} µs/tick ({service} {cpu.service * 1e6 / ticks:,.0f}"
+        f" + its Postgres backends {cpu.database * 1e6 / ticks:,.0f}; {cpu.total:.1f} CPU s)"
     )
 
 
@@ -82,12 +84,15 @@ async def sustained(
     pricing_url: str,
     args: argparse.Namespace,
     meter: CpuMeter,
-) -> tuple[int, float, float, Cpu]:
-    """(ticks pushed, push rate, end-to-end visible rate, pricing's CPU meanwhile)."""
+    ingest_meter: CpuMeter,
+) -> tuple[int, float, float, Cpu, Cpu]:
+    """(ticks pushed, push rate, end-to-end visible rate, pricing's CPU meanwhile, ingest-api's
+    CPU while it pushed)."""
     assets = [f"bench-{i}" for i in range(args.assets)]
     per = args.ticks_per_message
     before = await decided(http, pricing_url)
     cpu_before = await meter.sample()
+    ingest_before = await ingest_meter.sample()
     pushed = 0
     began = time.perf_counter()
     stop = began + args.seconds
@@ -103,6 +108,7 @@ async def sustained(
 
     await asyncio.gather(*(publisher(n) for n in range(args.publishers)))
     push_seconds = time.perf_counter() - began
+    ingest_cpu = await ingest_meter.since(ingest_before)
     await eventually(
         lambda: decided(http, pricing_url),
         lambda count: count - before >= pushed,
@@ -112,7 +118,7 @@ async def sustained(
     )
     visible_seconds = time.perf_counter() - began
     cpu = await meter.since(cpu_before)
-    return pushed, pushed / push_seconds, pushed / visible_seconds, cpu
+    return pushed, pushed / push_seconds, pushed / visible_seconds, cpu, ingest_cpu
 
 
 async def latency(
@@ -158,8 +164,10 @@ async def run(
     reader: str,
     args: argparse.Namespace,
     pricing_pid: int | None,
+    ingest_pid: int | None,
 ) -> None:
     meter = CpuMeter(pricing_pid, system.database_url)
+    ingest_meter = CpuMeter(ingest_pid, system.database_url)
     print(f"load average {load_average()} at the start")
     ceiling = await broker_ceiling(system.amqp_url, args.ceiling_messages)
     print(f"ceiling   raw broker publish+consume, 187-byte messages: {ceiling:,.0f} msgs/s")
@@ -193,8 +201,8 @@ async def run(
                 "(target p99 < 100 ms)"
             )
             print(f"          {sent:,} ticks pushed, {per_tick(cpu, sent)}")
-            pushed, push_rate, visible_rate, cpu = await sustained(
-                http, pusher, system.url("pricing"), args, meter
+            pushed, push_rate, visible_rate, cpu, ingest_cpu = await sustained(
+                http, pusher, system.url("pricing"), args, meter, ingest_meter
             )
             print(
                 f"sustained {pushed:,} ticks over {args.assets:,} assets, "
@@ -204,6 +212,8 @@ async def run(
                 "message"
             )
             print(f"          {per_tick(cpu, pushed)}")
+            if broker is None:
+                print(f"          while pushing: {per_tick(ingest_cpu, pushed, 'ingest-api')}")
             print(f"load average {load_average()} at the end")
         finally:
             if broker is not None:
@@ -237,9 +247,14 @@ def main() -> None:
         _, provider = system.cli("provider", "create", "Bench Estates", "--json")
         _, reader = system.cli("reader", "create", "Bench Portal", "--json")
         system.start("ingest-api", "pricing")
-        process = system.services["pricing"].process
-        print(f"pricing pid {process.pid if process else '?'} (for py-spy)")
-        asyncio.run(run(system, provider, reader["token"], args, process.pid if process else None))
+        pids = {
+            name: process.pid if (process := system.services[name].process) else None
+            for name in ("pricing", "ingest-api")
+        }
+        print(f"pricing pid {pids['pricing']}, ingest-api pid {pids['ingest-api']} (for py-spy)")
+        asyncio.run(
+            run(system, provider, reader["token"], args, pids["pricing"], pids["ingest-api"])
+        )
 
 
 if __name__ == "__main__":

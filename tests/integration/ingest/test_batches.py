@@ -88,15 +88,24 @@ async def test_asset_batch_answers_each_item_and_publishes_the_good_ones_togethe
     assert all(isinstance(e, AssetUpserted) and e.source == EventSource.BATCH for e in ordered)
     assert [e.asset_id for e in ordered] == [r["id"] for r in accepted]
 
-    count = await store.fetchval(
-        "SELECT count(*) FROM event_receipts WHERE event_id = ANY($1::uuid[])",
-        [r["event_id"] for r in accepted],
+    await receipts_match(store, ordered)
+
+
+async def receipts_match(store: Database, events: list[AnyEvent]) -> None:
+    """Every event has its `accepted` receipt, saying exactly what the event says."""
+    rows = await store.fetch(
+        "SELECT event_id, provider_id, asset_id, type, status, accepted_at, trace_id"
+        " FROM event_receipts WHERE event_id = ANY($1::uuid[])",
+        [e.event_id for e in events],
     )
-    assert count == 597
+    assert sorted(tuple(r) for r in rows) == sorted(
+        (e.event_id, e.provider_id, e.asset_id, str(e.type), "accepted", e.accepted_at, e.trace_id)
+        for e in events
+    )
 
 
 async def test_price_batch_goes_to_the_pricing_exchange_only(
-    ingest: Client, queues: Queues, provider: Provider
+    ingest: Client, queues: Queues, provider: Provider, store: Database
 ) -> None:
     ticks: list[Any] = [
         {
@@ -122,6 +131,8 @@ async def test_price_batch_goes_to_the_pricing_exchange_only(
         "USD",
     )
     assert await queues.depth(queues.assets) == 0
+    assert [e.asset_id for e in events] == [t["asset_id"] for i, t in enumerate(ticks) if i != 5]
+    await receipts_match(store, events)
 
 
 async def test_batch_envelope_errors_are_422(

@@ -3,6 +3,7 @@ any input, a value or AssetInvalid naming each problem, never another exception.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,7 +16,9 @@ from rwasync.ingest_api.documents import (
     check_assets,
     check_prices,
     deletion,
+    item_id,
     price_batch,
+    price_item,
 )
 from rwasync.schema.errors import AssetInvalid
 from tests.unit.schema.documents import NOW, detroit_house
@@ -69,3 +72,62 @@ def test_one_bad_item_never_blocks_the_good_ones() -> None:
     checked = check_assets([good, {"id": "x"}, good], NOW)
     assert [c.errors is None for c in checked] == [True, False, True]
     assert checked[1].id == "x"
+
+
+ticks = st.fixed_dictionaries(
+    {
+        "asset_id": st.one_of(st.text("ab1", min_size=1, max_size=3), st.text(max_size=3)),
+        "amount": st.one_of(
+            st.decimals(min_value=Decimal("0.01"), max_value=10**6, places=2).map(str),
+            st.decimals(allow_nan=True),
+            st.text(max_size=4),
+            st.none(),
+        ),
+        "currency": st.sampled_from(["USD", "usd", "XXQ", 5]),
+        "as_of": st.sampled_from(["2024-05-01T12:00:00Z", "2024-05-01", "2999-01-01T00:00:00Z"]),
+    },
+    optional={"extra": st.integers()},
+)
+
+
+@SETTINGS
+@given(st.lists(st.one_of(ticks, documents), max_size=8))
+def test_ticks_validated_together_are_judged_as_each_alone(items: list[Any]) -> None:
+    """The bulk validation of a price batch answers for every tick exactly what validating it
+    alone answers: the same value, or the same errors with the same pointers."""
+    alone = []
+    for item in items:
+        try:
+            alone.append((price_item(item, NOW), None))
+        except AssetInvalid as exc:
+            alone.append((None, exc.errors))
+    checked = check_prices(items, NOW)
+    assert [(c.value, c.errors) for c in checked] == alone
+    assert [c.id for c in checked] == [item_id(item, "asset_id") for item in items]
+
+
+def test_ticks_validated_together_keep_their_own_values() -> None:
+    ticks = [
+        {
+            "asset_id": f"a{i}",
+            "amount": f"{i}.5",
+            "currency": "usd",
+            "as_of": f"2024-05-0{i}T12:00:00Z",
+        }
+        for i in range(1, 6)
+    ]
+    checked = check_prices([ticks[0], {"asset_id": 1}, *ticks[1:]], NOW)
+    assert [c.value for c in checked if c.errors is None] == [price_item(t, NOW) for t in ticks]
+    assert [str(c.value.amount) for c in checked if c.value] == ["1.5", "2.5", "3.5", "4.5", "5.5"]
+
+
+def test_a_crowded_tick_is_refused_alone_as_it_always_was() -> None:
+    good = {"asset_id": "a1", "amount": "1", "currency": "USD", "as_of": "2024-05-01T12:00:00Z"}
+    crowded = {**good, **{f"k{i}": i for i in range(300)}}
+    nested = {**good, "amount": {f"k{i}": i for i in range(300)}}
+    checked = check_prices([good, crowded, nested, "tick", good], NOW)
+    assert [c.errors is None for c in checked] == [True, False, False, False, True]
+    assert [e.as_dict() for e in checked[1].errors or []] == [
+        {"pointer": "", "message": "has 304 keys: far too many"}
+    ]
+    assert [e.pointer for e in checked[2].errors or []] == ["/amount"]

@@ -1,5 +1,6 @@
-"""Broker messages are written with orjson from the models' fields: the JSON must be what
-pydantic's serialiser writes, and decode back to the same events, for every kind of event."""
+"""Broker messages are written with orjson from the models' fields (or, for a price batch, from
+the validated values without models): the JSON must be what pydantic's serialiser writes, and
+decode back to the same events, for every kind of event."""
 
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ from hypothesis import strategies as st
 from rwasync.schema.events import (
     AnyEvent,
     Arrival,
+    EventMessage,
     EventSource,
     asset_deleted,
     asset_patched,
     asset_upserted,
     decode_message,
     encode_message,
+    encode_wire_events,
     message_for,
+    new_event_ids,
     price_updated,
+    price_updated_wire,
 )
 
 pytestmark = pytest.mark.unit
@@ -97,3 +102,43 @@ def test_byte_for_byte_what_pydantic_writes_for_a_typical_message() -> None:
     assert encode_message(message) == orjson.dumps(message.model_dump(mode="json"))
     assert str(message.message_id) in encode_message(message).decode()
     assert uuid.UUID(orjson.loads(encode_message(message))["message_id"]) == message.message_id
+
+
+@settings(max_examples=60, deadline=None)
+@given(moments, moments, st.decimals(allow_nan=False, allow_infinity=False, places=6), st.text())
+def test_a_price_tick_on_the_wire_is_byte_for_byte_its_model(
+    as_of: datetime, accepted_at: datetime, amount: Decimal, trace_id: str
+) -> None:
+    """`price_updated_wire` (a price batch) writes exactly what the model path writes."""
+    arrival = Arrival("prv_x", EventSource.BATCH, accepted_at, trace_id=trace_id[:128])
+    fields: dict[str, Any] = {
+        "asset_id": "a1",
+        "amount": amount,
+        "currency": "EUR",
+        "as_of": as_of,
+        "accepted_at": accepted_at,
+    }
+    ids = new_event_ids(2)
+    models = [
+        price_updated(arrival, **fields).model_copy(update={"event_id": uuid.UUID(i)}) for i in ids
+    ]
+    wires = [price_updated_wire(arrival, event_id=i, **fields) for i in ids]
+    message_id, body = encode_wire_events(wires)
+    message = EventMessage(message_id=uuid.UUID(message_id), events=models)
+    assert body == encode_message(message)
+    assert decode_message(body) == message
+    single_id, single = encode_wire_events(wires[:1])
+    assert single_id == ids[0]
+    assert single == encode_message(message_for(models[:1]))
+
+
+def test_event_ids_drawn_together_are_random_uuids_of_version_4() -> None:
+    ids = new_event_ids(5000)
+    parsed = [uuid.UUID(i) for i in ids]
+    assert [str(u) for u in parsed] == ids
+    assert {u.version for u in parsed} == {4}
+    assert {u.variant for u in parsed} == {uuid.RFC_4122}
+    assert len(set(ids)) == 5000
+    # Every hex digit turns up in each random position, the variant's four values too.
+    assert {i[19] for i in ids} == set("89ab")
+    assert all(len({i[p] for i in ids}) == 16 for p in (0, 9, 15, 20, 35))

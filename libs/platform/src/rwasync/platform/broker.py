@@ -239,14 +239,37 @@ class Broker:
     ) -> None:
         """Publish persistently; return only after the broker's confirm, else BrokerUnavailable.
         The message carries its events' trace in its headers."""
-        await self.publish_body(
+        await self.publish_events(
             exchange,
             routing_key,
             encode_message(message),
             message_id=str(message.message_id),
+            events=len(message.events),
+            trace_id=message.events[0].trace_id,
+            headers=headers,
+        )
+
+    async def publish_events(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        events: int,
+        trace_id: str,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`publish` for a message already encoded (`encode_message`, `encode_wire_events`) of
+        `events` events sharing the trace `trace_id`."""
+        await self.publish_body(
+            exchange,
+            routing_key,
+            body,
+            message_id=message_id,
             headers={
-                topology.HEADER_EVENT_COUNT: len(message.events),
-                **tracing.message_headers(message.events[0].trace_id),
+                topology.HEADER_EVENT_COUNT: events,
+                **tracing.message_headers(trace_id),
                 **(headers or {}),
             },
         )

@@ -7,6 +7,7 @@ own id and receipt.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,6 +132,21 @@ def new_event_id() -> uuid.UUID:
     return uuid.uuid4()
 
 
+def new_event_ids(count: int) -> list[str]:
+    """`count` random (version 4) event ids as text, from one read of the system's randomness:
+    what `str(uuid.uuid4())` writes, about three times cheaper each for a large batch."""
+    hexes = os.urandom(16 * count).hex()
+    return [
+        f"{hexes[i : i + 8]}-{hexes[i + 8 : i + 12]}-4{hexes[i + 13 : i + 16]}-"
+        f"{_VARIANT[hexes[i + 16]]}{hexes[i + 17 : i + 20]}-{hexes[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
+
+
+# The RFC 4122 variant: the top two bits of the 17th hex digit are 10.
+_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 @dataclass(frozen=True, slots=True)
 class Arrival:
     """What every event of one request or one feed run shares: whose it is, how it came, when
@@ -233,6 +249,45 @@ def price_updated(
     )
 
 
+# An event as it goes on the wire: the fields `EventMessage` decodes, as JSON-ready values, in the
+# order of the models' fields. Built straight from validated values where thousands are made at
+# once (a price batch): building the models only to dump them again cost more than validating
+# the ticks, and the consumers validate every message they decode all the same.
+WireEvent = dict[str, Any]
+
+
+def price_updated_wire(
+    arrival: Arrival,
+    *,
+    event_id: str,
+    asset_id: str,
+    amount: Decimal,
+    currency: str,
+    as_of: datetime,
+    accepted_at: datetime,
+) -> WireEvent:
+    """`price_updated(...)` on the wire, for values already validated as a `Price` is (and an
+    `event_id` from `new_event_ids`)."""
+    return {
+        "event_id": event_id,
+        "provider_id": arrival.provider_id,
+        "asset_id": asset_id,
+        "source": arrival.source,
+        "updated_at": as_of,
+        "accepted_at": accepted_at,
+        "received_at": arrival.received_at,
+        "trace_id": arrival.trace_id,
+        "schema_version": SCHEMA_VERSION,
+        "type": EventType.PRICE_UPDATED,
+        "payload": {"amount": amount, "currency": currency, "as_of": as_of},
+    }
+
+
+def wire_event(event: AnyEvent) -> WireEvent:
+    """A validated event's fields on the wire."""
+    return {**event.__dict__, "payload": event.payload.__dict__}
+
+
 def message_for(events: Sequence[AnyEvent]) -> EventMessage:
     """A message for these events: a single event's message id is its event id."""
     message_id = events[0].event_id if len(events) == 1 else uuid.uuid4()
@@ -246,17 +301,25 @@ def encode_message(message: EventMessage) -> bytes:
     type inference. A document orjson cannot write (an integer beyond 64 bits) goes through
     pydantic's serialiser."""
     try:
-        return orjson.dumps(
-            {"message_id": message.message_id, "events": [_fields(e) for e in message.events]},
-            default=_decimal_text,
-            option=orjson.OPT_UTC_Z,
-        )
+        return _dumps(message.message_id, [wire_event(e) for e in message.events])
     except orjson.JSONEncodeError:
         return message.model_dump_json().encode()
 
 
-def _fields(event: AnyEvent) -> dict[str, Any]:
-    return {**event.__dict__, "payload": event.payload.__dict__}
+def encode_wire_events(events: Sequence[WireEvent]) -> tuple[str, bytes]:
+    """One message of `events` (price ticks: no value orjson cannot write) as (message id,
+    body), the bytes `encode_message` writes for the same events; a single event's message id is
+    its event id."""
+    message_id = str(events[0]["event_id"]) if len(events) == 1 else str(uuid.uuid4())
+    return message_id, _dumps(message_id, events)
+
+
+def _dumps(message_id: uuid.UUID | str, events: Sequence[WireEvent]) -> bytes:
+    return orjson.dumps(
+        {"message_id": message_id, "events": events},
+        default=_decimal_text,
+        option=orjson.OPT_UTC_Z,
+    )
 
 
 def _decimal_text(value: object) -> str:

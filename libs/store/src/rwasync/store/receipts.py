@@ -53,6 +53,16 @@ RECORD_DECISIONS = decisions_insert(
             $8::timestamptz[], $9::text[]) AS u(e, p, a, t, s, r, l, ts, tr)"""
 )
 
+# A batch's receipts (`AcceptedRun`): per event only its id and asset travel; the instants are
+# consecutive microseconds from the first, computed exactly (timestamps are integer microseconds).
+RECORD_ACCEPTED_RUN = """
+INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at, trace_id)
+SELECT e, $3, a, $4, 'accepted', $5::timestamptz + (n - 1) * interval '1 microsecond',
+       nullif($6, '')
+FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(e, a, n)
+ON CONFLICT (event_id) DO NOTHING
+"""
+
 NOTE_DEAD_LETTERED = """
 INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, reason, accepted_at)
 SELECT e, p, a, t, 'accepted', $6, ts
@@ -106,6 +116,20 @@ class _EventLike(Protocol):
 
 
 @dataclass(frozen=True)
+class AcceptedRun:
+    """The `accepted` receipts of events of one type from one request, accepted at consecutive
+    microseconds from `first_accepted_at` (a batch): two arrays for asyncpg to encode instead of
+    RECORD_ACCEPTED's six, the timestamps (the dearest) among those left out."""
+
+    provider_id: str
+    type: str
+    trace_id: str
+    first_accepted_at: datetime
+    event_ids: list[UUID | str]
+    asset_ids: list[str]
+
+
+@dataclass(frozen=True)
 class Decision:
     event_id: UUID
     provider_id: str
@@ -152,6 +176,18 @@ async def record_accepted(
     conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[_EventLike]
 ) -> None:
     await conn.execute(RECORD_ACCEPTED, *_columns(events), [e.trace_id for e in events])
+
+
+async def record_accepted_run(conn: asyncpg.Connection | asyncpg.Pool, run: AcceptedRun) -> None:
+    await conn.execute(
+        RECORD_ACCEPTED_RUN,
+        run.event_ids,
+        run.asset_ids,
+        run.provider_id,
+        run.type,
+        run.first_accepted_at,
+        run.trace_id,
+    )
 
 
 async def record_decisions(conn: asyncpg.Connection, decisions: Sequence[Decision]) -> None:

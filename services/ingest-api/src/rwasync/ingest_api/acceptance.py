@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -31,6 +31,8 @@ from rwasync.schema.events import (
     AssetUpserted,
     EventType,
     PriceUpdated,
+    WireEvent,
+    encode_wire_events,
     message_for,
 )
 from rwasync.schema.price import Price
@@ -106,21 +108,22 @@ def price_updated(
     )
 
 
-def _route(events: Sequence[AcceptedEvent]) -> tuple[str, str]:
-    """(exchange, routing key): a single event goes by its type, several by the batch key."""
-    exchange = exchange_of(events[0])
-    if any(exchange_of(e) != exchange for e in events):
+def _route(types: Sequence[str]) -> tuple[str, str]:
+    """(exchange, routing key) of a message of events of these types: a single event goes by its
+    type, several by the batch key."""
+    exchange = exchange_of(types[0])
+    if any(exchange_of(t) != exchange for t in set(types)):
         raise ValueError("asset and price events travel on different exchanges")
-    if len(events) == 1:
-        return exchange, str(events[0].type)
+    if len(types) == 1:
+        return exchange, str(types[0])
     batch_key = topology.PRICE_BATCH_KEY
     if exchange == topology.ASSETS_EXCHANGE:
         batch_key = topology.ASSET_BATCH_KEY
     return exchange, batch_key
 
 
-def exchange_of(event: AcceptedEvent) -> str:
-    if event.type == EventType.PRICE_UPDATED:
+def exchange_of(event_type: str) -> str:
+    if event_type == EventType.PRICE_UPDATED:
         return topology.PRICES_EXCHANGE
     return topology.ASSETS_EXCHANGE
 
@@ -131,6 +134,24 @@ def _unavailable(exc: BrokerUnavailable, exchange: str, events: int) -> Problem:
     return service_unavailable(
         "the change could not be stored durably right now; retry shortly",
         retry_after=BROKER_RETRY_AFTER,
+    )
+
+
+def accepted_run(events: Sequence[WireEvent]) -> receipts.AcceptedRun:
+    """The receipts of a batch's events: one kind from one request, accepted at consecutive
+    instants (`AcceptanceClock.instants`). Anything else is a programming error."""
+    first, last = events[0], events[-1]
+    if last["accepted_at"] - first["accepted_at"] != (len(events) - 1) * MICROSECOND:
+        raise ValueError("a batch's events take consecutive acceptance instants")
+    if len({(e["provider_id"], e["type"], e["trace_id"]) for e in events}) != 1:
+        raise ValueError("a batch's events share their provider, type and trace")
+    return receipts.AcceptedRun(
+        provider_id=first["provider_id"],
+        type=str(first["type"]),
+        trace_id=first["trace_id"],
+        first_accepted_at=first["accepted_at"],
+        event_ids=[e["event_id"] for e in events],
+        asset_ids=[e["asset_id"] for e in events],
     )
 
 
@@ -168,59 +189,84 @@ class EventPublisher:
 
     async def accept_one(self, event: AcceptedEvent) -> None:
         """Return once the broker confirmed the event; raise a 503 Problem when it did not."""
-        exchange = exchange_of(event)
+        exchange = exchange_of(event.type)
         try:
             await self._coalesced[exchange].submit([event])
         except BrokerUnavailable as exc:
             raise _unavailable(exc, exchange, 1) from None
-        self._count([event])
-        await self._record_receipts([event])
+        self._count([(event.type, event.source)])
+        await self._record_receipts(
+            lambda: self._receipts.submit([event]),
+            1,
+            event.event_id,
+            event.asset_id,
+        )
 
-    async def accept_many(self, events: Sequence[AcceptedEvent]) -> None:
-        """Return once the broker confirmed every event; raise a 503 Problem when any chunk was
-        not (the client retries the whole request; events already published repeat harmlessly
-        under the version guard)."""
+    async def accept_many(self, events: Sequence[WireEvent]) -> None:
+        """Return once the broker confirmed every event of a batch (in their wire form,
+        `wire_event`; see `accepted_run`); raise a 503 Problem when any chunk was not (the client
+        retries the whole request; events already published repeat harmlessly under the version
+        guard)."""
         if not events:
             return
+        run = accepted_run(events)  # checked before anything is published
         size = self._limits.events_per_message
         chunks = [events[i : i + size] for i in range(0, len(events), size)]
         outcomes = await asyncio.gather(
-            *(self._publish(chunk) for chunk in chunks), return_exceptions=True
+            *(self._publish_wire(chunk) for chunk in chunks), return_exceptions=True
         )
         for outcome in outcomes:
             if isinstance(outcome, BrokerUnavailable):
-                raise _unavailable(outcome, exchange_of(events[0]), len(events)) from None
+                raise _unavailable(outcome, exchange_of(events[0]["type"]), len(events)) from None
             if isinstance(outcome, BaseException):
                 raise outcome
-        self._count(events)
-        await self._record_receipts(events)
+        self._count([(e["type"], e["source"]) for e in events])
+        await self._record_receipts(
+            lambda: receipts.record_accepted_run(self._db.pool, run),
+            len(events),
+            run.event_ids[0],
+            run.asset_ids[0],
+        )
 
     async def _publish(self, events: Sequence[AcceptedEvent]) -> None:
-        exchange, routing_key = _route(events)
+        exchange, routing_key = _route([e.type for e in events])
         await self._broker.publish(exchange, routing_key, message_for(list(events)))
 
-    def _count(self, events: Sequence[AcceptedEvent]) -> None:
+    async def _publish_wire(self, events: Sequence[WireEvent]) -> None:
+        exchange, routing_key = _route([e["type"] for e in events])
+        message_id, body = encode_wire_events(events)
+        await self._broker.publish_events(
+            exchange,
+            routing_key,
+            body,
+            message_id=message_id,
+            events=len(events),
+            trace_id=events[0]["trace_id"],
+        )
+
+    def _count(self, kinds: Sequence[tuple[str, str]]) -> None:
         # One increment per kind, not per event: a batch of thousands costs a few.
-        for (kind, source), count in Tally((e.type, e.source) for e in events).items():
+        for (kind, source), count in Tally(kinds).items():
             EVENTS_ACCEPTED.labels(str(kind), str(source)).inc(count)
 
     async def _record_accepted(self, events: list[AcceptedEvent]) -> None:
         await receipts.record_accepted(self._db.pool, events)
 
-    async def _record_receipts(self, events: Sequence[AcceptedEvent]) -> None:
+    async def _record_receipts(
+        self, record: Callable[[], Awaitable[None]], events: int, event_id: object, asset_id: str
+    ) -> None:
         # The events are durable in the broker: failing the request now would only make the
         # client send them again. Log, count, and answer 202. Concurrent requests' receipts
-        # share one insert; a batch's all go in one.
+        # share one insert; a batch's all go in one of its own.
         try:
             async with asyncio.timeout(RECEIPT_TIMEOUT):
-                await self._receipts.submit(events)
+                await record()
         except Exception as exc:
             RECEIPT_FAILURES.inc()
-            first = events[0]
             context = {
-                "events": len(events),
-                "first_event_id": str(first.event_id),
-                "first_asset_id": first.asset_id,
+                "events": events,
+                "first_event_id": str(event_id),
+                "first_asset_id": asset_id,
                 "error": repr(exc),
             }
             if is_transient(exc):

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from rwasync.ingest_api.acceptance import AcceptedEvent, asset_upserted, price_updated
+from rwasync.ingest_api.acceptance import asset_upserted
 from rwasync.ingest_api.bodies import invalid_document
 from rwasync.ingest_api.callers import Call
 from rwasync.ingest_api.context import (
@@ -29,13 +29,42 @@ from rwasync.ingest_api.documents import (
     check_prices,
     price_batch,
 )
-from rwasync.ingest_api.models import AssetBatch, AssetBatchAnswer, PriceBatch, PriceBatchAnswer
+from rwasync.ingest_api.models import (
+    AssetBatch,
+    AssetBatchAnswer,
+    PriceBatch,
+    PriceBatchAnswer,
+    PriceItem,
+)
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Body, Operation, Reply
 from rwasync.schema.errors import AssetInvalid
-from rwasync.schema.events import Arrival, EventSource
+from rwasync.schema.events import (
+    Arrival,
+    EventSource,
+    WireEvent,
+    new_event_ids,
+    price_updated_wire,
+    wire_event,
+)
 
-MakeEvent = Callable[[Any, Arrival, datetime], AcceptedEvent]
+# An accepted item's event on the wire, from its value, arrival, acceptance instant and a fresh
+# event id (an asset's event draws its own).
+MakeEvent = Callable[[Any, Arrival, datetime, str], WireEvent]
+
+
+def _price_updated(
+    tick: PriceItem, arrival: Arrival, accepted_at: datetime, event_id: str
+) -> WireEvent:
+    return price_updated_wire(
+        arrival,
+        event_id=event_id,
+        asset_id=tick.asset_id,
+        amount=tick.amount,
+        currency=tick.currency,
+        as_of=tick.as_of,
+        accepted_at=accepted_at,
+    )
 
 
 class Batches:
@@ -83,7 +112,10 @@ class Batches:
             raise invalid_document("batch", exc.errors) from None
         checked = check_assets(items, call.arrival.received_at)
         return await self._accept(
-            call, checked, lambda asset, arrival, at: asset_upserted(asset, arrival, at), "id"
+            call,
+            checked,
+            lambda asset, arrival, at, _: wire_event(asset_upserted(asset, arrival, at)),
+            "id",
         )
 
     async def post_prices(self, request: web.Request) -> web.Response:
@@ -95,12 +127,7 @@ class Batches:
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
         checked = check_prices(items, call.arrival.received_at)
-        return await self._accept(
-            call,
-            checked,
-            lambda tick, arrival, at: price_updated(tick.asset_id, tick, arrival, at),
-            "asset_id",
-        )
+        return await self._accept(call, checked, _price_updated, "asset_id")
 
     async def _accept(
         self, call: Call, checked: Sequence[Checked], make: MakeEvent, id_key: str
@@ -108,20 +135,28 @@ class Batches:
         good = [item for item in checked if item.errors is None]
         instants = self._ingest.clock.instants(len(good)) if good else []
         events = [
-            make(item.value, call.arrival, at) for item, at in zip(good, instants, strict=True)
+            make(item.value, call.arrival, at, event_id)
+            for item, at, event_id in zip(good, instants, new_event_ids(len(good)), strict=True)
         ]
         await self._ingest.publisher.accept_many(events)
-        event_ids = {
-            item.index: str(event.event_id) for item, event in zip(good, events, strict=True)
-        }
-        results: list[dict[str, Any]] = []
-        for item in checked:
-            result: dict[str, Any] = {"index": item.index, id_key: item.id}
-            if item.errors is None:
-                result.update(status="accepted", event_id=event_ids[item.index])
-            else:
-                result.update(status="rejected", errors=[e.as_dict() for e in item.errors])
-            results.append(result)
+        # The good items' events, in the same (request) order.
+        event_ids = (str(event["event_id"]) for event in events)
+        results = [
+            {
+                "index": item.index,
+                id_key: item.id,
+                "status": "accepted",
+                "event_id": next(event_ids),
+            }
+            if item.errors is None
+            else {
+                "index": item.index,
+                id_key: item.id,
+                "status": "rejected",
+                "errors": [e.as_dict() for e in item.errors],
+            }
+            for item in checked
+        ]
         return json_response(
             {"accepted": len(good), "rejected": len(checked) - len(good), "results": results},
             status=202,

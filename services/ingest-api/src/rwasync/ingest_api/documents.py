@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from rwasync.ingest_api.models import AssetBatch, Deletion, PriceBatch, PriceItem
 from rwasync.schema.asset import Asset, parse_asset
 from rwasync.schema.errors import AssetInvalid, FieldError
-from rwasync.schema.fields import validate_contract
+from rwasync.schema.fields import validate_contract, validate_each
 
 # The asset id rule of the document (docs/api.md): checked on the path too, before any look-up.
 ASSET_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -96,9 +96,10 @@ def deletion(body: Any, path_id: str, received_at: datetime) -> DeletionRequest:
     return DeletionRequest(parsed.reason, parsed.deleted_at or received_at)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Checked:
-    """One batch item after validation: its value, or the errors that rejected it."""
+    """One batch item after validation: its value, or the errors that rejected it. (Not frozen:
+    a frozen dataclass cost a microsecond an item to build, a fifth of a tick's validation.)"""
 
     index: int
     id: str | None
@@ -124,4 +125,13 @@ def check_assets(items: list[Any], now: datetime) -> list[Checked]:
 
 
 def check_prices(items: list[Any], now: datetime) -> list[Checked]:
-    return check_items(items, lambda item: price_item(item, now), id_key="asset_id")
+    """As `check_items` with `price_item`, the valid ticks validated together (a batch holds up to
+    10,000, and one validation call per tick cost as much as the validation)."""
+    return [
+        Checked(index, item_id(item, "asset_id"), errors=outcome.errors)
+        if isinstance(outcome, AssetInvalid)
+        else Checked(index, item_id(item, "asset_id"), value=outcome)
+        for index, (item, outcome) in enumerate(
+            zip(items, validate_each(PriceItem, items, now=now), strict=True)
+        )
+    ]
