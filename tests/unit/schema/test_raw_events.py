@@ -321,6 +321,12 @@ def mutated_bodies(draw: st.DrawFn) -> bytes:
         )
         skip = draw(st.integers(0, 2))
         body = body[:position] + damage + body[position + skip :]
+    for _ in range(draw(st.integers(0, 3))):
+        # A letter written as a \u escape: the same text within a string or key, damage elsewhere.
+        position = draw(st.integers(0, max(0, len(body) - 1)))
+        if body[position : position + 1].isalpha():
+            escape = f"\\u{body[position]:04x}".encode()
+            body = body[:position] + escape + body[position + 1 :]
     return body
 
 
@@ -430,6 +436,10 @@ def with_document_text(text: bytes) -> bytes:
             ),
             None,
         ),
+        (typical_body().replace(b'"id":"a1"', b'"i\\u0064":"a1"'), True),
+        (typical_body().replace(b'"asset_id"', b'"asset\\u005fid"'), True),
+        (typical_body().replace(b'"asset.upserted"', b'"asset\\u002eupserted"'), True),
+        (typical_body().replace(b'"push"', b'"pu\\u0073h"'), True),
         (typical_body() + b" ", True),
         (typical_body() + b" x", False),
         (b'{"message_id":"12345678-1234-5678-1234-567812345678","events":[]}', False),
