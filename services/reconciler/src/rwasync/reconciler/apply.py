@@ -143,8 +143,10 @@ class AssetApplier:
             if not isinstance(e, RawAssetPatched | AssetPatched) and asset_key(e) not in patched
         ]
         # Staged rows are built before the stripes are taken: other replicas wait on those for
-        # as long as this transaction holds them, not for this process's Python.
+        # as long as this transaction holds them, not for this process's Python. So are the
+        # models the patched assets fold (only the deferred assets' are made under the stripes).
         staged = _incoming(*newest_per_asset(plain)) if plain else []
+        models = {id(e): _folded_model(e) for e in changes if asset_key(e) in patched}
         stripe_keys = [f"{p}/{a}" for p, a in keys]
         async with self._db.connection() as conn, conn.transaction():
             # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
@@ -154,7 +156,9 @@ class AssetApplier:
                 await self._merge(conn, staged) if staged else (Tally[tuple[str, str]](), set())
             )
             folding = patched | deferred
-            folded = [_folded_model(e) for e in changes if asset_key(e) in folding]
+            folded = [
+                models.get(id(e)) or _folded_model(e) for e in changes if asset_key(e) in folding
+            ]
             if folded:
                 decisions = await apply_folded(conn, folded)
                 await receipts.record_decisions(conn, decisions)
