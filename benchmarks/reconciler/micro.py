@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.reconciler.micro [--events 30000] [--per-message 500]
 
-On a scratch database of its own: the messages' bodies decoded (`decode_message`), applied batch
+On a scratch database of its own: the messages' bodies decoded as the reconciler decodes them
+(`raw_events.decode_asset_message`; `--models`: pydantic's `decode_message`), applied batch
 by batch through `AssetApplier` on one connection (fresh, then the same again: all stale), and
 the change feed read back as the relay reads it. For each step it prints the CPU spent per event
 by this process and by the connection's Postgres backend (`/proc` utime + stime): a cost other
@@ -26,7 +27,8 @@ from rwasync.platform.http import tune_garbage_collector
 from rwasync.platform.migrate import migrate
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.relay import change_messages
-from rwasync.schema.events import Event, decode_message
+from rwasync.schema.events import decode_message
+from rwasync.schema.raw_events import ConsumedEvent, decode_asset_message
 from rwasync.store.catalog import START, changes_after
 
 
@@ -43,7 +45,7 @@ async def _step(
     )
 
 
-async def run(dsn: str, events: int, per_message: int) -> None:
+async def run(dsn: str, events: int, per_message: int, *, models: bool = False) -> None:
     await migrate(dsn)
     admin: asyncpg.Connection = await asyncpg.connect(dsn)
     provider = "prov-micro"
@@ -60,10 +62,13 @@ async def run(dsn: str, events: int, per_message: int) -> None:
     backend = await db.fetchval("SELECT pg_backend_pid()")
     applier = AssetApplier(db)
     tune_garbage_collector()  # as the service does
-    batches: list[list[Event]] = []
+    batches: list[list[ConsumedEvent]] = []
 
     async def decode() -> None:
-        batches.extend(list(decode_message(body).events) for body in w.bodies)
+        if models:
+            batches.extend(list(decode_message(body).events) for body in w.bodies)
+        else:
+            batches.extend(decode_asset_message(body) for body in w.bodies)
 
     async def apply() -> None:
         for batch in batches:
@@ -97,6 +102,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--per-message", type=int, default=500)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--models", action="store_true", help="decode with the models (pydantic), as before raw"
+    )
     args = parser.parse_args()
     name = f"bench_micro_{uuid.uuid4().hex[:8]}"
     dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
@@ -113,7 +121,7 @@ def main() -> None:
 
     asyncio.run(create())
     try:
-        asyncio.run(run(dsn, args.events, args.per_message))
+        asyncio.run(run(dsn, args.events, args.per_message, models=args.models))
     finally:
         if not args.keep:
             asyncio.run(drop())

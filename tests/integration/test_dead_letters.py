@@ -21,7 +21,15 @@ from rwasync.platform.db import Database
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.dead_letters import DeadLetterKeeper
 from rwasync.schema import topology
-from rwasync.schema.events import AssetUpserted, decode_message, message_for
+from rwasync.schema.events import (
+    MODEL_DECODER,
+    AssetUpserted,
+    MessageDecoder,
+    decode_message,
+    encode_message,
+    message_for,
+)
+from rwasync.schema.raw_events import ASSET_QUEUE_DECODER
 from rwasync.store import dead_letters
 from tests.support.events import at, upserted
 from tests.support.waiting import eventually
@@ -72,9 +80,20 @@ async def keeper(db: Database, broker: Broker) -> AsyncIterator[DeadLetterKeeper
     await keeping.stop()
 
 
+def _reconciling(db: Database, broker: Broker, **options: Any) -> EventConsumer[Any]:
+    """A consumer of the asset queue wired as the reconciler's (raw documents)."""
+    return EventConsumer(
+        broker,
+        topology.RECONCILER_QUEUE,
+        AssetApplier(db),
+        decoder=options.pop("decoder", ASSET_QUEUE_DECODER),
+        **options,
+    )
+
+
 @pytest.fixture
-async def consumer(db: Database, broker: Broker) -> AsyncIterator[EventConsumer]:
-    consuming = EventConsumer(broker, topology.RECONCILER_QUEUE, AssetApplier(db), prefetch=8)
+async def consumer(db: Database, broker: Broker) -> AsyncIterator[EventConsumer[Any]]:
+    consuming = _reconciling(db, broker, prefetch=8)
     consuming.start()
     yield consuming
     await consuming.stop()
@@ -93,7 +112,7 @@ async def test_a_poison_event_is_kept_listed_shown_and_purged(
     broker: Broker,
     provider_id: str,
     keeper: DeadLetterKeeper,
-    consumer: EventConsumer,
+    consumer: EventConsumer[Any],
 ) -> None:
     good = [upserted(provider_id, f"a{i}", at(i)) for i in range(4)]
     poison = _poison(provider_id, "bad")
@@ -203,7 +222,7 @@ async def test_a_message_that_crashes_its_consumer_every_time_is_dead_lettered_b
     assert status == "accepted" and reason == letter["reason"]
 
     # Replayed to a consumer that works, the event is applied under the guard.
-    consuming = EventConsumer(broker, topology.RECONCILER_QUEUE, AssetApplier(db))
+    consuming = _reconciling(db, broker)
     consuming.start()
     try:
         code, replayed = await asyncio.to_thread(
@@ -223,7 +242,7 @@ async def test_a_replay_of_an_old_event_is_stale_not_a_regression(
     broker: Broker,
     provider_id: str,
     keeper: DeadLetterKeeper,
-    consumer: EventConsumer,
+    consumer: EventConsumer[Any],
 ) -> None:
     old = upserted(provider_id, "a1", at(1), description="old")
     # Dead-lettered as the consumer would, while a newer version got applied meanwhile.
@@ -283,3 +302,79 @@ async def test_a_replayed_message_dead_lettered_again_before_the_replay_commits_
             assert len(await dead_letters.take_for_replay(conn, [letter.message_id])) == 1
             raise RuntimeError("publish not confirmed")
     assert await _letters(db) == 1
+
+
+async def _reasons(db: Database) -> list[str]:
+    return [r["reason"] for r in await db.fetch("SELECT reason FROM dead_letters ORDER BY reason")]
+
+
+DECODERS = pytest.mark.parametrize(
+    "decoder", [MODEL_DECODER, ASSET_QUEUE_DECODER], ids=["models", "raw"]
+)
+
+
+@DECODERS
+async def test_a_document_postgres_refuses_is_dead_lettered_alone_whichever_the_decoder(
+    db: Database,
+    broker: Broker,
+    provider_id: str,
+    keeper: DeadLetterKeeper,
+    decoder: MessageDecoder[Any],
+) -> None:
+    """A NUL (`\\u0000`) in a document: both decoders accept it (so do the models); Postgres'
+    jsonb refuses it, so the batch splits and that one event is dead-lettered with the reason,
+    the others applied. The raw path hands Postgres the published text, the models' path the
+    text orjson writes again: the same escape, the same end."""
+    good = [upserted(provider_id, f"n{i}", at(i)) for i in range(3)]
+    template = upserted(provider_id, "nul", at(1))
+    document = {**template.payload.document, "description": "a \x00 inside"}
+    nul = template.model_copy(
+        update={"payload": template.payload.model_copy(update={"document": document})}
+    )
+    consuming = _reconciling(db, broker, decoder=decoder)
+    consuming.start()
+    try:
+        await broker.publish(
+            topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, message_for([*good, nul])
+        )
+        await eventually(lambda: _letters(db), lambda n: n == 1, what="dead letter kept")
+    finally:
+        await consuming.stop()
+    for event in good:
+        assert await _receipt(db, event) == ("applied", None)
+    status, reason = await _receipt(db, nul) or ("", "")
+    assert status == "accepted"
+    assert reason == (
+        "UntranslatableCharacterError: unsupported Unicode escape sequence\n"
+        "DETAIL:  \\u0000 cannot be converted to text."
+    )
+    assert await _reasons(db) == [reason]
+    assert await db.fetchval("SELECT count(*) FROM assets WHERE asset_id = 'nul'") == 0
+
+
+@DECODERS
+async def test_a_lone_surrogate_makes_the_message_malformed_whichever_the_decoder(
+    db: Database,
+    broker: Broker,
+    provider_id: str,
+    keeper: DeadLetterKeeper,
+    decoder: MessageDecoder[Any],
+) -> None:
+    """Postgres would refuse a lone surrogate too, but the models refuse it first: the message is
+    dead-lettered whole, as malformed, with pydantic's reason, on the raw path as well."""
+    events = [upserted(provider_id, f"s{i}", at(i)) for i in range(2)]
+    body = encode_message(message_for(events)).replace(b'"status":', b'"x":"\\ud800","status":', 1)
+    consuming = _reconciling(db, broker, decoder=decoder)
+    consuming.start()
+    try:
+        await broker.publish_body(
+            topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, body, message_id="surrogate"
+        )
+        await eventually(lambda: _letters(db), lambda n: n == 1, what="dead letter kept")
+    finally:
+        await consuming.stop()
+    (reason,) = await _reasons(db)
+    assert reason.startswith("malformed message: 1 validation error for EventMessage")
+    assert "unexpected end of hex escape" in reason  # jiter's words for a lone surrogate
+    for event in events:
+        assert await _receipt(db, event) is None

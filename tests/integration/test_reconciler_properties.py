@@ -26,6 +26,7 @@ from rwasync.reconciler.apply import AssetApplier
 from rwasync.schema.versions import event_version
 from tests.support.asset_model import AssetEvent, Model, State, fold
 from tests.support.events import at, deleted, patched, upserted
+from tests.support.wire import ThroughTheWire
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +156,18 @@ def _serial_order_explains(
     return False
 
 
-async def _deliver(applier: AssetApplier, dealt: list[list[list[AssetEvent]]]) -> None:
+def _applier(db: Database, decoding: str) -> AssetApplier | ThroughTheWire:
+    """The applier, handed the models as they are, or the raw events the reconciler's consumer
+    decodes from the same events sent as a broker message."""
+    return ThroughTheWire(AssetApplier(db)) if decoding == "raw" else AssetApplier(db)
+
+
+DECODINGS = pytest.mark.parametrize("decoding", ["models", "raw"])
+
+
+async def _deliver(
+    applier: AssetApplier | ThroughTheWire, dealt: list[list[list[AssetEvent]]]
+) -> None:
     async def worker(batches: list[list[AssetEvent]]) -> None:
         for batch in batches:
             await applier.apply(batch)
@@ -169,12 +181,16 @@ async def _deliver(applier: AssetApplier, dealt: list[list[list[AssetEvent]]]) -
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(delivery=deliveries())
+@DECODINGS
 async def test_any_order_any_split_any_concurrency_ends_in_the_in_order_state(
-    db: Database, provider_id: str, delivery: tuple[list[AssetEvent], list[list[list[AssetEvent]]]]
+    db: Database,
+    provider_id: str,
+    delivery: tuple[list[AssetEvent], list[list[list[AssetEvent]]]],
+    decoding: str,
 ) -> None:
     events, dealt = delivery
     await _reset(db)
-    await _deliver(AssetApplier(db), dealt)
+    await _deliver(_applier(db, decoding), dealt)
 
     receipts = await _receipts(db)
     assert set(receipts) == {str(e.event_id) for e in events}
@@ -196,11 +212,12 @@ async def test_any_order_any_split_any_concurrency_ends_in_the_in_order_state(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(events=histories())
+@DECODINGS
 async def test_delivered_in_version_order_one_by_one_it_is_the_in_order_result(
-    db: Database, provider_id: str, events: list[AssetEvent]
+    db: Database, provider_id: str, events: list[AssetEvent], decoding: str
 ) -> None:
     await _reset(db)
-    applier = AssetApplier(db)
+    applier = _applier(db, decoding)
     model = Model()
     for event in sorted(events, key=event_version):
         await applier.apply([event])

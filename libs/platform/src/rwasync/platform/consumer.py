@@ -12,7 +12,8 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar, cast
+from uuid import UUID
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -32,30 +33,55 @@ from rwasync.platform.metrics import MESSAGES_CONSUMED as MESSAGES
 from rwasync.platform.retry import retrying
 from rwasync.platform.tasks import cancel_and_wait
 from rwasync.schema import topology
-from rwasync.schema.events import (
-    Event,
-    MalformedMessage,
-    decode_message,
-    message_for,
-)
+from rwasync.schema.events import MODEL_DECODER, MalformedMessage, MessageDecoder, message_for
 
 log = structlog.get_logger(__name__)
 
 
-class Applier(Protocol):
-    async def apply(self, events: Sequence[Event]) -> None:
+class EventLike(Protocol):
+    """What the consumer reads of an event, whichever form its decoder gives it."""
+
+    @property
+    def event_id(self) -> UUID: ...
+    @property
+    def provider_id(self) -> str: ...
+    @property
+    def asset_id(self) -> str: ...
+    @property
+    def accepted_at(self) -> datetime: ...
+    @property
+    def trace_id(self) -> str: ...
+
+
+E = TypeVar("E", bound="EventLike")
+E_contra = TypeVar("E_contra", bound="EventLike", contravariant=True)
+
+
+class Applier(Protocol[E_contra]):
+    async def apply(self, events: Sequence[E_contra]) -> None:
         """Apply the events in one transaction, recording their receipts; raise on failure."""
 
-    async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
+    async def note_dead_lettered(self, events: Sequence[E_contra], reason: str) -> None:
         """Record on the events' receipts why they were dead-lettered (best effort)."""
 
 
-class EventConsumer:
-    def __init__(self, broker: Broker, queue: str, applier: Applier, *, prefetch: int = 32) -> None:
+class EventConsumer(Generic[E]):
+    def __init__(
+        self,
+        broker: Broker,
+        queue: str,
+        applier: Applier[E],
+        *,
+        prefetch: int = 32,
+        decoder: MessageDecoder[E] | None = None,
+    ) -> None:
+        """`decoder`: how messages become the applier's events (by default, the models)."""
         self._broker = broker
         self._queue_name = queue
         self._applier = applier
         self._prefetch = prefetch
+        # Without a decoder of its own, the applier takes the models (`Applier[Event]`).
+        self._decoder = decoder or cast(MessageDecoder[E], MODEL_DECODER)
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
@@ -114,13 +140,12 @@ class EventConsumer:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         queue = self._queue_name
         try:
-            decoded = decode_message(message.body)
+            events = list(self._decoder.decode(message.body))
         except MalformedMessage as exc:
             await self._dead_letter_raw(message, f"malformed message: {exc}"[:2000])
             await self._ack(message)
             MESSAGES.labels(queue, "malformed").inc()
             return
-        events = list(decoded.events)
         if not tracing.current_trace_id.get() and events[0].trace_id:
             tracing.bind(events[0].trace_id)  # from a publisher that sent no trace header
         MESSAGE_EVENTS.labels(queue).observe(len(events))
@@ -143,7 +168,7 @@ class EventConsumer:
             for event in events:
                 log.debug("event handled", **_event_fields(event))
 
-    async def _apply_splitting(self, events: list[Event], deliveries: int) -> None:
+    async def _apply_splitting(self, events: list[E], deliveries: int) -> None:
         try:
             await self._apply_retrying(events)
         except _Stopping:
@@ -160,7 +185,7 @@ class EventConsumer:
             )
             await self._dead_letter(events, reason, deliveries)
 
-    async def _apply_retrying(self, events: list[Event]) -> None:
+    async def _apply_retrying(self, events: list[E]) -> None:
         """Apply; retry transient database errors in place (the message stays unacked)."""
         try:
             async for attempt in retrying(
@@ -176,13 +201,13 @@ class EventConsumer:
                 raise _Stopping from exc
             raise
 
-    async def _dead_letter(self, events: Sequence[Event], reason: str, deliveries: int) -> None:
+    async def _dead_letter(self, events: Sequence[E], reason: str, deliveries: int) -> None:
         headers = self._dead_letter_headers(reason, provider_id=events[0].provider_id)
         headers[topology.HEADER_DELIVERIES] = deliveries
         await self._broker.publish(
             topology.DEAD_LETTER_EXCHANGE,
             topology.dead_letter_queue(self._queue_name),
-            message_for(list(events)),
+            message_for([self._decoder.model(e) for e in events]),
             headers=headers,
         )
         EVENTS_DEAD_LETTERED.labels(self._queue_name).inc(len(events))
@@ -254,7 +279,7 @@ def _deliveries(message: AbstractIncomingMessage) -> int:
     return (earlier if isinstance(earlier, int) else 0) + 1
 
 
-def _event_fields(event: Event) -> dict[str, str]:
+def _event_fields(event: EventLike) -> dict[str, str]:
     """What a log line about one event names: whose, which asset, which event, which trace."""
     return {
         "provider_id": event.provider_id,
@@ -263,7 +288,7 @@ def _event_fields(event: Event) -> dict[str, str]:
     }
 
 
-def _message_fields(events: Sequence[Event]) -> dict[str, str]:
+def _message_fields(events: Sequence[EventLike]) -> dict[str, str]:
     """One event's fields; of a batch, those all its events share."""
     if len(events) == 1:
         return _event_fields(events[0])

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from rwasync.platform.broker import Broker
-from rwasync.platform.consumer import Applier, EventConsumer
+from rwasync.platform.consumer import Applier, E, EventConsumer
 from rwasync.platform.db import Database
 from rwasync.platform.http import ReadinessCheck, add_health_routes, new_app
 from rwasync.platform.settings import ServiceSettings
+from rwasync.schema.events import MessageDecoder
 
 
 def database_check(db: Database) -> ReadinessCheck:
@@ -60,7 +62,7 @@ class ConsumingService:
     app: web.Application
     db: Database
     broker: Broker
-    consumer: EventConsumer
+    consumer: EventConsumer[Any]
 
 
 def consuming_service(
@@ -68,15 +70,17 @@ def consuming_service(
     *,
     name: str,
     queue: str,
-    applier: Callable[[Database], Applier],
+    applier: Callable[[Database], Applier[E]],
     prefetch: int,
+    decoder: MessageDecoder[E] | None = None,
 ) -> ConsumingService:
-    """Wire a consumer of `queue`: connections, the consumer, health routes, lifecycle."""
+    """Wire a consumer of `queue`: connections, the consumer, health routes, lifecycle.
+    `decoder`: how its messages become the applier's events (by default, the models)."""
     db = Database(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
     broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name=name)
-    consumer = EventConsumer(broker, queue, applier(db), prefetch=prefetch)
+    consumer = EventConsumer(broker, queue, applier(db), prefetch=prefetch, decoder=decoder)
 
     async def consuming() -> tuple[str, bool]:
         return "consumer", consumer.is_consuming()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -333,3 +333,28 @@ def decode_message(body: bytes) -> EventMessage:
         return EventMessage.model_validate_json(body)
     except ValidationError as exc:
         raise MalformedMessage(str(exc)) from exc
+
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDecoder(Generic[E]):
+    """How a consumer reads its queue's messages: `decode` a body into its events (raising
+    MalformedMessage, with the models' reason, for one they reject), and the contract's `model` of
+    such an event (what a dead letter carries)."""
+
+    decode: Callable[[bytes], Sequence[E]]
+    model: Callable[[E], AnyEvent]
+
+
+def _events(body: bytes) -> Sequence[Event]:
+    return decode_message(body).events
+
+
+def _itself(event: Event) -> AnyEvent:
+    return event
+
+
+# The models themselves (pricing's queue; the asset queue has `raw_events.ASSET_QUEUE_DECODER`).
+MODEL_DECODER: Final[MessageDecoder[Event]] = MessageDecoder(decode=_events, model=_itself)

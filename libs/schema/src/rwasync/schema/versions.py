@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted
+from rwasync.schema.raw_events import RawAssetDeleted, RawAssetPatched, RawAssetUpserted
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -74,11 +75,18 @@ def newest_per_key(
     return list(newest.values()), superseded
 
 
-def event_version(event: AssetUpserted | AssetPatched | AssetDeleted) -> Version:
-    """The version an asset event carries."""
+def event_version(
+    event: AssetUpserted
+    | AssetPatched
+    | AssetDeleted
+    | RawAssetUpserted
+    | RawAssetPatched
+    | RawAssetDeleted,
+) -> Version:
+    """The version an asset event carries (a model's or a raw event's alike)."""
     return Version(
         updated_at=event.updated_at,
-        is_deletion=isinstance(event, AssetDeleted),
+        is_deletion=isinstance(event, AssetDeleted | RawAssetDeleted),
         accepted_at=event.accepted_at,
         event_id=str(event.event_id),
     )

@@ -16,6 +16,7 @@ from rwasync.reconciler.dead_letters import DeadLetterKeeper
 from rwasync.reconciler.relay import ChangeRelay
 from rwasync.reconciler.settings import ReconcilerSettings
 from rwasync.schema import topology
+from rwasync.schema.raw_events import ASSET_QUEUE_DECODER
 
 
 def create_app(settings: ReconcilerSettings) -> web.Application:
@@ -25,6 +26,7 @@ def create_app(settings: ReconcilerSettings) -> web.Application:
         queue=topology.RECONCILER_QUEUE,
         applier=AssetApplier,
         prefetch=settings.prefetch,
+        decoder=ASSET_QUEUE_DECODER,  # documents stay raw JSON text
     )
     relay = ChangeRelay(
         settings.database_url,

@@ -21,13 +21,29 @@ from rwasync.platform.metrics import EVENTS_DECIDED
 from rwasync.reconciler import queries
 from rwasync.reconciler.folding import apply_folded
 from rwasync.reconciler.patch_state import AssetEvent
-from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted, Event, EventType
+from rwasync.schema.events import (
+    AssetDeleted,
+    AssetPatched,
+    AssetUpserted,
+    EventType,
+    PriceUpdated,
+)
+from rwasync.schema.raw_events import (
+    ConsumedEvent,
+    RawAssetDeleted,
+    RawAssetPatched,
+    RawAssetUpserted,
+    event_model,
+)
 from rwasync.schema.versions import event_version, newest_per_key
 from rwasync.store import receipts
 
 log = structlog.get_logger(__name__)
 
-AssetChange = AssetUpserted | AssetDeleted
+# Events decoded raw (documents as text) or, for a message the raw decoder left to pydantic, the
+# models (rwasync.schema.raw_events): both take the plain path; folding takes the models.
+AssetChange = AssetUpserted | AssetDeleted | RawAssetUpserted | RawAssetDeleted
+AnyAssetEvent = AssetEvent | RawAssetUpserted | RawAssetPatched | RawAssetDeleted
 AssetKey = tuple[str, str]
 
 
@@ -35,7 +51,7 @@ class EventNotApplicable(Exception):
     """An event this service can never apply (wrong type, inconsistent payload): dead-letter it."""
 
 
-def asset_key(event: AssetEvent) -> AssetKey:
+def asset_key(event: AnyAssetEvent) -> AssetKey:
     return (event.provider_id, event.asset_id)
 
 
@@ -44,12 +60,28 @@ def newest_per_asset(events: Sequence[AssetChange]) -> tuple[list[AssetChange], 
     return newest_per_key(events, key=asset_key, order=event_version, identity=lambda e: e.event_id)
 
 
-def _check(event: Event) -> AssetEvent:
-    if not isinstance(event, AssetUpserted | AssetPatched | AssetDeleted):
+def _check(event: ConsumedEvent) -> AnyAssetEvent:
+    # Raw events first: an isinstance check against a pydantic model goes through ABCMeta's.
+    if isinstance(event, RawAssetUpserted):
+        document_id = event.payload.document_id
+    elif isinstance(event, RawAssetPatched | RawAssetDeleted):
+        return event
+    elif isinstance(event, PriceUpdated):
         raise EventNotApplicable(f"{event.type} does not belong on the asset queue")
-    if isinstance(event, AssetUpserted) and event.payload.document.get("id") != event.asset_id:
+    elif isinstance(event, AssetUpserted):
+        document_id = event.payload.document.get("id")
+    else:
+        return event
+    if document_id != event.asset_id:
         raise EventNotApplicable("document id differs from the event's asset_id")
     return event
+
+
+def _folded_model(event: AnyAssetEvent) -> AssetEvent:
+    """The model of an event to fold: the folding path works on documents as dicts."""
+    model = event_model(event)
+    assert isinstance(model, AssetUpserted | AssetPatched | AssetDeleted)  # as `_check` found
+    return model
 
 
 def _incoming(
@@ -60,7 +92,11 @@ def _incoming(
     flagged = [(e, True) for e in newest] + [(e, False) for e in superseded]
     for position, (event, is_newest) in enumerate(flagged):
         document = digest = status = None
-        if isinstance(event, AssetUpserted):
+        if isinstance(event, RawAssetUpserted):
+            document = event.payload.document_json
+            digest = event.payload.digest
+            status = event.payload.status
+        elif isinstance(event, AssetUpserted):
             document = orjson.dumps(event.payload.document).decode()
             digest = bytes.fromhex(event.payload.content_hash)
             status = event.payload.document.get("status")
@@ -95,18 +131,22 @@ class AssetApplier:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def apply(self, events: Sequence[Event]) -> None:
+    async def apply(self, events: Sequence[ConsumedEvent]) -> None:
         changes = [_check(e) for e in events]
         keys = list(dict.fromkeys(asset_key(e) for e in changes))
         # Assets this batch patches are folded; so are those that keep patches from before,
         # which the merge finds and leaves alone ("deferred").
         patched = {asset_key(e) for e in changes if e.type == EventType.ASSET_PATCHED}
         plain: list[AssetChange] = [
-            e for e in changes if not isinstance(e, AssetPatched) and asset_key(e) not in patched
+            e
+            for e in changes
+            if not isinstance(e, RawAssetPatched | AssetPatched) and asset_key(e) not in patched
         ]
         # Staged rows are built before the stripes are taken: other replicas wait on those for
-        # as long as this transaction holds them, not for this process's Python.
+        # as long as this transaction holds them, not for this process's Python. So are the
+        # models the patched assets fold (only the deferred assets' are made under the stripes).
         staged = _incoming(*newest_per_asset(plain)) if plain else []
+        models = {id(e): _folded_model(e) for e in changes if asset_key(e) in patched}
         stripe_keys = [f"{p}/{a}" for p, a in keys]
         async with self._db.connection() as conn, conn.transaction():
             # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
@@ -116,7 +156,9 @@ class AssetApplier:
                 await self._merge(conn, staged) if staged else (Tally[tuple[str, str]](), set())
             )
             folding = patched | deferred
-            folded = [e for e in changes if asset_key(e) in folding]
+            folded = [
+                models.get(id(e)) or _folded_model(e) for e in changes if asset_key(e) in folding
+            ]
             if folded:
                 decisions = await apply_folded(conn, folded)
                 await receipts.record_decisions(conn, decisions)
@@ -152,5 +194,5 @@ class AssetApplier:
                 outcomes[(row["event_type"], row["outcome"])] += row["events"]
         return outcomes, deferred
 
-    async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
+    async def note_dead_lettered(self, events: Sequence[ConsumedEvent], reason: str) -> None:
         await receipts.note_dead_lettered(self._db.pool, events, reason)
