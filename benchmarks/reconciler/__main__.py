@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.reconciler [--events 100000] [--per-message 500]
                                               [--replicas 3] [--skip-replicas]
-                                              [--prefetch N] [--profile FILE]
+                                              [--prefetch N] [--shares N] [--profile FILE]
 
 On a scratch database and vhost of its own:
 1. raw limit: a plain asyncpg COPY of the events' rows into a staging table plus one guarded
@@ -322,17 +322,26 @@ def main() -> None:
     parser.add_argument(
         "--prefetch", type=int, help="RWASYNC_RECONCILER_PREFETCH (default: the service's own)"
     )
-    args = parser.parse_args()
-    scratch = (
-        scratch_system()
-        if args.prefetch is None
-        else scratch_system(RWASYNC_RECONCILER_PREFETCH=str(args.prefetch))
+    parser.add_argument(
+        "--shares",
+        type=int,
+        help="RWASYNC_RECONCILER_APPLY_SHARES (default: the service's own)",
     )
+    args = parser.parse_args()
+    settings = {
+        name: str(value)
+        for name, value in (
+            ("RWASYNC_RECONCILER_PREFETCH", args.prefetch),
+            ("RWASYNC_RECONCILER_APPLY_SHARES", args.shares),
+        )
+        if value is not None
+    }
+    scratch = scratch_system(**settings)
     with scratch as system:
         figures, written = measure(system, args)
 
-    prefetch = f", prefetch {args.prefetch}" if args.prefetch is not None else ""
-    print(f"\n{args.events} events, {args.per_message} per message{prefetch}\n")
+    chosen = "".join(f", {name} {value}" for name, value in settings.items())
+    print(f"\n{args.events} events, {args.per_message} per message{chosen}\n")
     print(
         "| what | events | seconds | events/s | ratio | CPU µs/event: Python | CPU µs/event:"
         " Postgres |"

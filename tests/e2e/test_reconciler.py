@@ -16,6 +16,7 @@ import pytest
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import LockSpace
 from rwasync.reconciler.apply import ASSET_LOCK_STRIPES
+from rwasync.reconciler.settings import ReconcilerSettings
 from rwasync.schema import topology
 from rwasync.schema.events import AnyEvent, message_for
 from tests.e2e.test_faults import reconciler_with
@@ -161,7 +162,16 @@ async def test_sigterm_in_the_middle_of_a_batch_finishes_it_and_loses_nothing(
             timeout=60,
             what="the last batch blocked on its stripe",
         )
-        assert await _undecided(database, last) == 100  # in flight, blocked mid-transaction
+        # In flight, blocked mid-transaction: the events of the held stripe's share (the batch's
+        # other shares apply side by side and commit).
+        shares = ReconcilerSettings.model_fields["apply_shares"].default
+        stripes = await database.fetch(
+            "SELECT (hashtext(k) & 2147483647) % $2 AS s FROM unnest($1::text[]) AS u(k)",
+            [f"{pid}/{e.asset_id}" for e in last],
+            ASSET_LOCK_STRIPES,
+        )
+        blocked = sum(1 for r in stripes if r["s"] % shares == stripe % shares)
+        assert blocked > 0 and await _undecided(database, last) == blocked
         reconciler.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         await asyncio.sleep(1)
     finally:

@@ -271,3 +271,80 @@ async def test_an_asset_stored_behind_the_stripes_fails_the_batch_and_its_retry_
     status, reason = await _receipt(db, event)
     assert status == "stale_ignored" and reason
     assert (await _state(db, provider_id))[0][1] == at(2)
+
+
+@pytest.mark.parametrize("shares", [2, 3])
+async def test_shares_of_a_batch_end_as_one_transaction_would(
+    db: Database, provider_id: str, shares: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch applied as several transactions (one per share of the stripes), in any order, split
+    and concurrency, ends in the state and receipts of the in-order apply."""
+    monkeypatch.setattr("rwasync.reconciler.apply._SHARED_FROM", 1)
+    events = _history()
+    for e in events:
+        await AssetApplier(db).apply([e])
+    expected = await _state(db, provider_id)
+    applier = AssetApplier(db, shares=shares)
+    rng = random.Random(5)
+    for _ in range(4):
+        await _reset(db)
+        await record_accepted(db.pool, events)
+        shuffled = events + rng.sample(events, 10)
+        rng.shuffle(shuffled)
+        cuts = sorted(rng.sample(range(1, len(shuffled)), 3))
+        batches = [shuffled[a:b] for a, b in itertools.pairwise([0, *cuts, len(shuffled)])]
+        await asyncio.gather(*(applier.apply(batch) for batch in batches))
+        assert await _state(db, provider_id) == expected
+        # Whether an event ends applied or stale depends on the split; every one is decided.
+        assert all([(await _receipt(db, e))[0] != "accepted" for e in events])
+
+
+async def test_a_failing_share_fails_the_batch_and_its_retry_applies_nothing_twice(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    """One share of a batch fails (an asset stored behind the stripes); the other shares commit.
+    The batch fails once every share has ended, and its retry decides the failed share's events
+    without deciding or recording the committed ones again."""
+    events = [upserted(provider_id, f"s{i}", at(1)) for i in range(200)]
+    await record_accepted(db.pool, events)
+    stripes = await db.fetch(
+        "SELECT (hashtext(k) & 2147483647) % $2 AS s FROM unnest($1::text[]) AS u(k)",
+        [f"{provider_id}/s{i}" for i in range(200)],
+        ASSET_LOCK_STRIPES,
+    )
+    raced_share = stripes[0]["s"] % 2
+    in_raced_share = [e for e, r in zip(events, stripes, strict=True) if r["s"] % 2 == raced_share]
+    others = [e for e, r in zip(events, stripes, strict=True) if r["s"] % 2 != raced_share]
+    assert others, "every asset fell in one share"
+    intruder = await asyncpg.connect(database_url)
+    try:
+        async with intruder.transaction():
+            await intruder.execute(
+                "INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at,"
+                " event_id, source, document, content_hash, status, applied_at)"
+                " VALUES ($1, 's0', $2, false, now(), gen_random_uuid(), 'push',"
+                " '{}'::jsonb, '\\x00'::bytea, 'active', now())",
+                provider_id,
+                at(2),
+            )
+            applying = asyncio.create_task(AssetApplier(db, shares=2).apply(events))
+            # (read outside the intruder's transaction, which would see one snapshot of it)
+            while not await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ):
+                assert not applying.done(), applying
+                await asyncio.sleep(0.01)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await applying
+    finally:
+        await intruder.close()
+    assert {await _receipt(db, e) for e in others} == {("applied", None)}
+    assert {await _receipt(db, e) for e in in_raced_share} == {("accepted", None)}
+    assert await db.fetchval("SELECT count(*) FROM asset_changes") == len(others)
+
+    await AssetApplier(db, shares=2).apply(events)
+    assert {await _receipt(db, e) for e in others} == {("applied", None)}
+    assert (await _receipt(db, events[0]))[0] == "stale_ignored"
+    assert {await _receipt(db, e) for e in in_raced_share[1:]} == {("applied", None)}
+    assert await db.fetchval("SELECT count(*) FROM asset_changes") == len(events) - 1

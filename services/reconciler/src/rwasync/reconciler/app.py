@@ -24,7 +24,7 @@ def create_app(settings: ReconcilerSettings) -> web.Application:
         settings,
         name="reconciler",
         queue=topology.RECONCILER_QUEUE,
-        applier=AssetApplier,
+        applier=lambda db: AssetApplier(db, shares=settings.apply_shares),
         prefetch=settings.prefetch,
         decoder=ASSET_QUEUE_DECODER,  # documents stay raw JSON text
     )

@@ -8,6 +8,7 @@ receipt and every applied change its entry in `asset_changes`, in the same trans
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import Any, Final
@@ -125,14 +126,64 @@ def _incoming(
 ASSET_LOCK_STRIPES: Final = 128
 
 
-class AssetApplier:
-    """Applies a batch of asset events in one transaction; the consumer retries and splits."""
+# The stripe of each key, as `lock_stripes` computes it.
+_STRIPES_OF: Final = """
+SELECT (hashtext(key) & 2147483647) % $2 AS stripe FROM unnest($1::text[]) AS u(key)
+"""
 
-    def __init__(self, db: Database) -> None:
+# Batches smaller than this apply in one transaction whatever the shares.
+_SHARED_FROM: Final = 64
+
+
+def _stripe_key(key: AssetKey) -> str:
+    return f"{key[0]}/{key[1]}"
+
+
+class AssetApplier:
+    """Applies a batch of asset events, the consumer retrying and splitting it when that fails.
+
+    A batch of hundreds of keys takes nearly every lock stripe, so its transaction would wait for
+    every other batch's (of this replica or another): one Postgres backend at work at a time. So
+    the stripes are dealt into `shares` (stripe modulo shares) and a batch applies as one
+    transaction per share, side by side, each taking only its share's stripes: batches then
+    serialise per share, not as a whole, and `shares` backends work at once. An asset's events
+    always fall in one share (its stripe's), so its changes stay serialised and in order. A share
+    that fails fails the batch after the others ended; the retry finds what they committed decided
+    already (idempotent), so nothing is applied twice and nothing is lost.
+    """
+
+    def __init__(self, db: Database, *, shares: int = 1) -> None:
+        if not 1 <= shares <= ASSET_LOCK_STRIPES:
+            raise ValueError(f"shares must be between 1 and {ASSET_LOCK_STRIPES}")
         self._db = db
+        self._shares = shares
 
     async def apply(self, events: Sequence[ConsumedEvent]) -> None:
         changes = [_check(e) for e in events]
+        if self._shares == 1 or len(changes) < _SHARED_FROM:
+            await self._apply_share(changes)
+            return
+        keys = list(dict.fromkeys(asset_key(e) for e in changes))
+        stripes = await self._db.fetch(
+            _STRIPES_OF, [_stripe_key(k) for k in keys], ASSET_LOCK_STRIPES
+        )
+        share_of = {
+            key: row["stripe"] % self._shares for key, row in zip(keys, stripes, strict=True)
+        }
+        shares: list[list[AnyAssetEvent]] = [[] for _ in range(self._shares)]
+        for event in changes:
+            shares[share_of[asset_key(event)]].append(event)
+        # Every share ends (commits or rolls back) before the batch's outcome is known: the
+        # consumer must not retry while a share of the same batch still runs.
+        outcomes = await asyncio.gather(
+            *(self._apply_share(share) for share in shares if share), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _apply_share(self, changes: list[AnyAssetEvent]) -> None:
+        """Applies these events in one transaction, under their stripes."""
         keys = list(dict.fromkeys(asset_key(e) for e in changes))
         # Assets this batch patches are folded; so are those that keep patches from before,
         # which the merge finds and leaves alone ("deferred").
@@ -147,7 +198,7 @@ class AssetApplier:
         # models the patched assets fold (only the deferred assets' are made under the stripes).
         staged = _incoming(*newest_per_asset(plain)) if plain else []
         models = {id(e): _folded_model(e) for e in changes if asset_key(e) in patched}
-        stripe_keys = [f"{p}/{a}" for p, a in keys]
+        stripe_keys = [_stripe_key(k) for k in keys]
         async with self._db.connection() as conn, conn.transaction():
             # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
             # Postgres' shared lock table; and the change feed's horizon is read off them.

@@ -11,6 +11,9 @@ class ReconcilerSettings(ServiceSettings):
     port: int = 8083
     # Unacked messages in flight per replica; each may carry many events.
     prefetch: int = 64
+    # Transactions a batch of events is applied in side by side, each over its own share of the
+    # asset lock stripes (`AssetApplier`): how many Postgres backends one replica keeps at work.
+    apply_shares: int = Field(2, ge=1, le=128)
     # The outbox relay: seconds between looks for new changes when idle, entries read per look,
     # entries per `asset.changed` message.
     relay_interval: float = Field(0.2, gt=0)
