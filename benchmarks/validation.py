@@ -31,7 +31,7 @@ import orjson
 from benchmarks.feed.catalogue import asset as generated_asset
 from rwasync.feeds.items import validate_record
 from rwasync.feeds.records import RawRecord, fingerprint
-from rwasync.schema import events
+from rwasync.schema import chains, events
 from rwasync.schema.asset import (
     canonical_json,
     content_hash_hex,
@@ -105,6 +105,10 @@ def _per_asset(work: Callable[[], object], items: int, rounds: int) -> float:
     """The best CPU µs per asset over `rounds` passes."""
     best = float("inf")
     for _ in range(rounds):
+        # A first run meets each contract once: every round starts with no checksum cached.
+        checksummed = getattr(chains, "_checksummed", None)
+        if checksummed is not None:
+            checksummed.cache_clear()
         began = time.process_time()
         work()
         best = min(best, time.process_time() - began)
@@ -151,7 +155,10 @@ def measure(name: str, bodies: list[bytes], rounds: int) -> None:
             each(lambda doc: hashlib.sha256(canonical_json(doc)).digest(), documents),
         ),
         ("content_hash_hex(document)", each(content_hash_hex, documents)),
-        ("feed: validate_record (all of the above)", each(lambda r: validate_record(r, now=NOW), records)),
+        (
+            "feed: validate_record (all of the above)",
+            each(lambda r: validate_record(r, now=NOW), records),
+        ),
         ("ingest: parse + normalise + hash + event", each(ingest_item, dicts)),
     ]
     size = sum(len(body) for body in bodies) / count
@@ -189,8 +196,6 @@ def main() -> None:
         profiler.disable()
         profiler.dump_stats(args.profile)
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
-
-
 
 
 if __name__ == "__main__":

@@ -195,13 +195,24 @@ def test_eip55_alike(raw: bytes, rng: random.Random) -> None:
         assert chains.eip55_checksum(address) == reference_chains.eip55_checksum(address)
 
 
-@EXAMPLES
+@settings(max_examples=1000, deadline=None)
 @given(
     st.one_of(
         st.text(max_size=60),
         st.from_regex(r"[Hh][Tt][Tt][Pp][Ss]://[^\x00]{0,40}", fullmatch=True),
         st.from_regex(
             r"https://[A-Za-z0-9.:@\[\]_%-]{0,20}(?:[/?#][ -~\t\n]{0,20})?", fullmatch=True
+        ),
+        # near the shape the rule accepts without parsing: one character off anywhere
+        st.builds(
+            lambda url, at, odd: url[:at] + odd + url[at:],
+            st.from_regex(
+                r"[Hh][Tt][Tt][Pp][Ss]?:/{1,3}[a-z0-9.-]{0,8}(?::[0-9]{0,5})?"
+                r"(?:[/?#][a-z/?#.:]{0,8})?",
+                fullmatch=True,
+            ),
+            st.integers(0, 30),
+            st.sampled_from([*" \t\n\r\x7f\x85\xa0\u2028[]@%\\é:/\x01\ud800", ""]),
         ),
     )
 )
@@ -235,6 +246,12 @@ def test_json_parsing_alike(document: Any) -> None:
 @given(st.text(alphabet='0123456789.eE+-[]{}",: naNIfity\\ud83', max_size=300))
 def test_json_parsing_of_odd_text_alike(text: str) -> None:
     assert loaded(text, jsonsafe) == loaded(text, reference_jsonsafe)
-    for long in ("1" * 101, "1." + "0" * 100, "-" + "9" * 150 + "e5", "1e999999999999999999"):
+    for long in (
+        "1" * 101,
+        "1." + "0" * 100,
+        "-" + "9" * 150 + "e5",
+        "1e999999999999999999",
+        "-1.5E-99999999999999999999",
+    ):
         body = f'{{"a": [{text[:10] or 0}, {long}]}}'
         assert loaded(body, jsonsafe) == loaded(body, reference_jsonsafe)

@@ -169,7 +169,16 @@ YearBuilt = Annotated[
 ]
 
 
+# The common shape, which the checks below accept without exception: an https scheme in any
+# case, a host of letters, digits, dots and hyphens (so `urlsplit` finds a non-empty hostname and
+# nothing to refuse), an optional port, then printable ASCII without spaces. Anything else takes
+# the full walk.
+_PLAIN_HTTPS_URL = re.compile(r"[Hh][Tt][Tt][Pp][Ss]://[A-Za-z0-9.-]+(?::[0-9]*)?(?:[/?#][!-~]*)?")
+
+
 def _https_url(value: str) -> str:
+    if _PLAIN_HTTPS_URL.fullmatch(value) is not None:
+        return value
     try:
         parts = urlsplit(value)
         host = parts.hostname

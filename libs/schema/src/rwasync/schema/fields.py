@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from rwasync.schema.decimals import MAX_DECIMAL_DIGITS, normalize_decimal, plain_digit_count
+from rwasync.schema.decimals import MAX_DECIMAL_DIGITS, at_most_plain_digits, normalize_decimal
 from rwasync.schema.errors import (
     CUSTOM_ERROR_PREFIX,
     NO_NUL_PATTERN,
@@ -98,6 +98,8 @@ def _crowded_object(data: Any, *, top_only: bool = False) -> FieldError | None:
         if isinstance(data, dict) and len(data) > MAX_OBJECT_KEYS:
             return FieldError("", f"has {len(data)} keys: far too many")
         return None
+    if not _has_crowded_object(data):
+        return None
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
     while stack:
         node, path = stack.pop()
@@ -108,6 +110,21 @@ def _crowded_object(data: Any, *, top_only: bool = False) -> FieldError | None:
         elif isinstance(node, list):
             stack.extend((value, (*path, index)) for index, value in enumerate(node))
     return None
+
+
+def _has_crowded_object(data: Any) -> bool:
+    """Whether any object holds more than MAX_OBJECT_KEYS keys. The walk that names the first
+    one builds a path per node; this one, run on every document, builds nothing."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if len(node) > MAX_OBJECT_KEYS:
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def validation_now(info: ValidationInfo) -> datetime:
@@ -198,7 +215,7 @@ def as_decimal(value: Any) -> Decimal:
         raise invalid("decimal_type", _NOT_A_DECIMAL)
     if not number.is_finite():
         raise invalid("decimal_finite", "must be a finite number")
-    if plain_digit_count(number) > MAX_DECIMAL_DIGITS:
+    if not at_most_plain_digits(number, MAX_DECIMAL_DIGITS):
         raise invalid("decimal_digits", _TOO_MANY_DIGITS)
     return number
 
