@@ -173,8 +173,42 @@ def test_decimal_rendering_and_digit_bounds_alike(number: Decimal) -> None:
         assert _call(fields.as_decimal, value) == _call(reference_fields.as_decimal, value)
 
 
+def test_numeric_text_at_the_digit_bound_alike() -> None:
+    for length in range(95, 106):
+        for text in (
+            "1" * length,
+            "." + "1" * length,
+            "-." + "1" * length,
+            "+0." + "0" * length,
+            "0" * length + ".5",
+            "-" + "9" * (length // 2) + "." + "9" * (length // 2),
+            "1" * length + ".",
+            "1" * length + "0e-5",
+        ):
+            assert _call(fields.as_decimal, text) == _call(reference_fields.as_decimal, text)
+
+
+NUMERIC_TEXT = st.builds(
+    lambda sign, whole, point, fraction, exponent: sign + whole + point + fraction + exponent,
+    st.sampled_from(["", "+", "-"]),
+    st.builds(str.__mul__, st.sampled_from("019"), st.integers(0, 104)),
+    st.sampled_from(["", "."]),
+    st.builds(str.__mul__, st.sampled_from("019"), st.integers(0, 104)),
+    st.sampled_from(["", "e5", "E-3", "e+120", "e"]),
+)
+
+
 @EXAMPLES
-@given(st.one_of(st.text(max_size=250), st.integers(), st.floats(), st.booleans(), st.none()))
+@given(
+    st.one_of(
+        NUMERIC_TEXT,
+        st.text(max_size=250),
+        st.integers(),
+        st.floats(),
+        st.booleans(),
+        st.none(),
+    )
+)
 def test_decimal_and_integer_inputs_alike(value: Any) -> None:
     assert _call(fields.as_decimal, value) == _call(reference_fields.as_decimal, value)
     assert _call(fields.as_integer, value) == _call(reference_fields.as_integer, value)

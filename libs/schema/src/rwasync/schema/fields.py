@@ -192,6 +192,16 @@ _MAX_INTEGER_BITS: Final = math.ceil(MAX_DECIMAL_DIGITS * math.log2(10))
 
 def as_decimal(value: Any) -> Decimal:
     """A finite Decimal of at most MAX_DECIMAL_DIGITS digits from a number or numeric string."""
+    # What providers are advised to send: numeric text without an exponent is finite, and its
+    # length bounds the digits written (at most one `0` is added, before a leading point).
+    if (
+        type(value) is str
+        and len(value) < MAX_DECIMAL_DIGITS
+        and "e" not in value
+        and "E" not in value
+        and _NUMERIC_TEXT.fullmatch(value)
+    ):
+        return Decimal(value)
     if isinstance(value, bool):
         raise invalid("decimal_type", "must be a number, not a boolean")
     if isinstance(value, Decimal):
