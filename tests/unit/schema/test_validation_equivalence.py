@@ -289,3 +289,7 @@ def test_json_parsing_of_odd_text_alike(text: str) -> None:
     ):
         body = f'{{"a": [{text[:10] or 0}, {long}]}}'
         assert loaded(body, jsonsafe) == loaded(body, reference_jsonsafe)
+
+
+def test_the_json_schema_is_unchanged() -> None:
+    assert current.asset_json_schema() == reference.asset_json_schema()
