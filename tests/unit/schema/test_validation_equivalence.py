@@ -40,10 +40,13 @@ def outcome(module: Any, document: Any, now: datetime = NOW) -> tuple[Any, ...]:
         return ("invalid", [(e.pointer, e.message) for e in exc.errors], str(exc))
     normalized = module.normalized_document(asset)
     canonical = module.canonical_json(normalized)
+    # The per-item path's shortcut gives the same pair (the reference has no shortcut).
+    shortcut = getattr(module, "normalized_canonical", lambda _: (normalized, canonical))
     return (
         "valid",
         normalized,
         canonical,
+        shortcut(asset),
         module.content_hash(normalized),
         repr(asset.model_dump()),
         asset.id,
@@ -134,6 +137,26 @@ def test_crowded_objects_are_reported_alike() -> None:
         wide,
     ):
         assert_same(document)
+
+
+def test_text_beyond_ascii_and_late_keys_answer_alike() -> None:
+    for key, text in (
+        ("é", "Café"),
+        ("\ue000", "x"),
+        ("\U0001f3e0", "\U0001f3e0"),
+        ("a", "\u2028"),
+    ):
+        document = detroit_house()
+        document["attributes"][key] = text
+        # U+E000 sorts after U+1F3E0 by code point but before it by UTF-16 code unit
+        document["attributes"]["\U0001f3e0" if key == "\ue000" else "z"] = 1
+        document["description"] = text
+        assert_same(document)
+        assert current.normalized_canonical(current.parse_asset(document, now=NOW))[1] == (
+            reference.canonical_json(
+                reference.normalized_document(reference.parse_asset(document, now=NOW))
+            )
+        )
 
 
 def test_the_clock_bounds_answer_alike() -> None:
