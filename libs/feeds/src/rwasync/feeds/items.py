@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from rwasync.feeds.records import RawRecord
-from rwasync.schema.asset import canonical_json, normalized_document, parse_asset
+from rwasync.schema.asset import normalized_canonical, parse_asset
 from rwasync.schema.errors import AssetInvalid, FieldError, json_pointer
 from rwasync.schema.jsonsafe import MalformedJSON, loads
 
@@ -124,7 +124,7 @@ def validate_record(record: RawRecord, *, now: datetime) -> ValidItem | ItemErro
         asset = parse_asset(document, now=now)
     except AssetInvalid as exc:
         return ItemError(record.index, _record_id(document, record.raw_id), tuple(exc.errors))
-    canonical = canonical_json(normalized_document(asset))
+    _, canonical = normalized_canonical(asset)
     price = None
     if asset.price is not None:
         price = PriceQuote(asset.price.amount, asset.price.currency, asset.price.as_of)

@@ -47,6 +47,19 @@ def plain_digit_count(number: Decimal) -> int:
     return _plain_digits(digits, exponent)
 
 
+def at_most_plain_digits(number: Decimal, limit: int) -> bool:
+    """Whether `plain_digit_count(number) <= limit`, for a finite decimal.
+
+    Without an exponent, `str(number)` is already plain notation: its characters bound the
+    digits written (only trailing zeros, a sign and a point go), so a short one needs no count.
+    """
+    text = str(number)
+    if len(text) <= limit and "E" not in text:
+        return True
+    _, digits, exponent = _significand(number)
+    return _plain_digits(digits, exponent) <= limit
+
+
 def normalize_decimal(number: Decimal) -> str:
     """`50.0` → `"50"`, `1E+2` → `"100"`, `0.50` → `"0.5"`, `-0` → `"0"`.
 
@@ -54,6 +67,13 @@ def normalize_decimal(number: Decimal) -> str:
     """
     if not number.is_finite():
         raise ValueError(f"{number} is not a finite number")
+    text = str(number)
+    if "E" not in text and len(text) <= MAX_RENDERED_DIGITS:
+        # Already plain notation (what nearly every amount is): drop the fraction's trailing
+        # zeros and the point they leave; `-0` and `-0.00` are `0`.
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return "0" if text == "-0" else text
     sign, digits, exponent = _significand(number)
     count = _plain_digits(digits, exponent)
     if count > MAX_RENDERED_DIGITS:

@@ -10,6 +10,7 @@ request order.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from rwasync.platform.db import Database, is_transient
 from rwasync.platform.grouping import GroupCommit
 from rwasync.platform.http import Problem, service_unavailable
 from rwasync.schema import events, topology
-from rwasync.schema.asset import Asset, content_hash_hex, normalized_document
+from rwasync.schema.asset import Asset, normalized_canonical
 from rwasync.schema.events import (
     AnyEvent,
     Arrival,
@@ -84,14 +85,14 @@ class AcceptanceClock:
 
 
 def asset_upserted(asset: Asset, arrival: Arrival, accepted_at: datetime) -> AssetUpserted:
-    document = normalized_document(asset)
+    document, canonical = normalized_canonical(asset)
     return events.asset_upserted(
         arrival,
         asset_id=asset.id,
         updated_at=asset.updated_at,
         accepted_at=accepted_at,
         document=document,
-        content_hash=content_hash_hex(document),
+        content_hash=hashlib.sha256(canonical).hexdigest(),
     )
 
 
