@@ -1,10 +1,11 @@
 """CPU per asset of validating and normalising one asset document, call by call, in-process.
 
     .venv/bin/python -m benchmarks.validation [--rounds 5] [--generated 2000] [--profile FILE]
+                                              [--realt FILE]
 
-Two catalogues: the real RealT catalogue (/work/shared/realdata/realt_tokens.json, 348 tokens
-mapped to asset documents, when that file is there) and the feed benchmark's generated ~1.5 KB
-assets. For each it times exactly what the two hot paths do per item:
+Two catalogues: a real provider's, RealT's public token list (a JSON array of RealT's token
+records, given with `--realt`; its tokens are mapped to asset documents), and the feed
+benchmark's generated ~1.5 KB assets. For each it times exactly what the two hot paths do per item:
 
 - the feed poller (`rwasync.feeds.items.validate_record`): `jsonsafe.loads` of the item's text,
   `parse_asset`, the normalised document and its canonical JSON (`normalized_canonical`, or
@@ -45,7 +46,6 @@ from rwasync.schema.events import Arrival, EventSource
 from rwasync.schema.jsonsafe import loads
 from rwasync.schema.timestamps import timestamp_text
 
-REALT = Path("/work/shared/realdata/realt_tokens.json")
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 UPDATED_AT = timestamp_text(NOW - timedelta(days=3))
 
@@ -92,10 +92,8 @@ def realt_document(token: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def realt_catalogue() -> list[bytes] | None:
-    if not REALT.exists():
-        return None
-    tokens = orjson.loads(REALT.read_bytes())
+def realt_catalogue(path: Path) -> list[bytes]:
+    tokens = orjson.loads(path.read_bytes())
     return [orjson.dumps(realt_document(token)) for token in tokens]
 
 
@@ -175,13 +173,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--generated", type=int, default=2000)
     parser.add_argument("--profile", help="write a cProfile of validate_record to this file")
+    parser.add_argument("--realt", type=Path, help="RealT's token list (JSON array) to measure too")
     args = parser.parse_args()
     catalogues: list[tuple[str, list[bytes]]] = []
-    real = realt_catalogue()
-    if real is None:
-        print(f"{REALT} not found: the generated catalogue only")
-    else:
-        catalogues.append(("RealT catalogue", real))
+    if args.realt is not None:
+        catalogues.append(("RealT catalogue", realt_catalogue(args.realt)))
     catalogues.append(("generated catalogue", generated_catalogue(args.generated)))
     for name, bodies in catalogues:
         measure(name, bodies, args.rounds)
