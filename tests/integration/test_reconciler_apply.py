@@ -241,30 +241,11 @@ async def test_an_asset_stored_behind_the_stripes_fails_the_batch_and_its_retry_
     """An asset the merge classifies as new is inserted without ON CONFLICT: should a writer that
     skipped the stripes store it meanwhile, the batch fails (nothing written over, no receipt
     decided, no change entry) and the consumer's retry classifies it against the stored row."""
-    intruder = await asyncpg.connect(database_url)
     event = upserted(provider_id, "raced", at(1))
     await record_accepted(db.pool, [event])
-    try:
-        async with intruder.transaction():
-            await intruder.execute(
-                "INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at,"
-                " event_id, source, document, content_hash, status, applied_at)"
-                " VALUES ($1, 'raced', $2, false, now(), gen_random_uuid(), 'push',"
-                " '{}'::jsonb, '\\x00'::bytea, 'active', now())",
-                provider_id,
-                at(2),
-            )
-            applying = asyncio.create_task(AssetApplier(db).apply([event]))
-            while not await intruder.fetchval(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            ):
-                assert not applying.done(), applying
-                await asyncio.sleep(0.01)
-        with pytest.raises(asyncpg.UniqueViolationError):
-            await applying
-    finally:
-        await intruder.close()
+    await _apply_while_stored_behind_the_stripes(
+        db, database_url, "raced", AssetApplier(db), [event]
+    )
     assert await _receipt(db, event) == ("accepted", None)
     assert await db.fetchval("SELECT count(*) FROM asset_changes") == 0
     await AssetApplier(db).apply([event])
@@ -316,18 +297,42 @@ async def test_a_failing_share_fails_the_batch_and_its_retry_applies_nothing_twi
     in_raced_share = [e for e, r in zip(events, stripes, strict=True) if r["s"] % 2 == raced_share]
     others = [e for e, r in zip(events, stripes, strict=True) if r["s"] % 2 != raced_share]
     assert others, "every asset fell in one share"
+    await _apply_while_stored_behind_the_stripes(
+        db, database_url, "s0", AssetApplier(db, shares=2), events
+    )
+    assert {await _receipt(db, e) for e in others} == {("applied", None)}
+    assert {await _receipt(db, e) for e in in_raced_share} == {("accepted", None)}
+    assert await db.fetchval("SELECT count(*) FROM asset_changes") == len(others)
+
+    await AssetApplier(db, shares=2).apply(events)
+    assert {await _receipt(db, e) for e in others} == {("applied", None)}
+    assert (await _receipt(db, events[0]))[0] == "stale_ignored"
+    assert {await _receipt(db, e) for e in in_raced_share[1:]} == {("applied", None)}
+    assert await db.fetchval("SELECT count(*) FROM asset_changes") == len(events) - 1
+
+
+async def _apply_while_stored_behind_the_stripes(
+    db: Database,
+    database_url: str,
+    asset_id: str,
+    applier: AssetApplier,
+    events: list[AssetUpserted],
+) -> None:
+    """Apply `events` while another session, skipping the lock stripes, stores `asset_id` and
+    commits once the apply waits on its row: the apply must fail with a unique violation."""
     intruder = await asyncpg.connect(database_url)
     try:
         async with intruder.transaction():
             await intruder.execute(
                 "INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at,"
                 " event_id, source, document, content_hash, status, applied_at)"
-                " VALUES ($1, 's0', $2, false, now(), gen_random_uuid(), 'push',"
+                " VALUES ($1, $2, $3, false, now(), gen_random_uuid(), 'push',"
                 " '{}'::jsonb, '\\x00'::bytea, 'active', now())",
-                provider_id,
+                events[0].provider_id,
+                asset_id,
                 at(2),
             )
-            applying = asyncio.create_task(AssetApplier(db, shares=2).apply(events))
+            applying = asyncio.create_task(applier.apply(events))
             # (read outside the intruder's transaction, which would see one snapshot of it)
             while not await db.fetchval(
                 "SELECT count(*) FROM pg_stat_activity"
@@ -339,12 +344,3 @@ async def test_a_failing_share_fails_the_batch_and_its_retry_applies_nothing_twi
             await applying
     finally:
         await intruder.close()
-    assert {await _receipt(db, e) for e in others} == {("applied", None)}
-    assert {await _receipt(db, e) for e in in_raced_share} == {("accepted", None)}
-    assert await db.fetchval("SELECT count(*) FROM asset_changes") == len(others)
-
-    await AssetApplier(db, shares=2).apply(events)
-    assert {await _receipt(db, e) for e in others} == {("applied", None)}
-    assert (await _receipt(db, events[0]))[0] == "stale_ignored"
-    assert {await _receipt(db, e) for e in in_raced_share[1:]} == {("applied", None)}
-    assert await db.fetchval("SELECT count(*) FROM asset_changes") == len(events) - 1

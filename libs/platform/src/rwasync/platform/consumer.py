@@ -13,7 +13,6 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar, cast
-from uuid import UUID
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -33,24 +32,15 @@ from rwasync.platform.metrics import MESSAGES_CONSUMED as MESSAGES
 from rwasync.platform.retry import retrying
 from rwasync.platform.tasks import cancel_and_wait
 from rwasync.schema import topology
-from rwasync.schema.events import MODEL_DECODER, MalformedMessage, MessageDecoder, message_for
+from rwasync.schema.events import (
+    MODEL_DECODER,
+    EventLike,
+    MalformedMessage,
+    MessageDecoder,
+    message_for,
+)
 
 log = structlog.get_logger(__name__)
-
-
-class EventLike(Protocol):
-    """What the consumer reads of an event, whichever form its decoder gives it."""
-
-    @property
-    def event_id(self) -> UUID: ...
-    @property
-    def provider_id(self) -> str: ...
-    @property
-    def asset_id(self) -> str: ...
-    @property
-    def accepted_at(self) -> datetime: ...
-    @property
-    def trace_id(self) -> str: ...
 
 
 E = TypeVar("E", bound="EventLike")

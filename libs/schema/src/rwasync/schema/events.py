@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Final, Generic, Literal, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, Protocol, TypeVar
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -122,6 +122,24 @@ class EventMessage(_Frozen):
 
     message_id: uuid.UUID
     events: Annotated[list[Event], Field(min_length=1)]
+
+
+class EventLike(Protocol):
+    """What consumers and receipts read of an event, whichever form it was decoded into (the
+    models here, or `raw_events`' structs)."""
+
+    @property
+    def event_id(self) -> uuid.UUID: ...
+    @property
+    def provider_id(self) -> str: ...
+    @property
+    def asset_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def accepted_at(self) -> datetime: ...
+    @property
+    def trace_id(self) -> str: ...
 
 
 class MalformedMessage(Exception):

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 from uuid import UUID
 
 import asyncpg
 
-from rwasync.schema.events import ReceiptStatus
+from rwasync.schema.events import EventLike, ReceiptStatus
 
 RECORD_ACCEPTED = """
 INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at, trace_id)
@@ -100,21 +99,6 @@ FROM event_receipts WHERE event_id = $1 AND provider_id = $2
 """
 
 
-class _EventLike(Protocol):
-    @property
-    def event_id(self) -> UUID: ...
-    @property
-    def provider_id(self) -> str: ...
-    @property
-    def asset_id(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def accepted_at(self) -> datetime: ...
-    @property
-    def trace_id(self) -> str: ...
-
-
 @dataclass(frozen=True)
 class AcceptedRun:
     """The `accepted` receipts of events of one type from one request, accepted at consecutive
@@ -144,7 +128,7 @@ class Decision:
     @classmethod
     def of(
         cls,
-        event: _EventLike,
+        event: EventLike,
         status: ReceiptStatus,
         reason: str | None = None,
         latest: bool | None = None,
@@ -162,7 +146,7 @@ class Decision:
         )
 
 
-def _columns(events: Sequence[_EventLike]) -> tuple[list[object], ...]:
+def _columns(events: Sequence[EventLike]) -> tuple[list[object], ...]:
     return (
         [e.event_id for e in events],
         [e.provider_id for e in events],
@@ -173,7 +157,7 @@ def _columns(events: Sequence[_EventLike]) -> tuple[list[object], ...]:
 
 
 async def record_accepted(
-    conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[_EventLike]
+    conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[EventLike]
 ) -> None:
     await conn.execute(RECORD_ACCEPTED, *_columns(events), [e.trace_id for e in events])
 
@@ -208,7 +192,7 @@ async def record_decisions(conn: asyncpg.Connection, decisions: Sequence[Decisio
 
 
 async def note_dead_lettered(
-    conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[_EventLike], reason: str
+    conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[EventLike], reason: str
 ) -> None:
     await conn.execute(NOTE_DEAD_LETTERED, *_columns(events), reason)
 
