@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from rwasync.platform.broker import Broker
-from rwasync.platform.db import LockSpace
+from rwasync.platform.db import LockSpace, stripes_of
 from rwasync.reconciler.apply import ASSET_LOCK_STRIPES
 from rwasync.reconciler.settings import ReconcilerSettings
 from rwasync.schema import topology
@@ -165,12 +165,10 @@ async def test_sigterm_in_the_middle_of_a_batch_finishes_it_and_loses_nothing(
         # In flight, blocked mid-transaction: the events of the held stripe's share (the batch's
         # other shares apply side by side and commit).
         shares = ReconcilerSettings.model_fields["apply_shares"].default
-        stripes = await database.fetch(
-            "SELECT (hashtext(k) & 2147483647) % $2 AS s FROM unnest($1::text[]) AS u(k)",
-            [f"{pid}/{e.asset_id}" for e in last],
-            ASSET_LOCK_STRIPES,
+        stripes = await stripes_of(
+            database, [f"{pid}/{e.asset_id}" for e in last], ASSET_LOCK_STRIPES
         )
-        blocked = sum(1 for r in stripes if r["s"] % shares == stripe % shares)
+        blocked = sum(1 for s in stripes if s % shares == stripe % shares)
         assert blocked > 0 and await _undecided(database, last) == blocked
         reconciler.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         await asyncio.sleep(1)

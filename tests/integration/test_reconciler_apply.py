@@ -9,7 +9,7 @@ import random
 import asyncpg
 import pytest
 
-from rwasync.platform.db import Database, LockSpace, is_transient, lock_stripes
+from rwasync.platform.db import Database, LockSpace, is_transient, lock_stripes, stripes_of
 from rwasync.reconciler import queries
 from rwasync.reconciler.apply import ASSET_LOCK_STRIPES, AssetApplier, _incoming
 from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
@@ -288,14 +288,12 @@ async def test_a_failing_share_fails_the_batch_and_its_retry_applies_nothing_twi
     without deciding or recording the committed ones again."""
     events = [upserted(provider_id, f"s{i}", at(1)) for i in range(200)]
     await record_accepted(db.pool, events)
-    stripes = await db.fetch(
-        "SELECT (hashtext(k) & 2147483647) % $2 AS s FROM unnest($1::text[]) AS u(k)",
-        [f"{provider_id}/s{i}" for i in range(200)],
-        ASSET_LOCK_STRIPES,
+    stripes = await stripes_of(
+        db.pool, [f"{provider_id}/s{i}" for i in range(200)], ASSET_LOCK_STRIPES
     )
-    raced_share = stripes[0]["s"] % 2
-    in_raced_share = [e for e, r in zip(events, stripes, strict=True) if r["s"] % 2 == raced_share]
-    others = [e for e, r in zip(events, stripes, strict=True) if r["s"] % 2 != raced_share]
+    raced_share = stripes[0] % 2
+    in_raced_share = [e for e, s in zip(events, stripes, strict=True) if s % 2 == raced_share]
+    others = [e for e, s in zip(events, stripes, strict=True) if s % 2 != raced_share]
     assert others, "every asset fell in one share"
     await _apply_while_stored_behind_the_stripes(
         db, database_url, "s0", AssetApplier(db, shares=2), events

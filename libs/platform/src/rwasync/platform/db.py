@@ -60,11 +60,26 @@ async def lock_stripes(
     await conn.execute(_LOCK_STRIPES, keys, int(space), stripes)
 
 
-_LOCK_STRIPES = """
+async def stripes_of(
+    conn: asyncpg.Connection | asyncpg.Pool, keys: list[str], stripes: int
+) -> list[int]:
+    """The stripe `lock_stripes` takes for each of `keys`, in order."""
+    return [row[0] for row in await conn.fetch(_STRIPES_OF, keys, stripes)]
+
+
+# A key's stripe, with the number of stripes in parameter `stripes` (written once for both).
+def _stripe(stripes: str) -> str:
+    return f"(hashtext(key) & 2147483647) % {stripes}"
+
+
+_LOCK_STRIPES = f"""
 SELECT pg_advisory_xact_lock($2, s)
-FROM (SELECT DISTINCT (hashtext(key) & 2147483647) % $3 AS s FROM unnest($1::text[]) AS u(key)
+FROM (SELECT DISTINCT {_stripe("$3")} AS s FROM unnest($1::text[]) AS u(key)
       ORDER BY 1) AS stripes
 """
+_STRIPES_OF = (
+    f"SELECT {_stripe('$2')} FROM unnest($1::text[]) WITH ORDINALITY AS u(key, n) ORDER BY n"
+)
 
 
 # The horizon of a change log whose rows record their transaction id (`pg_current_xact_id()`)

@@ -3,7 +3,11 @@
 `parse_asset` turns what a provider sent (a dict from `jsonsafe.loads`) into an `Asset` or raises
 `AssetInvalid` listing every problem with its JSON pointer. `normalized_document` is the form that
 is stored, served and hashed: two documents that mean the same thing normalise to the same dict,
-so `content_hash` tells a real change from a re-send.
+so `content_hash` tells a real change from a re-send. `normalized_canonical` gives the document
+and its canonical bytes together, more cheaply: the per-item path of feed runs and batches.
+
+Sections: field types and their checks; the document (its models); operations (parse,
+normalise, canonical JSON, hash, JSON Schema).
 """
 
 import copy
@@ -91,6 +95,8 @@ __all__ = [
     "normalized_document",
     "parse_asset",
 ]
+
+# --- field types and their checks ----------------------------------------------------------------
 
 SCHEMA_ID: Final = "https://rwasync.dev/v1/schema/asset.json"
 MAX_ITEMS: Final = 100

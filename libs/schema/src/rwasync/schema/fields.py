@@ -133,6 +133,17 @@ def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
     return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
+def validation_now(info: ValidationInfo) -> datetime:
+    """The `now` this validation runs against (the context's, else the clock)."""
+    context = info.context
+    if isinstance(context, dict) and isinstance(context.get("now"), datetime):
+        now: datetime = context["now"]
+        return now
+    return utc_now()
+
+
+# --- crowded objects (refused before pydantic builds them) ---------------------------------------
+
 # More keys than any object of a contract may hold (its fields, or MAX_ITEMS attributes).
 MAX_OBJECT_KEYS: Final = 200
 
@@ -171,15 +182,6 @@ def _has_crowded_object(data: Any) -> bool:
         elif isinstance(node, list):
             stack.extend(node)
     return False
-
-
-def validation_now(info: ValidationInfo) -> datetime:
-    """The `now` this validation runs against (the context's, else the clock)."""
-    context = info.context
-    if isinstance(context, dict) and isinstance(context.get("now"), datetime):
-        now: datetime = context["now"]
-        return now
-    return utc_now()
 
 
 # --- text ---------------------------------------------------------------------------------------

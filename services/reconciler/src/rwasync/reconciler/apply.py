@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 import structlog
 
-from rwasync.platform.db import Database, LockSpace, lock_stripes
+from rwasync.platform.db import Database, LockSpace, lock_stripes, stripes_of
 from rwasync.platform.metrics import EVENTS_DECIDED
 from rwasync.reconciler import queries
 from rwasync.reconciler.folding import apply_folded
@@ -126,11 +126,6 @@ def _incoming(
 ASSET_LOCK_STRIPES: Final = 128
 
 
-# The stripe of each key, as `lock_stripes` computes it.
-_STRIPES_OF: Final = """
-SELECT (hashtext(key) & 2147483647) % $2 AS stripe FROM unnest($1::text[]) AS u(key)
-"""
-
 # Batches smaller than this apply in one transaction whatever the shares.
 _SHARED_FROM: Final = 64
 
@@ -164,12 +159,10 @@ class AssetApplier:
             await self._apply_share(changes)
             return
         keys = list(dict.fromkeys(asset_key(e) for e in changes))
-        stripes = await self._db.fetch(
-            _STRIPES_OF, [_stripe_key(k) for k in keys], ASSET_LOCK_STRIPES
+        stripes = await stripes_of(
+            self._db.pool, [_stripe_key(k) for k in keys], ASSET_LOCK_STRIPES
         )
-        share_of = {
-            key: row["stripe"] % self._shares for key, row in zip(keys, stripes, strict=True)
-        }
+        share_of = {key: stripe % self._shares for key, stripe in zip(keys, stripes, strict=True)}
         shares: list[list[AnyAssetEvent]] = [[] for _ in range(self._shares)]
         for event in changes:
             shares[share_of[asset_key(event)]].append(event)
