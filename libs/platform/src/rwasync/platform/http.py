@@ -6,10 +6,11 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 import structlog
+import uvloop
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -236,6 +237,7 @@ def run(
     *,
     reuse_port: bool = False,
     idle_timeout: float = 75.0,
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop",
 ) -> None:
     """Serve until SIGINT/SIGTERM. Then aiohttp stops listening, closes idle connections, runs
     the app's shutdown hooks (a consumer stops consuming), lets requests in flight finish for up
@@ -261,5 +263,6 @@ def run(
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         keepalive_timeout=idle_timeout,
         reuse_port=reuse_port or None,
+        loop=uvloop.new_event_loop() if event_loop == "uvloop" else None,
     )
     log.info("stopped")

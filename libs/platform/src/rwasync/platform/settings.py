@@ -65,6 +65,11 @@ class ServiceSettings(CommonSettings):
     # A connection must send a complete request head within this many seconds of connecting or
     # of its last answer, else it is closed (slow-loris clients, idle keep-alive connections).
     http_idle_timeout: float = Field(75.0, gt=0)
+    # The asyncio event loop the service runs on: uvloop (libuv; less CPU per socket read and
+    # write, per callback and per timer) or the standard library's.
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", validation_alias="RWASYNC_EVENT_LOOP"
+    )
     db_pool_min: int = 1
     db_pool_max: int = 10
     # Seconds to wait for a publisher confirm before answering 503.

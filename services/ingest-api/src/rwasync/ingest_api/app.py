@@ -167,6 +167,7 @@ def serve(settings: IngestSettings) -> None:
         settings.port,
         reuse_port=reuse_port,
         idle_timeout=settings.http_idle_timeout,
+        event_loop=settings.event_loop,
     )
 
 
