@@ -9,6 +9,7 @@ import uvloop
 from aiohttp import web
 
 from rwasync.platform import http
+from rwasync.platform.settings import ServiceSettings
 
 
 @pytest.fixture
@@ -26,11 +27,11 @@ def run_app_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 
 def test_services_run_on_uvloop_by_default(run_app_calls: list[dict[str, Any]]) -> None:
-    http.run(web.Application(), "127.0.0.1", 0)
+    http.run(web.Application(), ServiceSettings(port=0))
     assert isinstance(run_app_calls[0]["loop"], uvloop.Loop)
 
 
 def test_the_standard_loop_when_asked(run_app_calls: list[dict[str, Any]]) -> None:
-    http.run(web.Application(), "127.0.0.1", 0, event_loop="asyncio")
+    http.run(web.Application(), ServiceSettings(port=0, RWASYNC_EVENT_LOOP="asyncio"))
     # aiohttp then makes the standard library's loop itself.
     assert run_app_calls[0]["loop"] is None

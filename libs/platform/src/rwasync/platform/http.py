@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rwasync.platform import tracing
 from rwasync.platform.db import is_transient
 from rwasync.platform.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from rwasync.platform.settings import ServiceSettings
 from rwasync.schema.jsonsafe import dumps
 
 log = structlog.get_logger(__name__)
@@ -230,23 +231,17 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run(
-    app: web.Application,
-    host: str,
-    port: int,
-    *,
-    reuse_port: bool = False,
-    idle_timeout: float = 75.0,
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop",
-) -> None:
+def run(app: web.Application, settings: ServiceSettings, *, reuse_port: bool = False) -> None:
     """Serve until SIGINT/SIGTERM. Then aiohttp stops listening, closes idle connections, runs
     the app's shutdown hooks (a consumer stops consuming), lets requests in flight finish for up
     to SHUTDOWN_TIMEOUT seconds, and runs the cleanup contexts (connections close) in reverse.
     With `reuse_port`, several processes may listen on the same port (SO_REUSEPORT).
 
-    `idle_timeout` is aiohttp's keep-alive timer, which also runs from the moment a connection
-    opens until its first request head is complete: a client trickling its headers (slow loris)
-    is cut off after it, as is an idle keep-alive connection. A body that is never read is
+    It listens on the settings' `host` and `port`, on the event loop they name (`event_loop`:
+    uvloop, or the standard library's). Their `http_idle_timeout` is aiohttp's keep-alive timer,
+    which also runs from the moment a connection opens until its first request head is complete:
+    a client trickling its headers (slow loris) is cut off after it, as is an idle keep-alive
+    connection. A body that is never read is
     drained for at most aiohttp's lingering time (10 s), then the connection closes; a body a
     handler reads has the handler's own deadline (ingest-api's `body_timeout`)."""
 
@@ -256,13 +251,13 @@ def run(
     app.on_shutdown.insert(0, announce)
     web.run_app(
         app,
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port,
         print=None,
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
-        keepalive_timeout=idle_timeout,
+        keepalive_timeout=settings.http_idle_timeout,
         reuse_port=reuse_port or None,
-        loop=uvloop.new_event_loop() if event_loop == "uvloop" else None,
+        loop=uvloop.new_event_loop() if settings.event_loop == "uvloop" else None,
     )
     log.info("stopped")

@@ -38,10 +38,4 @@ def create_app(settings: FeedPollerSettings) -> web.Application:
 def main() -> None:
     settings = FeedPollerSettings()
     configure_logging("feed-poller", settings.log_level, settings.log_format)
-    run(
-        create_app(settings),
-        settings.host,
-        settings.port,
-        idle_timeout=settings.http_idle_timeout,
-        event_loop=settings.event_loop,
-    )
+    run(create_app(settings), settings)

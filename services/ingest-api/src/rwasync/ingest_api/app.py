@@ -161,14 +161,7 @@ def _pruning(
 def serve(settings: IngestSettings) -> None:
     configure_logging("ingest-api", settings.log_level, settings.log_format)
     reuse_port = settings.reuse_port or settings.processes > 1
-    run(
-        create_app(settings),
-        settings.host,
-        settings.port,
-        reuse_port=reuse_port,
-        idle_timeout=settings.http_idle_timeout,
-        event_loop=settings.event_loop,
-    )
+    run(create_app(settings), settings, reuse_port=reuse_port)
 
 
 def _serve_from_environment() -> None:

@@ -91,10 +91,4 @@ def main() -> None:
     configure_logging("pricing", settings.log_level, settings.log_format)
     app = create_app(settings)
     tune_garbage_collector()
-    run(
-        app,
-        settings.host,
-        settings.port,
-        idle_timeout=settings.http_idle_timeout,
-        event_loop=settings.event_loop,
-    )
+    run(app, settings)
