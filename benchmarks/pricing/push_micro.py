@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import statistics
 import time
 import uuid
@@ -37,7 +36,7 @@ from rwasync.ingest_api.callers import Call
 from rwasync.ingest_api.context import Ingest
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database
-from rwasync.platform.http import tune_garbage_collector
+from rwasync.platform.http import freeze_start_up_objects, tune_garbage_collector
 from rwasync.platform.migrate import migrate
 from rwasync.schema.events import Arrival, EventSource
 from rwasync.store.tenants import ProviderIdentity
@@ -124,10 +123,9 @@ async def run(
         assert response.status == 202, response.status
 
     await handle(sent[0])  # warm up: first statements prepared, lazy imports done
-    if gc_mode == "freeze":
-        gc.collect()
-        gc.freeze()
-    elif gc_mode == "tuned":
+    if gc_mode in ("freeze", "tuned"):
+        freeze_start_up_objects()
+    if gc_mode == "tuned":
         tune_garbage_collector()
     python, postgres = [], []
     for body in sent[1:]:
@@ -159,8 +157,9 @@ def main() -> None:
     parser.add_argument(
         "--gc",
         choices=("default", "freeze", "tuned"),
-        default="default",
-        help="the collector as ingest-api leaves it, start-up frozen, or as the consumers tune it",
+        default="freeze",
+        help="CPython's collector untouched, start-up frozen (as every service leaves it), or"
+        " also the consumers' thresholds",
     )
     args = parser.parse_args()
     name = f"bench_push_{uuid.uuid4().hex[:8]}"

@@ -23,7 +23,7 @@ import asyncpg
 from benchmarks.reconciler.__main__ import ADMIN_DSN, RECORD_ACCEPTED, cpu_seconds
 from benchmarks.reconciler.workload import build
 from rwasync.platform.db import Database, connect
-from rwasync.platform.http import tune_garbage_collector
+from rwasync.platform.http import freeze_start_up_objects, tune_garbage_collector
 from rwasync.platform.migrate import migrate
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.relay import change_messages
@@ -61,7 +61,8 @@ async def run(dsn: str, events: int, per_message: int, *, models: bool = False) 
     await db.wait_connected(30)
     backend = await db.fetchval("SELECT pg_backend_pid()")
     applier = AssetApplier(db)
-    tune_garbage_collector()  # as the service does
+    freeze_start_up_objects()  # as the service does
+    tune_garbage_collector()
     batches: list[list[ConsumedEvent]] = []
 
     async def decode() -> None:
