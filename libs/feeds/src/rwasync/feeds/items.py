@@ -15,9 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 from rwasync.feeds.records import RawRecord
-from rwasync.schema.asset import normalized_canonical, parse_asset
 from rwasync.schema.errors import AssetInvalid, FieldError, json_pointer
 from rwasync.schema.jsonsafe import MalformedJSON, loads
+from rwasync.schema.valid_asset import validate_asset
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +121,9 @@ def validate_record(record: RawRecord, *, now: datetime) -> ValidItem | ItemErro
     except _Unreadable as exc:
         return ItemError(record.index, exc.asset_id or record.raw_id, (exc.error,))
     try:
-        asset = parse_asset(document, now=now)
+        asset = validate_asset(document, now=now)
     except AssetInvalid as exc:
         return ItemError(record.index, _record_id(document, record.raw_id), tuple(exc.errors))
-    _, canonical = normalized_canonical(asset)
     price = None
     if asset.price is not None:
         price = PriceQuote(asset.price.amount, asset.price.currency, asset.price.as_of)
@@ -132,8 +131,8 @@ def validate_record(record: RawRecord, *, now: datetime) -> ValidItem | ItemErro
         index=record.index,
         asset_id=asset.id,
         updated_at=asset.updated_at,
-        content_hash=hashlib.sha256(canonical).digest(),
-        document=canonical,
+        content_hash=hashlib.sha256(asset.canonical).digest(),
+        document=asset.canonical,
         fingerprint=record.fingerprint,
         price=price,
     )
