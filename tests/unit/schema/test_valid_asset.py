@@ -12,17 +12,20 @@ from typing import Any
 
 import orjson
 import pytest
+from benchmarks.feed.catalogue import asset as generated_asset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic_core import PydanticCustomError
 
-from benchmarks.feed.catalogue import asset as generated_asset
 from demo.catalogue import generate_catalogue
-from rwasync.schema import jsonsafe
+from rwasync.schema import jsonsafe, valid_asset
 from rwasync.schema.asset import content_hash, parse_asset
+from rwasync.schema.decimals import normalize_decimal
 from rwasync.schema.errors import AssetInvalid
-from rwasync.schema.valid_asset import common_shape, from_model, validate_asset
+from rwasync.schema.fields import as_decimal
+from rwasync.schema.valid_asset import common_shape, common_shape_json, from_model, validate_asset
 
-from .documents import NOW, detroit_house, minimal
+from .documents import DETROIT_HOUSE_JSON, NOW, detroit_house, minimal
 from .test_properties import documents, json_ish, mutated_houses
 from .test_validation_equivalence import FIELD_VALUES, retyped_fields
 
@@ -178,7 +181,12 @@ def test_arbitrary_attributes_answer_alike(attributes: dict[str, Any]) -> None:
 
 
 def test_text_beyond_ascii_and_late_keys_answer_alike() -> None:
-    for key, text in (("é", "Café"), ("\ue000", "x"), ("\U0001f3e0", "\U0001f3e0"), ("a", "\ud800")):
+    for key, text in (
+        ("é", "Café"),
+        ("\ue000", "x"),
+        ("\U0001f3e0", "\U0001f3e0"),
+        ("a", "\ud800"),
+    ):
         document = detroit_house()
         document["attributes"][key] = text
         document["attributes"]["\U0001f3e0" if key == "\ue000" else "z"] = 1
@@ -256,3 +264,86 @@ def test_every_leaf_at_every_edge_answers_alike() -> None:
             else:
                 node[key] = value
             fast_answers_alike(document)
+
+
+# --- from JSON text -------------------------------------------------------------------------------
+
+
+def json_answers_alike(text: str | bytes, now: datetime = NOW) -> bool:
+    """Whether `common_shape_json` took the text; asserts it answered as `loads` and then
+    `common_shape` (itself held to the models above) would."""
+    fast = common_shape_json(text, now=now)
+    if fast is None:
+        return False
+    document = jsonsafe.loads(text)  # raises if the fast path read what `loads` refuses
+    assert fast == common_shape(document, now=now)
+    assert fast_answers_alike(document, now)
+    return True
+
+
+def test_the_common_catalogues_take_the_fast_path_from_text() -> None:
+    for document in [*generate_catalogue(NOW, size=100), detroit_house(), minimal()]:
+        text = jsonsafe.dumps(document)
+        assert json_answers_alike(text)
+        assert json_answers_alike(text.decode())
+    assert json_answers_alike(DETROIT_HOUSE_JSON)
+
+
+def _with_attribute(literal: str) -> str:
+    return DETROIT_HOUSE_JSON.replace('"bedrooms": 3', f'"bedrooms": {literal}')
+
+
+def test_text_loads_refuses_or_reads_otherwise_is_declined() -> None:
+    for text in (
+        _with_attribute("1." + "0" * 100),  # loads: more than 100 digits
+        _with_attribute("1" * 101),
+        _with_attribute("1" * 100),
+        _with_attribute("NaN"),
+        _with_attribute("01"),
+        _with_attribute('"\\ud800"'),  # a lone surrogate, escaped
+        _with_attribute('"\\udc00x"'),
+        _with_attribute("[" * 40 + "]" * 40),  # deeper than loads allows
+        _with_attribute('"a\tb"'),  # a raw control character
+        _with_attribute('1, "bedrooms": 4'),  # a repeated key: the last one counts
+        "\ufeff" + DETROIT_HOUSE_JSON,
+        DETROIT_HOUSE_JSON + "x",
+        DETROIT_HOUSE_JSON.encode()[:-3] + b"\xff}",
+        DETROIT_HOUSE_JSON.replace("Van Dyke", "Van \ud800Dyke"),
+    ):
+        json_answers_alike(text)
+        if isinstance(text, str):
+            json_answers_alike(text.encode("utf-8", "surrogatepass"))
+
+
+@EXAMPLES
+@given(st.text(alphabet='0123456789.eE+-[]{}",: naNIfity\\ud83', max_size=300))
+def test_odd_text_answers_alike(text: str) -> None:
+    json_answers_alike(text)
+    json_answers_alike(_with_attribute(text))
+
+
+@EXAMPLES
+@given(st.one_of(valid_ish_houses(), retyped_fields(), mutated_houses()))
+def test_documents_as_text_answer_alike(document: dict[str, Any]) -> None:
+    try:
+        text = jsonsafe.dumps(document)
+    except (TypeError, ValueError):  # not representable as JSON
+        return
+    json_answers_alike(text)
+    json_answers_alike(text.decode(errors="surrogatepass"))
+
+
+@EXAMPLES
+@given(
+    st.one_of(
+        st.from_regex(r"-?[0-9]{1,45}(?:\.[0-9]{0,45})?", fullmatch=True),
+        st.from_regex(r"-?0\.0{0,12}[0-9]{0,3}0{0,5}", fullmatch=True),
+    )
+)
+def test_plain_decimal_text_normalises_as_the_rule_does(text: str) -> None:
+    try:
+        number = as_decimal(text)
+    except PydanticCustomError:
+        return
+    fast_number, fast_text = valid_asset._decimal(text, -(10**50))
+    assert (repr(fast_number), fast_text) == (repr(number), normalize_decimal(number))

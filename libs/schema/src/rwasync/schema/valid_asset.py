@@ -18,12 +18,13 @@ their pointers and messages. A differential test holds the two paths equal
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
+import msgspec
 import orjson
 from pydantic_core import PydanticCustomError
 
@@ -52,6 +53,7 @@ from rwasync.schema.fields import (
     as_integer,
     as_utc_datetime,
 )
+from rwasync.schema.jsonsafe import MalformedJSON, _parse_decimal
 from rwasync.schema.timestamps import timestamp_text, too_far_ahead
 
 
@@ -103,6 +105,26 @@ def common_shape(data: Any, *, now: datetime) -> ValidAsset | None:
         return None
 
 
+# `jsonsafe.loads`'s results from JSON text, in C: ints as int, other numbers as Decimal from
+# their literal (through `jsonsafe`'s own hook, which refuses a literal of over 100 digits).
+# msgspec raises on everything loads refuses except nesting over `MAX_DEPTH` levels and integers
+# of over 100 digits, neither of which a document of the common shape can hold: its deepest
+# value is a media item's field, and every integer it takes is bounded well below 100 digits.
+_JSON_DECODER: Final = msgspec.json.Decoder(float_hook=_parse_decimal)
+
+
+def common_shape_json(text: str | bytes, *, now: datetime) -> ValidAsset | None:
+    """`common_shape(jsonsafe.loads(text), now=now)`, cheaper: None for text that `loads` might
+    refuse or read otherwise (it then decides), and for any document `common_shape` declines."""
+    try:
+        data = _JSON_DECODER.decode(text)
+    # DecodeError: malformed JSON; MalformedJSON: a long number; UnicodeError: invalid UTF-8 or
+    # a lone surrogate in text; RecursionError: msgspec's depth limit is the interpreter's
+    except (msgspec.DecodeError, MalformedJSON, UnicodeError, RecursionError):
+        return None
+    return common_shape(data, now=now)
+
+
 class _Declined(Exception):
     """Not a document of the common shape, or not a valid one."""
 
@@ -149,11 +171,27 @@ _country = _code(COUNTRY_CODES)
 _currency = _code(CURRENCY_CODES)
 
 
-def _decimal(value: Any, low: int, high: int | None = None, *, above_low: bool = False) -> Decimal:
-    number = as_decimal(value)
+# Decimal text in plain notation without leading zeros, as providers are advised to send it.
+# Normalised, it only loses its fraction's trailing zeros (and a `-` before zero); every other
+# number takes `as_decimal` and `normalize_decimal`.
+_PLAIN_DECIMAL: Final = re.compile(r"-?(?:0|[1-9][0-9]{0,39})(?:\.[0-9]{1,40})?")
+
+
+def _decimal(
+    value: Any, low: int, high: int | None = None, *, above_low: bool = False
+) -> tuple[Decimal, str]:
+    """The number (as `as_decimal` reads it) within its bounds, and its normalised text."""
+    if type(value) is str and _PLAIN_DECIMAL.fullmatch(value) is not None:
+        number = Decimal(value)
+        text = value.rstrip("0").rstrip(".") if "." in value else value
+        if text == "-0":
+            text = "0"
+    else:
+        number = as_decimal(value)
+        text = normalize_decimal(number)
     if number < low or (above_low and number == low) or (high is not None and number > high):
         raise _Declined
-    return number
+    return number, text
 
 
 def _integer(value: Any, low: int, high: int) -> int:
@@ -177,7 +215,7 @@ def _https(value: Any) -> str:
     return _https_url(_text(value))
 
 
-def _fields(value: Any, rules: dict[str, Callable[[Any], Any]]) -> dict[str, Any]:
+def _fields(value: Any, rules: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
     """An object of only known fields, each given (not null) one checked by its rule; in the
     model's field order, as pydantic dumps it."""
     if type(value) is not dict or not value.keys() <= rules.keys():
@@ -201,7 +239,9 @@ _ADDRESS_RULES: Final = {
 _LEGAL_RULES: Final = {"status": _text, "jurisdiction": _text, "entity_name": _text}
 _MEDIA_RULES: Final = {"url": _https, "kind": _one_of(MEDIA_KINDS), "title": _text}
 _LOCATION_FIELDS: Final = frozenset({"lat", "lon"})
-_TOKEN_FIELDS: Final = frozenset({"symbol", "chain", "contract_address", "total_supply", "decimals"})
+_TOKEN_FIELDS: Final = frozenset(
+    {"symbol", "chain", "contract_address", "total_supply", "decimals"}
+)
 _AMOUNT_FIELDS: Final = frozenset({"amount", "currency", "as_of"})
 _RENTAL_FIELDS: Final = frozenset(
     {"gross_yearly", "net_yearly", "currency", "occupancy_rate", "units_total", "units_rented"}
@@ -220,8 +260,8 @@ def _object(value: Any, names: frozenset[str]) -> dict[str, Any]:
 def _location(value: Any) -> dict[str, Any]:
     location = _object(value, _LOCATION_FIELDS)
     return {
-        "lat": normalize_decimal(_decimal(location.get("lat"), -90, 90)),
-        "lon": normalize_decimal(_decimal(location.get("lon"), -180, 180)),
+        "lat": _decimal(location.get("lat"), -90, 90)[1],
+        "lon": _decimal(location.get("lon"), -180, 180)[1],
     }
 
 
@@ -249,9 +289,9 @@ def _token(value: Any) -> dict[str, Any]:
 
 def _dated_amount(value: Any, now: datetime) -> tuple[dict[str, Any], QuotedPrice]:
     dated = _object(value, _AMOUNT_FIELDS)
-    amount = _decimal(dated.get("amount"), 0, above_low=True)
+    amount, amount_text = _decimal(dated.get("amount"), 0, above_low=True)
     currency = _currency(dated.get("currency"))
-    normalized = {"amount": normalize_decimal(amount), "currency": currency}
+    normalized = {"amount": amount_text, "currency": currency}
     as_of = dated.get("as_of")
     if as_of is not None:
         as_of = _timestamp(as_of, now)
@@ -265,7 +305,7 @@ def _rental(value: Any) -> dict[str, Any]:
     for name in ("gross_yearly", "net_yearly"):
         amount = rental.get(name)
         if amount is not None:
-            normalized[name] = normalize_decimal(_decimal(amount, 0))
+            normalized[name] = _decimal(amount, 0)[1]
     currency = rental.get("currency")
     if currency is not None:
         normalized["currency"] = _currency(currency)
@@ -273,7 +313,7 @@ def _rental(value: Any) -> dict[str, Any]:
         raise _Declined
     rate = rental.get("occupancy_rate")
     if rate is not None:
-        normalized["occupancy_rate"] = normalize_decimal(_decimal(rate, 0, 1))
+        normalized["occupancy_rate"] = _decimal(rate, 0, 1)[1]
     total = rental.get("units_total")
     if total is not None:
         normalized["units_total"] = total = _integer(total, 0, MAX_SAFE_INTEGER)
@@ -290,7 +330,7 @@ def _area(value: Any) -> dict[str, Any]:
     unit = area.get("unit")
     if type(unit) is not str or unit not in _AREA_UNITS:
         raise _Declined
-    return {"value": normalize_decimal(_decimal(area.get("value"), 0, above_low=True)), "unit": unit}
+    return {"value": _decimal(area.get("value"), 0, above_low=True)[1], "unit": unit}
 
 
 def _media(value: Any) -> list[dict[str, Any]]:
