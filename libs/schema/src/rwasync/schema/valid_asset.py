@@ -109,7 +109,8 @@ def common_shape(data: Any, *, now: datetime) -> ValidAsset | None:
 # their literal (through `jsonsafe`'s own hook, which refuses a literal of over 100 digits).
 # msgspec raises on everything loads refuses except nesting over `MAX_DEPTH` levels and integers
 # of over 100 digits, neither of which a document of the common shape can hold: its deepest
-# value is a media item's field, and every integer it takes is bounded well below 100 digits.
+# value is a media item's field, and its rules refuse every integer of over 100 digits (an
+# attribute's through `as_decimal`, the others by their bounds).
 _JSON_DECODER: Final = msgspec.json.Decoder(float_hook=_parse_decimal)
 
 
