@@ -7,11 +7,15 @@ Two catalogues: a real provider's, RealT's public token list (a JSON array of Re
 records, given with `--realt`; its tokens are mapped to asset documents), and the feed
 benchmark's generated ~1.5 KB assets. For each it times exactly what the two hot paths do per item:
 
-- the feed poller (`rwasync.feeds.items.validate_record`): `jsonsafe.loads` of the item's text,
-  `parse_asset`, the normalised document and its canonical JSON (`normalized_canonical`, or
-  `normalized_document` and `canonical_json` in older code) and its SHA-256;
-- ingest-api's batch push (`documents.check_assets`, `acceptance.asset_upserted`): `parse_asset`
-  of a dict the body's parse produced, the normalised document, its hash, and the event.
+- the feed poller (`rwasync.feeds.items.validate_record`): the fast path from the item's text
+  (`valid_asset.common_shape_json`), else `jsonsafe.loads`, `parse_asset`, the normalised
+  document and its canonical JSON (`normalized_canonical`) and its SHA-256;
+- ingest-api's batch push (`documents.check_assets`, `acceptance.asset_upserted`):
+  `valid_asset.validate_asset` (the fast path, else `parse_asset` and `normalized_canonical`) of a
+  dict the body's parse produced, its hash, and the event.
+
+Older code (without `valid_asset`) is measured as it was, for comparison. The share of the
+catalogue the fast path takes is printed first.
 
 Each figure is CPU (`process_time`) per asset, the best of `--rounds` passes over the catalogue.
 """
@@ -45,6 +49,11 @@ from rwasync.schema.asset import (
 from rwasync.schema.events import Arrival, EventSource
 from rwasync.schema.jsonsafe import loads
 from rwasync.schema.timestamps import timestamp_text
+
+try:
+    from rwasync.schema.valid_asset import common_shape, validate_asset
+except ImportError:  # older code, measured for comparison
+    common_shape = validate_asset = None  # type: ignore[assignment]
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 UPDATED_AT = timestamp_text(NOW - timedelta(days=3))
@@ -136,12 +145,27 @@ def measure(name: str, bodies: list[bytes], rounds: int) -> None:
 
     def ingest_item(item: Any) -> object:
         # documents.check_assets, then acceptance.asset_upserted (normalise, hash, the event)
-        return asset_upserted(parse_asset(item, now=NOW), arrival, NOW)
+        if validate_asset is None:  # older code: the models only
+            return asset_upserted(parse_asset(item, now=NOW), arrival, NOW)  # type: ignore[arg-type]
+        return asset_upserted(validate_asset(item, now=NOW), arrival, NOW)
 
     shortcut = getattr(schema_asset, "normalized_canonical", None)  # absent in older code
+    fast_path = None
+    if common_shape is not None:
+        taken = sum(common_shape(item, now=NOW) is not None for item in dicts)
+        print(f"\n{name}: the fast path takes {taken} of {count}")
+
+        def fast_path(item: Any) -> object:
+            return common_shape(item, now=NOW)
+
     steps: list[tuple[str, Callable[[], None]]] = [
         ("jsonsafe.loads(item text)", each(loads, texts)),
         ("parse_asset(dict)", each(lambda item: parse_asset(item, now=NOW), dicts)),
+        *(
+            [("valid_asset.common_shape(dict): the fast path", each(fast_path, dicts))]
+            if fast_path is not None
+            else []
+        ),
         ("normalized_document(asset)", each(normalized_document, assets)),
         ("canonical_json(document)", each(canonical_json, documents)),
         (

@@ -15,9 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 from rwasync.feeds.records import RawRecord
-from rwasync.schema.asset import normalized_canonical, parse_asset
+from rwasync.schema.asset import parse_asset
 from rwasync.schema.errors import AssetInvalid, FieldError, json_pointer
 from rwasync.schema.jsonsafe import MalformedJSON, loads
+from rwasync.schema.valid_asset import common_shape_json, from_model, validate_asset
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +117,22 @@ def _record_id(document: Any, fallback: str | None) -> str | None:
 
 def validate_record(record: RawRecord, *, now: datetime) -> ValidItem | ItemError:
     """Validate one record against the asset schema at the clock `now`."""
-    try:
-        document = _document(record)
-    except _Unreadable as exc:
-        return ItemError(record.index, exc.asset_id or record.raw_id, (exc.error,))
-    try:
-        asset = parse_asset(document, now=now)
-    except AssetInvalid as exc:
-        return ItemError(record.index, _record_id(document, record.raw_id), tuple(exc.errors))
-    _, canonical = normalized_canonical(asset)
+    text = record.text if record.text is not None else record.line
+    # JSON of the common shape is read and validated in one go; other JSON, whose reading the
+    # fast path has then declined, goes to the models, and CSV rows to `validate_asset`.
+    asset = common_shape_json(text, now=now) if text is not None else None
+    if asset is None:
+        try:
+            document = _document(record)
+        except _Unreadable as exc:
+            return ItemError(record.index, exc.asset_id or record.raw_id, (exc.error,))
+        try:
+            if text is None:
+                asset = validate_asset(document, now=now)
+            else:
+                asset = from_model(parse_asset(document, now=now))
+        except AssetInvalid as exc:
+            return ItemError(record.index, _record_id(document, record.raw_id), tuple(exc.errors))
     price = None
     if asset.price is not None:
         price = PriceQuote(asset.price.amount, asset.price.currency, asset.price.as_of)
@@ -132,8 +140,8 @@ def validate_record(record: RawRecord, *, now: datetime) -> ValidItem | ItemErro
         index=record.index,
         asset_id=asset.id,
         updated_at=asset.updated_at,
-        content_hash=hashlib.sha256(canonical).digest(),
-        document=canonical,
+        content_hash=hashlib.sha256(asset.canonical).digest(),
+        document=asset.canonical,
         fingerprint=record.fingerprint,
         price=price,
     )

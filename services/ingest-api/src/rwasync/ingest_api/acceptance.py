@@ -25,7 +25,6 @@ from rwasync.platform.db import Database, is_transient
 from rwasync.platform.grouping import GroupCommit
 from rwasync.platform.http import Problem, service_unavailable
 from rwasync.schema import events, topology
-from rwasync.schema.asset import Asset, normalized_canonical
 from rwasync.schema.events import (
     AnyEvent,
     Arrival,
@@ -38,6 +37,7 @@ from rwasync.schema.events import (
 )
 from rwasync.schema.price import Price
 from rwasync.schema.timestamps import utc_now
+from rwasync.schema.valid_asset import ValidAsset
 from rwasync.store import receipts
 
 log = structlog.get_logger(__name__)
@@ -84,15 +84,14 @@ class AcceptanceClock:
         return self.instants(1)[0]
 
 
-def asset_upserted(asset: Asset, arrival: Arrival, accepted_at: datetime) -> AssetUpserted:
-    document, canonical = normalized_canonical(asset)
+def asset_upserted(asset: ValidAsset, arrival: Arrival, accepted_at: datetime) -> AssetUpserted:
     return events.asset_upserted(
         arrival,
         asset_id=asset.id,
         updated_at=asset.updated_at,
         accepted_at=accepted_at,
-        document=document,
-        content_hash=hashlib.sha256(canonical).hexdigest(),
+        document=asset.document,
+        content_hash=hashlib.sha256(asset.canonical).hexdigest(),
     )
 
 

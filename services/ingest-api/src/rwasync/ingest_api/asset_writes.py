@@ -25,9 +25,10 @@ from rwasync.ingest_api.documents import asset_at_path, deletion, path_id_errors
 from rwasync.ingest_api.models import Accepted, Deletion
 from rwasync.platform.openapi import Body, Operation, Reply
 from rwasync.schema import events
-from rwasync.schema.asset import Asset, parse_asset
+from rwasync.schema.asset import Asset
 from rwasync.schema.errors import AssetInvalid
 from rwasync.schema.patch import AssetPatch, normalized_patch, parse_patch
+from rwasync.schema.valid_asset import ValidAsset, validate_asset
 
 ACCEPTED = Reply(202, "accepted: durably in the broker", Accepted, headers=("Location",))
 
@@ -102,12 +103,12 @@ class AssetWrites:
 
     async def _post(self, call: Call) -> web.Response:
         try:
-            asset = parse_asset(call.json(), now=call.arrival.received_at)
+            asset = validate_asset(call.json(), now=call.arrival.received_at)
         except AssetInvalid as exc:
             raise invalid_document("asset document", exc.errors) from None
         return await self._upsert(call, asset)
 
-    async def _upsert(self, call: Call, asset: Asset) -> web.Response:
+    async def _upsert(self, call: Call, asset: ValidAsset) -> web.Response:
         structlog.contextvars.bind_contextvars(asset_id=asset.id)
         event = asset_upserted(asset, call.arrival, self._ingest.clock.next())
         await self._ingest.publisher.accept_one(event)

@@ -13,9 +13,9 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel
 
 from rwasync.ingest_api.models import AssetBatch, Deletion, PriceBatch, PriceItem
-from rwasync.schema.asset import Asset, parse_asset
 from rwasync.schema.errors import AssetInvalid, FieldError
 from rwasync.schema.fields import validate_contract, validate_each
+from rwasync.schema.valid_asset import ValidAsset, validate_asset
 
 # The asset id rule of the document (docs/api.md): checked on the path too, before any look-up.
 ASSET_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -30,7 +30,7 @@ def path_id_errors(path_id: str) -> list[FieldError]:
     return [FieldError("/id", f"the asset id in the URL {ASSET_ID_RULE}")]
 
 
-def asset_at_path(body: Any, path_id: str, now: datetime) -> Asset:
+def asset_at_path(body: Any, path_id: str, now: datetime) -> ValidAsset:
     """The asset a `PUT /v1/assets/{id}` describes: the body's `id`, when given, must be the
     path's; when absent, it is the path's."""
     errors = path_id_errors(path_id)
@@ -40,7 +40,7 @@ def asset_at_path(body: Any, path_id: str, now: datetime) -> Asset:
         elif body["id"] != path_id and not errors:
             errors.append(FieldError("/id", f"must equal the asset id in the URL ({path_id})"))
     try:
-        asset = parse_asset(body, now=now)
+        asset = validate_asset(body, now=now)
     except AssetInvalid as exc:
         # One complaint about /id is enough: the path's (or the mismatch) says what to fix.
         id_reported = bool(errors)
@@ -121,7 +121,7 @@ def check_items(
 
 
 def check_assets(items: list[Any], now: datetime) -> list[Checked]:
-    return check_items(items, lambda item: parse_asset(item, now=now))
+    return check_items(items, lambda item: validate_asset(item, now=now))
 
 
 def check_prices(items: list[Any], now: datetime) -> list[Checked]:

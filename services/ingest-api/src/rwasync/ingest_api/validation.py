@@ -11,8 +11,9 @@ from rwasync.ingest_api.documents import asset_batch, check_assets
 from rwasync.ingest_api.models import AssetBatch, BatchValidity, Validity
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Body, Operation, Reply
-from rwasync.schema.asset import Asset, parse_asset
+from rwasync.schema.asset import Asset
 from rwasync.schema.errors import AssetInvalid
+from rwasync.schema.valid_asset import validate_asset
 
 PROBLEMS = (400, 408, 413, 415, 503)
 
@@ -54,7 +55,7 @@ class Validation:
     async def validate_asset(self, request: web.Request) -> web.Response:
         call = await self._ingest.callers.write(request, self._ingest.single)
         try:
-            parse_asset(call.json(), now=call.arrival.received_at)
+            validate_asset(call.json(), now=call.arrival.received_at)
         except AssetInvalid as exc:
             return json_response({"valid": False, "errors": [e.as_dict() for e in exc.errors]})
         return json_response({"valid": True, "errors": []})
