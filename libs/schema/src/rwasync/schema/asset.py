@@ -183,7 +183,7 @@ YearBuilt = Annotated[
 _PLAIN_HTTPS_URL = re.compile(r"[Hh][Tt][Tt][Pp][Ss]://[A-Za-z0-9.-]+(?::[0-9]*)?(?:[/?#][!-~]*)?")
 
 
-def _https_url(value: str) -> str:
+def https_url(value: str) -> str:
     if _PLAIN_HTTPS_URL.fullmatch(value) is not None:
         return value
     try:
@@ -205,7 +205,7 @@ HttpsUrl = Annotated[
     str,
     Strict(),
     StringConstraints(max_length=MAX_TEXT_LENGTH, pattern=NO_NUL_PATTERN),
-    AfterValidator(_https_url),
+    AfterValidator(https_url),
     Field(json_schema_extra={"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]://"}),
 ]
 
@@ -217,7 +217,7 @@ AttributeKey = Annotated[
 AttributeScalar = str | int | Decimal | bool | None
 
 
-def _attribute_value(value: Any) -> AttributeScalar:
+def attribute_value(value: Any) -> AttributeScalar:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -238,7 +238,7 @@ def _attribute_value(value: Any) -> AttributeScalar:
 
 AttributeValue = Annotated[
     AttributeScalar,
-    PlainValidator(_attribute_value, json_schema_input_type=str | int | float | bool | None),
+    PlainValidator(attribute_value, json_schema_input_type=str | int | float | bool | None),
 ]
 
 
@@ -446,7 +446,7 @@ def canonical_json(document: dict[str, Any]) -> bytes:
 
 
 # Anything but dicts, lists, exact strings, bools, None and 53-bit integers makes orjson raise.
-_NORMALIZED_OPTIONS: Final = (
+NORMALIZED_OPTIONS: Final = (
     orjson.OPT_SORT_KEYS
     | orjson.OPT_STRICT_INTEGER
     | orjson.OPT_PASSTHROUGH_SUBCLASS
@@ -466,7 +466,7 @@ def normalized_canonical(asset: Asset) -> tuple[dict[str, Any], bytes]:
     """
     document = normalized_document(asset)
     try:
-        written = orjson.dumps(document, option=_NORMALIZED_OPTIONS)
+        written = orjson.dumps(document, option=NORMALIZED_OPTIONS)
     except orjson.JSONEncodeError:
         return document, canonical_json(document)
     if written.isascii():

@@ -42,7 +42,7 @@ def _parse_int(literal: str) -> int:
     return int(literal)
 
 
-def _parse_decimal(literal: str) -> Decimal:
+def parse_decimal(literal: str) -> Decimal:
     _refuse_long_number(literal)
     try:
         return Decimal(literal)
@@ -95,7 +95,7 @@ def loads(body: bytes | str) -> Any:
         document = json.loads(
             text,
             parse_int=_parse_int,
-            parse_float=_parse_decimal,
+            parse_float=parse_decimal,
             parse_constant=_refuse_constant,
         )
     except json.JSONDecodeError as exc:

@@ -29,16 +29,16 @@ import orjson
 from pydantic_core import PydanticCustomError
 
 from rwasync.schema.asset import (
-    _NORMALIZED_OPTIONS,
     ASSET_STATUSES,
     MAX_ITEMS,
     MEDIA_KINDS,
+    NORMALIZED_OPTIONS,
     PROPERTY_TYPES,
     Asset,
-    _attribute_value,
-    _https_url,
     attribute_json,
+    attribute_value,
     canonical_json,
+    https_url,
     normalized_canonical,
     parse_asset,
 )
@@ -53,7 +53,7 @@ from rwasync.schema.fields import (
     as_integer,
     as_utc_datetime,
 )
-from rwasync.schema.jsonsafe import MalformedJSON, _parse_decimal
+from rwasync.schema.jsonsafe import MalformedJSON, parse_decimal
 from rwasync.schema.timestamps import timestamp_text, too_far_ahead
 
 
@@ -111,7 +111,7 @@ def common_shape(data: Any, *, now: datetime) -> ValidAsset | None:
 # of over 100 digits, neither of which a document of the common shape can hold: its deepest
 # value is a media item's field, and its rules refuse every integer of over 100 digits (an
 # attribute's through `as_decimal`, the others by their bounds).
-_JSON_DECODER: Final = msgspec.json.Decoder(float_hook=_parse_decimal)
+_JSON_DECODER: Final = msgspec.json.Decoder(float_hook=parse_decimal)
 
 
 def common_shape_json(text: str | bytes, *, now: datetime) -> ValidAsset | None:
@@ -213,7 +213,7 @@ def _timestamp(value: Any, now: datetime) -> datetime:
 
 
 def _https(value: Any) -> str:
-    return _https_url(_text(value))
+    return https_url(_text(value))
 
 
 def _fields(value: Any, rules: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
@@ -350,7 +350,7 @@ def _attributes(value: Any) -> dict[str, Any]:
     for key, item in value.items():
         if type(key) is not str or not key or len(key) > MAX_TEXT_LENGTH or "\x00" in key:
             raise _Declined
-        scalar = _attribute_value(item)
+        scalar = attribute_value(item)
         if scalar is not None:
             normalized[key] = attribute_json(scalar)
     return normalized
@@ -405,7 +405,7 @@ def _common_shape(data: Any, now: datetime) -> ValidAsset:
     if (attributes := optional("attributes")) is not None:
         document["attributes"] = _attributes(attributes)
     try:
-        written = orjson.dumps(document, option=_NORMALIZED_OPTIONS)
+        written = orjson.dumps(document, option=NORMALIZED_OPTIONS)
     except orjson.JSONEncodeError:  # text that is not valid Unicode: the models refuse it
         raise _Declined from None
     # Sorted keys give RFC 8785's order when every key is ASCII (`normalized_canonical`).
