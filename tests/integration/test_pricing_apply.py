@@ -183,3 +183,20 @@ async def test_the_apply_statement_probes_history_by_key_even_on_a_plan_made_whe
         plan = "\n".join(r[0] for r in await explain.fetch(*args, "s", "s", "r"))
     assert "Seq Scan on price_history" not in plan and "Seq Scan on asset_prices" not in plan
     assert "price_history_pkey" in plan or "Index Scan using price_history" in plan
+
+
+async def test_moving_a_latest_price_leaves_its_row_on_its_page(
+    db: Database, provider_id: str
+) -> None:
+    """Every applied tick updates its asset's latest row; with room kept on each page (migration
+    0015) the new version stays on the row's page (a HOT update: no new primary-key entry, no
+    bloat). With full pages, the rows of every full page moved."""
+    applier = PriceApplier(db)
+    assets = [f"asset-{i:04d}" for i in range(300)]
+    await applier.apply([price(provider_id, a, "10.00", at(1)) for a in assets])
+    pages = "SELECT asset_id, (ctid::text::point)[0] AS page FROM asset_prices"
+    before = {r["asset_id"]: r["page"] for r in await db.fetch(pages)}
+    assert len(set(before.values())) > 1  # several pages, the first ones filled
+    await applier.apply([price(provider_id, a, "11.00", at(2)) for a in assets])
+    after = {r["asset_id"]: r["page"] for r in await db.fetch(pages)}
+    assert after == before
