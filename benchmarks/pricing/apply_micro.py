@@ -1,14 +1,15 @@
 """pricing's consumer in-process, without the broker: where its CPU goes, per tick.
 
     .venv/bin/python -m benchmarks.pricing.apply_micro [--ticks 1000] [--messages 60]
-        [--assets 10000] [--explain] [--setup SQL]
+        [--assets 10000] [--decoder raw|models] [--explain] [--setup SQL]
 
 On a scratch database of its own, messages such as ingest-api publishes for the pricing
 benchmark's pushes (`--ticks` distinct assets each, cycling over `--assets`, one `as_of` per
-message, their `accepted` receipts written first) are decoded as the consumer decodes them and
-applied by `PriceApplier`. The first pass over the assets is a warm-up (every asset then has a
-latest price, as in a sustained run). It prints the CPU spent per tick by this process decoding,
-by this process applying, and by the pool's Postgres backend (`/proc` utime + stime).
+message, their `accepted` receipts written first) are decoded as the consumer decodes them
+(`--decoder models`: by the pydantic models) and applied by `PriceApplier`. The first pass over
+the assets is a warm-up (every asset then has a latest price, as in a sustained run). It prints
+the CPU spent per tick by this process decoding, by this process applying, and by the pool's
+Postgres backend (`/proc` utime + stime).
 `--explain` also prints `EXPLAIN ANALYZE` of the apply statement on one more message: what each
 of its parts (history, latest, change log, receipts) costs. `--setup` runs statements on the
 scratch database first (an index dropped, a storage setting: what a part costs).
@@ -25,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
@@ -40,11 +42,12 @@ from rwasync.schema.events import (
     Arrival,
     EventSource,
     EventType,
-    PriceUpdated,
+    MessageDecoder,
     encode_wire_events,
     new_event_ids,
     price_updated_wire,
 )
+from rwasync.schema.raw_events import PRICE_QUEUE_DECODER, PriceTick
 from rwasync.store import receipts
 from rwasync.store.receipts import AcceptedRun
 
@@ -79,7 +82,12 @@ def timed(work: Callable[[], object]) -> tuple[object, float]:
     return result, time.process_time() - began
 
 
-async def run(dsn: str, ticks: int, messages: int, assets: int, explain: bool, setup: str) -> None:
+DECODERS: dict[str, MessageDecoder[Any]] = {"raw": PRICE_QUEUE_DECODER, "models": MODEL_DECODER}
+
+
+async def run(
+    dsn: str, ticks: int, messages: int, assets: int, explain: bool, setup: str, decoder: str
+) -> None:
     await migrate(dsn)
     db = Database(dsn, min_size=1, max_size=1)
     db.start()
@@ -95,7 +103,7 @@ async def run(dsn: str, ticks: int, messages: int, assets: int, explain: bool, s
         batch = [names[(n * ticks + i) % assets] for i in range(ticks)]
         body, run_ = message(batch, n * ticks)
         await receipts.record_accepted_run(db.pool, run_)
-        events, decode_cpu = timed(lambda body=body: list(MODEL_DECODER.decode(body)))  # type: ignore[misc]
+        events, decode_cpu = timed(lambda body=body: list(DECODERS[decoder].decode(body)))  # type: ignore[misc]
         assert isinstance(events, list)
         if n == warm_up + messages:
             await explain_apply(db, events)
@@ -123,14 +131,14 @@ async def run(dsn: str, ticks: int, messages: int, assets: int, explain: bool, s
     await db.close()
 
 
-async def explain_apply(db: Database, events: list[PriceUpdated]) -> None:
+async def explain_apply(db: Database, events: list[PriceTick]) -> None:
     """EXPLAIN ANALYZE of the apply statement (the function's body) on one message, rolled back."""
     with contextlib.suppress(_RollBack):
         async with db.connection() as conn, conn.transaction():
             await _explain(conn, events)
 
 
-async def _explain(conn: asyncpg.Connection, events: list[PriceUpdated]) -> None:
+async def _explain(conn: asyncpg.Connection, events: list[PriceTick]) -> None:
     visible = [("visible", None, None)] * len(events)
     rows = await conn.fetch(
         "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + queries.APPLY_TICKS,
@@ -159,6 +167,9 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=10_000)
     parser.add_argument("--explain", action="store_true")
     parser.add_argument(
+        "--decoder", choices=DECODERS, default="raw", help="pricing's (raw) or the models"
+    )
+    parser.add_argument(
         "--setup",
         default="",
         metavar="SQL",
@@ -175,7 +186,17 @@ def main() -> None:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:
-        asyncio.run(run(dsn, args.ticks, args.messages, args.assets, args.explain, args.setup))
+        asyncio.run(
+            run(
+                dsn,
+                args.ticks,
+                args.messages,
+                args.assets,
+                args.explain,
+                args.setup,
+                args.decoder,
+            )
+        )
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

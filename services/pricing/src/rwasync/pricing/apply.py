@@ -38,8 +38,9 @@ from rwasync.pricing.ticks import (
     latest_per_as_of,
     tick_columns,
 )
-from rwasync.schema.events import Event, EventType, PriceUpdated, ReceiptStatus
+from rwasync.schema.events import AnyEvent, EventType, PriceUpdated, ReceiptStatus
 from rwasync.schema.price_holds import NO_POLICY, PricePolicy, TickState
+from rwasync.schema.raw_events import PriceTick, RawPriceUpdated
 from rwasync.store import prices, receipts
 from rwasync.store.receipts import Decision
 
@@ -64,7 +65,7 @@ class PlainResult:
 
 
 async def apply_plain(
-    conn: asyncpg.Connection, ticks: Sequence[PriceUpdated], superseded: Sequence[PriceUpdated]
+    conn: asyncpg.Connection, ticks: Sequence[PriceTick], superseded: Sequence[PriceTick]
 ) -> PlainResult:
     """Ticks of providers believed to have no policy, and the ticks they superseded in the
     batch: one statement locks their assets' stripes (again, harmlessly, inside the checked
@@ -116,10 +117,10 @@ class PriceApplier:
         self._on_changes = on_changes
         self._policies = PolicyCache()
 
-    async def apply(self, events: Sequence[Event]) -> None:
-        ticks = []
+    async def apply(self, events: Sequence[RawPriceUpdated | AnyEvent]) -> None:
+        ticks: list[PriceTick] = []
         for event in events:
-            if not isinstance(event, PriceUpdated):
+            if not isinstance(event, RawPriceUpdated | PriceUpdated):
                 raise TickNotApplicable(f"{event.type} does not belong on the price queue")
             ticks.append(event)
         kept, superseded = latest_per_as_of(ticks)
@@ -139,8 +140,8 @@ class PriceApplier:
     async def _apply(
         self,
         conn: asyncpg.Connection,
-        kept: Sequence[PriceUpdated],
-        superseded: Sequence[PriceUpdated],
+        kept: Sequence[PriceTick],
+        superseded: Sequence[PriceTick],
     ) -> tuple[Outcome, dict[str, int]]:
         """One round trip when no provider of the batch is known to have a policy (the usual
         case: policies are off until set); otherwise, or if one turns out to have a policy, a
@@ -158,8 +159,8 @@ class PriceApplier:
     async def _apply_locked(
         self,
         conn: asyncpg.Connection,
-        kept: Sequence[PriceUpdated],
-        superseded: Sequence[PriceUpdated],
+        kept: Sequence[PriceTick],
+        superseded: Sequence[PriceTick],
     ) -> tuple[Outcome, dict[str, int]]:
         """Apply with the assets locked; returns the checked path's outcome (its receipts
         recorded here) and the receipts the policy-free statement wrote, per status."""
@@ -204,5 +205,7 @@ class PriceApplier:
         self._policies.seen(provider_ids, active)
         return active
 
-    async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
+    async def note_dead_lettered(
+        self, events: Sequence[RawPriceUpdated | AnyEvent], reason: str
+    ) -> None:
         await receipts.note_dead_lettered(self._db.pool, events, reason)
