@@ -35,8 +35,7 @@ from benchmarks.scratch import ADMIN_DSN
 from rwasync.platform.db import Database
 from rwasync.platform.migrate import migrate
 from rwasync.pricing import queries
-from rwasync.pricing.apply import PriceApplier
-from rwasync.pricing.ticks import REPLACED_REASON, STALE_REASON, tick_columns
+from rwasync.pricing.apply import PriceApplier, apply_arguments
 from rwasync.schema.events import (
     MODEL_DECODER,
     Arrival,
@@ -139,18 +138,9 @@ async def explain_apply(db: Database, events: list[PriceTick]) -> None:
 
 
 async def _explain(conn: asyncpg.Connection, events: list[PriceTick]) -> None:
-    visible = [("visible", None, None)] * len(events)
     rows = await conn.fetch(
         "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + queries.APPLY_TICKS,
-        *tick_columns(events, visible),
-        [],
-        [],
-        [],
-        [],
-        [],
-        STALE_REASON,
-        "superseded in the same batch",
-        REPLACED_REASON,
+        *apply_arguments(events, []),
     )
     print("\n".join(r[0] for r in rows))
     raise _RollBack

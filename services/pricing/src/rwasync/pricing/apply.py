@@ -36,10 +36,9 @@ from rwasync.pricing.ticks import (
     STALE_REASON,
     Outcome,
     latest_per_as_of,
-    tick_columns,
 )
 from rwasync.schema.events import AnyEvent, EventType, PriceUpdated, ReceiptStatus
-from rwasync.schema.price_holds import NO_POLICY, PricePolicy, TickState
+from rwasync.schema.price_holds import NO_POLICY, PricePolicy
 from rwasync.schema.raw_events import PriceTick, RawPriceUpdated
 from rwasync.store import prices, receipts
 from rwasync.store.receipts import Decision
@@ -48,6 +47,11 @@ BATCH_TICKS = Histogram(
     "rwasync_price_batch_ticks", "Ticks applied per transaction", buckets=BATCH_BUCKETS
 )
 SUPERSEDED_REASON = "superseded in the same batch"
+
+
+def once_if_equal(values: list[str]) -> list[str]:
+    """A column of APPLY_TICKS sent once when every tick has the same value (an array of one)."""
+    return values[:1] if values and values.count(values[0]) == len(values) else values
 
 
 class TickNotApplicable(Exception):
@@ -64,16 +68,17 @@ class PlainResult:
     policed: frozenset[str] = frozenset()
 
 
-async def apply_plain(
-    conn: asyncpg.Connection, ticks: Sequence[PriceTick], superseded: Sequence[PriceTick]
-) -> PlainResult:
-    """Ticks of providers believed to have no policy, and the ticks they superseded in the
-    batch: one statement locks their assets' stripes (again, harmlessly, inside the checked
-    path's transaction), records them, moves the latest prices and writes every receipt."""
-    visible = [(str(TickState.VISIBLE), None, None)] * len(ticks)
-    row = await conn.fetchrow(
-        queries.APPLY_PLAIN,
-        *tick_columns(ticks, visible),
+def apply_arguments(ticks: Sequence[PriceTick], superseded: Sequence[PriceTick]) -> list[object]:
+    """APPLY_TICKS's arguments ($1–$16): the ticks, those they superseded, the reasons."""
+    return [
+        once_if_equal([t.provider_id for t in ticks]),
+        [t.asset_id for t in ticks],
+        [t.payload.as_of for t in ticks],
+        [t.payload.amount for t in ticks],
+        [t.payload.currency for t in ticks],
+        [t.accepted_at for t in ticks],
+        [t.event_id for t in ticks],
+        once_if_equal([t.trace_id for t in ticks]),
         [t.event_id for t in superseded],
         [t.provider_id for t in superseded],
         [t.asset_id for t in superseded],
@@ -82,6 +87,18 @@ async def apply_plain(
         STALE_REASON,
         SUPERSEDED_REASON,
         REPLACED_REASON,
+    ]
+
+
+async def apply_plain(
+    conn: asyncpg.Connection, ticks: Sequence[PriceTick], superseded: Sequence[PriceTick]
+) -> PlainResult:
+    """Ticks of providers believed to have no policy, and the ticks they superseded in the
+    batch: one statement locks their assets' stripes (again, harmlessly, inside the checked
+    path's transaction), records them, moves the latest prices and writes every receipt."""
+    row = await conn.fetchrow(
+        queries.APPLY_PLAIN,
+        *apply_arguments(ticks, superseded),
         int(LockSpace.PRICES),
         prices.LOCK_STRIPES,
     )
