@@ -4,7 +4,7 @@ batch's assets locked, then either one set-based statement that also writes the 
 with a receipt per tick. After the commit, a wake-up tells every process's stream that the latest
 prices moved.
 
-Round trips per message without a policy: one — `price_apply_plain` (migration 0013), called
+Round trips per message without a policy: one — `price_apply_ticks` (migration 0016), called
 outside a transaction block, takes the stripe locks and then runs the apply statement, which
 gets a snapshot of its own (the locks could not be folded into the statement itself: they would
 be taken after its snapshot, so a batch that waited for another would decide against history as
