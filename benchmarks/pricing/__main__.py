@@ -13,9 +13,10 @@
 
 Phases 2 and 3 also print the CPU the pricing process and its own Postgres backends spent per
 tick (utime + stime from /proc, benchmarks/cpu.py): on a shared machine a steadier figure to
-compare two codes by than the rates. Pushing through ingest-api, the sustained phase also prints
-ingest-api's and its backends' CPU per tick while the pushers ran. The load average is printed
-at the start and the end.
+compare two codes by than the rates. Phase 2 also prints pricing's rate and the cores it used
+(its process and backends) while the pushers ran and once alone: whether pushing starves it.
+Pushing through ingest-api, the sustained phase also prints ingest-api's and its backends' CPU
+per tick while the pushers ran. The load average is printed at the start and the end.
 
 Ticks go through ingest-api's `POST /v1/prices` when it serves it (`--via auto`), otherwise as
 multi-tick messages straight to the price exchange — what that endpoint publishes — and the report
@@ -30,6 +31,7 @@ import asyncio
 import multiprocessing
 import os
 import time
+from dataclasses import dataclass
 
 import aiohttp
 from tests.support.system import System
@@ -78,6 +80,17 @@ def per_tick(cpu: Cpu, ticks: int, service: str = "pricing") -> str:
     )
 
 
+@dataclass(frozen=True)
+class Sustained:
+    pushed: int
+    push_seconds: float
+    visible_seconds: float
+    decided_while_pushing: float  # ticks pricing decided before the pushers stopped
+    cpu: Cpu  # pricing's, from the first push to the last tick decided
+    cpu_while_pushing: Cpu  # pricing's, until the pushers stopped
+    ingest_cpu: Cpu  # ingest-api's, while it pushed
+
+
 async def sustained(
     http: aiohttp.ClientSession,
     pusher: Pusher,
@@ -85,9 +98,9 @@ async def sustained(
     args: argparse.Namespace,
     meter: CpuMeter,
     ingest_meter: CpuMeter,
-) -> tuple[int, float, float, Cpu, Cpu]:
-    """(ticks pushed, push rate, end-to-end visible rate, pricing's CPU meanwhile, ingest-api's
-    CPU while it pushed)."""
+) -> Sustained:
+    """The push and what pricing did meanwhile and after (whether the pushers, ingest-api and the
+    broker leave pricing the CPU it needs: its rate and cores while they push and once alone)."""
     assets = [f"bench-{i}" for i in range(args.assets)]
     per = args.ticks_per_message
     before = await decided(http, pricing_url)
@@ -109,6 +122,8 @@ async def sustained(
     await asyncio.gather(*(publisher(n) for n in range(args.publishers)))
     push_seconds = time.perf_counter() - began
     ingest_cpu = await ingest_meter.since(ingest_before)
+    decided_while_pushing = await decided(http, pricing_url) - before
+    cpu_while_pushing = await meter.since(cpu_before)
     await eventually(
         lambda: decided(http, pricing_url),
         lambda count: count - before >= pushed,
@@ -118,7 +133,33 @@ async def sustained(
     )
     visible_seconds = time.perf_counter() - began
     cpu = await meter.since(cpu_before)
-    return pushed, pushed / push_seconds, pushed / visible_seconds, cpu, ingest_cpu
+    return Sustained(
+        pushed,
+        push_seconds,
+        visible_seconds,
+        decided_while_pushing,
+        cpu,
+        cpu_while_pushing,
+        ingest_cpu,
+    )
+
+
+def pricing_share(run: Sustained) -> str:
+    """Pricing's rate and cores while the pushers ran and once alone, draining what they left."""
+    drain_seconds = run.visible_seconds - run.push_seconds
+    drained = run.pushed - run.decided_while_pushing
+    drain_cpu = run.cpu.total - run.cpu_while_pushing.total
+    while_pushing = (
+        f"pricing decided {run.decided_while_pushing / run.push_seconds:,.0f} ticks/s on "
+        f"{run.cpu_while_pushing.total / run.push_seconds:.2f} cores while the pushers ran"
+    )
+    if drain_seconds <= 0 or drained <= 0:
+        return while_pushing
+    return (
+        f"{while_pushing}, {drained / drain_seconds:,.0f} ticks/s on "
+        f"{drain_cpu / drain_seconds:.2f} cores after ({drained:,.0f} ticks in "
+        f"{drain_seconds:.1f} s)"
+    )
 
 
 async def latency(
@@ -201,19 +242,20 @@ async def run(
                 "(target p99 < 100 ms)"
             )
             print(f"          {sent:,} ticks pushed, {per_tick(cpu, sent)}")
-            pushed, push_rate, visible_rate, cpu, ingest_cpu = await sustained(
-                http, pusher, system.url("pricing"), args, meter, ingest_meter
-            )
+            run_ = await sustained(http, pusher, system.url("pricing"), args, meter, ingest_meter)
+            pushed = run_.pushed
+            visible_rate = pushed / run_.visible_seconds
             print(
                 f"sustained {pushed:,} ticks over {args.assets:,} assets, "
                 f"{args.ticks_per_message} per call, {args.publishers} pushers: pushed "
-                f"{push_rate:,.0f} ticks/s, visible {visible_rate:,.0f} ticks/s end to end "
-                f"(target >= 20,000); {visible_rate / ceiling:.2f} x the ceiling of one tick per "
-                "message"
+                f"{pushed / run_.push_seconds:,.0f} ticks/s, visible {visible_rate:,.0f} ticks/s "
+                f"end to end (target >= 20,000); {visible_rate / ceiling:.2f} x the ceiling of one "
+                "tick per message"
             )
-            print(f"          {per_tick(cpu, pushed)}")
+            print(f"          {per_tick(run_.cpu, pushed)}")
             if broker is None:
-                print(f"          while pushing: {per_tick(ingest_cpu, pushed, 'ingest-api')}")
+                print(f"          while pushing: {per_tick(run_.ingest_cpu, pushed, 'ingest-api')}")
+            print(f"          {pricing_share(run_)}")
             print(f"load average {load_average()} at the end")
         finally:
             if broker is not None:

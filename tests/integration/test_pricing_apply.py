@@ -10,8 +10,7 @@ import pytest
 
 from rwasync.platform.db import Database, LockSpace
 from rwasync.pricing import queries
-from rwasync.pricing.apply import PriceApplier, apply_plain
-from rwasync.pricing.ticks import tick_columns
+from rwasync.pricing.apply import PriceApplier, apply_arguments, apply_plain
 from rwasync.schema.events import PriceUpdated
 from rwasync.store import prices, receipts
 from tests.support.events import at, price
@@ -149,7 +148,7 @@ async def test_every_tick_of_a_batch_gets_its_receipt_from_the_one_statement(
 async def test_the_one_round_trip_apply_locks_the_stripes_every_price_writer_locks(
     db: Database, provider_id: str
 ) -> None:
-    """`price_apply_plain` takes its stripe locks in SQL: they must be the ones lock_assets
+    """`price_apply_ticks` takes its stripe locks in SQL: they must be the ones lock_assets
     takes (the CLI's, the checked path's) for the same assets, or writers would not serialise."""
     ticks = [price(provider_id, f"asset-{i}", "1", at(i)) for i in range(300)]
     held = (
@@ -176,10 +175,57 @@ async def test_the_apply_statement_probes_history_by_key_even_on_a_plan_made_whe
     """A generic plan made while the tables were small (a new database, a new connection's first
     batches) must not scan history or the latest prices: it is kept while they grow."""
     ticks = [price(provider_id, f"a{i}", "1", at(i)) for i in range(5)]
-    args = [*tick_columns(ticks, [("visible", None, None)] * 5), [], [], [], [], []]
+    args = apply_arguments(ticks, [])
     async with db.connection() as conn, conn.transaction():
         await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         explain = await conn.prepare("EXPLAIN (COSTS OFF) " + queries.APPLY_TICKS)
-        plan = "\n".join(r[0] for r in await explain.fetch(*args, "s", "s", "r"))
+        plan = "\n".join(r[0] for r in await explain.fetch(*args))
     assert "Seq Scan on price_history" not in plan and "Seq Scan on asset_prices" not in plan
     assert "price_history_pkey" in plan or "Index Scan using price_history" in plan
+
+
+async def test_moving_a_latest_price_leaves_its_row_on_its_page(
+    db: Database, provider_id: str
+) -> None:
+    """Every applied tick updates its asset's latest row; with room kept on each page (migration
+    0015) the new version stays on the row's page (a HOT update: no new primary-key entry, no
+    bloat). With full pages, the rows of every full page moved."""
+    applier = PriceApplier(db)
+    assets = [f"asset-{i:04d}" for i in range(300)]
+    await applier.apply([price(provider_id, a, "10.00", at(1)) for a in assets])
+    pages = "SELECT asset_id, (ctid::text::point)[0] AS page FROM asset_prices"
+    before = {r["asset_id"]: r["page"] for r in await db.fetch(pages)}
+    assert len(set(before.values())) > 1  # several pages, the first ones filled
+    await applier.apply([price(provider_id, a, "11.00", at(2)) for a in assets])
+    after = {r["asset_id"]: r["page"] for r in await db.fetch(pages)}
+    assert after == before
+
+
+async def test_a_batch_of_several_providers_and_traces_keeps_each_ticks_own(
+    db: Database, provider_id: str
+) -> None:
+    """The provider and trace ids go to the apply statement once when a batch shares them, one
+    per tick otherwise: each tick keeps its own either way."""
+    await db.execute("INSERT INTO providers (provider_id, name) VALUES ('prv_other', 'Other')")
+    shared = [price(provider_id, f"a{i}", "1.5", at(1)) for i in range(3)]
+    shared = [t.model_copy(update={"trace_id": "trace-shared"}) for t in shared]
+    mixed = [
+        price(provider_id, "a0", "2.5", at(2)).model_copy(update={"trace_id": "trace-1"}),
+        price("prv_other", "a0", "3.5", at(2)).model_copy(update={"trace_id": "trace-2"}),
+        price("prv_other", "a1", "4.5", at(2)),
+    ]
+    applier = PriceApplier(db)
+    await applier.apply(shared)
+    await applier.apply(mixed)
+    latest = await db.fetch("SELECT provider_id, asset_id, amount FROM asset_prices")
+    assert {(r["provider_id"], r["asset_id"]): r["amount"] for r in latest} == {
+        (provider_id, "a0"): Decimal("2.5"),
+        (provider_id, "a1"): Decimal("1.5"),
+        (provider_id, "a2"): Decimal("1.5"),
+        ("prv_other", "a0"): Decimal("3.5"),
+        ("prv_other", "a1"): Decimal("4.5"),
+    }
+    receipts_ = await db.fetch("SELECT event_id, provider_id, trace_id FROM event_receipts")
+    assert {r["event_id"]: (r["provider_id"], r["trace_id"]) for r in receipts_} == {
+        t.event_id: (t.provider_id, t.trace_id or None) for t in shared + mixed
+    }

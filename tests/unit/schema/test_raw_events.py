@@ -285,6 +285,18 @@ wrong_values = json_values | st.sampled_from(
         "price.updated",
         "push",
         "PUSH",
+        # amounts and currencies (price events): forms the two decoders might read otherwise
+        "1e3",
+        " 1.5",
+        "+1",
+        "1_000",
+        "NaN",
+        "١٢",
+        "1.5\n",
+        "-0",
+        "USD\n",
+        "usd",
+        "ÜSD",
         1.0,
         True,
         2,
@@ -295,8 +307,9 @@ wrong_values = json_values | st.sampled_from(
 
 
 @st.composite
-def mutated_bodies(draw: st.DrawFn) -> bytes:
-    message = draw(messages())
+def mutated_bodies(draw: st.DrawFn, of: st.SearchStrategy[EventMessage] | None = None) -> bytes:
+    """A message (drawn from `of`, by default `messages()`) with damage of every kind."""
+    message = draw(of if of is not None else messages())
     tree = json.loads(encode_message(message))
     for _ in range(draw(st.integers(0, 3))):
         path = draw(st.sampled_from(paths(tree)))
@@ -309,7 +322,7 @@ def mutated_bodies(draw: st.DrawFn) -> bytes:
             del parent[key]
         elif operation == "extra" and isinstance(parent, dict):
             parent[draw(st.text(max_size=12) | st.just("extra"))] = draw(json_values)
-        elif operation == "form" and field in ("updated_at", "accepted_at", "received_at"):
+        elif operation == "form" and field in ("updated_at", "accepted_at", "received_at", "as_of"):
             parent[key] = draw(timestamp_forms(draw(moments)))
         elif operation == "form" and field in ("event_id", "message_id"):
             parent[key] = draw(uuid_forms(draw(st.uuids())))

@@ -1,5 +1,6 @@
 """Asset events with their documents left as the JSON text they were published as: the asset
-queue's fast decode (docs/architecture.md, "Decoding asset messages").
+queue's fast decode (docs/architecture.md, "Decoding asset messages"); and the price queue's, into
+plain structs (`decode_price_message`, below).
 
 `decode_asset_message` decodes a broker message with msgspec into `RawAssetUpserted`,
 `RawAssetPatched` and `RawAssetDeleted`, whose documents and patches stay text (the reconciler
@@ -16,6 +17,7 @@ import functools
 import re
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 import msgspec
@@ -30,6 +32,7 @@ from rwasync.schema.events import (
     EventSource,
     EventType,
     MessageDecoder,
+    PriceUpdated,
     decode_message,
 )
 
@@ -53,7 +56,7 @@ class _WireDeletedPayload(_Wire, frozen=True):
     reason: Annotated[str, Meta(max_length=2000)] | None = None
 
 
-class _WireEvent(_Wire, frozen=True, tag_field="type", kw_only=True):
+class _WireEnvelope(_Wire, frozen=True, kw_only=True):
     event_id: uuid.UUID
     provider_id: Annotated[str, Meta(min_length=1, max_length=64)]
     asset_id: Annotated[str, Meta(min_length=1, max_length=128)]
@@ -63,6 +66,10 @@ class _WireEvent(_Wire, frozen=True, tag_field="type", kw_only=True):
     received_at: str
     trace_id: Annotated[str, Meta(max_length=128)] = ""
     schema_version: Literal[1] = 1
+
+
+class _WireEvent(_WireEnvelope, frozen=True, tag_field="type", kw_only=True):
+    pass
 
 
 class _WireUpserted(_WireEvent, frozen=True, tag=EventType.ASSET_UPSERTED.value):
@@ -82,6 +89,24 @@ class _WireMessage(_Wire, frozen=True):
     events: Annotated[list[_WireUpserted | _WirePatched | _WireDeleted], Meta(min_length=1)]
 
 
+class _WirePricePayload(_Wire, frozen=True):
+    amount: str  # `_amount`
+    # The length too: a `$` in Python's patterns also matches before a final newline.
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$", min_length=3, max_length=3)]
+    as_of: str  # `_timestamp`
+
+
+class _WirePrice(_WireEnvelope, frozen=True, kw_only=True):
+    # A field, not a tag: msgspec takes a lone tagged struct without its tag, the models do not.
+    type: Literal["price.updated"]
+    payload: _WirePricePayload
+
+
+class _WirePriceMessage(_Wire, frozen=True):
+    message_id: uuid.UUID
+    events: Annotated[list[_WirePrice], Meta(min_length=1)]
+
+
 class _DocumentHead(Struct, gc=False):
     """What the reconciler reads of a document. Only text or null: anything else (which the
     reconciler rejects or fails on) takes the models' path, to fail there as it always has."""
@@ -91,6 +116,7 @@ class _DocumentHead(Struct, gc=False):
 
 
 _MESSAGE_DECODER: Final = msgspec.json.Decoder(_WireMessage)
+_PRICE_MESSAGE_DECODER: Final = msgspec.json.Decoder(_WirePriceMessage)
 _HEAD_DECODER: Final = msgspec.json.Decoder(_DocumentHead)
 
 # pydantic's JSON parser refuses a document nested about 200 deep (the envelope included) and an
@@ -149,7 +175,21 @@ class RawAssetDeleted(_Decoded, frozen=True, gc=False):
     payload: RawDeletedPayload
 
 
+class RawPricePayload(Struct, frozen=True, gc=False):
+    amount: Decimal
+    currency: str
+    as_of: datetime
+
+
+class RawPriceUpdated(_Decoded, frozen=True, gc=False):
+    type: ClassVar[Literal[EventType.PRICE_UPDATED]] = EventType.PRICE_UPDATED
+    payload: RawPricePayload
+
+
 RawAssetEvent = RawAssetUpserted | RawAssetPatched | RawAssetDeleted
+# What the price queue's consumer hands its applier: ticks as decoded here or, for a message this
+# decoder left to pydantic, the models (an event of another type among them is not a tick).
+PriceTick = RawPriceUpdated | PriceUpdated
 # What the asset queue's consumer hands its applier: the raw events, or (for a message this
 # decoder left to pydantic) the models.
 ConsumedEvent = RawAssetEvent | AnyEvent
@@ -252,18 +292,74 @@ def _depth(data: bytes) -> int:
     return deepest
 
 
+# --- price ticks ------------------------------------------------------------------------------
+
+# The amounts our publishers write (`str` of a Decimal without exponent): for these, pydantic's
+# Decimal is `Decimal(text)`. Anything else (an exponent, a sign, spaces, a JSON number, other
+# digits) takes the models' path.
+_PLAIN_AMOUNT: Final = re.compile(r"-?[0-9]{1,60}(?:\.[0-9]{1,60})?")
+
+
+def decode_price_message(body: bytes) -> list[RawPriceUpdated] | list[AnyEvent]:
+    """The message's ticks as `RawPriceUpdated` when this decoder can vouch for every one of
+    them, else the models `decode_message` makes (and its MalformedMessage, with pydantic's
+    reason). About four times cheaper a tick than the models: no validator chain per field, a
+    batch's shared timestamps parsed once."""
+    try:
+        wire = _PRICE_MESSAGE_DECODER.decode(body)
+        return [_price(event) for event in wire.events]
+    except (msgspec.DecodeError, ValueError, RecursionError):  # as decode_asset_message
+        return list(decode_message(body).events)
+
+
+def _price(event: _WirePrice) -> RawPriceUpdated:
+    payload = event.payload
+    return RawPriceUpdated(
+        event.event_id,
+        event.provider_id,
+        event.asset_id,
+        event.source,
+        _timestamp(event.updated_at),
+        _timestamp(event.accepted_at),
+        _timestamp(event.received_at),
+        event.trace_id,
+        event.schema_version,
+        RawPricePayload(_amount(payload.amount), payload.currency, _timestamp(payload.as_of)),
+    )
+
+
+def _amount(text: str) -> Decimal:
+    if _PLAIN_AMOUNT.fullmatch(text) is None:
+        raise _NotRaw("an amount in another form")
+    return Decimal(text)
+
+
 # --- back to the models ------------------------------------------------------------------------
 
 _Document: Final = TypeAdapter(dict[str, Any])
 
 
-def event_model(event: ConsumedEvent) -> AnyEvent:
+def event_model(event: ConsumedEvent | RawPriceUpdated) -> AnyEvent:
     """The contract's model of an event (the models themselves pass through): for dead letters
     and for the reconciler's folding of merge patches. The document is parsed by pydantic, as
     `decode_message` would have parsed it."""
-    if not isinstance(event, RawAssetUpserted | RawAssetPatched | RawAssetDeleted):
+    if not isinstance(
+        event, RawAssetUpserted | RawAssetPatched | RawAssetDeleted | RawPriceUpdated
+    ):
         return event
     fields = {name: getattr(event, name) for name in event.__struct_fields__ if name != "payload"}
+    if isinstance(event, RawPriceUpdated):
+        payload = event.payload
+        return PriceUpdated.model_validate(
+            {
+                **fields,
+                "payload": {
+                    "amount": payload.amount,
+                    "currency": payload.currency,
+                    "as_of": payload.as_of,
+                },
+            }
+        )
     if isinstance(event, RawAssetUpserted):
         document = _Document.validate_json(event.payload.document_json)
         return AssetUpserted.model_validate(
@@ -281,4 +377,9 @@ def event_model(event: ConsumedEvent) -> AnyEvent:
 # The asset queue's decoder, for `rwasync.platform.consumer.EventConsumer`.
 ASSET_QUEUE_DECODER: Final[MessageDecoder[ConsumedEvent]] = MessageDecoder(
     decode=decode_asset_message, model=event_model
+)
+
+# The price queue's decoder, for `rwasync.platform.consumer.EventConsumer`.
+PRICE_QUEUE_DECODER: Final[MessageDecoder[RawPriceUpdated | AnyEvent]] = MessageDecoder(
+    decode=decode_price_message, model=event_model
 )

@@ -22,6 +22,7 @@ from rwasync.pricing.settings import PricingSettings
 from rwasync.pricing.stream import PriceStream
 from rwasync.pricing.upkeep import Upkeep
 from rwasync.schema import topology
+from rwasync.schema.raw_events import PRICE_QUEUE_DECODER
 from rwasync.store.tenants import ReaderTokens
 
 HUB = web.AppKey("hub", ChangeHub)
@@ -56,6 +57,7 @@ def create_app(settings: PricingSettings) -> web.Application:
         queue=topology.PRICING_QUEUE,
         applier=applier,
         prefetch=settings.prefetch,
+        decoder=PRICE_QUEUE_DECODER,  # ticks as plain structs, not pydantic models
     )
     hub = ChangeHub(service.db, service.broker, poll_seconds=settings.stream_poll_seconds)
     upkeep = Upkeep(service.db, change_retention_seconds=settings.change_retention_seconds)

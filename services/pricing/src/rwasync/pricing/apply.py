@@ -4,7 +4,7 @@ batch's assets locked, then either one set-based statement that also writes the 
 with a receipt per tick. After the commit, a wake-up tells every process's stream that the latest
 prices moved.
 
-Round trips per message without a policy: one — `price_apply_plain` (migration 0013), called
+Round trips per message without a policy: one — `price_apply_ticks` (migration 0016), called
 outside a transaction block, takes the stripe locks and then runs the apply statement, which
 gets a snapshot of its own (the locks could not be folded into the statement itself: they would
 be taken after its snapshot, so a batch that waited for another would decide against history as
@@ -36,10 +36,10 @@ from rwasync.pricing.ticks import (
     STALE_REASON,
     Outcome,
     latest_per_as_of,
-    tick_columns,
 )
-from rwasync.schema.events import Event, EventType, PriceUpdated, ReceiptStatus
-from rwasync.schema.price_holds import NO_POLICY, PricePolicy, TickState
+from rwasync.schema.events import AnyEvent, EventType, PriceUpdated, ReceiptStatus
+from rwasync.schema.price_holds import NO_POLICY, PricePolicy
+from rwasync.schema.raw_events import PriceTick, RawPriceUpdated
 from rwasync.store import prices, receipts
 from rwasync.store.receipts import Decision
 
@@ -47,6 +47,11 @@ BATCH_TICKS = Histogram(
     "rwasync_price_batch_ticks", "Ticks applied per transaction", buckets=BATCH_BUCKETS
 )
 SUPERSEDED_REASON = "superseded in the same batch"
+
+
+def once_if_equal(values: list[str]) -> list[str]:
+    """A column of APPLY_TICKS sent once when every tick has the same value (an array of one)."""
+    return values[:1] if values and values.count(values[0]) == len(values) else values
 
 
 class TickNotApplicable(Exception):
@@ -63,16 +68,17 @@ class PlainResult:
     policed: frozenset[str] = frozenset()
 
 
-async def apply_plain(
-    conn: asyncpg.Connection, ticks: Sequence[PriceUpdated], superseded: Sequence[PriceUpdated]
-) -> PlainResult:
-    """Ticks of providers believed to have no policy, and the ticks they superseded in the
-    batch: one statement locks their assets' stripes (again, harmlessly, inside the checked
-    path's transaction), records them, moves the latest prices and writes every receipt."""
-    visible = [(str(TickState.VISIBLE), None, None)] * len(ticks)
-    row = await conn.fetchrow(
-        queries.APPLY_PLAIN,
-        *tick_columns(ticks, visible),
+def apply_arguments(ticks: Sequence[PriceTick], superseded: Sequence[PriceTick]) -> list[object]:
+    """APPLY_TICKS's arguments ($1–$16): the ticks, those they superseded, the reasons."""
+    return [
+        once_if_equal([t.provider_id for t in ticks]),
+        [t.asset_id for t in ticks],
+        [t.payload.as_of for t in ticks],
+        [t.payload.amount for t in ticks],
+        [t.payload.currency for t in ticks],
+        [t.accepted_at for t in ticks],
+        [t.event_id for t in ticks],
+        once_if_equal([t.trace_id for t in ticks]),
         [t.event_id for t in superseded],
         [t.provider_id for t in superseded],
         [t.asset_id for t in superseded],
@@ -81,6 +87,18 @@ async def apply_plain(
         STALE_REASON,
         SUPERSEDED_REASON,
         REPLACED_REASON,
+    ]
+
+
+async def apply_plain(
+    conn: asyncpg.Connection, ticks: Sequence[PriceTick], superseded: Sequence[PriceTick]
+) -> PlainResult:
+    """Ticks of providers believed to have no policy, and the ticks they superseded in the
+    batch: one statement locks their assets' stripes (again, harmlessly, inside the checked
+    path's transaction), records them, moves the latest prices and writes every receipt."""
+    row = await conn.fetchrow(
+        queries.APPLY_PLAIN,
+        *apply_arguments(ticks, superseded),
         int(LockSpace.PRICES),
         prices.LOCK_STRIPES,
     )
@@ -116,10 +134,10 @@ class PriceApplier:
         self._on_changes = on_changes
         self._policies = PolicyCache()
 
-    async def apply(self, events: Sequence[Event]) -> None:
-        ticks = []
+    async def apply(self, events: Sequence[RawPriceUpdated | AnyEvent]) -> None:
+        ticks: list[PriceTick] = []
         for event in events:
-            if not isinstance(event, PriceUpdated):
+            if not isinstance(event, RawPriceUpdated | PriceUpdated):
                 raise TickNotApplicable(f"{event.type} does not belong on the price queue")
             ticks.append(event)
         kept, superseded = latest_per_as_of(ticks)
@@ -139,8 +157,8 @@ class PriceApplier:
     async def _apply(
         self,
         conn: asyncpg.Connection,
-        kept: Sequence[PriceUpdated],
-        superseded: Sequence[PriceUpdated],
+        kept: Sequence[PriceTick],
+        superseded: Sequence[PriceTick],
     ) -> tuple[Outcome, dict[str, int]]:
         """One round trip when no provider of the batch is known to have a policy (the usual
         case: policies are off until set); otherwise, or if one turns out to have a policy, a
@@ -158,8 +176,8 @@ class PriceApplier:
     async def _apply_locked(
         self,
         conn: asyncpg.Connection,
-        kept: Sequence[PriceUpdated],
-        superseded: Sequence[PriceUpdated],
+        kept: Sequence[PriceTick],
+        superseded: Sequence[PriceTick],
     ) -> tuple[Outcome, dict[str, int]]:
         """Apply with the assets locked; returns the checked path's outcome (its receipts
         recorded here) and the receipts the policy-free statement wrote, per status."""
@@ -204,5 +222,7 @@ class PriceApplier:
         self._policies.seen(provider_ids, active)
         return active
 
-    async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
+    async def note_dead_lettered(
+        self, events: Sequence[RawPriceUpdated | AnyEvent], reason: str
+    ) -> None:
         await receipts.note_dead_lettered(self._db.pool, events, reason)

@@ -12,15 +12,16 @@ import asyncpg
 
 from rwasync.pricing import queries
 from rwasync.pricing.ticks import Outcome, recorded, tick_columns
-from rwasync.schema.events import PriceUpdated, ReceiptStatus
+from rwasync.schema.events import ReceiptStatus
 from rwasync.schema.price_holds import HoldKind, PricePolicy, TickState, currency_hold
+from rwasync.schema.raw_events import PriceTick
 from rwasync.store import prices
 from rwasync.store.receipts import Decision
 
 
 async def apply_checked(
     conn: asyncpg.Connection,
-    ticks: Sequence[PriceUpdated],
+    ticks: Sequence[PriceTick],
     policies: Mapping[str, PricePolicy],
 ) -> Outcome:
     checking = [t for t in ticks if policies[t.provider_id].currency_check]
@@ -42,7 +43,7 @@ async def apply_checked(
     rows = await conn.fetch(queries.RECORD_TICKS, *tick_columns(ticks, holds))
     by_id = {t.event_id: (t, hold) for t, hold in zip(ticks, holds, strict=True)}
     outcome = Outcome()
-    written: list[tuple[PriceUpdated, tuple[str, str | None, str | None]]] = []
+    written: list[tuple[PriceTick, tuple[str, str | None, str | None]]] = []
     touched: list[tuple[str, str, datetime]] = []
     for row in rows:
         tick, hold = by_id[row["event_id"]]

@@ -15,18 +15,14 @@ from rwasync.store import receipts
 # later correction is checked afresh. `state`, `hold_kind` and `hold_reason` are what the tick is
 # recorded with when it is new: `visible`, or `held` for a currency hold; `trace_id` goes to the
 # receipt when the statement writes receipts too (APPLY_TICKS).
-def _record_ticks(gate: str = "", condition: str = "true") -> str:
-    """The statement's first part; `gate` adds CTEs after `incoming` and `condition` (over them)
-    must hold for history to be written."""
+def _record_ticks(incoming: str, gate: str = "", condition: str = "true") -> str:
+    """The statement's first part; `incoming` selects the ticks, `gate` adds CTEs after it and
+    `condition` (over them) must hold for history to be written."""
     return (
         """
-WITH incoming AS (
-    SELECT *
-    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::numeric[], $5::text[],
-                $6::timestamptz[], $7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[])
-         AS i(provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
-              state, hold_kind, hold_reason, trace_id)
-),"""
+WITH incoming AS ("""
+        + incoming
+        + """),"""
         + gate
         + """
 decided AS (
@@ -80,10 +76,35 @@ history AS (
     )
 
 
+# The ticks, each with the state it is recorded in (decided per tick on the checked path).
+_TICKS_WITH_STATES = """
+    SELECT *
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::numeric[], $5::text[],
+                $6::timestamptz[], $7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[])
+         AS i(provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
+              state, hold_kind, hold_reason, trace_id)
+"""
+
+# The ticks of the policy-free path, all recorded visible. Their provider and trace ids, the same
+# for a whole message as ingest-api publishes it, come once when all are equal (an array of one,
+# `once_if_equal`): with the constant states left out, about half the bytes of the arguments,
+# which asyncpg encodes and the socket carries tick by tick.
+_VISIBLE_TICKS = """
+    SELECT CASE WHEN cardinality($1::text[]) = 1 THEN ($1::text[])[1] ELSE ($1::text[])[i.n] END
+               AS provider_id,
+           i.asset_id, i.as_of, i.amount, i.currency, i.accepted_at, i.event_id,
+           'visible'::text AS state, NULL::text AS hold_kind, NULL::text AS hold_reason,
+           CASE WHEN cardinality($8::text[]) = 1 THEN ($8::text[])[1] ELSE ($8::text[])[i.n] END
+               AS trace_id
+    FROM unnest($2::text[], $3::timestamptz[], $4::numeric[], $5::text[], $6::timestamptz[],
+                $7::uuid[]) WITH ORDINALITY
+         AS i(asset_id, as_of, amount, currency, accepted_at, event_id, n)
+"""
+
 # With sanity holds on, the hold rule then runs over the affected ticks and the latest price is
 # refreshed from history (rwasync.store.prices): this statement only records.
 RECORD_TICKS = (
-    _record_ticks()
+    _record_ticks(_TICKS_WITH_STATES)
     + """
 SELECT event_id, outcome, stored_state, stored_event_id, stored_reason, false AS latest,
        0::bigint AS logged
@@ -95,10 +116,10 @@ FROM decided
 # latest price only forward in (as_of, accepted_at, event_id) — a late older tick lands in history
 # but never regresses it — log each asset whose amount, currency or as_of moved for the stream (a
 # burst is coalesced to one change per asset; a repeated tick logs none), and write every tick's
-# receipt (ticks superseded within the batch, $12–$16, included) and move the receipt of a held
+# receipt (ticks superseded within the batch, $9–$13, included) and move the receipt of a held
 # tick replaced at its as_of: one round trip instead of three.
 #
-# It runs inside `price_apply_plain` (migration 0013, which holds this text verbatim), after the
+# It runs inside `price_apply_ticks` (migration 0016, which holds this text verbatim), after the
 # stripe locks: one round trip with BEGIN and COMMIT included.
 #
 # Whether the providers have no policy is the caller's belief (a cache): `policed` checks it in
@@ -107,6 +128,7 @@ FROM decided
 # conditional on `policed` being empty) and the statement answers which providers have one.
 APPLY_TICKS = (
     _record_ticks(
+        _VISIBLE_TICKS,
         gate="""
 policed AS (
     SELECT provider_id FROM price_policies
@@ -156,7 +178,7 @@ verdicts AS (
     SELECT d.event_id AS e, d.provider_id AS p, d.asset_id AS a, 'price.updated' AS t,
            CASE WHEN d.outcome = 'duplicate' AND d.stored_state = 'held' THEN 'held'
                 ELSE d.outcome END AS s,
-           CASE WHEN d.outcome = 'stale_ignored' THEN $17::text
+           CASE WHEN d.outcome = 'stale_ignored' THEN $14::text
                 WHEN d.outcome = 'duplicate' AND d.stored_state = 'held' THEN d.stored_reason
            END AS r,
            CASE WHEN d.outcome = 'applied' THEN l.event_id IS NOT NULL END AS l,
@@ -164,8 +186,8 @@ verdicts AS (
     FROM decided d LEFT JOIN latest l ON l.event_id = d.event_id
     WHERE (SELECT ok FROM go)
     UNION ALL
-    SELECT e, p, a, 'price.updated', 'stale_ignored', $18::text, NULL::bool, ts, tr
-    FROM unnest($12::uuid[], $13::text[], $14::text[], $15::timestamptz[], $16::text[])
+    SELECT e, p, a, 'price.updated', 'stale_ignored', $15::text, NULL::bool, ts, tr
+    FROM unnest($9::uuid[], $10::text[], $11::text[], $12::timestamptz[], $13::text[])
          AS x(e, p, a, ts, tr)
     WHERE (SELECT ok FROM go)
 ),
@@ -176,7 +198,7 @@ receipted AS ("""
 -- `stale_ignored`.
 replaced AS ("""
     + receipts.price_redecisions_update(
-        """(SELECT stored_event_id, 'stale_ignored', $19::text, NULL::bool
+        """(SELECT stored_event_id, 'stale_ignored', $16::text, NULL::bool
       FROM decided
       WHERE outcome <> 'stale_ignored' AND stored_state = 'held' AND (SELECT ok FROM go))
      AS u(e, s, r, l)"""
@@ -189,12 +211,12 @@ FROM (SELECT array_agg(s ORDER BY s) AS statuses, array_agg(n ORDER BY s) AS cou
 """
 )
 
-# Takes the stripe locks of the ticks' assets ($20: the lock space, $21: the stripes), then runs
-# APPLY_TICKS ($1–$19); outside a transaction block, the whole apply is one round trip.
+# Takes the stripe locks of the ticks' assets ($17: the lock space, $18: the stripes), then runs
+# APPLY_TICKS ($1–$16); outside a transaction block, the whole apply is one round trip.
 APPLY_PLAIN: Final = """
 SELECT policed, logged, statuses, counts
-FROM price_apply_plain($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                       $17, $18, $19, $20, $21)
+FROM price_apply_ticks($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                       $17, $18)
 """
 
 # --- investor reads ---------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from rwasync.schema.events import PriceUpdated, ReceiptStatus
+from rwasync.schema.events import ReceiptStatus
+from rwasync.schema.raw_events import PriceTick
 from rwasync.schema.versions import newest_per_key
 from rwasync.store.receipts import Decision, Redecision
 
@@ -17,8 +18,8 @@ REPLACED_REASON = "replaced by a later-accepted price for the same as_of"
 
 
 def latest_per_as_of(
-    ticks: Sequence[PriceUpdated],
-) -> tuple[list[PriceUpdated], list[PriceUpdated]]:
+    ticks: Sequence[PriceTick],
+) -> tuple[list[PriceTick], list[PriceTick]]:
     """One tick per (asset, as_of): the later-accepted wins; the others are superseded."""
     return newest_per_key(
         ticks,
@@ -29,7 +30,7 @@ def latest_per_as_of(
 
 
 def tick_columns(
-    ticks: Sequence[PriceUpdated], holds: Sequence[tuple[str, str | None, str | None]]
+    ticks: Sequence[PriceTick], holds: Sequence[tuple[str, str | None, str | None]]
 ) -> tuple[list[object], ...]:
     """The first arguments of RECORD_TICKS / APPLY_TICKS: the ticks, the state each is recorded
     in, and their trace ids (for the receipts APPLY_TICKS writes)."""
@@ -62,7 +63,7 @@ class Outcome:
         self.logged += other.logged
 
 
-def recorded(row: asyncpg.Record, tick: PriceUpdated, outcome: Outcome) -> ReceiptStatus:
+def recorded(row: asyncpg.Record, tick: PriceTick, outcome: Outcome) -> ReceiptStatus:
     """The receipt of a tick RECORD_TICKS did not write (stale) or only re-stamped (duplicate);
     returns the row's outcome. The tick that now carries a stored held entry (a replacement, or
     a duplicate re-stamping it) takes over its hold: the one it replaced ends `stale_ignored`."""
