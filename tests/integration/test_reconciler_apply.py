@@ -224,8 +224,8 @@ async def test_receipts_are_decided_without_scanning_the_backlog(
     )
     events = [upserted(provider_id, f"a{i}", at(1)) for i in range(100)]
     await record_accepted(db.pool, events)
-    async with db.connection() as conn, conn.transaction():
-        await conn.execute(queries.CREATE_INCOMING)
+    async with db.connection() as conn:
+        await conn.execute(queries.STAGE_INCOMING)
         await conn.copy_records_to_table(
             "incoming_asset_events",
             records=_incoming(events, []),
