@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import re
 
 import asyncpg
 import pytest
@@ -225,8 +224,8 @@ async def test_receipts_are_decided_without_scanning_the_backlog(
     )
     events = [upserted(provider_id, f"a{i}", at(1)) for i in range(100)]
     await record_accepted(db.pool, events)
-    async with db.connection() as conn:
-        await conn.execute(queries.STAGE_INCOMING)
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute(queries.CREATE_INCOMING)
         await conn.copy_records_to_table(
             "incoming_asset_events",
             records=_incoming(events, []),
@@ -234,42 +233,6 @@ async def test_receipts_are_decided_without_scanning_the_backlog(
         )
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.APPLY_INCOMING))
     assert "event_receipts_undecided" not in plan
-
-
-async def test_each_batch_merges_with_a_plan_made_for_its_own_staged_rows(
-    database_url: str, provider_id: str
-) -> None:
-    """The merge is prepared once per connection, but staging's TRUNCATE invalidates its plan, so
-    each batch is merged with a plan made for its staged rows, not the first batch's (made against
-    empty tables, such a plan once scanned them whole at every batch)."""
-
-    async def staged_rows_planned(conn: asyncpg.Connection, explain: str) -> list[str]:
-        plan = "\n".join(r[0] for r in await conn.fetch(explain))
-        return re.findall(r"Scan on incoming_asset_events \w+ +\(cost=\S+ rows=(\d+)", plan)
-
-    async def cached_plan(conn: asyncpg.Connection) -> list[str]:
-        name = await conn.fetchval(
-            "SELECT name FROM pg_prepared_statements WHERE statement = $1", queries.APPLY_INCOMING
-        )
-        assert name is not None  # prepared once, kept by the connection
-        return await staged_rows_planned(conn, f'EXPLAIN EXECUTE "{name}"')
-
-    one = Database(database_url, min_size=1, max_size=1)  # every batch on the same connection
-    one.start()
-    try:
-        await one.wait_connected(timeout=30)
-        applier = AssetApplier(one)
-        await applier.apply([upserted(provider_id, "first", at(1))])
-        async with one.connection() as conn:
-            after_first = await cached_plan(conn)
-        await applier.apply([upserted(provider_id, f"a{i}", at(1)) for i in range(2000)])
-        async with one.connection() as conn:
-            after_second = await cached_plan(conn)
-            planned_now = await staged_rows_planned(conn, "EXPLAIN " + queries.APPLY_INCOMING)
-    finally:
-        await one.close()
-    assert after_first and after_second != after_first
-    assert after_second == planned_now
 
 
 async def test_an_asset_stored_behind_the_stripes_fails_the_batch_and_its_retry_decides(

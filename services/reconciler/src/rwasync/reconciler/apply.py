@@ -186,59 +186,48 @@ class AssetApplier:
             for e in changes
             if not isinstance(e, RawAssetPatched | AssetPatched) and asset_key(e) not in patched
         ]
-        # Staged rows are built and staged before the stripes are taken: other batches (of this
-        # replica or another) wait on those for as long as this transaction holds them, not for
-        # this process's Python encoding the rows nor for COPY. So are the models the patched
-        # assets fold (only the deferred assets' are made under the stripes).
+        # Staged rows are built before the stripes are taken: other replicas wait on those for
+        # as long as this transaction holds them, not for this process's Python. So are the
+        # models the patched assets fold (only the deferred assets' are made under the stripes).
         staged = _incoming(*newest_per_asset(plain)) if plain else []
         models = {id(e): _folded_model(e) for e in changes if asset_key(e) in patched}
         stripe_keys = [_stripe_key(k) for k in keys]
-        async with self._db.connection() as conn:
-            if staged:
-                # A transaction of its own: writing even a temp table assigns a transaction id,
-                # and the batch's must come after its stripes (the change feed's horizon is read
-                # off them; an id taken before them sorts a batch that waited on a stripe before
-                # the one it waited for).
-                await conn.execute(queries.STAGE_INCOMING)
-                await conn.copy_records_to_table(
-                    "incoming_asset_events", records=staged, columns=queries.INCOMING_COLUMNS
-                )
-            async with conn.transaction():
-                # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
-                # Postgres' shared lock table; and the change feed's horizon is read off them.
-                await lock_stripes(conn, stripe_keys, LockSpace.ASSETS, ASSET_LOCK_STRIPES)
-                outcomes, deferred = (
-                    await self._merge(conn) if staged else (Tally[tuple[str, str]](), set())
-                )
-                folding = patched | deferred
-                folded = [
-                    models.get(id(e)) or _folded_model(e)
-                    for e in changes
-                    if asset_key(e) in folding
-                ]
-                if folded:
-                    decisions = await apply_folded(conn, folded)
-                    await receipts.record_decisions(conn, decisions)
-                    outcomes.update((d.type, str(d.status)) for d in decisions)
+        async with self._db.connection() as conn, conn.transaction():
+            # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
+            # Postgres' shared lock table; and the change feed's horizon is read off them.
+            await lock_stripes(conn, stripe_keys, LockSpace.ASSETS, ASSET_LOCK_STRIPES)
+            outcomes, deferred = (
+                await self._merge(conn, staged) if staged else (Tally[tuple[str, str]](), set())
+            )
+            folding = patched | deferred
+            folded = [
+                models.get(id(e)) or _folded_model(e) for e in changes if asset_key(e) in folding
+            ]
+            if folded:
+                decisions = await apply_folded(conn, folded)
+                await receipts.record_decisions(conn, decisions)
+                outcomes.update((d.type, str(d.status)) for d in decisions)
         for (kind, status), count in outcomes.items():
             EVENTS_DECIDED.labels(kind, status).inc(count)
         log.debug("asset events applied", events=len(changes), folded=len(folded))
 
     async def _merge(
-        self, conn: asyncpg.Connection
+        self, conn: asyncpg.Connection, staged: list[tuple[Any, ...]]
     ) -> tuple[Tally[tuple[str, str]], set[AssetKey]]:
-        """The plain path: one statement merges the staged rows (`_incoming`'s), records the
-        receipts and the change entries. Returns how many events of each type ended how, and the
-        assets that turned out to keep patches (left for the folding path)."""
+        """The plain path: stage with COPY (`_incoming`'s rows), then one statement merges,
+        records the receipts and the change entries. Returns how many events of each type ended
+        how, and the assets that turned out to keep patches (left for the folding path)."""
+        await conn.execute(queries.CREATE_INCOMING)
+        await conn.copy_records_to_table(
+            "incoming_asset_events", records=staged, columns=queries.INCOMING_COLUMNS
+        )
         outcomes: Tally[tuple[str, str]] = Tally()
         deferred: set[AssetKey] = set()
-        # Planned afresh for every batch, yet prepared once per connection (one round trip, not
-        # two, under the stripes): staging empties the temp table with TRUNCATE, which
-        # invalidates the cached plan, so it is made again when the batch executes it, against
-        # the staged rows and the tables as they are. A plan kept from the first batch, made
-        # against empty tables, joined by scanning them whole, which cost more with every row
-        # they gained. Planning costs about a millisecond per batch.
-        for row in await conn.fetch(queries.APPLY_INCOMING):
+        # Planned afresh for every batch (a statement prepared once keeps the plan made for the
+        # first batch: made against empty tables, it joined by scanning them whole, which costs
+        # more with every row they gain). Planning costs about a millisecond per batch.
+        merge = await conn.prepare(queries.APPLY_INCOMING)
+        for row in await merge.fetch():
             if row["outcome"] == "deferred":
                 deferred.add((row["provider_id"], row["asset_id"]))
             elif row["unwritten"]:

@@ -5,18 +5,14 @@ assets are recorded through `rwasync.store.receipts`."""
 from typing import Final
 
 # The batch's events on the plain path (assets without kept patches), copied in with COPY: one
-# table per connection, emptied before each batch is staged. Staging is a transaction of its own,
-# before the batch's transaction takes its stripes, so the rows outlive that commit (a failed
-# batch's are emptied by the next). TRUNCATE, not DELETE: it also invalidates the merge's cached
-# plan, which is then made again for each batch (`AssetApplier._merge`). Documents stay text
-# until a row is written, so a stale or duplicate event costs no JSON parse.
-STAGE_INCOMING: Final = """
+# table per connection, emptied at every commit. Documents stay text until a row is written, so a
+# stale or duplicate event costs no JSON parse.
+CREATE_INCOMING: Final = """
 CREATE TEMP TABLE IF NOT EXISTS incoming_asset_events (
     provider_id text, asset_id text, updated_at timestamptz, deleted boolean,
     accepted_at timestamptz, event_id uuid, source text, document text, content_hash bytea,
     status text, event_type text, newest boolean, position integer, trace_id text
-);
-TRUNCATE incoming_asset_events
+) ON COMMIT DELETE ROWS
 """
 
 INCOMING_COLUMNS: Final = (
