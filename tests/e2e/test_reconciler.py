@@ -170,8 +170,8 @@ async def test_sigterm_in_the_middle_of_a_batch_finishes_it_and_loses_nothing(
         )
         blocked = sum(1 for s in stripes if s % shares == stripe % shares)
         assert blocked > 0
-        # The other shares commit at their own pace (each stages its rows before it takes its
-        # stripes, so the blocked one may be waiting before they are done).
+        # The other shares commit at their own pace: the blocked one waits after its first
+        # statement, while they still stage, merge and commit (under load, not yet done).
         await eventually(
             lambda: _undecided(database, last),
             lambda undecided: undecided == blocked,
