@@ -15,6 +15,7 @@ from rwasync.reconciler.apply import ASSET_LOCK_STRIPES, AssetApplier, _incoming
 from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
 from rwasync.store.receipts import record_accepted
 from tests.support.events import at, deleted, upserted
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +234,42 @@ async def test_receipts_are_decided_without_scanning_the_backlog(
         )
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.APPLY_INCOMING))
     assert "event_receipts_undecided" not in plan
+
+
+async def test_the_staging_table_is_made_before_the_batch_takes_its_stripes(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    """Other batches wait on a batch's stripes through every round trip it makes under them, so
+    the staging table is made (or found) before its transaction, not under them. On a
+    connection's first batch that is a catalog write, committed on its own: the batch still has
+    no transaction id while it waits (the change feed's order)."""
+    event = upserted(provider_id, "s1", at(1))
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await lock_stripes(holder, [f"{provider_id}/s1"], LockSpace.ASSETS, ASSET_LOCK_STRIPES)
+            blocked = asyncio.create_task(AssetApplier(db).apply([event]))
+            # Read through the pool: a transaction sees pg_stat_activity as it first read it.
+            waiter = await eventually(
+                lambda: db.fetchrow(
+                    "SELECT a.backend_xid::text AS xid FROM pg_locks l"
+                    " JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE l.locktype = 'advisory' AND NOT l.granted"
+                    " AND a.datname = current_database()"  # pg_locks is the whole server's
+                ),
+                lambda row: row is not None,
+                interval=0.02,
+                what="the batch waiting for its stripe",
+            )
+            assert waiter["xid"] is None
+            assert await db.fetchval(
+                "SELECT count(*) FROM pg_class"
+                " WHERE relname = 'incoming_asset_events' AND relpersistence = 't'"
+            )
+        await asyncio.wait_for(blocked, 30)
+    finally:
+        await holder.close()
+    assert (await _receipt(db, event))[0] == "applied"
 
 
 async def test_an_asset_stored_behind_the_stripes_fails_the_batch_and_its_retry_decides(

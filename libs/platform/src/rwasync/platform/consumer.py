@@ -26,6 +26,7 @@ from rwasync.platform.metrics import (
     EVENTS_DEAD_LETTERED,
     MESSAGE_EVENTS,
     TRANSIENT_RETRIES,
+    observe_each,
     sample_queue_depths,
 )
 from rwasync.platform.metrics import MESSAGES_CONSUMED as MESSAGES
@@ -148,9 +149,11 @@ class EventConsumer(Generic[E]):
                 return
         await self._ack(message)
         MESSAGES.labels(queue, "acked").inc()
-        now, lag = datetime.now(UTC), EVENT_LAG.labels(queue)
-        for event in events:
-            lag.observe(max(0.0, (now - event.accepted_at).total_seconds()))
+        now = datetime.now(UTC)
+        observe_each(
+            EVENT_LAG.labels(queue),
+            [max(0.0, (now - event.accepted_at).total_seconds()) for event in events],
+        )
         log.info("message handled", events=len(events), **_message_fields(events))
         if len(events) > 1 and log.bind().is_enabled_for(logging.DEBUG):
             # A batch's line cannot name every asset; at DEBUG each event gets its own (checked

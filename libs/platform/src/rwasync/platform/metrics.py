@@ -8,7 +8,9 @@ that counts them, named with the same `rwasync_` prefix and unit suffixes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final
 
 import structlog
@@ -83,6 +85,22 @@ QUEUE_MESSAGES = Gauge("rwasync_queue_messages", "Messages ready in a queue", ["
 QUEUE_CONSUMERS = Gauge("rwasync_queue_consumers", "Consumers attached to a queue", ["queue"])
 
 QueueDepths = Callable[[Sequence[str]], Awaitable[dict[str, tuple[int, int]]]]
+
+
+def observe_each(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """`histogram.observe(amount)` for each amount (a labelled child, no exemplars), leaving the
+    same state: one increment per bucket instead of one per amount (a consumer observes every
+    event of a batch of hundreds: ~1.5 µs each). The sum is added to in the same order, so it
+    is the same float. Reads the pinned prometheus-client's fields; `tests/unit/platform/
+    test_metrics.py` holds the two equal, so an upgrade that moves them fails there."""
+    buckets: Tally[int] = Tally()
+    total = histogram._sum.get()
+    for amount in amounts:
+        total += amount
+        buckets[bisect_left(histogram._upper_bounds, amount)] += 1  # the first bound >= amount
+    histogram._sum.set(total)
+    for index, count in buckets.items():
+        histogram._buckets[index].inc(count)
 
 
 async def sample_queue_depths(

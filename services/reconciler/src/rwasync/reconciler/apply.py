@@ -192,21 +192,30 @@ class AssetApplier:
         staged = _incoming(*newest_per_asset(plain)) if plain else []
         models = {id(e): _folded_model(e) for e in changes if asset_key(e) in patched}
         stripe_keys = [_stripe_key(k) for k in keys]
-        async with self._db.connection() as conn, conn.transaction():
-            # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
-            # Postgres' shared lock table; and the change feed's horizon is read off them.
-            await lock_stripes(conn, stripe_keys, LockSpace.ASSETS, ASSET_LOCK_STRIPES)
-            outcomes, deferred = (
-                await self._merge(conn, staged) if staged else (Tally[tuple[str, str]](), set())
-            )
-            folding = patched | deferred
-            folded = [
-                models.get(id(e)) or _folded_model(e) for e in changes if asset_key(e) in folding
-            ]
-            if folded:
-                decisions = await apply_folded(conn, folded)
-                await receipts.record_decisions(conn, decisions)
-                outcomes.update((d.type, str(d.status)) for d in decisions)
+        async with self._db.connection() as conn:
+            if staged:
+                # The staging table, before the transaction: a round trip fewer under the
+                # stripes (other batches wait on them through every one of this process's round
+                # trips), and the connection's first batch, which creates it (a catalog write),
+                # still gets its transaction id only under its stripes.
+                await conn.execute(queries.CREATE_INCOMING)
+            async with conn.transaction():
+                # Stripes, not one lock per asset: a batch of thousands of keys must not exhaust
+                # Postgres' shared lock table; and the change feed's horizon is read off them.
+                await lock_stripes(conn, stripe_keys, LockSpace.ASSETS, ASSET_LOCK_STRIPES)
+                outcomes, deferred = (
+                    await self._merge(conn, staged) if staged else (Tally[tuple[str, str]](), set())
+                )
+                folding = patched | deferred
+                folded = [
+                    models.get(id(e)) or _folded_model(e)
+                    for e in changes
+                    if asset_key(e) in folding
+                ]
+                if folded:
+                    decisions = await apply_folded(conn, folded)
+                    await receipts.record_decisions(conn, decisions)
+                    outcomes.update((d.type, str(d.status)) for d in decisions)
         for (kind, status), count in outcomes.items():
             EVENTS_DECIDED.labels(kind, status).inc(count)
         log.debug("asset events applied", events=len(changes), folded=len(folded))
@@ -214,10 +223,10 @@ class AssetApplier:
     async def _merge(
         self, conn: asyncpg.Connection, staged: list[tuple[Any, ...]]
     ) -> tuple[Tally[tuple[str, str]], set[AssetKey]]:
-        """The plain path: stage with COPY (`_incoming`'s rows), then one statement merges,
-        records the receipts and the change entries. Returns how many events of each type ended
-        how, and the assets that turned out to keep patches (left for the folding path)."""
-        await conn.execute(queries.CREATE_INCOMING)
+        """The plain path: stage with COPY (`_incoming`'s rows) into the table `CREATE_INCOMING`
+        made, then one statement merges, records the receipts and the change entries. Returns
+        how many events of each type ended how, and the assets that turned out to keep patches
+        (left for the folding path)."""
         await conn.copy_records_to_table(
             "incoming_asset_events", records=staged, columns=queries.INCOMING_COLUMNS
         )
