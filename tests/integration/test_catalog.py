@@ -116,6 +116,7 @@ async def test_a_batch_waiting_for_its_stripes_has_no_transaction_id_yet(
                     "SELECT a.backend_xid::text AS xid FROM pg_locks l"
                     " JOIN pg_stat_activity a ON a.pid = l.pid"
                     " WHERE l.locktype = 'advisory' AND NOT l.granted"
+                    " AND a.datname = current_database()"  # pg_locks is the whole server's
                 ),
                 lambda row: row is not None,
                 interval=0.02,
