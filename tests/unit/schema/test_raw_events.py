@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -56,22 +57,27 @@ def outcome(body: bytes) -> tuple[list[AnyEvent] | None, str | None]:
         return None, str(exc)
 
 
-def assert_decoded_alike(body: bytes) -> bool:
-    """The raw decoder ends as the models do; returns whether it decoded the message raw."""
+def decoded_alike(
+    body: bytes, decode: Callable[[bytes], Sequence[Any]], raw_types: tuple[type, ...]
+) -> list[tuple[Any, AnyEvent]] | None:
+    """`decode` ends as the models do on `body`: the same refusal and reason, or the same events
+    with the same envelopes. Returns each event `decode` built raw beside the models' event, or
+    None when it refused or left the message to the models."""
     expected, reason = outcome(body)
     try:
-        got = decode_asset_message(body)
+        got = decode(body)
     except MalformedMessage as exc:
         assert (None, str(exc)) == (expected, reason)
-        return False
+        return None
     assert reason is None and expected is not None
     assert len(got) == len(expected)
-    raw = [isinstance(e, RawAssetUpserted | RawAssetPatched | RawAssetDeleted) for e in got]
+    raw = [isinstance(e, raw_types) for e in got]
     assert all(raw) or not any(raw), "a message is decoded raw whole, or by the models whole"
     if not any(raw):
         assert repr(got) == repr(expected)  # the models' path itself (repr: NaN equals NaN)
-        return False
-    for event, model in zip(got, expected, strict=True):
+        return None
+    pairs = list(zip(got, expected, strict=True))
+    for event, model in pairs:
         assert event_model(event) == model
         assert event.type == model.type
         for name in ("event_id", "provider_id", "asset_id", "source", "trace_id"):
@@ -79,6 +85,15 @@ def assert_decoded_alike(body: bytes) -> bool:
         for name in ("updated_at", "accepted_at", "received_at"):
             mine, theirs = getattr(event, name), getattr(model, name)
             assert (mine, mine.utcoffset()) == (theirs, theirs.utcoffset())
+    return pairs
+
+
+def assert_decoded_alike(body: bytes) -> bool:
+    """The raw decoder ends as the models do; returns whether it decoded the message raw."""
+    pairs = decoded_alike(
+        body, decode_asset_message, (RawAssetUpserted, RawAssetPatched, RawAssetDeleted)
+    )
+    for event, model in pairs or []:
         if isinstance(event, RawAssetUpserted):
             assert isinstance(model, AssetUpserted)
             document = model.payload.document
@@ -90,7 +105,7 @@ def assert_decoded_alike(body: bytes) -> bool:
         if isinstance(event, RawAssetPatched):
             assert isinstance(model, AssetPatched)
             assert DOCUMENT.validate_json(event.payload.patch_json) == model.payload.patch
-    return all(raw)
+    return pairs is not None
 
 
 # --- valid messages ----------------------------------------------------------------------------
