@@ -211,8 +211,12 @@ def decode_asset_message(body: bytes) -> list[ConsumedEvent]:
         return list(decode_message(body).events)
 
 
-def _decoded(event: _WireUpserted | _WirePatched | _WireDeleted) -> RawAssetEvent:
-    envelope = (
+# `_Decoded`'s fields, in its order: what every raw event takes before its payload.
+_Envelope = tuple[uuid.UUID, str, str, EventSource, datetime, datetime, datetime, str, int]
+
+
+def _envelope(event: _WireEnvelope) -> _Envelope:
+    return (
         event.event_id,
         event.provider_id,
         event.asset_id,
@@ -223,6 +227,10 @@ def _decoded(event: _WireUpserted | _WirePatched | _WireDeleted) -> RawAssetEven
         event.trace_id,
         event.schema_version,
     )
+
+
+def _decoded(event: _WireUpserted | _WirePatched | _WireDeleted) -> RawAssetEvent:
+    envelope = _envelope(event)
     if isinstance(event, _WireUpserted):
         payload = event.payload
         head = _HEAD_DECODER.decode(payload.document)
@@ -315,15 +323,7 @@ def decode_price_message(body: bytes) -> list[RawPriceUpdated] | list[AnyEvent]:
 def _price(event: _WirePrice) -> RawPriceUpdated:
     payload = event.payload
     return RawPriceUpdated(
-        event.event_id,
-        event.provider_id,
-        event.asset_id,
-        event.source,
-        _timestamp(event.updated_at),
-        _timestamp(event.accepted_at),
-        _timestamp(event.received_at),
-        event.trace_id,
-        event.schema_version,
+        *_envelope(event),
         RawPricePayload(_amount(payload.amount), payload.currency, _timestamp(payload.as_of)),
     )
 
