@@ -139,13 +139,14 @@ def excluded(case: schemathesis.Case) -> list[Any]:
 
 
 def strip_reserved(case: schemathesis.Case, target: Target) -> None:
-    if case.headers:
-        for name in target.reserved:
-            case.headers.pop(name, None)
-        # The credentials sent are the case's own: schemathesis judges a negative case by the
-        # headers it holds, and one whose only invalid part was a credential it generated (now
-        # replaced) would otherwise count as "schema-violating request accepted".
-        case.headers.update(target.headers_for(case.operation))
+    # The credentials sent are the case's own, also when it was generated without any header:
+    # schemathesis judges a negative case by the headers it holds, and one whose only invalid
+    # part was a credential it generated or left out (the test's are sent either way) would
+    # otherwise count as "schema-violating request accepted".
+    headers = {
+        name: value for name, value in (case.headers or {}).items() if name not in target.reserved
+    }
+    case.headers = {**headers, **target.headers_for(case.operation)}
     if case.query and case.operation.path == "/v1/prices/stream":
         case.query.pop("access_token", None)
     if isinstance(case.body, dict) and isinstance(case.body.get("url"), str):
