@@ -113,15 +113,29 @@ MEDIA_KINDS: Final[tuple[str, ...]] = get_args(MediaKind)
 
 ASSET_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]+$"
 PATTERN_MESSAGES[ASSET_ID_PATTERN] = "may contain only letters, digits, '.', '_', ':' and '-'"
+ASSET_ID_MAX_LENGTH: Final = 128
+# The whole id rule as one pattern (`fullmatch`), for checks made outside the models.
+ASSET_ID: Final = re.compile(rf"[A-Za-z0-9._:-]{{1,{ASSET_ID_MAX_LENGTH}}}")
+NAME_MAX_LENGTH: Final = 300
+DESCRIPTION_MAX_LENGTH: Final = 20_000
+REGION_MAX_LENGTH: Final = 100
 
 AssetId = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=ASSET_ID_PATTERN)
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=ASSET_ID_MAX_LENGTH, pattern=ASSET_ID_PATTERN),
 ]
 AssetName = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=300, pattern=NO_NUL_PATTERN)
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NO_NUL_PATTERN),
 ]
-Description = Annotated[str, Strict(), StringConstraints(max_length=20_000, pattern=NO_NUL_PATTERN)]
-Region = Annotated[str, Strict(), StringConstraints(max_length=100, pattern=NO_NUL_PATTERN)]
+Description = Annotated[
+    str, Strict(), StringConstraints(max_length=DESCRIPTION_MAX_LENGTH, pattern=NO_NUL_PATTERN)
+]
+Region = Annotated[
+    str, Strict(), StringConstraints(max_length=REGION_MAX_LENGTH, pattern=NO_NUL_PATTERN)
+]
 
 
 def _printable(value: str) -> str:
@@ -161,8 +175,16 @@ Longitude = Annotated[Decimal, Field(ge=-180, le=180), AS_DECIMAL, DECIMAL_AS_TE
 Fraction = Annotated[Decimal, Field(ge=0, le=1), AS_DECIMAL, DECIMAL_AS_TEXT]
 
 
+YEAR_BUILT_MIN: Final = 1600
+
+
+def latest_year_built(now: datetime) -> int:
+    """The latest `year_built` accepted at the clock `now`: next year + 5."""
+    return now.astimezone(UTC).year + 1 + 5
+
+
 def _not_too_new(year: int, info: ValidationInfo) -> int:
-    latest = validation_now(info).astimezone(UTC).year + 1 + 5
+    latest = latest_year_built(validation_now(info))
     if year > latest:
         raise invalid("year_built", f"must be at most {latest} (next year + 5)")
     return year
@@ -170,7 +192,7 @@ def _not_too_new(year: int, info: ValidationInfo) -> int:
 
 YearBuilt = Annotated[
     int,
-    Field(ge=1600, description="1600 to next year + 5"),
+    Field(ge=YEAR_BUILT_MIN, description=f"{YEAR_BUILT_MIN} to next year + 5"),
     AS_INTEGER,
     AfterValidator(_not_too_new),
 ]

@@ -13,6 +13,9 @@ The fast path only ever accepts. Whatever it does not recognise or cannot vouch 
 that is invalid included, raises `_Declined` and goes to `parse_asset` unchanged, so errors keep
 their pointers and messages. A differential test holds the two paths equal
 (tests/unit/schema/test_valid_asset.py).
+
+Sections: the result and the entry points; the rules, each returning the normalised value; the
+document's parts and the document itself, in the model's field order.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -29,16 +32,22 @@ import orjson
 from pydantic_core import PydanticCustomError
 
 from rwasync.schema.asset import (
+    ASSET_ID,
     ASSET_STATUSES,
+    DESCRIPTION_MAX_LENGTH,
     MAX_ITEMS,
     MEDIA_KINDS,
+    NAME_MAX_LENGTH,
     NORMALIZED_OPTIONS,
     PROPERTY_TYPES,
+    REGION_MAX_LENGTH,
+    YEAR_BUILT_MIN,
     Asset,
     attribute_json,
     attribute_value,
     canonical_json,
     https_url,
+    latest_year_built,
     normalized_canonical,
     parse_asset,
 )
@@ -55,6 +64,8 @@ from rwasync.schema.fields import (
 )
 from rwasync.schema.jsonsafe import MalformedJSON, parse_decimal
 from rwasync.schema.timestamps import timestamp_text, too_far_ahead
+
+# --- the result and the entry points -----------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +143,6 @@ class _Declined(Exception):
 
 # --- the rules, each returning the normalised value ---------------------------------------------
 
-_ASSET_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
 
 def _text(value: Any, limit: int = MAX_TEXT_LENGTH) -> str:
     if type(value) is not str or len(value) > limit or "\x00" in value:
@@ -142,7 +151,7 @@ def _text(value: Any, limit: int = MAX_TEXT_LENGTH) -> str:
 
 
 def _region(value: Any) -> str:
-    return _text(value, 100)
+    return _text(value, REGION_MAX_LENGTH)
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
@@ -228,6 +237,8 @@ def _fields(value: Any, rules: Mapping[str, Callable[[Any], Any]]) -> dict[str, 
             normalized[name] = rule(item)
     return normalized
 
+
+# --- the document's parts, and the document ----------------------------------------------------
 
 _ADDRESS_RULES: Final = {
     "line1": _text,
@@ -364,10 +375,10 @@ def _common_shape(data: Any, now: datetime) -> ValidAsset:
     if type(data) is not dict or not data.keys() <= _ASSET_FIELDS:
         raise _Declined
     asset_id = data.get("id")
-    if type(asset_id) is not str or _ASSET_ID.fullmatch(asset_id) is None:
+    if type(asset_id) is not str or ASSET_ID.fullmatch(asset_id) is None:
         raise _Declined
     updated_at = _timestamp(data.get("updated_at"), now)
-    name = _text(data.get("name"), 300)
+    name = _text(data.get("name"), NAME_MAX_LENGTH)
     if not name:
         raise _Declined
     document: dict[str, Any] = {
@@ -378,7 +389,7 @@ def _common_shape(data: Any, now: datetime) -> ValidAsset:
     }
     optional = data.get
     if (description := optional("description")) is not None:
-        document["description"] = _text(description, 20_000)
+        document["description"] = _text(description, DESCRIPTION_MAX_LENGTH)
     if (property_type := optional("property_type")) is not None:
         document["property_type"] = _property_type(property_type)
     if (address := optional("address")) is not None:
@@ -399,7 +410,7 @@ def _common_shape(data: Any, now: datetime) -> ValidAsset:
     if (area := optional("area")) is not None:
         document["area"] = _area(area)
     if (year_built := optional("year_built")) is not None:
-        document["year_built"] = _integer(year_built, 1600, now.astimezone(UTC).year + 1 + 5)
+        document["year_built"] = _integer(year_built, YEAR_BUILT_MIN, latest_year_built(now))
     if (media := optional("media")) is not None:
         document["media"] = _media(media)
     if (attributes := optional("attributes")) is not None:

@@ -14,12 +14,12 @@ from pydantic import StringConstraints
 from rwasync.ingest_api.acceptance import AcceptanceClock, AcceptedEvent, EventPublisher
 from rwasync.ingest_api.bodies import JSON, BodyLimits
 from rwasync.ingest_api.callers import TENANT_HEADER, Call, Callers
-from rwasync.ingest_api.documents import ASSET_ID
 from rwasync.ingest_api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from rwasync.ingest_api.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
 from rwasync.platform.db import Database
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Param
+from rwasync.schema.asset import ASSET_ID
 from rwasync.schema.events import EventSource
 
 # Security schemes of the provider API (see `ApiRegistry.security_schemes` in app.py).

@@ -4,7 +4,6 @@ Each raises `AssetInvalid` listing every problem with its JSON pointer."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,12 +12,11 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel
 
 from rwasync.ingest_api.models import AssetBatch, Deletion, PriceBatch, PriceItem
+from rwasync.schema.asset import ASSET_ID
 from rwasync.schema.errors import AssetInvalid, FieldError
 from rwasync.schema.fields import validate_contract, validate_each
 from rwasync.schema.valid_asset import ValidAsset, validate_asset
 
-# The asset id rule of the document (docs/api.md): checked on the path too, before any look-up.
-ASSET_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 ASSET_ID_RULE: Final = "must be 1-128 characters of letters, digits, '.', '_', ':' and '-'"
 
 Envelope = TypeVar("Envelope", bound=BaseModel)
