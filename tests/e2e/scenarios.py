@@ -47,7 +47,7 @@ from tests.support.ledger import (
     check_tenant_walls,
 )
 from tests.support.system import System
-from tests.support.waiting import eventually, get_status
+from tests.support.waiting import eventually
 
 
 @contextlib.asynccontextmanager
@@ -370,10 +370,20 @@ _background: set[asyncio.Task[None]] = set()
 
 
 async def ready(url: str, timeout: float = 60) -> None:
+    """Wait for `url`'s /readyz to answer 200; on failure, the last answer's checks say which
+    dependency the service found missing."""
+
+    async def probe(http: aiohttp.ClientSession) -> tuple[int, str]:
+        try:
+            async with http.get(url + "/readyz") as response:
+                return response.status, await response.text()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return 0, repr(exc)
+
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
         await eventually(
-            lambda: get_status(http, url + "/readyz"),
-            lambda status: status == 200,
+            lambda: probe(http),
+            lambda answer: answer[0] == 200,
             timeout=timeout,
             interval=0.2,
             what=f"{url} ready",

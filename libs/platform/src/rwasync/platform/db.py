@@ -199,6 +199,11 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        # The readiness check's own connection, opened on the first check and again after one
+        # failed: a pool busy with a backlog (every connection applying or queued on a lock)
+        # must not make the database look away.
+        self._ping_conn: asyncpg.Connection | None = None
+        self._ping_lock = asyncio.Lock()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -230,18 +235,40 @@ class Database:
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
+        async with self._ping_lock:
+            self._drop_ping_connection()
         if self._pool is not None:
             await asyncio.wait_for(self._pool.close(), 10)
 
     async def ping(self, timeout: float = 2.0) -> bool:
+        """Whether the database answers `SELECT 1` within `timeout` seconds, asked on a
+        connection of the check's own, never one queued behind the pool's work. False until the
+        pool exists (the service cannot work before)."""
         if self._pool is None:
             return False
-        try:
-            async with asyncio.timeout(timeout):
-                await self._pool.fetchval("SELECT 1")
-            return True
-        except Exception:
-            return False
+        async with self._ping_lock:
+            try:
+                async with asyncio.timeout(timeout):
+                    if self._ping_conn is not None:
+                        try:
+                            await self._ping_conn.fetchval("SELECT 1")
+                            return True
+                        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                            self._drop_ping_connection()  # reset or closed: once more, anew
+                    self._ping_conn = await asyncpg.connect(
+                        self._dsn, server_settings=SERVER_SETTINGS
+                    )
+                    await self._ping_conn.fetchval("SELECT 1")
+                return True
+            except Exception:
+                self._drop_ping_connection()
+                return False
+
+    def _drop_ping_connection(self) -> None:
+        """Forget the check's connection, closing its socket without a goodbye (it may hang)."""
+        if self._ping_conn is not None:
+            self._ping_conn.terminate()
+            self._ping_conn = None
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:

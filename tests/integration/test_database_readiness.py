@@ -1,0 +1,99 @@
+"""`Database.ping`, the readiness check: whether the database answers, asked on a connection of
+its own, so that a pool busy with a backlog is not mistaken for a database that went away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from yarl import URL
+
+from rwasync.platform.db import Database
+from tests.support.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def _proxied(database_url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
+    target = URL(database_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    try:
+        yield proxy, str(target.with_port(proxy.port))
+    finally:
+        await proxy.cut()
+
+
+@contextlib.asynccontextmanager
+async def _database(url: str, *, max_size: int) -> AsyncIterator[Database]:
+    database = Database(url, min_size=1, max_size=max_size)
+    database.start()
+    await database.wait_connected(timeout=30)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def test_a_pool_busy_with_work_still_reports_the_database_ready(database_url: str) -> None:
+    """Every pooled connection held (applying, or queued on a lock): the check still answers
+    at once. Before, it queued for a pooled connection and timed out: a reconciler working
+    through a backlog said it was not ready for as long as the backlog lasted."""
+    async with _database(database_url, max_size=2) as db:
+        held = [await db.pool.acquire() for _ in range(2)]
+        try:
+            started = time.monotonic()
+            assert await db.ping(timeout=2.0)
+            assert time.monotonic() - started < 1.5
+            assert db.pool.get_idle_size() == 0  # the check took no pooled connection
+        finally:
+            for conn in held:
+                await db.pool.release(conn)
+
+
+async def test_the_check_notices_a_database_that_stops_answering_and_its_return(
+    database_url: str,
+) -> None:
+    async with _proxied(database_url) as (proxy, url), _database(url, max_size=2) as db:
+        assert await db.ping()
+        proxy.pause()  # connections stay open; nothing comes back
+        assert not await db.ping(timeout=0.5)
+        proxy.resume()
+        assert await db.ping()
+        proxy.reset()  # the check's connection is reset: it opens another
+        assert await db.ping()
+        await proxy.cut()
+        assert not await db.ping(timeout=0.5)
+        await proxy.restore()
+        assert await db.ping()
+
+
+async def test_the_check_keeps_one_connection_and_closes_it_with_the_pool(
+    database_url: str,
+) -> None:
+    async def backends(query: str | None = None) -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND ($1::text IS NULL OR query = $1)",
+                query,
+            )
+            return count
+        finally:
+            await conn.close()
+
+    async with _database(database_url, max_size=2) as db:
+        for _ in range(5):
+            assert await db.ping()
+        assert await backends("SELECT 1") == 1
+    for _ in range(50):  # a terminated socket's backend ends a moment later
+        if await backends() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await backends() == 0
