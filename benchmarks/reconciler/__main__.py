@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.reconciler [--events 100000] [--per-message 500]
                                               [--replicas 3] [--skip-replicas]
-                                              [--prefetch N] [--shares N] [--profile FILE]
+                                              [--prefetch N] [--shares N] [--applies-at-once N]
+                                              [--profile FILE]
 
 On a scratch database and vhost of its own:
 1. raw limit: a plain asyncpg COPY of the events' rows into a staging table plus one guarded
@@ -327,12 +328,18 @@ def main() -> None:
         type=int,
         help="RWASYNC_RECONCILER_APPLY_SHARES (default: the service's own)",
     )
+    parser.add_argument(
+        "--applies-at-once",
+        type=int,
+        help="RWASYNC_RECONCILER_APPLIES_AT_ONCE (default: the service's own)",
+    )
     args = parser.parse_args()
     settings = {
         name: str(value)
         for name, value in (
             ("RWASYNC_RECONCILER_PREFETCH", args.prefetch),
             ("RWASYNC_RECONCILER_APPLY_SHARES", args.shares),
+            ("RWASYNC_RECONCILER_APPLIES_AT_ONCE", args.applies_at_once),
         )
         if value is not None
     }

@@ -133,6 +133,51 @@ async def test_poison_event_is_dead_lettered_alone_and_the_rest_applied(
     assert await _drain(vhost_amqp_url, topology.RECONCILER_QUEUE, 1, timeout=0.5) == []
 
 
+class _SlowApplier(_PoisonSensitiveApplier):
+    """Takes a while per apply, like one over a slow link to the database; records each apply."""
+
+    def __init__(self, poison: set[str]) -> None:
+        super().__init__(poison)
+        self.applies: list[list[str]] = []
+
+    async def apply(self, events: Sequence[Event]) -> None:
+        self.applies.append([e.asset_id for e in events])
+        await asyncio.sleep(0.05)
+        await super().apply(events)
+
+
+async def test_a_backlog_of_small_messages_is_applied_in_groups_and_a_poison_one_fails_alone(
+    broker: Broker, vhost_amqp_url: str
+) -> None:
+    """Forty single-event messages wait behind one apply at a time: they are applied many per
+    apply; an event two messages carry is applied once; the poison message's group is applied
+    again message by message, so only the poison event is dead-lettered."""
+    events = [upserted("prv_x", f"a{i}", at(i)) for i in range(40)]
+    applier = _SlowApplier({"a17"})
+    consumer = EventConsumer(broker, topology.RECONCILER_QUEUE, applier, prefetch=64, concurrency=1)
+    await asyncio.gather(
+        *(
+            broker.publish(topology.ASSETS_EXCHANGE, "asset.upserted", message_for([e]))
+            # events[20] a second time, as a publisher's retry would
+            for e in [*events[:21], events[20], *events[21:]]
+        )
+    )
+    consumer.start()
+    dead = await _drain(vhost_amqp_url, topology.dead_letter_queue(topology.RECONCILER_QUEUE), 1)
+    for _ in range(100):
+        if len(set(applier.applied)) >= 39:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+    assert set(applier.applied) == {f"a{i}" for i in range(40) if i != 17}
+    assert [m.message_id for m in dead] == [str(events[17].event_id)]
+    # Grouped: far fewer applies than messages (the poison's group was applied again alone).
+    grouped = [apply for apply in applier.applies if len(apply) > 1]
+    assert grouped and len(applier.applies) < 41
+    assert all(len(set(apply)) == len(apply) for apply in applier.applies)
+    assert await _drain(vhost_amqp_url, topology.RECONCILER_QUEUE, 1, timeout=0.5) == []
+
+
 async def test_malformed_message_is_dead_lettered(broker: Broker, vhost_amqp_url: str) -> None:
     applier = _PoisonSensitiveApplier(set())
     consumer = EventConsumer(broker, topology.RECONCILER_QUEUE, applier)

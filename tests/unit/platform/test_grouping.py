@@ -58,3 +58,34 @@ async def test_a_failed_flush_reaches_its_submitters_only() -> None:
     group = GroupCommit(recorder.flush, max_items=1)
     outcomes = await asyncio.gather(*(group.submit([n]) for n in range(10)), return_exceptions=True)
     assert [n for n, outcome in enumerate(outcomes) if isinstance(outcome, Exception)] == [7]
+
+
+async def test_a_group_failing_on_one_poison_submission_is_flushed_again_one_by_one() -> None:
+    """With `alone_after`, a failure that may be one submission's own does not fail the
+    others: each is flushed again alone, and only the poison one gets the error."""
+    recorder = Recorder(fail_on=7)
+    group = GroupCommit(recorder.flush, alone_after=lambda exc: isinstance(exc, RuntimeError))
+    first = asyncio.create_task(group.submit([0]))
+    await asyncio.sleep(0.001)  # the rest arrive during the first flush: they share the next
+    outcomes = await asyncio.gather(
+        first, *(group.submit([n, n + 100]) for n in range(1, 10)), return_exceptions=True
+    )
+    assert [n for n, outcome in enumerate(outcomes) if isinstance(outcome, Exception)] == [7]
+    grouped = [n for pair in ([n, n + 100] for n in range(1, 10)) for n in pair]
+    assert recorder.flushes == [[0], grouped, *([n, n + 100] for n in range(1, 10))]
+
+
+async def test_a_failure_alone_after_rejects_reaches_every_submitter_of_the_group() -> None:
+    """A failure `alone_after` turns down (a transient one: every submitter retries) is not
+    flushed again one by one."""
+    recorder = Recorder(fail_on=7)
+    group = GroupCommit(recorder.flush, alone_after=lambda exc: False)
+    first = asyncio.create_task(group.submit([0]))
+    await asyncio.sleep(0.001)
+    outcomes = await asyncio.gather(
+        first, *(group.submit([n]) for n in range(1, 10)), return_exceptions=True
+    )
+    assert [n for n, outcome in enumerate(outcomes) if isinstance(outcome, Exception)] == list(
+        range(1, 10)
+    )
+    assert len(recorder.flushes) == 2

@@ -1,6 +1,11 @@
 """Consuming event messages: apply, then ack; retry transient failures in place; split a batch
 that cannot be applied until each poison event is dead-lettered alone with its reason.
 
+Small messages that wait for a free apply are applied together (group commit): behind a backlog
+of single-event messages, one transaction then carries many, instead of each paying the database's
+round trips alone. A message whose events cannot be applied fails only itself: its group is
+applied again message by message.
+
 A message is acked only after its events were committed (or dead-lettered with a confirm), so a
 crash anywhere leads to redelivery, which the appliers' version guards make harmless.
 """
@@ -12,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Final, Generic, Protocol, TypeVar, cast
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -20,6 +25,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from rwasync.platform import tracing
 from rwasync.platform.broker import Broker, field_table
 from rwasync.platform.db import is_transient
+from rwasync.platform.grouping import GroupCommit
 from rwasync.platform.metrics import (
     APPLY_SECONDS,
     EVENT_LAG,
@@ -56,6 +62,10 @@ class Applier(Protocol[E_contra]):
         """Record on the events' receipts why they were dead-lettered (best effort)."""
 
 
+# At most this many events in one grouped apply: a message this large or larger is applied alone.
+GROUP_EVENTS: Final = 250
+
+
 class EventConsumer(Generic[E]):
     def __init__(
         self,
@@ -65,12 +75,21 @@ class EventConsumer(Generic[E]):
         *,
         prefetch: int = 32,
         decoder: MessageDecoder[E] | None = None,
+        concurrency: int = 10,
     ) -> None:
-        """`decoder`: how messages become the applier's events (by default, the models)."""
+        """`decoder`: how messages become the applier's events (by default, the models).
+        `concurrency`: applies under way at once (the database pool's size); messages that
+        arrive while all are busy wait and are applied together, up to GROUP_EVENTS events."""
         self._broker = broker
         self._queue_name = queue
         self._applier = applier
         self._prefetch = prefetch
+        self._group = GroupCommit(
+            self._apply_together,
+            max_items=GROUP_EVENTS,
+            max_concurrent=concurrency,
+            alone_after=lambda exc: not is_transient(exc),
+        )
         # Without a decoder of its own, the applier takes the models (`Applier[Event]`).
         self._decoder = decoder or cast(MessageDecoder[E], MODEL_DECODER)
         self._channel: AbstractChannel | None = None
@@ -188,11 +207,17 @@ class EventConsumer(Generic[E]):
                 on_retry=lambda _: TRANSIENT_RETRIES.labels(self._queue_name).inc(),
             ):
                 with attempt:
-                    await self._applier.apply(events)
+                    await self._group.submit(events)
         except Exception as exc:
             if is_transient(exc) and self._stopping:
                 raise _Stopping from exc
             raise
+
+    async def _apply_together(self, events: list[E]) -> None:
+        """One apply of the events of the messages grouped; an event that two messages carry
+        (a publisher's retry) once."""
+        unique = {e.event_id: e for e in events}
+        await self._applier.apply(events if len(unique) == len(events) else list(unique.values()))
 
     async def _dead_letter(self, events: Sequence[E], reason: str, deliveries: int) -> None:
         headers = self._dead_letter_headers(reason, provider_id=events[0].provider_id)

@@ -15,7 +15,9 @@ T = TypeVar("T")
 class GroupCommit(Generic[T]):
     """Runs `flush` over the items of whole submissions taken together: at most `max_items` per
     flush (a larger submission goes alone, never split) and at most `max_concurrent` flushes
-    under way at once. Each submitter gets what its flush raised."""
+    under way at once. Each submitter gets what its flush raised, unless `alone_after(exc)`
+    says the failure may be one submission's own (a poison item): then each submission of the
+    group is flushed again alone, and gets its own outcome."""
 
     def __init__(
         self,
@@ -23,12 +25,14 @@ class GroupCommit(Generic[T]):
         *,
         max_items: int | None = None,
         max_concurrent: int = 1,
+        alone_after: Callable[[Exception], bool] | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self._flush = flush
         self._max_items = max_items
         self._max_concurrent = max_concurrent
+        self._alone_after = alone_after
         self._waiting: deque[tuple[Sequence[T], asyncio.Future[None]]] = deque()
         self._flushers: set[asyncio.Task[None]] = set()
 
@@ -67,6 +71,10 @@ class GroupCommit(Generic[T]):
         try:
             await self._flush([item for items, _ in group for item in items])
         except Exception as exc:  # handed to every submitter, which logs it in context
+            if len(group) > 1 and self._alone_after is not None and self._alone_after(exc):
+                for submission in group:
+                    await self._flush_group([submission])
+                return
             for _, done in group:
                 if not done.done():
                     done.set_exception(exc)

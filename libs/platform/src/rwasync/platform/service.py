@@ -13,7 +13,7 @@ from rwasync.platform.broker import Broker
 from rwasync.platform.consumer import Applier, E, EventConsumer
 from rwasync.platform.db import Database
 from rwasync.platform.http import ReadinessCheck, add_health_routes, new_app
-from rwasync.platform.settings import ServiceSettings
+from rwasync.platform.settings import ConsumerSettings
 from rwasync.schema.events import MessageDecoder
 
 
@@ -66,12 +66,11 @@ class ConsumingService:
 
 
 def consuming_service(
-    settings: ServiceSettings,
+    settings: ConsumerSettings,
     *,
     name: str,
     queue: str,
     applier: Callable[[Database], Applier[E]],
-    prefetch: int,
     decoder: MessageDecoder[E] | None = None,
 ) -> ConsumingService:
     """Wire a consumer of `queue`: connections, the consumer, health routes, lifecycle.
@@ -80,7 +79,14 @@ def consuming_service(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
     broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name=name)
-    consumer = EventConsumer(broker, queue, applier(db), prefetch=prefetch, decoder=decoder)
+    consumer = EventConsumer(
+        broker,
+        queue,
+        applier(db),
+        prefetch=settings.prefetch,
+        decoder=decoder,
+        concurrency=settings.applies_at_once,
+    )
 
     async def consuming() -> tuple[str, bool]:
         return "consumer", consumer.is_consuming()

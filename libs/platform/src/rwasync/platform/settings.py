@@ -74,3 +74,16 @@ class ServiceSettings(CommonSettings):
     db_pool_max: int = 10
     # Seconds to wait for a publisher confirm before answering 503.
     publish_timeout: float = 5.0
+
+
+class ConsumerSettings(ServiceSettings):
+    """Settings of a service that consumes a work queue (the reconciler, pricing)."""
+
+    # Unacknowledged broker messages in flight per replica; each may carry many events.
+    prefetch: int = Field(64, ge=1)
+    # Applies (transactions) under way at once per replica. Messages that arrive while all are
+    # busy wait and are applied together, many per transaction (group commit): fewer at once
+    # make bigger groups, which pays when each round trip to the database is slow or when the
+    # batches contend for the same lock stripes. The reconciler's 100,000-event drain on 2 cores
+    # was fastest with 2 (18.2-19.6k events/s; 12.6-12.9k with 10).
+    applies_at_once: int = Field(2, ge=1)

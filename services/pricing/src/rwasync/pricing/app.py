@@ -56,7 +56,6 @@ def create_app(settings: PricingSettings) -> web.Application:
         name="pricing",
         queue=topology.PRICING_QUEUE,
         applier=applier,
-        prefetch=settings.prefetch,
         decoder=PRICE_QUEUE_DECODER,  # ticks as plain structs, not pydantic models
     )
     hub = ChangeHub(service.db, service.broker, poll_seconds=settings.stream_poll_seconds)

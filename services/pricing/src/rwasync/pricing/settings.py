@@ -2,14 +2,16 @@
 
 from pydantic import Field
 
-from rwasync.platform.settings import ServiceSettings, settings_config
+from rwasync.platform.settings import ConsumerSettings, settings_config
 
 
-class PricingSettings(ServiceSettings):
+class PricingSettings(ConsumerSettings):
     model_config = settings_config("RWASYNC_PRICING_")
 
     port: int = 8082
-    prefetch: int = 64
+    # Applies under way at once (see ConsumerSettings). Measured on 2 cores with 250-tick
+    # messages, pricing's Postgres spent 51 µs a tick with 10 at once and 73 with 2.
+    applies_at_once: int = Field(10, ge=1)
     # How long a reader token stays trusted in memory before it is looked up again.
     auth_cache_seconds: float = 5.0
     # Failed authentications one client may make within a minute before it gets 429.

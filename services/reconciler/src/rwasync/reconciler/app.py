@@ -25,7 +25,6 @@ def create_app(settings: ReconcilerSettings) -> web.Application:
         name="reconciler",
         queue=topology.RECONCILER_QUEUE,
         applier=lambda db: AssetApplier(db, shares=settings.apply_shares),
-        prefetch=settings.prefetch,
         decoder=ASSET_QUEUE_DECODER,  # documents stay raw JSON text
     )
     relay = ChangeRelay(

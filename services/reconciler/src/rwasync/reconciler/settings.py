@@ -2,15 +2,13 @@
 
 from pydantic import Field
 
-from rwasync.platform.settings import ServiceSettings, settings_config
+from rwasync.platform.settings import ConsumerSettings, settings_config
 
 
-class ReconcilerSettings(ServiceSettings):
+class ReconcilerSettings(ConsumerSettings):
     model_config = settings_config("RWASYNC_RECONCILER_")
 
     port: int = 8083
-    # Unacked messages in flight per replica; each may carry many events.
-    prefetch: int = 64
     # Transactions a batch of events is applied in side by side, each over its own share of the
     # asset lock stripes (`AssetApplier`): how many Postgres backends one replica keeps at work.
     apply_shares: int = Field(2, ge=1, le=128)
