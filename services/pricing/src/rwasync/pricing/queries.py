@@ -147,7 +147,7 @@ FROM decided
 # Were the locks ever bypassed, an entry inserted meanwhile would make the plain insert fail on
 # the key and the message be retried, and a latest price moved meanwhile is re-checked against
 # its guard by the update as by the upsert: never a wrong row. Postgres CPU per tick about a tenth
-# less (docs/performance.md, "Round 5" under Pricing).
+# less in pricing's harness, less end to end (docs/performance.md, "Round 5" under Pricing).
 #
 # Whether the providers have no policy is the caller's belief (a cache): `policed` checks it in
 # the statement's own snapshot — taken after the stripe locks, as the policy look-up it replaces

@@ -7,8 +7,8 @@
 -- statement's snapshot, so what it read stays true until it commits. Per tick, that is no
 -- speculative insert into history (its key probed once instead of twice, no confirmation record),
 -- no row lock before the latest price's and the receipt's updates (a WAL record each): three WAL
--- records of thirteen fewer, and Postgres CPU per tick about a tenth less (docs/performance.md,
--- "Round 5" under Pricing).
+-- records of thirteen fewer, and Postgres CPU per tick about a tenth less in pricing's harness,
+-- less end to end (docs/performance.md, "Round 5" under Pricing).
 -- The statement is rwasync.pricing.queries.APPLY_TICKS, verbatim (a test keeps the two equal;
 -- change both together, in a new migration); the locks are 0013's (the keys and order of
 -- rwasync.platform.db.lock_stripes), over the same (provider, asset) pairs. Parameters $1–$16 are
