@@ -10,8 +10,9 @@ message, their `accepted` receipts written first) are decoded as the consumer de
 the assets is a warm-up (every asset then has a latest price, as in a sustained run). It prints
 the CPU spent per tick by this process decoding, by this process applying, and by the pool's
 Postgres backend (`/proc` utime + stime).
-`--explain` also prints `EXPLAIN ANALYZE` of the apply statement on one more message: what each
-of its parts (history, latest, change log, receipts) costs. `--setup` runs statements on the
+`--explain` also prints `EXPLAIN (ANALYZE, BUFFERS, WAL)` of the apply statement on one more
+message: what each of its parts (history, latest, change log, receipts) costs, in time, buffers
+and WAL records. `--setup` runs statements on the
 scratch database first (an index dropped, a storage setting: what a part costs).
 """
 
@@ -138,8 +139,14 @@ async def explain_apply(db: Database, events: list[PriceTick]) -> None:
 
 
 async def _explain(conn: asyncpg.Connection, events: list[PriceTick]) -> None:
+    # Planned as in its function, under the function's settings (migration 0017's).
+    config = await conn.fetchval(
+        "SELECT proconfig FROM pg_proc WHERE proname = 'price_apply_tick_batch'"
+    )
+    for setting in config or ():
+        await conn.execute("SELECT set_config($1, $2, true)", *setting.split("=", 1))
     rows = await conn.fetch(
-        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + queries.APPLY_TICKS,
+        "EXPLAIN (ANALYZE, BUFFERS, WAL, COSTS OFF) " + queries.APPLY_TICKS,
         *apply_arguments(events, []),
     )
     print("\n".join(r[0] for r in rows))

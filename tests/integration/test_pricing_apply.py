@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
+import asyncpg
 import pytest
 
 from rwasync.platform.db import Database, LockSpace
@@ -169,19 +170,36 @@ async def test_the_one_round_trip_apply_locks_the_stripes_every_price_writer_loc
     assert 10 < len(expected) <= prices.LOCK_STRIPES
 
 
+async def set_apply_settings(conn: asyncpg.Connection) -> None:
+    """The settings `price_apply_tick_batch` runs its statement with, for this transaction."""
+    config = await conn.fetchval(
+        "SELECT proconfig FROM pg_proc WHERE proname = 'price_apply_tick_batch'"
+    )
+    assert config, "the function sets what its plans may do"
+    for setting in config:
+        name, value = setting.split("=", 1)
+        await conn.execute("SELECT set_config($1, $2, true)", name, value)
+
+
 async def test_the_apply_statement_probes_history_by_key_even_on_a_plan_made_when_empty(
     db: Database, provider_id: str
 ) -> None:
     """A generic plan made while the tables were small (a new database, a new connection's first
-    batches) must not scan history or the latest prices: it is kept while they grow."""
+    batches) must not scan history, the latest prices or the receipts: it is kept while they grow.
+    The statement is planned under its function's own settings (migration 0017's)."""
     ticks = [price(provider_id, f"a{i}", "1", at(i)) for i in range(5)]
     args = apply_arguments(ticks, [])
     async with db.connection() as conn, conn.transaction():
         await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await set_apply_settings(conn)
         explain = await conn.prepare("EXPLAIN (COSTS OFF) " + queries.APPLY_TICKS)
         plan = "\n".join(r[0] for r in await explain.fetch(*args))
-    assert "Seq Scan on price_history" not in plan and "Seq Scan on asset_prices" not in plan
+    for table in ("price_history", "asset_prices", "event_receipts"):
+        assert f"Seq Scan on {table}" not in plan, plan
     assert "price_history_pkey" in plan or "Index Scan using price_history" in plan
+    # Not every undecided receipt, hashed: one probe by key per tick.
+    assert "event_receipts_undecided" not in plan, plan
+    assert "Index Scan using event_receipts_pkey on event_receipts" in plan, plan
 
 
 async def test_moving_a_latest_price_leaves_its_row_on_its_page(

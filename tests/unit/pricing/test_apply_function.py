@@ -1,7 +1,7 @@
-"""`price_apply_ticks` (migration 0016) runs pricing's apply statement after the stripe locks in
-one round trip; the statement's text lives in `rwasync.pricing.queries` too (it shares the
-recording part with the checked path and the receipts' insert with rwasync.store.receipts), and
-the two must not drift apart: a change to either needs a new migration replacing the function.
+"""`price_apply_tick_batch` (migration 0017) runs pricing's apply statement after the stripe
+locks in one round trip; the statement's text lives in `rwasync.pricing.queries` too (it shares
+the recording part with the checked path and the receipts' statements with rwasync.store.receipts),
+and the two must not drift apart: a change to either needs a new migration replacing the function.
 (That it locks what every other writer of prices locks: tests/integration/test_pricing_apply.py.)"""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def squeezed(text: str) -> str:
 
 
 def function_sql() -> str:
-    return (Path(migrations.__file__).parent / "0016_a_price_apply_ticks.sql").read_text()
+    return (Path(migrations.__file__).parent / "0017_a_price_apply_tick_batch.sql").read_text()
 
 
 def test_the_function_runs_the_apply_statement_verbatim() -> None:

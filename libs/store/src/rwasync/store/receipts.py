@@ -47,6 +47,27 @@ ON CONFLICT (event_id) DO UPDATE
 """
 
 
+def decisions_update(source: str) -> str:
+    """`decisions_insert` for the receipts that are there and still `accepted` (the usual case:
+    ingest-api recorded them before the consumer got the event), as an UPDATE by key from
+    `source`, a relation aliased `u` with the same columns. Cheaper per receipt than the upsert,
+    which probes the key twice and locks the row (a WAL record) before updating it. It returns the
+    event ids it decided: the caller runs `decisions_insert` over the rest of `source` (a receipt
+    not recorded yet, or decided already), so that each event is still decided exactly once,
+    whichever of ingest-api and the consumer writes first."""
+    return f"""
+UPDATE event_receipts
+SET status = u.s, reason = u.r, latest = u.l, decided_at = now(),
+    trace_id = coalesce(event_receipts.trace_id, nullif(u.tr, ''))
+FROM {source}
+WHERE event_receipts.event_id = u.e
+  -- Not `= 'accepted'`: the planner would then read every undecided receipt through
+  -- event_receipts_undecided (however many wait) and hash them, instead of one probe per key.
+  AND event_receipts.status IS NOT DISTINCT FROM 'accepted'
+RETURNING event_receipts.event_id
+"""
+
+
 RECORD_DECISIONS = decisions_insert(
     """unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
             $8::timestamptz[], $9::text[]) AS u(e, p, a, t, s, r, l, ts, tr)"""

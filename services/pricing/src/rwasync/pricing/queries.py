@@ -18,6 +18,13 @@ from rwasync.store import receipts
 def _record_ticks(incoming: str, gate: str = "", condition: str = "true") -> str:
     """The statement's first part; `incoming` selects the ticks, `gate` adds CTEs after it and
     `condition` (over them) must hold for history to be written."""
+    return _decide_ticks(incoming, gate) + "," + _upsert_history(condition)
+
+
+def _decide_ticks(incoming: str, gate: str = "") -> str:
+    """`incoming`, `gate`'s CTEs, and `decided`: each tick with its outcome and the history entry
+    stored at its (asset, as_of), found by one primary-key probe (`stored_state` is NULL when
+    there is none)."""
     return (
         """
 WITH incoming AS ("""
@@ -46,7 +53,15 @@ decided AS (
         WHERE h.provider_id = i.provider_id AND h.asset_id = i.asset_id AND h.as_of = i.as_of
         LIMIT 1
     ) h ON true
-),
+)"""
+    )
+
+
+def _upsert_history(condition: str) -> str:
+    """`history`: the applied and duplicate ticks of `decided` for which `condition` holds,
+    upserted at their (asset, as_of), a stored entry replaced only by a later-accepted tick."""
+    return (
+        """
 history AS (
     INSERT INTO price_history AS h
         (provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
@@ -119,15 +134,27 @@ FROM decided
 # receipt (ticks superseded within the batch, $9–$13, included) and move the receipt of a held
 # tick replaced at its as_of: one round trip instead of three.
 #
-# It runs inside `price_apply_ticks` (migration 0016, which holds this text verbatim), after the
-# stripe locks: one round trip with BEGIN and COMMIT included.
+# It runs inside `price_apply_tick_batch` (migration 0017, which holds this text verbatim), after
+# the stripe locks: one round trip with BEGIN and COMMIT included. Every other writer of history
+# and latest prices holds the same locks (the checked path, the CLI), and the statement's snapshot
+# is taken after them, so what it reads of its assets stays true until it commits: it writes by
+# what it read. A tick with no stored entry at its (asset, as_of) is inserted plainly, an asset
+# whose latest price moves is updated by key, a receipt still `accepted` is updated by key; the
+# upserts of migration 0016, which probed each key again, locked each row before updating it (a
+# WAL record more per row) and confirmed each speculative insert (one more), remain only for the
+# rest: a stored entry replaced at its as_of, an asset's first price, a receipt not recorded yet
+# (ingest-api may record it after the snapshot: the upsert decides it then) or decided already.
+# Were the locks ever bypassed, an entry inserted meanwhile would make the plain insert fail on
+# the key and the message be retried, and a latest price moved meanwhile is re-checked against
+# its guard by the update as by the upsert: never a wrong row. Postgres CPU per tick about a tenth
+# less in pricing's harness, less end to end (docs/performance.md, "Round 5" under Pricing).
 #
 # Whether the providers have no policy is the caller's belief (a cache): `policed` checks it in
 # the statement's own snapshot — taken after the stripe locks, as the policy look-up it replaces
 # was — and if a provider has an active policy after all, nothing is written (every write below is
 # conditional on `policed` being empty) and the statement answers which providers have one.
 APPLY_TICKS = (
-    _record_ticks(
+    _decide_ticks(
         _VISIBLE_TICKS,
         gate="""
 policed AS (
@@ -136,41 +163,75 @@ policed AS (
       AND (max_jump IS NOT NULL OR currency_check)
 ),
 go AS (SELECT NOT EXISTS (SELECT 1 FROM policed) AS ok),""",
-        condition="(SELECT ok FROM go)",
     )
     + """,
-latest AS (
-    INSERT INTO asset_prices AS p
-        (provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, applied_at)
+recorded AS (
+    INSERT INTO price_history
+        (provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
+         state, hold_kind, hold_reason, held_at)
+    SELECT provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
+           state, hold_kind, hold_reason, CASE WHEN state = 'held' THEN now() END
+    FROM decided WHERE stored_state IS NULL AND (SELECT ok FROM go)
+),"""
+    + _upsert_history("stored_state IS NOT NULL AND (SELECT ok FROM go)")
+    + """,
+moving AS (
     SELECT DISTINCT ON (provider_id, asset_id)
-           provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, now()
+           provider_id, asset_id, amount, currency, as_of, accepted_at, event_id
     FROM decided
     WHERE (outcome = 'applied'
            OR (outcome = 'duplicate' AND stored_state IN ('visible', 'released')))
       AND (SELECT ok FROM go)
     ORDER BY provider_id, asset_id, as_of DESC, accepted_at DESC, event_id DESC
+),
+-- Each asset's latest price before this statement, one primary-key probe per asset: whether it
+-- moves, and (for the change log) whether its amount, currency or as_of change.
+prior AS (
+    SELECT m.*, o.asset_id IS NOT NULL AS priced,
+           o.amount AS prior_amount, o.currency AS prior_currency, o.as_of AS prior_as_of
+    FROM moving m
+    LEFT JOIN LATERAL (
+        SELECT p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at, p.event_id
+        FROM asset_prices p
+        WHERE p.provider_id = m.provider_id AND p.asset_id = m.asset_id
+        LIMIT 1
+    ) o ON true
+    WHERE o.asset_id IS NULL
+       OR (m.as_of, m.accepted_at, m.event_id) > (o.as_of, o.accepted_at, o.event_id)
+),
+moved AS (
+    UPDATE asset_prices p
+    SET amount = m.amount, currency = m.currency, as_of = m.as_of,
+        accepted_at = m.accepted_at, event_id = m.event_id, applied_at = now()
+    FROM prior m
+    WHERE m.priced AND p.provider_id = m.provider_id AND p.asset_id = m.asset_id
+      AND (m.as_of, m.accepted_at, m.event_id) > (p.as_of, p.accepted_at, p.event_id)
+    RETURNING p.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at,
+              p.event_id, m.priced, m.prior_amount, m.prior_currency, m.prior_as_of
+),
+added AS (
+    INSERT INTO asset_prices AS p
+        (provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, applied_at)
+    SELECT provider_id, asset_id, amount, currency, as_of, accepted_at, event_id, now()
+    FROM prior WHERE NOT priced
     ON CONFLICT (provider_id, asset_id) DO UPDATE SET
         amount = EXCLUDED.amount, currency = EXCLUDED.currency, as_of = EXCLUDED.as_of,
         accepted_at = EXCLUDED.accepted_at, event_id = EXCLUDED.event_id,
         applied_at = EXCLUDED.applied_at
     WHERE (EXCLUDED.as_of, EXCLUDED.accepted_at, EXCLUDED.event_id)
           > (p.as_of, p.accepted_at, p.event_id)
-    RETURNING p.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at, p.event_id
+    RETURNING p.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at, p.event_id,
+              false, NULL::numeric, NULL::char(3), NULL::timestamptz
 ),
--- What each moved price was before this statement (its sibling `latest` wrote asset_prices, but
--- every part of one statement reads the same snapshot), one primary-key probe per moved price.
+latest AS (SELECT * FROM moved UNION ALL SELECT * FROM added),
+-- In the order of migration 0016's log (by asset), so change ids are handed out alike.
 logged AS (
     INSERT INTO price_changes (provider_id, asset_id, amount, currency, as_of, accepted_at)
-    SELECT l.provider_id, l.asset_id, l.amount, l.currency, l.as_of, l.accepted_at
-    FROM latest l
-    LEFT JOIN LATERAL (
-        SELECT p.asset_id, p.amount, p.currency, p.as_of
-        FROM asset_prices p
-        WHERE p.provider_id = l.provider_id AND p.asset_id = l.asset_id
-        LIMIT 1
-    ) o ON true
-    WHERE o.asset_id IS NULL OR (l.amount, l.currency, l.as_of)
-                                IS DISTINCT FROM (o.amount, o.currency, o.as_of)
+    SELECT provider_id, asset_id, amount, currency, as_of, accepted_at
+    FROM latest
+    WHERE NOT priced OR (amount, currency, as_of)
+                        IS DISTINCT FROM (prior_amount, prior_currency, prior_as_of)
+    ORDER BY provider_id, asset_id
     RETURNING 1
 ),
 -- Each tick's receipt: a duplicate of a held tick takes over its hold (and its reason).
@@ -192,7 +253,10 @@ verdicts AS (
     WHERE (SELECT ok FROM go)
 ),
 receipted AS ("""
-    + receipts.decisions_insert("verdicts")
+    + receipts.decisions_update("verdicts u")
+    + """),
+unreceipted AS ("""
+    + receipts.decisions_insert("verdicts WHERE e NOT IN (SELECT event_id FROM receipted)")
     + """),
 -- The tick that now carries a stored held entry took over its hold: the one it replaced ends
 -- `stale_ignored`.
@@ -215,8 +279,8 @@ FROM (SELECT array_agg(s ORDER BY s) AS statuses, array_agg(n ORDER BY s) AS cou
 # APPLY_TICKS ($1–$16); outside a transaction block, the whole apply is one round trip.
 APPLY_PLAIN: Final = """
 SELECT policed, logged, statuses, counts
-FROM price_apply_ticks($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                       $17, $18)
+FROM price_apply_tick_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                            $16, $17, $18)
 """
 
 # --- investor reads ---------------------------------------------------------------------------
