@@ -89,3 +89,22 @@ async def test_a_failure_alone_after_rejects_reaches_every_submitter_of_the_grou
         range(1, 10)
     )
     assert len(recorder.flushes) == 2
+
+
+async def test_cancelled_while_flushing_alone_the_submitters_still_waiting_are_cancelled() -> None:
+    """Shutting down while a failed group is flushed again one by one: no submitter is left
+    waiting for a flush that will never come."""
+    recorder = Recorder(fail_on=7)
+    group = GroupCommit(recorder.flush, alone_after=lambda exc: True)
+    first = asyncio.create_task(group.submit([0]))
+    await asyncio.sleep(0.001)
+    rest = [asyncio.create_task(group.submit([n])) for n in range(1, 10)]
+    while len(recorder.flushes) < 3:  # [0], the failed group, the first alone flush under way
+        await asyncio.sleep(0.001)
+    for flusher in list(group._flushers):
+        flusher.cancel()
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(first, *rest, return_exceptions=True), timeout=2
+    )
+    assert outcomes[0] is None
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes[2:])

@@ -72,8 +72,13 @@ class GroupCommit(Generic[T]):
             await self._flush([item for items, _ in group for item in items])
         except Exception as exc:  # handed to every submitter, which logs it in context
             if len(group) > 1 and self._alone_after is not None and self._alone_after(exc):
-                for submission in group:
-                    await self._flush_group([submission])
+                for index, submission in enumerate(group):
+                    try:
+                        await self._flush_group([submission])
+                    except BaseException:  # cancelled: so are the submitters still waiting
+                        for _, done in group[index + 1 :]:
+                            done.cancel()
+                        raise
                 return
             for _, done in group:
                 if not done.done():
