@@ -78,8 +78,9 @@ class EventConsumer(Generic[E]):
         concurrency: int = 10,
     ) -> None:
         """`decoder`: how messages become the applier's events (by default, the models).
-        `concurrency`: applies under way at once (the database pool's size); messages that
-        arrive while all are busy wait and are applied together, up to GROUP_EVENTS events."""
+        `concurrency`: applies under way at once (the service's APPLIES_AT_ONCE); messages
+        that arrive while all are busy wait and are applied together, up to GROUP_EVENTS
+        events."""
         self._broker = broker
         self._queue_name = queue
         self._applier = applier
