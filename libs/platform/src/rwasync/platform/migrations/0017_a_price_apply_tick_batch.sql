@@ -3,8 +3,9 @@
 -- (asset, as_of) is inserted plainly, an asset whose latest price moves is updated by key (its
 -- prior price, read once, also decides whether the change is logged), a receipt still `accepted`
 -- is updated by key; 0016's upserts remain only for the rest (a stored entry replaced at its
--- as_of, an asset's first price, a receipt not recorded yet or decided already). Every writer of these rows holds the stripe locks this function takes before the
--- statement's snapshot, so what it read stays true until it commits. Per tick, that is no
+-- as_of, an asset's first price, a receipt not recorded yet or decided already). Every writer of
+-- these rows holds the stripe locks this function takes before the statement's snapshot, so what
+-- it read stays true until it commits. Per tick, that is no
 -- speculative insert into history (its key probed once instead of twice, no confirmation record),
 -- no row lock before the latest price's and the receipt's updates (a WAL record each): three WAL
 -- records of thirteen fewer, and Postgres CPU per tick about a tenth less in pricing's harness,
