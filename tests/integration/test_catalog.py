@@ -27,6 +27,7 @@ from rwasync.store.catalog import (
     read_changes,
 )
 from tests.support.events import at, deleted, upserted
+from tests.support.locks import stripe_waiter
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -111,17 +112,7 @@ async def test_a_batch_waiting_for_its_stripes_has_no_transaction_id_yet(
         async with holder.transaction():
             await lock_stripes(holder, [f"{provider_id}/b1"], LockSpace.ASSETS, ASSET_LOCK_STRIPES)
             blocked = asyncio.create_task(applier.apply([waiting]))
-            waiter = await eventually(
-                lambda: db.fetchrow(
-                    "SELECT a.backend_xid::text AS xid FROM pg_locks l"
-                    " JOIN pg_stat_activity a ON a.pid = l.pid"
-                    " WHERE l.locktype = 'advisory' AND NOT l.granted"
-                    " AND a.datname = current_database()"  # pg_locks is the whole server's
-                ),
-                lambda row: row is not None,
-                interval=0.02,
-                what="the batch waiting for its stripe",
-            )
+            waiter = await stripe_waiter(db)
             assert waiter["xid"] is None
             await applier.apply([later])
             page = await read_changes(db.pool, None)

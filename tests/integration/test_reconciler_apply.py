@@ -15,7 +15,7 @@ from rwasync.reconciler.apply import ASSET_LOCK_STRIPES, AssetApplier, _incoming
 from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
 from rwasync.store.receipts import record_accepted
 from tests.support.events import at, deleted, upserted
-from tests.support.waiting import eventually
+from tests.support.locks import stripe_waiter
 
 pytestmark = pytest.mark.integration
 
@@ -249,18 +249,7 @@ async def test_the_staging_table_is_made_before_the_batch_takes_its_stripes(
         async with holder.transaction():
             await lock_stripes(holder, [f"{provider_id}/s1"], LockSpace.ASSETS, ASSET_LOCK_STRIPES)
             blocked = asyncio.create_task(AssetApplier(db).apply([event]))
-            # Read through the pool: a transaction sees pg_stat_activity as it first read it.
-            waiter = await eventually(
-                lambda: db.fetchrow(
-                    "SELECT a.backend_xid::text AS xid FROM pg_locks l"
-                    " JOIN pg_stat_activity a ON a.pid = l.pid"
-                    " WHERE l.locktype = 'advisory' AND NOT l.granted"
-                    " AND a.datname = current_database()"  # pg_locks is the whole server's
-                ),
-                lambda row: row is not None,
-                interval=0.02,
-                what="the batch waiting for its stripe",
-            )
+            waiter = await stripe_waiter(db)
             assert waiter["xid"] is None
             assert await db.fetchval(
                 "SELECT count(*) FROM pg_class"

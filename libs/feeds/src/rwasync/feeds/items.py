@@ -11,23 +11,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from rwasync.feeds.records import RawRecord
 from rwasync.schema.asset import parse_asset
 from rwasync.schema.errors import AssetInvalid, FieldError, json_pointer
 from rwasync.schema.jsonsafe import MalformedJSON, loads
-from rwasync.schema.valid_asset import common_shape_json, from_model, validate_asset
-
-
-@dataclass(frozen=True, slots=True)
-class PriceQuote:
-    """The price an item carries: per token, with its own `as_of` if it says."""
-
-    amount: Decimal
-    currency: str
-    as_of: datetime | None
+from rwasync.schema.valid_asset import (
+    QuotedPrice,
+    common_shape_json,
+    from_model,
+    validate_asset,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +34,7 @@ class ValidItem:
     # The normalised document as RFC 8785 canonical JSON: exactly the bytes that were hashed.
     document: bytes
     fingerprint: bytes
-    price: PriceQuote | None
+    price: QuotedPrice | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +128,6 @@ def validate_record(record: RawRecord, *, now: datetime) -> ValidItem | ItemErro
                 asset = from_model(parse_asset(document, now=now))
         except AssetInvalid as exc:
             return ItemError(record.index, _record_id(document, record.raw_id), tuple(exc.errors))
-    price = None
-    if asset.price is not None:
-        price = PriceQuote(asset.price.amount, asset.price.currency, asset.price.as_of)
     return ValidItem(
         index=record.index,
         asset_id=asset.id,
@@ -143,5 +135,5 @@ def validate_record(record: RawRecord, *, now: datetime) -> ValidItem | ItemErro
         content_hash=hashlib.sha256(asset.canonical).digest(),
         document=asset.canonical,
         fingerprint=record.fingerprint,
-        price=price,
+        price=asset.price,
     )

@@ -1,9 +1,15 @@
 """Every SQL statement the pricing service runs of its own. Statements the operator CLI shares
-(locks, policies, re-running holds, moving the latest price) live in `rwasync.store.prices`."""
+(locks, policies, re-running holds, moving the latest price) live in `rwasync.store.prices`.
+
+Sections: applying ticks (the parts the statements share, then `APPLY_TICKS`, which migration
+0017's function holds verbatim, and `APPLY_PLAIN`, which calls it); investor reads; the change
+log behind the stream."""
 
 from typing import Final
 
 from rwasync.store import receipts
+
+# --- applying ticks ----------------------------------------------------------------------------
 
 
 # Records a batch of ticks (already one per (asset, as_of), the latest accepted) in history,
