@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
+from rwasync.schema.events import new_event_id
 from rwasync.schema.timestamps import timestamp_text
 
 # A document of realistic size (~1 KB normalised): address, token, price, rental, media.
@@ -66,7 +67,7 @@ def build(provider_id: str, tag: str, count: int, per_message: int) -> Workload:
         asset_id = f"bench-{tag}-{i}"
         document = {**template, "id": asset_id, "name": f"{i} Bench St, Detroit, MI"}
         digest = content_hash_hex(document)
-        event_id = uuid.uuid4()
+        event_id = new_event_id()
         accepted = start + timedelta(microseconds=i)
         workload.event_ids.append(event_id)
         workload.asset_ids.append(asset_id)

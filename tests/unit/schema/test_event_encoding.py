@@ -5,6 +5,7 @@ decode back to the same events, for every kind of event."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -26,7 +27,9 @@ from rwasync.schema.events import (
     decode_message,
     encode_message,
     encode_wire_events,
+    first_event_id_at,
     message_for,
+    new_event_id,
     new_event_ids,
     price_updated,
     price_updated_wire,
@@ -132,13 +135,54 @@ def test_a_price_tick_on_the_wire_is_byte_for_byte_its_model(
     assert single == encode_message(message_for(models[:1]))
 
 
-def test_event_ids_drawn_together_are_random_uuids_of_version_4() -> None:
+def _unix_ms(event_id: uuid.UUID) -> int:
+    return event_id.int >> 80
+
+
+def test_event_ids_drawn_together_are_time_ordered_uuids_of_version_7() -> None:
+    before = time.time_ns() // 1_000_000
     ids = new_event_ids(5000)
+    after = time.time_ns() // 1_000_000
     parsed = [uuid.UUID(i) for i in ids]
     assert [str(u) for u in parsed] == ids
-    assert {u.version for u in parsed} == {4}
+    assert {u.version for u in parsed} == {7}
     assert {u.variant for u in parsed} == {uuid.RFC_4122}
     assert len(set(ids)) == 5000
-    # Every hex digit turns up in each random position, the variant's four values too.
+    # One clock reading stamps the batch; the rest is random: every hex digit turns up in each
+    # random position, the variant's four values too.
+    assert len({_unix_ms(u) for u in parsed}) == 1
+    assert before <= _unix_ms(parsed[0]) <= after
     assert {i[19] for i in ids} == set("89ab")
-    assert all(len({i[p] for i in ids}) == 16 for p in (0, 9, 15, 20, 35))
+    assert all(len({i[p] for i in ids}) == 16 for p in (15, 16, 17, 20, 21, 35))
+
+
+def test_an_event_id_carries_the_millisecond_it_was_drawn_in() -> None:
+    before = time.time_ns() // 1_000_000
+    first = new_event_id()
+    after = time.time_ns() // 1_000_000
+    assert (first.version, first.variant) == (7, uuid.RFC_4122)
+    assert before <= _unix_ms(first) <= after
+    many = [str(new_event_id()) for _ in range(5000)]
+    assert len(set(many)) == 5000
+    assert {i[14] for i in many} == {"7"} and {i[19] for i in many} == set("89ab")
+    assert all(len({i[p] for i in many}) == 16 for p in (15, 16, 17, 20, 21, 35))
+    # Ids drawn in a later millisecond sort after, as text and as Postgres orders uuids (bytes).
+    time.sleep(0.002)
+    later = new_event_id()
+    batch = new_event_ids(3)
+    assert first < later and first.bytes < later.bytes and str(first) < str(later)
+    assert all(str(first) < i for i in batch)
+
+
+def test_first_event_id_at_separates_the_ids_drawn_before_an_instant_from_those_after() -> None:
+    drawn_before = new_event_id()
+    time.sleep(0.002)
+    instant = datetime.now(UTC)
+    time.sleep(0.002)
+    drawn_after = new_event_id()
+    boundary = first_event_id_at(instant)
+    assert drawn_before < boundary <= drawn_after
+    assert first_event_id_at(datetime(1970, 1, 1, tzinfo=UTC)) == uuid.UUID(int=0)
+    assert _unix_ms(first_event_id_at(datetime(2026, 11, 29, 12, 0, 0, 123999, tzinfo=UTC))) == (
+        1_795_953_600_123
+    )
