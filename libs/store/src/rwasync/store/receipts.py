@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Final
 from uuid import UUID
 
 import asyncpg
 
-from rwasync.schema.events import EventLike, ReceiptStatus
+from rwasync.schema.events import EventLike, ReceiptStatus, first_event_id_at
 
 RECORD_ACCEPTED = """
 INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at, trace_id)
@@ -114,6 +115,27 @@ REDECIDE_PRICE_TICKS = price_redecisions_update(
     "unnest($1::uuid[], $2::text[], $3::text[], $4::bool[]) AS u(e, s, r, l)"
 )
 
+# Forgets up to $4 decided receipts with ids after $1 and before $2 that were accepted before $3,
+# in id order, and returns how many and the last id it went through (where the next chunk goes
+# on). A receipt still `accepted` (undecided or dead-lettered) or `held` is kept whatever its age.
+# SKIP LOCKED: several pruning processes share the work instead of queueing on each other's rows.
+PRUNE_DECIDED = """
+WITH doomed AS (
+    SELECT event_id FROM event_receipts
+    WHERE event_id > $1 AND event_id < $2 AND accepted_at < $3
+      AND status NOT IN ('accepted', 'held')
+    ORDER BY event_id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+),
+removed AS (
+    DELETE FROM event_receipts r USING doomed d WHERE r.event_id = d.event_id
+    RETURNING r.event_id
+)
+SELECT (SELECT count(*) FROM removed) AS removed,
+       (SELECT event_id FROM doomed ORDER BY event_id DESC LIMIT 1) AS last
+"""
+
 GET_RECEIPT = """
 SELECT event_id, type, asset_id, status, reason, latest, trace_id
 FROM event_receipts WHERE event_id = $1 AND provider_id = $2
@@ -210,6 +232,39 @@ async def record_decisions(conn: asyncpg.Connection, decisions: Sequence[Decisio
         [d.accepted_at for d in decisions],
         [d.trace_id for d in decisions],
     )
+
+
+_NO_ID: Final = UUID(int=0)
+_LAST_ID: Final = UUID(int=(1 << 128) - 1)
+
+
+async def prune_decided(
+    pool: asyncpg.Pool, accepted_before: datetime, *, chunk: int = 5000, chunks: int = 200
+) -> int:
+    """Forgets decided receipts accepted before `accepted_before`, `chunk` a transaction and at
+    most `chunks` transactions per range of ids below; returns how many it removed (a caller that
+    got a full budget's worth calls again).
+
+    Event ids begin with the millisecond they were drawn in (`schema.events.new_event_id`), so the
+    receipts old enough are one range at the start of the primary key: no index of their own,
+    and pruning reads little besides what it removes. Ids drawn before ids carried their time are
+    random: those that read as drawn in the past fall in that range too, and the rest, read as
+    drawn in the future, are the second range (the day's margin keeps clocks that disagree out of
+    it). The acceptance instant, not the id, decides: an id only finds."""
+    boundaries = [
+        (_NO_ID, first_event_id_at(accepted_before)),
+        (first_event_id_at(datetime.now(UTC) + timedelta(days=1)), _LAST_ID),
+    ]
+    removed = 0
+    for after, before in boundaries:
+        for _ in range(chunks):
+            row = await pool.fetchrow(PRUNE_DECIDED, after, before, accepted_before, chunk)
+            assert row is not None
+            removed += row["removed"]
+            if row["last"] is None:
+                break
+            after = row["last"]
+    return removed
 
 
 async def note_dead_lettered(

@@ -29,6 +29,7 @@ from rwasync.ingest_api.feeds import FeedRoutes, FeedRules
 from rwasync.ingest_api.idempotency import IdempotencyKeys
 from rwasync.ingest_api.limits import ProviderRates, Rate
 from rwasync.ingest_api.prices import Prices
+from rwasync.ingest_api.retention import prune_receipts_forever
 from rwasync.ingest_api.settings import IngestSettings
 from rwasync.ingest_api.validation import Validation
 from rwasync.platform.auth import BEARER_ONLY, Authenticator, FailedAuthentications
@@ -127,7 +128,8 @@ def create_app(settings: IngestSettings) -> web.Application:
     app.add_routes(api.routes())
     api.serve_docs(app)
     app.cleanup_ctx.append(connections_context(db, broker))
-    app.cleanup_ctx.append(_pruning(idempotency))
+    receipt_retention = timedelta(hours=settings.receipt_retention_hours)
+    app.cleanup_ctx.append(_pruning(idempotency, db, receipt_retention))
     return app
 
 
@@ -148,12 +150,19 @@ def _preview_limits(settings: IngestSettings) -> PreviewLimits:
 
 
 def _pruning(
-    idempotency: IdempotencyKeys,
+    idempotency: IdempotencyKeys, db: Database, receipt_retention: timedelta
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(idempotency.prune_forever(), name="idempotency-prune")
+        tasks = [asyncio.create_task(idempotency.prune_forever(), name="idempotency-prune")]
+        if receipt_retention:
+            tasks.append(
+                asyncio.create_task(
+                    prune_receipts_forever(db, receipt_retention), name="receipts-prune"
+                )
+            )
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
 
     return context
 

@@ -1,6 +1,8 @@
 """ingest-api settings (environment prefix RWASYNC_INGEST_)."""
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from rwasync.platform.settings import ServiceSettings, settings_config
 
@@ -39,6 +41,10 @@ class IngestSettings(ServiceSettings):
     # before answering 409; and how long keys are kept (at least 24 h).
     idempotency_wait_seconds: float = Field(10.0, gt=0)
     idempotency_retention_hours: float = Field(24.0, ge=24)
+    # How long a decided receipt is kept after its event was accepted (then `GET
+    # /v1/events/{id}` is a 404); 0 keeps receipts for ever. At least as long as idempotency keys:
+    # a repeated request's answer names its event, whose receipt must still be there.
+    receipt_retention_hours: float = Field(168.0, ge=0)
     # Processes serving the port (SO_REUSEPORT lets each accept on it; 1: just this process).
     processes: int = Field(1, ge=1, le=64)
     # Bind with SO_REUSEPORT even with one process, so separately started replicas share the
@@ -55,3 +61,11 @@ class IngestSettings(ServiceSettings):
     # A preview keeps each item's id, version and hash in memory while it compares: previews
     # running at once in one process are bounded by this; one more answers 503.
     feed_previews_at_once: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _receipts_outlive_idempotency_keys(self) -> Self:
+        if 0 < self.receipt_retention_hours < self.idempotency_retention_hours:
+            raise ValueError(
+                "receipt_retention_hours must be 0 (keep) or at least idempotency_retention_hours"
+            )
+        return self
