@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import click
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
 from rwasync.cli.app import app
 from rwasync.cli.common import json_text
@@ -50,3 +51,11 @@ def test_json_output_renders_timestamps_like_the_apis() -> None:
     assert json_text({"at": moment, "also": [elsewhere], "none": None}) == (
         '{"at":"2026-11-29T20:53:17.000000Z","also":["2026-11-29T20:53:17.000000Z"],"none":null}'
     )
+
+
+def test_dlq_list_refuses_a_queue_that_is_not_a_work_queue() -> None:
+    # Checked before the database is opened: a typo must not read as "no dead letters".
+    result = CliRunner().invoke(app, ["dlq", "list", "--queue", "rwasync.reconciler", "--json"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "/queue: unknown work queue 'rwasync.reconciler'" in result.stderr
