@@ -50,6 +50,7 @@ LETTER_KEYS = {
 def dlq(database_url: str, amqp_url: str, *args: str) -> tuple[int, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
     env |= {"RWASYNC_DATABASE_URL": database_url, "RWASYNC_AMQP_URL": amqp_url}
+    env["RWASYNC_ENV_FILE"] = os.devnull  # never the developer's .env (make run's)
     result = subprocess.run(
         [sys.executable, "-m", "rwasync.cli", "dlq", *args, "--json"],
         env=env,

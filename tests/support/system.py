@@ -112,6 +112,8 @@ class System:
         keep = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
         return {
             **keep,
+            # Never the developer's .env (make run's): the services start in the repository.
+            "RWASYNC_ENV_FILE": os.devnull,
             "RWASYNC_DATABASE_URL": self.database_url,
             "RWASYNC_AMQP_URL": self.amqp_url,
             "RWASYNC_LOG_FORMAT": "json",

@@ -4,12 +4,15 @@ never has to scrape a table; a command added without it fails here."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 
 import click
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
 from rwasync.cli.app import app
+from rwasync.cli.common import json_text
 
 pytestmark = pytest.mark.unit
 
@@ -38,3 +41,21 @@ def test_the_documented_commands_exist() -> None:
 def test_every_command_has_json(name: str) -> None:
     options = {option for param in ALL[name].params for option in getattr(param, "opts", [])}
     assert "--json" in options, f"rwasync {name} has no --json"
+
+
+def test_json_output_renders_timestamps_like_the_apis() -> None:
+    # `provider list`, `credential list` and `status` print database rows' datetimes; they read
+    # like every other timestamp rwasync prints (UTC, microseconds, `Z`), not `+00:00`.
+    moment = datetime(2026, 11, 29, 20, 53, 17, tzinfo=UTC)
+    elsewhere = moment.astimezone(timezone(timedelta(hours=2)))
+    assert json_text({"at": moment, "also": [elsewhere], "none": None}) == (
+        '{"at":"2026-11-29T20:53:17.000000Z","also":["2026-11-29T20:53:17.000000Z"],"none":null}'
+    )
+
+
+def test_dlq_list_refuses_a_queue_that_is_not_a_work_queue() -> None:
+    # Checked before the database is opened: a typo must not read as "no dead letters".
+    result = CliRunner().invoke(app, ["dlq", "list", "--queue", "rwasync.reconciler", "--json"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "/queue: unknown work queue 'rwasync.reconciler'" in result.stderr

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 def rwasync(database_url: str, *args: str, allowed: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
     env |= {"RWASYNC_DATABASE_URL": database_url, "RWASYNC_FEED_ALLOWED_NETWORKS": allowed}
+    env["RWASYNC_ENV_FILE"] = os.devnull  # never the developer's .env (make run's)
     return subprocess.run(
         [sys.executable, "-m", "rwasync.cli", *args],
         env=env,

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 def rwasync(database_url: str, *args: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
     env |= {"RWASYNC_DATABASE_URL": database_url, "RWASYNC_FEED_ALLOWED_NETWORKS": "127.0.0.0/8"}
+    env["RWASYNC_ENV_FILE"] = os.devnull  # never the developer's .env (make run's)
     env |= env_extra
     return subprocess.run(
         [sys.executable, "-m", "rwasync.cli", *args],

@@ -29,6 +29,7 @@ RECONCILER_DLQ = topology.dead_letter_queue(topology.RECONCILER_QUEUE)
 def rwasync(database_url: str, amqp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
     env |= {
+        "RWASYNC_ENV_FILE": os.devnull,  # never the developer's .env (make run's)
         "RWASYNC_DATABASE_URL": database_url,
         "RWASYNC_AMQP_URL": amqp_url,
         "RWASYNC_FEED_ALLOWED_NETWORKS": "127.0.0.0/8",

@@ -118,4 +118,7 @@ async def test_bad_queries_are_400(ingest: Client, provider: Provider) -> None:
     ):
         response = await ingest.get(f"/v1/assets?{query}", headers=provider.basic)
         await problem(response, 400)
+    # the message lists every value the flag takes (docs/api.md: true|false|1|0)
+    response = await ingest.get("/v1/assets/a-1?include_deleted=yes", headers=provider.basic)
+    assert (await problem(response, 400))["detail"] == "include_deleted must be true, false, 1 or 0"
     await problem(await ingest.get("/v1/assets"), 401)

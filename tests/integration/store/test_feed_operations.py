@@ -215,6 +215,9 @@ async def test_the_preview_reports_changes_and_holds_without_writing(
     assert inline["status"] == "ok" and inline["valid"] is False  # one invalid item
     assert inline["preview"] == {"create": 1, "update": 1, "unchanged": 0, "delete": 2}
     assert inline["counts"] == {"seen": 4, "invalid": 1}
+    # rendered like every other timestamp in an answer (microseconds and Z), as the run's is
+    assert inline["snapshot_time"] == timestamp_text(snapshot)
+    assert inline["snapshot_time"].endswith(".000000Z")
     assert [(e["index"], e["errors"][0]["pointer"]) for e in inline["errors"]] == [
         (1, "/id"),
         (3, "/status"),

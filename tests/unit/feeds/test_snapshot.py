@@ -361,6 +361,24 @@ def test_deleting_over_the_threshold_is_held() -> None:
     assert plan.upserts == [] and plan.deletions == []
 
 
+@pytest.mark.parametrize(("stored", "shown"), [("20", "20"), ("20.0", "20"), ("12.50", "12.5")])
+def test_the_hold_reason_reads_the_same_whatever_form_the_threshold_was_read_in(
+    stored: str, shown: str
+) -> None:
+    # A feed's threshold comes back from the database as 20.0; a preview's default is 20.
+    verdict = hold_verdict(
+        seen=10,
+        invalid=0,
+        total_assets=None,
+        deletions=90,
+        live=100,
+        threshold=DeletionThreshold(percent=Decimal(stored), min_count=5),
+        snapshot_time=SNAPSHOT,
+    )
+    assert verdict is not None
+    assert f"(more than {shown} % and more than 5)" in verdict.reason
+
+
 def test_deleting_just_under_the_threshold_is_applied() -> None:
     stored_assets = live_assets(100)
     keep = [item(s.asset_id, SNAPSHOT - HOUR, index=n) for n, s in enumerate(stored_assets[20:])]

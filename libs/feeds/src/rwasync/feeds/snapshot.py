@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any, Final
 from uuid import UUID
 
+from rwasync.schema.decimals import normalize_decimal
 from rwasync.schema.events import new_event_id
 from rwasync.schema.feeds import DeletionThreshold, ReasonCode
 from rwasync.schema.timestamps import timestamp_text
@@ -294,10 +295,12 @@ def hold_verdict(
             f"the feed holds {seen} items but announces total_assets {total_assets}",
         )
     if threshold.exceeded_by(deletions, live):
+        # Normalised, so a threshold read back from the database (20.0) reads as the default (20).
+        percent = normalize_decimal(threshold.percent)
         return Verdict(
             ReasonCode.DELETION_THRESHOLD,
             f"the snapshot of {timestamp_text(snapshot_time)} would delete {deletions} of {live} "
-            f"live assets, over the threshold (more than {threshold.percent} % and more than "
+            f"live assets, over the threshold (more than {percent} % and more than "
             f"{threshold.min_count})",
         )
     return None

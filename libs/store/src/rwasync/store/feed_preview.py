@@ -34,7 +34,7 @@ from rwasync.schema.feeds import (
     FeedFormat,
     ReasonCode,
 )
-from rwasync.schema.timestamps import utc_now
+from rwasync.schema.timestamps import timestamp_text, utc_now
 from rwasync.store.feeds import FeedSettings
 
 STORED_STATE = """
@@ -206,7 +206,7 @@ async def _preview(
     preview: dict[str, Any] = {
         "valid": invalid == 0 and (verdict is None or not verdict.failed),
         "status": "ok" if verdict is None else ("failed" if verdict.failed else "held"),
-        "snapshot_time": facts.snapshot_time.isoformat().replace("+00:00", "Z"),
+        "snapshot_time": timestamp_text(facts.snapshot_time),
         "total_assets": facts.total_assets,
         "counts": {"seen": seen, "invalid": invalid},
         "preview": {

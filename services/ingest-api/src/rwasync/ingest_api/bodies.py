@@ -131,7 +131,7 @@ def query_flag(request: web.Request, name: str) -> bool:
         return True
     if value in ("false", "0", ""):
         return False
-    raise bad_request(f"{name} must be true or false", kind="bad-query")
+    raise bad_request(f"{name} must be true, false, 1 or 0", kind="bad-query")
 
 
 def query_limit(request: web.Request, default: int, maximum: int) -> int:

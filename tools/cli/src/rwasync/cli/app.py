@@ -44,9 +44,9 @@ def migrate(as_json: JsonFlag = False) -> None:
 
 @app.command()
 def status(as_json: JsonFlag = False) -> None:
-    """One screen: queue depths and consumers, the consumers' backlog, the latest feed runs, dead
-    letters and error rates, and the problems among them. Exit 0 once read (problems included);
-    1 if the database cannot be read."""
+    """One screen: queues, backlog, feed runs, dead letters, error rates and problems.
+
+    Exit 0 once read (problems included); 1 if the database cannot be read."""
     found = settings()
     management_url = found.rabbitmq_management_url.get_secret_value()
     report = run_db(lambda conn: gather(conn, found.amqp_url, management_url))

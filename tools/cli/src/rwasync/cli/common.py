@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import date, datetime
 from typing import Annotated, Any, Final, NoReturn, TypeVar
 
 import asyncpg
@@ -18,6 +19,7 @@ from rwasync.platform.db import connect
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.settings import CommonSettings
 from rwasync.schema.feeds import FeedSettingInvalid
+from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.feeds import FeedIdTaken, FeedNotFound, RunNotDecidable, RunNotFound
 
 T = TypeVar("T")
@@ -71,11 +73,27 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _json_default(value: Any) -> str:
+    # Every timestamp a command prints reads like the APIs' (UTC, microseconds, `Z`), whether the
+    # command rendered it or left a database row's datetime for the serialiser.
+    if isinstance(value, datetime):
+        return timestamp_text(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_text(document: Any) -> str:
+    return orjson.dumps(
+        document, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME
+    ).decode()
+
+
 def emit(document: Any, as_json: bool, table: Callable[[], Table] | None = None) -> None:
     """`--json`: exactly one JSON document on stdout; otherwise a table or pretty JSON."""
     if as_json:
-        sys.stdout.write(orjson.dumps(document).decode() + "\n")
+        sys.stdout.write(json_text(document) + "\n")
     elif table is not None:
         Console().print(table())
     else:
-        Console().print_json(orjson.dumps(document).decode())
+        Console().print_json(json_text(document))

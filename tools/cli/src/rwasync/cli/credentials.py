@@ -14,6 +14,7 @@ from rich.table import Table
 from rwasync.cli import queries
 from rwasync.cli.common import JsonFlag, Refused, emit, fail, run_db
 from rwasync.schema.feeds import FeedSettingInvalid, parse_interval
+from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import IssuedCredential, issue_provider_credential, new_id
 
 credential_app = typer.Typer(help="Credentials: issue, rotate, revoke, list.", no_args_is_help=True)
@@ -74,7 +75,7 @@ async def _owner_of(conn: asyncpg.Connection, owner_id: str) -> Owner:
 
 
 def _timestamp(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat() if moment is not None else None
+    return timestamp_text(moment) if moment is not None else None
 
 
 OwnerArgument = Annotated[str, typer.Argument(help="A provider id (prv_…) or partner id (ptn_…).")]

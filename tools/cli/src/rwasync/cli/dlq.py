@@ -58,6 +58,9 @@ def dlq_list(
     as_json: JsonFlag = False,
 ) -> None:
     """Dead letters, oldest first."""
+    if queue is not None and queue not in topology.WORK_QUEUES:
+        # A mistyped name would otherwise list nothing, which reads as "no dead letters".
+        fail(f"/queue: unknown work queue {queue!r}: one of {', '.join(topology.WORK_QUEUES)}")
     items = run_db(lambda conn: dead_letters.list_dead_letters(conn, queue))
 
     def table() -> Table:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from rwasync.cli import queries
 from rwasync.cli.common import JsonFlag, emit, fail, run_db
+from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import digest, issue_provider_credential, issue_reader_token, new_id
 
 provider_app = typer.Typer(help="Providers (tenants) and their credentials.", no_args_is_help=True)
@@ -50,7 +51,7 @@ def provider_list(as_json: JsonFlag = False) -> None:
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         rows = await conn.fetch(queries.LIST_PROVIDERS)
-        return [{**dict(r), "created_at": r["created_at"].isoformat()} for r in rows]
+        return [{**dict(r), "created_at": timestamp_text(r["created_at"])} for r in rows]
 
     items = run_db(work)
 
