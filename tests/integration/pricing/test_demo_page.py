@@ -80,3 +80,16 @@ async def test_the_page_shows_prices_as_they_move(
     await wait_for(lambda: cells(browser).get("det-1") == "53.25 USD", "the moved price")
     count = await asyncio.to_thread(lambda: browser.find_element(By.ID, "count").text)
     assert count == "3 price events"
+
+
+async def test_the_page_says_when_the_stream_refuses_its_token(
+    pricing: Any, provider_id: str, browser: webdriver.Chrome
+) -> None:
+    """A 401 ends an EventSource for good: the page must not promise a retry that never comes."""
+    client = await pricing()
+    url = f"http://127.0.0.1:{client.server.port}/demo/prices.html"
+    await asyncio.to_thread(browser.get, f"{url}#provider_id={provider_id}&access_token=bogus")
+    await wait_for(
+        lambda: browser.find_element(By.ID, "status").text.startswith("refused by the server"),
+        "the page said the stream refused it",
+    )
