@@ -23,6 +23,10 @@ pytestmark = pytest.mark.unit
         asyncpg.exceptions.AdminShutdownError("shutdown"),
         asyncpg.exceptions.LockNotAvailableError("canceling statement due to lock timeout"),
         asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
+        asyncpg.exceptions.CrashShutdownError("terminating connection: crash of another process"),
+        asyncpg.exceptions._base.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
     ],
 )
 def test_outages_and_lost_races_are_transient(exc: BaseException) -> None:

@@ -35,6 +35,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.QueryCanceledError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # asyncpg's protocol lost track of a connection's state: seen when the server ended a
+    # connection in the middle of a COPY (an error mid-COPY, then the socket closed before the
+    # end of the error's exchange), where the rollback on the way out then fails with "cannot
+    # switch to state 15; another operation (2) is in progress". That is the connection's fault,
+    # never the message's: the fault suite's Postgres kill -9 dead-lettered an event for it.
+    asyncpg.exceptions._base.InternalClientError,
 )
 
 
