@@ -247,7 +247,10 @@ async def test_invalid_document_is_422_listing_every_pointer(
         location={"lat": 100, "lon": 0},
         token={"chain": "bitcoin", "contract_address": "x"},
     )
-    body = await problem(await put_json(ingest, "/v1/assets/inv-1", sent, provider.basic), 422)
+    response = await put_json(ingest, "/v1/assets/inv-1", sent, provider.basic)
+    body = await problem(response, 422)
+    # RFC 9110's name in the status line as in the title (aiohttp's own phrase is RFC 4918's).
+    assert response.reason == body["title"] == "Unprocessable Content"
     assert pointers(body) == {
         "/updated_at",
         "/status",

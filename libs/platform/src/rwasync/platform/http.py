@@ -60,8 +60,12 @@ class Problem(Exception):
         }
         if self.errors is not None:
             body["errors"] = self.errors
+        # The status line's reason phrase is the title, so the two never disagree (aiohttp's
+        # phrase for 422 is still RFC 4918's "Unprocessable Entity"; RFC 9110 names it
+        # "Unprocessable Content", as the title does).
         return web.Response(
             status=self.status,
+            reason=self.title,
             body=orjson.dumps(body),
             content_type=PROBLEM_CONTENT_TYPE,
             headers=self.headers,
