@@ -364,9 +364,11 @@ async def test_a_bad_feed_id_malformed_json_and_wrong_credentials(
         await problem(response, 401)
     await problem(await feed_api.get("/v1/feeds"), 401)
     response = await feed_api.get("/v1/feeds?limit=0", headers=provider.bearer)
-    assert "limit" in (await problem(response, 400))["detail"]
+    assert (await problem(response, 400))["errors"][0]["parameter"] == "limit"
     response = await feed_api.get("/v1/feeds?cursor=nonsense", headers=provider.bearer)
-    assert "cursor" in (await problem(response, 400))["detail"]
+    assert (await problem(response, 400))["errors"] == [
+        {"parameter": "cursor", "message": "is not a cursor this listing returned"}
+    ]
 
 
 # --- POST /v1/validate/feed ----------------------------------------------------------------------
@@ -498,6 +500,12 @@ async def test_validate_feed_by_url_reports_holds_and_failures(
     )
     broken = await response.json()
     assert response.status == 200 and broken["reason_code"] == "parse_error"
+    response = await feed_api.post(
+        "/v1/validate/feed?format=xml", data=b"[]", headers={**JSON, **provider.bearer}
+    )
+    assert (await problem(response, 400))["errors"] == [
+        {"parameter": "format", "message": "must be one of json, jsonl, csv"}
+    ]
     assert (
         await store.fetchval(
             "SELECT count(*) FROM feed_runs WHERE provider_id = $1", provider.provider_id

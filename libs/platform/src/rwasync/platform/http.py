@@ -80,6 +80,18 @@ def json_response(
     )
 
 
+def bad_query(parameter: str, message: str) -> Problem:
+    """A query parameter that cannot be used: a 400 whose detail starts with the parameter's name
+    and whose `errors` name it, the same shape in every service (docs/api.md 1.3)."""
+    return Problem(
+        400,
+        "Bad Request",
+        f"{parameter}: {message}",
+        kind="bad-query",
+        errors=[{"parameter": parameter, "message": message}],
+    )
+
+
 def unauthorized(detail: str, *, scheme: str = 'Basic realm="rwasync", Bearer') -> Problem:
     return Problem(
         401, "Unauthorized", detail, kind="unauthorized", headers={"WWW-Authenticate": scheme}

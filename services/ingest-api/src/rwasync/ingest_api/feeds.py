@@ -19,7 +19,7 @@ from aiohttp import hdrs, web
 from pydantic import Field
 
 from rwasync.feeds.auth import FeedSecrets
-from rwasync.ingest_api.bodies import bad_request, not_found, query_limit
+from rwasync.ingest_api.bodies import not_found, query_limit
 from rwasync.ingest_api.callers import Call
 from rwasync.ingest_api.context import (
     IDEMPOTENCY_KEY,
@@ -37,7 +37,7 @@ from rwasync.ingest_api.models import (
     RunPage,
     RunRequested,
 )
-from rwasync.platform.http import Problem, json_response
+from rwasync.platform.http import Problem, bad_query, json_response
 from rwasync.platform.openapi import Body, Operation, Param, Reply
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.feeds import FeedSettingInvalid
@@ -103,7 +103,7 @@ def listing_errors() -> Iterator[None]:
     try:
         yield
     except FeedSettingInvalid as exc:
-        raise bad_request(f"{exc.pointer.lstrip('/')}: {exc.message}", kind="bad-query") from None
+        raise bad_query(exc.pointer.lstrip("/"), exc.message) from None
 
 
 def path_id(request: web.Request, name: str) -> str:
