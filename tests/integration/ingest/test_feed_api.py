@@ -500,6 +500,12 @@ async def test_validate_feed_by_url_reports_holds_and_failures(
     )
     broken = await response.json()
     assert response.status == 200 and broken["reason_code"] == "parse_error"
+    # An empty body is a feed file too (docs/api.md: a file that fails is a 200 report)
+    response = await feed_api.post(
+        "/v1/validate/feed", data=b"", headers={**JSON, **provider.bearer}
+    )
+    empty = await response.json()
+    assert response.status == 200 and empty["reason_code"] == "parse_error"
     response = await feed_api.post(
         "/v1/validate/feed?format=xml", data=b"[]", headers={**JSON, **provider.bearer}
     )

@@ -110,6 +110,10 @@ def _too_large(limit: int) -> Problem:
 
 
 def parse_json(body: bytes) -> Any:
+    if not body:
+        raise Problem(
+            400, "Bad Request", "the body is empty: send a JSON document", kind="malformed-json"
+        )
     try:
         return jsonsafe.loads(body)
     except jsonsafe.MalformedJSON as exc:
