@@ -342,6 +342,53 @@ async def test_bad_settings_are_422_naming_the_field_and_store_nothing(
     assert (await call(feed_api, "GET", "/v1/feeds", provider))[1]["items"] == []
 
 
+async def test_every_bad_setting_is_reported_at_once_with_its_pointer(
+    feed_api: Client, store: Database
+) -> None:
+    """Feed settings are reported as documents are: every problem in one 422, the feed id's too,
+    and the preview's settings form the same way."""
+    provider = await create_provider(store)
+    sent = {
+        "url": "https://feeds.example.com/a.json",
+        "format": "xml",
+        "schedule": "often",
+        "enabled": "yes",
+    }
+    response = await feed_api.put(
+        "/v1/feeds/x", data=json.dumps(sent), headers={**JSON, **provider.bearer}
+    )
+    answer = await problem(response, 422)
+    assert answer["type"].endswith("/invalid-feed-settings")
+    assert answer["detail"] == "the feed settings are invalid (3 errors); see errors"
+    assert answer["errors"] == [
+        {"pointer": "/format", "message": "must be one of json, jsonl, csv"},
+        {"pointer": "/schedule", "message": "invalid interval 'often': use e.g. 90s, 15m, 24h, 1d"},
+        {"pointer": "/enabled", "message": "must be true or false"},
+    ]
+    many = {
+        "url": "http://10.0.0.1/feed.json",
+        "colour": "red",
+        "auth": {"type": "basic", "username": "a:b", "realm": "x"},
+        "deletion_threshold": {"percent": 120, "min_count": -1},
+    }
+    status, answer, _ = await call(feed_api, "PUT", "/v1/feeds/bad%20id", provider, many)
+    assert status == 422
+    assert [e["pointer"] for e in answer["errors"]] == [
+        "/feed_id",
+        "/colour",
+        "/url",
+        "/auth/realm",
+        "/auth/username",
+        "/auth/password",
+        "/deletion_threshold/percent",
+        "/deletion_threshold/min_count",
+    ]
+    status, answer, _ = await call(feed_api, "POST", "/v1/validate/feed", provider, sent)
+    assert status == 422
+    assert [e["pointer"] for e in answer["errors"]] == ["/format", "/schedule", "/enabled"]
+    assert (await call(feed_api, "GET", "/v1/feeds", provider))[1]["items"] == []
+
+
 async def test_a_bad_feed_id_malformed_json_and_wrong_credentials(
     feed_api: Client, store: Database
 ) -> None:
