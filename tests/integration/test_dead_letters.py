@@ -362,7 +362,7 @@ async def test_a_lone_surrogate_makes_the_message_malformed_whichever_the_decode
     decoder: MessageDecoder[Any],
 ) -> None:
     """Postgres would refuse a lone surrogate too, but the models refuse it first: the message is
-    dead-lettered whole, as malformed, with pydantic's reason, on the raw path as well."""
+    dead-lettered whole, as malformed, with pydantic's error, on the raw path as well."""
     events = [upserted(provider_id, f"s{i}", at(i)) for i in range(2)]
     body = encode_message(message_for(events)).replace(b'"status":', b'"x":"\\ud800","status":', 1)
     consuming = _reconciling(db, broker, decoder=decoder)
@@ -375,7 +375,57 @@ async def test_a_lone_surrogate_makes_the_message_malformed_whichever_the_decode
     finally:
         await consuming.stop()
     (reason,) = await _reasons(db)
-    assert reason.startswith("malformed message: 1 validation error for EventMessage")
-    assert "unexpected end of hex escape" in reason  # jiter's words for a lone surrogate
+    # jiter's words for a lone surrogate, at the whole message's pointer, and nothing more
+    assert reason.startswith(
+        "malformed message: 1 validation error for EventMessage: "
+        "/: Invalid JSON: unexpected end of hex escape at line 1 column "
+    )
+    assert "errors.pydantic.dev" not in reason and "input_value" not in reason
     for event in events:
         assert await _receipt(db, event) is None
+
+
+async def test_a_malformed_message_is_listed_with_a_concise_reason_and_one_delivery(
+    db: Database,
+    database_url: str,
+    vhost_amqp_url: str,
+    broker: Broker,
+    keeper: DeadLetterKeeper,
+    consumer: EventConsumer[Any],
+) -> None:
+    """`rwasync dlq list` and `show` give a malformed message's delivery count (it was
+    dead-lettered on its first delivery) and a reason naming each problem by its pointer, without
+    pydantic's documentation links or the input it quotes."""
+    body = b'{"message_id": "not-a-uuid", "events": [{"type": "asset.sold"}]}'
+    await broker.publish_body(
+        topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, body, message_id="malformed-1"
+    )
+    await eventually(lambda: _letters(db), lambda n: n == 1, what="dead letter kept")
+
+    code, listed = await asyncio.to_thread(dlq, database_url, vhost_amqp_url, "list")
+    assert code == 0
+    (letter,) = listed["items"]
+    assert letter["deliveries"] == 1
+    assert letter["event_ids"] == [] and letter["provider_id"] is None
+    reason = letter["reason"]
+    assert reason.startswith("malformed message: 2 validation errors for EventMessage: ")
+    assert "/message_id: " in reason and "/events/0" in reason
+    assert "errors.pydantic.dev" not in reason and "For further information" not in reason
+    assert "input_value" not in reason and "\n" not in reason
+
+    code, shown = await asyncio.to_thread(dlq, database_url, vhost_amqp_url, "show", "malformed-1")
+    assert code == 0
+    assert shown["deliveries"] == 1 and shown["reason"] == reason
+    assert shown["headers"][topology.HEADER_DELIVERIES] == 1
+
+
+def test_a_dead_letter_nothing_counted_was_delivered_once() -> None:
+    """A malformed message dead-lettered by a consumer older than its deliveries header carries
+    no count at all: it was dead-lettered on a delivery, so one, never None."""
+    letter = dead_letters.dead_letter_from(
+        "old-1",
+        b"not json",
+        {topology.HEADER_REASON: "malformed message: …", topology.HEADER_ORIGIN_QUEUE: "q"},
+        dlq="q.dlq",
+    )
+    assert letter.deliveries == 1

@@ -96,3 +96,36 @@ async def test_feed_add_seals_credentials_and_checks_every_option(database_url: 
 
     made = json.loads((await run(rwasync, database_url, "feed", "secrets-key", "--json")).stdout)
     assert FeedSecrets(made["key"]).seal(parse_auth({"type": "bearer", "token": "t"}))
+
+
+async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> None:
+    """As the provider's PUT lists every problem, `feed add` prints one `error:` line per bad
+    setting (not only the first one found) and registers nothing."""
+    run = asyncio.to_thread
+    provider = json.loads(
+        (await run(rwasync, database_url, "provider", "create", "A", "--json")).stdout
+    )
+    result = await run(
+        rwasync,
+        database_url,
+        "feed",
+        "add",
+        provider["provider_id"],
+        "ftp://127.0.0.1/feed.xml",
+        "--format",
+        "xml",
+        "--every",
+        "often",
+        "--deletion-threshold-percent",
+        "120",
+        "--json",
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: /url: must be an absolute http or https URL",
+        "error: /format: must be one of json, jsonl, csv",
+        "error: /schedule: invalid interval 'often': use e.g. 90s, 15m, 24h, 1d",
+        "error: /deletion_threshold/percent: must be a number 0-100",
+    ], result.stderr
+    listed = await run(rwasync, database_url, "feed", "list", "--json")
+    assert json.loads(listed.stdout)["items"] == []

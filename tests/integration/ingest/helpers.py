@@ -50,6 +50,8 @@ async def problem(response: ClientResponse, status: int) -> dict[str, Any]:
     body: dict[str, Any] = json.loads(text)
     assert body["status"] == status
     assert body["type"].startswith("https://") and body["title"] and body["detail"]
+    # The status line says what the title says (a 422 is "Unprocessable Content" in both).
+    assert response.reason == body["title"], (response.reason, body["title"])
     return body
 
 

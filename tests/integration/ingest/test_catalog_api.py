@@ -227,4 +227,5 @@ async def test_only_reader_tokens_read_the_catalogue_and_bad_parameters_are_name
         ("/v1/catalog/changes?limit=x", "limit"),
     ]:
         bad = await problem(await ingest.get(query, headers=reader), 400)
-        assert parameter in bad["detail"], (query, bad)
+        assert bad["detail"].startswith(f"{parameter}: "), (query, bad)
+        assert [error["parameter"] for error in bad["errors"]] == [parameter], (query, bad)

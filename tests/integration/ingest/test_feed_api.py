@@ -342,6 +342,53 @@ async def test_bad_settings_are_422_naming_the_field_and_store_nothing(
     assert (await call(feed_api, "GET", "/v1/feeds", provider))[1]["items"] == []
 
 
+async def test_every_bad_setting_is_reported_at_once_with_its_pointer(
+    feed_api: Client, store: Database
+) -> None:
+    """Feed settings are reported as documents are: every problem in one 422, the feed id's too,
+    and the preview's settings form the same way."""
+    provider = await create_provider(store)
+    sent = {
+        "url": "https://feeds.example.com/a.json",
+        "format": "xml",
+        "schedule": "often",
+        "enabled": "yes",
+    }
+    response = await feed_api.put(
+        "/v1/feeds/x", data=json.dumps(sent), headers={**JSON, **provider.bearer}
+    )
+    answer = await problem(response, 422)
+    assert answer["type"].endswith("/invalid-feed-settings")
+    assert answer["detail"] == "the feed settings are invalid (3 errors); see errors"
+    assert answer["errors"] == [
+        {"pointer": "/format", "message": "must be one of json, jsonl, csv"},
+        {"pointer": "/schedule", "message": "invalid interval 'often': use e.g. 90s, 15m, 24h, 1d"},
+        {"pointer": "/enabled", "message": "must be true or false"},
+    ]
+    many = {
+        "url": "http://10.0.0.1/feed.json",
+        "colour": "red",
+        "auth": {"type": "basic", "username": "a:b", "realm": "x"},
+        "deletion_threshold": {"percent": 120, "min_count": -1},
+    }
+    status, answer, _ = await call(feed_api, "PUT", "/v1/feeds/bad%20id", provider, many)
+    assert status == 422
+    assert [e["pointer"] for e in answer["errors"]] == [
+        "/feed_id",
+        "/colour",
+        "/url",
+        "/auth/realm",
+        "/auth/username",
+        "/auth/password",
+        "/deletion_threshold/percent",
+        "/deletion_threshold/min_count",
+    ]
+    status, answer, _ = await call(feed_api, "POST", "/v1/validate/feed", provider, sent)
+    assert status == 422
+    assert [e["pointer"] for e in answer["errors"]] == ["/format", "/schedule", "/enabled"]
+    assert (await call(feed_api, "GET", "/v1/feeds", provider))[1]["items"] == []
+
+
 async def test_a_bad_feed_id_malformed_json_and_wrong_credentials(
     feed_api: Client, store: Database
 ) -> None:
@@ -364,9 +411,11 @@ async def test_a_bad_feed_id_malformed_json_and_wrong_credentials(
         await problem(response, 401)
     await problem(await feed_api.get("/v1/feeds"), 401)
     response = await feed_api.get("/v1/feeds?limit=0", headers=provider.bearer)
-    assert "limit" in (await problem(response, 400))["detail"]
+    assert (await problem(response, 400))["errors"][0]["parameter"] == "limit"
     response = await feed_api.get("/v1/feeds?cursor=nonsense", headers=provider.bearer)
-    assert "cursor" in (await problem(response, 400))["detail"]
+    assert (await problem(response, 400))["errors"] == [
+        {"parameter": "cursor", "message": "is not a cursor this listing returned"}
+    ]
 
 
 # --- POST /v1/validate/feed ----------------------------------------------------------------------
@@ -498,6 +547,18 @@ async def test_validate_feed_by_url_reports_holds_and_failures(
     )
     broken = await response.json()
     assert response.status == 200 and broken["reason_code"] == "parse_error"
+    # An empty body is a feed file too (docs/api.md: a file that fails is a 200 report)
+    response = await feed_api.post(
+        "/v1/validate/feed", data=b"", headers={**JSON, **provider.bearer}
+    )
+    empty = await response.json()
+    assert response.status == 200 and empty["reason_code"] == "parse_error"
+    response = await feed_api.post(
+        "/v1/validate/feed?format=xml", data=b"[]", headers={**JSON, **provider.bearer}
+    )
+    assert (await problem(response, 400))["errors"] == [
+        {"parameter": "format", "message": "must be one of json, jsonl, csv"}
+    ]
     assert (
         await store.fetchval(
             "SELECT count(*) FROM feed_runs WHERE provider_id = $1", provider.provider_id

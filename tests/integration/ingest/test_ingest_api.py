@@ -247,7 +247,10 @@ async def test_invalid_document_is_422_listing_every_pointer(
         location={"lat": 100, "lon": 0},
         token={"chain": "bitcoin", "contract_address": "x"},
     )
-    body = await problem(await put_json(ingest, "/v1/assets/inv-1", sent, provider.basic), 422)
+    response = await put_json(ingest, "/v1/assets/inv-1", sent, provider.basic)
+    body = await problem(response, 422)
+    # RFC 9110's name in the status line as in the title (aiohttp's own phrase is RFC 4918's).
+    assert response.reason == body["title"] == "Unprocessable Content"
     assert pointers(body) == {
         "/updated_at",
         "/status",
@@ -275,6 +278,61 @@ async def test_malformed_json_is_400(
     response = await ingest.put("/v1/assets/a1", data=raw, headers={**JSON, **provider.basic})
     body = await problem(response, 400)
     assert detail in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content_type"),
+    [
+        ("PUT", "/v1/assets/a1", "application/json"),
+        ("POST", "/v1/assets", "application/json"),
+        ("PATCH", "/v1/assets/a1", "application/merge-patch+json"),
+        ("PATCH", "/v1/assets/a1", "application/json"),
+        ("PUT", "/v1/assets/a1/price", "application/json"),
+        ("POST", "/v1/assets/batch", "application/json"),
+        ("POST", "/v1/prices", "application/json"),
+        ("POST", "/v1/validate/asset", "application/json"),
+        ("POST", "/v1/validate/batch", "application/json"),
+        ("PUT", "/v1/feeds/f1", "application/json"),
+    ],
+)
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_an_empty_body_is_400_not_json(
+    ingest: Client,
+    queues: Queues,
+    provider: Provider,
+    method: str,
+    path: str,
+    content_type: str,
+    chunked: bool,
+) -> None:
+    """Where a body is required, none at all is not JSON (400), not a document missing every
+    field (422): with Content-Length: 0 or as an empty chunked body alike."""
+
+    async def nothing() -> AsyncIterator[bytes]:
+        return
+        yield b""
+
+    response = await ingest.request(
+        method,
+        path,
+        data=nothing() if chunked else b"",
+        headers={"Content-Type": content_type, **provider.basic},
+    )
+    body = await problem(response, 400)
+    assert body["type"].endswith("/malformed-json")
+    assert body["detail"] == "the body is empty: send a JSON document"
+    assert await queues.depth(queues.assets) == 0
+    assert await queues.depth(queues.prices) == 0
+
+
+async def test_a_delete_with_an_empty_body_has_no_body(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    """A DELETE's body is optional (docs/api.md): an empty one, even declared as JSON, is none."""
+    response = await ingest.delete(
+        "/v1/assets/gone-1", data=b"", headers={**JSON, **provider.basic}
+    )
+    assert response.status == 202, await response.text()
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,7 @@ async def test_bad_queries_are_400(ingest: Client, provider: Provider) -> None:
         "limit=0",
         "limit=501",
         "limit=x",
+        "limit=abc",
         "limit=²",
         "status=gone",
         "updated_since=yesterday",
@@ -117,8 +118,17 @@ async def test_bad_queries_are_400(ingest: Client, provider: Provider) -> None:
         "cursor=Zm9v",
     ):
         response = await ingest.get(f"/v1/assets?{query}", headers=provider.basic)
-        await problem(response, 400)
+        body = await problem(response, 400)
+        # pricing's shape: the detail starts with the parameter, `errors` names it
+        parameter = query.split("=")[0]
+        assert body["type"].endswith("/bad-query")
+        assert body["detail"].startswith(f"{parameter}: "), body
+        assert body["errors"] == [
+            {"parameter": parameter, "message": body["detail"].removeprefix(f"{parameter}: ")}
+        ]
     # the message lists every value the flag takes (docs/api.md: true|false|1|0)
     response = await ingest.get("/v1/assets/a-1?include_deleted=yes", headers=provider.basic)
-    assert (await problem(response, 400))["detail"] == "include_deleted must be true, false, 1 or 0"
+    assert (await problem(response, 400))["errors"] == [
+        {"parameter": "include_deleted", "message": "must be true, false, 1 or 0"}
+    ]
     await problem(await ingest.get("/v1/assets"), 401)

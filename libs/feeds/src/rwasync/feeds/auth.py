@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from rwasync.schema.feeds import FeedSettingInvalid
+from rwasync.schema.feeds import FeedSettingInvalid, SettingErrors
 
 MAX_SECRET_CHARS: Final = 4096
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
@@ -93,8 +93,24 @@ def _text(value: Any, pointer: str, *, header_value: bool = False) -> str:
     return value
 
 
+def _username(value: Any) -> str:
+    username = _text(value, "/auth/username", header_value=True)
+    if ":" in username:
+        raise FeedSettingInvalid("/auth/username", "must not contain ':'")
+    return username
+
+
+def _header_name(name: Any) -> str:
+    if not isinstance(name, str) or not _TOKEN.match(name):
+        raise FeedSettingInvalid("/auth/name", "must be an HTTP header name")
+    if name.lower() in _RESERVED_HEADERS:
+        raise FeedSettingInvalid("/auth/name", f"{name} is set by the poller itself")
+    return name
+
+
 def parse_auth(document: Any) -> FeedAuth:
-    """The `auth` object of a feed registration; errors name the field (`/auth/...`)."""
+    """The `auth` object of a feed registration; errors name the field (`/auth/...`), every one
+    found (without a known `type`, nothing else can be checked)."""
     if document is None:
         return FeedAuth()
     if not isinstance(document, dict):
@@ -110,28 +126,30 @@ def parse_auth(document: Any) -> FeedAuth:
         AuthType.BEARER: {"type", "token"},
         AuthType.HEADER: {"type", "name", "value"},
     }[kind]
+    found = SettingErrors()
     for key in sorted(set(document) - allowed):
-        raise FeedSettingInvalid(f"/auth/{key}", f"unknown field for auth type {kind.value}")
+        found.add(f"/auth/{key}", f"unknown field for auth type {kind.value}")
+    auth = FeedAuth()
     match kind:
-        case AuthType.NONE:
-            return FeedAuth()
         case AuthType.BASIC:
-            username = _text(document.get("username"), "/auth/username", header_value=True)
-            if ":" in username:
-                raise FeedSettingInvalid("/auth/username", "must not contain ':'")
-            secret = _text(document.get("password"), "/auth/password", header_value=True)
-            return FeedAuth(AuthType.BASIC, username=username, secret=secret)
+            username = found.check(lambda: _username(document.get("username")))
+            secret = found.check(
+                lambda: _text(document.get("password"), "/auth/password", header_value=True)
+            )
+            auth = FeedAuth(AuthType.BASIC, username=username, secret=secret)
         case AuthType.BEARER:
-            token = _text(document.get("token"), "/auth/token", header_value=True)
-            return FeedAuth(AuthType.BEARER, secret=token)
+            token = found.check(
+                lambda: _text(document.get("token"), "/auth/token", header_value=True)
+            )
+            auth = FeedAuth(AuthType.BEARER, secret=token)
         case AuthType.HEADER:
-            name = document.get("name")
-            if not isinstance(name, str) or not _TOKEN.match(name):
-                raise FeedSettingInvalid("/auth/name", "must be an HTTP header name")
-            if name.lower() in _RESERVED_HEADERS:
-                raise FeedSettingInvalid("/auth/name", f"{name} is set by the poller itself")
-            value = _text(document.get("value"), "/auth/value", header_value=True)
-            return FeedAuth(AuthType.HEADER, header=name, secret=value)
+            name = found.check(lambda: _header_name(document.get("name")))
+            value = found.check(
+                lambda: _text(document.get("value"), "/auth/value", header_value=True)
+            )
+            auth = FeedAuth(AuthType.HEADER, header=name, secret=value)
+    found.raise_any()
+    return auth
 
 
 class FeedSecrets:

@@ -242,7 +242,11 @@ class EventConsumer(Generic[E]):
             topology.dead_letter_queue(self._queue_name),
             message.body,
             message_id=message.message_id or "",
-            headers=self._dead_letter_headers(reason, provider_id=None),
+            headers={
+                **self._dead_letter_headers(reason, provider_id=None),
+                # Dead-lettered on this delivery, as an event that cannot be applied is.
+                topology.HEADER_DELIVERIES: _deliveries(message),
+            },
         )
         EVENTS_DEAD_LETTERED.labels(self._queue_name).inc()
 

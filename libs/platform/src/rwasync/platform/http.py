@@ -60,8 +60,12 @@ class Problem(Exception):
         }
         if self.errors is not None:
             body["errors"] = self.errors
+        # The status line's reason phrase is the title, so the two never disagree (aiohttp's
+        # phrase for 422 is still RFC 4918's "Unprocessable Entity"; RFC 9110 names it
+        # "Unprocessable Content", as the title does).
         return web.Response(
             status=self.status,
+            reason=self.title,
             body=orjson.dumps(body),
             content_type=PROBLEM_CONTENT_TYPE,
             headers=self.headers,
@@ -73,6 +77,18 @@ def json_response(
 ) -> web.Response:
     return web.Response(
         status=status, body=dumps(data), content_type="application/json", headers=headers
+    )
+
+
+def bad_query(parameter: str, message: str) -> Problem:
+    """A query parameter that cannot be used: a 400 whose detail starts with the parameter's name
+    and whose `errors` name it, the same shape in every service (docs/api.md 1.3)."""
+    return Problem(
+        400,
+        "Bad Request",
+        f"{parameter}: {message}",
+        kind="bad-query",
+        errors=[{"parameter": parameter, "message": message}],
     )
 
 

@@ -20,6 +20,8 @@ from typing import Annotated, Any, Final, Generic, Literal, Protocol, TypeVar
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from rwasync.schema.errors import field_errors
+
 SCHEMA_VERSION: Final = 1
 
 
@@ -372,11 +374,26 @@ def _decimal_text(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# A malformed message's reason names this many of its errors (an operator reads it in a table).
+REASON_ERRORS: Final = 5
+
+
+def malformed_reason(exc: ValidationError) -> str:
+    """What is wrong with a message, for a dead letter's reason: each error's pointer and plain
+    message, without pydantic's documentation URLs or the input it quotes (a whole document)."""
+    count = exc.error_count()
+    listed = "; ".join(
+        f"{error.pointer or '/'}: {error.message}" for error in field_errors(exc)[:REASON_ERRORS]
+    )
+    more = f"; and {count - REASON_ERRORS} more" if count > REASON_ERRORS else ""
+    return f"{count} validation error{'' if count == 1 else 's'} for EventMessage: {listed}{more}"
+
+
 def decode_message(body: bytes) -> EventMessage:
     try:
         return EventMessage.model_validate_json(body)
     except ValidationError as exc:
-        raise MalformedMessage(str(exc)) from exc
+        raise MalformedMessage(malformed_reason(exc)) from exc
 
 
 E = TypeVar("E")

@@ -8,13 +8,17 @@ cannot drift between the place that accepts a feed and the place that runs it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from rwasync.schema.addresses import AddressPolicy, AddressRefused
+from rwasync.schema.errors import FieldError, truncated
+
+T = TypeVar("T")
 
 
 class FeedFormat(StrEnum):
@@ -82,12 +86,46 @@ MAX_URL_LENGTH: Final = 2000
 
 
 class FeedSettingInvalid(Exception):
-    """A feed registration breaks a rule; `pointer` names the field (as in a 422's errors)."""
+    """A feed registration breaks rules: `errors` lists every problem found, each naming its
+    field by a JSON pointer (as in a 422's errors); `pointer` and `message` are the first's."""
 
     def __init__(self, pointer: str, message: str) -> None:
+        self.errors = [FieldError(pointer, message)]
         super().__init__(f"{pointer}: {message}")
         self.pointer = pointer
         self.message = message
+
+    @classmethod
+    def of(cls, errors: Sequence[FieldError]) -> FeedSettingInvalid:
+        """All of `errors` (at least one; at most MAX_REPORTED_ERRORS are kept)."""
+        kept = truncated(list(errors))
+        invalid = cls(kept[0].pointer, kept[0].message)
+        invalid.errors = kept
+        invalid.args = ("; ".join(f"{e.pointer or '/'}: {e.message}" for e in kept),)
+        return invalid
+
+
+class SettingErrors:
+    """The problems of a registration's fields, collected so that all are reported at once: each
+    field's rule raises FeedSettingInvalid for that field, and `check` notes it and goes on."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, pointer: str, message: str) -> None:
+        self.errors.append(FieldError(pointer, message))
+
+    def check(self, rule: Callable[[], T]) -> T | None:
+        """What `rule` returns, or None once its errors are noted."""
+        try:
+            return rule()
+        except FeedSettingInvalid as exc:
+            self.errors.extend(exc.errors)
+            return None
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise FeedSettingInvalid.of(self.errors)
 
 
 _INTERVAL = re.compile(r"(\d{1,12})([smhd]?)")

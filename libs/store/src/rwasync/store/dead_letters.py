@@ -33,7 +33,7 @@ class DeadLetter:
     event_types: list[str]
     provider_id: str | None
     reason: str
-    deliveries: int | None
+    deliveries: int
     dead_lettered_at: datetime
     message: EventMessage | None
 
@@ -91,6 +91,10 @@ def dead_letter_from(
         )
     elif isinstance(reason, bytes):
         reason = reason.decode(errors="replace")
+    if deliveries is None:
+        # Nothing counted it (a malformed message dead-lettered by a consumer older than its
+        # deliveries header): a message is dead-lettered while delivered, so once at least.
+        deliveries = 1
     when = headers.get(topology.HEADER_DEAD_LETTERED_AT)
     dead_at = (death or {}).get("time")
     if isinstance(when, str):
@@ -184,7 +188,8 @@ def item(row: asyncpg.Record) -> dict[str, Any]:
         "event_ids": [str(e) for e in row["event_ids"]],
         "provider_id": row["provider_id"],
         "reason": row["reason"],
-        "deliveries": row["deliveries"],
+        # Rows kept before every dead letter was counted have none: see `dead_letter_from`.
+        "deliveries": row["deliveries"] if row["deliveries"] is not None else 1,
         "dead_lettered_at": timestamp_text(row["dead_lettered_at"]),
     }
 

@@ -16,7 +16,6 @@ from pydantic import Field
 
 from rwasync.ingest_api import queries
 from rwasync.ingest_api.bodies import (
-    bad_request,
     not_found,
     query_flag,
     query_limit,
@@ -31,7 +30,7 @@ from rwasync.ingest_api.context import (
 )
 from rwasync.ingest_api.documents import path_id_errors
 from rwasync.ingest_api.models import AssetPage, Receipt, StoredAsset
-from rwasync.platform.http import json_response
+from rwasync.platform.http import bad_query, json_response
 from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.schema import jsonsafe
 from rwasync.schema.asset import ASSET_STATUSES, asset_json_schema
@@ -65,9 +64,9 @@ def decode_cursor(cursor: str) -> str:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise bad_request("cursor is not one this API returned", kind="bad-query") from None
+        raise bad_query("cursor", "is not one this API returned") from None
     if not text.startswith(CURSOR_PREFIX) or "\x00" in text:
-        raise bad_request("cursor is not one this API returned", kind="bad-query")
+        raise bad_query("cursor", "is not one this API returned")
     return text.removeprefix(CURSOR_PREFIX)
 
 
@@ -158,7 +157,7 @@ class AssetReads:
         query = request.query
         status = query.get("status")
         if status is not None and status not in ASSET_STATUSES:
-            raise bad_request(f"status must be one of {', '.join(ASSET_STATUSES)}", "bad-query")
+            raise bad_query("status", f"must be one of {', '.join(ASSET_STATUSES)}")
         limit = query_limit(request, DEFAULT_PAGE, MAX_PAGE)
         after = decode_cursor(query["cursor"]) if query.get("cursor") else ""
         rows = await self._fetch(

@@ -143,7 +143,7 @@ class AssetWrites:
     async def _delete(self, call: Call) -> web.Response:
         path_id = call.request.match_info["id"]
         try:
-            request = deletion(call.json(), path_id, call.arrival.received_at)
+            request = deletion(call.optional_json(), path_id, call.arrival.received_at)
         except AssetInvalid as exc:
             raise invalid_document("deletion", exc.errors) from None
         structlog.contextvars.bind_contextvars(asset_id=path_id)

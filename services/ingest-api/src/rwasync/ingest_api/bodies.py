@@ -13,7 +13,7 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic_core import PydanticCustomError
 
-from rwasync.platform.http import Problem
+from rwasync.platform.http import Problem, bad_query
 from rwasync.schema import jsonsafe
 from rwasync.schema.errors import FieldError
 from rwasync.schema.fields import as_utc_datetime
@@ -110,6 +110,10 @@ def _too_large(limit: int) -> Problem:
 
 
 def parse_json(body: bytes) -> Any:
+    if not body:
+        raise Problem(
+            400, "Bad Request", "the body is empty: send a JSON document", kind="malformed-json"
+        )
     try:
         return jsonsafe.loads(body)
     except jsonsafe.MalformedJSON as exc:
@@ -131,7 +135,7 @@ def query_flag(request: web.Request, name: str) -> bool:
         return True
     if value in ("false", "0", ""):
         return False
-    raise bad_request(f"{name} must be true, false, 1 or 0", kind="bad-query")
+    raise bad_query(name, "must be true, false, 1 or 0")
 
 
 def query_limit(request: web.Request, default: int, maximum: int) -> int:
@@ -140,7 +144,7 @@ def query_limit(request: web.Request, default: int, maximum: int) -> int:
     if text is None:
         return default
     if not (len(text) <= 6 and text.isascii() and text.isdigit() and 1 <= int(text) <= maximum):
-        raise bad_request(f"limit must be an integer from 1 to {maximum}", kind="bad-query")
+        raise bad_query("limit", f"must be an integer from 1 to {maximum}")
     return int(text)
 
 
@@ -152,6 +156,4 @@ def query_since(request: web.Request, name: str = "updated_since") -> datetime |
     try:
         return as_utc_datetime(text)
     except PydanticCustomError:
-        raise bad_request(
-            f"{name} must be an RFC 3339 timestamp with an offset", "bad-query"
-        ) from None
+        raise bad_query(name, "must be an RFC 3339 timestamp with an offset") from None

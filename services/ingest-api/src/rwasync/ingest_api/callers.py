@@ -38,7 +38,12 @@ class Call:
         return self.identity.provider_id
 
     def json(self) -> Any:
-        """The body as JSON (400 when it is not); None for an empty body."""
+        """The body as JSON; 400 when it is not, an empty body included: where a body is
+        required, nothing is not JSON (docs/api.md 2.6), not a document missing every field."""
+        return parse_json(self.body)
+
+    def optional_json(self) -> Any:
+        """An optional body (a DELETE's) as JSON; None when there is none, empty included."""
         return parse_json(self.body) if self.body else None
 
 

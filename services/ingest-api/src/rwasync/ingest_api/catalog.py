@@ -15,11 +15,11 @@ from typing import Annotated, Final
 from aiohttp import web
 from pydantic import Field
 
-from rwasync.ingest_api.bodies import bad_request, query_limit, query_since
+from rwasync.ingest_api.bodies import query_limit, query_since
 from rwasync.ingest_api.models import CatalogPage, ChangePage
 from rwasync.platform.auth import Authenticator
 from rwasync.platform.db import Database
-from rwasync.platform.http import Problem, json_response
+from rwasync.platform.http import Problem, bad_query, json_response
 from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.schema.asset import ASSET_STATUSES
 from rwasync.schema.fields import PROVIDER_ID, ProviderId, RFC3339Timestamp
@@ -37,7 +37,7 @@ LIMIT: Final = Param(
 
 
 def _bad_parameter(exc: CatalogRequestInvalid) -> Problem:
-    return bad_request(f"{exc.parameter}: {exc.message}", kind="bad-query")
+    return bad_query(exc.parameter, exc.message)
 
 
 def _optional(request: web.Request, name: str) -> str | None:
@@ -100,11 +100,11 @@ class CatalogReads:
         await self._readers.authenticate_request(request)
         status = _optional(request, "status")
         if status is not None and status not in ASSET_STATUSES:
-            raise bad_request(f"status: must be one of {', '.join(ASSET_STATUSES)}", "bad-query")
+            raise bad_query("status", f"must be one of {', '.join(ASSET_STATUSES)}")
         limit = query_limit(request, catalog.DEFAULT_LIMIT, catalog.MAX_LIMIT)
         provider_id = _optional(request, "provider_id")
         if provider_id is not None and not PROVIDER_ID.match(provider_id):
-            raise bad_request("provider_id: not a provider id", "bad-query")
+            raise bad_query("provider_id", "not a provider id")
         try:
             async with asyncio.timeout(READ_TIMEOUT):
                 page = await catalog.list_catalog(

@@ -21,12 +21,12 @@ import asyncpg
 from aiohttp import web
 
 from rwasync.feeds.fetch import FetchLimits
-from rwasync.ingest_api.bodies import JSON, bad_request, not_found
+from rwasync.ingest_api.bodies import JSON, not_found
 from rwasync.ingest_api.callers import Call
 from rwasync.ingest_api.context import PROVIDER_AUTH, TENANT, Ingest
 from rwasync.ingest_api.feeds import FeedRules, feed_errors
 from rwasync.ingest_api.models import FeedPreview, FeedRegistration
-from rwasync.platform.http import json_response, service_unavailable
+from rwasync.platform.http import bad_query, json_response, service_unavailable
 from rwasync.platform.openapi import Body, Operation, Param, Reply
 from rwasync.schema import jsonsafe
 from rwasync.schema.feeds import DEFAULT_DELETION_THRESHOLD, DeletionThreshold, FeedFormat
@@ -157,7 +157,7 @@ class FeedValidation:
             return FeedFormat(named)
         except ValueError:
             formats = ", ".join(f.value for f in FeedFormat)
-            raise bad_request(f"format must be one of {formats}", kind="bad-query") from None
+            raise bad_query("format", f"must be one of {formats}") from None
 
     @staticmethod
     def _settings_document(call: Call) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from aiohttp import hdrs, web
 from pydantic import Field
 
 from rwasync.feeds.auth import FeedSecrets
-from rwasync.ingest_api.bodies import bad_request, not_found, query_limit
+from rwasync.ingest_api.bodies import not_found, query_limit
 from rwasync.ingest_api.callers import Call
 from rwasync.ingest_api.context import (
     IDEMPOTENCY_KEY,
@@ -37,7 +37,7 @@ from rwasync.ingest_api.models import (
     RunPage,
     RunRequested,
 )
-from rwasync.platform.http import Problem, json_response
+from rwasync.platform.http import Problem, bad_query, json_response
 from rwasync.platform.openapi import Body, Operation, Param, Reply
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.feeds import FeedSettingInvalid
@@ -77,17 +77,18 @@ class FeedRules:
 
 @contextlib.contextmanager
 def feed_errors() -> Iterator[None]:
-    """The store's feed errors as problems: a bad setting 422 naming the field, an unknown (or
+    """The store's feed errors as problems: bad settings 422 listing every field, an unknown (or
     another provider's) feed or run 404, a feed id in use or a run that cannot be decided 409."""
     try:
         yield
     except FeedSettingInvalid as exc:
+        count = f"{len(exc.errors)} error" + ("" if len(exc.errors) == 1 else "s")
         raise Problem(
             422,
             "Unprocessable Content",
-            f"the feed settings are invalid: {exc}",
+            f"the feed settings are invalid ({count}); see errors",
             kind="invalid-feed-settings",
-            errors=[{"pointer": exc.pointer, "message": exc.message}],
+            errors=[error.as_dict() for error in exc.errors],
         ) from None
     except (FeedNotFound, RunNotFound) as exc:
         raise not_found(str(exc)) from None
@@ -103,7 +104,7 @@ def listing_errors() -> Iterator[None]:
     try:
         yield
     except FeedSettingInvalid as exc:
-        raise bad_request(f"{exc.pointer.lstrip('/')}: {exc.message}", kind="bad-query") from None
+        raise bad_query(exc.pointer.lstrip("/"), exc.message) from None
 
 
 def path_id(request: web.Request, name: str) -> str:
@@ -251,7 +252,7 @@ class FeedRoutes:
     async def _put_feed(self, call: Call) -> web.Response:
         feed_id = call.request.match_info["feed_id"]
         with feed_errors():
-            settings = feeds.parse_feed_settings(call.json(), self._rules.policy)
+            settings = feeds.parse_feed_settings(call.json(), self._rules.policy, feed_id=feed_id)
             async with self._ingest.db.connection() as conn:
                 feed, _ = await feeds.put_feed(
                     conn,

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from rwasync.platform.auth import Authenticator
 from rwasync.platform.db import Database
-from rwasync.platform.http import Problem
+from rwasync.platform.http import Problem, bad_query
 from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.pricing import params, queries
 from rwasync.schema.asset import normalize_decimal
@@ -298,7 +298,7 @@ class PriceRoutes:
         bucket = params.interval(request.query)
         start, end = params.time_range(request.query, datetime.now(UTC))
         if (end - start) / bucket > params.MAX_CANDLES:
-            raise params.bad_query(
+            raise bad_query(
                 "from", f"the range holds more than {params.MAX_CANDLES} candles of this interval"
             )
         provider_id, asset_id = await self._priced_asset(request)

@@ -13,7 +13,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, StringConstraints
 
-from rwasync.platform.http import Problem
+from rwasync.platform.http import bad_query
 from rwasync.schema.fields import PROVIDER_ID
 
 ONE_ASSET_ID: Final = r"[A-Za-z0-9._:-]{1,128}"
@@ -35,16 +35,6 @@ Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 def limit_type(maximum: int) -> object:
     return Annotated[int, Field(ge=1, le=maximum)]
-
-
-def bad_query(parameter: str, message: str) -> Problem:
-    return Problem(
-        400,
-        "Bad Request",
-        f"{parameter}: {message}",
-        kind="bad-query",
-        errors=[{"parameter": parameter, "message": message}],
-    )
 
 
 def required(query: Mapping[str, str], name: str) -> str:

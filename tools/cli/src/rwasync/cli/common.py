@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rwasync.platform.db import connect
@@ -56,7 +57,9 @@ def run_db(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(go())
-    except (FeedSettingInvalid, Refused) as exc:
+    except FeedSettingInvalid as exc:
+        fail_invalid(exc)
+    except Refused as exc:
         fail(str(exc))
     except FeedNotFound as exc:
         fail(f"/feed_id: {exc}")
@@ -69,8 +72,16 @@ def run_db(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    stderr.print(f"[red]error:[/red] {message}")
+    stderr.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
+
+
+def fail_invalid(exc: FeedSettingInvalid) -> NoReturn:
+    """Every problem of the settings, one `error: /pointer: message` line each, then exit 1."""
+    for error in exc.errors:
+        line = f"{error.pointer or '/'}: {error.message}"
+        stderr.print(f"[red]error:[/red] {escape(line)}")
+    raise typer.Exit(EXIT_ERROR)
 
 
 def _json_default(value: Any) -> str:

@@ -71,7 +71,7 @@ def dlq_list(
                 i["queue"],
                 str(len(i["event_ids"])),
                 i["provider_id"] or "",
-                str(i["deliveries"] or ""),
+                str(i["deliveries"]),
                 i["reason"],
             )
         return t

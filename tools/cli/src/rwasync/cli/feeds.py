@@ -19,6 +19,7 @@ from rwasync.cli.common import (
     JsonFlag,
     emit,
     fail,
+    fail_invalid,
     run_db,
     settings,
     stderr,
@@ -131,7 +132,7 @@ def feed_add(
         secrets = FeedSecrets(found.feed_secrets_key.get_secret_value())
         registration = feeds.parse_feed_settings(document, policy)
     except FeedSettingInvalid as exc:
-        fail(str(exc))
+        fail_invalid(exc)
     except ValueError as exc:
         fail(str(exc))
 
