@@ -9,7 +9,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from rwasync.platform.db import Database, LockSpace
+from rwasync.platform.db import Database, LockSpace, stripes_of
 from rwasync.pricing import queries
 from rwasync.pricing.apply import PriceApplier, apply_arguments, apply_plain
 from rwasync.schema.events import PriceUpdated
@@ -247,3 +247,44 @@ async def test_a_batch_of_several_providers_and_traces_keeps_each_ticks_own(
     assert {r["event_id"]: (r["provider_id"], r["trace_id"]) for r in receipts_} == {
         t.event_id: (t.provider_id, t.trace_id or None) for t in shared + mixed
     }
+
+
+async def test_a_share_that_fails_fails_the_message_and_its_retry_applies_nothing_twice(
+    db: Database, database_url: str, provider_id: str
+) -> None:
+    """A message applied as two transactions (one per share of the stripes): one share cannot
+    take a stripe another transaction holds and times out; the other commits. The message fails
+    only once both ended, and its retry decides the failed share's ticks and leaves the
+    committed ones as they were."""
+    ticks = [price(provider_id, f"s{i}", "10", at(1), accepted_at=at(2)) for i in range(200)]
+    await receipts.record_accepted(db.pool, ticks)
+    keys = [f"{provider_id}/s{i}" for i in range(200)]
+    stripes = await stripes_of(db.pool, keys, prices.LOCK_STRIPES)
+    held_share = stripes[0] % 2
+    blocked = [t for t, s in zip(ticks, stripes, strict=True) if s % 2 == held_share]
+    others = [t for t, s in zip(ticks, stripes, strict=True) if s % 2 != held_share]
+    assert others, "every asset fell in one share"
+
+    # Unknown DSN parameters are server settings to asyncpg.
+    impatient = Database(f"{database_url}?lock_timeout=300ms", min_size=1, max_size=4)
+    impatient.start()
+    await impatient.wait_connected(timeout=30)
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)", int(LockSpace.PRICES), stripes[0]
+            )
+            with pytest.raises(asyncpg.exceptions.LockNotAvailableError):
+                await PriceApplier(impatient, shares=2).apply(ticks)
+        assert {await _receipt(db, t) for t in others} == {("applied", True)}
+        assert {await _receipt(db, t) for t in blocked} == {("accepted", None)}
+        assert await db.fetchval("SELECT count(*) FROM price_history") == len(others)
+
+        await PriceApplier(impatient, shares=2).apply(ticks)
+    finally:
+        await holder.close()
+        await impatient.close()
+    assert {await _receipt(db, t) for t in ticks} == {("applied", True)}
+    assert await db.fetchval("SELECT count(*) FROM price_history") == len(ticks)
+    assert await db.fetchval("SELECT count(*) FROM price_changes") == len(ticks)

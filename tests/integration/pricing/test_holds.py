@@ -74,9 +74,18 @@ tick_sets = st.lists(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(specs=tick_sets, data=st.data())
+@pytest.mark.parametrize("shares", [1, 3])
 async def test_any_delivery_order_gives_the_same_prices_history_and_holds(
-    db: Database, policed: str, specs: list[tuple[str, str, int, str]], data: st.DataObject
+    db: Database,
+    policed: str,
+    shares: int,
+    specs: list[tuple[str, str, int, str]],
+    data: st.DataObject,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """`shares`: the racing batches apply as one transaction per share of the stripes, however
+    few their ticks."""
+    monkeypatch.setattr("rwasync.pricing.apply.SHARED_FROM", 1)
     ticks = [
         price(provider, asset, amount, at(minute), accepted_at=at(100 + i))
         for i, (provider, asset, minute, amount) in enumerate(specs)
@@ -93,9 +102,10 @@ async def test_any_delivery_order_gives_the_same_prices_history_and_holds(
     batches = [shuffled[a:b] for a, b in zip([0, *cuts], [*cuts, len(ticks)], strict=False)]
     batches = [b for b in batches if b]
     # Batches race each other, as messages on several replicas would.
-    await asyncio.gather(*(applier.apply(batch) for batch in batches))
+    racing = PriceApplier(db, shares=shares)
+    await asyncio.gather(*(racing.apply(batch) for batch in batches))
     # A redelivery of everything changes nothing.
-    await applier.apply(shuffled)
+    await racing.apply(shuffled)
     assert await state(db) == expected
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import orjson
@@ -15,6 +15,8 @@ import structlog
 
 from rwasync.platform.retry import retrying
 from rwasync.platform.tasks import cancel_and_wait
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +73,27 @@ async def stripes_of(
 ) -> list[int]:
     """The stripe `lock_stripes` takes for each of `keys`, in order."""
     return [row[0] for row in await conn.fetch(_STRIPES_OF, keys, stripes)]
+
+
+async def stripe_shares(
+    conn: asyncpg.Connection | asyncpg.Pool, keys: Iterable[str], stripes: int, shares: int
+) -> dict[str, int]:
+    """Each key's share of the stripes: its stripe modulo `shares`. Batches applied as one
+    transaction per share, side by side, lock disjoint stripes, and every key always falls in
+    the same share, so its writes stay serialised."""
+    distinct = list(dict.fromkeys(keys))
+    found = await stripes_of(conn, distinct, stripes)
+    return {key: stripe % shares for key, stripe in zip(distinct, found, strict=True)}
+
+
+async def settle(*work: Awaitable[T]) -> list[T]:
+    """Runs `work` together and, only once every one has ended (committed or rolled back),
+    raises the first failure: a caller that retries must not do so while part of it still runs."""
+    outcomes = await asyncio.gather(*work, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return cast(list[T], outcomes)
 
 
 # A key's stripe, with the number of stripes in parameter `stripes` (written once for both).

@@ -49,7 +49,7 @@ def create_app(settings: PricingSettings) -> web.Application:
             hub.changed()
 
     def applier(db: Database) -> PriceApplier:
-        return PriceApplier(db, on_changes=changed)
+        return PriceApplier(db, on_changes=changed, shares=settings.apply_shares)
 
     service = consuming_service(
         settings,

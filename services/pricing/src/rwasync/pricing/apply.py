@@ -23,11 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Final
 
 import asyncpg
 from prometheus_client import Histogram
 
-from rwasync.platform.db import Database, LockSpace
+from rwasync.platform.db import Database, LockSpace, settle, stripe_shares
 from rwasync.platform.metrics import BATCH_BUCKETS, EVENTS_DECIDED, PRICE_LAG
 from rwasync.pricing import queries
 from rwasync.pricing.holds import apply_checked
@@ -128,11 +129,32 @@ class PolicyCache:
         self._policed.update(active)
 
 
+# Batches of fewer ticks apply in one transaction whatever the shares.
+SHARED_FROM: Final = 64
+
+
+def _stripe_key(tick: PriceTick) -> str:
+    return f"{tick.provider_id}/{tick.asset_id}"  # as `prices.lock_assets` and the function
+
+
 class PriceApplier:
-    def __init__(self, db: Database, on_changes: Callable[[], None] | None = None) -> None:
+    """Applies a broker message's ticks. A message of hundreds of assets takes nearly every lock
+    stripe, so its transaction would wait for every other message's: one Postgres backend at work
+    at a time however many applies are under way. So, as the reconciler does, the stripes are
+    dealt into `shares` (stripe modulo shares) and a message applies as one transaction per share,
+    side by side, each taking only its share's stripes. An asset's ticks always fall in one share,
+    so its prices, history and holds stay serialised; a share that fails fails the message once
+    every share has ended, and the retry finds what the others committed decided already."""
+
+    def __init__(
+        self, db: Database, on_changes: Callable[[], None] | None = None, *, shares: int = 1
+    ) -> None:
+        if not 1 <= shares <= prices.LOCK_STRIPES:
+            raise ValueError(f"shares must be between 1 and {prices.LOCK_STRIPES}")
         self._db = db
         self._on_changes = on_changes
         self._policies = PolicyCache()
+        self._shares = shares
 
     async def apply(self, events: Sequence[RawPriceUpdated | AnyEvent]) -> None:
         ticks: list[PriceTick] = []
@@ -141,18 +163,37 @@ class PriceApplier:
                 raise TickNotApplicable(f"{event.type} does not belong on the price queue")
             ticks.append(event)
         kept, superseded = latest_per_as_of(ticks)
-        async with self._db.connection() as conn:
-            outcome, plain_decided = await self._apply(conn, kept, superseded)
+        if self._shares == 1 or len(kept) < SHARED_FROM:
+            applied = [await self._apply_share(kept, superseded)]
+        else:
+            share_of = await stripe_shares(
+                self._db.pool, map(_stripe_key, kept), prices.LOCK_STRIPES, self._shares
+            )
+            shares: list[tuple[list[PriceTick], list[PriceTick]]] = [
+                ([], []) for _ in range(self._shares)
+            ]
+            for tick in kept:
+                shares[share_of[_stripe_key(tick)]][0].append(tick)
+            for tick in superseded:  # superseded at the (asset, as_of) of a kept tick
+                shares[share_of[_stripe_key(tick)]][1].append(tick)
+            applied = await settle(*(self._apply_share(*share) for share in shares if share[0]))
         BATCH_TICKS.observe(len(ticks))
         now = datetime.now(UTC)
         for tick in kept:
             PRICE_LAG.observe(max(0.0, (now - tick.payload.as_of).total_seconds()))
-        for d in outcome.decisions:
-            EVENTS_DECIDED.labels(d.type, str(d.status)).inc()
-        for status, count in plain_decided.items():
-            EVENTS_DECIDED.labels(str(EventType.PRICE_UPDATED), status).inc(count)
-        if outcome.logged and self._on_changes is not None:
+        for outcome, plain_decided in applied:
+            for d in outcome.decisions:
+                EVENTS_DECIDED.labels(d.type, str(d.status)).inc()
+            for status, count in plain_decided.items():
+                EVENTS_DECIDED.labels(str(EventType.PRICE_UPDATED), status).inc(count)
+        if any(outcome.logged for outcome, _ in applied) and self._on_changes is not None:
             self._on_changes()
+
+    async def _apply_share(
+        self, kept: Sequence[PriceTick], superseded: Sequence[PriceTick]
+    ) -> tuple[Outcome, dict[str, int]]:
+        async with self._db.connection() as conn:
+            return await self._apply(conn, kept, superseded)
 
     async def _apply(
         self,

@@ -12,6 +12,9 @@ class PricingSettings(ConsumerSettings):
     # Applies under way at once (see ConsumerSettings). Measured on 2 cores with 250-tick
     # messages, pricing's Postgres spent 51 µs a tick with 10 at once and 73 with 2.
     applies_at_once: int = Field(10, ge=1)
+    # Transactions a message's ticks are applied in side by side, each over its own share of the
+    # price lock stripes (`PriceApplier`): how many Postgres backends one apply keeps at work.
+    apply_shares: int = Field(2, ge=1, le=128)
     # How long a reader token stays trusted in memory before it is looked up again.
     auth_cache_seconds: float = 5.0
     # Failed authentications one client may make within a minute before it gets 429.

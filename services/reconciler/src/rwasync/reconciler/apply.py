@@ -8,7 +8,6 @@ receipt and every applied change its entry in `asset_changes`, in the same trans
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import Any, Final
@@ -17,7 +16,7 @@ import asyncpg
 import orjson
 import structlog
 
-from rwasync.platform.db import Database, LockSpace, lock_stripes, stripes_of
+from rwasync.platform.db import Database, LockSpace, lock_stripes, settle, stripe_shares
 from rwasync.platform.metrics import EVENTS_DECIDED
 from rwasync.reconciler import queries
 from rwasync.reconciler.folding import apply_folded
@@ -158,22 +157,12 @@ class AssetApplier:
         if self._shares == 1 or len(changes) < _SHARED_FROM:
             await self._apply_share(changes)
             return
-        keys = list(dict.fromkeys(asset_key(e) for e in changes))
-        stripes = await stripes_of(
-            self._db.pool, [_stripe_key(k) for k in keys], ASSET_LOCK_STRIPES
-        )
-        share_of = {key: stripe % self._shares for key, stripe in zip(keys, stripes, strict=True)}
+        keys = [_stripe_key(asset_key(e)) for e in changes]
+        share_of = await stripe_shares(self._db.pool, keys, ASSET_LOCK_STRIPES, self._shares)
         shares: list[list[AnyAssetEvent]] = [[] for _ in range(self._shares)]
-        for event in changes:
-            shares[share_of[asset_key(event)]].append(event)
-        # Every share ends (commits or rolls back) before the batch's outcome is known: the
-        # consumer must not retry while a share of the same batch still runs.
-        outcomes = await asyncio.gather(
-            *(self._apply_share(share) for share in shares if share), return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        for event, key in zip(changes, keys, strict=True):
+            shares[share_of[key]].append(event)
+        await settle(*(self._apply_share(share) for share in shares if share))
 
     async def _apply_share(self, changes: list[AnyAssetEvent]) -> None:
         """Applies these events in one transaction, under their stripes."""
