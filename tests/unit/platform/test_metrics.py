@@ -40,3 +40,15 @@ def test_observe_each_equals_observe_per_amount(batches: list[list[float]]) -> N
     for histogram in (one_by_one, batched):
         histogram.labels("q")  # the child exists on both, whatever was observed
     assert _samples(batched) == _samples(one_by_one)
+
+
+@given(st.lists(st.lists(amounts | bound, max_size=40), max_size=4))
+def test_observe_each_equals_observe_per_amount_without_labels(batches: list[list[float]]) -> None:
+    """An unlabelled histogram (pricing's price lag) is its own child."""
+    one_by_one = Histogram("lag_seconds", "lag", buckets=LAG_BUCKETS, registry=None)
+    batched = Histogram("lag_seconds", "lag", buckets=LAG_BUCKETS, registry=None)
+    for batch in batches:
+        for amount in batch:
+            one_by_one.observe(amount)
+        observe_each(batched, batch)
+    assert _samples(batched) == _samples(one_by_one)

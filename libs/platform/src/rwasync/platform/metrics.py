@@ -88,11 +88,12 @@ QueueDepths = Callable[[Sequence[str]], Awaitable[dict[str, tuple[int, int]]]]
 
 
 def observe_each(histogram: Histogram, amounts: Iterable[float]) -> None:
-    """`histogram.observe(amount)` for each amount (a labelled child, no exemplars), leaving the
-    same state: one increment per bucket instead of one per amount (a consumer observes every
-    event of a batch of hundreds: ~1.5 µs each). The sum is added to in the same order, so it
-    is the same float. Reads the pinned prometheus-client's fields; `tests/unit/platform/
-    test_metrics.py` holds the two equal, so an upgrade that moves them fails there."""
+    """`histogram.observe(amount)` for each amount (a labelled child or a histogram without
+    labels; no exemplars), leaving the same state: one increment per bucket instead of one per
+    amount (a consumer observes every event of a batch of hundreds: ~1.5 µs each). The sum is
+    added to in the same order, so it is the same float. Reads the pinned prometheus-client's
+    fields; `tests/unit/platform/test_metrics.py` holds the two equal, so an upgrade that moves
+    them fails there."""
     buckets: Tally[int] = Tally()
     total = histogram._sum.get()
     for amount in amounts:

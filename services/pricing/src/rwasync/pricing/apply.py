@@ -29,7 +29,7 @@ import asyncpg
 from prometheus_client import Histogram
 
 from rwasync.platform.db import Database, LockSpace, settle, stripe_shares
-from rwasync.platform.metrics import BATCH_BUCKETS, EVENTS_DECIDED, PRICE_LAG
+from rwasync.platform.metrics import BATCH_BUCKETS, EVENTS_DECIDED, PRICE_LAG, observe_each
 from rwasync.pricing import queries
 from rwasync.pricing.holds import apply_checked
 from rwasync.pricing.ticks import (
@@ -179,8 +179,7 @@ class PriceApplier:
             applied = await settle(*(self._apply_share(*share) for share in shares if share[0]))
         BATCH_TICKS.observe(len(ticks))
         now = datetime.now(UTC)
-        for tick in kept:
-            PRICE_LAG.observe(max(0.0, (now - tick.payload.as_of).total_seconds()))
+        observe_each(PRICE_LAG, [max(0.0, (now - t.payload.as_of).total_seconds()) for t in kept])
         for outcome, plain_decided in applied:
             for d in outcome.decisions:
                 EVENTS_DECIDED.labels(d.type, str(d.status)).inc()
