@@ -64,16 +64,21 @@ async def wait_for(probe: Callable[[], bool], what: str) -> None:
     await eventually(lambda: asyncio.to_thread(probe), bool, timeout=30, what=what)
 
 
+async def open_page(
+    browser: webdriver.Chrome, pricing: Any, provider_id: str, token: str, status: str, what: str
+) -> None:
+    """The page served by a pricing service, subscribed from its address fragment, once its
+    status line starts with `status`."""
+    client = await pricing()
+    url = f"http://127.0.0.1:{client.server.port}/demo/prices.html"
+    await asyncio.to_thread(browser.get, f"{url}#provider_id={provider_id}&access_token={token}")
+    await wait_for(lambda: browser.find_element(By.ID, "status").text.startswith(status), what)
+
+
 async def test_the_page_shows_prices_as_they_move(
     pricing: Any, push: Push, provider_id: str, browser: webdriver.Chrome
 ) -> None:
-    client = await pricing()
-    url = f"http://127.0.0.1:{client.server.port}/demo/prices.html"
-    await asyncio.to_thread(browser.get, f"{url}#provider_id={provider_id}&access_token={READER}")
-    await wait_for(
-        lambda: browser.find_element(By.ID, "status").text.startswith("live"),
-        "the page connected to the stream",
-    )
+    await open_page(browser, pricing, provider_id, READER, "live", "the page connected")
     await push(provider_id, [("det-1", "52.10"), ("det-2", "14")])
     await wait_for(lambda: cells(browser) == {"det-1": "52.1 USD", "det-2": "14 USD"}, "first")
     await push(provider_id, [("det-1", "53.25")])
@@ -86,10 +91,6 @@ async def test_the_page_says_when_the_stream_refuses_its_token(
     pricing: Any, provider_id: str, browser: webdriver.Chrome
 ) -> None:
     """A 401 ends an EventSource for good: the page must not promise a retry that never comes."""
-    client = await pricing()
-    url = f"http://127.0.0.1:{client.server.port}/demo/prices.html"
-    await asyncio.to_thread(browser.get, f"{url}#provider_id={provider_id}&access_token=bogus")
-    await wait_for(
-        lambda: browser.find_element(By.ID, "status").text.startswith("refused by the server"),
-        "the page said the stream refused it",
+    await open_page(
+        browser, pricing, provider_id, "bogus", "refused by the server", "the page said so"
     )
