@@ -25,7 +25,7 @@ import asyncpg
 
 from benchmarks.reconciler.__main__ import ADMIN_DSN, cpu_seconds
 from rwasync.platform.migrate import migrate
-from rwasync.schema.events import new_event_ids
+from rwasync.schema.event_ids import new_event_ids
 
 PER_STATEMENT = 500
 IdSource = Callable[[int], list[str]]

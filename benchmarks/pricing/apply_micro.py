@@ -37,6 +37,7 @@ from rwasync.platform.db import Database
 from rwasync.platform.migrate import migrate
 from rwasync.pricing import queries
 from rwasync.pricing.apply import PriceApplier, apply_arguments
+from rwasync.schema.event_ids import new_event_ids
 from rwasync.schema.events import (
     MODEL_DECODER,
     Arrival,
@@ -44,7 +45,6 @@ from rwasync.schema.events import (
     EventType,
     MessageDecoder,
     encode_wire_events,
-    new_event_ids,
     price_updated_wire,
 )
 from rwasync.schema.raw_events import PRICE_QUEUE_DECODER, PriceTick

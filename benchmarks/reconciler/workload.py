@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
-from rwasync.schema.events import new_event_id
+from rwasync.schema.event_ids import new_event_id
 from rwasync.schema.timestamps import timestamp_text
 
 # A document of realistic size (~1 KB normalised): address, token, price, rental, media.

@@ -3,24 +3,10 @@ prunes them."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import datetime
 
 from rwasync.platform.db import Database
-from rwasync.schema.events import first_event_id_at
-
-
-def drawn_at(instant: datetime) -> uuid.UUID:
-    """An event id as `new_event_id` would have drawn it at `instant`."""
-    random = int.from_bytes(os.urandom(10))
-    return uuid.UUID(
-        int=first_event_id_at(instant).int
-        | (0x7 << 76)
-        | ((random >> 62 & 0xFFF) << 64)
-        | (0b10 << 62)
-        | (random & ((1 << 62) - 1))
-    )
 
 
 async def record(

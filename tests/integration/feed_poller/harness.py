@@ -25,7 +25,7 @@ from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.events import EventMessage, decode_message
 from rwasync.schema.feeds import FINISHED_STATUSES
 from rwasync.schema.timestamps import timestamp_text
-from rwasync.store import feeds
+from rwasync.store import feed_settings, feeds
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPERATOR_POLICY = AddressPolicy.from_setting("127.0.0.0/8")
@@ -187,7 +187,7 @@ async def add_feed(
     **document: Any,
 ) -> str:
     """Register a feed as the CLI does (same rules as a provider's PUT)."""
-    settings = feeds.parse_feed_settings(
+    settings = feed_settings.parse_feed_settings(
         {"url": url, "format": fmt, "schedule": schedule, **document}, OPERATOR_POLICY
     )
     async with db.connection() as conn:

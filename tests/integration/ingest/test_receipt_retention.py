@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestClient
 
 from rwasync.ingest_api.app import create_app
 from rwasync.platform.db import Database
-from rwasync.schema.events import new_event_id
+from rwasync.schema.event_ids import event_id_at, new_event_id
 from tests.integration.ingest.conftest import Provider, ingest_settings, serve
-from tests.support.receipts import drawn_at, record
+from tests.support.receipts import record
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -28,8 +28,8 @@ async def test_the_service_prunes_decided_receipts_past_the_retention(
     provider: Provider,
 ) -> None:
     old = datetime.now(UTC) - timedelta(hours=30)
-    pruned = await record(store, provider.provider_id, drawn_at(old), old)
-    undecided = await record(store, provider.provider_id, drawn_at(old), old, "accepted")
+    pruned = await record(store, provider.provider_id, event_id_at(old), old)
+    undecided = await record(store, provider.provider_id, event_id_at(old), old, "accepted")
     recent = await record(store, provider.provider_id, new_event_id(), datetime.now(UTC))
     for event_id in (pruned, undecided, recent):
         response = await ingest.get(f"/v1/events/{event_id}", headers=provider.basic)

@@ -16,7 +16,7 @@ from rwasync.platform.db import Database
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.feeds import FeedSettingInvalid
 from rwasync.schema.timestamps import timestamp_text, utc_now
-from rwasync.store import feed_preview, feeds
+from rwasync.store import feed_preview, feed_settings, feeds
 from rwasync.store.feeds import FeedIdTaken, FeedNotFound, RunNotDecidable, RunNotFound
 from tests.integration.feed_poller.harness import FeedServer, asset, body, feed_body, store_asset
 
@@ -41,8 +41,8 @@ async def two_providers(db: Database) -> tuple[str, str]:
     return "prv_a", "prv_b"
 
 
-def settings(**document: Any) -> feeds.FeedSettings:
-    return feeds.parse_feed_settings(
+def settings(**document: Any) -> feed_settings.FeedSettings:
+    return feed_settings.parse_feed_settings(
         {"url": "https://feeds.example.com/a.json", **document}, POLICY
     )
 
@@ -82,7 +82,9 @@ async def put(
 )
 def test_a_bad_registration_names_the_field(document: dict[str, Any], pointer: str) -> None:
     with pytest.raises(FeedSettingInvalid) as caught:
-        feeds.parse_feed_settings({"url": "https://feeds.example.com/a.json", **document}, POLICY)
+        feed_settings.parse_feed_settings(
+            {"url": "https://feeds.example.com/a.json", **document}, POLICY
+        )
     assert caught.value.pointer == pointer
 
 
@@ -190,7 +192,7 @@ async def test_the_preview_reports_changes_and_holds_without_writing(
         by_url = await feed_preview.preview_url(
             conn,
             provider_id=a,
-            settings=feeds.parse_feed_settings({"url": url}, POLICY),
+            settings=feed_settings.parse_feed_settings({"url": url}, POLICY),
             policy=POLICY,
             limits=FetchLimits(tries=1),
         )
@@ -199,7 +201,7 @@ async def test_the_preview_reports_changes_and_holds_without_writing(
             conn,
             content,
             provider_id=a,
-            threshold=feeds.parse_feed_settings(
+            threshold=feed_settings.parse_feed_settings(
                 {"url": url, "deletion_threshold": {"percent": 10, "min_count": 1}}, POLICY
             ).threshold,
         )
@@ -207,7 +209,7 @@ async def test_the_preview_reports_changes_and_holds_without_writing(
         refused = await feed_preview.preview_url(
             conn,
             provider_id=a,
-            settings=feeds.parse_feed_settings({"url": url}, POLICY),
+            settings=feed_settings.parse_feed_settings({"url": url}, POLICY),
             policy=AddressPolicy(),
             limits=FetchLimits(tries=1),
         )

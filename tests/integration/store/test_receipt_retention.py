@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rwasync.platform.db import Database
-from rwasync.schema.events import first_event_id_at, new_event_id
+from rwasync.schema.event_ids import event_id_at, first_event_id_at, new_event_id
 from rwasync.store import receipts
-from tests.support.receipts import drawn_at, record
+from tests.support.receipts import record
 
 pytestmark = pytest.mark.integration
 
@@ -29,21 +29,21 @@ async def test_decided_receipts_older_than_the_cutoff_go_and_every_other_stays(
     db: Database, provider_id: str
 ) -> None:
     gone = {
-        await record(db, provider_id, drawn_at(OLD), OLD, status)
+        await record(db, provider_id, event_id_at(OLD), OLD, status)
         for status in ("applied", "stale_ignored", "duplicate", "rejected")
     }
     stays = {
         # not decided yet, dead-lettered, held: whatever their age
-        await record(db, provider_id, drawn_at(OLD), OLD, "accepted"),
-        await record(db, provider_id, drawn_at(OLD), OLD, "accepted", "poison"),
-        await record(db, provider_id, drawn_at(OLD), OLD, "held", "jump"),
+        await record(db, provider_id, event_id_at(OLD), OLD, "accepted"),
+        await record(db, provider_id, event_id_at(OLD), OLD, "accepted", "poison"),
+        await record(db, provider_id, event_id_at(OLD), OLD, "held", "jump"),
         # decided, but younger than the cutoff
         await record(db, provider_id, new_event_id(), NOW),
-        await record(db, provider_id, drawn_at(WEEK_AGO + timedelta(minutes=1)), NOW),
+        await record(db, provider_id, event_id_at(WEEK_AGO + timedelta(minutes=1)), NOW),
     }
     # An id drawn long ago for an event accepted recently (a clock that was wrong) stays: the
     # acceptance decides, the id only finds.
-    stays.add(await record(db, provider_id, drawn_at(OLD), NOW))
+    stays.add(await record(db, provider_id, event_id_at(OLD), NOW))
 
     assert await receipts.prune_decided(db.pool, WEEK_AGO) == len(gone)
     assert await kept(db) == stays
@@ -68,12 +68,11 @@ async def test_receipts_with_random_ids_from_before_time_ordered_ids_are_pruned_
 async def test_pruning_goes_chunk_by_chunk_within_its_budget(
     db: Database, provider_id: str
 ) -> None:
-    old = [
-        await record(db, provider_id, drawn_at(OLD - timedelta(seconds=s)), OLD) for s in range(25)
-    ]
+    ids = [event_id_at(OLD - timedelta(seconds=s)) for s in range(25)]
+    old = [await record(db, provider_id, event_id, OLD) for event_id in ids]
     young = await record(db, provider_id, new_event_id(), NOW)
     # Undecided receipts among the old ones are stepped over, not counted against a chunk.
-    undecided = await record(db, provider_id, drawn_at(OLD), OLD, "accepted")
+    undecided = await record(db, provider_id, event_id_at(OLD), OLD, "accepted")
 
     assert await receipts.prune_decided(db.pool, WEEK_AGO, chunk=4, chunks=3) == 12
     assert await receipts.prune_decided(db.pool, WEEK_AGO, chunk=4, chunks=3) == 12
@@ -89,7 +88,7 @@ async def test_pruners_at_once_share_the_work_and_remove_each_receipt_once(
         """INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status,
                                        accepted_at, decided_at)
            SELECT e, $2, 'a1', 'price.updated', 'applied', $3, $3 FROM unnest($1::uuid[]) e""",
-        [drawn_at(OLD - timedelta(milliseconds=ms)) for ms in range(3000)],
+        [event_id_at(OLD - timedelta(milliseconds=ms)) for ms in range(3000)],
         provider_id,
         OLD,
     )

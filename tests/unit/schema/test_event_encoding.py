@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rwasync.schema.event_ids import first_event_id_at, new_event_id, new_event_ids
 from rwasync.schema.events import (
     AnyEvent,
     Arrival,
@@ -27,10 +28,7 @@ from rwasync.schema.events import (
     decode_message,
     encode_message,
     encode_wire_events,
-    first_event_id_at,
     message_for,
-    new_event_id,
-    new_event_ids,
     price_updated,
     price_updated_wire,
 )

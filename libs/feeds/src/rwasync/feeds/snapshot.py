@@ -22,7 +22,7 @@ from typing import Any, Final
 from uuid import UUID
 
 from rwasync.schema.decimals import normalize_decimal
-from rwasync.schema.events import new_event_id
+from rwasync.schema.event_ids import new_event_id
 from rwasync.schema.feeds import DeletionThreshold, ReasonCode
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.schema.versions import Version

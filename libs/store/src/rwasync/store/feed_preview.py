@@ -35,7 +35,7 @@ from rwasync.schema.feeds import (
     ReasonCode,
 )
 from rwasync.schema.timestamps import timestamp_text, utc_now
-from rwasync.store.feeds import FeedSettings
+from rwasync.store.feed_settings import FeedSettings
 
 STORED_STATE = """
 SELECT asset_id, updated_at, deleted, accepted_at, event_id, source, content_hash

@@ -12,46 +12,22 @@ the field (`FeedSettingInvalid.pointer`), so an HTTP layer only maps them: `Feed
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 import asyncpg
 import orjson
 
-from rwasync.feeds.auth import FeedAuth, FeedSecrets, parse_auth
-from rwasync.feeds.schedule import Schedule, parse_schedule
-from rwasync.schema.addresses import AddressPolicy
-from rwasync.schema.errors import json_pointer
-from rwasync.schema.feeds import (
-    DEFAULT_DELETION_THRESHOLD,
-    DeletionThreshold,
-    FeedFormat,
-    FeedSettingInvalid,
-    ReasonCode,
-    RunStatus,
-    SettingErrors,
-    check_feed_url,
-    check_format,
-)
+from rwasync.feeds.auth import FeedSecrets
+from rwasync.schema.feeds import FeedSettingInvalid, ReasonCode, RunStatus
 from rwasync.schema.timestamps import timestamp_text, utc_now
+from rwasync.store.feed_settings import FEED_ID_PATTERN, FEED_ID_RULE, FeedSettings
 from rwasync.store.tenants import new_id
-
-T = TypeVar("T")
 
 # The channel on which a new request wakes the pollers.
 FEED_WAKEUP_CHANNEL: Final = "rwasync_feed_runs"
-FEED_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-FEED_ID_RULE: Final = "must be 1-128 letters, digits, '.', '_', ':' or '-'"
 MAX_PAGE: Final = 500
-# The column's range (a Postgres integer); far beyond any catalogue's size.
-MAX_MIN_COUNT: Final = 2**31 - 1
-_SETTINGS_KEYS: Final = frozenset(
-    {"url", "format", "schedule", "auth", "deletion_threshold", "enabled"}
-)
 
 
 class RunNotDecidable(Exception):
@@ -68,128 +44,6 @@ class RunNotFound(Exception):
 
 class FeedIdTaken(Exception):
     """Another provider already uses this feed id."""
-
-
-@dataclass(frozen=True)
-class FeedSettings:
-    """A feed registration that passed every rule."""
-
-    url: str
-    format: FeedFormat = FeedFormat.JSON
-    schedule: Schedule = field(default_factory=Schedule)
-    auth: FeedAuth = field(default_factory=FeedAuth)
-    threshold: DeletionThreshold = DEFAULT_DELETION_THRESHOLD
-    enabled: bool = True
-
-
-def _percent(value: Any) -> Decimal:
-    try:
-        if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-            raise InvalidOperation
-        share = Decimal(str(value))
-        if not share.is_finite() or not 0 <= share <= 100:
-            raise InvalidOperation
-    except InvalidOperation:
-        raise FeedSettingInvalid("/deletion_threshold/percent", "must be a number 0-100") from None
-    return share
-
-
-def _min_count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MIN_COUNT:
-        raise FeedSettingInvalid(
-            "/deletion_threshold/min_count", f"must be an integer from 0 to {MAX_MIN_COUNT}"
-        )
-    return value
-
-
-def _threshold(value: Any) -> DeletionThreshold:
-    if value is None:
-        return DEFAULT_DELETION_THRESHOLD
-    if not isinstance(value, dict):
-        raise FeedSettingInvalid("/deletion_threshold", 'must be {"percent", "min_count"}')
-    found = SettingErrors()
-    for key in sorted(set(value) - {"percent", "min_count"}):
-        found.add(json_pointer(["deletion_threshold", key]), "unknown field")
-    share = found.check(lambda: _percent(value.get("percent", DEFAULT_DELETION_THRESHOLD.percent)))
-    count = found.check(
-        lambda: _min_count(value.get("min_count", DEFAULT_DELETION_THRESHOLD.min_count))
-    )
-    found.raise_any()
-    assert share is not None and count is not None
-    return DeletionThreshold(share, count)
-
-
-def _url(value: Any, policy: AddressPolicy) -> str:
-    if not isinstance(value, str):
-        raise FeedSettingInvalid("/url", "is required: the feed's http or https URL")
-    return check_feed_url(value, policy)
-
-
-def _format(value: Any) -> FeedFormat:
-    if not isinstance(value, str):
-        raise FeedSettingInvalid("/format", "must be a string")
-    return check_format(value)
-
-
-def _schedule(value: Any) -> Schedule:
-    if value is not None and not isinstance(value, str):
-        raise FeedSettingInvalid(
-            "/schedule", "must be an interval such as 24h, a cron expression, or null"
-        )
-    return parse_schedule(value)
-
-
-def _enabled(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise FeedSettingInvalid("/enabled", "must be true or false")
-    return value
-
-
-def _nul_at(value: Any, location: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Where strings hold NUL (which Postgres text cannot store): a key's own location for a
-    key, its value's for a value."""
-    if isinstance(value, str):
-        return [location] if "\x00" in value else []
-    found: list[tuple[str, ...]] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += [(*location, key)] if "\x00" in key else _nul_at(item, (*location, key))
-    return found
-
-
-def parse_feed_settings(
-    document: Any, policy: AddressPolicy, *, feed_id: str | None = None
-) -> FeedSettings:
-    """A registration document (`PUT /v1/feeds/{feed_id}`'s body, or what the CLI builds):
-    `{"url", "format", "schedule", "auth", "deletion_threshold", "enabled"}`. Every problem is
-    reported at once, each by its field's pointer, and with them `/feed_id` when the id the
-    registration is for (`feed_id`, the PUT's) is not one a feed can have."""
-    if not isinstance(document, dict):
-        raise FeedSettingInvalid("", "must be a JSON object")
-    found = SettingErrors()
-    if feed_id is not None and not FEED_ID_PATTERN.fullmatch(feed_id):
-        found.add("/feed_id", FEED_ID_RULE)
-    with_nul = _nul_at(document)
-    for location in with_nul:
-        found.add(json_pointer(location), "must not contain NUL")
-    # A field holding NUL is reported for that alone: its other rules would only repeat it.
-    spoiled = {location[0] for location in with_nul}
-    for key in sorted(set(document) - _SETTINGS_KEYS - spoiled):
-        found.add(json_pointer([key]), "unknown field")
-
-    def field(name: str, rule: Callable[[], T]) -> T | None:
-        return None if name in spoiled else found.check(rule)
-
-    url = field("url", lambda: _url(document.get("url"), policy))
-    fmt = field("format", lambda: _format(document.get("format", "json")))
-    schedule = field("schedule", lambda: _schedule(document.get("schedule")))
-    auth = field("auth", lambda: parse_auth(document.get("auth")))
-    threshold = field("deletion_threshold", lambda: _threshold(document.get("deletion_threshold")))
-    enabled = field("enabled", lambda: _enabled(document.get("enabled", True)))
-    found.raise_any()
-    assert url is not None and fmt is not None and schedule is not None and auth is not None
-    assert threshold is not None and enabled is not None
-    return FeedSettings(url, fmt, schedule, auth, threshold, enabled)
 
 
 def _ts(value: datetime | None) -> str | None:

@@ -19,7 +19,8 @@ import orjson
 
 from rwasync.feed_poller.comparing import RowPayload
 from rwasync.feeds.snapshot import Action, Decision
-from rwasync.schema.events import SCHEMA_VERSION, Arrival, EventType, new_event_id
+from rwasync.schema.event_ids import new_event_id
+from rwasync.schema.events import SCHEMA_VERSION, Arrival, EventType
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,11 +39,11 @@ from rwasync.ingest_api.models import (
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Body, Operation, Reply
 from rwasync.schema.errors import AssetInvalid
+from rwasync.schema.event_ids import new_event_ids
 from rwasync.schema.events import (
     Arrival,
     EventSource,
     WireEvent,
-    new_event_ids,
     price_updated_wire,
     wire_event,
 )

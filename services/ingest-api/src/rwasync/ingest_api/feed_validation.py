@@ -30,7 +30,7 @@ from rwasync.platform.http import bad_query, json_response, service_unavailable
 from rwasync.platform.openapi import Body, Operation, Param, Reply
 from rwasync.schema import jsonsafe
 from rwasync.schema.feeds import DEFAULT_DELETION_THRESHOLD, DeletionThreshold, FeedFormat
-from rwasync.store import feed_preview, feeds
+from rwasync.store import feed_preview, feed_settings, feeds
 
 JSON_LINES: Final = ("application/x-ndjson", "application/jsonl", "application/jsonlines")
 CSV: Final = "text/csv"
@@ -107,7 +107,7 @@ class FeedValidation:
         registration = None
         if document is not None:
             with feed_errors():  # a bad setting is a 422 before any work
-                registration = feeds.parse_feed_settings(document, self._rules.policy)
+                registration = feed_settings.parse_feed_settings(document, self._rules.policy)
         try:
             async with asyncio.timeout(SLOT_WAIT):
                 await self._slots.acquire()
@@ -179,7 +179,7 @@ class FeedValidation:
         feed_id = call.request.query.get("feed_id")
         if feed_id is None:
             return DEFAULT_DELETION_THRESHOLD
-        if not feeds.FEED_ID_PATTERN.fullmatch(feed_id):
+        if not feed_settings.FEED_ID_PATTERN.fullmatch(feed_id):
             raise not_found(f"unknown feed {feed_id[:140]!r}")
         with feed_errors():
             feed = await feeds.get_feed(conn, feed_id, provider_id=call.provider_id)

@@ -41,7 +41,7 @@ from rwasync.platform.http import Problem, bad_query, json_response
 from rwasync.platform.openapi import Body, Operation, Param, Reply
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.feeds import FeedSettingInvalid
-from rwasync.store import feeds
+from rwasync.store import feed_settings, feeds
 from rwasync.store.feeds import FeedIdTaken, FeedNotFound, RunNotDecidable, RunNotFound
 
 # A read that takes longer than this answers 503 rather than holding the caller.
@@ -111,7 +111,7 @@ def path_id(request: web.Request, name: str) -> str:
     """A feed or run id from the path; one that no feed or run can have is simply not found
     (and never reaches the database)."""
     value = request.match_info[name]
-    if not feeds.FEED_ID_PATTERN.fullmatch(value):
+    if not feed_settings.FEED_ID_PATTERN.fullmatch(value):
         raise not_found(f"unknown {name.removesuffix('_id')} {value[:140]!r}")
     return value
 
@@ -252,7 +252,9 @@ class FeedRoutes:
     async def _put_feed(self, call: Call) -> web.Response:
         feed_id = call.request.match_info["feed_id"]
         with feed_errors():
-            settings = feeds.parse_feed_settings(call.json(), self._rules.policy, feed_id=feed_id)
+            settings = feed_settings.parse_feed_settings(
+                call.json(), self._rules.policy, feed_id=feed_id
+            )
             async with self._ingest.db.connection() as conn:
                 feed, _ = await feeds.put_feed(
                     conn,

@@ -161,8 +161,8 @@ class Receipt(BaseModel):
 
 
 # --- feeds ----------------------------------------------------------------------------------------
-# The feed API's requests are checked by `rwasync.store.feeds.parse_feed_settings` (the CLI's
-# rules, errors naming the field); these models describe them in the API document.
+# The feed API's requests are checked by `rwasync.store.feed_settings.parse_feed_settings` (the
+# CLI's rules, errors naming the field); these models describe them in the API document.
 
 FeedFormatName = Literal["json", "jsonl", "csv"]
 RunStatusName = Literal["queued", "running", "ok", "not_modified", "held", "failed", "rejected"]

@@ -32,7 +32,7 @@ from rwasync.schema.feeds import (
     FeedSettingInvalid,
     RunStatus,
 )
-from rwasync.store import feeds
+from rwasync.store import feed_settings, feeds
 
 feed_app = typer.Typer(help="Feed sources and their runs.", no_args_is_help=True)
 
@@ -130,7 +130,7 @@ def feed_add(
     }
     try:
         secrets = FeedSecrets(found.feed_secrets_key.get_secret_value())
-        registration = feeds.parse_feed_settings(document, policy)
+        registration = feed_settings.parse_feed_settings(document, policy)
     except FeedSettingInvalid as exc:
         fail_invalid(exc)
     except ValueError as exc:
