@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +112,66 @@ def cpu_spent(before: dict[str, float], after: dict[str, float]) -> Cpu:
         service=sum(v for k, v in spent.items() if k.startswith("service:")),
         database=sum(v for k, v in spent.items() if k.startswith("db:")),
     )
+
+
+def descendants(pid: int) -> list[int]:
+    """A process and every process below it (from /proc's children lists)."""
+    found = [pid]
+    for member in found:
+        try:
+            tasks = list(Path(f"/proc/{member}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                found.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+def pids_named(name: str) -> list[int]:
+    """Every process whose command name (/proc/PID/comm) is `name`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def box_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (all but idle and iowait)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+class BoxMeter:
+    """Where the machine's CPU went during an interval, by group of processes: each group is a
+    callable naming its pids at sampling time; `interval()` gives the seconds per group, the
+    whole machine's busy seconds (`box`) and what no group accounts for (`other`)."""
+
+    def __init__(self, groups: dict[str, Callable[[], Iterable[int]]]) -> None:
+        self._groups = groups
+        self._before: dict[str, float] = {}
+
+    def _sample(self) -> dict[str, float]:
+        taken = {
+            name: sum(cpu_seconds(pid) for pid in set(pids()))
+            for name, pids in self._groups.items()
+        }
+        taken["box"] = box_busy_seconds()
+        return taken
+
+    def start(self) -> None:
+        self._before = self._sample()
+
+    def interval(self) -> dict[str, float]:
+        after = self._sample()
+        spent = {name: after[name] - self._before.get(name, 0.0) for name in after}
+        spent["other"] = spent["box"] - sum(v for k, v in spent.items() if k != "box")
+        return spent

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,6 +38,7 @@ from pathlib import Path
 import asyncpg
 from tests.support.system import System, free_port, http_status
 
+from benchmarks.cpu import BoxMeter, descendants, pids_named
 from benchmarks.ingest.broker_ceiling import measure
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -234,6 +236,72 @@ def hot_spots(raw: Path) -> list[tuple[float, str]]:
     return sorted(((n / max(samples, 1), part) for part, n in totals.items()), reverse=True)
 
 
+def box_meter(system: System) -> BoxMeter:
+    """The machine's CPU by process group during a load phase (wrk is counted apart, from the
+    children's rusage, since it has ended by the time the phase is sampled)."""
+
+    def service(name: str) -> list[int]:
+        process = system.services[name].process
+        return descendants(process.pid) if process is not None else []
+
+    return BoxMeter(
+        {
+            "ingest-api": lambda: service("ingest-api"),
+            "reconciler": lambda: service("reconciler"),
+            "postgres": lambda: pids_named("postgres"),
+            "rabbitmq": lambda: pids_named("beam.smp"),
+        }
+    )
+
+
+async def commits(database_url: str) -> int:
+    """Transactions committed in the database so far (its statistics lag by up to 0.5 s)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        count: int = await conn.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return count
+    finally:
+        await conn.close()
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Phase:
+    items: int = 0
+
+
+@contextlib.contextmanager
+def cpu_per_item(system: System, label: str) -> Iterator[Phase]:
+    """Print the machine's CPU µs per item of a load phase (the block sets `Phase.items`), by
+    process group."""
+    meter = box_meter(system)
+    meter.start()
+    wrk_before = children_cpu()
+    commits_before = asyncio.run(commits(system.database_url))
+    phase = Phase()
+    yield phase
+    spent = meter.interval()
+    committed = asyncio.run(commits(system.database_url)) - commits_before
+    spent["wrk"] = children_cpu() - wrk_before
+    spent["other"] -= spent["wrk"]
+    count = max(phase.items, 1)
+    parts = ", ".join(
+        f"{name} {seconds * 1e6 / count:,.0f}" for name, seconds in spent.items() if name != "box"
+    )
+    print(
+        f"{label}: machine CPU {spent['box'] * 1e6 / count:,.0f} µs per item "
+        f"({parts}; {spent['box']:.1f} CPU s); {committed / count:.3f} Postgres commits per item",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -247,7 +315,15 @@ def main() -> None:
         type=Path,
         help="record ingest-api with py-spy during each load phase into this folder",
     )
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the services (e.g. RWASYNC_RECONCILER_APPLY_LINGER=0.02); repeatable",
+    )
     args = parser.parse_args()
+    service_env = dict(setting.split("=", 1) for setting in args.service_env)
     process_counts = [int(n) for n in args.processes.split(",")]
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
@@ -275,6 +351,7 @@ def main() -> None:
                     "RWASYNC_INGEST_PROCESSES": str(processes),
                     "RWASYNC_LOG_LEVEL": "WARNING",
                     "RWASYNC_RECONCILER_LOG_LEVEL": "WARNING",
+                    **service_env,
                 },
             )
             try:
@@ -293,16 +370,24 @@ def main() -> None:
                 system.start("ingest-api", "reconciler")
                 env = {"BENCH_TOKEN": provider["token"], "BENCH_BATCH": str(args.batch)}
                 url = system.url("ingest-api")
-                with profiling(args.profile, system, f"put-{processes}p", args.seconds):
+                with (
+                    cpu_per_item(system, f"put-{processes}p") as phase,
+                    profiling(args.profile, system, f"put-{processes}p", args.seconds),
+                ):
                     result = wrk(url, "put.lua", args.connections, args.seconds, env)
+                    phase.items = result["requests"]
                 single = figure(f"single PUT, confirm before 202, {processes} process(es)", result)
                 single.ceiling = broker.rate
                 figures.append(single)
                 if not args.skip_batch:
                     before = asyncio.run(applied_count(database_url))
                     began = time.monotonic()
-                    with profiling(args.profile, system, f"batch-{processes}p", args.seconds):
+                    with (
+                        cpu_per_item(system, f"batch-{processes}p, per asset") as phase,
+                        profiling(args.profile, system, f"batch-{processes}p", args.seconds),
+                    ):
                         result = wrk(url, "batch.lua", args.batch_connections, args.seconds, env)
+                        phase.items = result["requests"] * args.batch
                     accepted = figure(
                         f"batch push ({args.batch}/request), accepted, {processes} process(es)",
                         result,

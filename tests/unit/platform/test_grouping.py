@@ -4,6 +4,7 @@ bounds, and each submitter learns its own flush's outcome."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -110,3 +111,55 @@ async def test_cancelled_while_flushing_alone_the_submitters_still_waiting_are_c
     )
     assert outcomes[0] is None
     assert all(isinstance(o, asyncio.CancelledError) for o in outcomes[2:])
+
+
+async def test_a_lingering_group_waits_for_company_then_flushes_what_came() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.flush, max_items=100, linger=0.05)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    first = asyncio.create_task(group.submit([0]))
+    await asyncio.sleep(0.01)
+    await asyncio.gather(first, *(group.submit([n]) for n in range(1, 5)))
+    # One flush of all five, which waited out the linger for the 100 it would take.
+    assert recorder.flushes == [[0, 1, 2, 3, 4]]
+    assert loop.time() - began >= 0.05
+
+
+async def test_a_lingering_group_goes_at_once_when_it_fills() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.flush, max_items=100, linger=10.0, fill=20)
+    async with asyncio.timeout(2):  # far less than the linger
+        await asyncio.gather(*(group.submit([n, n + 1000]) for n in range(10)))
+    assert sorted(n for flush in recorder.flushes for n in flush) == sorted(
+        [n for n in range(10)] + [n + 1000 for n in range(10)]
+    )
+
+
+async def test_lingering_flushers_side_by_side_flush_every_item_once() -> None:
+    """Several flushers linger at once: whichever wakes last finds the queue emptied by another
+    and ends; nothing is flushed twice or left behind, whatever the arrival pattern."""
+    recorder = Recorder()
+    group = GroupCommit(recorder.flush, max_items=8, max_concurrent=3, linger=0.005)
+    unhandled: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: unhandled.append(context))
+    submitted: list[asyncio.Task[None]] = []
+    for wave in range(30):
+        for n in range(wave % 7):
+            submitted.append(asyncio.create_task(group.submit([wave * 100 + n])))
+        await asyncio.sleep(0.001 * (wave % 4))
+    await asyncio.gather(*submitted)
+    await asyncio.sleep(0.02)  # every flusher has ended
+    gc.collect()  # a failed task that nobody awaited reports itself when collected
+    assert unhandled == []
+    flushed = [n for flush in recorder.flushes for n in flush]
+    assert sorted(flushed) == sorted(w * 100 + n for w in range(30) for n in range(w % 7))
+    assert all(len(flush) <= 8 for flush in recorder.flushes)
+    assert recorder.most_running <= 3
+
+
+def test_linger_needs_a_size_to_wait_for() -> None:
+    with pytest.raises(ValueError, match="fill or max_items"):
+        GroupCommit(Recorder().flush, linger=0.01)
+    with pytest.raises(ValueError, match="negative"):
+        GroupCommit(Recorder().flush, max_items=5, linger=-1)

@@ -76,11 +76,13 @@ class EventConsumer(Generic[E]):
         prefetch: int = 32,
         decoder: MessageDecoder[E] | None = None,
         concurrency: int = 10,
+        linger: float = 0.0,
     ) -> None:
         """`decoder`: how messages become the applier's events (by default, the models).
         `concurrency`: applies under way at once (the service's APPLIES_AT_ONCE); messages
         that arrive while all are busy wait and are applied together, up to GROUP_EVENTS
-        events."""
+        events. `linger`: seconds an apply of fewer than GROUP_EVENTS events first waits for
+        more (`GroupCommit`)."""
         self._broker = broker
         self._queue_name = queue
         self._applier = applier
@@ -90,6 +92,7 @@ class EventConsumer(Generic[E]):
             max_items=GROUP_EVENTS,
             max_concurrent=concurrency,
             alone_after=lambda exc: not is_transient(exc),
+            linger=linger,
         )
         # Without a decoder of its own, the applier takes the models (`Applier[Event]`).
         self._decoder = decoder or cast(MessageDecoder[E], MODEL_DECODER)

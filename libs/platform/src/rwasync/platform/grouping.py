@@ -1,10 +1,13 @@
 """Group commit: the items of concurrent callers travel in one round trip (one insert, one broker
 message) instead of one each. Items submitted while a flush is under way wait for the next one,
-so the group grows with the load and a lone caller waits for nobody."""
+so the group grows with the load and a lone caller waits for nobody — unless the group may
+linger for company, which trades a little latency for fewer, larger flushes under a light,
+steady load."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -17,7 +20,10 @@ class GroupCommit(Generic[T]):
     flush (a larger submission goes alone, never split) and at most `max_concurrent` flushes
     under way at once. Each submitter gets what its flush raised, unless `alone_after(exc)`
     says the failure may be one submission's own (a poison item): then each submission of the
-    group is flushed again alone, and gets its own outcome."""
+    group is flushed again alone, and gets its own outcome.
+
+    `linger` (seconds, 0 for none): a flusher about to take fewer than `fill` items (default
+    `max_items`) waits up to this long for more to arrive first."""
 
     def __init__(
         self,
@@ -26,20 +32,34 @@ class GroupCommit(Generic[T]):
         max_items: int | None = None,
         max_concurrent: int = 1,
         alone_after: Callable[[Exception], bool] | None = None,
+        linger: float = 0.0,
+        fill: int | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
+        if linger < 0:
+            raise ValueError("linger must not be negative")
+        fill = fill or max_items
+        if linger and fill is None:
+            raise ValueError("a group that lingers needs fill or max_items")
         self._flush = flush
         self._max_items = max_items
         self._max_concurrent = max_concurrent
         self._alone_after = alone_after
         self._waiting: deque[tuple[Sequence[T], asyncio.Future[None]]] = deque()
         self._flushers: set[asyncio.Task[None]] = set()
+        self._linger = linger
+        self._fill = fill or 0
+        self._queued = 0  # items waiting
+        self._filled = asyncio.Event()
 
     async def submit(self, items: Sequence[T]) -> None:
         """Return once a flush carrying these items succeeded; raise what it raised."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((items, done))
+        self._queued += len(items)
+        if self._queued >= self._fill:
+            self._filled.set()
         if len(self._flushers) < self._max_concurrent:
             flusher = asyncio.create_task(self._flush_while_waiting())
             self._flushers.add(flusher)
@@ -55,11 +75,25 @@ class GroupCommit(Generic[T]):
             items, done = self._waiting.popleft()
             size += len(items)
             group.append((items, done))
+        self._queued -= size
         return group
+
+    async def _gathered(self) -> None:
+        """Wait up to `linger` seconds for `fill` items to be waiting."""
+        if self._queued >= self._fill:
+            return
+        self._filled.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._linger):
+                await self._filled.wait()
 
     async def _flush_while_waiting(self) -> None:
         try:
             while self._waiting:
+                if self._linger:
+                    await self._gathered()
+                    if not self._waiting:  # another flusher took them meanwhile
+                        break
                 await self._flush_group(self._take_group())
         finally:
             # Leave the set as soon as the queue is seen empty, not in the done callback that runs

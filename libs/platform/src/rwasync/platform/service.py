@@ -86,6 +86,7 @@ def consuming_service(
         prefetch=settings.prefetch,
         decoder=decoder,
         concurrency=settings.applies_at_once,
+        linger=settings.apply_linger,
     )
 
     async def consuming() -> tuple[str, bool]:
