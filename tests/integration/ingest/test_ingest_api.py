@@ -599,6 +599,16 @@ async def test_health_readiness_and_metrics(ingest: Client) -> None:
     assert "rwasync_http_requests_total" in await response.text()
 
 
+async def test_made_up_methods_share_one_label_in_the_request_metrics(ingest: Client) -> None:
+    """Methods beyond the API's own (WebDAV's, which the HTTP parser knows) add no label sets to
+    /metrics: they count as "other"."""
+    for method in ("PROPFIND", "MKCOL", "LOCK"):
+        await problem(await ingest.request(method, "/v1/nothing-here"), 404)
+    text = await (await ingest.get("/metrics")).text()
+    assert "PROPFIND" not in text and "MKCOL" not in text
+    assert 'rwasync_http_requests_total{method="other",route="unmatched",status="404"} 3.0' in text
+
+
 async def test_receipt_failure_after_the_confirm_still_answers_202(
     ingest: Client, queues: Queues, provider: Provider, store: Database
 ) -> None:

@@ -1,6 +1,6 @@
-"""Broker messages are written with orjson from the models' fields (or, for a price batch, from
-the validated values without models): the JSON must be what pydantic's serialiser writes, and
-decode back to the same events, for every kind of event."""
+"""Broker messages are written with orjson from the models' fields (or, for ingest-api's prices
+and asset upserts, from the validated values without models): the JSON must be what pydantic's
+serialiser writes, and decode back to the same events, for every kind of event."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from rwasync.schema.events import (
     asset_deleted,
     asset_patched,
     asset_upserted,
+    asset_upserted_wire,
     decode_message,
     encode_message,
     encode_wire_events,
@@ -127,6 +128,33 @@ def test_a_price_tick_on_the_wire_is_byte_for_byte_its_model(
     message_id, body = encode_wire_events(wires)
     message = EventMessage(message_id=uuid.UUID(message_id), events=models)
     assert body == encode_message(message)
+    assert decode_message(body) == message
+    single_id, single = encode_wire_events(wires[:1])
+    assert single_id == ids[0]
+    assert single == encode_message(message_for(models[:1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.text(), json_values, max_size=6), moments, moments, st.text())
+def test_an_asset_upsert_on_the_wire_is_byte_for_byte_its_model(
+    document: dict[str, Any], updated_at: datetime, accepted_at: datetime, trace_id: str
+) -> None:
+    """`asset_upserted_wire` (ingest-api's pushes) writes exactly what the model path writes,
+    integers beyond 64 bits included (through the same fallback)."""
+    arrival = Arrival("prv_x", EventSource.PUSH, accepted_at, trace_id=trace_id[:128])
+    fields: dict[str, Any] = {
+        "asset_id": "a1",
+        "updated_at": updated_at,
+        "accepted_at": accepted_at,
+        "document": document,
+        "content_hash": HASH,
+    }
+    ids = new_event_ids(2)
+    models = [asset_upserted(arrival, **fields, event_id=uuid.UUID(i)) for i in ids]
+    wires = [asset_upserted_wire(arrival, event_id=i, **fields) for i in ids]
+    message_id, body = encode_wire_events(wires)
+    message = EventMessage(message_id=uuid.UUID(message_id), events=models)
+    assert json.loads(body) == json.loads(encode_message(message))
     assert decode_message(body) == message
     single_id, single = encode_wire_events(wires[:1])
     assert single_id == ids[0]

@@ -12,7 +12,7 @@ import orjson
 import structlog
 import uvloop
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from rwasync.platform import tracing
 from rwasync.platform.db import is_transient
@@ -123,6 +123,26 @@ def _route_name(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
+# Methods counted by name in the request metrics; any other is "other", so that a client making up
+# methods cannot add label sets without end.
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
+def _request_metrics(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    """The request counter's and latency histogram's children for this route, method and status,
+    looked up once (`labels()` checks and locks on every call)."""
+    key = (route, method if method in _METHODS else "other", status)
+    children = _request_children.get(key)
+    if children is None:
+        labels = (key[0], key[1], str(status))
+        children = _request_children[key] = (
+            HTTP_REQUESTS.labels(*labels),
+            HTTP_LATENCY.labels(*labels),
+        )
+    return children
+
+
 # Probes and scrapes answer every few seconds; their lines would drown the requests that matter.
 _QUIET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -142,10 +162,10 @@ async def problem_middleware(
         response = await _answer(request, handler, route)
         if not response.prepared:  # a stream has sent its headers already
             response.headers["X-Trace-Id"] = trace_id
-        status = str(response.status)
         elapsed = time.perf_counter() - started
-        HTTP_REQUESTS.labels(route, request.method, status).inc()
-        HTTP_LATENCY.labels(route, request.method, status).observe(elapsed)
+        counted, timed = _request_metrics(route, request.method, response.status)
+        counted.inc()
+        timed.observe(elapsed)
         if route not in _QUIET_ROUTES:
             log.info(
                 "request answered",

@@ -251,10 +251,36 @@ def price_updated(
 
 
 # An event as it goes on the wire: the fields `EventMessage` decodes, as JSON-ready values, in the
-# order of the models' fields. Built straight from validated values where thousands are made at
-# once (a price batch): building the models only to dump them again cost more than validating
-# the ticks, and the consumers validate every message they decode all the same.
+# order of the models' fields. Built straight from validated values wherever ingest-api accepts
+# prices and asset upserts (singly or thousands at once): building the models only to dump them
+# again cost more than validating the ticks, and the consumers validate every message they decode
+# all the same.
 WireEvent = dict[str, Any]
+
+
+def _wire(
+    arrival: Arrival,
+    event_type: EventType,
+    *,
+    event_id: str,
+    asset_id: str,
+    updated_at: datetime,
+    accepted_at: datetime,
+    payload: dict[str, Any],
+) -> WireEvent:
+    return {
+        "event_id": event_id,
+        "provider_id": arrival.provider_id,
+        "asset_id": asset_id,
+        "source": arrival.source,
+        "updated_at": updated_at,
+        "accepted_at": accepted_at,
+        "received_at": arrival.received_at,
+        "trace_id": arrival.trace_id,
+        "schema_version": SCHEMA_VERSION,
+        "type": event_type,
+        "payload": payload,
+    }
 
 
 def price_updated_wire(
@@ -269,19 +295,39 @@ def price_updated_wire(
 ) -> WireEvent:
     """`price_updated(...)` on the wire, for values already validated as a `Price` is (and an
     `event_id` from `new_event_ids`)."""
-    return {
-        "event_id": event_id,
-        "provider_id": arrival.provider_id,
-        "asset_id": asset_id,
-        "source": arrival.source,
-        "updated_at": as_of,
-        "accepted_at": accepted_at,
-        "received_at": arrival.received_at,
-        "trace_id": arrival.trace_id,
-        "schema_version": SCHEMA_VERSION,
-        "type": EventType.PRICE_UPDATED,
-        "payload": {"amount": amount, "currency": currency, "as_of": as_of},
-    }
+    return _wire(
+        arrival,
+        EventType.PRICE_UPDATED,
+        event_id=event_id,
+        asset_id=asset_id,
+        updated_at=as_of,
+        accepted_at=accepted_at,
+        payload={"amount": amount, "currency": currency, "as_of": as_of},
+    )
+
+
+def asset_upserted_wire(
+    arrival: Arrival,
+    *,
+    event_id: str,
+    asset_id: str,
+    updated_at: datetime,
+    accepted_at: datetime,
+    document: dict[str, Any],
+    content_hash: str,
+) -> WireEvent:
+    """`asset_upserted(...)` on the wire, for a document already validated and normalised (a
+    `ValidAsset`'s: no value orjson cannot write) and an `event_id` from `new_event_ids`.
+    Building the model only to dump it again cost pydantic a walk of the whole document."""
+    return _wire(
+        arrival,
+        EventType.ASSET_UPSERTED,
+        event_id=event_id,
+        asset_id=asset_id,
+        updated_at=updated_at,
+        accepted_at=accepted_at,
+        payload={"document": document, "content_hash": content_hash},
+    )
 
 
 def wire_event(event: AnyEvent) -> WireEvent:
@@ -308,11 +354,14 @@ def encode_message(message: EventMessage) -> bytes:
 
 
 def encode_wire_events(events: Sequence[WireEvent]) -> tuple[str, bytes]:
-    """One message of `events` (price ticks: no value orjson cannot write) as (message id,
-    body), the bytes `encode_message` writes for the same events; a single event's message id is
-    its event id."""
+    """One message of `events` as (message id, body), the bytes `encode_message` writes for the
+    same events (the same fallback included); a single event's message id is its event id."""
     message_id = str(events[0]["event_id"]) if len(events) == 1 else str(uuid.uuid4())
-    return message_id, _dumps(message_id, events)
+    try:
+        return message_id, _dumps(message_id, events)
+    except orjson.JSONEncodeError:
+        message = EventMessage.model_validate({"message_id": message_id, "events": events})
+        return message_id, message.model_dump_json().encode()
 
 
 def _dumps(message_id: uuid.UUID | str, events: Sequence[WireEvent]) -> bytes:

@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from rwasync.schema.event_ids import first_event_id_at
-from rwasync.schema.events import EventLike, ReceiptStatus
+from rwasync.schema.events import EventLike, ReceiptStatus, WireEvent
 
 RECORD_ACCEPTED = """
 INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at, trace_id)
@@ -204,6 +204,21 @@ async def record_accepted(
     conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[EventLike]
 ) -> None:
     await conn.execute(RECORD_ACCEPTED, *_columns(events), [e.trace_id for e in events])
+
+
+async def record_accepted_wire(
+    conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[WireEvent]
+) -> None:
+    """`record_accepted` for events in their wire form."""
+    await conn.execute(
+        RECORD_ACCEPTED,
+        [e["event_id"] for e in events],
+        [e["provider_id"] for e in events],
+        [e["asset_id"] for e in events],
+        [str(e["type"]) for e in events],
+        [e["accepted_at"] for e in events],
+        [e["trace_id"] for e in events],
+    )
 
 
 async def record_accepted_run(conn: asyncpg.Connection | asyncpg.Pool, run: AcceptedRun) -> None:

@@ -25,24 +25,14 @@ from rwasync.platform.db import Database, is_transient
 from rwasync.platform.grouping import GroupCommit
 from rwasync.platform.http import Problem, service_unavailable
 from rwasync.schema import events, topology
-from rwasync.schema.events import (
-    AnyEvent,
-    Arrival,
-    AssetUpserted,
-    EventType,
-    PriceUpdated,
-    WireEvent,
-    encode_wire_events,
-    message_for,
-)
+from rwasync.schema.event_ids import new_event_ids
+from rwasync.schema.events import Arrival, EventType, WireEvent, encode_wire_events
 from rwasync.schema.price import Price
 from rwasync.schema.timestamps import utc_now
 from rwasync.schema.valid_asset import ValidAsset
 from rwasync.store import receipts
 
 log = structlog.get_logger(__name__)
-
-AcceptedEvent = AnyEvent
 
 MICROSECOND: Final = timedelta(microseconds=1)
 # The receipt is a courtesy for GET /v1/events (the consumer writes the decided one anyway), so
@@ -84,9 +74,12 @@ class AcceptanceClock:
         return self.instants(1)[0]
 
 
-def asset_upserted(asset: ValidAsset, arrival: Arrival, accepted_at: datetime) -> AssetUpserted:
-    return events.asset_upserted(
+def asset_upserted(
+    asset: ValidAsset, arrival: Arrival, accepted_at: datetime, event_id: str | None = None
+) -> WireEvent:
+    return events.asset_upserted_wire(
         arrival,
+        event_id=event_id or new_event_ids(1)[0],
         asset_id=asset.id,
         updated_at=asset.updated_at,
         accepted_at=accepted_at,
@@ -96,10 +89,15 @@ def asset_upserted(asset: ValidAsset, arrival: Arrival, accepted_at: datetime) -
 
 
 def price_updated(
-    asset_id: str, price: Price, arrival: Arrival, accepted_at: datetime
-) -> PriceUpdated:
-    return events.price_updated(
+    asset_id: str,
+    price: Price,
+    arrival: Arrival,
+    accepted_at: datetime,
+    event_id: str | None = None,
+) -> WireEvent:
+    return events.price_updated_wire(
         arrival,
+        event_id=event_id or new_event_ids(1)[0],
         asset_id=asset_id,
         amount=price.amount,
         currency=price.currency,
@@ -155,6 +153,11 @@ def accepted_run(events: Sequence[WireEvent]) -> receipts.AcceptedRun:
     )
 
 
+async def _within_receipt_timeout(recording: Awaitable[None]) -> None:
+    async with asyncio.timeout(RECEIPT_TIMEOUT):
+        await recording
+
+
 @dataclass(frozen=True)
 class PublishingLimits:
     events_per_message: int = 250
@@ -180,26 +183,27 @@ class EventPublisher:
         self._db = db
         self._coalesced = {
             exchange: GroupCommit(
-                self._publish,
+                self._publish_wire,
                 max_items=limits.coalesce_max_events,
                 max_concurrent=limits.publishers,
             )
             for exchange in (topology.ASSETS_EXCHANGE, topology.PRICES_EXCHANGE)
         }
 
-    async def accept_one(self, event: AcceptedEvent) -> None:
-        """Return once the broker confirmed the event; raise a 503 Problem when it did not."""
-        exchange = exchange_of(event.type)
+    async def accept_one(self, event: WireEvent) -> None:
+        """Return once the broker confirmed the event (in its wire form: `wire_event` of a
+        model); raise a 503 Problem when it did not."""
+        exchange = exchange_of(event["type"])
         try:
             await self._coalesced[exchange].submit([event])
         except BrokerUnavailable as exc:
             raise _unavailable(exc, exchange, 1) from None
-        self._count([(event.type, event.source)])
+        self._count([(event["type"], event["source"])])
         await self._record_receipts(
             lambda: self._receipts.submit([event]),
             1,
-            event.event_id,
-            event.asset_id,
+            event["event_id"],
+            event["asset_id"],
         )
 
     async def accept_many(self, events: Sequence[WireEvent]) -> None:
@@ -222,15 +226,11 @@ class EventPublisher:
                 raise outcome
         self._count([(e["type"], e["source"]) for e in events])
         await self._record_receipts(
-            lambda: receipts.record_accepted_run(self._db.pool, run),
+            lambda: _within_receipt_timeout(receipts.record_accepted_run(self._db.pool, run)),
             len(events),
             run.event_ids[0],
             run.asset_ids[0],
         )
-
-    async def _publish(self, events: Sequence[AcceptedEvent]) -> None:
-        exchange, routing_key = _route([e.type for e in events])
-        await self._broker.publish(exchange, routing_key, message_for(list(events)))
 
     async def _publish_wire(self, events: Sequence[WireEvent]) -> None:
         exchange, routing_key = _route([e["type"] for e in events])
@@ -249,8 +249,9 @@ class EventPublisher:
         for (kind, source), count in Tally(kinds).items():
             EVENTS_ACCEPTED.labels(str(kind), str(source)).inc(count)
 
-    async def _record_accepted(self, events: list[AcceptedEvent]) -> None:
-        await receipts.record_accepted(self._db.pool, events)
+    async def _record_accepted(self, events: list[WireEvent]) -> None:
+        # The deadline is the group's: one timer per insert, not one per request.
+        await _within_receipt_timeout(receipts.record_accepted_wire(self._db.pool, events))
 
     async def _record_receipts(
         self, record: Callable[[], Awaitable[None]], events: int, event_id: object, asset_id: str
@@ -259,8 +260,7 @@ class EventPublisher:
         # client send them again. Log, count, and answer 202. Concurrent requests' receipts
         # share one insert; a batch's all go in one of its own.
         try:
-            async with asyncio.timeout(RECEIPT_TIMEOUT):
-                await record()
+            await record()
         except Exception as exc:
             RECEIPT_FAILURES.inc()
             context = {

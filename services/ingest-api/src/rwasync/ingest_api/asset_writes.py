@@ -127,12 +127,14 @@ class AssetWrites:
         if errors:
             raise invalid_document("asset patch", errors)
         structlog.contextvars.bind_contextvars(asset_id=path_id)
-        event = events.asset_patched(
-            call.arrival,
-            asset_id=path_id,
-            updated_at=patch.updated_at,
-            accepted_at=self._ingest.clock.next(),
-            patch=normalized_patch(patch),
+        event = events.wire_event(
+            events.asset_patched(
+                call.arrival,
+                asset_id=path_id,
+                updated_at=patch.updated_at,
+                accepted_at=self._ingest.clock.next(),
+                patch=normalized_patch(patch),
+            )
         )
         await self._ingest.publisher.accept_one(event)
         return accepted(event)
@@ -147,12 +149,14 @@ class AssetWrites:
         except AssetInvalid as exc:
             raise invalid_document("deletion", exc.errors) from None
         structlog.contextvars.bind_contextvars(asset_id=path_id)
-        event = events.asset_deleted(
-            call.arrival,
-            asset_id=path_id,
-            updated_at=request.deleted_at,
-            accepted_at=self._ingest.clock.next(),
-            reason=request.reason,
+        event = events.wire_event(
+            events.asset_deleted(
+                call.arrival,
+                asset_id=path_id,
+                updated_at=request.deleted_at,
+                accepted_at=self._ingest.clock.next(),
+                reason=request.reason,
+            )
         )
         await self._ingest.publisher.accept_one(event)
         return accepted(event)

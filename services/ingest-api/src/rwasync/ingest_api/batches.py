@@ -45,11 +45,10 @@ from rwasync.schema.events import (
     EventSource,
     WireEvent,
     price_updated_wire,
-    wire_event,
 )
 
 # An accepted item's event on the wire, from its value, arrival, acceptance instant and a fresh
-# event id (an asset's event draws its own).
+# event id.
 MakeEvent = Callable[[Any, Arrival, datetime, str], WireEvent]
 
 
@@ -114,7 +113,7 @@ class Batches:
         return await self._accept(
             call,
             checked,
-            lambda asset, arrival, at, _: wire_event(asset_upserted(asset, arrival, at)),
+            asset_upserted,
             "id",
         )
 

@@ -79,6 +79,14 @@ async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limits.max_bytes:
         raise _closing(_too_large(limits.max_bytes))
+    content = request.content
+    if content.is_eof():
+        # Already here in full (a small body usually came with the headers): no deadline to
+        # keep, nothing to wait for.
+        body = content.read_nowait()
+        if len(body) > limits.max_bytes:
+            raise _closing(_too_large(limits.max_bytes))
+        return body
     chunks: list[bytes] = []
     size = 0
     try:

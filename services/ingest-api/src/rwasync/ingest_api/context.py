@@ -11,7 +11,7 @@ import structlog
 from aiohttp import hdrs, web
 from pydantic import StringConstraints
 
-from rwasync.ingest_api.acceptance import AcceptanceClock, AcceptedEvent, EventPublisher
+from rwasync.ingest_api.acceptance import AcceptanceClock, EventPublisher
 from rwasync.ingest_api.bodies import JSON, BodyLimits
 from rwasync.ingest_api.callers import TENANT_HEADER, Call, Callers
 from rwasync.ingest_api.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -20,7 +20,7 @@ from rwasync.platform.db import Database
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Param
 from rwasync.schema.asset import ASSET_ID
-from rwasync.schema.events import EventSource
+from rwasync.schema.events import EventSource, WireEvent
 
 # Security schemes of the provider API (see `ApiRegistry.security_schemes` in app.py).
 PROVIDER_AUTH: Final = ("basic", "bearer")
@@ -80,11 +80,12 @@ class Ingest:
         return await self.idempotency.run(call, lambda: handle(call))
 
 
-def accepted(event: AcceptedEvent) -> web.Response:
+def accepted(event: WireEvent) -> web.Response:
     """202 for one accepted event, pointing at its receipt."""
-    structlog.contextvars.bind_contextvars(event_id=str(event.event_id))
+    event_id = str(event["event_id"])
+    structlog.contextvars.bind_contextvars(event_id=event_id)
     return json_response(
-        {"event_id": str(event.event_id), "status": "accepted"},
+        {"event_id": event_id, "status": "accepted"},
         status=202,
-        headers={hdrs.LOCATION: f"/v1/events/{event.event_id}"},
+        headers={hdrs.LOCATION: f"/v1/events/{event_id}"},
     )
