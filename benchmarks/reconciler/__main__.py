@@ -333,6 +333,11 @@ def main() -> None:
         type=int,
         help="RWASYNC_RECONCILER_APPLIES_AT_ONCE (default: the service's own)",
     )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        help="RWASYNC_RECONCILER_APPLY_LINGER (default: the service's own)",
+    )
     args = parser.parse_args()
     settings = {
         name: str(value)
@@ -340,6 +345,7 @@ def main() -> None:
             ("RWASYNC_RECONCILER_PREFETCH", args.prefetch),
             ("RWASYNC_RECONCILER_APPLY_SHARES", args.shares),
             ("RWASYNC_RECONCILER_APPLIES_AT_ONCE", args.applies_at_once),
+            ("RWASYNC_RECONCILER_APPLY_LINGER", args.linger),
         )
         if value is not None
     }

@@ -171,9 +171,14 @@ async def test_a_backlog_of_small_messages_is_applied_in_groups_and_a_poison_one
     await consumer.stop()
     assert set(applier.applied) == {f"a{i}" for i in range(40) if i != 17}
     assert [m.message_id for m in dead] == [str(events[17].event_id)]
-    # Grouped: far fewer applies than messages (the poison's group was applied again alone).
+    # Grouped: far fewer applies than messages, once the poison's group applied again message by
+    # message is set aside (how many messages that group held depends on how fast they came).
     grouped = [apply for apply in applier.applies if len(apply) > 1]
-    assert grouped and len(applier.applies) < 41
+    assert grouped
+    failed = next(i for i, apply in enumerate(applier.applies) if "a17" in apply)
+    members = set(applier.applies[failed])
+    reruns = [a for a in applier.applies[failed + 1 :] if len(a) == 1 and a[0] in members]
+    assert len(applier.applies) - len(reruns) < 20
     assert all(len(set(apply)) == len(apply) for apply in applier.applies)
     assert await _drain(vhost_amqp_url, topology.RECONCILER_QUEUE, 1, timeout=0.5) == []
 

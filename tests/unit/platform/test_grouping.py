@@ -163,3 +163,19 @@ def test_linger_needs_a_size_to_wait_for() -> None:
         GroupCommit(Recorder().flush, linger=0.01)
     with pytest.raises(ValueError, match="negative"):
         GroupCommit(Recorder().flush, max_items=5, linger=-1)
+
+
+async def test_a_lingering_group_stops_waiting_once_its_submitters_can_send_no_more() -> None:
+    """A consumer with a prefetch of 4 single-event messages: once 4 are open, no fifth comes
+    until some are acknowledged, so the group goes at once instead of idling out the linger."""
+    recorder = Recorder()
+    group = GroupCommit(recorder.flush, max_items=250, linger=10.0, fill_submissions=4)
+    async with asyncio.timeout(2):  # far less than the linger
+        await asyncio.gather(*(group.submit([n]) for n in range(4)))
+    assert sorted(n for flush in recorder.flushes for n in flush) == [0, 1, 2, 3]
+    # Fewer open than that: it waits for company again.
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    group = GroupCommit(recorder.flush, max_items=250, linger=0.05, fill_submissions=4)
+    await asyncio.gather(*(group.submit([n]) for n in range(3)))
+    assert loop.time() - began >= 0.05

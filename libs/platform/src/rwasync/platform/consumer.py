@@ -93,6 +93,8 @@ class EventConsumer(Generic[E]):
             max_concurrent=concurrency,
             alone_after=lambda exc: not is_transient(exc),
             linger=linger,
+            # Holding its whole prefetch, the consumer gets no more messages until it acks.
+            fill_submissions=prefetch,
         )
         # Without a decoder of its own, the applier takes the models (`Applier[Event]`).
         self._decoder = decoder or cast(MessageDecoder[E], MODEL_DECODER)

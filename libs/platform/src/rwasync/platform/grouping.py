@@ -23,7 +23,9 @@ class GroupCommit(Generic[T]):
     group is flushed again alone, and gets its own outcome.
 
     `linger` (seconds, 0 for none): a flusher about to take fewer than `fill` items (default
-    `max_items`) waits up to this long for more to arrive first."""
+    `max_items`) waits up to this long for more to arrive first — unless `fill_submissions`
+    submissions are open (waiting or being flushed): a consumer holding its whole prefetch gets
+    no more messages until it acknowledges some, so waiting would only idle."""
 
     def __init__(
         self,
@@ -34,6 +36,7 @@ class GroupCommit(Generic[T]):
         alone_after: Callable[[Exception], bool] | None = None,
         linger: float = 0.0,
         fill: int | None = None,
+        fill_submissions: int | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -51,6 +54,8 @@ class GroupCommit(Generic[T]):
         self._linger = linger
         self._fill = fill or 0
         self._queued = 0  # items waiting
+        self._fill_submissions = fill_submissions
+        self._open = 0  # submissions waiting or being flushed
         self._filled = asyncio.Event()
 
     async def submit(self, items: Sequence[T]) -> None:
@@ -58,13 +63,22 @@ class GroupCommit(Generic[T]):
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((items, done))
         self._queued += len(items)
-        if self._queued >= self._fill:
+        self._open += 1
+        if self._is_full():
             self._filled.set()
         if len(self._flushers) < self._max_concurrent:
             flusher = asyncio.create_task(self._flush_while_waiting())
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)
-        await done
+        try:
+            await done
+        finally:
+            self._open -= 1
+
+    def _is_full(self) -> bool:
+        return self._queued >= self._fill or (
+            self._fill_submissions is not None and self._open >= self._fill_submissions
+        )
 
     def _take_group(self) -> list[tuple[Sequence[T], asyncio.Future[None]]]:
         group = [self._waiting.popleft()]
@@ -79,8 +93,9 @@ class GroupCommit(Generic[T]):
         return group
 
     async def _gathered(self) -> None:
-        """Wait up to `linger` seconds for `fill` items to be waiting."""
-        if self._queued >= self._fill:
+        """Wait up to `linger` seconds for `fill` items to be waiting (or `fill_submissions`
+        submissions open)."""
+        if self._is_full():
             return
         self._filled.clear()
         with contextlib.suppress(TimeoutError):
