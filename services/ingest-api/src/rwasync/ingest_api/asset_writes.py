@@ -127,7 +127,7 @@ class AssetWrites:
         if errors:
             raise invalid_document("asset patch", errors)
         structlog.contextvars.bind_contextvars(asset_id=path_id)
-        event = events.wire_event(
+        return await self._accept(
             events.asset_patched(
                 call.arrival,
                 asset_id=path_id,
@@ -136,8 +136,6 @@ class AssetWrites:
                 patch=normalized_patch(patch),
             )
         )
-        await self._ingest.publisher.accept_one(event)
-        return accepted(event)
 
     async def delete_asset(self, request: web.Request) -> web.Response:
         return await self._ingest.write(request, self._delete, body_optional=True)
@@ -149,7 +147,7 @@ class AssetWrites:
         except AssetInvalid as exc:
             raise invalid_document("deletion", exc.errors) from None
         structlog.contextvars.bind_contextvars(asset_id=path_id)
-        event = events.wire_event(
+        return await self._accept(
             events.asset_deleted(
                 call.arrival,
                 asset_id=path_id,
@@ -158,5 +156,9 @@ class AssetWrites:
                 reason=request.reason,
             )
         )
-        await self._ingest.publisher.accept_one(event)
-        return accepted(event)
+
+    async def _accept(self, event: events.AssetPatched | events.AssetDeleted) -> web.Response:
+        """Publish a patch or deletion (validated as its model) in its wire form; 202."""
+        wire = events.wire_event(event)
+        await self._ingest.publisher.accept_one(wire)
+        return accepted(wire)
