@@ -102,6 +102,44 @@ async def test_put_asset_publishes_the_normalised_event_and_records_accepted(
     }
 
 
+async def test_receipts_that_cannot_be_written_still_answer_202_and_are_counted(
+    ingest: Client, queues: Queues, provider: Provider, store: Database
+) -> None:
+    """The events are in the broker once confirmed: a failed receipt insert (here its table is
+    away) is logged and counted, the request still 202, the event published."""
+    failures = await _metric(ingest, "rwasync_ingest_receipt_failures_total")
+    await store.execute("ALTER TABLE event_receipts RENAME TO event_receipts_away")
+    try:
+        single = await accepted_event_id(
+            await put_json(ingest, "/v1/assets/r-1", house("r-1"), provider.basic)
+        )
+        response = await ingest.post(
+            "/v1/assets/batch",
+            data=json.dumps({"assets": [house("r-2"), house("r-3")]}),
+            headers={**JSON, **provider.basic},
+        )
+        assert response.status == 202, await response.text()
+    finally:
+        await store.execute("ALTER TABLE event_receipts_away RENAME TO event_receipts")
+    batch = [uuid.UUID(r["event_id"]) for r in (await response.json())["results"]]
+    published = [await queues.next(queues.assets) for _ in range(2)]
+    assert published[0].message_id == str(single)
+    assert [e.event_id for e in decode_message(published[1].body).events] == batch
+    assert await _metric(ingest, "rwasync_ingest_receipt_failures_total") == failures + 3
+    assert not await store.fetchval(
+        "SELECT count(*) FROM event_receipts WHERE event_id = ANY($1::uuid[])", [single, *batch]
+    )
+
+
+async def _metric(client: Client, name: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
+
+
 async def test_provider_comes_from_the_credentials_never_the_body(
     ingest: Client, queues: Queues, provider: Provider, store: Database
 ) -> None:
