@@ -1,6 +1,6 @@
-"""ingest-api inserts the `accepted` receipts while the broker's confirm is awaited, in a
-transaction that commits only once the broker confirmed: a confirmed event's receipt is there when
-the request returns, an unconfirmed one's never appears, and no connection is left behind."""
+"""ingest-api records `accepted` receipts only of what the broker confirmed: a confirmed event's
+receipt is there when the call returns; an unconfirmed one's never appears, whether the broker
+refuses at once or after a while; and no database connection is left behind either way."""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 class SlowBroker:
-    """Confirms (or refuses) each publish after `delay` seconds, long after the receipts' insert
-    has run: whatever the publisher does with them happens while the confirm is awaited."""
+    """Confirms (or refuses) each publish after `delay` seconds."""
 
     def __init__(self, delay: float, *, confirm: bool) -> None:
         self.delay = delay
@@ -90,13 +89,12 @@ async def test_unconfirmed_events_leave_no_receipt_behind(db: Database) -> None:
         return_exceptions=True,
     )
     assert all(isinstance(o, Problem) and o.status == 503 for o in outcomes)
-    # The inserts ran while the confirms were awaited; they were rolled back.
     assert await receipts_of(db, events + batch) == {}
     assert db.pool.get_size() - db.pool.get_idle_size() == 0
 
 
 async def test_a_refusal_before_the_insert_ends_leaves_nothing_either(db: Database) -> None:
-    """The broker refuses at once (an alarm): the insert under way is cancelled."""
+    """The broker refuses at once (an alarm)."""
     events = ticks(3)
     accepting = publisher(db, SlowBroker(0, confirm=False))
     outcomes = await asyncio.gather(

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-import asyncpg
 import structlog
-from asyncpg.transaction import Transaction
 from prometheus_client import Counter
 
 from rwasync.platform.broker import Broker, BrokerUnavailable
@@ -155,6 +153,11 @@ def accepted_run(events: Sequence[WireEvent]) -> receipts.AcceptedRun:
     )
 
 
+async def _within_receipt_timeout(recording: Awaitable[None]) -> None:
+    async with asyncio.timeout(RECEIPT_TIMEOUT):
+        await recording
+
+
 @dataclass(frozen=True)
 class PublishingLimits:
     events_per_message: int = 250
@@ -163,27 +166,24 @@ class PublishingLimits:
 
 
 class EventPublisher:
-    """Publishes accepted events with the broker's confirm and records their `accepted` receipts.
+    """Publishes accepted events with the broker's confirm, then records their `accepted`
+    receipts.
 
     A single request's event shares a broker message with the events of concurrent requests
     (`accept_one`): while messages await their confirms, new events gather for the next, so a
     busy service sends few large messages and each request waits at most about one confirm
     longer than alone. A batch's events (`accept_many`) leave in chunks published concurrently,
     so their confirms are pipelined, and the answer waits for all of them.
-
-    Receipts are inserted while the confirm is awaited, in a transaction committed only once the
-    broker confirmed (rolled back when it did not): a request waits for the commit's round trip
-    after its confirm, not for a whole insert, and no receipt ever says `accepted` of an event
-    the broker did not take.
     """
 
     def __init__(self, broker: Broker, db: Database, limits: PublishingLimits) -> None:
         self._broker = broker
         self._limits = limits
+        self._receipts = GroupCommit(self._record_accepted)
         self._db = db
         self._coalesced = {
             exchange: GroupCommit(
-                self._publish_coalesced,
+                self._publish_wire,
                 max_items=limits.coalesce_max_events,
                 max_concurrent=limits.publishers,
             )
@@ -192,14 +192,19 @@ class EventPublisher:
 
     async def accept_one(self, event: WireEvent) -> None:
         """Return once the broker confirmed the event (in its wire form: `wire_event` of a
-        model) and its receipt was recorded or given up on; raise a 503 Problem when the broker
-        did not confirm."""
+        model); raise a 503 Problem when it did not."""
         exchange = exchange_of(event["type"])
         try:
             await self._coalesced[exchange].submit([event])
         except BrokerUnavailable as exc:
             raise _unavailable(exc, exchange, 1) from None
         self._count([(event["type"], event["source"])])
+        await self._record_receipts(
+            lambda: self._receipts.submit([event]),
+            1,
+            event["event_id"],
+            event["asset_id"],
+        )
 
     async def accept_many(self, events: Sequence[WireEvent]) -> None:
         """Return once the broker confirmed every event of a batch (in their wire form,
@@ -211,27 +216,20 @@ class EventPublisher:
         run = accepted_run(events)  # checked before anything is published
         size = self._limits.events_per_message
         chunks = [events[i : i + size] for i in range(0, len(events), size)]
-
-        async def publish() -> None:
-            outcomes = await asyncio.gather(
-                *(self._publish_wire(chunk) for chunk in chunks), return_exceptions=True
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, BrokerUnavailable):
-                    raise _unavailable(outcome, exchange_of(run.type), len(events)) from None
-                if isinstance(outcome, BaseException):
-                    raise outcome
-
-        await self._confirmed_and_recorded(
-            publish(), lambda conn: receipts.record_accepted_run(conn, run), events
+        outcomes = await asyncio.gather(
+            *(self._publish_wire(chunk) for chunk in chunks), return_exceptions=True
         )
+        for outcome in outcomes:
+            if isinstance(outcome, BrokerUnavailable):
+                raise _unavailable(outcome, exchange_of(events[0]["type"]), len(events)) from None
+            if isinstance(outcome, BaseException):
+                raise outcome
         self._count([(e["type"], e["source"]) for e in events])
-
-    async def _publish_coalesced(self, events: list[WireEvent]) -> None:
-        await self._confirmed_and_recorded(
-            self._publish_wire(events),
-            lambda conn: receipts.record_accepted_wire(conn, events),
-            events,
+        await self._record_receipts(
+            lambda: _within_receipt_timeout(receipts.record_accepted_run(self._db.pool, run)),
+            len(events),
+            run.event_ids[0],
+            run.asset_ids[0],
         )
 
     async def _publish_wire(self, events: Sequence[WireEvent]) -> None:
@@ -246,72 +244,32 @@ class EventPublisher:
             trace_id=events[0]["trace_id"],
         )
 
-    async def _confirmed_and_recorded(
-        self,
-        publish: Awaitable[None],
-        record: Callable[[asyncpg.Connection], Awaitable[None]],
-        events: Sequence[WireEvent],
-    ) -> None:
-        """Await `publish` (the broker's confirm; its exception propagates) while `record`
-        inserts the events' receipts in a transaction; commit that once confirmed, roll it back
-        otherwise. The events are durable in the broker once confirmed, so failing the request
-        then would only make the client send them again: a receipt that cannot be recorded is
-        logged and counted, and its consumer records the decided one anyway."""
-        opening = asyncio.create_task(self._open_receipts(record))
-        try:
-            await publish
-        except BaseException:
-            await self._abandon(opening)
-            raise
-        try:
-            conn, transaction = await opening
-            try:
-                async with asyncio.timeout(RECEIPT_TIMEOUT):
-                    await transaction.commit()
-            finally:
-                await self._db.pool.release(conn)
-        except Exception as exc:
-            _receipts_not_recorded(exc, events)
-
-    async def _open_receipts(
-        self, record: Callable[[asyncpg.Connection], Awaitable[None]]
-    ) -> tuple[asyncpg.Connection, Transaction]:
-        """A connection with a transaction holding the inserted receipts, not yet committed."""
-        async with asyncio.timeout(RECEIPT_TIMEOUT):
-            conn = await self._db.pool.acquire()
-            try:
-                transaction = conn.transaction()
-                await transaction.start()
-                await record(conn)
-            except BaseException:
-                await self._db.pool.release(conn)  # which rolls back an open transaction
-                raise
-        return conn, transaction
-
-    async def _abandon(self, opening: asyncio.Task[tuple[asyncpg.Connection, Transaction]]) -> None:
-        """Not confirmed: the receipts are rolled back (or never inserted)."""
-        opening.cancel()
-        try:
-            conn, _ = await opening
-        except BaseException:  # cancelled or failed: it released its connection itself
-            return
-        await self._db.pool.release(conn)  # which rolls the open transaction back
-
     def _count(self, kinds: Sequence[tuple[str, str]]) -> None:
         # One increment per kind, not per event: a batch of thousands costs a few.
         for (kind, source), count in Tally(kinds).items():
             EVENTS_ACCEPTED.labels(str(kind), str(source)).inc(count)
 
+    async def _record_accepted(self, events: list[WireEvent]) -> None:
+        # The deadline is the group's: one timer per insert, not one per request.
+        await _within_receipt_timeout(receipts.record_accepted_wire(self._db.pool, events))
 
-def _receipts_not_recorded(exc: Exception, events: Sequence[WireEvent]) -> None:
-    RECEIPT_FAILURES.inc(len(events))
-    context = {
-        "events": len(events),
-        "first_event_id": str(events[0]["event_id"]),
-        "first_asset_id": events[0]["asset_id"],
-        "error": repr(exc),
-    }
-    if is_transient(exc):
-        log.warning("accepted receipts not recorded: database unavailable", **context)
-    else:
-        log.error("accepted receipts not recorded", exc_info=True, **context)
+    async def _record_receipts(
+        self, record: Callable[[], Awaitable[None]], events: int, event_id: object, asset_id: str
+    ) -> None:
+        # The events are durable in the broker: failing the request now would only make the
+        # client send them again. Log, count, and answer 202. Concurrent requests' receipts
+        # share one insert; a batch's all go in one of its own.
+        try:
+            await record()
+        except Exception as exc:
+            RECEIPT_FAILURES.inc(events)
+            context = {
+                "events": events,
+                "first_event_id": str(event_id),
+                "first_asset_id": asset_id,
+                "error": repr(exc),
+            }
+            if is_transient(exc):
+                log.warning("accepted receipt not recorded: database unavailable", **context)
+            else:
+                log.error("accepted receipt not recorded", exc_info=True, **context)
