@@ -123,8 +123,8 @@ def _route_name(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
-# Methods counted by name in the request metrics; any other is "other", so that a client making up
-# methods cannot add label sets without end.
+# Methods counted by name in the request metrics; any other the HTTP parser lets through (WebDAV's
+# and the like) counts as "other", so the label sets stay few.
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 

@@ -191,8 +191,9 @@ class EventPublisher:
         }
 
     async def accept_one(self, event: WireEvent) -> None:
-        """Return once the broker confirmed the event (in its wire form: `wire_event` of a
-        model); raise a 503 Problem when it did not."""
+        """Return once the broker confirmed the event (in its wire form: `asset_upserted`,
+        `price_updated` or `events.wire_event` of a model); raise a 503 Problem when it did
+        not."""
         exchange = exchange_of(event["type"])
         try:
             await self._coalesced[exchange].submit([event])
