@@ -13,7 +13,8 @@ import aio_pika
 
 from rwasync.schema import topology
 from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
-from rwasync.schema.events import Arrival, EventSource, asset_upserted, encode_message, message_for
+from rwasync.schema.events import Arrival, EventSource, asset_upserted
+from rwasync.schema.messages import encode_message, message_for
 
 EXCHANGE = "bench.ceiling"
 QUEUE = "bench.ceiling.assets"

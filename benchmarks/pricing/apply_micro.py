@@ -38,11 +38,9 @@ from rwasync.platform.migrate import migrate
 from rwasync.pricing import queries
 from rwasync.pricing.apply import PriceApplier, apply_arguments
 from rwasync.schema.event_ids import new_event_ids
-from rwasync.schema.events import (
+from rwasync.schema.events import Arrival, EventSource, EventType
+from rwasync.schema.messages import (
     MODEL_DECODER,
-    Arrival,
-    EventSource,
-    EventType,
     MessageDecoder,
     encode_wire_events,
     price_updated_wire,

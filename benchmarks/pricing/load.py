@@ -13,7 +13,8 @@ import aiohttp
 
 from rwasync.platform.broker import Broker
 from rwasync.schema import topology
-from rwasync.schema.events import Arrival, EventSource, message_for, price_updated
+from rwasync.schema.events import Arrival, EventSource, price_updated
+from rwasync.schema.messages import message_for
 
 
 class Pusher:

@@ -27,7 +27,7 @@ from rwasync.platform.http import freeze_start_up_objects, tune_garbage_collecto
 from rwasync.platform.migrate import migrate
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.relay import change_messages
-from rwasync.schema.events import decode_message
+from rwasync.schema.messages import decode_message
 from rwasync.schema.raw_events import ConsumedEvent, decode_asset_message
 from rwasync.store.catalog import START, changes_after
 

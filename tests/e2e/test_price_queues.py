@@ -14,7 +14,7 @@ import pytest
 
 from rwasync.platform.broker import Broker
 from rwasync.schema import topology
-from rwasync.schema.events import message_for
+from rwasync.schema.messages import message_for
 from rwasync.schema.timestamps import utc_now
 from tests.e2e.test_flows import bearer, now, put_asset, receipt
 from tests.support.events import asset_doc, price, upserted

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from rwasync.schema import topology
-from rwasync.schema.events import message_for
+from rwasync.schema.messages import message_for
 from tests.support.deployment import entrypoint, image_services, operations_commands
 from tests.support.events import asset_doc, upserted
 from tests.support.infra import unique_name

@@ -18,7 +18,8 @@ from rwasync.platform.db import LockSpace, stripes_of
 from rwasync.reconciler.apply import ASSET_LOCK_STRIPES
 from rwasync.reconciler.settings import ReconcilerSettings
 from rwasync.schema import topology
-from rwasync.schema.events import AnyEvent, message_for
+from rwasync.schema.events import AnyEvent
+from rwasync.schema.messages import message_for
 from tests.e2e.test_faults import reconciler_with
 from tests.e2e.test_flows import get_asset, now, put_asset, receipt
 from tests.support.asset_model import fold

@@ -13,7 +13,8 @@ from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.consumer import EventConsumer
 from rwasync.platform.failover import broker_urls
 from rwasync.schema import topology
-from rwasync.schema.events import Event, decode_message, message_for
+from rwasync.schema.events import Event
+from rwasync.schema.messages import decode_message, message_for
 from tests.support.events import at, upserted
 from tests.support.tcpproxy import TcpProxy
 

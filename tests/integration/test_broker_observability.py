@@ -15,7 +15,8 @@ from rwasync.platform import tracing
 from rwasync.platform.broker import Broker, BrokerUnavailable, queue_depths
 from rwasync.platform.consumer import EventConsumer
 from rwasync.schema import topology
-from rwasync.schema.events import Event, message_for
+from rwasync.schema.events import Event
+from rwasync.schema.messages import message_for
 from tests.support.events import at, upserted
 
 pytestmark = pytest.mark.integration

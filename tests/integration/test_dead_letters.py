@@ -21,9 +21,9 @@ from rwasync.platform.db import Database
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.dead_letters import DeadLetterKeeper
 from rwasync.schema import topology
-from rwasync.schema.events import (
+from rwasync.schema.events import AssetUpserted
+from rwasync.schema.messages import (
     MODEL_DECODER,
-    AssetUpserted,
     MessageDecoder,
     decode_message,
     encode_message,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rwasync.reconciler.apply import AssetApplier
-from rwasync.schema.events import AnyEvent, encode_message, message_for
+from rwasync.schema.events import AnyEvent
+from rwasync.schema.messages import encode_message, message_for
 from rwasync.schema.raw_events import (
     RawAssetDeleted,
     RawAssetPatched,

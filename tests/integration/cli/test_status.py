@@ -18,7 +18,7 @@ import pytest
 
 from rwasync.platform.broker import Broker
 from rwasync.schema import topology
-from rwasync.schema.events import message_for
+from rwasync.schema.messages import message_for
 from tests.support.events import at, upserted
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from yarl import URL
 
 from rwasync.platform.broker import Broker
 from rwasync.schema import topology
-from rwasync.schema.events import message_for
+from rwasync.schema.messages import message_for
 from tests.support.deployment import (
     CADDYFILE,
     PASSWORDS,

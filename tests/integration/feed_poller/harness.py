@@ -22,8 +22,9 @@ from rwasync.feeds.auth import FeedSecrets
 from rwasync.platform.db import Database
 from rwasync.schema import topology
 from rwasync.schema.addresses import AddressPolicy
-from rwasync.schema.events import EventMessage, decode_message
+from rwasync.schema.events import EventMessage
 from rwasync.schema.feeds import FINISHED_STATUSES
+from rwasync.schema.messages import decode_message
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store import feed_settings, feeds
 

@@ -12,7 +12,7 @@ import pytest
 
 from rwasync.ingest_api.app import create_app
 from rwasync.platform.db import Database
-from rwasync.schema.events import decode_message
+from rwasync.schema.messages import decode_message
 from rwasync.store.tenants import issue_provider_credential, new_id
 from tests.integration.ingest.conftest import (
     Provider,

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rwasync.platform.db import Database
-from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted, decode_message
+from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted
+from rwasync.schema.messages import decode_message
 from tests.integration.ingest.conftest import Provider, Queues
 from tests.integration.ingest.helpers import (
     JSON,

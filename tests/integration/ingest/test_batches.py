@@ -13,7 +13,8 @@ from aio_pika.abc import AbstractQueue
 
 from rwasync.ingest_api.app import create_app
 from rwasync.platform.db import Database
-from rwasync.schema.events import AnyEvent, AssetUpserted, EventSource, PriceUpdated, decode_message
+from rwasync.schema.events import AnyEvent, AssetUpserted, EventSource, PriceUpdated
+from rwasync.schema.messages import decode_message
 from tests.integration.ingest.conftest import (
     Provider,
     Queues,

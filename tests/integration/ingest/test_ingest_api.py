@@ -16,12 +16,8 @@ from rwasync.ingest_api.acceptance import AcceptanceClock
 from rwasync.ingest_api.app import create_app
 from rwasync.platform.db import Database
 from rwasync.schema.asset import content_hash, normalized_document, parse_asset
-from rwasync.schema.events import (
-    AssetUpserted,
-    EventSource,
-    PriceUpdated,
-    decode_message,
-)
+from rwasync.schema.events import AssetUpserted, EventSource, PriceUpdated
+from rwasync.schema.messages import decode_message
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import digest, issue_reader_token, new_id
 from tests.integration.ingest.conftest import (

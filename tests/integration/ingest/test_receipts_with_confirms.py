@@ -14,7 +14,8 @@ from rwasync.platform.broker import BrokerUnavailable
 from rwasync.platform.db import Database
 from rwasync.platform.http import Problem
 from rwasync.schema.event_ids import new_event_ids
-from rwasync.schema.events import Arrival, EventSource, WireEvent, price_updated_wire
+from rwasync.schema.events import Arrival, EventSource
+from rwasync.schema.messages import WireEvent, price_updated_wire
 from tests.support.events import at
 
 pytestmark = pytest.mark.integration

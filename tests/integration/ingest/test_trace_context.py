@@ -7,7 +7,7 @@ import pytest
 
 from rwasync.platform import tracing
 from rwasync.schema import topology
-from rwasync.schema.events import decode_message
+from rwasync.schema.messages import decode_message
 from tests.integration.ingest.conftest import Provider, Queues
 from tests.integration.ingest.helpers import Client, accepted_event_id, house, put_json
 

@@ -18,7 +18,8 @@ from rwasync.platform.db import Database
 from rwasync.pricing.app import HUB, create_app
 from rwasync.pricing.settings import PricingSettings
 from rwasync.schema import topology
-from rwasync.schema.events import Arrival, EventSource, PriceUpdated, message_for, price_updated
+from rwasync.schema.events import Arrival, EventSource, PriceUpdated, price_updated
+from rwasync.schema.messages import message_for
 from rwasync.schema.timestamps import utc_now
 from rwasync.store.tenants import digest, issue_reader_token
 from tests.support.waiting import eventually

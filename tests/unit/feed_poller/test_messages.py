@@ -20,14 +20,8 @@ from rwasync.feed_poller.messages import (
 )
 from rwasync.feeds.snapshot import Action, Decision, FeedRow
 from rwasync.schema.asset import canonical_json
-from rwasync.schema.events import (
-    Arrival,
-    EventSource,
-    asset_deleted,
-    asset_upserted,
-    decode_message,
-    price_updated,
-)
+from rwasync.schema.events import Arrival, EventSource, asset_deleted, asset_upserted, price_updated
+from rwasync.schema.messages import decode_message
 
 pytestmark = pytest.mark.unit
 

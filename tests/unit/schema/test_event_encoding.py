@@ -25,12 +25,14 @@ from rwasync.schema.events import (
     asset_deleted,
     asset_patched,
     asset_upserted,
+    price_updated,
+)
+from rwasync.schema.messages import (
     asset_upserted_wire,
     decode_message,
     encode_message,
     encode_wire_events,
     message_for,
-    price_updated,
     price_updated_wire,
 )
 

@@ -28,11 +28,9 @@ from rwasync.schema.events import (
     asset_deleted,
     asset_patched,
     asset_upserted,
-    decode_message,
-    encode_message,
-    message_for,
     price_updated,
 )
+from rwasync.schema.messages import decode_message, encode_message, message_for
 from rwasync.schema.raw_events import (
     RawAssetDeleted,
     RawAssetPatched,

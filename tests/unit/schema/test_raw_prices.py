@@ -14,15 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rwasync.schema.events import (
-    Arrival,
-    EventMessage,
-    EventSource,
-    PriceUpdated,
-    encode_message,
-    message_for,
-    price_updated,
-)
+from rwasync.schema.events import Arrival, EventMessage, EventSource, PriceUpdated, price_updated
+from rwasync.schema.messages import encode_message, message_for
 from rwasync.schema.raw_events import RawPriceUpdated, decode_price_message
 from tests.unit.schema.test_raw_events import (
     compact,

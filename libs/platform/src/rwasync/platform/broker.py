@@ -31,7 +31,8 @@ from rwasync.platform.metrics import MESSAGES_PUBLISHED
 from rwasync.platform.retry import retrying
 from rwasync.platform.tasks import cancel_and_wait
 from rwasync.schema import topology
-from rwasync.schema.events import EventMessage, encode_message
+from rwasync.schema.events import EventMessage
+from rwasync.schema.messages import encode_message
 
 log = structlog.get_logger(__name__)
 

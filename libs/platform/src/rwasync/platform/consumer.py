@@ -39,13 +39,8 @@ from rwasync.platform.metrics import MESSAGES_CONSUMED as MESSAGES
 from rwasync.platform.retry import retrying
 from rwasync.platform.tasks import cancel_and_wait
 from rwasync.schema import topology
-from rwasync.schema.events import (
-    MODEL_DECODER,
-    EventLike,
-    MalformedMessage,
-    MessageDecoder,
-    message_for,
-)
+from rwasync.schema.events import EventLike, MalformedMessage
+from rwasync.schema.messages import MODEL_DECODER, MessageDecoder, message_for
 
 log = structlog.get_logger(__name__)
 

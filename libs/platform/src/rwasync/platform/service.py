@@ -14,7 +14,7 @@ from rwasync.platform.consumer import Applier, E, EventConsumer
 from rwasync.platform.db import Database
 from rwasync.platform.http import ReadinessCheck, add_health_routes, new_app
 from rwasync.platform.settings import ConsumerSettings
-from rwasync.schema.events import MessageDecoder
+from rwasync.schema.messages import MessageDecoder
 
 
 def database_check(db: Database) -> ReadinessCheck:

@@ -31,10 +31,9 @@ from rwasync.schema.events import (
     AssetUpserted,
     EventSource,
     EventType,
-    MessageDecoder,
     PriceUpdated,
-    decode_message,
 )
+from rwasync.schema.messages import MessageDecoder, decode_message
 
 # --- the wire form: what msgspec decodes, constraint for constraint the models' ------------------
 

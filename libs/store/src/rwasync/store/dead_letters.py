@@ -19,7 +19,8 @@ from uuid import UUID
 import asyncpg
 
 from rwasync.schema import topology
-from rwasync.schema.events import EventMessage, MalformedMessage, decode_message
+from rwasync.schema.events import EventMessage, MalformedMessage
+from rwasync.schema.messages import decode_message
 from rwasync.schema.timestamps import timestamp_text
 
 

@@ -16,7 +16,8 @@ from uuid import UUID
 import asyncpg
 
 from rwasync.schema.event_ids import first_event_id_at
-from rwasync.schema.events import EventLike, ReceiptStatus, WireEvent
+from rwasync.schema.events import EventLike, ReceiptStatus
+from rwasync.schema.messages import WireEvent
 
 RECORD_ACCEPTED = """
 INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at, trace_id)

@@ -24,9 +24,10 @@ from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.db import Database, is_transient
 from rwasync.platform.grouping import GroupCommit
 from rwasync.platform.http import Problem, service_unavailable
-from rwasync.schema import events, topology
+from rwasync.schema import messages, topology
 from rwasync.schema.event_ids import new_event_ids
-from rwasync.schema.events import Arrival, EventType, WireEvent, encode_wire_events
+from rwasync.schema.events import Arrival, EventType
+from rwasync.schema.messages import WireEvent, encode_wire_events
 from rwasync.schema.price import Price
 from rwasync.schema.timestamps import utc_now
 from rwasync.schema.valid_asset import ValidAsset
@@ -77,7 +78,7 @@ class AcceptanceClock:
 def asset_upserted(
     asset: ValidAsset, arrival: Arrival, accepted_at: datetime, event_id: str | None = None
 ) -> WireEvent:
-    return events.asset_upserted_wire(
+    return messages.asset_upserted_wire(
         arrival,
         event_id=event_id or new_event_ids(1)[0],
         asset_id=asset.id,
@@ -95,7 +96,7 @@ def price_updated(
     accepted_at: datetime,
     event_id: str | None = None,
 ) -> WireEvent:
-    return events.price_updated_wire(
+    return messages.price_updated_wire(
         arrival,
         event_id=event_id or new_event_ids(1)[0],
         asset_id=asset_id,
@@ -192,7 +193,7 @@ class EventPublisher:
 
     async def accept_one(self, event: WireEvent) -> None:
         """Return once the broker confirmed the event (in its wire form: `asset_upserted`,
-        `price_updated` or `events.wire_event` of a model); raise a 503 Problem when it did
+        `price_updated` or `messages.wire_event` of a model); raise a 503 Problem when it did
         not."""
         exchange = exchange_of(event["type"])
         try:

@@ -24,7 +24,7 @@ from rwasync.ingest_api.context import (
 from rwasync.ingest_api.documents import asset_at_path, deletion, path_id_errors
 from rwasync.ingest_api.models import Accepted, Deletion
 from rwasync.platform.openapi import Body, Operation, Reply
-from rwasync.schema import events
+from rwasync.schema import events, messages
 from rwasync.schema.asset import Asset
 from rwasync.schema.errors import AssetInvalid
 from rwasync.schema.patch import AssetPatch, normalized_patch, parse_patch
@@ -159,6 +159,6 @@ class AssetWrites:
 
     async def _accept(self, event: events.AssetPatched | events.AssetDeleted) -> web.Response:
         """Publish a patch or deletion (validated as its model) in its wire form; 202."""
-        wire = events.wire_event(event)
+        wire = messages.wire_event(event)
         await self._ingest.publisher.accept_one(wire)
         return accepted(wire)

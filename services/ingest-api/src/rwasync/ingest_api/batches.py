@@ -40,12 +40,8 @@ from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Body, Operation, Reply
 from rwasync.schema.errors import AssetInvalid
 from rwasync.schema.event_ids import new_event_ids
-from rwasync.schema.events import (
-    Arrival,
-    EventSource,
-    WireEvent,
-    price_updated_wire,
-)
+from rwasync.schema.events import Arrival, EventSource
+from rwasync.schema.messages import WireEvent, price_updated_wire
 
 # An accepted item's event on the wire, from its value, arrival, acceptance instant and a fresh
 # event id.

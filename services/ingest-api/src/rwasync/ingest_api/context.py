@@ -20,7 +20,8 @@ from rwasync.platform.db import Database
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Param
 from rwasync.schema.asset import ASSET_ID
-from rwasync.schema.events import EventSource, WireEvent
+from rwasync.schema.events import EventSource
+from rwasync.schema.messages import WireEvent
 
 # Security schemes of the provider API (see `ApiRegistry.security_schemes` in app.py).
 PROVIDER_AUTH: Final = ("basic", "bearer")
