@@ -32,24 +32,36 @@ def rwasync(database_url: str, *args: str, **env_extra: str) -> subprocess.Compl
     )
 
 
+async def new_provider(database_url: str) -> dict[str, str]:
+    created = await asyncio.to_thread(rwasync, database_url, "provider", "create", "A", "--json")
+    provider: dict[str, str] = json.loads(created.stdout)
+    return provider
+
+
+async def feed_add(
+    database_url: str, provider_id: str, url: str, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`rwasync feed add PROVIDER URL ARGS... --json`."""
+    return await asyncio.to_thread(
+        rwasync, database_url, "feed", "add", provider_id, url, *args, "--json", **env
+    )
+
+
 async def test_feed_add_seals_credentials_and_checks_every_option(database_url: str) -> None:
     run = asyncio.to_thread
-    provider = json.loads(
-        (await run(rwasync, database_url, "provider", "create", "A", "--json")).stdout
-    )
+    provider = await new_provider(database_url)
     url = "http://127.0.0.1:9/catalogue.csv.gz"
-    base = ("feed", "add", provider["provider_id"], url, "--format", "csv", "--json")
+    csv = (provider["provider_id"], url, "--format", "csv")
     bearer = ("--auth", "bearer", "--auth-secret-env", "FEED_TOKEN")
 
-    refused = await run(rwasync, database_url, *base, *bearer, FEED_TOKEN="tok-789")
+    refused = await feed_add(database_url, *csv, *bearer, FEED_TOKEN="tok-789")
     assert refused.returncode == 1 and refused.stdout == ""
     assert "/auth: feed credentials cannot be stored: RWASYNC_FEED_SECRETS_KEY" in refused.stderr
 
     key = FeedSecrets.new_key()
-    added = await run(
-        rwasync,
+    added = await feed_add(
         database_url,
-        *base,
+        *csv,
         *bearer,
         "--cron",
         "30 4 * * 1",
@@ -79,15 +91,11 @@ async def test_feed_add_seals_credentials_and_checks_every_option(database_url: 
         ),
         (("--auth", "basic", "--auth-username", "u"), "/auth/password"),
     ]:
-        result = await run(
-            rwasync,
+        result = await feed_add(
             database_url,
-            "feed",
-            "add",
             provider["provider_id"],
             url,
             *args,
-            "--json",
             FEED_TOKEN="x",
             RWASYNC_FEED_SECRETS_KEY=key,
         )
@@ -102,14 +110,9 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
     """As the provider's PUT lists every problem, `feed add` prints one `error:` line per bad
     setting (not only the first one found) and registers nothing."""
     run = asyncio.to_thread
-    provider = json.loads(
-        (await run(rwasync, database_url, "provider", "create", "A", "--json")).stdout
-    )
-    result = await run(
-        rwasync,
+    provider = await new_provider(database_url)
+    result = await feed_add(
         database_url,
-        "feed",
-        "add",
         provider["provider_id"],
         "ftp://127.0.0.1/feed.xml",
         "--format",
@@ -118,7 +121,6 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
         "often",
         "--deletion-threshold-percent",
         "120",
-        "--json",
     )
     assert result.returncode == 1 and result.stdout == ""
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
