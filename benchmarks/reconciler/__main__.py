@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.reconciler [--events 100000] [--per-message 500]
                                               [--replicas 3] [--skip-replicas]
                                               [--prefetch N] [--shares N] [--applies-at-once N]
-                                              [--profile FILE]
+                                              [--linger S] [--group-events N] [--profile FILE]
 
 On a scratch database and vhost of its own:
 1. raw limit: a plain asyncpg COPY of the events' rows into a staging table plus one guarded
@@ -338,6 +338,11 @@ def main() -> None:
         type=float,
         help="RWASYNC_RECONCILER_APPLY_LINGER (default: the service's own)",
     )
+    parser.add_argument(
+        "--group-events",
+        type=int,
+        help="RWASYNC_RECONCILER_APPLY_GROUP_EVENTS (default: the service's own)",
+    )
     args = parser.parse_args()
     settings = {
         name: str(value)
@@ -346,6 +351,7 @@ def main() -> None:
             ("RWASYNC_RECONCILER_APPLY_SHARES", args.shares),
             ("RWASYNC_RECONCILER_APPLIES_AT_ONCE", args.applies_at_once),
             ("RWASYNC_RECONCILER_APPLY_LINGER", args.linger),
+            ("RWASYNC_RECONCILER_APPLY_GROUP_EVENTS", args.group_events),
         )
         if value is not None
     }

@@ -184,6 +184,37 @@ async def test_a_backlog_of_small_messages_is_applied_in_groups_and_a_poison_one
     assert await _drain(vhost_amqp_url, topology.RECONCILER_QUEUE, 1, timeout=0.5) == []
 
 
+async def test_waiting_messages_are_applied_together_up_to_the_group_size(
+    broker: Broker, vhost_amqp_url: str
+) -> None:
+    """Messages of 100 events waiting behind one apply at a time are applied several per apply,
+    at most `group_events` events in one, and never split (the reconciler's
+    APPLY_GROUP_EVENTS)."""
+    events = [upserted("prv_x", f"a{i}", at(i)) for i in range(1000)]
+    applier = _SlowApplier(set())
+    consumer = EventConsumer(
+        broker, topology.RECONCILER_QUEUE, applier, prefetch=64, concurrency=1, group_events=300
+    )
+    await asyncio.gather(
+        *(
+            broker.publish(
+                topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, message_for(events[i : i + 100])
+            )
+            for i in range(0, 1000, 100)
+        )
+    )
+    consumer.start()
+    for _ in range(200):
+        if len(applier.applied) >= 1000:
+            break
+        await asyncio.sleep(0.05)
+    await consumer.stop()
+    assert sorted(applier.applied) == sorted(e.asset_id for e in events)
+    sizes = [len(apply) for apply in applier.applies]
+    assert max(sizes) == 300 and all(size % 100 == 0 for size in sizes), sizes
+    assert await _drain(vhost_amqp_url, topology.RECONCILER_QUEUE, 1, timeout=0.5) == []
+
+
 async def test_malformed_message_is_dead_lettered(broker: Broker, vhost_amqp_url: str) -> None:
     applier = _PoisonSensitiveApplier(set())
     consumer = EventConsumer(broker, topology.RECONCILER_QUEUE, applier)

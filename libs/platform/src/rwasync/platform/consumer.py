@@ -57,7 +57,8 @@ class Applier(Protocol[E_contra]):
         """Record on the events' receipts why they were dead-lettered (best effort)."""
 
 
-# At most this many events in one grouped apply: a message this large or larger is applied alone.
+# By default at most this many events in one grouped apply (a message this large or larger is
+# applied alone); and the size below which a lingering apply waits for company.
 GROUP_EVENTS: Final = 250
 
 
@@ -72,22 +73,24 @@ class EventConsumer(Generic[E]):
         decoder: MessageDecoder[E] | None = None,
         concurrency: int = 10,
         linger: float = 0.0,
+        group_events: int = GROUP_EVENTS,
     ) -> None:
         """`decoder`: how messages become the applier's events (by default, the models).
         `concurrency`: applies under way at once (the service's APPLIES_AT_ONCE); messages
-        that arrive while all are busy wait and are applied together, up to GROUP_EVENTS
-        events. `linger`: seconds an apply of fewer than GROUP_EVENTS events first waits for
-        more (`GroupCommit`)."""
+        that arrive while all are busy wait and are applied together, up to `group_events`
+        events (the service's APPLY_GROUP_EVENTS). `linger`: seconds an apply of fewer than
+        GROUP_EVENTS events first waits for more (`GroupCommit`)."""
         self._broker = broker
         self._queue_name = queue
         self._applier = applier
         self._prefetch = prefetch
         self._group = GroupCommit(
             self._apply_together,
-            max_items=GROUP_EVENTS,
+            max_items=group_events,
             max_concurrent=concurrency,
             alone_after=lambda exc: not is_transient(exc),
             linger=linger,
+            fill=min(GROUP_EVENTS, group_events),
             # Holding its whole prefetch, the consumer gets no more messages until it acks.
             fill_submissions=prefetch,
         )

@@ -87,6 +87,7 @@ def consuming_service(
         decoder=decoder,
         concurrency=settings.applies_at_once,
         linger=settings.apply_linger,
+        group_events=settings.apply_group_events,
     )
 
     async def consuming() -> tuple[str, bool]:

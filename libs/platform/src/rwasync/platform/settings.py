@@ -91,3 +91,6 @@ class ConsumerSettings(ServiceSettings):
     # first for more messages to join it; 0 applies at once. Under a light, steady load of small
     # messages (single pushes) a short wait makes far fewer, larger transactions.
     apply_linger: float = Field(0.0, ge=0, le=1.0)
+    # Events one apply takes at most when messages wait: they are applied together up to this
+    # many (a larger message goes alone, never split).
+    apply_group_events: int = Field(250, ge=1, le=20_000)
