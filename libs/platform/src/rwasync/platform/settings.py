@@ -87,9 +87,10 @@ class ConsumerSettings(ServiceSettings):
     # batches contend for the same lock stripes. The reconciler's 100,000-event drain on 2 cores
     # was fastest with 2 (18.2-19.6k events/s; 12.6-12.9k with 10).
     applies_at_once: int = Field(2, ge=1)
-    # Seconds an apply that would take a small group (under the consumer's group size) waits
-    # first for more messages to join it; 0 applies at once. Under a light, steady load of small
-    # messages (single pushes) a short wait makes far fewer, larger transactions.
+    # Seconds an apply that would take a small group (under 250 events, or under
+    # `apply_group_events` if that is smaller) waits first for more messages to join it; 0
+    # applies at once. Under a light, steady load of small messages (single pushes) a short wait
+    # makes far fewer, larger transactions.
     apply_linger: float = Field(0.0, ge=0, le=1.0)
     # Events one apply takes at most when messages wait: they are applied together up to this
     # many (a larger message goes alone, never split).
