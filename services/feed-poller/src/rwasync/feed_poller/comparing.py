@@ -76,6 +76,14 @@ def _feed_row(row: asyncpg.Record, with_payload: bool) -> FeedRow | None:
     )
 
 
+@dataclass(slots=True)
+class Settled:
+    """How many of a pass's assets were settled in SQL (`queries.COUNT_SETTLED`: listed once,
+    validly, with the stored live content and no price): unchanged, and never walked."""
+
+    count: int = 0
+
+
 async def decisions(
     conn: asyncpg.Connection,
     *,
@@ -83,11 +91,15 @@ async def decisions(
     provider_id: str,
     comparison: Comparison,
     with_documents: bool,
+    settled: Settled,
 ) -> AsyncGenerator[tuple[Decision, Listing], None]:
-    """Every asset id's decision, in id order."""
+    """Every asset id's decision, in id order, but for the settled ones, which are counted into
+    `settled` first. One snapshot for both (repeatable read): a push in between can neither make
+    an asset counted and walked, nor neither."""
     query = queries.JOINED_FOR_PUBLISH if with_documents else queries.JOINED_FOR_PLAN
     grouper = ListingGrouper()
-    async with conn.transaction():
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        settled.count = await conn.fetchval(queries.COUNT_SETTLED, run_id, provider_id)
         async for row in conn.cursor(query, run_id, provider_id, prefetch=CURSOR_PREFETCH):
             listing = grouper.add(row["asset_id"], _feed_row(row, with_documents), _stored(row))
             if listing is not None:
@@ -107,10 +119,18 @@ async def tally(
 ) -> Tally:
     """The plan pass: what the run would do, without documents."""
     found = Tally(keep=keep)
+    settled = Settled()
     walk = decisions(
-        conn, run_id=run_id, provider_id=provider_id, comparison=comparison, with_documents=False
+        conn,
+        run_id=run_id,
+        provider_id=provider_id,
+        comparison=comparison,
+        with_documents=False,
+        settled=settled,
     )
     async with contextlib.aclosing(walk):
         async for decision, listing in walk:
             found.add(decision, listing.stored)
+    found.unchanged += settled.count
+    found.live += settled.count
     return found

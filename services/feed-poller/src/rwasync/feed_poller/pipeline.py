@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from rwasync.feed_poller import queries
-from rwasync.feed_poller.comparing import decisions, tally
+from rwasync.feed_poller.comparing import Settled, decisions, tally
 from rwasync.feed_poller.messages import (
     MissingDocument,
     RunContext,
@@ -323,12 +323,14 @@ class RunPipeline:
                 )
                 prices.clear()
 
+            settled = Settled()
             walk = decisions(
                 conn,
                 run_id=claim.run_id,
                 provider_id=claim.provider_id,
                 comparison=comparison,
                 with_documents=True,
+                settled=settled,
             )
             # Closed before the connection goes back to the pool, whatever stops the walk.
             async with contextlib.aclosing(walk):
@@ -357,6 +359,7 @@ class RunPipeline:
                         await send_assets()
                     if len(prices) >= size:
                         await send_prices()
+            published.unchanged += settled.count
             if assets:
                 await send_assets()
             if prices:

@@ -176,19 +176,36 @@ WHERE i.run_id = $1 AND i.valid AND i.fingerprint = ANY($3::bytea[])
   AND NOT a.deleted AND a.content_hash = i.content_hash
 """
 
-# The run's items joined with the provider's stored assets, one asset id after another: what the
-# snapshot comparison walks. The plan pass reads no documents; the publish pass adds them (and,
-# for an unchanged item whose asset was deleted since, the tombstone's document, which has the
-# item's content hash). $1 run, $2 provider.
-_JOINED = """
+# The assets a run lists once, validly, with the content the provider's stored live asset has and
+# no price to publish (an item matched by fingerprint carries none): unchanged, with nothing to
+# send. The comparison's passes count them (`COUNT_SETTLED`) instead of walking them: a run with
+# 1 % changed then walks 1 % of its items. $1 run, $2 provider.
+_SETTLED = """
+SELECT i.asset_id
+FROM feed_run_items i
+JOIN asset_state s ON s.provider_id = $2 AND s.asset_id = i.asset_id
+WHERE i.run_id = $1 AND i.valid AND i.price_amount IS NULL
+  AND NOT s.deleted AND s.content_hash = i.content_hash
+  AND NOT EXISTS (SELECT 1 FROM feed_run_items t
+                  WHERE t.run_id = $1 AND t.asset_id = i.asset_id AND t.item_index <> i.item_index)
+"""
+COUNT_SETTLED = f"SELECT count(*) FROM ({_SETTLED}) AS settled"
+
+# The run's items joined with the provider's stored assets, one asset id after another, but for
+# the settled ones: what the snapshot comparison walks. The plan pass reads no documents; the
+# publish pass adds them (and, for an unchanged item whose asset was deleted since, the
+# tombstone's document, which has the item's content hash). $1 run, $2 provider.
+_JOINED = f"""
+WITH settled AS ({_SETTLED})
 SELECT COALESCE(i.asset_id, s.asset_id) AS asset_id,
        i.item_index, i.valid, i.updated_at, i.content_hash,
        s.asset_id IS NOT NULL AS is_stored, s.updated_at AS stored_updated_at,
        s.deleted AS stored_deleted, s.accepted_at AS stored_accepted_at,
        s.event_id AS stored_event_id, s.source AS stored_source,
-       s.content_hash AS stored_content_hash{extra}
+       s.content_hash AS stored_content_hash{{extra}}
 FROM (SELECT * FROM feed_run_items WHERE run_id = $1) i
 FULL JOIN (SELECT * FROM asset_state WHERE provider_id = $2) s ON s.asset_id = i.asset_id
+WHERE NOT EXISTS (SELECT 1 FROM settled u WHERE u.asset_id = COALESCE(i.asset_id, s.asset_id))
 ORDER BY 1
 """
 JOINED_FOR_PLAN = _JOINED.format(extra="")

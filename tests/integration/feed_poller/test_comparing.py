@@ -1,0 +1,108 @@
+"""The snapshot comparison's passes over the database (`rwasync.feed_poller.comparing`): what they
+count in SQL and what they walk row by row."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from rwasync.feed_poller import queries
+from rwasync.feed_poller.comparing import Settled, decisions, tally
+from rwasync.feeds.snapshot import Action, Comparison
+from rwasync.platform.db import Database
+
+pytestmark = pytest.mark.integration
+
+OLD, NEW = b"\x01" * 32, b"\x02" * 32
+STORED_AT = datetime(2025, 5, 1, tzinfo=UTC)
+ITEM_AT = datetime(2025, 5, 15, tzinfo=UTC)
+SNAPSHOT = datetime(2025, 6, 1, tzinfo=UTC)
+RUN = "run_comparing"
+
+
+async def _store(db: Database, provider_id: str, asset_id: str, *, deleted: bool = False) -> None:
+    """An asset as the reconciler left it, its content hashed OLD (a tombstone keeps its hash)."""
+    await db.execute(
+        """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at, event_id,
+                               source, document, content_hash, status, applied_at)
+           VALUES ($1, $2, $3, $4, $3, gen_random_uuid(), 'feed', $5, $6, 'active', now())""",
+        provider_id,
+        asset_id,
+        STORED_AT,
+        deleted,
+        {"id": asset_id},
+        OLD,
+    )
+
+
+async def _stage(
+    db: Database, asset_id: str, index: int, content_hash: bytes, **extra: object
+) -> None:
+    """A valid staged item: by default one matched by fingerprint (no document, no price)."""
+    row = {
+        "run_id": RUN, "asset_id": asset_id, "item_index": index, "valid": True,
+        "fingerprint": bytes([index]) * 16, "updated_at": ITEM_AT, "content_hash": content_hash,
+        "document": None, "price_amount": None, "price_currency": None, "price_as_of": None,
+        **extra,
+    }  # fmt: skip
+    columns = ", ".join(queries.STAGED_COLUMNS)
+    places = ", ".join(f"${n}" for n in range(1, len(queries.STAGED_COLUMNS) + 1))
+    await db.execute(
+        f"INSERT INTO feed_run_items ({columns}) VALUES ({places})",
+        *(row[c] for c in queries.STAGED_COLUMNS),
+    )
+
+
+async def test_the_passes_count_settled_assets_and_walk_only_the_rest(
+    db: Database, provider_id: str
+) -> None:
+    """An asset listed once, validly, with its stored live content and no price is settled in
+    SQL: counted unchanged (and live), never walked. Every other case is still decided row by
+    row: a price to publish, a change, a duplicate, a tombstone listed again, a new asset, a
+    stored asset the feed no longer lists."""
+    for asset_id in ("same", "priced", "changed", "twice", "gone"):
+        await _store(db, provider_id, asset_id)
+    await _store(db, provider_id, "dead", deleted=True)
+    document = b'{"id":"x"}'
+    await _stage(db, "same", 0, OLD)
+    await _stage(db, "priced", 1, OLD, document=document, price_amount=Decimal("5"),
+                 price_currency="USD")  # fmt: skip
+    await _stage(db, "changed", 2, NEW, document=document)
+    await _stage(db, "twice", 3, OLD)
+    await _stage(db, "twice", 4, OLD)
+    await _stage(db, "dead", 5, OLD)
+    await _stage(db, "new", 6, NEW, document=document)
+    comparison = Comparison(SNAPSHOT, protected_after=STORED_AT)
+
+    settled = Settled()
+    async with db.connection() as conn:
+        walked = {
+            decision.asset_id: decision.action
+            async for decision, _ in decisions(
+                conn,
+                run_id=RUN,
+                provider_id=provider_id,
+                comparison=comparison,
+                with_documents=True,
+                settled=settled,
+            )
+        }
+        found = await tally(
+            conn, run_id=RUN, provider_id=provider_id, comparison=comparison, keep=10
+        )
+    assert settled.count == 1
+    assert walked == {
+        "priced": Action.UNCHANGED,
+        "changed": Action.UPDATE,
+        "twice": Action.UNCHANGED,
+        "dead": Action.CREATE,
+        "new": Action.CREATE,
+        "gone": Action.DELETE,
+    }
+    # The plan pass's counts include the settled asset, as if it had been walked.
+    assert (found.created, found.updated, found.unchanged, found.deletions, found.live) == (
+        2, 1, 3, 1, 5
+    )  # fmt: skip
+    assert found.superseded == [(3, "twice", 4)]
