@@ -106,3 +106,25 @@ async def test_the_passes_count_settled_assets_and_walk_only_the_rest(
         2, 1, 3, 1, 5
     )  # fmt: skip
     assert found.superseded == [(3, "twice", 4)]
+
+
+async def test_the_settled_test_stays_a_probe_per_row_whatever_the_statistics(
+    db: Database, provider_id: str
+) -> None:
+    """When the passes run, the run's staged rows are not in the statistics yet: the planner
+    takes them for one row. Made into a join (an anti-join of NOT EXISTS, or of a set of settled
+    ids), the settled test then read every row of the run for each of them, and a 100,000-asset
+    comparison never ended; it must stay a primary-key probe per row."""
+    await db.execute(
+        "INSERT INTO feed_run_items (run_id, asset_id, item_index, valid)"
+        " SELECT 'run_before', 'a' || g, g, true FROM generate_series(1, 2000) AS g"
+    )
+    await db.execute("ANALYZE feed_run_items")
+    await db.execute(
+        "INSERT INTO feed_run_items (run_id, asset_id, item_index, valid)"
+        " SELECT $1, 'a' || g, g, true FROM generate_series(1, 2000) AS g",
+        RUN,
+    )
+    for query in (queries.COUNT_SETTLED, queries.JOINED_FOR_PLAN, queries.JOINED_FOR_PUBLISH):
+        plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + query, RUN, provider_id))
+        assert "Anti Join" not in plan and "SubPlan" in plan, plan
