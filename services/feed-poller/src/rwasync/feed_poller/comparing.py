@@ -94,8 +94,8 @@ async def decisions(
     settled: Settled,
 ) -> AsyncGenerator[tuple[Decision, Listing], None]:
     """Every asset id's decision, in id order, but for the settled ones, which are counted into
-    `settled` first. One snapshot for both (repeatable read): a push in between can neither make
-    an asset counted and walked, nor neither."""
+    `settled` first. One snapshot for both (repeatable read), so that a push landing in between
+    cannot leave an asset both counted and walked, or neither."""
     query = queries.JOINED_FOR_PUBLISH if with_documents else queries.JOINED_FOR_PLAN
     grouper = ListingGrouper()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
