@@ -14,14 +14,13 @@ from rwasync.feed_poller.comparing import RowPayload
 from rwasync.feed_poller.messages import (
     RunContext,
     deletion_event,
-    encode_events,
     price_event,
     upsert_event,
 )
 from rwasync.feeds.snapshot import Action, Decision, FeedRow
 from rwasync.schema.asset import canonical_json
 from rwasync.schema.events import Arrival, EventSource, asset_deleted, asset_upserted, price_updated
-from rwasync.schema.messages import decode_message
+from rwasync.schema.messages import decode_message, encode_wire_events
 
 pytestmark = pytest.mark.unit
 
@@ -57,7 +56,7 @@ def test_decoded_events_equal_the_schema_constructors(price_as_of: datetime | No
     deletion = deletion_event(Decision("a-2", Action.DELETE), RUN)
     assert price is not None
 
-    message_id, body = encode_events([upsert, deletion])
+    message_id, body = encode_wire_events([upsert, deletion])
     message = decode_message(body)
     assert str(message.message_id) == message_id
     decoded_upsert, decoded_deletion = message.events
@@ -78,7 +77,7 @@ def test_decoded_events_equal_the_schema_constructors(price_as_of: datetime | No
         reason="missing from feed feed_1 run run_1",
     ).model_copy(update={"event_id": deletion["event_id"]})
 
-    message_id, body = encode_events([price])
+    message_id, body = encode_wire_events([price])
     (decoded_price,) = decode_message(body).events
     assert message_id == str(price["event_id"])
     assert decoded_price == price_updated(
@@ -93,5 +92,5 @@ def test_decoded_events_equal_the_schema_constructors(price_as_of: datetime | No
 
 def test_the_document_goes_out_as_the_bytes_that_were_hashed() -> None:
     upsert = upsert_event(_decision(Action.UPDATE, None), RUN)
-    _, body = encode_events([upsert, upsert])
+    _, body = encode_wire_events([upsert, upsert])
     assert body.count(b'"document":' + canonical_json(DOCUMENT) + b',"content_hash"') == 2

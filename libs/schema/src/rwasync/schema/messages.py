@@ -31,17 +31,17 @@ from rwasync.schema.events import (
 
 # An event as it goes on the wire: the fields `EventMessage` decodes, as JSON-ready values, in the
 # order of the models' fields. Built straight from validated values wherever ingest-api accepts
-# prices and asset upserts (singly or thousands at once): building the models only to dump them
-# again cost more than validating the ticks, and the consumers validate every message they decode
-# all the same.
+# prices and asset upserts (singly or thousands at once) and for every event of a feed run:
+# building the models only to dump them again cost more than validating the ticks, and the
+# consumers validate every message they decode all the same.
 WireEvent = dict[str, Any]
 
 
-def _wire(
+def event_wire(
     arrival: Arrival,
     event_type: EventType,
     *,
-    event_id: str,
+    event_id: str | uuid.UUID,
     asset_id: str,
     updated_at: datetime,
     accepted_at: datetime,
@@ -65,7 +65,7 @@ def _wire(
 def price_updated_wire(
     arrival: Arrival,
     *,
-    event_id: str,
+    event_id: str | uuid.UUID,
     asset_id: str,
     amount: Decimal,
     currency: str,
@@ -74,7 +74,7 @@ def price_updated_wire(
 ) -> WireEvent:
     """`price_updated(...)` on the wire, for values already validated as a `Price` is (and an
     `event_id` from `new_event_ids`)."""
-    return _wire(
+    return event_wire(
         arrival,
         EventType.PRICE_UPDATED,
         event_id=event_id,
@@ -88,17 +88,18 @@ def price_updated_wire(
 def asset_upserted_wire(
     arrival: Arrival,
     *,
-    event_id: str,
+    event_id: str | uuid.UUID,
     asset_id: str,
     updated_at: datetime,
     accepted_at: datetime,
-    document: dict[str, Any],
+    document: dict[str, Any] | orjson.Fragment,
     content_hash: str,
 ) -> WireEvent:
     """`asset_upserted(...)` on the wire, for a document already validated and normalised (a
-    `ValidAsset`'s: no value orjson cannot write) and an `event_id` from `new_event_ids`.
-    Building the model only to dump it again cost pydantic a walk of the whole document."""
-    return _wire(
+    `ValidAsset`'s: no value orjson cannot write; or its canonical JSON as an `orjson.Fragment`,
+    spliced in as it was hashed). Building the model only to dump it again cost pydantic a walk
+    of the whole document."""
+    return event_wire(
         arrival,
         EventType.ASSET_UPSERTED,
         event_id=event_id,

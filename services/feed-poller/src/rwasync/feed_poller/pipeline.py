@@ -21,7 +21,6 @@ from rwasync.feed_poller.comparing import Settled, decisions, tally
 from rwasync.feed_poller.messages import (
     MissingDocument,
     RunContext,
-    WireEvent,
     deletion_event,
     price_event,
     upsert_event,
@@ -42,6 +41,7 @@ from rwasync.schema import topology
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.events import Arrival, EventSource
 from rwasync.schema.feeds import ReasonCode, RunStatus
+from rwasync.schema.messages import WireEvent
 
 log = structlog.get_logger(__name__)
 

@@ -18,9 +18,9 @@ from types import TracebackType
 import structlog
 from prometheus_client import Counter
 
-from rwasync.feed_poller.messages import WireEvent, encode_events
 from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.schema import topology
+from rwasync.schema.messages import WireEvent, encode_wire_events
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +72,7 @@ class ConfirmedPublisher:
                 continue
         if not self._tasks:
             self._progress = time.monotonic()
-        message_id, body = encode_events(events)
+        message_id, body = encode_wire_events(events)
         task = asyncio.create_task(
             self._send(exchange, routing_key, events, message_id, body, on_confirm)
         )
