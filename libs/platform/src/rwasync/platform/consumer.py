@@ -57,9 +57,11 @@ class Applier(Protocol[E_contra]):
         """Record on the events' receipts why they were dead-lettered (best effort)."""
 
 
-# By default at most this many events in one grouped apply (a message this large or larger is
-# applied alone); and the size below which a lingering apply waits for company.
+# At most this many events in one grouped apply unless the service sets its own
+# (APPLY_GROUP_EVENTS); a message this large or larger is applied alone.
 GROUP_EVENTS: Final = 250
+# An apply of fewer events than this first waits up to `linger` for more messages to join it.
+LINGER_FILL: Final = 250
 
 
 class EventConsumer(Generic[E]):
@@ -79,7 +81,8 @@ class EventConsumer(Generic[E]):
         `concurrency`: applies under way at once (the service's APPLIES_AT_ONCE); messages
         that arrive while all are busy wait and are applied together, up to `group_events`
         events (the service's APPLY_GROUP_EVENTS). `linger`: seconds an apply of fewer than
-        GROUP_EVENTS events first waits for more (`GroupCommit`)."""
+        LINGER_FILL events (or of fewer than `group_events`, if smaller) first waits for more
+        (`GroupCommit`)."""
         self._broker = broker
         self._queue_name = queue
         self._applier = applier
@@ -90,7 +93,7 @@ class EventConsumer(Generic[E]):
             max_concurrent=concurrency,
             alone_after=lambda exc: not is_transient(exc),
             linger=linger,
-            fill=min(GROUP_EVENTS, group_events),
+            fill=min(LINGER_FILL, group_events),
             # Holding its whole prefetch, the consumer gets no more messages until it acks.
             fill_submissions=prefetch,
         )
