@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aio_pika
 import pytest
 from yarl import URL
 
 from rwasync.platform.broker import Broker, BrokerUnavailable
-from rwasync.platform.consumer import EventConsumer
+from rwasync.platform.consumer import QUEUE_SAMPLE_SECONDS, EventConsumer
 from rwasync.platform.failover import broker_urls
 from rwasync.schema import topology
 from rwasync.schema.events import Event
@@ -213,6 +213,81 @@ async def test_waiting_messages_are_applied_together_up_to_the_group_size(
     sizes = [len(apply) for apply in applier.applies]
     assert max(sizes) == 300 and all(size % 100 == 0 for size in sizes), sizes
     assert await _drain(vhost_amqp_url, topology.RECONCILER_QUEUE, 1, timeout=0.5) == []
+
+
+class _OverlapApplier(_PoisonSensitiveApplier):
+    """Records the most applies it had under way at once."""
+
+    def __init__(self) -> None:
+        super().__init__(set())
+        self.running = self.peak = 0
+
+    async def apply(self, events: Sequence[Event]) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(0.1)
+            await super().apply(events)
+        finally:
+            self.running -= 1
+
+
+async def test_consumers_of_a_queue_share_their_applies_at_once(
+    broker: Broker, vhost_amqp_url: str
+) -> None:
+    """With `concurrency_shared` (the reconciler's), APPLIES_AT_ONCE is for all the queue's
+    consumers together: alone a consumer runs 2 applies at once, beside another 1 each, and 2
+    again once the other left."""
+
+    def shared(applier: _OverlapApplier) -> EventConsumer[Event]:
+        return EventConsumer(
+            broker,
+            topology.RECONCILER_QUEUE,
+            applier,
+            prefetch=8,
+            concurrency=2,
+            group_events=1,  # one message per apply: the applies at once show
+            concurrency_shared=True,
+        )
+
+    async def publish(tag: str) -> list[str]:
+        ids = [f"{tag}{i}" for i in range(8)]
+        for asset_id in ids:
+            event = upserted("prv_x", asset_id, at(0))
+            await broker.publish(
+                topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, message_for([event])
+            )
+        return ids
+
+    async def settled(check: Callable[[], bool]) -> None:
+        for _ in range(int(4 * QUEUE_SAMPLE_SECONDS / 0.05)):
+            if check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("not settled in two queue samples")
+
+    first, second = _OverlapApplier(), _OverlapApplier()
+    a = shared(first)
+    a.start()
+    await settled(a.is_consuming)
+    assert a.applies_at_once == 2
+    alone = await publish("alone")
+    await settled(lambda: len(first.applied) == 8)
+    assert sorted(first.applied) == sorted(alone) and first.peak == 2
+
+    b = shared(second)
+    b.start()
+    await settled(lambda: b.is_consuming() and a.applies_at_once == 1)
+    assert b.applies_at_once == 1  # it counted the consumer already there
+    first.peak = 0
+    together = await publish("together")
+    await settled(lambda: len(first.applied) + len(second.applied) == 16)
+    assert sorted(first.applied[8:] + second.applied) == sorted(together)
+    assert first.peak == 1 and second.peak == 1
+
+    await b.stop()
+    await settled(lambda: a.applies_at_once == 2)
+    await a.stop()
 
 
 async def test_malformed_message_is_dead_lettered(broker: Broker, vhost_amqp_url: str) -> None:

@@ -62,6 +62,8 @@ class Applier(Protocol[E_contra]):
 GROUP_EVENTS: Final = 250
 # An apply of fewer events than this first waits up to `linger` for more messages to join it.
 LINGER_FILL: Final = 250
+# Seconds between samples of the queue's depth and consumers (gauges; shared concurrency).
+QUEUE_SAMPLE_SECONDS: Final = 2.0
 
 
 class EventConsumer(Generic[E]):
@@ -76,17 +78,27 @@ class EventConsumer(Generic[E]):
         concurrency: int = 10,
         linger: float = 0.0,
         group_events: int = GROUP_EVENTS,
+        concurrency_shared: bool = False,
     ) -> None:
         """`decoder`: how messages become the applier's events (by default, the models).
         `concurrency`: applies under way at once (the service's APPLIES_AT_ONCE); messages
         that arrive while all are busy wait and are applied together, up to `group_events`
         events (the service's APPLY_GROUP_EVENTS). `linger`: seconds an apply of fewer than
         LINGER_FILL events (or of fewer than `group_events`, if smaller) first waits for more
-        (`GroupCommit`)."""
+        (`GroupCommit`).
+
+        `concurrency_shared`: `concurrency` is for all the queue's consumers together, each
+        taking an equal part of it (at least one), as the queue's consumer count is sampled
+        (every QUEUE_SAMPLE_SECONDS). For an applier whose transactions serialise on the same
+        locks whichever replica runs them: applies beyond what the database runs at once only
+        wait for those locks holding the groups they took, while the messages arriving meanwhile
+        wait for the next ones, so every group gets smaller and each event costs more."""
         self._broker = broker
         self._queue_name = queue
         self._applier = applier
         self._prefetch = prefetch
+        self._concurrency = concurrency
+        self._concurrency_shared = concurrency_shared
         self._group = GroupCommit(
             self._apply_together,
             max_items=group_events,
@@ -110,6 +122,11 @@ class EventConsumer(Generic[E]):
     def start(self) -> None:
         self._task = asyncio.create_task(self._start(), name=f"consume-{self._queue_name}")
 
+    @property
+    def applies_at_once(self) -> int:
+        """Applies this consumer runs at once now (its part of a shared `concurrency`)."""
+        return self._group.max_concurrent
+
     def is_consuming(self) -> bool:
         return self._consumer_tag is not None and self._broker.is_ready()
 
@@ -123,15 +140,37 @@ class EventConsumer(Generic[E]):
             arguments=field_table(topology.work_queue_arguments(self._queue_name)),
         )
         self._channel, self._queue = channel, queue
+        if self._concurrency_shared:  # the consumers already there, and this one
+            self._share_concurrency(int(queue.declaration_result.consumer_count or 0) + 1)
         self._consumer_tag = await queue.consume(self._on_message)
-        log.info("consuming", queue=self._queue_name, prefetch=self._prefetch)
+        log.info(
+            "consuming",
+            queue=self._queue_name,
+            prefetch=self._prefetch,
+            applies_at_once=self.applies_at_once,
+        )
         self._sampling = asyncio.create_task(
             sample_queue_depths(
                 self._broker.queue_depths,
                 [self._queue_name, topology.dead_letter_queue(self._queue_name)],
+                every=QUEUE_SAMPLE_SECONDS,
+                on_sample=self._on_queue_sample if self._concurrency_shared else None,
             ),
             name=f"queue-depth-{self._queue_name}",
         )
+
+    def _on_queue_sample(self, sample: dict[str, tuple[int, int]]) -> None:
+        if self._queue_name in sample:
+            self._share_concurrency(sample[self._queue_name][1])
+
+    def _share_concurrency(self, consumers: int) -> None:
+        """This consumer's part of the applies at once that the queue's consumers share."""
+        share = max(1, self._concurrency // max(1, consumers))
+        if share != self.applies_at_once:
+            self._group.max_concurrent = share
+            log.info(
+                "applies at once shared", queue=self._queue_name, consumers=consumers, share=share
+            )
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()

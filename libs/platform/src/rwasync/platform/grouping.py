@@ -58,6 +58,18 @@ class GroupCommit(Generic[T]):
         self._open = 0  # submissions waiting or being flushed
         self._filled = asyncio.Event()
 
+    @property
+    def max_concurrent(self) -> int:
+        return self._max_concurrent
+
+    @max_concurrent.setter
+    def max_concurrent(self, value: int) -> None:
+        """Flushes under way beyond a lowered limit end with their group; a raised one is used
+        from the next submission."""
+        if value < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self._max_concurrent = value
+
     async def submit(self, items: Sequence[T]) -> None:
         """Return once a flush carrying these items succeeded; raise what it raised."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -105,14 +105,22 @@ def observe_each(histogram: Histogram, amounts: Iterable[float]) -> None:
 
 
 async def sample_queue_depths(
-    depths: QueueDepths, queues: Sequence[str], *, every: float = 10.0
+    depths: QueueDepths,
+    queues: Sequence[str],
+    *,
+    every: float = 10.0,
+    on_sample: Callable[[dict[str, tuple[int, int]]], None] | None = None,
 ) -> None:
-    """Keep the queue gauges current until cancelled; a failed sample is logged and retried."""
+    """Keep the queue gauges current until cancelled; a failed sample is logged and retried.
+    `on_sample` gets each sample too: (messages ready, consumers) by queue."""
     while True:
         try:
-            for queue, (messages, consumers) in (await depths(queues)).items():
+            sample = await depths(queues)
+            for queue, (messages, consumers) in sample.items():
                 QUEUE_MESSAGES.labels(queue).set(messages)
                 QUEUE_CONSUMERS.labels(queue).set(consumers)
+            if on_sample is not None:
+                on_sample(sample)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the broker is away: the gauges keep their last figures

@@ -72,9 +72,12 @@ def consuming_service(
     queue: str,
     applier: Callable[[Database], Applier[E]],
     decoder: MessageDecoder[E] | None = None,
+    applies_shared: bool = False,
 ) -> ConsumingService:
     """Wire a consumer of `queue`: connections, the consumer, health routes, lifecycle.
-    `decoder`: how its messages become the applier's events (by default, the models)."""
+    `decoder`: how its messages become the applier's events (by default, the models).
+    `applies_shared`: the setting APPLIES_AT_ONCE is for all replicas together
+    (`EventConsumer`'s `concurrency_shared`)."""
     db = Database(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
@@ -88,6 +91,7 @@ def consuming_service(
         concurrency=settings.applies_at_once,
         linger=settings.apply_linger,
         group_events=settings.apply_group_events,
+        concurrency_shared=applies_shared,
     )
 
     async def consuming() -> tuple[str, bool]:

@@ -81,7 +81,8 @@ class ConsumerSettings(ServiceSettings):
 
     # Unacknowledged broker messages in flight per replica; each may carry many events.
     prefetch: int = Field(64, ge=1)
-    # Applies (transactions) under way at once per replica. Messages that arrive while all are
+    # Applies (transactions) under way at once per replica (the reconciler's: for all its
+    # replicas together, `EventConsumer`'s `concurrency_shared`). Messages that arrive while all are
     # busy wait and are applied together, many per transaction (group commit): fewer at once
     # make bigger groups, which pays when each round trip to the database is slow or when the
     # batches contend for the same lock stripes. The reconciler's 100,000-event drain on 2 cores

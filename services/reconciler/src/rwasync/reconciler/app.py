@@ -26,6 +26,8 @@ def create_app(settings: ReconcilerSettings) -> web.Application:
         queue=topology.RECONCILER_QUEUE,
         applier=lambda db: AssetApplier(db, shares=settings.apply_shares),
         decoder=ASSET_QUEUE_DECODER,  # documents stay raw JSON text
+        # Every replica's applies take the same stripes (`AssetApplier`).
+        applies_shared=True,
     )
     relay = ChangeRelay(
         settings.database_url,
