@@ -1,7 +1,7 @@
 """The reconciler's apply rate, against the raw limit of the same rows, in one run.
 
     .venv/bin/python -m benchmarks.reconciler [--events 100000] [--per-message 500]
-                                              [--replicas 3] [--skip-replicas]
+                                              [--replicas 3] [--skip-replicas] [--rounds 3]
                                               [--prefetch N] [--shares N] [--applies-at-once N]
                                               [--linger S] [--group-events N] [--profile FILE]
 
@@ -12,7 +12,12 @@ On a scratch database and vhost of its own:
    ingest-api would), one reconciler started, the drain timed until every message is acked;
 3. re-delivery: the same messages again (all stale): timed the same way, and no asset row may
    be written (checked by every row's xmin);
-4. replicas: as many fresh events again, drained by N reconcilers at once;
+4. replicas: as many fresh events again, drained by N reconcilers started together on the
+   preloaded queue (the later ones' start-up overlaps the first one's drain);
+5. arrival: the replicas already running and idle, fresh events published to them, timed from
+   the first publish until all are acked: to N replicas and then to one, alternately, `--rounds`
+   times each on new events; the ratio of the medians compares running services, start-ups
+   apart, on a box whose speed wanders by a tenth from one drain to the next;
 and after each drain, how long the change feed's relay takes to publish the last entry.
 """
 
@@ -23,6 +28,7 @@ import asyncio
 import json
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -47,6 +53,7 @@ ACKED = re.compile(
     r'rwasync_messages_consumed_total\{(?=[^}]*outcome="acked")'
     r'(?=[^}]*queue="rwasync\.reconciler\.assets")[^}]*\} (\S+)'
 )
+CONSUMERS = re.compile(r'rwasync_queue_consumers\{queue="rwasync\.reconciler\.assets"\} (\S+)')
 
 RAW_TABLES = """
 CREATE TABLE raw_assets (LIKE assets INCLUDING ALL);
@@ -96,9 +103,58 @@ class Figure:
         return self.events / self.seconds
 
 
-def acked(service: ServiceProcess) -> int:
+class Handled:
+    """Counts the replicas' "message handled" log lines (logged right after each ack) from
+    where their logs are now: polling their /metrics instead every few tens of milliseconds
+    would cost each replica CPU of its own, the more replicas the more."""
+
+    def __init__(self, replicas: list[ServiceProcess]) -> None:
+        self._logs: list[Path] = [r.log_path for r in replicas]
+        self._offsets = [path.stat().st_size if path.exists() else 0 for path in self._logs]
+        self.count = 0
+
+    def update(self) -> int:
+        for index, path in enumerate(self._logs):
+            with path.open("rb") as log:
+                log.seek(self._offsets[index])
+                lines = log.read().rpartition(b"\n")[0]
+            if lines:
+                self._offsets[index] += len(lines) + 1
+                self.count += lines.count(b'"event": "message handled"')
+        return self.count
+
+
+def wait_handled(handled: Handled, messages: int, timeout: float = 600) -> None:
+    """Until `messages` messages are handled (`handled` set up before they could be)."""
+    began = time.monotonic()
+    while handled.update() < messages:
+        if time.monotonic() - began > timeout:
+            raise TimeoutError(f"{handled.count} of {messages} messages handled")
+        time.sleep(0.02)
+
+
+def wait_consumers(replicas: list[ServiceProcess], timeout: float = 30) -> None:
+    """Until every replica has seen the queue with as many consumers as there are replicas
+    (they share their applies at once by it: `EventConsumer`'s `concurrency_shared`)."""
+    deadline = time.monotonic() + timeout
+    while any(consumers(r) != len(replicas) for r in replicas):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the replicas did not all see {len(replicas)} consumers")
+        time.sleep(0.2)
+
+
+def consumers(service: ServiceProcess) -> int:
+    found = CONSUMERS.search(metrics_text(service))
+    return int(float(found.group(1))) if found else 0
+
+
+def metrics_text(service: ServiceProcess) -> str:
     with urllib.request.urlopen(service.url + "/metrics", timeout=5) as response:
-        found = ACKED.search(response.read().decode())
+        return str(response.read().decode())
+
+
+def acked(service: ServiceProcess) -> int:
+    found = ACKED.search(metrics_text(service))
     return int(float(found.group(1))) if found else 0
 
 
@@ -194,22 +250,81 @@ def consuming_since(service: ServiceProcess) -> float:
 
 
 def drain(
-    replicas: list[ServiceProcess], messages: int, database_url: str, timeout: float = 600
+    replicas: list[ServiceProcess], handled: Handled, messages: int, database_url: str
 ) -> tuple[float, Cpu]:
-    """Seconds from the first fresh replica consuming until they all acked `messages`, and the
-    CPU spent meanwhile (from the moment the replicas were ready: start-up excluded)."""
+    """Seconds from the first fresh replica consuming until they all acked `messages` (counted
+    by `handled`, set up before they started), and the CPU spent meanwhile (from the moment the
+    replicas were ready: start-up excluded)."""
     for replica in replicas:
         replica.wait()
     pids = [r.process.pid for r in replicas if r.process is not None]
     before = cpu_sample(pids, database_url)
-    began = time.monotonic()
-    while sum(acked(r) for r in replicas) < messages:
-        if time.monotonic() - began > timeout:
-            raise TimeoutError("drain did not finish")
-        time.sleep(0.1)
+    wait_handled(handled, messages)
+    ended = time.time()
     # Backends opened during the drain count from zero.
     spent = cpu_spent(before, cpu_sample(pids, database_url))
-    return time.time() - min(consuming_since(r) for r in replicas), spent
+    if sum(acked(r) for r in replicas) < messages:
+        raise RuntimeError("messages logged as handled were not all acked")
+    return ended - min(consuming_since(r) for r in replicas), spent
+
+
+def arrival(
+    replicas: list[ServiceProcess], provider_id: str, w: Workload, system: System
+) -> tuple[float, Cpu]:
+    """Seconds from the first publish of `w` to running, idle `replicas` until they acked all
+    its messages, and the CPU they and Postgres spent meanwhile."""
+    for replica in replicas:
+        replica.wait()
+    wait_consumers(replicas)
+    amqp_url, database_url = system.amqp_url, system.database_url
+    asyncio.run(record_receipts(database_url, provider_id, w))
+    pids = [r.process.pid for r in replicas if r.process is not None]
+    handled, acked_before = Handled(replicas), sum(acked(r) for r in replicas)
+    before = cpu_sample(pids, database_url)
+    began = time.monotonic()
+    asyncio.run(preload(amqp_url, w.bodies))
+    wait_handled(handled, len(w.bodies))
+    seconds = time.monotonic() - began
+    spent = cpu_spent(before, cpu_sample(pids, database_url))
+    if sum(acked(r) for r in replicas) - acked_before < len(w.bodies):
+        raise RuntimeError("messages logged as handled were not all acked")
+    return seconds, spent
+
+
+def arrivals(
+    system: System,
+    provider_id: str,
+    reconciler: ServiceProcess,
+    extra: list[ServiceProcess],
+    args: argparse.Namespace,
+) -> list[Figure]:
+    """`args.rounds` arrivals to N running replicas and to one, alternately (N first, the
+    extra replicas stopped and started between), and the ratio of their medians."""
+    timed: dict[int, list[tuple[float, Cpu]]] = {1: [], args.replicas: []}
+    for round_ in range(args.rounds):
+        for count in (args.replicas, 1):
+            for replica in extra:
+                if count == 1:
+                    replica.stop()
+                elif replica.process is None:
+                    replica.start()
+            w = build(provider_id, f"arrive-{count}-{round_}", args.events, args.per_message)
+            timed[count].append(arrival([reconciler, *extra][:count], provider_id, w, system))
+    figures = []
+    for count, runs in timed.items():
+        name = f"arrival, {count} replica{'s' if count > 1 else ''} running"
+        figures += [Figure(name, args.events, seconds, cpu=cpu) for seconds, cpu in runs]
+    one, many = (statistics.median(s for s, _ in timed[c]) for c in (1, args.replicas))
+    figures.append(
+        Figure(
+            f"arrival, {args.replicas} replicas running: median of {args.rounds}",
+            args.events,
+            many,
+            f"1 replica's median ({one:.2f} s)",
+            one / many,
+        )
+    )
+    return figures
 
 
 def profile(service: ServiceProcess, path: str) -> subprocess.Popen[bytes]:
@@ -254,10 +369,12 @@ def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], boo
 
         asyncio.run(record_receipts(database_url, pid, fresh))
         asyncio.run(preload(amqp_url, fresh.bodies))
-        system.start("reconciler")
-        reconciler = system.services["reconciler"]
+        reconciler = ServiceProcess("reconciler", free_port(), system.env, workdir / "r.log")
+        system.services["reconciler"] = reconciler  # stopped with the system
+        handled = Handled([reconciler])
+        reconciler.start()
         spy = profile(reconciler, args.profile) if args.profile else None
-        seconds, cpu = drain([reconciler], len(fresh.bodies), database_url)
+        seconds, cpu = drain([reconciler], handled, len(fresh.bodies), database_url)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
@@ -273,8 +390,9 @@ def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], boo
         reconciler.stop()
         before = asyncio.run(fingerprint(database_url))
         asyncio.run(preload(amqp_url, fresh.bodies))
+        handled = Handled([reconciler])
         reconciler.start()
-        again, cpu = drain([reconciler], len(fresh.bodies), database_url)
+        again, cpu = drain([reconciler], handled, len(fresh.bodies), database_url)
         written = asyncio.run(fingerprint(database_url)) != before
         figures.append(
             Figure("re-delivery of the same (all stale)", n, again, "fresh", seconds / again, cpu)
@@ -285,18 +403,18 @@ def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], boo
             reconciler.stop()
             asyncio.run(record_receipts(database_url, pid, more))
             asyncio.run(preload(amqp_url, more.bodies))
-            reconciler.start()
             extra = [
                 ServiceProcess("reconciler", free_port(), system.env, workdir / f"replica-{i}.log")
                 for i in range(args.replicas - 1)
             ]
-            for replica in extra:
+            handled = Handled([reconciler, *extra])
+            for replica in [reconciler, *extra]:
                 replica.start()
-            many, cpu = drain([reconciler, *extra], len(more.bodies), database_url)
+            many, cpu = drain([reconciler, *extra], handled, len(more.bodies), database_url)
             lag3 = asyncio.run(relay_catch_up(database_url))
             figures.append(
                 Figure(
-                    f"reconciler, fresh, {args.replicas} replicas",
+                    f"reconciler, fresh, {args.replicas} replicas started on the preloaded queue",
                     n,
                     many,
                     "1 replica",
@@ -305,6 +423,8 @@ def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], boo
                 )
             )
             figures.append(Figure("change feed relayed, after the replicas' drain", 0, lag3))
+
+            figures += arrivals(system, pid, reconciler, extra, args)
     finally:
         for replica in extra:
             replica.stop()
@@ -317,6 +437,9 @@ def main() -> None:
     parser.add_argument("--per-message", type=int, default=500)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--skip-replicas", action="store_true")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="arrivals to N replicas and to one (default 3 each)"
+    )
     parser.add_argument(
         "--profile", metavar="FILE", help="py-spy the reconciler during the fresh drain"
     )
