@@ -369,7 +369,8 @@ def measure(system: System, args: argparse.Namespace) -> tuple[list[Figure], boo
 
         asyncio.run(record_receipts(database_url, pid, fresh))
         asyncio.run(preload(amqp_url, fresh.bodies))
-        reconciler = ServiceProcess("reconciler", free_port(), system.env, workdir / "r.log")
+        log_path = workdir / "reconciler.log"
+        reconciler = ServiceProcess("reconciler", free_port(), system.env, log_path)
         system.services["reconciler"] = reconciler  # stopped with the system
         handled = Handled([reconciler])
         reconciler.start()
