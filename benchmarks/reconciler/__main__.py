@@ -16,8 +16,9 @@ On a scratch database and vhost of its own:
    preloaded queue (the later ones' start-up overlaps the first one's drain);
 5. arrival: the replicas already running and idle, fresh events published to them, timed from
    the first publish until all are acked: to N replicas and then to one, alternately, `--rounds`
-   times each on new events; the ratio of the medians compares running services, start-ups
-   apart, on a box whose speed wanders by a tenth from one drain to the next;
+   times each on new events, each after an untimed tenth to warm them up; the ratio of the
+   medians compares running services, start-ups apart, on a box whose speed wanders by a
+   tenth from one drain to the next;
 and after each drain, how long the change feed's relay takes to publish the last entry.
 """
 
@@ -299,7 +300,10 @@ def arrivals(
     args: argparse.Namespace,
 ) -> list[Figure]:
     """`args.rounds` arrivals to N running replicas and to one, alternately (N first, the
-    extra replicas stopped and started between), and the ratio of their medians."""
+    extra replicas stopped and started between), and the ratio of their medians. Before each
+    timed arrival an untimed one of a tenth as many events warms the replicas up (a replica
+    just started pays for its first transactions' catalog lookups, plans and pool), as the one
+    replica that runs throughout is warm."""
     timed: dict[int, list[tuple[float, Cpu]]] = {1: [], args.replicas: []}
     for round_ in range(args.rounds):
         for count in (args.replicas, 1):
@@ -308,8 +312,12 @@ def arrivals(
                     replica.stop()
                 elif replica.process is None:
                     replica.start()
-            w = build(provider_id, f"arrive-{count}-{round_}", args.events, args.per_message)
-            timed[count].append(arrival([reconciler, *extra][:count], provider_id, w, system))
+            replicas = [reconciler, *extra][:count]
+            tag = f"arrive-{count}-{round_}"
+            warm = build(provider_id, f"{tag}-warm", args.events // 10, args.per_message)
+            arrival(replicas, provider_id, warm, system)
+            w = build(provider_id, tag, args.events, args.per_message)
+            timed[count].append(arrival(replicas, provider_id, w, system))
     figures = []
     for count, runs in timed.items():
         name = f"arrival, {count} replica{'s' if count > 1 else ''} running"
