@@ -58,15 +58,15 @@ async def post(client: Client, path: str, body: Any, headers: dict[str, str]) ->
 async def test_asset_batch_answers_each_item_and_publishes_the_good_ones_together(
     ingest: Client, queues: Queues, provider: Provider, store: Database
 ) -> None:
-    items: list[Any] = [house(f"b-{n}") for n in range(600)]
+    items: list[Any] = [house(f"b-{n}") for n in range(1200)]
     items[3] = house("b-3", status="bogus", location={"lat": 100, "lon": 0})
     items[10] = "not an object"
-    items[599] = {**house("b-599"), "colour": "red"}
+    items[1199] = {**house("b-1199"), "colour": "red"}
     answer = await post(ingest, "/v1/assets/batch", {"assets": items}, provider.basic)
 
-    assert (answer["accepted"], answer["rejected"]) == (597, 3)
+    assert (answer["accepted"], answer["rejected"]) == (1197, 3)
     results = answer["results"]
-    assert [r["index"] for r in results] == list(range(600))
+    assert [r["index"] for r in results] == list(range(1200))
     assert results[0]["status"] == "accepted" and results[0]["id"] == "b-0"
     assert results[3] == {
         "index": 3,
@@ -76,16 +76,16 @@ async def test_asset_batch_answers_each_item_and_publishes_the_good_ones_togethe
     }
     assert pointers(results[3]) == {"/status", "/location/lat"}
     assert results[10]["status"] == "rejected" and results[10]["id"] is None
-    assert pointers(results[599]) == {"/colour"}
+    assert pointers(results[1199]) == {"/colour"}
 
-    messages, events = await drain(queues, queues.assets, 597)
-    assert messages == 3  # 250 events per message
+    messages, events = await drain(queues, queues.assets, 1197)
+    assert messages == 2  # 1,000 events per message
     by_id = {str(e.event_id): e for e in events}
     accepted = [r for r in results if r["status"] == "accepted"]
     assert set(by_id) == {r["event_id"] for r in accepted}
     ordered = [by_id[r["event_id"]] for r in accepted]
     instants = [e.accepted_at for e in ordered]
-    assert instants == sorted(instants) and len(set(instants)) == 597
+    assert instants == sorted(instants) and len(set(instants)) == 1197
     assert all(isinstance(e, AssetUpserted) and e.source == EventSource.BATCH for e in ordered)
     assert [e.asset_id for e in ordered] == [r["id"] for r in accepted]
 

@@ -161,7 +161,8 @@ async def _within_receipt_timeout(recording: Awaitable[None]) -> None:
 
 @dataclass(frozen=True)
 class PublishingLimits:
-    events_per_message: int = 250
+    events_per_message: int = 1000
+    price_events_per_message: int = 250
     coalesce_max_events: int = 500
     publishers: int = 2
 
@@ -217,6 +218,8 @@ class EventPublisher:
             return
         run = accepted_run(events)  # checked before anything is published
         size = self._limits.events_per_message
+        if exchange_of(events[0]["type"]) == topology.PRICES_EXCHANGE:
+            size = self._limits.price_events_per_message
         chunks = [events[i : i + size] for i in range(0, len(events), size)]
         outcomes = await asyncio.gather(
             *(self._publish_wire(chunk) for chunk in chunks), return_exceptions=True

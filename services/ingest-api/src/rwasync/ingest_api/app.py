@@ -101,6 +101,7 @@ def create_app(settings: IngestSettings) -> web.Application:
             db,
             PublishingLimits(
                 events_per_message=settings.events_per_message,
+                price_events_per_message=settings.price_events_per_message,
                 coalesce_max_events=settings.coalesce_max_events,
                 publishers=settings.publishers,
             ),

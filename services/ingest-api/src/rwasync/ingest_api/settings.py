@@ -30,9 +30,14 @@ class IngestSettings(ServiceSettings):
     # process).
     rate_per_second: float = Field(200.0, gt=0)
     rate_burst: int = Field(400, ge=1)
-    # Asset or price events per broker message for batch calls; the chunks of one batch are
-    # published concurrently, so their confirms are pipelined.
-    events_per_message: int = Field(250, ge=1, le=5000)
+    # Asset events per broker message for `POST /v1/assets/batch`; the chunks of one batch are
+    # published concurrently, so their confirms are pipelined. Fewer, larger messages cost
+    # ingest-api, the broker and the reconciler (which applies up to 8,000 events at once) less:
+    # 1,000-asset batches cost the machine 56-63 µs an asset with 1,000, 59-75 with 250.
+    events_per_message: int = Field(1000, ge=1, le=5000)
+    # Price ticks per broker message for `POST /v1/prices`: pricing applies up to 250 ticks at
+    # once (its APPLY_GROUP_EVENTS), and a larger message alone.
+    price_events_per_message: int = Field(250, ge=1, le=5000)
     # Concurrent single-item requests share broker messages: at most this many events per
     # message, and at most `publishers` such messages awaiting their confirm at once.
     coalesce_max_events: int = Field(500, ge=1, le=5000)
