@@ -154,6 +154,12 @@ def metrics_text(service: ServiceProcess) -> str:
         return str(response.read().decode())
 
 
+def check_acked(replicas: list[ServiceProcess], messages: int, *, before: int = 0) -> None:
+    """The replicas' metrics agree that the `messages` their logs say were handled were acked."""
+    if sum(acked(r) for r in replicas) - before < messages:
+        raise RuntimeError("messages logged as handled were not all acked")
+
+
 def acked(service: ServiceProcess) -> int:
     found = ACKED.search(metrics_text(service))
     return int(float(found.group(1))) if found else 0
@@ -264,8 +270,7 @@ def drain(
     ended = time.time()
     # Backends opened during the drain count from zero.
     spent = cpu_spent(before, cpu_sample(pids, database_url))
-    if sum(acked(r) for r in replicas) < messages:
-        raise RuntimeError("messages logged as handled were not all acked")
+    check_acked(replicas, messages)
     return ended - min(consuming_since(r) for r in replicas), spent
 
 
@@ -287,8 +292,7 @@ def arrival(
     wait_handled(handled, len(w.bodies))
     seconds = time.monotonic() - began
     spent = cpu_spent(before, cpu_sample(pids, database_url))
-    if sum(acked(r) for r in replicas) - acked_before < len(w.bodies):
-        raise RuntimeError("messages logged as handled were not all acked")
+    check_acked(replicas, len(w.bodies), before=acked_before)
     return seconds, spent
 
 
