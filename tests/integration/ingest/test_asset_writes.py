@@ -113,6 +113,13 @@ async def test_invalid_patches_are_422_with_pointers_and_publish_nothing(
         ({"updated_at": "2025-06-01T10:00:00Z", "colour": "red"}, {"/colour"}),
         ({"updated_at": "2025-06-01T10:00:00Z", "name": "a\u0000b"}, {"/name"}),
         ({"updated_at": "2025-06-01T10:00:00Z", "token": {"chain": None}}, {"/token/chain"}),
+        (
+            {
+                "updated_at": "2025-06-01T10:00:00Z",
+                "token": {"chain": "ethereum", "contract_address": None},
+            },
+            {"/token/contract_address"},
+        ),
         ({"updated_at": "2025-06-01T10:00:00Z", "location": {"lat": 91}}, {"/location/lat"}),
         (["not", "an", "object"], {""}),
     ]

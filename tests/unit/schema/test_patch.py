@@ -69,6 +69,10 @@ def test_a_patch_is_normalised_keeping_its_nulls() -> None:
         ({"updated_at": STAMP, "id": "a2"}, {"/id"}),
         ({"updated_at": "2025-06-01T12:06:00Z"}, {"/updated_at"}),
         ({"updated_at": STAMP, "area": {"unit": None}}, {"/area/unit"}),
+        (
+            {"updated_at": STAMP, "token": {"chain": "ethereum", "contract_address": None}},
+            {"/token/contract_address"},
+        ),
         ({"updated_at": STAMP, "price": {"amount": 0}}, {"/price/amount"}),
         (
             {"updated_at": STAMP, "rental": {"units_total": 1, "units_rented": 2}},

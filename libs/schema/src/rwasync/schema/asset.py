@@ -300,9 +300,11 @@ class Token(ContractModel):
 
     @field_validator("contract_address")
     @classmethod
-    def _address_fits_chain(cls, address: str, info: ValidationInfo) -> str:
+    def _address_fits_chain(cls, address: str | None, info: ValidationInfo) -> str | None:
         chain = info.data.get("chain")
-        if chain is None:  # the chain itself is invalid, and reported as such
+        # None: the chain itself is invalid (and reported as such), or a merge patch removes the
+        # address (a patch's models take every field as optional; `patch` refuses the removal)
+        if chain is None or address is None:
             return address
         try:
             return normalize_address(chain, address)
