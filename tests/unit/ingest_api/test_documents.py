@@ -3,6 +3,7 @@ any input, a value or AssetInvalid naming each problem, never another exception.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -13,16 +14,19 @@ from hypothesis import strategies as st
 from rwasync.ingest_api.documents import (
     asset_at_path,
     asset_batch,
+    body_asset,
     check_assets,
     check_prices,
+    checked_batch,
     deletion,
     item_id,
     price_batch,
     price_item,
 )
 from rwasync.schema.errors import AssetInvalid
+from rwasync.schema.jsonsafe import MalformedJSON, loads
 from tests.unit.schema.documents import NOW, detroit_house
-from tests.unit.schema.test_properties import documents
+from tests.unit.schema.test_properties import documents, mutated_houses
 
 pytestmark = pytest.mark.unit
 
@@ -131,3 +135,104 @@ def test_a_crowded_tick_is_refused_alone_as_it_always_was() -> None:
         {"pointer": "", "message": "has 304 keys: far too many"}
     ]
     assert [e.pointer for e in checked[2].errors or []] == ["/amount"]
+
+
+# --- bodies read by the fast path answer as the full one --------------------------------------
+
+
+def answered(read: Any) -> Any:
+    """All a caller sees of reading a body: the 400's detail, the 422's errors, or the values."""
+    try:
+        value = read()
+    except MalformedJSON as exc:
+        return ("malformed", exc.detail)
+    except AssetInvalid as exc:
+        return ("invalid", [e.as_dict() for e in exc.errors])
+    items = value if isinstance(value, list) else [value]
+    return [
+        (c.index, c.id, c.errors and [e.as_dict() for e in c.errors], valid(c.value))
+        if hasattr(c, "index")
+        else valid(c)
+        for c in items
+    ]
+
+
+def valid(asset: Any) -> Any:
+    if asset is None:
+        return None
+    return (asset.id, asset.updated_at, asset.price, asset.document, asset.canonical)
+
+
+def body_of(document: Any) -> bytes:
+    # default=str: Decimal, bytes and datetimes as text; NaN and lone surrogates as JSON writes them
+    return json.dumps(document, default=str).encode()
+
+
+def assert_batch_alike(body: bytes) -> None:
+    full = answered(lambda: check_assets(asset_batch(loads(body)), NOW))
+    assert answered(lambda: checked_batch(body, lambda: loads(body), NOW)) == full
+
+
+bodies_of_items = st.lists(st.one_of(mutated_houses(), documents), max_size=4)
+
+
+@SETTINGS
+@given(bodies_of_items)
+def test_a_batch_reads_alike_by_the_fast_path_and_the_full_one(items: list[Any]) -> None:
+    assert_batch_alike(body_of({"assets": items}))
+    assert_batch_alike(body_of({"assets": [detroit_house() for _ in items]}))
+
+
+@SETTINGS
+@given(documents)
+def test_any_batch_body_reads_alike(body: Any) -> None:
+    assert_batch_alike(body_of(body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"[]",
+        b'{"assets": []}',
+        b'{"assets": [{"id": "a"}], "assets": []}',
+        b'{"assets": [], "assets": [' + body_of(detroit_house()) + b"]}",
+        b'{"assets": [' + body_of(detroit_house()) + b'], "extra": 1}',
+        b'{"assets": [' + body_of(detroit_house()).replace(b'"Detroit"', b'"\\ud800"') + b"]}",
+        b'{"assets": [' + body_of(detroit_house()).replace(b'"Detroit"', b'"\xff"') + b"]}",
+        b'{"assets": [' + body_of({**detroit_house(), "attributes": {"n": 10**120}}) + b"]}",
+        b'{"assets": [' + b"[" * 40 + b"]" * 40 + b"]}",
+        b'{"assets": [' + b",".join([body_of(detroit_house())] * 5001) + b"]}",
+    ],
+)
+def test_odd_batch_bodies_read_alike(body: bytes) -> None:
+    assert_batch_alike(body)
+
+
+@SETTINGS
+@given(st.one_of(mutated_houses(), documents), path_ids)
+def test_a_single_asset_reads_alike_by_the_fast_path_and_the_full_one(
+    document: Any, path_id: str
+) -> None:
+    body = body_of(document)
+    assert answered(lambda: body_asset(body, lambda: loads(body), NOW, path_id)) == answered(
+        lambda: asset_at_path(loads(body), path_id, NOW)
+    )
+    house = body_of(detroit_house())
+    assert answered(lambda: body_asset(house, lambda: loads(house), NOW)) == answered(
+        lambda: asset_at_path(loads(house), detroit_house()["id"], NOW)
+    )
+
+
+def test_valid_documents_of_the_common_shape_skip_the_full_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unused() -> Any:
+        raise AssertionError("the full path ran")
+
+    houses = [detroit_house(), {**detroit_house(), "id": "det-2"}]
+    body = body_of({"assets": houses})
+    assert [c.id for c in checked_batch(body, unused, NOW)] == [houses[0]["id"], "det-2"]
+    assert body_asset(body_of(houses[1]), unused, NOW, "det-2").id == "det-2"
+    with pytest.raises(AssertionError):  # a mismatched id: the full path words the error
+        body_asset(body_of(houses[1]), unused, NOW, "det-1")

@@ -21,14 +21,14 @@ from rwasync.ingest_api.context import (
     Ingest,
     accepted,
 )
-from rwasync.ingest_api.documents import asset_at_path, deletion, path_id_errors
+from rwasync.ingest_api.documents import body_asset, deletion, path_id_errors
 from rwasync.ingest_api.models import Accepted, Deletion
 from rwasync.platform.openapi import Body, Operation, Reply
 from rwasync.schema import events, messages
 from rwasync.schema.asset import Asset
 from rwasync.schema.errors import AssetInvalid
 from rwasync.schema.patch import AssetPatch, normalized_patch, parse_patch
-from rwasync.schema.valid_asset import ValidAsset, validate_asset
+from rwasync.schema.valid_asset import ValidAsset
 
 ACCEPTED = Reply(202, "accepted: durably in the broker", Accepted, headers=("Location",))
 
@@ -93,7 +93,7 @@ class AssetWrites:
     async def _put(self, call: Call) -> web.Response:
         path_id = call.request.match_info["id"]
         try:
-            asset = asset_at_path(call.json(), path_id, call.arrival.received_at)
+            asset = body_asset(call.body, call.json, call.arrival.received_at, path_id)
         except AssetInvalid as exc:
             raise invalid_document("asset document", exc.errors) from None
         return await self._upsert(call, asset)
@@ -103,7 +103,7 @@ class AssetWrites:
 
     async def _post(self, call: Call) -> web.Response:
         try:
-            asset = validate_asset(call.json(), now=call.arrival.received_at)
+            asset = body_asset(call.body, call.json, call.arrival.received_at)
         except AssetInvalid as exc:
             raise invalid_document("asset document", exc.errors) from None
         return await self._upsert(call, asset)

@@ -24,9 +24,8 @@ from rwasync.ingest_api.context import (
 )
 from rwasync.ingest_api.documents import (
     Checked,
-    asset_batch,
-    check_assets,
     check_prices,
+    checked_batch,
     price_batch,
 )
 from rwasync.ingest_api.models import (
@@ -102,10 +101,9 @@ class Batches:
 
     async def _assets(self, call: Call) -> web.Response:
         try:
-            items = asset_batch(call.json())
+            checked = checked_batch(call.body, call.json, call.arrival.received_at)
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
-        checked = check_assets(items, call.arrival.received_at)
         return await self._accept(
             call,
             checked,

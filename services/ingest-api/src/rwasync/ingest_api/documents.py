@@ -9,13 +9,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
+import msgspec
 from pydantic import BaseModel
 
-from rwasync.ingest_api.models import AssetBatch, Deletion, PriceBatch, PriceItem
+from rwasync.ingest_api.models import (
+    MAX_ASSET_BATCH,
+    AssetBatch,
+    Deletion,
+    PriceBatch,
+    PriceItem,
+)
 from rwasync.schema.asset import ASSET_ID
 from rwasync.schema.errors import AssetInvalid, FieldError
 from rwasync.schema.fields import validate_contract, validate_each
-from rwasync.schema.valid_asset import ValidAsset, validate_asset
+from rwasync.schema.valid_asset import ValidAsset, common_shape_json, validate_asset
 
 ASSET_ID_RULE: Final = "must be 1-128 characters of letters, digits, '.', '_', ':' and '-'"
 
@@ -46,6 +53,22 @@ def asset_at_path(body: Any, path_id: str, now: datetime) -> ValidAsset:
     if errors:
         raise AssetInvalid(errors)
     return asset
+
+
+def body_asset(
+    body: bytes, parse: Callable[[], Any], now: datetime, path_id: str | None = None
+) -> ValidAsset:
+    """The asset a body describes (at `path_id`, as `asset_at_path`, when given): read straight
+    from the body's text when it is a valid document of the common shape (`common_shape_json`),
+    else from `parse()` (the body's JSON, which raises for text that is not) by the full rules,
+    which also word every error."""
+    fast = common_shape_json(body, now=now) if body else None
+    if fast is not None and (path_id is None or fast.id == path_id):
+        return fast
+    document = parse()
+    if path_id is None:
+        return validate_asset(document, now=now)
+    return asset_at_path(document, path_id, now)
 
 
 def envelope(model: type[Envelope], body: Any) -> Envelope:
@@ -120,6 +143,43 @@ def check_items(
 
 def check_assets(items: list[Any], now: datetime) -> list[Checked]:
     return check_items(items, lambda item: validate_asset(item, now=now))
+
+
+class _PlainBatch(msgspec.Struct, forbid_unknown_fields=True):
+    assets: list[msgspec.Raw]
+
+
+_PLAIN_BATCH: Final = msgspec.json.Decoder(_PlainBatch)
+
+
+def checked_batch(body: bytes, parse: Callable[[], Any], now: datetime) -> list[Checked]:
+    """A batch body's items, each validated on its own (`check_assets(asset_batch(parse()))`);
+    raises AssetInvalid for a bad envelope. A batch of 1 to MAX_ASSET_BATCH valid documents of
+    the common shape is read without building the body's JSON: msgspec frames the envelope and
+    `common_shape_json` reads each item from its text (for ~1.4 KB documents that is a third
+    less CPU). Any other body takes the full path, which decides and words every error."""
+    checked = _common_batch(body, now)
+    if checked is not None:
+        return checked
+    return check_assets(asset_batch(parse()), now)
+
+
+def _common_batch(body: bytes, now: datetime) -> list[Checked] | None:
+    try:
+        items = _PLAIN_BATCH.decode(body).assets
+    # DecodeError: not this envelope (or not JSON); ValueError: text that is not UTF-8;
+    # RecursionError: msgspec's depth limit is the interpreter's
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
+    if not 0 < len(items) <= MAX_ASSET_BATCH:
+        return None
+    checked = []
+    for index, item in enumerate(items):
+        asset = common_shape_json(item, now=now)
+        if asset is None:
+            return None
+        checked.append(Checked(index, asset.id, value=asset))
+    return checked
 
 
 def check_prices(items: list[Any], now: datetime) -> list[Checked]:

@@ -7,13 +7,12 @@ from aiohttp import web
 
 from rwasync.ingest_api.bodies import invalid_document
 from rwasync.ingest_api.context import PROVIDER_AUTH, TENANT, Ingest
-from rwasync.ingest_api.documents import asset_batch, check_assets
+from rwasync.ingest_api.documents import body_asset, checked_batch
 from rwasync.ingest_api.models import AssetBatch, BatchValidity, Validity
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Body, Operation, Reply
 from rwasync.schema.asset import Asset
 from rwasync.schema.errors import AssetInvalid
-from rwasync.schema.valid_asset import validate_asset
 
 PROBLEMS = (400, 408, 413, 415, 503)
 
@@ -55,7 +54,7 @@ class Validation:
     async def validate_asset(self, request: web.Request) -> web.Response:
         call = await self._ingest.callers.write(request, self._ingest.single)
         try:
-            validate_asset(call.json(), now=call.arrival.received_at)
+            body_asset(call.body, call.json, call.arrival.received_at)
         except AssetInvalid as exc:
             return json_response({"valid": False, "errors": [e.as_dict() for e in exc.errors]})
         return json_response({"valid": True, "errors": []})
@@ -63,7 +62,7 @@ class Validation:
     async def validate_batch(self, request: web.Request) -> web.Response:
         call = await self._ingest.callers.write(request, self._ingest.batch)
         try:
-            items = asset_batch(call.json())
+            checked = checked_batch(call.body, call.json, call.arrival.received_at)
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
         results = [
@@ -73,7 +72,7 @@ class Validation:
                 "valid": item.errors is None,
                 "errors": [e.as_dict() for e in item.errors or []],
             }
-            for item in check_assets(items, call.arrival.received_at)
+            for item in checked
         ]
         return json_response(
             {"valid": all(result["valid"] for result in results), "results": results}
