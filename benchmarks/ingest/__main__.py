@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.ingest [--seconds 15] [--connections 64] [--batch 1000]
                                           [--processes 1,2] [--skip-batch]
+                                          [--documents small|realistic]
 
 On a scratch database and vhost of its own it starts the real services (ingest-api with 1..N
 processes sharing the port through SO_REUSEPORT, and the reconciler applying), drives them with
@@ -12,6 +13,11 @@ wrk (installed with apt-get when missing) and Lua scripts on 127.0.0.1, and prin
 - single PUT (confirm before 202), ratio to the broker ceiling;
 - batch push (assets/s accepted, and applied by the reconciler), ratio to the broker ceiling
   times the events carried per message.
+
+Batches carry small documents by default (id, updated_at, status, name and price: ~150 bytes);
+`--documents realistic` sends the feed benchmark's ~1.4 KB assets instead (address, location,
+token with its own contract address, price, valuation, rental, legal, area, media, attributes),
+5,000 different ones in turn, so every contract's checksum is computed as a real backfill's is.
 
 Machines of this kind differ threefold, so only the ratios compare across machines.
 """
@@ -33,6 +39,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -76,6 +83,19 @@ def ensure_wrk() -> str:
     if found is None:
         raise SystemExit("wrk is not installed and apt-get could not install it")
     return found
+
+
+def realistic_templates(folder: Path, count: int = 5000) -> Path:
+    """`count` realistic asset documents, one JSON per line, each id a placeholder batch.lua
+    fills in (the template of a document stays valid: updated in the past, contracts apart)."""
+    from benchmarks.feed.catalogue import asset
+
+    base = datetime.now(UTC) - timedelta(days=2)
+    path = folder / "documents.jsonl"
+    with path.open("wb") as out:
+        for n in range(count):
+            out.write(json.dumps({**asset(n, base=base), "id": "__ID__"}).encode() + b"\n")
+    return path
 
 
 def wrk(url: str, script: str, connections: int, seconds: float, env: dict[str, str]) -> dict:
@@ -311,6 +331,12 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="ingest-api process counts to try")
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument(
+        "--documents",
+        choices=("small", "realistic"),
+        default="small",
+        help="the batch's assets: ~150 bytes each, or ~1.4 KB ones as a real catalogue's",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="record ingest-api with py-spy during each load phase into this folder",
@@ -369,6 +395,8 @@ def main() -> None:
                 )
                 system.start("ingest-api", "reconciler")
                 env = {"BENCH_TOKEN": provider["token"], "BENCH_BATCH": str(args.batch)}
+                if args.documents == "realistic":
+                    env["BENCH_TEMPLATES"] = str(realistic_templates(system.workdir))
                 url = system.url("ingest-api")
                 with (
                     cpu_per_item(system, f"put-{processes}p") as phase,
