@@ -68,7 +68,7 @@ check: lint typecheck
 
 ## Run the whole default suite: checks, then unit, integration and e2e tests.
 test: install services deploy-tools chromium check
-	$(BIN)/pytest -m "not slow" -p no:cacheprovider
+	$(BIN)/pytest -m "not slow" -p no:cacheprovider --durations=15
 
 ## Slow soak and fault runs, kept out of the default suite.
 test-slow: install services
