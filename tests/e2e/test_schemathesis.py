@@ -188,7 +188,10 @@ def run_operations(target: Target, examples: int) -> dict[str, BaseException]:
 
 
 def run_stateful(target: Target, examples: int, steps: int) -> None:
-    schema = load(target)
+    # Not the portal catalogue: its pages and change feed list every change any earlier
+    # sequence made, so the calls hypothesis draws from them differ each time it replays a
+    # sequence, which it refuses (FlakyStrategyDefinition). `run_operations` covers its calls.
+    schema = load(target).exclude(path_regex=r"^/v1/catalog")
     machine: type[APIStateMachine] = schema.as_state_machine()
 
     class Workflow(machine):  # type: ignore[valid-type, misc]
