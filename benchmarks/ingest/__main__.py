@@ -46,6 +46,7 @@ import asyncpg
 from tests.support.system import System, free_port, http_status
 
 from benchmarks.cpu import BoxMeter, descendants, pids_named
+from benchmarks.feed.catalogue import asset
 from benchmarks.ingest.broker_ceiling import measure
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -88,8 +89,6 @@ def ensure_wrk() -> str:
 def realistic_templates(folder: Path, count: int = 5000) -> Path:
     """`count` realistic asset documents, one JSON per line, each id a placeholder batch.lua
     fills in (the template of a document stays valid: updated in the past, contracts apart)."""
-    from benchmarks.feed.catalogue import asset
-
     base = datetime.now(UTC) - timedelta(days=2)
     path = folder / "documents.jsonl"
     with path.open("wb") as out:

@@ -148,13 +148,12 @@ def answered(read: Any) -> Any:
         return ("malformed", exc.detail)
     except AssetInvalid as exc:
         return ("invalid", [e.as_dict() for e in exc.errors])
-    items = value if isinstance(value, list) else [value]
-    return [
-        (c.index, c.id, c.errors and [e.as_dict() for e in c.errors], valid(c.value))
-        if hasattr(c, "index")
-        else valid(c)
-        for c in items
-    ]
+    if isinstance(value, list):  # a batch's items
+        return [
+            (c.index, c.id, c.errors and [e.as_dict() for e in c.errors], valid(c.value))
+            for c in value
+        ]
+    return valid(value)
 
 
 def valid(asset: Any) -> Any:

@@ -7,7 +7,9 @@ so `content_hash` tells a real change from a re-send. `normalized_canonical` giv
 and its canonical bytes together, more cheaply: the per-item path of feed runs and batches.
 
 Sections: field types and their checks; the document (its models); operations (parse,
-normalise, canonical JSON, hash, JSON Schema).
+normalise, canonical JSON, hash, JSON Schema). The nested models also validate merge patches:
+`patch.py` derives copies with every field optional, so a field validator here must let `None`
+through.
 """
 
 import copy
