@@ -10,24 +10,19 @@ in with COPY; invalid items that carry an id are staged too, so they are never t
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
 
 import asyncpg
 
 from rwasync.feed_poller import queries
-from rwasync.feed_poller.validation import ItemValidator
+from rwasync.feed_poller.validation import ItemValidator, StagedRow
 from rwasync.feeds.fetch import Downloaded
-from rwasync.feeds.items import ItemError, ValidItem
+from rwasync.feeds.items import ItemError
 from rwasync.feeds.reading import BATCH_ITEMS, FeedFacts, feed_facts, take
 from rwasync.feeds.records import RawRecord, read_records
 from rwasync.schema.timestamps import utc_now
-
-# Only an invalid item whose id could be a stored asset's is worth staging.
-_PLAUSIBLE_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 @dataclass
@@ -42,48 +37,36 @@ class StagedFeed:
     errors: list[ItemError] = field(default_factory=list)
 
 
-def _staged_row(run_id: str, item: ValidItem | ItemError) -> tuple[Any, ...] | None:
-    if isinstance(item, ItemError):
-        if item.asset_id is None or not _PLAUSIBLE_ID.match(item.asset_id):
-            return None
-        return (run_id, item.asset_id, item.index, False) + (None,) * 7
-    price = item.price
-    return (
-        run_id, item.asset_id, item.index, True, item.fingerprint, item.updated_at,
-        item.content_hash, item.document,
-        price.amount if price else None,
-        price.currency if price else None,
-        price.as_of if price else None,
-    )  # fmt: skip
-
-
 class _Staging:
     """Counts and rows of one run's staging, settled batch by batch in file order."""
 
-    def __init__(self, conn: asyncpg.Connection, run_id: str, max_errors: int) -> None:
+    def __init__(self, conn: asyncpg.Connection, max_errors: int) -> None:
         self._conn = conn
-        self._run_id = run_id
         self._max_errors = max_errors
         self.invalid = 0
         self.skipped = 0
         self.errors: list[ItemError] = []
 
     async def settle(
-        self, rows: list[tuple[Any, ...]], results: list[ValidItem | ItemError]
+        self, known: list[StagedRow], validated: tuple[bytes, list[ItemError]]
     ) -> None:
-        """Stage a batch: `rows` of the items known by fingerprint, then the validated ones."""
-        self.skipped += len(rows)
-        for result in results:
-            if isinstance(result, ItemError):
-                self.invalid += 1
-                if len(self.errors) < self._max_errors:
-                    self.errors.append(result)
-            row = _staged_row(self._run_id, result)
-            if row is not None:
-                rows.append(row)
-        if rows:
+        """Stage a batch: the rows of the items `known` by fingerprint, then the validated ones
+        (COPY text data from the worker)."""
+        data, invalid = validated
+        self.skipped += len(known)
+        self.invalid += len(invalid)
+        self.errors.extend(invalid[: max(0, self._max_errors - len(self.errors))])
+        if known:
             await self._conn.copy_records_to_table(
-                "feed_run_items", records=rows, columns=queries.STAGED_COLUMNS
+                "feed_run_items", records=known, columns=queries.STAGED_COLUMNS
+            )
+        if data:
+            # A memoryview: asyncpg would take plain bytes for a file's path.
+            await self._conn.copy_to_table(
+                "feed_run_items",
+                source=memoryview(data),
+                columns=queries.STAGED_COLUMNS,
+                format="text",
             )
 
 
@@ -107,10 +90,10 @@ async def stage_feed(
     previous = await conn.fetchval(queries.LAST_OK_STAGED_RUN, feed_id)
     now = utc_now()
     seen = 0
-    staging = _Staging(conn, run_id, max_errors)
+    staging = _Staging(conn, max_errors)
     # Enough batches in flight to keep every worker busy; bounded, so memory stays flat.
     depth = max(1, 2 * validator.workers)
-    pending: deque[tuple[list[tuple[Any, ...]], asyncio.Task[list[ValidItem | ItemError]]]]
+    pending: deque[tuple[list[StagedRow], asyncio.Task[tuple[bytes, list[ItemError]]]]]
     pending = deque()
     try:
         with downloaded.open_decoded() as stream:
@@ -124,14 +107,14 @@ async def stage_feed(
                 seen += len(batch)
                 known = await _known(conn, previous, provider_id, batch)
                 misses = [r for r in batch if r.fingerprint not in known]
-                rows: list[tuple[Any, ...]] = [
+                rows: list[StagedRow] = [
                     (run_id, asset_id, record.index, True, record.fingerprint, updated_at,
                      content_hash) + (None,) * 4
                     for record in batch
                     if record.fingerprint in known
                     for asset_id, updated_at, content_hash in (known[record.fingerprint],)
                 ]  # fmt: skip
-                pending.append((rows, asyncio.create_task(validator.validate(misses, now))))
+                pending.append((rows, asyncio.create_task(validator.validate(run_id, misses, now))))
                 while len(pending) > depth:
                     rows, task = pending.popleft()
                     await staging.settle(rows, await task)
