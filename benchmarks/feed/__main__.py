@@ -198,10 +198,16 @@ def measure(
 
 
 def timeline(system: System, run_id: str, began: float) -> dict[str, float]:
-    """Seconds from the trigger to the run's start, the end of staging and the run's end, from
+    """Seconds from the trigger to the run's start, the end of staging and of the plan pass, and
+    the run's end (its last event confirmed), from
     the poller's log (wall clock, so read against the trigger's wall-clock instant)."""
     wall_began = time.time() - (time.monotonic() - began)
-    marks = {"feed run started": "started", "feed staged": "staged", "feed run finished": "ended"}
+    marks = {
+        "feed run started": "started",
+        "feed staged": "staged",
+        "feed planned": "planned",
+        "feed run finished": "ended",
+    }
     found: dict[str, float] = {}
     log_file = system.workdir / "feed-poller.log"
     for line in log_file.read_text().splitlines():

@@ -3,14 +3,17 @@ count in SQL and what they walk row by row."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rwasync.feed_poller import queries
-from rwasync.feed_poller.comparing import Settled, decisions, tally
-from rwasync.feeds.snapshot import Action, Comparison
+from rwasync.feed_poller.comparing import Settled, decisions, plan
+from rwasync.feeds.snapshot import Action, Comparison, Tally
 from rwasync.platform.db import Database
 
 pytestmark = pytest.mark.integration
@@ -38,7 +41,7 @@ async def _store(db: Database, provider_id: str, asset_id: str, *, deleted: bool
 
 
 async def _stage(
-    db: Database, asset_id: str, index: int, content_hash: bytes, **extra: object
+    db: Database, asset_id: str, index: int, content_hash: bytes | None, **extra: object
 ) -> None:
     """A valid staged item: by default one matched by fingerprint (no document, no price)."""
     row = {
@@ -62,7 +65,7 @@ async def test_the_passes_count_settled_assets_and_walk_only_the_rest(
     SQL: counted unchanged (and live), never walked. Every other case is still decided row by
     row: a price to publish, a change, a duplicate, a tombstone listed again, a new asset, a
     stored asset the feed no longer lists."""
-    for asset_id in ("same", "priced", "changed", "twice", "gone"):
+    for asset_id in ("same", "priced", "changed", "twice", "gone", "broken"):
         await _store(db, provider_id, asset_id)
     await _store(db, provider_id, "dead", deleted=True)
     document = b'{"id":"x"}'
@@ -74,6 +77,7 @@ async def test_the_passes_count_settled_assets_and_walk_only_the_rest(
     await _stage(db, "twice", 4, OLD)
     await _stage(db, "dead", 5, OLD)
     await _stage(db, "new", 6, NEW, document=document)
+    await _stage(db, "broken", 7, None, valid=False, fingerprint=None, updated_at=None)
     comparison = Comparison(SNAPSHOT, protected_after=STORED_AT)
 
     settled = Settled()
@@ -85,13 +89,15 @@ async def test_the_passes_count_settled_assets_and_walk_only_the_rest(
                 run_id=RUN,
                 provider_id=provider_id,
                 comparison=comparison,
-                with_documents=True,
                 settled=settled,
             )
         }
-        found = await tally(
+        planned = await plan(
             conn, run_id=RUN, provider_id=provider_id, comparison=comparison, keep=10
         )
+        plan_walk = {
+            r["asset_id"] for r in await conn.fetch(queries.JOINED_FOR_PLAN, RUN, provider_id)
+        }
     assert settled.count == 1
     assert walked == {
         "priced": Action.UNCHANGED,
@@ -100,12 +106,11 @@ async def test_the_passes_count_settled_assets_and_walk_only_the_rest(
         "dead": Action.CREATE,
         "new": Action.CREATE,
         "gone": Action.DELETE,
+        "broken": Action.NONE,
     }
-    # The plan pass's counts include the settled asset, as if it had been walked.
-    assert (found.created, found.updated, found.unchanged, found.deletions, found.live) == (
-        2, 1, 3, 1, 5
-    )  # fmt: skip
-    assert found.superseded == [(3, "twice", 4)]
+    # The plan pass walks only what can be deleted or duplicated, and counts the live assets.
+    assert plan_walk == {"twice", "gone", "broken"}
+    assert (planned.deletions, planned.live, planned.superseded) == (1, 6, [(3, "twice", 4)])
 
 
 async def test_the_settled_test_stays_a_probe_per_row_whatever_the_statistics(
@@ -128,3 +133,68 @@ async def test_the_settled_test_stays_a_probe_per_row_whatever_the_statistics(
     for query in (queries.COUNT_SETTLED, queries.JOINED_FOR_PLAN, queries.JOINED_FOR_PUBLISH):
         plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + query, RUN, provider_id))
         assert "Anti Join" not in plan and "SubPlan" in plan, plan
+
+
+_ids = st.sampled_from(["a", "b", "c", "d", "e", "f"])
+_stored_assets = st.dictionaries(
+    _ids,
+    st.tuples(
+        st.booleans(),  # deleted
+        st.sampled_from(["feed", "push", "batch"]),
+        st.sampled_from([STORED_AT, SNAPSHOT + timedelta(days=1)]),  # updated_at
+        st.sampled_from([STORED_AT - timedelta(days=1), STORED_AT + timedelta(days=1)]),  # accepted
+    ),
+    max_size=6,
+)
+_staged_items = st.lists(
+    st.tuples(_ids, st.booleans(), st.sampled_from([OLD, NEW]), st.booleans()), max_size=8
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(stored=_stored_assets, staged=_staged_items)
+async def test_the_plan_pass_finds_what_a_walk_of_every_id_finds(
+    db: Database,
+    provider_id: str,
+    stored: dict[str, tuple[bool, str, datetime, datetime]],
+    staged: list[tuple[str, bool, bytes, bool]],
+) -> None:
+    """The plan pass walks only the ids that can be deleted or duplicated and counts the live
+    assets in SQL: its deletions, live count and superseded duplicates are those of the whole
+    comparison (every id decided, the settled ones included)."""
+    run = f"run_{uuid.uuid4().hex[:12]}"
+    await db.execute("DELETE FROM assets WHERE provider_id = $1", provider_id)
+    for asset_id, (deleted, source, updated_at, accepted_at) in stored.items():
+        await db.execute(
+            """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at,
+                                   event_id, source, document, content_hash, status, applied_at)
+               VALUES ($1, $2, $3, $4, $5, gen_random_uuid(), $6, $7, $8, 'active', now())""",
+            provider_id, asset_id, updated_at, deleted, accepted_at, source, {"id": asset_id},
+            OLD,
+        )  # fmt: skip
+    for index, (asset_id, valid, content_hash, with_document) in enumerate(staged):
+        await db.execute(
+            f"INSERT INTO feed_run_items ({', '.join(queries.STAGED_COLUMNS)})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL)",
+            run, asset_id, index, valid, bytes([index]) * 16 if valid else None,
+            ITEM_AT if valid else None, content_hash if valid else None,
+            b"{}" if valid and with_document else None,
+        )  # fmt: skip
+    comparison = Comparison(SNAPSHOT, protected_after=STORED_AT)
+    whole = Tally(keep=100)
+    settled = Settled()
+    async with db.connection() as conn:
+        async for decision, listing in decisions(
+            conn, run_id=run, provider_id=provider_id, comparison=comparison, settled=settled
+        ):
+            whole.add(decision, listing.stored)
+        planned = await plan(
+            conn, run_id=run, provider_id=provider_id, comparison=comparison, keep=100
+        )
+    assert planned.deletions == whole.deletions
+    assert planned.live == whole.live + settled.count
+    assert planned.superseded == whole.superseded

@@ -1,10 +1,10 @@
 """The snapshot comparison over the database: the run's staged items joined with the provider's
 stored assets, one asset id at a time, decided by `rwasync.feeds.snapshot` in bounded memory.
 
-Two passes read the join: the plan pass (no documents) counts what the run would do and decides
-the holds; the publish pass (with documents) yields the decisions to publish. Between them the
-stored state may move on (a push), so the publish pass decides afresh, and its decisions are the
-ones published and counted.
+Two passes read the join: the plan pass (no documents) finds what decides the holds, walking only
+the ids that can be deleted or duplicated; the publish pass (with documents) yields the decisions
+to publish. Between them the stored state may move on (a push), so the publish pass decides
+afresh, and its decisions are the ones published and counted.
 """
 
 from __future__ import annotations
@@ -90,47 +90,56 @@ async def decisions(
     run_id: str,
     provider_id: str,
     comparison: Comparison,
-    with_documents: bool,
     settled: Settled,
 ) -> AsyncGenerator[tuple[Decision, Listing], None]:
-    """Every asset id's decision, in id order, but for the settled ones, which are counted into
-    `settled` first. One snapshot for both (repeatable read), so that a push landing in between
-    cannot leave an asset both counted and walked, or neither."""
-    query = queries.JOINED_FOR_PUBLISH if with_documents else queries.JOINED_FOR_PLAN
-    grouper = ListingGrouper()
+    """The publish pass: every asset id's decision, in id order, but for the settled ones, which
+    are counted into `settled` first. One snapshot for both (repeatable read), so that a push
+    landing in between cannot leave an asset both counted and walked, or neither."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         settled.count = await conn.fetchval(queries.COUNT_SETTLED, run_id, provider_id)
-        async for row in conn.cursor(query, run_id, provider_id, prefetch=CURSOR_PREFETCH):
-            listing = grouper.add(row["asset_id"], _feed_row(row, with_documents), _stored(row))
-            if listing is not None:
-                yield comparison.decide(listing), listing
+        async for found in _walk(conn, queries.JOINED_FOR_PUBLISH, run_id, provider_id, comparison):
+            yield found
+
+
+async def _walk(
+    conn: asyncpg.Connection, query: str, run_id: str, provider_id: str, comparison: Comparison
+) -> AsyncGenerator[tuple[Decision, Listing], None]:
+    with_documents = query is queries.JOINED_FOR_PUBLISH
+    grouper = ListingGrouper()
+    async for row in conn.cursor(query, run_id, provider_id, prefetch=CURSOR_PREFETCH):
+        listing = grouper.add(row["asset_id"], _feed_row(row, with_documents), _stored(row))
+        if listing is not None:
+            yield comparison.decide(listing), listing
     last = grouper.flush()
     if last is not None:
         yield comparison.decide(last), last
 
 
-async def tally(
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What decides a run's holds: its deletions, the provider's live assets, and the
+    superseded duplicates (as `Tally.superseded`)."""
+
+    deletions: int
+    live: int
+    superseded: list[tuple[int, str, int]]
+
+
+async def plan(
     conn: asyncpg.Connection,
     *,
     run_id: str,
     provider_id: str,
     comparison: Comparison,
     keep: int,
-) -> Tally:
-    """The plan pass: what the run would do, without documents."""
+) -> Plan:
+    """The plan pass: the ids that can be deleted or duplicated, decided, and the live assets
+    counted, in one snapshot (`queries.JOINED_FOR_PLAN`)."""
     found = Tally(keep=keep)
-    settled = Settled()
-    walk = decisions(
-        conn,
-        run_id=run_id,
-        provider_id=provider_id,
-        comparison=comparison,
-        with_documents=False,
-        settled=settled,
-    )
-    async with contextlib.aclosing(walk):
-        async for decision, listing in walk:
-            found.add(decision, listing.stored)
-    found.unchanged += settled.count
-    found.live += settled.count
-    return found
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        live = await conn.fetchval(queries.COUNT_LIVE, provider_id)
+        walk = _walk(conn, queries.JOINED_FOR_PLAN, run_id, provider_id, comparison)
+        async with contextlib.aclosing(walk):
+            async for decision, listing in walk:
+                found.add(decision, listing.stored)
+    return Plan(found.deletions, live, found.superseded)

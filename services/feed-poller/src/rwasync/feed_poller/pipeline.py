@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from rwasync.feed_poller import queries
-from rwasync.feed_poller.comparing import Settled, decisions, tally
+from rwasync.feed_poller.comparing import Settled, decisions, plan
 from rwasync.feed_poller.messages import (
     MissingDocument,
     RunContext,
@@ -219,20 +219,27 @@ class RunPipeline:
         comparison = Comparison(at, protected_after)
         errors = snapshot.errors
         if check_holds:
-            plan = await tally(
+            planned = await plan(
                 conn,
                 run_id=claim.run_id,
                 provider_id=claim.provider_id,
                 comparison=comparison,
                 keep=self._settings.max_stored_errors,
             )
-            errors = item_errors(errors, plan.superseded, self._settings.max_stored_errors)
+            log.info(
+                "feed planned",
+                run_id=claim.run_id,
+                deletions=planned.deletions,
+                live=planned.live,
+                duplicates=len(planned.superseded),
+            )
+            errors = item_errors(errors, planned.superseded, self._settings.max_stored_errors)
             verdict = hold_verdict(
                 seen=snapshot.seen,
                 invalid=snapshot.invalid,
                 total_assets=snapshot.facts.total_assets,
-                deletions=plan.deletions,
-                live=plan.live,
+                deletions=planned.deletions,
+                live=planned.live,
                 threshold=claim.threshold,
                 snapshot_time=at,
             )
@@ -240,7 +247,7 @@ class RunPipeline:
                 counts = Counts(
                     seen=snapshot.seen,
                     invalid=snapshot.invalid,
-                    held_deletions=0 if verdict.failed else plan.deletions,
+                    held_deletions=0 if verdict.failed else planned.deletions,
                 )
                 return RunOutcome(
                     RunStatus.FAILED if verdict.failed else RunStatus.HELD,
@@ -329,7 +336,6 @@ class RunPipeline:
                 run_id=claim.run_id,
                 provider_id=claim.provider_id,
                 comparison=comparison,
-                with_documents=True,
                 settled=settled,
             )
             # Closed before the connection goes back to the pool, whatever stops the walk.

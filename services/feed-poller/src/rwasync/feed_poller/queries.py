@@ -198,29 +198,43 @@ JOIN asset_state s ON s.provider_id = $2 AND s.asset_id = i.asset_id
 WHERE i.run_id = $1 AND COALESCE({_SETTLED_ROW}, false)
 """
 
-# The run's items joined with the provider's stored assets, one asset id after another, but for
-# the settled ones: what the snapshot comparison walks. The plan pass reads no documents; the
-# publish pass adds them (and, for an unchanged item whose asset was deleted since, the
-# tombstone's document, which has the item's content hash). $1 run, $2 provider.
-_JOINED = f"""
+# The run's items joined with the provider's stored assets, one asset id after another: what the
+# snapshot comparison walks. $1 run, $2 provider. The publish pass walks every id but the settled
+# ones, with documents (and, for an unchanged item whose asset was deleted since, the tombstone's
+# document, which has the item's content hash). The plan pass only decides the holds, which
+# nothing but deletions and duplicates can trip (the live assets it counts apart:
+# `COUNT_LIVE`), so it walks only the ids that can give either, without documents: stored live
+# and not listed, listed invalidly, or listed more than once. The condition holds for every row of
+# such an id (each of several rows has another), so each walked id is walked whole; for a first
+# run, or one with nothing missing, the walk is empty.
+_JOINED = """
 SELECT COALESCE(i.asset_id, s.asset_id) AS asset_id,
        i.item_index, i.valid, i.updated_at, i.content_hash,
        s.asset_id IS NOT NULL AS is_stored, s.updated_at AS stored_updated_at,
        s.deleted AS stored_deleted, s.accepted_at AS stored_accepted_at,
        s.event_id AS stored_event_id, s.source AS stored_source,
-       s.content_hash AS stored_content_hash{{extra}}
+       s.content_hash AS stored_content_hash{extra}
 FROM (SELECT * FROM feed_run_items WHERE run_id = $1) i
 FULL JOIN (SELECT * FROM asset_state WHERE provider_id = $2) s ON s.asset_id = i.asset_id
-WHERE NOT COALESCE({_SETTLED_ROW}, false)
+WHERE {where}
 ORDER BY 1
 """
-JOINED_FOR_PLAN = _JOINED.format(extra="")
+JOINED_FOR_PLAN = _JOINED.format(
+    extra="",
+    where="""(i.asset_id IS NULL AND NOT s.deleted) OR NOT i.valid
+   OR EXISTS (SELECT 1 FROM feed_run_items t
+              WHERE t.run_id = $1 AND t.asset_id = i.asset_id AND t.item_index <> i.item_index)""",
+)
 JOINED_FOR_PUBLISH = _JOINED.format(
     extra="""
        , i.document, i.price_amount, i.price_currency, i.price_as_of,
        CASE WHEN i.valid AND i.document IS NULL AND s.deleted
-            THEN convert_to(s.document::text, 'UTF8') END AS stored_document"""
+            THEN convert_to(s.document::text, 'UTF8') END AS stored_document""",
+    where=f"NOT COALESCE({_SETTLED_ROW}, false)",
 )
+
+# The provider's live assets (the deletion threshold's base). $1 provider.
+COUNT_LIVE = "SELECT count(*) FROM asset_state WHERE provider_id = $1 AND NOT deleted"
 
 # Drop staged snapshots nobody needs any more: keep this run's (when it ended ok or held), the
 # feed's latest held run's (the only one that can be decided) and its latest ok run's (the
