@@ -45,7 +45,7 @@ def _decision(action: Action, price_as_of: datetime | None) -> Decision:
         bytes(range(32)),
         RowPayload(canonical, (Decimal("66.2100"), "USD", price_as_of), None),
     )
-    return Decision("a-1", action, row, AT - timedelta(days=30), uuid.uuid4())
+    return Decision("a-1", action, row, AT - timedelta(days=30), str(uuid.uuid4()))
 
 
 @pytest.mark.parametrize("price_as_of", [None, AT - timedelta(hours=1)])
@@ -67,7 +67,7 @@ def test_decoded_events_equal_the_schema_constructors(price_as_of: datetime | No
         accepted_at=AT,
         document=orjson.loads(canonical_json(DOCUMENT)),
         content_hash=bytes(range(32)).hex(),
-        event_id=decision.event_id,
+        event_id=uuid.UUID(decision.event_id),
     )
     assert decoded_deletion == asset_deleted(
         RUN.arrival,
@@ -75,7 +75,7 @@ def test_decoded_events_equal_the_schema_constructors(price_as_of: datetime | No
         updated_at=AT,
         accepted_at=AT,
         reason="missing from feed feed_1 run run_1",
-    ).model_copy(update={"event_id": deletion["event_id"]})
+    ).model_copy(update={"event_id": uuid.UUID(deletion["event_id"])})
 
     message_id, body = encode_wire_events([price])
     (decoded_price,) = decode_message(body).events
@@ -87,7 +87,7 @@ def test_decoded_events_equal_the_schema_constructors(price_as_of: datetime | No
         currency="USD",
         as_of=price_as_of or AT,
         accepted_at=AT,
-    ).model_copy(update={"event_id": price["event_id"]})
+    ).model_copy(update={"event_id": uuid.UUID(price["event_id"])})
 
 
 def test_the_document_goes_out_as_the_bytes_that_were_hashed() -> None:

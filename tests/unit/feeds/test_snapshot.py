@@ -57,7 +57,7 @@ class Upsert:
     item: FeedItem
     kind: Action
     version_updated_at: datetime | None
-    event_id: uuid.UUID | None
+    event_id: str | None
 
 
 @dataclass

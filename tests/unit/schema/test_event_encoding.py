@@ -16,7 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rwasync.schema.event_ids import first_event_id_at, new_event_id, new_event_ids
+from rwasync.schema.event_ids import (
+    event_id_drawer,
+    first_event_id_at,
+    new_event_id,
+    new_event_ids,
+)
 from rwasync.schema.events import (
     AnyEvent,
     Arrival,
@@ -214,3 +219,15 @@ def test_first_event_id_at_separates_the_ids_drawn_before_an_instant_from_those_
     assert _unix_ms(first_event_id_at(datetime(2026, 11, 29, 12, 0, 0, 123999, tzinfo=UTC))) == (
         1_795_953_600_123
     )
+
+
+def test_a_drawer_gives_unique_version_7_ids_drawn_when_its_batches_are() -> None:
+    before = uuid.UUID(str(new_event_id())).int >> 80
+    draw = event_id_drawer(batch=3)
+    ids = [draw() for _ in range(10)]
+    after = uuid.UUID(str(new_event_id())).int >> 80
+    assert len(set(ids)) == 10
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 from uuid import UUID
 
 from rwasync.schema.decimals import normalize_decimal
-from rwasync.schema.event_ids import new_event_id
+from rwasync.schema.event_ids import event_id_drawer
 from rwasync.schema.feeds import DeletionThreshold, ReasonCode
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.schema.versions import Version
@@ -89,7 +89,7 @@ class Decision:
     # An upsert's version time: the item's own updated_at, or the snapshot time when the feed
     # re-creates an asset whose deletion is newer than the item (the document keeps its own).
     version_updated_at: datetime | None = None
-    event_id: UUID | None = None
+    event_id: str | None = None
     # Valid rows with this id that lost to `row` (the latest updated_at wins; at equal, the later
     # in the file).
     superseded: tuple[FeedRow, ...] = ()
@@ -171,50 +171,48 @@ class Comparison:
 
     snapshot_time: datetime
     protected_after: datetime
-    new_id: Callable[[], UUID] = new_event_id
+    new_id: Callable[[], str] = field(default_factory=event_id_drawer)
 
     def decide(self, listing: Listing) -> Decision:
         at = self.snapshot_time
+        asset_id = listing.asset_id
         current = listing.stored
         valid = [row for row in listing.rows if row.valid]
         if not valid:
             if listing.rows or current is None or current.deleted:
                 # Listed, though invalid: never treated as missing.
-                return Decision(listing.asset_id, Action.NONE)
+                return Decision(asset_id, Action.NONE)
             if current.updated_at > at:
-                return Decision(listing.asset_id, Action.KEEP)  # changed after the snapshot
+                return Decision(asset_id, Action.KEEP)  # changed after the snapshot
             if current.source in PUSH_SOURCES and current.accepted_at > self.protected_after:
                 # Pushed since the previous run began: the snapshot may predate it.
-                return Decision(listing.asset_id, Action.KEEP)
-            return Decision(listing.asset_id, Action.DELETE, version_updated_at=at)
+                return Decision(asset_id, Action.KEEP)
+            return Decision(asset_id, Action.DELETE, version_updated_at=at)
 
-        winner = max(valid, key=lambda row: (row.updated_at, row.index))
-        superseded = tuple(sorted((r for r in valid if r is not winner), key=lambda r: r.index))
+        superseded: tuple[FeedRow, ...] = ()
+        if len(valid) == 1:
+            winner = valid[0]
+        else:
+            winner = max(valid, key=lambda row: (row.updated_at, row.index))
+            superseded = tuple(sorted((r for r in valid if r is not winner), key=lambda r: r.index))
         assert winner.updated_at is not None
-        decided = Decision(listing.asset_id, Action.UNCHANGED, winner, superseded=superseded)
         event_id = self.new_id()
         newer = current is None or (
-            Version(winner.updated_at, False, at, str(event_id)) > current.version
+            Version(winner.updated_at, False, at, event_id) > current.version
         )
         if current is None or (current.deleted and newer):
-            return replace(
-                decided,
-                action=Action.CREATE,
-                version_updated_at=winner.updated_at,
-                event_id=event_id,
+            return Decision(
+                asset_id, Action.CREATE, winner, winner.updated_at, event_id, superseded
             )
         if current.deleted:
             if at > current.updated_at:
                 # The feed lists it after its deletion: re-create, versioned at the snapshot.
-                return replace(
-                    decided, action=Action.CREATE, version_updated_at=at, event_id=event_id
-                )
-            return decided
+                return Decision(asset_id, Action.CREATE, winner, at, event_id, superseded)
+            return Decision(asset_id, Action.UNCHANGED, winner, superseded=superseded)
         if current.content_hash == winner.content_hash or not newer:
-            return decided  # same document, or a stale copy of an older version: no event
-        return replace(
-            decided, action=Action.UPDATE, version_updated_at=winner.updated_at, event_id=event_id
-        )
+            # Same document, or a stale copy of an older version: no event.
+            return Decision(asset_id, Action.UNCHANGED, winner, superseded=superseded)
+        return Decision(asset_id, Action.UPDATE, winner, winner.updated_at, event_id, superseded)
 
 
 class ListingGrouper:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -48,6 +49,22 @@ def new_event_ids(count: int) -> list[str]:
         f"{hexes[i + 7 : i + 19]}"
         for i in range(0, 20 * count, 20)
     ]
+
+
+def event_id_drawer(batch: int = 1000) -> Callable[[], str]:
+    """A source of event ids as text for a hot loop (a feed run's passes): drawn `batch` at a
+    time by `new_event_ids`, about four times cheaper each than `str(new_event_id())`. An id
+    carries the instant its batch was drawn, a little before its use; take one drawer per run,
+    so that no id waits long."""
+    pending: list[str] = []
+
+    def draw() -> str:
+        if not pending:
+            pending.extend(new_event_ids(batch))
+            pending.reverse()
+        return pending.pop()
+
+    return draw
 
 
 def first_event_id_at(instant: datetime) -> uuid.UUID:

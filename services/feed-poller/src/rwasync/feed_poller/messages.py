@@ -10,14 +10,15 @@ moment the provider asserted it. The pricing service's guard decides whether it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
 
 from rwasync.feed_poller.comparing import RowPayload
 from rwasync.feeds.snapshot import Action, Decision
-from rwasync.schema.event_ids import new_event_id
+from rwasync.schema.event_ids import event_id_drawer
 from rwasync.schema.events import Arrival, EventType
 from rwasync.schema.messages import WireEvent, asset_upserted_wire, event_wire, price_updated_wire
 
@@ -32,6 +33,8 @@ class RunContext:
     snapshot_time: datetime
     # Whose feed, fetched when, traced by the run id.
     arrival: Arrival
+    # The ids of the events the comparison did not draw (deletions, prices).
+    new_id: Callable[[], str] = field(default_factory=event_id_drawer)
 
 
 class MissingDocument(Exception):
@@ -49,7 +52,7 @@ def upsert_event(decision: Decision, run: RunContext) -> WireEvent:
     return asset_upserted_wire(
         run.arrival,
         # The id the comparison drew, if it drew one, so the plan compared exactly this version.
-        event_id=decision.event_id or new_event_id(),
+        event_id=decision.event_id or run.new_id(),
         asset_id=decision.asset_id,
         updated_at=decision.version_updated_at,
         accepted_at=run.snapshot_time,
@@ -63,7 +66,7 @@ def deletion_event(decision: Decision, run: RunContext) -> WireEvent:
     return event_wire(
         run.arrival,
         EventType.ASSET_DELETED,
-        event_id=new_event_id(),
+        event_id=run.new_id(),
         asset_id=decision.asset_id,
         updated_at=run.snapshot_time,
         accepted_at=run.snapshot_time,
@@ -81,7 +84,7 @@ def price_event(decision: Decision, run: RunContext) -> WireEvent | None:
     amount, currency, as_of = payload.price
     return price_updated_wire(
         run.arrival,
-        event_id=new_event_id(),
+        event_id=run.new_id(),
         asset_id=decision.asset_id,
         amount=amount,
         currency=currency,
