@@ -166,14 +166,23 @@ ORDER BY finished_at DESC NULLS LAST
 LIMIT 1
 """
 
-# Items of this batch whose fingerprint matches an item of run $1 that is still exactly what is
-# stored (same content hash, live): they need no validation. $2 provider, $3 fingerprints.
-KNOWN_FINGERPRINTS = """
-SELECT DISTINCT ON (i.fingerprint) i.fingerprint, i.asset_id, i.updated_at, i.content_hash
-FROM feed_run_items i
-JOIN asset_state a ON a.provider_id = $2 AND a.asset_id = i.asset_id
-WHERE i.run_id = $1 AND i.valid AND i.fingerprint = ANY($3::bytea[])
-  AND NOT a.deleted AND a.content_hash = i.content_hash
+# Stage the items of a batch whose fingerprint matches an item of the previous run that is still
+# exactly what is stored (same content hash, live): they need no validation, and take that item's
+# id, version and hash, without a document. $1 this run, $2 the previous run, $3 provider, $4 the
+# batch's fingerprints, $5 their item indexes. Returns the indexes staged.
+STAGE_KNOWN_ITEMS = """
+INSERT INTO feed_run_items (run_id, asset_id, item_index, valid, fingerprint, updated_at,
+                            content_hash)
+SELECT $1, k.asset_id, u.item_index, true, u.fingerprint, k.updated_at, k.content_hash
+FROM unnest($4::bytea[], $5::integer[]) AS u(fingerprint, item_index)
+JOIN (
+    SELECT DISTINCT ON (i.fingerprint) i.fingerprint, i.asset_id, i.updated_at, i.content_hash
+    FROM feed_run_items i
+    JOIN asset_state a ON a.provider_id = $3 AND a.asset_id = i.asset_id
+    WHERE i.run_id = $2 AND i.valid AND i.fingerprint = ANY($4::bytea[])
+      AND NOT a.deleted AND a.content_hash = i.content_hash
+) k ON k.fingerprint = u.fingerprint
+RETURNING item_index
 """
 
 # A settled asset: the run lists it once, validly, with the content the provider's stored live

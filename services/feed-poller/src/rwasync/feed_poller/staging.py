@@ -2,9 +2,10 @@
 
 Each batch of raw records is looked up by fingerprint against the items of the feed's last `ok`
 run that are still exactly what is stored: those need no validation, no hashing and no document
-(the stored one is the same). The rest are validated in worker processes (`validation`), a few
-batches at once while the loop frames the next, and their normalised documents staged. All goes
-in with COPY; invalid items that carry an id are staged too, so they are never taken as missing.
+(the stored one is the same), and Postgres stages them from that run's rows in the same statement.
+The rest are validated in worker processes (`validation`), a few batches at once while the loop
+frames the next, and their normalised documents staged with COPY; invalid items that carry an id
+are staged too, so they are never taken as missing.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import asyncpg
 
 from rwasync.feed_poller import queries
-from rwasync.feed_poller.validation import ItemValidator, StagedRow
+from rwasync.feed_poller.validation import ItemValidator
 from rwasync.feeds.fetch import Downloaded
 from rwasync.feeds.items import ItemError
 from rwasync.feeds.reading import BATCH_ITEMS, FeedFacts, feed_facts, take
@@ -38,28 +38,42 @@ class StagedFeed:
 
 
 class _Staging:
-    """Counts and rows of one run's staging, settled batch by batch in file order."""
+    """Counts and rows of one run's staging, settled batch by batch."""
 
-    def __init__(self, conn: asyncpg.Connection, max_errors: int) -> None:
+    def __init__(self, conn: asyncpg.Connection, run_id: str, max_errors: int) -> None:
         self._conn = conn
+        self._run_id = run_id
         self._max_errors = max_errors
         self.invalid = 0
         self.skipped = 0
         self.errors: list[ItemError] = []
 
-    async def settle(
-        self, known: list[StagedRow], validated: tuple[bytes, list[ItemError]]
-    ) -> None:
-        """Stage a batch: the rows of the items `known` by fingerprint, then the validated ones
-        (COPY text data from the worker)."""
+    async def stage_known(
+        self, previous: str | None, provider_id: str, batch: list[RawRecord]
+    ) -> list[RawRecord]:
+        """Stage the records known by fingerprint (in Postgres, from the previous run's rows);
+        the rest, to validate."""
+        if previous is None:
+            return batch
+        staged = await self._conn.fetch(
+            queries.STAGE_KNOWN_ITEMS,
+            self._run_id,
+            previous,
+            provider_id,
+            [r.fingerprint for r in batch],
+            [r.index for r in batch],
+        )
+        if not staged:
+            return batch
+        self.skipped += len(staged)
+        known = {row["item_index"] for row in staged}
+        return [r for r in batch if r.index not in known]
+
+    async def settle(self, validated: tuple[bytes, list[ItemError]]) -> None:
+        """Stage a validated batch: COPY text data from the worker, and its invalid items."""
         data, invalid = validated
-        self.skipped += len(known)
         self.invalid += len(invalid)
         self.errors.extend(invalid[: max(0, self._max_errors - len(self.errors))])
-        if known:
-            await self._conn.copy_records_to_table(
-                "feed_run_items", records=known, columns=queries.STAGED_COLUMNS
-            )
         if data:
             # A memoryview: asyncpg would take plain bytes for a file's path.
             await self._conn.copy_to_table(
@@ -84,43 +98,42 @@ async def stage_feed(
 ) -> StagedFeed:
     """Stage the downloaded feed for `run_id`; raises FeedInvalid when the feed is unusable.
 
-    Batches are validated in the background, a few at once (`validator`), while the next are
-    framed and looked up; they are staged in file order as their results come in."""
+    Three things overlap: a thread frames the next batch while this one's known items are staged
+    in Postgres, and the rest are validated in the background, a few batches at once
+    (`validator`), staged as their results come in."""
     await conn.execute(queries.CLEAR_STAGED_ITEMS, run_id)
     previous = await conn.fetchval(queries.LAST_OK_STAGED_RUN, feed_id)
     now = utc_now()
     seen = 0
-    staging = _Staging(conn, max_errors)
+    staging = _Staging(conn, run_id, max_errors)
     # Enough batches in flight to keep every worker busy; bounded, so memory stays flat.
     depth = max(1, 2 * validator.workers)
-    pending: deque[tuple[list[StagedRow], asyncio.Task[tuple[bytes, list[ItemError]]]]]
-    pending = deque()
+    pending: deque[asyncio.Task[tuple[bytes, list[ItemError]]]] = deque()
     try:
         with downloaded.open_decoded() as stream:
             reader = read_records(fmt, stream)
-            while True:
-                batch = await asyncio.to_thread(
-                    take, reader.records, BATCH_ITEMS, seen=seen, max_items=max_items
+
+            def frame(seen: int) -> asyncio.Task[list[RawRecord]]:
+                return asyncio.create_task(
+                    asyncio.to_thread(
+                        take, reader.records, BATCH_ITEMS, seen=seen, max_items=max_items
+                    )
                 )
-                if not batch:
-                    break
-                seen += len(batch)
-                known = await _known(conn, previous, provider_id, batch)
-                misses = [r for r in batch if r.fingerprint not in known]
-                rows: list[StagedRow] = [
-                    (run_id, asset_id, record.index, True, record.fingerprint, updated_at,
-                     content_hash) + (None,) * 4
-                    for record in batch
-                    if record.fingerprint in known
-                    for asset_id, updated_at, content_hash in (known[record.fingerprint],)
-                ]  # fmt: skip
-                pending.append((rows, asyncio.create_task(validator.validate(run_id, misses, now))))
-                while len(pending) > depth:
-                    rows, task = pending.popleft()
-                    await staging.settle(rows, await task)
+
+            framing = frame(0)
+            try:
+                while batch := await framing:
+                    seen += len(batch)
+                    framing = frame(seen)
+                    misses = await staging.stage_known(previous, provider_id, batch)
+                    pending.append(asyncio.create_task(validator.validate(run_id, misses, now)))
+                    while len(pending) > depth:
+                        await staging.settle(await pending.popleft())
+            finally:
+                # The stream closes after this: never under a thread still framing.
+                await asyncio.gather(framing, return_exceptions=True)
             while pending:
-                rows, task = pending.popleft()
-                await staging.settle(rows, await task)
+                await staging.settle(await pending.popleft())
             facts = feed_facts(
                 reader.header,
                 last_modified=downloaded.last_modified_at,
@@ -129,21 +142,7 @@ async def stage_feed(
             )
     finally:
         # A feed found broken (or a cancelled run) leaves batches in flight: stop waiting for them.
-        for _, task in pending:
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*(task for _, task in pending), return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
     return StagedFeed(facts, seen, staging.invalid, staging.skipped, staging.errors)
-
-
-async def _known(
-    conn: asyncpg.Connection, previous: str | None, provider_id: str, batch: list[RawRecord]
-) -> dict[bytes, tuple[str, datetime, bytes]]:
-    if previous is None:
-        return {}
-    rows = await conn.fetch(
-        queries.KNOWN_FINGERPRINTS, previous, provider_id, [r.fingerprint for r in batch]
-    )
-    return {
-        bytes(row["fingerprint"]): (row["asset_id"], row["updated_at"], bytes(row["content_hash"]))
-        for row in rows
-    }

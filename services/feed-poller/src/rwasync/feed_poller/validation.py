@@ -29,10 +29,6 @@ from rwasync.schema.asset import ASSET_ID
 log = structlog.get_logger(__name__)
 
 
-# A staging row, in `queries.STAGED_COLUMNS` order.
-StagedRow = tuple[Any, ...]
-
-
 def record_fields(record: RawRecord) -> tuple[Any, ...]:
     """`record` as the plain tuple a worker rebuilds it from (`RawRecord(*fields)`)."""
     return (
