@@ -8,7 +8,13 @@ breaks one item (a JSON Lines line that does not parse, a CSV row of the wrong w
 UTF-8 in a line or cell) is left for validation to report against that item alone.
 
 JSON items are framed by the standard library's C scanner (`raw_decode`), with numbers kept as
-their text: it gives each item's exact span, and no number, however long, is converted here.
+their text: it gives each item's exact span, and no number, however long, is converted here. Once
+two items have shown how the feed separates its items, most of them are framed many at a time
+instead (`_JsonText.whole_items`): msgspec checks a stretch of items as one JSON array and hands
+back each one's exact bytes, in C, without building any value. The stretch ends where the text
+read last shows the separator; msgspec only confirms a stretch that is whole items, so any
+doubt (a separator inside a string or a nested list, text msgspec reads differently, a broken
+item) sends the next item to the C scanner as before.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
+import msgspec
+
 from rwasync.schema.feeds import FeedFormat, ReasonCode
 from rwasync.schema.jsonsafe import MalformedJSON, loads
 
@@ -36,6 +44,13 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 # An error this close to the end of the text read may only mean the token goes on (`-Infinity`,
 # a `\uXXXX` escape, a number's exponent).
 _LONGEST_TOKEN: Final = 16
+# What starts an item as a feed writes it: `{`, then its first key and the colon.
+_ITEM_HEAD: Final = re.compile(r'\{[ \t\n\r]*"[A-Za-z0-9_]{1,64}"[ \t\n\r]*:')
+_SCANNER: Final = json.JSONDecoder(parse_int=str, parse_float=str).raw_decode
+_STRETCH: Final = msgspec.json.Decoder(list[msgspec.Raw])
+# A stretch msgspec refuses costs a parse of up to the text read: after this many, the feed is
+# framed item by item to its end.
+_MAX_REFUSED_STRETCHES: Final = 8
 
 
 class FeedInvalid(Exception):
@@ -94,10 +109,14 @@ class _JsonText:
         self._read_bytes = read_bytes
         # Invalid UTF-8 is kept as lone surrogates, so only the item carrying it fails.
         self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
-        self._scan = json.JSONDecoder(parse_int=str, parse_float=str).raw_decode
+        self._scan = _SCANNER
         self.text = ""
         self.pos = 0
         self.eof = False
+        # Pieces read so far, and stretches msgspec refused (in all, and since the last piece).
+        self.fills = 0
+        self.refused = 0
+        self.refused_in_fill = False
 
     def _fill(self) -> bool:
         if self.eof:
@@ -108,6 +127,8 @@ class _JsonText:
         self.text = self.text[self.pos :] + decoded
         self.pos = 0
         self.eof = final
+        self.fills += 1
+        self.refused_in_fill = False
         return True
 
     def peek(self) -> str:
@@ -126,6 +147,28 @@ class _JsonText:
             raise FeedInvalid(ReasonCode.PARSE_ERROR, f"expected {what}, found {shown}")
         self.pos += 1
         return found
+
+    def whole_items(self, separator: str) -> list[msgspec.Raw]:
+        """The items from here (an item's first character) to the last `separator` in the text
+        read, each as its exact bytes, when msgspec confirms they are whole items; [] when not
+        (the caller frames the next item with `value`)."""
+        if self.refused >= _MAX_REFUSED_STRETCHES or self.refused_in_fill:
+            return []
+        start, text = self.pos, self.text
+        cut = text.rfind(separator, start)
+        if cut <= start:
+            return []
+        try:
+            # `}` ends the stretch's last item; what follows it starts the next one.
+            items = _STRETCH.decode("[" + text[start : cut + 1] + "]")
+        except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
+            # The separator was inside a string or a nested list, or msgspec reads the text
+            # otherwise: the C scanner decides, until the next piece is read.
+            self.refused += 1
+            self.refused_in_fill = True
+            return []
+        self.pos = cut + 1
+        return items
 
     def value(self) -> tuple[Any, str]:
         """The next JSON value (numbers as text) and its exact text."""
@@ -170,18 +213,47 @@ def _json_items(reader: _JsonText, start: int) -> Iterator[RawRecord]:
     if reader.peek() == "]":
         reader.pos += 1
         return
+    # How this feed separates an item from the next one's first key (`},{"id":`), once seen.
+    separator: str | None = None
     while True:
-        obj, span = reader.value()
-        raw_id = obj.get("id") if isinstance(obj, dict) else None
-        yield RawRecord(
-            index=index,
-            fingerprint=fingerprint(b"json\x00", span.encode("utf-8", "surrogateescape")),
-            raw_id=raw_id if isinstance(raw_id, str) else None,
-            text=span,
-        )
-        index += 1
+        stretch = reader.whole_items(separator) if separator is not None else []
+        for raw in stretch:
+            item = bytes(raw)
+            yield RawRecord(
+                index=index, fingerprint=fingerprint(b"json\x00", item), text=item.decode()
+            )
+            index += 1
+        if not stretch:
+            obj, span = reader.value()
+            end, fills = reader.pos, reader.fills
+            raw_id = obj.get("id") if isinstance(obj, dict) else None
+            yield RawRecord(
+                index=index,
+                fingerprint=fingerprint(b"json\x00", span.encode("utf-8", "surrogateescape")),
+                raw_id=raw_id if isinstance(raw_id, str) else None,
+                text=span,
+            )
+            index += 1
         if reader.expect(",]", "',' or ']' between items") == "]":
             return
+        # Learnt from the text between this item and the next, when no piece was read since.
+        learn = separator is None and not stretch and span.endswith("}")
+        if learn and reader.peek() and reader.fills == fills:
+            head = _ITEM_HEAD.match(reader.text, reader.pos)
+            if head is not None:
+                separator = "}" + reader.text[end : reader.pos] + head.group()
+
+
+def scanned_id(text: str) -> str | None:
+    """The id a JSON item's text gives as the C scanner reads it (what the framer records as
+    `raw_id`), for an item framed many at a time whose text turns out unreadable by the
+    schema's reader; None if it gives none."""
+    try:
+        obj, _ = _SCANNER(text)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    raw_id = obj.get("id") if isinstance(obj, dict) else None
+    return raw_id if isinstance(raw_id, str) else None
 
 
 def _envelope(reader: _JsonText, header: FeedHeader) -> Iterator[RawRecord]:
