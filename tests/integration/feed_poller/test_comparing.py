@@ -78,6 +78,7 @@ async def test_the_passes_count_settled_assets_and_walk_only_the_rest(
     await _stage(db, "dead", 5, OLD)
     await _stage(db, "new", 6, NEW, document=document)
     await _stage(db, "broken", 7, None, valid=False, fingerprint=None, updated_at=None)
+    await db.execute(queries.MARK_DUPLICATES, RUN)  # as staging ends
     comparison = Comparison(SNAPSHOT, protected_after=STORED_AT)
 
     settled = Settled()
@@ -113,13 +114,13 @@ async def test_the_passes_count_settled_assets_and_walk_only_the_rest(
     assert (planned.deletions, planned.live, planned.superseded) == (1, 6, [(3, "twice", 4)])
 
 
-async def test_the_settled_test_stays_a_probe_per_row_whatever_the_statistics(
+async def test_the_passes_read_the_run_once_whatever_the_statistics(
     db: Database, provider_id: str
 ) -> None:
     """When the passes run, the run's staged rows are not in the statistics yet: the planner
-    takes them for one row. Made into a join (an anti-join of NOT EXISTS, or of a set of settled
-    ids), the settled test then read every row of the run for each of them, and a 100,000-asset
-    comparison never ended; it must stay a primary-key probe per row."""
+    takes them for one row. A per-row test against the run's other rows (made into a join, it once
+    read every row of the run for each of them, and a 100,000-asset comparison never ended) is a
+    column now (`duplicated`, set once as staging ends): no pass reads the run's rows twice."""
     await db.execute(
         "INSERT INTO feed_run_items (run_id, asset_id, item_index, valid)"
         " SELECT 'run_before', 'a' || g, g, true FROM generate_series(1, 2000) AS g"
@@ -127,12 +128,17 @@ async def test_the_settled_test_stays_a_probe_per_row_whatever_the_statistics(
     await db.execute("ANALYZE feed_run_items")
     await db.execute(
         "INSERT INTO feed_run_items (run_id, asset_id, item_index, valid)"
-        " SELECT $1, 'a' || g, g, true FROM generate_series(1, 2000) AS g",
+        " SELECT $1, 'a' || (g % 1500), g, true FROM generate_series(1, 2000) AS g",
         RUN,
     )
+    await db.execute(queries.MARK_DUPLICATES, RUN)
+    flagged = await db.fetchval(
+        "SELECT count(*) FROM feed_run_items WHERE run_id = $1 AND duplicated", RUN
+    )
+    assert flagged == 1000  # ids 'a0'..'a499' twice each
     for query in (queries.COUNT_SETTLED, queries.JOINED_FOR_PLAN, queries.JOINED_FOR_PUBLISH):
         plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + query, RUN, provider_id))
-        assert "Anti Join" not in plan and "SubPlan" in plan, plan
+        assert "SubPlan" not in plan and plan.count(" on feed_run_items") == 1, plan
 
 
 _ids = st.sampled_from(["a", "b", "c", "d", "e", "f"])
@@ -184,6 +190,7 @@ async def test_the_plan_pass_finds_what_a_walk_of_every_id_finds(
             ITEM_AT if valid else None, content_hash if valid else None,
             b"{}" if valid and with_document else None,
         )  # fmt: skip
+    await db.execute(queries.MARK_DUPLICATES, run)
     comparison = Comparison(SNAPSHOT, protected_after=STORED_AT)
     whole = Tally(keep=100)
     settled = Settled()

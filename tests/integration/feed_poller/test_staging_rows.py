@@ -65,7 +65,8 @@ async def _round_trip(db: Database, items: list[ValidItem | ItemError]) -> list[
     lines = [line for item in items if (line := copy_line(RUN, item)) is not None]
     async with db.connection() as conn, conn.transaction():
         await conn.execute(
-            "CREATE TEMP TABLE staged (LIKE feed_run_items, position serial) ON COMMIT DROP"
+            "CREATE TEMP TABLE staged (LIKE feed_run_items INCLUDING DEFAULTS, position serial)"
+            " ON COMMIT DROP"
         )
         if lines:
             await conn.copy_to_table(

@@ -185,20 +185,27 @@ JOIN (
 RETURNING item_index
 """
 
+# When staging ends: flag the rows of every id the run lists more than once (`duplicated`), in
+# one pass over the run, so that the passes below read a column instead of probing the run's
+# rows for each row. $1 run.
+MARK_DUPLICATES = """
+UPDATE feed_run_items SET duplicated = true
+WHERE run_id = $1 AND asset_id IN (
+    SELECT asset_id FROM feed_run_items WHERE run_id = $1
+    GROUP BY asset_id HAVING count(*) > 1
+)
+"""
+
 # A settled asset: the run lists it once, validly, with the content the provider's stored live
 # asset has and no price to publish (an item matched by fingerprint carries none): unchanged, with
 # nothing to send. The comparison's passes count them (`COUNT_SETTLED`) instead of walking them,
 # so a run with 1 % changed walks 1 % of its items. A condition on one joined row (`i` the run's
-# item, `s` the stored asset; $1 the run), always used inside COALESCE, which keeps its NOT EXISTS
-# a probe of the primary key per row: the run's rows are not in the statistics yet when the
-# passes run, and the planner, taking them for one row, made a join of the NOT EXISTS (or of a
-# set of settled ids) that read every row of the run for each of them (a 100,000-asset run's
-# comparison did not end in 60 s).
+# item, `s` the stored asset), always used inside COALESCE. (It once probed the run's rows for
+# another row of the id, per row; the planner, taking the run's rows for one row before the
+# statistics caught up, once made that a join which read every row of the run for each of them.)
 _SETTLED_ROW = """
     i.valid AND i.price_amount IS NULL AND NOT s.deleted AND s.content_hash = i.content_hash
-    AND NOT EXISTS (SELECT 1 FROM feed_run_items t
-                    WHERE t.run_id = $1 AND t.asset_id = i.asset_id
-                      AND t.item_index <> i.item_index)
+    AND NOT i.duplicated
 """
 COUNT_SETTLED = f"""
 SELECT count(*)
@@ -214,8 +221,8 @@ WHERE i.run_id = $1 AND COALESCE({_SETTLED_ROW}, false)
 # nothing but deletions and duplicates can trip (the live assets it counts apart:
 # `COUNT_LIVE`), so it walks only the ids that can give either, without documents: stored live
 # and not listed, listed invalidly, or listed more than once. The condition holds for every row of
-# such an id (each of several rows has another), so each walked id is walked whole; for a first
-# run, or one with nothing missing, the walk is empty.
+# such an id (all rows of a duplicated id are flagged), so each walked id is walked whole; for a
+# first run, or one with nothing missing, the walk is empty.
 _JOINED = """
 SELECT COALESCE(i.asset_id, s.asset_id) AS asset_id,
        i.item_index, i.valid, i.updated_at, i.content_hash,
@@ -230,9 +237,7 @@ ORDER BY 1
 """
 JOINED_FOR_PLAN = _JOINED.format(
     extra="",
-    where="""(i.asset_id IS NULL AND NOT s.deleted) OR NOT i.valid
-   OR EXISTS (SELECT 1 FROM feed_run_items t
-              WHERE t.run_id = $1 AND t.asset_id = i.asset_id AND t.item_index <> i.item_index)""",
+    where="(i.asset_id IS NULL AND NOT s.deleted) OR NOT i.valid OR i.duplicated",
 )
 JOINED_FOR_PUBLISH = _JOINED.format(
     extra="""

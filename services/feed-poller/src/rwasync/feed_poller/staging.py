@@ -134,6 +134,7 @@ async def stage_feed(
                 await asyncio.gather(framing, return_exceptions=True)
             while pending:
                 await staging.settle(await pending.popleft())
+            await conn.execute(queries.MARK_DUPLICATES, run_id)
             facts = feed_facts(
                 reader.header,
                 last_modified=downloaded.last_modified_at,
