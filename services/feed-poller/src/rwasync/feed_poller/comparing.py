@@ -97,14 +97,20 @@ async def decisions(
     landing in between cannot leave an asset both counted and walked, or neither."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         settled.count = await conn.fetchval(queries.COUNT_SETTLED, run_id, provider_id)
-        async for found in _walk(conn, queries.JOINED_FOR_PUBLISH, run_id, provider_id, comparison):
-            yield found
+        walk = _walk(conn, queries.JOINED_FOR_PUBLISH, run_id, provider_id, comparison, True)
+        async with contextlib.aclosing(walk):  # closed with the transaction, however this ends
+            async for found in walk:
+                yield found
 
 
 async def _walk(
-    conn: asyncpg.Connection, query: str, run_id: str, provider_id: str, comparison: Comparison
+    conn: asyncpg.Connection,
+    query: str,
+    run_id: str,
+    provider_id: str,
+    comparison: Comparison,
+    with_documents: bool,
 ) -> AsyncGenerator[tuple[Decision, Listing], None]:
-    with_documents = query is queries.JOINED_FOR_PUBLISH
     grouper = ListingGrouper()
     async for row in conn.cursor(query, run_id, provider_id, prefetch=CURSOR_PREFETCH):
         listing = grouper.add(row["asset_id"], _feed_row(row, with_documents), _stored(row))
@@ -138,7 +144,7 @@ async def plan(
     found = Tally(keep=keep)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         live = await conn.fetchval(queries.COUNT_LIVE, provider_id)
-        walk = _walk(conn, queries.JOINED_FOR_PLAN, run_id, provider_id, comparison)
+        walk = _walk(conn, queries.JOINED_FOR_PLAN, run_id, provider_id, comparison, False)
         async with contextlib.aclosing(walk):
             async for decision, listing in walk:
                 found.add(decision, listing.stored)

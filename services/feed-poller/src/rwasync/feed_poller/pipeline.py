@@ -231,7 +231,7 @@ class RunPipeline:
                 run_id=claim.run_id,
                 deletions=planned.deletions,
                 live=planned.live,
-                duplicates=len(planned.superseded),
+                superseded=len(planned.superseded),
             )
             errors = item_errors(errors, planned.superseded, self._settings.max_stored_errors)
             verdict = hold_verdict(
