@@ -15,6 +15,9 @@ back each one's exact bytes, in C, without building any value. The stretch ends 
 read last shows the separator; msgspec only confirms a stretch that is whole items, so any
 doubt (a separator inside a string or a nested list, text msgspec reads differently, a broken
 item) sends the next item to the C scanner as before.
+
+Sections: JSON (`_JsonText`, the framer; `_json_items`, `_envelope`, `_json_document`), JSON
+Lines, CSV, then `read_records`, which picks the reader for a feed's format.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ class RawRecord:
 
     index: int
     fingerprint: bytes
-    # The item's id as far as the reader could see it (None: no string id, or not parsed yet).
+    # The item's id as far as the reader could see it (None: no string id, or not parsed yet,
+    # as for JSON items framed in a stretch: `scanned_id` reads it from `text` if needed).
     raw_id: str | None = None
     text: str | None = None
     line: bytes | None = None

@@ -33,7 +33,7 @@ class RunContext:
     snapshot_time: datetime
     # Whose feed, fetched when, traced by the run id.
     arrival: Arrival
-    # The ids of the events the comparison did not draw (deletions, prices).
+    # The ids of the events the comparison did not draw (deletions, prices): the run's drawer.
     new_id: Callable[[], str] = field(default_factory=event_id_drawer)
 
 

@@ -264,6 +264,7 @@ class RunPipeline:
             run_id=claim.run_id,
             snapshot_time=at,
             arrival=Arrival(claim.provider_id, EventSource.FEED, received_at, claim.run_id),
+            new_id=comparison.new_id,  # one drawer of event ids for the whole run
         )
         published = _Published()
         try:
