@@ -11,6 +11,7 @@ import pytest
 
 from rwasync.platform.db import Database
 from rwasync.platform.grouping import GroupCommit
+from rwasync.schema.events import ReceiptStatus
 from rwasync.store import receipts
 from tests.support.events import at, upserted
 
@@ -61,3 +62,32 @@ async def test_a_failed_insert_reaches_every_waiter(db: Database) -> None:
     # The recorder carries on once the table is back.
     await recorder.submit([upserted("prv_g", "c", at(0))])
     assert await db.fetchval("SELECT count(*) FROM event_receipts") == 1
+
+
+@pytest.mark.parametrize("form", ["events", "run", "in a transaction"])
+async def test_accepted_receipts_leave_one_decided_first_as_it_is(db: Database, form: str) -> None:
+    """ingest-api inserts its receipts plainly; a batch meeting one that the consumer recorded
+    first (decided) is inserted again keeping that one: every other receipt still lands."""
+    events = [upserted("prv_g", f"c{i}", at(i)) for i in range(5)]
+    decided = receipts.Decision.of(events[2], ReceiptStatus.APPLIED)
+    async with db.pool.acquire() as conn:
+        await receipts.record_decisions(conn, [decided])
+        if form == "events":
+            await receipts.record_accepted(db.pool, events)
+        elif form == "run":
+            first = events[0].accepted_at
+            run = receipts.AcceptedRun(
+                provider_id="prv_g",
+                type=str(events[0].type),
+                trace_id="",
+                first_accepted_at=first,
+                event_ids=[e.event_id for e in events],
+                asset_ids=[e.asset_id for e in events],
+            )
+            await receipts.record_accepted_run(db.pool, run)
+        else:
+            async with conn.transaction():
+                await receipts.record_accepted(conn, events)
+    rows = await db.fetch("SELECT event_id, status FROM event_receipts")
+    statuses = {r["event_id"]: r["status"] for r in rows}
+    assert statuses == {e.event_id: "applied" if e is events[2] else "accepted" for e in events}

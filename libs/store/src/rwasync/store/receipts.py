@@ -19,12 +19,16 @@ from rwasync.schema.event_ids import first_event_id_at
 from rwasync.schema.events import EventLike, ReceiptStatus
 from rwasync.schema.messages import WireEvent
 
+# ingest-api's `accepted` receipts. Its event ids are new, so a receipt is there already only
+# when the consumer decided the event first (it records the decided receipt itself): rare. So
+# they go in by a plain INSERT, and only a batch that meets one is inserted again with
+# `ON CONFLICT DO NOTHING`, whose speculative insertion costs ~1.4 µs more per receipt (5.3
+# against 3.9 ms per 1,000 in a 60,000-receipt table, 2026-11-30).
 RECORD_ACCEPTED = """
 INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at, trace_id)
 SELECT e, p, a, t, 'accepted', ts, nullif(tr, '')
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
      AS u(e, p, a, t, ts, tr)
-ON CONFLICT (event_id) DO NOTHING
 """
 
 
@@ -83,8 +87,9 @@ INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accep
 SELECT e, $3, a, $4, 'accepted', $5::timestamptz + (n - 1) * interval '1 microsecond',
        nullif($6, '')
 FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(e, a, n)
-ON CONFLICT (event_id) DO NOTHING
 """
+
+_KEEPING_DECIDED: Final = "\nON CONFLICT (event_id) DO NOTHING\n"
 
 NOTE_DEAD_LETTERED = """
 INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, reason, accepted_at)
@@ -201,17 +206,32 @@ def _columns(events: Sequence[EventLike]) -> tuple[list[object], ...]:
     )
 
 
+async def _insert_accepted(
+    conn: asyncpg.Connection | asyncpg.Pool, statement: str, *args: object
+) -> None:
+    """`statement` (RECORD_ACCEPTED or RECORD_ACCEPTED_RUN), a receipt found already left as it
+    is. Inside a transaction the failed plain insert would abort it, so there it is not tried."""
+    if isinstance(conn, asyncpg.Connection) and conn.is_in_transaction():
+        await conn.execute(statement + _KEEPING_DECIDED, *args)
+        return
+    try:
+        await conn.execute(statement, *args)
+    except asyncpg.UniqueViolationError:
+        await conn.execute(statement + _KEEPING_DECIDED, *args)
+
+
 async def record_accepted(
     conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[EventLike]
 ) -> None:
-    await conn.execute(RECORD_ACCEPTED, *_columns(events), [e.trace_id for e in events])
+    await _insert_accepted(conn, RECORD_ACCEPTED, *_columns(events), [e.trace_id for e in events])
 
 
 async def record_accepted_wire(
     conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[WireEvent]
 ) -> None:
     """`record_accepted` for events in their wire form."""
-    await conn.execute(
+    await _insert_accepted(
+        conn,
         RECORD_ACCEPTED,
         [e["event_id"] for e in events],
         [e["provider_id"] for e in events],
@@ -223,7 +243,8 @@ async def record_accepted_wire(
 
 
 async def record_accepted_run(conn: asyncpg.Connection | asyncpg.Pool, run: AcceptedRun) -> None:
-    await conn.execute(
+    await _insert_accepted(
+        conn,
         RECORD_ACCEPTED_RUN,
         run.event_ids,
         run.asset_ids,
