@@ -249,6 +249,10 @@ class Database:
     async def wait_connected(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout)
 
+    def is_connected(self) -> bool:
+        """Whether the pool exists (it reconnects by itself from then on)."""
+        return self._connected.is_set()
+
     async def _connect_forever(self) -> None:
         async for attempt in retrying("database connect"):
             with attempt:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from types import FrameType
 
+import structlog
 from aiohttp import web
 
 from rwasync.feeds.auth import FeedSecrets
@@ -51,6 +52,8 @@ SECURITY_SCHEMES = {
         "description": "a reader token (rwr_...): the portal catalogue only",
     },
 }
+
+log = structlog.get_logger(__name__)
 
 
 def provider_api() -> ApiRegistry:
@@ -129,6 +132,8 @@ def create_app(settings: IngestSettings) -> web.Application:
     app.add_routes(api.routes())
     api.serve_docs(app)
     app.cleanup_ctx.append(connections_context(db, broker))
+    if _shares_port(settings):
+        app.cleanup_ctx.append(_connected_first(db, broker, settings.shared_port_ready_wait))
     receipt_retention = timedelta(hours=settings.receipt_retention_hours)
     app.cleanup_ctx.append(_pruning(idempotency, db, receipt_retention))
     return app
@@ -168,10 +173,37 @@ def _pruning(
     return context
 
 
+def _shares_port(settings: IngestSettings) -> bool:
+    return settings.reuse_port or settings.processes > 1
+
+
+def _connected_first(
+    db: Database, broker: Broker, wait: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """For a process sharing the port: aiohttp starts listening only after the app's start-up,
+    so waiting here for Postgres and RabbitMQ (up to `wait` seconds) keeps the kernel from
+    handing it connections it would refuse with 503 while the others serve them."""
+
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(wait):
+                await db.wait_connected()
+                await broker.wait_ready()
+        except TimeoutError:
+            log.warning(
+                "listening before the database and broker answer",
+                database=db.is_connected(),
+                broker=broker.is_ready(),
+                waited_seconds=wait,
+            )
+        yield
+
+    return context
+
+
 def serve(settings: IngestSettings) -> None:
     configure_logging("ingest-api", settings.log_level, settings.log_format)
-    reuse_port = settings.reuse_port or settings.processes > 1
-    run(create_app(settings), settings, reuse_port=reuse_port)
+    run(create_app(settings), settings, reuse_port=_shares_port(settings))
 
 
 def _serve_from_environment() -> None:

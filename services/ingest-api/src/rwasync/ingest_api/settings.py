@@ -55,6 +55,11 @@ class IngestSettings(ServiceSettings):
     # Bind with SO_REUSEPORT even with one process, so separately started replicas share the
     # port (implied when `processes` > 1).
     reuse_port: bool = False
+    # Sharing the port, a process only starts listening once Postgres and RabbitMQ answer, for at
+    # most this many seconds (then it listens anyway, and its /readyz says what is missing): the
+    # kernel hands connections to every listener, and a process still connecting would refuse
+    # writes with 503 while another's /readyz already said ready.
+    shared_port_ready_wait: float = Field(10.0, ge=0)
     # `POST /v1/validate/feed` with a URL fetches the feed as a run would (the address policy of
     # `RWASYNC_FEED_ALLOWED_NETWORKS`, the run's caps on body, decoded size and items), but
     # answers within the request: one try, and at most `feed_preview_timeout` seconds for it.
