@@ -132,7 +132,7 @@ def create_app(settings: IngestSettings) -> web.Application:
     app.add_routes(api.routes())
     api.serve_docs(app)
     app.cleanup_ctx.append(connections_context(db, broker))
-    if _shares_port(settings):
+    if _shares_port(settings) and settings.shared_port_ready_wait > 0:
         app.cleanup_ctx.append(_connected_first(db, broker, settings.shared_port_ready_wait))
     receipt_retention = timedelta(hours=settings.receipt_retention_hours)
     app.cleanup_ctx.append(_pruning(idempotency, db, receipt_retention))
