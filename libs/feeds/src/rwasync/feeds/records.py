@@ -16,8 +16,9 @@ read last shows the separator; msgspec only confirms a stretch that is whole ite
 doubt (a separator inside a string or a nested list, text msgspec reads differently, a broken
 item) sends the next item to the C scanner as before.
 
-Sections: JSON (`_JsonText`, the framer; `_json_items`, `_envelope`, `_json_document`), JSON
-Lines, CSV, then `read_records`, which picks the reader for a feed's format.
+Sections: what every reader yields (`fingerprint`, `RawRecord`, `FeedHeader`, `FeedReader`);
+JSON (`_JsonText`, the framer; `_json_items`, `_envelope`, `_json_document`); JSON Lines; CSV;
+then `read_records`, which picks the reader for a feed's format.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ _STRETCH: Final = msgspec.json.Decoder(list[msgspec.Raw])
 # A stretch msgspec refuses costs a parse of up to the text read: after this many, the feed is
 # framed item by item to its end.
 _MAX_REFUSED_STRETCHES: Final = 8
+
+
+# --- what every reader yields ---------------------------------------------------------------
 
 
 class FeedInvalid(Exception):
@@ -227,25 +231,40 @@ def _json_items(reader: _JsonText, start: int) -> Iterator[RawRecord]:
                 index=index, fingerprint=fingerprint(b"json\x00", item), text=item.decode()
             )
             index += 1
+        # Where an item framed alone ended, and how many pieces had been read then: to learn
+        # the separator from the text after it (until it is known).
+        learn_after: tuple[int, int] | None = None
         if not stretch:
             obj, span = reader.value()
-            end, fills = reader.pos, reader.fills
-            raw_id = obj.get("id") if isinstance(obj, dict) else None
+            if separator is None and span.endswith("}"):
+                learn_after = (reader.pos, reader.fills)
             yield RawRecord(
                 index=index,
                 fingerprint=fingerprint(b"json\x00", span.encode("utf-8", "surrogateescape")),
-                raw_id=raw_id if isinstance(raw_id, str) else None,
+                raw_id=_string_id(obj),
                 text=span,
             )
             index += 1
         if reader.expect(",]", "',' or ']' between items") == "]":
             return
-        # Learnt from the text between this item and the next, when no piece was read since.
-        learn = separator is None and not stretch and span.endswith("}")
-        if learn and reader.peek() and reader.fills == fills:
-            head = _ITEM_HEAD.match(reader.text, reader.pos)
-            if head is not None:
-                separator = "}" + reader.text[end : reader.pos] + head.group()
+        if learn_after is not None:
+            separator = _separator(reader, *learn_after)
+
+
+def _separator(reader: _JsonText, end: int, fills: int) -> str | None:
+    """The separator between the item that ended at `end` and the next (whose `,` was just
+    consumed): the text in between and the next item's head, if no piece was read since (the
+    text before `end` is then still there) and the next item starts as `_ITEM_HEAD` says."""
+    if not reader.peek() or reader.fills != fills:
+        return None
+    head = _ITEM_HEAD.match(reader.text, reader.pos)
+    return None if head is None else "}" + reader.text[end : reader.pos] + head.group()
+
+
+def _string_id(obj: Any) -> str | None:
+    """An item's `id` as the framer records it: a string under `id` of an object, else None."""
+    raw_id = obj.get("id") if isinstance(obj, dict) else None
+    return raw_id if isinstance(raw_id, str) else None
 
 
 def scanned_id(text: str) -> str | None:
@@ -256,8 +275,7 @@ def scanned_id(text: str) -> str | None:
         obj, _ = _SCANNER(text)
     except (json.JSONDecodeError, RecursionError):
         return None
-    raw_id = obj.get("id") if isinstance(obj, dict) else None
-    return raw_id if isinstance(raw_id, str) else None
+    return _string_id(obj)
 
 
 def _envelope(reader: _JsonText, header: FeedHeader) -> Iterator[RawRecord]:

@@ -97,7 +97,9 @@ async def decisions(
     landing in between cannot leave an asset both counted and walked, or neither."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         settled.count = await conn.fetchval(queries.COUNT_SETTLED, run_id, provider_id)
-        walk = _walk(conn, queries.JOINED_FOR_PUBLISH, run_id, provider_id, comparison, True)
+        walk = _walk(
+            conn, queries.JOINED_FOR_PUBLISH, run_id, provider_id, comparison, with_documents=True
+        )
         async with contextlib.aclosing(walk):  # closed with the transaction, however this ends
             async for found in walk:
                 yield found
@@ -109,6 +111,7 @@ async def _walk(
     run_id: str,
     provider_id: str,
     comparison: Comparison,
+    *,
     with_documents: bool,
 ) -> AsyncGenerator[tuple[Decision, Listing], None]:
     grouper = ListingGrouper()
@@ -144,7 +147,9 @@ async def plan(
     found = Tally(keep=keep)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         live = await conn.fetchval(queries.COUNT_LIVE, provider_id)
-        walk = _walk(conn, queries.JOINED_FOR_PLAN, run_id, provider_id, comparison, False)
+        walk = _walk(
+            conn, queries.JOINED_FOR_PLAN, run_id, provider_id, comparison, with_documents=False
+        )
         async with contextlib.aclosing(walk):
             async for decision, listing in walk:
                 found.add(decision, listing.stored)
