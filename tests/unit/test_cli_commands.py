@@ -3,16 +3,19 @@ never has to scrape a table; a command added without it fails here."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import click
 import pytest
 import typer.main
+from rich.console import Console
+from rich.table import Table
 from typer.testing import CliRunner
 
 from rwasync.cli.app import app
-from rwasync.cli.common import json_text
+from rwasync.cli.common import ids_whole, json_text
 
 pytestmark = pytest.mark.unit
 
@@ -59,3 +62,21 @@ def test_dlq_list_refuses_a_queue_that_is_not_a_work_queue() -> None:
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "/queue: unknown work queue 'rwasync.reconciler'" in result.stderr
+
+
+def test_an_error_is_one_line_whatever_the_width() -> None:
+    # stderr is not a terminal here, so the console is 80 columns wide; the message is longer.
+    result = CliRunner().invoke(app, ["dlq", "list", "--queue", "bogus", "--json"])
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: /queue: unknown work queue 'bogus'")
+    assert len(line) > 80
+
+
+def test_a_table_keeps_its_ids_whole_on_a_narrow_screen() -> None:
+    run_id = "run_9572f5c0a1b2c3d4e5f60718293a4b5c"
+    table = Table("run_id", "status", "counts", "reason")
+    table.add_row(run_id, "ok", '{"seen": 348, "created": 348, "updated": 0}', "a reason " * 8)
+    out = io.StringIO()
+    Console(file=out, width=60).print(ids_whole(table))
+    assert run_id in out.getvalue()

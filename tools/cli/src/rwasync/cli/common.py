@@ -25,7 +25,8 @@ from rwasync.store.feeds import FeedIdTaken, FeedNotFound, RunNotDecidable, RunN
 
 T = TypeVar("T")
 
-stderr = Console(stderr=True)
+# soft_wrap: an error is one line whatever the width (80 columns when stderr is not a terminal).
+stderr = Console(stderr=True, soft_wrap=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 # Exit codes: 1 for an error; `feed trigger --wait` and `feed approve` also use these two.
@@ -94,6 +95,18 @@ def _json_default(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def ids_whole(table: Table) -> Table:
+    """`table` with its id columns (`run_id`, `key_id`…) never cut short or wrapped, so an id can
+    be copied into the next command: a narrow screen or a pipe (80 columns) narrows the others."""
+    for column in table.columns:
+        if str(column.header).endswith("_id"):
+            column.no_wrap = True
+            column.min_width = max(
+                (len(str(cell)) for cell in column.cells), default=column.min_width or 0
+            )
+    return table
+
+
 def json_text(document: Any) -> str:
     return orjson.dumps(
         document, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME
@@ -105,6 +118,6 @@ def emit(document: Any, as_json: bool, table: Callable[[], Table] | None = None)
     if as_json:
         sys.stdout.write(json_text(document) + "\n")
     elif table is not None:
-        Console().print(table())
+        Console().print(ids_whole(table()))
     else:
         Console().print_json(json_text(document))

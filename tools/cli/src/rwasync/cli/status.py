@@ -22,6 +22,7 @@ from rich.table import Table
 from yarl import URL
 
 from rwasync.cli import queries
+from rwasync.cli.common import ids_whole
 from rwasync.platform.broker import queue_depths
 from rwasync.schema import topology
 
@@ -244,7 +245,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     )
     console.print(
         Panel(
-            Group(queues, lag, runs, dead, errors),
+            Group(queues, lag, ids_whole(runs), dead, errors),
             title=f"rwasync status at {report['at']:%Y-%m-%d %H:%M:%S} UTC",
         )
     )
