@@ -297,6 +297,20 @@ async def test_invalid_document_is_422_listing_every_pointer(
     assert await queues.depth(queues.assets) == 0
 
 
+async def test_a_422_counts_the_errors_its_list_leaves_out(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    # 60 media entries, each with two errors: 120 in all, of which the list shows 99 and a last
+    # entry for the rest; the detail counts all 120, not the 100 entries listed.
+    sent = house("inv-2", media=[{"url": "http://x", "kind": "bad"}] * 60)
+    response = await put_json(ingest, "/v1/assets/inv-2", sent, provider.basic)
+    body = await problem(response, 422)
+    assert len(body["errors"]) == 100
+    assert body["errors"][-1] == {"pointer": "", "message": "and 21 more errors"}
+    assert body["detail"] == "the asset document is invalid (120 errors); see errors"
+    assert await queues.depth(queues.assets) == 0
+
+
 @pytest.mark.parametrize(
     ("raw", "detail"),
     [
@@ -617,10 +631,13 @@ async def test_schema_is_public(ingest: Client) -> None:
 
 
 async def test_unknown_route_and_wrong_method_are_problems(ingest: Client) -> None:
-    await problem(await ingest.get("/v1/nothing-here"), 404)
+    body = await problem(await ingest.get("/v1/nothing-here"), 404)
+    assert body["detail"] == "no such resource: /v1/nothing-here"
     response = await ingest.post("/v1/schema/asset.json", data=b"{}")
-    await problem(response, 405)
+    body = await problem(response, 405)
     assert "GET" in response.headers["Allow"]
+    assert body["detail"].startswith("POST is not allowed on /v1/schema/asset.json; allowed: ")
+    assert "GET" in body["detail"]
 
 
 async def test_health_readiness_and_metrics(ingest: Client) -> None:

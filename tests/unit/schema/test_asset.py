@@ -15,6 +15,7 @@ from rwasync.schema.asset import (
     normalized_document,
     parse_asset,
 )
+from rwasync.schema.errors import error_count
 from rwasync.schema.timestamps import timestamp_text
 
 from .documents import (
@@ -353,6 +354,7 @@ def test_error_list_is_bounded() -> None:
 
     assert len(errors) == 100
     assert errors[-1] == FieldError("", "and 51 more errors")
+    assert error_count(errors) == 150
 
 
 def test_an_object_with_more_keys_than_any_contract_object_is_one_error() -> None:

@@ -4,8 +4,8 @@ pydantic's error list is translated here, once, into `FieldError`s whose message
 that was broken ("must be at most 128 characters"), never pydantic's internals.
 """
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -27,9 +27,20 @@ class FieldError:
 
     pointer: str
     message: str
+    # A truncated list's last entry ("and N more errors") stands for the N errors it hides.
+    hidden: int = field(default=0, compare=False)
 
     def as_dict(self) -> dict[str, str]:
         return {"pointer": self.pointer, "message": self.message}
+
+
+def _more_errors(hidden: int) -> FieldError:
+    return FieldError(pointer="", message=f"and {hidden} more errors", hidden=hidden)
+
+
+def error_count(errors: Sequence[FieldError]) -> int:
+    """How many errors `errors` reports, those a truncated list hides included."""
+    return sum(error.hidden or 1 for error in errors)
 
 
 class AssetInvalid(Exception):
@@ -122,10 +133,7 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
         errors.append(FieldError(pointer=json_pointer(location), message=_message(error)))
     if exc.error_count() > len(errors):
         hidden = exc.error_count() - (MAX_REPORTED_ERRORS - 1)
-        return [
-            *errors[: MAX_REPORTED_ERRORS - 1],
-            FieldError(pointer="", message=f"and {hidden} more errors"),
-        ]
+        return [*errors[: MAX_REPORTED_ERRORS - 1], _more_errors(hidden)]
     return errors
 
 
@@ -133,8 +141,5 @@ def truncated(errors: list[FieldError]) -> list[FieldError]:
     """At most MAX_REPORTED_ERRORS errors, the last one saying how many more there were."""
     if len(errors) <= MAX_REPORTED_ERRORS:
         return errors
-    hidden = len(errors) - (MAX_REPORTED_ERRORS - 1)
-    return [
-        *errors[: MAX_REPORTED_ERRORS - 1],
-        FieldError(pointer="", message=f"and {hidden} more errors"),
-    ]
+    hidden = error_count(errors) - (MAX_REPORTED_ERRORS - 1)
+    return [*errors[: MAX_REPORTED_ERRORS - 1], _more_errors(hidden)]

@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from rwasync.platform.http import Problem, bad_query
 from rwasync.schema import jsonsafe
-from rwasync.schema.errors import FieldError
+from rwasync.schema.errors import FieldError, error_count
 from rwasync.schema.fields import as_utc_datetime
 
 JSON: Final = "application/json"
@@ -32,7 +32,8 @@ def bad_request(detail: str, kind: str = "bad-request") -> Problem:
 
 
 def invalid_document(what: str, errors: list[FieldError]) -> Problem:
-    count = f"{len(errors)} error" + ("" if len(errors) == 1 else "s")
+    total = error_count(errors)
+    count = f"{total} error" + ("" if total == 1 else "s")
     return Problem(
         422,
         "Unprocessable Content",
