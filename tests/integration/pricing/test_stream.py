@@ -126,6 +126,12 @@ async def test_a_resume_point_older_than_the_log_gets_a_reset(
         assert (await stream.next()).event == "reset"
         await push(provider_id, [("a1", "1")])
         assert seen(await stream.prices(1)) == [(provider_id, "a1", "1")]
+    # The newest change removed: nothing after it is gone, so no reset (and no 400 either).
+    headers = {**reader_headers(), "Last-Event-ID": "10-5"}
+    async with subscribe(client, f"provider_id={provider_id}", headers) as stream:
+        first = await stream.next()
+        assert first.event == "price"
+        assert first.json()["amount"] == "1"
 
 
 async def test_changes_are_handed_out_in_commit_order(
@@ -283,9 +289,18 @@ async def test_stream_parameters_are_checked(pricing: Start, provider_id: str) -
         body: dict[str, Any] = await response.json()
         if parameter:
             assert body["errors"][0]["parameter"] == parameter
-    bad_id = {**reader_headers(), "Last-Event-ID": "yesterday"}
-    response = await client.get(f"/v1/prices/stream?provider_id={provider_id}", headers=bad_id)
-    assert response.status == 400
+    # Malformed, or well formed but never sent (nothing was ever trimmed: it is not an old one).
+    for bad_id in ("yesterday", "1-1", f"{2**62}-1"):
+        headers = {**reader_headers(), "Last-Event-ID": bad_id}
+        response = await client.get(f"/v1/prices/stream?provider_id={provider_id}", headers=headers)
+        assert response.status == 400, bad_id
+        body = await response.json()
+        assert body["errors"] == [
+            {
+                "parameter": "Last-Event-ID",
+                "message": f"'{bad_id}' is not an event id of this stream",
+            }
+        ]
 
 
 async def test_one_broker_queue_per_process_whatever_the_subscribers(

@@ -385,6 +385,9 @@ LIMIT $7
 # The newest change removed from the log: resuming from before it answers `event: reset`.
 TRIM_POINT: Final = "SELECT xid, change_id FROM price_change_trim"
 
+# Whether a resume point names a change still kept.
+CHANGE_KEPT: Final = "SELECT EXISTS (SELECT 1 FROM price_changes WHERE xid = $1 AND change_id = $2)"
+
 # Removes up to $2 changes older than $1 seconds and moves the trim point past them.
 TRIM_CHANGES: Final = """
 WITH gone AS (

@@ -60,6 +60,16 @@ def unsent(changes: list[PriceChange], sent: Position) -> list[PriceChange]:
     return changes[start:] if start else changes
 
 
+def _bad_resume_point(message: str) -> Problem:
+    return Problem(
+        400,
+        "Bad Request",
+        f"Last-Event-ID: {message}",
+        kind="bad-header",
+        errors=[{"parameter": "Last-Event-ID", "message": message}],
+    )
+
+
 def never_waits(transport: asyncio.BaseTransport | None, size: int) -> bool:
     """Whether writing `size` bytes cannot wait for the subscriber: nothing is buffered (so the
     transport is not paused) and the write stays under its high-water mark, so aiohttp's write
@@ -136,7 +146,9 @@ class PriceStream:
         )
         if not served:
             raise Problem(404, "Not Found", f"unknown provider {provider_id!r}", kind="not-found")
-        expired = resume is not None and resume < await self._trim_point()
+        expired = False
+        if resume is not None:
+            expired = await self._expired(resume)
         try:
             subscriber, live_from = await self._hub.subscribe(
                 provider_id, asset_ids, self._settings.stream_queue_size, SUBSCRIBE_TIMEOUT
@@ -154,6 +166,19 @@ class PriceStream:
         row = await self._db.fetchrow(queries.TRIM_POINT)
         return (row["xid"], row["change_id"]) if row is not None else (0, 0)
 
+    async def _expired(self, resume: Position) -> bool:
+        """Whether the changes after `resume` are partly gone (then the stream starts with a
+        reset); a 400 for a position this stream never handed out. The trim point is the newest
+        change removed, and resuming right after it misses nothing."""
+        trim = await self._trim_point()
+        if resume <= trim:
+            return resume < trim
+        if await self._db.fetchval(queries.CHANGE_KEPT, *resume):
+            return False
+        if resume < await self._trim_point():  # trimmed since the first look
+            return True
+        raise _bad_resume_point(f"'{resume[0]}-{resume[1]}' is not an event id of this stream")
+
     def _resume_position(self, request: web.Request) -> Position | None:
         text = request.headers.get("Last-Event-ID")
         if not text:
@@ -161,13 +186,7 @@ class PriceStream:
         try:
             return parse_event_id(text)
         except ValueError as exc:
-            raise Problem(
-                400,
-                "Bad Request",
-                f"Last-Event-ID: {exc}",
-                kind="bad-header",
-                errors=[{"parameter": "Last-Event-ID", "message": str(exc)}],
-            ) from None
+            raise _bad_resume_point(str(exc)) from None
 
     async def _start(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
