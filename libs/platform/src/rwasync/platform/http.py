@@ -198,7 +198,13 @@ async def _answer(
             for k, v in exc.headers.items()
             if k.lower() not in ("content-type", "content-length")
         }
-        return Problem(exc.status, exc.reason, exc.text or exc.reason, headers=headers).response()
+        detail = exc.text or exc.reason
+        if isinstance(exc, web.HTTPNotFound) and detail == f"{exc.status}: {exc.reason}":
+            detail = f"no such resource: {request.path}"  # aiohttp's router found no route
+        elif isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            detail = f"{exc.method} is not allowed on {request.path}; allowed: {allowed}"
+        return Problem(exc.status, exc.reason, detail, headers=headers).response()
     except Exception as exc:
         if is_transient(exc):
             # The database is away or a read timed out: a retry may well succeed.
