@@ -289,7 +289,7 @@ def test_contract_address_is_checked_for_its_chain() -> None:
     error = only_error(document)
 
     assert error.pointer == "/token/contract_address"
-    assert error.message.startswith("not a solana address: ")
+    assert error.message.startswith("not a valid solana address: ")
 
 
 def test_media_errors_point_at_the_item() -> None:

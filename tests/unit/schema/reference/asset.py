@@ -274,7 +274,7 @@ class Token(ContractModel):
         try:
             return normalize_address(chain, address)
         except ValueError as exc:
-            raise invalid("contract_address", f"not a {chain} address: {exc}") from None
+            raise invalid("contract_address", f"not a valid {chain} address: {exc}") from None
 
 
 class _DatedAmount(ContractModel):
