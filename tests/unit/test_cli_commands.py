@@ -15,7 +15,7 @@ from rich.table import Table
 from typer.testing import CliRunner
 
 from rwasync.cli.app import app
-from rwasync.cli.common import ids_whole, json_text
+from rwasync.cli.common import ids_whole, json_text, table_time
 
 pytestmark = pytest.mark.unit
 
@@ -80,3 +80,8 @@ def test_a_table_keeps_its_ids_whole_on_a_narrow_screen() -> None:
     out = io.StringIO()
     Console(file=out, width=60).print(ids_whole(table))
     assert run_id in out.getvalue()
+
+
+def test_a_table_shows_a_timestamp_to_the_second() -> None:
+    assert table_time("2026-11-30T17:00:01.123456Z") == "2026-11-30 17:00:01"
+    assert table_time(None) == ""

@@ -107,6 +107,12 @@ def ids_whole(table: Table) -> Table:
     return table
 
 
+def table_time(text: str | None) -> str:
+    """A timestamp as a table shows it, to the second ("2026-11-30 17:00:01"): the JSON keeps
+    the full one (microseconds, `Z`)."""
+    return text[:19].replace("T", " ") if text else ""
+
+
 def json_text(document: Any) -> str:
     return orjson.dumps(
         document, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME

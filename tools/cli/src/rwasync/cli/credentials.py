@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from rwasync.cli import queries
-from rwasync.cli.common import JsonFlag, Refused, emit, fail, run_db
+from rwasync.cli.common import JsonFlag, Refused, emit, fail, run_db, table_time
 from rwasync.schema.feeds import FeedSettingInvalid, parse_interval
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import IssuedCredential, issue_provider_credential, new_id
@@ -165,7 +165,9 @@ def credential_list(owner_id: OwnerArgument, as_json: JsonFlag = False) -> None:
     def table() -> Table:
         t = Table("key_id", "created_at", "revoked_at")
         for item in items:
-            t.add_row(item["key_id"], item["created_at"], item["revoked_at"] or "")
+            t.add_row(
+                item["key_id"], table_time(item["created_at"]), table_time(item["revoked_at"])
+            )
         return t
 
     emit({"items": items}, as_json, table)

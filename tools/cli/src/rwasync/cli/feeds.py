@@ -23,6 +23,7 @@ from rwasync.cli.common import (
     run_db,
     settings,
     stderr,
+    table_time,
 )
 from rwasync.feeds.auth import FeedSecrets
 from rwasync.schema.addresses import AddressPolicy
@@ -257,8 +258,8 @@ def feed_runs(
             t.add_row(
                 r["run_id"],
                 r["status"],
-                r["started_at"] or "",
-                r["finished_at"] or "",
+                table_time(r["started_at"]),
+                table_time(r["finished_at"]),
                 " ".join(f"{k}={v}" for k, v in r["counts"].items()),
                 r.get("reason") or "",
             )

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from rwasync.cli import queries
-from rwasync.cli.common import JsonFlag, emit, fail, run_db
+from rwasync.cli.common import JsonFlag, emit, fail, run_db, table_time
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import digest, issue_provider_credential, issue_reader_token, new_id
 
@@ -58,7 +58,12 @@ def provider_list(as_json: JsonFlag = False) -> None:
     def table() -> Table:
         t = Table("provider_id", "name", "disabled", "created_at")
         for item in items:
-            t.add_row(item["provider_id"], item["name"], str(item["disabled"]), item["created_at"])
+            t.add_row(
+                item["provider_id"],
+                item["name"],
+                str(item["disabled"]),
+                table_time(item["created_at"]),
+            )
         return t
 
     emit({"items": items}, as_json, table)
