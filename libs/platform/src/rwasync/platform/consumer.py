@@ -8,6 +8,11 @@ applied again message by message.
 
 A message is acked only after its events were committed (or dead-lettered with a confirm), so a
 crash anywhere leads to redelivery, which the appliers' version guards make harmless.
+
+A replica consumes only while its database answers: it starts consuming once the database is
+connected, and when applies have failed for want of it for `hand_back_after` seconds, it stops
+taking messages, hands the ones it holds back to the queue (for a replica that can apply them)
+and consumes again once the database answers.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final, Generic, Protocol, TypeVar, cast
@@ -24,7 +30,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from rwasync.platform import tracing
 from rwasync.platform.broker import Broker, field_table
-from rwasync.platform.db import is_transient
+from rwasync.platform.db import DatabaseUnavailable, is_transient
 from rwasync.platform.grouping import GroupCommit
 from rwasync.platform.metrics import (
     APPLY_SECONDS,
@@ -49,6 +55,14 @@ E = TypeVar("E", bound="EventLike")
 E_contra = TypeVar("E_contra", bound="EventLike", contravariant=True)
 
 
+class Store(Protocol):
+    """What a consumer asks of the database its applier writes to (`Database`)."""
+
+    async def wait_connected(self, timeout: float | None = None) -> None: ...
+
+    async def ping(self, timeout: float = 2.0) -> bool: ...
+
+
 class Applier(Protocol[E_contra]):
     async def apply(self, events: Sequence[E_contra]) -> None:
         """Apply the events in one transaction, recording their receipts; raise on failure."""
@@ -64,6 +78,10 @@ GROUP_EVENTS: Final = 250
 LINGER_FILL: Final = 250
 # Seconds between samples of the queue's depth and consumers (gauges; shared concurrency).
 QUEUE_SAMPLE_SECONDS: Final = 2.0
+# Seconds applies may fail for want of the database before the replica hands its messages back
+# (the service's HAND_BACK_AFTER), and between checks of the database while it waits.
+HAND_BACK_AFTER: Final = 15.0
+STORE_CHECK_SECONDS: Final = 1.0
 
 
 class EventConsumer(Generic[E]):
@@ -79,6 +97,8 @@ class EventConsumer(Generic[E]):
         linger: float = 0.0,
         group_events: int = GROUP_EVENTS,
         concurrency_shared: bool = False,
+        store: Store | None = None,
+        hand_back_after: float = HAND_BACK_AFTER,
     ) -> None:
         """`decoder`: how messages become the applier's events (by default, the models).
         `concurrency`: applies under way at once (the service's APPLIES_AT_ONCE); messages
@@ -92,7 +112,13 @@ class EventConsumer(Generic[E]):
         (every QUEUE_SAMPLE_SECONDS). For an applier whose transactions serialise on the same
         locks whichever replica runs them: applies beyond what the database runs at once only
         wait for those locks holding the groups they took, while the messages arriving meanwhile
-        wait for the next ones, so every group gets smaller and each event costs more."""
+        wait for the next ones, so every group gets smaller and each event costs more.
+
+        `store`: the applier's database. Given, the consumer starts consuming once it is
+        connected, and steps back while it is away: applies failing for want of it for
+        `hand_back_after` seconds hand their messages back to the queue, and the consumer takes
+        no more until `store.ping()` answers. Without it, a transient failure is retried in
+        place for as long as it lasts."""
         self._broker = broker
         self._queue_name = queue
         self._applier = applier
@@ -118,6 +144,10 @@ class EventConsumer(Generic[E]):
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._sampling: asyncio.Task[None] | None = None
+        self._store = store
+        self._hand_back_after = hand_back_after
+        self._failing_since: float | None = None  # first transient failure since a success
+        self._stepped_back: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._start(), name=f"consume-{self._queue_name}")
@@ -132,6 +162,9 @@ class EventConsumer(Generic[E]):
 
     async def _start(self) -> None:
         await self._broker.wait_ready()
+        if self._store is not None:
+            # Messages taken now would only wait here while other replicas could apply them.
+            await self._store.wait_connected()
         channel = await self._broker.connection.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
         queue = await channel.declare_queue(
@@ -212,6 +245,10 @@ class EventConsumer(Generic[E]):
                 # Left unacked: the broker redelivers it to another consumer or after restart.
                 MESSAGES.labels(queue, "requeued").inc()
                 return
+            except _HandingBack:
+                await message.nack(requeue=True)
+                MESSAGES.labels(queue, "requeued").inc()
+                return
         await self._ack(message)
         MESSAGES.labels(queue, "acked").inc()
         now = datetime.now(UTC)
@@ -229,7 +266,7 @@ class EventConsumer(Generic[E]):
     async def _apply_splitting(self, events: list[E], deliveries: int) -> None:
         try:
             await self._apply_retrying(events)
-        except _Stopping:
+        except (_Stopping, _HandingBack):
             raise
         except Exception as exc:
             if len(events) > 1:
@@ -244,11 +281,12 @@ class EventConsumer(Generic[E]):
             await self._dead_letter(events, reason, deliveries)
 
     async def _apply_retrying(self, events: list[E]) -> None:
-        """Apply; retry transient database errors in place (the message stays unacked)."""
+        """Apply; retry transient database errors in place (the message stays unacked) until
+        the replica steps back (`_retry_in_place`)."""
         try:
             async for attempt in retrying(
                 "apply",
-                retry_on=lambda exc: is_transient(exc) and not self._stopping,
+                retry_on=self._retry_in_place,
                 initial=0.1,
                 on_retry=lambda _: TRANSIENT_RETRIES.labels(self._queue_name).inc(),
             ):
@@ -257,7 +295,56 @@ class EventConsumer(Generic[E]):
         except Exception as exc:
             if is_transient(exc) and self._stopping:
                 raise _Stopping from exc
+            if is_transient(exc) and self._stepped_back is not None:
+                raise _HandingBack from exc
             raise
+        self._failing_since = None
+
+    def _retry_in_place(self, exc: BaseException) -> bool:
+        """Whether to retry an apply that failed with `exc` where it is: a transient failure,
+        unless the service is stopping or the database has been away for `hand_back_after`
+        seconds (the replica then steps back)."""
+        if not is_transient(exc) or self._stopping:
+            return False
+        if self._store is None:
+            return True
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if self._stepped_back is None and now - self._failing_since >= self._hand_back_after:
+            self._stepped_back = asyncio.create_task(
+                self._consume_once_the_store_answers(), name=f"step-back-{self._queue_name}"
+            )
+        return self._stepped_back is None
+
+    async def _consume_once_the_store_answers(self) -> None:
+        """Take no more messages (the ones held are handed back as their applies fail) until
+        the database answers, then consume again."""
+        assert self._store is not None and self._queue is not None
+        log.warning(
+            "database away: handing messages back to the queue until it answers",
+            queue=self._queue_name,
+            failing_for=round(time.monotonic() - (self._failing_since or time.monotonic()), 1),
+            held=len(self._in_flight),
+        )
+        tag, self._consumer_tag = self._consumer_tag, None
+        if tag is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._queue.cancel(tag), 2)
+        async for attempt in retrying(
+            "database check before consuming again",
+            initial=STORE_CHECK_SECONDS,
+            cap=STORE_CHECK_SECONDS * 5,
+        ):
+            with attempt:
+                if not await self._store.ping():
+                    raise DatabaseUnavailable("the database does not answer")
+        self._failing_since = None
+        async for attempt in retrying("consume again", cap=STORE_CHECK_SECONDS * 5):
+            with attempt:  # the broker may be away too; its connection recovers by itself
+                self._consumer_tag = await self._queue.consume(self._on_message)
+        self._stepped_back = None
+        log.info("database answers again: consuming", queue=self._queue_name)
 
     async def _apply_together(self, events: list[E]) -> None:
         """One apply of the events of the messages grouped; an event that two messages carry
@@ -320,6 +407,7 @@ class EventConsumer(Generic[E]):
         self._stopping = True
         await cancel_and_wait(self._sampling)
         await cancel_and_wait(self._task)
+        await cancel_and_wait(self._stepped_back)
         if self._queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._queue.cancel(self._consumer_tag), 2)
@@ -366,3 +454,7 @@ def _message_fields(events: Sequence[EventLike]) -> dict[str, str]:
 
 class _Stopping(Exception):
     """Shutting down while a transient failure persists: leave the message unacked."""
+
+
+class _HandingBack(Exception):
+    """The replica has stepped back while the database is away: give the message back."""

@@ -92,6 +92,8 @@ def consuming_service(
         linger=settings.apply_linger,
         group_events=settings.apply_group_events,
         concurrency_shared=applies_shared,
+        store=db,
+        hand_back_after=settings.hand_back_after,
     )
 
     async def consuming() -> tuple[str, bool]:
