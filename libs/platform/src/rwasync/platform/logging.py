@@ -44,7 +44,22 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> N
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
-    # Libraries log through the stdlib: route them to stderr at WARNING and above.
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s %(message)s")
+    # Libraries log through the stdlib: their records (WARNING and above) are rendered like the
+    # service's own, so a JSON log stays one JSON document a line even when asyncpg logs a
+    # traceback.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     for noisy in ("aiormq", "aio_pika"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
