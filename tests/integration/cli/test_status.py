@@ -181,3 +181,16 @@ async def test_a_database_that_does_not_answer_exits_1(vhost_amqp_url: str) -> N
     )
     assert done.returncode == 1 and done.stdout == ""
     assert "database error" in done.stderr
+
+
+async def test_a_vhost_without_the_work_queues_is_a_problem(
+    database_url: str, vhost_amqp_url: str
+) -> None:
+    # No service has declared the topology on this vhost (or the URL names the wrong one):
+    # nothing can flow, which must not read as "all well".
+    report = await cli_json(database_url, vhost_amqp_url, "status")
+    assert report["queues"]["items"] == [] and report["queues"]["error"] is None
+    assert report["problems"] == [
+        f"{queue}: no such queue in this vhost (no service has declared it)"
+        for queue in topology.WORK_QUEUES
+    ]

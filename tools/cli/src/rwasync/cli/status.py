@@ -145,6 +145,12 @@ def problems(report: dict[str, Any]) -> list[str]:
     broker = report["queues"]
     if broker["error"] is not None:
         found.append(f"broker not readable ({broker['source']}): {broker['error']}")
+    if broker["error"] is None:
+        present = {item["queue"] for item in broker["items"]}
+        for queue in topology.WORK_QUEUES:
+            if queue not in present:
+                # A wrong vhost, or a broker no service has started on yet: nothing flows.
+                found.append(f"{queue}: no such queue in this vhost (no service has declared it)")
     for item in broker["items"]:
         if item["queue"] in topology.WORK_QUEUES and item["consumers"] == 0:
             found.append(f"{item['queue']}: no consumer")
