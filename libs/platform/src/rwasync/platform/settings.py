@@ -9,9 +9,10 @@ another file. Nothing else reads `os.environ`.
 """
 
 import os
-from typing import Final, Literal
+import sys
+from typing import Annotated, Final, Literal, NoReturn, Self, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/rwasync"
@@ -19,6 +20,11 @@ DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 
 # Read at import, before any settings class is built: the file every process takes settings from.
 ENV_FILE: Final = os.environ.get("RWASYNC_ENV_FILE", ".env")
+
+# A TCP port a service listens on (a larger number would wrap around, modulo 65536, silently).
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 def settings_config(prefix: str) -> SettingsConfigDict:
@@ -61,7 +67,7 @@ class ServiceSettings(CommonSettings):
     """Settings of a long-running service: where it listens and how it connects."""
 
     host: str = "0.0.0.0"
-    port: int
+    port: Port
     # A connection must send a complete request head within this many seconds of connecting or
     # of its last answer, else it is closed (slow-loris clients, idle keep-alive connections).
     http_idle_timeout: float = Field(75.0, gt=0)
@@ -70,10 +76,20 @@ class ServiceSettings(CommonSettings):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", validation_alias="RWASYNC_EVENT_LOOP"
     )
-    db_pool_min: int = 1
-    db_pool_max: int = 10
+    db_pool_min: int = Field(1, ge=0)
+    db_pool_max: int = Field(10, ge=1)
     # Seconds to wait for a publisher confirm before answering 503.
-    publish_timeout: float = 5.0
+    publish_timeout: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _pool_bounds_in_order(self) -> Self:
+        if self.db_pool_min > self.db_pool_max:
+            prefix = self.model_config.get("env_prefix", "")
+            raise ValueError(
+                f"{prefix}DB_POOL_MIN ({self.db_pool_min}) is greater than "
+                f"{prefix}DB_POOL_MAX ({self.db_pool_max})"
+            )
+        return self
 
 
 class ConsumerSettings(ServiceSettings):
@@ -96,3 +112,33 @@ class ConsumerSettings(ServiceSettings):
     # Events one apply takes at most when messages wait: they are applied together up to this
     # many (a larger message goes alone, never split).
     apply_group_events: int = Field(250, ge=1, le=20_000)
+    # Seconds applies may fail for want of the database before this replica stops taking
+    # messages and hands back those it holds, so that a replica that can reach the database
+    # applies them; it consumes again once the database answers. Each hand-back counts as a
+    # delivery towards the queue's limit of 10.
+    hand_back_after: float = Field(15.0, ge=1.0, le=3600.0)
+
+
+def load_settings(settings_class: type[S]) -> S:
+    """The settings of a service from its environment; a bad value ends the process at once with
+    exit status 2 and one `error:` line per problem naming its variable, not a traceback."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        _refuse(settings_class, exc)
+
+
+def _refuse(settings_class: type[BaseSettings], exc: ValidationError) -> NoReturn:
+    prefix = settings_class.model_config.get("env_prefix", "")
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        location = [str(part) for part in error["loc"]]
+        if not location:  # a rule between settings: its message names them
+            sys.stderr.write(f"error: {message}\n")
+            continue
+        # A field read under an alias of its own (RWASYNC_LOG_FORMAT) is located by that alias.
+        name = location[0]
+        if name in settings_class.model_fields:
+            name = f"{prefix}{'_'.join(location).upper()}"
+        sys.stderr.write(f"error: {name}: {message}\n")
+    raise SystemExit(2)

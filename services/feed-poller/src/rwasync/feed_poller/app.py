@@ -11,6 +11,7 @@ from rwasync.platform.db import Database
 from rwasync.platform.http import add_health_routes, new_app, run
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.service import broker_check, connections_context, database_check
+from rwasync.platform.settings import load_settings
 
 POLLER_KEY = web.AppKey("feed_poller", FeedPoller)
 
@@ -36,6 +37,6 @@ def create_app(settings: FeedPollerSettings) -> web.Application:
 
 
 def main() -> None:
-    settings = FeedPollerSettings()
+    settings = load_settings(FeedPollerSettings)
     configure_logging("feed-poller", settings.log_level, settings.log_format)
     run(create_app(settings), settings)

@@ -7,7 +7,7 @@ Shared with the CLI and the provider API: the allow-list of private networks fee
 
 from pydantic import Field
 
-from rwasync.platform.settings import ServiceSettings, settings_config
+from rwasync.platform.settings import Port, ServiceSettings, settings_config
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -17,7 +17,7 @@ GIB = 1024 * MIB
 class FeedPollerSettings(ServiceSettings):
     model_config = settings_config("RWASYNC_FEED_POLLER_")
 
-    port: int = 8081
+    port: Port = 8081
     # Seconds between looks at the run queue and the schedule; a NOTIFY wakes the loop sooner.
     poll_interval: float = Field(1.0, gt=0)
     # Fetching (docs/api.md, "Feeds"): each try has a connect timeout, fails when fewer than

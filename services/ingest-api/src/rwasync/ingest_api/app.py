@@ -40,6 +40,7 @@ from rwasync.platform.http import add_health_routes, new_app, run
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.openapi import ApiRegistry
 from rwasync.platform.service import broker_check, connections_context, database_check
+from rwasync.platform.settings import load_settings
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.store.tenants import ProviderCredentials, ReaderTokens
 
@@ -207,11 +208,11 @@ def serve(settings: IngestSettings) -> None:
 
 
 def _serve_from_environment() -> None:
-    serve(IngestSettings())
+    serve(load_settings(IngestSettings))
 
 
 def main() -> None:
-    settings = IngestSettings()
+    settings = load_settings(IngestSettings)
     if settings.processes == 1:
         serve(settings)
         return

@@ -4,13 +4,13 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from rwasync.platform.settings import ServiceSettings, settings_config
+from rwasync.platform.settings import Port, ServiceSettings, settings_config
 
 
 class IngestSettings(ServiceSettings):
     model_config = settings_config("RWASYNC_INGEST_")
 
-    port: int = 8080
+    port: Port = 8080
     # The largest body of a single-item call (one asset, a patch, a deletion, one price, one
     # validation); larger is a 413.
     max_body_bytes: int = Field(1024**2, ge=1024)

@@ -14,6 +14,7 @@ from rwasync.platform.http import run, tune_garbage_collector
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.openapi import ApiRegistry
 from rwasync.platform.service import consuming_service
+from rwasync.platform.settings import load_settings
 from rwasync.pricing.api import PriceRoutes
 from rwasync.pricing.apply import PriceApplier
 from rwasync.pricing.demo_page import add_demo_page
@@ -88,7 +89,7 @@ def create_app(settings: PricingSettings) -> web.Application:
 
 
 def main() -> None:
-    settings = PricingSettings()
+    settings = load_settings(PricingSettings)
     configure_logging("pricing", settings.log_level, settings.log_format)
     app = create_app(settings)
     tune_garbage_collector()

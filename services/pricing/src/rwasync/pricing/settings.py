@@ -2,13 +2,13 @@
 
 from pydantic import Field
 
-from rwasync.platform.settings import ConsumerSettings, settings_config
+from rwasync.platform.settings import ConsumerSettings, Port, settings_config
 
 
 class PricingSettings(ConsumerSettings):
     model_config = settings_config("RWASYNC_PRICING_")
 
-    port: int = 8082
+    port: Port = 8082
     # Applies under way at once (see ConsumerSettings). Measured on 2 cores with 250-tick
     # messages, pricing's Postgres spent 51 µs a tick with 10 at once and 73 with 2.
     applies_at_once: int = Field(10, ge=1)

@@ -11,6 +11,7 @@ from aiohttp import web
 from rwasync.platform.http import run, tune_garbage_collector
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.service import consuming_service
+from rwasync.platform.settings import load_settings
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.dead_letters import DeadLetterKeeper
 from rwasync.reconciler.relay import ChangeRelay
@@ -57,7 +58,7 @@ def _background(
 
 
 def main() -> None:
-    settings = ReconcilerSettings()
+    settings = load_settings(ReconcilerSettings)
     configure_logging("reconciler", settings.log_level, settings.log_format)
     app = create_app(settings)
     tune_garbage_collector()

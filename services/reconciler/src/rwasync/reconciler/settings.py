@@ -2,13 +2,13 @@
 
 from pydantic import Field
 
-from rwasync.platform.settings import ConsumerSettings, settings_config
+from rwasync.platform.settings import ConsumerSettings, Port, settings_config
 
 
 class ReconcilerSettings(ConsumerSettings):
     model_config = settings_config("RWASYNC_RECONCILER_")
 
-    port: int = 8083
+    port: Port = 8083
     # Transactions a batch of events is applied in side by side, each over its own share of the
     # asset lock stripes (`AssetApplier`): how many Postgres backends one replica keeps at work.
     apply_shares: int = Field(2, ge=1, le=128)
