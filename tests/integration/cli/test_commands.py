@@ -60,6 +60,31 @@ async def test_provider_and_reader_create_print_one_json_document(database_url: 
     assert stored_reader == digest(reader["token"])
 
 
+async def test_a_disabled_provider_can_be_enabled_again(database_url: str) -> None:
+    created = json.loads(
+        (
+            await asyncio.to_thread(rwasync, database_url, "provider", "create", "Acme", "--json")
+        ).stdout
+    )
+    provider_id = created["provider_id"]
+
+    async def listed() -> bool:
+        done = await asyncio.to_thread(rwasync, database_url, "provider", "list", "--json")
+        (item,) = [i for i in json.loads(done.stdout)["items"] if i["provider_id"] == provider_id]
+        return bool(item["disabled"])
+
+    for command, disabled in (("disable", True), ("enable", False)):
+        done = await asyncio.to_thread(
+            rwasync, database_url, "provider", command, provider_id, "--json"
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"provider_id": provider_id, "disabled": disabled}
+        assert await listed() is disabled
+    unknown = await asyncio.to_thread(rwasync, database_url, "provider", "enable", "prv_nope")
+    assert unknown.returncode == 1
+    assert "unknown provider 'prv_nope'" in unknown.stderr
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -14,7 +14,7 @@ LIST_PROVIDERS: Final = """
 SELECT provider_id, name, disabled, created_at FROM providers ORDER BY created_at
 """
 
-DISABLE_PROVIDER: Final = "UPDATE providers SET disabled = true WHERE provider_id = $1"
+SET_PROVIDER_DISABLED: Final = "UPDATE providers SET disabled = $2 WHERE provider_id = $1"
 
 CREATE_READER: Final = "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, $2, $3)"
 

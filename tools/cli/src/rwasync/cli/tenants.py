@@ -72,13 +72,22 @@ def provider_list(as_json: JsonFlag = False) -> None:
 @provider_app.command("disable")
 def provider_disable(provider_id: str, as_json: JsonFlag = False) -> None:
     """Disable a provider: its credentials stop authenticating."""
+    _set_disabled(provider_id, True, as_json)
 
+
+@provider_app.command("enable")
+def provider_enable(provider_id: str, as_json: JsonFlag = False) -> None:
+    """Enable a disabled provider again: its credentials authenticate again."""
+    _set_disabled(provider_id, False, as_json)
+
+
+def _set_disabled(provider_id: str, disabled: bool, as_json: bool) -> None:
     async def work(conn: asyncpg.Connection) -> str:
-        return str(await conn.execute(queries.DISABLE_PROVIDER, provider_id))
+        return str(await conn.execute(queries.SET_PROVIDER_DISABLED, provider_id, disabled))
 
     if run_db(work) == "UPDATE 0":
         fail(f"unknown provider {provider_id!r}")
-    emit({"provider_id": provider_id, "disabled": True}, as_json)
+    emit({"provider_id": provider_id, "disabled": disabled}, as_json)
 
 
 @provider_app.command("rate")
