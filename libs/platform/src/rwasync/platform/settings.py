@@ -21,8 +21,9 @@ DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 # Read at import, before any settings class is built: the file every process takes settings from.
 ENV_FILE: Final = os.environ.get("RWASYNC_ENV_FILE", ".env")
 
-# A TCP port a service listens on (a larger number would wrap around, modulo 65536, silently).
-Port = Annotated[int, Field(ge=1, le=65535)]
+# A TCP port a service listens on, 0 for any free one (tests); a larger number would wrap around,
+# modulo 65536, silently.
+Port = Annotated[int, Field(ge=0, le=65535)]
 
 S = TypeVar("S", bound=BaseSettings)
 
