@@ -329,3 +329,17 @@ async def test_one_broker_queue_per_process_whatever_the_subscribers(
         subscribe(client, f"provider_id={provider_id}"),
     ):
         assert await change_queues() == 1
+
+
+async def test_a_stopping_service_closes_its_streams_at_once(
+    pricing: Start, provider_id: str
+) -> None:
+    """An open stream used to hold pricing's shutdown (SIGTERM) until its timeout and beyond: the
+    service now tells each subscriber it is shutting down and ends the stream, so the client
+    reconnects, with `Last-Event-ID`, to a replica still running."""
+    client = await pricing()
+    async with subscribe(client, f"provider_id={provider_id}") as stream:
+        await client.app.shutdown()  # what SIGTERM runs before waiting for requests in flight
+        event = await stream.next(timeout=5)
+        assert event.event == "close"
+        assert event.json() == {"reason": "shutting_down"}

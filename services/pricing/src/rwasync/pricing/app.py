@@ -84,6 +84,12 @@ def create_app(settings: PricingSettings) -> web.Application:
         await upkeep.stop()
         await hub.stop()
 
+    async def close_streams(_: web.Application) -> None:
+        # on_shutdown runs once the listener is closed and before aiohttp waits for the
+        # requests in flight: an open stream would otherwise hold the shutdown to its timeout.
+        hub.close_subscribers()
+
+    app.on_shutdown.append(close_streams)
     app.cleanup_ctx.append(background)
     return app
 

@@ -105,6 +105,8 @@ class Subscriber:
     backlog: list[PriceChange] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     slow: asyncio.Event = field(default_factory=asyncio.Event)
+    # The service is stopping: the connection says so and ends (the client resumes elsewhere).
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, changes: Sequence[PriceChange]) -> None:
         """Queue the matching ones of these changes of the subscriber's provider, in order."""
@@ -204,6 +206,14 @@ class ChangeHub:
         self._subscribers.setdefault(provider_id, set()).add(subscriber)
         SUBSCRIBERS.inc()
         return subscriber, self._position
+
+    def close_subscribers(self) -> None:
+        """Tell every open stream to end now (the service is stopping): each connection sends
+        `event: close` and returns, instead of holding the shutdown until its timeout."""
+        for group in self._subscribers.values():
+            for subscriber in group:
+                subscriber.closing.set()
+                subscriber.ready.set()
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         group = self._subscribers.get(subscriber.provider_id)

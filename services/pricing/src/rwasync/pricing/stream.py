@@ -44,6 +44,7 @@ log = structlog.get_logger(__name__)
 
 KEEP_ALIVE: Final = b": keep-alive\n\n"
 SLOW_CLOSE: Final = b'event: close\ndata: {"reason":"slow_consumer"}\n\n'
+SHUTDOWN_CLOSE: Final = b'event: close\ndata: {"reason":"shutting_down"}\n\n'
 RESET: Final = b'event: reset\ndata: {"reason":"last_event_id_expired"}\n\n'
 # How long a new subscriber waits for the hub to be connected before a 503.
 SUBSCRIBE_TIMEOUT: Final = 5.0
@@ -226,14 +227,14 @@ class PriceStream:
             elif resume is not None:
                 sent = await self._replay(response, subscriber, resume, live_from)
             keep_alive = self._settings.stream_keepalive_seconds
-            while not subscriber.slow.is_set():
+            while not subscriber.slow.is_set() and not subscriber.closing.is_set():
                 try:
                     async with asyncio.timeout(keep_alive):
                         await subscriber.wait()
                 except TimeoutError:
                     await self._send(response, KEEP_ALIVE)
                     continue
-                if subscriber.slow.is_set():
+                if subscriber.slow.is_set() or subscriber.closing.is_set():
                     break
                 # Everything queued since the last write goes in this one: one syscall and one
                 # chunk for a burst, not one per event; the frames were rendered by the hub.
@@ -245,8 +246,11 @@ class PriceStream:
                         await response.write(data)  # no timeout to arm: it cannot wait
                     else:
                         await self._send(response, data)
-            log.info("closing a slow stream subscriber", provider_id=subscriber.provider_id)
-            await self._send(response, SLOW_CLOSE)
+            if subscriber.closing.is_set():
+                await self._send(response, SHUTDOWN_CLOSE)
+            else:
+                log.info("closing a slow stream subscriber", provider_id=subscriber.provider_id)
+                await self._send(response, SLOW_CLOSE)
         except (ConnectionResetError, TimeoutError, asyncio.CancelledError) as exc:
             # The subscriber went away or stopped reading: nothing to answer any more.
             if request.transport is not None:
