@@ -6,6 +6,7 @@ and only reader tokens let in."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import uuid
 from typing import Any
@@ -224,8 +225,17 @@ async def test_only_reader_tokens_read_the_catalogue_and_bad_parameters_are_name
         ("/v1/catalog/assets?updated_since=yesterday", "updated_since"),
         ("/v1/catalog/changes?since=c1.bm9wZQ", "since"),
         ("/v1/catalog/changes?since=" + uuid.uuid4().hex, "since"),
+        # Numbers past the columns' types (these were a 500), and a digit that is not ASCII.
+        ("/v1/catalog/changes?since=" + _change_cursor_of("540680.999999999999999999999"), "since"),
+        ("/v1/catalog/changes?since=" + _change_cursor_of("18446744073709551616.1"), "since"),
+        ("/v1/catalog/changes?since=" + _change_cursor_of("540680.\u0663"), "since"),
         ("/v1/catalog/changes?limit=x", "limit"),
     ]:
         bad = await problem(await ingest.get(query, headers=reader), 400)
         assert bad["detail"].startswith(f"{parameter}: "), (query, bad)
         assert [error["parameter"] for error in bad["errors"]] == [parameter], (query, bad)
+
+
+def _change_cursor_of(text: str) -> str:
+    """A change cursor's form around `text` (what a client could forge)."""
+    return "c1." + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -89,9 +90,18 @@ def change_cursor(position: ChangePosition) -> str:
 
 def parse_change_cursor(cursor: str, parameter: str = "since") -> ChangePosition:
     xid, _, change_id = _decode("c1.", cursor, parameter).partition(".")
-    if not (xid.isdigit() and change_id.isdigit()):
+    # ASCII digits only (str.isdigit takes '٣' too), within the columns' types: xid8, bigint.
+    if not (_DIGITS.fullmatch(xid) and _DIGITS.fullmatch(change_id)):
         raise CatalogRequestInvalid(parameter, "not a cursor this API handed out")
-    return ChangePosition(int(xid), int(change_id))
+    position = ChangePosition(int(xid), int(change_id))
+    if position.xid > _MAX_XID8 or position.change_id > _MAX_BIGINT:
+        raise CatalogRequestInvalid(parameter, "not a cursor this API handed out")
+    return position
+
+
+_DIGITS: Final = re.compile(r"[0-9]{1,20}")
+_MAX_XID8: Final = 2**64 - 1
+_MAX_BIGINT: Final = 2**63 - 1
 
 
 def _check_limit(limit: int) -> int:
