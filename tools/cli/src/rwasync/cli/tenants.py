@@ -124,3 +124,16 @@ def reader_create(name: str, as_json: JsonFlag = False) -> None:
         return {"reader_id": reader_id, "token": token}
 
     emit(run_db(work), as_json)
+
+
+@reader_app.command("revoke")
+def reader_revoke(reader_id: str, as_json: JsonFlag = False) -> None:
+    """Revoke a reader's token: it stops authenticating (within the 5 s cache)."""
+
+    async def work(conn: asyncpg.Connection) -> Any:
+        return await conn.fetchval(queries.REVOKE_READER, reader_id)
+
+    revoked_at = run_db(work)
+    if revoked_at is None:
+        fail(f"unknown reader {reader_id!r}")
+    emit({"reader_id": reader_id, "revoked_at": timestamp_text(revoked_at)}, as_json)
