@@ -80,14 +80,15 @@ def json_response(
     )
 
 
-def bad_query(parameter: str, message: str) -> Problem:
-    """A query parameter that cannot be used: a 400 whose detail starts with the parameter's name
-    and whose `errors` name it, the same shape in every service (docs/api.md 1.3)."""
+def bad_query(parameter: str, message: str, *, kind: str = "bad-query") -> Problem:
+    """A query parameter (or, with `kind="bad-header"`, a header) that cannot be used: a 400 whose
+    detail starts with the parameter's name and whose `errors` name it, the same shape in every
+    service (docs/api.md 1.3)."""
     return Problem(
         400,
         "Bad Request",
         f"{parameter}: {message}",
-        kind="bad-query",
+        kind=kind,
         errors=[{"parameter": parameter, "message": message}],
     )
 

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from rwasync.platform.auth import Authenticator
 from rwasync.platform.db import Database
-from rwasync.platform.http import Problem, service_unavailable
+from rwasync.platform.http import Problem, bad_query, service_unavailable
 from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.pricing import params, queries
 from rwasync.pricing.api import READER_AUTH
@@ -62,13 +62,7 @@ def unsent(changes: list[PriceChange], sent: Position) -> list[PriceChange]:
 
 
 def _bad_resume_point(message: str) -> Problem:
-    return Problem(
-        400,
-        "Bad Request",
-        f"Last-Event-ID: {message}",
-        kind="bad-header",
-        errors=[{"parameter": "Last-Event-ID", "message": message}],
-    )
+    return bad_query("Last-Event-ID", message, kind="bad-header")
 
 
 def never_waits(transport: asyncio.BaseTransport | None, size: int) -> bool:
