@@ -136,11 +136,15 @@ def row_price(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
 
 
 def cached_json(request: web.Request, document: Any) -> web.Response:
-    """A JSON answer with a strong ETag over the whole body; If-None-Match gives 304."""
+    """A JSON answer with a strong ETag over the whole body; If-None-Match gives 304.
+
+    If-None-Match compares weakly (RFC 9110, 13.1.2): `W/"x"` matches `"x"`, as a cache or
+    proxy that compressed the body presents the tag it weakened."""
     body = orjson.dumps(document)
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
-    presented = {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}
+    listed = request.headers.get("If-None-Match", "").split(",")
+    presented = {tag.strip().removeprefix("W/") for tag in listed}
     if etag in presented or "*" in presented:
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, content_type="application/json", headers=headers)
