@@ -3,6 +3,7 @@ validation preview: real Postgres, a feed served on 127.0.0.1 for the preview.""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -166,9 +167,12 @@ async def test_lists_page_with_cursors_runs_newest_first(
         )
         assert rest["next_cursor"] is None
         assert [r["run_id"] for r in first["items"] + rest["items"]] == run_ids[::-1]
-        with pytest.raises(FeedSettingInvalid) as caught:
-            await feeds.list_runs(conn, "f0", provider_id=a, cursor="not-a-cursor")
-        assert caught.value.pointer == "/cursor"
+        # nonsense, and a well-formed cursor whose instant is before year 1 once in UTC
+        early = base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+01:00","x"]').decode()
+        for cursor in ("not-a-cursor", early):
+            with pytest.raises(FeedSettingInvalid) as caught:
+                await feeds.list_runs(conn, "f0", provider_id=a, cursor=cursor)
+            assert caught.value.pointer == "/cursor"
 
 
 async def test_the_preview_reports_changes_and_holds_without_writing(

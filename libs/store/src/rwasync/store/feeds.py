@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import asyncpg
@@ -114,8 +114,9 @@ def _after(cursor: str | None) -> tuple[datetime | None, str | None]:
         after = datetime.fromisoformat(moment.replace("Z", "+00:00"))
         if after.tzinfo is None or not isinstance(key, str) or "\x00" in key:
             raise ValueError(cursor)
-        return after, key
-    except (ValueError, TypeError, AttributeError):
+        # in UTC, as stored: an offset can carry year 1 or 9999 out of range (OverflowError)
+        return after.astimezone(UTC), key
+    except (ValueError, TypeError, AttributeError, OverflowError):
         raise FeedSettingInvalid("/cursor", "is not a cursor this listing returned") from None
 
 
