@@ -123,6 +123,20 @@ def test_csv_cells_keep_attributes_as_strings_and_empty_cells_absent() -> None:
     ]
 
 
+def test_csv_attribute_keys_of_digits_stay_keys_and_only_ascii_digits_index_lists() -> None:
+    body = (
+        "id,updated_at,status,name,attributes.2024,attributes.7,media.\u00b2.url\r\n"
+        "d1,2025-05-01T00:00:00Z,active,d1,renovated,x,\r\n"
+        "d2,2025-05-01T00:00:00Z,active,d2,,,https://img.example/2.jpg\r\n"
+    ).encode()
+    digits, superscript = validated("csv", body)
+    assert isinstance(digits, ValidItem)
+    assert json.loads(digits.document)["attributes"] == {"2024": "renovated", "7": "x"}
+    # `²` is a digit to str.isdigit but no index: media stays an object, which the schema refuses
+    assert isinstance(superscript, ItemError) and superscript.asset_id == "d2"
+    assert superscript.errors[0].pointer == "/media"
+
+
 def test_a_csv_quoted_field_may_hold_commas_quotes_and_line_breaks() -> None:
     body = (
         b"id,updated_at,status,name,description\r\n"

@@ -78,16 +78,17 @@ def csv_document(columns: tuple[str, ...], row: list[str]) -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = cell
-    document: dict[str, Any] = _lists(tree)
-    return document
+    # `attributes.*` name an attribute each, whatever its key looks like (`attributes.2024`)
+    return {name: value if name == "attributes" else _lists(value) for name, value in tree.items()}
 
 
 def _lists(node: Any) -> Any:
-    """Objects whose keys are all indexes become lists, in index order."""
+    """Objects whose keys are all indexes (ASCII digits: `²` is no index) become lists, in
+    index order."""
     if not isinstance(node, dict):
         return node
     converted = {key: _lists(value) for key, value in node.items()}
-    if converted and all(key.isdigit() for key in converted):
+    if converted and all(key.isascii() and key.isdigit() for key in converted):
         return [converted[key] for key in sorted(converted, key=int)]
     return converted
 
