@@ -507,6 +507,26 @@ async def test_validate_feed_previews_a_body_in_every_format_and_writes_nothing(
     assert after == before
 
 
+async def test_a_gzip_file_body_stops_at_the_body_cap_once_decompressed(
+    feed_api: Client, store: Database
+) -> None:
+    """A body's cap holds decompressed for `application/gzip` as for Content-Encoding: a bomb
+    of a few kilobytes is not decompressed to the poller's much larger cap."""
+    provider = await create_provider(store)
+    cap = 16 * 1024 * 1024  # RWASYNC_INGEST_MAX_BATCH_BODY_BYTES' default
+    bomb = gzip.compress(b"\n" * (cap + 1) + orjson.dumps(ITEMS[0]) + b"\n", 9)
+    assert len(bomb) < 100_000
+    response = await feed_api.post(
+        "/v1/validate/feed?format=jsonl",
+        data=bomb,
+        headers={"Content-Type": "application/gzip", **provider.bearer},
+    )
+    preview = await response.json()
+    assert response.status == 200, preview
+    assert preview["status"] == "failed" and preview["reason_code"] == "size_limit", preview
+    assert str(cap) in preview["reason"]
+
+
 async def test_validate_feed_by_url_reports_holds_and_failures(
     feed_api: Client, store: Database, feeds_host: FeedServer
 ) -> None:

@@ -141,7 +141,8 @@ class FeedValidation:
                         fmt=fmt,
                         gzipped=request.content_type in GZIP,
                         threshold=threshold,
-                        max_decoded_bytes=self._limits.fetch.max_decoded_bytes,
+                        # a body's cap holds once decompressed, as for Content-Encoding
+                        max_decoded_bytes=self._ingest.batch.max_bytes,
                         max_items=self._limits.max_items,
                         feed_id=request.query.get("feed_id"),
                     )
