@@ -137,6 +137,25 @@ def test_csv_attribute_keys_of_digits_stay_keys_and_only_ascii_digits_index_list
     assert superscript.errors[0].pointer == "/media"
 
 
+def test_a_json_lines_item_unreadable_as_json_keeps_its_id() -> None:
+    """Listed by its id, an unreadable item protects its stored asset from the run's deletions
+    (as the JSON formats' items and CSV rows do); before, JSON Lines lost the id."""
+    head = b'{"id":"%s","updated_at":"2025-05-01T00:00:00Z","status":"active",'
+    lines = [
+        head % b"long" + b'"name":"n","year_built":' + b"1" * 101 + b"}",
+        head % b"deep" + b'"name":"n","attributes":' + b"[" * 40 + b"]" * 40 + b"}",
+        head % b"bytes" + b'"name":"caf\xff"}',
+        head % b"surrogate" + b'"name":"\\ud800"}',
+        b'{"id":"cut","updated_at":',
+        b'{"name":"no id first","id":"late",',
+    ]
+    items = validated("jsonl", b"\n".join(lines) + b"\n")
+    assert all(isinstance(item, ItemError) for item in items), items
+    ids = [item.asset_id for item in items if isinstance(item, ItemError)]
+    # a line cut off before it says its id cannot be told apart from one without an id
+    assert ids == ["long", "deep", "bytes", "surrogate", "cut", None]
+
+
 def test_a_csv_quoted_field_may_hold_commas_quotes_and_line_breaks() -> None:
     body = (
         b"id,updated_at,status,name,description\r\n"

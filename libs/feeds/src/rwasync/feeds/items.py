@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rwasync.feeds.records import RawRecord, scanned_id
+from rwasync.feeds.records import RawRecord, line_id, scanned_id
 from rwasync.schema.asset import parse_asset
 from rwasync.schema.errors import AssetInvalid, FieldError, json_pointer
 from rwasync.schema.jsonsafe import MalformedJSON, loads
@@ -103,6 +103,8 @@ def _document(record: RawRecord) -> Any:
         raw_id = record.raw_id
         if raw_id is None and record.text is not None:
             raw_id = scanned_id(record.text)  # framed many at a time: not read for its id then
+        elif raw_id is None and record.line is not None:
+            raw_id = line_id(record.line)  # a JSON Lines line is never read for its id before
         raise _Unreadable(FieldError("", exc.detail), raw_id) from None
     assert record.row is not None and record.columns is not None
     return csv_document(record.columns, record.row)

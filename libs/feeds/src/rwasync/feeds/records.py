@@ -278,6 +278,22 @@ def scanned_id(text: str) -> str | None:
     return _string_id(obj)
 
 
+# An object's leading `"id": "..."`: all that can be read of a JSON Lines line cut off later.
+_LEADING_ID: Final = re.compile(r'\s*\{\s*"id"\s*:\s*"([^"\\\x00-\x1f]*)"')
+
+
+def line_id(line: bytes) -> str | None:
+    """The id of a JSON Lines line that the schema's reader refused (a long number, deep
+    nesting, invalid UTF-8, a lone surrogate, a line cut off), so that the item is listed by it
+    and its stored asset is not deleted: as `scanned_id` reads it (invalid UTF-8 kept as
+    surrogates, as the JSON formats read it), else the id the line opens with; None if neither."""
+    text = line.decode("utf-8", "surrogateescape")
+    found = scanned_id(text)
+    if found is None and (match := _LEADING_ID.match(text)) is not None:
+        found = match.group(1)
+    return found
+
+
 def _envelope(reader: _JsonText, header: FeedHeader) -> Iterator[RawRecord]:
     """`{"timestamp": ..., "total_assets": N, "assets": [...]}`, keys in any order."""
     header.enveloped = True
