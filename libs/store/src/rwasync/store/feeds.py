@@ -198,12 +198,16 @@ ORDER BY requested_at DESC, run_id DESC
 LIMIT $4
 """
 
-# The run, locked, and whether it is its feed's latest held run (the only decidable one).
+# The run, locked, and whether it is its feed's latest held run (the only decidable one): no
+# later run of the feed read a snapshot, whether it applied it (ok), found it unchanged
+# (not_modified), held it or had it rejected. Approving an older snapshot would undo a newer
+# one (delete what it lists); a rejection does not make an older held run decidable again.
 RUN_FOR_DECISION: Final = """
 SELECT r.run_id, r.status, r.decision,
-       r.run_id = (SELECT h.run_id FROM feed_runs h
-                   WHERE h.feed_id = r.feed_id AND h.status = 'held'
-                   ORDER BY h.requested_at DESC LIMIT 1) AS latest_held
+       NOT EXISTS (SELECT 1 FROM feed_runs l
+                   WHERE l.feed_id = r.feed_id
+                     AND (l.requested_at, l.run_id) > (r.requested_at, r.run_id)
+                     AND l.status IN ('ok', 'not_modified', 'held', 'rejected')) AS latest_held
 FROM feed_runs r
 WHERE r.run_id = $1 AND ($2::text IS NULL OR r.feed_id = $2)
   AND ($3::text IS NULL OR r.provider_id = $3)
