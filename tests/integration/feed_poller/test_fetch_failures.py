@@ -121,6 +121,28 @@ async def test_a_redirect_to_a_refused_address_fails_the_run(
     assert feed_server.hits["/feed.json"] == 1
 
 
+async def test_a_url_a_fetch_cannot_use_fails_the_run_as_a_fetch_error(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A redirect's malformed Location, and a URL stored before registration refused its kind,
+    end the run `fetch_error` naming it, not `internal_error`."""
+    redirected = [
+        await add_feed(db, provider_id, feed_server.serve(f"/to-{n}", redirect(location)))
+        for n, location in enumerate(("http://[::1/x", "http://a..b/x", "http://h:99999/x"))
+    ]
+    stored = await add_feed(db, provider_id, feed_server.url("/stored"))
+    await db.execute(
+        "UPDATE feed_sources SET url = $2 WHERE feed_id = $1",
+        stored,
+        f"http://127.0.0.1:{feed_server.port}99999/stored",
+    )
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        runs = [await wait_for_run(db, await trigger(db, f)) for f in (*redirected, stored)]
+    for run in runs:
+        assert (run["status"], run["reason_code"]) == ("failed", "fetch_error"), run["reason"]
+    assert "Location" in runs[0]["reason"] and "feed's URL" in runs[3]["reason"]
+
+
 async def test_a_body_over_the_size_cap_fails_the_run(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

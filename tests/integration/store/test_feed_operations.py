@@ -71,6 +71,15 @@ async def put(
         ({"url": "http://167772161/feed.json"}, "/url"),
         ({"url": "http://012.1/feed.json"}, "/url"),
         ({"url": "https://user:pw@feeds.example.com/a"}, "/url"),
+        # URLs a fetch cannot use: a port out of range or not a number, a host IDNA refuses
+        ({"url": "http://feeds.example.com:99999/a"}, "/url"),
+        ({"url": "http://feeds.example.com:-1/a"}, "/url"),
+        ({"url": "http://feeds.example.com:0/a"}, "/url"),
+        ({"url": "http://a..b/a"}, "/url"),
+        ({"url": "http://xn--/a"}, "/url"),
+        ({"url": f"http://{'a' * 64}.example.com/a"}, "/url"),
+        ({"url": "http://exa mple.com/a"}, "/url"),
+        ({"url": "http://[::1/a"}, "/url"),
         ({"format": "xml"}, "/format"),
         ({"schedule": "0 3 * *"}, "/schedule"),
         ({"schedule": 5}, "/schedule"),
@@ -87,6 +96,19 @@ def test_a_bad_registration_names_the_field(document: dict[str, Any], pointer: s
             {"url": "https://feeds.example.com/a.json", **document}, POLICY
         )
     assert caught.value.pointer == pointer
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://feeds.example.com:8443/a.json",
+        "https://bücher.example/a.json",
+        "https://xn--bcher-kva.example/a.json",
+        "https://feeds_1.example.com./a.json",
+    ],
+)
+def test_a_usable_url_registers(url: str) -> None:
+    assert feed_settings.parse_feed_settings({"url": url}, POLICY).url == url
 
 
 async def test_put_creates_then_replaces_and_never_returns_the_secret(

@@ -192,6 +192,15 @@ def _forget(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def _url(text: str, what: str) -> URL:
+    """`text` as a URL, or a `fetch_error` run naming `what` (a port out of range, a host IDNA
+    refuses, a broken IPv6 literal): never the run's internal error."""
+    try:
+        return URL(text)
+    except ValueError as exc:  # UnicodeError included
+        raise FetchFailed(ReasonCode.FETCH_ERROR, f"{what} is not a valid URL: {exc}") from None
+
+
 def _check_url(url: URL, policy: AddressPolicy) -> None:
     if url.scheme not in ("http", "https") or not url.host:
         raise FetchFailed(
@@ -266,7 +275,7 @@ async def _try_once(
                     raise FetchFailed(
                         ReasonCode.HTTP_STATUS, f"HTTP {response.status} without a Location header"
                     )
-                url = url.join(URL(location))
+                url = url.join(_url(location, "the redirect's Location"))
                 continue
             if response.status >= 500:
                 raise FetchFailed(
@@ -300,6 +309,8 @@ def _classify(exc: BaseException) -> FetchFailed:
         return FetchFailed(ReasonCode.TIMEOUT, f"timed out ({type(exc).__name__})", retryable=True)
     if isinstance(exc, aiohttp.InvalidURL):
         return FetchFailed(ReasonCode.FETCH_ERROR, f"invalid URL: {exc}")
+    if isinstance(exc, UnicodeError):  # a host name IDNA cannot encode (`a..b`), met connecting
+        return FetchFailed(ReasonCode.FETCH_ERROR, f"invalid host name: {exc}")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return FetchFailed(ReasonCode.FETCH_ERROR, f"cannot resolve host: {exc}", retryable=True)
     if isinstance(exc, aiohttp.ClientError | OSError):
@@ -319,7 +330,7 @@ async def download(
     """Fetch the feed at `url` into a temporary file; raises FetchFailed with the run's reason
     code. `headers` (the feed's credentials) go only to the URL's own origin. The caller owns the
     returned file: `discard()` it when done."""
-    start_url = URL(url)
+    start_url = _url(url, "the feed's URL")
     conditional = conditional or Validators()
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=limits.connect_timeout, sock_read=limits.min_rate_seconds

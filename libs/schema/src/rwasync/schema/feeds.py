@@ -158,13 +158,38 @@ def check_feed_url(url: str, policy: AddressPolicy) -> str:
         raise FeedSettingInvalid("/url", "must be an absolute http or https URL") from None
     if parts.scheme not in ("http", "https") or not host:
         raise FeedSettingInvalid("/url", "must be an absolute http or https URL")
+    try:
+        port = parts.port  # ValueError: not a number, or out of 0-65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise FeedSettingInvalid("/url", "has a port that is not a number from 1 to 65535")
     if parts.username is not None or parts.password is not None:
         raise FeedSettingInvalid("/url", "must not carry credentials: give them as the feed's auth")
     try:
-        policy.check_host_literal(host)
+        literal = policy.check_host_literal(host)
     except AddressRefused as exc:
         raise FeedSettingInvalid("/url", str(exc)) from exc
+    if literal is None and not _host_name(host):
+        raise FeedSettingInvalid("/url", f"has a host that is not a valid name: {host[:64]!r}")
     return url
+
+
+# A host name's ASCII characters (an internationalised name's others are IDNA's to judge).
+_HOST_ASCII: Final = re.compile(r"[a-z0-9._-]*")
+
+
+def _host_name(host: str) -> bool:
+    """Whether a fetch can look `host` up: ASCII letters, digits, `-`, `_` and `.` around other
+    characters, and labels IDNA encodes (none empty, none over 63 characters, `xn--` well
+    formed)."""
+    if _HOST_ASCII.fullmatch("".join(c for c in host if c.isascii())) is None:
+        return False
+    try:
+        host.rstrip(".").encode("idna").decode("idna")  # decoding checks `xn--` labels
+    except UnicodeError:
+        return False
+    return True
 
 
 def check_format(name: str) -> FeedFormat:
