@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from rwasync.ingest_api.app import create_app
 from rwasync.platform.db import Database
@@ -172,3 +173,73 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(
         writer.close()
     # The service goes on serving others meanwhile and after.
     assert (await client.get("/healthz")).status == 200
+
+
+SECRET = "rws_malformed_0123456789abcdef"
+
+
+async def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are and read the answer up to the close the server forces."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "detail"),
+    [
+        (
+            f"GET /v1/assets HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {SECRET}\x01\r\n\r\n",
+            "not valid HTTP/1.1",
+        ),
+        (
+            f"GET /v1/assets HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {SECRET}{'x' * 9000}"
+            "\r\n\r\n",
+            "longer than 8190 bytes",
+        ),
+        (
+            f"GET /v1/assets?access_token={SECRET}\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
+            "not valid HTTP/1.1",
+        ),
+        (
+            f"PUT /v1/assets/a HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {SECRET}\r\n"
+            "Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+            "not valid HTTP/1.1",
+        ),
+        (
+            f"PUT /v1/assets/a HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {SECRET}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+            "not valid HTTP/1.1",
+        ),
+        (
+            f"PUT /v1/assets/a HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {SECRET}\r\n"
+            "Content-Type: application/json\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}",
+            "Content-Encoding",
+        ),
+    ],
+)
+async def test_malformed_http_is_a_problem_and_no_log_line_quotes_it(
+    ingest: Client, caplog: pytest.LogCaptureFixture, request_bytes: str, detail: str
+) -> None:
+    """aiohttp refuses these before any handler runs; its own answer was text/plain echoing the
+    request, and its log line's traceback quoted the header or URL, credentials included."""
+    assert ingest.port is not None
+    with capture_logs() as logged:
+        status, headers, body = await raw_exchange(ingest.port, request_bytes.encode("latin-1"))
+    assert status == 400, body
+    assert headers["content-type"] == "application/problem+json"
+    answer = json.loads(body)
+    assert answer["type"].endswith("/malformed-request") and detail in answer["detail"], answer
+    assert SECRET not in body.decode("latin-1")
+    assert SECRET not in caplog.text and SECRET not in repr(logged)
+    assert [e["event"] for e in logged if e["log_level"] == "warning"] == [
+        "malformed request refused"
+    ]

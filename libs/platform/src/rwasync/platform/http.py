@@ -1,17 +1,21 @@
 """HTTP plumbing for every service: RFC 9457 problem responses, the middleware that produces
-them, JSON responses, and the `/healthz`, `/readyz` and `/metrics` routes."""
+them, the same answers for requests aiohttp refuses before any handler runs, JSON responses, and
+the `/healthz`, `/readyz` and `/metrics` routes."""
 
 from __future__ import annotations
 
 import gc
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from http import HTTPStatus
 from typing import Any, Final
 
 import orjson
 import structlog
 import uvloop
-from aiohttp import web
+from aiohttp import http_exceptions, web, web_protocol, web_server
+from aiohttp.web_request import BaseRequest
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from rwasync.platform import tracing
@@ -248,7 +252,72 @@ def add_health_routes(app: web.Application, checks: Iterable[ReadinessCheck]) ->
 
 
 def new_app(*, client_max_size: int = 1024**2) -> web.Application:
+    # Requests aiohttp cannot parse never reach the middleware: answered by `_RequestHandler`.
+    web_server.RequestHandler = _RequestHandler  # type: ignore[attr-defined]
     return web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
+
+
+# --- requests aiohttp refuses before any handler runs ------------------------------------------
+# aiohttp answers a request it cannot parse (a bad chunk size, a duplicate Content-Length, a
+# header over 8190 bytes, an invalid header character, an undecodable Content-Encoding) in its
+# `RequestHandler.handle_error`: a text/plain body, and an error-level log line whose traceback
+# quotes the offending line, which can be an Authorization header or a URL's reader token.
+# `new_app` makes aiohttp's `Server` build `_RequestHandler` instead (the name `Server.__call__`
+# reads), which answers problem+json and logs only the error's type and status.
+
+# What aiohttp's words quote of the request: a header name stays, anything else (a header's
+# value, the request line, raw bytes) may be a credential and is left out.
+_QUOTED: Final = re.compile(r"""(?<![A-Za-z])(?:b?'(?:[^'\\]|\\.)*'?|b?"(?:[^"\\]|\\.)*"?)""")
+_HEADER_NAME: Final = re.compile(r"""b?['"][A-Za-z0-9-]{1,40}['"]""")
+
+
+def _unquoted(match: re.Match[str]) -> str:
+    return match.group() if _HEADER_NAME.fullmatch(match.group()) else "…"
+
+
+def malformed_request_detail(exc: BaseException | None, status: int) -> str:
+    """What was wrong with a request aiohttp refused, quoting nothing the client sent."""
+    if isinstance(exc, http_exceptions.ContentEncodingError):
+        return (
+            "the body's Content-Encoding is not one this service decodes (gzip, deflate), or "
+            "does not match the body"
+        )
+    if isinstance(exc, http_exceptions.LineTooLong):
+        return "the request line or a header is longer than 8190 bytes"
+    if isinstance(exc, http_exceptions.HttpProcessingError):
+        said = _QUOTED.sub(_unquoted, exc.message.partition("\n")[0]).strip().rstrip(".:")
+        return f"the request is not valid HTTP/1.1: {said or type(exc).__name__}"
+    if status >= 500:
+        return "the service failed to answer this request"
+    return "the request is not valid HTTP/1.1"
+
+
+class _RequestHandler(web_protocol.RequestHandler):
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        log.warning(
+            "malformed request refused" if status < 500 else "request failed outside a handler",
+            status=status,
+            error=type(exc).__name__ if exc is not None else None,
+            client=request.remote,
+        )
+        if request.writer.output_size > 0:  # as aiohttp: the answer has begun, the link is broken
+            raise ConnectionError("the response was begun: no error answer can follow it")
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:
+            title = "Error"
+        kind = "internal-server-error" if status >= 500 else "malformed-request"
+        response = Problem(
+            status, title, malformed_request_detail(exc, status), kind=kind
+        ).response()
+        response.force_close()
+        return response
 
 
 # On SIGTERM, requests in flight get this long to finish before they are cancelled.
