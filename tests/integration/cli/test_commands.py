@@ -85,6 +85,26 @@ async def test_a_disabled_provider_can_be_enabled_again(database_url: str) -> No
     assert "unknown provider 'prv_nope'" in unknown.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--per-second", "5e-324", "--per-second must be a number from 0.001 to 1e+09"),
+        ("--per-second", "nan", "--per-second must be a number from 0.001 to 1e+09"),
+        ("--per-second", "1e308", "--per-second must be a number from 0.001 to 1e+09"),
+        ("--burst", "99999999999", "--burst must be an integer from 1 to 2147483647"),
+        ("--burst", "0", "--burst must be an integer from 1 to 2147483647"),
+    ],
+)
+async def test_provider_rate_refuses_a_rate_out_of_bounds_saying_which(
+    database_url: str, option: str, value: str, message: str
+) -> None:
+    """A vanishing rate made every call of the provider a 500 (an infinite Retry-After)."""
+    done = await asyncio.to_thread(
+        rwasync, database_url, "provider", "rate", "prv_x", option, value
+    )
+    assert done.returncode == 1 and done.stderr.strip() == f"error: {message}"
+
+
 async def test_a_reader_token_can_be_revoked(database_url: str) -> None:
     reader = json.loads(
         (

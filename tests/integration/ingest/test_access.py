@@ -153,6 +153,20 @@ async def test_a_provider_over_its_rate_gets_429(ingest: Client, store: Database
     assert (await ingest.get("/v1/assets", headers=other.basic)).status == 200
 
 
+async def test_a_vanishing_rate_stored_before_the_cli_bounded_it_is_a_429_not_a_500(
+    ingest: Client, store: Database
+) -> None:
+    provider = await create_provider(store)
+    await store.execute(
+        "UPDATE providers SET rate_per_second = 5e-324, rate_burst = 1 WHERE provider_id = $1",
+        provider.provider_id,
+    )
+    assert (await ingest.get("/v1/assets", headers=provider.basic)).status == 200
+    response = await ingest.get("/v1/assets", headers=provider.basic)
+    await problem(response, 429)
+    assert response.headers["Retry-After"] == "3600"
+
+
 async def test_a_body_that_does_not_arrive_in_time_is_408(
     strict: tuple[Client, Database],
 ) -> None:

@@ -19,6 +19,8 @@ from rwasync.platform.http import too_many_requests
 # A rate set by the operator reaches a running service within this many seconds.
 RATE_CACHE_SECONDS: Final = 30.0
 LOOKUP_TIMEOUT: Final = 5.0
+# The longest Retry-After a 429 for a provider's rate says (the CLI's least rate gives 1,000 s).
+MAX_RETRY_AFTER: Final = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,8 @@ class ProviderRates:
         if wait > 0:
             raise too_many_requests(
                 f"over this provider's rate of {rate.per_second:g} requests per second",
-                retry_after=max(1, math.ceil(wait)),
+                # a rate stored before the CLI bounded it may be tiny: the wait, infinite
+                retry_after=max(1, math.ceil(min(wait, MAX_RETRY_AFTER))),
             )
 
     async def _configured(self, provider_id: str) -> Rate:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import asyncpg
 import typer
@@ -90,6 +90,13 @@ def _set_disabled(provider_id: str, disabled: bool, as_json: bool) -> None:
     emit({"provider_id": provider_id, "disabled": disabled}, as_json)
 
 
+# A provider's rate: one request in 1,000 s at the least (Retry-After stays within that), and
+# what a double precision and a Postgres integer column hold at the most.
+MIN_RATE: Final = 0.001
+MAX_RATE: Final = 1e9
+MAX_BURST: Final = 2**31 - 1
+
+
 @provider_app.command("rate")
 def provider_rate(
     provider_id: str,
@@ -101,10 +108,10 @@ def provider_rate(
 ) -> None:
     """Set a provider's request rate on the provider API; without options, back to the
     service default (RWASYNC_INGEST_RATE_PER_SECOND / _RATE_BURST)."""
-    if per_second is not None and not 0 < per_second <= 1e9:
-        fail("--per-second must be greater than 0")
-    if burst is not None and not 1 <= burst <= 2**31 - 1:
-        fail("--burst must be at least 1")
+    if per_second is not None and not MIN_RATE <= per_second <= MAX_RATE:  # NaN too
+        fail(f"--per-second must be a number from {MIN_RATE:g} to {MAX_RATE:g}")
+    if burst is not None and not 1 <= burst <= MAX_BURST:
+        fail(f"--burst must be an integer from 1 to {MAX_BURST}")
 
     async def work(conn: asyncpg.Connection) -> str:
         return str(await conn.execute(queries.SET_PROVIDER_RATE, provider_id, per_second, burst))
