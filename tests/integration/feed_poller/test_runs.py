@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,7 +16,7 @@ from rwasync.platform.db import Database
 from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
 from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
 from rwasync.schema.timestamps import utc_now
-from rwasync.store import feeds
+from rwasync.store import feeds, receipts
 from tests.integration.feed_poller.harness import (
     FeedServer,
     Published,
@@ -121,6 +123,105 @@ async def test_missing_assets_are_deleted_unless_a_push_protects_them(
     for deletion in deletions:
         assert deletion.updated_at == snapshot and deletion.accepted_at == snapshot
         assert deletion.payload.reason == f"missing from feed {feed_id} run {run['run_id']}"
+
+
+async def test_a_push_accepted_but_not_yet_applied_protects_its_asset_too(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A push's 202 comes before the reconciler applies it (its receipt stays `accepted` until
+    then): a run comparing meanwhile saw only the older stored row, and deleted the asset at
+    the snapshot time, a version the push then lost to."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    url = feed_server.serve("/feed.json", body(feed_body([asset("kept")], timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    long_ago = snapshot - timedelta(days=30)
+    for asset_id in ("in-flight", "in-flight-before", "decided", "price-only"):
+        await store_asset(db, provider_id, asset_id, updated_at=long_ago)
+
+    def receipt(asset_id: str, kind: str, accepted_at: datetime) -> dict[str, Any]:
+        return {
+            "event_id": uuid.uuid4(),
+            "provider_id": provider_id,
+            "asset_id": asset_id,
+            "type": kind,
+            "accepted_at": accepted_at,
+            "trace_id": None,
+        }
+
+    now = utc_now()
+    await receipts.record_accepted_wire(
+        db.pool,
+        [
+            receipt("in-flight", "asset.upserted", now),  # after the feed was added: protects
+            receipt("in-flight-before", "asset.upserted", long_ago),  # before: does not
+            receipt("decided", "asset.upserted", now),
+            receipt("price-only", "price.updated", now),  # a price changes no asset
+        ],
+    )
+    await db.execute(
+        "UPDATE event_receipts SET status = 'applied', decided_at = now() WHERE asset_id = $1",
+        "decided",
+    )
+    # Never applied here: the run waits for them only briefly, then compares anyway.
+    settings = poller_settings(database_url, vhost_amqp_url, push_settle_timeout=0.5)
+    async with running_poller(settings):
+        run = await wait_for_run(db, await trigger(db, feed_id))
+        published = await Published(vhost_amqp_url).messages(expect_events=4)
+    assert run["status"] == "ok", run["reason"]
+    deletions = [e for m in published for e in m.events if isinstance(e, AssetDeleted)]
+    assert sorted(e.asset_id for e in deletions) == ["decided", "in-flight-before", "price-only"]
+
+
+async def test_a_run_compares_once_the_pushes_accepted_before_it_are_applied(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A push deletion accepted before the run but applied after its comparison left the listed
+    asset "unchanged" (nothing published), then deleted for good, though the snapshot is later
+    than the deletion (which re-creates it when the deletion is applied first)."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(seconds=5)
+    listed = asset("relisted")
+    url = feed_server.serve("/feed.json", body(feed_body([listed], timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    await store_asset(db, provider_id, "relisted", updated_at=snapshot - timedelta(days=30))
+    deleted_at = snapshot - timedelta(seconds=10)
+    deletion = {
+        "event_id": uuid.uuid4(),
+        "provider_id": provider_id,
+        "asset_id": "relisted",
+        "type": "asset.deleted",
+        "accepted_at": utc_now(),
+        "trace_id": None,
+    }
+    await receipts.record_accepted_wire(db.pool, [deletion])
+
+    async def reconciler_applies_the_deletion() -> None:
+        await asyncio.sleep(1.0)
+        async with db.connection() as conn, conn.transaction():
+            await conn.execute(
+                """UPDATE assets SET deleted = true, updated_at = $3, accepted_at = $4,
+                          source = 'push', document = NULL, content_hash = NULL
+                   WHERE provider_id = $1 AND asset_id = $2""",
+                provider_id,
+                "relisted",
+                deleted_at,
+                deletion["accepted_at"],
+            )
+            await conn.execute(
+                "UPDATE event_receipts SET status = 'applied', decided_at = now() "
+                "WHERE event_id = $1",
+                deletion["event_id"],
+            )
+
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        applying = asyncio.create_task(reconciler_applies_the_deletion())
+        run = await wait_for_run(db, await trigger(db, feed_id))
+        await applying
+        published = await Published(vhost_amqp_url).messages(expect_events=1)
+    assert run["status"] == "ok", run["reason"]
+    assert run["counts"]["created"] == 1
+    [event] = [e for m in published for e in m.events]
+    # re-created, versioned at the snapshot: later than the deletion whatever the order
+    assert isinstance(event, AssetUpserted) and event.updated_at == snapshot
 
 
 async def test_an_empty_feed_is_held_until_an_operator_approves_it(

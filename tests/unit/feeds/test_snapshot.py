@@ -3,6 +3,7 @@ run's plan follows."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
@@ -293,6 +294,15 @@ def test_a_push_accepted_before_the_previous_run_started_is_deleted() -> None:
         source="push",
     )
     assert plan_for([kept], [pushed]).deletions == ["pushed"]
+
+
+def test_a_push_accepted_but_not_applied_yet_is_protected_as_an_applied_one() -> None:
+    kept = item("kept", SNAPSHOT - HOUR)
+    for accepted_at, deleted in ((PREVIOUS_RUN + timedelta(seconds=1), []), (PREVIOUS_RUN, ["p"])):
+        pending = dataclasses.replace(
+            stored("p", SNAPSHOT - 2 * HOUR, source="feed"), pending_push_at=accepted_at
+        )
+        assert plan_for([kept], [pending]).deletions == deleted
 
 
 def test_a_feed_change_after_the_previous_run_is_not_protected() -> None:

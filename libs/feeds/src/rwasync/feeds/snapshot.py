@@ -42,6 +42,9 @@ class StoredAsset:
     event_id: UUID
     source: str
     content_hash: bytes | None
+    # The latest acceptance of a push of this asset that the reconciler has not decided yet (its
+    # change is not in the stored row), if any.
+    pending_push_at: datetime | None = None
 
     @property
     def version(self) -> Version:
@@ -186,6 +189,11 @@ class Comparison:
                 return Decision(asset_id, Action.KEEP)  # changed after the snapshot
             if current.source in PUSH_SOURCES and current.accepted_at > self.protected_after:
                 # Pushed since the previous run began: the snapshot may predate it.
+                return Decision(asset_id, Action.KEEP)
+            pending = current.pending_push_at
+            if pending is not None and pending > self.protected_after:
+                # The same, for a push accepted but not applied yet (a deletion versioned at the
+                # snapshot would beat it whenever the push is older than the snapshot).
                 return Decision(asset_id, Action.KEEP)
             return Decision(asset_id, Action.DELETE, version_updated_at=at)
 

@@ -36,10 +36,14 @@ from rwasync.schema.feeds import (
 )
 from rwasync.schema.timestamps import timestamp_text, utc_now
 from rwasync.store.feed_settings import FeedSettings
+from rwasync.store.receipts import PENDING_PUSHES
 
-STORED_STATE = """
-SELECT asset_id, updated_at, deleted, accepted_at, event_id, source, content_hash
-FROM asset_state WHERE provider_id = $1
+STORED_STATE = f"""
+SELECT s.asset_id, updated_at, deleted, accepted_at, event_id, source, content_hash,
+       p.pending_at AS pending_push_at
+FROM asset_state s
+LEFT JOIN ({PENDING_PUSHES.format(provider="$1")}) p ON p.asset_id = s.asset_id
+WHERE s.provider_id = $1
 """
 
 # The instant after which pushes are protected, as the feed's next run would see it.

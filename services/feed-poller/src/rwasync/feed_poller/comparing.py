@@ -51,6 +51,7 @@ def _stored(row: asyncpg.Record) -> StoredAsset | None:
         event_id=row["stored_event_id"],
         source=row["stored_source"],
         content_hash=row["stored_content_hash"],
+        pending_push_at=row["stored_pending_push_at"],
     )
 
 

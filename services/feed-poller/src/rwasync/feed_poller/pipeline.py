@@ -9,9 +9,11 @@ without the hold checks, and published. Recording the outcome is the caller's (i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import structlog
@@ -42,8 +44,12 @@ from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.events import Arrival, EventSource
 from rwasync.schema.feeds import ReasonCode, RunStatus
 from rwasync.schema.messages import WireEvent
+from rwasync.schema.timestamps import utc_now
 
 log = structlog.get_logger(__name__)
+
+# Seconds between looks at whether the provider's pushes are applied (`_settle_pushes`).
+PUSH_SETTLE_POLL: Final = 0.1
 
 
 def fetch_limits(settings: FeedPollerSettings) -> FetchLimits:
@@ -203,6 +209,26 @@ class RunPipeline:
                 conn, claim, snapshot, received_at=claim.started_at, check_holds=False
             )
 
+    async def _settle_pushes(self, conn: asyncpg.Connection, claim: ClaimedRun) -> None:
+        """Wait (up to `push_settle_timeout`) until the provider's pushes accepted so far are
+        applied. The comparison reads the stored catalogue: a push still on its way there would
+        otherwise be compared as what it replaces (a deletion not applied yet left a listed
+        asset "unchanged", and then deleted for good)."""
+        timeout = self._settings.push_settle_timeout
+        if not timeout:
+            return
+        until = utc_now()
+        deadline = time.monotonic() + timeout
+        while await conn.fetchval(queries.PUSH_UNDECIDED, claim.provider_id, until):
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "comparing with pushes not yet applied",
+                    run_id=claim.run_id,
+                    waited_seconds=timeout,
+                )
+                return
+            await asyncio.sleep(PUSH_SETTLE_POLL)
+
     async def _compare_and_publish(
         self,
         conn: asyncpg.Connection,
@@ -213,6 +239,7 @@ class RunPipeline:
         check_holds: bool,
     ) -> RunOutcome:
         at = snapshot.facts.snapshot_time
+        await self._settle_pushes(conn, claim)
         protected_after = await conn.fetchval(
             queries.PROTECTED_AFTER, claim.feed_id, claim.run_id, claim.started_at
         )

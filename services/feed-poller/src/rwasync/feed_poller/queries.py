@@ -9,6 +9,8 @@ skips feeds with a run in progress. Row locks are NO KEY UPDATE so that insertin
 key share lock on the feed) never waits for a claim.
 """
 
+from rwasync.store.receipts import PENDING_PUSHES
+
 # Feeds whose time has come (scheduled by interval or cron), locked so that replicas schedule
 # side by side without doubling a run; the poller computes each next time (`rwasync.feeds.schedule`)
 # and the two statements below record it, in the same transaction.
@@ -229,23 +231,34 @@ SELECT COALESCE(i.asset_id, s.asset_id) AS asset_id,
        s.asset_id IS NOT NULL AS is_stored, s.updated_at AS stored_updated_at,
        s.deleted AS stored_deleted, s.accepted_at AS stored_accepted_at,
        s.event_id AS stored_event_id, s.source AS stored_source,
-       s.content_hash AS stored_content_hash{extra}
+       s.content_hash AS stored_content_hash, p.pending_at AS stored_pending_push_at{extra}
 FROM (SELECT * FROM feed_run_items WHERE run_id = $1) i
 FULL JOIN (SELECT * FROM asset_state WHERE provider_id = $2) s ON s.asset_id = i.asset_id
+LEFT JOIN ({pending}) p ON p.asset_id = s.asset_id
 WHERE {where}
 ORDER BY 1
 """
 JOINED_FOR_PLAN = _JOINED.format(
+    pending=PENDING_PUSHES.format(provider="$2"),
     extra="",
     where="(i.asset_id IS NULL AND NOT s.deleted) OR NOT i.valid OR i.duplicated",
 )
 JOINED_FOR_PUBLISH = _JOINED.format(
+    pending=PENDING_PUSHES.format(provider="$2"),
     extra="""
        , i.document, i.price_amount, i.price_currency, i.price_as_of,
        CASE WHEN i.valid AND i.document IS NULL AND s.deleted
             THEN convert_to(s.document::text, 'UTF8') END AS stored_document""",
     where=f"NOT COALESCE({_SETTLED_ROW}, false)",
 )
+
+# Whether the provider has a push accepted by $2 that the reconciler has not decided yet (one that
+# was dead-lettered, its receipt noting why, never will be). $1 provider.
+PUSH_UNDECIDED = """
+SELECT EXISTS (SELECT 1 FROM event_receipts
+               WHERE status = 'accepted' AND accepted_at <= $2 AND provider_id = $1
+                 AND type <> 'price.updated' AND reason IS NULL)
+"""
 
 # The provider's live assets (the deletion threshold's base). $1 provider.
 COUNT_LIVE = "SELECT count(*) FROM asset_state WHERE provider_id = $1 AND NOT deleted"

@@ -48,6 +48,10 @@ class FeedPollerSettings(ServiceSettings):
     run_lease_seconds: float = Field(900.0, gt=0)
     # Runs executed at once by one replica.
     max_concurrent_runs: int = Field(4, ge=1)
+    # Seconds a run waits, before comparing, for the provider's pushes accepted until then to be
+    # applied (so it compares with them); past it, it compares anyway, still never deleting
+    # what such a push changed. 0: no wait.
+    push_settle_timeout: float = Field(10.0, ge=0, le=600)
     # A run stores at most this many item errors; its counts stay exact.
     max_stored_errors: int = Field(1000, ge=0)
     # Name this replica writes into `feed_runs.claimed_by`; empty: host name, pid and a random tag.
