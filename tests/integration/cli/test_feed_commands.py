@@ -131,3 +131,19 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
     ], result.stderr
     listed = await run(rwasync, database_url, "feed", "list", "--json")
     assert json.loads(listed.stdout)["items"] == []
+
+    # The options' own problems (two schedules, a secret that cannot be read) come with the rest.
+    result = await feed_add(
+        database_url,
+        provider["provider_id"],
+        "http://10.0.0.1/c.csv",
+        *("--format", "xml", "--every", "15m", "--cron", "0 3 * * *"),
+        *("--auth", "bearer", "--auth-secret-env", "RWASYNC_TEST_NOT_SET"),
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: /schedule: give --every or --cron, not both",
+        "error: /auth: the environment variable RWASYNC_TEST_NOT_SET is not set",
+        "error: /url: address 10.0.0.1 is not a public address and not allow-listed",
+        "error: /format: must be one of json, jsonl, csv",
+    ], result.stderr

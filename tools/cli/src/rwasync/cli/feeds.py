@@ -27,6 +27,7 @@ from rwasync.cli.common import (
 )
 from rwasync.feeds.auth import FeedSecrets
 from rwasync.schema.addresses import AddressPolicy
+from rwasync.schema.errors import FieldError
 from rwasync.schema.feeds import (
     DEFAULT_DELETION_THRESHOLD,
     FINISHED_STATUSES,
@@ -44,10 +45,14 @@ def _secret(env: str | None, path: str | None) -> str | None:
     if env is not None:
         value = os.environ.get(env)
         if not value:
-            fail(f"/auth: the environment variable {env} is not set")
+            raise FeedSettingInvalid("/auth", f"the environment variable {env} is not set")
         return value
     if path is not None:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = f"cannot read the secret from {path}: {exc}"
+            raise FeedSettingInvalid("/auth", why) from None
         return text.strip()
     return None
 
@@ -117,25 +122,37 @@ def feed_add(
     """Add a feed source for a provider (the same rules as the provider's PUT /v1/feeds)."""
     found = settings()
     policy = AddressPolicy.from_setting(found.feed_allowed_networks)
+    # Every problem at once, as the provider's PUT lists them: the options' own first.
+    errors: list[FieldError] = []
+    schedule = cron if cron is not None else every
     if every is not None and cron is not None:
-        fail("/schedule: give --every or --cron, not both")
+        errors.append(FieldError("/schedule", "give --every or --cron, not both"))
+        schedule = None  # said: the settings' rules need not say more of it
+    try:
+        auth_document = _auth_document(
+            auth, auth_username, auth_header, _secret(auth_secret_env, auth_secret_file)
+        )
+    except FeedSettingInvalid as exc:
+        errors.extend(exc.errors)
+        auth_document = {"type": "none"}
     document = {
         "url": url,
         "format": fmt,
-        "schedule": cron if cron is not None else every,
-        "auth": _auth_document(
-            auth, auth_username, auth_header, _secret(auth_secret_env, auth_secret_file)
-        ),
+        "schedule": schedule,
+        "auth": auth_document,
         "deletion_threshold": {"percent": threshold_percent, "min_count": threshold_min},
         "enabled": not disabled,
     }
     try:
         secrets = FeedSecrets(found.feed_secrets_key.get_secret_value())
-        registration = feed_settings.parse_feed_settings(document, policy)
-    except FeedSettingInvalid as exc:
-        fail_invalid(exc)
     except ValueError as exc:
         fail(str(exc))
+    try:
+        registration = feed_settings.parse_feed_settings(document, policy)
+    except FeedSettingInvalid as exc:
+        errors.extend(exc.errors)
+    if errors:
+        fail_invalid(FeedSettingInvalid.of(errors))
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         return await feeds.add_feed(
