@@ -203,6 +203,7 @@ async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_onc
     assert rejected.returncode == 0, rejected.stderr
     run = json.loads(rejected.stdout)
     assert run["status"] == "rejected" and run["reason_code"] == "rejected_by_operator"
+    assert run["reason"] == "rejected by an operator"
 
     again = await asyncio.to_thread(rwasync, database_url, "feed", "reject", "run_new", "--json")
     assert again.returncode != 0

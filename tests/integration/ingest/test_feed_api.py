@@ -247,6 +247,7 @@ async def test_each_hold_is_decided_over_the_api(
     else:
         assert status == 200 and answer["status"] == "rejected", answer
         assert answer["reason_code"] == "rejected_by_operator"
+        assert answer["reason"] == "rejected by the provider"
         assert (
             await store.fetchval(
                 "SELECT count(*) FROM feed_run_items WHERE run_id = $1", held["run_id"]

@@ -215,8 +215,7 @@ FOR UPDATE
 """
 
 REJECT_RUN: Final = """
-UPDATE feed_runs SET status = 'rejected', reason = 'rejected by an operator',
-       reason_code = $2, finished_at = now()
+UPDATE feed_runs SET status = 'rejected', reason = $3, reason_code = $2, finished_at = now()
 WHERE run_id = $1
 """
 
@@ -379,7 +378,12 @@ async def decide_run(
                 f"run {run_id} is {row['status']}: only a feed's latest held run can be decided"
             )
         if decision == "reject":
-            await conn.execute(REJECT_RUN, run_id, ReasonCode.REJECTED_BY_OPERATOR)
+            # The provider over its API (scoped to it), else an operator with the CLI; the
+            # reason code stays `rejected_by_operator` for both, as the API has always said.
+            who = "the provider" if provider_id is not None else "an operator"
+            await conn.execute(
+                REJECT_RUN, run_id, ReasonCode.REJECTED_BY_OPERATOR, f"rejected by {who}"
+            )
             await conn.execute(FORGET_REJECTED_ITEMS, run_id)
         else:
             await conn.execute(APPROVE_RUN, run_id)
