@@ -256,6 +256,16 @@ def test_a_broken_json_file_fails_the_run(body: bytes, fragment: str) -> None:
     assert error.reason_code == "parse_error" and fragment in error.reason
 
 
+def test_a_truncated_json_file_says_where_it_breaks_in_the_whole_body() -> None:
+    body = b"[" + b",".join(json.dumps(asset(f"a{n}")).encode() for n in range(3000))
+    cut = body + b',{"id": "cut'
+    error = failure("json", cut)
+    # past the reader's first window: counted from the start of the body, from 1 (the quote)
+    assert error.reason == (
+        f"the feed is not valid JSON: Unterminated string starting at character {len(body) + 9}"
+    )
+
+
 def test_hostile_json_items_fail_alone_and_never_crash_the_reader() -> None:
     body = (
         b"["

@@ -100,7 +100,7 @@ def loads(body: bytes | str) -> Any:
         )
     except json.JSONDecodeError as exc:
         raise MalformedJSON(
-            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"invalid JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
         raise MalformedJSON(f"JSON nests deeper than {MAX_DEPTH} levels") from None

@@ -120,6 +120,8 @@ class _JsonText:
         self._scan = _SCANNER
         self.text = ""
         self.pos = 0
+        # Characters of the body before `text` (read and let go): where `text` starts in it.
+        self.dropped = 0
         self.eof = False
         # Pieces read so far, and stretches msgspec refused (in all, and since the last piece).
         self.fills = 0
@@ -132,6 +134,7 @@ class _JsonText:
         data = self._stream.read(self._read_bytes)
         final = not data
         decoded = self._decoder.decode(data, final=final)
+        self.dropped += self.pos
         self.text = self.text[self.pos :] + decoded
         self.pos = 0
         self.eof = final
@@ -193,8 +196,10 @@ class _JsonText:
                 if incomplete and not self.eof:
                     self._grow()
                     continue
+                at = self.dropped + exc.pos + 1
                 raise FeedInvalid(
-                    ReasonCode.PARSE_ERROR, f"the feed is not valid JSON: {exc.msg}"
+                    ReasonCode.PARSE_ERROR,
+                    f"the feed is not valid JSON: {exc.msg.removesuffix(' at')} at character {at}",
                 ) from None
             except RecursionError:
                 raise FeedInvalid(
