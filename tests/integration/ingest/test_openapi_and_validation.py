@@ -90,6 +90,11 @@ async def test_docs_page_and_its_assets_are_served_locally(ingest: Client) -> No
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         response = await ingest.get(f"/docs/assets/{asset}")
         assert response.status == 200 and len(await response.read()) > 10_000
+    # any other name, or the folder, is an ordinary problem+json 404
+    for missing in ("/docs/assets/nonexistent.js", "/docs/assets/", "/docs/assets/%2E%2E"):
+        response = await ingest.get(missing)
+        assert response.status == 404, missing
+        assert response.content_type == "application/problem+json", missing
 
 
 async def test_validate_asset_reports_without_writing(

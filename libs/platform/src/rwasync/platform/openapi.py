@@ -12,13 +12,14 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from rwasync.platform.http import PROBLEM_CONTENT_TYPE, json_response
+from rwasync.platform.http import PROBLEM_CONTENT_TYPE, Problem, json_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Location = Literal["path", "query", "header"]
@@ -184,18 +185,29 @@ class ApiRegistry:
         async def docs(_: web.Request) -> web.Response:
             return web.Response(text=page, content_type="text/html")
 
+        # Swagger UI's built files by name, and a problem+json 404 for any other name (aiohttp's
+        # static route answered an empty octet-stream 404, and a 403 for the folder itself).
+        assets = _swagger_ui_assets()
+
+        async def asset(request: web.Request) -> web.FileResponse:
+            found = assets.get(request.match_info["name"])
+            if found is None:
+                raise Problem(404, "Not Found", f"no such resource: {request.path}")
+            return web.FileResponse(found)
+
         app.router.add_get(openapi_path, openapi)
         app.router.add_get(docs_path, docs)
-        app.router.add_static(f"{docs_path}/assets", _swagger_ui_assets())
+        app.router.add_get(f"{docs_path}/assets/{{name}}", asset)
 
 
 def json_body(document: Any) -> bytes:
     return json_response(document).body  # type: ignore[return-value]
 
 
-def _swagger_ui_assets() -> str:
-    # The swagger-ui-py package ships Swagger UI's built files; only they are served.
-    return str(importlib.resources.files("swagger_ui") / "static")
+def _swagger_ui_assets() -> dict[str, Path]:
+    # The swagger-ui-py package ships Swagger UI's built files (one folder); only they are served.
+    folder = Path(str(importlib.resources.files("swagger_ui") / "static"))
+    return {path.name: path for path in folder.iterdir() if path.is_file()}
 
 
 _DOCS_PAGE: Final = """<!doctype html>
