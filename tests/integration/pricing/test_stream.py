@@ -303,6 +303,37 @@ async def test_stream_parameters_are_checked(pricing: Start, provider_id: str) -
         ]
 
 
+async def test_head_answers_the_streams_head_and_subscribes_nothing(
+    pricing: Start, provider_id: str
+) -> None:
+    """A HEAD subscribed as a GET does, and stayed counted while its client kept the connection
+    open (until the next keep-alive write)."""
+    client = await pricing()
+    assert client.port is not None
+    token = reader_headers()["Authorization"]
+    held = []
+    for _ in range(3):  # clients that keep their connections open after the answer
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(
+            f"HEAD /v1/prices/stream?provider_id={provider_id} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: {token}\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+        held.append(writer)
+    try:
+        metrics = await (await client.get("/metrics")).text()
+        assert "rwasync_price_stream_subscribers 0.0" in metrics
+    finally:
+        for writer in held:
+            writer.close()
+    # checked as a GET is: an unknown provider is a 404
+    response = await client.head(
+        "/v1/prices/stream?provider_id=prv_nobody", headers=reader_headers()
+    )
+    assert response.status == 404
+
+
 async def test_one_broker_queue_per_process_whatever_the_subscribers(
     pricing: Start, provider_id: str, vhost_amqp_url: str
 ) -> None:

@@ -144,6 +144,8 @@ class PriceStream:
         expired = False
         if resume is not None:
             expired = await self._expired(resume)
+        if request.method == "HEAD":  # the answer's head alone: nothing to subscribe for
+            return await self._start(request)
         try:
             subscriber, live_from = await self._hub.subscribe(
                 provider_id, asset_ids, self._settings.stream_queue_size, SUBSCRIBE_TIMEOUT
