@@ -229,6 +229,8 @@ async def test_only_reader_tokens_read_the_catalogue_and_bad_parameters_are_name
         ("/v1/catalog/changes?since=" + _change_cursor_of("540680.999999999999999999999"), "since"),
         ("/v1/catalog/changes?since=" + _change_cursor_of("18446744073709551616.1"), "since"),
         ("/v1/catalog/changes?since=" + _change_cursor_of("540680.\u0663"), "since"),
+        # Within the types but ahead of every transaction: a follower would wait for ever.
+        ("/v1/catalog/changes?since=" + _change_cursor_of(f"{2**63}.1"), "since"),
         ("/v1/catalog/changes?limit=x", "limit"),
     ]:
         bad = await problem(await ingest.get(query, headers=reader), 400)

@@ -189,8 +189,18 @@ async def read_changes(
             "entries after this cursor are no longer kept; read again from the start "
             "(without since) and reconcile with the catalogue"
         )
+    if since is not None and not page.items and position.xid >= int(await conn.fetchval(NEXT_XID)):
+        # No transaction has that id yet, so no cursor was ever handed out there: a follower
+        # holding it would wait for ever (a forged cursor, or one from another database).
+        raise CatalogRequestInvalid(
+            "since", "is ahead of the change feed: not a cursor this API handed out"
+        )
     start = page.position if page.items or since is not None else max(position, page.horizon)
     return {"items": page.items, "next_cursor": change_cursor(start)}
+
+
+# The first transaction id not yet assigned (taking none itself).
+NEXT_XID: Final = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"
 
 
 # --- the catalogue ---------------------------------------------------------------------------
