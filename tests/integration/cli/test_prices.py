@@ -37,7 +37,7 @@ async def test_policy_set_and_refusals(database_url: str, provider_id: str) -> N
     assert (policy["max_jump"], policy["currency_check"]) == ("0.5", False)
     policy = await cli(database_url, "price", "policy", "set", provider_id, "--currency-check")
     assert (policy["max_jump"], policy["currency_check"]) == (None, True)
-    for bad in ("0", "-1", "abc", "NaN"):
+    for bad in ("0", "-1", "abc", "NaN", "1e400", "1e-400", "1001"):
         err = await cli(
             database_url, "price", "policy", "set", provider_id, "--max-jump", bad, code=1
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import asyncpg
 import typer
@@ -36,6 +36,12 @@ REJECTED_REASON = "rejected by an operator"
 
 class HeldNotFound(Exception):
     """An event id that names no held tick."""
+
+
+# The jump check's bounds: 0.01 % to 100,000 % (beyond either, no price could pass, or none be
+# held; and a ratio such as 1e-400 printed as "the policy allows 0 %").
+MIN_JUMP: Final = Decimal("0.0001")
+MAX_JUMP: Final = Decimal(1000)
 
 
 @policy_app.command("set")
@@ -65,8 +71,8 @@ def policy_set(
             ratio = Decimal(max_jump)
         except InvalidOperation:
             fail(f"/max_jump: {max_jump!r} is not a number")
-        if not ratio.is_finite() or ratio <= 0:
-            fail("/max_jump: must be a number greater than 0 (0.5 means 50 %)")
+        if not ratio.is_finite() or not MIN_JUMP <= ratio <= MAX_JUMP:
+            fail(f"/max_jump: must be a number from {MIN_JUMP} to {MAX_JUMP} (0.5 means 50 %)")
 
     async def work(conn: asyncpg.Connection) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await conn.fetchrow(
