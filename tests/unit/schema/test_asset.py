@@ -220,6 +220,8 @@ INVALID_CASES: list[tuple[str, Any, str, str]] = [
     ("/media/0/url", "http://cdn.example.com/front.jpg", "/media/0/url", "https://"),
     ("/media/0/url", "https://", "/media/0/url", "valid https:// URL"),
     ("/media/0/url", "https://cdn.example.com/a b.jpg", "/media/0/url", "valid https:// URL"),
+    ("/media/0/url", "https://u:pw@cdn.example.com/a.jpg", "/media/0/url", "credentials"),
+    ("/media/0/url", "https://token@cdn.example.com/a.jpg", "/media/0/url", "credentials"),
     ("/media/1/kind", "audio", "/media/1/kind", "must be one of"),
     ("/media", {"url": "https://x.example"}, "/media", "must be an array"),
     ("/address", "2417 Van Dyke", "/address", "must be an object"),

@@ -182,6 +182,9 @@ def _https_url(value: str) -> str:
         raise invalid("url_parsing", "must be a valid https:// URL") from None
     if parts.scheme.lower() != "https":
         raise invalid("url_scheme", "must be an https:// URL")
+    if parts.username is not None or parts.password is not None:
+        # investors read these: a provider's credentials must not reach them
+        raise invalid("url_parsing", "must not carry credentials (user:password@)")
     # An ASCII string that is printable and has no space holds no whitespace either (the other
     # ASCII whitespace characters are not printable); only other text needs the character walk.
     plain = value.isascii() and value.isprintable() and " " not in value
