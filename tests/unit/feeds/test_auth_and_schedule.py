@@ -96,7 +96,7 @@ def test_a_cron_schedule_runs_at_its_next_time_with_bounded_jitter() -> None:
     assert parse_schedule(None).manual and parse_schedule(None).next_run(start) is None
 
 
-@pytest.mark.parametrize("text", ["0 3 * *", "61 * * * *", "every day", "0s", "-5m"])
+@pytest.mark.parametrize("text", ["0 3 * *", "61 * * * *", "every day", "0s", "-5m", "1s", "59"])
 def test_a_bad_schedule_names_the_field(text: str) -> None:
     with pytest.raises(FeedSettingInvalid) as caught:
         parse_schedule(text)

@@ -131,6 +131,9 @@ class SettingErrors:
 _INTERVAL = re.compile(r"(\d{1,12})([smhd]?)")
 # A feed runs at least once a year; longer would overflow the schedule's arithmetic.
 MAX_INTERVAL_SECONDS: Final = 366 * 86400
+# ...and at most once a minute, as a cron expression can: a whole download of the feed each time
+# (a provider's `1s` asked its own server and the poller for one a second).
+MIN_INTERVAL_SECONDS: Final = 60
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -144,6 +147,8 @@ def parse_interval(text: str) -> int:
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds > MAX_INTERVAL_SECONDS:
         raise FeedSettingInvalid("/schedule", "an interval may be at most 366d")
+    if seconds < MIN_INTERVAL_SECONDS:
+        raise FeedSettingInvalid("/schedule", "an interval must be at least 60s (1m)")
     return seconds
 
 
