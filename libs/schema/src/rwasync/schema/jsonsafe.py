@@ -81,6 +81,21 @@ def _check_text(text: str) -> None:
         raise MalformedJSON("JSON contains an unpaired surrogate (\\ud800-\\udfff)") from None
 
 
+def _check_raw_text(text: str) -> None:
+    """Text handed over decoded: a feed's, whose undecodable bytes were kept as surrogates
+    U+DC80-U+DCFF (`surrogateescape`), which is what such a surrogate there says."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = text[exc.start]
+        if "\udc80" <= char <= "\udcff":
+            raise MalformedJSON(
+                f"text is not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at character "
+                f"{exc.start + 1})"
+            ) from None
+        raise MalformedJSON("JSON contains an unpaired surrogate (\\ud800-\\udfff)") from None
+
+
 def loads(body: bytes | str) -> Any:
     """Parse untrusted JSON; numbers are `int` or `Decimal`. Raises `MalformedJSON`."""
     if isinstance(body, bytes | bytearray | memoryview):
@@ -90,7 +105,7 @@ def loads(body: bytes | str) -> Any:
             raise MalformedJSON(f"body is not valid UTF-8 (byte {exc.start})") from None
     else:
         text = body
-        _check_text(text)
+        _check_raw_text(text)
     try:
         document = json.loads(
             text,
