@@ -4,6 +4,7 @@ receipt, and its refusals."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -154,6 +155,26 @@ async def test_delete_without_a_body_is_versioned_at_its_arrival(
     assert event.asset_id == "never-seen-1" and event.payload.reason is None
     assert before <= event.updated_at == event.received_at <= event.accepted_at
     assert await receipt_type(store, event_id) == ("asset.deleted", "accepted")
+
+
+async def test_a_delete_whose_chunked_body_is_empty_has_no_body(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    """Sent chunked, a body says only once read that it is empty: that was a 415 for want of a
+    Content-Type, though an empty body is no body. A body with something in it still needs one."""
+
+    async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    bare = {"headers": provider.basic, "skip_auto_headers": ["Content-Type"]}
+    response = await ingest.delete("/v1/assets/chunked-1", data=chunks(), **bare)
+    await accepted_event_id(response)
+    (event,) = decode_message((await queues.next(queues.assets)).body).events
+    assert isinstance(event, AssetDeleted) and event.asset_id == "chunked-1"
+    response = await ingest.delete("/v1/assets/chunked-2", data=chunks(b'{"reason":"x"}'), **bare)
+    await problem(response, 415)
+    assert await queues.depth(queues.assets) == 0
 
 
 async def test_delete_with_a_reason_and_deleted_at(
