@@ -89,6 +89,42 @@ async def test_held_runs_are_applied_on_approval_and_dropped_on_rejection(
     )
 
 
+async def test_an_approval_a_later_snapshot_overtook_is_not_applied(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """Approved while a later run was under way, which then read a newer snapshot (as another
+    replica may, before this one claims the approval): applying the older snapshot would delete
+    what the newer lists."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    for n in range(10):
+        await store_asset(db, provider_id, f"s{n}", updated_at=snapshot - timedelta(days=30))
+    shrunk = feed_body([asset("s0")], timestamp=snapshot)
+    feed_id = await add_feed(db, provider_id, feed_server.serve("/feed.json", body(shrunk)))
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        held = await wait_for_run(db, await trigger(db, feed_id))
+    assert (held["status"], held["reason_code"]) == ("held", "deletion_threshold")
+    async with db.connection() as conn:
+        later = await feeds.request_run(conn, feed_id, provider_id=provider_id)
+        await feeds.decide_run(conn, held["run_id"], "approve", provider_id=provider_id)
+    # the later run ends ok first (another replica ran it), before this approval is claimed
+    await db.execute(
+        "UPDATE feed_runs SET status = 'ok', compared_at = now(), finished_at = now() "
+        "WHERE run_id = $1",
+        later,
+    )
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        approved = await wait_for_run(db, held["run_id"])
+        assert await Published(vhost_amqp_url).messages(expect_events=0, timeout=1) == []
+    assert (approved["status"], approved["reason_code"]) == ("failed", "superseded")
+    assert approved["counts"]["held_deletions"] == 9
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM assets WHERE provider_id = $1 AND NOT deleted", provider_id
+        )
+        == 10
+    )
+
+
 async def test_invalid_and_duplicate_items_protect_and_report(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

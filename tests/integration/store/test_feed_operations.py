@@ -166,26 +166,30 @@ async def test_another_providers_feed_and_runs_are_not_found(
             await feeds.decide_run(conn, run_id, "approve", provider_id=a)
 
 
-@pytest.mark.parametrize("later", ["ok", "not_modified", "held", "rejected"])
+@pytest.mark.parametrize(
+    ("later", "compared"),
+    [("ok", True), ("held", True), ("rejected", True), ("failed", True), ("not_modified", False)],
+)
 async def test_a_held_run_is_not_decidable_once_a_later_run_read_a_snapshot(
-    db: Database, two_providers: tuple[str, str], later: str
+    db: Database, two_providers: tuple[str, str], later: str, compared: bool
 ) -> None:
     """Approving an older held snapshot after a newer one would undo the newer (delete what it
-    lists); a later run that failed to read one leaves the held run decidable."""
+    lists). A later run that compared a snapshot (whatever it ended as: a run failing while it
+    publishes did compare) or found the body unchanged supersedes it; one that failed before
+    comparing (a fetch error), or is still under way, does not."""
     a, _ = two_providers
     await put(db, a, "feed-a")
     async with db.connection() as conn:
         held = await feeds.request_run(conn, "feed-a", provider_id=a)
         failed = await feeds.request_run(conn, "feed-a", provider_id=a)
         newer = await feeds.request_run(conn, "feed-a", provider_id=a)
-        set_status = "UPDATE feed_runs SET status = $2 WHERE run_id = $1"
-        await db.execute(set_status, held, "held")
-        await db.execute(set_status, failed, "failed")
-        await db.execute(set_status, newer, "running")
-        # a later run still under way, or one that failed, does not supersede the held one
+        ended = "UPDATE feed_runs SET status = $2, compared_at = $3 WHERE run_id = $1"
+        await db.execute(ended, held, "held", utc_now())
+        await db.execute(ended, failed, "failed", None)
+        await db.execute(ended, newer, "running", None)
         await feeds.decide_run(conn, held, "approve", provider_id=a)
         await db.execute("UPDATE feed_runs SET decision = NULL WHERE run_id = $1", held)
-        await db.execute(set_status, newer, later)
+        await db.execute(ended, newer, later, utc_now() if compared else None)
         with pytest.raises(RunNotDecidable):
             await feeds.decide_run(conn, held, "approve", provider_id=a)
         with pytest.raises(RunNotDecidable):

@@ -65,6 +65,8 @@ class ReasonCode(StrEnum):
     REJECTED_BY_OPERATOR = "rejected_by_operator"
     # A publish was not confirmed; triggering the run again is safe (events repeat harmlessly).
     BROKER_UNAVAILABLE = "broker_unavailable"
+    # An approved held run not applied: a later run of its feed read a newer snapshot meanwhile.
+    SUPERSEDED = "superseded"
     INTERNAL_ERROR = "internal_error"
 
 

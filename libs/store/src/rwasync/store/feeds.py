@@ -198,16 +198,19 @@ ORDER BY requested_at DESC, run_id DESC
 LIMIT $4
 """
 
-# The run, locked, and whether it is its feed's latest held run (the only decidable one): no
-# later run of the feed read a snapshot, whether it applied it (ok), found it unchanged
-# (not_modified), held it or had it rejected. Approving an older snapshot would undo a newer
-# one (delete what it lists); a rejection does not make an older held run decidable again.
-RUN_FOR_DECISION: Final = """
-SELECT r.run_id, r.status, r.decision,
-       NOT EXISTS (SELECT 1 FROM feed_runs l
-                   WHERE l.feed_id = r.feed_id
-                     AND (l.requested_at, l.run_id) > (r.requested_at, r.run_id)
-                     AND l.status IN ('ok', 'not_modified', 'held', 'rejected')) AS latest_held
+# Whether a later run of the feed than run `r` read a snapshot: it got as far as comparing
+# (whatever it ended as: ok, held, rejected, or failed while publishing), or found the body
+# unchanged (not_modified). Applying `r`'s older snapshot then would undo the newer one (delete
+# what it lists), so `r` can no longer be decided, nor applied if approved before.
+SUPERSEDED: Final = """EXISTS (
+    SELECT 1 FROM feed_runs l
+    WHERE l.feed_id = r.feed_id AND (l.requested_at, l.run_id) > (r.requested_at, r.run_id)
+      AND (l.compared_at IS NOT NULL OR l.status = 'not_modified'))"""
+
+# The run, locked, and whether it is its feed's latest held run (the only decidable one).
+# A rejection does not make an older held run decidable again: the rejected run was compared.
+RUN_FOR_DECISION: Final = f"""
+SELECT r.run_id, r.status, r.decision, NOT {SUPERSEDED} AS latest_held
 FROM feed_runs r
 WHERE r.run_id = $1 AND ($2::text IS NULL OR r.feed_id = $2)
   AND ($3::text IS NULL OR r.provider_id = $3)

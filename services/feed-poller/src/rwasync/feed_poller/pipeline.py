@@ -205,6 +205,21 @@ class RunPipeline:
             claim.errors,
         )
         async with self._db.connection() as conn:
+            # Approved while a later run was still under way (or queued, and claimed first):
+            # once that one read a newer snapshot, this older one would undo it.
+            if await conn.fetchval(queries.RUN_SUPERSEDED, claim.run_id):
+                return RunOutcome(
+                    RunStatus.FAILED,
+                    reason="not applied: a later run of this feed read a newer snapshot "
+                    "after this one was approved",
+                    reason_code=ReasonCode.SUPERSEDED,
+                    counts=Counts(
+                        seen=snapshot.seen,
+                        invalid=snapshot.invalid,
+                        held_deletions=claim.counts.get("held_deletions", 0),
+                    ),
+                    errors=snapshot.errors,
+                )
             return await self._compare_and_publish(
                 conn, claim, snapshot, received_at=claim.started_at, check_holds=False
             )

@@ -9,6 +9,7 @@ skips feeds with a run in progress. Row locks are NO KEY UPDATE so that insertin
 key share lock on the feed) never waits for a claim.
 """
 
+from rwasync.store.feeds import SUPERSEDED
 from rwasync.store.receipts import PENDING_PUSHES
 
 # Feeds whose time has come (scheduled by interval or cron), locked so that replicas schedule
@@ -260,11 +261,14 @@ SELECT EXISTS (SELECT 1 FROM event_receipts
                  AND type <> 'price.updated' AND reason IS NULL)
 """
 
+# Whether a later run of the run's feed read a newer snapshot (`SUPERSEDED`). $1 run.
+RUN_SUPERSEDED = f"SELECT {SUPERSEDED} FROM feed_runs r WHERE r.run_id = $1"
+
 # The provider's live assets (the deletion threshold's base). $1 provider.
 COUNT_LIVE = "SELECT count(*) FROM asset_state WHERE provider_id = $1 AND NOT deleted"
 
 # Drop staged snapshots nobody needs any more: keep this run's (when it ended ok or held), the
-# feed's latest held run's (the only one that can be decided) and its latest ok run's (the
+# feed's latest held run's (the only one that may still be decided) and its latest ok run's (the
 # fingerprints of the next run). $1 feed.
 FORGET_STAGED_ITEMS = """
 DELETE FROM feed_run_items i
