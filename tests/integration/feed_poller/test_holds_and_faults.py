@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import aio_pika
+import orjson
 import pytest
 from yarl import URL
 
@@ -123,6 +124,27 @@ async def test_an_approval_a_later_snapshot_overtook_is_not_applied(
         )
         == 10
     )
+
+
+async def test_an_item_whose_id_is_not_unicode_is_reported_and_the_run_ends(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """An id read from invalid UTF-8, or spelling a lone surrogate, cannot go into the run's
+    errors as it is (no JSON holds a surrogate): recording the run's end failed, and the run
+    was claimed and run again each time its lease ran out."""
+    good = orjson.dumps(asset("fine"))
+    lines = [
+        good,
+        b'{"id":"ab\xff","updated_at":"2025-05-01T00:00:00Z","status":"active","name":"n"}',
+        b'{"id":"cd\\ud800","updated_at":"2025-05-01T00:00:00Z","status":"active","name":"n"}',
+    ]
+    url = feed_server.serve("/feed.jsonl", body(b"\n".join(lines) + b"\n"))
+    feed_id = await add_feed(db, provider_id, url, fmt="jsonl")
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, feed_id))
+    assert run["status"] == "ok", run["reason"]
+    assert run["counts"]["created"] == 1 and run["counts"]["invalid"] == 2
+    assert [(e["index"], e["id"]) for e in run["errors"]] == [(1, "ab\ufffd"), (2, "cd\ufffd")]
 
 
 async def test_invalid_and_duplicate_items_protect_and_report(

@@ -48,9 +48,17 @@ class ItemError:
     def as_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"index": self.index}
         if self.asset_id is not None:
-            entry["id"] = self.asset_id
+            entry["id"] = _without_surrogates(self.asset_id)
         entry["errors"] = [e.as_dict() for e in self.errors]
         return entry
+
+
+def _without_surrogates(text: str) -> str:
+    """`text` with U+FFFD for each lone surrogate: an id read from invalid UTF-8 keeps its bytes
+    as surrogates, and a JSON escape can spell one, but no JSON (nor the run's jsonb) holds one."""
+    if text.isascii():
+        return text
+    return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
 
 
 class _Unreadable(Exception):

@@ -40,7 +40,7 @@ from rwasync.schema.jsonsafe import MalformedJSON, loads
 
 # Changing what a fingerprint covers (or how items are validated and normalised) must change
 # this, so that fingerprints from before never vouch for an item.
-FINGERPRINT_VERSION: Final = b"rwasync-feed-item-1\x00"
+FINGERPRINT_VERSION: Final = b"rwasync-feed-item-2\x00"
 READ_BYTES: Final = 1024 * 1024
 # An item (a JSON value, a line, a CSV row) larger than this breaks the file.
 MAX_ITEM_CHARS: Final = 16 * 1024 * 1024
@@ -284,7 +284,9 @@ def scanned_id(text: str) -> str | None:
 
 
 # An object's leading `"id": "..."`: all that can be read of a JSON Lines line cut off later.
-_LEADING_ID: Final = re.compile(r'\s*\{\s*"id"\s*:\s*"([^"\\\x00-\x1f]*)"')
+_LEADING_ID: Final = re.compile(
+    r'[ \t\r\n]*\{[ \t\r\n]*"id"[ \t\r\n]*:[ \t\r\n]*"([^"\\\x00-\x1f]*)"'  # JSON's whitespace only
+)
 
 
 def line_id(line: bytes) -> str | None:
