@@ -223,6 +223,11 @@ async def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], 
             f"GET /v1/assets?access_token={SECRET}\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
             "not valid HTTP/1.1",
         ),
+        (  # aiohttp's words for a bad target are the target itself
+            f"GET http://[::1/?access_token={SECRET} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "the request target is not a valid URL",
+        ),
+        (f"CONNECT {SECRET}@:x HTTP/1.1\r\nHost: a\r\n\r\n", "not valid HTTP/1.1"),
         (
             f"PUT /v1/assets/a HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {SECRET}\r\n"
             "Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",

@@ -275,16 +275,27 @@ def _unquoted(match: re.Match[str]) -> str:
     return match.group() if _HEADER_NAME.fullmatch(match.group()) else "…"
 
 
+# What is wrong, for the refusals whose words carry the request itself (its target, its request
+# line, a header's name or line): said in these words alone.
+_REFUSED_PARTS: Final = (
+    (http_exceptions.ContentEncodingError, "the body's Content-Encoding is not one this service "
+     "decodes (gzip, deflate), or does not match the body"),
+    (http_exceptions.LineTooLong, "the request line or a header is longer than 8190 bytes"),
+    (http_exceptions.InvalidURLError, "the request target is not a valid URL"),
+    (http_exceptions.BadHttpMethod, "the method is not a valid HTTP method"),
+    (http_exceptions.BadStatusLine, "the request line is not valid"),
+    (http_exceptions.InvalidHeader, "a header's name is not valid"),
+)  # fmt: skip
+
+
 def malformed_request_detail(exc: BaseException | None, status: int) -> str:
     """What was wrong with a request aiohttp refused, quoting nothing the client sent."""
-    if isinstance(exc, http_exceptions.ContentEncodingError):
-        return (
-            "the body's Content-Encoding is not one this service decodes (gzip, deflate), or "
-            "does not match the body"
-        )
-    if isinstance(exc, http_exceptions.LineTooLong):
-        return "the request line or a header is longer than 8190 bytes"
+    for kind, words in _REFUSED_PARTS:
+        if isinstance(exc, kind):
+            return f"the request is not valid HTTP/1.1: {words}"
     if isinstance(exc, http_exceptions.HttpProcessingError):
+        # The parser's own words (a duplicate Content-Length, a bad chunk size...) come first,
+        # any echo of the request after them, on lines of its own or quoted.
         said = _QUOTED.sub(_unquoted, exc.message.partition("\n")[0]).strip().rstrip(".:")
         return f"the request is not valid HTTP/1.1: {said or type(exc).__name__}"
     if status >= 500:
@@ -300,19 +311,27 @@ class _RequestHandler(web_protocol.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        log.warning(
-            "malformed request refused" if status < 500 else "request failed outside a handler",
-            status=status,
-            error=type(exc).__name__ if exc is not None else None,
-            client=request.remote,
-        )
+        if status >= 500:
+            # Our own failure (an exception past the middleware, a handler timing out): its
+            # traceback is ours to read, not the client's request.
+            log.error("request failed outside the middleware", status=status, exc_info=exc)
+        elif isinstance(exc, http_exceptions.BadHttpMethod) and self._request_count == 1:
+            # TLS or other traffic that is not HTTP at all, as any open port gets (aiohttp: debug)
+            log.debug("not HTTP traffic refused", client=request.remote)
+        else:
+            log.warning(
+                "malformed request refused",
+                status=status,
+                error=type(exc).__name__ if exc is not None else None,
+                client=request.remote,
+            )
         if request.writer.output_size > 0:  # as aiohttp: the answer has begun, the link is broken
             raise ConnectionError("the response was begun: no error answer can follow it")
         try:
             title = HTTPStatus(status).phrase
         except ValueError:
             title = "Error"
-        kind = "internal-server-error" if status >= 500 else "malformed-request"
+        kind = None if status >= 500 else "malformed-request"  # 5xx: by its title
         response = Problem(
             status, title, malformed_request_detail(exc, status), kind=kind
         ).response()
