@@ -252,8 +252,8 @@ def add_health_routes(app: web.Application, checks: Iterable[ReadinessCheck]) ->
 
 
 def new_app(*, client_max_size: int = 1024**2) -> web.Application:
-    # Requests aiohttp cannot parse never reach the middleware: answered by `_RequestHandler`.
-    web_server.RequestHandler = _RequestHandler  # type: ignore[attr-defined]
+    # Requests aiohttp cannot parse never reach the middleware: `_ProblemRequestHandler` answers.
+    web_server.RequestHandler = _ProblemRequestHandler  # type: ignore[attr-defined]
     return web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
 
 
@@ -262,8 +262,8 @@ def new_app(*, client_max_size: int = 1024**2) -> web.Application:
 # header over 8190 bytes, an invalid header character, an undecodable Content-Encoding) in its
 # `RequestHandler.handle_error`: a text/plain body, and an error-level log line whose traceback
 # quotes the offending line, which can be an Authorization header or a URL's reader token.
-# `new_app` makes aiohttp's `Server` build `_RequestHandler` instead (the name `Server.__call__`
-# reads), which answers problem+json and logs only the error's type and status.
+# `new_app` makes aiohttp's `Server` build `_ProblemRequestHandler` instead (the name that
+# `Server.__call__` reads), which answers problem+json and logs only the error's type.
 
 # What aiohttp's words quote of the request: a header name stays, anything else (a header's
 # value, the request line, raw bytes) may be a credential and is left out.
@@ -303,7 +303,7 @@ def malformed_request_detail(exc: BaseException | None, status: int) -> str:
     return "the request is not valid HTTP/1.1"
 
 
-class _RequestHandler(web_protocol.RequestHandler):
+class _ProblemRequestHandler(web_protocol.RequestHandler):
     def handle_error(
         self,
         request: BaseRequest,
