@@ -19,19 +19,22 @@ from rwasync.schema.event_ids import first_event_id_at
 from rwasync.schema.events import EventLike, ReceiptStatus
 from rwasync.schema.messages import WireEvent
 
+# A provider's pushes accepted (202) but not yet decided, the newest per asset: what the stored
+# state does not show yet, and a feed run must not undo (`{provider}`: the provider's parameter).
+# Only pushes leave an asset event `accepted` and undecided: feed events get their receipt when
+# decided, and a dead-lettered event (a push's or a feed's) has a reason, and is left out, as
+# it will not be applied unless an operator replays it (index: event_receipts_pending_pushes).
+PENDING_PUSHES = """
+SELECT asset_id, max(accepted_at) AS pending_at FROM event_receipts
+WHERE status = 'accepted' AND provider_id = {provider} AND type <> 'price.updated'
+  AND reason IS NULL
+GROUP BY asset_id"""
+
 # ingest-api's `accepted` receipts. Its event ids are new, so a receipt is there already only
 # when the consumer decided the event first (it records the decided receipt itself): rare. So
 # they go in by a plain INSERT, and only a batch that meets one is inserted again with
 # `ON CONFLICT DO NOTHING`, whose speculative insertion costs ~1.4 µs more per receipt (5.3
 # against 3.9 ms per 1,000 in a 60,000-receipt table, 2026-11-30).
-# A provider's pushes accepted (202) but not yet decided, the newest per asset: what the stored
-# state does not show yet, and a feed run must not undo (`{provider}`: the provider's parameter).
-# Feed events get no `accepted` receipt, so every such asset event came from a push.
-PENDING_PUSHES = """
-SELECT asset_id, max(accepted_at) AS pending_at FROM event_receipts
-WHERE status = 'accepted' AND provider_id = {provider} AND type <> 'price.updated'
-GROUP BY asset_id"""
-
 RECORD_ACCEPTED = """
 INSERT INTO event_receipts (event_id, provider_id, asset_id, type, status, accepted_at, trace_id)
 SELECT e, p, a, t, 'accepted', ts, nullif(tr, '')

@@ -48,8 +48,10 @@ from rwasync.schema.timestamps import utc_now
 
 log = structlog.get_logger(__name__)
 
-# Seconds between looks at whether the provider's pushes are applied (`_settle_pushes`).
-PUSH_SETTLE_POLL: Final = 0.1
+# Seconds between looks at whether the provider's pushes are applied (`_settle_pushes`): the
+# first pause, doubled after each look up to the last.
+PUSH_SETTLE_POLL: Final = 0.05
+PUSH_SETTLE_POLL_MAX: Final = 1.0
 
 
 def fetch_limits(settings: FeedPollerSettings) -> FetchLimits:
@@ -234,6 +236,7 @@ class RunPipeline:
             return
         until = utc_now()
         deadline = time.monotonic() + timeout
+        pause = PUSH_SETTLE_POLL
         while await conn.fetchval(queries.PUSH_UNDECIDED, claim.provider_id, until):
             if time.monotonic() >= deadline:
                 log.warning(
@@ -242,7 +245,8 @@ class RunPipeline:
                     waited_seconds=timeout,
                 )
                 return
-            await asyncio.sleep(PUSH_SETTLE_POLL)
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(2 * pause, PUSH_SETTLE_POLL_MAX)
 
     async def _compare_and_publish(
         self,

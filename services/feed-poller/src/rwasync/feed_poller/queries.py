@@ -254,10 +254,11 @@ JOINED_FOR_PUBLISH = _JOINED.format(
 )
 
 # Whether the provider has a push accepted by $2 that the reconciler has not decided yet (one that
-# was dead-lettered, its receipt noting why, never will be). $1 provider.
+# was dead-lettered, its receipt noting why, never will be; index event_receipts_pending_pushes).
+# $1 provider.
 PUSH_UNDECIDED = """
 SELECT EXISTS (SELECT 1 FROM event_receipts
-               WHERE status = 'accepted' AND accepted_at <= $2 AND provider_id = $1
+               WHERE status = 'accepted' AND provider_id = $1 AND accepted_at <= $2
                  AND type <> 'price.updated' AND reason IS NULL)
 """
 
