@@ -31,6 +31,7 @@ from tests.integration.feed_poller.harness import (
     trigger,
     wait_for_run,
 )
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -194,8 +195,15 @@ async def test_a_run_compares_once_the_pushes_accepted_before_it_are_applied(
     }
     await receipts.record_accepted_wire(db.pool, [deletion])
 
-    async def reconciler_applies_the_deletion() -> None:
+    async def reconciler_applies_the_deletion(run_id: str) -> None:
+        # Only once the run is under way and has had time to compare: it must be waiting.
+        await eventually(
+            lambda: db.fetchval("SELECT status FROM feed_runs WHERE run_id = $1", run_id),
+            lambda status: status == "running",
+        )
         await asyncio.sleep(1.0)
+        status = await db.fetchval("SELECT status FROM feed_runs WHERE run_id = $1", run_id)
+        assert status == "running", "the run compared without waiting for the push"
         async with db.connection() as conn, conn.transaction():
             await conn.execute(
                 """UPDATE assets SET deleted = true, updated_at = $3, accepted_at = $4,
@@ -213,8 +221,9 @@ async def test_a_run_compares_once_the_pushes_accepted_before_it_are_applied(
             )
 
     async with running_poller(poller_settings(database_url, vhost_amqp_url)):
-        applying = asyncio.create_task(reconciler_applies_the_deletion())
-        run = await wait_for_run(db, await trigger(db, feed_id))
+        run_id = await trigger(db, feed_id)
+        applying = asyncio.create_task(reconciler_applies_the_deletion(run_id))
+        run = await wait_for_run(db, run_id)
         await applying
         published = await Published(vhost_amqp_url).messages(expect_events=1)
     assert run["status"] == "ok", run["reason"]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rwasync.feeds.auth import AuthType, FeedAuth, FeedSecrets, SecretsUnavailable, parse_auth
-from rwasync.feeds.schedule import MAX_CRON_JITTER, parse_schedule
+from rwasync.feeds.schedule import MAX_CRON_JITTER, Schedule, parse_schedule
 from rwasync.schema.feeds import FeedSettingInvalid
 
 pytestmark = pytest.mark.unit
@@ -84,6 +84,13 @@ def test_an_interval_runs_one_interval_later_with_up_to_ten_percent_jitter() -> 
     assert all(start + timedelta(hours=1) <= t <= start + timedelta(minutes=66) for t in times)
     assert len(set(times)) > 40
     assert schedule.text() == "3600s" and not schedule.manual
+
+
+def test_an_interval_stored_before_the_floor_runs_at_the_floors_pace() -> None:
+    start = datetime(2025, 6, 1, tzinfo=UTC)
+    stored = Schedule(interval_seconds=1)  # registered when a `1s` interval was accepted
+    next_run = stored.next_run(start, random.Random(0))
+    assert next_run is not None and next_run >= start + timedelta(seconds=60)
 
 
 def test_a_cron_schedule_runs_at_its_next_time_with_bounded_jitter() -> None:

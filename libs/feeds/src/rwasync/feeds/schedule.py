@@ -15,7 +15,7 @@ from typing import Final
 
 from cronsim import CronSim, CronSimError
 
-from rwasync.schema.feeds import FeedSettingInvalid, parse_interval
+from rwasync.schema.feeds import MIN_INTERVAL_SECONDS, FeedSettingInvalid, parse_interval
 
 JITTER_SHARE: Final = 0.1
 MAX_CRON_JITTER: Final = timedelta(minutes=5)
@@ -42,7 +42,9 @@ class Schedule:
         """The next time a run is due after `after`, jitter included (None: manual only)."""
         draw = (rng or random).random()
         if self.interval_seconds is not None:
-            return after + timedelta(seconds=self.interval_seconds * (1 + JITTER_SHARE * draw))
+            # A feed registered before intervals had their floor runs at the floor's pace.
+            seconds = max(self.interval_seconds, MIN_INTERVAL_SECONDS)
+            return after + timedelta(seconds=seconds * (1 + JITTER_SHARE * draw))
         if self.cron is not None:
             firings = CronSim(self.cron, after)
             first = next(firings)
