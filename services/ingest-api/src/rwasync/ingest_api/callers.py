@@ -89,7 +89,11 @@ class Callers:
         )
         if body_optional and not request.body_exists:
             return Call(request, identity, arrival, b"")
-        if body_optional and "Content-Type" not in request.headers:
+        if (
+            body_optional
+            and request.content_length is None
+            and "Content-Type" not in request.headers
+        ):
             # A body sent chunked says only once read whether it is empty: an empty one is none.
             body = await read_body(request, limits)
             if not body:

@@ -144,8 +144,6 @@ class PriceStream:
         expired = False
         if resume is not None:
             expired = await self._expired(resume)
-        if request.method == "HEAD":  # the answer's head alone: nothing to subscribe for
-            return await self._start(request)
         try:
             subscriber, live_from = await self._hub.subscribe(
                 provider_id, asset_ids, self._settings.stream_queue_size, SUBSCRIBE_TIMEOUT
@@ -154,7 +152,8 @@ class PriceStream:
             raise service_unavailable(str(exc), retry_after=2) from None
         try:
             response = await self._start(request)
-            await self._serve(request, response, subscriber, resume, expired, live_from)
+            if request.method != "HEAD":  # HEAD: the answer's head (or its 503) alone
+                await self._serve(request, response, subscriber, resume, expired, live_from)
             return response
         finally:
             self._hub.unsubscribe(subscriber)
