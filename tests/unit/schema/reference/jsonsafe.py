@@ -102,7 +102,10 @@ def loads(body: bytes | str) -> Any:
         try:
             text = bytes(body).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise MalformedJSON(f"body is not valid UTF-8 (byte {exc.start})") from None
+            bad = exc.object[exc.start]
+            raise MalformedJSON(
+                f"text is not valid UTF-8 (byte 0x{bad:02x} at byte {exc.start + 1})"
+            ) from None
     else:
         text = body
         _check_raw_text(text)
