@@ -119,6 +119,7 @@ def _check_limit(limit: int) -> int:
 # renders them in a fraction of the time the relay spent decoding and formatting them per entry.
 CHANGES_AFTER: Final = f"""
 SELECT h.xid::text AS horizon_xid, h.change_id AS horizon_change_id,
+       pg_snapshot_xmax(pg_current_snapshot())::text AS next_xid,
        c.xid::text AS xid, c.change_id, {CHANGE_CURSOR} AS cursor,
        c.event_id::text AS event_id, c.provider_id, c.asset_id,
        to_char(c.updated_at AT TIME ZONE 'UTC', {TIMESTAMP_TEXT}) AS updated_at,
@@ -160,6 +161,8 @@ class ChangePage:
     # The position after the last item (the one asked for when there is none).
     position: ChangePosition
     horizon: ChangePosition
+    # The first transaction id not yet assigned: no cursor handed out is at or beyond it.
+    next_xid: int
 
 
 async def changes_after(
@@ -173,7 +176,7 @@ async def changes_after(
     horizon = ChangePosition(int(rows[0]["horizon_xid"]), int(rows[0]["horizon_change_id"]))
     entries = [r for r in rows if r["xid"] is not None]
     last = ChangePosition.of(entries[-1]) if entries else position
-    return ChangePage([change_item(r) for r in entries], last, horizon)
+    return ChangePage([change_item(r) for r in entries], last, horizon, int(rows[0]["next_xid"]))
 
 
 async def read_changes(
@@ -189,7 +192,7 @@ async def read_changes(
             "entries after this cursor are no longer kept; read again from the start "
             "(without since) and reconcile with the catalogue"
         )
-    if since is not None and not page.items and position.xid >= int(await conn.fetchval(NEXT_XID)):
+    if since is not None and not page.items and position.xid >= page.next_xid:
         # No transaction has that id yet, so no cursor was ever handed out there: a follower
         # holding it would wait for ever (a forged cursor, or one from another database).
         raise CatalogRequestInvalid(
@@ -197,10 +200,6 @@ async def read_changes(
         )
     start = page.position if page.items or since is not None else max(position, page.horizon)
     return {"items": page.items, "next_cursor": change_cursor(start)}
-
-
-# The first transaction id not yet assigned (taking none itself).
-NEXT_XID: Final = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"
 
 
 # --- the catalogue ---------------------------------------------------------------------------
