@@ -134,7 +134,8 @@ def feed_add(
         )
     except FeedSettingInvalid as exc:
         errors.extend(exc.errors)
-        auth_document = {"type": "none"}
+        # said already: a stand-in secret, so that the rest of the credentials is still checked
+        auth_document = _auth_document(auth, auth_username, auth_header, "unread")
     document = {
         "url": url,
         "format": fmt,
