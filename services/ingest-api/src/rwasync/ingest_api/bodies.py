@@ -164,5 +164,5 @@ def query_since(request: web.Request, name: str = "updated_since") -> datetime |
         return None
     try:
         return as_utc_datetime(text)
-    except PydanticCustomError:
-        raise bad_query(name, "must be an RFC 3339 timestamp with an offset") from None
+    except PydanticCustomError as exc:  # the rule's own words: malformed, naive, out of range
+        raise bad_query(name, exc.message()) from None
