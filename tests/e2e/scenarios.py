@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 from yarl import URL
 
+from rwasync.platform.db import is_transient
 from rwasync.store.catalog import read_changes
 from tests.e2e.test_flows import bearer
 from tests.e2e.test_soak import (
@@ -112,13 +113,17 @@ class ChangeFeedReader:
                 self.cursor = page["next_cursor"]
                 if not page["items"]:
                     await asyncio.sleep(0.2)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except Exception as exc:
+                # An outage as the services count one (asyncpg's InternalClientError included:
+                # a connection killed mid-query can end in it), or anything asyncpg raises.
+                outage = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+                if not (isinstance(exc, outage) or is_transient(exc)):
+                    # a 410 (CursorExpired), say: the reader cannot go on
+                    self.failure = f"at cursor {self.cursor}: {exc!r}"
+                    break
                 self.errors += 1
                 conn = None
                 await asyncio.sleep(0.5)
-            except Exception as exc:  # a 410 (CursorExpired), say: the reader cannot go on
-                self.failure = f"at cursor {self.cursor}: {exc!r}"
-                break
         if conn is not None and not conn.is_closed():
             await conn.close()
 
