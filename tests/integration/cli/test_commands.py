@@ -182,11 +182,12 @@ async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_onc
 
     conn = await asyncpg.connect(database_url)
     try:
+        # held runs as the poller leaves them: compared (a held run's snapshot was compared)
         for run_id, status in (("run_old", "held"), ("run_new", "held")):
             await conn.execute(
                 """INSERT INTO feed_runs (run_id, feed_id, provider_id, status, trigger,
-                                          requested_at, reason, reason_code)
-                   VALUES ($1, $2, $3, $4, 'manual', now(), 'empty', 'empty_feed')""",
+                                          requested_at, compared_at, reason, reason_code)
+                   VALUES ($1, $2, $3, $4, 'manual', now(), now(), 'empty', 'empty_feed')""",
                 run_id,
                 feed["feed_id"],
                 created["provider_id"],
