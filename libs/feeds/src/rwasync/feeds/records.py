@@ -17,7 +17,8 @@ doubt (a separator inside a string or a nested list, text msgspec reads differen
 item) sends the next item to the C scanner as before.
 
 Sections: what every reader yields (`fingerprint`, `RawRecord`, `FeedHeader`, `FeedReader`);
-JSON (`_JsonText`, the framer; `_json_items`, `_envelope`, `_json_document`); JSON Lines; CSV;
+JSON (`_JsonText`, the framer; `_json_items`, `_envelope`, `_json_document`); JSON Lines (and
+`line_id`, a refused line's id); CSV;
 then `read_records`, which picks the reader for a feed's format.
 """
 
@@ -283,24 +284,6 @@ def scanned_id(text: str) -> str | None:
     return _string_id(obj)
 
 
-# An object's leading `"id": "..."`: all that can be read of a JSON Lines line cut off later.
-_LEADING_ID: Final = re.compile(
-    r'[ \t\r\n]*\{[ \t\r\n]*"id"[ \t\r\n]*:[ \t\r\n]*"([^"\\\x00-\x1f]*)"'  # JSON's whitespace only
-)
-
-
-def line_id(line: bytes) -> str | None:
-    """The id of a JSON Lines line that the schema's reader refused (a long number, deep
-    nesting, invalid UTF-8, a lone surrogate, a line cut off), so that the item is listed by it
-    and its stored asset is not deleted: as `scanned_id` reads it (invalid UTF-8 kept as
-    surrogates, as the JSON formats read it), else the id the line opens with; None if neither."""
-    text = line.decode("utf-8", "surrogateescape")
-    found = scanned_id(text)
-    if found is None and (match := _LEADING_ID.match(text)) is not None:
-        found = match.group(1)
-    return found
-
-
 def _envelope(reader: _JsonText, header: FeedHeader) -> Iterator[RawRecord]:
     """`{"timestamp": ..., "total_assets": N, "assets": [...]}`, keys in any order."""
     header.enveloped = True
@@ -357,6 +340,24 @@ def _json_document(reader: _JsonText, header: FeedHeader) -> Iterator[RawRecord]
 
 
 # --- JSON Lines -------------------------------------------------------------------------------
+
+
+# An object's leading `"id": "..."`: all that can be read of a JSON Lines line cut off later.
+_LEADING_ID: Final = re.compile(
+    r'[ \t\r\n]*\{[ \t\r\n]*"id"[ \t\r\n]*:[ \t\r\n]*"([^"\\\x00-\x1f]*)"'  # JSON's whitespace only
+)
+
+
+def line_id(line: bytes) -> str | None:
+    """The id of a JSON Lines line that the schema's reader refused (a long number, deep
+    nesting, invalid UTF-8, a lone surrogate, a line cut off), so that the item is listed by it
+    and its stored asset is not deleted: as `scanned_id` reads it (invalid UTF-8 kept as
+    surrogates, as the JSON formats read it), else the id the line opens with; None if neither."""
+    text = line.decode("utf-8", "surrogateescape")
+    found = scanned_id(text)
+    if found is None and (match := _LEADING_ID.match(text)) is not None:
+        found = match.group(1)
+    return found
 
 
 def _json_lines(stream: IO[bytes]) -> Iterator[RawRecord]:

@@ -1,6 +1,9 @@
 """HTTP plumbing for every service: RFC 9457 problem responses, the middleware that produces
 them, the same answers for requests aiohttp refuses before any handler runs, JSON responses, and
-the `/healthz`, `/readyz` and `/metrics` routes."""
+the `/healthz`, `/readyz` and `/metrics` routes.
+
+Sections: problems and JSON answers; the middleware; health routes and the app; requests aiohttp
+refuses before any handler runs; serving (`run`, the garbage collector's settings)."""
 
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ PROBLEM_BASE = "https://rwasync.dev/problems/"
 # The request's trace id (from `traceparent`, else `X-Request-Id`, else generated), carried into
 # published events and their message headers.
 TRACE_ID = web.RequestKey("trace_id", str)
+
+
+# --- problems and JSON answers -------------------------------------------------------------------
 
 
 class Problem(Exception):
@@ -121,6 +127,9 @@ def too_many_requests(detail: str, *, retry_after: int) -> Problem:
         kind="too-many-requests",
         headers={"Retry-After": str(retry_after)},
     )
+
+
+# --- the middleware ------------------------------------------------------------------------------
 
 
 def _route_name(request: web.Request) -> str:
@@ -224,6 +233,9 @@ async def _answer(
 
 
 ReadinessCheck = Callable[[], Awaitable[tuple[str, bool]]]
+
+
+# --- health routes and the app -------------------------------------------------------------------
 
 
 def add_health_routes(app: web.Application, checks: Iterable[ReadinessCheck]) -> None:
@@ -337,6 +349,9 @@ class _ProblemRequestHandler(web_protocol.RequestHandler):
         ).response()
         response.force_close()
         return response
+
+
+# --- serving -------------------------------------------------------------------------------------
 
 
 # On SIGTERM, requests in flight get this long to finish before they are cancelled.

@@ -74,11 +74,14 @@ def _check_structure(document: Any, *, check_strings: bool) -> None:
             _check_text(node)
 
 
+_UNPAIRED_SURROGATE: Final = "JSON contains an unpaired surrogate (\\ud800-\\udfff)"
+
+
 def _check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise MalformedJSON("JSON contains an unpaired surrogate (\\ud800-\\udfff)") from None
+        raise MalformedJSON(_UNPAIRED_SURROGATE) from None
 
 
 def _check_raw_text(text: str) -> None:
@@ -93,7 +96,7 @@ def _check_raw_text(text: str) -> None:
                 f"text is not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at character "
                 f"{exc.start + 1})"
             ) from None
-        raise MalformedJSON("JSON contains an unpaired surrogate (\\ud800-\\udfff)") from None
+        raise MalformedJSON(_UNPAIRED_SURROGATE) from None
 
 
 def loads(body: bytes | str) -> Any:

@@ -210,7 +210,7 @@ SUPERSEDED: Final = """EXISTS (
 # The run, locked, and whether it is its feed's latest held run (the only decidable one).
 # A rejection does not make an older held run decidable again: the rejected run was compared.
 RUN_FOR_DECISION: Final = f"""
-SELECT r.run_id, r.status, r.decision, NOT {SUPERSEDED} AS latest_held
+SELECT r.run_id, r.status, r.decision, {SUPERSEDED} AS superseded
 FROM feed_runs r
 WHERE r.run_id = $1 AND ($2::text IS NULL OR r.feed_id = $2)
   AND ($3::text IS NULL OR r.provider_id = $3)
@@ -376,7 +376,7 @@ async def decide_run(
         row = await conn.fetchrow(RUN_FOR_DECISION, run_id, feed_id, provider_id)
         if row is None:
             raise RunNotFound(f"unknown run {run_id!r}")
-        if row["status"] != RunStatus.HELD or not row["latest_held"] or row["decision"] is not None:
+        if row["status"] != RunStatus.HELD or row["superseded"] or row["decision"] is not None:
             raise RunNotDecidable(
                 f"run {run_id} is {row['status']}: only a feed's latest held run can be decided"
             )
