@@ -5,6 +5,10 @@ again (same `event_id`). The same key with another request is a 422. A repeat ar
 first is still in flight waits for its answer, up to a bound, then gets a 409. A request that
 fails (4xx, 503) releases the key, so a retry runs anew. Keys are kept for the retention period
 (at least 24 h) and pruned after it.
+
+Each claim has its own id: only the request holding the claim stores its answer or releases the
+key. A running request renews its claim; one that stops renewing (its process died) is taken
+over after the lease, and if it was only stalled, it finds its claim gone and touches nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Final
@@ -32,6 +37,8 @@ REPLAYED_HEADER: Final = "Idempotent-Replayed"
 MAX_KEY_LENGTH: Final = 255
 # A claim without an answer after this long belongs to a process that died: it may be taken over.
 CLAIM_LEASE: Final = timedelta(seconds=60)
+# How often a request still running renews its claim: well within the lease.
+RENEW_EVERY: Final = CLAIM_LEASE.total_seconds() / 4
 POLL_INTERVAL: Final = 0.05
 PRUNE_EVERY: Final = 600.0
 
@@ -60,27 +67,34 @@ class IdempotencyKeys:
             )
         structlog.contextvars.bind_contextvars(idempotency_key=key)
         provider_id, sent = call.provider_id, fingerprint(call)
-        replay = await self._claim_or_replay(provider_id, key, sent)
+        claim = uuid.uuid4()
+        replay = await self._claim_or_replay(provider_id, key, sent, claim)
         if replay is not None:
             return replay
+        renewal = asyncio.create_task(self._renew_forever(provider_id, key, claim))
         try:
             response = await answer()
         except BaseException:
-            await self._release(provider_id, key, sent)
+            await self._release(provider_id, key, claim)
             raise
+        finally:
+            renewal.cancel()
         if 200 <= response.status < 300:
-            await self._store(provider_id, key, response)
+            await self._store(provider_id, key, claim, response)
         else:
-            await self._release(provider_id, key, sent)
+            await self._release(provider_id, key, claim)
         return response
 
     async def _claim_or_replay(
-        self, provider_id: str, key: str, sent: bytes
+        self, provider_id: str, key: str, sent: bytes, claim: uuid.UUID
     ) -> web.Response | None:
         """None once this request holds the key; else the first request's answer."""
         deadline = time.monotonic() + self._wait_seconds
         while True:
-            if await self._db.fetchval(queries.CLAIM_KEY, provider_id, key, sent, CLAIM_LEASE):
+            claimed = await self._db.fetchval(
+                queries.CLAIM_KEY, provider_id, key, sent, CLAIM_LEASE, claim
+            )
+            if claimed:
                 return None
             row = await self._db.fetchrow(queries.KEY_STATE, provider_id, key)
             if row is None:  # released meanwhile: claim it again
@@ -112,25 +126,41 @@ class IdempotencyKeys:
                 )
             await asyncio.sleep(POLL_INTERVAL)
 
-    async def _store(self, provider_id: str, key: str, response: web.Response) -> None:
+    async def _renew_forever(self, provider_id: str, key: str, claim: uuid.UUID) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            try:
+                await self._db.execute(queries.RENEW_CLAIM, provider_id, key, claim)
+            except Exception as exc:
+                log.warning("idempotency claim not renewed", error=repr(exc))
+
+    async def _store(
+        self, provider_id: str, key: str, claim: uuid.UUID, response: web.Response
+    ) -> None:
         body = response.body if isinstance(response.body, bytes) else b""
         try:
-            await self._db.execute(
+            status = await self._db.execute(
                 queries.STORE_ANSWER,
                 provider_id,
                 key,
                 response.status,
                 body,
                 response.headers.get(hdrs.LOCATION),
+                claim,
             )
         except Exception as exc:
             # The change is accepted; a repeat after the claim's lease would publish it again,
             # which the version guard makes harmless.
             log.error("idempotent answer not stored", error=repr(exc))
+            return
+        if status == "UPDATE 0":
+            # Another request took the claim over while this one ran (its lease passed): the
+            # key now belongs to that request, whose answer is the one to keep.
+            log.warning("idempotent answer not stored: the key's claim was taken over")
 
-    async def _release(self, provider_id: str, key: str, sent: bytes) -> None:
+    async def _release(self, provider_id: str, key: str, claim: uuid.UUID) -> None:
         try:
-            await self._db.execute(queries.RELEASE_KEY, provider_id, key, sent)
+            await self._db.execute(queries.RELEASE_KEY, provider_id, key, claim)
         except Exception as exc:
             log.warning("idempotency key not released; it expires with its lease", error=repr(exc))
 

@@ -33,13 +33,13 @@ SELECT rate_per_second, rate_burst FROM providers WHERE provider_id = $1
 
 # --- idempotency keys ---
 
-# Claim a key for this request: a new key, or one whose claim was abandoned (no answer within
-# the lease). Returns true when claimed.
+# Claim a key for this request, under the claim's own id ($5): a new key, or one whose claim
+# was abandoned (no answer within the lease). Returns true when claimed.
 CLAIM_KEY: Final = """
-INSERT INTO idempotency_keys AS k (provider_id, idempotency_key, fingerprint)
-VALUES ($1, $2, $3)
+INSERT INTO idempotency_keys AS k (provider_id, idempotency_key, fingerprint, claim_id)
+VALUES ($1, $2, $3, $5)
 ON CONFLICT (provider_id, idempotency_key) DO UPDATE
-    SET fingerprint = EXCLUDED.fingerprint, claimed_at = now()
+    SET fingerprint = EXCLUDED.fingerprint, claim_id = EXCLUDED.claim_id, claimed_at = now()
     WHERE k.status IS NULL AND k.claimed_at < now() - $4::interval
 RETURNING true
 """
@@ -49,16 +49,24 @@ SELECT fingerprint, status, body, location
 FROM idempotency_keys WHERE provider_id = $1 AND idempotency_key = $2
 """
 
+# The answer is stored, and the key given back, only by the request whose claim holds the key
+# ($3 below, $6 here): one whose claim was taken over after the lease touches nothing.
 STORE_ANSWER: Final = """
 UPDATE idempotency_keys
 SET status = $3, body = $4, location = $5, answered_at = now()
-WHERE provider_id = $1 AND idempotency_key = $2
+WHERE provider_id = $1 AND idempotency_key = $2 AND claim_id = $6 AND status IS NULL
 """
 
 # A failed request gives its key back (only its own claim, never an answered key).
 RELEASE_KEY: Final = """
 DELETE FROM idempotency_keys
-WHERE provider_id = $1 AND idempotency_key = $2 AND fingerprint = $3 AND status IS NULL
+WHERE provider_id = $1 AND idempotency_key = $2 AND claim_id = $3 AND status IS NULL
+"""
+
+# A request still running keeps its claim from being taken over as abandoned.
+RENEW_CLAIM: Final = """
+UPDATE idempotency_keys SET claimed_at = now()
+WHERE provider_id = $1 AND idempotency_key = $2 AND claim_id = $3 AND status IS NULL
 """
 
 PRUNE_KEYS: Final = """
