@@ -31,6 +31,7 @@ from tests.integration.feed_poller.harness import (
     feed_body,
     poller_settings,
     running_poller,
+    store_asset,
     trigger,
     wait_for_run,
 )
@@ -157,6 +158,51 @@ async def test_conditional_requests_and_identical_bodies_are_not_modified(
     assert seen[1].headers["If-Modified-Since"] == "Sun, 01 Jun 2025 10:00:00 GMT"
     assert seen[2].headers["If-None-Match"] == '"v1"'
     assert second["counts"]["seen"] == 0 and second["bytes"] is None
+
+
+async def test_after_a_run_that_failed_part_way_the_same_body_is_compared_again(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A provider reverts its export after a run that failed having published part of another
+    snapshot: the revert must be compared, not skipped as `not_modified` by the earlier body's
+    validators or digest, or the half-applied snapshot would stay."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    content = feed_body([asset("a1")], timestamp=snapshot)
+    seen: list[web.Request] = []
+
+    async def conditional(request: web.Request) -> web.StreamResponse:
+        seen.append(request)
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"'})
+        return web.Response(body=content, headers={"ETag": '"v1"'})
+
+    url = feed_server.serve("/feed.json", conditional)
+    feed_id = await add_feed(db, provider_id, url)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        first = await wait_for_run(db, await trigger(db, feed_id))
+        await Published(vhost_amqp_url).messages(expect_events=1)
+        # Another snapshot's run published the creation of a2, then failed (the broker went
+        # away, say), as the poller records it; the reconciler applied a2.
+        await db.execute(
+            """INSERT INTO feed_runs (run_id, feed_id, provider_id, status, reason_code, trigger,
+                                      started_at, finished_at, counts)
+               VALUES ('partial', $1, $2, 'failed', 'broker_unavailable', 'manual', now(), now(),
+                       '{"seen": 2, "created": 1, "updated": 0, "unchanged": 1, "deleted": 0,
+                         "invalid": 0, "held_deletions": 0}')""",
+            feed_id,
+            provider_id,
+        )
+        await store_asset(db, provider_id, "a2", updated_at=snapshot - timedelta(minutes=1))
+        reverted = await wait_for_run(db, await trigger(db, feed_id))
+        # (a1 again too: no reconciler here applied the first run's creation)
+        published = await Published(vhost_amqp_url).messages(expect_events=2)
+        # Once a run has compared again, the shortcuts hold as before.
+        after = await wait_for_run(db, await trigger(db, feed_id))
+    assert (first["status"], reverted["status"], after["status"]) == ("ok", "ok", "not_modified")
+    assert "If-None-Match" not in seen[1].headers
+    assert reverted["counts"]["deleted"] == 1
+    assert ("asset.deleted", "a2") in [(e.type, e.asset_id) for m in published for e in m.events]
+    assert seen[2].headers["If-None-Match"] == '"v1"'
 
 
 async def test_unchanged_items_skip_validation_and_only_changes_are_published(

@@ -122,20 +122,34 @@ SET status = CASE WHEN status = 'running' THEN 'queued' ELSE status END,
 WHERE run_id = ANY($1::text[]) AND claimed_by = $2 AND status IN ('running', 'held')
 """
 
+# What a run may skip rests on the catalogue still matching an earlier run's snapshot. A run
+# that failed after publishing part of its snapshot (its counts say what it published) breaks
+# that: neither the earlier body's digest nor its validators count after it, or a provider who
+# reverts its export would get `not_modified` and keep the half-applied snapshot.
+_NOT_PARTLY_OVERWRITTEN = """
+NOT EXISTS (
+    SELECT 1 FROM feed_runs AS later
+    WHERE later.feed_id = r.feed_id AND later.status = 'failed'
+      AND later.finished_at > r.finished_at
+      AND (later.counts ->> 'created')::bigint + (later.counts ->> 'updated')::bigint
+          + (later.counts ->> 'deleted')::bigint > 0
+)
+"""
+
 # The decoded body's digest of the feed's last `ok` run: an identical body is `not_modified`.
-LAST_OK_BODY_SHA256 = """
-SELECT body_sha256 FROM feed_runs
-WHERE feed_id = $1 AND status = 'ok' AND body_sha256 IS NOT NULL
+LAST_OK_BODY_SHA256 = f"""
+SELECT body_sha256 FROM feed_runs AS r
+WHERE feed_id = $1 AND status = 'ok' AND body_sha256 IS NOT NULL AND {_NOT_PARTLY_OVERWRITTEN}
 ORDER BY finished_at DESC NULLS LAST
 LIMIT 1
 """
 
 # The validators of the feed's last `ok` or `not_modified` response, sent back as a conditional
 # request.
-LAST_VALIDATORS = """
-SELECT etag, last_modified FROM feed_runs
+LAST_VALIDATORS = f"""
+SELECT etag, last_modified FROM feed_runs AS r
 WHERE feed_id = $1 AND status IN ('ok', 'not_modified')
-  AND (etag IS NOT NULL OR last_modified IS NOT NULL)
+  AND (etag IS NOT NULL OR last_modified IS NOT NULL) AND {_NOT_PARTLY_OVERWRITTEN}
 ORDER BY finished_at DESC NULLS LAST
 LIMIT 1
 """
