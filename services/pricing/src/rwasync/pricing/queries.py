@@ -388,16 +388,25 @@ TRIM_POINT: Final = "SELECT xid, change_id FROM price_change_trim"
 # Whether a resume point names a change still kept.
 CHANGE_KEPT: Final = "SELECT EXISTS (SELECT 1 FROM price_changes WHERE xid = $1 AND change_id = $2)"
 
-# Removes up to $2 changes older than $1 seconds and moves the trim point past them.
+# Removes up to $2 changes older than $1 seconds, in stream order (xid, change_id) and only below
+# the first change still young, and moves the trim point past them: every change kept is after
+# the trim point, so a resume from any of them is served, never told to reset. (Transactions
+# start, and so stamp `changed_at`, in another order than their ids.)
 TRIM_CHANGES: Final = """
-WITH gone AS (
-    DELETE FROM price_changes
-    WHERE (xid, change_id) IN (
-        SELECT xid, change_id FROM price_changes
-        WHERE changed_at < now() - make_interval(secs => $1)
-        ORDER BY changed_at LIMIT $2
-    )
-    RETURNING xid, change_id
+WITH young AS (
+    SELECT xid, change_id FROM price_changes
+    WHERE changed_at >= now() - make_interval(secs => $1)
+    ORDER BY xid, change_id LIMIT 1
+),
+doomed AS (
+    SELECT c.xid, c.change_id FROM price_changes c
+    WHERE NOT EXISTS (SELECT 1 FROM young y WHERE (c.xid, c.change_id) >= (y.xid, y.change_id))
+    ORDER BY c.xid, c.change_id LIMIT $2
+),
+gone AS (
+    DELETE FROM price_changes c USING doomed d
+    WHERE c.xid = d.xid AND c.change_id = d.change_id
+    RETURNING c.xid, c.change_id
 ),
 top AS (SELECT xid, change_id FROM gone ORDER BY xid DESC, change_id DESC LIMIT 1),
 moved AS (
