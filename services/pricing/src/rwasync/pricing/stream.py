@@ -193,9 +193,11 @@ class PriceStream:
             }
         )
         response.force_close()
+        # A small kernel buffer, so a stalled subscriber shows up as a full queue soon. (The
+        # event loop hands out a stand-in for the socket, not a `socket.socket`: uvloop's
+        # PseudoSocket, asyncio's TransportSocket; both pass `setsockopt` on.)
         sock = request.transport.get_extra_info("socket") if request.transport else None
-        if isinstance(sock, socket.socket):
-            # A small kernel buffer, so a stalled subscriber shows up as a full queue soon.
+        if sock is not None:
             sock.setsockopt(
                 socket.SOL_SOCKET, socket.SO_SNDBUF, self._settings.stream_send_buffer_bytes
             )
