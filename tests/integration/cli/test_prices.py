@@ -95,3 +95,25 @@ async def test_held_list_release_and_reject(
     assert await db.fetchval("SELECT amount FROM latest_prices WHERE asset_id = 'a2'") == Decimal(
         "50"
     )
+
+
+async def test_releasing_one_tick_with_the_check_off_releases_no_other(
+    database_url: str, db: Database, provider_id: str
+) -> None:
+    """Turning the policy off releases nothing already held: releasing one tick then shows that
+    tick only, not the holds after it (the re-check has no jump rule to pass them)."""
+    await cli(database_url, "price", "policy", "set", provider_id, "--max-jump", "0.5")
+    applier = PriceApplier(db)
+    base = price(provider_id, "a1", "100", at(1))
+    jump = price(provider_id, "a1", "300", at(2))  # held: +200 %
+    spike = price(provider_id, "a1", "9000", at(3))  # held: +8,900 % from 100
+    await applier.apply([base])
+    await applier.apply([jump, spike])
+    assert await status(db, spike.event_id) == ("held", None)
+
+    await cli(database_url, "price", "policy", "set", provider_id)  # checks off
+    await cli(database_url, "price", "held", "release", str(jump.event_id))
+    assert await status(db, jump.event_id) == ("applied", True)
+    assert await status(db, spike.event_id) == ("held", None)
+    latest = await db.fetchval("SELECT amount FROM latest_prices WHERE asset_id = 'a1'")
+    assert latest == Decimal("300")

@@ -26,7 +26,7 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 HALF = PricePolicy(max_jump=Decimal("0.5"))
 
 
-def tick(minute: int, amount: str, currency: str = "USD", **kw: object) -> SeriesTick:
+def tick(minute: float, amount: str, currency: str = "USD", **kw: object) -> SeriesTick:
     return SeriesTick(
         as_of=T0 + timedelta(minutes=minute),
         amount=Decimal(amount),
@@ -100,6 +100,17 @@ def test_a_held_tick_is_let_through_when_its_reference_changes() -> None:
     before = [tick(2, "300", state=TickState.HELD, hold_kind=HoldKind.JUMP, hold_reason="r")]
     after = evaluate_series(tick(1, "250"), before, HALF)
     assert changed(before, after) == [after[0]] and after[0].state is TickState.VISIBLE
+
+
+def test_turning_the_jump_check_off_lifts_no_jump_hold() -> None:
+    """Only a jump check that passes lifts a jump hold: with the check off (no policy, or only
+    the currency check) a held tick stays held while the ticks around it are re-run."""
+    held = tick(2, "300", state=TickState.HELD, hold_kind=HoldKind.JUMP, hold_reason="r")
+    spike = tick(3, "9000", state=TickState.HELD, hold_kind=HoldKind.JUMP, hold_reason="s")
+    for policy in (NO_POLICY, PricePolicy(currency_check=True)):
+        after = evaluate_series(tick(1, "100"), [held, tick(2.5, "120"), spike], policy)
+        assert states(after) == ["held", "visible", "held"]
+        assert changed([held, tick(2.5, "120"), spike], after) == []
 
 
 def test_currency_check() -> None:

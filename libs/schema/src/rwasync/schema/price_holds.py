@@ -101,12 +101,16 @@ def evaluate_series(
     reference: SeriesTick | None, ticks: Sequence[SeriesTick], policy: PricePolicy
 ) -> list[SeriesTick]:
     """The states of `ticks` (ascending `as_of`, all after `reference`, the last visible tick
-    before them or None). Operators' decisions (released, rejected) and currency holds stand; every
-    other tick is visible unless it jumps beyond the policy from the previous visible tick."""
+    before them or None). Operators' decisions (released, rejected) and currency holds stand, and
+    so do jump holds under a policy without `max_jump` (turning the check off releases nothing:
+    only a jump check that passes lifts one); every other tick is visible unless it jumps beyond
+    the policy from the previous visible tick."""
     evaluated: list[SeriesTick] = []
     for tick in ticks:
-        if tick.state in (TickState.RELEASED, TickState.REJECTED) or (
-            tick.hold_kind is HoldKind.CURRENCY
+        if (
+            tick.state in (TickState.RELEASED, TickState.REJECTED)
+            or tick.hold_kind is HoldKind.CURRENCY
+            or (tick.hold_kind is HoldKind.JUMP and policy.max_jump is None)
         ):
             evaluated.append(tick)
         else:
