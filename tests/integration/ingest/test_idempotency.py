@@ -108,7 +108,7 @@ async def test_a_key_still_in_flight_makes_a_repeat_wait_then_409(
     assert int(response.headers["Retry-After"]) >= 1
 
 
-@pytest.mark.parametrize("key", ["", "k" * 256])
+@pytest.mark.parametrize("key", ["", "k" * 256, "k\u00e9", "k\u00a0"])
 async def test_a_malformed_key_is_400(ingest: Client, provider: Provider, key: str) -> None:
     response = await ingest.put(
         "/v1/assets/idem-1",

@@ -314,5 +314,29 @@ def test_json_parsing_of_odd_text_alike(text: str) -> None:
         assert loaded(body, jsonsafe) == loaded(body, reference_jsonsafe)
 
 
-def test_the_json_schema_is_unchanged() -> None:
-    assert current.asset_json_schema() == reference.asset_json_schema()
+# Integer fields whose schema now also states the digit-string form they always accepted (the
+# reference's says `integer` only): the only difference allowed.
+INTEGER_FIELDS = (
+    ("properties", "year_built"),
+    ("$defs", "Token", "properties", "total_supply"),
+    ("$defs", "Token", "properties", "decimals"),
+    ("$defs", "Rental", "properties", "units_total"),
+    ("$defs", "Rental", "properties", "units_rented"),
+)
+
+
+def test_the_json_schema_is_unchanged_but_for_integers_as_text() -> None:
+    now, before = current.asset_json_schema(), reference.asset_json_schema()
+    for path in INTEGER_FIELDS:
+        *parents, name = path
+        now_parent, before_parent = now, before
+        for key in parents:
+            now_parent, before_parent = now_parent[key], before_parent[key]
+        widened = now_parent[name]["anyOf"]
+        assert {"type": "string", "pattern": "^[+-]?[0-9]+$", "maxLength": 101} in widened or any(
+            {"type": "string", "pattern": "^[+-]?[0-9]+$", "maxLength": 101}
+            in branch.get("anyOf", [])
+            for branch in widened
+        ), path
+        before_parent[name] = now_parent[name]
+    assert now == before

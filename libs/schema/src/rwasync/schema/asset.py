@@ -60,6 +60,7 @@ from rwasync.schema.fields import (
     NonNegativeDecimal,
     Text,
     as_decimal,
+    integer_schema,
     invalid,
     validate_contract,
     validation_now,
@@ -170,8 +171,11 @@ TotalSupply = Annotated[
     Field(gt=0, le=10**30),
     AS_INTEGER,
     PlainSerializer(str, return_type=str, when_used="json"),
+    integer_schema(exclusiveMinimum=0, maximum=10**30),
 ]
-TokenDecimals = Annotated[int, Field(ge=0, le=36), AS_INTEGER]
+TokenDecimals = Annotated[
+    int, Field(ge=0, le=36), AS_INTEGER, integer_schema(minimum=0, maximum=36)
+]
 Latitude = Annotated[Decimal, Field(ge=-90, le=90), AS_DECIMAL, DECIMAL_AS_TEXT]
 Longitude = Annotated[Decimal, Field(ge=-180, le=180), AS_DECIMAL, DECIMAL_AS_TEXT]
 Fraction = Annotated[Decimal, Field(ge=0, le=1), AS_DECIMAL, DECIMAL_AS_TEXT]
@@ -194,9 +198,10 @@ def _not_too_new(year: int, info: ValidationInfo) -> int:
 
 YearBuilt = Annotated[
     int,
-    Field(ge=YEAR_BUILT_MIN, description=f"{YEAR_BUILT_MIN} to next year + 5"),
+    Field(ge=YEAR_BUILT_MIN),
     AS_INTEGER,
     AfterValidator(_not_too_new),
+    integer_schema(f"{YEAR_BUILT_MIN} to next year + 5", minimum=YEAR_BUILT_MIN),
 ]
 
 

@@ -306,10 +306,31 @@ AS_DECIMAL = BeforeValidator(as_decimal)
 DECIMAL_AS_TEXT = PlainSerializer(normalize_decimal, return_type=str, when_used="json")
 AS_INTEGER = BeforeValidator(as_integer)
 
+
+def integer_schema(description: str | None = None, **bounds: int) -> WithJsonSchema:
+    """The JSON Schema of an integer field as `as_integer` takes it: a JSON integer within
+    `bounds` (JSON Schema keywords), or the same integer as a string of digits, which is also
+    how the normalised document writes integers that could exceed 2^53 (`total_supply`)."""
+    schema: dict[str, Any] = {
+        "anyOf": [
+            {"type": "integer", **bounds},
+            {"type": "string", "pattern": "^[+-]?[0-9]+$", "maxLength": MAX_DECIMAL_DIGITS + 1},
+        ]
+    }
+    if description is not None:
+        schema["description"] = description
+    return WithJsonSchema(schema)
+
+
 DecimalNumber = Annotated[Decimal, AS_DECIMAL, DECIMAL_AS_TEXT]
 Money = Annotated[Decimal, Field(gt=0), AS_DECIMAL, DECIMAL_AS_TEXT]
 NonNegativeDecimal = Annotated[Decimal, Field(ge=0), AS_DECIMAL, DECIMAL_AS_TEXT]
-Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER), AS_INTEGER]
+Count = Annotated[
+    int,
+    Field(ge=0, le=MAX_SAFE_INTEGER),
+    AS_INTEGER,
+    integer_schema(minimum=0, maximum=MAX_SAFE_INTEGER),
+]
 
 # --- timestamps ---------------------------------------------------------------------------------
 

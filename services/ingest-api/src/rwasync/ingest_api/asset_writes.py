@@ -22,7 +22,7 @@ from rwasync.ingest_api.context import (
     accepted,
 )
 from rwasync.ingest_api.documents import body_asset, deletion, path_id_errors
-from rwasync.ingest_api.models import Accepted, Deletion
+from rwasync.ingest_api.models import Accepted, AssetAtPath, Deletion
 from rwasync.platform.openapi import Body, Operation, Reply
 from rwasync.schema import events, messages
 from rwasync.schema.asset import Asset
@@ -52,7 +52,7 @@ class AssetWrites:
                 "putAsset",
                 "Create or replace one asset",
                 params=(ASSET_ID_PARAM, IDEMPOTENCY_KEY, TENANT),
-                body=Body(Asset),
+                body=Body(AssetAtPath),
                 **common,
             ),
             Operation(

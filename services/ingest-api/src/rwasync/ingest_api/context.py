@@ -15,7 +15,7 @@ from rwasync.ingest_api.acceptance import AcceptanceClock, EventPublisher
 from rwasync.ingest_api.bodies import JSON, BodyLimits
 from rwasync.ingest_api.callers import TENANT_HEADER, Call, Callers
 from rwasync.ingest_api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from rwasync.ingest_api.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
+from rwasync.ingest_api.idempotency import KEY_PATTERN, IdempotencyKeys
 from rwasync.platform.db import Database
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Param
@@ -38,7 +38,7 @@ TENANT: Final = Param(
 IDEMPOTENCY_KEY: Final = Param(
     IDEMPOTENCY_HEADER,
     "header",
-    Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH)],
+    Annotated[str, StringConstraints(pattern=KEY_PATTERN)],
     "a repeat with the same key and request gets the first answer again (kept at least 24 h)",
 )
 ASSET_ID_PARAM: Final = Param(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,10 @@ log = structlog.get_logger(__name__)
 HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 MAX_KEY_LENGTH: Final = 255
+# Printable ASCII, space included: what a header value carries unchanged through any client,
+# proxy or log, and what the API document's pattern says.
+KEY_PATTERN: Final = f"^[ -~]{{1,{MAX_KEY_LENGTH}}}$"
+_KEY: Final = re.compile(KEY_PATTERN)
 # A claim without an answer after this long belongs to a process that died: it may be taken over.
 CLAIM_LEASE: Final = timedelta(seconds=60)
 # How often a request still running renews its claim: well within the lease.
@@ -60,9 +65,9 @@ class IdempotencyKeys:
         key = call.request.headers.get(HEADER)
         if key is None:
             return await answer()
-        if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        if _KEY.fullmatch(key) is None:
             raise bad_request(
-                f"{HEADER} must be 1-{MAX_KEY_LENGTH} printable characters",
+                f"{HEADER} must be 1-{MAX_KEY_LENGTH} printable ASCII characters",
                 kind="bad-idempotency-key",
             )
         structlog.contextvars.bind_contextvars(idempotency_key=key)

@@ -26,6 +26,13 @@ MAX_PRICE_BATCH: Final = 10_000
 # --- requests -------------------------------------------------------------------------------------
 
 
+class AssetAtPath(Asset):
+    """`PUT /v1/assets/{id}`: an asset document whose `id` may be left out (the path's is used);
+    given, it must equal the path's."""
+
+    id: AssetId | None = None  # type: ignore[assignment]
+
+
 class JudgedAlone:
     """The JSON Schema of a batch item: the item's own schema, or anything at all — the batch is
     accepted either way, and an item that breaks the schema is rejected on its own in `results`.
@@ -158,6 +165,7 @@ class Receipt(BaseModel):
     status: Literal["accepted", "applied", "stale_ignored", "duplicate", "rejected", "held"]
     reason: str | None = None
     latest: bool | None = None
+    trace_id: str | None = None
 
 
 # --- feeds ----------------------------------------------------------------------------------------
