@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -225,3 +226,33 @@ async def test_feed_trigger_of_unknown_feed_fails_cleanly(database_url: str) -> 
     )
     assert result.returncode == 1
     assert result.stdout == "" and "unknown feed" in result.stderr
+
+
+async def test_credential_rotate_takes_overlaps_from_one_second(database_url: str) -> None:
+    """`--overlap` is a duration, not a feed schedule: no 60 s floor (a provider switching at
+    once wants the old key gone in seconds), 366 days at most."""
+    created = json.loads(
+        (
+            await asyncio.to_thread(rwasync, database_url, "provider", "create", "Acme", "--json")
+        ).stdout
+    )
+    key_id = created["key_id"]
+    done = await asyncio.to_thread(
+        rwasync, database_url, "credential", "rotate", key_id, "--overlap", "10s", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    rotated = json.loads(done.stdout)
+    conn = await asyncpg.connect(database_url)
+    try:
+        left = await conn.fetchval(
+            "SELECT extract(epoch FROM $1::timestamptz - now())",
+            datetime.fromisoformat(rotated["old_revoked_at"]),
+        )
+    finally:
+        await conn.close()
+    assert 0 < left <= 10
+    for overlap in ("0s", "367d", "soon"):
+        refused = await asyncio.to_thread(
+            rwasync, database_url, "credential", "rotate", rotated["key_id"], "--overlap", overlap
+        )
+        assert refused.returncode == 1 and "--overlap" in refused.stderr, refused.stderr

@@ -139,8 +139,9 @@ MIN_INTERVAL_SECONDS: Final = 60
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_interval(text: str) -> int:
-    """Seconds of a schedule interval such as `90s`, `15m`, `24h` or `1d` (bare: seconds)."""
+def parse_interval(text: str, *, minimum: int = MIN_INTERVAL_SECONDS) -> int:
+    """Seconds of an interval such as `90s`, `15m`, `24h` or `1d` (bare: seconds), from
+    `minimum` (a feed schedule's floor unless told) to 366 days."""
     match = _INTERVAL.fullmatch(text.strip().lower())
     if not match or int(match.group(1)) <= 0:
         raise FeedSettingInvalid(
@@ -149,8 +150,8 @@ def parse_interval(text: str) -> int:
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds > MAX_INTERVAL_SECONDS:
         raise FeedSettingInvalid("/schedule", "an interval may be at most 366d")
-    if seconds < MIN_INTERVAL_SECONDS:
-        raise FeedSettingInvalid("/schedule", "an interval must be at least 60s (1m)")
+    if seconds < minimum:
+        raise FeedSettingInvalid("/schedule", f"an interval must be at least {minimum}s")
     return seconds
 
 

@@ -98,15 +98,15 @@ def credential_rotate(
         str | None,
         typer.Option(
             "--overlap",
-            help="Revoke the old credential after this long (e.g. 24h); default: it stays "
-            "valid until `credential revoke`.",
+            help="Revoke the old credential after this long (e.g. 30s, 15m, 24h; at most 366d); "
+            "default: it stays valid until `credential revoke`.",
         ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Issue a new credential for the same owner; the old one keeps working until revoked."""
     try:
-        seconds = parse_interval(overlap) if overlap is not None else None
+        seconds = parse_interval(overlap, minimum=1) if overlap is not None else None
     except FeedSettingInvalid as exc:
         fail(f"--overlap: {exc.message}")
 
