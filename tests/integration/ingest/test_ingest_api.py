@@ -3,6 +3,7 @@ responses, confirmed publishing onto the right queue, receipts, and the provider
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -415,6 +416,43 @@ async def test_body_over_the_limit_is_413_declared_or_chunked(
         "/v1/assets/big/price", data=chunks(), headers={**JSON, **provider.basic}
     )
     await problem(response, 413)
+
+
+async def test_expect_100_continue_comes_only_once_the_request_may_send_its_body(
+    ingest: Client, provider: Provider
+) -> None:
+    """A client that waits for `100 Continue` before uploading (curl does, above 1 MiB) is told
+    at once when its declared body is over the limit or its credentials are wrong, instead of
+    being invited to upload it first; a good request gets its 100, then its answer."""
+    assert ingest.port is not None
+
+    async def exchange(headers: str, body: bytes | None = None) -> tuple[bytes, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.port)
+        try:
+            writer.write(f"PUT /v1/assets/exp-1 HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+            first = await asyncio.wait_for(reader.readline(), timeout=10)
+            while await asyncio.wait_for(reader.readline(), timeout=10) != b"\r\n":
+                pass  # the rest of that answer's head
+            final = b""
+            if body is not None:
+                writer.write(body)
+                final = await asyncio.wait_for(reader.readline(), timeout=10)
+            return first, final
+        finally:
+            writer.close()
+
+    auth = f"Authorization: {provider.bearer['Authorization']}\r\n"
+    expect = "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+    first, _ = await exchange(f"{auth}{expect}Content-Length: {2 * 1024**2}\r\n")
+    assert first.startswith(b"HTTP/1.1 413"), first
+    first, _ = await exchange(f"Authorization: Bearer rwp_wrong\r\n{expect}Content-Length: 9\r\n")
+    assert first.startswith(b"HTTP/1.1 401"), first
+    document = json.dumps(house("exp-1")).encode()
+    first, final = await exchange(f"{auth}{expect}Content-Length: {len(document)}\r\n", document)
+    assert first.startswith(b"HTTP/1.1 100 Continue"), first
+    assert final.startswith(b"HTTP/1.1 202"), final
+    first, _ = await exchange(f"{auth}Expect: something-else\r\nContent-Length: 2\r\n")
+    assert first.startswith(b"HTTP/1.1 417"), first
 
 
 async def test_body_id_must_match_a_valid_path_id(

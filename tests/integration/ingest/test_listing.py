@@ -131,9 +131,14 @@ async def test_bad_queries_are_400(ingest: Client, provider: Provider) -> None:
         ("0001-01-01T00:00:00Z", "must be from the year 1000 to 9998"),
         ("2026-01-01T00:00:00", "must include a UTC offset"),
         ("yesterday", "must be an RFC 3339 timestamp with an offset"),
+        # an offset's '+' sent unescaped arrives as a space: the message says so
+        ("2026-01-01T00:00:00+02:00", "send a '+' offset as %2B in a URL"),
     ):
         response = await ingest.get(f"/v1/assets?updated_since={value}", headers=provider.basic)
         assert said in (await problem(response, 400))["detail"], value
+    plus = "2026-01-01T00:00:00%2B02:00"
+    response = await ingest.get(f"/v1/assets?updated_since={plus}", headers=provider.basic)
+    assert response.status == 200
     # the message lists every value the flag takes (docs/api.md: true|false|1|0)
     response = await ingest.get("/v1/assets/a-1?include_deleted=yes", headers=provider.basic)
     assert (await problem(response, 400))["errors"] == [

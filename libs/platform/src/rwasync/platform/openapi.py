@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from rwasync.platform.http import PROBLEM_CONTENT_TYPE, Problem, json_response
+from rwasync.platform.http import PROBLEM_CONTENT_TYPE, Problem, defer_continue, json_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Location = Literal["path", "query", "header"]
@@ -159,7 +159,7 @@ class ApiRegistry:
         return [
             web.get(o.path, o.handler)
             if o.method == "GET"
-            else web.route(o.method, o.path, o.handler)
+            else web.route(o.method, o.path, o.handler, expect_handler=defer_continue)
             for o in self.operations
         ]
 

@@ -24,3 +24,11 @@ def utc_now() -> datetime:
 
 def too_far_ahead(moment: datetime, now: datetime | None = None) -> bool:
     return moment - (now or utc_now()) > MAX_FUTURE_SKEW
+
+
+def query_hint(text: str) -> str:
+    """What to add to a timestamp query value's error: a `+hh:mm` offset sent unencoded arrives
+    as a space (form encoding), so the value had an offset that the client did not escape."""
+    if " " in text:
+        return " (it arrived with a space: send a '+' offset as %2B in a URL)"
+    return ""

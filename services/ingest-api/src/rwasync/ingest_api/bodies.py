@@ -13,10 +13,11 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic_core import PydanticCustomError
 
-from rwasync.platform.http import Problem, bad_query
+from rwasync.platform.http import Problem, bad_query, send_continue
 from rwasync.schema import jsonsafe
 from rwasync.schema.errors import FieldError, error_count
 from rwasync.schema.fields import as_utc_datetime
+from rwasync.schema.timestamps import query_hint
 
 JSON: Final = "application/json"
 MERGE_PATCH: Final = "application/merge-patch+json"
@@ -80,6 +81,7 @@ async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limits.max_bytes:
         raise _closing(_too_large(limits.max_bytes))
+    await send_continue(request)
     content = request.content
     if content.is_eof():
         # Already here in full (a small body usually came with the headers): no deadline to
@@ -165,4 +167,4 @@ def query_since(request: web.Request, name: str = "updated_since") -> datetime |
     try:
         return as_utc_datetime(text)
     except PydanticCustomError as exc:  # the rule's own words: malformed, naive, out of range
-        raise bad_query(name, exc.message()) from None
+        raise bad_query(name, exc.message() + query_hint(text)) from None

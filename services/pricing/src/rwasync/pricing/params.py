@@ -15,6 +15,7 @@ from pydantic import Field, StringConstraints
 
 from rwasync.platform.http import bad_query
 from rwasync.schema.fields import PROVIDER_ID
+from rwasync.schema.timestamps import query_hint
 
 ONE_ASSET_ID: Final = r"[A-Za-z0-9._:-]{1,128}"
 ASSET_ID: Final = re.compile(rf"^{ONE_ASSET_ID}$")
@@ -70,12 +71,13 @@ def timestamp(query: Mapping[str, str], name: str) -> datetime | None:
     value = query.get(name)
     if value is None or value == "":
         return None
+    expected = "must be an RFC 3339 timestamp with an offset" + query_hint(value)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise bad_query(name, "must be an RFC 3339 timestamp with an offset") from None
+        raise bad_query(name, expected) from None
     if moment.tzinfo is None:
-        raise bad_query(name, "must be an RFC 3339 timestamp with an offset")
+        raise bad_query(name, expected)
     return _in_utc(moment, name, "is out of range")
 
 
