@@ -73,11 +73,12 @@ def consuming_service(
     applier: Callable[[Database], Applier[E]],
     decoder: MessageDecoder[E] | None = None,
     applies_shared: bool = False,
+    checks: Sequence[ReadinessCheck] = (),
 ) -> ConsumingService:
     """Wire a consumer of `queue`: connections, the consumer, health routes, lifecycle.
     `decoder`: how its messages become the applier's events (by default, the models).
     `applies_shared`: the setting APPLIES_AT_ONCE is for all replicas together
-    (`EventConsumer`'s `concurrency_shared`)."""
+    (`EventConsumer`'s `concurrency_shared`). `checks`: the service's own readiness checks."""
     db = Database(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
@@ -103,7 +104,7 @@ def consuming_service(
         await consumer.stop()
 
     app = new_app()
-    add_health_routes(app, [database_check(db), broker_check(broker), consuming])
+    add_health_routes(app, [database_check(db), broker_check(broker), consuming, *checks])
     # Stop consuming as soon as SIGTERM arrives, while HTTP requests in flight finish alongside;
     # the connections close only after both (cleanup runs after shutdown).
     app.on_shutdown.append(stop_consuming)

@@ -52,12 +52,18 @@ def create_app(settings: PricingSettings) -> web.Application:
     def applier(db: Database) -> PriceApplier:
         return PriceApplier(db, on_changes=changed, shares=settings.apply_shares)
 
+    async def price_stream() -> tuple[str, bool]:
+        # Ready only once the stream can be served: a gateway sends stream clients elsewhere
+        # while this replica's hub is (re)starting.
+        return "price_stream", hub is not None and hub.is_live()
+
     service = consuming_service(
         settings,
         name="pricing",
         queue=topology.PRICING_QUEUE,
         applier=applier,
         decoder=PRICE_QUEUE_DECODER,  # ticks as plain structs, not pydantic models
+        checks=[price_stream],
     )
     hub = ChangeHub(service.db, service.broker, poll_seconds=settings.stream_poll_seconds)
     upkeep = Upkeep(service.db, change_retention_seconds=settings.change_retention_seconds)

@@ -31,6 +31,7 @@ from prometheus_client import Counter, Gauge
 
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database, LockSpace, writers_horizon
+from rwasync.platform.retry import retrying
 from rwasync.platform.tasks import cancel_and_wait
 from rwasync.pricing import queries
 from rwasync.pricing.api import row_price
@@ -168,7 +169,8 @@ class ChangeHub:
                 await asyncio.wait_for(self._channel.close(), 2)
 
     def is_live(self) -> bool:
-        return self._live.is_set() and self._broker.is_ready()
+        running = self._task is not None and not self._task.done()
+        return running and self._live.is_set() and self._broker.is_ready()
 
     def changed(self) -> None:
         """A commit here moved latest prices: look now, and wake every other replica."""
@@ -224,20 +226,12 @@ class ChangeHub:
                 del self._subscribers[subscriber.provider_id]
 
     async def _run(self) -> None:
-        await self._broker.wait_ready()
-        await self._db.wait_connected()
-        channel = await self._broker.connection.channel()
-        exchange = await channel.declare_exchange(
-            topology.PRICE_CHANGES_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
-        )
-        queue = await channel.declare_queue(self._queue_name, exclusive=True, auto_delete=True)
-        await queue.bind(exchange)
-        await queue.consume(self._on_wakeup, no_ack=True)
-        self._channel, self._exchange = channel, exchange
-        # Bound before reading the position: every commit after it wakes this hub.
-        horizon = await self._start_position()
-        self._position = (horizon - 1, _MAX_BIGINT)
-        self._live.set()
+        # A broker reconnecting or a database blip while the hub starts is tried again, never
+        # the end of the stream on this replica (the robust connection restores the channel
+        # and its consumer once the hub is live).
+        async for attempt in retrying("starting the price stream"):
+            with attempt:
+                await self._start()
         log.info("price stream live", queue=self._queue_name)
         while True:
             with contextlib.suppress(TimeoutError):
@@ -253,6 +247,27 @@ class ChangeHub:
             if pending:
                 await asyncio.sleep(PENDING_RECHECK)
                 self._wake.set()
+
+    async def _start(self) -> None:
+        await self._broker.wait_ready()
+        await self._db.wait_connected()
+        channel = await self._broker.connection.channel()
+        try:
+            exchange = await channel.declare_exchange(
+                topology.PRICE_CHANGES_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            queue = await channel.declare_queue(self._queue_name, exclusive=True, auto_delete=True)
+            await queue.bind(exchange)
+            await queue.consume(self._on_wakeup, no_ack=True)
+            # Bound before reading the position: every commit after it wakes this hub.
+            horizon = await self._start_position()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.close(), 2)
+            raise
+        self._channel, self._exchange = channel, exchange
+        self._position = (horizon - 1, _MAX_BIGINT)
+        self._live.set()
 
     async def _horizon(self) -> int:
         return await writers_horizon(self._db.pool, LockSpace.PRICES)
