@@ -101,6 +101,11 @@ async def test_hourly_and_daily_candles(client: Client, provider_id: str) -> Non
         ("/v1/prices/{p}/a1/ohlc", "interval"),
         ("/v1/prices/{p}/a1/ohlc?interval=5m", "interval"),
         ("/v1/prices/{p}/a1/ohlc?interval=1h&from=2000-01-01T00:00:00Z", "from"),
+        # 5,000 hours, starting mid-hour: 5,001 candles (a part at each end)
+        (
+            "/v1/prices/{p}/a1/ohlc?interval=1h&from=2026-01-01T00:30:00Z&to=2026-07-28T08:30:00Z",
+            "from",
+        ),
     ],
 )
 async def test_bad_parameters_are_400s_naming_them(

@@ -301,7 +301,7 @@ class PriceRoutes:
         await self._reader(request)
         bucket = params.interval(request.query)
         start, end = params.time_range(request.query, datetime.now(UTC))
-        if (end - start) / bucket > params.MAX_CANDLES:
+        if params.candle_count(start, end, bucket) > params.MAX_CANDLES:
             raise bad_query(
                 "from", f"the range holds more than {params.MAX_CANDLES} candles of this interval"
             )

@@ -25,6 +25,15 @@ INTERVALS: Final = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
 # Candles one answer may hold; a longer range is refused rather than silently cut.
 MAX_CANDLES: Final = 5000
 DEFAULT_RANGE: Final = timedelta(days=30)
+# Where candles start: as the OHLC query's `date_bin` origin, in UTC.
+CANDLE_ORIGIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def candle_count(start: datetime, end: datetime, bucket: timedelta) -> int:
+    """How many candles [start, end) touches, a part of one at either end counting as one."""
+    first = (start - CANDLE_ORIGIN) // bucket
+    last = (end - CANDLE_ORIGIN - timedelta(microseconds=1)) // bucket
+    return max(0, last - first + 1)
 
 
 # The types `/v1/openapi.json` gives the parameters above.
