@@ -97,3 +97,22 @@ async def test_the_check_keeps_one_connection_and_closes_it_with_the_pool(
             break
         await asyncio.sleep(0.1)
     assert await backends() == 0
+
+
+async def test_a_deadline_ends_a_statement_the_database_never_answers_at_once(
+    database_url: str,
+) -> None:
+    """A read with a deadline, on a database that stopped answering (connections open, nothing
+    comes back), ends at its deadline: the connection it was on is closed, not waited on until
+    the 60 s command timeout; the pool serves again once the database answers."""
+    async with _proxied(database_url) as (proxy, url), _database(url, max_size=2) as db:
+        assert await db.fetchval("SELECT 1") == 1
+        proxy.pause()
+        for read in (lambda: db.fetchval("SELECT 1"), lambda: db.fetch("SELECT 1")):
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(1):
+                    await read()
+            assert time.monotonic() - started < 5
+        proxy.resume()
+        assert await db.fetchval("SELECT 2") == 2

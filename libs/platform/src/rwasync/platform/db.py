@@ -217,6 +217,21 @@ async def _release_as_is(conn: asyncpg.Connection) -> None:
     asyncpg still rolls back a transaction left open before calling this."""
 
 
+class _Pool(asyncpg.Pool):  # type: ignore[misc]
+    """asyncpg's pool, but a connection released while the statement it was running is being
+    cancelled (a request's deadline, a stop) is closed, not kept. asyncpg would hold the release
+    until the server acknowledged the cancel: from a server that stopped answering (its host
+    gone, a partition), only the 60 s command timeout ended that wait, so a read with a 5 s
+    deadline answered its 503 after 65 s and a stalled apply failed after 120 s. The pool opens
+    a new connection when it needs one; the server rolls back what the old one had open."""
+
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:
+        con = getattr(connection, "_con", None)  # the proxy's connection; None once released
+        if con is not None and con._protocol._is_cancelling():
+            connection.terminate()  # returns its holder to the pool: nothing left to release
+        await super().release(connection, timeout=timeout)
+
+
 class Database:
     """An asyncpg pool that is created by a background task with backoff.
 
@@ -256,13 +271,19 @@ class Database:
     async def _connect_forever(self) -> None:
         async for attempt in retrying("database connect"):
             with attempt:
-                self._pool = await asyncpg.create_pool(
+                # `asyncpg.create_pool` with its defaults, as the subclass above
+                self._pool = await _Pool(
                     self._dsn,
                     min_size=self._min_size,
                     max_size=self._max_size,
+                    max_queries=50_000,
+                    max_inactive_connection_lifetime=300.0,
                     init=_init_connection,
-                    server_settings=SERVER_SETTINGS,
                     reset=_release_as_is,
+                    loop=None,
+                    connection_class=asyncpg.Connection,
+                    record_class=asyncpg.Record,
+                    server_settings=SERVER_SETTINGS,
                     timeout=10,
                     command_timeout=60,
                 )
