@@ -42,18 +42,20 @@ migrate: install services
 	@echo "created .env from .env.example (loopback feeds allowed, console logs, APIs on 127.0.0.1)"
 
 ## Run the whole system locally: four services and a demo provider, in the foreground (Ctrl-C stops).
-# Every process reads its settings from .env (see .env.example); honcho pipes the output, so ask
-# for unbuffered Python output explicitly. Ctrl-C or SIGTERM makes honcho stop every process and
-# exit 130/143: a normal end of `make run`.
+# Every process reads its settings from .env itself (see .env.example), variables set in the
+# environment winning, so honcho is told to load no file (it would let .env win); the port check
+# reads .env the same way. honcho pipes the output, so ask for unbuffered Python output. Ctrl-C
+# or SIGTERM makes honcho stop every process and exit 130/143: a normal end of `make run`.
 run: export PYTHONUNBUFFERED := 1
 run: install services .env
-	@set -a; . ./.env; set +a; scripts/ports-free.sh $${RWASYNC_INGEST_PORT:-8080} \
+	@environment="$$(export -p)"; set -a; . ./.env; set +a; eval "$$environment"; \
+		scripts/ports-free.sh $${RWASYNC_INGEST_PORT:-8080} \
 		$${RWASYNC_FEED_POLLER_PORT:-8081} $${RWASYNC_PRICING_PORT:-8082} \
 		$${RWASYNC_RECONCILER_PORT:-8083} $${DEMO_FEED_PORT:-8090}
 	$(BIN)/rwasync migrate
 	@echo "Starting the four services and the demo provider (Procfile); the demo keeps its" \
 		"identity in .run/demo.json. Ctrl-C stops everything."
-	@$(BIN)/honcho start -f Procfile; status=$$?; \
+	@$(BIN)/honcho start -f Procfile -e /dev/null; status=$$?; \
 		if [ $$status -eq 130 ] || [ $$status -eq 143 ]; then exit 0; fi; exit $$status
 
 lint: install
