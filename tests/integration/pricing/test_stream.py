@@ -198,6 +198,24 @@ async def test_keep_alive_comments_and_the_token_in_the_query(
         assert event.event == "comment" and event.comments == ["keep-alive"]
 
 
+async def test_a_revoked_token_ends_the_streams_it_opened(
+    pricing: Start, push: Push, provider_id: str, db: Database
+) -> None:
+    client = await pricing(auth_cache_seconds=0.5, stream_keepalive_seconds=0.2)
+    async with subscribe(client, f"provider_id={provider_id}") as stream:
+        await push(provider_id, [("a1", "1")])
+        assert seen(await stream.prices(1)) == [(provider_id, "a1", "1")]
+        await db.execute("UPDATE readers SET revoked_at = now()")
+        events = [await stream.next(timeout=10)]
+        while events[-1].event != "close":  # keep-alives until the check (every 0.5 s) bites
+            assert len(events) < 50, "the revoked token's stream went on"
+            events.append(await stream.next(timeout=10))
+        assert events[-1].json() == {"reason": "unauthorized"}
+        assert [e.event for e in events[:-1]] == ["comment"] * (len(events) - 1)
+        with pytest.raises(EOFError):
+            await stream.next(timeout=10)
+
+
 async def test_a_slow_subscriber_is_closed_and_the_others_get_everything(
     pricing: Start, push: Push, provider_id: str
 ) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from datetime import UTC, datetime
 from typing import Final
 
@@ -45,6 +46,7 @@ log = structlog.get_logger(__name__)
 KEEP_ALIVE: Final = b": keep-alive\n\n"
 SLOW_CLOSE: Final = b'event: close\ndata: {"reason":"slow_consumer"}\n\n'
 SHUTDOWN_CLOSE: Final = b'event: close\ndata: {"reason":"shutting_down"}\n\n'
+REVOKED_CLOSE: Final = b'event: close\ndata: {"reason":"unauthorized"}\n\n'
 RESET: Final = b'event: reset\ndata: {"reason":"last_event_id_expired"}\n\n'
 # How long a new subscriber waits for the hub to be connected before a 503.
 SUBSCRIBE_TIMEOUT: Final = 5.0
@@ -133,6 +135,7 @@ class PriceStream:
             # Browsers' EventSource cannot send headers.
             authorization = f"Bearer {token}"
         await self._auth.authenticate_request(request, authorization)
+        assert authorization is not None  # authenticated
         provider_id = params.required(request.query, "provider_id")
         asset_ids = params.asset_ids(request.query, optional=True)
         resume = self._resume_position(request)
@@ -153,7 +156,9 @@ class PriceStream:
         try:
             response = await self._start(request)
             if request.method != "HEAD":  # HEAD: the answer's head (or its 503) alone
-                await self._serve(request, response, subscriber, resume, expired, live_from)
+                await self._serve(
+                    request, response, subscriber, resume, expired, live_from, authorization
+                )
             return response
         finally:
             self._hub.unsubscribe(subscriber)
@@ -216,20 +221,35 @@ class PriceStream:
         resume: Position | None,
         expired: bool,
         live_from: Position,
+        authorization: str,
     ) -> None:
         sent = live_from
+        revoked = False
         try:
             if expired:
                 await self._send(response, RESET)
             elif resume is not None:
                 sent = await self._replay(response, subscriber, resume, live_from)
             keep_alive = self._settings.stream_keepalive_seconds
+            check_every = self._settings.auth_cache_seconds
+            keep_alive_at = time.monotonic() + keep_alive
+            check_at = time.monotonic() + check_every
             while not subscriber.slow.is_set() and not subscriber.closing.is_set():
+                now = time.monotonic()
+                if now >= check_at:
+                    # A token revoked (or its reader removed) ends the streams it opened too,
+                    # within about the time a new request would take to be refused.
+                    if not await self._still_authorized(authorization):
+                        revoked = True
+                        break
+                    check_at = now + check_every
+                if now >= keep_alive_at:
+                    await self._send(response, KEEP_ALIVE)
+                    keep_alive_at = now + keep_alive
                 try:
-                    async with asyncio.timeout(keep_alive):
+                    async with asyncio.timeout(max(0.0, min(keep_alive_at, check_at) - now)):
                         await subscriber.wait()
                 except TimeoutError:
-                    await self._send(response, KEEP_ALIVE)
                     continue
                 if subscriber.slow.is_set() or subscriber.closing.is_set():
                     break
@@ -237,13 +257,19 @@ class PriceStream:
                 # chunk for a burst, not one per event; the frames were rendered by the hub.
                 changes = unsent(subscriber.take(), sent)
                 if changes:
+                    keep_alive_at = time.monotonic() + keep_alive
                     sent = changes[-1].position
                     data = b"".join([c.frame for c in changes])
                     if never_waits(request.transport, len(data)):
                         await response.write(data)  # no timeout to arm: it cannot wait
                     else:
                         await self._send(response, data)
-            if subscriber.closing.is_set():
+            if revoked:
+                log.info(
+                    "closing a stream whose token was revoked", provider_id=subscriber.provider_id
+                )
+                await self._send(response, REVOKED_CLOSE)
+            elif subscriber.closing.is_set():
                 await self._send(response, SHUTDOWN_CLOSE)
             else:
                 log.info("closing a slow stream subscriber", provider_id=subscriber.provider_id)
@@ -257,6 +283,17 @@ class PriceStream:
         with contextlib.suppress(ConnectionResetError, TimeoutError, RuntimeError):
             async with asyncio.timeout(self._settings.stream_send_timeout):
                 await response.write_eof()
+
+    async def _still_authorized(self, authorization: str) -> bool:
+        """False once the stream's credentials are refused (revoked); a database that does not
+        answer just now keeps the stream (it is asked again at the next check)."""
+        try:
+            await self._auth.authenticate(authorization)
+        except Problem as refused:
+            return refused.status != 401
+        except Exception:
+            return True
+        return True
 
     async def _replay(
         self,
