@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 import pytest
+from yarl import URL
 
 from rwasync.platform.broker import Broker
 from rwasync.platform.consumer import EventConsumer
@@ -17,6 +18,7 @@ from rwasync.schema import topology
 from rwasync.schema.events import Event
 from rwasync.schema.messages import message_for
 from tests.support.events import at, upserted
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +152,69 @@ async def test_without_a_store_a_transient_failure_is_retried_in_place(broker: B
         await _until(lambda: applier.applied == ["kept"])
     finally:
         await consumer.stop()
+
+
+class _DatabaseApplier:
+    """Applies with a statement on a real database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.applied: list[str] = []
+
+    async def apply(self, events: Sequence[Event]) -> None:
+        await self.db.execute("SELECT 1")
+        self.applied.extend(e.asset_id for e in events)
+
+    async def note_dead_lettered(self, events: Sequence[Event], reason: str) -> None:
+        pass
+
+
+async def test_a_replica_whose_database_stops_answering_mid_apply_hands_back_soon(
+    broker: Broker, database_url: str
+) -> None:
+    """A database that stops answering (connections open, nothing comes back) stalls an apply
+    until the statement's 60 s timeout; the replica notices when the apply has run for
+    `hand_back_after` and its database does not answer a ping, and hands its messages back
+    then, for a replica that reaches the database to apply."""
+    target = URL(database_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    silent = Database(str(target.with_port(proxy.port)), min_size=1, max_size=2)
+    silent.start()
+    await silent.wait_connected(timeout=30)
+    stalled = _DatabaseApplier(silent)
+    first = EventConsumer(
+        broker, topology.RECONCILER_QUEUE, stalled, store=silent, hand_back_after=1.0
+    )
+    first.start()
+    healthy: Database | None = None
+    second: EventConsumer[Event] | None = None
+    try:
+        await _until(first.is_consuming)
+        await _publish(broker, ["before"])
+        await _until(lambda: stalled.applied == ["before"])
+
+        proxy.pause()
+        held = [f"held{i}" for i in range(5)]
+        await _publish(broker, held)
+        await _until(lambda: not first.is_consuming(), seconds=20)  # stepped back
+
+        healthy = Database(database_url, min_size=1, max_size=2)
+        healthy.start()
+        await healthy.wait_connected(timeout=30)
+        healthy_applier = _DatabaseApplier(healthy)
+        second = EventConsumer(broker, topology.RECONCILER_QUEUE, healthy_applier, store=healthy)
+        second.start()
+        started = asyncio.get_running_loop().time()
+        await _until(lambda: sorted(healthy_applier.applied) == sorted(held), seconds=20)
+        assert asyncio.get_running_loop().time() - started < 15  # not after a 60 s timeout
+        assert stalled.applied == ["before"]
+    finally:
+        proxy.resume()
+        await first.stop()
+        if second is not None:
+            await second.stop()
+        await silent.close()
+        if healthy is not None:
+            await healthy.close()
+        await proxy.cut()

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Final, Generic, Protocol, TypeVar, cast
 
@@ -350,7 +350,37 @@ class EventConsumer(Generic[E]):
         """One apply of the events of the messages grouped; an event that two messages carry
         (a publisher's retry) once."""
         unique = {e.event_id: e for e in events}
-        await self._applier.apply(events if len(unique) == len(events) else list(unique.values()))
+        apply = self._applier.apply(events if len(unique) == len(events) else list(unique.values()))
+        if self._store is None:
+            await apply
+        else:
+            await self._watched(apply)
+
+    async def _watched(self, apply: Awaitable[None]) -> None:
+        """`apply`, unless the database stops answering while it runs (a partition, its host
+        gone: connections stay open and nothing comes back). An apply still running after
+        `hand_back_after` seconds is checked on with `store.ping()` (a connection of its own);
+        if the database does not answer, the apply is cancelled (its connections are closed and
+        the server rolls back) and fails as an outage that began when the apply did, so the
+        replica hands its messages back now rather than when the statement's 60 s timeout
+        ends it. A slow apply on a database that answers (waiting for locks) goes on."""
+        started = time.monotonic()
+        task = asyncio.ensure_future(apply)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self._hand_back_after)
+                if done:
+                    return task.result()
+                assert self._store is not None
+                if not await self._store.ping():
+                    break
+        except asyncio.CancelledError:
+            await cancel_and_wait(task)
+            raise
+        await cancel_and_wait(task)
+        if self._failing_since is None or self._failing_since > started:
+            self._failing_since = started
+        raise DatabaseUnavailable("the database stopped answering during an apply")
 
     async def _dead_letter(self, events: Sequence[E], reason: str, deliveries: int) -> None:
         headers = self._dead_letter_headers(reason, provider_id=events[0].provider_id)
