@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from yarl import URL
 
-from rwasync.platform.db import Database
+from rwasync.platform.db import CANCEL_WAIT, Database, is_transient
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -99,20 +99,51 @@ async def test_the_check_keeps_one_connection_and_closes_it_with_the_pool(
     assert await backends() == 0
 
 
-async def test_a_deadline_ends_a_statement_the_database_never_answers_at_once(
+async def test_a_deadline_ends_a_statement_the_database_never_answers_soon(
     database_url: str,
 ) -> None:
-    """A read with a deadline, on a database that stopped answering (connections open, nothing
-    comes back), ends at its deadline: the connection it was on is closed, not waited on until
-    the 60 s command timeout; the pool serves again once the database answers."""
+    """A statement with a deadline, on a database that stopped answering (connections open,
+    nothing comes back), ends within its deadline and the cancel's bounded wait (CANCEL_WAIT),
+    not the 60 s command timeout: alone, or inside a transaction (whose ROLLBACK waits for the
+    cancel too). The pool serves again once the database answers."""
     async with _proxied(database_url) as (proxy, url), _database(url, max_size=2) as db:
         assert await db.fetchval("SELECT 1") == 1
-        proxy.pause()
         for read in (lambda: db.fetchval("SELECT 1"), lambda: db.fetch("SELECT 1")):
+            proxy.pause()
             started = time.monotonic()
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(1):
                     await read()
-            assert time.monotonic() - started < 5
+            assert time.monotonic() - started < 1 + CANCEL_WAIT + 2
+            proxy.resume()
+        async with db.connection() as conn:
+            started = time.monotonic()
+            with pytest.raises(Exception) as ended:
+                async with asyncio.timeout(1), conn.transaction():
+                    await conn.execute("SELECT 1")
+                    proxy.pause()
+                    await conn.execute("SELECT 2")
+            # the deadline, or the closed connection the ROLLBACK found: both transient
+            assert is_transient(ended.value), repr(ended.value)
+            assert time.monotonic() - started < 1 + CANCEL_WAIT + 2
         proxy.resume()
         assert await db.fetchval("SELECT 2") == 2
+
+
+async def test_a_statement_cancelled_by_its_deadline_stops_on_the_server(
+    database_url: str,
+) -> None:
+    """The cancel reaches a database that answers: the statement stops there, not only in the
+    caller (a backend left running it would escape the pool's size)."""
+    async with _database(database_url, max_size=2) as db:
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await db.fetchval("SELECT pg_sleep(30) /* cancelled-probe */")
+        await asyncio.sleep(0.5)
+        running = await db.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE state = 'active' AND query LIKE '%cancelled-probe%'
+                 AND pid <> pg_backend_pid()"""
+        )
+        assert running == 0

@@ -378,6 +378,8 @@ class EventConsumer(Generic[E]):
             await cancel_and_wait(task)
             raise
         await cancel_and_wait(task)
+        if task.done() and not task.cancelled():
+            return task.result()  # it ended meanwhile (committed, or failed on its own): as is
         if self._failing_since is None or self._failing_since > started:
             self._failing_since = started
         raise DatabaseUnavailable("the database stopped answering during an apply")

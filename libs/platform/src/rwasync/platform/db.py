@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from enum import IntEnum
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 import orjson
@@ -204,7 +204,9 @@ SERVER_SETTINGS: dict[str, str] = {"jit": "off"}
 
 async def connect(dsn: str, *, timeout: float = 10) -> asyncpg.Connection:
     """One connection outside a pool (the CLI, a LISTEN), with the same codecs as the pool's."""
-    conn = await asyncpg.connect(dsn, timeout=timeout, server_settings=SERVER_SETTINGS)
+    conn = await asyncpg.connect(
+        dsn, timeout=timeout, server_settings=SERVER_SETTINGS, connection_class=_Connection
+    )
     await _init_connection(conn)
     return conn
 
@@ -217,19 +219,26 @@ async def _release_as_is(conn: asyncpg.Connection) -> None:
     asyncpg still rolls back a transaction left open before calling this."""
 
 
-class _Pool(asyncpg.Pool):  # type: ignore[misc]
-    """asyncpg's pool, but a connection released while the statement it was running is being
-    cancelled (a request's deadline, a stop) is closed, not kept. asyncpg would hold the release
-    until the server acknowledged the cancel: from a server that stopped answering (its host
-    gone, a partition), only the 60 s command timeout ended that wait, so a read with a 5 s
-    deadline answered its 503 after 65 s and a stalled apply failed after 120 s. The pool opens
-    a new connection when it needs one; the server rolls back what the old one had open."""
+# How long a cancelled statement's connection waits for the server to acknowledge the cancel.
+CANCEL_WAIT: Final = 2.0
 
-    async def release(self, connection: Any, *, timeout: float | None = None) -> None:
-        con = getattr(connection, "_con", None)  # the proxy's connection; None once released
-        if con is not None and con._protocol._is_cancelling():
-            connection.terminate()  # returns its holder to the pool: nothing left to release
-        await super().release(connection, timeout=timeout)
+
+class _Connection(asyncpg.Connection):  # type: ignore[misc]
+    """asyncpg's connection, with a bounded wait for a cancel. A statement cancelled by its
+    caller (a request's deadline, a consumer's watchdog, a stop) is cancelled on the server
+    (asyncpg sends a CancelRequest), and the connection waits for the acknowledgement before its
+    next command (the transaction's ROLLBACK, the pool's release). asyncpg allows that wait the
+    command timeout (60 s): from a server that stopped answering (its host gone, a partition), a
+    read with a 5 s deadline answered its 503 after 65 s. Past `CANCEL_WAIT` the connection is
+    closed instead, as asyncpg does when a cancel fails: whatever waited on it fails at once,
+    the pool opens a new one, and the server rolls back what it had open."""
+
+    async def _cancel(self, waiter: Any, cancel_waiter: Any = None) -> None:
+        cancelling = asyncio.ensure_future(super()._cancel(waiter, cancel_waiter))
+        done, _ = await asyncio.wait({cancelling}, timeout=CANCEL_WAIT)
+        if not done and not self.is_closed():
+            self.terminate()  # ends the wait above and everything waiting on this connection
+        await cancelling
 
 
 class Database:
@@ -271,19 +280,14 @@ class Database:
     async def _connect_forever(self) -> None:
         async for attempt in retrying("database connect"):
             with attempt:
-                # `asyncpg.create_pool` with its defaults, as the subclass above
-                self._pool = await _Pool(
+                self._pool = await asyncpg.create_pool(
                     self._dsn,
                     min_size=self._min_size,
                     max_size=self._max_size,
-                    max_queries=50_000,
-                    max_inactive_connection_lifetime=300.0,
                     init=_init_connection,
-                    reset=_release_as_is,
-                    loop=None,
-                    connection_class=asyncpg.Connection,
-                    record_class=asyncpg.Record,
                     server_settings=SERVER_SETTINGS,
+                    reset=_release_as_is,
+                    connection_class=_Connection,
                     timeout=10,
                     command_timeout=60,
                 )
