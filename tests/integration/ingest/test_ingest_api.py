@@ -423,36 +423,49 @@ async def test_expect_100_continue_comes_only_once_the_request_may_send_its_body
 ) -> None:
     """A client that waits for `100 Continue` before uploading (curl does, above 1 MiB) is told
     at once when its declared body is over the limit or its credentials are wrong, instead of
-    being invited to upload it first; a good request gets its 100, then its answer."""
+    being invited to upload it first, and such an answer closes the connection (the body it
+    declared was never sent: a kept connection would read the next request as that body); a
+    good request gets its 100, then its answer, on a connection that stays open."""
     assert ingest.port is not None
 
-    async def exchange(headers: str, body: bytes | None = None) -> tuple[bytes, bytes]:
+    async def exchange(headers: str, body: bytes | None = None) -> tuple[bytes, bytes, bool]:
+        """The first status line, the final one (after sending `body`), and whether the final
+        answer closes the connection."""
+
+        async def head() -> tuple[bytes, list[bytes]]:
+            status = await asyncio.wait_for(reader.readline(), timeout=10)
+            lines = []
+            while (line := await asyncio.wait_for(reader.readline(), timeout=10)) != b"\r\n":
+                lines.append(line.strip().lower())
+            return status, lines
+
         reader, writer = await asyncio.open_connection("127.0.0.1", ingest.port)
         try:
             writer.write(f"PUT /v1/assets/exp-1 HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
-            first = await asyncio.wait_for(reader.readline(), timeout=10)
-            while await asyncio.wait_for(reader.readline(), timeout=10) != b"\r\n":
-                pass  # the rest of that answer's head
+            first, lines = await head()
             final = b""
             if body is not None:
                 writer.write(body)
-                final = await asyncio.wait_for(reader.readline(), timeout=10)
-            return first, final
+                final, lines = await head()
+            return first, final, b"connection: close" in lines
         finally:
             writer.close()
 
     auth = f"Authorization: {provider.bearer['Authorization']}\r\n"
     expect = "Content-Type: application/json\r\nExpect: 100-continue\r\n"
-    first, _ = await exchange(f"{auth}{expect}Content-Length: {2 * 1024**2}\r\n")
-    assert first.startswith(b"HTTP/1.1 413"), first
-    first, _ = await exchange(f"Authorization: Bearer rwp_wrong\r\n{expect}Content-Length: 9\r\n")
-    assert first.startswith(b"HTTP/1.1 401"), first
+    first, _, closed = await exchange(f"{auth}{expect}Content-Length: {2 * 1024**2}\r\n")
+    assert first.startswith(b"HTTP/1.1 413") and closed, first
+    wrong = f"Authorization: Bearer rwp_wrong\r\n{expect}Content-Length: 9\r\n"
+    first, _, closed = await exchange(wrong)
+    assert first.startswith(b"HTTP/1.1 401") and closed, first
     document = json.dumps(house("exp-1")).encode()
-    first, final = await exchange(f"{auth}{expect}Content-Length: {len(document)}\r\n", document)
+    first, final, closed = await exchange(
+        f"{auth}{expect}Content-Length: {len(document)}\r\n", document
+    )
     assert first.startswith(b"HTTP/1.1 100 Continue"), first
-    assert final.startswith(b"HTTP/1.1 202"), final
-    first, _ = await exchange(f"{auth}Expect: something-else\r\nContent-Length: 2\r\n")
-    assert first.startswith(b"HTTP/1.1 417"), first
+    assert final.startswith(b"HTTP/1.1 202") and not closed, final
+    first, _, closed = await exchange(f"{auth}Expect: something-else\r\nContent-Length: 2\r\n")
+    assert first.startswith(b"HTTP/1.1 417") and closed, first
 
 
 async def test_body_id_must_match_a_valid_path_id(

@@ -111,6 +111,16 @@ async def defer_continue(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+async def _close_when_body_unread(request: web.Request, response: web.StreamResponse) -> None:
+    """An answer given before the body was read, to a client that waits for `100 Continue`,
+    closes the connection (RFC 9110 10.1.1): the client may then skip the body it declared,
+    and on a kept connection its next request would be read as that body."""
+    if "Expect" in request.headers and not request.content.is_eof():
+        response.force_close()
+        # (this hook runs after aiohttp wrote the response's Connection header: say it here)
+        response.headers["Connection"] = "close"
+
+
 async def send_continue(request: web.Request) -> None:
     """`100 Continue`, if the client waits for it before sending the body it declared."""
     if (
@@ -299,7 +309,9 @@ def add_health_routes(app: web.Application, checks: Iterable[ReadinessCheck]) ->
 def new_app(*, client_max_size: int = 1024**2) -> web.Application:
     # Requests aiohttp cannot parse never reach the middleware: `_ProblemRequestHandler` answers.
     web_server.RequestHandler = _ProblemRequestHandler  # type: ignore[attr-defined]
-    return web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
+    app = web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
+    app.on_response_prepare.append(_close_when_body_unread)
+    return app
 
 
 # --- requests aiohttp refuses before any handler runs ------------------------------------------

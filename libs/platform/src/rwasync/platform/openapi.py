@@ -157,7 +157,7 @@ class ApiRegistry:
     def routes(self) -> list[web.RouteDef]:
         # A GET also answers HEAD (RFC 9110 9.3.2), as aiohttp's own `add_get` does.
         return [
-            web.get(o.path, o.handler)
+            web.get(o.path, o.handler, expect_handler=defer_continue)
             if o.method == "GET"
             else web.route(o.method, o.path, o.handler, expect_handler=defer_continue)
             for o in self.operations
