@@ -12,6 +12,8 @@ import orjson
 import pytest
 from yarl import URL
 
+from rwasync.feed_poller import pipeline
+from rwasync.feed_poller.messages import upsert_event
 from rwasync.platform.db import Database
 from rwasync.schema import topology
 from rwasync.schema.events import AssetDeleted, AssetUpserted
@@ -286,3 +288,36 @@ async def test_a_broker_that_stops_confirming_fails_the_run_with_what_was_publis
     queued = await _queued(vhost_amqp_url)
     # Counts say what the broker confirmed: every one of them is queued (a few unconfirmed may be).
     assert 50 <= created <= queued <= created + 4 < 3000
+
+
+async def test_a_run_that_fails_mid_publish_for_another_reason_says_what_it_published(
+    database_url: str,
+    vhost_amqp_url: str,
+    db: Database,
+    provider_id: str,
+    feed_server: FeedServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not only a broker fault: whatever stops the publish pass, the run's counts say what the
+    broker confirmed, which the next run's shortcuts rely on to compare a partly applied
+    snapshot again."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    items = [asset(f"a{n:04d}") for n in range(1200)]
+    url = feed_server.serve("/feed.json", body(feed_body(items, timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    made = []
+
+    def failing_upsert(decision: object, run: object) -> object:
+        made.append(True)
+        if len(made) == 1001:
+            raise RuntimeError("an event that cannot be built")
+        return upsert_event(decision, run)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "upsert_event", failing_upsert)
+    async with running_poller(
+        poller_settings(database_url, vhost_amqp_url, events_per_message=100)
+    ):
+        run = await wait_for_run(db, await trigger(db, feed_id), timeout=60)
+    assert (run["status"], run["reason_code"]) == ("failed", "internal_error")
+    assert "an event that cannot be built" in run["reason"]
+    assert 900 <= run["counts"]["created"] <= 1000  # the confirmed messages before it

@@ -327,6 +327,19 @@ class RunPipeline:
                 body=snapshot.body,
                 snapshot_time=at,
             )
+        except Exception as exc:
+            # Whatever stopped the pass, the run says what it published: its counts are what the
+            # next run's shortcuts check (a partly published snapshot is compared again).
+            log.exception("feed run failed while publishing", run_id=claim.run_id)
+            return RunOutcome(
+                RunStatus.FAILED,
+                reason=f"internal error while publishing: {type(exc).__name__}: {exc}",
+                reason_code=ReasonCode.INTERNAL_ERROR,
+                counts=published.counts(snapshot),
+                errors=errors,
+                body=snapshot.body,
+                snapshot_time=at,
+            )
         return RunOutcome(
             RunStatus.OK,
             counts=published.counts(snapshot),

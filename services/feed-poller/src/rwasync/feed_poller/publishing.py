@@ -51,7 +51,14 @@ class ConfirmedPublisher:
     ) -> None:
         if error is None:
             await self.drain()
-        else:
+        elif isinstance(error, Exception) and not isinstance(error, BrokerUnavailable):
+            # The pass failed on its own: the messages already sent get their confirms first,
+            # so that the run's counts say what the broker took.
+            try:
+                await self.drain()
+            except BrokerUnavailable:
+                await self._abandon()
+        else:  # the broker failed, or the run is being stopped
             await self._abandon()
 
     async def publish(
