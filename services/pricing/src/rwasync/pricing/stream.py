@@ -47,6 +47,10 @@ KEEP_ALIVE: Final = b": keep-alive\n\n"
 SLOW_CLOSE: Final = b'event: close\ndata: {"reason":"slow_consumer"}\n\n'
 SHUTDOWN_CLOSE: Final = b'event: close\ndata: {"reason":"shutting_down"}\n\n'
 REVOKED_CLOSE: Final = b'event: close\ndata: {"reason":"unauthorized"}\n\n'
+# A stream checks its token again every auth-cache period (at least this often), each check
+# waiting at most TOKEN_CHECK_TIMEOUT for the database (the stream goes on if it does not answer).
+MIN_TOKEN_CHECK_SECONDS: Final = 1.0
+TOKEN_CHECK_TIMEOUT: Final = 1.0
 RESET: Final = b'event: reset\ndata: {"reason":"last_event_id_expired"}\n\n'
 # How long a new subscriber waits for the hub to be connected before a 503.
 SUBSCRIBE_TIMEOUT: Final = 5.0
@@ -231,7 +235,7 @@ class PriceStream:
             elif resume is not None:
                 sent = await self._replay(response, subscriber, resume, live_from)
             keep_alive = self._settings.stream_keepalive_seconds
-            check_every = self._settings.auth_cache_seconds
+            check_every = max(self._settings.auth_cache_seconds, MIN_TOKEN_CHECK_SECONDS)
             keep_alive_at = time.monotonic() + keep_alive
             check_at = time.monotonic() + check_every
             while not subscriber.slow.is_set() and not subscriber.closing.is_set():
@@ -288,7 +292,9 @@ class PriceStream:
         """False once the stream's credentials are refused (revoked); a database that does not
         answer just now keeps the stream (it is asked again at the next check)."""
         try:
-            await self._auth.authenticate(authorization)
+            # Bounded: the check runs between deliveries, which a slow lookup must not stall.
+            async with asyncio.timeout(TOKEN_CHECK_TIMEOUT):
+                await self._auth.authenticate(authorization)
         except Problem as refused:
             return refused.status != 401
         except Exception:
