@@ -235,10 +235,15 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
 
     async def _cancel(self, waiter: Any, cancel_waiter: Any = None) -> None:
         cancelling = asyncio.ensure_future(super()._cancel(waiter, cancel_waiter))
-        done, _ = await asyncio.wait({cancelling}, timeout=CANCEL_WAIT)
-        if not done and not self.is_closed():
-            self.terminate()  # ends the wait above and everything waiting on this connection
-        await cancelling
+        try:
+            done, _ = await asyncio.wait({cancelling}, timeout=CANCEL_WAIT)
+            if not done and not self.is_closed():
+                self.terminate()  # ends the wait above and everything waiting on this connection
+            await cancelling
+        except asyncio.CancelledError:
+            # The connection's teardown cancels its cancels (asyncpg's own `_cancel` swallows
+            # that too): the inner one completes its waiters as it ends.
+            cancelling.cancel()
 
 
 class Database:
