@@ -317,24 +317,19 @@ class RunPipeline:
         published = _Published()
         try:
             await self._publish(conn, claim, comparison, run, published)
-        except BrokerUnavailable as exc:
-            return RunOutcome(
-                RunStatus.FAILED,
-                reason=f"broker unavailable: {exc}",
-                reason_code=ReasonCode.BROKER_UNAVAILABLE,
-                counts=published.counts(snapshot),
-                errors=errors,
-                body=snapshot.body,
-                snapshot_time=at,
-            )
         except Exception as exc:
             # Whatever stopped the pass, the run says what it published: its counts are what the
             # next run's shortcuts check (a partly published snapshot is compared again).
-            log.exception("feed run failed while publishing", run_id=claim.run_id)
+            if isinstance(exc, BrokerUnavailable):
+                reason, code = f"broker unavailable: {exc}", ReasonCode.BROKER_UNAVAILABLE
+            else:
+                log.exception("feed run failed while publishing", run_id=claim.run_id)
+                reason = f"internal error while publishing: {type(exc).__name__}: {exc}"
+                code = ReasonCode.INTERNAL_ERROR
             return RunOutcome(
                 RunStatus.FAILED,
-                reason=f"internal error while publishing: {type(exc).__name__}: {exc}",
-                reason_code=ReasonCode.INTERNAL_ERROR,
+                reason=reason,
+                reason_code=code,
                 counts=published.counts(snapshot),
                 errors=errors,
                 body=snapshot.body,
