@@ -25,6 +25,7 @@ import orjson
 import rfc8785
 from pydantic import (
     AfterValidator,
+    ConfigDict,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -380,8 +381,18 @@ class Media(ContractModel):
     title: Text | None = None
 
 
+def _meta_is_ignored(schema: dict[str, Any]) -> None:
+    # A document read back (GET adds `_meta`) may be sent again as it is: say so in the schema
+    # (`/v1/schema/asset.json` and the API document's `Asset` alike).
+    schema["properties"]["_meta"] = {
+        "description": "Added by GET; accepted and ignored on input, whatever it holds.",
+    }
+
+
 class Asset(ContractModel):
     """An asset document, schema version 1 (docs/api.md, "The asset document")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_meta_is_ignored)
 
     id: AssetId
     updated_at: AwareTimestamp
@@ -519,11 +530,7 @@ def content_hash_hex(document: dict[str, Any]) -> str:
 
 @functools.cache
 def _json_schema() -> dict[str, Any]:
-    schema = Asset.model_json_schema()
-    schema["properties"]["_meta"] = {
-        "type": "object",
-        "description": "Added by GET; accepted and ignored on input.",
-    }
+    schema = Asset.model_json_schema()  # `_meta` included (`_meta_is_ignored`)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
