@@ -9,6 +9,7 @@ import csv
 import gzip
 import io
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -125,21 +126,29 @@ async def test_every_format_and_gzip_publishes_the_same_events(
     assert gz["bytes"] < gz["decoded_bytes"] == len(cases["/envelope.json"][1])
 
 
+def etag_v1(
+    content: bytes, seen: list[web.Request], *, last_modified: str | None = None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A feed server answering `content` with ETag "v1" (and `last_modified`), or a 304 to a
+    request that sends that ETag back; every request it gets lands in `seen`."""
+    headers = {"ETag": '"v1"'} | ({"Last-Modified": last_modified} if last_modified else {})
+
+    async def conditional(request: web.Request) -> web.StreamResponse:
+        seen.append(request)
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"'})
+        return web.Response(body=content, headers=headers)
+
+    return conditional
+
+
 async def test_conditional_requests_and_identical_bodies_are_not_modified(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:
     snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
     content = feed_body([asset("a1")], timestamp=snapshot)
     seen: list[web.Request] = []
-
-    async def conditional(request: web.Request) -> web.StreamResponse:
-        seen.append(request)
-        if request.headers.get("If-None-Match") == '"v1"':
-            return web.Response(status=304, headers={"ETag": '"v1"'})
-        return web.Response(
-            body=content, headers={"ETag": '"v1"', "Last-Modified": "Sun, 01 Jun 2025 10:00:00 GMT"}
-        )
-
+    conditional = etag_v1(content, seen, last_modified="Sun, 01 Jun 2025 10:00:00 GMT")
     url = feed_server.serve("/feed.json", conditional)
     feed_id = await add_feed(db, provider_id, url)
     async with running_poller(poller_settings(database_url, vhost_amqp_url)):
@@ -169,14 +178,7 @@ async def test_after_a_run_that_failed_part_way_the_same_body_is_compared_again(
     snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
     content = feed_body([asset("a1")], timestamp=snapshot)
     seen: list[web.Request] = []
-
-    async def conditional(request: web.Request) -> web.StreamResponse:
-        seen.append(request)
-        if request.headers.get("If-None-Match") == '"v1"':
-            return web.Response(status=304, headers={"ETag": '"v1"'})
-        return web.Response(body=content, headers={"ETag": '"v1"'})
-
-    url = feed_server.serve("/feed.json", conditional)
+    url = feed_server.serve("/feed.json", etag_v1(content, seen))
     feed_id = await add_feed(db, provider_id, url)
     async with running_poller(poller_settings(database_url, vhost_amqp_url)):
         first = await wait_for_run(db, await trigger(db, feed_id))

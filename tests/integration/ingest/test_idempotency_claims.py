@@ -29,8 +29,20 @@ def accepted(event_id: str) -> web.Response:
     return web.json_response({"event_id": event_id}, status=202)
 
 
-async def expire_claims(db: Database) -> None:
+async def stalled_past_its_lease(
+    keys: IdempotencyKeys, db: Database, provider_id: str, may_answer: asyncio.Event
+) -> asyncio.Task[web.Response]:
+    """Request A under key k1, whose answer waits for `may_answer`, and whose claim has outlived
+    its lease meanwhile (as if it stalled for minutes)."""
+
+    async def answer_a() -> web.Response:
+        await may_answer.wait()
+        return accepted("EVENT-OF-A")
+
+    a = asyncio.create_task(keys.run(call(provider_id, b'{"name":"A"}'), answer_a))
+    await asyncio.sleep(0.3)
     await db.execute("UPDATE idempotency_keys SET claimed_at = now() - interval '2 minutes'")
+    return a
 
 
 async def test_a_request_whose_claim_was_taken_over_neither_answers_for_it_nor_releases_it(
@@ -38,14 +50,7 @@ async def test_a_request_whose_claim_was_taken_over_neither_answers_for_it_nor_r
 ) -> None:
     keys = IdempotencyKeys(db, wait_seconds=1, retention=timedelta(hours=24))
     a_may_answer = asyncio.Event()
-
-    async def answer_a() -> web.Response:
-        await a_may_answer.wait()  # A stalls past its lease
-        return accepted("EVENT-OF-A")
-
-    a = asyncio.create_task(keys.run(call(provider_id, b'{"name":"A"}'), answer_a))
-    await asyncio.sleep(0.3)
-    await expire_claims(db)
+    a = await stalled_past_its_lease(keys, db, provider_id, a_may_answer)
 
     async def answer_b() -> web.Response:
         a_may_answer.set()
@@ -69,14 +74,7 @@ async def test_a_late_answer_never_replaces_the_answer_of_the_claim_holder(
 ) -> None:
     keys = IdempotencyKeys(db, wait_seconds=1, retention=timedelta(hours=24))
     a_may_answer = asyncio.Event()
-
-    async def answer_a() -> web.Response:
-        await a_may_answer.wait()
-        return accepted("EVENT-OF-A")
-
-    a = asyncio.create_task(keys.run(call(provider_id, b'{"name":"A"}'), answer_a))
-    await asyncio.sleep(0.3)
-    await expire_claims(db)
+    a = await stalled_past_its_lease(keys, db, provider_id, a_may_answer)
 
     async def answer_b() -> web.Response:
         return accepted("EVENT-OF-B")

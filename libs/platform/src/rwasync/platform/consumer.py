@@ -12,7 +12,9 @@ crash anywhere leads to redelivery, which the appliers' version guards make harm
 A replica consumes only while its database answers: it starts consuming once the database is
 connected, and when applies have failed for want of it for `hand_back_after` seconds, it stops
 taking messages, hands the ones it holds back to the queue (for a replica that can apply them)
-and consumes again once the database answers.
+and consumes again once the database answers. An apply still running after `hand_back_after`
+seconds on a database that no longer answers a ping (a partition: nothing fails, nothing comes
+back) is cancelled and counts as such a failure since it began (`_watched`).
 """
 
 from __future__ import annotations
@@ -354,9 +356,9 @@ class EventConsumer(Generic[E]):
         if self._store is None:
             await apply
         else:
-            await self._watched(apply)
+            await self._watched(apply, self._store)
 
-    async def _watched(self, apply: Awaitable[None]) -> None:
+    async def _watched(self, apply: Awaitable[None], store: Store) -> None:
         """`apply`, unless the database stops answering while it runs (a partition, its host
         gone: connections stay open and nothing comes back). An apply still running after
         `hand_back_after` seconds is checked on with `store.ping()` (a connection of its own);
@@ -371,8 +373,7 @@ class EventConsumer(Generic[E]):
                 done, _ = await asyncio.wait({task}, timeout=self._hand_back_after)
                 if done:
                     return task.result()
-                assert self._store is not None
-                if not await self._store.ping():
+                if not await store.ping():
                     break
         except asyncio.CancelledError:
             await cancel_and_wait(task)

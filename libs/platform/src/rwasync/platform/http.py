@@ -2,8 +2,9 @@
 them, the same answers for requests aiohttp refuses before any handler runs, JSON responses, and
 the `/healthz`, `/readyz` and `/metrics` routes.
 
-Sections: problems and JSON answers; the middleware; health routes and the app; requests aiohttp
-refuses before any handler runs; serving (`run`, the garbage collector's settings)."""
+Sections: problems and JSON answers; `Expect: 100-continue` (deferred until a handler reads the
+body); the middleware; health routes and the app; requests aiohttp refuses before any handler
+runs; serving (`run`, the garbage collector's settings)."""
 
 from __future__ import annotations
 
@@ -90,49 +91,6 @@ def json_response(
     )
 
 
-# --- Expect: 100-continue -------------------------------------------------------------------------
-# aiohttp answers `100 Continue` before the handler runs, so a client declaring a body over the
-# limit (or without valid credentials) was invited to upload all of it before its 413 (or 401).
-# Routes with bodies defer it instead: the handler sends it when it starts reading the body, once
-# the request has passed its checks; a request refused before that gets its answer at once.
-
-
-async def defer_continue(request: web.Request) -> web.StreamResponse | None:
-    """The expect handler of routes that read a body: sends nothing yet (see `send_continue`);
-    an expectation other than 100-continue is a 417 problem."""
-    expect = request.headers.get("Expect", "")
-    if expect.lower() != "100-continue":
-        return Problem(
-            417,
-            "Expectation Failed",
-            "the only expectation this server meets is Expect: 100-continue",
-            kind="expectation-failed",
-        ).response()
-    return None
-
-
-async def _close_when_body_unread(request: web.Request, response: web.StreamResponse) -> None:
-    """An answer given before the body was read, to a client that waits for `100 Continue`,
-    closes the connection (RFC 9110 10.1.1): the client may then skip the body it declared,
-    and on a kept connection its next request would be read as that body."""
-    if "Expect" in request.headers and not request.content.is_eof():
-        response.force_close()
-        # (this hook runs after aiohttp wrote the response's Connection header: say it here)
-        response.headers["Connection"] = "close"
-
-
-async def send_continue(request: web.Request) -> None:
-    """`100 Continue`, if the client waits for it before sending the body it declared."""
-    if (
-        request.version == (1, 1)
-        and request.headers.get("Expect", "").lower() == "100-continue"
-        and not request.content.is_eof()
-    ):
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        # what was written is not part of the response (aiohttp's own expect handler does this)
-        request.writer.output_size = 0
-
-
 def bad_query(parameter: str, message: str, *, kind: str = "bad-query") -> Problem:
     """A query parameter (or, with `kind="bad-header"`, a header) that cannot be used: a 400 whose
     detail starts with the parameter's name and whose `errors` name it, the same shape in every
@@ -170,6 +128,48 @@ def too_many_requests(detail: str, *, retry_after: int) -> Problem:
         kind="too-many-requests",
         headers={"Retry-After": str(retry_after)},
     )
+
+
+# --- Expect: 100-continue -------------------------------------------------------------------------
+# aiohttp answers `100 Continue` before the handler runs, so a client declaring a body over the
+# limit (or without valid credentials) was invited to upload all of it before its 413 (or 401).
+# Routes with bodies defer it instead: the handler sends it when it starts reading the body, once
+# the request has passed its checks; a request refused before that gets its answer at once.
+
+
+def _waits_for_continue(request: web.Request) -> bool:
+    return request.headers.get("Expect", "").lower() == "100-continue"
+
+
+async def defer_continue(request: web.Request) -> web.StreamResponse | None:
+    """The expect handler of every API route: sends nothing yet (see `send_continue`); an
+    expectation other than 100-continue is a 417 problem."""
+    if not _waits_for_continue(request):
+        return Problem(
+            417,
+            "Expectation Failed",
+            "the only expectation this server meets is Expect: 100-continue",
+            kind="expectation-failed",
+        ).response()
+    return None
+
+
+async def _close_when_body_unread(request: web.Request, response: web.StreamResponse) -> None:
+    """An answer given before the body was read, to a client that waits for `100 Continue`,
+    closes the connection (RFC 9110 10.1.1): the client may then skip the body it declared,
+    and on a kept connection its next request would be read as that body."""
+    if "Expect" in request.headers and not request.content.is_eof():
+        response.force_close()
+        # (this hook runs after aiohttp wrote the response's Connection header: say it here)
+        response.headers["Connection"] = "close"
+
+
+async def send_continue(request: web.Request) -> None:
+    """`100 Continue`, if the client waits for it before sending the body it declared."""
+    if request.version == (1, 1) and _waits_for_continue(request) and not request.content.is_eof():
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # what was written is not part of the response (aiohttp's own expect handler does this)
+        request.writer.output_size = 0
 
 
 # --- the middleware ------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """One feed run, start to end: fetch → stage → plan → publish, returning how it ended.
 
 A 304 answer to the conditional request, or a decoded body identical to the last `ok` run's, is
-`not_modified` before anything is parsed. Otherwise the body is staged (`staging`), the run waits
-for the provider's accepted pushes to be applied (`_settle_pushes`), the plan pass decides whether
-the run is held, and the publish pass sends the events (`publishing`). An approved held run skips
-the fetch: unless a later run superseded it meanwhile, its staged snapshot is compared with the
-state at that moment, without the hold checks, and published. Recording the outcome is the
-caller's (it holds the lease).
+`not_modified` before anything is parsed (unless a run since failed having published part of its
+snapshot: its counts say so, whatever stopped it). Otherwise the body is staged (`staging`), the
+run waits for the provider's accepted pushes to be applied (`_settle_pushes`), the plan pass
+decides whether the run is held, and the publish pass sends the events (`publishing`). An
+approved held run skips the fetch: unless a later run superseded it meanwhile, its staged
+snapshot is compared with the state at that moment, without the hold checks, and published.
+Recording the outcome is the caller's (it holds the lease).
 """
 
 from __future__ import annotations
