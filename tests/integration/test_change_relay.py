@@ -7,13 +7,15 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from yarl import URL
 
 from rwasync.platform.broker import Broker
-from rwasync.platform.db import Database
+from rwasync.platform.db import Database, LockSpace
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.reconciler.relay import ChangeRelay
 from tests.support.changes import ChangeListener
 from tests.support.events import at, upserted
+from tests.support.tcpproxy import TcpProxy
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -81,3 +83,43 @@ async def test_one_replica_relays_at_a_time_and_another_takes_over(
         await second.stop()
     ids = [e["event_id"] for e in entries]
     assert len(ids) == len(set(ids)) == 7
+
+
+async def test_a_relay_whose_database_goes_silent_gives_its_connection_up_and_takes_over_again(
+    db: Database, database_url: str, broker: Broker, listener: ChangeListener, provider_id: str
+) -> None:
+    """The holder's connection goes half-open (nothing comes back, no reset): its statement
+    times out and it stops claiming the relay instead of waiting for ever. Once the server has
+    ended the silent session (as its keepalives do when a host vanished), the same replica takes
+    the lock on a new connection and relays what committed meanwhile."""
+    target = URL(database_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    relay = ChangeRelay(
+        str(target.with_port(proxy.port)), broker, interval=0.05, command_timeout=1.0
+    )
+    relay.start()
+    try:
+        await eventually(lambda: asyncio.sleep(0, relay.holding), bool, what="relay holding")
+        holder = await db.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            int(LockSpace.CHANGE_RELAY),
+        )
+        assert holder is not None
+        proxy.stall_open_connections()
+        await eventually(
+            lambda: asyncio.sleep(0, relay.holding), lambda h: not h, timeout=15,
+            what="the relay giving its silent connection up",
+        )  # fmt: skip
+        applier = AssetApplier(db)
+        await applier.apply([upserted(provider_id, "meanwhile", at(1))])
+        assert await db.fetchval("SELECT pg_terminate_backend($1)", holder)
+        await eventually(
+            lambda: asyncio.sleep(0, relay.holding), bool, timeout=15, what="relay again"
+        )
+        entries = await listener.wait_for(1)
+        assert entries[-1]["asset_id"] == "meanwhile"
+    finally:
+        await relay.stop()
+        await proxy.cut()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
+LOCAL = "127.0.0.1"
 
 
 def _pg_bin() -> Path:
@@ -253,6 +254,10 @@ class PrivatePostgres:
 
     port: int = field(default_factory=spare_port)
     workdir: Path = field(default_factory=lambda: _workdir("rwasync-pg-", "postgres"))
+    # Another address to listen on, and the network allowed to connect there (trust), e.g. the
+    # root end of a veth pair whose other end is in a network namespace (tests.support.netns).
+    extra_listen: str = ""
+    extra_network: str = ""
     _process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -274,11 +279,15 @@ class PrivatePostgres:
             )  # fmt: skip
             if result.returncode != 0:
                 raise RuntimeError(f"initdb failed: {result.stderr or result.stdout}")
+            if self.extra_network:
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {self.extra_network} trust\n")
         log = (self.workdir / "server.log").open("ab")
         self._process = subprocess.Popen(
             [
                 str(_pg_bin() / "postgres"), "-D", str(self.data),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}",
+                "-c", f"listen_addresses={','.join(filter(None, [LOCAL, self.extra_listen]))}",
+                "-c", f"port={self.port}",
                 "-c", f"unix_socket_directories={self.workdir}", "-c", "max_connections=200",
                 # A killed server loses nothing a commit returned for (the WAL reaches the OS
                 # before the commit returns); only a machine crash could, which no test makes.

@@ -17,6 +17,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._stalled: set[asyncio.Task[None]] = set()
         self.port = 0
         self.latency = 0.0  # seconds added before each chunk is passed on, both directions
 
@@ -54,6 +55,11 @@ class TcpProxy:
     def resume(self) -> None:
         self._flowing.set()
 
+    def stall_open_connections(self) -> None:
+        """Hold every byte of the connections open now, for good, while new ones flow: what a
+        client sees of a server whose network vanished (half-open connections, no reset)."""
+        self._stalled.update(self._pipes)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
@@ -70,6 +76,8 @@ class TcpProxy:
         try:
             while data := await src.read(65536):
                 await self._flowing.wait()
+                if asyncio.current_task() in self._stalled:
+                    await asyncio.Event().wait()  # until the proxy is cut or its loop ends
                 if self.latency:
                     await asyncio.sleep(self.latency)
                 dst.write(data)

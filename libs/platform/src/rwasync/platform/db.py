@@ -195,17 +195,42 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-# Session settings of every service connection. JIT off: the services run short statements whose
-# cost estimates a table without statistics yet can inflate past `jit_above_cost` (the change
-# feed's read of a never-analysed one-row horizon table was planned at ~10^6), and then each call
-# spends 100-250 ms compiling what runs in 1 ms.
-SERVER_SETTINGS: dict[str, str] = {"jit": "off"}
+# Session settings of every service connection.
+# - JIT off: the services run short statements whose cost estimates a table without statistics
+#   yet can inflate past `jit_above_cost` (the change feed's read of a never-analysed one-row
+#   horizon table was planned at ~10^6), and then each call spends 100-250 ms compiling what runs
+#   in 1 ms.
+# - TCP keepalives and a user timeout on the server's side of the connection: when a service's
+#   host vanishes without closing its connections (power loss, a partition), the server ends its
+#   sessions after about 30 s instead of the kernel's two hours (an idle session: 10 s, then
+#   probes 5 s apart) or fifteen minutes (a session whose last answer the host never
+#   acknowledged: the user timeout), and with them the locks they held: the change relay's
+#   session lock, an open apply's row and stripe locks, which every other replica waits on.
+#   Linux also ends a connection whose reader leaves its receive window full for the user
+#   timeout; every reader of these connections (asyncpg in an event loop) drains its socket as
+#   data arrives. Ignored on Unix sockets, where no host can vanish.
+DEAD_PEER_SECONDS: Final = 30
+SERVER_SETTINGS: dict[str, str] = {
+    "jit": "off",
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "4",
+    "tcp_user_timeout": str(DEAD_PEER_SECONDS * 1000),
+}
 
 
-async def connect(dsn: str, *, timeout: float = 10) -> asyncpg.Connection:
-    """One connection outside a pool (the CLI, a LISTEN), with the same codecs as the pool's."""
+async def connect(
+    dsn: str, *, timeout: float = 10, command_timeout: float | None = None
+) -> asyncpg.Connection:
+    """One connection outside a pool (the CLI, a LISTEN, the relay's lock), with the same codecs
+    and session settings as the pool's. `command_timeout`: seconds a statement may take, after
+    which it is cancelled (`None`: no limit)."""
     conn = await asyncpg.connect(
-        dsn, timeout=timeout, server_settings=SERVER_SETTINGS, connection_class=_Connection
+        dsn,
+        timeout=timeout,
+        command_timeout=command_timeout,
+        server_settings=SERVER_SETTINGS,
+        connection_class=_Connection,
     )
     await _init_connection(conn)
     return conn

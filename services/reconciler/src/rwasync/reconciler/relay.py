@@ -5,8 +5,11 @@ never lost: the relay reads the settled entries after its mark (`rwasync.store.c
 publishes them with confirms, and only then moves the mark. A crash in between publishes them
 again (at least once; consumers tell repeats by `event_id`). One replica relays at a time: the
 holder of a session advisory lock, on a connection of its own; when it dies, its lock goes with
-its connection and another replica takes over. The holder also applies the change feed's
-retention, never past what it has published.
+its connection and another replica takes over (a holder whose host vanished loses its session
+when the server's keepalives go unanswered: `rwasync.platform.db.SERVER_SETTINGS`). A database
+that stops answering the holder fails its statement after `command_timeout`, so the holder gives
+the connection up and tries again rather than wait for ever. The holder also applies the change
+feed's retention, never past what it has published.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class ChangeRelay:
         per_message: int = 500,
         retention: timedelta = timedelta(days=7),
         prune_every: float = 60.0,
+        command_timeout: float = 30.0,
     ) -> None:
         self._database_url = database_url
         self._broker = broker
@@ -74,6 +78,7 @@ class ChangeRelay:
         self._per_message = per_message
         self._retention = retention
         self._prune_every = prune_every
+        self._command_timeout = command_timeout
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.holding = False
@@ -110,7 +115,7 @@ class ChangeRelay:
         RELAY_HOLDER.set(1 if holding else 0)
 
     async def _hold_and_relay(self) -> None:
-        conn = await connect(self._database_url)
+        conn = await connect(self._database_url, command_timeout=self._command_timeout)
         try:
             while not await conn.fetchval(
                 "SELECT pg_try_advisory_lock($1::int, 0)", int(LockSpace.CHANGE_RELAY)
