@@ -11,7 +11,7 @@ from yarl import URL
 
 from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.consumer import QUEUE_SAMPLE_SECONDS, EventConsumer
-from rwasync.platform.failover import broker_urls
+from rwasync.platform.failover import broker_urls, with_heartbeat
 from rwasync.schema import topology
 from rwasync.schema.events import Event
 from rwasync.schema.messages import decode_message, message_for
@@ -312,6 +312,54 @@ def test_broker_urls_reads_a_comma_separated_list() -> None:
     ]
     with pytest.raises(ValueError):
         broker_urls(" , ")
+
+
+def test_services_ask_for_a_short_heartbeat_unless_the_address_names_one() -> None:
+    assert with_heartbeat("amqp://g:g@a:5672/") == "amqp://g:g@a:5672/?heartbeat=10"
+    assert with_heartbeat("amqp://a/vh?heartbeat=30") == "amqp://a/vh?heartbeat=30"
+    assert with_heartbeat("amqp://a/vh?name=x") == "amqp://a/vh?name=x&heartbeat=10"
+
+
+@pytest.mark.slow
+async def test_a_broker_gone_silent_is_left_for_a_new_connection_within_a_minute(
+    vhost_amqp_url: str,
+) -> None:
+    """The broker's network vanishes under an open connection (no reset, no close; new
+    connections get through): publishes time out, and within about three heartbeat periods
+    (33 s) the connection counts as lost and the next one confirms again, where aiormq's default
+    heartbeat would take over three minutes. Slow: `make test-faults`."""
+    direct = URL(vhost_amqp_url)
+    proxy = TcpProxy(direct.host or "127.0.0.1", direct.port or 5672)
+    await proxy.start()
+    b = Broker(str(direct.with_port(proxy.port)), publish_timeout=2.0, name="silent-broker")
+    b.start()
+    loop = asyncio.get_running_loop()
+
+    async def publish() -> None:
+        await b.publish_body(
+            topology.CHANGES_EXCHANGE, "probe", b"{}", message_id="probe", mandatory=False
+        )
+
+    try:
+        await b.wait_ready(timeout=30)
+        await publish()
+        proxy.stall_open_connections()
+        silent = loop.time()
+        with pytest.raises(BrokerUnavailable):
+            await publish()
+        confirmed_after = None
+        while loop.time() - silent < 120:
+            try:
+                await publish()
+                confirmed_after = loop.time() - silent
+                break
+            except BrokerUnavailable:
+                await asyncio.sleep(1)
+        print(f"FIGURES silent_broker confirmed_again_after_s={confirmed_after}")
+        assert confirmed_after is not None and confirmed_after < 60
+    finally:
+        await b.close()
+        await proxy.cut()
 
 
 async def test_first_connect_skips_an_address_that_refuses(vhost_amqp_url: str) -> None:

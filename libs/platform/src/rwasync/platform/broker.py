@@ -26,7 +26,12 @@ from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.abc import FieldTable
 
 from rwasync.platform import tracing
-from rwasync.platform.failover import CONNECT_TRANSPORT, FailoverConnection, broker_urls
+from rwasync.platform.failover import (
+    CONNECT_TRANSPORT,
+    FailoverConnection,
+    broker_urls,
+    with_heartbeat,
+)
 from rwasync.platform.metrics import MESSAGES_PUBLISHED
 from rwasync.platform.retry import retrying
 from rwasync.platform.tasks import cancel_and_wait
@@ -153,7 +158,7 @@ class Broker:
         """`publish_timeout` bounds the wait for each confirm; None waits as long as the broker
         takes (a bulk publisher then watches for confirms that stop coming). `first` is the
         index of the address to try first; by default a random one."""
-        self._urls = broker_urls(url)
+        self._urls = [with_heartbeat(u) for u in broker_urls(url)]
         # The address the next first-connect attempt starts from: a random one, so that the
         # processes of a deployment spread their connections over the cluster's nodes.
         self._next = random.randrange(len(self._urls)) if first is None else first % len(self._urls)
