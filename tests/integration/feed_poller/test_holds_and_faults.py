@@ -162,6 +162,9 @@ async def test_invalid_and_duplicate_items_protect_and_report(
         asset("dup", "2025-05-01T00:00:00Z", name="older"),
         asset("dup", "2025-05-02T00:00:00Z", name="newest, later in file"),
         asset("other"),
+        # The newest copy of an id is invalid: the older valid one must not be published.
+        asset("stale-wins", "2025-05-01T00:00:00Z", name="older valid copy"),
+        asset("stale-wins", "2025-05-03T00:00:00Z", name=""),
     ]
     url = feed_server.serve("/feed.json", body(feed_body(items, timestamp=snapshot)))
     async with running_poller(poller_settings(database_url, vhost_amqp_url)):
@@ -169,26 +172,56 @@ async def test_invalid_and_duplicate_items_protect_and_report(
         published = await Published(vhost_amqp_url).messages(expect_events=3)
     assert run["status"] == "ok"
     assert run["counts"] == {
-        "seen": 5,
+        "seen": 7,
         "created": 2,
         "updated": 0,
         "unchanged": 0,
         "deleted": 1,
-        "invalid": 1,
+        "invalid": 2,
         "held_deletions": 0,
     }
     assert [(e["index"], e["id"], e["errors"][0]["pointer"]) for e in run["errors"]] == [
         (0, "dup", "/id"),
         (1, "broken-now", "/status"),
         (2, "dup", "/id"),
+        (5, "stale-wins", "/id"),
+        (6, "stale-wins", "/name"),
     ]
+    assert "superseded by index 6" in run["errors"][3]["errors"][0]["message"]
     assert "superseded by index 3" in run["errors"][0]["errors"][0]["message"]
     events = {e.asset_id: e for m in published for e in m.events}
     assert isinstance(events["gone"], AssetDeleted) and "broken-now" not in events
+    assert "stale-wins" not in events
     dup = events["dup"]
     assert (
         isinstance(dup, AssetUpserted) and dup.payload.document["name"] == "newest, later in file"
     )
+
+
+async def test_an_item_older_than_the_stored_asset_sends_no_price(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A stale copy (older than the stored asset, or than its deletion) is `unchanged` and sends
+    nothing: its price, without an `as_of` of its own, would pass for the newest."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    newer = snapshot - timedelta(days=1)
+    await store_asset(db, provider_id, "stored-newer", updated_at=newer)
+    await store_asset(db, provider_id, "deleted-newer", updated_at=newer, deleted=True)
+    price = {"amount": "99", "currency": "USD"}
+    items = [
+        asset("stored-newer", "2025-05-01T00:00:00Z", price=price),
+        asset("deleted-newer", "2025-05-01T00:00:00Z", price=price),
+        asset("fresh", price=price),
+    ]
+    url = feed_server.serve("/feed.json", body(feed_body(items, timestamp=newer)))
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, await add_feed(db, provider_id, url)))
+        published = await Published(vhost_amqp_url).messages(expect_events=1)
+        prices = await Published(vhost_amqp_url, topology.PRICING_QUEUE).messages(expect_events=1)
+    assert run["status"] == "ok", run["reason"]
+    assert (run["counts"]["created"], run["counts"]["unchanged"]) == (1, 2)
+    assert [e.asset_id for m in published for e in m.events] == ["fresh"]
+    assert [e.asset_id for m in prices for e in m.events] == ["fresh"]
 
 
 async def test_a_push_after_the_snapshot_survives_and_a_later_feed_recreates_a_deletion(

@@ -318,6 +318,17 @@ def test_an_invalid_item_is_never_treated_as_missing() -> None:
     assert plan.counts.invalid == 1 and plan.counts.seen == 2
 
 
+def test_an_id_also_listed_by_an_invalid_item_publishes_nothing() -> None:
+    """The invalid copy may be the newest: the older valid copy must not win by default."""
+    older = item("a", SNAPSHOT - 2 * HOUR, "older")
+    plan = plan_for([older], [stored("a", SNAPSHOT - 3 * HOUR)], invalid_ids=["a"], invalid=1)
+    assert plan.upserts == [] and plan.deletions == []
+    assert plan.applies and plan.counts.invalid == 1
+    assert plan.counts.created + plan.counts.updated + plan.counts.unchanged == 0
+    fresh = plan_for([older], invalid_ids=["a"], invalid=1)
+    assert fresh.upserts == [] and fresh.applies
+
+
 def test_an_asset_already_deleted_is_not_deleted_again() -> None:
     kept = item("kept", SNAPSHOT - HOUR)
     assert plan_for([kept], [stored("old", SNAPSHOT - HOUR, deleted=True)]).deletions == []
@@ -474,7 +485,7 @@ def test_a_plan_never_deletes_an_asset_the_feed_lists(
     assert set(plan.deletions) <= live
     if plan.applies:
         counted = plan.counts.created + plan.counts.updated + plan.counts.unchanged
-        assert counted == len(items)
+        assert counted == len([i for i in items if i.asset_id not in invalid_ids])
         assert plan.counts.deleted == len(plan.deletions)
     else:
         assert plan.upserts == [] and plan.deletions == []

@@ -79,7 +79,7 @@ class Action(StrEnum):
     DELETE = "delete"
     # Stored, live and missing from the feed, yet kept (see `Comparison.decide`).
     KEEP = "keep"
-    # Listed only by invalid items, or stored as deleted and missing: nothing to do.
+    # Listed by an invalid item, or stored as deleted and missing: nothing to do.
     NONE = "none"
 
 
@@ -87,7 +87,8 @@ class Action(StrEnum):
 class Decision:
     asset_id: str
     action: Action
-    # The winning row for creates, updates and unchanged items.
+    # The winning row for creates, updates and unchanged items; the last invalid row of an id
+    # that valid rows list too (`NONE`).
     row: FeedRow | None = None
     # An upsert's version time: the item's own updated_at, or the snapshot time when the feed
     # re-creates an asset whose deletion is newer than the item (the document keeps its own).
@@ -96,6 +97,9 @@ class Decision:
     # Valid rows with this id that lost to `row` (the latest updated_at wins; at equal, the later
     # in the file).
     superseded: tuple[FeedRow, ...] = ()
+    # `UNCHANGED` because the item is older than what is stored (a newer change, or a newer
+    # deletion): nothing of it is sent, its price neither.
+    stale: bool = False
 
     @property
     def publishes(self) -> bool:
@@ -197,6 +201,13 @@ class Comparison:
                 return Decision(asset_id, Action.KEEP)
             return Decision(asset_id, Action.DELETE, version_updated_at=at)
 
+        if len(valid) < len(listing.rows):
+            # Also listed by an invalid item, which may be the newest copy (its updated_at is
+            # not to be trusted): the id counts as invalid, nothing of it is published, and its
+            # valid copies are listed as superseded by the last invalid one.
+            last_invalid = max((r for r in listing.rows if not r.valid), key=lambda r: r.index)
+            by_index = tuple(sorted(valid, key=lambda r: r.index))
+            return Decision(asset_id, Action.NONE, last_invalid, superseded=by_index)
         superseded: tuple[FeedRow, ...] = ()
         if len(valid) == 1:
             winner = valid[0]
@@ -216,10 +227,12 @@ class Comparison:
             if at > current.updated_at:
                 # The feed lists it after its deletion: re-create, versioned at the snapshot.
                 return Decision(asset_id, Action.CREATE, winner, at, event_id, superseded)
+            return Decision(asset_id, Action.UNCHANGED, winner, superseded=superseded, stale=True)
+        if current.content_hash == winner.content_hash:
             return Decision(asset_id, Action.UNCHANGED, winner, superseded=superseded)
-        if current.content_hash == winner.content_hash or not newer:
-            # Same document, or a stale copy of an older version: no event.
-            return Decision(asset_id, Action.UNCHANGED, winner, superseded=superseded)
+        if not newer:
+            # A stale copy of an older version: no event.
+            return Decision(asset_id, Action.UNCHANGED, winner, superseded=superseded, stale=True)
         return Decision(asset_id, Action.UPDATE, winner, winner.updated_at, event_id, superseded)
 
 
