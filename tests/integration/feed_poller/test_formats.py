@@ -22,8 +22,10 @@ from rwasync.schema import topology
 from rwasync.schema.asset import canonical_json, normalized_document, parse_asset
 from rwasync.schema.events import AssetUpserted, PriceUpdated
 from rwasync.schema.timestamps import timestamp_text, utc_now
-from rwasync.store import feeds
+from rwasync.store import feed_settings, feeds
 from tests.integration.feed_poller.harness import (
+    NO_SECRETS,
+    OPERATOR_POLICY,
     FeedServer,
     Published,
     add_feed,
@@ -167,6 +169,39 @@ async def test_conditional_requests_and_identical_bodies_are_not_modified(
     assert seen[1].headers["If-Modified-Since"] == "Sun, 01 Jun 2025 10:00:00 GMT"
     assert seen[2].headers["If-None-Match"] == '"v1"'
     assert second["counts"]["seen"] == 0 and second["bytes"] is None
+
+
+async def test_a_new_url_gets_no_validators_of_the_old_one(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """After the feed moves to another URL, its first request there is unconditional: the old
+    server's ETag and Last-Modified mean nothing to the new one (which could answer 304 to an
+    old If-Modified-Since, and its snapshot would never be read)."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    old_seen: list[web.Request] = []
+    new_seen: list[web.Request] = []
+    modified = "Sun, 01 Jun 2025 10:00:00 GMT"
+    old_url = feed_server.serve(
+        "/old.json",
+        etag_v1(feed_body([asset("a1")], timestamp=snapshot), old_seen, last_modified=modified),
+    )
+    new_url = feed_server.serve(
+        "/new.json",
+        etag_v1(feed_body([asset("a2")], timestamp=snapshot), new_seen, last_modified=modified),
+    )
+    feed_id = await add_feed(db, provider_id, old_url)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        first = await wait_for_run(db, await trigger(db, feed_id))
+        settings = feed_settings.parse_feed_settings({"url": new_url}, OPERATOR_POLICY)
+        async with db.connection() as conn:
+            await feeds.put_feed(
+                conn, provider_id=provider_id, feed_id=feed_id, settings=settings,
+                secrets=NO_SECRETS,
+            )  # fmt: skip
+        moved = await wait_for_run(db, await trigger(db, feed_id))
+    assert (first["status"], moved["status"]) == ("ok", "ok")
+    assert "If-None-Match" not in new_seen[0].headers
+    assert "If-Modified-Since" not in new_seen[0].headers
 
 
 async def test_after_a_run_that_failed_part_way_the_same_body_is_compared_again(

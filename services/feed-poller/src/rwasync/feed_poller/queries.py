@@ -145,11 +145,14 @@ LIMIT 1
 """
 
 # The validators of the feed's last `ok` or `not_modified` response, sent back as a conditional
-# request.
+# request; only of a run started since the feed's settings last changed (`updated_at`), since
+# another URL's validators mean nothing to the new one (a new server could answer 304 to an old
+# `If-Modified-Since`, and its snapshot would never be read).
 LAST_VALIDATORS = f"""
 SELECT etag, last_modified FROM feed_runs AS r
 WHERE feed_id = $1 AND status IN ('ok', 'not_modified')
   AND (etag IS NOT NULL OR last_modified IS NOT NULL) AND {_NOT_PARTLY_OVERWRITTEN}
+  AND started_at >= (SELECT updated_at FROM feed_sources WHERE feed_id = $1)
 ORDER BY finished_at DESC NULLS LAST
 LIMIT 1
 """
