@@ -120,7 +120,9 @@ async def test_the_passes_read_the_run_once_whatever_the_statistics(
     """When the passes run, the run's staged rows are not in the statistics yet: the planner
     takes them for one row. A per-row test against the run's other rows (made into a join, it once
     read every row of the run for each of them, and a 100,000-asset comparison never ended) is a
-    column now (`duplicated`, set once as staging ends): no pass reads the run's rows twice."""
+    column now (`duplicated`, set once as staging ends): no pass reads the run's rows twice. (The
+    one subplan allowed probes the provider's other feeds' snapshots, `o`, by index, for the
+    stored assets the run does not list.)"""
     await db.execute(
         "INSERT INTO feed_run_items (run_id, asset_id, item_index, valid)"
         " SELECT 'run_before', 'a' || g, g, true FROM generate_series(1, 2000) AS g"
@@ -138,7 +140,9 @@ async def test_the_passes_read_the_run_once_whatever_the_statistics(
     assert flagged == 1000  # ids 'a0'..'a499' twice each
     for query in (queries.COUNT_SETTLED, queries.JOINED_FOR_PLAN, queries.JOINED_FOR_PUBLISH):
         plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + query, RUN, provider_id))
-        assert "SubPlan" not in plan and plan.count(" on feed_run_items") == 1, plan
+        siblings = plan.count(" on feed_run_items o ")
+        assert plan.count(" on feed_run_items") - siblings == 1, plan
+        assert plan.count("SubPlan") == siblings <= 1, plan
 
 
 _ids = st.sampled_from(["a", "b", "c", "d", "e", "f"])

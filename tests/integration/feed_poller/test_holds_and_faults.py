@@ -198,6 +198,45 @@ async def test_invalid_and_duplicate_items_protect_and_report(
     )
 
 
+async def test_a_feed_never_deletes_what_another_enabled_feed_of_the_provider_lists(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A provider with one feed per region: each run deletes only what no other enabled feed of
+    the provider lists in its latest snapshot, so the second feed does not wipe the first's
+    assets. A disabled feed stands for nothing: the remaining feed then deletes what only the
+    disabled one listed."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=10)
+    long_ago = snapshot - timedelta(days=30)
+    for asset_id in ("a1", "a2", "a3", "b1", "b2"):
+        await store_asset(db, provider_id, asset_id, updated_at=long_ago)
+    region_a = [asset("a1"), asset("a2"), asset("a3")]
+    url_a = feed_server.serve(
+        "/a.json",
+        body(feed_body(region_a, timestamp=snapshot)),
+        body(feed_body(region_a, timestamp=snapshot + timedelta(minutes=1))),
+        body(feed_body(region_a, timestamp=snapshot + timedelta(minutes=2))),
+    )
+    region_b = [asset("b1"), asset("b2")]
+    url_b = feed_server.serve("/b.json", body(feed_body(region_b, timestamp=snapshot)))
+    feed_a = await add_feed(db, provider_id, url_a)
+    feed_b = await add_feed(db, provider_id, url_b)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        first_a = await wait_for_run(db, await trigger(db, feed_a))
+        first_b = await wait_for_run(db, await trigger(db, feed_b))
+        again_a = await wait_for_run(db, await trigger(db, feed_a))
+        await db.execute("UPDATE feed_sources SET enabled = false WHERE feed_id = $1", feed_b)
+        alone_a = await wait_for_run(db, await trigger(db, feed_a))
+        published = await Published(vhost_amqp_url).messages(expect_events=4)
+    # (No reconciler here: the stored assets stay as stored, and the items, older, are unchanged.)
+    # The first run of region A, alone, deletes b1 and b2; with B's snapshot there, nothing.
+    assert (first_a["status"], first_a["counts"]["deleted"]) == ("ok", 2)
+    assert (first_b["status"], first_b["counts"]["deleted"]) == ("ok", 0)
+    assert (again_a["status"], again_a["counts"]["deleted"]) == ("ok", 0)
+    assert (alone_a["status"], alone_a["counts"]["deleted"]) == ("ok", 2)
+    deleted = [e.asset_id for m in published for e in m.events if isinstance(e, AssetDeleted)]
+    assert sorted(deleted) == ["b1", "b1", "b2", "b2"]
+
+
 async def test_an_item_older_than_the_stored_asset_sends_no_price(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

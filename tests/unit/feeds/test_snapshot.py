@@ -329,6 +329,12 @@ def test_an_id_also_listed_by_an_invalid_item_publishes_nothing() -> None:
     assert fresh.upserts == [] and fresh.applies
 
 
+def test_an_asset_another_enabled_feed_lists_is_not_deleted() -> None:
+    sibling = dataclasses.replace(stored("b", SNAPSHOT - 2 * HOUR), listed_elsewhere=True)
+    plan = plan_for([item("a", SNAPSHOT - HOUR)], [sibling])
+    assert plan.deletions == [] and plan.applies
+
+
 def test_an_asset_already_deleted_is_not_deleted_again() -> None:
     kept = item("kept", SNAPSHOT - HOUR)
     assert plan_for([kept], [stored("old", SNAPSHOT - HOUR, deleted=True)]).deletions == []

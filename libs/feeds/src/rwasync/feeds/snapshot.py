@@ -45,6 +45,9 @@ class StoredAsset:
     # The latest acceptance of a push of this asset that the reconciler has not decided yet (its
     # change is not in the stored row), if any.
     pending_push_at: datetime | None = None
+    # Listed by the latest snapshot of another of the provider's enabled feeds: never deleted by
+    # this feed's run (`rwasync.store.feeds.LISTED_BY_ANOTHER_FEED`).
+    listed_elsewhere: bool = False
 
     @property
     def version(self) -> Version:
@@ -189,6 +192,8 @@ class Comparison:
             if listing.rows or current is None or current.deleted:
                 # Listed, though invalid: never treated as missing.
                 return Decision(asset_id, Action.NONE)
+            if current.listed_elsewhere:
+                return Decision(asset_id, Action.KEEP)  # another feed of the provider lists it
             if current.updated_at > at:
                 return Decision(asset_id, Action.KEEP)  # changed after the snapshot
             if current.source in PUSH_SOURCES and current.accepted_at > self.protected_after:

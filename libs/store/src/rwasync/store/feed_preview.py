@@ -36,11 +36,14 @@ from rwasync.schema.feeds import (
 )
 from rwasync.schema.timestamps import timestamp_text, utc_now
 from rwasync.store.feed_settings import FeedSettings
+from rwasync.store.feeds import LISTED_BY_ANOTHER_FEED
 from rwasync.store.receipts import PENDING_PUSHES
 
 STORED_STATE = f"""
 SELECT s.asset_id, updated_at, deleted, accepted_at, event_id, source, content_hash,
-       p.pending_at AS pending_push_at
+       p.pending_at AS pending_push_at,
+       NOT deleted AND {LISTED_BY_ANOTHER_FEED.format(provider="$1", feed="$2::text")}
+           AS listed_elsewhere
 FROM asset_state s
 LEFT JOIN ({PENDING_PUSHES.format(provider="$1")}) p ON p.asset_id = s.asset_id
 WHERE s.provider_id = $1
@@ -192,7 +195,7 @@ async def _preview(
         )
     except FeedInvalid as exc:
         return _failed(exc.reason_code, exc.reason)
-    stored = [StoredAsset(**dict(r)) for r in await conn.fetch(STORED_STATE, provider_id)]
+    stored = [StoredAsset(**dict(r)) for r in await conn.fetch(STORED_STATE, provider_id, feed_id)]
     protected_after = await conn.fetchval(PROTECTED_AFTER, feed_id, provider_id)
     comparison = Comparison(facts.snapshot_time, protected_after)
     tally = Tally(keep=max_errors)

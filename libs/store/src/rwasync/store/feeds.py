@@ -202,6 +202,22 @@ LIMIT $4
 # (whatever it ended as: ok, held, rejected, or failed while publishing), or found the body
 # unchanged (not_modified). Applying `r`'s older snapshot then would undo the newer one (delete
 # what it lists), so `r` can no longer be decided, nor applied if approved before.
+# Whether another enabled feed of the provider lists the stored asset `s` in its latest `ok`
+# snapshot (its staged items are kept for the next run's fingerprints): a feed is a full
+# snapshot of what *it* lists, so a run never deletes what a sibling feed lists (a provider with
+# one feed per region, say). A disabled feed stands for nothing: disable the old feed and the
+# new one deletes what only the old one listed. `{provider}` and `{feed}` (NULL for a feed not
+# registered yet) are parameters or expressions. The sibling runs are found once per statement
+# (an uncorrelated ARRAY: an InitPlan), then one index probe per asset it is asked about.
+LISTED_BY_ANOTHER_FEED: Final = """EXISTS (
+    SELECT 1 FROM feed_run_items o
+    WHERE o.asset_id = s.asset_id AND o.run_id = ANY (ARRAY(
+        SELECT DISTINCT ON (r.feed_id) r.run_id
+        FROM feed_runs r JOIN feed_sources f ON f.feed_id = r.feed_id
+        WHERE f.provider_id = {provider} AND f.enabled AND r.feed_id IS DISTINCT FROM {feed}
+          AND r.status = 'ok' AND r.staged_items IS NOT NULL
+        ORDER BY r.feed_id, r.finished_at DESC NULLS LAST)))"""
+
 SUPERSEDED: Final = """EXISTS (
     SELECT 1 FROM feed_runs l
     WHERE l.feed_id = r.feed_id AND (l.requested_at, l.run_id) > (r.requested_at, r.run_id)

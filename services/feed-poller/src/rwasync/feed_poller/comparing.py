@@ -52,6 +52,7 @@ def _stored(row: asyncpg.Record) -> StoredAsset | None:
         source=row["stored_source"],
         content_hash=row["stored_content_hash"],
         pending_push_at=row["stored_pending_push_at"],
+        listed_elsewhere=row["stored_listed_elsewhere"],
     )
 
 

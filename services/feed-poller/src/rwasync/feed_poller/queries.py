@@ -9,7 +9,7 @@ skips feeds with a run in progress. Row locks are NO KEY UPDATE so that insertin
 key share lock on the feed) never waits for a claim.
 """
 
-from rwasync.store.feeds import SUPERSEDED
+from rwasync.store.feeds import LISTED_BY_ANOTHER_FEED, SUPERSEDED
 from rwasync.store.receipts import PENDING_PUSHES
 
 # Feeds whose time has come (scheduled by interval or cron), locked so that replicas schedule
@@ -249,19 +249,26 @@ SELECT COALESCE(i.asset_id, s.asset_id) AS asset_id,
        s.asset_id IS NOT NULL AS is_stored, s.updated_at AS stored_updated_at,
        s.deleted AS stored_deleted, s.accepted_at AS stored_accepted_at,
        s.event_id AS stored_event_id, s.source AS stored_source,
-       s.content_hash AS stored_content_hash, p.pending_at AS stored_pending_push_at{extra}
+       s.content_hash AS stored_content_hash, p.pending_at AS stored_pending_push_at,
+       CASE WHEN i.asset_id IS NULL AND NOT s.deleted THEN {elsewhere}
+            ELSE false END AS stored_listed_elsewhere{extra}
 FROM (SELECT * FROM feed_run_items WHERE run_id = $1) i
 FULL JOIN (SELECT * FROM asset_state WHERE provider_id = $2) s ON s.asset_id = i.asset_id
 LEFT JOIN ({pending}) p ON p.asset_id = s.asset_id
 WHERE {where}
 ORDER BY 1
 """
+_ELSEWHERE = LISTED_BY_ANOTHER_FEED.format(
+    provider="$2", feed="(SELECT feed_id FROM feed_runs WHERE run_id = $1)"
+)
 JOINED_FOR_PLAN = _JOINED.format(
+    elsewhere=_ELSEWHERE,
     pending=PENDING_PUSHES.format(provider="$2"),
     extra="",
     where="(i.asset_id IS NULL AND NOT s.deleted) OR NOT i.valid OR i.duplicated",
 )
 JOINED_FOR_PUBLISH = _JOINED.format(
+    elsewhere=_ELSEWHERE,
     pending=PENDING_PUSHES.format(provider="$2"),
     extra="""
        , i.document, i.price_amount, i.price_currency, i.price_as_of,
