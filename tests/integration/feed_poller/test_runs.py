@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from rwasync.feed_poller import queries
+from rwasync.feed_poller.claims import RunClaims
 from rwasync.platform.db import Database
 from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
 from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
@@ -351,3 +352,67 @@ async def test_a_stopping_poller_hands_its_runs_back(
     assert row["status"] == "queued" and row["claimed_by"] is None and row["started_at"] is None
     # Nothing else would take it: it waits for the next replica.
     assert await db.fetchval(queries.RECOVER_EXPIRED_RUNS) is None
+
+
+async def test_one_provider_s_hanging_feeds_leave_slots_for_the_others(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A user's trial: four feeds of one provider on a server that hangs filled all four slots,
+    and another provider's trigger waited 97 s. Now that provider has at most two runs in
+    progress, and the other's run is claimed next, ahead of its older queued runs."""
+    release = asyncio.Event()
+
+    async def hang(_: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(status=503)
+
+    await db.execute("INSERT INTO providers (provider_id, name) VALUES ('prv_other', 'Other')")
+    hanging = [
+        await add_feed(db, provider_id, feed_server.serve(f"/hang{n}.json", hang)) for n in range(4)
+    ]
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    url = feed_server.serve("/other.json", body(feed_body([asset("o1")], timestamp=snapshot)))
+    other = await add_feed(db, "prv_other", url)
+    # Each hanging try takes 5 s (min_rate_seconds) and a run tries 3 times: the slots they
+    # hold stay held well past the 5 s the other provider's run may take.
+    settings = poller_settings(database_url, vhost_amqp_url, max_concurrent_runs=4)
+    try:
+        async with running_poller(settings):
+            slow = [await trigger(db, f) for f in hanging]
+            await eventually(
+                lambda: db.fetchval("SELECT count(*) FROM feed_runs WHERE status = 'running'"),
+                lambda n: n >= 2,
+                timeout=5,
+                what="the hanging runs started",
+            )
+            run = await wait_for_run(db, await trigger(db, other), timeout=5)
+            statuses = [(await run_row(db, r))["status"] for r in slow]
+    finally:
+        release.set()
+    assert run["status"] == "ok"
+    assert sorted(statuses) == ["queued", "queued", "running", "running"]
+    assert sum(feed_server.hits[f"/hang{n}.json"] > 0 for n in range(4)) == 2
+
+
+async def test_a_claim_takes_the_provider_with_the_fewest_runs_in_progress_first(
+    db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """Oldest request first only among the providers with the fewest runs in progress: a newer
+    run of a provider with none goes before the older runs of one with some."""
+    await db.execute("INSERT INTO providers (provider_id, name) VALUES ('prv_other', 'Other')")
+    url = feed_server.serve("/feed.json", body(b"{}"))
+    mine = [await trigger(db, await add_feed(db, provider_id, url)) for _ in range(3)]
+    theirs = await trigger(db, await add_feed(db, "prv_other", url))
+    claims = RunClaims(db, "replica-a", lease_seconds=60, runs_per_provider=3)
+    order = []
+    for _ in range(5):
+        claim = await claims.claim()
+        order.append(claim.run_id if claim is not None else None)
+    # 0 and 0: the oldest; then 1 against 0, and the other provider's run; the rest in turn, and
+    # nothing once the provider reached its limit.
+    assert order == [mine[0], theirs, mine[1], mine[2], None]
+    fourth = await trigger(db, await add_feed(db, provider_id, url))
+    assert await claims.claim() is None
+    await db.execute("UPDATE feed_runs SET status = 'ok' WHERE run_id = $1", mine[0])
+    claim = await claims.claim()
+    assert claim is not None and claim.run_id == fourth

@@ -53,6 +53,8 @@ class LockSpace(IntEnum):
     PRICES = 2
     # The session lock of the one replica that relays the change feed (key 0 in this space).
     CHANGE_RELAY = 3
+    # The transaction lock feed pollers claim runs under, one claim at a time (key 0).
+    FEED_RUN_CLAIMS = 4
 
 
 async def lock_stripes(

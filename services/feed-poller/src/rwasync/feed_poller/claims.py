@@ -11,7 +11,7 @@ import structlog
 from rwasync.feed_poller import queries
 from rwasync.feed_poller.runs import ClaimedRun, RunOutcome
 from rwasync.feeds.schedule import Schedule
-from rwasync.platform.db import Database
+from rwasync.platform.db import Database, LockSpace
 from rwasync.schema.timestamps import utc_now
 
 log = structlog.get_logger(__name__)
@@ -20,10 +20,13 @@ log = structlog.get_logger(__name__)
 class RunClaims:
     """The run queue as one replica sees it."""
 
-    def __init__(self, db: Database, replica_id: str, lease_seconds: float) -> None:
+    def __init__(
+        self, db: Database, replica_id: str, lease_seconds: float, runs_per_provider: int
+    ) -> None:
         self._db = db
         self.replica_id = replica_id
         self._lease = lease_seconds
+        self._per_provider = runs_per_provider
         self._last_renewal = 0.0
 
     async def schedule_due(self) -> None:
@@ -49,13 +52,22 @@ class RunClaims:
             log.info("feed run scheduled", run_id=row["run_id"], feed_id=row["feed_id"])
 
     async def claim(self) -> ClaimedRun | None:
-        """The next approved held run, else the oldest queued run; None when there is none."""
-        row = await self._db.fetchrow(queries.CLAIM_APPROVED_RUN, self.replica_id, self._lease)
-        if row is not None:
-            return ClaimedRun.from_row(row, is_approval=True)
-        row = await self._db.fetchrow(queries.CLAIM_QUEUED_RUN, self.replica_id, self._lease)
-        if row is not None:
-            return ClaimedRun.from_row(row, is_approval=False)
+        """The next approved held run, else the next queued run, of a provider under its limit
+        of runs in progress (the one with the fewest first, then the oldest request); None when
+        there is none."""
+        args = (self.replica_id, self._lease, self._per_provider)
+        async with self._db.connection() as conn, conn.transaction():
+            # One claim at a time across replicas: each statement below then counts the
+            # providers' runs in progress with every earlier claim committed (two claims side
+            # by side would each see the other's provider under its limit). Claims are short,
+            # and their row locks skip rather than wait, so none waits here for long.
+            await conn.execute(queries.LOCK_CLAIMS, int(LockSpace.FEED_RUN_CLAIMS))
+            row = await conn.fetchrow(queries.CLAIM_APPROVED_RUN, *args)
+            if row is not None:
+                return ClaimedRun.from_row(row, is_approval=True)
+            row = await conn.fetchrow(queries.CLAIM_QUEUED_RUN, *args)
+            if row is not None:
+                return ClaimedRun.from_row(row, is_approval=False)
         return None
 
     async def renew(self, run_ids: list[str]) -> None:

@@ -1,6 +1,7 @@
 """The poller's loop: every `poll_interval` (or sooner, when woken), renew leases, schedule due
-feeds, recover abandoned runs, and claim runs up to the concurrency limit; each claimed run goes
-through the pipeline and its outcome is recorded under the lease.
+feeds, recover abandoned runs, and claim runs up to the concurrency limit (and of each provider up
+to its own, fairly: `claims.py`); each claimed run goes through the pipeline and its outcome is
+recorded under the lease.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ class FeedPoller:
         self._validator = ItemValidator(settings.validation_workers)
         self._pipeline = RunPipeline(settings, db, broker, policy, secrets, self._validator)
         self.replica_id = settings.replica_id or _default_replica_id()
-        self._claims = RunClaims(db, self.replica_id, settings.run_lease_seconds)
+        self._claims = RunClaims(
+            db, self.replica_id, settings.run_lease_seconds, settings.max_runs_per_provider
+        )
         self._wakeup = asyncio.Event()
         self._listener = Wakeup(settings.database_url, self._wakeup)
         self._active: dict[str, asyncio.Task[None]] = {}

@@ -6,7 +6,9 @@ approved is claimed again while it stays `held` with `decision = 'approve'`. A c
 twice and the runs of a replica that died go back to the queue. Runs of one feed never overlap:
 a claim locks the feed's row too (so two replicas cannot both pass the "feed not busy" test) and
 skips feeds with a run in progress. Row locks are NO KEY UPDATE so that inserting runs (a foreign
-key share lock on the feed) never waits for a claim.
+key share lock on the feed) never waits for a claim. No provider has more than
+`max_runs_per_provider` runs in progress, across replicas: claims take turns on one advisory lock
+(`claims.py`), so each counts the runs in progress with every earlier claim committed.
 """
 
 from rwasync.store.feeds import LISTED_BY_ANOTHER_FEED, SUPERSEDED
@@ -61,8 +63,31 @@ _FEED_BUSY = """
     )
 """
 
-# Claim the oldest queued run: $1 replica, $2 lease seconds.
+# Runs in progress per provider (as `_FEED_BUSY` counts them), for the claims below: a provider
+# at the limit waits, and one with fewer goes first, so a provider whose feeds hang or sleep
+# between retries holds at most the limit of the slots and never delays the others' runs.
+# (Both arms fall within the index `feed_runs_pending`.)
+_PROVIDER_BUSY = """
+    WITH busy AS (
+        SELECT b.provider_id, count(*) AS runs
+        FROM feed_runs b
+        WHERE b.status = 'running'
+           OR (b.status = 'held' AND b.decision = 'approve' AND b.claimed_until > now())
+        GROUP BY b.provider_id
+    )
+"""
+_FAIR_PICK = """
+      LEFT JOIN busy p ON p.provider_id = q.provider_id
+      WHERE COALESCE(p.runs, 0) < $3 AND {where}
+      ORDER BY COALESCE(p.runs, 0), q.requested_at, q.run_id
+      LIMIT 1
+      FOR NO KEY UPDATE OF q, s SKIP LOCKED
+"""
+
+# Claim a queued run: of the provider with the fewest runs in progress (under $3), the oldest.
+# $1 replica, $2 lease seconds, $3 the limit per provider.
 CLAIM_QUEUED_RUN = f"""
+{_PROVIDER_BUSY}
 UPDATE feed_runs r
 SET status = 'running', started_at = now(), claimed_by = $1,
     claimed_until = now() + make_interval(secs => $2)
@@ -71,16 +96,19 @@ WHERE f.feed_id = r.feed_id
   AND r.run_id = (
       SELECT q.run_id
       FROM feed_runs q JOIN feed_sources s ON s.feed_id = q.feed_id
-      WHERE q.status = 'queued' AND NOT {_FEED_BUSY}
-      ORDER BY q.requested_at, q.run_id
-      LIMIT 1
-      FOR NO KEY UPDATE OF q, s SKIP LOCKED
+      {_FAIR_PICK.format(where=f"q.status = 'queued' AND NOT {_FEED_BUSY}")}
   )
 RETURNING {_CLAIMED_COLUMNS}
 """
 
-# Claim the oldest approved held run not under a live lease: $1 replica, $2 lease seconds.
+_APPROVED_CLAIMABLE = f"""q.status = 'held' AND q.decision = 'approve'
+        AND (q.claimed_until IS NULL OR q.claimed_until < now())
+        AND NOT {_FEED_BUSY}"""
+
+# Claim an approved held run not under a live lease, picked as a queued run is: $1 replica,
+# $2 lease seconds, $3 the limit per provider.
 CLAIM_APPROVED_RUN = f"""
+{_PROVIDER_BUSY}
 UPDATE feed_runs r
 SET claimed_by = $1, claimed_until = now() + make_interval(secs => $2)
 FROM feed_sources f
@@ -88,15 +116,14 @@ WHERE f.feed_id = r.feed_id
   AND r.run_id = (
       SELECT q.run_id
       FROM feed_runs q JOIN feed_sources s ON s.feed_id = q.feed_id
-      WHERE q.status = 'held' AND q.decision = 'approve'
-        AND (q.claimed_until IS NULL OR q.claimed_until < now())
-        AND NOT {_FEED_BUSY}
-      ORDER BY q.requested_at, q.run_id
-      LIMIT 1
-      FOR NO KEY UPDATE OF q, s SKIP LOCKED
+      {_FAIR_PICK.format(where=_APPROVED_CLAIMABLE)}
   )
 RETURNING {_CLAIMED_COLUMNS}
 """
+
+# Claims take turns across replicas (key 0 of `LockSpace.FEED_RUN_CLAIMS`), until the claim's
+# transaction ends: see `RunClaims.claim`.
+LOCK_CLAIMS = "SELECT pg_advisory_xact_lock($1::int, 0)"
 
 # Keep this replica's claims alive: $1 run ids, $2 replica, $3 lease seconds.
 RENEW_LEASES = """

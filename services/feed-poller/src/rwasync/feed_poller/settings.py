@@ -48,6 +48,10 @@ class FeedPollerSettings(ServiceSettings):
     run_lease_seconds: float = Field(900.0, gt=0)
     # Runs executed at once by one replica.
     max_concurrent_runs: int = Field(4, ge=1)
+    # Runs of one provider in progress at once, across replicas (the claim counts them in the
+    # database): a provider whose feeds hang or wait out retries holds at most this many slots,
+    # and the others' runs take the rest.
+    max_runs_per_provider: int = Field(2, ge=1)
     # Seconds a run waits, before comparing, for the provider's pushes accepted until then to be
     # applied (so it compares with them); past it, it compares anyway, still never deleting
     # what such a push changed. 0: no wait.
