@@ -80,6 +80,8 @@ def bodies(snapshot: str) -> dict[str, tuple[str, bytes, dict[str, str]]]:
         "/export.csv": ("csv", as_csv(ITEMS), {}),
         "/envelope.json.gz": ("json", gzip.compress(envelope), {}),
         "/encoded.csv": ("csv", gzip.compress(as_csv(ITEMS)), {"Content-Encoding": "gzip"}),
+        # Neither `.gz` nor Content-Encoding: gzip by its magic bytes.
+        "/static/export-csv": ("csv", gzip.compress(as_csv(ITEMS)), {}),
     }
 
 
@@ -109,7 +111,7 @@ async def test_every_format_and_gzip_publishes_the_same_events(
             if path == "/array.json":
                 # No timestamp in a bare array: the response's Last-Modified is the snapshot.
                 assert accepted == {run["snapshot_time"]} and run["snapshot_time"].hour == 10
-            elif path in ("/lines.jsonl", "/export.csv", "/encoded.csv"):
+            elif path in ("/lines.jsonl", "/export.csv", "/encoded.csv", "/static/export-csv"):
                 # Neither timestamp nor Last-Modified: the fetch start.
                 assert run["started_at"] - timedelta(seconds=2) <= run["snapshot_time"]
             else:
@@ -126,6 +128,11 @@ async def test_every_format_and_gzip_publishes_the_same_events(
         "WHERE f.url LIKE '%envelope.json.gz'"
     )
     assert gz["bytes"] < gz["decoded_bytes"] == len(cases["/envelope.json"][1])
+    sniffed = await db.fetchrow(
+        "SELECT bytes, decoded_bytes FROM feed_runs r JOIN feed_sources f USING (feed_id) "
+        "WHERE f.url LIKE '%/static/export-csv'"
+    )
+    assert sniffed["bytes"] < sniffed["decoded_bytes"] == len(cases["/export.csv"][1])
 
 
 def etag_v1(
@@ -370,12 +377,19 @@ async def test_credentials_without_the_key_fail_the_run_clearly(
     assert "RWASYNC_FEED_SECRETS_KEY" in run["reason"] and feed_server.hits["/feed.json"] == 0
 
 
+@pytest.mark.parametrize("path", ["/bomb.json.gz", "/static/bomb"])
 async def test_a_gzip_bomb_stops_at_the_decoded_cap(
-    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+    database_url: str,
+    vhost_amqp_url: str,
+    db: Database,
+    provider_id: str,
+    feed_server: FeedServer,
+    path: str,
 ) -> None:
+    """By its `.gz` path or by its magic bytes alone, a bomb is decoded only to the cap."""
     bomb = gzip.compress(b"[" + b" " * (64 * 1024 * 1024) + b"]", compresslevel=9)
     assert len(bomb) < 100_000
-    url = feed_server.serve("/bomb.json.gz", body(bomb))
+    url = feed_server.serve(path, body(bomb))
     settings = poller_settings(database_url, vhost_amqp_url, max_decoded_bytes=1024 * 1024)
     feed_id = await add_feed(db, provider_id, url)
     async with running_poller(settings):

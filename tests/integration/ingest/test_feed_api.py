@@ -472,6 +472,14 @@ def bodies(snapshot: datetime) -> dict[str, tuple[bytes, dict[str, str], str]]:
             {"Content-Type": "application/gzip"},
             "?format=jsonl",
         ),
+        # Neither Content-Encoding nor application/gzip: known by gzip's magic bytes, as a run
+        # knows a fetched body.
+        "gzip csv as text/csv": (gzip.compress(as_csv(ITEMS)), {"Content-Type": "text/csv"}, ""),
+        "gzip json lines as json lines": (
+            gzip.compress(jsonl),
+            {"Content-Type": "application/x-ndjson"},
+            "",
+        ),
     }
 
 
@@ -511,21 +519,46 @@ async def test_validate_feed_previews_a_body_in_every_format_and_writes_nothing(
 async def test_a_gzip_file_body_stops_at_the_body_cap_once_decompressed(
     feed_api: Client, store: Database
 ) -> None:
-    """A body's cap holds decompressed for `application/gzip` as for Content-Encoding: a bomb
-    of a few kilobytes is not decompressed to the poller's much larger cap."""
+    """A body's cap holds decompressed for `application/gzip` as for Content-Encoding, and for a
+    body known as gzip by its magic bytes: a bomb of a few kilobytes is not decompressed to the
+    poller's much larger cap."""
     provider = await create_provider(store)
     cap = 16 * 1024 * 1024  # RWASYNC_INGEST_MAX_BATCH_BODY_BYTES' default
     bomb = gzip.compress(b"\n" * (cap + 1) + orjson.dumps(ITEMS[0]) + b"\n", 9)
     assert len(bomb) < 100_000
-    response = await feed_api.post(
-        "/v1/validate/feed?format=jsonl",
-        data=bomb,
-        headers={"Content-Type": "application/gzip", **provider.bearer},
+    for query, content_type in (
+        ("?format=jsonl", "application/gzip"),
+        ("", "application/x-ndjson"),
+    ):
+        response = await feed_api.post(
+            f"/v1/validate/feed{query}",
+            data=bomb,
+            headers={"Content-Type": content_type, **provider.bearer},
+        )
+        preview = await response.json()
+        assert response.status == 200, (content_type, preview)
+        assert preview["status"] == "failed" and preview["reason_code"] == "size_limit", preview
+        assert str(cap) in preview["reason"]
+
+
+async def test_a_gzip_body_at_a_url_without_gz_is_known_by_its_magic_bytes(
+    feed_api: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    """No `.gz`, no Content-Encoding: the preview decompresses the fetched body as a run does,
+    and a corrupt one is named as gzip, not read as a garbled CSV header."""
+    provider = await create_provider(store)
+    url = feeds_host.serve("/static/export-csv", body(gzip.compress(as_csv(ITEMS))))
+    status, preview, _ = await call(
+        feed_api, "POST", "/v1/validate/feed", provider, {"url": url, "format": "csv"}
     )
-    preview = await response.json()
-    assert response.status == 200, preview
-    assert preview["status"] == "failed" and preview["reason_code"] == "size_limit", preview
-    assert str(cap) in preview["reason"]
+    assert status == 200 and preview["status"] == "ok", preview
+    assert preview["counts"] == {"seen": 4, "invalid": 1}
+    corrupt = feeds_host.serve("/static/broken-csv", body(gzip.compress(as_csv(ITEMS))[:-20]))
+    status, preview, _ = await call(
+        feed_api, "POST", "/v1/validate/feed", provider, {"url": corrupt, "format": "csv"}
+    )
+    assert status == 200 and preview["reason_code"] == "parse_error", preview
+    assert "gzip" in preview["reason"], preview
 
 
 async def test_validate_feed_by_url_reports_holds_and_failures(

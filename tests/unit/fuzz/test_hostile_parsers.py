@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import json
 import time
@@ -359,6 +360,31 @@ def test_an_oversized_or_deep_feed_item_fails_the_feed_in_bounded_memory(
 
     peak = peak_bytes(lambda: within(20, attempt))
     assert peak < 6 * MAX_ITEM_CHARS, f"{fmt}: peak {peak} bytes for {len(body)}"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 64 * 1024])
+def test_a_body_not_declared_gzip_is_decoded_by_its_magic_bytes_in_any_chunks(chunk: int) -> None:
+    """A server that says nothing of gzip: the first two bytes decide, however the body is cut,
+    and what is not gzip (a body shorter than the magic bytes too) is counted as it is."""
+    plain = b'[{"id":"a1"}]\n' * 100
+    for sent, decoded, compressed in (
+        (gzip.compress(plain), plain, True),
+        (plain, plain, False),
+        (b"[", b"[", False),
+        (b"\x1f", b"\x1f", False),
+        (b"", b"", False),
+    ):
+        decoder = _Decoder(False, FetchLimits())
+        for at in range(0, len(sent), chunk):
+            decoder.feed(sent[at : at + chunk])
+        decoder.finish()
+        assert decoder.compressed is compressed, sent[:8]
+        assert decoder.body_bytes == len(sent) and decoder.decoded_bytes == len(decoded)
+        assert decoder.sha256.digest() == hashlib.sha256(decoded).digest()
+    decoder = _Decoder(False, FetchLimits())
+    decoder.feed(gzip.compress(plain)[:-20])
+    with pytest.raises(FetchFailed, match="truncated"):
+        decoder.finish()
 
 
 def test_a_gzip_bomb_stops_at_the_decoded_cap_in_bounded_memory() -> None:

@@ -1,13 +1,13 @@
 """Downloading a feed: guarded (see `guard`), conditional, capped, and spooled to a file.
 
 One try follows up to `max_redirects` hops, then streams the body to a temporary file while
-decoding it (gzip by `Content-Encoding` or a `.gz` path) only to measure and hash it: the
-compressed and the decoded size are capped as they grow, so a gzip bomb stops at the cap, and a
-try fails when fewer than `min_rate_bytes` arrive in `min_rate_seconds` or it outlasts
-`total_timeout`. 5xx answers, connection errors and timeouts are tried again from scratch;
-everything else fails at once. The body is read from the file afterwards (`open_decoded`), so
-memory never grows with the feed, a body identical to the last one is known before any parsing,
-and a failed try never leaves half a snapshot behind.
+decoding it (gzip by `Content-Encoding`, a `.gz` path, or the body's own first bytes) only to
+measure and hash it: the compressed and the decoded size are capped as they grow, so a gzip bomb
+stops at the cap, and a try fails when fewer than `min_rate_bytes` arrive in `min_rate_seconds`
+or it outlasts `total_timeout`. 5xx answers, connection errors and timeouts are tried again from
+scratch; everything else fails at once. The body is read from the file afterwards
+(`open_decoded`), so memory never grows with the feed, a body identical to the last one is known
+before any parsing, and a failed try never leaves half a snapshot behind.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ USER_AGENT: Final = "rwasync-feed-poller/0.2"
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
 GIB: Final = 1024 * MIB
+# What every gzip member starts with. No usable feed starts so (JSON cannot start with a control
+# character, no CSV header can, and a JSON Lines line that did would be an invalid item), so a
+# body that does is read as gzip whatever its URL and headers say, under the same caps.
+GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
 class FetchFailed(Exception):
@@ -133,13 +137,17 @@ class Downloaded:
 
 
 class _Decoder:
-    """Decodes as the body arrives, only to count and hash it: caps hold on both sizes."""
+    """Decodes as the body arrives, only to count and hash it: caps hold on both sizes. A body
+    not declared gzip is still decoded as gzip when it starts with `GZIP_MAGIC`."""
 
     def __init__(self, compressed: bool, limits: FetchLimits) -> None:
         self._limits = limits
         self.compressed = compressed
         self._in_member = False
         self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if compressed else None
+        # The first bytes of a body not declared gzip, held until there are enough to tell
+        # (a chunk may be a single byte).
+        self._head: bytes | None = None if compressed else b""
         self.body_bytes = 0
         self.decoded_bytes = 0
         self.sha256 = hashlib.sha256()
@@ -151,6 +159,15 @@ class _Decoder:
                 ReasonCode.SIZE_LIMIT,
                 f"the feed is larger than the cap of {self._limits.max_compressed_bytes} bytes",
             )
+        if self._head is not None:
+            data = self._head + data
+            if len(data) < len(GZIP_MAGIC):
+                self._head = data
+                return
+            self._head = None
+            if data.startswith(GZIP_MAGIC):
+                self.compressed = True
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         if self._inflate is None:
             self._count(data)
             return
@@ -184,6 +201,9 @@ class _Decoder:
         self.sha256.update(data)
 
     def finish(self) -> None:
+        if self._head:  # a body shorter than `GZIP_MAGIC`
+            self._count(self._head)
+        self._head = None
         if self._in_member:
             raise FetchFailed(ReasonCode.PARSE_ERROR, "the gzip body is truncated")
 

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import asyncpg
 
-from rwasync.feeds.fetch import FetchFailed, FetchLimits, download
+from rwasync.feeds.fetch import GZIP_MAGIC, FetchFailed, FetchLimits, download
 from rwasync.feeds.items import ItemError
 from rwasync.feeds.reading import BATCH_ITEMS, feed_facts, take, validate_records
 from rwasync.feeds.records import FeedInvalid, read_records
@@ -113,9 +113,10 @@ async def preview_body(
     max_errors: int = 1000,
     feed_id: str | None = None,
 ) -> dict[str, Any]:
-    """Preview a feed body sent inline (gzip-compressed if `gzipped`)."""
+    """Preview a feed body sent inline, gzip-compressed if `gzipped` or if it starts as gzip
+    does (as a run decodes a body it fetched: `rwasync.feeds.fetch.GZIP_MAGIC`)."""
     stream: IO[bytes] = io.BytesIO(body)
-    if gzipped:
+    if gzipped or body.startswith(GZIP_MAGIC):
         capped = _Capped(gzip.GzipFile(fileobj=stream), max_decoded_bytes)  # type: ignore[arg-type]
         stream = io.BufferedReader(capped)  # type: ignore[assignment]
     return await _preview(

@@ -4,9 +4,10 @@ The provider sends either the feed's settings (`{"url", ...}` as for `PUT /v1/fe
 the feed is fetched under the same address policy and caps as a run) or a feed body itself, in
 any format the poller reads: a JSON envelope or bare array (`application/json`), JSON Lines
 (`application/x-ndjson`), CSV (`text/csv`), or any of these gzip-compressed (`Content-Encoding:
-gzip`, or `application/gzip` with `?format=` naming the inner format). The work is the store's
-preview (`rwasync.store.feed_preview`): the run's parsing and validation, then the comparison with
-the provider's stored assets and the hold that would apply.
+gzip`, `application/gzip` with `?format=` naming the inner format, or a body that starts as gzip
+does under its format's type). The work is the store's preview (`rwasync.store.feed_preview`):
+the run's parsing and validation, then the comparison with the provider's stored assets and the
+hold that would apply.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class FeedValidation:
                     'Send `{"url", ...}` (the settings of PUT /v1/feeds/{feed_id}) to have the '
                     "feed fetched as a run would, or the feed itself: a JSON envelope or array, "
                     "JSON Lines (application/x-ndjson), CSV (text/csv), gzip-compressed with "
-                    "Content-Encoding: gzip or as application/gzip with ?format=."
+                    "Content-Encoding: gzip, as application/gzip with ?format=, or as it is "
+                    "(a gzip body is recognised by its first bytes)."
                 ),
                 replies=(Reply(200, "the preview and the hold that would apply", FeedPreview),),
                 problems=(400, 404, 408, 413, 415, 422, 503),
