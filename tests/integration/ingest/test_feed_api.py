@@ -561,6 +561,22 @@ async def test_a_gzip_body_at_a_url_without_gz_is_known_by_its_magic_bytes(
     assert "gzip" in preview["reason"], preview
 
 
+async def test_a_refused_charset_names_the_bodys_format(feed_api: Client, store: Database) -> None:
+    provider = await create_provider(store)
+    for content_type, said in (
+        ("text/csv; charset=iso-8859-1", "CSV must be UTF-8, not iso-8859-1"),
+        ("application/x-ndjson; charset=latin1", "JSON Lines must be UTF-8, not latin1"),
+        ("application/json; charset=utf-16", "JSON must be UTF-8, not utf-16"),
+    ):
+        response = await feed_api.post(
+            "/v1/validate/feed",
+            data=as_csv(ITEMS),
+            headers={"Content-Type": content_type, **provider.bearer},
+        )
+        refused = await problem(response, 415)
+        assert refused["detail"] == said, refused
+
+
 async def test_validate_feed_by_url_reports_holds_and_failures(
     feed_api: Client, store: Database, feeds_host: FeedServer
 ) -> None:

@@ -21,7 +21,14 @@ from rwasync.schema.timestamps import query_hint
 
 JSON: Final = "application/json"
 MERGE_PATCH: Final = "application/merge-patch+json"
+JSON_LINES: Final = ("application/x-ndjson", "application/jsonl", "application/jsonlines")
+CSV: Final = "text/csv"
 JSON_CHARSETS: Final = frozenset({"utf-8", "utf8"})
+# What a body of each text media type is, as a refused charset names it (a feed previewed by
+# body may be CSV or JSON Lines: "JSON must be UTF-8" would name the wrong format).
+TEXT_FORMATS: Final = {JSON: "JSON", MERGE_PATCH: "JSON", CSV: "CSV"} | dict.fromkeys(
+    JSON_LINES, "JSON Lines"
+)
 
 
 def not_found(detail: str) -> Problem:
@@ -57,7 +64,8 @@ class BodyLimits:
 
 
 def require_media_type(request: web.Request, accepted: Collection[str] = (JSON,)) -> None:
-    """415 unless the body is declared as one of `accepted` (in UTF-8, JSON's only encoding)."""
+    """415 unless the body is declared as one of `accepted`, in UTF-8 (JSON's only encoding, and
+    the only one a feed is read in)."""
     if request.content_type not in accepted:
         raise Problem(
             415,
@@ -70,7 +78,8 @@ def require_media_type(request: web.Request, accepted: Collection[str] = (JSON,)
         raise Problem(
             415,
             "Unsupported Media Type",
-            f"JSON must be UTF-8, not {charset[:40]}",
+            f"{TEXT_FORMATS.get(request.content_type, 'the body')} must be UTF-8, "
+            f"not {charset[:40]}",
             kind="unsupported-media-type",
         )
 

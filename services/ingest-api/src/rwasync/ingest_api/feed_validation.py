@@ -22,7 +22,7 @@ import asyncpg
 from aiohttp import web
 
 from rwasync.feeds.fetch import FetchLimits
-from rwasync.ingest_api.bodies import JSON, not_found
+from rwasync.ingest_api.bodies import CSV, JSON, JSON_LINES, not_found
 from rwasync.ingest_api.callers import Call
 from rwasync.ingest_api.context import PROVIDER_AUTH, TENANT, Ingest
 from rwasync.ingest_api.feeds import FeedRules, feed_errors
@@ -33,8 +33,6 @@ from rwasync.schema import jsonsafe
 from rwasync.schema.feeds import DEFAULT_DELETION_THRESHOLD, DeletionThreshold, FeedFormat
 from rwasync.store import feed_preview, feed_settings, feeds
 
-JSON_LINES: Final = ("application/x-ndjson", "application/jsonl", "application/jsonlines")
-CSV: Final = "text/csv"
 GZIP: Final = ("application/gzip", "application/x-gzip")
 FEED_MEDIA_TYPES: Final = (JSON, *JSON_LINES, CSV, *GZIP)
 FORMAT_OF: Final = {JSON: FeedFormat.JSON, CSV: FeedFormat.CSV} | dict.fromkeys(
