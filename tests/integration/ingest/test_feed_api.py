@@ -480,6 +480,8 @@ def bodies(snapshot: datetime) -> dict[str, tuple[bytes, dict[str, str], str]]:
             {"Content-Type": "application/x-ndjson"},
             "",
         ),
+        # ?format= may repeat what the Content-Type says.
+        "csv naming its format": (as_csv(ITEMS), {"Content-Type": "text/csv"}, "?format=csv"),
     }
 
 
@@ -575,6 +577,29 @@ async def test_a_refused_charset_names_the_bodys_format(feed_api: Client, store:
         )
         refused = await problem(response, 415)
         assert refused["detail"] == said, refused
+
+
+async def test_a_format_contradicting_the_content_type_is_a_400_naming_it(
+    feed_api: Client, store: Database
+) -> None:
+    """`?format=` names an application/gzip body's format: beside a Content-Type that names
+    another, it was obeyed, and a CSV body read as JSON Lines had every item invalid."""
+    provider = await create_provider(store)
+    for query, content, content_type in (
+        ("?format=jsonl", as_csv(ITEMS), "text/csv"),
+        ("?format=json", gzip.compress(as_csv(ITEMS)), "text/csv"),
+        ("?format=csv", orjson.dumps({"url": "http://127.0.0.1:9/feed.csv"}), "application/json"),
+    ):
+        response = await feed_api.post(
+            f"/v1/validate/feed{query}",
+            data=content,
+            headers={"Content-Type": content_type, **provider.bearer},
+        )
+        refused = await problem(response, 400)
+        assert refused["type"].endswith("/bad-query"), refused
+        [error] = refused["errors"]
+        assert error["parameter"] == "format" and content_type in error["message"], refused
+        assert refused["detail"].startswith("format: "), refused
 
 
 async def test_validate_feed_by_url_reports_holds_and_failures(

@@ -48,7 +48,8 @@ PARAMS: Final = (
         "format",
         "query",
         {"enum": [f.value for f in FeedFormat]},
-        "the body's format when it is sent as application/gzip (default json)",
+        "the body's format when it is sent as application/gzip (default json); with another "
+        "Content-Type it must name that type's format (400 otherwise)",
     ),
     Param(
         "feed_id",
@@ -151,14 +152,26 @@ class FeedValidation:
         return json_response(preview)
 
     def _format(self, request: web.Request) -> FeedFormat:
+        """The body's format: its Content-Type's, or `?format=` (default json) for
+        application/gzip, whose type names none. `?format=` beside a type that names another
+        format is a 400: obeying either would silently read the body as what it may not be."""
+        declared = FORMAT_OF.get(request.content_type)
         named = request.query.get("format")
         if named is None:
-            return FORMAT_OF.get(request.content_type, FeedFormat.JSON)
+            return declared or FeedFormat.JSON
         try:
-            return FeedFormat(named)
+            fmt = FeedFormat(named)
         except ValueError:
             formats = ", ".join(f.value for f in FeedFormat)
             raise bad_query("format", f"must be one of {formats}") from None
+        if declared is not None and fmt is not declared:
+            raise bad_query(
+                "format",
+                f"{fmt.value} contradicts Content-Type {request.content_type} ({declared.value}): "
+                "?format= names the format of an application/gzip body (a feed's settings give "
+                "theirs as `format`)",
+            )
+        return fmt
 
     @staticmethod
     def _settings_document(call: Call) -> dict[str, Any] | None:
