@@ -237,6 +237,33 @@ async def test_a_feed_never_deletes_what_another_enabled_feed_of_the_provider_li
     assert sorted(deleted) == ["b1", "b1", "b2", "b2"]
 
 
+async def test_a_snapshot_older_than_the_last_applied_one_is_held_until_approved(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A stale copy of the feed (timestamp older than the last applied snapshot) would silently
+    delete nothing (its deletions lose to what they delete): it is held as `stale_snapshot`,
+    publishes nothing, and an approval applies it all the same."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=10)
+    items = [asset("a1"), asset("a2")]
+    url = feed_server.serve(
+        "/feed.json",
+        body(feed_body(items, timestamp=snapshot)),
+        body(feed_body(items[:1], timestamp=snapshot - timedelta(days=400))),
+    )
+    feed_id = await add_feed(db, provider_id, url)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        first = await wait_for_run(db, await trigger(db, feed_id))
+        await Published(vhost_amqp_url).messages(expect_events=2)
+        stale = await wait_for_run(db, await trigger(db, feed_id))
+        assert (stale["status"], stale["reason_code"]) == ("held", "stale_snapshot")
+        assert await Published(vhost_amqp_url).messages(expect_events=0, timeout=1) == []
+        async with db.connection() as conn:
+            await feeds.decide_run(conn, stale["run_id"], "approve", provider_id=provider_id)
+        approved = await wait_for_run(db, stale["run_id"])
+    assert first["status"] == "ok"
+    assert approved["status"] == "ok", approved["reason"]
+
+
 async def test_an_item_older_than_the_stored_asset_sends_no_price(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

@@ -369,6 +369,18 @@ def test_fewer_items_than_announced_is_held_as_truncated() -> None:
     assert plan.counts.held_deletions == 2 and plan.counts.created == 0
 
 
+def test_a_snapshot_older_than_the_last_applied_one_is_held_as_stale() -> None:
+    def verdict(last_applied: datetime | None) -> Verdict | None:
+        return hold_verdict(
+            seen=3, invalid=0, total_assets=3, deletions=0, live=3, threshold=NO_THRESHOLD,
+            snapshot_time=SNAPSHOT, last_applied=last_applied,
+        )  # fmt: skip
+
+    stale = verdict(SNAPSHOT + HOUR)
+    assert stale is not None and stale.reason_code == "stale_snapshot" and not stale.failed
+    assert verdict(SNAPSHOT) is None and verdict(SNAPSHOT - HOUR) is None and verdict(None) is None
+
+
 def test_more_items_than_announced_fails_the_run() -> None:
     plan = plan_for([item("a", SNAPSHOT - HOUR), item("b", SNAPSHOT - HOUR, index=1)], total=1)
     assert plan.failure is not None and plan.failure.reason_code == "parse_error"

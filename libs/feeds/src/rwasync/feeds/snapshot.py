@@ -299,8 +299,10 @@ def hold_verdict(
     live: int,
     threshold: DeletionThreshold,
     snapshot_time: datetime,
+    last_applied: datetime | None = None,
 ) -> Verdict | None:
-    """The first hold (or failure) that applies, in the order docs/api.md lists them."""
+    """The first hold (or failure) that applies, in the order docs/api.md lists them.
+    `last_applied`: the snapshot time of the feed's latest applied (`ok`) run, if any."""
     if seen == 0:
         return Verdict(ReasonCode.EMPTY_FEED, "the feed lists no assets")
     if total_assets is not None and seen > total_assets:
@@ -317,6 +319,15 @@ def hold_verdict(
         return Verdict(
             ReasonCode.TRUNCATED,
             f"the feed holds {seen} items but announces total_assets {total_assets}",
+        )
+    if last_applied is not None and snapshot_time < last_applied:
+        # Its deletions, versioned at the snapshot, would lose to what they delete, and its
+        # items to what newer snapshots stored: applied, it would silently do next to nothing.
+        return Verdict(
+            ReasonCode.STALE_SNAPSHOT,
+            f"the snapshot of {timestamp_text(snapshot_time)} is older than the feed's last "
+            f"applied one, of {timestamp_text(last_applied)} (a stale copy, or the snapshot's "
+            "clock went back): its deletions and older items would be ignored",
         )
     if threshold.exceeded_by(deletions, live):
         # Normalised, so a threshold read back from the database (20.0) reads as the default (20).

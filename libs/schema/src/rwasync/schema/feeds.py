@@ -54,6 +54,8 @@ class ReasonCode(StrEnum):
 
     EMPTY_FEED = "empty_feed"
     TRUNCATED = "truncated"
+    # The snapshot is older than the feed's last applied one (a stale copy, a clock gone back).
+    STALE_SNAPSHOT = "stale_snapshot"
     DELETION_THRESHOLD = "deletion_threshold"
     HTTP_STATUS = "http_status"
     FETCH_ERROR = "fetch_error"

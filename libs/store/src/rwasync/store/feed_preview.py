@@ -49,6 +49,12 @@ LEFT JOIN ({PENDING_PUSHES.format(provider="$1")}) p ON p.asset_id = s.asset_id
 WHERE s.provider_id = $1
 """
 
+# The snapshot time of the feed's latest applied run (NULL for a feed not registered yet).
+LAST_APPLIED_SNAPSHOT = """
+SELECT max(r.snapshot_time) FROM feed_runs r
+WHERE r.feed_id = $1 AND r.provider_id = $2 AND r.status = 'ok'
+"""
+
 # The instant after which pushes are protected, as the feed's next run would see it.
 PROTECTED_AFTER = """
 SELECT COALESCE(
@@ -210,6 +216,7 @@ async def _preview(
         live=tally.live,
         threshold=threshold,
         snapshot_time=facts.snapshot_time,
+        last_applied=await conn.fetchval(LAST_APPLIED_SNAPSHOT, feed_id, provider_id),
     )
     preview: dict[str, Any] = {
         "valid": invalid == 0 and (verdict is None or not verdict.failed),

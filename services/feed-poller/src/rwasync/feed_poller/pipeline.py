@@ -291,6 +291,9 @@ class RunPipeline:
                 live=planned.live,
                 threshold=claim.threshold,
                 snapshot_time=at,
+                last_applied=await conn.fetchval(
+                    queries.LAST_APPLIED_SNAPSHOT, claim.feed_id, claim.run_id
+                ),
             )
             if verdict is not None:
                 counts = Counts(

@@ -184,6 +184,12 @@ ORDER BY finished_at DESC NULLS LAST
 LIMIT 1
 """
 
+# The snapshot time of the feed's latest applied snapshot (its `ok` runs but $2, this one): an
+# older snapshot is held (`stale_snapshot`). $1 feed, $2 this run.
+LAST_APPLIED_SNAPSHOT = """
+SELECT max(snapshot_time) FROM feed_runs WHERE feed_id = $1 AND status = 'ok' AND run_id <> $2
+"""
+
 # Pushes accepted after this instant are protected from the deletion pass: the start of the
 # latest earlier run of the feed that reached the comparison (ok or held), else the feed's
 # creation. $1 feed, $2 this run, $3 this run's start.
