@@ -218,6 +218,12 @@ async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_onc
         ).stdout
     )
     assert [r["run_id"] for r in runs["items"]] == ["run_new", "run_old"]
+    # In a pipe (80 columns) the table keeps each status and reason code whole.
+    table = await asyncio.to_thread(rwasync, database_url, "feed", "runs", feed["feed_id"])
+    assert table.returncode == 0, table.stderr
+    assert all(len(line) <= 80 for line in table.stdout.splitlines()), table.stdout
+    for word in ("rejected", "rejected_by_operator", "held", "empty_feed", "run_new", "run_old"):
+        assert word in table.stdout.split(), (word, table.stdout)
 
 
 async def test_feed_trigger_of_unknown_feed_fails_cleanly(database_url: str) -> None:

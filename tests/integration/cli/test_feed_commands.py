@@ -90,6 +90,7 @@ async def test_feed_add_seals_credentials_and_checks_every_option(database_url: 
             "/auth/name",
         ),
         (("--auth", "basic", "--auth-username", "u"), "/auth/password"),
+        (("--auth", "bearer"), "(--auth-secret-env or --auth-secret-file)"),
     ]:
         result = await feed_add(
             database_url,
@@ -124,10 +125,11 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
     )
     assert result.returncode == 1 and result.stdout == ""
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
-        "error: /url: must be an absolute http or https URL",
-        "error: /format: must be one of json, jsonl, csv",
-        "error: /schedule: invalid interval 'often': use e.g. 90s, 15m, 24h, 1d",
-        "error: /deletion_threshold/percent: must be a number 0-100",
+        "error: /url: must be an absolute http or https URL (the URL argument)",
+        "error: /format: must be one of json, jsonl, csv (--format)",
+        "error: /schedule: invalid interval 'often': use e.g. 90s, 15m, 24h, 1d"
+        " (--every or --cron)",
+        "error: /deletion_threshold/percent: must be a number 0-100 (--deletion-threshold-percent)",
     ], result.stderr
     listed = await run(rwasync, database_url, "feed", "list", "--json")
     assert json.loads(listed.stdout)["items"] == []
@@ -145,8 +147,9 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
     assert errors[:4] == [
         "error: /schedule: give --every or --cron, not both",
         "error: /auth: the environment variable RWASYNC_TEST_NOT_SET is not set",
-        "error: /url: address 10.0.0.1 is not a public address and not allow-listed",
-        "error: /format: must be one of json, jsonl, csv",
+        "error: /url: address 10.0.0.1 is not a public address and not allow-listed"
+        " (the URL argument)",
+        "error: /format: must be one of json, jsonl, csv (--format)",
     ], result.stderr
     # the rest of the credentials is still checked: basic needs --auth-username
     assert len(errors) == 5 and errors[4].startswith("error: /auth/username: "), errors

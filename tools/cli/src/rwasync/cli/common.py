@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, Final, NoReturn, TypeVar
 
@@ -77,10 +77,14 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
-def fail_invalid(exc: FeedSettingInvalid) -> NoReturn:
-    """Every problem of the settings, one `error: /pointer: message` line each, then exit 1."""
+def fail_invalid(exc: FeedSettingInvalid, options: Mapping[str, str] | None = None) -> NoReturn:
+    """Every problem of the settings, one `error: /pointer: message` line each (with the
+    command's option for that pointer, from `options`, when it has one), then exit 1."""
     for error in exc.errors:
         line = f"{error.pointer or '/'}: {error.message}"
+        option = (options or {}).get(error.pointer)
+        if option is not None and option.split()[0] not in error.message:
+            line += f" ({option})"
         stderr.print(f"[red]error:[/red] {escape(line)}")
     raise typer.Exit(EXIT_ERROR)
 

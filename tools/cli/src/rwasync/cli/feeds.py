@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import asyncpg
 import typer
@@ -153,7 +153,7 @@ def feed_add(
     except FeedSettingInvalid as exc:
         errors.extend(exc.errors)
     if errors:
-        fail_invalid(FeedSettingInvalid.of(errors))
+        fail_invalid(FeedSettingInvalid.of(errors), ADD_OPTIONS)
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         return await feeds.add_feed(
@@ -161,6 +161,23 @@ def feed_add(
         )
 
     emit(run_db(work), as_json)
+
+
+# The `feed add` option behind each settings pointer its errors name.
+_SECRET = "--auth-secret-env or --auth-secret-file"
+ADD_OPTIONS: Final = {
+    "/url": "the URL argument",
+    "/format": "--format",
+    "/schedule": "--every or --cron",
+    "/auth/type": "--auth",
+    "/auth/username": "--auth-username",
+    "/auth/password": _SECRET,
+    "/auth/token": _SECRET,
+    "/auth/value": _SECRET,
+    "/auth/name": "--auth-header",
+    "/deletion_threshold/percent": "--deletion-threshold-percent",
+    "/deletion_threshold/min_count": "--deletion-threshold-min",
+}
 
 
 @feed_app.command("secrets-key")
@@ -271,14 +288,17 @@ def feed_runs(
     items = page["items"]
 
     def table() -> Table:
-        t = Table("run_id", "status", "started_at", "finished_at", "counts", "reason")
+        # Narrow enough for 80 columns: the status with its reason code whole, the counts that
+        # are not 0, the start only (`--json` has every field).
+        t = Table("run_id", "status", "started_at", "counts", "reason")
+        t.columns[1].no_wrap = True
         for r in items:
+            code = r.get("reason_code")
             t.add_row(
                 r["run_id"],
-                r["status"],
+                r["status"] + (f"\n{code}" if code else ""),
                 table_time(r["started_at"]),
-                table_time(r["finished_at"]),
-                " ".join(f"{k}={v}" for k, v in r["counts"].items()),
+                " ".join(f"{k}={v}" for k, v in r["counts"].items() if v),
                 r.get("reason") or "",
             )
         return t
