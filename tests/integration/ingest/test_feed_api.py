@@ -681,3 +681,16 @@ async def test_without_an_allow_list_loopback_is_refused_at_put_and_at_fetch(
     status, preview, _ = await call(ingest, "POST", "/v1/validate/feed", provider, {"url": by_name})
     assert status == 200 and preview["reason_code"] == "address_refused", preview
     assert feeds_host.hits["/local.json"] == 0
+
+
+async def test_a_site_local_ipv6_feed_url_is_refused_at_put(
+    ingest: Client, store: Database
+) -> None:
+    """fec0::/10 (site-local, deprecated by RFC 3879) is no public unicast address: the address
+    policy refuses it as it refuses fc00::/7 (security review)."""
+    provider = await create_provider(store)
+    for n, host in enumerate(("[fec0::1]", "[fec0:0:0:ffff::1]", "[::ffff:10.0.0.1]")):
+        status, refused, _ = await call(
+            ingest, "PUT", f"/v1/feeds/site-local-{n}", provider, {"url": f"http://{host}/f.json"}
+        )
+        assert status == 422 and refused["errors"][0]["pointer"] == "/url", (host, refused)

@@ -81,6 +81,10 @@ def _is_public(address: IPAddress) -> bool:
     embedded = _embedded_ipv4(address)
     if embedded is not None:
         return _is_public(embedded)
+    # Site-local IPv6 (fec0::/10, deprecated by RFC 3879) is routed only inside a site, yet
+    # `ipaddress` counts it global: it is no public unicast address.
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return False
     return address.is_global and not (
         address.is_multicast or address.is_reserved or address.is_unspecified
     )
