@@ -208,15 +208,19 @@ LIMIT $4
 # one feed per region, say). A disabled feed stands for nothing: disable the old feed and the
 # new one deletes what only the old one listed. `{provider}` and `{feed}` (NULL for a feed not
 # registered yet) are parameters or expressions. The sibling runs are found once per statement
-# (an uncorrelated ARRAY: an InitPlan), then one index probe per asset it is asked about.
+# (an uncorrelated ARRAY: an InitPlan), each sibling's latest by one probe of the index
+# `feed_runs_latest_ok` (a DISTINCT ON over the siblings' runs read every run of every feed, the
+# whole history), then one index probe per asset it is asked about.
 LISTED_BY_ANOTHER_FEED: Final = """EXISTS (
     SELECT 1 FROM feed_run_items o
     WHERE o.asset_id = s.asset_id AND o.run_id = ANY (ARRAY(
-        SELECT DISTINCT ON (r.feed_id) r.run_id
-        FROM feed_runs r JOIN feed_sources f ON f.feed_id = r.feed_id
-        WHERE f.provider_id = {provider} AND f.enabled AND r.feed_id IS DISTINCT FROM {feed}
-          AND r.status = 'ok' AND r.staged_items IS NOT NULL
-        ORDER BY r.feed_id, r.finished_at DESC NULLS LAST)))"""
+        SELECT l.run_id
+        FROM feed_sources f CROSS JOIN LATERAL (
+            SELECT r.run_id FROM feed_runs r
+            WHERE r.feed_id = f.feed_id AND r.status = 'ok' AND r.staged_items IS NOT NULL
+            ORDER BY r.finished_at DESC NULLS LAST
+            LIMIT 1) l
+        WHERE f.provider_id = {provider} AND f.enabled AND f.feed_id IS DISTINCT FROM {feed})))"""
 
 SUPERSEDED: Final = """EXISTS (
     SELECT 1 FROM feed_runs l
