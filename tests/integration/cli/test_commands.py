@@ -226,6 +226,30 @@ async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_onc
         assert word in table.stdout.split(), (word, table.stdout)
 
 
+async def test_feed_disable_and_enable_take_a_feed_off_its_schedule_and_back(
+    database_url: str,
+) -> None:
+    created = json.loads(
+        (
+            await asyncio.to_thread(rwasync, database_url, "provider", "create", "Acme", "--json")
+        ).stdout
+    )
+    added = await asyncio.to_thread(
+        rwasync, database_url, "feed", "add", created["provider_id"],
+        "https://feeds.example.com/a.json", "--every", "1h", "--json",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    feed_id = json.loads(added.stdout)["feed_id"]
+    off = await asyncio.to_thread(rwasync, database_url, "feed", "disable", feed_id, "--json")
+    assert off.returncode == 0 and json.loads(off.stdout)["enabled"] is False, off.stderr
+    listed = await asyncio.to_thread(rwasync, database_url, "feed", "list", "--json")
+    assert [f["enabled"] for f in json.loads(listed.stdout)["items"]] == [False]
+    on = await asyncio.to_thread(rwasync, database_url, "feed", "enable", feed_id, "--json")
+    assert on.returncode == 0 and json.loads(on.stdout)["enabled"] is True, on.stderr
+    unknown = await asyncio.to_thread(rwasync, database_url, "feed", "disable", "feed_nope")
+    assert unknown.returncode == 1 and "unknown feed" in unknown.stderr
+
+
 async def test_feed_trigger_of_unknown_feed_fails_cleanly(database_url: str) -> None:
     result = await asyncio.to_thread(
         rwasync, database_url, "feed", "trigger", "feed_nope", "--json"

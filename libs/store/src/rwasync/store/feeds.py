@@ -166,6 +166,14 @@ WHERE feed_id = $1 AND provider_id = $2
 RETURNING *
 """
 
+# Turn a feed's schedule on or off (the operator's `feed enable|disable`). A feed turned on
+# whose next run is past due runs at the next poll.
+SET_FEED_ENABLED: Final = """
+UPDATE feed_sources SET enabled = $2, updated_at = now()
+WHERE feed_id = $1
+RETURNING *
+"""
+
 LIST_FEEDS: Final = """
 SELECT * FROM feed_sources
 WHERE ($1::text IS NULL OR provider_id = $1)
@@ -313,6 +321,15 @@ async def put_feed(
             created = False
     assert row is not None
     return feed_object(row), created
+
+
+async def set_feed_enabled(conn: asyncpg.Connection, feed_id: str, enabled: bool) -> dict[str, Any]:
+    """Put a feed on or off its schedule (the provider's `PUT` with `enabled` does the same); a
+    disabled feed also stops counting for its siblings' deletions (`LISTED_BY_ANOTHER_FEED`)."""
+    row = await conn.fetchrow(SET_FEED_ENABLED, feed_id, enabled)
+    if row is None:
+        raise FeedNotFound(f"unknown feed {feed_id!r}")
+    return feed_object(row)
 
 
 async def get_feed(

@@ -266,7 +266,8 @@ def feed_trigger(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 900,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run a feed now (it starts within 5 s). Exit 0 ok/not_modified, 3 held, 4 failed/rejected."""
+    """Run a feed now (it starts within seconds, once fewer of its provider's runs are in
+    progress than the limit). Exit 0 ok/not_modified, 3 held, 4 failed/rejected."""
     run_id = run_db(lambda conn: feeds.request_run(conn, feed_id))
     if not wait:
         emit({"run_id": run_id}, as_json)
@@ -274,6 +275,19 @@ def feed_trigger(
     run = _wait_for_run(run_id, timeout)
     emit(run, as_json)
     _exit_for(run)
+
+
+@feed_app.command("disable")
+def feed_disable(feed_id: str, as_json: JsonFlag = False) -> None:
+    """Take a feed off its schedule (a trigger still runs it); its snapshot then no longer keeps
+    the provider's other feeds from deleting what it lists."""
+    emit(run_db(lambda conn: feeds.set_feed_enabled(conn, feed_id, False)), as_json)
+
+
+@feed_app.command("enable")
+def feed_enable(feed_id: str, as_json: JsonFlag = False) -> None:
+    """Put a feed back on its schedule."""
+    emit(run_db(lambda conn: feeds.set_feed_enabled(conn, feed_id, True)), as_json)
 
 
 @feed_app.command("runs")
