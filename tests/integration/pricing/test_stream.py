@@ -216,6 +216,25 @@ async def test_a_revoked_token_ends_the_streams_it_opened(
             await stream.next(timeout=10)
 
 
+async def test_a_disabled_provider_ends_the_streams_of_its_prices(
+    pricing: Start, push: Push, provider_id: str, db: Database
+) -> None:
+    """Disabling a provider stops its prices being served: open streams end too
+    (`provider_disabled`), as new requests get a 404."""
+    client = await pricing(auth_cache_seconds=0.5, stream_keepalive_seconds=0.2)
+    async with subscribe(client, f"provider_id={provider_id}") as stream:
+        await push(provider_id, [("a1", "1")])
+        assert seen(await stream.prices(1)) == [(provider_id, "a1", "1")]
+        await db.execute("UPDATE providers SET disabled = true WHERE provider_id = $1", provider_id)
+        events = [await stream.next(timeout=10)]
+        while events[-1].event != "close":
+            assert len(events) < 50, "the disabled provider's stream went on"
+            events.append(await stream.next(timeout=10))
+        assert events[-1].json() == {"reason": "provider_disabled"}
+        with pytest.raises(EOFError):
+            await stream.next(timeout=10)
+
+
 async def test_a_slow_subscriber_is_closed_and_the_others_get_everything(
     pricing: Start, push: Push, provider_id: str
 ) -> None:

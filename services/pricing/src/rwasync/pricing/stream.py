@@ -47,6 +47,7 @@ KEEP_ALIVE: Final = b": keep-alive\n\n"
 SLOW_CLOSE: Final = b'event: close\ndata: {"reason":"slow_consumer"}\n\n'
 SHUTDOWN_CLOSE: Final = b'event: close\ndata: {"reason":"shutting_down"}\n\n'
 REVOKED_CLOSE: Final = b'event: close\ndata: {"reason":"unauthorized"}\n\n'
+DISABLED_CLOSE: Final = b'event: close\ndata: {"reason":"provider_disabled"}\n\n'
 # A stream checks its token again every auth-cache period (at least this often), each check
 # waiting at most TOKEN_CHECK_TIMEOUT for the database (the stream goes on if it does not answer).
 MIN_TOKEN_CHECK_SECONDS: Final = 1.0
@@ -228,7 +229,7 @@ class PriceStream:
         authorization: str,
     ) -> None:
         sent = live_from
-        revoked = False
+        ending: bytes | None = None  # REVOKED_CLOSE or DISABLED_CLOSE, when the check says so
         try:
             if expired:
                 await self._send(response, RESET)
@@ -242,9 +243,10 @@ class PriceStream:
                 now = time.monotonic()
                 if now >= check_at:
                     # A token revoked (or its reader removed) ends the streams it opened too,
-                    # within about the time a new request would take to be refused.
-                    if not await self._still_authorized(authorization):
-                        revoked = True
+                    # and a provider disabled the streams of its prices, within about the time
+                    # a new request would take to be refused.
+                    ending = await self._ending(authorization, subscriber.provider_id)
+                    if ending is not None:
                         break
                     check_at = now + check_every
                 if now >= keep_alive_at:
@@ -268,11 +270,13 @@ class PriceStream:
                         await response.write(data)  # no timeout to arm: it cannot wait
                     else:
                         await self._send(response, data)
-            if revoked:
+            if ending is not None:
                 log.info(
-                    "closing a stream whose token was revoked", provider_id=subscriber.provider_id
+                    "closing a stream no longer allowed",
+                    provider_id=subscriber.provider_id,
+                    reason="unauthorized" if ending is REVOKED_CLOSE else "provider_disabled",
                 )
-                await self._send(response, REVOKED_CLOSE)
+                await self._send(response, ending)
             elif subscriber.closing.is_set():
                 await self._send(response, SHUTDOWN_CLOSE)
             else:
@@ -288,18 +292,21 @@ class PriceStream:
             async with asyncio.timeout(self._settings.stream_send_timeout):
                 await response.write_eof()
 
-    async def _still_authorized(self, authorization: str) -> bool:
-        """False once the stream's credentials are refused (revoked); a database that does not
-        answer just now keeps the stream (it is asked again at the next check)."""
+    async def _ending(self, authorization: str, provider_id: str) -> bytes | None:
+        """How the stream must end now, if it must: its credentials refused (revoked), or its
+        provider no longer served (disabled). A database that does not answer just now keeps
+        the stream (it is asked again at the next check)."""
         try:
             # Bounded: the check runs between deliveries, which a slow lookup must not stall.
             async with asyncio.timeout(TOKEN_CHECK_TIMEOUT):
                 await self._auth.authenticate(authorization)
+                if not await self._db.fetchval(queries.PROVIDER_SERVED, provider_id):
+                    return DISABLED_CLOSE
         except Problem as refused:
-            return refused.status != 401
+            return REVOKED_CLOSE if refused.status == 401 else None
         except Exception:
-            return True
-        return True
+            return None
+        return None
 
     async def _replay(
         self,
