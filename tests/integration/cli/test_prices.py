@@ -117,3 +117,69 @@ async def test_releasing_one_tick_with_the_check_off_releases_no_other(
     assert await status(db, spike.event_id) == ("held", None)
     latest = await db.fetchval("SELECT amount FROM latest_prices WHERE asset_id = 'a1'")
     assert latest == Decimal("300")
+
+
+async def test_policy_show_reads_the_policy_back(database_url: str, provider_id: str) -> None:
+    # Never set: holds are off, and it says so (no updated_at, `active` false).
+    assert await cli(database_url, "price", "policy", "show", provider_id) == {
+        "provider_id": provider_id,
+        "max_jump": None,
+        "currency_check": False,
+        "active": False,
+        "updated_at": None,
+    }
+    table = await asyncio.to_thread(rwasync, database_url, "price", "policy", "show", provider_id)
+    assert table.returncode == 0, table.stderr
+    assert "no policy" in table.stdout and provider_id in table.stdout
+
+    policy = await cli(database_url, "price", "policy", "set", provider_id, "--max-jump", "0.5")
+    shown = await cli(database_url, "price", "policy", "show", provider_id)
+    assert shown == policy | {"active": True}
+    table = await asyncio.to_thread(rwasync, database_url, "price", "policy", "show", provider_id)
+    assert "0.5" in table.stdout and "no policy" not in table.stdout
+
+    # Set without options: a row, but no check; shown as off too.
+    await cli(database_url, "price", "policy", "set", provider_id)
+    shown = await cli(database_url, "price", "policy", "show", provider_id)
+    assert (shown["active"], shown["max_jump"], shown["currency_check"]) == (False, None, False)
+    assert shown["updated_at"] is not None
+
+    for unknown in ("prv_nobody", "not a provider!"):
+        err = await cli(database_url, "price", "policy", "show", unknown, code=1)
+        assert "error: /provider_id: unknown provider" in err, err
+
+
+async def test_held_list_refuses_an_unknown_provider(database_url: str, provider_id: str) -> None:
+    # A typo must not read as "nothing held".
+    for unknown in ("prv_nobody", "not a provider!"):
+        result = await asyncio.to_thread(
+            rwasync, database_url, "price", "held", "list", "--provider", unknown, "--json"
+        )
+        assert result.returncode == 1 and result.stdout == "", result.stdout
+        assert "error: /provider_id: unknown provider" in result.stderr, result.stderr
+    assert await cli(database_url, "price", "held", "list", "--provider", provider_id) == {
+        "items": []
+    }
+
+
+async def test_held_list_table_fits_80_columns_with_its_ids_whole(
+    database_url: str, db: Database
+) -> None:
+    created = await cli(database_url, "provider", "create", "Wide Estates")
+    provider_id = created["provider_id"]  # prv_ and 16 hex digits, as operators see them
+    await cli(database_url, "price", "policy", "set", provider_id, "--max-jump", "0.5")
+    asset_id = "det-2026-main-street-12b"
+    applier = PriceApplier(db)
+    await applier.apply([price(provider_id, asset_id, "100", at(1))])
+    jump = price(provider_id, asset_id, "12345.678", at(2))
+    await applier.apply([jump])
+    for extra in ((), ("--provider", provider_id)):
+        # In a pipe (80 columns, COLUMNS unset).
+        table = await asyncio.to_thread(rwasync, database_url, "price", "held", "list", *extra)
+        assert table.returncode == 0, table.stderr
+        lines = table.stdout.splitlines()
+        assert all(len(line) <= 80 for line in lines), table.stdout
+        words = table.stdout.split()
+        for whole in (str(jump.event_id), asset_id, "12345.678", "allows"):
+            assert whole in words, (whole, table.stdout)
+        assert (provider_id in words) == (not extra), table.stdout

@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from rwasync.cli import queries
-from rwasync.cli.common import JsonFlag, emit, fail, run_db
+from rwasync.cli.common import JsonFlag, Refused, emit, fail, run_db, table_time
 from rwasync.schema.asset import normalize_decimal
 from rwasync.schema.events import ReceiptStatus
 from rwasync.schema.timestamps import timestamp_text
@@ -82,16 +82,48 @@ def policy_set(
 
     row = run_db(work)
     if row is None:
-        fail(f"/provider_id: unknown provider {provider_id!r}")
-    emit(
-        {
-            "provider_id": row["provider_id"],
-            "max_jump": normalize_decimal(row["max_jump"]) if row["max_jump"] else None,
-            "currency_check": row["currency_check"],
-            "updated_at": timestamp_text(row["updated_at"]),
-        },
-        as_json,
-    )
+        fail(unknown_provider(provider_id))
+    emit(policy_document(row), as_json)
+
+
+def unknown_provider(provider_id: str) -> str:
+    return f"/provider_id: unknown provider {provider_id!r}"
+
+
+def policy_document(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "provider_id": row["provider_id"],
+        "max_jump": normalize_decimal(row["max_jump"]) if row["max_jump"] else None,
+        "currency_check": row["currency_check"],
+        "updated_at": timestamp_text(row["updated_at"]) if row["updated_at"] else None,
+    }
+
+
+@policy_app.command("show")
+def policy_show(provider_id: str, as_json: JsonFlag = False) -> None:
+    """A provider's sanity-hold policy; `active` false: no tick of it is held (none was ever set
+    when `updated_at` is null)."""
+    row = run_db(lambda conn: conn.fetchrow(queries.PRICE_POLICY, provider_id))
+    if row is None:
+        fail(unknown_provider(provider_id))
+    # Set without options, a policy has a row yet checks nothing: both read as holds off.
+    document = policy_document(row) | {
+        "active": row["max_jump"] is not None or row["currency_check"]
+    }
+
+    def table() -> Table:
+        t = Table("provider_id", "max_jump", "currency_check", "updated_at")
+        t.add_row(
+            document["provider_id"],
+            document["max_jump"] or "-",
+            "on" if document["currency_check"] else "off",
+            table_time(document["updated_at"]) or "never set",
+        )
+        if not document["active"]:
+            t.caption = "no policy: no tick of this provider is held"
+        return t
+
+    emit(document, as_json, table)
 
 
 def held_item(row: asyncpg.Record) -> dict[str, Any]:
@@ -118,6 +150,11 @@ def held_list(
     """List held price ticks, oldest hold first."""
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        # A typo in --provider must not read as "nothing held".
+        if provider_id is not None and not await conn.fetchval(
+            queries.PROVIDER_EXISTS, provider_id
+        ):
+            raise Refused(unknown_provider(provider_id))
         return [
             held_item(r) for r in await conn.fetch(queries.LIST_HELD_PRICES, provider_id, limit)
         ]
@@ -125,15 +162,16 @@ def held_list(
     items = run_db(work)
 
     def table() -> Table:
-        t = Table("event_id", "asset", "price", "as_of", "reason")
+        # 80 columns hold a 36-character event id beside nothing else readable, so each tick is
+        # one cell of lines (event id, asset, provider unless --provider named it, price and
+        # as_of) beside its reason, which wraps in the rest (`--json` has every field).
+        t = Table("event_id", "reason")
         for i in items:
-            t.add_row(
-                i["event_id"],
-                f"{i['provider_id']}/{i['asset_id']}",
-                f"{i['amount']} {i['currency']}",
-                i["as_of"],
-                i["reason"],
-            )
+            lines = [i["event_id"], f"asset {i['asset_id']}"]
+            if provider_id is None:
+                lines.append(f"provider {i['provider_id']}")
+            lines.append(f"{i['amount']} {i['currency']} as of {table_time(i['as_of'])}")
+            t.add_row("\n".join(lines), i["reason"])
         return t
 
     emit({"items": items}, as_json, table)

@@ -80,6 +80,15 @@ ON CONFLICT (provider_id) DO UPDATE
 RETURNING provider_id, max_jump, currency_check, updated_at
 """
 
+# A provider's policy; no row at all: an unknown provider, `max_jump`/`currency_check` null: a
+# provider no policy was ever set for.
+PRICE_POLICY: Final = """
+SELECT p.provider_id, pp.max_jump, coalesce(pp.currency_check, false) AS currency_check,
+       pp.updated_at
+FROM providers p LEFT JOIN price_policies pp USING (provider_id)
+WHERE p.provider_id = $1
+"""
+
 LIST_HELD_PRICES: Final = """
 SELECT event_id, provider_id, asset_id, amount, currency, as_of, accepted_at, hold_kind,
        hold_reason, held_at
