@@ -194,3 +194,43 @@ async def test_a_vhost_without_the_work_queues_is_a_problem(
         f"{queue}: no such queue in this vhost (no service has declared it)"
         for queue in topology.WORK_QUEUES
     ]
+
+
+async def test_held_price_ticks_are_counted_and_a_problem(
+    database_url: str, vhost_amqp_url: str, broker: Broker
+) -> None:
+    # Ticks held for an operator are invisible to investors until one decides: "all well" would
+    # let them wait for ever.
+    connection = await aio_pika.connect(vhost_amqp_url)
+    try:
+        channel = await connection.channel()
+        for name in topology.WORK_QUEUES:
+            queue = await channel.declare_queue(name, passive=True)
+            await queue.consume(ack)
+        quiet = await cli_json(database_url, vhost_amqp_url, "status")
+        assert quiet["held_prices"] == {"total": 0, "items": []}
+        provider = await cli_json(database_url, "", "provider", "create", "Held Estates")
+        conn = await asyncpg.connect(database_url)
+        try:
+            for minutes in (3, 1):
+                await conn.execute(
+                    "INSERT INTO price_history (event_id, provider_id, asset_id, as_of, amount,"
+                    " currency, accepted_at, state, hold_kind, hold_reason, held_at)"
+                    " VALUES ($1, $2, 'h1', $3, 300, 'USD', $3, 'held', 'jump', 'moves', $3)",
+                    uuid.uuid4(),
+                    provider["provider_id"],
+                    datetime.now(UTC) - timedelta(minutes=minutes),
+                )
+        finally:
+            await conn.close()
+        report = await cli_json(database_url, vhost_amqp_url, "status")
+        people = await asyncio.to_thread(rwasync, database_url, vhost_amqp_url, "status")
+    finally:
+        await connection.close()
+    held = report["held_prices"]
+    assert held["total"] == 2
+    assert [(i["provider_id"], i["ticks"]) for i in held["items"]] == [(provider["provider_id"], 2)]
+    assert report["problems"] == ["2 price ticks held for an operator (rwasync price held list)"]
+    assert people.returncode == 0, people.stderr
+    assert "Held price ticks" in people.stdout and provider["provider_id"] in people.stdout
+    assert "all well" not in people.stdout

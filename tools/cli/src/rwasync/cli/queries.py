@@ -131,6 +131,13 @@ FEED_RUNS_SINCE: Final = """
 SELECT status, count(*) AS runs FROM feed_runs WHERE requested_at > $1 GROUP BY status
 """
 
+# Held ticks per provider, from the partial index `price_history_held` (held rows only, however
+# long the history): an index-only scan per partition.
+HELD_PRICES_BY_PROVIDER: Final = """
+SELECT provider_id, count(*) AS ticks, min(held_at) AS oldest
+FROM price_history WHERE state = 'held' GROUP BY provider_id ORDER BY provider_id
+"""
+
 DEAD_LETTERS_BY_QUEUE: Final = """
 SELECT queue, count(*) AS messages, min(dead_lettered_at) AS oldest,
        count(*) FILTER (WHERE dead_lettered_at > $1) AS recent

@@ -27,8 +27,8 @@ from rwasync.platform.broker import queue_depths
 from rwasync.schema import topology
 
 RECENT_RUNS: Final = 10
-# A consumer further behind than this, a work queue without consumers, a dead letter or a failed
-# run in the last day is a problem `status` lists.
+# A consumer further behind than this, a work queue without consumers, a dead letter, a failed
+# run in the last day or a price tick held for an operator is a problem `status` lists.
 LAG_WARNING_SECONDS: Final = 60.0
 QUEUES: Final = tuple(
     name for queue in topology.WORK_QUEUES for name in (queue, topology.dead_letter_queue(queue))
@@ -121,6 +121,10 @@ async def database_status(conn: asyncpg.Connection, now: datetime) -> dict[str, 
     dead = [
         dict(r) for r in await conn.fetch(queries.DEAD_LETTERS_BY_QUEUE, now - timedelta(hours=1))
     ]
+    held = [
+        {"provider_id": r["provider_id"], "ticks": int(r["ticks"]), "oldest_held_at": r["oldest"]}
+        for r in await conn.fetch(queries.HELD_PRICES_BY_PROVIDER)
+    ]
     return {
         "lag": lag,
         "feed_runs": {
@@ -136,6 +140,7 @@ async def database_status(conn: asyncpg.Connection, now: datetime) -> dict[str, 
             "total": sum(int(d["messages"]) for d in dead),
             "last_hour": sum(int(d["recent"]) for d in dead),
         },
+        "held_prices": {"total": sum(h["ticks"] for h in held), "items": held},
     }
 
 
@@ -166,6 +171,11 @@ def problems(report: dict[str, Any]) -> list[str]:
     failed = report["feed_runs"]["last_24h"].get("failed", 0)
     if failed:
         found.append(f"{failed} feed runs failed in the last 24 h")
+    # Investors never see a held tick, nor the latest price move past it, until an operator
+    # releases or rejects it: nothing else tells anyone that one waits.
+    held = report["held_prices"]["total"]
+    if held:
+        found.append(f"{held} price ticks held for an operator (rwasync price held list)")
     return found
 
 
@@ -236,6 +246,14 @@ def render(report: dict[str, Any], console: Console) -> None:
     for item in report["dead_letters"]["items"]:
         dead.add_row(item["queue"], str(item["messages"]), f"{item['oldest']:%Y-%m-%d %H:%M:%S}")
 
+    held = Table(title="Held price ticks", title_justify="left")
+    for column in ("provider_id", "ticks", "oldest held"):
+        held.add_column(column)
+    for item in report["held_prices"]["items"]:
+        held.add_row(
+            item["provider_id"], str(item["ticks"]), f"{item['oldest_held_at']:%Y-%m-%d %H:%M:%S}"
+        )
+
     day = report["feed_runs"]["last_24h"]
     rate = report["feed_runs"]["failure_rate"]
     errors = Table(title="Error rates", title_justify="left", show_header=False)
@@ -251,7 +269,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     )
     console.print(
         Panel(
-            Group(queues, lag, ids_whole(runs), dead, errors),
+            Group(queues, lag, ids_whole(runs), dead, ids_whole(held), errors),
             title=f"rwasync status at {report['at']:%Y-%m-%d %H:%M:%S} UTC",
         )
     )
