@@ -70,9 +70,19 @@ async def test_unknown_provider_or_no_price_is_404(
     provider_id: str,
 ) -> None:
     await PriceApplier(db).apply([price(provider_id, "a1", "50", datetime.now(UTC))])
-    assert (await client.get("/v1/prices/prv_nobody/a1", headers=reader())).status == 404
-    assert (await client.get(f"/v1/prices/{provider_id}/a2", headers=reader())).status == 404
+    # The same words as /v1/prices and the stream for a provider, the asset's for an asset.
+    nobody = await client.get("/v1/prices/prv_nobody/a1", headers=reader())
+    assert nobody.status == 404
+    assert (await nobody.json())["detail"] == "unknown provider 'prv_nobody'"
+    unpriced = await client.get(f"/v1/prices/{provider_id}/a2", headers=reader())
+    assert unpriced.status == 404
+    detail = (await unpriced.json())["detail"]
+    assert detail == f"no accepted price for asset 'a2' of {provider_id!r}"
     assert (await client.get(f"/v1/prices/{provider_id}/a1", headers=reader())).status == 200
+    await db.execute("UPDATE providers SET disabled = true WHERE provider_id = $1", provider_id)
+    disabled = await client.get(f"/v1/prices/{provider_id}/a1", headers=reader())
+    assert disabled.status == 404
+    assert (await disabled.json())["detail"] == f"unknown provider {provider_id!r}"
 
 
 async def test_stale_follows_the_providers_freshness_window(
@@ -178,6 +188,8 @@ async def test_answers_validate_against_the_documented_models(
         ("limit=" + "9" * 5000, "limit"),
         ("to=0001-01-01T00:00:00%2B01:00", "to"),  # no UTC instant
         ("to=0001-01-02T00:00:00Z", "to"),  # no room for the default 30 days before it
+        # a '+' offset sent unescaped: still said so
+        ("from=2026-07-23T08:42:26 01:00", "from"),
         ("cursor=MDAwMS0wMS0wMVQwMDowMDowMCswMTowMA==", "cursor"),  # 0001-01-01T00:00+01:00
     ],
 )

@@ -10,6 +10,7 @@ import pytest
 
 from rwasync.platform.db import Database
 from rwasync.pricing.apply import PriceApplier
+from rwasync.pricing.params import MAX_ASSET_ID_LENGTH, MAX_ASSET_IDS
 from tests.integration.pricing.conftest import Client, reader_headers
 from tests.support.events import price
 
@@ -49,6 +50,40 @@ async def test_many_at_once_in_request_order_with_missing(client: Client, provid
     assert [(i["asset_id"], i["amount"]) for i in body["items"]] == [("a2", "5"), ("a1", "20")]
     assert body["missing"] == ["nope"]
     await get(client, "/v1/prices?provider_id=prv_nobody&asset_id=a1", 404)
+
+
+async def test_a_repeated_asset_id_counts_like_a_comma(client: Client, provider_id: str) -> None:
+    """`asset_id=a&asset_id=b` is every id, not the first one alone (the rest used to vanish
+    from both `items` and `missing`)."""
+    path = f"/v1/prices?provider_id={provider_id}&asset_id=a2&asset_id=nope,a1&asset_id=a2"
+    body = await get(client, path)
+    assert [(i["asset_id"], i["amount"]) for i in body["items"]] == [("a2", "5"), ("a1", "20")]
+    assert body["missing"] == ["nope"]
+    # The same 500 and the same id rule over all of them together.
+    too_many = "&".join(f"asset_id=x{i}" for i in range(501))
+    refused = await get(client, f"/v1/prices?provider_id={provider_id}&{too_many}", 400)
+    assert refused["errors"][0]["parameter"] == "asset_id"
+    bad = await get(client, f"/v1/prices?provider_id={provider_id}&asset_id=a1&asset_id=", 400)
+    assert bad["errors"][0]["parameter"] == "asset_id"
+
+
+async def test_500_ids_of_the_longest_length_fit_in_one_request(
+    client: Client, provider_id: str
+) -> None:
+    """The documented 500 ids: aiohttp's 8190-byte request line used to refuse even 400 short
+    ones. Both ways of listing them, commas escaped (as a client's URL encoder may) or repeated."""
+    ids = [f"{i:03d}".ljust(MAX_ASSET_ID_LENGTH, "x") for i in range(MAX_ASSET_IDS - 1)] + ["a1"]
+    for listed in ("asset_id=" + "%2C".join(ids), "&".join(f"asset_id={a}" for a in ids)):
+        body = await get(client, f"/v1/prices?provider_id={provider_id}&{listed}")
+        assert [i["asset_id"] for i in body["items"]] == ["a1"]
+        assert len(body["missing"]) == MAX_ASSET_IDS - 1
+    # Still a limit: a line far past it is refused before any handler, as problem+json.
+    response = await client.get(
+        f"/v1/prices?provider_id={provider_id}&asset_id={'x' * 200_000}", headers=reader_headers()
+    )
+    assert response.status == 400
+    assert response.content_type == "application/problem+json"
+    assert "request line is longer than" in (await response.json())["detail"]
 
 
 async def test_history_pages_through_a_range(client: Client, provider_id: str) -> None:
@@ -95,6 +130,12 @@ async def test_hourly_and_daily_candles(client: Client, provider_id: str) -> Non
         ("/v1/prices/{p}/a1/history?from=yesterday", "from"),
         ("/v1/prices/{p}/a1/history?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
         ("/v1/prices/{p}/a1/history?to=2026-01-01T00:00:00", "to"),
+        # ISO 8601 forms that are not RFC 3339 (`datetime.fromisoformat` took them)
+        ("/v1/prices/{p}/a1/history?from=2026-W30-4T08:42:26Z", "from"),
+        ("/v1/prices/{p}/a1/history?from=20260723T084226Z", "from"),
+        ("/v1/prices/{p}/a1/history?to=2026-07-23T08Z", "to"),
+        ("/v1/prices/{p}/a1/ohlc?interval=1h&to=2026-07-23T08:42Z", "to"),
+        ("/v1/prices/{p}/a1/ohlc?interval=1h&from=2026-07-23", "from"),
         ("/v1/prices/{p}/a1/history?limit=1001", "limit"),
         ("/v1/prices/{p}/a1/history?limit=0", "limit"),
         ("/v1/prices/{p}/a1/history?cursor=nonsense", "cursor"),

@@ -58,6 +58,8 @@ async def test_filters_and_tenant_walls(
         subscribe(client, f"provider_id={provider_id}&asset_id=a1") as one_asset,
         subscribe(client, f"provider_id={provider_id}") as all_assets,
         subscribe(client, f"provider_id={second_provider}&asset_id=a1,a9") as other,
+        # a repeated asset_id counts like a comma (it used to be the first one alone)
+        subscribe(client, f"provider_id={provider_id}&asset_id=a2&asset_id=a1") as repeated,
     ):
         await push(second_provider, [("a1", "7")])  # same asset id, another provider
         await push(provider_id, [("a1", "10"), ("a2", "20")])
@@ -72,6 +74,11 @@ async def test_filters_and_tenant_walls(
             (provider_id, "a1", "11"),
         ]
         assert seen(await other.prices(1)) == [(second_provider, "a1", "7")]
+        assert seen(await repeated.prices(3)) == [
+            (provider_id, "a1", "10"),
+            (provider_id, "a2", "20"),
+            (provider_id, "a1", "11"),
+        ]
         # Nothing more is on its way to any of them: one last change each proves the order.
         await push(second_provider, [("a9", "1")])
         await push(provider_id, [("a1", "12")])
@@ -114,6 +121,10 @@ async def test_resume_replays_exactly_what_followed(
         assert live[0].json()["amount"] == "6"
         ids = [e.id for e in [*replayed, *live]]
         assert len(set(ids)) == 4
+    # The very first id sent (nothing trimmed yet) resumes too.
+    resume = {**reader_headers(), "Last-Event-ID": first[0].id or ""}
+    async with subscribe(replica, f"provider_id={provider_id}&asset_id=a1", resume) as resumed:
+        assert [e.json()["amount"] for e in await resumed.prices(4)] == ["2", "3", "4", "5"]
 
 
 async def test_a_resume_point_older_than_the_log_gets_a_reset(
@@ -320,6 +331,9 @@ async def test_stream_parameters_are_checked(pricing: Start, provider_id: str) -
         "": (400, "provider_id"),
         "provider_id=prv_nobody": (404, ""),
         f"provider_id={provider_id}&asset_id=a,b%20c": (400, "asset_id"),
+        # present but empty is not "every asset": an empty watch list must not get everything
+        f"provider_id={provider_id}&asset_id=": (400, "asset_id"),
+        f"provider_id={provider_id}&asset_id=a1&asset_id=": (400, "asset_id"),
     }
     for query, (status, parameter) in cases.items():
         response = await client.get(f"/v1/prices/stream?{query}", headers=reader_headers())
@@ -328,7 +342,8 @@ async def test_stream_parameters_are_checked(pricing: Start, provider_id: str) -
         if parameter:
             assert body["errors"][0]["parameter"] == parameter
     # Malformed, or well formed but never sent (nothing was ever trimmed: it is not an old one).
-    for bad_id in ("yesterday", "1-1", f"{2**62}-1"):
+    # `0-0` is the trim point before anything was trimmed: it used to replay the whole log.
+    for bad_id in ("yesterday", "1-1", f"{2**62}-1", "0-0", "0-7", "7-0"):
         headers = {**reader_headers(), "Last-Event-ID": bad_id}
         response = await client.get(f"/v1/prices/stream?provider_id={provider_id}", headers=headers)
         assert response.status == 400, bad_id

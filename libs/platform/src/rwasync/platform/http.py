@@ -306,10 +306,24 @@ def add_health_routes(app: web.Application, checks: Iterable[ReadinessCheck]) ->
     app.router.add_get("/metrics", metrics)
 
 
-def new_app(*, client_max_size: int = 1024**2) -> web.Application:
+# aiohttp's limit on the request line (and on each header line, which stays at it everywhere).
+MAX_LINE_SIZE: Final = 8190
+
+
+def new_app(
+    *, client_max_size: int = 1024**2, max_line_size: int = MAX_LINE_SIZE
+) -> web.Application:
+    """`max_line_size`: the longest request line taken (a longer one is a 400), for a
+    service whose documented queries need more than aiohttp's 8190 bytes (pricing's 500 ids)."""
     # Requests aiohttp cannot parse never reach the middleware: `_ProblemRequestHandler` answers.
     web_server.RequestHandler = _ProblemRequestHandler  # type: ignore[attr-defined]
-    app = web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
+    # As handler_args, so both `run` and a test server build their request handlers with it.
+    handler_args = {"max_line_size": max_line_size} if max_line_size != MAX_LINE_SIZE else None
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=client_max_size,
+        handler_args=handler_args,
+    )
     app.on_response_prepare.append(_close_when_body_unread)
     return app
 
@@ -337,7 +351,6 @@ def _unquoted(match: re.Match[str]) -> str:
 _REFUSED_PARTS: Final = (
     (http_exceptions.ContentEncodingError, "the body's Content-Encoding is not one this service "
      "decodes (gzip, deflate), or does not match the body"),
-    (http_exceptions.LineTooLong, "the request line or a header is longer than 8190 bytes"),
     (http_exceptions.InvalidURLError, "the request target is not a valid URL"),
     (http_exceptions.BadHttpMethod, "the method is not a valid HTTP method"),
     (http_exceptions.BadStatusLine, "the request line is not valid"),
@@ -345,8 +358,19 @@ _REFUSED_PARTS: Final = (
 )  # fmt: skip
 
 
-def malformed_request_detail(exc: BaseException | None, status: int) -> str:
+def malformed_request_detail(
+    exc: BaseException | None, status: int, *, max_line_size: int = MAX_LINE_SIZE
+) -> str:
     """What was wrong with a request aiohttp refused, quoting nothing the client sent."""
+    if isinstance(exc, http_exceptions.LineTooLong):
+        if max_line_size == MAX_LINE_SIZE:
+            words = f"the request line or a header is longer than {MAX_LINE_SIZE} bytes"
+        else:
+            words = (
+                f"the request line is longer than {max_line_size} bytes, "
+                f"or a header longer than {MAX_LINE_SIZE}"
+            )
+        return f"the request is not valid HTTP/1.1: {words}"
     for kind, words in _REFUSED_PARTS:
         if isinstance(exc, kind):
             return f"the request is not valid HTTP/1.1: {words}"
@@ -389,9 +413,8 @@ class _ProblemRequestHandler(web_protocol.RequestHandler):
         except ValueError:
             title = "Error"
         kind = None if status >= 500 else "malformed-request"  # 5xx: by its title
-        response = Problem(
-            status, title, malformed_request_detail(exc, status), kind=kind
-        ).response()
+        detail = malformed_request_detail(exc, status, max_line_size=self.max_line_size)
+        response = Problem(status, title, detail, kind=kind).response()
         response.force_close()
         return response
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from rwasync.platform.broker import Broker
 from rwasync.platform.consumer import Applier, E, EventConsumer
 from rwasync.platform.db import Database
-from rwasync.platform.http import ReadinessCheck, add_health_routes, new_app
+from rwasync.platform.http import MAX_LINE_SIZE, ReadinessCheck, add_health_routes, new_app
 from rwasync.platform.settings import ConsumerSettings
 from rwasync.schema.messages import MessageDecoder
 
@@ -74,11 +74,13 @@ def consuming_service(
     decoder: MessageDecoder[E] | None = None,
     applies_shared: bool = False,
     checks: Sequence[ReadinessCheck] = (),
+    max_line_size: int = MAX_LINE_SIZE,
 ) -> ConsumingService:
     """Wire a consumer of `queue`: connections, the consumer, health routes, lifecycle.
     `decoder`: how its messages become the applier's events (by default, the models).
     `applies_shared`: the setting APPLIES_AT_ONCE is for all replicas together
-    (`EventConsumer`'s `concurrency_shared`). `checks`: the service's own readiness checks."""
+    (`EventConsumer`'s `concurrency_shared`). `checks`: the service's own readiness checks.
+    `max_line_size`: the longest HTTP request line its API takes (`new_app`)."""
     db = Database(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
@@ -103,7 +105,7 @@ def consuming_service(
     async def stop_consuming(_: web.Application) -> None:
         await consumer.stop()
 
-    app = new_app()
+    app = new_app(max_line_size=max_line_size)
     add_health_routes(app, [database_check(db), broker_check(broker), consuming, *checks])
     # Stop consuming as soon as SIGTERM arrives, while HTTP requests in flight finish alongside;
     # the connections close only after both (cleanup runs after shutdown).

@@ -242,9 +242,15 @@ class PriceRoutes:
         provider_id = request.match_info["provider_id"]
         asset_id = request.match_info["asset_id"]
         row = None
-        if params.known_form(provider_id, asset_id):
-            row = await self._db.fetchrow(queries.LATEST_PRICE, provider_id, asset_id)
+        if params.known_form(provider_id):
+            # One query tells an unknown provider from an unpriced asset (a row without an
+            # asset), so the 404 words match /v1/prices and the stream's. An asset id that
+            # cannot be one is not looked up (NULL matches no price).
+            looked_up = asset_id if params.known_form(provider_id, asset_id) else None
+            row = await self._db.fetchrow(queries.LATEST_PRICE, provider_id, looked_up)
         if row is None:
+            raise not_found(f"unknown provider {provider_id!r}")
+        if row["asset_id"] is None:
             raise not_found(f"no accepted price for asset {asset_id!r} of {provider_id!r}")
         return cached_json(request, row_price(row, datetime.now(UTC)))
 

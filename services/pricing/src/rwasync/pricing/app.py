@@ -15,6 +15,7 @@ from rwasync.platform.logging import configure_logging
 from rwasync.platform.openapi import ApiRegistry
 from rwasync.platform.service import consuming_service
 from rwasync.platform.settings import load_settings
+from rwasync.pricing import params
 from rwasync.pricing.api import PriceRoutes
 from rwasync.pricing.apply import PriceApplier
 from rwasync.pricing.demo_page import add_demo_page
@@ -64,6 +65,8 @@ def create_app(settings: PricingSettings) -> web.Application:
         applier=applier,
         decoder=PRICE_QUEUE_DECODER,  # ticks as plain structs, not pydantic models
         checks=[price_stream],
+        # `GET /v1/prices` documents 500 ids a request: more than aiohttp's 8190-byte line.
+        max_line_size=params.MAX_REQUEST_LINE,
     )
     hub = ChangeHub(service.db, service.broker, poll_seconds=settings.stream_poll_seconds)
     upkeep = Upkeep(service.db, change_retention_seconds=settings.change_retention_seconds)

@@ -61,7 +61,10 @@ def parse_event_id(text: str) -> Position:
     if not dash or not xid.isdigit() or not change.isdigit():
         raise ValueError(f"{text[:80]!r} is not an event id of this stream")
     position = (int(xid), int(change))
-    if max(position) > _MAX_BIGINT:
+    # Every id sent is a change's: its xid a transaction's (3 and up) and its change_id from an
+    # identity starting at 1. `0-0` in particular is the trim point's "nothing trimmed yet", which
+    # `_expired` would take as a resume point right after the last change removed.
+    if min(position) < 1 or max(position) > _MAX_BIGINT:
         raise ValueError(f"{text[:80]!r} is not an event id of this stream")
     return position
 

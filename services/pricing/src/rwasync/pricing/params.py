@@ -11,15 +11,22 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final, Literal
 
+from multidict import MultiMapping
 from pydantic import Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from rwasync.platform.http import bad_query
-from rwasync.schema.fields import PROVIDER_ID
+from rwasync.schema.fields import PROVIDER_ID, as_utc_datetime
 from rwasync.schema.timestamps import query_hint
 
-ONE_ASSET_ID: Final = r"[A-Za-z0-9._:-]{1,128}"
+MAX_ASSET_ID_LENGTH: Final = 128
+ONE_ASSET_ID: Final = rf"[A-Za-z0-9._:-]{{1,{MAX_ASSET_ID_LENGTH}}}"
 ASSET_ID: Final = re.compile(rf"^{ONE_ASSET_ID}$")
 MAX_ASSET_IDS: Final = 500
+# The request line pricing accepts (aiohttp's default is 8190 bytes): room for MAX_ASSET_IDS ids
+# of the longest length each sent as its own `&asset_id=`, the longest way to write them, and a
+# default line's worth for the rest (path, provider_id, access_token).
+MAX_REQUEST_LINE: Final = MAX_ASSET_IDS * (len("&asset_id=") + MAX_ASSET_ID_LENGTH) + 8190
 MAX_LIMIT_DIGITS: Final = 4
 INTERVALS: Final = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
 # Candles one answer may hold; a longer range is refused rather than silently cut.
@@ -61,18 +68,21 @@ def known_form(provider_id: str, asset_id: str | None = None) -> bool:
     return asset_id is None or ASSET_ID.match(asset_id) is not None
 
 
-def asset_ids(query: Mapping[str, str], *, optional: bool = False) -> list[str] | None:
-    """`asset_id=a,b,c`: 1-500 asset ids, in request order, repeats dropped."""
-    if optional and not query.get("asset_id"):
+def asset_ids(query: MultiMapping[str], *, optional: bool = False) -> list[str] | None:
+    """`asset_id=a,b,c`, or `asset_id` repeated (`asset_id=a&asset_id=b,c`: every one counts):
+    1-500 asset ids, in request order, repeats dropped. With `optional`, an absent `asset_id` is
+    None (every asset); one present but empty is still a 400, so that an empty watch list never
+    means everything."""
+    if optional and "asset_id" not in query:
         return None
-    ids = list(dict.fromkeys(required(query, "asset_id").split(",")))
+    required(query, "asset_id")
+    ids = list(dict.fromkeys(",".join(query.getall("asset_id")).split(",")))
     if len(ids) > MAX_ASSET_IDS:
-        raise bad_query("asset_id", f"at most {MAX_ASSET_IDS} ids, comma-separated")
+        raise bad_query("asset_id", f"at most {MAX_ASSET_IDS} ids, comma-separated or repeated")
     for asset_id in ids:
         if not ASSET_ID.match(asset_id):
-            raise bad_query(
-                "asset_id", f"{asset_id[:140]!r} is not an asset id (1-128 of A-Za-z0-9._:-)"
-            )
+            rule = f"1-{MAX_ASSET_ID_LENGTH} of A-Za-z0-9._:-"
+            raise bad_query("asset_id", f"{asset_id[:140]!r} is not an asset id ({rule})")
     return ids
 
 
@@ -80,14 +90,12 @@ def timestamp(query: Mapping[str, str], name: str) -> datetime | None:
     value = query.get(name)
     if value is None or value == "":
         return None
-    expected = "must be an RFC 3339 timestamp with an offset" + query_hint(value)
+    # The push side's parser, not `datetime.fromisoformat`: that one also takes ISO 8601 forms
+    # that are not RFC 3339 (`2026-W30-4T08:42:26Z`, `20260723T084226Z`, `2026-07-23T08Z`).
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise bad_query(name, expected) from None
-    if moment.tzinfo is None:
-        raise bad_query(name, expected)
-    return _in_utc(moment, name, "is out of range")
+        return as_utc_datetime(value)
+    except PydanticCustomError as exc:  # the rule's own words: malformed, naive, out of range
+        raise bad_query(name, exc.message() + query_hint(value)) from None
 
 
 def _in_utc(moment: datetime, name: str, message: str) -> datetime:

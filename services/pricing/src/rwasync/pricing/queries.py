@@ -291,14 +291,15 @@ FROM price_apply_tick_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $
 
 # --- investor reads ---------------------------------------------------------------------------
 
-# One asset's latest price with its provider's freshness window (none when the provider is
-# unknown or disabled, or the asset has no visible price).
+# One asset's latest price with its provider's freshness window: a row with a NULL asset when the
+# provider exists but the asset has no visible price; no row when the provider is unknown or
+# disabled.
 LATEST_PRICE: Final = """
-SELECT p.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at,
+SELECT v.provider_id, p.asset_id, p.amount, p.currency, p.as_of, p.accepted_at,
        v.price_freshness
 FROM providers v
-JOIN latest_prices p ON p.provider_id = v.provider_id
-WHERE v.provider_id = $1 AND p.asset_id = $2 AND NOT v.disabled
+LEFT JOIN latest_prices p ON p.provider_id = v.provider_id AND p.asset_id = $2
+WHERE v.provider_id = $1 AND NOT v.disabled
 """
 
 # Many assets of one provider: one row per found price, or a single row with a NULL asset when
