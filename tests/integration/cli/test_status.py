@@ -5,11 +5,13 @@ among them; `--json` is one document; a broker that does not answer is reported,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
@@ -151,19 +153,26 @@ async def test_status_reports_queues_backlog_runs_dead_letters_and_problems(
         assert text in people.stdout, text
 
 
-async def test_status_of_a_quiet_system_has_no_problem(
-    database_url: str, vhost_amqp_url: str, broker: Broker
-) -> None:
-    assert broker.is_ready()  # the topology is declared
-    connection = await aio_pika.connect(vhost_amqp_url)
+@contextlib.asynccontextmanager
+async def consuming_work_queues(amqp_url: str) -> AsyncIterator[None]:
+    """A consumer on each work queue (as the running services have), acking what comes."""
+    connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
         for name in topology.WORK_QUEUES:
             queue = await channel.declare_queue(name, passive=True)
             await queue.consume(ack)
-        report = await cli_json(database_url, vhost_amqp_url, "status")
+        yield
     finally:
         await connection.close()
+
+
+async def test_status_of_a_quiet_system_has_no_problem(
+    database_url: str, vhost_amqp_url: str, broker: Broker
+) -> None:
+    assert broker.is_ready()  # the topology is declared
+    async with consuming_work_queues(vhost_amqp_url):
+        report = await cli_json(database_url, vhost_amqp_url, "status")
     assert report["problems"] == []
     assert [item["undecided"] for item in report["lag"]] == [0, 0]
 
@@ -201,12 +210,7 @@ async def test_held_price_ticks_are_counted_and_a_problem(
 ) -> None:
     # Ticks held for an operator are invisible to investors until one decides: "all well" would
     # let them wait for ever.
-    connection = await aio_pika.connect(vhost_amqp_url)
-    try:
-        channel = await connection.channel()
-        for name in topology.WORK_QUEUES:
-            queue = await channel.declare_queue(name, passive=True)
-            await queue.consume(ack)
+    async with consuming_work_queues(vhost_amqp_url):
         quiet = await cli_json(database_url, vhost_amqp_url, "status")
         assert quiet["held_prices"] == {"total": 0, "items": []}
         provider = await cli_json(database_url, "", "provider", "create", "Held Estates")
@@ -225,8 +229,6 @@ async def test_held_price_ticks_are_counted_and_a_problem(
             await conn.close()
         report = await cli_json(database_url, vhost_amqp_url, "status")
         people = await asyncio.to_thread(rwasync, database_url, vhost_amqp_url, "status")
-    finally:
-        await connection.close()
     held = report["held_prices"]
     assert held["total"] == 2
     assert [(i["provider_id"], i["ticks"]) for i in held["items"]] == [(provider["provider_id"], 2)]

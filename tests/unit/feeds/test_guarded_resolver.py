@@ -30,7 +30,9 @@ class FixedAnswers(AbstractResolver):
         pass
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.7", "169.254.169.254", "::1", "fe80::1"])
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1", "10.0.0.7", "169.254.169.254", "::1", "fe80::1", "fec0::1"]
+)
 async def test_a_name_resolving_only_to_a_refused_address_is_refused(address: str) -> None:
     resolver = GuardedResolver(AddressPolicy(), FixedAnswers(address))
     with pytest.raises(AddressRefused, match="not public"):

@@ -38,6 +38,9 @@ NEVER_ALLOWED_BY_LOOPBACK = [
     "240.0.0.1",
     "::ffff:10.0.0.1",
     "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+    "fec0::1",  # site-local (RFC 3879), which `ipaddress` counts as global
+    "feff::1",
+    "[fec0::1]",
 ]
 
 NO_ALLOW_LIST = AddressPolicy.from_setting("")
