@@ -343,7 +343,7 @@ async def test_stream_parameters_are_checked(pricing: Start, provider_id: str) -
             assert body["errors"][0]["parameter"] == parameter
     # Malformed, or well formed but never sent (nothing was ever trimmed: it is not an old one).
     # `0-0` is the trim point before anything was trimmed: it used to replay the whole log.
-    for bad_id in ("yesterday", "1-1", f"{2**62}-1", "0-0", "0-7", "7-0"):
+    for bad_id in ("yesterday", "1-1", f"{2**62}-1", "0-0", "0-7", "7-0", "01-1"):
         headers = {**reader_headers(), "Last-Event-ID": bad_id}
         response = await client.get(f"/v1/prices/stream?provider_id={provider_id}", headers=headers)
         assert response.status == 400, bad_id

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import uuid
 from collections.abc import Sequence
@@ -55,18 +56,21 @@ CHANGES_SENT = Counter("rwasync_price_stream_changes_total", "Price changes the 
 SLOW_DROPPED = Counter("rwasync_price_stream_slow_total", "Subscribers dropped as too slow")
 
 
+# The form of every id the stream sends (`{xid}-{change_id}`): a change's xid is a transaction's
+# (3 and up) and its change_id comes from an identity starting at 1, so neither part is 0 or has
+# a leading zero. `0-0` in particular is the trim point's "nothing trimmed yet", which `_expired`
+# would take as a resume point right after the last change removed. The OpenAPI document states
+# the same pattern.
+EVENT_ID_PATTERN: Final = "[1-9][0-9]{0,17}-[1-9][0-9]{0,17}"
+_EVENT_ID: Final = re.compile(EVENT_ID_PATTERN)
+
+
 def parse_event_id(text: str) -> Position:
     """The position of an id this API sent; ValueError otherwise."""
-    xid, dash, change = text.strip().partition("-")
-    if not dash or not xid.isdigit() or not change.isdigit():
+    if not _EVENT_ID.fullmatch(text.strip()):
         raise ValueError(f"{text[:80]!r} is not an event id of this stream")
-    position = (int(xid), int(change))
-    # Every id sent is a change's: its xid a transaction's (3 and up) and its change_id from an
-    # identity starting at 1. `0-0` in particular is the trim point's "nothing trimmed yet", which
-    # `_expired` would take as a resume point right after the last change removed.
-    if min(position) < 1 or max(position) > _MAX_BIGINT:
-        raise ValueError(f"{text[:80]!r} is not an event id of this stream")
-    return position
+    xid, _, change = text.strip().partition("-")
+    return int(xid), int(change)
 
 
 @dataclass(frozen=True, slots=True)

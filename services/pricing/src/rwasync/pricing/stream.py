@@ -31,6 +31,7 @@ from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.pricing import params, queries
 from rwasync.pricing.api import READER_AUTH
 from rwasync.pricing.hub import (
+    EVENT_ID_PATTERN,
     ChangeHub,
     HubUnavailable,
     Position,
@@ -124,7 +125,7 @@ class PriceStream:
                     Param(
                         "Last-Event-ID",
                         "header",
-                        {"type": "string", "pattern": "^[0-9]{1,18}-[0-9]{1,18}$"},
+                        {"type": "string", "pattern": f"^{EVENT_ID_PATTERN}$"},
                         "resume after this event id (one this stream sent)",
                     ),
                 ),
