@@ -172,7 +172,13 @@ class PriceRoutes:
                 problems=READ_PROBLEMS,
                 params=(
                     Param("provider_id", "query", ProviderId, "the provider", True),
-                    Param("asset_id", "query", params.AssetIdList, "comma-separated ids", True),
+                    Param(
+                        "asset_id",
+                        "query",
+                        params.AssetIdList,
+                        "comma-separated ids (1-500); repeated, every value counts",
+                        True,
+                    ),
                     IF_NONE_MATCH,
                 ),
                 tag="prices",

@@ -115,7 +115,12 @@ class PriceStream:
                 problems=(400, 404, 503),
                 params=(
                     Param("provider_id", "query", ProviderId, "the provider", True),
-                    Param("asset_id", "query", params.AssetIdList, "only these assets"),
+                    Param(
+                        "asset_id",
+                        "query",
+                        params.AssetIdList,
+                        "only these assets, comma-separated; repeated, every value counts",
+                    ),
                     Param(
                         "access_token",
                         "query",
