@@ -12,6 +12,7 @@ import gc
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -21,12 +22,15 @@ import uvloop
 from aiohttp import http_exceptions, web, web_protocol, web_server
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic_core import PydanticCustomError
 
 from rwasync.platform import tracing
 from rwasync.platform.db import is_transient
 from rwasync.platform.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from rwasync.platform.settings import ServiceSettings
+from rwasync.schema.fields import as_utc_datetime
 from rwasync.schema.jsonsafe import dumps
+from rwasync.schema.timestamps import query_hint
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +106,17 @@ def bad_query(parameter: str, message: str, *, kind: str = "bad-query") -> Probl
         kind=kind,
         errors=[{"parameter": parameter, "message": message}],
     )
+
+
+def query_timestamp(parameter: str, text: str) -> datetime:
+    """A timestamp query parameter's value, in UTC: RFC 3339 with an offset, read by the same
+    rule as the documents' timestamps (`datetime.fromisoformat` would also take ISO 8601 forms
+    that are not RFC 3339, such as `2026-W30-4T08:42:26Z`); a 400 naming `parameter` otherwise,
+    with a hint for a `+` that arrived as a space."""
+    try:
+        return as_utc_datetime(text)
+    except PydanticCustomError as exc:  # the rule's own words: malformed, naive, out of range
+        raise bad_query(parameter, exc.message() + query_hint(text)) from None
 
 
 def unauthorized(detail: str, *, scheme: str = 'Basic realm="rwasync", Bearer') -> Problem:

@@ -11,13 +11,10 @@ from datetime import datetime
 from typing import Any, Final
 
 from aiohttp import web
-from pydantic_core import PydanticCustomError
 
-from rwasync.platform.http import Problem, bad_query, send_continue
+from rwasync.platform.http import Problem, bad_query, query_timestamp, send_continue
 from rwasync.schema import jsonsafe
 from rwasync.schema.errors import FieldError, error_count
-from rwasync.schema.fields import as_utc_datetime
-from rwasync.schema.timestamps import query_hint
 
 JSON: Final = "application/json"
 MERGE_PATCH: Final = "application/merge-patch+json"
@@ -173,7 +170,4 @@ def query_since(request: web.Request, name: str = "updated_since") -> datetime |
     text = request.query.get(name)
     if text is None:
         return None
-    try:
-        return as_utc_datetime(text)
-    except PydanticCustomError as exc:  # the rule's own words: malformed, naive, out of range
-        raise bad_query(name, exc.message() + query_hint(text)) from None
+    return query_timestamp(name, text)

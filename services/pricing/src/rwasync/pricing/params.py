@@ -13,11 +13,9 @@ from typing import Annotated, Final, Literal
 
 from multidict import MultiMapping
 from pydantic import Field, StringConstraints
-from pydantic_core import PydanticCustomError
 
-from rwasync.platform.http import bad_query
-from rwasync.schema.fields import PROVIDER_ID, as_utc_datetime
-from rwasync.schema.timestamps import query_hint
+from rwasync.platform.http import bad_query, query_timestamp
+from rwasync.schema.fields import PROVIDER_ID
 
 MAX_ASSET_ID_LENGTH: Final = 128
 ONE_ASSET_ID: Final = rf"[A-Za-z0-9._:-]{{1,{MAX_ASSET_ID_LENGTH}}}"
@@ -90,12 +88,7 @@ def timestamp(query: Mapping[str, str], name: str) -> datetime | None:
     value = query.get(name)
     if value is None or value == "":
         return None
-    # The push side's parser, not `datetime.fromisoformat`: that one also takes ISO 8601 forms
-    # that are not RFC 3339 (`2026-W30-4T08:42:26Z`, `20260723T084226Z`, `2026-07-23T08Z`).
-    try:
-        return as_utc_datetime(value)
-    except PydanticCustomError as exc:  # the rule's own words: malformed, naive, out of range
-        raise bad_query(name, exc.message() + query_hint(value)) from None
+    return query_timestamp(name, value)
 
 
 def _in_utc(moment: datetime, name: str, message: str) -> datetime:
