@@ -70,19 +70,23 @@ async def test_unknown_provider_or_no_price_is_404(
     provider_id: str,
 ) -> None:
     await PriceApplier(db).apply([price(provider_id, "a1", "50", datetime.now(UTC))])
-    # The same words as /v1/prices and the stream for a provider, the asset's for an asset.
-    nobody = await client.get("/v1/prices/prv_nobody/a1", headers=reader())
-    assert nobody.status == 404
-    assert (await nobody.json())["detail"] == "unknown provider 'prv_nobody'"
-    unpriced = await client.get(f"/v1/prices/{provider_id}/a2", headers=reader())
-    assert unpriced.status == 404
-    detail = (await unpriced.json())["detail"]
-    assert detail == f"no accepted price for asset 'a2' of {provider_id!r}"
-    assert (await client.get(f"/v1/prices/{provider_id}/a1", headers=reader())).status == 200
+    # The same words as /v1/prices and the stream for a provider, the asset's for an asset, on
+    # the latest price, its history and its candles alike.
+    for tail in ("", "/history", "/ohlc?interval=1h"):
+        nobody = await client.get(f"/v1/prices/prv_nobody/a1{tail}", headers=reader())
+        assert nobody.status == 404, tail
+        assert (await nobody.json())["detail"] == "unknown provider 'prv_nobody'", tail
+        unpriced = await client.get(f"/v1/prices/{provider_id}/a2{tail}", headers=reader())
+        assert unpriced.status == 404, tail
+        detail = (await unpriced.json())["detail"]
+        assert detail == f"no accepted price for asset 'a2' of {provider_id!r}", tail
+        known = await client.get(f"/v1/prices/{provider_id}/a1{tail}", headers=reader())
+        assert known.status == 200, tail
     await db.execute("UPDATE providers SET disabled = true WHERE provider_id = $1", provider_id)
-    disabled = await client.get(f"/v1/prices/{provider_id}/a1", headers=reader())
-    assert disabled.status == 404
-    assert (await disabled.json())["detail"] == f"unknown provider {provider_id!r}"
+    for tail in ("", "/history", "/ohlc?interval=1h"):
+        disabled = await client.get(f"/v1/prices/{provider_id}/a1{tail}", headers=reader())
+        assert disabled.status == 404, tail
+        assert (await disabled.json())["detail"] == f"unknown provider {provider_id!r}", tail
 
 
 async def test_stale_follows_the_providers_freshness_window(

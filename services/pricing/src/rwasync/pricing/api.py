@@ -245,20 +245,25 @@ class PriceRoutes:
 
     async def latest_price(self, request: web.Request) -> web.Response:
         await self._reader(request)
+        row = await self._latest_row(request)
+        return cached_json(request, row_price(row, datetime.now(UTC)))
+
+    async def _latest_row(self, request: web.Request) -> asyncpg.Record:
+        """The asset's latest visible price; a 404 saying whether the provider or the price is
+        unknown (the same words as /v1/prices and the stream)."""
         provider_id = request.match_info["provider_id"]
         asset_id = request.match_info["asset_id"]
         row = None
         if params.known_form(provider_id):
             # One query tells an unknown provider from an unpriced asset (a row without an
-            # asset), so the 404 words match /v1/prices and the stream's. An asset id that
-            # cannot be one is not looked up (NULL matches no price).
+            # asset). An asset id that cannot be one is not looked up (NULL matches no price).
             looked_up = asset_id if params.known_form(provider_id, asset_id) else None
             row = await self._db.fetchrow(queries.LATEST_PRICE, provider_id, looked_up)
         if row is None:
             raise not_found(f"unknown provider {provider_id!r}")
         if row["asset_id"] is None:
             raise not_found(f"no accepted price for asset {asset_id!r} of {provider_id!r}")
-        return cached_json(request, row_price(row, datetime.now(UTC)))
+        return row
 
     async def latest_prices(self, request: web.Request) -> web.Response:
         await self._reader(request)
@@ -280,12 +285,8 @@ class PriceRoutes:
         )
 
     async def _priced_asset(self, request: web.Request) -> tuple[str, str]:
-        provider_id = request.match_info["provider_id"]
-        asset_id = request.match_info["asset_id"]
-        known = params.known_form(provider_id, asset_id)
-        if not known or not await self._db.fetchval(queries.HAS_PRICE, provider_id, asset_id):
-            raise not_found(f"no accepted price for asset {asset_id!r} of {provider_id!r}")
-        return provider_id, asset_id
+        row = await self._latest_row(request)
+        return row["provider_id"], row["asset_id"]
 
     async def history(self, request: web.Request) -> web.Response:
         await self._reader(request)

@@ -317,14 +317,6 @@ PROVIDER_SERVED: Final = """
 SELECT EXISTS (SELECT 1 FROM providers WHERE provider_id = $1 AND NOT disabled)
 """
 
-# Whether an asset has a visible price (history and candles answer 404 otherwise).
-HAS_PRICE: Final = """
-SELECT EXISTS (
-    SELECT 1 FROM providers v JOIN latest_prices p ON p.provider_id = v.provider_id
-    WHERE v.provider_id = $1 AND p.asset_id = $2 AND NOT v.disabled
-)
-"""
-
 # Visible ticks in [from, to), after the cursor's as_of, ascending; one more than the page to
 # know whether another page follows.
 HISTORY: Final = """
