@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from yarl import URL
 
-from rwasync.platform.db import CANCEL_WAIT, Database, is_transient
+from rwasync.platform.db import CANCEL_WAIT, WRITABLE_CHECK, Database, is_transient
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ async def test_the_check_keeps_one_connection_and_closes_it_with_the_pool(
     async with _database(database_url, max_size=2) as db:
         for _ in range(5):
             assert await db.ping()
-        assert await backends("SELECT 1") == 1
+        assert await backends(WRITABLE_CHECK) == 1
     for _ in range(50):  # a terminated socket's backend ends a moment later
         if await backends() == 0:
             break

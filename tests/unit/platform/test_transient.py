@@ -27,6 +27,21 @@ pytestmark = pytest.mark.unit
         asyncpg.exceptions._base.InternalClientError(
             "cannot switch to state 15; another operation (2) is in progress"
         ),
+        # A database there but not fit to work for a while (a push trial dead-lettered accepted
+        # pushes on the first two): `ALTER DATABASE … ALLOW_CONNECTIONS false` (55000); a primary
+        # demoted to a standby, or `default_transaction_read_only` (25006); a password being
+        # rotated (28P01); a database not created yet (3D000); a full disk (53100); an I/O error.
+        asyncpg.exceptions.ObjectNotInPrerequisiteStateError(
+            'database "rwasync" is not currently accepting connections'
+        ),
+        asyncpg.exceptions.ReadOnlySQLTransactionError(
+            "cannot execute INSERT in a read-only transaction"
+        ),
+        asyncpg.exceptions.InvalidPasswordError('password authentication failed for user "x"'),
+        asyncpg.exceptions.InvalidCatalogNameError('database "rwasync" does not exist'),
+        asyncpg.exceptions.DiskFullError("could not extend file"),
+        asyncpg.exceptions.PostgresIOError("could not read block"),
+        asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
     ],
 )
 def test_outages_and_lost_races_are_transient(exc: BaseException) -> None:
@@ -39,6 +54,9 @@ def test_outages_and_lost_races_are_transient(exc: BaseException) -> None:
         asyncpg.exceptions._base.DataError("invalid input for query argument $1"),
         asyncpg.exceptions.StringDataRightTruncationError("value too long"),
         asyncpg.exceptions.UniqueViolationError("duplicate key"),
+        asyncpg.exceptions.CheckViolationError("violates check constraint"),
+        asyncpg.exceptions.UndefinedColumnError("column does not exist"),
+        asyncpg.exceptions.InvalidTextRepresentationError("invalid input syntax for type uuid"),
         ValueError("bad payload"),
     ],
 )

@@ -154,6 +154,10 @@ async def writers_horizon(conn: asyncpg.Connection | asyncpg.Pool, space: LockSp
     return int(await conn.fetchval(_WRITERS_HORIZON, int(space)))
 
 
+# Whether this session may write: false on a standby and under `default_transaction_read_only`.
+WRITABLE_CHECK: Final = "SELECT current_setting('transaction_read_only') = 'off'"
+
+
 class DatabaseUnavailable(Exception):
     """The pool is not connected (yet): callers answer 503 or retry later."""
 
@@ -168,10 +172,28 @@ PERMANENT_CLIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATEs that say the database is not fit to work right now, whatever the statement or the
+# data: an outage (callers answer 503 or retry in place), never a reason to dead-letter an
+# event. By class: 08 connection exception, 40 transaction rollback (serialization, deadlock),
+# 53 insufficient resources (disk full, out of memory, too many connections), 55 object not in
+# prerequisite state (a database not accepting connections, a lock not available), 57 operator
+# intervention (shutdown, cancel, cannot connect now), 58 system error (I/O). By code: 25006 a
+# read-only transaction (a primary demoted to a standby by a failover, or
+# `default_transaction_read_only`), 28000 and 28P01 refused credentials (a password being
+# rotated), 3D000 the database does not exist (yet).
+TRANSIENT_SQLSTATE_CLASSES: Final = frozenset({"08", "40", "53", "55", "57", "58"})
+TRANSIENT_SQLSTATES: Final = frozenset({"25006", "28000", "28P01", "3D000"})
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, PERMANENT_CLIENT_ERRORS):
         return False
-    return isinstance(exc, (DatabaseUnavailable, *TRANSIENT_ERRORS))
+    if isinstance(exc, (DatabaseUnavailable, *TRANSIENT_ERRORS)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        code = getattr(exc, "sqlstate", None) or ""
+        return code[:2] in TRANSIENT_SQLSTATE_CLASSES or code in TRANSIENT_SQLSTATES
+    return False
 
 
 def _jsonb_out(value: Any) -> bytes:
@@ -334,9 +356,10 @@ class Database:
             await asyncio.wait_for(self._pool.close(), 10)
 
     async def ping(self, timeout: float = 2.0) -> bool:
-        """Whether the database answers `SELECT 1` within `timeout` seconds, asked on a
-        connection of the check's own, never one queued behind the pool's work. False until the
-        pool exists (the service cannot work before)."""
+        """Whether the database answers within `timeout` seconds that it takes writes (not a
+        read-only standby, e.g. a primary demoted by a failover), asked on a connection of the
+        check's own, never one queued behind the pool's work. False until the pool exists (the
+        service cannot work before)."""
         if self._pool is None:
             return False
         async with self._ping_lock:
@@ -344,15 +367,13 @@ class Database:
                 async with asyncio.timeout(timeout):
                     if self._ping_conn is not None:
                         try:
-                            await self._ping_conn.fetchval("SELECT 1")
-                            return True
+                            return bool(await self._ping_conn.fetchval(WRITABLE_CHECK))
                         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                             self._drop_ping_connection()  # reset or closed: once more, anew
                     self._ping_conn = await asyncpg.connect(
                         self._dsn, server_settings=SERVER_SETTINGS
                     )
-                    await self._ping_conn.fetchval("SELECT 1")
-                return True
+                    return bool(await self._ping_conn.fetchval(WRITABLE_CHECK))
             except Exception:
                 self._drop_ping_connection()
                 return False
