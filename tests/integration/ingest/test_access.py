@@ -5,6 +5,7 @@ each provider's request rate, and a body that does not arrive in time."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator
 
@@ -262,3 +263,45 @@ async def test_malformed_http_is_a_problem_and_no_log_line_quotes_it(
     assert [e["event"] for e in logged if e["log_level"] == "warning"] == [
         "malformed request refused"
     ]
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_a_401_not_a_500(
+    ingest: Client,
+) -> None:
+    """aiohttp hands header bytes that are not UTF-8 over as surrogate escapes; the credential
+    cache key (`platform.auth._digest`) encodes the header as UTF-8 and raised
+    UnicodeEncodeError: a 500 and an error-level traceback, before the per-client failure count."""
+    for header in (b"Bearer \xff\xfe", b"Basic \xe9t\xe9", b"Bearer rwp_\xe9"):
+        request = (
+            b"GET /v1/assets HTTP/1.1\r\nHost: a\r\nConnection: close\r\nAuthorization: "
+            + header
+            + b"\r\n\r\n"
+        )
+        with capture_logs() as logged:
+            status, headers, body = await raw_exchange(ingest.port, request)  # type: ignore[arg-type]
+        assert status == 401, (header, body)
+        assert headers["www-authenticate"], header
+        assert not [e for e in logged if e["log_level"] == "error"], logged
+
+
+async def test_a_gzip_body_that_does_not_decompress_is_a_400_not_a_500(
+    ingest: Client, provider: Provider, queues: Queues
+) -> None:
+    """docs/api.md 2.6: a body that cannot be decoded is a 400 (`malformed-request`). A body
+    declared `Content-Encoding: gzip` that is not gzip made aiohttp raise RequestPayloadError
+    from `bodies.read_body`, which nothing caught: a 500."""
+    for encoding, body in (
+        ("gzip", b"not gzip at all"),
+        ("deflate", b"not deflate"),
+        ("gzip", gzip.compress(json.dumps(house("gz-1")).encode())[:-12]),  # truncated
+    ):
+        request = (
+            f"PUT /v1/assets/gz-1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+            f"Authorization: {provider.bearer['Authorization']}\r\n"
+            f"Content-Type: application/json\r\nContent-Encoding: {encoding}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        status, headers, answer = await raw_exchange(ingest.port, request)  # type: ignore[arg-type]
+        assert status == 400, (encoding, answer)
+        assert headers["content-type"] == "application/problem+json"
+    assert await queues.depth(queues.assets) == 0

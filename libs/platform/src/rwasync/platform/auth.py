@@ -73,7 +73,9 @@ class FailedAuthentications:
 def _digest(authorization: str | None) -> bytes:
     """The key credentials are remembered by (never the credentials themselves)."""
     scheme, _, presented = (authorization or "").strip().partition(" ")
-    return hashlib.sha256(f"{scheme.lower()} {presented.strip()}".encode()).digest()
+    # A header's bytes that are not UTF-8 arrive as surrogate escapes: hashed as they came.
+    text = f"{scheme.lower()} {presented.strip()}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
 
 
 class CredentialCheck(Protocol[Identity_co]):
@@ -138,6 +140,8 @@ class Authenticator(Generic[Identity]):
         scheme, presented = scheme.lower(), presented.strip()
         if scheme not in self._schemes or not presented:
             raise self.refused(f"use {self._hint}")
+        if not presented.isascii():  # every credential rwasync issues, and Basic's base64, is ASCII
+            raise self.refused("invalid credentials")
         cache_key = _digest(authorization)
         identity = self._verified.get(cache_key)
         if identity is None:

@@ -83,7 +83,26 @@ def require_media_type(request: web.Request, accepted: Collection[str] = (JSON,)
 
 async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
     """The whole body; 413 as soon as it is known to exceed the limit (declared or streamed),
-    408 if it has not arrived within the deadline."""
+    408 if it has not arrived within the deadline, 400 if it cannot be decoded (its
+    Content-Encoding does not match it)."""
+    try:
+        return await _read_body(request, limits)
+    except web.RequestPayloadError:
+        # Nothing more can be read: aiohttp must not try to drain it after the answer (it would
+        # log the same error again as unhandled).
+        request.content.feed_eof()
+        raise _closing(
+            Problem(
+                400,
+                "Bad Request",
+                "the request is not valid HTTP/1.1: the body cannot be decoded as its "
+                "Content-Encoding says",
+                kind="malformed-request",
+            )
+        ) from None
+
+
+async def _read_body(request: web.Request, limits: BodyLimits) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limits.max_bytes:
         raise _closing(_too_large(limits.max_bytes))
