@@ -253,6 +253,7 @@ class Published:
     def __init__(self, amqp_url: str, queue: str = topology.RECONCILER_QUEUE) -> None:
         self._url = amqp_url
         self._queue = queue
+        self.sizes: list[int] = []  # of every message read, in bytes
 
     async def messages(self, *, expect_events: int, timeout: float = 10) -> list[EventMessage]:
         """Every message on the queue until `expect_events` events arrived (then a short wait
@@ -272,6 +273,7 @@ class Published:
                         topology.PRICE_BATCH_KEY,
                     )
                     found.append(decode_message(message.body))
+                    self.sizes.append(len(message.body))
                     continue
                 now = time.monotonic()
                 events = sum(len(m.events) for m in found)

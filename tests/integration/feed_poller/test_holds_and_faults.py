@@ -406,7 +406,7 @@ async def test_a_run_that_fails_mid_publish_for_another_reason_says_what_it_publ
     feed_id = await add_feed(db, provider_id, url)
     made = []
 
-    def failing_upsert(decision: object, run: object) -> object:
+    def failing_upsert(decision: object, run: object) -> tuple[object, int]:
         made.append(True)
         if len(made) == 1001:
             raise RuntimeError("an event that cannot be built")

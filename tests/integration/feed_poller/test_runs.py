@@ -14,6 +14,7 @@ from aiohttp import web
 from rwasync.feed_poller import queries
 from rwasync.feed_poller.claims import RunClaims
 from rwasync.platform.db import Database
+from rwasync.schema import topology
 from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
 from rwasync.schema.events import AssetDeleted, AssetUpserted, EventSource
 from rwasync.schema.timestamps import utc_now
@@ -416,3 +417,32 @@ async def test_a_claim_takes_the_provider_with_the_fewest_runs_in_progress_first
     await db.execute("UPDATE feed_runs SET status = 'ok' WHERE run_id = $1", mine[0])
     claim = await claims.claim()
     assert claim is not None and claim.run_id == fourth
+
+
+async def test_a_message_of_large_documents_is_cut_at_the_brokers_size_budget(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """Upserts go many to a message (`events_per_message`), but a message is also cut once its
+    documents reach `topology.MESSAGE_BYTES_BUDGET`: 500 documents of ~0.4 MB (each within the
+    contract) made one 200 MB message, which RabbitMQ 4 (16 MiB `max_message_size` by default)
+    refuses, failing the run on every try."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    items = [
+        asset(
+            f"big-{n:02d}",
+            attributes={f"{i:03d}" + "k" * 1996: "v" * 2000 for i in range(100)},
+        )
+        for n in range(24)
+    ]
+    url = feed_server.serve("/feed.json", body(feed_body(items, timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, feed_id), timeout=60)
+        published = Published(vhost_amqp_url)
+        messages = await published.messages(expect_events=24, timeout=30)
+    assert run["status"] == "ok", run["reason"]
+    assert run["counts"]["created"] == 24
+    assert sorted(e.asset_id for m in messages for e in m.events) == [i["id"] for i in items]
+    assert len(messages) >= 3, published.sizes
+    # The cut comes after the document that reaches the budget: at most one more over it.
+    assert max(published.sizes) <= topology.MESSAGE_BYTES_BUDGET + 1024**2, published.sizes

@@ -13,6 +13,7 @@ from aio_pika.abc import AbstractQueue
 
 from rwasync.ingest_api.app import create_app
 from rwasync.platform.db import Database
+from rwasync.schema import topology
 from rwasync.schema.events import AnyEvent, AssetUpserted, EventSource, PriceUpdated
 from rwasync.schema.messages import decode_message
 from tests.integration.ingest.conftest import (
@@ -213,3 +214,36 @@ async def test_broker_away_refuses_the_whole_batch_with_503(database_url: str) -
     finally:
         await client.close()
         await db.close()
+
+
+async def test_a_batch_of_large_documents_goes_in_messages_within_the_brokers_size_budget(
+    ingest: Client, provider: Provider, queues: Queues
+) -> None:
+    """1,000 valid assets in a 7 MB body (limits: 5,000 items, 16 MiB) went out as one message of
+    `RWASYNC_INGEST_EVENTS_PER_MESSAGE` (1,000) events, cut by count only; an event can be far
+    larger than its item (each attribute `1e99` becomes a 100-digit string), so that message was
+    17 MB: RabbitMQ 4 (16 MiB `max_message_size` by default) refuses it, and the batch was a 503
+    on every retry (review). Messages are now cut at `topology.MESSAGE_BYTES_BUDGET` too."""
+    attributes = ",".join(f'"k{i}":1e99' for i in range(100))
+    description = "d" * 6000
+    items = [
+        f'{{"id":"big-{n}","updated_at":"2025-05-30T09:15:00Z","status":"active","name":"n",'
+        f'"description":"{description}","attributes":{{{attributes}}}}}'
+        for n in range(1000)
+    ]
+    request = ('{"assets":[' + ",".join(items) + "]}").encode()
+    assert len(request) < 8 * 1024**2
+    response = await ingest.post(
+        "/v1/assets/batch",
+        data=request,
+        headers={**provider.bearer, "Content-Type": "application/json"},
+    )
+    answer = await response.json()
+    assert response.status == 202, answer
+    assert answer["accepted"] == 1000
+    ids: list[str] = []
+    while len(ids) < 1000:
+        message = await queues.next(queues.assets, timeout=10)
+        assert len(message.body) <= topology.MESSAGE_BYTES_BUDGET, len(message.body)
+        ids += [e["asset_id"] for e in json.loads(message.body)["events"]]
+    assert sorted(ids) == sorted(f"big-{n}" for n in range(1000))

@@ -51,7 +51,7 @@ def _decision(action: Action, price_as_of: datetime | None) -> Decision:
 @pytest.mark.parametrize("price_as_of", [None, AT - timedelta(hours=1)])
 def test_decoded_events_equal_the_schema_constructors(price_as_of: datetime | None) -> None:
     decision = _decision(Action.CREATE, price_as_of)
-    upsert = upsert_event(decision, RUN)
+    upsert, _ = upsert_event(decision, RUN)
     price = price_event(decision, RUN)
     deletion = deletion_event(Decision("a-2", Action.DELETE), RUN)
     assert price is not None
@@ -91,6 +91,7 @@ def test_decoded_events_equal_the_schema_constructors(price_as_of: datetime | No
 
 
 def test_the_document_goes_out_as_the_bytes_that_were_hashed() -> None:
-    upsert = upsert_event(_decision(Action.UPDATE, None), RUN)
+    upsert, size = upsert_event(_decision(Action.UPDATE, None), RUN)
     _, body = encode_wire_events([upsert, upsert])
     assert body.count(b'"document":' + canonical_json(DOCUMENT) + b',"content_hash"') == 2
+    assert size == len(canonical_json(DOCUMENT))

@@ -37,6 +37,7 @@ from rwasync.schema.messages import (
     decode_message,
     encode_message,
     encode_wire_events,
+    encode_wire_messages,
     message_for,
     price_updated_wire,
 )
@@ -231,3 +232,31 @@ def test_a_drawer_gives_unique_version_7_ids_drawn_when_its_batches_are() -> Non
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
         assert before <= parsed.int >> 80 <= after
+
+
+@pytest.mark.parametrize("budget", [1, 3_000, 10_000, 10**9])
+def test_messages_are_cut_within_a_byte_budget_in_order(budget: int) -> None:
+    """`encode_wire_messages`: every event once, in order; each message within the budget unless
+    it holds one event (sent whatever its size); one message when all fit."""
+    arrival = Arrival("prv_0123456789abcdef", EventSource.BATCH, datetime.now(UTC), "t" * 32)
+    events = [
+        asset_upserted_wire(
+            arrival,
+            event_id=new_event_id(),
+            asset_id=f"a{n}",
+            updated_at=datetime.now(UTC),
+            accepted_at=datetime.now(UTC),
+            document={"id": f"a{n}", "name": "x" * (n * 97 % 2_000)},
+            content_hash="0" * 64,
+        )
+        for n in range(40)
+    ]
+    messages = encode_wire_messages(events, budget)
+    assert [e for _, _, part in messages for e in part] == events
+    for message_id, body, part in messages:
+        assert len(body) <= budget or len(part) == 1
+        assert [e.asset_id for e in decode_message(body).events] == [e["asset_id"] for e in part]
+        if len(part) == 1:  # a single event's message is named after it
+            assert message_id == str(part[0]["event_id"])
+    if budget == 10**9:
+        assert len(messages) == 1

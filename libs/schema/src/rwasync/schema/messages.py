@@ -144,6 +144,22 @@ def encode_wire_events(events: Sequence[WireEvent]) -> tuple[str, bytes]:
         return message_id, message.model_dump_json().encode()
 
 
+def encode_wire_messages(
+    events: Sequence[WireEvent], max_bytes: int
+) -> list[tuple[str, bytes, Sequence[WireEvent]]]:
+    """`encode_wire_events` as (message id, body, its events) for as many messages as keep each
+    body within `max_bytes` (a message of one event goes whatever its size), in the events'
+    order: the events are halved until each part fits. Only an oversized message is encoded
+    again."""
+    message_id, body = encode_wire_events(events)
+    if len(body) <= max_bytes or len(events) == 1:
+        return [(message_id, body, events)]
+    half = len(events) // 2
+    return encode_wire_messages(events[:half], max_bytes) + encode_wire_messages(
+        events[half:], max_bytes
+    )
+
+
 def _dumps(message_id: uuid.UUID | str, events: Sequence[WireEvent]) -> bytes:
     return orjson.dumps(
         {"message_id": message_id, "events": events},

@@ -26,6 +26,12 @@ ASSET_CHANGED_PREFIX: Final = "asset.changed"
 # consumer dead-letters it at once, alone, with its reason.
 DELIVERY_LIMIT: Final = 10
 
+# The size a message of many events is cut at. RabbitMQ refuses a message over its
+# `max_message_size` (16 MiB by default from 4.0, 128 MiB before) and closes the channel that
+# sent it; events are counted per message elsewhere, and a thousand large documents exceed that.
+# A message of one event is sent whatever its size (a document is at most about 1 MiB).
+MESSAGE_BYTES_BUDGET: Final = 4 * 1024 * 1024
+
 # Message headers.
 HEADER_REASON: Final = "x-rwasync-reason"
 HEADER_ORIGIN_QUEUE: Final = "x-rwasync-queue"

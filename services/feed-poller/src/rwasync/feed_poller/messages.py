@@ -42,14 +42,15 @@ class MissingDocument(Exception):
     stored asset changed in a way the version order forbids); the item is skipped and logged."""
 
 
-def upsert_event(decision: Decision, run: RunContext) -> WireEvent:
+def upsert_event(decision: Decision, run: RunContext) -> tuple[WireEvent, int]:
+    """The upsert event of a decision, and the size of the document it carries."""
     assert decision.row is not None and decision.version_updated_at is not None
     payload = decision.row.payload
     assert isinstance(payload, RowPayload)
     raw = payload.document or payload.stored_document
     if raw is None or decision.row.content_hash is None:
         raise MissingDocument(decision.asset_id)
-    return asset_upserted_wire(
+    event = asset_upserted_wire(
         run.arrival,
         # The id the comparison drew, if it drew one, so the plan compared exactly this version.
         event_id=decision.event_id or run.new_id(),
@@ -60,6 +61,7 @@ def upsert_event(decision: Decision, run: RunContext) -> WireEvent:
         document=orjson.Fragment(bytes(raw)),
         content_hash=bytes(decision.row.content_hash).hex(),
     )
+    return event, len(raw)
 
 
 def deletion_event(decision: Decision, run: RunContext) -> WireEvent:

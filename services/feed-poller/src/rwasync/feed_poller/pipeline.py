@@ -357,8 +357,10 @@ class RunPipeline:
         published: _Published,
     ) -> None:
         """The publish pass: decisions become events, many to a message, sent with
-        backpressure; `published` counts what the broker confirmed."""
+        backpressure; `published` counts what the broker confirmed. A message of upserts is
+        also cut once its documents reach the broker's size budget."""
         size = self._settings.events_per_message
+        asset_bytes = 0
         assets: list[WireEvent] = []
         asset_kinds: list[Action] = []
         prices: list[WireEvent] = []
@@ -369,6 +371,7 @@ class RunPipeline:
         ) as publisher:
 
             async def send_assets() -> None:
+                nonlocal asset_bytes
                 kinds = list(asset_kinds)
 
                 def confirmed(_: list[WireEvent]) -> None:
@@ -384,6 +387,7 @@ class RunPipeline:
                 )
                 assets.clear()
                 asset_kinds.clear()
+                asset_bytes = 0
 
             async def send_prices() -> None:
                 await publisher.publish(
@@ -405,8 +409,10 @@ class RunPipeline:
                     action = decision.action
                     if action in (Action.CREATE, Action.UPDATE):
                         try:
-                            assets.append(upsert_event(decision, run))
+                            event, document_bytes = upsert_event(decision, run)
+                            assets.append(event)
                             asset_kinds.append(action)
+                            asset_bytes += document_bytes
                         except MissingDocument:
                             log.warning(
                                 "no staged document for a planned upsert; left unchanged",
@@ -422,7 +428,7 @@ class RunPipeline:
                     price = price_event(decision, run)
                     if price is not None:
                         prices.append(price)
-                    if len(assets) >= size:
+                    if len(assets) >= size or asset_bytes >= topology.MESSAGE_BYTES_BUDGET:
                         await send_assets()
                     if len(prices) >= size:
                         await send_prices()

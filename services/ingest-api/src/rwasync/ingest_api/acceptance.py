@@ -27,7 +27,7 @@ from rwasync.platform.http import Problem, service_unavailable
 from rwasync.schema import messages, topology
 from rwasync.schema.event_ids import new_event_ids
 from rwasync.schema.events import Arrival, EventType
-from rwasync.schema.messages import WireEvent, encode_wire_events
+from rwasync.schema.messages import WireEvent, encode_wire_messages
 from rwasync.schema.price import Price
 from rwasync.schema.timestamps import utc_now
 from rwasync.schema.valid_asset import ValidAsset
@@ -238,16 +238,27 @@ class EventPublisher:
         )
 
     async def _publish_wire(self, events: Sequence[WireEvent]) -> None:
+        """One message of `events`, or several when it would be over the broker's size limit
+        (`topology.MESSAGE_BYTES_BUDGET`), published side by side; raises the first failure."""
         exchange, routing_key = _route([e["type"] for e in events])
-        message_id, body = encode_wire_events(events)
-        await self._broker.publish_events(
-            exchange,
-            routing_key,
-            body,
-            message_id=message_id,
-            events=len(events),
-            trace_id=events[0]["trace_id"],
-        )
+        messages = encode_wire_messages(events, topology.MESSAGE_BYTES_BUDGET)
+        sent = [
+            self._broker.publish_events(
+                exchange,
+                routing_key,
+                body,
+                message_id=message_id,
+                events=len(part),
+                trace_id=part[0]["trace_id"],
+            )
+            for message_id, body, part in messages
+        ]
+        if len(sent) == 1:
+            await sent[0]
+            return
+        for outcome in await asyncio.gather(*sent, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def _count(self, kinds: Sequence[tuple[str, str]]) -> None:
         # One increment per kind, not per event: a batch of thousands costs a few.
