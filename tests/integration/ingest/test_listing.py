@@ -3,6 +3,7 @@ cursor whose boundary never skips nor repeats an asset while writes go on."""
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,8 +12,10 @@ import pytest
 
 from rwasync.platform.db import Database
 from rwasync.schema.asset import normalized_document, parse_asset
+from rwasync.store import catalog
 from tests.integration.ingest.conftest import Provider, create_provider
 from tests.integration.ingest.helpers import Client, house, problem, store_asset
+from tests.integration.ingest.test_catalog_api import create_reader
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +148,62 @@ async def test_bad_queries_are_400(ingest: Client, provider: Provider) -> None:
         {"parameter": "include_deleted", "message": "must be true, false, 1 or 0"}
     ]
     await problem(await ingest.get("/v1/assets"), 401)
+
+
+async def _store_large_documents(store: Database, provider: Provider, count: int) -> None:
+    """`count` assets of ~0.8 MB each (each within the 1 MiB PUT body limit), stored directly."""
+    document = {
+        "id": "x",
+        "updated_at": "2025-05-30T09:15:00.000000Z",
+        "status": "active",
+        "name": "n",
+        "attributes": {f"{i:04d}" + "k" * 1996: "v" * 2000 for i in range(100)},
+        "media": [
+            {"url": f"https://example.com/{i}/" + "p" * 1970, "kind": "image", "title": "t" * 2000}
+            for i in range(100)
+        ],
+    }
+    assert len(json.dumps(document)) < 1024**2
+    await store.execute(
+        """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at, event_id,
+                               source, document, content_hash, status, applied_at)
+           SELECT $1, i, now(), false, now(), gen_random_uuid(), 'push',
+                  jsonb_set($2::text::jsonb, '{id}', to_jsonb(i)), '\\x00', 'active', now()
+           FROM generate_series(1, $3) n, LATERAL (SELECT 'big-' || lpad(n::text, 4, '0')) a(i)""",
+        provider.provider_id,
+        json.dumps(document),
+        count,
+    )
+
+
+async def test_a_page_of_large_documents_ends_early_and_paging_still_reads_every_asset(
+    ingest: Client, provider: Provider, store: Database
+) -> None:
+    """A page was sized by count only while a document may be near 1 MiB: one page of 250 such
+    documents (a 200 MB answer) grew ingest-api by ~800 MB, past the 512Mi the k8s manifest
+    gives a pod (review). A page now ends once its documents reach about 8 MiB
+    (`catalog.PAGE_DOCUMENT_BYTES`); `next_cursor` goes on from there. The same for the
+    catalogue read."""
+    await _store_large_documents(store, provider, 40)
+    budget = catalog.PAGE_DOCUMENT_BYTES
+    reader = await create_reader(store)
+    for path, headers in (
+        ("/v1/assets?limit=500", provider.bearer),
+        (f"/v1/catalog/assets?provider_id={provider.provider_id}&limit=500", reader),
+    ):
+        seen: list[str] = []
+        pages = 0
+        cursor = ""
+        for _ in range(40):
+            response = await ingest.get(path + cursor, headers=headers)
+            body = await response.read()
+            assert response.status == 200, body[:300]
+            assert len(body) <= budget + 1024**2, (path, len(body))
+            page = json.loads(body)
+            seen += [item["id"] for item in page["items"]]
+            pages += 1
+            if page["next_cursor"] is None:
+                break
+            cursor = f"&cursor={page['next_cursor']}"
+        assert seen == [f"big-{n:04d}" for n in range(1, 41)], path
+        assert pages >= 4, (path, pages)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -202,9 +203,43 @@ async def read_changes(
     return {"items": page.items, "next_cursor": change_cursor(start)}
 
 
+# --- pages of documents ----------------------------------------------------------------------
+
+# A page of documents holds at most about this many bytes of them, whatever its `limit`: a
+# document may be near 1 MiB, and 500 of them held at once (rows, dicts, the encoded answer)
+# grew a process by gigabytes, past any container's memory limit. A page of large documents
+# ends early; its `next_cursor` goes on from there.
+PAGE_DOCUMENT_BYTES: Final = 8 * 1024 * 1024
+
+
+def within_page_budget(query: str, columns: str, order: str, budget: str) -> str:
+    """`query` (its rows ordered by `order` and limited; with `document`) with a `fits` column:
+    whether the documents before the row come to less than `budget` bytes (the first row always
+    fits). A row that does not fit carries no document, only the keys its cursor needs."""
+    return f"""
+SELECT {columns}, fits, CASE WHEN fits THEN document END AS document
+FROM (
+    SELECT q.*,
+           coalesce(sum(octet_length(q.document::text)) OVER (
+               ORDER BY {order} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+           < {budget} AS fits
+    FROM ({query}) q
+) w
+ORDER BY {order}
+"""
+
+
+def fitting_page(rows: Sequence[asyncpg.Record], limit: int) -> tuple[list[asyncpg.Record], bool]:
+    """The rows of a page (`within_page_budget`'s that fit, at most `limit`) and whether more
+    follow (the query asked for `limit + 1`)."""
+    page = [row for row in rows[: limit + 1] if row["fits"]][:limit]
+    return page, len(rows) > len(page)
+
+
 # --- the catalogue ---------------------------------------------------------------------------
 
-LIST_CATALOG: Final = """
+LIST_CATALOG: Final = within_page_budget(
+    """
 SELECT s.provider_id, s.asset_id, s.document, s.updated_at,
        encode(s.content_hash, 'hex') AS content_hash, s.applied_at
 FROM asset_state s
@@ -215,8 +250,11 @@ WHERE NOT s.deleted AND NOT p.disabled
   AND ($3::timestamptz IS NULL OR s.updated_at >= $3)
   AND ($4::text IS NULL OR (s.provider_id, s.asset_id) > ($4, $5::text))
 ORDER BY s.provider_id, s.asset_id
-LIMIT $6
-"""
+LIMIT $6""",
+    columns="provider_id, asset_id, updated_at, content_hash, applied_at",
+    order="provider_id, asset_id",
+    budget="$7",
+)
 
 
 def catalog_item(row: asyncpg.Record) -> dict[str, Any]:
@@ -261,10 +299,16 @@ async def list_catalog(
         raise CatalogRequestInvalid("updated_since", "must carry a UTC offset")
     after = _parse_asset_cursor(cursor) if cursor is not None else (None, None)
     rows = await conn.fetch(
-        LIST_CATALOG, provider_id, status, updated_since, after[0], after[1], limit + 1
+        LIST_CATALOG,
+        provider_id,
+        status,
+        updated_since,
+        after[0],
+        after[1],
+        limit + 1,
+        PAGE_DOCUMENT_BYTES,
     )
-    page = rows[:limit]
-    more = len(rows) > limit
+    page, more = fitting_page(rows, limit)
     return {
         "items": [catalog_item(r) for r in page],
         "next_cursor": _asset_cursor(page[-1]["provider_id"], page[-1]["asset_id"])

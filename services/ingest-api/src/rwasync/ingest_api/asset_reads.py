@@ -37,7 +37,7 @@ from rwasync.schema.asset import ASSET_STATUSES, asset_json_schema
 from rwasync.schema.events import EventType
 from rwasync.schema.fields import RFC3339Timestamp
 from rwasync.schema.timestamps import timestamp_text
-from rwasync.store import receipts
+from rwasync.store import catalog, receipts
 
 # A read that takes longer than this answers 503 rather than holding the caller.
 READ_TIMEOUT: Final = 5.0
@@ -168,9 +168,10 @@ class AssetReads:
             query_since(request),
             query_flag(request, "include_deleted"),
             limit + 1,
+            catalog.PAGE_DOCUMENT_BYTES,
         )
-        page = rows[:limit]
-        next_cursor = encode_cursor(page[-1]["asset_id"]) if len(rows) > limit else None
+        page, more = catalog.fitting_page(rows, limit)
+        next_cursor = encode_cursor(page[-1]["asset_id"]) if more else None
         return json_response(
             {"items": [stored_document(row) for row in page], "next_cursor": next_cursor}
         )

@@ -4,6 +4,8 @@ other processes, are read and written through `rwasync.store`."""
 
 from typing import Final
 
+from rwasync.store.catalog import within_page_budget
+
 # One asset of one provider as the reconciler last applied it (tombstones included).
 ASSET_STATE: Final = """
 SELECT asset_id, document, updated_at, content_hash, deleted, applied_at
@@ -13,8 +15,10 @@ WHERE provider_id = $1 AND asset_id = $2
 
 # A page of the provider's assets in id order, after the cursor's id (keyset paging: a page
 # boundary is a position in the id order, so writes going on never make a page skip or repeat
-# an asset). Filters: status ($3, NULL = any), updated_since ($4), include_deleted ($5).
-LIST_ASSETS: Final = """
+# an asset). Filters: status ($3, NULL = any), updated_since ($4), include_deleted ($5); at most
+# $6 rows and about $7 bytes of documents (`within_page_budget`).
+LIST_ASSETS: Final = within_page_budget(
+    """
 SELECT asset_id, document, updated_at, content_hash, deleted, applied_at
 FROM asset_state
 WHERE provider_id = $1
@@ -23,8 +27,11 @@ WHERE provider_id = $1
   AND ($4::timestamptz IS NULL OR updated_at >= $4)
   AND ($5 OR NOT deleted)
 ORDER BY asset_id
-LIMIT $6
-"""
+LIMIT $6""",
+    columns="asset_id, updated_at, content_hash, deleted, applied_at",
+    order="asset_id",
+    budget="$7",
+)
 
 # The operator's request rate for a provider (NULL columns: the service default).
 PROVIDER_RATE: Final = """
