@@ -71,9 +71,11 @@ async def test_a_partner_acts_for_each_granted_provider_by_x_tenant_id(
         (event,) = decode_message((await queues.next(queues.assets)).body).events
         assert event.provider_id == provider.provider_id
 
-    response = await ingest.get("/v1/assets?limit=1", headers=partner.bearer)
-    body = await problem(response, 400)
-    assert "X-Tenant-Id" in body["detail"]
+    # Not naming one, or naming none (an empty header: push trial, was a 401), is a 400.
+    for named in ({}, {"X-Tenant-Id": ""}, {"X-Tenant-Id": " "}):
+        response = await ingest.get("/v1/assets?limit=1", headers={**partner.bearer, **named})
+        body = await problem(response, 400)
+        assert "X-Tenant-Id" in body["detail"] and body["type"].endswith("tenant-required")
     for headers in (tenant(stranger), {"X-Tenant-Id": "prv_unknown"}):
         await problem(await ingest.get("/v1/assets", headers={**partner.basic, **headers}), 401)
     # A provider's own credential may name itself, and nobody else.
@@ -305,3 +307,19 @@ async def test_a_gzip_body_that_does_not_decompress_is_a_400_not_a_500(
         assert status == 400, (encoding, answer)
         assert headers["content-type"] == "application/problem+json"
     assert await queues.depth(queues.assets) == 0
+
+
+async def test_two_authorization_headers_are_a_400(ingest: Client, provider: Provider) -> None:
+    """Which of two credentials counts would depend on who reads them (a proxy, the service):
+    the request is refused as two Content-Lengths are. It was served as the first one's
+    (push trial)."""
+    for second in (provider.bearer["Authorization"], "Bearer rwp_bogus"):
+        request = (
+            "GET /v1/assets HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+            f"Authorization: {provider.bearer['Authorization']}\r\n"
+            f"Authorization: {second}\r\n\r\n"
+        ).encode()
+        status, headers, body = await raw_exchange(ingest.port, request)  # type: ignore[arg-type]
+        assert status == 400, body
+        assert headers["content-type"] == "application/problem+json"
+        assert b"more than one Authorization header" in body

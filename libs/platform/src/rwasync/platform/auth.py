@@ -121,7 +121,17 @@ class Authenticator(Generic[Identity]):
         its failure limit."""
         client = request.remote or "unknown"
         if authorization is None:
-            authorization = request.headers.get(hdrs.AUTHORIZATION)
+            presented = request.headers.getall(hdrs.AUTHORIZATION, [])
+            if len(presented) > 1:
+                # Which one counts would depend on who reads it (a proxy, this service): refused,
+                # as two Content-Lengths are.
+                raise Problem(
+                    400,
+                    "Bad Request",
+                    "the request carries more than one Authorization header",
+                    kind="malformed-request",
+                )
+            authorization = presented[0] if presented else None
         if not self._known_good.get(_digest(authorization)):
             self._failures.check(client)
         try:

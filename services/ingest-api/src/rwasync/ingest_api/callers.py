@@ -57,7 +57,7 @@ class Callers:
     async def identify(self, request: web.Request) -> ProviderIdentity:
         """The provider this request acts for (401, 400 or 429 otherwise)."""
         credential = await self._authenticator.authenticate_request(request)
-        tenant = request.headers.get(TENANT_HEADER)
+        tenant = request.headers.get(TENANT_HEADER, "").strip() or None  # empty: not named
         try:
             identity = credential.acting_for(tenant)
         except TenantRefused as refused:
