@@ -140,6 +140,38 @@ async def test_a_good_caller_behind_a_guessing_address_keeps_working(
         assert (await client.get("/v1/assets", headers=provider.bearer)).status == 200
 
 
+async def test_behind_a_trusted_proxy_failures_count_against_the_forwarded_client(
+    ingest_database_url: str, ingest_amqp_url: str, store: Database
+) -> None:
+    """Behind the compose gateway (or an ingress) every request's peer is the proxy: counted by
+    peer, one client's 3 failures got every client a 429, including a new provider whose
+    credential this process had never verified (review). With the proxy trusted
+    (`RWASYNC_TRUSTED_PROXIES`), the client `X-Forwarded-For` names counts; an address the
+    client wrote into the header itself, before the proxy's, is never taken."""
+    settings = ingest_settings(
+        ingest_database_url,
+        ingest_amqp_url,
+        auth_failures_per_minute=3,
+        RWASYNC_TRUSTED_PROXIES="127.0.0.0/8",
+    )
+    client = await serve(create_app(settings))
+    try:
+        await eventually(lambda: readiness(client), lambda body: body["status"] == "ready")
+        provider = await create_provider(store)
+        guesser = {"Authorization": "Bearer nope", "X-Forwarded-For": "203.0.113.7"}
+        for _ in range(3):
+            await problem(await client.get("/v1/assets", headers=guesser), 401)
+        await problem(await client.get("/v1/assets", headers=guesser), 429)
+        # Forging an earlier hop does not make the guesser someone else.
+        forged = {**guesser, "X-Forwarded-For": "198.51.100.1, 203.0.113.7"}
+        await problem(await client.get("/v1/assets", headers=forged), 429)
+        # Another client behind the same proxy is not locked out.
+        other = {**provider.bearer, "X-Forwarded-For": "198.51.100.9"}
+        assert (await client.get("/v1/assets", headers=other)).status == 200
+    finally:
+        await client.close()
+
+
 async def test_a_provider_over_its_rate_gets_429(ingest: Client, store: Database) -> None:
     provider = await create_provider(store)
     await store.execute(

@@ -28,6 +28,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from rwasync.platform.cache import TTLCache
+from rwasync.platform.clients import ClientAddresses
 from rwasync.platform.http import Problem, too_many_requests, unauthorized
 
 Scheme = Literal["basic", "bearer"]
@@ -52,9 +53,16 @@ class FailedAuthentications:
     """Counts each client's failed authentications in a moving one-minute window (in this
     process) and refuses a client over the limit with 429 and `Retry-After`."""
 
-    def __init__(self, per_minute: int = DEFAULT_FAILURES_PER_MINUTE) -> None:
+    def __init__(
+        self, per_minute: int = DEFAULT_FAILURES_PER_MINUTE, clients: ClientAddresses | None = None
+    ) -> None:
         self._limit = RateLimitItemPerMinute(per_minute)
         self._window = MovingWindowRateLimiter(MemoryStorage())
+        self._clients = clients or ClientAddresses()
+
+    def client(self, request: web.Request) -> str:
+        """Whom a request's failures count against (`ClientAddresses`)."""
+        return self._clients.client(request)
 
     def check(self, client: str) -> None:
         if self._window.test(self._limit, client):
@@ -119,7 +127,7 @@ class Authenticator(Generic[Identity]):
         """The identity of a request's credentials (its `Authorization` header, unless the
         caller found them elsewhere, e.g. a stream's `?access_token=`); 429 for a client over
         its failure limit."""
-        client = request.remote or "unknown"
+        client = self._failures.client(request)
         if authorization is None:
             presented = request.headers.getall(hdrs.AUTHORIZATION, [])
             if len(presented) > 1:

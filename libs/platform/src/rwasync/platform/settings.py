@@ -12,8 +12,10 @@ import os
 import sys
 from typing import Annotated, Final, Literal, NoReturn, Self, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rwasync.platform.clients import parse_networks
 
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/rwasync"
 DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
@@ -81,6 +83,16 @@ class ServiceSettings(CommonSettings):
     db_pool_max: int = Field(10, ge=1)
     # Seconds to wait for a publisher confirm before answering 503.
     publish_timeout: float = Field(5.0, gt=0)
+    # Comma-separated CIDR ranges of reverse proxies in front of the service (a gateway, an
+    # ingress): a request from one counts against the client `X-Forwarded-For` names, for the
+    # limit on failed authentications. Empty: the peer's address counts.
+    trusted_proxies: str = Field("", validation_alias="RWASYNC_TRUSTED_PROXIES")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidr_ranges(cls, value: str) -> str:
+        parse_networks(value)
+        return value
 
     @model_validator(mode="after")
     def _pool_bounds_in_order(self) -> Self:

@@ -35,6 +35,7 @@ from rwasync.ingest_api.settings import IngestSettings
 from rwasync.ingest_api.validation import Validation
 from rwasync.platform.auth import BEARER_ONLY, Authenticator, FailedAuthentications
 from rwasync.platform.broker import Broker
+from rwasync.platform.clients import ClientAddresses
 from rwasync.platform.db import Database
 from rwasync.platform.http import add_health_routes, new_app, run
 from rwasync.platform.logging import configure_logging
@@ -76,7 +77,9 @@ def create_app(settings: IngestSettings) -> web.Application:
     )
     broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name="ingest-api")
     # One count of failed authentications per client, whichever kind of credential it tried.
-    failures = FailedAuthentications(settings.auth_failures_per_minute)
+    failures = FailedAuthentications(
+        settings.auth_failures_per_minute, ClientAddresses(settings.trusted_proxies)
+    )
     authenticator = Authenticator(
         ProviderCredentials(db), cache_seconds=settings.auth_cache_seconds, failures=failures
     )

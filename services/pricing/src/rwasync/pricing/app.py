@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from rwasync.platform.auth import BEARER_ONLY, Authenticator, FailedAuthentications
+from rwasync.platform.clients import ClientAddresses
 from rwasync.platform.db import Database
 from rwasync.platform.http import run, tune_garbage_collector
 from rwasync.platform.logging import configure_logging
@@ -74,7 +75,9 @@ def create_app(settings: PricingSettings) -> web.Application:
         ReaderTokens(service.db),
         cache_seconds=settings.auth_cache_seconds,
         schemes=BEARER_ONLY,
-        failures=FailedAuthentications(settings.auth_failures_per_minute),
+        failures=FailedAuthentications(
+            settings.auth_failures_per_minute, ClientAddresses(settings.trusted_proxies)
+        ),
     )
     app = service.app
     app[HUB] = hub
