@@ -83,7 +83,8 @@ test-slow: install services
 FAULT_TESTS := tests/e2e/test_cluster_failover.py tests/e2e/test_fault_scenarios.py tests/e2e/test_feed_faults.py \
 	tests/e2e/test_soak.py tests/e2e/test_private_servers.py tests/e2e/test_faults.py \
 	tests/e2e/test_reconciler.py tests/integration/feed_poller/test_holds_and_faults.py \
-	tests/integration/test_broker.py tests/unit/test_ledger_checker.py tests/e2e/test_vanished_host.py
+	tests/integration/test_broker.py tests/unit/test_ledger_checker.py tests/e2e/test_vanished_host.py \
+	tests/e2e/test_poller_crash.py
 test-faults: install services
 	mkdir -p .run; $(BIN)/pytest $(FAULT_TESTS) -p no:cacheprovider -s --timeout 1200 2>&1 | tee .run/faults.log; \
 		status=$${PIPESTATUS[0]}; grep '^FIGURES' .run/faults.log || true; exit $$status

@@ -43,9 +43,11 @@ class FeedPollerSettings(ServiceSettings):
     publish_window: int = Field(16, ge=1)
     # The broker counts as unavailable once no confirm came for this long while messages wait.
     confirm_stall_seconds: float = Field(60.0, gt=0)
-    # A claimed run belongs to this replica for this long, renewed while it works; a replica that
-    # dies lets its runs go back to the queue when the lease runs out.
-    run_lease_seconds: float = Field(900.0, gt=0)
+    # A claimed run belongs to this replica for this long, renewed while it works (every third
+    # of it); a replica that dies lets its runs go back to the queue when the lease runs out. It
+    # was 900 s: a poller killed mid-run blocked its feed, and held one of its provider's run
+    # slots, for 15 minutes.
+    run_lease_seconds: float = Field(60.0, ge=10)
     # Runs executed at once by one replica.
     max_concurrent_runs: int = Field(4, ge=1)
     # Runs of one provider in progress at once, across replicas (the claim counts them in the
