@@ -236,3 +236,33 @@ async def test_held_price_ticks_are_counted_and_a_problem(
     assert people.returncode == 0, people.stderr
     assert "Held price ticks" in people.stdout and provider["provider_id"] in people.stdout
     assert "all well" not in people.stdout
+
+
+async def test_a_held_feed_run_is_a_problem(
+    database_url: str, vhost_amqp_url: str, broker: Broker
+) -> None:
+    assert broker.is_ready()
+    async with consuming_work_queues(vhost_amqp_url):
+        provider = await cli_json(database_url, "", "provider", "create", "Held Feed Estates")
+        feed = await cli_json(
+            database_url, "", "feed", "add", provider["provider_id"], "http://127.0.0.1:9/f.json"
+        )
+        run = await cli_json(database_url, "", "feed", "trigger", feed["feed_id"])
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "UPDATE feed_runs SET status = 'held', reason_code = 'deletion_threshold',"
+                " reason = 'would delete 100 of 300 live assets', started_at = now(),"
+                " finished_at = now() WHERE run_id = $1",
+                run["run_id"],
+            )
+        finally:
+            await conn.close()
+        report = await cli_json(database_url, vhost_amqp_url, "status")
+        people = await asyncio.to_thread(rwasync, database_url, vhost_amqp_url, "status")
+    # README "Approve a held feed": nothing of it is applied until someone decides; status said
+    # nothing of it (operator trial), though it counts held price ticks as a problem.
+    assert report["feed_runs"]["last_24h"] == {"held": 1}
+    assert [r["run_id"] for r in report["held_feed_runs"]["items"]] == [run["run_id"]]
+    assert "1 feed runs held for an operator" in " ".join(report["problems"])
+    assert "all well" not in people.stdout

@@ -3,6 +3,8 @@
 
 from typing import Final
 
+from rwasync.store.feeds import SUPERSEDED
+
 CREATE_PROVIDER: Final = "INSERT INTO providers (provider_id, name) VALUES ($1, $2)"
 
 CREATE_CREDENTIAL: Final = """
@@ -129,6 +131,19 @@ FROM feed_runs ORDER BY requested_at DESC LIMIT $1
 
 FEED_RUNS_SINCE: Final = """
 SELECT status, count(*) AS runs FROM feed_runs WHERE requested_at > $1 GROUP BY status
+"""
+
+# Feed runs held for an operator's decision: each feed's latest held run, unless a later run
+# read a newer snapshot (`SUPERSEDED`: it can no longer be applied), oldest first.
+HELD_FEED_RUNS: Final = f"""
+SELECT r.run_id, r.feed_id, r.provider_id, r.reason_code, r.finished_at AS held_at
+FROM feed_runs r
+WHERE r.status = 'held'
+  AND NOT EXISTS (SELECT 1 FROM feed_runs n
+                  WHERE n.feed_id = r.feed_id AND n.status = 'held'
+                    AND n.requested_at > r.requested_at)
+  AND NOT {SUPERSEDED}
+ORDER BY r.finished_at
 """
 
 # Held ticks per provider, from the partial index `price_history_held` (held rows only, however

@@ -108,7 +108,10 @@ async def database_status(conn: asyncpg.Connection, now: datetime) -> dict[str, 
                 "queue": queue,
                 "undecided": sum(int(r["events"]) for r in rows),
                 "oldest_accepted_at": oldest,
-                "lag_seconds": round((now - oldest).total_seconds(), 3) if oldest else 0.0,
+                # never below 0: `now` is this host's clock, `oldest` another's
+                "lag_seconds": max(0.0, round((now - oldest).total_seconds(), 3))
+                if oldest
+                else 0.0,
             }
         )
     runs = [dict(r) for r in await conn.fetch(queries.RECENT_FEED_RUNS, RECENT_RUNS)]
@@ -125,6 +128,7 @@ async def database_status(conn: asyncpg.Connection, now: datetime) -> dict[str, 
         {"provider_id": r["provider_id"], "ticks": int(r["ticks"]), "oldest_held_at": r["oldest"]}
         for r in await conn.fetch(queries.HELD_PRICES_BY_PROVIDER)
     ]
+    held_runs = [dict(r) for r in await conn.fetch(queries.HELD_FEED_RUNS)]
     return {
         "lag": lag,
         "feed_runs": {
@@ -141,6 +145,7 @@ async def database_status(conn: asyncpg.Connection, now: datetime) -> dict[str, 
             "last_hour": sum(int(d["recent"]) for d in dead),
         },
         "held_prices": {"total": sum(h["ticks"] for h in held), "items": held},
+        "held_feed_runs": {"total": len(held_runs), "items": held_runs},
     }
 
 
@@ -176,6 +181,10 @@ def problems(report: dict[str, Any]) -> list[str]:
     held = report["held_prices"]["total"]
     if held:
         found.append(f"{held} price ticks held for an operator (rwasync price held list)")
+    # Nothing of a held snapshot is applied until someone approves or rejects it.
+    runs = report["held_feed_runs"]["total"]
+    if runs:
+        found.append(f"{runs} feed runs held for an operator (rwasync feed approve|reject RUN_ID)")
     return found
 
 
