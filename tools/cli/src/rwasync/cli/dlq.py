@@ -149,7 +149,9 @@ def dlq_replay(
             await broker.wait_ready(timeout=30)
             return {"replayed": await _replay(conn, broker, targets)}
         except (TimeoutError, BrokerUnavailable) as exc:
-            fail(f"broker unavailable, nothing more replayed: {exc or 'no connection'}")
+            # A TimeoutError says nothing of its own: the connection never came.
+            why = str(exc) or "no connection to RabbitMQ within 30 s"
+            fail(f"broker unavailable, nothing more replayed (the rest are kept): {why}")
         finally:
             await broker.close()
 
