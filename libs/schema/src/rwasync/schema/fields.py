@@ -233,7 +233,9 @@ CountryCode = Annotated[
 _NUMERIC_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 _NOT_A_DECIMAL = "must be a decimal number (a JSON number or a numeric string)"
-_TOO_MANY_DIGITS = f"must have at most {MAX_DECIMAL_DIGITS} digits"
+_TOO_MANY_DIGITS = (
+    f"must have at most {MAX_DECIMAL_DIGITS} digits written out (an exponent counts as its zeros)"
+)
 # Enough bits for any integer of MAX_DECIMAL_DIGITS digits; checked before converting, cheaply.
 _MAX_INTEGER_BITS: Final = math.ceil(MAX_DECIMAL_DIGITS * math.log2(10))
 
