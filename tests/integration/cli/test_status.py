@@ -184,6 +184,15 @@ async def test_a_broker_that_does_not_answer_is_reported_not_fatal(database_url:
     assert report["lag"] and report["feed_runs"]["recent"] == []
 
 
+async def test_a_vhost_that_does_not_exist_is_named_as_the_cause(database_url: str) -> None:
+    # aiormq says only "Expected one of ['Connection.OpenOk'], got <Connection.Close …>", the
+    # broker's reason lost (operator trial): the report says what an operator should check.
+    url = "amqp://guest:guest@127.0.0.1:5672/rwasync_no_such_vhost"
+    report = await cli_json(database_url, url, "status")
+    error = report["queues"]["error"]
+    assert "vhost in the URL does not exist, or the user may not use it" in error, error
+
+
 async def test_a_database_that_does_not_answer_exits_1(vhost_amqp_url: str) -> None:
     done = await asyncio.to_thread(
         rwasync, "postgresql://postgres@127.0.0.1:1/none", vhost_amqp_url, "status", "--json"

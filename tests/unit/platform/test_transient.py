@@ -1,10 +1,13 @@
-"""Which database errors the consumer waits out (outages) and which are poison (dead-lettered)."""
+"""Which database errors the consumer waits out (outages) and which are poison (dead-lettered);
+how a broker connect error reads."""
 
 from __future__ import annotations
 
+import aiormq
 import asyncpg
 import pytest
 
+from rwasync.platform.broker import BrokerUnavailable, connect_error
 from rwasync.platform.db import DatabaseUnavailable, is_transient
 
 pytestmark = pytest.mark.unit
@@ -62,3 +65,16 @@ def test_outages_and_lost_races_are_transient(exc: BaseException) -> None:
 )
 def test_bad_data_is_not_transient(exc: BaseException) -> None:
     assert not is_transient(exc)
+
+
+def test_a_refused_opening_is_named_for_an_operator() -> None:
+    """aiormq reports a broker refusing to open a connection (an unknown vhost) only as an
+    unexpected frame; the services' connect loop and `rwasync status` say what to check."""
+    raw = aiormq.exceptions.InvalidFrameError(
+        "Expected one of ['Connection.OpenOk'], got <Connection.Close object at 0x7f>"
+    )
+    named = connect_error(raw)
+    assert isinstance(named, BrokerUnavailable) and named.__cause__ is raw
+    assert "vhost in the URL does not exist" in str(named)
+    other = ConnectionRefusedError()
+    assert connect_error(other) is other

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
+import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aio_pika.exceptions import DeliveryError, PublishError
@@ -46,6 +47,23 @@ def field_table(arguments: Mapping[str, str | int]) -> FieldTable:
     """Queue arguments in the type aio-pika declares them with."""
     table: FieldTable = {key: value for key, value in arguments.items()}
     return table
+
+
+# aiormq reports a broker that refuses to open the connection after login (an unknown vhost, or
+# one the user may not use) only as an unexpected frame, without the broker's reason.
+OPENING_REFUSED = (
+    "the broker refused to open the connection: the vhost in the URL does not exist, or the user "
+    "may not use it (rabbitmqctl list_permissions -p VHOST)"
+)
+
+
+def connect_error(exc: BaseException) -> BaseException:
+    """`exc` as an operator should read it: a refused opening named as such."""
+    if isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(exc):
+        refused = BrokerUnavailable(OPENING_REFUSED)
+        refused.__cause__ = exc
+        return refused
+    return exc
 
 
 class BrokerUnavailable(Exception):
@@ -205,6 +223,15 @@ class Broker:
 
     async def _connect(self) -> AbstractRobustConnection:
         """The first connection, tried on the next address each attempt."""
+        try:
+            return await self._connect_next()
+        except Exception as exc:
+            named = connect_error(exc)
+            if named is exc:
+                raise
+            raise named from exc
+
+    async def _connect_next(self) -> AbstractRobustConnection:
         start, self._next = self._next, (self._next + 1) % len(self._urls)
         if CONNECT_TRANSPORT is None:
             return await aio_pika.connect_robust(

@@ -23,7 +23,7 @@ from yarl import URL
 
 from rwasync.cli import queries
 from rwasync.cli.common import ids_whole
-from rwasync.platform.broker import queue_depths
+from rwasync.platform.broker import connect_error, queue_depths
 from rwasync.schema import topology
 
 RECENT_RUNS: Final = 10
@@ -92,8 +92,9 @@ async def broker_status(amqp_url: str, management_url: str) -> dict[str, Any]:
             return {"source": "management", "items": items, "error": None}
         return {"source": "amqp", "items": await queues_by_amqp(amqp_url), "error": None}
     except (OSError, TimeoutError, aiohttp.ClientError, aio_pika.exceptions.AMQPError) as exc:
+        error = connect_error(exc)
         source = "management" if management_url else "amqp"
-        return {"source": source, "items": [], "error": f"{type(exc).__name__}: {exc}"}
+        return {"source": source, "items": [], "error": f"{type(error).__name__}: {error}"}
 
 
 async def database_status(conn: asyncpg.Connection, now: datetime) -> dict[str, Any]:
