@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -35,30 +35,38 @@ async def _terminate_sessions(admin: asyncpg.Connection, database: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def refusing_connections(test_infra: Infra, system: System) -> AsyncIterator[None]:
+async def _database_altered(
+    test_infra: Infra, system: System, setting: str, undo: str
+) -> AsyncIterator[None]:
+    """The system's database altered by `ALTER DATABASE … {setting}` (its sessions ended, so that
+    new ones meet it) until the block ends, then `… {undo}` (and its sessions ended again)."""
     database = URL(system.database_url).path.lstrip("/")
     admin = await asyncpg.connect(test_infra.postgres_admin_url)
     try:
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await admin.execute(f'ALTER DATABASE "{database}" {setting}')
         await _terminate_sessions(admin, database)
         yield
     finally:
-        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.execute(f'ALTER DATABASE "{database}" {undo}')
+        await _terminate_sessions(admin, database)
         await admin.close()
 
 
-@contextlib.asynccontextmanager
-async def read_only(test_infra: Infra, system: System) -> AsyncIterator[None]:
-    database = URL(system.database_url).path.lstrip("/")
-    admin = await asyncpg.connect(test_infra.postgres_admin_url)
-    try:
-        await admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
-        await _terminate_sessions(admin, database)
-        yield
-    finally:
-        await admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
-        await _terminate_sessions(admin, database)
-        await admin.close()
+def refusing_connections(
+    test_infra: Infra, system: System
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return _database_altered(
+        test_infra, system, "ALLOW_CONNECTIONS false", "ALLOW_CONNECTIONS true"
+    )
+
+
+def read_only(test_infra: Infra, system: System) -> contextlib.AbstractAsyncContextManager[None]:
+    return _database_altered(
+        test_infra,
+        system,
+        "SET default_transaction_read_only = on",
+        "RESET default_transaction_read_only",
+    )
 
 
 async def _warm(http: aiohttp.ClientSession, system: System, provider: dict[str, str]) -> None:
@@ -73,7 +81,7 @@ async def _warm(http: aiohttp.ClientSession, system: System, provider: dict[str,
 
 
 async def _put(
-    http: aiohttp.ClientSession, url: str, body: dict[str, object], headers: dict[str, str]
+    http: aiohttp.ClientSession, url: str, body: Mapping[str, object], headers: dict[str, str]
 ) -> tuple[int, dict[str, str], dict[str, object]]:
     async with http.put(url, json=body, headers=headers) as response:
         return response.status, dict(response.headers), await response.json(content_type=None)

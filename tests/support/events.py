@@ -37,6 +37,22 @@ def asset_doc(asset_id: str, updated_at: datetime, **extra: Any) -> dict[str, An
     return doc
 
 
+def large_asset_doc(asset_id: str) -> dict[str, Any]:
+    """A valid asset of about 0.8 MB: near the contract's most (1 MiB a PUT body): 100
+    attributes and 100 media items, each text near its 2,000-character limit."""
+    return {
+        "id": asset_id,
+        "updated_at": "2025-05-30T09:15:00Z",
+        "status": "active",
+        "name": "n",
+        "attributes": {f"{i:04d}" + "k" * 1996: "v" * 2000 for i in range(100)},
+        "media": [
+            {"url": f"https://example.com/{i}/" + "p" * 1970, "kind": "image", "title": "t" * 2000}
+            for i in range(100)
+        ],
+    }
+
+
 def upserted(
     provider_id: str,
     asset_id: str,

@@ -16,6 +16,7 @@ from rwasync.store import catalog
 from tests.integration.ingest.conftest import Provider, create_provider
 from tests.integration.ingest.helpers import Client, house, problem, store_asset
 from tests.integration.ingest.test_catalog_api import create_reader
+from tests.support.events import large_asset_doc
 
 pytestmark = pytest.mark.integration
 
@@ -152,17 +153,7 @@ async def test_bad_queries_are_400(ingest: Client, provider: Provider) -> None:
 
 async def _store_large_documents(store: Database, provider: Provider, count: int) -> None:
     """`count` assets of ~0.8 MB each (each within the 1 MiB PUT body limit), stored directly."""
-    document = {
-        "id": "x",
-        "updated_at": "2025-05-30T09:15:00.000000Z",
-        "status": "active",
-        "name": "n",
-        "attributes": {f"{i:04d}" + "k" * 1996: "v" * 2000 for i in range(100)},
-        "media": [
-            {"url": f"https://example.com/{i}/" + "p" * 1970, "kind": "image", "title": "t" * 2000}
-            for i in range(100)
-        ],
-    }
+    document = large_asset_doc("x")
     assert len(json.dumps(document)) < 1024**2
     await store.execute(
         """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at, event_id,

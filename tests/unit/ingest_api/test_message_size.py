@@ -24,6 +24,7 @@ from rwasync.ingest_api.settings import IngestSettings
 from rwasync.schema import jsonsafe, topology
 from rwasync.schema.events import Arrival, EventSource
 from rwasync.schema.valid_asset import validate_asset
+from tests.support.events import large_asset_doc
 
 pytestmark = pytest.mark.unit
 
@@ -47,17 +48,7 @@ class NoDatabase:
 
 def large_document(n: int) -> bytes:
     """A valid asset of about 0.8 MB: within RWASYNC_INGEST_MAX_BODY_BYTES (1 MiB)."""
-    document = {
-        "id": f"large-{n}",
-        "updated_at": "2025-05-30T09:15:00Z",
-        "status": "active",
-        "name": "n",
-        "attributes": {f"{i:04d}" + "k" * 1996: "v" * 2000 for i in range(100)},
-        "media": [
-            {"url": f"https://example.com/{i}/" + "p" * 1970, "kind": "image", "title": "t" * 2000}
-            for i in range(100)
-        ],
-    }
+    document = large_asset_doc(f"large-{n}")
     return json.dumps(document).encode()
 
 
