@@ -52,6 +52,13 @@ def test_a_spike_is_held_and_the_next_tick_is_compared_with_the_last_visible_one
     assert evaluated[1].hold_reason is not None and "200 %" in evaluated[1].hold_reason
 
 
+def test_the_reason_writes_the_reference_price_as_reads_do() -> None:
+    # Stored prices come back with the column's scale (68.50); reads write 68.5.
+    evaluated = evaluate_series(None, [tick(1, "68.50"), tick(2, "200")], HALF)
+    reason = evaluated[1].hold_reason
+    assert reason is not None and "previous price 68.5 USD as of" in reason
+
+
 def test_the_bound_is_inclusive_and_drops_count_like_rises() -> None:
     evaluated = evaluate_series(
         None, [tick(1, "100"), tick(2, "150"), tick(3, "74"), tick(4, "36.9")], HALF

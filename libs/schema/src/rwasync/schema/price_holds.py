@@ -19,6 +19,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
+from rwasync.schema.decimals import normalize_decimal
 from rwasync.schema.timestamps import timestamp_text
 
 
@@ -87,7 +88,8 @@ def currency_hold(currency: str, asset_currency: str | None, policy: PricePolicy
 
 def jump_hold(tick: SeriesTick, reference: SeriesTick, max_jump: Decimal) -> str | None:
     """The reason to hold `tick` given the previous visible tick, or None."""
-    ref = f"{reference.amount:f} {reference.currency} as of {timestamp_text(reference.as_of)}"
+    amount, as_of = normalize_decimal(reference.amount), timestamp_text(reference.as_of)
+    ref = f"{amount} {reference.currency} as of {as_of}"
     if tick.currency != reference.currency:
         return f"currency {tick.currency} differs from the previous price ({ref}): cannot check"
     move = abs(tick.amount - reference.amount) / reference.amount
