@@ -153,3 +153,21 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
     ], result.stderr
     # the rest of the credentials is still checked: basic needs --auth-username
     assert len(errors) == 5 and errors[4].startswith("error: /auth/username: "), errors
+
+
+async def test_feed_list_refuses_an_unknown_provider(database_url: str) -> None:
+    # A typo in --provider must not read as "this provider has no feed".
+    provider = await new_provider(database_url)
+    added = await feed_add(database_url, provider["provider_id"], "http://127.0.0.1:9/f.json")
+    assert added.returncode == 0, added.stderr
+    unknown = await asyncio.to_thread(
+        rwasync, database_url, "feed", "list", "--provider", "prv_nobody", "--json"
+    )
+    assert unknown.returncode == 1 and unknown.stdout == "", unknown.stdout
+    assert "error: /provider_id: unknown provider 'prv_nobody'" in unknown.stderr, unknown.stderr
+    listed = await asyncio.to_thread(
+        rwasync, database_url, "feed", "list", "--provider", provider["provider_id"], "--json"
+    )
+    assert [f["feed_id"] for f in json.loads(listed.stdout)["items"]] == [
+        json.loads(added.stdout)["feed_id"]
+    ]

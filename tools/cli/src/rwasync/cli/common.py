@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rwasync.cli import queries
 from rwasync.platform.db import connect
 from rwasync.platform.logging import configure_logging
 from rwasync.platform.settings import CommonSettings
@@ -70,6 +71,16 @@ def run_db(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         fail(str(exc))
     except (OSError, asyncpg.PostgresError) as exc:
         fail(f"database error: {exc}")
+
+
+def unknown_provider(provider_id: str) -> str:
+    return f"/provider_id: unknown provider {provider_id!r}"
+
+
+async def require_provider(conn: asyncpg.Connection, provider_id: str | None) -> None:
+    """Refuse a `--provider` filter naming no provider: a typo must not read as an empty list."""
+    if provider_id is not None and not await conn.fetchval(queries.PROVIDER_EXISTS, provider_id):
+        raise Refused(unknown_provider(provider_id))
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

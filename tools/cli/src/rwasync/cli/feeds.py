@@ -20,6 +20,7 @@ from rwasync.cli.common import (
     emit,
     fail,
     fail_invalid,
+    require_provider,
     run_db,
     settings,
     stderr,
@@ -194,8 +195,12 @@ def feed_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List feed sources."""
-    page = run_db(lambda conn: feeds.list_feeds(conn, provider_id, cursor=cursor, limit=limit))
-    emit(page, as_json)
+
+    async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+        await require_provider(conn, provider_id)
+        return await feeds.list_feeds(conn, provider_id, cursor=cursor, limit=limit)
+
+    emit(run_db(work), as_json)
 
 
 def _wait_for_run(run_id: str, timeout: float) -> dict[str, Any]:

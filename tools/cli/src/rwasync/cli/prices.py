@@ -18,7 +18,15 @@ import typer
 from rich.table import Table
 
 from rwasync.cli import queries
-from rwasync.cli.common import JsonFlag, Refused, emit, fail, run_db, table_time
+from rwasync.cli.common import (
+    JsonFlag,
+    emit,
+    fail,
+    require_provider,
+    run_db,
+    table_time,
+    unknown_provider,
+)
 from rwasync.schema.asset import normalize_decimal
 from rwasync.schema.events import ReceiptStatus
 from rwasync.schema.timestamps import timestamp_text
@@ -86,10 +94,6 @@ def policy_set(
     emit(policy_document(row), as_json)
 
 
-def unknown_provider(provider_id: str) -> str:
-    return f"/provider_id: unknown provider {provider_id!r}"
-
-
 def policy_document(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "provider_id": row["provider_id"],
@@ -150,11 +154,7 @@ def held_list(
     """List held price ticks, oldest hold first."""
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        # A typo in --provider must not read as "nothing held".
-        if provider_id is not None and not await conn.fetchval(
-            queries.PROVIDER_EXISTS, provider_id
-        ):
-            raise Refused(unknown_provider(provider_id))
+        await require_provider(conn, provider_id)
         return [
             held_item(r) for r in await conn.fetch(queries.LIST_HELD_PRICES, provider_id, limit)
         ]
