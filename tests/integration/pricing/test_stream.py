@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from multidict import CIMultiDict
 
 from rwasync.platform.db import Database
 from rwasync.store.tenants import issue_provider_credential
@@ -323,6 +324,25 @@ async def test_only_reader_tokens_read_and_stream(
             assert response.status == 401, (path, headers)
             assert response.headers["WWW-Authenticate"] == "Bearer"
             assert response.content_type == "application/problem+json"
+
+
+async def test_two_authorization_headers_are_a_400_on_every_read(
+    pricing: Start, provider_id: str
+) -> None:
+    """The stream read its header itself and served the first of two (review): every read
+    refuses them, as ingest-api does."""
+    client = await pricing()
+    good = reader_headers()["Authorization"]
+    for path in (
+        f"/v1/prices/{provider_id}/a1",
+        f"/v1/prices/stream?provider_id={provider_id}",
+    ):
+        for second in (good, "Bearer rwr_unknown"):
+            headers = CIMultiDict([("Authorization", good), ("Authorization", second)])
+            response = await client.get(path, headers=headers)
+            assert response.status == 400, path  # (a served stream has no end to read)
+            assert response.content_type == "application/problem+json"
+            assert "more than one Authorization header" in await response.text()
 
 
 async def test_stream_parameters_are_checked(pricing: Start, provider_id: str) -> None:

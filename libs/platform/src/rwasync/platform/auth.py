@@ -49,6 +49,20 @@ DEFAULT_FAILURES_PER_MINUTE: Final = 20
 KNOWN_GOOD_SECONDS: Final = 900.0
 
 
+def authorization_header(request: web.Request) -> str | None:
+    """The request's one `Authorization` header, or None; two are a 400: which one counts would
+    depend on who reads it (a proxy, this service), as with two Content-Lengths."""
+    presented = request.headers.getall(hdrs.AUTHORIZATION, [])
+    if len(presented) > 1:
+        raise Problem(
+            400,
+            "Bad Request",
+            "the request carries more than one Authorization header",
+            kind="malformed-request",
+        )
+    return presented[0] if presented else None
+
+
 class FailedAuthentications:
     """Counts each client's failed authentications in a moving one-minute window (in this
     process) and refuses a client over the limit with 429 and `Retry-After`."""
@@ -129,17 +143,7 @@ class Authenticator(Generic[Identity]):
         its failure limit."""
         client = self._failures.client(request)
         if authorization is None:
-            presented = request.headers.getall(hdrs.AUTHORIZATION, [])
-            if len(presented) > 1:
-                # Which one counts would depend on who reads it (a proxy, this service): refused,
-                # as two Content-Lengths are.
-                raise Problem(
-                    400,
-                    "Bad Request",
-                    "the request carries more than one Authorization header",
-                    kind="malformed-request",
-                )
-            authorization = presented[0] if presented else None
+            authorization = authorization_header(request)
         if not self._known_good.get(_digest(authorization)):
             self._failures.check(client)
         try:

@@ -24,7 +24,7 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from rwasync.platform.auth import Authenticator
+from rwasync.platform.auth import Authenticator, authorization_header
 from rwasync.platform.db import Database
 from rwasync.platform.http import Problem, bad_query, service_unavailable
 from rwasync.platform.openapi import Operation, Param, Reply
@@ -140,7 +140,7 @@ class PriceStream:
         ]
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        authorization = request.headers.get("Authorization")
+        authorization = authorization_header(request)
         token = request.query.get("access_token")
         if not authorization and token:
             # Browsers' EventSource cannot send headers.
