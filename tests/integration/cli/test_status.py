@@ -275,3 +275,17 @@ async def test_a_held_feed_run_is_a_problem(
     assert [r["run_id"] for r in report["held_feed_runs"]["items"]] == [run["run_id"]]
     assert "1 feed runs held for an operator" in " ".join(report["problems"])
     assert "all well" not in people.stdout
+    assert "Held feed runs" in people.stdout and run["run_id"] in people.stdout
+
+    # Approved, it waits for a poller, not for an operator (approve would now be refused).
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE feed_runs SET decision = 'approve' WHERE run_id = $1", run["run_id"]
+        )
+    finally:
+        await conn.close()
+    async with consuming_work_queues(vhost_amqp_url):
+        report = await cli_json(database_url, vhost_amqp_url, "status")
+    assert report["held_feed_runs"] == {"total": 0, "items": []}
+    assert not any("feed runs held" in p for p in report["problems"])

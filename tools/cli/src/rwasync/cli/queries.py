@@ -133,15 +133,16 @@ FEED_RUNS_SINCE: Final = """
 SELECT status, count(*) AS runs FROM feed_runs WHERE requested_at > $1 GROUP BY status
 """
 
-# Feed runs held for an operator's decision: each feed's latest held run, unless a later run
-# read a newer snapshot (`SUPERSEDED`: it can no longer be applied), oldest first.
+# Feed runs waiting for an operator's decision: each feed's latest held run, unless a later run
+# read a newer snapshot (`SUPERSEDED`: it can no longer be applied) or someone already approved
+# it (it stays `held` until a poller applies it), oldest first.
 HELD_FEED_RUNS: Final = f"""
 SELECT r.run_id, r.feed_id, r.provider_id, r.reason_code, r.finished_at AS held_at
 FROM feed_runs r
-WHERE r.status = 'held'
+WHERE r.status = 'held' AND r.decision IS NULL
   AND NOT EXISTS (SELECT 1 FROM feed_runs n
                   WHERE n.feed_id = r.feed_id AND n.status = 'held'
-                    AND n.requested_at > r.requested_at)
+                    AND (n.requested_at, n.run_id) > (r.requested_at, r.run_id))
   AND NOT {SUPERSEDED}
 ORDER BY r.finished_at
 """

@@ -264,6 +264,17 @@ def render(report: dict[str, Any], console: Console) -> None:
             item["provider_id"], str(item["ticks"]), f"{item['oldest_held_at']:%Y-%m-%d %H:%M:%S}"
         )
 
+    held_runs = Table(title="Held feed runs", title_justify="left")
+    for column in ("run_id", "feed_id", "reason", "held at"):
+        held_runs.add_column(column)
+    for item in report["held_feed_runs"]["items"]:
+        held_runs.add_row(
+            item["run_id"],
+            item["feed_id"],
+            item["reason_code"] or "",
+            f"{item['held_at']:%Y-%m-%d %H:%M:%S}" if item["held_at"] else "",
+        )
+
     day = report["feed_runs"]["last_24h"]
     rate = report["feed_runs"]["failure_rate"]
     errors = Table(title="Error rates", title_justify="left", show_header=False)
@@ -279,7 +290,9 @@ def render(report: dict[str, Any], console: Console) -> None:
     )
     console.print(
         Panel(
-            Group(queues, lag, ids_whole(runs), dead, ids_whole(held), errors),
+            Group(
+                queues, lag, ids_whole(runs), dead, ids_whole(held), ids_whole(held_runs), errors
+            ),
             title=f"rwasync status at {report['at']:%Y-%m-%d %H:%M:%S} UTC",
         )
     )
