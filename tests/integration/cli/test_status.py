@@ -190,7 +190,7 @@ async def test_a_vhost_that_does_not_exist_is_named_as_the_cause(database_url: s
     url = "amqp://guest:guest@127.0.0.1:5672/rwasync_no_such_vhost"
     report = await cli_json(database_url, url, "status")
     error = report["queues"]["error"]
-    assert "vhost in the URL does not exist, or the user may not use it" in error, error
+    assert "the vhost in the URL does not exist, or the user may not use it" in error, error
 
 
 async def test_a_database_that_does_not_answer_exits_1(vhost_amqp_url: str) -> None:

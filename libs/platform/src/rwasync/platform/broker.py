@@ -49,11 +49,13 @@ def field_table(arguments: Mapping[str, str | int]) -> FieldTable:
     return table
 
 
-# aiormq reports a broker that refuses to open the connection after login (an unknown vhost, or
-# one the user may not use) only as an unexpected frame, without the broker's reason.
+# aiormq reports a broker that refuses to open the connection after login only as an unexpected
+# frame, without the broker's reason: most often an unknown vhost or one the user may not use,
+# but also a connection limit reached or a vhost that is down.
 OPENING_REFUSED = (
-    "the broker refused to open the connection: the vhost in the URL does not exist, or the user "
-    "may not use it (rabbitmqctl list_permissions -p VHOST)"
+    "the broker refused to open the connection: most likely the vhost in the URL does not exist, "
+    "or the user may not use it (rabbitmqctl list_permissions -p VHOST); also a connection limit "
+    "reached or a vhost that is down (the broker's log says which)"
 )
 
 
