@@ -13,7 +13,7 @@ before any parsing, and a failed try never leaves half a snapshot behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import fcntl
 import gzip
 import hashlib
 import os
@@ -21,7 +21,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -109,6 +109,8 @@ class Downloaded:
     # SHA-256 of the decoded body.
     sha256: bytes | None = None
     path: Path | None = None
+    # The spool file's owner lock (see `sweep_spool`), held until `discard()`.
+    held: int | None = field(default=None, repr=False)
 
     @property
     def last_modified_at(self) -> datetime | None:
@@ -131,9 +133,8 @@ class Downloaded:
 
     def discard(self) -> None:
         if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            self.path = None
+            _forget(self.path, self.held)
+            self.path = self.held = None
 
 
 class _Decoder:
@@ -208,8 +209,65 @@ class _Decoder:
             raise FetchFailed(ReasonCode.PARSE_ERROR, "the gzip body is truncated")
 
 
-def _forget(path: Path) -> None:
+def _forget(path: Path, held: int | None) -> None:
     path.unlink(missing_ok=True)
+    if held is not None:
+        os.close(held)
+
+
+# Spool files: `rwasync-feed-*.body` in the spool directory. Their owner holds a shared lock on
+# each from just after making it until it discards it; one younger than this may be in between.
+SPOOL_PREFIX: Final = "rwasync-feed-"
+SPOOL_SUFFIX: Final = ".body"
+SWEEP_MIN_AGE_SECONDS: Final = 60.0
+
+
+def _spool_file(spool_dir: str | None) -> tuple[int, Path, int]:
+    """A new spool file: (its descriptor for writing, its path, the owner lock's descriptor)."""
+    fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=SPOOL_SUFFIX, dir=spool_dir)
+    held = os.open(name, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_SH)
+    return fd, Path(name), held
+
+
+def sweep_spool(
+    spool_dir: str | None = None, *, min_age: float = SWEEP_MIN_AGE_SECONDS
+) -> tuple[int, int]:
+    """Remove the spool files no process holds any more, returning (files, bytes).
+
+    A process killed mid-download or mid-run (SIGKILL, the OOM killer) leaves its body behind,
+    up to the body cap each, and the spool directory outlives a container restart (an emptyDir, a
+    compose volume): without a sweep the leftovers fill the room the next large feed needs. A
+    file whose owner lives is locked and stays, whichever process (or service) owns it.
+    """
+    directory = Path(spool_dir or tempfile.gettempdir())
+    files = size = 0
+    now = time.time()
+    for path in directory.glob(f"{SPOOL_PREFIX}*{SPOOL_SUFFIX}"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        try:
+            stat = os.fstat(fd)
+            if now - stat.st_mtime < min_age:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its owner is alive
+            path.unlink(missing_ok=True)
+            files, size = files + 1, size + stat.st_size
+        finally:
+            os.close(fd)
+    return files, size
+
+
+def sweep_leftover_spool(spool_dir: str | None = None) -> None:
+    """`sweep_spool` at a service's start, logging what a killed predecessor left behind."""
+    files, size = sweep_spool(spool_dir)
+    if files:
+        log.warning("feed.spool_swept", files=files, bytes=size, directory=spool_dir or "")
 
 
 def _url(text: str, what: str) -> URL:
@@ -359,8 +417,7 @@ async def download(
         resolver=GuardedResolver(policy), use_dns_cache=False, force_close=True
     )
     session_headers = CIMultiDict({"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"})
-    fd, name = tempfile.mkstemp(prefix="rwasync-feed-", suffix=".body", dir=spool_dir)
-    path = Path(name)
+    fd, path, held = _spool_file(spool_dir)
     tries = 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -396,25 +453,25 @@ async def download(
                         except Exception as exc:  # classified; unknown errors are re-raised
                             raise _classify(exc) from exc
     except FetchFailed as failure:
-        _forget(path)
+        _forget(path, held)
         if failure.retryable and tries > 1:
             raise FetchFailed(
                 failure.reason_code, f"{failure.reason} (after {tries} tries)"
             ) from failure
         raise
     except BaseException:
-        _forget(path)
+        _forget(path, held)
         raise
     result = Downloaded(
         url=str(final), not_modified=status == 304, started_at=started_at, tries=tries,
         validators=answered,
     )  # fmt: skip
     if decoder is None:
-        _forget(path)
+        _forget(path, held)
         return result
     result.gzip = decoder.compressed
     result.body_bytes = decoder.body_bytes
     result.decoded_bytes = decoder.decoded_bytes
     result.sha256 = decoder.sha256.digest()
-    result.path = path
+    result.path, result.held = path, held
     return result

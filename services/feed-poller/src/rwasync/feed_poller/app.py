@@ -6,6 +6,7 @@ from aiohttp import web
 
 from rwasync.feed_poller.poller import FeedPoller
 from rwasync.feed_poller.settings import FeedPollerSettings
+from rwasync.feeds.fetch import sweep_leftover_spool
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database
 from rwasync.platform.http import add_health_routes, new_app, run
@@ -31,7 +32,12 @@ def create_app(settings: FeedPollerSettings) -> web.Application:
     app[POLLER_KEY] = poller
     add_health_routes(app, [database_check(db), broker_check(broker), polling])
     app.cleanup_ctx.append(
-        connections_context(db, broker, on_start=[poller.start], on_stop=[poller.stop])
+        connections_context(
+            db,
+            broker,
+            on_start=[lambda: sweep_leftover_spool(settings.spool_dir or None), poller.start],
+            on_stop=[poller.stop],
+        )
     )
     return app
 

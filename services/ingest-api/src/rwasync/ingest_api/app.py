@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from rwasync.feeds.auth import FeedSecrets
-from rwasync.feeds.fetch import FetchLimits
+from rwasync.feeds.fetch import FetchLimits, sweep_leftover_spool
 from rwasync.ingest_api.acceptance import AcceptanceClock, EventPublisher, PublishingLimits
 from rwasync.ingest_api.asset_reads import AssetReads
 from rwasync.ingest_api.asset_writes import AssetWrites
@@ -135,7 +135,8 @@ def create_app(settings: IngestSettings) -> web.Application:
     add_health_routes(app, [database_check(db), broker_check(broker)])
     app.add_routes(api.routes())
     api.serve_docs(app)
-    app.cleanup_ctx.append(connections_context(db, broker))
+    # A feed preview spools to the system's temporary directory, as the poller does by default.
+    app.cleanup_ctx.append(connections_context(db, broker, on_start=[sweep_leftover_spool]))
     if _shares_port(settings) and settings.shared_port_ready_wait > 0:
         app.cleanup_ctx.append(_connected_first(db, broker, settings.shared_port_ready_wait))
     receipt_retention = timedelta(hours=settings.receipt_retention_hours)

@@ -1,0 +1,92 @@
+"""Spool files left by a killed process are swept when a service starts; a live owner's file,
+whichever process owns it, stays (review: a SIGKILLed or OOM-killed poller left up to 512 MiB per
+run in a /tmp that outlives a container restart, so the next large feed found no room)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rwasync.feeds.fetch import (
+    SPOOL_PREFIX,
+    SPOOL_SUFFIX,
+    SWEEP_MIN_AGE_SECONDS,
+    Downloaded,
+    Validators,
+    _spool_file,
+    sweep_spool,
+)
+from rwasync.schema.timestamps import utc_now
+
+pytestmark = pytest.mark.unit
+
+OWNER = """
+import sys, time
+from rwasync.feeds.fetch import _spool_file
+fd, path, held = _spool_file(sys.argv[1])
+with open(fd, "wb") as out:
+    out.write(b"x" * 1000)
+print(path, flush=True)
+time.sleep(60)
+"""
+
+
+def age(path: Path, seconds: float = SWEEP_MIN_AGE_SECONDS + 5) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def owned_by_a_child(directory: Path) -> tuple[subprocess.Popen[str], Path]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(directory)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    return child, Path(child.stdout.readline().strip())
+
+
+def test_a_killed_owners_file_is_swept_and_a_live_owners_stays(tmp_path: Path) -> None:
+    live, live_file = owned_by_a_child(tmp_path)
+    killed, killed_file = owned_by_a_child(tmp_path)
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        for path in (live_file, killed_file):
+            age(path)
+        assert sweep_spool(str(tmp_path)) == (1, 1000)
+        assert live_file.exists() and not killed_file.exists()
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+
+
+def test_this_process_keeps_its_own_file_until_it_discards_it(tmp_path: Path) -> None:
+    fd, path, held = _spool_file(str(tmp_path))
+    os.close(fd)
+    age(path)
+    assert sweep_spool(str(tmp_path)) == (0, 0) and path.exists()
+    downloaded = Downloaded(
+        url="http://x/", not_modified=False, started_at=utc_now(), tries=1,
+        validators=Validators(), path=path, held=held,
+    )  # fmt: skip
+    downloaded.discard()
+    assert not path.exists()
+    with pytest.raises(OSError):
+        os.fstat(held)  # the owner lock is released with the file
+
+
+def test_a_young_file_and_other_files_are_left_alone(tmp_path: Path) -> None:
+    young = tmp_path / f"{SPOOL_PREFIX}young{SPOOL_SUFFIX}"
+    young.write_bytes(b"being made")
+    other = tmp_path / "rwasync-other.body"
+    other.write_bytes(b"not a spool file")
+    age(other)
+    assert sweep_spool(str(tmp_path)) == (0, 0)
+    assert young.exists() and other.exists()
+    age(young)
+    assert sweep_spool(str(tmp_path)) == (1, len(b"being made"))
