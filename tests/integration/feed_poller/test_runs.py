@@ -355,6 +355,54 @@ async def test_a_stopping_poller_hands_its_runs_back(
     assert await db.fetchval(queries.RECOVER_EXPIRED_RUNS) is None
 
 
+async def test_a_run_whose_lease_was_lost_stops_here(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A replica whose lease ran out (the database away for a lease, say) while another replica
+    recovered and claimed its run went on fetching, comparing and publishing the same run until
+    `finish` said it was not its own (review). Its next renewal now finds the run gone and stops
+    it; the other replica's claim stands."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(_: web.Request) -> web.StreamResponse:
+        started.set()
+        await release.wait()
+        return web.Response(status=503)
+
+    feed_id = await add_feed(db, provider_id, feed_server.serve("/hang.json", hang))
+    # Left alone, the fetch would wait 30 s for a byte before failing.
+    settings = poller_settings(
+        database_url, vhost_amqp_url, run_lease_seconds=10, min_rate_seconds=30, total_timeout=60
+    )
+    async with running_poller(settings) as (poller, _):
+        run_id = await trigger(db, feed_id)
+        await asyncio.wait_for(started.wait(), 10)
+        assert poller.runs_in_progress == [run_id]
+        await db.execute(
+            "UPDATE feed_runs SET claimed_by = 'replica-b', claimed_until = now() + interval"
+            " '10 minutes' WHERE run_id = $1",
+            run_id,
+        )
+
+        async def in_progress() -> list[str]:
+            return poller.runs_in_progress
+
+        try:
+            # Renewals come every third of the lease (~3.3 s).
+            await eventually(in_progress, lambda r: r == [], timeout=10, what="the run stopped")
+        finally:
+            release.set()
+        assert poller.is_running()
+    row = await run_row(db, run_id)
+    assert (row["status"], row["claimed_by"]) == ("running", "replica-b")
+
+
+def test_leases_must_be_renewed_more_often_than_they_run_out() -> None:
+    with pytest.raises(ValueError, match="at most a third of RWASYNC_FEED_POLLER_RUN_LEASE"):
+        poller_settings("postgresql://x/y", "amqp://x/", run_lease_seconds=30, poll_interval=11)
+    assert poller_settings("postgresql://x/y", "amqp://x/", run_lease_seconds=30, poll_interval=10)
+
+
 async def test_one_provider_s_hanging_feeds_leave_slots_for_the_others(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

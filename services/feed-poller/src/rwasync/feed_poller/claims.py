@@ -70,13 +70,16 @@ class RunClaims:
                 return ClaimedRun.from_row(row, is_approval=False)
         return None
 
-    async def renew(self, run_ids: list[str]) -> None:
-        """Keep these runs' leases alive (at most every third of a lease)."""
+    async def renew(self, run_ids: list[str]) -> set[str]:
+        """Keep these runs' leases alive (at most every third of a lease); returns the runs that
+        are no longer this replica's (the lease ran out, say while the database was away, and
+        the run went back to the queue: another replica may be running it)."""
         now = time.monotonic()
         if not run_ids or now - self._last_renewal < self._lease / 3:
-            return
-        await self._db.execute(queries.RENEW_LEASES, run_ids, self.replica_id, self._lease)
+            return set()
+        rows = await self._db.fetch(queries.RENEW_LEASES, run_ids, self.replica_id, self._lease)
         self._last_renewal = now
+        return set(run_ids) - {row["run_id"] for row in rows}
 
     async def release(self, run_ids: list[str]) -> None:
         """Hand unfinished runs back at once (on shutdown), rather than when the lease expires."""

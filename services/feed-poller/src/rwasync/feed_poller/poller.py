@@ -70,6 +70,8 @@ class FeedPoller:
         self._wakeup = asyncio.Event()
         self._listener = Wakeup(settings.database_url, self._wakeup)
         self._active: dict[str, asyncio.Task[None]] = {}
+        # Runs recording their end: past their lease check (`finish` decides whose they are).
+        self._finishing: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -82,6 +84,10 @@ class FeedPoller:
 
     def is_running(self) -> bool:
         return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    @property
+    def runs_in_progress(self) -> list[str]:
+        return list(self._active)
 
     @property
     def is_listening(self) -> bool:
@@ -127,7 +133,13 @@ class FeedPoller:
                     await self._wakeup.wait()
 
     async def _tick(self) -> None:
-        await self._claims.renew(list(self._active))
+        for run_id in await self._claims.renew(list(self._active)):
+            task = self._active.get(run_id)
+            if task is not None and run_id not in self._finishing:
+                # Two replicas must not run one feed: this one stops (nothing it published is
+                # lost or harmful: the reconciler's version guard sees repeats as such).
+                log.warning("feed run lease lost, stopping it here", run_id=run_id)
+                task.cancel()
         await self._claims.schedule_due()
         if not self._broker.is_ready():
             # A run could not publish: leave queued runs for when the broker answers.
@@ -159,6 +171,7 @@ class FeedPoller:
                     reason=f"internal error: {type(exc).__name__}: {exc}",
                     reason_code=ReasonCode.INTERNAL_ERROR,
                 )
+            self._finishing.add(claim.run_id)
             if not await self._claims.finish(claim, outcome):
                 bound.warning("feed run was no longer ours to finish (lease lost)")
                 return
@@ -177,5 +190,9 @@ class FeedPoller:
             # Recording failed (database away): the lease expires and the run is queued again.
             bound.exception("could not record the end of a feed run")
         finally:
-            self._active.pop(claim.run_id, None)
+            self._finishing.discard(claim.run_id)
+            # Only its own entry: a run stopped for a lost lease may meanwhile have been claimed
+            # again by this replica, under the same run id.
+            if self._active.get(claim.run_id) is asyncio.current_task():
+                del self._active[claim.run_id]
             self._wakeup.set()

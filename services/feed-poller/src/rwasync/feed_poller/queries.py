@@ -129,6 +129,7 @@ LOCK_CLAIMS = "SELECT pg_advisory_xact_lock($1::int, 0)"
 RENEW_LEASES = """
 UPDATE feed_runs SET claimed_until = now() + make_interval(secs => $3)
 WHERE run_id = ANY($1::text[]) AND claimed_by = $2
+RETURNING run_id
 """
 
 # Runs whose replica stopped renewing its lease (it died): back to the queue. Approvals need no

@@ -5,7 +5,9 @@ Shared with the CLI and the provider API: the allow-list of private networks fee
 (`RWASYNC_FEED_SECRETS_KEY`), both in `CommonSettings`.
 """
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from rwasync.platform.settings import Port, ServiceSettings, settings_config
 
@@ -62,3 +64,14 @@ class FeedPollerSettings(ServiceSettings):
     max_stored_errors: int = Field(1000, ge=0)
     # Name this replica writes into `feed_runs.claimed_by`; empty: host name, pid and a random tag.
     replica_id: str = ""
+
+    @model_validator(mode="after")
+    def _leases_renewed_in_time(self) -> Self:
+        # Leases are renewed on the loop's ticks, every third of a lease at most: a tick less
+        # often than that would let a working replica's runs lapse and be run twice.
+        if self.poll_interval > self.run_lease_seconds / 3:
+            raise ValueError(
+                f"RWASYNC_FEED_POLLER_POLL_INTERVAL ({self.poll_interval}) must be at most a third"
+                f" of RWASYNC_FEED_POLLER_RUN_LEASE_SECONDS ({self.run_lease_seconds})"
+            )
+        return self
