@@ -137,6 +137,8 @@ async def test_status_reports_queues_backlog_runs_dead_letters_and_problems(
 
     runs = report["feed_runs"]
     assert runs["recent"][0]["run_id"] == run_id and runs["recent"][0]["status"] == "failed"
+    # The reason in words, not only its code: what an operator acts on (operator trial).
+    assert runs["recent"][0]["reason"] == "connection refused"
     assert runs["last_24h"] == {"failed": 1} and runs["failure_rate"] == 1.0
     assert report["dead_letters"]["total"] == 1 and report["dead_letters"]["last_hour"] == 1
     assert report["dead_letters"]["items"][0]["queue"] == topology.RECONCILER_QUEUE

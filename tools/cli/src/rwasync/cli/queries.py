@@ -124,8 +124,8 @@ GROUP BY type
 """
 
 RECENT_FEED_RUNS: Final = """
-SELECT run_id, feed_id, provider_id, status, reason_code, trigger, requested_at, started_at,
-       finished_at, counts
+SELECT run_id, feed_id, provider_id, status, reason_code, reason, trigger, requested_at,
+       started_at, finished_at, counts
 FROM feed_runs ORDER BY requested_at DESC LIMIT $1
 """
 
