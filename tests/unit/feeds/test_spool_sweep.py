@@ -1,6 +1,7 @@
-"""Spool files left by a killed process are swept when a service starts; a live owner's file,
-whichever process owns it, stays (review: a SIGKILLed or OOM-killed poller left up to 512 MiB per
-run in a /tmp that outlives a container restart, so the next large feed found no room)."""
+"""Spool files left by a killed process are swept when a service starts, however young; a live
+owner's file, whichever process owns it, stays (review: a SIGKILLed or OOM-killed poller left up
+to 512 MiB per run in a /tmp that outlives a container restart, so the next large feed found no
+room)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,6 @@ import pytest
 from rwasync.feeds.fetch import (
     SPOOL_PREFIX,
     SPOOL_SUFFIX,
-    SWEEP_MIN_AGE_SECONDS,
     Downloaded,
     Validators,
     _spool_file,
@@ -37,11 +36,6 @@ time.sleep(60)
 """
 
 
-def age(path: Path, seconds: float = SWEEP_MIN_AGE_SECONDS + 5) -> None:
-    then = time.time() - seconds
-    os.utime(path, (then, then))
-
-
 def owned_by_a_child(directory: Path) -> tuple[subprocess.Popen[str], Path]:
     child = subprocess.Popen(
         [sys.executable, "-c", OWNER, str(directory)], stdout=subprocess.PIPE, text=True
@@ -56,8 +50,7 @@ def test_a_killed_owners_file_is_swept_and_a_live_owners_stays(tmp_path: Path) -
     try:
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=30)
-        for path in (live_file, killed_file):
-            age(path)
+        # At once: a restarted service comes back within seconds of the kill.
         assert sweep_spool(str(tmp_path)) == (1, 1000)
         assert live_file.exists() and not killed_file.exists()
     finally:
@@ -68,7 +61,8 @@ def test_a_killed_owners_file_is_swept_and_a_live_owners_stays(tmp_path: Path) -
 def test_this_process_keeps_its_own_file_until_it_discards_it(tmp_path: Path) -> None:
     fd, path, held = _spool_file(str(tmp_path))
     os.close(fd)
-    age(path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # under its final name only
+    assert path.name.startswith(SPOOL_PREFIX) and path.name.endswith(SPOOL_SUFFIX)
     assert sweep_spool(str(tmp_path)) == (0, 0) and path.exists()
     downloaded = Downloaded(
         url="http://x/", not_modified=False, started_at=utc_now(), tries=1,
@@ -80,13 +74,11 @@ def test_this_process_keeps_its_own_file_until_it_discards_it(tmp_path: Path) ->
         os.fstat(held)  # the owner lock is released with the file
 
 
-def test_a_young_file_and_other_files_are_left_alone(tmp_path: Path) -> None:
-    young = tmp_path / f"{SPOOL_PREFIX}young{SPOOL_SUFFIX}"
-    young.write_bytes(b"being made")
-    other = tmp_path / "rwasync-other.body"
-    other.write_bytes(b"not a spool file")
-    age(other)
-    assert sweep_spool(str(tmp_path)) == (0, 0)
-    assert young.exists() and other.exists()
-    age(young)
-    assert sweep_spool(str(tmp_path)) == (1, len(b"being made"))
+def test_files_of_other_names_are_left_alone(tmp_path: Path) -> None:
+    leftover = tmp_path / f"{SPOOL_PREFIX}leftover{SPOOL_SUFFIX}"
+    leftover.write_bytes(b"left by a killed run")
+    others = [tmp_path / "rwasync-other.body", tmp_path / f"{SPOOL_PREFIX}x.new"]
+    for other in others:
+        other.write_bytes(b"not a spool file")
+    assert sweep_spool(str(tmp_path)) == (1, len(b"left by a killed run"))
+    assert not leftover.exists() and all(other.exists() for other in others)

@@ -215,24 +215,32 @@ def _forget(path: Path, held: int | None) -> None:
         os.close(held)
 
 
-# Spool files: `rwasync-feed-*.body` in the spool directory. Their owner holds a shared lock on
-# each from just after making it until it discards it; one younger than this may be in between.
+# Spool files: `rwasync-feed-*.body` in the spool directory. Each is locked (a shared `flock`) by
+# its owner before it takes that name, and stays locked until its owner discards it.
 SPOOL_PREFIX: Final = "rwasync-feed-"
 SPOOL_SUFFIX: Final = ".body"
-SWEEP_MIN_AGE_SECONDS: Final = 60.0
 
 
 def _spool_file(spool_dir: str | None) -> tuple[int, Path, int]:
-    """A new spool file: (its descriptor for writing, its path, the owner lock's descriptor)."""
-    fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=SPOOL_SUFFIX, dir=spool_dir)
-    held = os.open(name, os.O_RDONLY)
-    fcntl.flock(held, fcntl.LOCK_SH)
-    return fd, Path(name), held
+    """A new spool file: (its descriptor for writing, its path, the owner lock's descriptor).
+    Made under another name and locked first, so a sweep never sees one of its name unlocked."""
+    while True:
+        fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".new", dir=spool_dir)
+        held = os.open(name, os.O_RDONLY)
+        fcntl.flock(held, fcntl.LOCK_SH)
+        path = Path(name).with_suffix(SPOOL_SUFFIX)
+        try:
+            os.link(name, path)  # never over a file of that name (`rename` would replace it)
+        except FileExistsError:
+            os.close(fd)
+            os.close(held)
+            continue
+        finally:
+            os.unlink(name)
+        return fd, path, held
 
 
-def sweep_spool(
-    spool_dir: str | None = None, *, min_age: float = SWEEP_MIN_AGE_SECONDS
-) -> tuple[int, int]:
+def sweep_spool(spool_dir: str | None = None) -> tuple[int, int]:
     """Remove the spool files no process holds any more, returning (files, bytes).
 
     A process killed mid-download or mid-run (SIGKILL, the OOM killer) leaves its body behind,
@@ -242,7 +250,6 @@ def sweep_spool(
     """
     directory = Path(spool_dir or tempfile.gettempdir())
     files = size = 0
-    now = time.time()
     for path in directory.glob(f"{SPOOL_PREFIX}*{SPOOL_SUFFIX}"):
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -250,8 +257,6 @@ def sweep_spool(
             continue  # gone meanwhile, or not ours to read
         try:
             stat = os.fstat(fd)
-            if now - stat.st_mtime < min_age:
-                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
