@@ -3,7 +3,9 @@ the run lease, then 900 s, although the replica that claimed it was gone: the re
 did not take it over, a new `feed trigger` queued behind it (and `feed trigger --wait` waited),
 and the stuck run held one of the provider's run slots (operator trial). With the default lease
 (60 s, renewed every 20 s while a replica works) the feed runs again within about a minute of
-the poller coming back. In the fault suite: it waits out a real lease."""
+the poller coming back, and the body the killed poller was spooling is removed when the new one
+starts (review: it stayed in a /tmp that outlives a container restart). In the fault suite: it
+waits out a real lease."""
 
 from __future__ import annotations
 
@@ -52,8 +54,11 @@ def slow_first_feed() -> tuple[ThreadingHTTPServer, int]:
             self.end_headers()
             if served["n"] == 1:  # the first fetch trickles: the run is mid-way when killed
                 for b in FEED[:20]:
-                    self.wfile.write(bytes([b]))
-                    self.wfile.flush()
+                    try:
+                        self.wfile.write(bytes([b]))
+                        self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError):
+                        return  # the poller was killed
                     time.sleep(1)
                     if served["n"] > 1:
                         break
@@ -69,12 +74,29 @@ def slow_first_feed() -> tuple[ThreadingHTTPServer, int]:
 
 
 @pytest.fixture
-def poller_only(test_infra: Infra, template_database: str, tmp_path: Path) -> Iterator[System]:
-    with own_system(test_infra, template_database, tmp_path, services=("feed-poller",)) as s:
+def spool(tmp_path: Path) -> Path:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def poller_only(
+    test_infra: Infra, template_database: str, tmp_path: Path, spool: Path
+) -> Iterator[System]:
+    with own_system(
+        test_infra,
+        template_database,
+        tmp_path,
+        extra_env={"RWASYNC_FEED_POLLER_SPOOL_DIR": str(spool)},
+        services=("feed-poller",),
+    ) as s:
         yield s
 
 
-def test_a_feed_runs_again_soon_after_its_poller_was_killed_mid_run(poller_only: System) -> None:
+def test_a_feed_runs_again_soon_after_its_poller_was_killed_mid_run(
+    poller_only: System, spool: Path
+) -> None:
     server, port = slow_first_feed()
     try:
         _, provider = poller_only.cli("provider", "create", "Crash Estates", "--json")
@@ -90,6 +112,9 @@ def test_a_feed_runs_again_soon_after_its_poller_was_killed_mid_run(poller_only:
             time.sleep(0.5)
         assert runs["items"][0]["status"] == "running"
         poller_only.services["feed-poller"].stop(signal.SIGKILL)
+        # The body it was spooling stays behind; the restarted poller removes it at once.
+        left = list(spool.iterdir())
+        assert len(left) == 1, left
         poller_only.start("feed-poller")
         poller_only.cli("feed", "trigger", feed["feed_id"], "--json")
         deadline = time.monotonic() + 120
@@ -103,5 +128,7 @@ def test_a_feed_runs_again_soon_after_its_poller_was_killed_mid_run(poller_only:
         assert "ok" in statuses and "running" not in statuses, (
             f"120 s after the poller came back the feed's runs are {statuses}"
         )
+        assert not left[0].exists()
+        assert list(spool.iterdir()) == []
     finally:
         server.shutdown()
