@@ -13,22 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from rwasync.feeds.fetch import (
-    SPOOL_PREFIX,
-    SPOOL_SUFFIX,
-    Downloaded,
-    Validators,
-    _spool_file,
-    sweep_spool,
-)
+from rwasync.feeds.fetch import Downloaded, Validators
+from rwasync.feeds.spool import SPOOL_PREFIX, SPOOL_SUFFIX, spool_file, sweep_spool
 from rwasync.schema.timestamps import utc_now
 
 pytestmark = pytest.mark.unit
 
 OWNER = """
 import sys, time
-from rwasync.feeds.fetch import _spool_file
-fd, path, held = _spool_file(sys.argv[1])
+from rwasync.feeds.spool import spool_file
+fd, path, held = spool_file(sys.argv[1])
 with open(fd, "wb") as out:
     out.write(b"x" * 1000)
 print(path, flush=True)
@@ -59,7 +53,7 @@ def test_a_killed_owners_file_is_swept_and_a_live_owners_stays(tmp_path: Path) -
 
 
 def test_this_process_keeps_its_own_file_until_it_discards_it(tmp_path: Path) -> None:
-    fd, path, held = _spool_file(str(tmp_path))
+    fd, path, held = spool_file(str(tmp_path))
     os.close(fd)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # under its final name only
     assert path.name.startswith(SPOOL_PREFIX) and path.name.endswith(SPOOL_SUFFIX)

@@ -13,11 +13,9 @@ before any parsing, and a failed try never leaves half a snapshot behind.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import gzip
 import hashlib
 import os
-import tempfile
 import time
 import zlib
 from collections.abc import Mapping
@@ -33,6 +31,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from rwasync.feeds.guard import GuardedResolver, redact, same_origin
+from rwasync.feeds.spool import forget, spool_file
 from rwasync.platform.retry import retrying
 from rwasync.schema.addresses import AddressPolicy, AddressRefused
 from rwasync.schema.feeds import ReasonCode
@@ -109,7 +108,7 @@ class Downloaded:
     # SHA-256 of the decoded body.
     sha256: bytes | None = None
     path: Path | None = None
-    # The spool file's owner lock (see `sweep_spool`), held until `discard()`.
+    # The spool file's owner lock (see `spool`), held until `discard()`.
     held: int | None = field(default=None, repr=False)
 
     @property
@@ -133,7 +132,7 @@ class Downloaded:
 
     def discard(self) -> None:
         if self.path is not None:
-            _forget(self.path, self.held)
+            forget(self.path, self.held)
             self.path = self.held = None
 
 
@@ -207,72 +206,6 @@ class _Decoder:
         self._head = None
         if self._in_member:
             raise FetchFailed(ReasonCode.PARSE_ERROR, "the gzip body is truncated")
-
-
-def _forget(path: Path, held: int | None) -> None:
-    path.unlink(missing_ok=True)
-    if held is not None:
-        os.close(held)
-
-
-# Spool files: `rwasync-feed-*.body` in the spool directory. Each is locked (a shared `flock`) by
-# its owner before it takes that name, and stays locked until its owner discards it.
-SPOOL_PREFIX: Final = "rwasync-feed-"
-SPOOL_SUFFIX: Final = ".body"
-
-
-def _spool_file(spool_dir: str | None) -> tuple[int, Path, int]:
-    """A new spool file: (its descriptor for writing, its path, the owner lock's descriptor).
-    Made under another name and locked first, so a sweep never sees one of its name unlocked."""
-    while True:
-        fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".new", dir=spool_dir)
-        held = os.open(name, os.O_RDONLY)
-        fcntl.flock(held, fcntl.LOCK_SH)
-        path = Path(name).with_suffix(SPOOL_SUFFIX)
-        try:
-            os.link(name, path)  # never over a file of that name (`rename` would replace it)
-        except FileExistsError:
-            os.close(fd)
-            os.close(held)
-            continue
-        finally:
-            os.unlink(name)
-        return fd, path, held
-
-
-def sweep_spool(spool_dir: str | None = None) -> tuple[int, int]:
-    """Remove the spool files no process holds any more, returning (files, bytes).
-
-    A process killed mid-download or mid-run (SIGKILL, the OOM killer) leaves its body behind,
-    up to the body cap each, and the spool directory outlives a container restart (an emptyDir, a
-    compose volume): without a sweep the leftovers fill the room the next large feed needs. A
-    file whose owner lives is locked and stays, whichever process (or service) owns it.
-    """
-    directory = Path(spool_dir or tempfile.gettempdir())
-    files = size = 0
-    for path in directory.glob(f"{SPOOL_PREFIX}*{SPOOL_SUFFIX}"):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-        try:
-            stat = os.fstat(fd)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its owner is alive
-            path.unlink(missing_ok=True)
-            files, size = files + 1, size + stat.st_size
-        finally:
-            os.close(fd)
-    return files, size
-
-
-def sweep_leftover_spool(spool_dir: str | None = None) -> None:
-    """`sweep_spool` at a service's start, logging what a killed predecessor left behind."""
-    files, size = sweep_spool(spool_dir)
-    if files:
-        log.warning("feed.spool_swept", files=files, bytes=size, directory=spool_dir or "")
 
 
 def _url(text: str, what: str) -> URL:
@@ -422,7 +355,7 @@ async def download(
         resolver=GuardedResolver(policy), use_dns_cache=False, force_close=True
     )
     session_headers = CIMultiDict({"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"})
-    fd, path, held = _spool_file(spool_dir)
+    fd, path, held = spool_file(spool_dir)
     tries = 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -458,21 +391,21 @@ async def download(
                         except Exception as exc:  # classified; unknown errors are re-raised
                             raise _classify(exc) from exc
     except FetchFailed as failure:
-        _forget(path, held)
+        forget(path, held)
         if failure.retryable and tries > 1:
             raise FetchFailed(
                 failure.reason_code, f"{failure.reason} (after {tries} tries)"
             ) from failure
         raise
     except BaseException:
-        _forget(path, held)
+        forget(path, held)
         raise
     result = Downloaded(
         url=str(final), not_modified=status == 304, started_at=started_at, tries=tries,
         validators=answered,
     )  # fmt: skip
     if decoder is None:
-        _forget(path, held)
+        forget(path, held)
         return result
     result.gzip = decoder.compressed
     result.body_bytes = decoder.body_bytes

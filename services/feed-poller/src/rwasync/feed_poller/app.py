@@ -6,7 +6,7 @@ from aiohttp import web
 
 from rwasync.feed_poller.poller import FeedPoller
 from rwasync.feed_poller.settings import FeedPollerSettings
-from rwasync.feeds.fetch import sweep_leftover_spool
+from rwasync.feeds.spool import sweep_leftover_spool
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database
 from rwasync.platform.http import add_health_routes, new_app, run

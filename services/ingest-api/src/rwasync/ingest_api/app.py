@@ -16,7 +16,8 @@ import structlog
 from aiohttp import web
 
 from rwasync.feeds.auth import FeedSecrets
-from rwasync.feeds.fetch import FetchLimits, sweep_leftover_spool
+from rwasync.feeds.fetch import FetchLimits
+from rwasync.feeds.spool import sweep_leftover_spool
 from rwasync.ingest_api.acceptance import AcceptanceClock, EventPublisher, PublishingLimits
 from rwasync.ingest_api.asset_reads import AssetReads
 from rwasync.ingest_api.asset_writes import AssetWrites

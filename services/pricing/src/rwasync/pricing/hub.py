@@ -67,9 +67,10 @@ _EVENT_ID: Final = re.compile(EVENT_ID_PATTERN)
 
 def parse_event_id(text: str) -> Position:
     """The position of an id this API sent; ValueError otherwise."""
-    if not _EVENT_ID.fullmatch(text.strip()):
+    event_id = text.strip()
+    if not _EVENT_ID.fullmatch(event_id):
         raise ValueError(f"{text[:80]!r} is not an event id of this stream")
-    xid, _, change = text.strip().partition("-")
+    xid, _, change = event_id.partition("-")
     return int(xid), int(change)
 
 
