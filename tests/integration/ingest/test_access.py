@@ -224,6 +224,36 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(
     assert (await client.get("/healthz")).status == 200
 
 
+async def test_a_body_whose_chunks_break_off_mid_way_is_400_at_once(
+    ingest: Client, store: Database
+) -> None:
+    """aiohttp drops such a body without telling the handler reading it, which waited for the
+    rest until its 30 s deadline and answered 408."""
+    provider = await create_provider(store)
+    assert ingest.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", ingest.port)
+    head = (
+        "PUT /v1/assets/chunky-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: {provider.bearer['Authorization']}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    try:
+        writer.write(head.encode() + b'2\r\n{"\r\n')
+        await writer.drain()
+        await asyncio.sleep(0.3)  # the handler is reading the body by now
+        writer.write(b"zz\r\n}\r\n0\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head_bytes, _, body = answer.partition(b"\r\n\r\n")
+    assert head_bytes.startswith(b"HTTP/1.1 400 "), answer
+    assert b"application/problem+json" in head_bytes
+    detail = json.loads(body)["detail"]
+    assert detail == "the request is not valid HTTP/1.1: Invalid character in chunk size", detail
+    response = await ingest.get("/v1/assets/chunky-1", headers=provider.bearer)
+    assert response.status == 404
+
+
 SECRET = "rws_malformed_0123456789abcdef"
 
 

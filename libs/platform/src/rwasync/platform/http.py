@@ -399,7 +399,35 @@ def malformed_request_detail(
     return "the request is not valid HTTP/1.1"
 
 
+class BodyBroken(web.RequestPayloadError):
+    """The body's framing broke after its request reached a handler (a chunk size that is not
+    hexadecimal, say): what is wrong, quoting nothing the client sent."""
+
+
 class _ProblemRequestHandler(web_protocol.RequestHandler):
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        # aiohttp drops the body of a request whose framing breaks mid-way without telling it,
+        # and queues the refusal as a request of its own: the handler reading the body waited
+        # for the rest until its deadline (a 408 for a 400), and the refusal was answered after
+        # it. The refusal goes to the body's reader instead, whose answer closes the connection.
+        request = self._current_request
+        if request is None or len(self._messages) <= queued:
+            return
+        refused = self._messages[-1][0]
+        if isinstance(refused, web_protocol._ErrInfo) and not request.content.is_eof():
+            self._messages.pop()
+            log.warning(
+                "malformed request refused",
+                status=400,
+                error=type(refused.exc).__name__,
+                client=request.remote,
+            )
+            detail = malformed_request_detail(refused.exc, 400, max_line_size=self.max_line_size)
+            request.content.set_exception(BodyBroken(detail))
+            self.close()  # once it is answered: nothing after it can be read as a request
+
     def handle_error(
         self,
         request: BaseRequest,

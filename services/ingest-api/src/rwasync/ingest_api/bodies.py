@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from rwasync.platform.http import Problem, bad_query, query_timestamp, send_continue
+from rwasync.platform.http import BodyBroken, Problem, bad_query, query_timestamp, send_continue
 from rwasync.schema import jsonsafe
 from rwasync.schema.errors import FieldError, error_count
 
@@ -87,19 +87,17 @@ async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
     Content-Encoding does not match it)."""
     try:
         return await _read_body(request, limits)
-    except web.RequestPayloadError:
+    except web.RequestPayloadError as exc:
         # Nothing more can be read: aiohttp must not try to drain it after the answer (it would
         # log the same error again as unhandled).
         request.content.feed_eof()
-        raise _closing(
-            Problem(
-                400,
-                "Bad Request",
-                "the request is not valid HTTP/1.1: the body cannot be decoded as its "
-                "Content-Encoding says",
-                kind="malformed-request",
-            )
-        ) from None
+        detail = (
+            str(exc)
+            if isinstance(exc, BodyBroken)
+            else "the request is not valid HTTP/1.1: the body cannot be decoded as its "
+            "Content-Encoding says"
+        )
+        raise _closing(Problem(400, "Bad Request", detail, kind="malformed-request")) from None
 
 
 async def _read_body(request: web.Request, limits: BodyLimits) -> bytes:
