@@ -170,6 +170,20 @@ async def test_bearer_token_and_utf8_charset_are_accepted_and_the_path_id_fills_
     assert event.payload.document["id"] == "from-the-path"
 
 
+async def test_a_byte_order_mark_before_a_body_is_ignored(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    """Some tools write one first; it was a 400 saying "decode using utf-8-sig"."""
+    response = await ingest.put(
+        "/v1/assets/bom-1",
+        data=b"\xef\xbb\xbf" + json.dumps(house("bom-1")).encode(),
+        headers={**JSON, **provider.bearer},
+    )
+    event_id = await accepted_event_id(response)
+    (event,) = decode_message((await queues.next(queues.assets)).body).events
+    assert event.event_id == event_id and event.asset_id == "bom-1"
+
+
 async def test_acceptance_instants_increase_across_requests(
     ingest: Client, queues: Queues, provider: Provider
 ) -> None:

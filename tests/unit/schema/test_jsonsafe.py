@@ -98,11 +98,19 @@ def test_raw_surrogate_in_a_str_body_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"name": "\xff"}', b'{"name": "\xed\xa0\x80"}', b"\xef\xbb\xbf{}", b'"\xc3"'],
+    [b'{"name": "\xff"}', b'{"name": "\xed\xa0\x80"}', b'"\xc3"'],
 )
 def test_invalid_utf8_is_refused(body: bytes) -> None:
     with pytest.raises(MalformedJSON):
         loads(body)
+
+
+def test_a_leading_byte_order_mark_is_ignored_and_only_there() -> None:
+    assert loads(b"\xef\xbb\xbf{}") == {}
+    with pytest.raises(MalformedJSON):
+        loads(b"{}\xef\xbb\xbf")
+    with pytest.raises(MalformedJSON):
+        loads(b"\xef\xbb\xbf\xef\xbb\xbf{}")
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"{'a': 1}", b'{"a": 1,}', b"[1] [2]", b"01"])

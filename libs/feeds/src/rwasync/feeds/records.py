@@ -116,8 +116,9 @@ class _JsonText:
     def __init__(self, stream: IO[bytes], read_bytes: int = READ_BYTES) -> None:
         self._stream = stream
         self._read_bytes = read_bytes
-        # Invalid UTF-8 is kept as lone surrogates, so only the item carrying it fails.
-        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        # Invalid UTF-8 is kept as lone surrogates, so only the item carrying it fails; a byte
+        # order mark that some exporters put first is dropped.
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")("surrogateescape")
         self._scan = _SCANNER
         self.text = ""
         self.pos = 0
@@ -362,10 +363,16 @@ def line_id(line: bytes) -> str | None:
 
 def _json_lines(stream: IO[bytes]) -> Iterator[RawRecord]:
     index = 0
+    first = True
     while True:
         line = stream.readline(MAX_ITEM_CHARS + 1)
         if not line:
             return
+        if first:
+            # A byte order mark that some exporters put first would make the first line an
+            # invalid item whose id cannot be read, and so its stored asset a deletion.
+            line = line.removeprefix(codecs.BOM_UTF8)
+            first = False
         if len(line) > MAX_ITEM_CHARS and not line.endswith(b"\n"):
             raise FeedInvalid(
                 ReasonCode.SIZE_LIMIT, f"line {index + 1} is longer than {MAX_ITEM_CHARS} bytes"

@@ -109,6 +109,8 @@ def loads(body: bytes | str) -> Any:
             raise MalformedJSON(
                 f"text is not valid UTF-8 (byte 0x{bad:02x} at byte {exc.start + 1})"
             ) from None
+        # A byte order mark, which some tools write first, is ignored (RFC 8259 8.1 allows it).
+        text = text.removeprefix("\ufeff")
     else:
         text = body
         _check_raw_text(text)
