@@ -264,6 +264,44 @@ async def test_a_snapshot_older_than_the_last_applied_one_is_held_until_approved
     assert approved["status"] == "ok", approved["reason"]
 
 
+async def test_an_invalid_item_without_a_readable_id_holds_a_run_that_would_delete(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A line garbled from its start protects nothing by its id, yet may be any stored asset:
+    the run that would delete is held (`unidentified_items`) until someone decides; without
+    deletions it ends `ok`. Before, it deleted a2 here."""
+    stored_at = utc_now().replace(microsecond=0) - timedelta(days=1)
+    for asset_id in ("a1", "a2", "a3"):
+        await store_asset(db, provider_id, asset_id, updated_at=stored_at)
+    lines = [orjson.dumps(asset(a)) for a in ("a1", "a3")] + [b'garbled {"id": "a2"']
+    everything = [orjson.dumps(asset(a)) for a in ("a1", "a2", "a3")] + [b"not json"]
+    url = feed_server.serve(
+        "/feed.jsonl", body(b"\n".join(lines) + b"\n"), body(b"\n".join(everything) + b"\n")
+    )
+    feed_id = await add_feed(db, provider_id, url, fmt="jsonl")
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        held = await wait_for_run(db, await trigger(db, feed_id))
+        assert (held["status"], held["reason_code"]) == ("held", "unidentified_items"), held
+        assert "1 invalid item(s) carry no id" in held["reason"], held["reason"]
+        assert held["counts"]["held_deletions"] == 1
+        assert await Published(vhost_amqp_url).messages(expect_events=0, timeout=1) == []
+        undeleting = await wait_for_run(db, await trigger(db, feed_id))
+        assert undeleting["status"] == "ok", undeleting["reason"]
+        assert undeleting["counts"]["deleted"] == 0 and undeleting["counts"]["invalid"] == 1
+        # The later run read a snapshot: the held one stays held; a fresh hold is approved.
+        url_again = feed_server.serve("/again.jsonl", body(b"\n".join(lines) + b"\n"))
+        again = await add_feed(db, provider_id, url_again, fmt="jsonl")
+        await db.execute("UPDATE feed_sources SET enabled = false WHERE feed_id = $1", feed_id)
+        second_hold = await wait_for_run(db, await trigger(db, again))
+        assert second_hold["reason_code"] == "unidentified_items", second_hold
+        async with db.connection() as conn:
+            await feeds.decide_run(conn, second_hold["run_id"], "approve", provider_id=provider_id)
+        approved = await wait_for_run(db, second_hold["run_id"])
+        published = await Published(vhost_amqp_url).messages(expect_events=1)
+    assert approved["status"] == "ok", approved["reason"]
+    assert [(type(e), e.asset_id) for m in published for e in m.events] == [(AssetDeleted, "a2")]
+
+
 async def test_an_item_older_than_the_stored_asset_sends_no_price(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

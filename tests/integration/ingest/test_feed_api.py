@@ -602,6 +602,39 @@ async def test_a_format_contradicting_the_content_type_is_a_400_naming_it(
         assert refused["detail"].startswith("format: "), refused
 
 
+async def test_a_preview_answers_a_failing_file_as_failed_and_holds_unidentified_items(
+    feed_api: Client, store: Database
+) -> None:
+    """More items than `total_assets` fails the file: the answer was `failed` beside a preview
+    of what its items would do. A line whose id cannot be read, in a snapshot that would delete,
+    holds the run (`unidentified_items`), as the poller does."""
+    provider = await create_provider(store)
+    await store_asset(
+        store, provider.provider_id, "gone", updated_at=datetime(2025, 1, 1, tzinfo=UTC)
+    )
+    response = await feed_api.post(
+        "/v1/validate/feed",
+        data=feed_body(ITEMS[:2], timestamp=snapshot_at(), total=1),
+        headers={**JSON, **provider.bearer},
+    )
+    failed = await response.json()
+    assert response.status == 200 and failed == {
+        "valid": False,
+        "status": "failed",
+        "reason_code": "parse_error",
+        "reason": "the feed holds 2 items, more than its total_assets 1",
+    }, failed
+    lines = b"\n".join([orjson.dumps(ITEMS[0]), b"{{garbled"]) + b"\n"
+    response = await feed_api.post(
+        "/v1/validate/feed",
+        data=lines,
+        headers={"Content-Type": "application/x-ndjson", **provider.bearer},
+    )
+    held = await response.json()
+    assert (held["status"], held["reason_code"]) == ("held", "unidentified_items"), held
+    assert held["preview"]["delete"] == 1
+
+
 async def test_validate_feed_by_url_reports_holds_and_failures(
     feed_api: Client, store: Database, feeds_host: FeedServer
 ) -> None:

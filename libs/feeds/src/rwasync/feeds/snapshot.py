@@ -300,9 +300,11 @@ def hold_verdict(
     threshold: DeletionThreshold,
     snapshot_time: datetime,
     last_applied: datetime | None = None,
+    unidentified: int = 0,
 ) -> Verdict | None:
     """The first hold (or failure) that applies, in the order docs/api.md lists them.
-    `last_applied`: the snapshot time of the feed's latest applied (`ok`) run, if any."""
+    `last_applied`: the snapshot time of the feed's latest applied (`ok`) run, if any;
+    `unidentified`: the invalid items whose id could not be read."""
     if seen == 0:
         return Verdict(ReasonCode.EMPTY_FEED, "the feed lists no assets")
     if total_assets is not None and seen > total_assets:
@@ -337,6 +339,14 @@ def hold_verdict(
             f"the snapshot of {timestamp_text(snapshot_time)} would delete {deletions} of {live} "
             f"live assets, over the threshold (more than {percent} % and more than "
             f"{threshold.min_count})",
+        )
+    if unidentified and deletions:
+        # An invalid item listed by its id protects that asset from deletion; one whose id
+        # cannot be read (a line garbled from its start) protects nothing it could be.
+        return Verdict(
+            ReasonCode.UNIDENTIFIED_ITEMS,
+            f"{unidentified} invalid item(s) carry no id that can be read, and the snapshot "
+            f"would delete {deletions} asset(s): any of them may be one of those items",
         )
     return None
 

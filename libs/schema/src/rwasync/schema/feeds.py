@@ -57,6 +57,9 @@ class ReasonCode(StrEnum):
     # The snapshot is older than the feed's last applied one (a stale copy, a clock gone back).
     STALE_SNAPSHOT = "stale_snapshot"
     DELETION_THRESHOLD = "deletion_threshold"
+    # Invalid items whose id cannot be read, in a snapshot that would delete: any of them may
+    # be one of the assets it deletes.
+    UNIDENTIFIED_ITEMS = "unidentified_items"
     HTTP_STATUS = "http_status"
     FETCH_ERROR = "fetch_error"
     TIMEOUT = "timeout"

@@ -178,7 +178,7 @@ async def _preview(
     now = utc_now()
     rows: list[tuple[str, FeedRow]] = []
     errors: list[ItemError] = []
-    seen = invalid = 0
+    seen = invalid = unidentified = 0
     try:
         reader = read_records(fmt, stream)
         while batch := await asyncio.to_thread(
@@ -192,6 +192,8 @@ async def _preview(
                         errors.append(result)
                     if result.asset_id is not None:
                         rows.append((result.asset_id, FeedRow(result.index, False)))
+                    else:
+                        unidentified += 1
                 else:
                     rows.append(
                         (result.asset_id,
@@ -217,7 +219,11 @@ async def _preview(
         threshold=threshold,
         snapshot_time=facts.snapshot_time,
         last_applied=await conn.fetchval(LAST_APPLIED_SNAPSHOT, feed_id, provider_id),
+        unidentified=unidentified,
     )
+    if verdict is not None and verdict.failed and invalid < seen:
+        # A file that fails is answered as one: what its items would do is not the question.
+        return _failed(verdict.reason_code, verdict.reason)
     preview: dict[str, Any] = {
         "valid": invalid == 0 and (verdict is None or not verdict.failed),
         "status": "ok" if verdict is None else ("failed" if verdict.failed else "held"),

@@ -80,6 +80,7 @@ class _Snapshot:
     invalid: int
     errors: list[dict[str, Any]]
     body: BodySeen = field(default_factory=BodySeen)
+    unidentified: int = 0
 
 
 @dataclass
@@ -191,6 +192,7 @@ class RunPipeline:
                 staged.invalid,
                 [e.as_dict() for e in staged.errors],
                 body,
+                staged.unidentified,
             )
             return await self._compare_and_publish(
                 conn, claim, snapshot, received_at=downloaded.started_at, check_holds=True
@@ -294,6 +296,7 @@ class RunPipeline:
                 last_applied=await conn.fetchval(
                     queries.LAST_APPLIED_SNAPSHOT, claim.feed_id, claim.run_id
                 ),
+                unidentified=snapshot.unidentified,
             )
             if verdict is not None:
                 counts = Counts(

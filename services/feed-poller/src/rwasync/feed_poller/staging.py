@@ -35,6 +35,8 @@ class StagedFeed:
     skipped_validation: int = 0
     # The first `max_errors` invalid items, by index.
     errors: list[ItemError] = field(default_factory=list)
+    # Invalid items whose id could not be read.
+    unidentified: int = 0
 
 
 class _Staging:
@@ -45,6 +47,7 @@ class _Staging:
         self._run_id = run_id
         self._max_errors = max_errors
         self.invalid = 0
+        self.unidentified = 0
         self.skipped = 0
         self.errors: list[ItemError] = []
 
@@ -73,6 +76,7 @@ class _Staging:
         """Stage a validated batch: COPY text data from the worker, and its invalid items."""
         data, invalid = validated
         self.invalid += len(invalid)
+        self.unidentified += sum(1 for item in invalid if item.asset_id is None)
         self.errors.extend(invalid[: max(0, self._max_errors - len(self.errors))])
         if data:
             # A memoryview: asyncpg would take plain bytes for a file's path.
@@ -146,4 +150,6 @@ async def stage_feed(
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    return StagedFeed(facts, seen, staging.invalid, staging.skipped, staging.errors)
+    return StagedFeed(
+        facts, seen, staging.invalid, staging.skipped, staging.errors, staging.unidentified
+    )
