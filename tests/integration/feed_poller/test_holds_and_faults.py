@@ -4,6 +4,7 @@ stops confirming or goes away mid-run: through the running poller, real Postgres
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from rwasync.feed_poller import pipeline
 from rwasync.feed_poller.messages import upsert_event
 from rwasync.platform.db import Database
 from rwasync.schema import topology
+from rwasync.schema.asset import canonical_json, normalized_document, parse_asset
 from rwasync.schema.events import AssetDeleted, AssetUpserted
 from rwasync.schema.timestamps import timestamp_text, utc_now
 from rwasync.store import feeds
@@ -326,6 +328,48 @@ async def test_an_item_older_than_the_stored_asset_sends_no_price(
     assert (run["counts"]["created"], run["counts"]["unchanged"]) == (1, 2)
     assert [e.asset_id for m in published for e in m.events] == ["fresh"]
     assert [e.asset_id for m in prices for e in m.events] == ["fresh"]
+
+
+async def test_an_unchanged_item_whose_text_alone_changed_sends_no_price_again(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A price is sent when its item is new or changed since the feed's last copy. The same
+    content in other text (indented, another format) was validated afresh and sent its price
+    again, as of the new snapshot: a history point and a stream event with nothing new, and
+    over a fresher push."""
+    item = asset("p1", price={"amount": "51.62", "currency": "USD"})
+    document = normalized_document(parse_asset(item))
+    await db.execute(
+        """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at, event_id,
+                               source, document, content_hash, status, applied_at)
+           VALUES ($1, 'p1', $2, false, $2, gen_random_uuid(), 'push', $3, $4, 'active', now())""",
+        provider_id,
+        parse_asset(item).updated_at,
+        document,
+        hashlib.sha256(canonical_json(document)).digest(),
+    )
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=2)
+    repriced = {**item, "price": {"amount": "52", "currency": "USD"}}
+    indented = orjson.OPT_INDENT_2  # the same content, other text
+    url = feed_server.serve(
+        "/feed.json",
+        body(feed_body([item], timestamp=snapshot)),
+        body(orjson.dumps(orjson.loads(feed_body([item], timestamp=snapshot)), option=indented)),
+        body(feed_body([repriced], timestamp=snapshot + timedelta(minutes=1))),
+    )
+    feed_id = await add_feed(db, provider_id, url)
+    sent = []
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        for expected in (1, 0, 1):
+            run = await wait_for_run(db, await trigger(db, feed_id))
+            assert run["status"] == "ok", run["reason"]
+            prices = await Published(vhost_amqp_url, topology.PRICING_QUEUE).messages(
+                expect_events=expected, timeout=10 if expected else 1
+            )
+            sent.append([str(e.payload.amount) for m in prices for e in m.events])  # type: ignore[union-attr]
+    # The first listing sends the stored document's price (a pushed document's is catalogue data
+    # only); the same copy indented, nothing; the new price, itself.
+    assert sent == [["51.62"], [], ["52"]], sent
 
 
 async def test_a_push_after_the_snapshot_survives_and_a_later_feed_recreates_a_deletion(

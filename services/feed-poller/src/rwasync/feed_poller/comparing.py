@@ -38,6 +38,8 @@ class RowPayload:
     price: tuple[Any, str, Any] | None
     # An unchanged item's document taken from its tombstone (same content hash).
     stored_document: bytes | None
+    # Unchanged, and listed with this content by the feed's previous `ok` run: its price sent.
+    price_sent_before: bool = False
 
 
 def _stored(row: asyncpg.Record) -> StoredAsset | None:
@@ -68,6 +70,7 @@ def _feed_row(row: asyncpg.Record, with_payload: bool) -> FeedRow | None:
             if amount is not None
             else None,
             stored_document=row["stored_document"],
+            price_sent_before=row["price_sent_before"],
         )
     return FeedRow(
         index=row["item_index"],

@@ -295,6 +295,16 @@ ORDER BY 1
 _ELSEWHERE = LISTED_BY_ANOTHER_FEED.format(
     provider="$2", feed="(SELECT feed_id FROM feed_runs WHERE run_id = $1)"
 )
+# The feed's latest `ok` run before run $1 that kept its items: an unchanged item whose copy there
+# had the same content sent its price then (or when that content first appeared), so a copy
+# whose text alone changed (another format, other whitespace) sends none again.
+_PREVIOUS_OK_RUN = """
+SELECT r.run_id FROM feed_runs r
+WHERE r.feed_id = (SELECT feed_id FROM feed_runs WHERE run_id = $1) AND r.run_id <> $1
+  AND r.status = 'ok' AND r.staged_items IS NOT NULL
+ORDER BY r.finished_at DESC NULLS LAST
+LIMIT 1
+"""
 JOINED_FOR_PLAN = _JOINED.format(
     elsewhere=_ELSEWHERE,
     pending=PENDING_PUSHES.format(provider="$2"),
@@ -304,10 +314,15 @@ JOINED_FOR_PLAN = _JOINED.format(
 JOINED_FOR_PUBLISH = _JOINED.format(
     elsewhere=_ELSEWHERE,
     pending=PENDING_PUSHES.format(provider="$2"),
-    extra="""
+    extra=f"""
        , i.document, i.price_amount, i.price_currency, i.price_as_of,
        CASE WHEN i.valid AND i.document IS NULL AND s.deleted
-            THEN convert_to(s.document::text, 'UTF8') END AS stored_document""",
+            THEN convert_to(s.document::text, 'UTF8') END AS stored_document,
+       CASE WHEN i.price_amount IS NOT NULL AND NOT s.deleted AND s.content_hash = i.content_hash
+            THEN EXISTS (SELECT 1 FROM feed_run_items q
+                         WHERE q.run_id = ({_PREVIOUS_OK_RUN}) AND q.asset_id = i.asset_id
+                           AND q.valid AND q.content_hash = i.content_hash)
+            ELSE false END AS price_sent_before""",
     where=f"NOT COALESCE({_SETTLED_ROW}, false)",
 )
 
