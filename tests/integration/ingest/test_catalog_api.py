@@ -15,23 +15,13 @@ import pytest
 
 from rwasync.platform.db import Database
 from rwasync.reconciler.apply import AssetApplier
-from rwasync.store.tenants import digest, issue_reader_token, new_id
+from rwasync.store.tenants import digest
 from tests.integration.ingest.conftest import Provider, create_provider
-from tests.integration.ingest.helpers import Client, problem
+from tests.integration.ingest.helpers import Client, create_reader, problem
 from tests.support.events import at, deleted, upserted
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def create_reader(store: Database) -> dict[str, str]:
-    token = issue_reader_token()
-    await store.execute(
-        "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, 'Portal', $2)",
-        new_id("rdr"),
-        digest(token),
-    )
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def read(client: Client, path: str, headers: dict[str, str]) -> dict[str, Any]:
