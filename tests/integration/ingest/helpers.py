@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from rwasync.platform.db import Database
 from rwasync.schema.asset import content_hash
+from rwasync.store.tenants import digest, issue_reader_token, new_id
 
 Client = TestClient[web.Request, web.Application]
 JSON = {"Content-Type": "application/json"}
@@ -53,6 +54,17 @@ async def problem(response: ClientResponse, status: int) -> dict[str, Any]:
     # The status line says what the title says (a 422 is "Unprocessable Content" in both).
     assert response.reason == body["title"], (response.reason, body["title"])
     return body
+
+
+async def create_reader(store: Database) -> dict[str, str]:
+    """A reader token's Authorization header (the portal's catalogue reads)."""
+    token = issue_reader_token()
+    await store.execute(
+        "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, 'Portal', $2)",
+        new_id("rdr"),
+        digest(token),
+    )
+    return {"Authorization": f"Bearer {token}"}
 
 
 def pointers(body: dict[str, Any]) -> set[str]:

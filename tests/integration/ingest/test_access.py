@@ -257,8 +257,9 @@ async def test_a_body_whose_chunks_break_off_mid_way_is_400_at_once(
 SECRET = "rws_malformed_0123456789abcdef"
 
 
-async def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send bytes as they are and read the answer up to the close the server forces."""
+async def raw_answer(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send bytes as they are and read the answer up to the close the server forces: its status
+    line, headers (by lowercase name) and body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request)
@@ -269,6 +270,11 @@ async def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], 
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status_line, headers, body
+
+
+async def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    status_line, headers, body = await raw_answer(port, request)
     return int(status_line.split()[1]), headers, body
 
 
@@ -327,6 +333,34 @@ async def test_malformed_http_is_a_problem_and_no_log_line_quotes_it(
     assert [e["event"] for e in logged if e["log_level"] == "warning"] == [
         "malformed request refused"
     ]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"PUT /v1/assets/x HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"Content-Encoding: br\r\nContent-Length: 2\r\n\r\n{}",
+        b"PUT /v1/assets/x HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+    ],
+)
+async def test_a_request_refused_before_any_handler_has_a_trace_id_and_an_http_11_answer(
+    ingest: Client, request_bytes: bytes
+) -> None:
+    """docs/api.md 1.2: every answer names its trace in `X-Trace-Id`, the one its log line
+    carries. aiohttp's refusals (answered in `handle_error`, outside the middleware) had none,
+    and came as HTTP/1.0: aiohttp answers its ERROR pseudo-request, which says 1.0."""
+    assert ingest.port is not None
+    with capture_logs() as logged:
+        status_line, headers, body = await raw_answer(ingest.port, request_bytes)
+    assert status_line.startswith("HTTP/1.1 400 "), status_line
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    assert json.loads(body)["type"].endswith("/malformed-request")
+    trace_id = headers["x-trace-id"]
+    assert len(trace_id) == 32 and int(trace_id, 16) >= 0
+    refused = [e for e in logged if e["event"] == "malformed request refused"]
+    assert [e["trace_id"] for e in refused] == [trace_id]
 
 
 async def test_an_authorization_header_that_is_not_utf8_is_a_401_not_a_500(

@@ -15,23 +15,13 @@ import pytest
 
 from rwasync.platform.db import Database
 from rwasync.reconciler.apply import AssetApplier
-from rwasync.store.tenants import digest, issue_reader_token, new_id
+from rwasync.store.tenants import digest
 from tests.integration.ingest.conftest import Provider, create_provider
-from tests.integration.ingest.helpers import Client, problem
+from tests.integration.ingest.helpers import Client, create_reader, problem
 from tests.support.events import at, deleted, upserted
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def create_reader(store: Database) -> dict[str, str]:
-    token = issue_reader_token()
-    await store.execute(
-        "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, 'Portal', $2)",
-        new_id("rdr"),
-        digest(token),
-    )
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def read(client: Client, path: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -241,3 +231,25 @@ async def test_only_reader_tokens_read_the_catalogue_and_bad_parameters_are_name
 def _change_cursor_of(text: str) -> str:
     """A change cursor's form around `text` (what a client could forge)."""
     return "c1." + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+async def test_an_unknown_or_disabled_provider_is_a_404_as_in_pricing(
+    ingest: Client, store: Database
+) -> None:
+    """`provider_id=nope` listed nothing with a 200, as if the provider had no assets, while
+    pricing's reads answer an unknown provider `404 unknown provider …` (docs/api.md 3.2, 3.9)."""
+    reader = await create_reader(store)
+    empty = await create_provider(store)
+    disabled = await create_provider(store, disabled=True)
+    await AssetApplier(store).apply([upserted(disabled.provider_id, "x", at(1))])
+    for provider_id in ("nope", disabled.provider_id):
+        response = await ingest.get(f"/v1/catalog/assets?provider_id={provider_id}", headers=reader)
+        body = await problem(response, 404)
+        assert body["type"].endswith("/not-found")
+        assert body["detail"] == f"unknown provider {provider_id!r}"
+    # a provider without assets is known: an empty page
+    page = await read(ingest, f"/v1/catalog/assets?provider_id={empty.provider_id}", reader)
+    assert page == {"items": [], "next_cursor": None}
+    # an id no provider can have is a bad parameter, as before
+    bad = await problem(await ingest.get("/v1/catalog/assets?provider_id=%FF", headers=reader), 400)
+    assert bad["errors"][0]["parameter"] == "provider_id"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -44,6 +46,8 @@ from tests.integration.ingest.helpers import (
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
+
+API_DOCS = (Path(__file__).parents[3] / "docs" / "api.md").read_text()
 
 
 # --- accepting an asset ---------------------------------------------------------------------------
@@ -546,6 +550,22 @@ async def test_invalid_price_is_422_with_its_pointers(
     response = await put_json(ingest, "/v1/assets/a1/price", {"price": 1}, provider.basic)
     body = await problem(response, 422)
     assert pointers(body) == {"/amount", "/currency", "/as_of", "/price"}
+    assert await queues.depth(queues.prices) == 0
+
+
+async def test_a_price_for_an_id_no_asset_can_have_points_at_id_as_documented(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    """The path's id is checked with the tick: a bad one is an `invalid-price` at `/id`, one of
+    the pointers docs/api.md 2.5 lists for the call (it listed only the body's three)."""
+    tick = {"amount": "1", "currency": "USD", "as_of": "2026-01-01T00:00:00Z"}
+    response = await put_json(ingest, "/v1/assets/bad%20id/price", tick, provider.basic)
+    body = await problem(response, 422)
+    assert body["type"].endswith("/invalid-price")
+    assert pointers(body) == {"/id"}
+    section = API_DOCS.split("#### `PUT /v1/assets/{id}/price`")[1].split("\n####")[0]
+    documented = set(re.findall(r"`(/[a-z_]+)`", section.split("errors point at")[1]))
+    assert documented == {"/id", "/amount", "/currency", "/as_of"}
     assert await queues.depth(queues.prices) == 0
 
 

@@ -347,20 +347,25 @@ async def test_two_authorization_headers_are_a_400_on_every_read(
 
 async def test_stream_parameters_are_checked(pricing: Start, provider_id: str) -> None:
     client = await pricing()
-    cases: dict[str, tuple[int, str]] = {
-        "": (400, "provider_id"),
-        "provider_id=prv_nobody": (404, ""),
-        f"provider_id={provider_id}&asset_id=a,b%20c": (400, "asset_id"),
+    cases: dict[str, tuple[int, str, str]] = {
+        "": (400, "provider_id", "is required"),
+        "provider_id=": (400, "provider_id", "must not be empty"),
+        "provider_id=prv_nobody": (404, "", ""),
+        f"provider_id={provider_id}&asset_id=a,b%20c": (400, "asset_id", ""),
         # present but empty is not "every asset": an empty watch list must not get everything
-        f"provider_id={provider_id}&asset_id=": (400, "asset_id"),
-        f"provider_id={provider_id}&asset_id=a1&asset_id=": (400, "asset_id"),
+        # (the answer said `asset_id: is required`, of a parameter that was there)
+        f"provider_id={provider_id}&asset_id=": (400, "asset_id", "must not be empty"),
+        f"provider_id={provider_id}&asset_id=a1&asset_id=": (400, "asset_id", ""),
     }
-    for query, (status, parameter) in cases.items():
+    for query, (status, parameter, message) in cases.items():
         response = await client.get(f"/v1/prices/stream?{query}", headers=reader_headers())
         assert response.status == status, query
         body: dict[str, Any] = await response.json()
         if parameter:
             assert body["errors"][0]["parameter"] == parameter
+        if message:
+            assert body["errors"][0]["message"] == message, body
+            assert body["detail"] == f"{parameter}: {message}"
     # Malformed, or well formed but never sent (nothing was ever trimmed: it is not an old one).
     # `0-0` is the trim point before anything was trimmed: it used to replay the whole log.
     for bad_id in ("yesterday", "1-1", f"{2**62}-1", "0-0", "0-7", "7-0", "01-1"):

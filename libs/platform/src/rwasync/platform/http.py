@@ -20,6 +20,7 @@ import orjson
 import structlog
 import uvloop
 from aiohttp import http_exceptions, web, web_protocol, web_server
+from aiohttp.http import HttpVersion11
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic_core import PydanticCustomError
@@ -435,19 +436,29 @@ class _ProblemRequestHandler(web_protocol.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
+        # Every answer names its trace, as the middleware's do (docs/api.md 1.2): the request's
+        # own if the middleware saw it, else from its headers. A request aiohttp could not parse
+        # arrives as its ERROR pseudo-request, without headers: a new trace id.
+        trace_id = request.get(TRACE_ID) or tracing.request_trace_id(request.headers)
         if status >= 500:
             # Our own failure (an exception past the middleware, a handler timing out): its
             # traceback is ours to read, not the client's request.
-            log.error("request failed outside the middleware", status=status, exc_info=exc)
+            log.error(
+                "request failed outside the middleware",
+                status=status,
+                trace_id=trace_id,
+                exc_info=exc,
+            )
         elif isinstance(exc, http_exceptions.BadHttpMethod) and self._request_count == 1:
             # TLS or other traffic that is not HTTP at all, as any open port gets (aiohttp: debug)
-            log.debug("not HTTP traffic refused", client=request.remote)
+            log.debug("not HTTP traffic refused", client=request.remote, trace_id=trace_id)
         else:
             log.warning(
                 "malformed request refused",
                 status=status,
                 error=type(exc).__name__ if exc is not None else None,
                 client=request.remote,
+                trace_id=trace_id,
             )
         if request.writer.output_size > 0:  # as aiohttp: the answer has begun, the link is broken
             raise ConnectionError("the response was begun: no error answer can follow it")
@@ -457,9 +468,16 @@ class _ProblemRequestHandler(web_protocol.RequestHandler):
             title = "Error"
         kind = None if status >= 500 else "malformed-request"  # 5xx: by its title
         detail = malformed_request_detail(exc, status, max_line_size=self.max_line_size)
-        response = Problem(status, title, detail, kind=kind).response()
-        response.force_close()
-        return response
+        problem = Problem(status, title, detail, kind=kind, headers={"X-Trace-Id": trace_id})
+        answer = problem.response()
+        answer.force_close()
+        if request._message is web_protocol.ERROR:  # (`Request.message` is deprecated)
+            # aiohttp's pseudo-request says HTTP/1.0, which its answer's status line repeats; the
+            # client's version is unknown (its request could not be read), and a server answers
+            # in the highest version it speaks (RFC 9110 6.2). The answer has a Content-Length
+            # and closes the connection, as an HTTP/1.0 client also understands.
+            request._version = HttpVersion11
+        return answer
 
 
 # --- serving -------------------------------------------------------------------------------------

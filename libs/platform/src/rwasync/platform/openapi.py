@@ -19,7 +19,13 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from rwasync.platform.http import PROBLEM_CONTENT_TYPE, Problem, defer_continue, json_response
+from rwasync.platform.http import (
+    PROBLEM_CONTENT_TYPE,
+    Problem,
+    bad_query,
+    defer_continue,
+    json_response,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Location = Literal["path", "query", "header"]
@@ -86,13 +92,15 @@ class ProblemDocument(BaseModel):
 
 @dataclass(frozen=True)
 class Param:
-    """A path, query or header parameter; `schema` is the type that validates it."""
+    """A path, query or header parameter; `schema` is the type that validates it. A query
+    parameter is given at most once, unless `repeated` (every value counts)."""
 
     name: str
     location: Location
     schema: Any
     description: str = ""
     required: bool = False
+    repeated: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,9 +165,9 @@ class ApiRegistry:
     def routes(self) -> list[web.RouteDef]:
         # A GET also answers HEAD (RFC 9110 9.3.2), as aiohttp's own `add_get` does.
         return [
-            web.get(o.path, o.handler, expect_handler=defer_continue)
+            web.get(o.path, _query_checked(o), expect_handler=defer_continue)
             if o.method == "GET"
-            else web.route(o.method, o.path, o.handler, expect_handler=defer_continue)
+            else web.route(o.method, o.path, _query_checked(o), expect_handler=defer_continue)
             for o in self.operations
         ]
 
@@ -198,6 +206,34 @@ class ApiRegistry:
         app.router.add_get(openapi_path, openapi)
         app.router.add_get(docs_path, docs)
         app.router.add_get(f"{docs_path}/assets/{{name}}", asset)
+
+
+# A query parameter's name as a problem quotes it: what a client can send is unbounded.
+MAX_QUOTED_NAME: Final = 64
+
+
+def _query_checked(o: Operation) -> Handler:
+    """The operation's handler behind a check of the query: a parameter the operation does not
+    declare, or a declared one given twice (unless `repeated`), is a 400 naming it (docs/api.md
+    1.3), before anything else is read. Ignored, a misspelt parameter silently changed what the
+    call did (`?cursor=` for the change feed's `since` read from its oldest entry), and of a
+    repeated one only the first value counted."""
+    declared = {p.name: p for p in o.params if p.location == "query"}
+    taken = f"this call takes: {', '.join(declared)}" if declared else "this call takes none"
+    handler = o.handler
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        query = request.query
+        if query:
+            for name in query:
+                param = declared.get(name)
+                if param is None:
+                    raise bad_query(name[:MAX_QUOTED_NAME], f"unknown query parameter ({taken})")
+                if not param.repeated and len(query.getall(name)) > 1:
+                    raise bad_query(name, "is given more than once")
+        return await handler(request)
+
+    return checked
 
 
 def json_body(document: Any) -> bytes:
@@ -295,7 +331,9 @@ def _operation(o: Operation, schema_of: Callable[[Any], dict[str, Any]]) -> dict
         if reply.headers:
             answer["headers"] = _headers(reply.headers)
         responses[str(reply.status)] = answer
-    for status in sorted(set(o.problems) | ({401, 429} if o.security else set())):
+    # Every call refuses a query parameter it does not take, or one given twice (`_query_checked`).
+    problems = {*o.problems, 400} | ({401, 429} if o.security else set())
+    for status in sorted(problems):
         answer = {
             "description": PROBLEM_MEANINGS[status],
             "content": {PROBLEM_CONTENT_TYPE: {"schema": schema_of(ProblemDocument)}},

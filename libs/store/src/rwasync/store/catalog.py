@@ -53,6 +53,14 @@ class CursorExpired(Exception):
     """Entries after this change-feed cursor were removed by retention (HTTP 410 Gone)."""
 
 
+class UnknownProvider(Exception):
+    """A `provider_id` filter naming no enabled provider (HTTP 404, as pricing's reads answer)."""
+
+    def __init__(self, provider_id: str) -> None:
+        super().__init__(f"unknown provider {provider_id!r}")
+        self.provider_id = provider_id
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class ChangePosition:
     """Where an entry sits in the change feed: its transaction id, then its own id."""
@@ -257,6 +265,12 @@ LIMIT $6""",
 )
 
 
+# Whether a provider's assets are listed at all (it exists and is not disabled).
+PROVIDER_LISTED: Final = """
+SELECT EXISTS (SELECT 1 FROM providers WHERE provider_id = $1 AND NOT disabled)
+"""
+
+
 def catalog_item(row: asyncpg.Record) -> dict[str, Any]:
     return {
         **row["document"],
@@ -291,7 +305,9 @@ async def list_catalog(
     limit: int = DEFAULT_LIMIT,
 ) -> dict[str, Any]:
     """`GET /v1/catalog/assets`: live assets of enabled providers ordered by (provider_id, id),
-    `{"items", "next_cursor"}` (null after the last page); raises CatalogRequestInvalid (400)."""
+    `{"items", "next_cursor"}` (null after the last page); raises CatalogRequestInvalid (400),
+    and UnknownProvider (404) for a `provider_id` of no enabled provider, which used to be an empty
+    page, as if it had no assets (looked up only when the page is empty)."""
     _check_limit(limit)
     if status is not None and status not in ASSET_STATUSES:
         raise CatalogRequestInvalid("status", f"must be one of {', '.join(ASSET_STATUSES)}")
@@ -309,6 +325,12 @@ async def list_catalog(
         PAGE_DOCUMENT_BYTES,
     )
     page, more = fitting_page(rows, limit)
+    if (
+        not rows
+        and provider_id is not None
+        and not await conn.fetchval(PROVIDER_LISTED, provider_id)
+    ):
+        raise UnknownProvider(provider_id)
     return {
         "items": [catalog_item(r) for r in page],
         "next_cursor": _asset_cursor(page[-1]["provider_id"], page[-1]["asset_id"])

@@ -4,7 +4,8 @@
 Both are `rwasync.store.catalog`'s (the reconciler's relay reads the same change feed); here they
 are authenticated with reader tokens only (a provider credential is a 401, as a reader token is
 on the provider's calls) and their errors mapped: a parameter that cannot be used is a 400 naming
-it, a change-feed cursor older than what is kept a 410.
+it, a `provider_id` of no enabled provider a 404 (as pricing's reads), a change-feed cursor older
+than what is kept a 410.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.schema.asset import ASSET_STATUSES
 from rwasync.schema.fields import PROVIDER_ID, ProviderId, RFC3339Timestamp
 from rwasync.store import catalog
-from rwasync.store.catalog import CatalogRequestInvalid, CursorExpired
+from rwasync.store.catalog import CatalogRequestInvalid, CursorExpired, UnknownProvider
 
 READER_AUTH: Final = ("reader",)
 READ_TIMEOUT: Final = 5.0
@@ -58,7 +59,7 @@ class CatalogReads:
                 "listCatalogAssets",
                 "Every enabled provider's live assets, by (provider_id, id), page by page",
                 replies=(Reply(200, "a page", CatalogPage),),
-                problems=(400, 503),
+                problems=(400, 404, 503),
                 params=(
                     Param("provider_id", "query", ProviderId, "only this provider's assets"),
                     Param("status", "query", {"enum": list(ASSET_STATUSES)}, "only this status"),
@@ -117,6 +118,8 @@ class CatalogReads:
                 )
         except CatalogRequestInvalid as exc:
             raise _bad_parameter(exc) from None
+        except UnknownProvider as exc:
+            raise Problem(404, "Not Found", str(exc), kind="not-found") from None
         return json_response(page)
 
     async def list_changes(self, request: web.Request) -> web.Response:

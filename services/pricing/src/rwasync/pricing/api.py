@@ -178,6 +178,7 @@ class PriceRoutes:
                         params.AssetIdList,
                         "comma-separated ids (1-500); repeated, every value counts",
                         True,
+                        repeated=True,
                     ),
                     IF_NONE_MATCH,
                 ),

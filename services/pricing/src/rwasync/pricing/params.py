@@ -53,9 +53,12 @@ def limit_type(maximum: int) -> object:
 
 
 def required(query: Mapping[str, str], name: str) -> str:
+    """The parameter's value: a 400 if it is absent, or present but empty (said as such)."""
     value = query.get(name)
-    if value is None or value == "":
+    if value is None:
         raise bad_query(name, "is required")
+    if value == "":
+        raise bad_query(name, "must not be empty")
     return value
 
 

@@ -120,6 +120,7 @@ class PriceStream:
                         "query",
                         params.AssetIdList,
                         "only these assets, comma-separated; repeated, every value counts",
+                        repeated=True,
                     ),
                     Param(
                         "access_token",
