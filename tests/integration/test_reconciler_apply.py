@@ -114,6 +114,34 @@ async def test_duplicate_writes_no_document_but_takes_the_newer_acceptance(
     assert await _receipt(db, first) == ("applied", None)
 
 
+async def test_deleting_a_deleted_asset_is_a_duplicate_that_only_moves_its_version(
+    db: Database, provider_id: str
+) -> None:
+    """A repeated DELETE was `applied` again: `applied_at` and `deleted_at` moved and the change
+    feed got a second `asset.deleted` though nothing changed. The tombstone's version still
+    moves on, so an upsert older than the later deletion stays stale."""
+    applier = AssetApplier(db)
+    await applier.apply([upserted(provider_id, "a1", at(1))])
+    first = deleted(provider_id, "a1", at(2), accepted_at=at(3))
+    await applier.apply([first])
+    before = await db.fetchrow("SELECT applied_at, deleted_at FROM asset_state")
+    entries = await db.fetchval("SELECT count(*) FROM asset_changes")
+    for again in (
+        deleted(provider_id, "a1", at(2), accepted_at=at(4)),  # the same request again
+        deleted(provider_id, "a1", at(5), accepted_at=at(6)),  # a later deletion
+    ):
+        await applier.apply([again])
+        assert await _receipt(db, again) == ("duplicate", None)
+        row = await db.fetchrow("SELECT applied_at, deleted_at, event_id FROM asset_state")
+        assert row is not None and before is not None
+        assert (row["applied_at"], row["deleted_at"]) == (before["applied_at"], at(2))
+        assert row["event_id"] == again.event_id
+    assert await db.fetchval("SELECT count(*) FROM asset_changes") == entries
+    older = upserted(provider_id, "a1", at(4))
+    await applier.apply([older])
+    assert (await _receipt(db, older))[0] == "stale_ignored"
+
+
 async def test_batch_keeps_newest_per_asset_and_decides_every_event(
     db: Database, provider_id: str
 ) -> None:

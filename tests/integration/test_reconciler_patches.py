@@ -204,3 +204,25 @@ async def test_a_duplicate_patch_writes_no_change_entry(db: Database, provider_i
     assert len(await _changes(db)) == 1
     row = await _row(db)
     assert row is not None and row["event_id"] == again.event_id
+
+
+async def test_deleting_an_asset_deleted_beside_kept_patches_is_a_duplicate(
+    db: Database, provider_id: str
+) -> None:
+    """As on the plain path: a deletion of a deleted asset only moves the tombstone's version
+    (no change entry, `applied_at` and `deleted_at` kept), here where patches are kept."""
+    applier = AssetApplier(db)
+    await applier.apply([upserted(provider_id, "a1", at(1))])
+    await applier.apply([patched(provider_id, "a1", at(3), {"name": "Patched"})])
+    await applier.apply([deleted(provider_id, "a1", at(2))])
+    row = await _row(db)
+    assert row is not None and row["deleted"] and row["keeps_patches"], row
+    kept = await db.fetchrow("SELECT applied_at, deleted_at FROM assets")
+    entries = len(await _changes(db))
+    again = deleted(provider_id, "a1", at(2.5))
+    await applier.apply([again])
+    assert await _receipt(db, again) == ("duplicate", None)
+    assert len(await _changes(db)) == entries
+    assert await db.fetchrow("SELECT applied_at, deleted_at FROM assets") == kept
+    row = await _row(db)
+    assert row is not None and row["deleted"] and row["event_id"] == again.event_id

@@ -103,11 +103,14 @@ class Model:
                 return "rejected"
         kept.append(event)
         after = fold(kept)
-        duplicate = (
-            not isinstance(event, AssetDeleted)
-            and before is not None
-            and after is not None
-            and before.live_hash is not None
-            and before.live_hash == after.live_hash
-        )
+        if isinstance(event, AssetDeleted):
+            # deleting what is deleted already: only the tombstone's version moves on
+            duplicate = before is not None and before.live_hash is None
+        else:
+            duplicate = (
+                before is not None
+                and after is not None
+                and before.live_hash is not None
+                and before.live_hash == after.live_hash
+            )
         return "duplicate" if duplicate else "applied"

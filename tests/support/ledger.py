@@ -233,6 +233,15 @@ def _unjustified(request: Request, status: str, others: list[Request]) -> str | 
         ):
             return None
         return "stale_ignored, yet nothing that could supersede it was sent"
+    if status == "duplicate" and request.op == "delete":
+        # A deletion of what is deleted already: another deletion, no newer, could have been
+        # accepted before it, or its own attempt answered 503 that reached the broker after all.
+        if request.landed or any(
+            q.op == "delete" and q.version <= request.version and not surely_after(q, request)
+            for q in (*older, *others)
+        ):
+            return None
+        return "a deletion's duplicate, yet no deletion was sent before it"
     if status == "duplicate":
         # An identical copy of the same version could have been accepted before it: another
         # request, or its own attempt that was answered 503 but reached the broker after all.

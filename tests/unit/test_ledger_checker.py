@@ -261,6 +261,30 @@ def test_a_deletion_may_end_an_asset_only_when_it_is_the_newest_accepted() -> No
     assert newer_delete.event_type == "asset.deleted" and upsert.event_type == "asset.upserted"
 
 
+def test_a_deletion_is_a_duplicate_only_after_a_deletion_no_newer() -> None:
+    """Deleting what is deleted already is `duplicate` (the tombstone's version moves on)."""
+    t = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def deletion(event_id: str, version: datetime, started: float) -> Request:
+        request = Request("asset", "a-1", version, "deleted", {}, op="delete")
+        request.attempts.append(Attempt(started, started + 1.0, 202))
+        request.event_id = event_id
+        return request
+
+    def findings(*ledger: Request) -> Findings:
+        found = Findings()
+        receipts = {"d2": {"status": "duplicate", "asset_id": "a-1", "type": "asset.deleted"}}
+        receipts |= {"d1": {"status": "applied", "asset_id": "a-1", "type": "asset.deleted"}}
+        check_receipts(list(ledger), receipts, found)
+        return found
+
+    assert findings(deletion("d1", t, 1.0), deletion("d2", t + SLOT, 3.0)).total() == 0
+    assert findings(deletion("d1", t, 1.0), deletion("d2", t, 3.0)).total() == 0
+    # only a newer deletion before it, or none at all: nothing made it a duplicate
+    assert findings(deletion("d1", t + SLOT, 1.0), deletion("d2", t, 3.0)).total() == 1
+    assert findings(deletion("d2", t, 3.0)).total() == 1
+
+
 def _patch(value: str, version: datetime, started: float, event_id: str | None) -> Request:
     patch = Request(
         "asset",

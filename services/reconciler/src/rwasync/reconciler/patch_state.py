@@ -125,12 +125,12 @@ def deliver(asset: StoredAsset | None, event: AssetEvent, *, decided: bool) -> D
     base = _full_state(event)
     newer = [p for p in asset.patches if p.version > version] if asset is not None else []
     after = stored(base, newer, event.asset_id)
-    duplicate = (
-        isinstance(event, AssetUpserted)
-        and asset is not None
-        and asset.live_hash is not None
-        and asset.live_hash == after.live_hash
-    )
+    if isinstance(event, AssetUpserted):
+        duplicate = (
+            asset is not None and asset.live_hash is not None and asset.live_hash == after.live_hash
+        )
+    else:  # deleting what is deleted already: only the tombstone's version moves on
+        duplicate = asset is not None and asset.visible.deleted
     return Delivery(after, ReceiptStatus.DUPLICATE if duplicate else ReceiptStatus.APPLIED)
 
 

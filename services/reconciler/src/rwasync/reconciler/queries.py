@@ -20,19 +20,19 @@ INCOMING_COLUMNS: Final = (
     "document", "content_hash", "status", "event_type", "newest", "position", "trace_id",
 )  # fmt: skip
 
-# The guarded merge of the staged events, their receipts and their change entries, in one
-# statement. Only each asset's newest event of the batch (`newest`) is merged; the others are
-# superseded. A change is written only when its version (updated_at, deleted, accepted_at,
-# event_id) is greater than the stored one; the guard sits in the WHERE of the upsert so no
-# replica can race past it (an asset not stored yet is inserted plainly: a replica that stored it
-# meanwhile makes the insert fail, not pass). A duplicate (same content hash as the live stored
-# document) writes no document: only its newer version. Every applied change gets its entry in
+# The guarded merge of the staged events, their receipts and their change entries, in one statement.
+# Only each asset's newest event of the batch (`newest`) is merged; the others are superseded. A
+# change is written only when its version (updated_at, deleted, accepted_at, event_id) is greater
+# than the stored one; the guard sits in the WHERE of the upsert so no replica can race past it (an
+# asset not stored yet is inserted plainly: a replica that stored it meanwhile makes the insert
+# fail, not pass). A duplicate (same content hash as the live stored document, or a deletion of a
+# deleted asset) writes no document: only its newer version. Every applied change gets its entry in
 # `asset_changes` (audit, change feed and outbox). Receipts leave `accepted` once (as
-# `rwasync.store.receipts` decides them), with the stale reason `patch_state.stale_reason` words
-# the same way. An asset that keeps patches is left alone ('deferred': none of its events is
-# decided here) for the folding path. Returns the outcome counts per event type, how many
-# classified writes did not happen (always 0 under the batch's advisory locks; anything else
-# fails the batch), and one row per deferred asset.
+# `rwasync.store.receipts` decides them), with the stale reason `patch_state.stale_reason` words the
+# same way. An asset that keeps patches is left alone ('deferred': none of its events is decided
+# here) for the folding path. Returns the outcome counts per event type, how many classified writes
+# did not happen (always 0 under the batch's advisory locks; anything else fails the batch), and one
+# row per deferred asset.
 APPLY_INCOMING: Final = """
 WITH decided AS (
     SELECT i.*,
@@ -43,6 +43,8 @@ WITH decided AS (
                     <= (a.updated_at, a.deleted, a.accepted_at, a.event_id) THEN 'stale_ignored'
                WHEN NOT i.deleted AND NOT a.deleted AND i.content_hash = a.content_hash
                    THEN 'duplicate'
+               -- deleting what is deleted already: only the tombstone's version moves on
+               WHEN i.deleted AND a.deleted THEN 'duplicate'
                ELSE 'applied'
            END AS outcome,
            a.asset_id IS NOT NULL AS stored,
@@ -88,10 +90,12 @@ upserted AS (
         content_hash = CASE WHEN EXCLUDED.deleted THEN a.content_hash
                             ELSE EXCLUDED.content_hash END,
         status = CASE WHEN EXCLUDED.deleted THEN a.status ELSE EXCLUDED.status END,
-        applied_at = CASE WHEN NOT EXCLUDED.deleted AND NOT a.deleted
-                               AND a.content_hash = EXCLUDED.content_hash
+        applied_at = CASE WHEN (NOT EXCLUDED.deleted AND NOT a.deleted
+                                AND a.content_hash = EXCLUDED.content_hash)
+                               OR (EXCLUDED.deleted AND a.deleted)
                           THEN a.applied_at ELSE now() END,
-        deleted_at = EXCLUDED.deleted_at
+        deleted_at = CASE WHEN EXCLUDED.deleted AND a.deleted THEN a.deleted_at
+                          ELSE EXCLUDED.deleted_at END
     WHERE (EXCLUDED.updated_at, EXCLUDED.deleted, EXCLUDED.accepted_at, EXCLUDED.event_id)
           > (a.updated_at, a.deleted, a.accepted_at, a.event_id)
       AND a.patch_state IS NULL
@@ -215,7 +219,8 @@ ON CONFLICT (provider_id, asset_id) DO UPDATE SET
     status = EXCLUDED.status,
     applied_at = CASE WHEN EXCLUDED.applied_at = '-infinity' THEN a.applied_at
                       ELSE EXCLUDED.applied_at END,
-    deleted_at = EXCLUDED.deleted_at,
+    deleted_at = CASE WHEN EXCLUDED.deleted AND a.deleted THEN a.deleted_at
+                      ELSE EXCLUDED.deleted_at END,
     patch_state = EXCLUDED.patch_state
 """
 
