@@ -93,6 +93,30 @@ async def test_a_partner_acts_for_each_granted_provider_by_x_tenant_id(
     await problem(await ingest.get("/v1/assets", headers={**other.basic, **tenant(first)}), 401)
 
 
+async def test_two_x_tenant_id_headers_are_a_400(
+    ingest: Client, queues: Queues, store: Database
+) -> None:
+    """Which provider a partner acts for must not depend on who reads the headers: two
+    X-Tenant-Id headers are refused as two Authorization headers are (they were served as the
+    first one's, user trial), even when both name the same provider."""
+    first, second = [await create_provider(store) for _ in range(2)]
+    partner = await create_partner(store, first, second)
+    for other in (second, first):
+        request = (
+            "PUT /v1/assets/p-2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+            f"Authorization: {partner.bearer['Authorization']}\r\n"
+            f"X-Tenant-Id: {first.provider_id}\r\nX-Tenant-Id: {other.provider_id}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode()
+        body = json.dumps(house("p-2")).encode()
+        request += f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        status, headers, answer = await raw_exchange(ingest.port, request)  # type: ignore[arg-type]
+        assert status == 400, answer
+        assert headers["content-type"] == "application/problem+json"
+        assert b"more than one X-Tenant-Id header" in answer
+    assert await queues.depth(queues.assets) == 0
+
+
 @pytest.fixture
 async def strict(database_url: str, vhost_amqp_url: str) -> AsyncIterator[tuple[Client, Database]]:
     """A service with a 3-a-minute failed-authentication limit and a 0.5 s body deadline."""

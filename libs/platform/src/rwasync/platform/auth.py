@@ -49,18 +49,23 @@ DEFAULT_FAILURES_PER_MINUTE: Final = 20
 KNOWN_GOOD_SECONDS: Final = 900.0
 
 
-def authorization_header(request: web.Request) -> str | None:
-    """The request's one `Authorization` header, or None; two are a 400: which one counts would
-    depend on who reads it (a proxy, this service), as with two Content-Lengths."""
-    presented = request.headers.getall(hdrs.AUTHORIZATION, [])
+def single_header(request: web.Request, name: str) -> str | None:
+    """The request's one `name` header, or None; two are a 400: which one counts would depend
+    on who reads it (a proxy, this service), as with two Content-Lengths."""
+    presented = request.headers.getall(name, [])
     if len(presented) > 1:
         raise Problem(
             400,
             "Bad Request",
-            "the request carries more than one Authorization header",
+            f"the request carries more than one {name} header",
             kind="malformed-request",
         )
     return presented[0] if presented else None
+
+
+def authorization_header(request: web.Request) -> str | None:
+    """The request's one `Authorization` header, or None (two are a 400)."""
+    return single_header(request, hdrs.AUTHORIZATION)
 
 
 class FailedAuthentications:

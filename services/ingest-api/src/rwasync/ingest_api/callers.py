@@ -13,7 +13,7 @@ from aiohttp import web
 
 from rwasync.ingest_api.bodies import JSON, BodyLimits, parse_json, read_body, require_media_type
 from rwasync.ingest_api.limits import ProviderRates
-from rwasync.platform.auth import Authenticator
+from rwasync.platform.auth import Authenticator, single_header
 from rwasync.platform.http import TRACE_ID, Problem
 from rwasync.schema.events import Arrival, EventSource
 from rwasync.schema.timestamps import utc_now
@@ -57,7 +57,8 @@ class Callers:
     async def identify(self, request: web.Request) -> ProviderIdentity:
         """The provider this request acts for (401, 400 or 429 otherwise)."""
         credential = await self._authenticator.authenticate_request(request)
-        tenant = request.headers.get(TENANT_HEADER, "").strip() or None  # empty: not named
+        # One X-Tenant-Id at most, as with Authorization; empty: not named.
+        tenant = (single_header(request, TENANT_HEADER) or "").strip() or None
         try:
             identity = credential.acting_for(tenant)
         except TenantRefused as refused:
