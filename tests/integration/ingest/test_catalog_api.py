@@ -197,10 +197,14 @@ async def test_only_reader_tokens_read_the_catalogue_and_bad_parameters_are_name
         for headers in (provider.basic, provider.bearer, {}, {"Authorization": "Bearer rwr_nope"}):
             refused = await problem(await ingest.get(path, headers=headers), 401)
             assert refused["type"].endswith("/unauthorized")
+            # A provider's token says what kind of token reads (it said "invalid credentials").
+            wrong_kind = headers == provider.bearer
+            assert ("provider token (rwp_…) cannot read" in refused["detail"]) is wrong_kind
         assert (await ingest.get(path, headers=reader)).status == 200
-    # ...and a reader token is no provider credential.
+    # ...and a reader token is no provider credential, which the refusal says.
     for path in ("/v1/assets", "/v1/feeds"):
-        await problem(await ingest.get(path, headers=reader), 401)
+        refused = await problem(await ingest.get(path, headers=reader), 401)
+        assert "reader token (rwr_…) cannot call the provider API" in refused["detail"]
     revoked = await create_reader(store)
     await store.execute(
         "UPDATE readers SET revoked_at = now() WHERE token_digest = $1",

@@ -324,6 +324,11 @@ async def test_only_reader_tokens_read_and_stream(
             assert response.status == 401, (path, headers)
             assert response.headers["WWW-Authenticate"] == "Bearer"
             assert response.content_type == "application/problem+json"
+            # A provider's token is told which kind reads (it read "invalid credentials").
+            used = headers.get("Authorization", path)  # the header counts over ?access_token=
+            wrong_kind = used.endswith(credential.token) and "Basic" not in used
+            detail = (await response.json())["detail"]
+            assert ("use a reader token" in detail) is wrong_kind, (path, headers, detail)
 
 
 async def test_two_authorization_headers_are_a_400_on_every_read(

@@ -19,7 +19,7 @@ import binascii
 import hashlib
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Final, Generic, Literal, Protocol, TypeVar
 
 from aiohttp import hdrs, web
@@ -123,8 +123,12 @@ class Authenticator(Generic[Identity]):
         cache_seconds: float,
         schemes: Collection[Scheme] = BASIC_OR_BEARER,
         failures: FailedAuthentications | None = None,
+        misdirected: Callable[[str], str | None] | None = None,
     ) -> None:
         self._check = check
+        # Why a Bearer token that matched nothing may be the wrong kind for this service (a
+        # provider's token sent to an investor read), said instead of "invalid credentials".
+        self._misdirected = misdirected or (lambda token: None)
         self._failures = failures or FailedAuthentications()
         self._schemes = frozenset(schemes)
         self._verified: TTLCache[bytes, Identity] = TTLCache(cache_seconds)
@@ -180,7 +184,8 @@ class Authenticator(Generic[Identity]):
             if identity is None:
                 # Revoked: it no longer passes an address over its limit either.
                 self._known_good.discard(cache_key)
-                raise self.refused("invalid credentials")
+                hint = self._misdirected(presented) if scheme == "bearer" else None
+                raise self.refused(hint or "invalid credentials")
             self._verified.put(cache_key, identity)
             self._known_good.put(cache_key, True)
         return identity

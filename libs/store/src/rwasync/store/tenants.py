@@ -162,6 +162,26 @@ class ProviderCredentials:
         return _credential(row) if row is not None else None
 
 
+def provider_token_hint(token: str) -> str | None:
+    """What to say of a token the provider API did not recognise, when it is a reader's."""
+    if token.startswith(READER_TOKEN_PREFIX):
+        return (
+            "a reader token (rwr_…) cannot call the provider API: use a provider credential "
+            "(a rwp_… token or key_id:secret)"
+        )
+    return None
+
+
+def reader_token_hint(token: str) -> str | None:
+    """What to say of a token investor reads did not recognise, when it is a provider's."""
+    if token.startswith(PROVIDER_TOKEN_PREFIX):
+        return (
+            "a provider token (rwp_…) cannot read the catalogue or prices: use a reader token "
+            "(rwr_…, from `rwasync reader create`)"
+        )
+    return None
+
+
 class ReaderTokens:
     """The credential check of investor reads: reader tokens only (Bearer)."""
 

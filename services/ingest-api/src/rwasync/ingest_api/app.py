@@ -44,7 +44,12 @@ from rwasync.platform.openapi import ApiRegistry
 from rwasync.platform.service import broker_check, connections_context, database_check
 from rwasync.platform.settings import load_settings
 from rwasync.schema.addresses import AddressPolicy
-from rwasync.store.tenants import ProviderCredentials, ReaderTokens
+from rwasync.store.tenants import (
+    ProviderCredentials,
+    ReaderTokens,
+    provider_token_hint,
+    reader_token_hint,
+)
 
 SECURITY_SCHEMES = {
     "basic": {"type": "http", "scheme": "basic", "description": "key_id:secret"},
@@ -82,13 +87,17 @@ def create_app(settings: IngestSettings) -> web.Application:
         settings.auth_failures_per_minute, ClientAddresses(settings.trusted_proxies)
     )
     authenticator = Authenticator(
-        ProviderCredentials(db), cache_seconds=settings.auth_cache_seconds, failures=failures
+        ProviderCredentials(db),
+        cache_seconds=settings.auth_cache_seconds,
+        failures=failures,
+        misdirected=provider_token_hint,
     )
     readers = Authenticator(
         ReaderTokens(db),
         cache_seconds=settings.auth_cache_seconds,
         schemes=BEARER_ONLY,
         failures=failures,
+        misdirected=reader_token_hint,
     )
     feed_rules = FeedRules(
         policy=AddressPolicy.from_setting(settings.feed_allowed_networks),

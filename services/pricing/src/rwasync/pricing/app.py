@@ -26,7 +26,7 @@ from rwasync.pricing.stream import PriceStream
 from rwasync.pricing.upkeep import Upkeep
 from rwasync.schema import topology
 from rwasync.schema.raw_events import PRICE_QUEUE_DECODER
-from rwasync.store.tenants import ReaderTokens
+from rwasync.store.tenants import ReaderTokens, reader_token_hint
 
 HUB = web.AppKey("hub", ChangeHub)
 
@@ -78,6 +78,7 @@ def create_app(settings: PricingSettings) -> web.Application:
         failures=FailedAuthentications(
             settings.auth_failures_per_minute, ClientAddresses(settings.trusted_proxies)
         ),
+        misdirected=reader_token_hint,
     )
     app = service.app
     app[HUB] = hub
