@@ -12,6 +12,7 @@ import base64
 
 import pytest
 
+from demo.settings import DemoSettings
 from rwasync.feed_poller.settings import FeedPollerSettings
 from rwasync.ingest_api.settings import IngestSettings
 from rwasync.platform.settings import (
@@ -298,3 +299,17 @@ def test_fernet_keys(keys: str, why: str | None) -> None:
 )
 def test_urls_are_shown_with_their_passwords_masked(value: str, shown: str | None) -> None:
     assert redact_urls(value) == shown
+
+
+def test_the_demo_names_a_setting_it_shares_with_a_service_by_the_service_s_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert refused(
+        DemoSettings,
+        {"RWASYNC_INGEST_PORT": "x", "DEMO_TICK_SECONDS": "soon"},
+        monkeypatch,
+        capsys,
+    ) == [
+        "error: RWASYNC_INGEST_PORT: not a whole number (got 'x')",
+        "error: DEMO_TICK_SECONDS: not a number (got 'soon')",
+    ]

@@ -20,7 +20,14 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Final, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -236,6 +243,8 @@ class CommonSettings(BaseSettings):
         alias = cls.model_fields[field].validation_alias
         if isinstance(alias, str):
             return alias
+        if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            return alias.choices[0]
         return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
 
     def conflicts(self) -> Iterator[Conflict]:
@@ -355,7 +364,8 @@ def _field_named(settings_class: type[CommonSettings], location: str) -> str | N
     if location in settings_class.model_fields:
         return location
     for name, info in settings_class.model_fields.items():
-        if info.validation_alias == location:
+        alias = info.validation_alias
+        if alias == location or (isinstance(alias, AliasChoices) and location in alias.choices):
             return name
     return None
 
