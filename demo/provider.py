@@ -25,6 +25,7 @@ from demo.pusher import Pusher
 from demo.settings import DemoSettings
 from demo.state import DemoState, StateStore
 from rwasync.platform.logging import configure_logging
+from rwasync.platform.settings import load_settings
 from rwasync.schema.timestamps import utc_now
 
 log = structlog.get_logger(__name__)
@@ -154,7 +155,7 @@ async def run_until_signalled(settings: DemoSettings) -> None:
 
 
 def main() -> None:
-    settings = DemoSettings()
+    settings = load_settings(DemoSettings)
     configure_logging("demo", settings.log_level, settings.log_format)
     try:
         asyncio.run(run_until_signalled(settings))

@@ -5,11 +5,11 @@ Shared with the CLI and the provider API: the allow-list of private networks fee
 (`RWASYNC_FEED_SECRETS_KEY`), both in `CommonSettings`.
 """
 
-from typing import Self
+from collections.abc import Iterator
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from rwasync.platform.settings import Port, ServiceSettings, settings_config
+from rwasync.platform.settings import Conflict, Port, ServiceSettings, settings_config
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -65,13 +65,14 @@ class FeedPollerSettings(ServiceSettings):
     # Name this replica writes into `feed_runs.claimed_by`; empty: host name, pid and a random tag.
     replica_id: str = ""
 
-    @model_validator(mode="after")
-    def _leases_renewed_in_time(self) -> Self:
+    def conflicts(self) -> Iterator[Conflict]:
+        yield from super().conflicts()
         # Leases are renewed on the loop's ticks, every third of a lease at most: a tick less
         # often than that would let a working replica's runs lapse and be run twice.
         if self.poll_interval > self.run_lease_seconds / 3:
-            raise ValueError(
-                f"RWASYNC_FEED_POLLER_POLL_INTERVAL ({self.poll_interval}) must be at most a third"
-                f" of RWASYNC_FEED_POLLER_RUN_LEASE_SECONDS ({self.run_lease_seconds})"
+            yield Conflict(
+                f"must be at most a third of {self.variable('run_lease_seconds')} "
+                f"({self.run_lease_seconds})",
+                "poll_interval",
+                "run_lease_seconds",
             )
-        return self

@@ -1,10 +1,10 @@
 """ingest-api settings (environment prefix RWASYNC_INGEST_)."""
 
-from typing import Self
+from collections.abc import Iterator
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from rwasync.platform.settings import Port, ServiceSettings, settings_config
+from rwasync.platform.settings import Conflict, Port, ServiceSettings, settings_config
 
 
 class IngestSettings(ServiceSettings):
@@ -22,7 +22,7 @@ class IngestSettings(ServiceSettings):
     body_timeout: float = Field(30.0, gt=0)
     # How long a verified credential is trusted without asking the database again: the longest a
     # revocation or a disabled provider may take to bite, traded for auth in microseconds.
-    auth_cache_seconds: float = 5.0
+    auth_cache_seconds: float = Field(5.0, ge=0)
     # Failed authentications one client address may make per minute before getting 429.
     auth_failures_per_minute: int = Field(20, ge=1)
     # A provider's request rate when the operator set none (`rwasync provider rate`): requests
@@ -72,10 +72,14 @@ class IngestSettings(ServiceSettings):
     # running at once in one process are bounded by this; one more answers 503.
     feed_previews_at_once: int = Field(2, ge=1)
 
-    @model_validator(mode="after")
-    def _receipts_outlive_idempotency_keys(self) -> Self:
+    def conflicts(self) -> Iterator[Conflict]:
+        yield from super().conflicts()
+        # A repeated request's answer names its event, whose receipt must still be there.
         if 0 < self.receipt_retention_hours < self.idempotency_retention_hours:
-            raise ValueError(
-                "receipt_retention_hours must be 0 (keep) or at least idempotency_retention_hours"
+            yield Conflict(
+                "must be 0 (keep for ever) or at least "
+                f"{self.variable('idempotency_retention_hours')} "
+                f"({self.idempotency_retention_hours})",
+                "receipt_retention_hours",
+                "idempotency_retention_hours",
             )
-        return self

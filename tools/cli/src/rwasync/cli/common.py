@@ -19,7 +19,7 @@ from rich.table import Table
 from rwasync.cli import queries
 from rwasync.platform.db import connect
 from rwasync.platform.logging import configure_logging
-from rwasync.platform.settings import CommonSettings
+from rwasync.platform.settings import CommonSettings, load_settings
 from rwasync.schema.feeds import FeedSettingInvalid
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.feeds import FeedIdTaken, FeedNotFound, RunNotDecidable, RunNotFound
@@ -41,7 +41,9 @@ class Refused(Exception):
 
 
 def settings() -> CommonSettings:
-    found = CommonSettings()
+    """The settings every command reads first: a bad one ends it with exit status 2 and a line
+    naming it (as a service does), before the command does anything."""
+    found = load_settings(CommonSettings)
     configure_logging("cli", found.log_level, "console")
     return found
 
