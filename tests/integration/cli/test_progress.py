@@ -31,10 +31,11 @@ def rwasync(
     env |= {
         "RWASYNC_ENV_FILE": os.devnull,  # never the developer's .env (make run's)
         "RWASYNC_DATABASE_URL": database_url,
-        "RWASYNC_AMQP_URL": amqp_url,
         "RWASYNC_FEED_ALLOWED_NETWORKS": "127.0.0.0/8",
         "TTY_COMPATIBLE": "1" if terminal else "0",
     }
+    if amqp_url:  # "": a command that needs no broker; the default URL stands
+        env["RWASYNC_AMQP_URL"] = amqp_url
     return subprocess.run(
         [sys.executable, "-m", "rwasync.cli", *args],
         env=env,

@@ -33,10 +33,11 @@ def rwasync(database_url: str, amqp_url: str, *args: str) -> subprocess.Complete
     env |= {
         "RWASYNC_ENV_FILE": os.devnull,  # never the developer's .env (make run's)
         "RWASYNC_DATABASE_URL": database_url,
-        "RWASYNC_AMQP_URL": amqp_url,
         "RWASYNC_FEED_ALLOWED_NETWORKS": "127.0.0.0/8",
         "COLUMNS": "160",  # an operator's terminal, wide enough for whole ids
     }
+    if amqp_url:  # "": a command that needs no broker; the default URL stands
+        env["RWASYNC_AMQP_URL"] = amqp_url
     return subprocess.run(
         [sys.executable, "-m", "rwasync.cli", *args],
         env=env,
