@@ -1,5 +1,6 @@
 """`rwasync feed add` with credentials, schedules and formats: the same rules as a provider's
-`PUT /v1/feeds`, secrets never on the command line, never printed, never stored in clear."""
+`PUT /v1/feeds`, secrets never on the command line, never printed, never stored in clear; a
+feed's next run as `feed list`, `disable` and `enable` leave and show it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
 
 from rwasync.feeds.auth import FeedSecrets, parse_auth
+from rwasync.schema.timestamps import utc_now
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +174,70 @@ async def test_feed_list_refuses_an_unknown_provider(database_url: str) -> None:
     assert [f["feed_id"] for f in json.loads(listed.stdout)["items"]] == [
         json.loads(added.stdout)["feed_id"]
     ]
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def listed_feed(database_url: str, feed_id: str) -> dict[str, object]:
+    listed = await asyncio.to_thread(rwasync, database_url, "feed", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [feed] = [f for f in json.loads(listed.stdout)["items"] if f["feed_id"] == feed_id]
+    return dict(feed)
+
+
+async def test_a_disabled_feed_has_no_next_run_and_enabled_again_runs_once_soon(
+    database_url: str,
+) -> None:
+    """`feed disable` left the time the feed would have run at, which `feed list` showed and
+    `feed enable` resumed from (at once when long past, else not before then: up to a day for a
+    daily feed). A disabled feed has no next run, and enabled again it runs once within the
+    jitter."""
+    run = asyncio.to_thread
+    provider = await new_provider(database_url)
+    added = await feed_add(
+        database_url, provider["provider_id"], "http://127.0.0.1:9/d.json", "--every", "24h"
+    )
+    assert added.returncode == 0, added.stderr
+    feed = json.loads(added.stdout)
+    feed_id = feed["feed_id"]
+    assert moment(feed["next_run_at"]) > utc_now() + timedelta(hours=23)
+
+    off = await run(rwasync, database_url, "feed", "disable", feed_id, "--json")
+    assert off.returncode == 0, off.stderr
+    assert json.loads(off.stdout)["enabled"] is False
+    assert json.loads(off.stdout)["next_run_at"] is None
+    assert (await listed_feed(database_url, feed_id))["next_run_at"] is None
+
+    before = utc_now()
+    on = await run(rwasync, database_url, "feed", "enable", feed_id, "--json")
+    assert on.returncode == 0, on.stderr
+    enabled = json.loads(on.stdout)
+    # Soon: within the jitter (10 % of the interval, at most 5 minutes), not a day away.
+    assert before <= moment(enabled["next_run_at"]) <= utc_now() + timedelta(minutes=5), enabled
+    assert await listed_feed(database_url, feed_id) == enabled
+    # Enabling a feed that is enabled changes nothing of its schedule.
+    again = await run(rwasync, database_url, "feed", "enable", feed_id, "--json")
+    assert json.loads(again.stdout)["next_run_at"] == enabled["next_run_at"]
+
+    # Registered disabled: no next run either.
+    added = await feed_add(
+        database_url,
+        provider["provider_id"],
+        "http://127.0.0.1:9/e.json",
+        *("--cron", "0 3 * * *", "--disabled"),
+    )
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["next_run_at"] is None
+    # A feed that an earlier release disabled keeps its old time in the row: never shown.
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE feed_sources SET enabled = false, next_run_at = now() - interval '1 day'"
+            " WHERE feed_id = $1",
+            feed_id,
+        )
+    finally:
+        await conn.close()
+    assert (await listed_feed(database_url, feed_id))["next_run_at"] is None

@@ -311,6 +311,48 @@ async def test_a_scheduled_feed_runs_by_itself(
     assert await db.fetchval("SELECT count(*) FROM feed_runs WHERE feed_id = $1", feed_id) == 1
 
 
+async def test_a_feed_disabled_when_due_never_runs_and_enabled_again_runs_once_soon(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """The operator's `feed disable` / `feed enable` (`set_feed_enabled`): disabled, a feed long
+    past due has no next run and the poller queues none; enabled again, the poller runs it once
+    within the jitter (up to 6 s of a minute), not at the time its schedule stood at, then one
+    interval after that run."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    url = feed_server.serve("/feed.json", body(feed_body([asset("a1")], timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url, schedule="60s")
+    async with db.connection() as conn:
+        off = await feeds.set_feed_enabled(conn, feed_id, False)
+    assert off["next_run_at"] is None
+    assert (
+        await db.fetchval("SELECT next_run_at FROM feed_sources WHERE feed_id = $1", feed_id)
+        is None
+    )
+
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        await asyncio.sleep(1)  # five polls
+        assert await db.fetchval("SELECT count(*) FROM feed_runs WHERE feed_id = $1", feed_id) == 0
+        before = utc_now()
+        async with db.connection() as conn:
+            on = await feeds.set_feed_enabled(conn, feed_id, True)
+        due = datetime.fromisoformat(on["next_run_at"].replace("Z", "+00:00"))
+        assert before <= due <= utc_now() + timedelta(seconds=6), on
+        run_id = await eventually(
+            lambda: db.fetchval("SELECT run_id FROM feed_runs WHERE feed_id = $1", feed_id),
+            lambda found: found is not None,
+            timeout=15,
+            what="the run of the feed enabled again",
+        )
+        run = await wait_for_run(db, run_id)
+    assert run["trigger"] == "schedule" and run["status"] == "ok"
+    next_run_at = await db.fetchval(
+        "SELECT next_run_at FROM feed_sources WHERE feed_id = $1", feed_id
+    )
+    ahead = next_run_at - run["requested_at"]
+    assert timedelta(seconds=59) < ahead < timedelta(seconds=67), ahead
+    assert await db.fetchval("SELECT count(*) FROM feed_runs WHERE feed_id = $1", feed_id) == 1
+
+
 async def test_a_run_whose_poller_died_is_run_again(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

@@ -206,6 +206,64 @@ async def test_a_replacement_keeps_the_runs_and_an_idempotent_trigger_runs_once(
     assert status == 200 and [r["run_id"] for r in runs["items"]] == [first[1]["run_id"]]
 
 
+# --- schedules: next_run_at as the provider reads it ----------------------------------------------
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def read_feed(client: Client, who: Provider, feed_id: str) -> dict[str, Any]:
+    """The feed as GET and the listing show it (the same object)."""
+    status, feed, _ = await call(client, "GET", f"/v1/feeds/{feed_id}", who)
+    assert status == 200, feed
+    status, listed, _ = await call(client, "GET", "/v1/feeds", who)
+    assert [f for f in listed["items"] if f["feed_id"] == feed_id] == [feed]
+    return dict(feed)
+
+
+async def test_a_disabled_feed_has_no_next_run_and_enabled_again_runs_once_soon(
+    feed_api: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    """A disabled feed showed no time it would never run at only when disabled by a PUT; enabled
+    again it waited a whole interval (a day for a daily feed). Now it has no next run while
+    disabled, and enabled again it runs once within the jitter, then on its schedule."""
+    provider = await create_provider(store)
+    url = feeds_host.serve("/resumed.json", body(feed_body([asset("r")], timestamp=snapshot_at())))
+    feed_id = "resumed"
+    daily = await put_feed(feed_api, provider, feed_id, url=url, schedule="24h")
+    assert moment(daily["next_run_at"]) > utc_now() + timedelta(hours=23)
+    off = await put_feed(feed_api, provider, feed_id, url=url, schedule="24h", enabled=False)
+    assert off["enabled"] is False and off["next_run_at"] is None
+    assert await read_feed(feed_api, provider, feed_id) == off
+    assert feeds_host.hits["/resumed.json"] == 0
+
+    before = utc_now()
+    on = await put_feed(feed_api, provider, feed_id, url=url, schedule="24h")
+    # Soon: within the jitter (10 % of the interval, at most 5 minutes), not a day away.
+    assert before <= moment(on["next_run_at"]) <= utc_now() + timedelta(minutes=5), on
+    assert await read_feed(feed_api, provider, feed_id) == on
+
+    # Off again and back on every minute (up to 6 s of jitter): the poller queues that one run.
+    await put_feed(feed_api, provider, feed_id, url=url, schedule="24h", enabled=False)
+    before = utc_now()
+    on = await put_feed(feed_api, provider, feed_id, url=url, schedule="60s")
+    assert before <= moment(on["next_run_at"]) <= utc_now() + timedelta(seconds=6), on
+    runs_path = f"/v1/feeds/{feed_id}/runs"
+
+    async def runs() -> list[dict[str, Any]]:
+        return list((await call(feed_api, "GET", runs_path, provider))[1]["items"])
+
+    [scheduled] = await eventually(runs, bool, timeout=30, what="the run of the enabled feed")
+    assert scheduled["trigger"] == "schedule"
+    run = await watch(feed_api, provider, f"{runs_path}/{scheduled['run_id']}")
+    assert run["status"] == "ok", run
+    # ...then on its schedule: one interval (plus up to 10 %) after that run was queued.
+    after = moment((await read_feed(feed_api, provider, feed_id))["next_run_at"])
+    ahead = after - moment(run["requested_at"])
+    assert timedelta(seconds=59) < ahead < timedelta(seconds=67), ahead
+
+
 HOLDS = {
     "empty_feed": lambda: ([], None),
     "truncated": lambda: ([asset("kept-0"), asset("kept-1")], 3),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rwasync.feeds.auth import AuthType, FeedAuth, FeedSecrets, SecretsUnavailable, parse_auth
-from rwasync.feeds.schedule import MAX_CRON_JITTER, Schedule, parse_schedule
+from rwasync.feeds.schedule import MAX_CRON_JITTER, MAX_RESUME_JITTER, Schedule, parse_schedule
 from rwasync.schema.feeds import FeedSettingInvalid
 
 pytestmark = pytest.mark.unit
@@ -101,6 +101,24 @@ def test_a_cron_schedule_runs_at_its_next_time_with_bounded_jitter() -> None:
     times = [schedule.next_run(start, random.Random(seed)) for seed in range(50)]
     assert all(first <= t <= first + MAX_CRON_JITTER for t in times)
     assert parse_schedule(None).manual and parse_schedule(None).next_run(start) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "most"),
+    [
+        ("60s", timedelta(seconds=6)),
+        ("1h", MAX_RESUME_JITTER),  # 10 % would be 6 minutes
+        ("*/5 * * * *", timedelta(seconds=30)),
+        ("0 3 * * *", MAX_RESUME_JITTER),  # not at 03:00 tomorrow
+    ],
+)
+def test_a_feed_put_back_on_its_schedule_runs_once_soon(text: str, most: timedelta) -> None:
+    schedule = parse_schedule(text)
+    now = datetime(2025, 6, 1, 4, 1, 7, tzinfo=UTC)
+    times = [schedule.resume(now, random.Random(seed)) for seed in range(50)]
+    assert all(t is not None and now <= t <= now + most for t in times), times
+    assert len(set(times)) > 40
+    assert parse_schedule(None).resume(now) is None
 
 
 @pytest.mark.parametrize("text", ["0 3 * *", "61 * * * *", "every day", "0s", "-5m", "1s", "59"])

@@ -4,6 +4,8 @@ together do not all hit their providers in the same second.
 
 Jitter adds a random delay of up to 10 % of the interval; for cron, up to 10 % of the gap to the
 firing after, at most `MAX_CRON_JITTER`, so a cron feed still runs close to the time it names.
+A feed put back on its schedule (enabled again) runs once soon, `resume`: now plus the same
+jitter, at most `MAX_RESUME_JITTER`, then on its schedule.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rwasync.schema.feeds import MIN_INTERVAL_SECONDS, FeedSettingInvalid, parse
 
 JITTER_SHARE: Final = 0.1
 MAX_CRON_JITTER: Final = timedelta(minutes=5)
+MAX_RESUME_JITTER: Final = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -42,15 +45,34 @@ class Schedule:
         """The next time a run is due after `after`, jitter included (None: manual only)."""
         draw = (rng or random).random()
         if self.interval_seconds is not None:
-            # A feed registered before intervals had their floor runs at the floor's pace.
-            seconds = max(self.interval_seconds, MIN_INTERVAL_SECONDS)
-            return after + timedelta(seconds=seconds * (1 + JITTER_SHARE * draw))
+            return after + self._interval() + self._jitter(after) * draw
         if self.cron is not None:
-            firings = CronSim(self.cron, after)
-            first = next(firings)
-            gap = next(firings) - first
-            return first + min(gap * JITTER_SHARE, MAX_CRON_JITTER) * draw
+            return next(CronSim(self.cron, after)) + self._jitter(after) * draw
         return None
+
+    def resume(self, now: datetime, rng: random.Random | None = None) -> datetime | None:
+        """When a feed put back on its schedule runs: once soon (now, plus the schedule's jitter
+        up to `MAX_RESUME_JITTER`, so that feeds enabled together do not all start at once),
+        not where its schedule stood when it was disabled, long past or far ahead; its schedule
+        goes on from that run. None: manual only."""
+        if self.manual:
+            return None
+        draw = (rng or random).random()
+        return now + min(self._jitter(now), MAX_RESUME_JITTER) * draw
+
+    def _interval(self) -> timedelta:
+        # A feed registered before intervals had their floor runs at the floor's pace.
+        assert self.interval_seconds is not None
+        return timedelta(seconds=max(self.interval_seconds, MIN_INTERVAL_SECONDS))
+
+    def _jitter(self, after: datetime) -> timedelta:
+        """The longest random delay of a run due after `after` (a cron's: of its next firing)."""
+        if self.interval_seconds is not None:
+            return self._interval() * JITTER_SHARE
+        assert self.cron is not None
+        firings = CronSim(self.cron, after)
+        first = next(firings)
+        return min((next(firings) - first) * JITTER_SHARE, MAX_CRON_JITTER)
 
 
 def parse_schedule(text: str | None) -> Schedule:

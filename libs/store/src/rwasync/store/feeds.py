@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from rwasync.feeds.auth import FeedSecrets
+from rwasync.feeds.schedule import Schedule
 from rwasync.schema.feeds import FeedSettingInvalid, ReasonCode, RunStatus
 from rwasync.schema.timestamps import timestamp_text, utc_now
 from rwasync.store.feed_settings import FEED_ID_PATTERN, FEED_ID_RULE, FeedSettings
@@ -58,7 +59,8 @@ def _interval_text(seconds: int) -> str:
 
 
 def feed_object(row: asyncpg.Record) -> dict[str, Any]:
-    """A feed as providers and operators read it: never its secret."""
+    """A feed as providers and operators read it: never its secret, and no next run while it is
+    disabled (its schedule queues none)."""
     interval = row["interval_seconds"]
     return {
         "feed_id": row["feed_id"],
@@ -74,7 +76,8 @@ def feed_object(row: asyncpg.Record) -> dict[str, Any]:
             "min_count": row["deletion_threshold_min_count"],
         },
         "enabled": row["enabled"],
-        "next_run_at": _ts(row["next_run_at"]),
+        # A row an earlier release disabled may still hold the time it would have run at.
+        "next_run_at": _ts(row["next_run_at"]) if row["enabled"] else None,
         "created_at": _ts(row["created_at"]),
         "updated_at": _ts(row["updated_at"]),
     }
@@ -166,10 +169,10 @@ WHERE feed_id = $1 AND provider_id = $2
 RETURNING *
 """
 
-# Turn a feed's schedule on or off (the operator's `feed enable|disable`). A feed turned on
-# whose next run is past due runs at the next poll.
+# Turn a feed's schedule on or off (the operator's `feed enable|disable`), with its next run:
+# none while off, soon once back on (`next_run_at`).
 SET_FEED_ENABLED: Final = """
-UPDATE feed_sources SET enabled = $2, updated_at = now()
+UPDATE feed_sources SET enabled = $2, next_run_at = $3, updated_at = now()
 WHERE feed_id = $1
 RETURNING *
 """
@@ -261,9 +264,10 @@ APPROVAL_PENDING: Final = "SELECT decision IS NOT NULL FROM feed_runs WHERE run_
 # --- operations ---------------------------------------------------------------------------
 
 
-def _registration(settings: FeedSettings, secrets: FeedSecrets) -> tuple[Any, ...]:
+def _registration(
+    settings: FeedSettings, secrets: FeedSecrets, next_run: datetime | None
+) -> tuple[Any, ...]:
     schedule = settings.schedule
-    next_run = schedule.next_run(utc_now()) if settings.enabled else None
     return (
         settings.url,
         str(settings.format),
@@ -274,9 +278,24 @@ def _registration(settings: FeedSettings, secrets: FeedSecrets) -> tuple[Any, ..
         settings.threshold.percent,
         settings.threshold.min_count,
         settings.enabled,
-        # A scheduled feed first runs one interval (or at its next cron time) after it is added.
         next_run,
     )
+
+
+def next_run_at(
+    schedule: Schedule, enabled: bool, before: asyncpg.Record | None
+) -> datetime | None:
+    """When the schedule next queues a run of a feed that is now `schedule` and `enabled`, and
+    was `before` (None: a new feed). None while disabled (nothing will run it) or manual only.
+    A feed first runs one interval (or at its next cron time) after it is added; one put back on
+    its schedule runs once soon (`Schedule.resume`), whatever time its schedule stood at when
+    it was disabled; otherwise the schedule starts over from now."""
+    if not enabled:
+        return None
+    now = utc_now()
+    if before is not None and not before["enabled"]:
+        return schedule.resume(now)
+    return schedule.next_run(now)
 
 
 async def add_feed(
@@ -289,8 +308,9 @@ async def add_feed(
     """Register a feed under a generated id (the operator CLI)."""
     if await conn.fetchval(PROVIDER_EXISTS, provider_id) is None:
         raise FeedSettingInvalid("/provider_id", f"unknown provider {provider_id!r}")
+    next_run = next_run_at(settings.schedule, settings.enabled, None)
     row = await conn.fetchrow(
-        INSERT_FEED, new_id("feed"), provider_id, *_registration(settings, secrets)
+        INSERT_FEED, new_id("feed"), provider_id, *_registration(settings, secrets, next_run)
     )
     assert row is not None
     return feed_object(row)
@@ -305,17 +325,18 @@ async def put_feed(
     secrets: FeedSecrets,
 ) -> tuple[dict[str, Any], bool]:
     """Create or replace the provider's feed `feed_id`; returns the feed and whether it was
-    created. A replacement keeps the feed's runs; its schedule starts over from now."""
+    created. A replacement keeps the feed's runs; its next run follows `next_run_at`."""
     if not FEED_ID_PATTERN.fullmatch(feed_id):
         raise FeedSettingInvalid("/feed_id", FEED_ID_RULE)
-    values = _registration(settings, secrets)
     async with conn.transaction():
         existing = await conn.fetchrow(FEED_FOR_UPDATE, feed_id)
+        if existing is not None and existing["provider_id"] != provider_id:
+            raise FeedIdTaken(f"feed id {feed_id!r} is already in use; choose another")
+        next_run = next_run_at(settings.schedule, settings.enabled, existing)
+        values = _registration(settings, secrets, next_run)
         if existing is None:
             row = await conn.fetchrow(INSERT_FEED, feed_id, provider_id, *values)
             created = True
-        elif existing["provider_id"] != provider_id:
-            raise FeedIdTaken(f"feed id {feed_id!r} is already in use; choose another")
         else:
             row = await conn.fetchrow(REPLACE_FEED, feed_id, provider_id, *values)
             created = False
@@ -324,11 +345,20 @@ async def put_feed(
 
 
 async def set_feed_enabled(conn: asyncpg.Connection, feed_id: str, enabled: bool) -> dict[str, Any]:
-    """Put a feed on or off its schedule (the provider's `PUT` with `enabled` does the same); a
-    disabled feed also stops counting for its siblings' deletions (`LISTED_BY_ANOTHER_FEED`)."""
-    row = await conn.fetchrow(SET_FEED_ENABLED, feed_id, enabled)
-    if row is None:
-        raise FeedNotFound(f"unknown feed {feed_id!r}")
+    """Put a feed on or off its schedule (the provider's `PUT` with `enabled` does the same: a
+    feed put back on runs once soon, `next_run_at`); a disabled feed also stops counting for its
+    siblings' deletions (`LISTED_BY_ANOTHER_FEED`)."""
+    async with conn.transaction():
+        existing = await conn.fetchrow(FEED_FOR_UPDATE, feed_id)
+        if existing is None:
+            raise FeedNotFound(f"unknown feed {feed_id!r}")
+        if enabled and existing["enabled"]:
+            next_run = existing["next_run_at"]  # on its schedule already: left as it is
+        else:
+            schedule = Schedule(existing["interval_seconds"], existing["cron"])
+            next_run = next_run_at(schedule, enabled, existing)
+        row = await conn.fetchrow(SET_FEED_ENABLED, feed_id, enabled, next_run)
+    assert row is not None
     return feed_object(row)
 
 

@@ -210,7 +210,11 @@ class FeedRegistration(BaseModel):
     schedule: str | None = Field(None, description="an interval (15m, 24h) or a cron expression")
     auth: FeedAuthSettings | None = None
     deletion_threshold: DeletionThresholdSettings | None = None
-    enabled: bool = True
+    enabled: bool = Field(
+        True,
+        description="false: off its schedule (no next run; a triggered run still runs); "
+        "true again: it runs once soon, then on its schedule",
+    )
 
 
 class FeedAuthShown(BaseModel):
@@ -232,7 +236,10 @@ class Feed(BaseModel):
     auth: FeedAuthShown
     deletion_threshold: DeletionThresholdSettings
     enabled: bool
-    next_run_at: str | None
+    next_run_at: str | None = Field(
+        description="when the schedule next queues a run; null while disabled or for a feed "
+        "that runs only when triggered"
+    )
     created_at: str | None
     updated_at: str | None
 

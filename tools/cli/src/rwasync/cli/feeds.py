@@ -284,14 +284,14 @@ def feed_trigger(
 
 @feed_app.command("disable")
 def feed_disable(feed_id: str, as_json: JsonFlag = False) -> None:
-    """Take a feed off its schedule (a trigger still runs it); its snapshot then no longer keeps
-    the provider's other feeds from deleting what it lists."""
+    """Take a feed off its schedule: no next run (a trigger still runs it once); its snapshot
+    then no longer keeps the provider's other feeds from deleting what it lists."""
     emit(run_db(lambda conn: feeds.set_feed_enabled(conn, feed_id, False)), as_json)
 
 
 @feed_app.command("enable")
 def feed_enable(feed_id: str, as_json: JsonFlag = False) -> None:
-    """Put a feed back on its schedule."""
+    """Put a feed back on its schedule: it runs once soon, then on its schedule."""
     emit(run_db(lambda conn: feeds.set_feed_enabled(conn, feed_id, True)), as_json)
 
 
