@@ -264,6 +264,38 @@ async def test_a_disabled_feed_has_no_next_run_and_enabled_again_runs_once_soon(
     assert timedelta(seconds=59) < ahead < timedelta(seconds=67), ahead
 
 
+async def test_a_new_schedule_counts_from_now_and_the_same_one_keeps_its_next_run(
+    feed_api: Client, store: Database
+) -> None:
+    """A feed moved from daily to every 5 minutes runs within 5 minutes (and a cron one at the
+    new expression's next time); sending the same settings again does not put its run off."""
+    provider = await create_provider(store)
+    url = "http://127.0.0.1:9/moved.json"
+    feed_id = "moved"
+    daily = await put_feed(feed_api, provider, feed_id, url=url, schedule="24h")
+    again = await put_feed(feed_api, provider, feed_id, url=url, schedule="1d", format="json")
+    assert again["next_run_at"] == daily["next_run_at"]
+    assert again["updated_at"] > daily["updated_at"]
+
+    before = utc_now()
+    often = await put_feed(feed_api, provider, feed_id, url=url, schedule="5m")
+    assert often["schedule"] == "5m"
+    due = moment(often["next_run_at"])
+    assert before + timedelta(seconds=300) <= due <= utc_now() + timedelta(seconds=330), often
+    assert await read_feed(feed_api, provider, feed_id) == often
+
+    nightly = await put_feed(feed_api, provider, feed_id, url=url, schedule="0 3 * * *")
+    at_three = moment(nightly["next_run_at"])
+    # 03:00, plus up to 5 minutes of jitter
+    assert at_three.hour == 3 and at_three.minute <= 5 and at_three > utc_now(), nightly
+    before = utc_now()
+    cron = await put_feed(feed_api, provider, feed_id, url=url, schedule="*/5 * * * *")
+    due = moment(cron["next_run_at"])
+    # The next multiple of 5 minutes, plus up to 10 % of the 5 minutes to the one after.
+    assert before < due <= before + timedelta(minutes=5, seconds=30), cron
+    assert due.minute % 5 == 0 or (due - timedelta(seconds=30)).minute % 5 == 0, cron
+
+
 HOLDS = {
     "empty_feed": lambda: ([], None),
     "truncated": lambda: ([asset("kept-0"), asset("kept-1")], 3),

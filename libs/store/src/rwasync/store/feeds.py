@@ -289,13 +289,19 @@ def next_run_at(
     was `before` (None: a new feed). None while disabled (nothing will run it) or manual only.
     A feed first runs one interval (or at its next cron time) after it is added; one put back on
     its schedule runs once soon (`Schedule.resume`), whatever time its schedule stood at when
-    it was disabled; otherwise the schedule starts over from now."""
+    it was disabled; a new schedule counts from now; an unchanged one keeps its next run, so
+    that registering the same settings again never puts the next run off."""
     if not enabled:
         return None
     now = utc_now()
-    if before is not None and not before["enabled"]:
+    if before is None:
+        return schedule.next_run(now)
+    if not before["enabled"]:
         return schedule.resume(now)
-    return schedule.next_run(now)
+    if Schedule(before["interval_seconds"], before["cron"]) != schedule:
+        return schedule.next_run(now)
+    kept: datetime | None = before["next_run_at"]
+    return kept if kept is not None else schedule.next_run(now)
 
 
 async def add_feed(
@@ -352,11 +358,8 @@ async def set_feed_enabled(conn: asyncpg.Connection, feed_id: str, enabled: bool
         existing = await conn.fetchrow(FEED_FOR_UPDATE, feed_id)
         if existing is None:
             raise FeedNotFound(f"unknown feed {feed_id!r}")
-        if enabled and existing["enabled"]:
-            next_run = existing["next_run_at"]  # on its schedule already: left as it is
-        else:
-            schedule = Schedule(existing["interval_seconds"], existing["cron"])
-            next_run = next_run_at(schedule, enabled, existing)
+        schedule = Schedule(existing["interval_seconds"], existing["cron"])
+        next_run = next_run_at(schedule, enabled, existing)
         row = await conn.fetchrow(SET_FEED_ENABLED, feed_id, enabled, next_run)
     assert row is not None
     return feed_object(row)
