@@ -187,13 +187,23 @@ async def listed_feed(database_url: str, feed_id: str) -> dict[str, object]:
     return dict(feed)
 
 
+async def table_row(database_url: str, feed_id: str) -> str:
+    """The line of `feed list`'s table (in a pipe: 80 columns) that names the feed."""
+    table = await asyncio.to_thread(rwasync, database_url, "feed", "list")
+    assert table.returncode == 0, table.stderr
+    assert all(len(line) <= 80 for line in table.stdout.splitlines()), table.stdout
+    assert "next_run_at" in table.stdout, table.stdout
+    [line] = [line for line in table.stdout.splitlines() if feed_id in line]
+    return line
+
+
 async def test_a_disabled_feed_has_no_next_run_and_enabled_again_runs_once_soon(
     database_url: str,
 ) -> None:
     """`feed disable` left the time the feed would have run at, which `feed list` showed and
     `feed enable` resumed from (at once when long past, else not before then: up to a day for a
-    daily feed). A disabled feed has no next run, and enabled again it runs once within the
-    jitter."""
+    daily feed). A disabled feed has no next run ("—" in the table), and enabled again it runs
+    once within the jitter."""
     run = asyncio.to_thread
     provider = await new_provider(database_url)
     added = await feed_add(
@@ -203,12 +213,16 @@ async def test_a_disabled_feed_has_no_next_run_and_enabled_again_runs_once_soon(
     feed = json.loads(added.stdout)
     feed_id = feed["feed_id"]
     assert moment(feed["next_run_at"]) > utc_now() + timedelta(hours=23)
+    assert feed["next_run_at"][:19].replace("T", " ") in await table_row(database_url, feed_id)
 
     off = await run(rwasync, database_url, "feed", "disable", feed_id, "--json")
     assert off.returncode == 0, off.stderr
     assert json.loads(off.stdout)["enabled"] is False
     assert json.loads(off.stdout)["next_run_at"] is None
     assert (await listed_feed(database_url, feed_id))["next_run_at"] is None
+    row = await table_row(database_url, feed_id)
+    assert row.split("│")[-2].strip() == "—", row  # the last column: next_run_at
+    assert "False" in row, row
 
     before = utc_now()
     on = await run(rwasync, database_url, "feed", "enable", feed_id, "--json")
@@ -241,3 +255,5 @@ async def test_a_disabled_feed_has_no_next_run_and_enabled_again_runs_once_soon(
     finally:
         await conn.close()
     assert (await listed_feed(database_url, feed_id))["next_run_at"] is None
+    row = await table_row(database_url, feed_id)
+    assert row.split("│")[-2].strip() == "—", row

@@ -194,13 +194,34 @@ def feed_list(
     limit: Annotated[int, typer.Option("--limit")] = 100,
     as_json: JsonFlag = False,
 ) -> None:
-    """List feed sources."""
+    """List feed sources, oldest first: each with its schedule and when it next runs."""
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         await require_provider(conn, provider_id)
         return await feeds.list_feeds(conn, provider_id, cursor=cursor, limit=limit)
 
-    emit(run_db(work), as_json)
+    page = run_db(work)
+
+    def table() -> Table:
+        # Narrow enough for 80 columns: the feed id above its provider (unless --provider named
+        # it), the schedule, whether it is on it and when it next runs; `--json` has every field.
+        t = Table("feed_id", "schedule", "enabled", "next_run_at")
+        for f in page["items"]:
+            ids = f["feed_id"] + ("" if provider_id is not None else f"\n{f['provider_id']}")
+            t.add_row(
+                ids,
+                f["schedule"] or "manual",
+                str(f["enabled"]),
+                # none while disabled or manual only: nothing will run it but a trigger
+                table_time(f["next_run_at"]) or NO_NEXT_RUN,
+            )
+        return t
+
+    emit(page, as_json, table)
+
+
+# What a table shows for a feed that its schedule will not run (disabled, or manual only).
+NO_NEXT_RUN: Final = "—"
 
 
 def _wait_for_run(run_id: str, timeout: float) -> dict[str, Any]:
