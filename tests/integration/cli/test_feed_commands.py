@@ -1,6 +1,6 @@
 """`rwasync feed add` with credentials, schedules and formats: the same rules as a provider's
 `PUT /v1/feeds`, secrets never on the command line, never printed, never stored in clear; a
-feed's next run as `feed list`, `disable` and `enable` leave and show it."""
+feed's next run as `feed list`, `disable`, `enable` and `trigger` leave and show it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ import pytest
 
 from rwasync.feeds.auth import FeedSecrets, parse_auth
 from rwasync.schema.timestamps import utc_now
+from tests.integration.feed_poller.harness import (
+    FeedServer,
+    asset,
+    body,
+    feed_body,
+    poller_settings,
+    running_poller,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -257,3 +265,33 @@ async def test_a_disabled_feed_has_no_next_run_and_enabled_again_runs_once_soon(
     assert (await listed_feed(database_url, feed_id))["next_run_at"] is None
     row = await table_row(database_url, feed_id)
     assert row.split("│")[-2].strip() == "—", row
+
+
+async def test_a_disabled_feed_triggered_runs_once_and_stays_disabled(
+    database_url: str, vhost_amqp_url: str
+) -> None:
+    """docs/api.md: `feed disable` takes a feed off its schedule, and a trigger still runs it:
+    `feed trigger --wait` runs it once (exit 0, the finished run), and it stays disabled."""
+    server = FeedServer()
+    await server.start()
+    try:
+        snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+        url = server.serve("/off.json", body(feed_body([asset("off-1")], timestamp=snapshot)))
+        provider = await new_provider(database_url)
+        added = await feed_add(database_url, provider["provider_id"], url, "--every", "1h")
+        feed_id = json.loads(added.stdout)["feed_id"]
+        off = await asyncio.to_thread(rwasync, database_url, "feed", "disable", feed_id, "--json")
+        assert off.returncode == 0, off.stderr
+        async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+            triggered = await asyncio.to_thread(
+                rwasync, database_url, "feed", "trigger", feed_id, "--wait", "--timeout", "30",
+                "--json",
+            )  # fmt: skip
+        assert triggered.returncode == 0, triggered.stderr
+        run = json.loads(triggered.stdout)
+        assert (run["status"], run["trigger"]) == ("ok", "manual"), run
+        assert run["counts"]["created"] == 1 and server.hits["/off.json"] == 1
+        feed = await listed_feed(database_url, feed_id)
+        assert feed["enabled"] is False and feed["next_run_at"] is None, feed
+    finally:
+        await server.close()

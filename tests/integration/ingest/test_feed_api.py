@@ -296,6 +296,24 @@ async def test_a_new_schedule_counts_from_now_and_the_same_one_keeps_its_next_ru
     assert due.minute % 5 == 0 or (due - timedelta(seconds=30)).minute % 5 == 0, cron
 
 
+async def test_a_disabled_feed_triggered_runs_once_and_stays_disabled(
+    feed_api: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    """docs/api.md 2.8: `enabled: false` keeps a feed off its schedule, and a trigger still runs
+    it: the run is answered and done as any other, and the feed keeps no next run."""
+    provider = await create_provider(store)
+    items = [asset("off-1"), asset("off-2")]
+    url = feeds_host.serve("/off.json", body(feed_body(items, timestamp=snapshot_at())))
+    await put_feed(feed_api, provider, "off", url=url, schedule="1h", enabled=False)
+    run = await run_feed(feed_api, provider, "off")
+    assert (run["status"], run["trigger"]) == ("ok", "manual"), run
+    assert run["counts"]["created"] == 2
+    feed = await read_feed(feed_api, provider, "off")
+    assert feed["enabled"] is False and feed["next_run_at"] is None
+    status, runs, _ = await call(feed_api, "GET", "/v1/feeds/off/runs", provider)
+    assert status == 200 and [r["run_id"] for r in runs["items"]] == [run["run_id"]]
+
+
 HOLDS = {
     "empty_feed": lambda: ([], None),
     "truncated": lambda: ([asset("kept-0"), asset("kept-1")], 3),

@@ -175,6 +175,10 @@ class FeedRoutes:
                 self.request_run,
                 "requestFeedRun",
                 "Run the feed now (after a run of it still in progress)",
+                description=(
+                    "No body. A disabled feed runs too, once: it stays disabled, with no next "
+                    "run (docs/api.md 2.8)."
+                ),
                 replies=(requested,),
                 problems=RUN_WRITE_PROBLEMS,
                 params=(FEED_ID_PARAM, IDEMPOTENCY_KEY, TENANT),

@@ -293,7 +293,8 @@ def feed_trigger(
     as_json: JsonFlag = False,
 ) -> None:
     """Run a feed now (it starts within seconds, once fewer of its provider's runs are in
-    progress than the limit). Exit 0 ok/not_modified, 3 held, 4 failed/rejected."""
+    progress than the limit); a disabled feed runs once and stays disabled. Exit 0
+    ok/not_modified, 3 held, 4 failed/rejected."""
     run_id = run_db(lambda conn: feeds.request_run(conn, feed_id))
     if not wait:
         emit({"run_id": run_id}, as_json)
