@@ -314,6 +314,47 @@ async def test_a_disabled_feed_triggered_runs_once_and_stays_disabled(
     assert status == 200 and [r["run_id"] for r in runs["items"]] == [run["run_id"]]
 
 
+async def test_a_run_requested_approved_or_rejected_takes_no_body(
+    feed_api: Client, store: Database
+) -> None:
+    """The three calls on runs take no body; one sent was ignored (any JSON) and the run
+    requested all the same. Now a JSON body is a 400 saying so, another type a 415 (the order of
+    every write: the media type first), and nothing is requested; an empty body is none."""
+    provider = await create_provider(store)
+    await put_feed(feed_api, provider, "bodiless", url="http://127.0.0.1:9/b.json")
+    requests = "/v1/feeds/bodiless/runs"
+    # the run need not exist: the body is refused before the run is looked for
+    calls = (requests, f"{requests}/run_nope/approve", f"{requests}/run_nope/reject")
+    for path in calls:
+        for sent in (b"{}", b'{"reason":"because"}', b"null"):
+            response = await feed_api.post(path, data=sent, headers={**JSON, **provider.bearer})
+            refused = await problem(response, 400)
+            assert refused["type"].endswith("/unexpected-body"), refused
+            assert refused["detail"] == "this call takes no body: send the request without one"
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            response = await feed_api.post(
+                path, data=b"run=1", headers={"Content-Type": content_type, **provider.bearer}
+            )
+            refused = await problem(response, 415)
+            assert refused["detail"] == "this call takes no body: send the request without one"
+    assert await store.fetchval("SELECT count(*) FROM feed_runs WHERE feed_id = 'bodiless'") == 0
+    # No body, an empty one (with or without a Content-Type): requested.
+    for headers in ({}, JSON, {"Content-Type": "text/plain"}):
+        response = await feed_api.post(requests, data=b"", headers={**headers, **provider.bearer})
+        assert response.status == 202, await response.text()
+    response = await feed_api.post(requests, headers=provider.bearer)
+    assert response.status == 202, await response.text()
+    # The description says so.
+    document = await (await feed_api.get("/v1/openapi.json")).json()
+    for path in ("", "/{run_id}/approve", "/{run_id}/reject"):
+        operation = document["paths"][f"/v1/feeds/{{feed_id}}/runs{path}"]["post"]
+        answers = operation["responses"]
+        assert "requestBody" not in operation
+        assert "this call takes none" in answers["400"]["description"], answers["400"]
+        assert "takes no body" in answers["415"]["description"], answers["415"]
+        assert {"404", "409"} <= set(answers)
+
+
 HOLDS = {
     "empty_feed": lambda: ([], None),
     "truncated": lambda: ([asset("kept-0"), asset("kept-1")], 3),

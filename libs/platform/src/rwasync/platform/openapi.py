@@ -143,6 +143,8 @@ class Operation:
     description: str = ""
     # Security scheme names from the registry's schemes; empty: a public call.
     security: tuple[str, ...] = ()
+    # What a problem status means for this call, where it says more than `PROBLEM_MEANINGS`.
+    problem_meanings: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass
@@ -333,9 +335,10 @@ def _operation(o: Operation, schema_of: Callable[[Any], dict[str, Any]]) -> dict
         responses[str(reply.status)] = answer
     # Every call refuses a query parameter it does not take, or one given twice (`_query_checked`).
     problems = {*o.problems, 400} | ({401, 429} if o.security else set())
+    meanings = {**PROBLEM_MEANINGS, **dict(o.problem_meanings)}
     for status in sorted(problems):
         answer = {
-            "description": PROBLEM_MEANINGS[status],
+            "description": meanings[status],
             "content": {PROBLEM_CONTENT_TYPE: {"schema": schema_of(ProblemDocument)}},
         }
         if status in PROBLEM_HEADERS:

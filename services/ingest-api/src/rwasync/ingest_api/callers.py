@@ -22,6 +22,8 @@ from rwasync.store.tenants import ProviderCredential, ProviderIdentity, TenantRe
 TENANT_HEADER: Final = "X-Tenant-Id"
 # The trace id travels in every event, whose envelope caps it.
 MAX_TRACE_ID: Final = 128
+# The answer to a body sent to a call that takes none (a run requested, approved or rejected).
+NO_BODY: Final = "this call takes no body: send the request without one"
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,13 @@ class Callers:
         *,
         media_types: Collection[str] = (JSON,),
         body_optional: bool = False,
+        no_body: bool = False,
         source: EventSource = EventSource.PUSH,
     ) -> Call:
         """Authenticate, then take the body: declared as one of `media_types` (unless optional
-        and absent), within the size limit and the deadline."""
+        and absent), within the size limit and the deadline. A call that takes `no_body` refuses
+        one that is not empty: 415 unless it is declared as one of `media_types` (the media type
+        is checked first, as for every write), else 400; an empty body is none."""
         received_at = utc_now()
         identity = await self.identify(request)
         arrival = Arrival(
@@ -88,16 +93,18 @@ class Callers:
             received_at=received_at,
             trace_id=request.get(TRACE_ID, "")[:MAX_TRACE_ID],
         )
-        if body_optional and not request.body_exists:
+        optional = body_optional or no_body
+        if optional and not request.body_exists:
             return Call(request, identity, arrival, b"")
-        if (
-            body_optional
-            and request.content_length is None
-            and "Content-Type" not in request.headers
-        ):
+        if optional and request.content_length is None and "Content-Type" not in request.headers:
             # A body sent chunked says only once read whether it is empty: an empty one is none.
             body = await read_body(request, limits)
             if not body:
                 return Call(request, identity, arrival, b"")
+        if no_body and request.content_type not in media_types:
+            raise Problem(415, "Unsupported Media Type", NO_BODY, kind="unsupported-media-type")
         require_media_type(request, media_types)
-        return Call(request, identity, arrival, await read_body(request, limits))
+        body = await read_body(request, limits)
+        if no_body and body:
+            raise Problem(400, "Bad Request", NO_BODY, kind="unexpected-body")
+        return Call(request, identity, arrival, body)

@@ -67,6 +67,7 @@ class Ingest:
         batch: bool = False,
         media_types: Collection[str] = (JSON,),
         body_optional: bool = False,
+        no_body: bool = False,
         source: EventSource = EventSource.PUSH,
     ) -> web.Response:
         """Every write: the caller and its body (`Callers.write`), then `handle` under the
@@ -76,6 +77,7 @@ class Ingest:
             self.batch if batch else self.single,
             media_types=media_types,
             body_optional=body_optional,
+            no_body=no_body,
             source=source,
         )
         return await self.idempotency.run(call, lambda: handle(call))

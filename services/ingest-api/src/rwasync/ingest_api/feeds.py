@@ -53,6 +53,11 @@ FEED_ID_PARAM: Final = Param("feed_id", "path", str, "the feed's id (chosen by t
 RUN_ID_PARAM: Final = Param("run_id", "path", str, "the run's id")
 # A run's writes also answer 404 for an unknown (or another provider's) feed or run.
 RUN_WRITE_PROBLEMS: Final = (*WRITE_PROBLEMS, 404)
+# A run's writes take no body (`Callers.write`'s `no_body`).
+NO_BODY_MEANINGS: Final = (
+    (400, "a body (this call takes none), or a bad query parameter or header"),
+    (415, "a body whose Content-Type is not application/json (this call takes no body)"),
+)
 CURSOR_PARAM: Final = Param("cursor", "query", str, "the `next_cursor` of the previous page")
 
 
@@ -182,6 +187,7 @@ class FeedRoutes:
                 replies=(requested,),
                 problems=RUN_WRITE_PROBLEMS,
                 params=(FEED_ID_PARAM, IDEMPOTENCY_KEY, TENANT),
+                problem_meanings=NO_BODY_MEANINGS,
                 **common,
             ),
             Operation(
@@ -222,6 +228,7 @@ class FeedRoutes:
                 ),
                 problems=RUN_WRITE_PROBLEMS,
                 params=(FEED_ID_PARAM, RUN_ID_PARAM, IDEMPOTENCY_KEY, TENANT),
+                problem_meanings=NO_BODY_MEANINGS,
                 **common,
             ),
             Operation(
@@ -233,6 +240,7 @@ class FeedRoutes:
                 replies=(Reply(200, "the rejected run", FeedRun),),
                 problems=RUN_WRITE_PROBLEMS,
                 params=(FEED_ID_PARAM, RUN_ID_PARAM, IDEMPOTENCY_KEY, TENANT),
+                problem_meanings=NO_BODY_MEANINGS,
                 **common,
             ),
         ]
@@ -281,7 +289,7 @@ class FeedRoutes:
     # --- runs ---
 
     async def request_run(self, request: web.Request) -> web.Response:
-        return await self._ingest.write(request, self._request_run, body_optional=True)
+        return await self._ingest.write(request, self._request_run, no_body=True)
 
     async def _request_run(self, call: Call) -> web.Response:
         feed_id = path_id(call.request, "feed_id")
@@ -323,7 +331,7 @@ class FeedRoutes:
         return json_response(run)
 
     async def approve_run(self, request: web.Request) -> web.Response:
-        return await self._ingest.write(request, self._approve, body_optional=True)
+        return await self._ingest.write(request, self._approve, no_body=True)
 
     async def _approve(self, call: Call) -> web.Response:
         feed_id, run_id = path_id(call.request, "feed_id"), path_id(call.request, "run_id")
@@ -337,7 +345,7 @@ class FeedRoutes:
         )
 
     async def reject_run(self, request: web.Request) -> web.Response:
-        return await self._ingest.write(request, self._reject, body_optional=True)
+        return await self._ingest.write(request, self._reject, no_body=True)
 
     async def _reject(self, call: Call) -> web.Response:
         feed_id, run_id = path_id(call.request, "feed_id"), path_id(call.request, "run_id")
