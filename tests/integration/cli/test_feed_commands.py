@@ -210,7 +210,7 @@ async def test_a_disabled_feed_has_no_next_run_and_enabled_again_runs_once_soon(
 ) -> None:
     """`feed disable` left the time the feed would have run at, which `feed list` showed and
     `feed enable` resumed from (at once when long past, else not before then: up to a day for a
-    daily feed). A disabled feed has no next run ("—" in the table), and enabled again it runs
+    daily feed). A disabled feed has no next run ("-" in the table), and enabled again it runs
     once within the jitter."""
     run = asyncio.to_thread
     provider = await new_provider(database_url)
@@ -229,7 +229,7 @@ async def test_a_disabled_feed_has_no_next_run_and_enabled_again_runs_once_soon(
     assert json.loads(off.stdout)["next_run_at"] is None
     assert (await listed_feed(database_url, feed_id))["next_run_at"] is None
     row = await table_row(database_url, feed_id)
-    assert row.split("│")[-2].strip() == "—", row  # the last column: next_run_at
+    assert row.split("│")[-2].strip() == "-", row  # the last column: next_run_at
     assert "False" in row, row
 
     before = utc_now()
@@ -264,7 +264,7 @@ async def test_a_disabled_feed_has_no_next_run_and_enabled_again_runs_once_soon(
         await conn.close()
     assert (await listed_feed(database_url, feed_id))["next_run_at"] is None
     row = await table_row(database_url, feed_id)
-    assert row.split("│")[-2].strip() == "—", row
+    assert row.split("│")[-2].strip() == "-", row
 
 
 async def test_a_disabled_feed_triggered_runs_once_and_stays_disabled(

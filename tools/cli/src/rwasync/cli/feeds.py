@@ -221,7 +221,7 @@ def feed_list(
 
 
 # What a table shows for a feed that its schedule will not run (disabled, or manual only).
-NO_NEXT_RUN: Final = "—"
+NO_NEXT_RUN: Final = "-"
 
 
 def _wait_for_run(run_id: str, timeout: float) -> dict[str, Any]:
