@@ -427,3 +427,26 @@ async def test_a_trickling_server_fails_the_minimum_rate(
     assert (run["status"], run["reason_code"]) == ("failed", "timeout"), run["reason"]
     assert "fewer than 1024 bytes" in run["reason"] and "2 tries" in run["reason"]
     assert feed_server.hits["/slow.json"] == 2
+
+
+async def test_an_item_that_does_not_parse_says_where_within_it(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    lines = [json.dumps(asset("a0")), '{"id": "a1", "name": }', json.dumps(asset("a2"))]
+    url = feed_server.serve("/feed.jsonl", body("\n".join(lines).encode() + b"\n"))
+    feed_id = await add_feed(db, provider_id, url, fmt="jsonl")
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, feed_id))
+    assert run["status"] == "ok" and run["counts"]["created"] == 2
+    assert run["errors"] == [
+        {
+            "index": 1,
+            "id": "a1",
+            "errors": [
+                {
+                    "pointer": "",
+                    "message": "invalid JSON: Expecting value at line 1 column 22 of item 1",
+                }
+            ],
+        }
+    ]

@@ -284,11 +284,29 @@ def test_hostile_json_items_fail_alone_and_never_crash_the_reader() -> None:
     results = {r.asset_id: r for r in validated("json", body)}
     assert isinstance(results["good"], ValidItem)
     messages = {k: v.errors[0].message for k, v in results.items() if isinstance(v, ItemError)}
-    assert "more than 100 digits" in messages["long"]
-    assert "deeper than 32" in messages["deep"]
-    assert "unpaired surrogate" in messages["lone"]
-    assert messages["bytes"] == "text is not valid UTF-8 (byte 0xff at character 26)"
-    assert "not a JSON number" in messages["nan"]
+    # Each says where, within the item (its line and column), and which item it is.
+    assert messages == {
+        "long": "a number has more than 100 digits at line 1 column 30 of item 1",
+        "deep": "JSON nests deeper than 32 levels at line 1 column 61 of item 2",
+        "lone": "JSON contains an unpaired surrogate (\\ud800-\\udfff) at line 1 column 25 "
+        "of item 3",
+        "nan": "NaN is not a JSON number at line 1 column 29 of item 4",
+        "bytes": "text is not valid UTF-8 (byte 0xff) at line 1 column 26 of item 5",
+    }
+    assert all(v.errors[0].pointer == "" for v in results.values() if isinstance(v, ItemError))
+
+
+def test_an_item_that_does_not_parse_says_where_within_it() -> None:
+    pretty = json.dumps([asset("a"), {**asset("b"), "year_built": 1}], indent=2).encode()
+    pretty = pretty.replace(b'"year_built": 1', b'"year_built": NaN')
+    (good, bad) = validated("json", pretty)
+    assert isinstance(good, ValidItem) and isinstance(bad, ItemError)
+    # the item's own lines: `{`, then id, updated_at, status, name, and year_built (6)
+    assert bad.errors[0].message == "NaN is not a JSON number at line 6 column 19 of item 1"
+    lines = json.dumps(asset("a")).encode() + b'\n\n{"id": "b", "name": }\n'
+    (_, broken) = validated("jsonl", lines)
+    assert isinstance(broken, ItemError) and broken.asset_id == "b"
+    assert broken.errors[0].message == "invalid JSON: Expecting value at line 1 column 21 of item 1"
 
 
 def test_items_spanning_read_boundaries_are_framed_exactly() -> None:

@@ -101,6 +101,16 @@ def _lists(node: Any) -> Any:
     return converted
 
 
+def _unread_id(record: RawRecord) -> str | None:
+    """The id of an item that is not read as a document: as the reader saw it, else as the text
+    gives it (a JSON item framed many at a time, a JSON Lines line: neither read for its id)."""
+    if record.raw_id is None and record.text is not None:
+        return scanned_id(record.text)
+    if record.raw_id is None and record.line is not None:
+        return line_id(record.line)
+    return record.raw_id
+
+
 def _document(record: RawRecord) -> Any:
     try:
         if record.text is not None:
@@ -108,12 +118,8 @@ def _document(record: RawRecord) -> Any:
         if record.line is not None:
             return loads(record.line)
     except MalformedJSON as exc:
-        raw_id = record.raw_id
-        if raw_id is None and record.text is not None:
-            raw_id = scanned_id(record.text)  # framed many at a time: not read for its id then
-        elif raw_id is None and record.line is not None:
-            raw_id = line_id(record.line)  # a JSON Lines line is never read for its id before
-        raise _Unreadable(FieldError("", exc.detail), raw_id) from None
+        # Its line and column count within the item, which the run's errors list by index.
+        raise _Unreadable(FieldError("", exc.of_item(record.index)), _unread_id(record)) from None
     assert record.row is not None and record.columns is not None
     return csv_document(record.columns, record.row)
 

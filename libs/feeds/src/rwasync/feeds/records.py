@@ -308,9 +308,9 @@ def _envelope(reader: _JsonText, header: FeedHeader) -> Iterator[RawRecord]:
                 if key in ("timestamp", "total_assets"):
                     try:
                         setattr(header, key, loads(span))
-                    except MalformedJSON as exc:
+                    except MalformedJSON as exc:  # its place in the span would mislead
                         raise FeedInvalid(
-                            ReasonCode.PARSE_ERROR, f"`{key}`: {exc.detail}"
+                            ReasonCode.PARSE_ERROR, f"`{key}`: {exc.reason}"
                         ) from None
             if reader.expect(",}", "',' or '}' in the envelope") == "}":
                 break
