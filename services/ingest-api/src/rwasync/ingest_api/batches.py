@@ -6,6 +6,7 @@ the whole request is a 503 (never a partial 202)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,8 @@ from rwasync.ingest_api.context import (
     Ingest,
 )
 from rwasync.ingest_api.documents import (
+    ASSETS,
+    PRICES,
     Checked,
     check_prices,
     checked_batch,
@@ -101,7 +104,9 @@ class Batches:
 
     async def _assets(self, call: Call) -> web.Response:
         try:
-            checked = checked_batch(call.body, call.json, call.arrival.received_at)
+            checked = checked_batch(
+                call.body, functools.partial(call.json, ASSETS), call.arrival.received_at
+            )
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
         return await self._accept(
@@ -116,7 +121,7 @@ class Batches:
 
     async def _prices(self, call: Call) -> web.Response:
         try:
-            items = price_batch(call.json())
+            items = price_batch(call.json(PRICES))
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
         checked = check_prices(items, call.arrival.received_at)

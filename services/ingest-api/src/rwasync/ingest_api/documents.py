@@ -76,6 +76,12 @@ def envelope(model: type[Envelope], body: Any) -> Envelope:
     return validate_contract(model, body, envelope=True)
 
 
+# The keys of the batches' arrays of items (`AssetBatch.assets`, `PriceBatch.prices`): a body's
+# JSON fault inside one of their elements names it (`jsonsafe.loads(body, items=...)`).
+ASSETS: Final = "assets"
+PRICES: Final = "prices"
+
+
 def asset_batch(body: Any) -> list[Any]:
     return list(envelope(AssetBatch, body).assets)
 
