@@ -1,5 +1,6 @@
 """Bad input through the real service: a body that is not JSON says where (line and column, and
-in a batch which item) (docs/api.md 2.5, 2.6)."""
+in a batch which item), and a batch item larger than a push of it alone may be is rejected as
+that item, the others accepted (docs/api.md 2.5, 2.6)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from typing import Any
 
 import pytest
 
+from rwasync.schema.messages import decode_message
 from tests.integration.ingest.conftest import Provider, Queues
 from tests.integration.ingest.helpers import JSON, Client, house, problem
+from tests.support.events import large_asset_doc
 
 pytestmark = pytest.mark.integration
+
+# The default of RWASYNC_INGEST_MAX_BODY_BYTES, which the `ingest` fixture keeps.
+LIMIT = 1024 * 1024
 
 
 def tick(asset_id: str, **extra: Any) -> dict[str, Any]:
@@ -119,3 +125,95 @@ async def test_a_batch_says_which_item_is_not_json(
         assert detail.startswith(f"{reason} at line ") and ", in item" not in detail, detail
     await queues.assets.purge()
     await queues.prices.purge()
+
+
+# --- an item larger than a push of it alone ------------------------------------------------------
+
+
+def too_large(size: int, what: str) -> str:
+    return (
+        f"the item is {size} bytes, over the limit of {LIMIT} bytes for one {what} "
+        "(RWASYNC_INGEST_MAX_BODY_BYTES)"
+    )
+
+
+def padded(document: dict[str, Any], size: int) -> bytes:
+    """`document` as JSON of exactly `size` bytes: spaces after its `{` (JSON allows them, and a
+    body's size counts them), so a valid document can reach any size."""
+    text = json.dumps(document).encode()
+    assert len(text) <= size
+    return b"{" + b" " * (size - len(text)) + text[1:]
+
+
+async def test_a_batch_item_over_the_single_asset_limit_is_rejected_alone(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    """A batch body may hold 16 MiB, but no item more than PUT /v1/assets/{id} takes (413): such
+    an item is rejected as that item, the others accepted; one at the limit exactly is taken."""
+    big = padded(large_asset_doc("big"), LIMIT + 1)
+    exact = padded(large_asset_doc("exact"), LIMIT)
+    alone = await ingest.put("/v1/assets/big", data=big, headers={**JSON, **provider.basic})
+    await problem(alone, 413)
+
+    small = [json.dumps(house(f"small-{n}")).encode() for n in (0, 3)]
+    body = b'{"assets": [' + b", ".join([small[0], big, exact, small[1]]) + b"]}"
+    response = await ingest.post("/v1/assets/batch", data=body, headers={**JSON, **provider.basic})
+    assert response.status == 202, await response.text()
+    answer = await response.json()
+    assert (answer["accepted"], answer["rejected"]) == (3, 1)
+    assert answer["results"][1] == {
+        "index": 1,
+        "id": "big",
+        "status": "rejected",
+        "errors": [{"pointer": "", "message": too_large(LIMIT + 1, "asset")}],
+    }
+    assert [(r["id"], r["status"]) for r in answer["results"]] == [
+        ("small-0", "accepted"),
+        ("big", "rejected"),
+        ("exact", "accepted"),
+        ("small-3", "accepted"),
+    ]
+    published: list[str] = []
+    while len(published) < 3:
+        message = await queues.next(queues.assets)
+        published += [e.asset_id for e in decode_message(message.body).events]
+    assert published == ["small-0", "exact", "small-3"]
+
+    report = await ingest.post("/v1/validate/batch", data=body, headers={**JSON, **provider.basic})
+    assert report.status == 200, await report.text()
+    validity = await report.json()
+    assert validity["valid"] is False
+    assert [(r["index"], r["id"], r["valid"]) for r in validity["results"]] == [
+        (0, "small-0", True),
+        (1, "big", False),
+        (2, "exact", True),
+        (3, "small-3", True),
+    ]
+    assert validity["results"][1]["errors"] == [
+        {"pointer": "", "message": too_large(LIMIT + 1, "asset")}
+    ]
+
+
+async def test_a_price_tick_over_the_single_item_limit_is_rejected_alone(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    fat = padded(tick("fat"), LIMIT + 10)
+    alone = await ingest.put("/v1/assets/fat/price", data=fat, headers={**JSON, **provider.basic})
+    await problem(alone, 413)
+    ticks = [json.dumps(tick("p-0")).encode(), fat, json.dumps(tick("p-2")).encode()]
+    body = b'{"prices": [' + b",".join(ticks) + b"]}"
+    response = await ingest.post("/v1/prices", data=body, headers={**JSON, **provider.basic})
+    assert response.status == 202, await response.text()
+    answer = await response.json()
+    assert (answer["accepted"], answer["rejected"]) == (2, 1)
+    assert answer["results"][1] == {
+        "index": 1,
+        "asset_id": "fat",
+        "status": "rejected",
+        "errors": [{"pointer": "", "message": too_large(LIMIT + 10, "price")}],
+    }
+    published: list[str] = []
+    while len(published) < 2:
+        message = await queues.next(queues.prices)
+        published += [e.asset_id for e in decode_message(message.body).events]
+    assert published == ["p-0", "p-2"]

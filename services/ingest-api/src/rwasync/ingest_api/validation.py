@@ -65,7 +65,10 @@ class Validation:
         call = await self._ingest.callers.write(request, self._ingest.batch)
         try:
             checked = checked_batch(
-                call.body, functools.partial(call.json, ASSETS), call.arrival.received_at
+                call.body,
+                functools.partial(call.json, ASSETS),
+                call.arrival.received_at,
+                max_item_bytes=self._ingest.single.max_bytes,
             )
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
