@@ -217,3 +217,27 @@ async def test_a_price_tick_over_the_single_item_limit_is_rejected_alone(
         message = await queues.next(queues.prices)
         published += [e.asset_id for e in decode_message(message.body).events]
     assert published == ["p-0", "p-2"]
+
+
+async def test_a_feed_previewed_by_body_rejects_an_item_over_the_limit(
+    ingest: Client, provider: Provider
+) -> None:
+    """The preview reads a feed as a run does: an item over the limit is an invalid item, listed
+    by its id; the others are read."""
+    lines = [json.dumps(house("line-0")).encode(), padded(house("big"), LIMIT + 1)]
+    body = b"\n".join([*lines, json.dumps(house("line-2")).encode()]) + b"\n"
+    response = await ingest.post(
+        "/v1/validate/feed",
+        data=body,
+        headers={"Content-Type": "application/x-ndjson", **provider.basic},
+    )
+    assert response.status == 200, await response.text()
+    preview = await response.json()
+    assert preview["counts"] == {"seen": 3, "invalid": 1}
+    assert preview["errors"] == [
+        {
+            "index": 1,
+            "id": "big",
+            "errors": [{"pointer": "", "message": too_large(LIMIT + 1, "asset")}],
+        }
+    ]

@@ -20,10 +20,10 @@ CUSTOM_ERROR_PREFIX: Final = "rwasync."
 # A pathological document could yield one error per byte; a response lists at most this many.
 MAX_REPORTED_ERRORS: Final = 100
 
-# The largest item (one asset, one price tick) a batch takes, in bytes as sent, unless told
-# otherwise: the default of ingest-api's limit on the body of a single-item call, the setting
-# below. An item that a push of it alone would have refused (413) is refused in a batch as well:
-# as that item, the others going on.
+# The largest item (one asset, one price tick) a batch or a feed takes, in bytes as sent, unless
+# told otherwise: the default of ingest-api's limit on the body of a single-item call, the
+# setting below, which feed-poller reads too. An item that a push of it alone would have refused
+# (413) is refused in a batch or a feed as well: as that item, the others going on.
 MAX_ITEM_BYTES: Final = 1024 * 1024
 MAX_ITEM_SETTING: Final = "RWASYNC_INGEST_MAX_BODY_BYTES"
 
