@@ -25,8 +25,9 @@ from rwasync.ingest_api.documents import (
     price_item,
     too_large,
 )
+from rwasync.ingest_api.models import MAX_ASSET_BATCH, MAX_PRICE_BATCH
 from rwasync.schema.errors import AssetInvalid
-from rwasync.schema.jsonsafe import MalformedJSON, loads
+from rwasync.schema.jsonsafe import MAX_NAMED_ITEMS, MalformedJSON, loads
 from tests.unit.schema.documents import NOW, detroit_house
 from tests.unit.schema.test_properties import documents, mutated_houses
 
@@ -294,3 +295,8 @@ def test_item_sizes_survive_text_msgspec_does_not_frame() -> None:
     body = b"\xef\xbb\xbf" + body_of({"assets": items})
     refused = too_large(body, "assets", items, 2048, "asset")
     assert list(refused) == [0]
+
+
+def test_a_400_can_name_any_item_of_a_batch() -> None:
+    """jsonsafe names an item at fault among the first MAX_NAMED_ITEMS only."""
+    assert max(MAX_ASSET_BATCH, MAX_PRICE_BATCH) <= MAX_NAMED_ITEMS

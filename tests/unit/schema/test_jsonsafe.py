@@ -5,7 +5,14 @@ from decimal import Decimal
 
 import pytest
 
-from rwasync.schema.jsonsafe import MAX_DEPTH, MAX_NUMBER_DIGITS, MalformedJSON, dumps, loads
+from rwasync.schema.jsonsafe import (
+    MAX_DEPTH,
+    MAX_NAMED_ITEMS,
+    MAX_NUMBER_DIGITS,
+    MalformedJSON,
+    dumps,
+    loads,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -140,6 +147,13 @@ def refusal(body: bytes | str, items: str | None = None) -> MalformedJSON:
         (b'{"a": 1e99999999999999999999}', "number 1e99999999999999999999 is out of range", 1, 7),
         (b'{"a": 1,\n\n "b": -Infinity}', "-Infinity is not a JSON number", 3, 7),
         (b'{"s": "NaN", "n": NaN}', "NaN is not a JSON number", 1, 19),
+        # long literals that are fine (an exponent's leading zeros), then one that is not
+        (
+            b"[1e00000000000000000001, 12345678901234567890, -1.5E-" + b"9" * 19 + b"]",
+            "number -1.5E-9999999999999999999 is out of range",
+            1,
+            48,
+        ),
         (b'{"a":\n' + b"[" * 40 + b"]" * 40 + b"}", "JSON nests deeper than 32 levels", 2, 32),
         (b"[" * 100_000, "JSON nests deeper than 32 levels", 1, 33),
         (b'{"a": "[[[", "b":\n ' + b"[" * 32 + b"]" * 32 + b"}", "nests deeper", 2, 33),
@@ -204,6 +218,15 @@ def test_a_refusal_inside_a_batch_item_names_the_item(
 )
 def test_only_an_element_of_the_items_array_is_an_item(body: bytes, item: int | None) -> None:
     assert refusal(body, items="assets").item == item
+
+
+def test_an_item_is_named_among_the_first_10000_only() -> None:
+    """No batch holds more; reading past them one by one would cost a call per element."""
+    assert MAX_NAMED_ITEMS == 10_000
+    for count, item in ((9_999, 9_999), (10_000, None)):
+        body = '{"assets": [' + "1," * count + "NaN]}"
+        refused = refusal(body, items="assets")
+        assert (refused.item, refused.column) == (item, 13 + 2 * count)
 
 
 def test_a_feed_item_says_its_place_within_itself() -> None:

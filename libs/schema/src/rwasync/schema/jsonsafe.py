@@ -19,6 +19,10 @@ from rwasync.schema.timestamps import timestamp_text
 
 MAX_DEPTH: Final = 32
 MAX_NUMBER_DIGITS: Final = 100
+# A refusal inside an element of a batch's array names it only among the first this many: no
+# batch holds more (ingest-api's take 5,000 assets or 10,000 prices), and one that does is
+# refused for its length anyway. Reading elements one by one costs a call each: this bounds it.
+MAX_NAMED_ITEMS: Final = 10_000
 
 # A `\uD800`-`\uDFFF` escape somewhere in the text: only then can a decoded string hold a lone
 # surrogate (raw ones are refused by the UTF-8 decoder), so only then are strings inspected.
@@ -201,12 +205,17 @@ def _placed(reason: str, position: int | None, *, text: str, items: str | None) 
     return MalformedJSON(reason, line=line, column=column, item=item, items=items)
 
 
-# What comes before the next bracket (or literal) outside strings, strings included: possessive,
-# so a text without one more is given up at once rather than backtracked over.
+# What comes before the next bracket (or literal that the hooks might refuse) outside strings,
+# strings included, matched in C: possessive, so a text without one more is given up at once
+# rather than backtracked over.
 _STRING: Final = r'"(?:[^"\\]++|\\.)*+"'
 _NEXT_BRACKET: Final = re.compile(rf"(?:[^\"\[\]{{}}]++|{_STRING})*+([\[\]{{}}])")
-_NEXT_LITERAL: Final = re.compile(
-    rf"(?:[^\"\-0-9NI]++|{_STRING})*+(-?[0-9][0-9.eE+\-]*+|NaN|-?Infinity)"
+_LITERAL: Final = r"-?[0-9][0-9.eE+\-]*+"
+# A number is refused only with over 100 digits or an exponent of 19 digits or more (which
+# Decimal cannot hold): shorter literals, nearly all, are passed over without a look.
+_REFUSABLE: Final = r"NaN|-?Infinity|-?[0-9][0-9.eE+\-]{18,}+"
+_NEXT_REFUSABLE: Final = re.compile(
+    rf"(?:[^\"\-0-9NI]++|{_STRING}|(?!{_REFUSABLE}){_LITERAL})*+({_REFUSABLE})"
 )
 # Text read escape by escape (so that `\\\\ud800` is a backslash and text), a pair of surrogate
 # escapes at once, up to the first other surrogate escape.
@@ -232,7 +241,7 @@ def _too_deep_at(text: str) -> int | None:
 
 def _refused_literal_at(text: str) -> int | None:
     """The first number or constant that the hooks of `loads` refuse."""
-    for match in _NEXT_LITERAL.finditer(text):
+    for match in _NEXT_REFUSABLE.finditer(text):
         literal = match.group(1)
         try:
             if literal in _CONSTANTS:
@@ -294,13 +303,13 @@ def _item_at(text: str, position: int, items: str) -> int | None:
 
 def _element_at(text: str, at: int, position: int) -> tuple[int | None, int | None]:
     """The index of the element that holds `position` in the array opened just before `at`
-    (None: no element does); and where the text goes on after the array, if it closes before
-    `position`."""
+    (None: no element does, or one past the first MAX_NAMED_ITEMS); and where the text goes on
+    after the array, if it closes before `position`."""
     at = _skip(text, at)
     if text.startswith("]", at):  # empty
         return None, (at + 1 if at < position else None)
     index = 0
-    while at <= position:
+    while at <= position and index < MAX_NAMED_ITEMS:
         if at == len(text) or text[at] in ",]}":
             return None, None  # no element where one should be: the array is at fault
         try:
