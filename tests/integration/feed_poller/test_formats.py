@@ -427,3 +427,100 @@ async def test_a_trickling_server_fails_the_minimum_rate(
     assert (run["status"], run["reason_code"]) == ("failed", "timeout"), run["reason"]
     assert "fewer than 1024 bytes" in run["reason"] and "2 tries" in run["reason"]
     assert feed_server.hits["/slow.json"] == 2
+
+
+async def apply_published(db: Database, provider_id: str, published: list[Any]) -> None:
+    """Store what the reconciler would apply of `published`: the catalogue then equals the feed."""
+    for event in (e for m in published for e in m.events):
+        assert isinstance(event, AssetUpserted)
+        await db.execute(
+            """INSERT INTO assets (provider_id, asset_id, updated_at, deleted, accepted_at,
+                   event_id, source, document, content_hash, status, applied_at)
+               VALUES ($1, $2, $3, false, $4, $5, 'feed', $6, $7, 'active', now())
+               ON CONFLICT (provider_id, asset_id) DO UPDATE SET
+                   updated_at = excluded.updated_at, document = excluded.document,
+                   content_hash = excluded.content_hash""",
+            provider_id,
+            event.asset_id,
+            event.updated_at,
+            event.accepted_at,
+            event.event_id,
+            event.payload.document,
+            bytes.fromhex(event.payload.content_hash),
+        )
+
+
+def too_large(size: int, limit: int) -> dict[str, str]:
+    return {
+        "pointer": "",
+        "message": f"the item is {size} bytes, over the limit of {limit} bytes for one asset "
+        "(RWASYNC_INGEST_MAX_BODY_BYTES)",
+    }
+
+
+async def test_an_item_over_the_single_asset_limit_is_invalid_alone_and_stays_reported(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """The poller reads ingest-api's limit on one asset's body (RWASYNC_INGEST_MAX_BODY_BYTES):
+    a larger item is invalid for that alone, listed by its id, the others applied. A copy whose
+    raw bytes are unchanged since a run that accepted it (under a larger limit) is not vouched
+    for by its fingerprint: it is found too large, run after run."""
+    big = asset("big", description="d" * 3000)
+    items = [asset(f"a{n}") for n in range(5)]
+    lines = [json.dumps(i).encode() for i in [*items[:2], big, *items[2:]]]
+    size = len(lines[2])
+    limit = 2048
+    assert size > limit
+
+    def feed(changed: int) -> bytes:
+        """The same items, but `a4` at another version each time: the body differs, `big` not."""
+        versions = [*lines[:-1], json.dumps(asset("a4", f"2025-05-0{changed}T00:00:00Z")).encode()]
+        return b"\n".join(versions) + b"\n"
+
+    url = feed_server.serve("/feed.jsonl", body(feed(1)), body(feed(2)), body(feed(3)))
+    feed_id = await add_feed(db, provider_id, url, fmt="jsonl")
+    # Within the default limit (1 MiB): all six are taken.
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        first = await wait_for_run(db, await trigger(db, feed_id))
+        await apply_published(
+            db, provider_id, await Published(vhost_amqp_url).messages(expect_events=6)
+        )
+    assert first["status"] == "ok" and first["counts"]["created"] == 6
+    settings = poller_settings(database_url, vhost_amqp_url, RWASYNC_INGEST_MAX_BODY_BYTES=limit)
+    assert settings.max_item_bytes == limit
+    async with running_poller(settings):
+        for run_number in (2, 3):
+            run = await wait_for_run(db, await trigger(db, feed_id))
+            assert run["status"] == "ok", run["reason"]
+            assert run["counts"]["invalid"] == 1 and run["counts"]["updated"] == 1, run["counts"]
+            assert run["errors"] == [{"index": 2, "id": "big", "errors": [too_large(size, limit)]}]
+            published = await Published(vhost_amqp_url).messages(expect_events=1)
+            # Only a4 changed; big is neither updated nor deleted: an invalid item keeps its asset.
+            assert [e.asset_id for m in published for e in m.events] == ["a4"], run_number
+            await apply_published(db, provider_id, published)
+    assert await db.fetchval(
+        "SELECT NOT deleted FROM assets WHERE provider_id = $1 AND asset_id = 'big'", provider_id
+    )
+
+
+async def test_an_item_that_does_not_parse_says_where_within_it(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    lines = [json.dumps(asset("a0")), '{"id": "a1", "name": }', json.dumps(asset("a2"))]
+    url = feed_server.serve("/feed.jsonl", body("\n".join(lines).encode() + b"\n"))
+    feed_id = await add_feed(db, provider_id, url, fmt="jsonl")
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, feed_id))
+    assert run["status"] == "ok" and run["counts"]["created"] == 2
+    assert run["errors"] == [
+        {
+            "index": 1,
+            "id": "a1",
+            "errors": [
+                {
+                    "pointer": "",
+                    "message": "invalid JSON: Expecting value at line 1 column 22 of item 1",
+                }
+            ],
+        }
+    ]

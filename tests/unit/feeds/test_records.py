@@ -284,11 +284,75 @@ def test_hostile_json_items_fail_alone_and_never_crash_the_reader() -> None:
     results = {r.asset_id: r for r in validated("json", body)}
     assert isinstance(results["good"], ValidItem)
     messages = {k: v.errors[0].message for k, v in results.items() if isinstance(v, ItemError)}
-    assert "more than 100 digits" in messages["long"]
-    assert "deeper than 32" in messages["deep"]
-    assert "unpaired surrogate" in messages["lone"]
-    assert messages["bytes"] == "text is not valid UTF-8 (byte 0xff at character 26)"
-    assert "not a JSON number" in messages["nan"]
+    # Each says where, within the item (its line and column), and which item it is.
+    assert messages == {
+        "long": "a number has more than 100 digits at line 1 column 30 of item 1",
+        "deep": "JSON nests deeper than 32 levels at line 1 column 61 of item 2",
+        "lone": "JSON contains an unpaired surrogate (\\ud800-\\udfff) at line 1 column 25 "
+        "of item 3",
+        "nan": "NaN is not a JSON number at line 1 column 29 of item 4",
+        "bytes": "text is not valid UTF-8 (byte 0xff) at line 1 column 26 of item 5",
+    }
+    assert all(v.errors[0].pointer == "" for v in results.values() if isinstance(v, ItemError))
+
+
+def test_an_item_that_does_not_parse_says_where_within_it() -> None:
+    pretty = json.dumps([asset("a"), {**asset("b"), "year_built": 1}], indent=2).encode()
+    pretty = pretty.replace(b'"year_built": 1', b'"year_built": NaN')
+    (good, bad) = validated("json", pretty)
+    assert isinstance(good, ValidItem) and isinstance(bad, ItemError)
+    # the item's own lines: `{`, then id, updated_at, status, name, and year_built (6)
+    assert bad.errors[0].message == "NaN is not a JSON number at line 6 column 19 of item 1"
+    lines = json.dumps(asset("a")).encode() + b'\n\n{"id": "b", "name": }\n'
+    (_, broken) = validated("jsonl", lines)
+    assert isinstance(broken, ItemError) and broken.asset_id == "b"
+    assert broken.errors[0].message == "invalid JSON: Expecting value at line 1 column 21 of item 1"
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_an_item_larger_than_a_push_may_be_is_invalid_alone(fmt: str) -> None:
+    """An item over the limit (ingest-api's on one asset's body) is refused for that alone, by
+    its id (so that its stored asset is kept), however valid; the others are read."""
+    limit = 4096
+    # "é" is two bytes in UTF-8: 2,100 of them make a description under the limit in characters
+    # and over it in bytes; the third item is exactly at the limit.
+    items = [asset("a0"), asset("big", description="é" * 2100), asset("a2")]
+    if fmt == "json":
+        # Many items after the first, so that some are framed in a stretch (no id read then).
+        items = [*items, *(asset(f"x{n}") for n in range(20))]
+        body = json.dumps(items, ensure_ascii=False).encode()
+    elif fmt == "jsonl":
+        body = b"".join(json.dumps(i, ensure_ascii=False).encode() + b"\n" for i in items)
+    else:
+        body = as_csv(items)
+    records, _ = read(fmt, body)
+    results = [validate_record(r, now=NOW, max_item_bytes=limit) for r in records]
+    big = results[1]
+    assert isinstance(big, ItemError) and big.asset_id == "big"
+    size = records[1].size()
+    assert limit < size < 2 * limit
+    assert [e.as_dict() for e in big.errors] == [
+        {
+            "pointer": "",
+            "message": f"the item is {size} bytes, over the limit of {limit} bytes for one "
+            "asset (RWASYNC_INGEST_MAX_BODY_BYTES)",
+        }
+    ]
+    assert all(isinstance(r, ValidItem) for r in results if r is not big)
+    # Within the limit (the default, 1 MiB, here), the same item is valid.
+    assert isinstance(validate_record(records[1], now=NOW), ValidItem)
+
+
+def test_an_items_size_is_its_bytes_as_the_feed_carries_it() -> None:
+    text = '{"id": "é"}'
+    assert RawRecord(0, b"", text=text).size() == len(text.encode()) == 12
+    assert RawRecord(0, b"", line=b'{"id": "\xff"}').size() == 11
+    assert RawRecord(0, b"", row=["a", "é", ""], columns=("id", "name", "x")).size() == 5
+    for limit in range(1, 14):
+        record = RawRecord(0, b"", text=text)
+        assert record.larger_than(limit) == (limit < 12)
+    # Bytes that are not UTF-8, kept as surrogates by the reader, count one each.
+    assert RawRecord(0, b"", text='"\udcff"').size() == 3
 
 
 def test_items_spanning_read_boundaries_are_framed_exactly() -> None:

@@ -18,13 +18,16 @@ from rwasync.ingest_api.documents import (
     check_assets,
     check_prices,
     checked_batch,
+    checked_prices,
     deletion,
     item_id,
     price_batch,
     price_item,
+    too_large,
 )
+from rwasync.ingest_api.models import MAX_ASSET_BATCH, MAX_PRICE_BATCH
 from rwasync.schema.errors import AssetInvalid
-from rwasync.schema.jsonsafe import MalformedJSON, loads
+from rwasync.schema.jsonsafe import MAX_NAMED_ITEMS, MalformedJSON, loads
 from tests.unit.schema.documents import NOW, detroit_house
 from tests.unit.schema.test_properties import documents, mutated_houses
 
@@ -235,3 +238,65 @@ def test_valid_documents_of_the_common_shape_skip_the_full_parse(
     assert body_asset(body_of(houses[1]), unused, NOW, "det-2").id == "det-2"
     with pytest.raises(AssertionError):  # a mismatched id: the full path words the error
         body_asset(body_of(houses[1]), unused, NOW, "det-1")
+
+
+# --- items larger than a push of one may be -------------------------------------------------------
+
+
+def test_a_batch_item_over_the_limit_is_rejected_alone() -> None:
+    houses = [detroit_house(), {**detroit_house(), "id": "big", "description": "x" * 3000}]
+    houses.append({**detroit_house(), "id": "det-3"})
+    body = body_of({"assets": houses})
+    size = len(body_of(houses[1]))
+    # Valid documents of the common shape all: the fast path takes them, the limit aside.
+    assert all(c.errors is None for c in checked_batch(body, unused, NOW, max_item_bytes=size))
+    # Over it, the item is rejected for its size alone, and the others are taken.
+    checked = checked_batch(body, lambda: loads(body), NOW, max_item_bytes=size - 1)
+    assert [(c.id, c.errors is None) for c in checked] == [
+        (houses[0]["id"], True),
+        ("big", False),
+        ("det-3", True),
+    ]
+    assert [e.as_dict() for e in checked[1].errors or []] == [
+        {
+            "pointer": "",
+            "message": f"the item is {size} bytes, over the limit of {size - 1} bytes for one "
+            "asset (RWASYNC_INGEST_MAX_BODY_BYTES)",
+        }
+    ]
+    # Sizes are the items' bytes as sent: spacing inside an item counts.
+    spaced = body.replace(b'"big",', b'"big",' + b" " * 5000)
+    assert checked_batch(spaced, lambda: loads(spaced), NOW, max_item_bytes=size)[1].errors
+
+
+def unused() -> Any:
+    raise AssertionError("the full path ran")
+
+
+def test_a_price_tick_over_the_limit_is_rejected_alone() -> None:
+    tick = {"asset_id": "a1", "amount": "52.10", "currency": "USD", "as_of": "2025-05-30T09:15:00Z"}
+    fat = {**tick, "asset_id": "a2", "note": "n" * 3000}
+    body = body_of({"prices": [tick, fat, {**tick, "asset_id": 7}, tick]})
+    checked = checked_prices(body, lambda: loads(body), NOW, max_item_bytes=2048)
+    assert [(c.index, c.id, c.errors is None) for c in checked] == [
+        (0, "a1", True),
+        (1, "a2", False),
+        (2, None, False),
+        (3, "a1", True),
+    ]
+    assert checked[1].errors is not None
+    assert checked[1].errors[0].message.endswith("for one price (RWASYNC_INGEST_MAX_BODY_BYTES)")
+    assert checked[2].errors is not None and checked[2].errors[0].pointer == "/asset_id"
+
+
+def test_item_sizes_survive_text_msgspec_does_not_frame() -> None:
+    """A byte order mark (which `loads` skips): the items measured as written again."""
+    items = [{"id": "a", "description": "x" * 3000}, {"id": "b"}]
+    body = b"\xef\xbb\xbf" + body_of({"assets": items})
+    refused = too_large(body, "assets", items, 2048, "asset")
+    assert list(refused) == [0]
+
+
+def test_a_400_can_name_any_item_of_a_batch() -> None:
+    """jsonsafe names an item at fault among the first MAX_NAMED_ITEMS only."""
+    assert max(MAX_ASSET_BATCH, MAX_PRICE_BATCH) <= MAX_NAMED_ITEMS

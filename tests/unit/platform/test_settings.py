@@ -313,3 +313,21 @@ def test_the_demo_names_a_setting_it_shares_with_a_service_by_the_service_s_vari
         "error: RWASYNC_INGEST_PORT: not a whole number (got 'x')",
         "error: DEMO_TICK_SECONDS: not a number (got 'soon')",
     ]
+
+
+def test_feed_poller_reads_ingest_apis_limit_on_one_asset_as_its_largest_item(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One variable, the same default and bounds in both: a feed takes no asset a push would
+    have refused as too large."""
+    ingest, poller = IngestSettings(), FeedPollerSettings()
+    assert poller.max_item_bytes == ingest.max_body_bytes == 1024 * 1024
+    assert FeedPollerSettings.variable("max_item_bytes") == "RWASYNC_INGEST_MAX_BODY_BYTES"
+    monkeypatch.setenv("RWASYNC_INGEST_MAX_BODY_BYTES", "2048")
+    assert load_settings(FeedPollerSettings).max_item_bytes == 2048
+    assert load_settings(IngestSettings).max_body_bytes == 2048
+    monkeypatch.setenv("RWASYNC_INGEST_MAX_BODY_BYTES", "1000")
+    for settings in (FeedPollerSettings, IngestSettings):
+        assert refused(settings, {}, monkeypatch, capsys) == [
+            "error: RWASYNC_INGEST_MAX_BODY_BYTES: must be at least 1024 (got '1000')"
+        ]

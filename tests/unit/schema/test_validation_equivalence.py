@@ -5,6 +5,7 @@ content hash, for realistic catalogues, arbitrary input and documents mutated in
 import copy
 import json
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -58,11 +59,16 @@ def assert_same(document: Any, now: datetime = NOW) -> None:
     assert outcome(current, document, now) == outcome(reference, document, now)
 
 
+# Where a refusal is, the reference said in the words of its reasons, if at all; `jsonsafe` says
+# it apart (`MalformedJSON.line`, `.column`, tested in test_jsonsafe): the reasons are compared.
+_PLACE = re.compile(r" at line \d+ column \d+$| at (?:byte|character) \d+(?=\)$)")
+
+
 def loaded(text: str | bytes, module: Any) -> tuple[str, Any]:
     try:
         return ("ok", repr(module.loads(text)))
     except module.MalformedJSON as exc:
-        return ("malformed", exc.detail)
+        return ("malformed", _PLACE.sub("", getattr(exc, "reason", exc.detail)))
 
 
 # --- whole documents ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Validating raw records into feed items: the asset document's rules, once per new or changed
-item (a record whose fingerprint matches the copy accepted last time skips this entirely).
+item (a record whose fingerprint matches the copy accepted last time skips this entirely), and
+the size a push of the item alone could have (`MAX_ITEM_BYTES` unless told).
 
 A valid item carries what the run needs and nothing more: id, version time, content hash, the
 normalised document as canonical JSON bytes (what is hashed is what is published), and the price
@@ -15,7 +16,13 @@ from typing import Any
 
 from rwasync.feeds.records import RawRecord, line_id, scanned_id
 from rwasync.schema.asset import parse_asset
-from rwasync.schema.errors import AssetInvalid, FieldError, json_pointer
+from rwasync.schema.errors import (
+    MAX_ITEM_BYTES,
+    AssetInvalid,
+    FieldError,
+    item_too_large,
+    json_pointer,
+)
 from rwasync.schema.jsonsafe import MalformedJSON, loads
 from rwasync.schema.valid_asset import (
     QuotedPrice,
@@ -101,6 +108,16 @@ def _lists(node: Any) -> Any:
     return converted
 
 
+def _unread_id(record: RawRecord) -> str | None:
+    """The id of an item that is not read as a document: as the reader saw it, else as the text
+    gives it (a JSON item framed many at a time, a JSON Lines line: neither read for its id)."""
+    if record.raw_id is None and record.text is not None:
+        return scanned_id(record.text)
+    if record.raw_id is None and record.line is not None:
+        return line_id(record.line)
+    return record.raw_id
+
+
 def _document(record: RawRecord) -> Any:
     try:
         if record.text is not None:
@@ -108,12 +125,8 @@ def _document(record: RawRecord) -> Any:
         if record.line is not None:
             return loads(record.line)
     except MalformedJSON as exc:
-        raw_id = record.raw_id
-        if raw_id is None and record.text is not None:
-            raw_id = scanned_id(record.text)  # framed many at a time: not read for its id then
-        elif raw_id is None and record.line is not None:
-            raw_id = line_id(record.line)  # a JSON Lines line is never read for its id before
-        raise _Unreadable(FieldError("", exc.detail), raw_id) from None
+        # Its line and column count within the item, which the run's errors list by index.
+        raise _Unreadable(FieldError("", exc.of_item(record.index)), _unread_id(record)) from None
     assert record.row is not None and record.columns is not None
     return csv_document(record.columns, record.row)
 
@@ -124,8 +137,15 @@ def _record_id(document: Any, fallback: str | None) -> str | None:
     return fallback
 
 
-def validate_record(record: RawRecord, *, now: datetime) -> ValidItem | ItemError:
-    """Validate one record against the asset schema at the clock `now`."""
+def validate_record(
+    record: RawRecord, *, now: datetime, max_item_bytes: int = MAX_ITEM_BYTES
+) -> ValidItem | ItemError:
+    """Validate one record against the asset schema at the clock `now`; an item over
+    `max_item_bytes` is invalid for that alone (a push of it would be refused as too large),
+    listed by its id so that its stored asset is kept."""
+    if record.larger_than(max_item_bytes):
+        error = item_too_large(record.size(), max_item_bytes)
+        return ItemError(record.index, _unread_id(record), (error,))
     text = record.text if record.text is not None else record.line
     # JSON of the common shape is read and validated in one go; other JSON, whose reading the
     # fast path has then declined, goes to the models, and CSV rows to `validate_asset`.

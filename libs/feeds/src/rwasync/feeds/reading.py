@@ -14,6 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from rwasync.feeds.items import ItemError, ValidItem, validate_record
 from rwasync.feeds.records import FeedHeader, FeedInvalid, RawRecord
+from rwasync.schema.errors import MAX_ITEM_BYTES
 from rwasync.schema.feeds import ReasonCode
 from rwasync.schema.fields import as_utc_datetime
 from rwasync.schema.timestamps import MAX_FUTURE_SKEW, timestamp_text, too_far_ahead
@@ -35,8 +36,10 @@ def take(records: Iterator[RawRecord], count: int, *, seen: int, max_items: int)
     return batch
 
 
-def validate_records(records: Sequence[RawRecord], now: datetime) -> list[ValidItem | ItemError]:
-    return [validate_record(record, now=now) for record in records]
+def validate_records(
+    records: Sequence[RawRecord], now: datetime, max_item_bytes: int = MAX_ITEM_BYTES
+) -> list[ValidItem | ItemError]:
+    return [validate_record(record, now=now, max_item_bytes=max_item_bytes) for record in records]
 
 
 @dataclass(frozen=True)

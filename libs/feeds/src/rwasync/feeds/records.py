@@ -89,6 +89,30 @@ class RawRecord:
     row: list[str] | None = None
     columns: tuple[str, ...] | None = None
 
+    def size(self) -> int:
+        """The item's bytes as the feed carries it; a CSV row's, its cells' and a separator
+        between each (quotes left out)."""
+        if self.line is not None:
+            return len(self.line)
+        if self.text is not None:
+            return len(self.text.encode("utf-8", "surrogateescape"))
+        cells = self.row or []
+        return sum(len(cell.encode("utf-8", "surrogateescape")) for cell in cells) + max(
+            0, len(cells) - 1
+        )
+
+    def larger_than(self, limit: int) -> bool:
+        """Whether `size()` is over `limit`; an item whose characters could not make that many
+        bytes (a character is 1 to 4) is not encoded to find out."""
+        if self.line is not None:
+            return len(self.line) > limit
+        characters = (
+            len(self.text) if self.text is not None else sum(len(c) + 1 for c in self.row or [])
+        )
+        if characters * 4 <= limit:
+            return False
+        return self.size() > limit
+
 
 @dataclass
 class FeedHeader:
@@ -308,9 +332,9 @@ def _envelope(reader: _JsonText, header: FeedHeader) -> Iterator[RawRecord]:
                 if key in ("timestamp", "total_assets"):
                     try:
                         setattr(header, key, loads(span))
-                    except MalformedJSON as exc:
+                    except MalformedJSON as exc:  # its place in the span would mislead
                         raise FeedInvalid(
-                            ReasonCode.PARSE_ERROR, f"`{key}`: {exc.detail}"
+                            ReasonCode.PARSE_ERROR, f"`{key}`: {exc.reason}"
                         ) from None
             if reader.expect(",}", "',' or '}' in the envelope") == "}":
                 break

@@ -20,6 +20,13 @@ CUSTOM_ERROR_PREFIX: Final = "rwasync."
 # A pathological document could yield one error per byte; a response lists at most this many.
 MAX_REPORTED_ERRORS: Final = 100
 
+# The largest item (one asset, one price tick) a batch or a feed takes, in bytes as sent, unless
+# told otherwise: the default of ingest-api's limit on the body of a single-item call, the
+# setting below, which feed-poller reads too. An item that a push of it alone would have refused
+# (413) is refused in a batch or a feed as well: as that item, the others going on.
+MAX_ITEM_BYTES: Final = 1024 * 1024
+MAX_ITEM_SETTING: Final = "RWASYNC_INGEST_MAX_BODY_BYTES"
+
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
@@ -135,6 +142,15 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
         hidden = exc.error_count() - (MAX_REPORTED_ERRORS - 1)
         return [*errors[: MAX_REPORTED_ERRORS - 1], _more_errors(hidden)]
     return errors
+
+
+def item_too_large(size: int, limit: int, what: str = "asset") -> FieldError:
+    """Why an item of `size` bytes, over `limit`, is refused (at the item itself)."""
+    return FieldError(
+        pointer="",
+        message=f"the item is {size} bytes, over the limit of {limit} bytes for one {what} "
+        f"({MAX_ITEM_SETTING})",
+    )
 
 
 def truncated(errors: list[FieldError]) -> list[FieldError]:

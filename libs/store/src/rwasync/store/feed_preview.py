@@ -28,6 +28,7 @@ from rwasync.feeds.snapshot import (
     listings,
 )
 from rwasync.schema.addresses import AddressPolicy
+from rwasync.schema.errors import MAX_ITEM_BYTES
 from rwasync.schema.feeds import (
     DEFAULT_DELETION_THRESHOLD,
     DeletionThreshold,
@@ -78,6 +79,7 @@ async def preview_url(
     policy: AddressPolicy,
     limits: FetchLimits,
     max_items: int = 2_000_000,
+    max_item_bytes: int = MAX_ITEM_BYTES,
     max_errors: int = 1000,
     feed_id: str | None = None,
 ) -> dict[str, Any]:
@@ -99,6 +101,7 @@ async def preview_url(
                 last_modified=downloaded.last_modified_at,
                 fetched_at=downloaded.started_at,
                 max_items=max_items,
+                max_item_bytes=max_item_bytes,
                 max_errors=max_errors,
                 feed_id=feed_id,
             )
@@ -116,6 +119,7 @@ async def preview_body(
     threshold: DeletionThreshold = DEFAULT_DELETION_THRESHOLD,
     max_decoded_bytes: int = 2 * 1024**3,
     max_items: int = 2_000_000,
+    max_item_bytes: int = MAX_ITEM_BYTES,
     max_errors: int = 1000,
     feed_id: str | None = None,
 ) -> dict[str, Any]:
@@ -134,6 +138,7 @@ async def preview_body(
         last_modified=None,
         fetched_at=utc_now(),
         max_items=max_items,
+        max_item_bytes=max_item_bytes,
         max_errors=max_errors,
         feed_id=feed_id,
     )
@@ -172,6 +177,7 @@ async def _preview(
     last_modified: Any,
     fetched_at: Any,
     max_items: int,
+    max_item_bytes: int,
     max_errors: int,
     feed_id: str | None,
 ) -> dict[str, Any]:
@@ -185,7 +191,8 @@ async def _preview(
             take, reader.records, BATCH_ITEMS, seen=seen, max_items=max_items
         ):
             seen += len(batch)
-            for result in await asyncio.to_thread(validate_records, batch, now):
+            validated = await asyncio.to_thread(validate_records, batch, now, max_item_bytes)
+            for result in validated:
                 if isinstance(result, ItemError):
                     invalid += 1
                     if len(errors) < max_errors:

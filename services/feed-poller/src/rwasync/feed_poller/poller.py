@@ -61,7 +61,7 @@ class FeedPoller:
         self._broker = broker
         policy = policy or AddressPolicy.from_setting(settings.feed_allowed_networks)
         secrets = FeedSecrets(settings.feed_secrets_key.get_secret_value())
-        self._validator = ItemValidator(settings.validation_workers)
+        self._validator = ItemValidator(settings.validation_workers, settings.max_item_bytes)
         self._pipeline = RunPipeline(settings, db, broker, policy, secrets, self._validator)
         self.replica_id = settings.replica_id or _default_replica_id()
         self._claims = RunClaims(

@@ -2,7 +2,8 @@
 
 Shared with the CLI and the provider API: the allow-list of private networks feeds may reach
 (`RWASYNC_FEED_ALLOWED_NETWORKS`) and the keys that seal feed credentials
-(`RWASYNC_FEED_SECRETS_KEY`), both in `CommonSettings`.
+(`RWASYNC_FEED_SECRETS_KEY`), both in `CommonSettings`. Shared with ingest-api: the largest item,
+its limit on one asset's body (`RWASYNC_INGEST_MAX_BODY_BYTES`).
 """
 
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pydantic import Field
 
 from rwasync.platform.settings import Conflict, Port, ServiceSettings, settings_config
+from rwasync.schema.errors import MAX_ITEM_BYTES, MAX_ITEM_SETTING
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -35,6 +37,10 @@ class FeedPollerSettings(ServiceSettings):
     max_body_bytes: int = Field(512 * MIB, gt=0)
     max_decoded_bytes: int = Field(2 * GIB, gt=0)
     max_items: int = Field(2_000_000, gt=0)
+    # The largest item, in bytes: ingest-api's limit on one asset's body, from the same variable
+    # (bounds and default as ingest-api reads it), so that a feed brings in no asset a push would
+    # have refused. A larger item is invalid, listed in the run's errors; the others go on.
+    max_item_bytes: int = Field(MAX_ITEM_BYTES, ge=1024, validation_alias=MAX_ITEM_SETTING)
     # Processes validating new and changed items (pure CPU); 0: a thread of the poller itself.
     validation_workers: int = Field(2, ge=0, le=64)
     # Where bodies are spooled while a run reads them; empty: the system's temporary directory.

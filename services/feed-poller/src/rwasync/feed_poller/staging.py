@@ -52,19 +52,24 @@ class _Staging:
         self.errors: list[ItemError] = []
 
     async def stage_known(
-        self, previous: str | None, provider_id: str, batch: list[RawRecord]
+        self, previous: str | None, provider_id: str, batch: list[RawRecord], max_item_bytes: int
     ) -> list[RawRecord]:
         """Stage the records known by fingerprint (in Postgres, from the previous run's rows);
-        the rest, to validate."""
+        the rest, to validate. An item over `max_item_bytes` is never known: a copy accepted
+        under a larger limit (or before there was one) must be found too large now, and one
+        refused last time keeps being reported."""
         if previous is None:
+            return batch
+        candidates = [r for r in batch if not r.larger_than(max_item_bytes)]
+        if not candidates:
             return batch
         staged = await self._conn.fetch(
             queries.STAGE_KNOWN_ITEMS,
             self._run_id,
             previous,
             provider_id,
-            [r.fingerprint for r in batch],
-            [r.index for r in batch],
+            [r.fingerprint for r in candidates],
+            [r.index for r in candidates],
         )
         if not staged:
             return batch
@@ -129,7 +134,9 @@ async def stage_feed(
                 while batch := await framing:
                     seen += len(batch)
                     framing = frame(seen)
-                    misses = await staging.stage_known(previous, provider_id, batch)
+                    misses = await staging.stage_known(
+                        previous, provider_id, batch, validator.max_item_bytes
+                    )
                     pending.append(asyncio.create_task(validator.validate(run_id, misses, now)))
                     while len(pending) > depth:
                         await staging.settle(await pending.popleft())

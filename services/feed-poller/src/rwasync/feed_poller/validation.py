@@ -71,14 +71,14 @@ _NO_VALUES: Final = f"\t{_NULL}" * 7
 
 
 def validate_batch(
-    run_id: str, records: Sequence[tuple[Any, ...]], now: datetime
+    run_id: str, records: Sequence[tuple[Any, ...]], now: datetime, max_item_bytes: int
 ) -> tuple[bytes, list[ItemError]]:
-    """Validate `records` (as `record_fields` gives them): their staging rows as COPY text data,
-    and the invalid items in record order."""
+    """Validate `records` (as `record_fields` gives them; items over `max_item_bytes` are
+    invalid): their staging rows as COPY text data, and the invalid items in record order."""
     lines: list[str] = []
     errors: list[ItemError] = []
     for fields in records:
-        result = validate_record(RawRecord(*fields), now=now)
+        result = validate_record(RawRecord(*fields), now=now, max_item_bytes=max_item_bytes)
         if isinstance(result, ItemError):
             errors.append(result)
         line = copy_line(run_id, result)
@@ -88,10 +88,12 @@ def validate_batch(
 
 
 class ItemValidator:
-    """A pool of `workers` processes, started on first use and kept for the service's life."""
+    """A pool of `workers` processes, started on first use and kept for the service's life;
+    an item over `max_item_bytes` is invalid."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, max_item_bytes: int) -> None:
         self.workers = workers
+        self.max_item_bytes = max_item_bytes
         self._pool: ProcessPoolExecutor | None = None
 
     async def validate(
@@ -102,7 +104,7 @@ class ItemValidator:
             return b"", []
         fields = [record_fields(record) for record in records]
         if self.workers == 0:
-            return await asyncio.to_thread(validate_batch, run_id, fields, now)
+            return await asyncio.to_thread(validate_batch, run_id, fields, now, self.max_item_bytes)
         if self._pool is None:
             # Spawned, not forked: a fork of a process with an event loop, threads and open
             # sockets copies them all into the child.
@@ -111,7 +113,9 @@ class ItemValidator:
             )
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, validate_batch, run_id, fields, now)
+            return await loop.run_in_executor(
+                self._pool, validate_batch, run_id, fields, now, self.max_item_bytes
+            )
         except BrokenProcessPool:
             # A worker died (killed, out of memory): this run fails, the next gets a new pool.
             log.error("a validation worker died; the pool is replaced")

@@ -166,6 +166,7 @@ def _preview_limits(settings: IngestSettings) -> PreviewLimits:
             max_decoded_bytes=settings.feed_preview_max_decoded_bytes,
         ),
         max_items=settings.feed_preview_max_items,
+        max_item_bytes=settings.max_body_bytes,
         at_once=settings.feed_previews_at_once,
     )
 

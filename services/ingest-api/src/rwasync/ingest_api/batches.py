@@ -1,11 +1,13 @@
 """Batch writes: `POST /v1/assets/batch` (up to 5000 assets) and `POST /v1/prices` (up to 10,000
-ticks). Each item is validated on its own and answered in request order; the good items take
-consecutive acceptance instants, travel many per broker message (chunks published concurrently),
-and get their `accepted` receipts in one statement. If the broker does not confirm every chunk,
+ticks). Each item is validated on its own (one larger than a push of it alone may be is rejected
+for that) and answered in request order; the good items take consecutive acceptance instants,
+travel many per broker message (chunks published concurrently), and get their `accepted`
+receipts in one statement. If the broker does not confirm every chunk,
 the whole request is a 503 (never a partial 202)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,10 +25,11 @@ from rwasync.ingest_api.context import (
     Ingest,
 )
 from rwasync.ingest_api.documents import (
+    ASSETS,
+    PRICES,
     Checked,
-    check_prices,
     checked_batch,
-    price_batch,
+    checked_prices,
 )
 from rwasync.ingest_api.models import (
     AssetBatch,
@@ -101,7 +104,12 @@ class Batches:
 
     async def _assets(self, call: Call) -> web.Response:
         try:
-            checked = checked_batch(call.body, call.json, call.arrival.received_at)
+            checked = checked_batch(
+                call.body,
+                functools.partial(call.json, ASSETS),
+                call.arrival.received_at,
+                max_item_bytes=self._ingest.single.max_bytes,
+            )
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
         return await self._accept(
@@ -116,10 +124,14 @@ class Batches:
 
     async def _prices(self, call: Call) -> web.Response:
         try:
-            items = price_batch(call.json())
+            checked = checked_prices(
+                call.body,
+                functools.partial(call.json, PRICES),
+                call.arrival.received_at,
+                max_item_bytes=self._ingest.single.max_bytes,
+            )
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
-        checked = check_prices(items, call.arrival.received_at)
         return await self._accept(call, checked, _price_updated, "asset_id")
 
     async def _accept(

@@ -143,13 +143,15 @@ def _too_large(limit: int) -> Problem:
     )
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes, items: str | None = None) -> Any:
+    """The body's JSON; 400 saying why and where (line and column; for a batch, given the key
+    of its array of items, which item holds the fault)."""
     if not body:
         raise Problem(
             400, "Bad Request", "the body is empty: send a JSON document", kind="malformed-json"
         )
     try:
-        return jsonsafe.loads(body)
+        return jsonsafe.loads(body, items=items)
     except jsonsafe.MalformedJSON as exc:
         raise Problem(400, "Bad Request", exc.detail, kind="malformed-json") from None
 

@@ -39,10 +39,11 @@ class Call:
     def provider_id(self) -> str:
         return self.identity.provider_id
 
-    def json(self) -> Any:
+    def json(self, items: str | None = None) -> Any:
         """The body as JSON; 400 when it is not, an empty body included: where a body is
-        required, nothing is not JSON (docs/api.md 2.6), not a document missing every field."""
-        return parse_json(self.body)
+        required, nothing is not JSON (docs/api.md 2.6), not a document missing every field.
+        `items`: a batch's key of its array of items, so that a 400 names the item at fault."""
+        return parse_json(self.body, items)
 
     def optional_json(self) -> Any:
         """An optional body (a DELETE's) as JSON; None when there is none, empty included."""

@@ -1,12 +1,14 @@
 """Validating what providers send, the one way both the writes and `/v1/validate/*` use: an
-asset at a path or from a body, a batch envelope and each of its items, a deletion, a price.
-Each raises `AssetInvalid` listing every problem with its JSON pointer."""
+asset at a path or from a body, a batch envelope and each of its items (none larger than a push
+of it alone may be), a deletion, a price. Each raises `AssetInvalid` listing every problem with
+its JSON pointer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -20,8 +22,9 @@ from rwasync.ingest_api.models import (
     PriceItem,
 )
 from rwasync.schema.asset import ASSET_ID
-from rwasync.schema.errors import AssetInvalid, FieldError
+from rwasync.schema.errors import MAX_ITEM_BYTES, AssetInvalid, FieldError, item_too_large
 from rwasync.schema.fields import validate_contract, validate_each
+from rwasync.schema.jsonsafe import dumps
 from rwasync.schema.valid_asset import ValidAsset, common_shape_json, validate_asset
 
 ASSET_ID_RULE: Final = "must be 1-128 characters of letters, digits, '.', '_', ':' and '-'"
@@ -76,6 +79,12 @@ def envelope(model: type[Envelope], body: Any) -> Envelope:
     return validate_contract(model, body, envelope=True)
 
 
+# The keys of the batches' arrays of items (`AssetBatch.assets`, `PriceBatch.prices`): a body's
+# JSON fault inside one of their elements names it (`jsonsafe.loads(body, items=...)`).
+ASSETS: Final = "assets"
+PRICES: Final = "prices"
+
+
 def asset_batch(body: Any) -> list[Any]:
     return list(envelope(AssetBatch, body).assets)
 
@@ -128,12 +137,25 @@ class Checked:
     errors: list[FieldError] | None = None
 
 
+# Items refused before validation, by index, with their errors (`too_large`).
+Refused = Mapping[int, list[FieldError]]
+NONE_REFUSED: Final[Refused] = MappingProxyType({})
+
+
 def check_items(
-    items: list[Any], validate: Callable[[Any], Any], id_key: str = "id"
+    items: list[Any],
+    validate: Callable[[Any], Any],
+    id_key: str = "id",
+    refused: Refused = NONE_REFUSED,
 ) -> list[Checked]:
-    """Each item validated on its own, in request order: a bad item never blocks the others."""
+    """Each item validated on its own, in request order: a bad item never blocks the others.
+    The `refused` ones are rejected with their errors, not validated."""
     checked = []
     for index, item in enumerate(items):
+        errors = refused.get(index)
+        if errors is not None:
+            checked.append(Checked(index, item_id(item, id_key), errors=errors))
+            continue
         try:
             checked.append(Checked(index, item_id(item, id_key), value=validate(item)))
         except AssetInvalid as exc:
@@ -141,8 +163,42 @@ def check_items(
     return checked
 
 
-def check_assets(items: list[Any], now: datetime) -> list[Checked]:
-    return check_items(items, lambda item: validate_asset(item, now=now))
+def check_assets(items: list[Any], now: datetime, refused: Refused = NONE_REFUSED) -> list[Checked]:
+    return check_items(items, lambda item: validate_asset(item, now=now), refused=refused)
+
+
+# msgspec frames a batch's envelope and array in C, each item as its exact bytes, building no
+# value: what `too_large` measures. A repeated key counts its last value, as `jsonsafe.loads`.
+_ENVELOPE: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ITEMS: Final = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def too_large(body: bytes, key: str, items: list[Any], limit: int, what: str) -> Refused:
+    """The items of the batch `body` (its array `key`, read as `items`) larger than `limit` bytes
+    as the body carries them, each with the error that rejects it: no item of a batch may be
+    larger than a push of it alone may be (`what` the item is: an asset, a price)."""
+    if len(body) <= limit:  # no item is larger than the body (nearly every batch)
+        return NONE_REFUSED
+    sizes = _item_sizes(body, key)
+    if sizes is None or len(sizes) != len(items):
+        # Text msgspec does not frame as `loads` read it (a byte order mark): the items as
+        # written again, compactly, which is at most their size as sent.
+        sizes = [len(dumps(item)) for item in items]
+    return {
+        index: [item_too_large(size, limit, what)]
+        for index, size in enumerate(sizes)
+        if size > limit
+    }
+
+
+def _item_sizes(body: bytes, key: str) -> list[int] | None:
+    try:
+        array = _ENVELOPE.decode(body).get(key)
+        return None if array is None else [len(item) for item in _ITEMS.decode(array)]
+    # DecodeError: not an envelope with that array; ValueError: text that is not UTF-8;
+    # RecursionError: msgspec's depth limit is the interpreter's
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
 
 
 class _PlainBatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -152,19 +208,23 @@ class _PlainBatch(msgspec.Struct, forbid_unknown_fields=True):
 _PLAIN_BATCH: Final = msgspec.json.Decoder(_PlainBatch)
 
 
-def checked_batch(body: bytes, parse: Callable[[], Any], now: datetime) -> list[Checked]:
-    """A batch body's items, each validated on its own (`check_assets(asset_batch(parse()))`);
-    raises AssetInvalid for a bad envelope. A batch of 1 to MAX_ASSET_BATCH valid documents of
-    the common shape is read without building the body's JSON: msgspec frames the envelope and
-    `common_shape_json` reads each item from its text (for ~1.4 KB documents about a quarter
-    less CPU). Any other body takes the full path, which decides and words every error."""
-    checked = _common_batch(body, now)
+def checked_batch(
+    body: bytes, parse: Callable[[], Any], now: datetime, *, max_item_bytes: int = MAX_ITEM_BYTES
+) -> list[Checked]:
+    """A batch body's items, each validated on its own (`check_assets(asset_batch(parse()))`),
+    an item over `max_item_bytes` rejected for that; raises AssetInvalid for a bad envelope. A
+    batch of 1 to MAX_ASSET_BATCH valid documents of the common shape, none too large, is read
+    without building the body's JSON: msgspec frames the envelope and `common_shape_json` reads
+    each item from its text (for ~1.4 KB documents about a quarter less CPU). Any other body
+    takes the full path, which decides and words every error."""
+    checked = _common_batch(body, now, max_item_bytes)
     if checked is not None:
         return checked
-    return check_assets(asset_batch(parse()), now)
+    items = asset_batch(parse())
+    return check_assets(items, now, too_large(body, ASSETS, items, max_item_bytes, "asset"))
 
 
-def _common_batch(body: bytes, now: datetime) -> list[Checked] | None:
+def _common_batch(body: bytes, now: datetime, max_item_bytes: int) -> list[Checked] | None:
     try:
         items = _PLAIN_BATCH.decode(body).assets
     # DecodeError: not this envelope (or not JSON); ValueError: text that is not UTF-8;
@@ -175,6 +235,8 @@ def _common_batch(body: bytes, now: datetime) -> list[Checked] | None:
         return None
     checked = []
     for index, item in enumerate(items):
+        if len(item) > max_item_bytes:
+            return None
         asset = common_shape_json(item, now=now)
         if asset is None:
             return None
@@ -182,14 +244,31 @@ def _common_batch(body: bytes, now: datetime) -> list[Checked] | None:
     return checked
 
 
-def check_prices(items: list[Any], now: datetime) -> list[Checked]:
+def checked_prices(
+    body: bytes, parse: Callable[[], Any], now: datetime, *, max_item_bytes: int = MAX_ITEM_BYTES
+) -> list[Checked]:
+    """A price batch body's ticks, each validated on its own (`check_prices`), a tick over
+    `max_item_bytes` rejected for that; raises AssetInvalid for a bad envelope."""
+    items = price_batch(parse())
+    return check_prices(items, now, too_large(body, PRICES, items, max_item_bytes, "price"))
+
+
+def check_prices(items: list[Any], now: datetime, refused: Refused = NONE_REFUSED) -> list[Checked]:
     """As `check_items` with `price_item`, the valid ticks validated together (a batch holds up to
     10,000, and one validation call per tick cost as much as the validation)."""
+    outcomes: list[Any]
+    if refused:
+        kept = [item for index, item in enumerate(items) if index not in refused]
+        validated = iter(validate_each(PriceItem, kept, now=now))
+        outcomes = [
+            AssetInvalid(refused[index]) if index in refused else next(validated)
+            for index in range(len(items))
+        ]
+    else:
+        outcomes = validate_each(PriceItem, items, now=now)
     return [
         Checked(index, item_id(item, "asset_id"), errors=outcome.errors)
         if isinstance(outcome, AssetInvalid)
         else Checked(index, item_id(item, "asset_id"), value=outcome)
-        for index, (item, outcome) in enumerate(
-            zip(items, validate_each(PriceItem, items, now=now), strict=True)
-        )
+        for index, (item, outcome) in enumerate(zip(items, outcomes, strict=True))
     ]

@@ -65,6 +65,8 @@ PARAMS: Final = (
 class PreviewLimits:
     fetch: FetchLimits
     max_items: int
+    # The largest item: ingest-api's limit on one asset's body, as the poller reads it.
+    max_item_bytes: int
     at_once: int
 
 
@@ -132,6 +134,7 @@ class FeedValidation:
                         policy=self._rules.policy,
                         limits=self._limits.fetch,
                         max_items=self._limits.max_items,
+                        max_item_bytes=self._limits.max_item_bytes,
                         feed_id=request.query.get("feed_id"),
                     )
                 else:
@@ -145,6 +148,7 @@ class FeedValidation:
                         # a body's cap holds once decompressed, as for Content-Encoding
                         max_decoded_bytes=self._ingest.batch.max_bytes,
                         max_items=self._limits.max_items,
+                        max_item_bytes=self._limits.max_item_bytes,
                         feed_id=request.query.get("feed_id"),
                     )
         finally:

@@ -35,7 +35,8 @@ class AssetAtPath(Asset):
 
 class JudgedAlone:
     """The JSON Schema of a batch item: the item's own schema, or anything at all — the batch is
-    accepted either way, and an item that breaks the schema is rejected on its own in `results`.
+    accepted either way, and an item that breaks the schema (or is larger than one sent alone
+    may be) is rejected on its own in `results`.
     (A schema with only the item's would promise a 4xx for a batch holding one bad item.)"""
 
     def __get_pydantic_json_schema__(
@@ -44,7 +45,8 @@ class JudgedAlone:
         item: dict[str, Any] = handler(core_schema)
         return {
             "anyOf": [item, {}],
-            "description": "an item as described (else rejected alone in `results`)",
+            "description": "an item as described, no larger as sent than a single-item call "
+            "takes (RWASYNC_INGEST_MAX_BODY_BYTES); else rejected alone in `results`",
         }
 
 

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pydantic import Field
 
 from rwasync.platform.settings import Conflict, Port, ServiceSettings, settings_config
+from rwasync.schema.errors import MAX_ITEM_BYTES
 
 
 class IngestSettings(ServiceSettings):
@@ -12,8 +13,9 @@ class IngestSettings(ServiceSettings):
 
     port: Port = 8080
     # The largest body of a single-item call (one asset, a patch, a deletion, one price, one
-    # validation); larger is a 413.
-    max_body_bytes: int = Field(1024**2, ge=1024)
+    # validation); larger is a 413. Also the largest item of a batch, a feed previewed and (read
+    # by feed-poller too) a feed: a larger one is rejected as that item.
+    max_body_bytes: int = Field(MAX_ITEM_BYTES, ge=1024)
     # The largest body of a batch call (`POST /v1/assets/batch`, `POST /v1/prices`,
     # `POST /v1/validate/batch`).
     max_batch_body_bytes: int = Field(16 * 1024**2, ge=1024)

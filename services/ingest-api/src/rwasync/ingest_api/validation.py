@@ -3,11 +3,13 @@ answered as a report, never a write."""
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from rwasync.ingest_api.bodies import invalid_document
 from rwasync.ingest_api.context import PROVIDER_AUTH, TENANT, Ingest
-from rwasync.ingest_api.documents import body_asset, checked_batch
+from rwasync.ingest_api.documents import ASSETS, body_asset, checked_batch
 from rwasync.ingest_api.models import AssetBatch, BatchValidity, Validity
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Body, Operation, Reply
@@ -62,7 +64,12 @@ class Validation:
     async def validate_batch(self, request: web.Request) -> web.Response:
         call = await self._ingest.callers.write(request, self._ingest.batch)
         try:
-            checked = checked_batch(call.body, call.json, call.arrival.received_at)
+            checked = checked_batch(
+                call.body,
+                functools.partial(call.json, ASSETS),
+                call.arrival.received_at,
+                max_item_bytes=self._ingest.single.max_bytes,
+            )
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
         results = [
