@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -29,6 +29,13 @@ def rwasync(database_url: str, *args: str, allowed: str = "") -> subprocess.Comp
         timeout=60,
         check=False,
     )
+
+
+async def cli_json(database_url: str, *args: str) -> dict:  # type: ignore[type-arg]
+    done = await asyncio.to_thread(rwasync, database_url, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    document: dict = json.loads(done.stdout)  # type: ignore[type-arg]
+    return document
 
 
 async def test_provider_and_reader_create_print_one_json_document(database_url: str) -> None:
@@ -198,9 +205,6 @@ async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_onc
     finally:
         await conn.close()
 
-    older = await asyncio.to_thread(rwasync, database_url, "feed", "reject", "run_old", "--json")
-    assert older.returncode != 0 and "latest held run" in older.stderr
-
     rejected = await asyncio.to_thread(rwasync, database_url, "feed", "reject", "run_new", "--json")
     assert rejected.returncode == 0, rejected.stderr
     run = json.loads(rejected.stdout)
@@ -208,7 +212,8 @@ async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_onc
     assert run["reason"] == "rejected by an operator"
 
     again = await asyncio.to_thread(rwasync, database_url, "feed", "reject", "run_new", "--json")
-    assert again.returncode != 0
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr == "error: run run_new is rejected: only a held run can be decided\n"
 
     runs = json.loads(
         (
@@ -286,3 +291,77 @@ async def test_credential_rotate_takes_overlaps_from_one_second(database_url: st
             rwasync, database_url, "credential", "rotate", rotated["key_id"], "--overlap", overlap
         )
         assert refused.returncode == 1 and "--overlap" in refused.stderr, refused.stderr
+
+
+async def insert_runs(database_url: str, feed: dict[str, str], *runs: tuple[str, str]) -> None:
+    """Runs of `feed` as the poller leaves them, each requested a second after the one before:
+    (run_id, status); a held run was compared, a not_modified one was not."""
+    start = datetime.now(UTC)
+    conn = await asyncpg.connect(database_url)
+    try:
+        for n, (run_id, status) in enumerate(runs):
+            held = status == "held"
+            await conn.execute(
+                """INSERT INTO feed_runs (run_id, feed_id, provider_id, status, trigger,
+                                          requested_at, compared_at, reason, reason_code)
+                   VALUES ($1, $2, $3, $4, 'manual', $5, $6, $7, $8)""",
+                run_id,
+                feed["feed_id"],
+                feed["provider_id"],
+                status,
+                start + timedelta(seconds=n),
+                start + timedelta(seconds=n) if held else None,
+                "empty" if held else None,
+                "empty_feed" if held else None,
+            )
+    finally:
+        await conn.close()
+
+
+async def test_a_superseded_held_run_is_refused_naming_the_later_run_and_can_be_rejected(
+    database_url: str,
+) -> None:
+    """Approving a held run a later one superseded would undo the newer snapshot: the refusal
+    names that run and what to do (the feed API's 409 says the same, test_feed_api.py);
+    rejecting it applies nothing, so it is allowed; an approved run waits for the poller."""
+    provider = await cli_json(database_url, "provider", "create", "Acme")
+    feed = await cli_json(
+        database_url, "feed", "add", provider["provider_id"], "https://feeds.example.com/a.json"
+    )
+    await insert_runs(database_url, feed, ("run_a", "held"), ("run_b", "held"))
+
+    async def decide(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(rwasync, database_url, "feed", *args, "--json")
+
+    refused = await decide("approve", "run_a")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        "error: run run_a was superseded by run run_b, which compared the feed again; "
+        "approve that one or trigger a new run\n"
+    )
+    rejected = await decide("reject", "run_a")
+    assert rejected.returncode == 0, rejected.stderr
+    assert json.loads(rejected.stdout)["status"] == "rejected"
+
+    # No poller here: approved, run_b stays held until the wait ends (exit 4).
+    waited = await decide("approve", "run_b", "--timeout", "1")
+    assert waited.returncode == 4 and "run_b still held after 1 s" in waited.stderr
+    for decision in ("approve", "reject"):
+        again = await decide(decision, "run_b")
+        assert (again.returncode, again.stdout) == (1, "")
+        assert again.stderr == (
+            "error: run run_b is already approved; the poller applies it shortly\n"
+        ), decision
+
+    # A later run that found the feed unchanged supersedes too: nothing left to approve instead.
+    await insert_runs(database_url, feed, ("run_c", "held"), ("run_d", "not_modified"))
+    unchanged = await decide("approve", "run_c")
+    assert unchanged.stderr == (
+        "error: run run_c was superseded by run run_d, which found the feed unchanged; "
+        "trigger a new run\n"
+    )
+    approved_then_superseded = await decide("approve", "run_b")
+    assert approved_then_superseded.stderr == (
+        "error: run run_b is already approved, but run run_d superseded it: the poller ends it "
+        "failed (superseded) without applying it\n"
+    )

@@ -331,7 +331,8 @@ def feed_approve(
     timeout: Annotated[float, typer.Option("--timeout")] = 900,
     as_json: JsonFlag = False,
 ) -> None:
-    """Apply a feed's latest held run now, under the version guards; prints the finished run."""
+    """Apply a held run now, under the version guards; prints the finished run. Refused (exit 1)
+    once a later run superseded it (the message names that run) or when approved already."""
     run_db(lambda conn: feeds.decide_run(conn, run_id, "approve"))
     run = _wait_for_run(run_id, timeout)
     emit(run, as_json)
@@ -340,7 +341,7 @@ def feed_approve(
 
 @feed_app.command("reject")
 def feed_reject(run_id: str, as_json: JsonFlag = False) -> None:
-    """Reject a feed's latest held run: nothing of it is applied."""
+    """Reject a held run, even one a later run superseded: nothing of it is applied."""
     run_db(lambda conn: feeds.decide_run(conn, run_id, "reject"))
     run = run_db(lambda conn: feeds.get_run(conn, run_id))
     emit(run, as_json)
