@@ -90,7 +90,7 @@ async def test_a_disabled_provider_can_be_enabled_again(database_url: str) -> No
         assert await listed() is disabled
     unknown = await asyncio.to_thread(rwasync, database_url, "provider", "enable", "prv_nope")
     assert unknown.returncode == 1
-    assert "unknown provider 'prv_nope'" in unknown.stderr
+    assert unknown.stderr == "error: provider_id 'prv_nope': unknown provider\n"
 
 
 @pytest.mark.parametrize(
@@ -139,7 +139,7 @@ async def test_a_reader_token_can_be_revoked(database_url: str) -> None:
     assert stored is True  # what the APIs' reader check refuses (401)
     unknown = await asyncio.to_thread(rwasync, database_url, "reader", "revoke", "rdr_nope")
     assert unknown.returncode == 1
-    assert "unknown reader 'rdr_nope'" in unknown.stderr
+    assert unknown.stderr == "error: reader_id 'rdr_nope': unknown reader\n"
 
 
 @pytest.mark.parametrize(
@@ -365,3 +365,41 @@ async def test_a_superseded_held_run_is_refused_naming_the_later_run_and_can_be_
         "error: run run_b is already approved, but run run_d superseded it: the poller ends it "
         "failed (superseded) without applying it\n"
     )
+
+
+async def test_every_unknown_id_is_refused_in_one_format(database_url: str) -> None:
+    """`error: FIELD 'VALUE': unknown THING`, exit 1, nothing on stdout, whichever command."""
+    provider = await cli_json(database_url, "provider", "create", "Acme")
+    known = provider["provider_id"]
+    url = "https://feeds.example.com/a.json"
+    no_provider = "provider_id 'prv_x': unknown provider"
+    cases = [
+        (("provider", "disable", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("provider", "enable", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("provider", "rate", "prv_x", "--burst", "5"), "provider_id 'prv_x': unknown provider"),
+        (("feed", "add", "prv_x", url), "provider_id 'prv_x': unknown provider"),
+        (("feed", "list", "--provider", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("feed", "runs", "feed_x"), "feed_id 'feed_x': unknown feed"),
+        (("feed", "trigger", "feed_x"), "feed_id 'feed_x': unknown feed"),
+        (("feed", "disable", "feed_x"), "feed_id 'feed_x': unknown feed"),
+        (("feed", "enable", "feed_x"), "feed_id 'feed_x': unknown feed"),
+        (("feed", "approve", "run_x"), "run_id 'run_x': unknown run"),
+        (("feed", "reject", "run_x"), "run_id 'run_x': unknown run"),
+        (("reader", "revoke", "rdr_x"), "reader_id 'rdr_x': unknown reader"),
+        (("credential", "issue", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("credential", "issue", "ptn_x"), "partner_id 'ptn_x': unknown partner"),
+        (("credential", "list", "ptn_x"), "partner_id 'ptn_x': unknown partner"),
+        (("credential", "rotate", "key_x"), "key_id 'key_x': unknown credential"),
+        (("credential", "revoke", "key_x"), "key_id 'key_x': unknown credential"),
+        (("partner", "create", "Reach", "--provider", "prv_x"), no_provider),
+        (("partner", "grant", "ptn_x", known), "partner_id 'ptn_x': unknown partner"),
+        (("partner", "revoke", "ptn_x", known), "partner_id 'ptn_x': unknown partner"),
+        (("price", "policy", "set", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("price", "policy", "show", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("price", "held", "list", "--provider", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("dlq", "show", "dl_x"), "message_id 'dl_x': unknown dead letter"),
+        (("dlq", "purge", "dl_x"), "message_id 'dl_x': unknown dead letter"),
+    ]  # fmt: skip
+    for args, message in cases:
+        done = await asyncio.to_thread(rwasync, database_url, *args, "--json")
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", f"error: {message}\n"), args

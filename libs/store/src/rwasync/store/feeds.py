@@ -38,9 +38,17 @@ class RunNotDecidable(Exception):
 class FeedNotFound(Exception):
     """No such feed (for this provider)."""
 
+    def __init__(self, feed_id: str) -> None:
+        super().__init__(f"unknown feed {feed_id!r}")
+        self.feed_id = feed_id
+
 
 class RunNotFound(Exception):
     """No such run (of this feed, for this provider)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"unknown run {run_id!r}")
+        self.run_id = run_id
 
 
 class FeedIdTaken(Exception):
@@ -338,7 +346,7 @@ async def set_feed_enabled(conn: asyncpg.Connection, feed_id: str, enabled: bool
     disabled feed also stops counting for its siblings' deletions (`LISTED_BY_ANOTHER_FEED`)."""
     row = await conn.fetchrow(SET_FEED_ENABLED, feed_id, enabled)
     if row is None:
-        raise FeedNotFound(f"unknown feed {feed_id!r}")
+        raise FeedNotFound(feed_id)
     return feed_object(row)
 
 
@@ -347,7 +355,7 @@ async def get_feed(
 ) -> dict[str, Any]:
     row = await conn.fetchrow(GET_FEED, feed_id, provider_id)
     if row is None:
-        raise FeedNotFound(f"unknown feed {feed_id!r}")
+        raise FeedNotFound(feed_id)
     return feed_object(row)
 
 
@@ -370,7 +378,7 @@ async def request_run(
     """Queue a run of the feed now (it starts within seconds); returns its run id."""
     feed = await conn.fetchrow(GET_FEED, feed_id, provider_id)
     if feed is None:
-        raise FeedNotFound(f"unknown feed {feed_id!r}")
+        raise FeedNotFound(feed_id)
     run_id = new_id("run")
     async with conn.transaction():
         await conn.execute(REQUEST_RUN, run_id, feed_id, feed["provider_id"])
@@ -399,7 +407,7 @@ async def list_runs(
 ) -> dict[str, Any]:
     """`{"items": [run...], "next_cursor"}`, newest first."""
     if await conn.fetchrow(GET_FEED, feed_id, provider_id) is None:
-        raise FeedNotFound(f"unknown feed {feed_id!r}")
+        raise FeedNotFound(feed_id)
     before, key = _after(cursor)
     rows = await conn.fetch(LIST_RUNS, feed_id, before, key, _limit(limit) + 1)
     return _page(rows, limit, run_object, ("requested_at", "run_id"))
@@ -424,7 +432,7 @@ async def decide_run(
     async with conn.transaction():
         row = await conn.fetchrow(RUN_FOR_DECISION, run_id, feed_id, provider_id)
         if row is None:
-            raise RunNotFound(f"unknown run {run_id!r}")
+            raise RunNotFound(run_id)
         refusal = _refusal(row, decision)
         if refusal is not None:
             raise RunNotDecidable(refusal)

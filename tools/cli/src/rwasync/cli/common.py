@@ -66,23 +66,28 @@ def run_db(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     except Refused as exc:
         fail(str(exc))
     except FeedNotFound as exc:
-        fail(f"/feed_id: {exc}")
+        fail(str(unknown("feed_id", exc.feed_id, "feed")))
     except RunNotFound as exc:
-        fail(f"/run_id: {exc}")
+        fail(str(unknown("run_id", exc.run_id, "run")))
     except (RunNotDecidable, FeedIdTaken) as exc:
+        # The feed API's 409 says the same (`rwasync.store.feeds`): one text for both.
         fail(str(exc))
     except (OSError, asyncpg.PostgresError) as exc:
         fail(f"database error: {exc}")
 
 
-def unknown_provider(provider_id: str) -> str:
-    return f"/provider_id: unknown provider {provider_id!r}"
+def unknown(field: str, value: str, what: str) -> Refused:
+    """The one refusal of an id that names nothing, whichever command was given it:
+    `provider_id 'prv_x': unknown provider` (exit 1). `field` is the id's name in the commands'
+    JSON (`feed_id`, `key_id`…), `what` the thing it should have named."""
+    return Refused(f"{field} {value!r}: unknown {what}")
 
 
 async def require_provider(conn: asyncpg.Connection, provider_id: str | None) -> None:
-    """Refuse a `--provider` filter naming no provider: a typo must not read as an empty list."""
+    """Refuse a provider id naming no provider (None: none given, nothing to check); for a
+    `--provider` filter, a typo must not read as an empty list."""
     if provider_id is not None and not await conn.fetchval(queries.PROVIDER_EXISTS, provider_id):
-        raise Refused(unknown_provider(provider_id))
+        raise unknown("provider_id", provider_id, "provider")
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

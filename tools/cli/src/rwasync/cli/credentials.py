@@ -12,7 +12,16 @@ import typer
 from rich.table import Table
 
 from rwasync.cli import queries
-from rwasync.cli.common import JsonFlag, Refused, emit, fail, run_db, table_time
+from rwasync.cli.common import (
+    JsonFlag,
+    Refused,
+    emit,
+    fail,
+    require_provider,
+    run_db,
+    table_time,
+    unknown,
+)
 from rwasync.schema.feeds import FeedSettingInvalid, parse_interval
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import IssuedCredential, issue_provider_credential, new_id
@@ -66,12 +75,15 @@ class Owner:
 
 async def _owner_of(conn: asyncpg.Connection, owner_id: str) -> Owner:
     if owner_id.startswith("ptn_"):
-        if not await conn.fetchval(queries.PARTNER_EXISTS, owner_id):
-            raise Refused(f"unknown partner {owner_id!r}")
+        await _require_partner(conn, owner_id)
         return Owner(None, owner_id)
-    if not await conn.fetchval(queries.PROVIDER_EXISTS, owner_id):
-        raise Refused(f"unknown provider {owner_id!r}")
+    await require_provider(conn, owner_id)
     return Owner(owner_id, None)
+
+
+async def _require_partner(conn: asyncpg.Connection, partner_id: str) -> None:
+    if not await conn.fetchval(queries.PARTNER_EXISTS, partner_id):
+        raise unknown("partner_id", partner_id, "partner")
 
 
 def _timestamp(moment: datetime | None) -> str | None:
@@ -112,9 +124,14 @@ def credential_rotate(
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         async with conn.transaction():
-            row = await conn.fetchrow(queries.LIVE_CREDENTIAL_OWNER, key_id)
+            row = await conn.fetchrow(queries.CREDENTIAL_OWNER, key_id)
             if row is None:
-                raise Refused(f"no live credential {key_id!r}")
+                raise unknown("key_id", key_id, "credential")
+            if not row["live"]:
+                raise Refused(
+                    f"key_id {key_id!r}: the credential is revoked; issue a new one with "
+                    "`rwasync credential issue OWNER_ID`"
+                )
             issued: dict[str, Any] = await Owner(row["provider_id"], row["partner_id"]).issue(conn)
             revoked_at = None
             if seconds is not None:
@@ -132,15 +149,15 @@ def credential_rotate(
 def credential_revoke(key_id: str, as_json: JsonFlag = False) -> None:
     """Revoke a credential now (services stop accepting it within their auth cache time)."""
 
-    async def work(conn: asyncpg.Connection) -> datetime | None:
+    async def work(conn: asyncpg.Connection) -> datetime:
         revoked: datetime | None = await conn.fetchval(
             queries.REVOKE_CREDENTIAL, key_id, datetime.now(UTC)
         )
+        if revoked is None:
+            raise unknown("key_id", key_id, "credential")
         return revoked
 
     revoked_at = run_db(work)
-    if revoked_at is None:
-        fail(f"unknown credential {key_id!r}")
     emit({"key_id": key_id, "revoked_at": _timestamp(revoked_at)}, as_json)
 
 
@@ -191,7 +208,7 @@ def partner_create(
         async with conn.transaction():
             await conn.execute(queries.CREATE_PARTNER, partner_id, name)
             for provider_id in providers or []:
-                await _owner_of(conn, provider_id)
+                await require_provider(conn, provider_id)
                 await conn.execute(queries.GRANT_PARTNER, partner_id, provider_id)
             issued = await Owner(None, partner_id).issue(conn)
         return {**issued, "providers": list(providers or [])}
@@ -204,8 +221,8 @@ def partner_grant(partner_id: str, provider_id: str, as_json: JsonFlag = False) 
     """Let a partner act for one more provider."""
 
     async def work(conn: asyncpg.Connection) -> None:
-        await _owner_of(conn, partner_id)
-        await _owner_of(conn, provider_id)
+        await _require_partner(conn, partner_id)
+        await require_provider(conn, provider_id)
         await conn.execute(queries.GRANT_PARTNER, partner_id, provider_id)
 
     run_db(work)
@@ -216,9 +233,11 @@ def partner_grant(partner_id: str, provider_id: str, as_json: JsonFlag = False) 
 def partner_revoke(partner_id: str, provider_id: str, as_json: JsonFlag = False) -> None:
     """Stop a partner acting for a provider (within the services' auth cache time)."""
 
-    async def work(conn: asyncpg.Connection) -> str:
-        return str(await conn.execute(queries.UNGRANT_PARTNER, partner_id, provider_id))
+    async def work(conn: asyncpg.Connection) -> None:
+        await _require_partner(conn, partner_id)
+        await require_provider(conn, provider_id)
+        if await conn.execute(queries.UNGRANT_PARTNER, partner_id, provider_id) == "DELETE 0":
+            raise Refused(f"partner_id {partner_id!r}: does not act for {provider_id!r}")
 
-    if run_db(work) == "DELETE 0":
-        fail(f"partner {partner_id!r} does not act for {provider_id!r}")
+    run_db(work)
     emit({"partner_id": partner_id, "provider_id": provider_id, "granted": False}, as_json)

@@ -20,7 +20,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from rwasync.cli.common import JsonFlag, emit, fail, run_db, settings, stderr
+from rwasync.cli.common import JsonFlag, emit, fail, run_db, settings, stderr, unknown
 from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.schema import topology
 from rwasync.store import dead_letters
@@ -39,11 +39,17 @@ def _chosen(message_id: str | None, every: bool) -> None:
         fail("give one dead letter's message_id, or --all")
 
 
+async def _dead_letter(conn: asyncpg.Connection, message_id: str) -> asyncpg.Record:
+    row: asyncpg.Record | None = await dead_letters.get_dead_letter(conn, message_id)
+    if row is None:
+        raise unknown("message_id", message_id, "dead letter")
+    return row
+
+
 async def _targets(conn: asyncpg.Connection, message_id: str | None) -> list[str]:
     if message_id is None:
         return [i["message_id"] for i in await dead_letters.list_dead_letters(conn)]
-    if await dead_letters.get_dead_letter(conn, message_id) is None:
-        fail(f"unknown dead letter {message_id!r}")
+    await _dead_letter(conn, message_id)
     return [message_id]
 
 
@@ -84,9 +90,7 @@ def dlq_show(message_id: str, as_json: JsonFlag = False) -> None:
     """One dead letter with its headers and body (JSON when it parses)."""
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
-        row = await dead_letters.get_dead_letter(conn, message_id)
-        if row is None:
-            fail(f"unknown dead letter {message_id!r}")
+        row = await _dead_letter(conn, message_id)
         try:
             body: Any = orjson.loads(row["body"])
         except orjson.JSONDecodeError:

@@ -157,6 +157,7 @@ def feed_add(
         fail_invalid(FeedSettingInvalid.of(errors), ADD_OPTIONS)
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+        await require_provider(conn, provider_id)
         return await feeds.add_feed(
             conn, provider_id=provider_id, settings=registration, secrets=secrets
         )

@@ -9,7 +9,6 @@ change this causes within the pricing service's poll interval (the CLI publishes
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Final
 
@@ -20,12 +19,13 @@ from rich.table import Table
 from rwasync.cli import queries
 from rwasync.cli.common import (
     JsonFlag,
+    Refused,
     emit,
     fail,
     require_provider,
     run_db,
     table_time,
-    unknown_provider,
+    unknown,
 )
 from rwasync.schema.asset import normalize_decimal
 from rwasync.schema.events import ReceiptStatus
@@ -40,10 +40,6 @@ price_app.add_typer(policy_app, name="policy")
 price_app.add_typer(held_app, name="held")
 
 REJECTED_REASON = "rejected by an operator"
-
-
-class HeldNotFound(Exception):
-    """An event id that names no held tick."""
 
 
 # The jump check's bounds: 0.01 % to 100,000 % (beyond either, no price could pass, or none be
@@ -82,16 +78,15 @@ def policy_set(
         if not ratio.is_finite() or not MIN_JUMP <= ratio <= MAX_JUMP:
             fail(f"/max_jump: must be a number from {MIN_JUMP} to {MAX_JUMP} (0.5 means 50 %)")
 
-    async def work(conn: asyncpg.Connection) -> asyncpg.Record | None:
+    async def work(conn: asyncpg.Connection) -> asyncpg.Record:
         row: asyncpg.Record | None = await conn.fetchrow(
             queries.SET_PRICE_POLICY, provider_id, ratio, currency_check
         )
+        if row is None:
+            raise unknown("provider_id", provider_id, "provider")
         return row
 
-    row = run_db(work)
-    if row is None:
-        fail(unknown_provider(provider_id))
-    emit(policy_document(row), as_json)
+    emit(policy_document(run_db(work)), as_json)
 
 
 def policy_document(row: asyncpg.Record) -> dict[str, Any]:
@@ -107,9 +102,14 @@ def policy_document(row: asyncpg.Record) -> dict[str, Any]:
 def policy_show(provider_id: str, as_json: JsonFlag = False) -> None:
     """A provider's sanity-hold policy; `active` false: no tick of it is held (none was ever set
     when `updated_at` is null)."""
-    row = run_db(lambda conn: conn.fetchrow(queries.PRICE_POLICY, provider_id))
-    if row is None:
-        fail(unknown_provider(provider_id))
+
+    async def work(conn: asyncpg.Connection) -> asyncpg.Record:
+        row: asyncpg.Record | None = await conn.fetchrow(queries.PRICE_POLICY, provider_id)
+        if row is None:
+            raise unknown("provider_id", provider_id, "provider")
+        return row
+
+    row = run_db(work)
     # Set without options, a policy has a row yet checks nothing: both read as holds off.
     document = policy_document(row) | {
         "active": row["max_jump"] is not None or row["currency_check"]
@@ -187,15 +187,18 @@ def event_ids(texts: list[str]) -> list[uuid.UUID]:
 async def decide_held(
     conn: asyncpg.Connection, ids: list[uuid.UUID], state: str
 ) -> list[asyncpg.Record]:
-    """Move the held ticks with these ids to `state`, their assets locked first; HeldNotFound
+    """Move the held ticks with these ids to `state`, their assets locked first; Refused
     (nothing changed) when an id names no held tick. Returns the ticks."""
     found = await conn.fetch(queries.HELD_PRICES, ids)
     await prices.lock_assets(conn, {(r["provider_id"], r["asset_id"]) for r in found})
     rows: list[asyncpg.Record] = await conn.fetch(queries.HELD_PRICES, ids)  # still held?
     missing = set(ids) - {r["event_id"] for r in rows}
     if missing:
-        names = ", ".join(sorted(str(m) for m in missing))
-        raise HeldNotFound(f"/event_id: no held price tick {names}; nothing was changed")
+        names = ", ".join(repr(str(m)) for m in sorted(missing))
+        raise Refused(
+            f"event_id {names}: no held price tick (unknown, or released or rejected already);"
+            " nothing was changed"
+        )
     await conn.execute(queries.DECIDE_HELD_PRICES, ids, state)
     return rows
 
@@ -236,7 +239,7 @@ def held_release(
             for r in released
         ]
 
-    emit({"items": _decided(work)}, as_json)
+    emit({"items": run_db(work)}, as_json)
 
 
 @held_app.command("reject")
@@ -254,14 +257,4 @@ def held_reject(
             await receipts.redecide_price_ticks(conn, rejected)
         return [{"event_id": str(i), "status": "rejected", "reason": REJECTED_REASON} for i in ids]
 
-    emit({"items": _decided(work)}, as_json)
-
-
-def _decided(
-    work: Callable[[asyncpg.Connection], Awaitable[list[dict[str, Any]]]],
-) -> list[dict[str, Any]]:
-    try:
-        result: list[dict[str, Any]] = run_db(work)
-    except HeldNotFound as exc:
-        fail(str(exc))
-    return result
+    emit({"items": run_db(work)}, as_json)

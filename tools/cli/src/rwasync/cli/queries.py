@@ -35,10 +35,11 @@ INSERT INTO provider_credentials (key_id, partner_id, secret_digest, token_diges
 VALUES ($1, $2, $3, $4)
 """
 
-# The owner of a credential that still authenticates (or will until its revocation time).
-LIVE_CREDENTIAL_OWNER: Final = """
-SELECT provider_id, partner_id FROM provider_credentials
-WHERE key_id = $1 AND (revoked_at IS NULL OR revoked_at > now())
+# The owner of a credential, and whether it still authenticates (or will until its revocation
+# time); no row: unknown.
+CREDENTIAL_OWNER: Final = """
+SELECT provider_id, partner_id, revoked_at IS NULL OR revoked_at > now() AS live
+FROM provider_credentials WHERE key_id = $1
 """
 
 # Revoke now, or at a later time (an overlap); never move an earlier revocation later.

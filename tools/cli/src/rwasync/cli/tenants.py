@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from rwasync.cli import queries
-from rwasync.cli.common import JsonFlag, emit, fail, run_db, table_time
+from rwasync.cli.common import JsonFlag, emit, fail, run_db, table_time, unknown
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import digest, issue_provider_credential, issue_reader_token, new_id
 
@@ -82,11 +82,11 @@ def provider_enable(provider_id: str, as_json: JsonFlag = False) -> None:
 
 
 def _set_disabled(provider_id: str, disabled: bool, as_json: bool) -> None:
-    async def work(conn: asyncpg.Connection) -> str:
-        return str(await conn.execute(queries.SET_PROVIDER_DISABLED, provider_id, disabled))
+    async def work(conn: asyncpg.Connection) -> None:
+        if await conn.execute(queries.SET_PROVIDER_DISABLED, provider_id, disabled) == "UPDATE 0":
+            raise unknown("provider_id", provider_id, "provider")
 
-    if run_db(work) == "UPDATE 0":
-        fail(f"unknown provider {provider_id!r}")
+    run_db(work)
     emit({"provider_id": provider_id, "disabled": disabled}, as_json)
 
 
@@ -113,11 +113,12 @@ def provider_rate(
     if burst is not None and not 1 <= burst <= MAX_BURST:
         fail(f"--burst must be an integer from 1 to {MAX_BURST}")
 
-    async def work(conn: asyncpg.Connection) -> str:
-        return str(await conn.execute(queries.SET_PROVIDER_RATE, provider_id, per_second, burst))
+    async def work(conn: asyncpg.Connection) -> None:
+        updated = await conn.execute(queries.SET_PROVIDER_RATE, provider_id, per_second, burst)
+        if updated == "UPDATE 0":
+            raise unknown("provider_id", provider_id, "provider")
 
-    if run_db(work) == "UPDATE 0":
-        fail(f"unknown provider {provider_id!r}")
+    run_db(work)
     emit({"provider_id": provider_id, "per_second": per_second, "burst": burst}, as_json)
 
 
@@ -138,9 +139,10 @@ def reader_revoke(reader_id: str, as_json: JsonFlag = False) -> None:
     """Revoke a reader's token: it stops authenticating (within the 5 s cache)."""
 
     async def work(conn: asyncpg.Connection) -> Any:
-        return await conn.fetchval(queries.REVOKE_READER, reader_id)
+        revoked_at = await conn.fetchval(queries.REVOKE_READER, reader_id)
+        if revoked_at is None:
+            raise unknown("reader_id", reader_id, "reader")
+        return revoked_at
 
     revoked_at = run_db(work)
-    if revoked_at is None:
-        fail(f"unknown reader {reader_id!r}")
     emit({"reader_id": reader_id, "revoked_at": timestamp_text(revoked_at)}, as_json)
