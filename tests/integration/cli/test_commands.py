@@ -403,3 +403,42 @@ async def test_every_unknown_id_is_refused_in_one_format(database_url: str) -> N
     for args, message in cases:
         done = await asyncio.to_thread(rwasync, database_url, *args, "--json")
         assert (done.returncode, done.stdout, done.stderr) == (1, "", f"error: {message}\n"), args
+    # A partner refused for an unknown provider was not created.
+    assert (await cli_json(database_url, "partner", "list"))["items"] == []
+
+
+async def test_readers_and_partners_are_listed_like_providers(database_url: str) -> None:
+    acme = await cli_json(database_url, "provider", "create", "Acme")
+    other = await cli_json(database_url, "provider", "create", "Other")
+    portal = await cli_json(database_url, "reader", "create", "Portal")
+    kiosk = await cli_json(database_url, "reader", "create", "Kiosk")
+    await cli_json(database_url, "reader", "revoke", kiosk["reader_id"])
+    reach = await cli_json(
+        database_url, "partner", "create", "Reach Partners Incorporated of Greater Nowhere",
+        "--provider", acme["provider_id"],
+    )  # fmt: skip
+    await cli_json(database_url, "partner", "grant", reach["partner_id"], other["provider_id"])
+    lone = await cli_json(database_url, "partner", "create", "Lone")
+
+    readers = (await cli_json(database_url, "reader", "list"))["items"]
+    assert [(r["reader_id"], r["name"], r["revoked_at"] is None) for r in readers] == [
+        (portal["reader_id"], "Portal", True),
+        (kiosk["reader_id"], "Kiosk", False),
+    ]
+    assert set(readers[0]) == {"reader_id", "name", "created_at", "revoked_at"}  # no token
+    partners = (await cli_json(database_url, "partner", "list"))["items"]
+    assert [(p["partner_id"], p["providers"], p["disabled"]) for p in partners] == [
+        (reach["partner_id"], [acme["provider_id"], other["provider_id"]], False),
+        (lone["partner_id"], [], False),
+    ]
+    assert set(partners[0]) == {"partner_id", "name", "disabled", "created_at", "providers"}
+
+    # In a pipe (80 columns): every id whole, one a word.
+    for kind, ids in (
+        ("reader", [portal["reader_id"], kiosk["reader_id"]]),
+        ("partner", [reach["partner_id"], lone["partner_id"], acme["provider_id"]]),
+    ):
+        table = await asyncio.to_thread(rwasync, database_url, kind, "list")
+        assert table.returncode == 0, table.stderr
+        assert all(len(line) <= 80 for line in table.stdout.splitlines()), table.stdout
+        assert set(ids) <= set(table.stdout.split()), table.stdout

@@ -118,11 +118,12 @@ def _json_default(value: Any) -> str:
 
 
 def ids_whole(table: Table) -> Table:
-    """`table` with its id columns (`run_id`, `key_id`…) never cut short or wrapped, so an id can
-    be copied into the next command: a narrow screen or a pipe (80 columns) narrows the others.
-    A cell of several lines (an id above what it names) is as wide as its longest line."""
+    """`table` with its id columns (`run_id`, `key_id`, `provider_ids`…) never cut short or
+    wrapped, so an id can be copied into the next command: a narrow screen or a pipe (80 columns)
+    narrows the others. A cell of several lines (an id above what it names, or one id a line) is
+    as wide as its longest line."""
     for column in table.columns:
-        if str(column.header).endswith("_id"):
+        if str(column.header).endswith(("_id", "_ids")):
             column.no_wrap = True
             column.min_width = max(
                 (len(line) for cell in column.cells for line in str(cell).splitlines()),

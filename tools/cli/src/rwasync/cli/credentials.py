@@ -241,3 +241,28 @@ def partner_revoke(partner_id: str, provider_id: str, as_json: JsonFlag = False)
 
     run_db(work)
     emit({"partner_id": partner_id, "provider_id": provider_id, "granted": False}, as_json)
+
+
+@partner_app.command("list")
+def partner_list(as_json: JsonFlag = False) -> None:
+    """List partners, oldest first, with the providers each acts for."""
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        rows = await conn.fetch(queries.LIST_PARTNERS)
+        return [{**dict(r), "created_at": timestamp_text(r["created_at"])} for r in rows]
+
+    items = run_db(work)
+
+    def table() -> Table:
+        # The creation time is left to `--json`: 80 columns hold the ids whole beside the name.
+        t = Table("partner_id", "name", "disabled", "provider_ids")
+        for item in items:
+            t.add_row(
+                item["partner_id"],
+                item["name"],
+                str(item["disabled"]),
+                "\n".join(item["providers"]),
+            )
+        return t
+
+    emit({"items": items}, as_json, table)

@@ -25,6 +25,10 @@ UPDATE readers SET revoked_at = coalesce(revoked_at, now()) WHERE reader_id = $1
 RETURNING revoked_at
 """
 
+LIST_READERS: Final = """
+SELECT reader_id, name, created_at, revoked_at FROM readers ORDER BY created_at, reader_id
+"""
+
 # --- credentials and partners (rwasync.cli.credentials) ---
 
 PROVIDER_EXISTS: Final = "SELECT EXISTS (SELECT 1 FROM providers WHERE provider_id = $1)"
@@ -65,6 +69,16 @@ ON CONFLICT DO NOTHING
 """
 
 UNGRANT_PARTNER: Final = "DELETE FROM partner_providers WHERE partner_id = $1 AND provider_id = $2"
+
+# Partners, oldest first, each with the providers it acts for (in the order they were granted).
+LIST_PARTNERS: Final = """
+SELECT p.partner_id, p.name, p.disabled, p.created_at,
+       coalesce(array_agg(g.provider_id ORDER BY g.granted_at, g.provider_id)
+                    FILTER (WHERE g.provider_id IS NOT NULL), '{}') AS providers
+FROM partners p LEFT JOIN partner_providers g USING (partner_id)
+GROUP BY p.partner_id
+ORDER BY p.created_at, p.partner_id
+"""
 
 # --- provider request rate (rwasync provider rate) ---
 

@@ -134,6 +134,36 @@ def reader_create(name: str, as_json: JsonFlag = False) -> None:
     emit(run_db(work), as_json)
 
 
+@reader_app.command("list")
+def reader_list(as_json: JsonFlag = False) -> None:
+    """List readers, oldest first (never their tokens)."""
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [
+            {
+                **dict(r),
+                "created_at": timestamp_text(r["created_at"]),
+                "revoked_at": timestamp_text(r["revoked_at"]) if r["revoked_at"] else None,
+            }
+            for r in await conn.fetch(queries.LIST_READERS)
+        ]
+
+    items = run_db(work)
+
+    def table() -> Table:
+        t = Table("reader_id", "name", "created_at", "revoked_at")
+        for item in items:
+            t.add_row(
+                item["reader_id"],
+                item["name"],
+                table_time(item["created_at"]),
+                table_time(item["revoked_at"]),
+            )
+        return t
+
+    emit({"items": items}, as_json, table)
+
+
 @reader_app.command("revoke")
 def reader_revoke(reader_id: str, as_json: JsonFlag = False) -> None:
     """Revoke a reader's token: it stops authenticating (within the 5 s cache)."""
