@@ -12,7 +12,6 @@ import pytest
 import typer.main
 from rich.console import Console
 from rich.table import Table
-from typer.testing import CliRunner
 
 from rwasync.cli.app import app
 from rwasync.cli.common import ids_whole, json_text, table_time
@@ -54,23 +53,6 @@ def test_json_output_renders_timestamps_like_the_apis() -> None:
     assert json_text({"at": moment, "also": [elsewhere], "none": None}) == (
         '{"at":"2026-11-29T20:53:17.000000Z","also":["2026-11-29T20:53:17.000000Z"],"none":null}'
     )
-
-
-def test_dlq_list_refuses_a_queue_that_is_not_a_work_queue() -> None:
-    # Checked before the database is opened: a typo must not read as "no dead letters".
-    result = CliRunner().invoke(app, ["dlq", "list", "--queue", "rwasync.reconciler", "--json"])
-    assert result.exit_code == 1
-    assert result.stdout == ""
-    assert "/queue: unknown work queue 'rwasync.reconciler'" in result.stderr
-
-
-def test_an_error_is_one_line_whatever_the_width() -> None:
-    # stderr is not a terminal here, so the console is 80 columns wide; the message is longer.
-    result = CliRunner().invoke(app, ["dlq", "list", "--queue", "bogus", "--json"])
-    assert result.exit_code == 1
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("error: /queue: unknown work queue 'bogus'")
-    assert len(line) > 80
 
 
 def test_a_table_keeps_its_ids_whole_on_a_narrow_screen() -> None:

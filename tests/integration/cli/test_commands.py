@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,19 @@ def rwasync(database_url: str, *args: str, allowed: str = "") -> subprocess.Comp
         timeout=60,
         check=False,
     )
+
+
+# Where no database answers: a usage error must be refused before any is opened (it would end
+# `error: database error: …`, exit 1, instead).
+NO_DATABASE = "postgresql://postgres@127.0.0.1:1/none"
+
+
+def usage_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The message of a usage error (exit 2, nothing on stdout) in one line: typer draws it in a
+    box, wrapped at the 80 columns of a pipe."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""
+    return " ".join(re.sub(r"[╭╮╰╯─│]", " ", done.stderr).split())
 
 
 async def cli_json(database_url: str, *args: str) -> dict:  # type: ignore[type-arg]
@@ -94,23 +108,83 @@ async def test_a_disabled_provider_can_be_enabled_again(database_url: str) -> No
 
 
 @pytest.mark.parametrize(
-    ("option", "value", "message"),
+    ("args", "message"),
     [
-        ("--per-second", "5e-324", "--per-second must be a number from 0.001 to 1e+09"),
-        ("--per-second", "nan", "--per-second must be a number from 0.001 to 1e+09"),
-        ("--per-second", "1e308", "--per-second must be a number from 0.001 to 1e+09"),
-        ("--burst", "99999999999", "--burst must be an integer from 1 to 2147483647"),
-        ("--burst", "0", "--burst must be an integer from 1 to 2147483647"),
+        # A vanishing rate made every call of the provider a 500 (an infinite Retry-After).
+        (
+            ("provider", "rate", "prv_x", "--per-second", "5e-324"),
+            "Invalid value for '--per-second': must be a number from 0.001 to 1e+09",
+        ),
+        (("provider", "rate", "prv_x", "--per-second", "nan"), "'--per-second'"),
+        (("provider", "rate", "prv_x", "--per-second", "1e308"), "'--per-second'"),
+        (
+            ("provider", "rate", "prv_x", "--burst", "99999999999"),
+            "Invalid value for '--burst': must be an integer from 1 to 2147483647",
+        ),
+        (("provider", "rate", "prv_x", "--burst", "0"), "'--burst'"),
+        (("provider", "rate", "prv_x", "--burst", "1.5"), "'--burst'"),
+        # A page of nothing, or of more than the store serves, is no page.
+        (
+            ("feed", "list", "--limit", "0"),
+            "Invalid value for '--limit': must be an integer from 1 to 500 (got 0)",
+        ),
+        (("feed", "list", "--limit", "-5"), "'--limit'"),
+        (("feed", "runs", "feed_x", "--limit", "501"), "'--limit'"),
+        (("feed", "runs", "feed_x", "--limit", "ten"), "'--limit'"),
+        (("price", "held", "list", "--limit", "0"), "'--limit'"),
+        (("price", "held", "list", "--limit", "10001"), "'--limit'"),
+        # NaN passed every bound and waited for ever; 0 or less never waited at all.
+        (
+            ("feed", "trigger", "feed_x", "--wait", "--timeout", "nan"),
+            "Invalid value for '--timeout': must be a number from 1 to 604800 seconds",
+        ),
+        (("feed", "trigger", "feed_x", "--wait", "--timeout", "0"), "'--timeout'"),
+        (("feed", "trigger", "feed_x", "--wait", "--timeout", "inf"), "'--timeout'"),
+        (("feed", "approve", "run_x", "--timeout", "-1"), "'--timeout'"),
+        (("feed", "approve", "run_x", "--timeout", "soon"), "'--timeout'"),
+        (
+            ("credential", "rotate", "key_x", "--overlap", "soon"),
+            "Invalid value for '--overlap': invalid interval 'soon'",
+        ),
+        (("credential", "rotate", "key_x", "--overlap", "0s"), "'--overlap'"),
+        (("credential", "rotate", "key_x", "--overlap", "367d"), "'--overlap'"),
+        (
+            ("price", "policy", "set", "prv_x", "--max-jump", "abc"),
+            "Invalid value for '--max-jump': 'abc' is not a number from 0.0001 to 1000",
+        ),
+        (("price", "policy", "set", "prv_x", "--max-jump", "NaN"), "'--max-jump'"),
+        (("price", "policy", "set", "prv_x", "--max-jump", "1e-400"), "'--max-jump'"),
+        (("price", "policy", "set", "prv_x", "--max-jump", "1001"), "'--max-jump'"),
+        (("price", "held", "release", "not-a-uuid"), "'not-a-uuid' is not an event id"),
+        # A mistyped queue listed nothing, which read as "no dead letters".
+        (
+            ("dlq", "list", "--queue", "rwasync.reconciler"),
+            "Invalid value for '--queue': 'rwasync.reconciler' is not a work queue",
+        ),
+        (("dlq", "replay"), "give either one dead letter's MESSAGE_ID or --all"),
+        (("dlq", "purge", "dl-1", "--all"), "give either one dead letter's MESSAGE_ID or --all"),
     ],
 )
-async def test_provider_rate_refuses_a_rate_out_of_bounds_saying_which(
-    database_url: str, option: str, value: str, message: str
+async def test_a_bad_option_value_is_a_usage_error_before_the_database(
+    args: tuple[str, ...], message: str
 ) -> None:
-    """A vanishing rate made every call of the provider a 500 (an infinite Retry-After)."""
+    """Every numeric option, `--overlap`, `--queue` and the dead-letter choice: exit 2 naming
+    the option, and no database opened (none answers here)."""
+    done = await asyncio.to_thread(rwasync, NO_DATABASE, *args, "--json")
+    assert message in usage_error(done), done.stderr
+
+
+async def test_an_error_is_one_line_whatever_the_width() -> None:
+    # stderr is a pipe here, so the console is 80 columns wide; the message is longer. (Checked
+    # before the database is opened.)
     done = await asyncio.to_thread(
-        rwasync, database_url, "provider", "rate", "prv_x", option, value
-    )
-    assert done.returncode == 1 and done.stderr.strip() == f"error: {message}"
+        rwasync, NO_DATABASE, "feed", "add", "prv_x", "https://feeds.example.com/a.json",
+        "--every", "often",
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: /schedule: invalid interval 'often'")
+    assert len(line) > 80
 
 
 async def test_a_reader_token_can_be_revoked(database_url: str) -> None:
@@ -290,7 +364,7 @@ async def test_credential_rotate_takes_overlaps_from_one_second(database_url: st
         refused = await asyncio.to_thread(
             rwasync, database_url, "credential", "rotate", rotated["key_id"], "--overlap", overlap
         )
-        assert refused.returncode == 1 and "--overlap" in refused.stderr, refused.stderr
+        assert "Invalid value for '--overlap'" in usage_error(refused), refused.stderr
 
 
 async def insert_runs(database_url: str, feed: dict[str, str], *runs: tuple[str, str]) -> None:

@@ -90,6 +90,57 @@ async def require_provider(conn: asyncpg.Connection, provider_id: str | None) ->
         raise unknown("provider_id", provider_id, "provider")
 
 
+# --- the values of arguments and options -----------------------------------------------------
+# Parsers (typer's `parser=`) that refuse a value before the command does anything: a usage
+# error, exit 2, `Invalid value for '--limit': …` naming the option, as for an unknown option.
+
+
+def integer_from(low: int, high: int) -> Callable[[str | int], int]:
+    """A parser of an integer from `low` to `high` (a page size, a burst…)."""
+
+    def parse(text: str | int) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not an integer from {low} to {high}") from None
+        if not low <= value <= high:
+            raise typer.BadParameter(f"must be an integer from {low} to {high} (got {value})")
+        return value
+
+    return parse
+
+
+def number_from(low: float, high: float, unit: str = "") -> Callable[[str | float], float]:
+    """A parser of a number from `low` to `high` (a rate, seconds to wait…). `nan` and `inf`
+    parse as floats: NaN is out of every range (it fails every comparison; a check written as
+    `value < low` would let it wait for ever), and so is an infinity."""
+    bounds = f"from {low:g} to {high:g}{unit}"
+
+    def parse(text: str | float) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number {bounds}") from None
+        if not low <= value <= high:
+            raise typer.BadParameter(f"must be a number {bounds} (got {text})")
+        return value
+
+    return parse
+
+
+# Seconds to wait for a feed run (`--timeout`): it is read four times a second, and a week is
+# longer than any run takes.
+MAX_WAIT: Final = 7 * 86400
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        parser=number_from(1, MAX_WAIT, " seconds"),
+        help=f"Seconds to wait for the run (1-{MAX_WAIT}).",
+    ),
+]
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     stderr.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)

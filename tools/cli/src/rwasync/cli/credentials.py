@@ -103,24 +103,31 @@ def credential_issue(owner_id: OwnerArgument, as_json: JsonFlag = False) -> None
     emit(run_db(work), as_json)
 
 
+def _overlap(text: str) -> int:
+    """`--overlap`: a duration from 1 s (a provider switching at once wants the old key gone in
+    seconds; no feed schedule's 60 s floor) to 366 d; anything else is a usage error."""
+    try:
+        return parse_interval(text, minimum=1)
+    except FeedSettingInvalid as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
 @credential_app.command("rotate")
 def credential_rotate(
     key_id: str,
     overlap: Annotated[
-        str | None,
+        int | None,
         typer.Option(
             "--overlap",
-            help="Revoke the old credential after this long (e.g. 30s, 15m, 24h; at most 366d); "
+            parser=_overlap,
+            help="Revoke the old credential after this long (e.g. 30s, 15m, 24h; 1s to 366d); "
             "default: it stays valid until `credential revoke`.",
         ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Issue a new credential for the same owner; the old one keeps working until revoked."""
-    try:
-        seconds = parse_interval(overlap, minimum=1) if overlap is not None else None
-    except FeedSettingInvalid as exc:
-        fail(f"--overlap: {exc.message}")
+    seconds = overlap
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         async with conn.transaction():

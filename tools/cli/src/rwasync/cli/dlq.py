@@ -35,8 +35,22 @@ REPLAY_CHUNK = 50
 
 
 def _chosen(message_id: str | None, every: bool) -> None:
+    """One dead letter or all of them, never both nor neither: a usage error (exit 2)."""
     if (message_id is None) == (not every):
-        fail("give one dead letter's message_id, or --all")
+        raise typer.BadParameter(
+            "give either one dead letter's MESSAGE_ID or --all",
+            param_hint="MESSAGE_ID / --all",
+        )
+
+
+def _work_queue(text: str) -> str:
+    """`--queue`: a work queue's name; a mistyped one would otherwise list nothing, which reads
+    as "no dead letters"."""
+    if text not in topology.WORK_QUEUES:
+        raise typer.BadParameter(
+            f"{text!r} is not a work queue: one of {', '.join(topology.WORK_QUEUES)}"
+        )
+    return text
 
 
 async def _dead_letter(conn: asyncpg.Connection, message_id: str) -> asyncpg.Record:
@@ -60,13 +74,17 @@ def _progress(what: str, total: int) -> tuple[Progress, Any]:
 
 @dlq_app.command("list")
 def dlq_list(
-    queue: Annotated[str | None, typer.Option("--queue", help="Only this work queue's.")] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue",
+            parser=_work_queue,
+            help=f"Only this work queue's: {' or '.join(topology.WORK_QUEUES)}.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Dead letters, oldest first."""
-    if queue is not None and queue not in topology.WORK_QUEUES:
-        # A mistyped name would otherwise list nothing, which reads as "no dead letters".
-        fail(f"/queue: unknown work queue {queue!r}: one of {', '.join(topology.WORK_QUEUES)}")
     items = run_db(lambda conn: dead_letters.list_dead_letters(conn, queue))
 
     def table() -> Table:

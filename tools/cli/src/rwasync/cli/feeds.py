@@ -17,9 +17,11 @@ from rwasync.cli.common import (
     EXIT_FAILED,
     EXIT_HELD,
     JsonFlag,
+    TimeoutOption,
     emit,
     fail,
     fail_invalid,
+    integer_from,
     require_provider,
     run_db,
     settings,
@@ -188,11 +190,22 @@ def feed_secrets_key(as_json: JsonFlag = False) -> None:
     emit({"key": FeedSecrets.new_key()}, as_json)
 
 
+# Items a page (`--limit`): the feed API's bounds, which the store enforces.
+PageSize = Annotated[
+    int,
+    typer.Option(
+        "--limit",
+        parser=integer_from(1, feeds.MAX_PAGE),
+        help=f"Items a page (1-{feeds.MAX_PAGE}).",
+    ),
+]
+
+
 @feed_app.command("list")
 def feed_list(
     provider_id: Annotated[str | None, typer.Option("--provider")] = None,
     cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of a page.")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 100,
+    limit: PageSize = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """List feed sources."""
@@ -269,7 +282,7 @@ def _exit_for(run: dict[str, Any]) -> None:
 def feed_trigger(
     feed_id: str,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run and print it.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 900,
+    timeout: TimeoutOption = 900,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a feed now (it starts within seconds, once fewer of its provider's runs are in
@@ -300,7 +313,7 @@ def feed_enable(feed_id: str, as_json: JsonFlag = False) -> None:
 def feed_runs(
     feed_id: str,
     cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of a page.")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
+    limit: PageSize = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """A feed's runs, newest first."""
@@ -329,7 +342,7 @@ def feed_runs(
 @feed_app.command("approve")
 def feed_approve(
     run_id: str,
-    timeout: Annotated[float, typer.Option("--timeout")] = 900,
+    timeout: TimeoutOption = 900,
     as_json: JsonFlag = False,
 ) -> None:
     """Apply a held run now, under the version guards; prints the finished run. Refused (exit 1)

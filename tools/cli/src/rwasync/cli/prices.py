@@ -21,7 +21,7 @@ from rwasync.cli.common import (
     JsonFlag,
     Refused,
     emit,
-    fail,
+    integer_from,
     require_provider,
     run_db,
     table_time,
@@ -48,13 +48,27 @@ MIN_JUMP: Final = Decimal("0.0001")
 MAX_JUMP: Final = Decimal(1000)
 
 
+def _jump_ratio(text: str) -> Decimal:
+    """`--max-jump` as the exact decimal stored (a float would store 0.1 as 0.1000000000000000055…);
+    anything else than a number within the bounds is a usage error."""
+    bounds = f"a number from {MIN_JUMP} to {MAX_JUMP} (0.5 means 50 %)"
+    try:
+        ratio = Decimal(text)
+    except InvalidOperation:
+        raise typer.BadParameter(f"{text!r} is not {bounds}") from None
+    if not ratio.is_finite() or not MIN_JUMP <= ratio <= MAX_JUMP:
+        raise typer.BadParameter(f"must be {bounds} (got {text})")
+    return ratio
+
+
 @policy_app.command("set")
 def policy_set(
     provider_id: str,
     max_jump: Annotated[
-        str | None,
+        Decimal | None,
         typer.Option(
             "--max-jump",
+            parser=_jump_ratio,
             help="Hold a tick moving more than this ratio (0.5 = 50 %) from the previous "
             "visible price in as_of order. Omitted: no jump check.",
         ),
@@ -69,18 +83,10 @@ def policy_set(
     as_json: JsonFlag = False,
 ) -> None:
     """Set (replace) a provider's sanity-hold policy; with no option, holds are off."""
-    ratio: Decimal | None = None
-    if max_jump is not None:
-        try:
-            ratio = Decimal(max_jump)
-        except InvalidOperation:
-            fail(f"/max_jump: {max_jump!r} is not a number")
-        if not ratio.is_finite() or not MIN_JUMP <= ratio <= MAX_JUMP:
-            fail(f"/max_jump: must be a number from {MIN_JUMP} to {MAX_JUMP} (0.5 means 50 %)")
 
     async def work(conn: asyncpg.Connection) -> asyncpg.Record:
         row: asyncpg.Record | None = await conn.fetchrow(
-            queries.SET_PRICE_POLICY, provider_id, ratio, currency_check
+            queries.SET_PRICE_POLICY, provider_id, max_jump, currency_check
         )
         if row is None:
             raise unknown("provider_id", provider_id, "provider")
@@ -130,6 +136,10 @@ def policy_show(provider_id: str, as_json: JsonFlag = False) -> None:
     emit(document, as_json, table)
 
 
+# Held ticks `held list` prints at most.
+MAX_HELD: Final = 10000
+
+
 def held_item(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "event_id": str(row["event_id"]),
@@ -148,7 +158,10 @@ def held_item(row: asyncpg.Record) -> dict[str, Any]:
 @held_app.command("list")
 def held_list(
     provider_id: Annotated[str | None, typer.Option("--provider")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 100,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", parser=integer_from(1, MAX_HELD), help=f"At most (1-{MAX_HELD})."),
+    ] = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """List held price ticks, oldest hold first."""
@@ -177,11 +190,18 @@ def held_list(
     emit({"items": items}, as_json, table)
 
 
-def event_ids(texts: list[str]) -> list[uuid.UUID]:
+def _event_id(text: str) -> uuid.UUID:
     try:
-        return list(dict.fromkeys(uuid.UUID(text) for text in texts))
+        return uuid.UUID(text)
     except ValueError:
-        fail("/event_id: every EVENT_ID must be a UUID (see `rwasync price held list`)")
+        raise typer.BadParameter(
+            f"{text!r} is not an event id (a UUID: see `rwasync price held list`)"
+        ) from None
+
+
+EventIds = Annotated[
+    list[uuid.UUID], typer.Argument(parser=_event_id, help="Event ids of held ticks.")
+]
 
 
 async def decide_held(
@@ -205,11 +225,11 @@ async def decide_held(
 
 @held_app.command("release")
 def held_release(
-    event_id: Annotated[list[str], typer.Argument(help="Event ids of held ticks.")],
+    event_id: EventIds,
     as_json: JsonFlag = False,
 ) -> None:
     """Show held ticks to investors; the ticks after each are checked again against it."""
-    ids = event_ids(event_id)
+    ids = list(dict.fromkeys(event_id))
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         async with conn.transaction():
@@ -244,11 +264,11 @@ def held_release(
 
 @held_app.command("reject")
 def held_reject(
-    event_id: Annotated[list[str], typer.Argument(help="Event ids of held ticks.")],
+    event_id: EventIds,
     as_json: JsonFlag = False,
 ) -> None:
     """Refuse held ticks for good: they end `rejected` and are never shown."""
-    ids = event_ids(event_id)
+    ids = list(dict.fromkeys(event_id))
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         async with conn.transaction():

@@ -9,7 +9,16 @@ import typer
 from rich.table import Table
 
 from rwasync.cli import queries
-from rwasync.cli.common import JsonFlag, emit, fail, run_db, table_time, unknown
+from rwasync.cli.common import (
+    JsonFlag,
+    emit,
+    fail,
+    integer_from,
+    number_from,
+    run_db,
+    table_time,
+    unknown,
+)
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import digest, issue_provider_credential, issue_reader_token, new_id
 
@@ -101,17 +110,25 @@ MAX_BURST: Final = 2**31 - 1
 def provider_rate(
     provider_id: str,
     per_second: Annotated[
-        float | None, typer.Option("--per-second", help="Requests per second sustained.")
+        float | None,
+        typer.Option(
+            "--per-second",
+            parser=number_from(MIN_RATE, MAX_RATE),
+            help=f"Requests per second sustained ({MIN_RATE:g}-{MAX_RATE:g}).",
+        ),
     ] = None,
-    burst: Annotated[int | None, typer.Option("--burst", help="Requests at once.")] = None,
+    burst: Annotated[
+        int | None,
+        typer.Option(
+            "--burst",
+            parser=integer_from(1, MAX_BURST),
+            help=f"Requests at once (1-{MAX_BURST}).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Set a provider's request rate on the provider API; without options, back to the
     service default (RWASYNC_INGEST_RATE_PER_SECOND / _RATE_BURST)."""
-    if per_second is not None and not MIN_RATE <= per_second <= MAX_RATE:  # NaN too
-        fail(f"--per-second must be a number from {MIN_RATE:g} to {MAX_RATE:g}")
-    if burst is not None and not 1 <= burst <= MAX_BURST:
-        fail(f"--burst must be an integer from 1 to {MAX_BURST}")
 
     async def work(conn: asyncpg.Connection) -> None:
         updated = await conn.execute(queries.SET_PROVIDER_RATE, provider_id, per_second, burst)
