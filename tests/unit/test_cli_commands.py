@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import click
 import pytest
+import typer
 import typer.main
 from rich.console import Console
 from rich.table import Table
 
 from rwasync.cli.app import app
-from rwasync.cli.common import ids_whole, json_text, table_time
+from rwasync.cli.common import checked_name, ids_whole, json_text, table_time
 
 pytestmark = pytest.mark.unit
 
@@ -53,6 +54,17 @@ def test_json_output_renders_timestamps_like_the_apis() -> None:
     assert json_text({"at": moment, "also": [elsewhere], "none": None}) == (
         '{"at":"2026-11-29T20:53:17.000000Z","also":["2026-11-29T20:53:17.000000Z"],"none":null}'
     )
+
+
+def test_a_name_is_checked_by_one_function() -> None:
+    # The commands that take a NAME share one rule (tests/integration/cli: through each).
+    # A command added with a NAME of its own fails here: give it `NameArgument`.
+    named = [name for name, command in ALL.items() if any(p.name == "name" for p in command.params)]
+    assert named == ["provider create", "reader create", "partner create"]
+    assert checked_name("  Acme Estates ") == "Acme Estates"
+    for bad in ("", " \t ", "x" * 301, "a\x00b", "a\rb", "a\x85b", "a\u2029b"):
+        with pytest.raises(typer.BadParameter):
+            checked_name(bad)
 
 
 def test_a_table_keeps_its_ids_whole_on_a_narrow_screen() -> None:

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 import asyncpg
 import pytest
@@ -516,3 +517,37 @@ async def test_readers_and_partners_are_listed_like_providers(database_url: str)
         assert table.returncode == 0, table.stderr
         assert all(len(line) <= 80 for line in table.stdout.splitlines()), table.stdout
         assert set(ids) <= set(table.stdout.split()), table.stdout
+
+
+NAME_REFUSALS: Final = [
+    ("", "must not be empty or blank"),
+    ("   ", "must not be empty or blank"),
+    ("x" * 301, "must be at most 300 characters (got 301)"),
+    ("Acme\tEstates", "must not hold a control character or line break ('\\t')"),
+    ("Acme\nEstates", "must not hold a control character or line break ('\\n')"),
+    ("\x1b[2JAcme", "must not hold a control character or line break ('\\x1b')"),
+    ("Acme\u2028Estates", "must not hold a control character or line break ('\\u2028')"),
+]
+
+
+async def test_names_are_checked_alike_before_anything_is_created(database_url: str) -> None:
+    """One rule for the names of providers, readers and partners: a blank one, one too long to
+    show, or one with a control character (a terminal escape, a line break in a table or a log
+    line) is a usage error naming NAME."""
+    for kind in ("provider", "reader", "partner"):
+        for name, message in NAME_REFUSALS:
+            done = await asyncio.to_thread(rwasync, database_url, kind, "create", name, "--json")
+            assert f"Invalid value for 'NAME': {message}" in usage_error(done), (kind, name)
+    for kind in ("provider", "reader", "partner"):
+        assert (await cli_json(database_url, kind, "list"))["items"] == [], kind
+
+
+async def test_a_name_is_stored_without_the_blanks_around_it(database_url: str) -> None:
+    await cli_json(database_url, "provider", "create", "  Acme Estates ")
+    await cli_json(database_url, "reader", "create", "Portal\u00a0")
+    await cli_json(database_url, "partner", "create", " Reach")
+    names = [
+        [item["name"] for item in (await cli_json(database_url, kind, "list"))["items"]]
+        for kind in ("provider", "reader", "partner")
+    ]
+    assert names == [["Acme Estates"], ["Portal"], ["Reach"]]

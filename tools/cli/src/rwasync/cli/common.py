@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, Final, NoReturn, TypeVar
@@ -93,6 +94,35 @@ async def require_provider(conn: asyncpg.Connection, provider_id: str | None) ->
 # --- the values of arguments and options -----------------------------------------------------
 # Parsers (typer's `parser=`) that refuse a value before the command does anything: a usage
 # error, exit 2, `Invalid value for '--limit': …` naming the option, as for an unknown option.
+
+# A name (of a provider, reader, partner) as tables and logs show it: one line, and short enough
+# to read there.
+MAX_NAME: Final = 300
+
+
+def checked_name(text: str) -> str:
+    """A name without its surrounding blanks; none left, over MAX_NAME characters, or holding a
+    control character or line break (a name is shown in one table cell, one log line) is a
+    usage error."""
+    name = text.strip()
+    if not name:
+        raise typer.BadParameter("must not be empty or blank")
+    if len(name) > MAX_NAME:
+        raise typer.BadParameter(f"must be at most {MAX_NAME} characters (got {len(name)})")
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise typer.BadParameter(f"must not hold a control character or line break ({bad!r})")
+    return name
+
+
+NameArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="NAME",
+        parser=checked_name,
+        help=f"1-{MAX_NAME} characters, no control characters (blanks around it are dropped).",
+    ),
+]
 
 
 def integer_from(low: int, high: int) -> Callable[[str | int], int]:

@@ -14,9 +14,9 @@ from rich.table import Table
 from rwasync.cli import queries
 from rwasync.cli.common import (
     JsonFlag,
+    NameArgument,
     Refused,
     emit,
-    fail,
     require_provider,
     run_db,
     table_time,
@@ -199,7 +199,7 @@ def credential_list(owner_id: OwnerArgument, as_json: JsonFlag = False) -> None:
 
 @partner_app.command("create")
 def partner_create(
-    name: str,
+    name: NameArgument,
     providers: Annotated[
         list[str] | None,
         typer.Option("--provider", help="A provider it may act for (repeat for several)."),
@@ -207,8 +207,6 @@ def partner_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a partner with one credential, acting for the given providers."""
-    if not name.strip() or len(name) > 300:
-        fail("NAME must be 1-300 characters")
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         partner_id = new_id("ptn")

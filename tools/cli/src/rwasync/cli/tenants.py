@@ -11,8 +11,8 @@ from rich.table import Table
 from rwasync.cli import queries
 from rwasync.cli.common import (
     JsonFlag,
+    NameArgument,
     emit,
-    fail,
     integer_from,
     number_from,
     run_db,
@@ -27,10 +27,8 @@ reader_app = typer.Typer(help="Readers: investor-side read access.", no_args_is_
 
 
 @provider_app.command("create")
-def provider_create(name: str, as_json: JsonFlag = False) -> None:
+def provider_create(name: NameArgument, as_json: JsonFlag = False) -> None:
     """Create a provider with one credential; its secret and token are shown only now."""
-    if not name.strip() or len(name) > 300:
-        fail("NAME must be 1-300 characters")
 
     async def work(conn: asyncpg.Connection) -> dict[str, str]:
         provider_id = new_id("prv")
@@ -140,7 +138,7 @@ def provider_rate(
 
 
 @reader_app.command("create")
-def reader_create(name: str, as_json: JsonFlag = False) -> None:
+def reader_create(name: NameArgument, as_json: JsonFlag = False) -> None:
     """Create a reader (investor read access); its token is shown only now."""
 
     async def work(conn: asyncpg.Connection) -> dict[str, str]:
