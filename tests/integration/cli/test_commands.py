@@ -195,12 +195,13 @@ async def test_a_reader_token_can_be_revoked(database_url: str) -> None:
         ).stdout
     )
     revoked = []
-    for _ in range(2):  # a second revocation keeps the first instant
+    for _ in range(2):  # a second revocation keeps the first instant, and says it was one
         done = await asyncio.to_thread(
             rwasync, database_url, "reader", "revoke", reader["reader_id"], "--json"
         )
         assert done.returncode == 0, done.stderr
         revoked.append(json.loads(done.stdout))
+    assert [r.pop("already_revoked") for r in revoked] == [False, True]
     assert revoked[0] == revoked[1]
     assert revoked[0]["reader_id"] == reader["reader_id"] and revoked[0]["revoked_at"]
     conn = await asyncpg.connect(database_url)
@@ -480,6 +481,34 @@ async def test_every_unknown_id_is_refused_in_one_format(database_url: str) -> N
         assert (done.returncode, done.stdout, done.stderr) == (1, "", f"error: {message}\n"), args
     # A partner refused for an unknown provider was not created.
     assert (await cli_json(database_url, "partner", "list"))["items"] == []
+
+
+async def test_revoking_a_revoked_credential_again_says_so_and_succeeds(database_url: str) -> None:
+    """A script repeating a revocation must not fail on the second run; the first instant
+    stands."""
+    provider = await cli_json(database_url, "provider", "create", "Acme")
+    key_id = provider["key_id"]
+    first = await cli_json(database_url, "credential", "revoke", key_id)
+    assert first["already_revoked"] is False and first["revoked_at"]
+    again = await cli_json(database_url, "credential", "revoke", key_id)
+    assert again == first | {"already_revoked": True}
+    people = await asyncio.to_thread(rwasync, database_url, "credential", "revoke", key_id)
+    assert people.returncode == 0 and '"already_revoked": true' in people.stdout, people.stdout
+    # A revoked credential has nothing to rotate: it says so, and what to do instead.
+    rotated = await asyncio.to_thread(
+        rwasync, database_url, "credential", "rotate", key_id, "--json"
+    )
+    assert (rotated.returncode, rotated.stdout) == (1, "")
+    assert rotated.stderr == (
+        f"error: key_id '{key_id}': the credential is revoked; issue a new one with "
+        "`rwasync credential issue OWNER_ID`\n"
+    )
+    # A revocation only scheduled (a rotation's overlap) is brought forward: a revocation now.
+    issued = await cli_json(database_url, "credential", "issue", provider["provider_id"])
+    await cli_json(database_url, "credential", "rotate", issued["key_id"], "--overlap", "1h")
+    now = await cli_json(database_url, "credential", "revoke", issued["key_id"])
+    assert now["already_revoked"] is False
+    assert datetime.fromisoformat(now["revoked_at"]) <= datetime.now(UTC)
 
 
 async def test_readers_and_partners_are_listed_like_providers(database_url: str) -> None:

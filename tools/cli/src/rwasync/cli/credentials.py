@@ -154,18 +154,28 @@ def credential_rotate(
 
 @credential_app.command("revoke")
 def credential_revoke(key_id: str, as_json: JsonFlag = False) -> None:
-    """Revoke a credential now (services stop accepting it within their auth cache time)."""
+    """Revoke a credential now (services stop accepting it within their auth cache time).
+    Revoking a revoked one again changes nothing and says so (`already_revoked`), so that a
+    script may simply repeat it."""
+    now = datetime.now(UTC)
 
     async def work(conn: asyncpg.Connection) -> datetime:
-        revoked: datetime | None = await conn.fetchval(
-            queries.REVOKE_CREDENTIAL, key_id, datetime.now(UTC)
-        )
+        revoked: datetime | None = await conn.fetchval(queries.REVOKE_CREDENTIAL, key_id, now)
         if revoked is None:
             raise unknown("key_id", key_id, "credential")
         return revoked
 
     revoked_at = run_db(work)
-    emit({"key_id": key_id, "revoked_at": _timestamp(revoked_at)}, as_json)
+    # An earlier revocation is kept (a later one scheduled by `rotate --overlap` is brought
+    # forward to now): one before now is this command's doing only if it were now.
+    emit(
+        {
+            "key_id": key_id,
+            "revoked_at": _timestamp(revoked_at),
+            "already_revoked": revoked_at < now,
+        },
+        as_json,
+    )
 
 
 @credential_app.command("list")

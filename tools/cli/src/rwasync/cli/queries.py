@@ -19,10 +19,11 @@ SELECT provider_id, name, disabled, created_at FROM providers ORDER BY created_a
 SET_PROVIDER_DISABLED: Final = "UPDATE providers SET disabled = $2 WHERE provider_id = $1"
 
 CREATE_READER: Final = "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, $2, $3)"
-# The revocation instant, the first one's if the reader was revoked already; no row: unknown.
+# The revocation instant, the first one's if the reader was revoked already (then before this
+# transaction began: `already_revoked`); no row: unknown.
 REVOKE_READER: Final = """
 UPDATE readers SET revoked_at = coalesce(revoked_at, now()) WHERE reader_id = $1
-RETURNING revoked_at
+RETURNING revoked_at, revoked_at < now() AS already_revoked
 """
 
 LIST_READERS: Final = """

@@ -181,13 +181,21 @@ def reader_list(as_json: JsonFlag = False) -> None:
 
 @reader_app.command("revoke")
 def reader_revoke(reader_id: str, as_json: JsonFlag = False) -> None:
-    """Revoke a reader's token: it stops authenticating (within the 5 s cache)."""
+    """Revoke a reader's token: it stops authenticating (within the 5 s cache). Revoking it
+    again keeps the first instant and says so (`already_revoked`)."""
 
-    async def work(conn: asyncpg.Connection) -> Any:
-        revoked_at = await conn.fetchval(queries.REVOKE_READER, reader_id)
-        if revoked_at is None:
+    async def work(conn: asyncpg.Connection) -> asyncpg.Record:
+        row: asyncpg.Record | None = await conn.fetchrow(queries.REVOKE_READER, reader_id)
+        if row is None:
             raise unknown("reader_id", reader_id, "reader")
-        return revoked_at
+        return row
 
-    revoked_at = run_db(work)
-    emit({"reader_id": reader_id, "revoked_at": timestamp_text(revoked_at)}, as_json)
+    row = run_db(work)
+    emit(
+        {
+            "reader_id": reader_id,
+            "revoked_at": timestamp_text(row["revoked_at"]),
+            "already_revoked": row["already_revoked"],
+        },
+        as_json,
+    )
