@@ -183,3 +183,33 @@ async def test_held_list_table_fits_80_columns_with_its_ids_whole(
         for whole in (str(jump.event_id), asset_id, "12345.678", "allows"):
             assert whole in words, (whole, table.stdout)
         assert (provider_id in words) == (not extra), table.stdout
+
+
+async def test_policy_list_shows_which_providers_have_holds_active(
+    database_url: str, provider_id: str
+) -> None:
+    """Every provider, `active` first: an operator sees at once whose ticks can be held."""
+    never = (await cli(database_url, "provider", "create", "Never Set Estates"))["provider_id"]
+    off = (await cli(database_url, "provider", "create", "Checks Off Estates"))["provider_id"]
+    await cli(database_url, "price", "policy", "set", off)  # a row, but no check
+    await cli(database_url, "price", "policy", "set", provider_id, "--max-jump", "0.25")
+    listed = (await cli(database_url, "price", "policy", "list"))["items"]
+    assert [(p["provider_id"], p["active"]) for p in listed] == [
+        (provider_id, True),
+        *sorted([(never, False), (off, False)]),
+    ]
+    shown = await cli(database_url, "price", "policy", "show", provider_id)
+    assert listed[0] == shown and shown["max_jump"] == "0.25"
+    assert {p["provider_id"]: p["updated_at"] is None for p in listed}[never] is True
+
+    # In a pipe (80 columns): one row a provider, its id whole, `active` a column of its own.
+    table = await asyncio.to_thread(rwasync, database_url, "price", "policy", "list")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), table.stdout
+    rows = {line.split()[1]: line.split()[3] for line in lines if "prv_" in line}
+    assert rows == {provider_id: "yes", never: "no", off: "no"}, table.stdout
+    shown_table = await asyncio.to_thread(
+        rwasync, database_url, "price", "policy", "show", provider_id
+    )
+    assert "active" in shown_table.stdout and "yes" in shown_table.stdout.split()

@@ -104,6 +104,27 @@ def policy_document(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+def shown_policy(row: asyncpg.Record) -> dict[str, Any]:
+    """A policy as `show` and `list` print it: `active` false when it holds no tick."""
+    # Set without options, a policy has a row yet checks nothing: both read as holds off.
+    return policy_document(row) | {"active": row["max_jump"] is not None or row["currency_check"]}
+
+
+def policy_table(policies: list[dict[str, Any]]) -> Table:
+    # The last two headers in words, which wrap: 80 columns hold the row on one line.
+    t = Table("provider_id", "active", "max_jump", "currency check", "updated at")
+    t.columns[-1].no_wrap = True
+    for policy in policies:
+        t.add_row(
+            policy["provider_id"],
+            "yes" if policy["active"] else "no",
+            policy["max_jump"] or "-",
+            "on" if policy["currency_check"] else "off",
+            table_time(policy["updated_at"]) or "never set",
+        )
+    return t
+
+
 @policy_app.command("show")
 def policy_show(provider_id: str, as_json: JsonFlag = False) -> None:
     """A provider's sanity-hold policy; `active` false: no tick of it is held (none was ever set
@@ -115,25 +136,24 @@ def policy_show(provider_id: str, as_json: JsonFlag = False) -> None:
             raise unknown("provider_id", provider_id, "provider")
         return row
 
-    row = run_db(work)
-    # Set without options, a policy has a row yet checks nothing: both read as holds off.
-    document = policy_document(row) | {
-        "active": row["max_jump"] is not None or row["currency_check"]
-    }
+    document = shown_policy(run_db(work))
 
     def table() -> Table:
-        t = Table("provider_id", "max_jump", "currency_check", "updated_at")
-        t.add_row(
-            document["provider_id"],
-            document["max_jump"] or "-",
-            "on" if document["currency_check"] else "off",
-            table_time(document["updated_at"]) or "never set",
-        )
+        t = policy_table([document])
         if not document["active"]:
             t.caption = "no policy: no tick of this provider is held"
         return t
 
     emit(document, as_json, table)
+
+
+@policy_app.command("list")
+def policy_list(as_json: JsonFlag = False) -> None:
+    """Every provider's sanity-hold policy, active ones first: which providers' ticks can be
+    held (a provider no policy was ever set for is listed as inactive, `updated_at` null)."""
+    rows = run_db(lambda conn: conn.fetch(queries.PRICE_POLICIES))
+    items = [shown_policy(row) for row in rows]
+    emit({"items": items}, as_json, lambda: policy_table(items))
 
 
 # Held ticks `held list` prints at most.

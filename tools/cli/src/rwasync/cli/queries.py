@@ -107,6 +107,15 @@ FROM providers p LEFT JOIN price_policies pp USING (provider_id)
 WHERE p.provider_id = $1
 """
 
+# Every provider's policy as PRICE_POLICY reads one: those that hold ticks first (a jump check
+# or the currency check on), then by provider.
+PRICE_POLICIES: Final = """
+SELECT p.provider_id, pp.max_jump, coalesce(pp.currency_check, false) AS currency_check,
+       pp.updated_at
+FROM providers p LEFT JOIN price_policies pp USING (provider_id)
+ORDER BY (pp.max_jump IS NOT NULL OR coalesce(pp.currency_check, false)) DESC, p.provider_id
+"""
+
 LIST_HELD_PRICES: Final = """
 SELECT event_id, provider_id, asset_id, amount, currency, as_of, accepted_at, hold_kind,
        hold_reason, held_at
