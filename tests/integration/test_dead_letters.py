@@ -267,7 +267,7 @@ async def test_a_replay_of_an_old_event_is_stale_not_a_regression(
     document = await db.fetchval("SELECT document FROM assets WHERE asset_id = 'a1'")
     assert document["description"] == "new"
     code, _ = await asyncio.to_thread(dlq, database_url, vhost_amqp_url, "replay")
-    assert code == 1  # neither an id nor --all
+    assert code == 2  # neither an id nor --all: a usage error
 
 
 async def test_a_replayed_message_dead_lettered_again_before_the_replay_commits_is_kept(

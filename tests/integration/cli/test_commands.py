@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Final
 
 import asyncpg
 import pytest
@@ -29,6 +31,26 @@ def rwasync(database_url: str, *args: str, allowed: str = "") -> subprocess.Comp
         timeout=60,
         check=False,
     )
+
+
+# Where no database answers: a usage error must be refused before any is opened (it would end
+# `error: database error: …`, exit 1, instead).
+NO_DATABASE = "postgresql://postgres@127.0.0.1:1/none"
+
+
+def usage_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The message of a usage error (exit 2, nothing on stdout) in one line: typer draws it in a
+    box, wrapped at the 80 columns of a pipe."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""
+    return " ".join(re.sub(r"[╭╮╰╯─│]", " ", done.stderr).split())
+
+
+async def cli_json(database_url: str, *args: str) -> dict:  # type: ignore[type-arg]
+    done = await asyncio.to_thread(rwasync, database_url, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    document: dict = json.loads(done.stdout)  # type: ignore[type-arg]
+    return document
 
 
 async def test_provider_and_reader_create_print_one_json_document(database_url: str) -> None:
@@ -83,27 +105,87 @@ async def test_a_disabled_provider_can_be_enabled_again(database_url: str) -> No
         assert await listed() is disabled
     unknown = await asyncio.to_thread(rwasync, database_url, "provider", "enable", "prv_nope")
     assert unknown.returncode == 1
-    assert "unknown provider 'prv_nope'" in unknown.stderr
+    assert unknown.stderr == "error: provider_id 'prv_nope': unknown provider\n"
 
 
 @pytest.mark.parametrize(
-    ("option", "value", "message"),
+    ("args", "message"),
     [
-        ("--per-second", "5e-324", "--per-second must be a number from 0.001 to 1e+09"),
-        ("--per-second", "nan", "--per-second must be a number from 0.001 to 1e+09"),
-        ("--per-second", "1e308", "--per-second must be a number from 0.001 to 1e+09"),
-        ("--burst", "99999999999", "--burst must be an integer from 1 to 2147483647"),
-        ("--burst", "0", "--burst must be an integer from 1 to 2147483647"),
+        # A vanishing rate made every call of the provider a 500 (an infinite Retry-After).
+        (
+            ("provider", "rate", "prv_x", "--per-second", "5e-324"),
+            "Invalid value for '--per-second': must be a number from 0.001 to 1e+09",
+        ),
+        (("provider", "rate", "prv_x", "--per-second", "nan"), "'--per-second'"),
+        (("provider", "rate", "prv_x", "--per-second", "1e308"), "'--per-second'"),
+        (
+            ("provider", "rate", "prv_x", "--burst", "99999999999"),
+            "Invalid value for '--burst': must be an integer from 1 to 2147483647",
+        ),
+        (("provider", "rate", "prv_x", "--burst", "0"), "'--burst'"),
+        (("provider", "rate", "prv_x", "--burst", "1.5"), "'--burst'"),
+        # A page of nothing, or of more than the store serves, is no page.
+        (
+            ("feed", "list", "--limit", "0"),
+            "Invalid value for '--limit': must be an integer from 1 to 500 (got 0)",
+        ),
+        (("feed", "list", "--limit", "-5"), "'--limit'"),
+        (("feed", "runs", "feed_x", "--limit", "501"), "'--limit'"),
+        (("feed", "runs", "feed_x", "--limit", "ten"), "'--limit'"),
+        (("price", "held", "list", "--limit", "0"), "'--limit'"),
+        (("price", "held", "list", "--limit", "10001"), "'--limit'"),
+        # NaN passed every bound and waited for ever; 0 or less never waited at all.
+        (
+            ("feed", "trigger", "feed_x", "--wait", "--timeout", "nan"),
+            "Invalid value for '--timeout': must be a number from 1 to 604800 seconds",
+        ),
+        (("feed", "trigger", "feed_x", "--wait", "--timeout", "0"), "'--timeout'"),
+        (("feed", "trigger", "feed_x", "--wait", "--timeout", "inf"), "'--timeout'"),
+        (("feed", "approve", "run_x", "--timeout", "-1"), "'--timeout'"),
+        (("feed", "approve", "run_x", "--timeout", "soon"), "'--timeout'"),
+        (
+            ("credential", "rotate", "key_x", "--overlap", "soon"),
+            "Invalid value for '--overlap': invalid interval 'soon'",
+        ),
+        (("credential", "rotate", "key_x", "--overlap", "0s"), "'--overlap'"),
+        (("credential", "rotate", "key_x", "--overlap", "367d"), "'--overlap'"),
+        (
+            ("price", "policy", "set", "prv_x", "--max-jump", "abc"),
+            "Invalid value for '--max-jump': 'abc' is not a number from 0.0001 to 1000",
+        ),
+        (("price", "policy", "set", "prv_x", "--max-jump", "NaN"), "'--max-jump'"),
+        (("price", "policy", "set", "prv_x", "--max-jump", "1e-400"), "'--max-jump'"),
+        (("price", "policy", "set", "prv_x", "--max-jump", "1001"), "'--max-jump'"),
+        (("price", "held", "release", "not-a-uuid"), "'not-a-uuid' is not an event id"),
+        # A mistyped queue listed nothing, which read as "no dead letters".
+        (
+            ("dlq", "list", "--queue", "rwasync.reconciler"),
+            "Invalid value for '--queue': 'rwasync.reconciler' is not a work queue",
+        ),
+        (("dlq", "replay"), "give either one dead letter's MESSAGE_ID or --all"),
+        (("dlq", "purge", "dl-1", "--all"), "give either one dead letter's MESSAGE_ID or --all"),
     ],
 )
-async def test_provider_rate_refuses_a_rate_out_of_bounds_saying_which(
-    database_url: str, option: str, value: str, message: str
+async def test_a_bad_option_value_is_a_usage_error_before_the_database(
+    args: tuple[str, ...], message: str
 ) -> None:
-    """A vanishing rate made every call of the provider a 500 (an infinite Retry-After)."""
+    """Every numeric option, `--overlap`, `--queue` and the dead-letter choice: exit 2 naming
+    the option, and no database opened (none answers here)."""
+    done = await asyncio.to_thread(rwasync, NO_DATABASE, *args, "--json")
+    assert message in usage_error(done), done.stderr
+
+
+async def test_an_error_is_one_line_whatever_the_width() -> None:
+    # stderr is a pipe here, so the console is 80 columns wide; the message is longer. (Checked
+    # before the database is opened.)
     done = await asyncio.to_thread(
-        rwasync, database_url, "provider", "rate", "prv_x", option, value
-    )
-    assert done.returncode == 1 and done.stderr.strip() == f"error: {message}"
+        rwasync, NO_DATABASE, "feed", "add", "prv_x", "https://feeds.example.com/a.json",
+        "--every", "often",
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: /schedule: invalid interval 'often'")
+    assert len(line) > 80
 
 
 async def test_a_reader_token_can_be_revoked(database_url: str) -> None:
@@ -113,12 +195,13 @@ async def test_a_reader_token_can_be_revoked(database_url: str) -> None:
         ).stdout
     )
     revoked = []
-    for _ in range(2):  # a second revocation keeps the first instant
+    for _ in range(2):  # a second revocation keeps the first instant, and says it was one
         done = await asyncio.to_thread(
             rwasync, database_url, "reader", "revoke", reader["reader_id"], "--json"
         )
         assert done.returncode == 0, done.stderr
         revoked.append(json.loads(done.stdout))
+    assert [r.pop("already_revoked") for r in revoked] == [False, True]
     assert revoked[0] == revoked[1]
     assert revoked[0]["reader_id"] == reader["reader_id"] and revoked[0]["revoked_at"]
     conn = await asyncpg.connect(database_url)
@@ -132,7 +215,7 @@ async def test_a_reader_token_can_be_revoked(database_url: str) -> None:
     assert stored is True  # what the APIs' reader check refuses (401)
     unknown = await asyncio.to_thread(rwasync, database_url, "reader", "revoke", "rdr_nope")
     assert unknown.returncode == 1
-    assert "unknown reader 'rdr_nope'" in unknown.stderr
+    assert unknown.stderr == "error: reader_id 'rdr_nope': unknown reader\n"
 
 
 @pytest.mark.parametrize(
@@ -198,9 +281,6 @@ async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_onc
     finally:
         await conn.close()
 
-    older = await asyncio.to_thread(rwasync, database_url, "feed", "reject", "run_old", "--json")
-    assert older.returncode != 0 and "latest held run" in older.stderr
-
     rejected = await asyncio.to_thread(rwasync, database_url, "feed", "reject", "run_new", "--json")
     assert rejected.returncode == 0, rejected.stderr
     run = json.loads(rejected.stdout)
@@ -208,7 +288,8 @@ async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_onc
     assert run["reason"] == "rejected by an operator"
 
     again = await asyncio.to_thread(rwasync, database_url, "feed", "reject", "run_new", "--json")
-    assert again.returncode != 0
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr == "error: run run_new is rejected: only a held run can be decided\n"
 
     runs = json.loads(
         (
@@ -285,4 +366,217 @@ async def test_credential_rotate_takes_overlaps_from_one_second(database_url: st
         refused = await asyncio.to_thread(
             rwasync, database_url, "credential", "rotate", rotated["key_id"], "--overlap", overlap
         )
-        assert refused.returncode == 1 and "--overlap" in refused.stderr, refused.stderr
+        assert "Invalid value for '--overlap'" in usage_error(refused), refused.stderr
+
+
+async def insert_runs(database_url: str, feed: dict[str, str], *runs: tuple[str, str]) -> None:
+    """Runs of `feed` as the poller leaves them, each requested a second after the one before:
+    (run_id, status); a held run was compared, a not_modified one was not."""
+    start = datetime.now(UTC)
+    conn = await asyncpg.connect(database_url)
+    try:
+        for n, (run_id, status) in enumerate(runs):
+            held = status == "held"
+            await conn.execute(
+                """INSERT INTO feed_runs (run_id, feed_id, provider_id, status, trigger,
+                                          requested_at, compared_at, reason, reason_code)
+                   VALUES ($1, $2, $3, $4, 'manual', $5, $6, $7, $8)""",
+                run_id,
+                feed["feed_id"],
+                feed["provider_id"],
+                status,
+                start + timedelta(seconds=n),
+                start + timedelta(seconds=n) if held else None,
+                "empty" if held else None,
+                "empty_feed" if held else None,
+            )
+    finally:
+        await conn.close()
+
+
+async def test_a_superseded_held_run_is_refused_naming_the_later_run_and_can_be_rejected(
+    database_url: str,
+) -> None:
+    """Approving a held run a later one superseded would undo the newer snapshot: the refusal
+    names that run and what to do (the feed API's 409 says the same, test_feed_api.py);
+    rejecting it applies nothing, so it is allowed; an approved run waits for the poller."""
+    provider = await cli_json(database_url, "provider", "create", "Acme")
+    feed = await cli_json(
+        database_url, "feed", "add", provider["provider_id"], "https://feeds.example.com/a.json"
+    )
+    await insert_runs(database_url, feed, ("run_a", "held"), ("run_b", "held"))
+
+    async def decide(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(rwasync, database_url, "feed", *args, "--json")
+
+    refused = await decide("approve", "run_a")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        "error: run run_a was superseded by run run_b, which compared the feed again; "
+        "approve that one or trigger a new run\n"
+    )
+    rejected = await decide("reject", "run_a")
+    assert rejected.returncode == 0, rejected.stderr
+    assert json.loads(rejected.stdout)["status"] == "rejected"
+
+    # No poller here: approved, run_b stays held until the wait ends (exit 4).
+    waited = await decide("approve", "run_b", "--timeout", "1")
+    assert waited.returncode == 4 and "run_b still held after 1 s" in waited.stderr
+    for decision in ("approve", "reject"):
+        again = await decide(decision, "run_b")
+        assert (again.returncode, again.stdout) == (1, "")
+        assert again.stderr == (
+            "error: run run_b is already approved; the poller applies it shortly\n"
+        ), decision
+
+    # A later run that found the feed unchanged supersedes too: nothing left to approve instead.
+    await insert_runs(database_url, feed, ("run_c", "held"), ("run_d", "not_modified"))
+    unchanged = await decide("approve", "run_c")
+    assert unchanged.stderr == (
+        "error: run run_c was superseded by run run_d, which found the feed unchanged; "
+        "trigger a new run\n"
+    )
+    approved_then_superseded = await decide("approve", "run_b")
+    assert approved_then_superseded.stderr == (
+        "error: run run_b is already approved, but run run_d superseded it: the poller ends it "
+        "failed (superseded) without applying it\n"
+    )
+
+
+async def test_every_unknown_id_is_refused_in_one_format(database_url: str) -> None:
+    """`error: FIELD 'VALUE': unknown THING`, exit 1, nothing on stdout, whichever command."""
+    provider = await cli_json(database_url, "provider", "create", "Acme")
+    known = provider["provider_id"]
+    url = "https://feeds.example.com/a.json"
+    no_provider = "provider_id 'prv_x': unknown provider"
+    cases = [
+        (("provider", "disable", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("provider", "enable", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("provider", "rate", "prv_x", "--burst", "5"), "provider_id 'prv_x': unknown provider"),
+        (("feed", "add", "prv_x", url), "provider_id 'prv_x': unknown provider"),
+        (("feed", "list", "--provider", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("feed", "runs", "feed_x"), "feed_id 'feed_x': unknown feed"),
+        (("feed", "trigger", "feed_x"), "feed_id 'feed_x': unknown feed"),
+        (("feed", "disable", "feed_x"), "feed_id 'feed_x': unknown feed"),
+        (("feed", "enable", "feed_x"), "feed_id 'feed_x': unknown feed"),
+        (("feed", "approve", "run_x"), "run_id 'run_x': unknown run"),
+        (("feed", "reject", "run_x"), "run_id 'run_x': unknown run"),
+        (("reader", "revoke", "rdr_x"), "reader_id 'rdr_x': unknown reader"),
+        (("credential", "issue", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("credential", "issue", "ptn_x"), "partner_id 'ptn_x': unknown partner"),
+        (("credential", "list", "ptn_x"), "partner_id 'ptn_x': unknown partner"),
+        (("credential", "rotate", "key_x"), "key_id 'key_x': unknown credential"),
+        (("credential", "revoke", "key_x"), "key_id 'key_x': unknown credential"),
+        (("partner", "create", "Reach", "--provider", "prv_x"), no_provider),
+        (("partner", "grant", "ptn_x", known), "partner_id 'ptn_x': unknown partner"),
+        (("partner", "revoke", "ptn_x", known), "partner_id 'ptn_x': unknown partner"),
+        (("price", "policy", "set", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("price", "policy", "show", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("price", "held", "list", "--provider", "prv_x"), "provider_id 'prv_x': unknown provider"),
+        (("dlq", "show", "dl_x"), "message_id 'dl_x': unknown dead letter"),
+        (("dlq", "purge", "dl_x"), "message_id 'dl_x': unknown dead letter"),
+    ]  # fmt: skip
+    for args, message in cases:
+        done = await asyncio.to_thread(rwasync, database_url, *args, "--json")
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", f"error: {message}\n"), args
+    # A partner refused for an unknown provider was not created.
+    assert (await cli_json(database_url, "partner", "list"))["items"] == []
+
+
+async def test_revoking_a_revoked_credential_again_says_so_and_succeeds(database_url: str) -> None:
+    """A script repeating a revocation must not fail on the second run; the first instant
+    stands."""
+    provider = await cli_json(database_url, "provider", "create", "Acme")
+    key_id = provider["key_id"]
+    first = await cli_json(database_url, "credential", "revoke", key_id)
+    assert first["already_revoked"] is False and first["revoked_at"]
+    again = await cli_json(database_url, "credential", "revoke", key_id)
+    assert again == first | {"already_revoked": True}
+    people = await asyncio.to_thread(rwasync, database_url, "credential", "revoke", key_id)
+    assert people.returncode == 0 and '"already_revoked": true' in people.stdout, people.stdout
+    # A revoked credential has nothing to rotate: it says so, and what to do instead.
+    rotated = await asyncio.to_thread(
+        rwasync, database_url, "credential", "rotate", key_id, "--json"
+    )
+    assert (rotated.returncode, rotated.stdout) == (1, "")
+    assert rotated.stderr == (
+        f"error: key_id '{key_id}': the credential is revoked; issue a new one with "
+        "`rwasync credential issue OWNER_ID`\n"
+    )
+    # A revocation only scheduled (a rotation's overlap) is brought forward: a revocation now.
+    issued = await cli_json(database_url, "credential", "issue", provider["provider_id"])
+    await cli_json(database_url, "credential", "rotate", issued["key_id"], "--overlap", "1h")
+    now = await cli_json(database_url, "credential", "revoke", issued["key_id"])
+    assert now["already_revoked"] is False
+    assert datetime.fromisoformat(now["revoked_at"]) <= datetime.now(UTC)
+
+
+async def test_readers_and_partners_are_listed_like_providers(database_url: str) -> None:
+    acme = await cli_json(database_url, "provider", "create", "Acme")
+    other = await cli_json(database_url, "provider", "create", "Other")
+    portal = await cli_json(database_url, "reader", "create", "Portal")
+    kiosk = await cli_json(database_url, "reader", "create", "Kiosk")
+    await cli_json(database_url, "reader", "revoke", kiosk["reader_id"])
+    reach = await cli_json(
+        database_url, "partner", "create", "Reach Partners Incorporated of Greater Nowhere",
+        "--provider", acme["provider_id"],
+    )  # fmt: skip
+    await cli_json(database_url, "partner", "grant", reach["partner_id"], other["provider_id"])
+    lone = await cli_json(database_url, "partner", "create", "Lone")
+
+    readers = (await cli_json(database_url, "reader", "list"))["items"]
+    assert [(r["reader_id"], r["name"], r["revoked_at"] is None) for r in readers] == [
+        (portal["reader_id"], "Portal", True),
+        (kiosk["reader_id"], "Kiosk", False),
+    ]
+    assert set(readers[0]) == {"reader_id", "name", "created_at", "revoked_at"}  # no token
+    partners = (await cli_json(database_url, "partner", "list"))["items"]
+    assert [(p["partner_id"], p["providers"], p["disabled"]) for p in partners] == [
+        (reach["partner_id"], [acme["provider_id"], other["provider_id"]], False),
+        (lone["partner_id"], [], False),
+    ]
+    assert set(partners[0]) == {"partner_id", "name", "disabled", "created_at", "providers"}
+
+    # In a pipe (80 columns): every id whole, one a word.
+    for kind, ids in (
+        ("reader", [portal["reader_id"], kiosk["reader_id"]]),
+        ("partner", [reach["partner_id"], lone["partner_id"], acme["provider_id"]]),
+    ):
+        table = await asyncio.to_thread(rwasync, database_url, kind, "list")
+        assert table.returncode == 0, table.stderr
+        assert all(len(line) <= 80 for line in table.stdout.splitlines()), table.stdout
+        assert set(ids) <= set(table.stdout.split()), table.stdout
+
+
+NAME_REFUSALS: Final = [
+    ("", "must not be empty or blank"),
+    ("   ", "must not be empty or blank"),
+    ("x" * 301, "must be at most 300 characters (got 301)"),
+    ("Acme\tEstates", "must not hold a control character or line break ('\\t')"),
+    ("Acme\nEstates", "must not hold a control character or line break ('\\n')"),
+    ("\x1b[2JAcme", "must not hold a control character or line break ('\\x1b')"),
+    ("Acme\u2028Estates", "must not hold a control character or line break ('\\u2028')"),
+]
+
+
+async def test_names_are_checked_alike_before_anything_is_created(database_url: str) -> None:
+    """One rule for the names of providers, readers and partners: a blank one, one too long to
+    show, or one with a control character (a terminal escape, a line break in a table or a log
+    line) is a usage error naming NAME."""
+    for kind in ("provider", "reader", "partner"):
+        for name, message in NAME_REFUSALS:
+            done = await asyncio.to_thread(rwasync, database_url, kind, "create", name, "--json")
+            assert f"Invalid value for 'NAME': {message}" in usage_error(done), (kind, name)
+    for kind in ("provider", "reader", "partner"):
+        assert (await cli_json(database_url, kind, "list"))["items"] == [], kind
+
+
+async def test_a_name_is_stored_without_the_blanks_around_it(database_url: str) -> None:
+    await cli_json(database_url, "provider", "create", "  Acme Estates ")
+    await cli_json(database_url, "reader", "create", "Portal\u00a0")
+    await cli_json(database_url, "partner", "create", " Reach")
+    names = [
+        [item["name"] for item in (await cli_json(database_url, kind, "list"))["items"]]
+        for kind in ("provider", "reader", "partner")
+    ]
+    assert names == [["Acme Estates"], ["Portal"], ["Reach"]]

@@ -175,7 +175,7 @@ async def test_feed_list_refuses_an_unknown_provider(database_url: str) -> None:
         rwasync, database_url, "feed", "list", "--provider", "prv_nobody", "--json"
     )
     assert unknown.returncode == 1 and unknown.stdout == "", unknown.stdout
-    assert "error: /provider_id: unknown provider 'prv_nobody'" in unknown.stderr, unknown.stderr
+    assert unknown.stderr == "error: provider_id 'prv_nobody': unknown provider\n"
     listed = await asyncio.to_thread(
         rwasync, database_url, "feed", "list", "--provider", provider["provider_id"], "--json"
     )

@@ -28,13 +28,17 @@ pytestmark = pytest.mark.integration
 RECONCILER_DLQ = topology.dead_letter_queue(topology.RECONCILER_QUEUE)
 
 
-def rwasync(database_url: str, amqp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def rwasync(
+    database_url: str, amqp_url: str, *args: str, columns: int = 160
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a process; `columns`: the width of the operator's terminal (160: wide enough
+    for anything, 80: a terminal's default)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
     env |= {
         "RWASYNC_ENV_FILE": os.devnull,  # never the developer's .env (make run's)
         "RWASYNC_DATABASE_URL": database_url,
         "RWASYNC_FEED_ALLOWED_NETWORKS": "127.0.0.0/8",
-        "COLUMNS": "160",  # an operator's terminal, wide enough for whole ids
+        "COLUMNS": str(columns),
     }
     if amqp_url:  # "": a command that needs no broker; the default URL stands
         env["RWASYNC_AMQP_URL"] = amqp_url
@@ -116,6 +120,9 @@ async def test_status_reports_queues_backlog_runs_dead_letters_and_problems(
         await prices.consume(ack)
         report = await cli_json(database_url, vhost_amqp_url, "status")
         people = await asyncio.to_thread(rwasync, database_url, vhost_amqp_url, "status")
+        narrow = await asyncio.to_thread(
+            rwasync, database_url, vhost_amqp_url, "status", columns=80
+        )
     finally:
         await connection.close()
 
@@ -141,6 +148,7 @@ async def test_status_reports_queues_backlog_runs_dead_letters_and_problems(
     # The reason in words, not only its code: what an operator acts on (operator trial).
     assert runs["recent"][0]["reason"] == "connection refused"
     assert runs["last_24h"] == {"failed": 1} and runs["failure_rate"] == 1.0
+    assert runs["failed"] == 1
     assert report["dead_letters"]["total"] == 1 and report["dead_letters"]["last_hour"] == 1
     assert report["dead_letters"]["items"][0]["queue"] == topology.RECONCILER_QUEUE
 
@@ -154,6 +162,23 @@ async def test_status_reports_queues_backlog_runs_dead_letters_and_problems(
     assert people.returncode == 0, people.stderr
     for text in ("Queues (from amqp)", topology.RECONCILER_QUEUE, run_id, "fetch_error"):
         assert text in people.stdout, text
+    assert "feed runs failed, last 24 h │ 1 (100.0% of those finished)" in people.stdout
+
+    # On an 80-column terminal: nothing wider, and no id, status or reason code cut short.
+    assert narrow.returncode == 0, narrow.stderr
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines()), narrow.stdout
+    words = narrow.stdout.split()
+    feed_id = runs["recent"][0]["feed_id"]
+    for whole in (
+        run_id,
+        feed_id,
+        "failed",
+        "fetch_error",
+        topology.RECONCILER_QUEUE,
+        RECONCILER_DLQ,
+    ):
+        assert whole in words, (whole, narrow.stdout)
+    assert "feed runs failed, last 24 h │ 1 (100.0% of those finished)" in narrow.stdout
 
 
 @contextlib.asynccontextmanager
@@ -279,6 +304,10 @@ async def test_a_held_feed_run_is_a_problem(
     assert "1 feed runs held for an operator" in " ".join(report["problems"])
     assert "all well" not in people.stdout
     assert "Held feed runs" in people.stdout and run["run_id"] in people.stdout
+    narrow = await asyncio.to_thread(rwasync, database_url, vhost_amqp_url, "status", columns=80)
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines()), narrow.stdout
+    for whole in (run["run_id"], feed["feed_id"], "deletion_threshold"):
+        assert narrow.stdout.split().count(whole) == 2, (whole, narrow.stdout)  # latest and held
 
     # Approved, it waits for a poller, not for an operator (approve would now be refused).
     conn = await asyncpg.connect(database_url)

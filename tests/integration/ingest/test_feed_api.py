@@ -5,6 +5,7 @@ not found; bad settings named; the feed preview by URL and by body in every form
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import gzip
@@ -22,6 +23,7 @@ from rwasync.ingest_api.app import create_app
 from rwasync.platform.db import Database
 from rwasync.schema.timestamps import utc_now
 from rwasync.store.tenants import digest, issue_reader_token, new_id
+from tests.integration.cli.test_commands import rwasync
 from tests.integration.feed_poller.harness import (
     FeedServer,
     asset,
@@ -406,6 +408,39 @@ async def test_each_hold_is_decided_over_the_api(
     # Decided once: a second decision is a conflict.
     status, conflict, _ = await call(feed_api, "POST", f"{location}/reject", provider)
     assert status == 409 and conflict["type"].endswith("/run-not-decidable")
+
+
+async def test_a_superseded_held_run_is_refused_as_the_cli_refuses_it_and_can_be_rejected(
+    feed_api: Client, store: Database, feeds_host: FeedServer, ingest_database_url: str
+) -> None:
+    """The provider's 409 and the operator's `rwasync feed approve` say the same words: which
+    later run superseded the held one, and what to do instead."""
+    provider = await create_provider(store)
+    url = feeds_host.serve("/superseded.json", body(feed_body([], timestamp=snapshot_at())))
+    await put_feed(feed_api, provider, "superseded", url=url)
+    # An empty feed is held; with no ok run before, the same body is compared again.
+    older = await run_feed(feed_api, provider, "superseded")
+    newer = await run_feed(feed_api, provider, "superseded")
+    assert older["status"] == newer["status"] == "held", (older, newer)
+    older_path = f"/v1/feeds/superseded/runs/{older['run_id']}"
+
+    status, conflict, _ = await call(feed_api, "POST", f"{older_path}/approve", provider)
+    assert status == 409 and conflict["type"].endswith("/run-not-decidable"), conflict
+    assert conflict["detail"] == (
+        f"run {older['run_id']} was superseded by run {newer['run_id']}, which compared the "
+        "feed again; approve that one or trigger a new run"
+    )
+    cli = await asyncio.to_thread(
+        rwasync, ingest_database_url, "feed", "approve", older["run_id"], "--json"
+    )
+    assert (cli.returncode, cli.stdout) == (1, "")
+    assert cli.stderr == f"error: {conflict['detail']}\n"
+
+    # Rejecting it applies nothing: allowed, and the newer run is still the one to decide.
+    status, rejected, _ = await call(feed_api, "POST", f"{older_path}/reject", provider)
+    assert status == 200 and rejected["status"] == "rejected", rejected
+    newer_path = f"/v1/feeds/superseded/runs/{newer['run_id']}"
+    assert (await call(feed_api, "GET", newer_path, provider))[1]["status"] == "held"
 
 
 async def test_another_providers_feed_and_runs_are_not_found(

@@ -32,15 +32,24 @@ MAX_PAGE: Final = 500
 
 
 class RunNotDecidable(Exception):
-    """Only a feed's latest held run can be approved or rejected."""
+    """A run that is not held, already approved, or (to approve) superseded by a later run; the
+    message says which, in the same words to an operator (CLI) and a provider (feed API)."""
 
 
 class FeedNotFound(Exception):
     """No such feed (for this provider)."""
 
+    def __init__(self, feed_id: str) -> None:
+        super().__init__(f"unknown feed {feed_id!r}")
+        self.feed_id = feed_id
+
 
 class RunNotFound(Exception):
     """No such run (of this feed, for this provider)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"unknown run {run_id!r}")
+        self.run_id = run_id
 
 
 class FeedIdTaken(Exception):
@@ -209,10 +218,6 @@ ORDER BY requested_at DESC, run_id DESC
 LIMIT $4
 """
 
-# Whether a later run of the feed than run `r` read a snapshot: it got as far as comparing
-# (whatever it ended as: ok, held, rejected, or failed while publishing), or found the body
-# unchanged (not_modified). Applying `r`'s older snapshot then would undo the newer one (delete
-# what it lists), so `r` can no longer be decided, nor applied if approved before.
 # Whether another enabled feed of the provider lists the stored asset `s` in its latest `ok`
 # snapshot (its staged items are kept for the next run's fingerprints): a feed is a full
 # snapshot of what *it* lists, so a run never deletes what a sibling feed lists (a provider with
@@ -233,19 +238,32 @@ LISTED_BY_ANOTHER_FEED: Final = """EXISTS (
             LIMIT 1) l
         WHERE f.provider_id = {provider} AND f.enabled AND f.feed_id IS DISTINCT FROM {feed})))"""
 
-SUPERSEDED: Final = """EXISTS (
-    SELECT 1 FROM feed_runs l
-    WHERE l.feed_id = r.feed_id AND (l.requested_at, l.run_id) > (r.requested_at, r.run_id)
-      AND (l.compared_at IS NOT NULL OR l.status = 'not_modified'))"""
+# Whether a later run of the feed than run `r` read a snapshot: it got as far as comparing
+# (whatever it ended as: ok, held, rejected, or failed while publishing), or found the body
+# unchanged (not_modified). Applying `r`'s older snapshot then would undo the newer one (delete
+# what it lists), so `r` can no longer be approved (only rejected), nor applied if approved
+# before.
+_READ_LATER: Final = """l.feed_id = r.feed_id
+      AND (l.requested_at, l.run_id) > (r.requested_at, r.run_id)
+      AND (l.compared_at IS NOT NULL OR l.status = 'not_modified')"""
+SUPERSEDED: Final = f"EXISTS (SELECT 1 FROM feed_runs l WHERE {_READ_LATER})"
 
-# The run, locked, and whether it is its feed's latest held run (the only decidable one).
-# A rejection does not make an older held run decidable again: the rejected run was compared.
+# The run, locked, and the latest later run that superseded it (`_READ_LATER`), if one did: a
+# refusal names it, and whether it can be decided instead (nothing later superseded *it*). A
+# rejection does not make an older held run approvable again: the rejected run was compared.
 RUN_FOR_DECISION: Final = f"""
-SELECT r.run_id, r.status, r.decision, {SUPERSEDED} AS superseded
+SELECT r.run_id, r.status, r.decision, l.run_id AS superseded_by,
+       l.compared_at IS NOT NULL AS later_compared,
+       l.status = 'held' AND l.decision IS NULL AS later_decidable
 FROM feed_runs r
+LEFT JOIN LATERAL (
+    SELECT l.run_id, l.status, l.decision, l.compared_at FROM feed_runs l
+    WHERE {_READ_LATER}
+    ORDER BY l.requested_at DESC, l.run_id DESC
+    LIMIT 1) l ON true
 WHERE r.run_id = $1 AND ($2::text IS NULL OR r.feed_id = $2)
   AND ($3::text IS NULL OR r.provider_id = $3)
-FOR UPDATE
+FOR UPDATE OF r
 """
 
 REJECT_RUN: Final = """
@@ -357,7 +375,7 @@ async def set_feed_enabled(conn: asyncpg.Connection, feed_id: str, enabled: bool
     async with conn.transaction():
         existing = await conn.fetchrow(FEED_FOR_UPDATE, feed_id)
         if existing is None:
-            raise FeedNotFound(f"unknown feed {feed_id!r}")
+            raise FeedNotFound(feed_id)
         schedule = Schedule(existing["interval_seconds"], existing["cron"])
         next_run = next_run_at(schedule, enabled, existing)
         row = await conn.fetchrow(SET_FEED_ENABLED, feed_id, enabled, next_run)
@@ -370,7 +388,7 @@ async def get_feed(
 ) -> dict[str, Any]:
     row = await conn.fetchrow(GET_FEED, feed_id, provider_id)
     if row is None:
-        raise FeedNotFound(f"unknown feed {feed_id!r}")
+        raise FeedNotFound(feed_id)
     return feed_object(row)
 
 
@@ -393,7 +411,7 @@ async def request_run(
     """Queue a run of the feed now (it starts within seconds); returns its run id."""
     feed = await conn.fetchrow(GET_FEED, feed_id, provider_id)
     if feed is None:
-        raise FeedNotFound(f"unknown feed {feed_id!r}")
+        raise FeedNotFound(feed_id)
     run_id = new_id("run")
     async with conn.transaction():
         await conn.execute(REQUEST_RUN, run_id, feed_id, feed["provider_id"])
@@ -422,7 +440,7 @@ async def list_runs(
 ) -> dict[str, Any]:
     """`{"items": [run...], "next_cursor"}`, newest first."""
     if await conn.fetchrow(GET_FEED, feed_id, provider_id) is None:
-        raise FeedNotFound(f"unknown feed {feed_id!r}")
+        raise FeedNotFound(feed_id)
     before, key = _after(cursor)
     rows = await conn.fetch(LIST_RUNS, feed_id, before, key, _limit(limit) + 1)
     return _page(rows, limit, run_object, ("requested_at", "run_id"))
@@ -441,15 +459,16 @@ async def decide_run(
     feed_id: str | None = None,
     provider_id: str | None = None,
 ) -> None:
-    """Approve or reject the feed's latest held run (approval is applied by the poller)."""
+    """Approve or reject a held run (approval is applied by the poller). Any held run may be
+    rejected; only one that no later run superseded may be approved (it would undo the newer
+    snapshot), and an approved one waits for the poller: RunNotDecidable, saying why."""
     async with conn.transaction():
         row = await conn.fetchrow(RUN_FOR_DECISION, run_id, feed_id, provider_id)
         if row is None:
-            raise RunNotFound(f"unknown run {run_id!r}")
-        if row["status"] != RunStatus.HELD or row["superseded"] or row["decision"] is not None:
-            raise RunNotDecidable(
-                f"run {run_id} is {row['status']}: only a feed's latest held run can be decided"
-            )
+            raise RunNotFound(run_id)
+        refusal = _refusal(row, decision)
+        if refusal is not None:
+            raise RunNotDecidable(refusal)
         if decision == "reject":
             # The provider over its API (scoped to it), else an operator with the CLI; the
             # reason code stays `rejected_by_operator` for both, as the API has always said.
@@ -461,3 +480,28 @@ async def decide_run(
         else:
             await conn.execute(APPROVE_RUN, run_id)
             await conn.execute(WAKE_POLLERS, FEED_WAKEUP_CHANNEL, run_id)
+
+
+def _refusal(row: asyncpg.Record, decision: Literal["approve", "reject"]) -> str | None:
+    """Why the run cannot take this decision (None: it can). Rejecting a superseded held run is
+    allowed: it applies nothing and only clears it away. Rejecting an approved one is not: the
+    poller may be applying it already."""
+    run_id, later = row["run_id"], row["superseded_by"]
+    if row["status"] != RunStatus.HELD:
+        return f"run {run_id} is {row['status']}: only a held run can be decided"
+    if row["decision"] is not None:
+        if later is not None:
+            return (
+                f"run {run_id} is already approved, but run {later} superseded it: the poller "
+                "ends it failed (superseded) without applying it"
+            )
+        return f"run {run_id} is already approved; the poller applies it shortly"
+    if decision == "approve" and later is not None:
+        read = "compared the feed again" if row["later_compared"] else "found the feed unchanged"
+        advice = (
+            "approve that one or trigger a new run"
+            if row["later_decidable"]
+            else "trigger a new run"
+        )
+        return f"run {run_id} was superseded by run {later}, which {read}; {advice}"
+    return None

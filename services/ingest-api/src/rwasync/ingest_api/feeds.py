@@ -217,7 +217,8 @@ class FeedRoutes:
                 "/v1/feeds/{feed_id}/runs/{run_id}/approve",
                 self.approve_run,
                 "approveFeedRun",
-                "Apply the feed's latest held run (the feed-poller applies it within seconds)",
+                "Apply a held run no later run superseded (the feed-poller applies it within "
+                "seconds)",
                 replies=(
                     Reply(
                         202,
@@ -236,7 +237,7 @@ class FeedRoutes:
                 "/v1/feeds/{feed_id}/runs/{run_id}/reject",
                 self.reject_run,
                 "rejectFeedRun",
-                "Reject the feed's latest held run: nothing of it is applied",
+                "Reject a held run, even one a later run superseded: nothing of it is applied",
                 replies=(Reply(200, "the rejected run", FeedRun),),
                 problems=RUN_WRITE_PROBLEMS,
                 params=(FEED_ID_PARAM, RUN_ID_PARAM, IDEMPOTENCY_KEY, TENANT),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, Final, NoReturn, TypeVar
@@ -66,23 +67,108 @@ def run_db(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     except Refused as exc:
         fail(str(exc))
     except FeedNotFound as exc:
-        fail(f"/feed_id: {exc}")
+        fail(str(unknown("feed_id", exc.feed_id, "feed")))
     except RunNotFound as exc:
-        fail(f"/run_id: {exc}")
+        fail(str(unknown("run_id", exc.run_id, "run")))
     except (RunNotDecidable, FeedIdTaken) as exc:
+        # The feed API's 409 says the same (`rwasync.store.feeds`): one text for both.
         fail(str(exc))
     except (OSError, asyncpg.PostgresError) as exc:
         fail(f"database error: {exc}")
 
 
-def unknown_provider(provider_id: str) -> str:
-    return f"/provider_id: unknown provider {provider_id!r}"
+def unknown(field: str, value: str, what: str) -> Refused:
+    """The one refusal of an id that names nothing, whichever command was given it:
+    `provider_id 'prv_x': unknown provider` (exit 1). `field` is the id's name in the commands'
+    JSON (`feed_id`, `key_id`…), `what` the thing it should have named."""
+    return Refused(f"{field} {value!r}: unknown {what}")
 
 
 async def require_provider(conn: asyncpg.Connection, provider_id: str | None) -> None:
-    """Refuse a `--provider` filter naming no provider: a typo must not read as an empty list."""
+    """Refuse a provider id naming no provider (None: none given, nothing to check); for a
+    `--provider` filter, a typo must not read as an empty list."""
     if provider_id is not None and not await conn.fetchval(queries.PROVIDER_EXISTS, provider_id):
-        raise Refused(unknown_provider(provider_id))
+        raise unknown("provider_id", provider_id, "provider")
+
+
+# --- the values of arguments and options -----------------------------------------------------
+# Parsers (typer's `parser=`) that refuse a value before the command does anything: a usage
+# error, exit 2, `Invalid value for '--limit': …` naming the option, as for an unknown option.
+
+# A name (of a provider, reader, partner) as tables and logs show it: one line, and short enough
+# to read there.
+MAX_NAME: Final = 300
+
+
+def checked_name(text: str) -> str:
+    """A name without its surrounding blanks; none left, over MAX_NAME characters, or holding a
+    control character or line break (a name is shown in one table cell, one log line) is a
+    usage error."""
+    name = text.strip()
+    if not name:
+        raise typer.BadParameter("must not be empty or blank")
+    if len(name) > MAX_NAME:
+        raise typer.BadParameter(f"must be at most {MAX_NAME} characters (got {len(name)})")
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise typer.BadParameter(f"must not hold a control character or line break ({bad!r})")
+    return name
+
+
+NameArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="NAME",
+        parser=checked_name,
+        help=f"1-{MAX_NAME} characters, no control characters (blanks around it are dropped).",
+    ),
+]
+
+
+def integer_from(low: int, high: int) -> Callable[[str | int], int]:
+    """A parser of an integer from `low` to `high` (a page size, a burst…)."""
+
+    def parse(text: str | int) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not an integer from {low} to {high}") from None
+        if not low <= value <= high:
+            raise typer.BadParameter(f"must be an integer from {low} to {high} (got {value})")
+        return value
+
+    return parse
+
+
+def number_from(low: float, high: float, unit: str = "") -> Callable[[str | float], float]:
+    """A parser of a number from `low` to `high` (a rate, seconds to wait…). `nan` and `inf`
+    parse as floats: NaN is out of every range (it fails every comparison; a check written as
+    `value < low` would let it wait for ever), and so is an infinity."""
+    bounds = f"from {low:g} to {high:g}{unit}"
+
+    def parse(text: str | float) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number {bounds}") from None
+        if not low <= value <= high:
+            raise typer.BadParameter(f"must be a number {bounds} (got {text})")
+        return value
+
+    return parse
+
+
+# Seconds to wait for a feed run (`--timeout`): it is read four times a second, and a week is
+# longer than any run takes.
+MAX_WAIT: Final = 7 * 86400
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        parser=number_from(1, MAX_WAIT, " seconds"),
+        help=f"Seconds to wait for the run (1-{MAX_WAIT}).",
+    ),
+]
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -113,11 +199,12 @@ def _json_default(value: Any) -> str:
 
 
 def ids_whole(table: Table) -> Table:
-    """`table` with its id columns (`run_id`, `key_id`…) never cut short or wrapped, so an id can
-    be copied into the next command: a narrow screen or a pipe (80 columns) narrows the others.
-    A cell of several lines (an id above what it names) is as wide as its longest line."""
+    """`table` with its id columns (`run_id`, `key_id`, `provider_ids`…) never cut short or
+    wrapped, so an id can be copied into the next command: a narrow screen or a pipe (80 columns)
+    narrows the others. A cell of several lines (an id above what it names, or one id a line) is
+    as wide as its longest line."""
     for column in table.columns:
-        if str(column.header).endswith("_id"):
+        if str(column.header).endswith(("_id", "_ids")):
             column.no_wrap = True
             column.min_width = max(
                 (len(line) for cell in column.cells for line in str(cell).splitlines()),

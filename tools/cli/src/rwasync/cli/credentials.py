@@ -12,7 +12,16 @@ import typer
 from rich.table import Table
 
 from rwasync.cli import queries
-from rwasync.cli.common import JsonFlag, Refused, emit, fail, run_db, table_time
+from rwasync.cli.common import (
+    JsonFlag,
+    NameArgument,
+    Refused,
+    emit,
+    require_provider,
+    run_db,
+    table_time,
+    unknown,
+)
 from rwasync.schema.feeds import FeedSettingInvalid, parse_interval
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import IssuedCredential, issue_provider_credential, new_id
@@ -66,12 +75,15 @@ class Owner:
 
 async def _owner_of(conn: asyncpg.Connection, owner_id: str) -> Owner:
     if owner_id.startswith("ptn_"):
-        if not await conn.fetchval(queries.PARTNER_EXISTS, owner_id):
-            raise Refused(f"unknown partner {owner_id!r}")
+        await _require_partner(conn, owner_id)
         return Owner(None, owner_id)
-    if not await conn.fetchval(queries.PROVIDER_EXISTS, owner_id):
-        raise Refused(f"unknown provider {owner_id!r}")
+    await require_provider(conn, owner_id)
     return Owner(owner_id, None)
+
+
+async def _require_partner(conn: asyncpg.Connection, partner_id: str) -> None:
+    if not await conn.fetchval(queries.PARTNER_EXISTS, partner_id):
+        raise unknown("partner_id", partner_id, "partner")
 
 
 def _timestamp(moment: datetime | None) -> str | None:
@@ -91,30 +103,42 @@ def credential_issue(owner_id: OwnerArgument, as_json: JsonFlag = False) -> None
     emit(run_db(work), as_json)
 
 
+def _overlap(text: str) -> int:
+    """`--overlap`: a duration from 1 s (a provider switching at once wants the old key gone in
+    seconds; no feed schedule's 60 s floor) to 366 d; anything else is a usage error."""
+    try:
+        return parse_interval(text, minimum=1)
+    except FeedSettingInvalid as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
 @credential_app.command("rotate")
 def credential_rotate(
     key_id: str,
     overlap: Annotated[
-        str | None,
+        int | None,
         typer.Option(
             "--overlap",
-            help="Revoke the old credential after this long (e.g. 30s, 15m, 24h; at most 366d); "
+            parser=_overlap,
+            help="Revoke the old credential after this long (e.g. 30s, 15m, 24h; 1s to 366d); "
             "default: it stays valid until `credential revoke`.",
         ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Issue a new credential for the same owner; the old one keeps working until revoked."""
-    try:
-        seconds = parse_interval(overlap, minimum=1) if overlap is not None else None
-    except FeedSettingInvalid as exc:
-        fail(f"--overlap: {exc.message}")
+    seconds = overlap
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         async with conn.transaction():
-            row = await conn.fetchrow(queries.LIVE_CREDENTIAL_OWNER, key_id)
+            row = await conn.fetchrow(queries.CREDENTIAL_OWNER, key_id)
             if row is None:
-                raise Refused(f"no live credential {key_id!r}")
+                raise unknown("key_id", key_id, "credential")
+            if not row["live"]:
+                raise Refused(
+                    f"key_id {key_id!r}: the credential is revoked; issue a new one with "
+                    "`rwasync credential issue OWNER_ID`"
+                )
             issued: dict[str, Any] = await Owner(row["provider_id"], row["partner_id"]).issue(conn)
             revoked_at = None
             if seconds is not None:
@@ -130,18 +154,28 @@ def credential_rotate(
 
 @credential_app.command("revoke")
 def credential_revoke(key_id: str, as_json: JsonFlag = False) -> None:
-    """Revoke a credential now (services stop accepting it within their auth cache time)."""
+    """Revoke a credential now (services stop accepting it within their auth cache time).
+    Revoking a revoked one again changes nothing and says so (`already_revoked`), so that a
+    script may simply repeat it."""
+    now = datetime.now(UTC)
 
-    async def work(conn: asyncpg.Connection) -> datetime | None:
-        revoked: datetime | None = await conn.fetchval(
-            queries.REVOKE_CREDENTIAL, key_id, datetime.now(UTC)
-        )
+    async def work(conn: asyncpg.Connection) -> datetime:
+        revoked: datetime | None = await conn.fetchval(queries.REVOKE_CREDENTIAL, key_id, now)
+        if revoked is None:
+            raise unknown("key_id", key_id, "credential")
         return revoked
 
     revoked_at = run_db(work)
-    if revoked_at is None:
-        fail(f"unknown credential {key_id!r}")
-    emit({"key_id": key_id, "revoked_at": _timestamp(revoked_at)}, as_json)
+    # An earlier revocation is kept (a later one scheduled by `rotate --overlap` is brought
+    # forward to now): one before now is this command's doing only if it were now.
+    emit(
+        {
+            "key_id": key_id,
+            "revoked_at": _timestamp(revoked_at),
+            "already_revoked": revoked_at < now,
+        },
+        as_json,
+    )
 
 
 @credential_app.command("list")
@@ -175,7 +209,7 @@ def credential_list(owner_id: OwnerArgument, as_json: JsonFlag = False) -> None:
 
 @partner_app.command("create")
 def partner_create(
-    name: str,
+    name: NameArgument,
     providers: Annotated[
         list[str] | None,
         typer.Option("--provider", help="A provider it may act for (repeat for several)."),
@@ -183,15 +217,13 @@ def partner_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a partner with one credential, acting for the given providers."""
-    if not name.strip() or len(name) > 300:
-        fail("NAME must be 1-300 characters")
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         partner_id = new_id("ptn")
         async with conn.transaction():
             await conn.execute(queries.CREATE_PARTNER, partner_id, name)
             for provider_id in providers or []:
-                await _owner_of(conn, provider_id)
+                await require_provider(conn, provider_id)
                 await conn.execute(queries.GRANT_PARTNER, partner_id, provider_id)
             issued = await Owner(None, partner_id).issue(conn)
         return {**issued, "providers": list(providers or [])}
@@ -204,8 +236,8 @@ def partner_grant(partner_id: str, provider_id: str, as_json: JsonFlag = False) 
     """Let a partner act for one more provider."""
 
     async def work(conn: asyncpg.Connection) -> None:
-        await _owner_of(conn, partner_id)
-        await _owner_of(conn, provider_id)
+        await _require_partner(conn, partner_id)
+        await require_provider(conn, provider_id)
         await conn.execute(queries.GRANT_PARTNER, partner_id, provider_id)
 
     run_db(work)
@@ -216,9 +248,36 @@ def partner_grant(partner_id: str, provider_id: str, as_json: JsonFlag = False) 
 def partner_revoke(partner_id: str, provider_id: str, as_json: JsonFlag = False) -> None:
     """Stop a partner acting for a provider (within the services' auth cache time)."""
 
-    async def work(conn: asyncpg.Connection) -> str:
-        return str(await conn.execute(queries.UNGRANT_PARTNER, partner_id, provider_id))
+    async def work(conn: asyncpg.Connection) -> None:
+        await _require_partner(conn, partner_id)
+        await require_provider(conn, provider_id)
+        if await conn.execute(queries.UNGRANT_PARTNER, partner_id, provider_id) == "DELETE 0":
+            raise Refused(f"partner_id {partner_id!r}: does not act for {provider_id!r}")
 
-    if run_db(work) == "DELETE 0":
-        fail(f"partner {partner_id!r} does not act for {provider_id!r}")
+    run_db(work)
     emit({"partner_id": partner_id, "provider_id": provider_id, "granted": False}, as_json)
+
+
+@partner_app.command("list")
+def partner_list(as_json: JsonFlag = False) -> None:
+    """List partners, oldest first, with the providers each acts for."""
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        rows = await conn.fetch(queries.LIST_PARTNERS)
+        return [{**dict(r), "created_at": timestamp_text(r["created_at"])} for r in rows]
+
+    items = run_db(work)
+
+    def table() -> Table:
+        # The creation time is left to `--json`: 80 columns hold the ids whole beside the name.
+        t = Table("partner_id", "name", "disabled", "provider_ids")
+        for item in items:
+            t.add_row(
+                item["partner_id"],
+                item["name"],
+                str(item["disabled"]),
+                "\n".join(item["providers"]),
+            )
+        return t
+
+    emit({"items": items}, as_json, table)

@@ -20,7 +20,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from rwasync.cli.common import JsonFlag, emit, fail, run_db, settings, stderr
+from rwasync.cli.common import JsonFlag, emit, fail, run_db, settings, stderr, unknown
 from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.schema import topology
 from rwasync.store import dead_letters
@@ -35,15 +35,35 @@ REPLAY_CHUNK = 50
 
 
 def _chosen(message_id: str | None, every: bool) -> None:
+    """One dead letter or all of them, never both nor neither: a usage error (exit 2)."""
     if (message_id is None) == (not every):
-        fail("give one dead letter's message_id, or --all")
+        raise typer.BadParameter(
+            "give either one dead letter's MESSAGE_ID or --all",
+            param_hint="MESSAGE_ID / --all",
+        )
+
+
+def _work_queue(text: str) -> str:
+    """`--queue`: a work queue's name; a mistyped one would otherwise list nothing, which reads
+    as "no dead letters"."""
+    if text not in topology.WORK_QUEUES:
+        raise typer.BadParameter(
+            f"{text!r} is not a work queue: one of {', '.join(topology.WORK_QUEUES)}"
+        )
+    return text
+
+
+async def _dead_letter(conn: asyncpg.Connection, message_id: str) -> asyncpg.Record:
+    row: asyncpg.Record | None = await dead_letters.get_dead_letter(conn, message_id)
+    if row is None:
+        raise unknown("message_id", message_id, "dead letter")
+    return row
 
 
 async def _targets(conn: asyncpg.Connection, message_id: str | None) -> list[str]:
     if message_id is None:
         return [i["message_id"] for i in await dead_letters.list_dead_letters(conn)]
-    if await dead_letters.get_dead_letter(conn, message_id) is None:
-        fail(f"unknown dead letter {message_id!r}")
+    await _dead_letter(conn, message_id)
     return [message_id]
 
 
@@ -54,13 +74,17 @@ def _progress(what: str, total: int) -> tuple[Progress, Any]:
 
 @dlq_app.command("list")
 def dlq_list(
-    queue: Annotated[str | None, typer.Option("--queue", help="Only this work queue's.")] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue",
+            parser=_work_queue,
+            help=f"Only this work queue's: {' or '.join(topology.WORK_QUEUES)}.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Dead letters, oldest first."""
-    if queue is not None and queue not in topology.WORK_QUEUES:
-        # A mistyped name would otherwise list nothing, which reads as "no dead letters".
-        fail(f"/queue: unknown work queue {queue!r}: one of {', '.join(topology.WORK_QUEUES)}")
     items = run_db(lambda conn: dead_letters.list_dead_letters(conn, queue))
 
     def table() -> Table:
@@ -84,9 +108,7 @@ def dlq_show(message_id: str, as_json: JsonFlag = False) -> None:
     """One dead letter with its headers and body (JSON when it parses)."""
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
-        row = await dead_letters.get_dead_letter(conn, message_id)
-        if row is None:
-            fail(f"unknown dead letter {message_id!r}")
+        row = await _dead_letter(conn, message_id)
         try:
             body: Any = orjson.loads(row["body"])
         except orjson.JSONDecodeError:

@@ -17,9 +17,11 @@ from rwasync.cli.common import (
     EXIT_FAILED,
     EXIT_HELD,
     JsonFlag,
+    TimeoutOption,
     emit,
     fail,
     fail_invalid,
+    integer_from,
     require_provider,
     run_db,
     settings,
@@ -157,6 +159,7 @@ def feed_add(
         fail_invalid(FeedSettingInvalid.of(errors), ADD_OPTIONS)
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+        await require_provider(conn, provider_id)
         return await feeds.add_feed(
             conn, provider_id=provider_id, settings=registration, secrets=secrets
         )
@@ -187,11 +190,22 @@ def feed_secrets_key(as_json: JsonFlag = False) -> None:
     emit({"key": FeedSecrets.new_key()}, as_json)
 
 
+# Items a page (`--limit`): the feed API's bounds, which the store enforces.
+PageSize = Annotated[
+    int,
+    typer.Option(
+        "--limit",
+        parser=integer_from(1, feeds.MAX_PAGE),
+        help=f"Items a page (1-{feeds.MAX_PAGE}).",
+    ),
+]
+
+
 @feed_app.command("list")
 def feed_list(
     provider_id: Annotated[str | None, typer.Option("--provider")] = None,
     cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of a page.")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 100,
+    limit: PageSize = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """List feed sources, oldest first: each with its schedule and when it next runs."""
@@ -289,7 +303,7 @@ def _exit_for(run: dict[str, Any]) -> None:
 def feed_trigger(
     feed_id: str,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run and print it.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 900,
+    timeout: TimeoutOption = 900,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a feed now (it starts within seconds, once fewer of its provider's runs are in
@@ -321,7 +335,7 @@ def feed_enable(feed_id: str, as_json: JsonFlag = False) -> None:
 def feed_runs(
     feed_id: str,
     cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of a page.")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
+    limit: PageSize = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """A feed's runs, newest first."""
@@ -350,10 +364,11 @@ def feed_runs(
 @feed_app.command("approve")
 def feed_approve(
     run_id: str,
-    timeout: Annotated[float, typer.Option("--timeout")] = 900,
+    timeout: TimeoutOption = 900,
     as_json: JsonFlag = False,
 ) -> None:
-    """Apply a feed's latest held run now, under the version guards; prints the finished run."""
+    """Apply a held run now, under the version guards; prints the finished run. Refused (exit 1)
+    once a later run superseded it (the message names that run) or when approved already."""
     run_db(lambda conn: feeds.decide_run(conn, run_id, "approve"))
     run = _wait_for_run(run_id, timeout)
     emit(run, as_json)
@@ -362,7 +377,7 @@ def feed_approve(
 
 @feed_app.command("reject")
 def feed_reject(run_id: str, as_json: JsonFlag = False) -> None:
-    """Reject a feed's latest held run: nothing of it is applied."""
+    """Reject a held run, even one a later run superseded: nothing of it is applied."""
     run_db(lambda conn: feeds.decide_run(conn, run_id, "reject"))
     run = run_db(lambda conn: feeds.get_run(conn, run_id))
     emit(run, as_json)

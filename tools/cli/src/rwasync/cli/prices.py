@@ -9,7 +9,6 @@ change this causes within the pricing service's poll interval (the CLI publishes
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Final
 
@@ -20,12 +19,13 @@ from rich.table import Table
 from rwasync.cli import queries
 from rwasync.cli.common import (
     JsonFlag,
+    Refused,
     emit,
-    fail,
+    integer_from,
     require_provider,
     run_db,
     table_time,
-    unknown_provider,
+    unknown,
 )
 from rwasync.schema.asset import normalize_decimal
 from rwasync.schema.events import ReceiptStatus
@@ -42,23 +42,33 @@ price_app.add_typer(held_app, name="held")
 REJECTED_REASON = "rejected by an operator"
 
 
-class HeldNotFound(Exception):
-    """An event id that names no held tick."""
-
-
 # The jump check's bounds: 0.01 % to 100,000 % (beyond either, no price could pass, or none be
 # held; and a ratio such as 1e-400 printed as "the policy allows 0 %").
 MIN_JUMP: Final = Decimal("0.0001")
 MAX_JUMP: Final = Decimal(1000)
 
 
+def _jump_ratio(text: str) -> Decimal:
+    """`--max-jump` as the exact decimal stored (a float would store 0.1 as 0.1000000000000000055…);
+    anything else than a number within the bounds is a usage error."""
+    bounds = f"a number from {MIN_JUMP} to {MAX_JUMP} (0.5 means 50 %)"
+    try:
+        ratio = Decimal(text)
+    except InvalidOperation:
+        raise typer.BadParameter(f"{text!r} is not {bounds}") from None
+    if not ratio.is_finite() or not MIN_JUMP <= ratio <= MAX_JUMP:
+        raise typer.BadParameter(f"must be {bounds} (got {text})")
+    return ratio
+
+
 @policy_app.command("set")
 def policy_set(
     provider_id: str,
     max_jump: Annotated[
-        str | None,
+        Decimal | None,
         typer.Option(
             "--max-jump",
+            parser=_jump_ratio,
             help="Hold a tick moving more than this ratio (0.5 = 50 %) from the previous "
             "visible price in as_of order. Omitted: no jump check.",
         ),
@@ -73,25 +83,16 @@ def policy_set(
     as_json: JsonFlag = False,
 ) -> None:
     """Set (replace) a provider's sanity-hold policy; with no option, holds are off."""
-    ratio: Decimal | None = None
-    if max_jump is not None:
-        try:
-            ratio = Decimal(max_jump)
-        except InvalidOperation:
-            fail(f"/max_jump: {max_jump!r} is not a number")
-        if not ratio.is_finite() or not MIN_JUMP <= ratio <= MAX_JUMP:
-            fail(f"/max_jump: must be a number from {MIN_JUMP} to {MAX_JUMP} (0.5 means 50 %)")
 
-    async def work(conn: asyncpg.Connection) -> asyncpg.Record | None:
+    async def work(conn: asyncpg.Connection) -> asyncpg.Record:
         row: asyncpg.Record | None = await conn.fetchrow(
-            queries.SET_PRICE_POLICY, provider_id, ratio, currency_check
+            queries.SET_PRICE_POLICY, provider_id, max_jump, currency_check
         )
+        if row is None:
+            raise unknown("provider_id", provider_id, "provider")
         return row
 
-    row = run_db(work)
-    if row is None:
-        fail(unknown_provider(provider_id))
-    emit(policy_document(row), as_json)
+    emit(policy_document(run_db(work)), as_json)
 
 
 def policy_document(row: asyncpg.Record) -> dict[str, Any]:
@@ -103,31 +104,60 @@ def policy_document(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+def shown_policy(row: asyncpg.Record) -> dict[str, Any]:
+    """A policy as `show` and `list` print it: `active` false when it holds no tick."""
+    # Set without options, a policy has a row yet checks nothing: both read as holds off.
+    return policy_document(row) | {"active": row["max_jump"] is not None or row["currency_check"]}
+
+
+def policy_table(policies: list[dict[str, Any]]) -> Table:
+    # The last two headers in words, which wrap: 80 columns hold the row on one line.
+    t = Table("provider_id", "active", "max_jump", "currency check", "updated at")
+    t.columns[-1].no_wrap = True
+    for policy in policies:
+        t.add_row(
+            policy["provider_id"],
+            "yes" if policy["active"] else "no",
+            policy["max_jump"] or "-",
+            "on" if policy["currency_check"] else "off",
+            table_time(policy["updated_at"]) or "never set",
+        )
+    return t
+
+
 @policy_app.command("show")
 def policy_show(provider_id: str, as_json: JsonFlag = False) -> None:
     """A provider's sanity-hold policy; `active` false: no tick of it is held (none was ever set
     when `updated_at` is null)."""
-    row = run_db(lambda conn: conn.fetchrow(queries.PRICE_POLICY, provider_id))
-    if row is None:
-        fail(unknown_provider(provider_id))
-    # Set without options, a policy has a row yet checks nothing: both read as holds off.
-    document = policy_document(row) | {
-        "active": row["max_jump"] is not None or row["currency_check"]
-    }
+
+    async def work(conn: asyncpg.Connection) -> asyncpg.Record:
+        row: asyncpg.Record | None = await conn.fetchrow(queries.PRICE_POLICY, provider_id)
+        if row is None:
+            raise unknown("provider_id", provider_id, "provider")
+        return row
+
+    document = shown_policy(run_db(work))
 
     def table() -> Table:
-        t = Table("provider_id", "max_jump", "currency_check", "updated_at")
-        t.add_row(
-            document["provider_id"],
-            document["max_jump"] or "-",
-            "on" if document["currency_check"] else "off",
-            table_time(document["updated_at"]) or "never set",
-        )
+        t = policy_table([document])
         if not document["active"]:
             t.caption = "no policy: no tick of this provider is held"
         return t
 
     emit(document, as_json, table)
+
+
+@policy_app.command("list")
+def policy_list(as_json: JsonFlag = False) -> None:
+    """Every provider's sanity-hold policy, active ones first: which providers' ticks can be
+    held (a provider no policy was ever set for is listed as inactive, `updated_at` null)."""
+    rows = run_db(lambda conn: conn.fetch(queries.PRICE_POLICIES))
+    items = [shown_policy(row) for row in rows]
+    emit({"items": items}, as_json, lambda: policy_table(items))
+
+
+# Held ticks `held list` prints at most.
+MAX_HELD: Final = 10000
 
 
 def held_item(row: asyncpg.Record) -> dict[str, Any]:
@@ -148,7 +178,10 @@ def held_item(row: asyncpg.Record) -> dict[str, Any]:
 @held_app.command("list")
 def held_list(
     provider_id: Annotated[str | None, typer.Option("--provider")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 100,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", parser=integer_from(1, MAX_HELD), help=f"At most (1-{MAX_HELD})."),
+    ] = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """List held price ticks, oldest hold first."""
@@ -177,36 +210,46 @@ def held_list(
     emit({"items": items}, as_json, table)
 
 
-def event_ids(texts: list[str]) -> list[uuid.UUID]:
+def _event_id(text: str) -> uuid.UUID:
     try:
-        return list(dict.fromkeys(uuid.UUID(text) for text in texts))
+        return uuid.UUID(text)
     except ValueError:
-        fail("/event_id: every EVENT_ID must be a UUID (see `rwasync price held list`)")
+        raise typer.BadParameter(
+            f"{text!r} is not an event id (a UUID: see `rwasync price held list`)"
+        ) from None
+
+
+EventIds = Annotated[
+    list[uuid.UUID], typer.Argument(parser=_event_id, help="Event ids of held ticks.")
+]
 
 
 async def decide_held(
     conn: asyncpg.Connection, ids: list[uuid.UUID], state: str
 ) -> list[asyncpg.Record]:
-    """Move the held ticks with these ids to `state`, their assets locked first; HeldNotFound
+    """Move the held ticks with these ids to `state`, their assets locked first; Refused
     (nothing changed) when an id names no held tick. Returns the ticks."""
     found = await conn.fetch(queries.HELD_PRICES, ids)
     await prices.lock_assets(conn, {(r["provider_id"], r["asset_id"]) for r in found})
     rows: list[asyncpg.Record] = await conn.fetch(queries.HELD_PRICES, ids)  # still held?
     missing = set(ids) - {r["event_id"] for r in rows}
     if missing:
-        names = ", ".join(sorted(str(m) for m in missing))
-        raise HeldNotFound(f"/event_id: no held price tick {names}; nothing was changed")
+        names = ", ".join(repr(str(m)) for m in sorted(missing))
+        raise Refused(
+            f"event_id {names}: no held price tick (unknown, or released or rejected already);"
+            " nothing was changed"
+        )
     await conn.execute(queries.DECIDE_HELD_PRICES, ids, state)
     return rows
 
 
 @held_app.command("release")
 def held_release(
-    event_id: Annotated[list[str], typer.Argument(help="Event ids of held ticks.")],
+    event_id: EventIds,
     as_json: JsonFlag = False,
 ) -> None:
     """Show held ticks to investors; the ticks after each are checked again against it."""
-    ids = event_ids(event_id)
+    ids = list(dict.fromkeys(event_id))
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         async with conn.transaction():
@@ -236,16 +279,16 @@ def held_release(
             for r in released
         ]
 
-    emit({"items": _decided(work)}, as_json)
+    emit({"items": run_db(work)}, as_json)
 
 
 @held_app.command("reject")
 def held_reject(
-    event_id: Annotated[list[str], typer.Argument(help="Event ids of held ticks.")],
+    event_id: EventIds,
     as_json: JsonFlag = False,
 ) -> None:
     """Refuse held ticks for good: they end `rejected` and are never shown."""
-    ids = event_ids(event_id)
+    ids = list(dict.fromkeys(event_id))
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         async with conn.transaction():
@@ -254,14 +297,4 @@ def held_reject(
             await receipts.redecide_price_ticks(conn, rejected)
         return [{"event_id": str(i), "status": "rejected", "reason": REJECTED_REASON} for i in ids]
 
-    emit({"items": _decided(work)}, as_json)
-
-
-def _decided(
-    work: Callable[[asyncpg.Connection], Awaitable[list[dict[str, Any]]]],
-) -> list[dict[str, Any]]:
-    try:
-        result: list[dict[str, Any]] = run_db(work)
-    except HeldNotFound as exc:
-        fail(str(exc))
-    return result
+    emit({"items": run_db(work)}, as_json)

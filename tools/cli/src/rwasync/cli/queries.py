@@ -19,10 +19,15 @@ SELECT provider_id, name, disabled, created_at FROM providers ORDER BY created_a
 SET_PROVIDER_DISABLED: Final = "UPDATE providers SET disabled = $2 WHERE provider_id = $1"
 
 CREATE_READER: Final = "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, $2, $3)"
-# The revocation instant, the first one's if the reader was revoked already; no row: unknown.
+# The revocation instant, the first one's if the reader was revoked already (then before this
+# transaction began: `already_revoked`); no row: unknown.
 REVOKE_READER: Final = """
 UPDATE readers SET revoked_at = coalesce(revoked_at, now()) WHERE reader_id = $1
-RETURNING revoked_at
+RETURNING revoked_at, revoked_at < now() AS already_revoked
+"""
+
+LIST_READERS: Final = """
+SELECT reader_id, name, created_at, revoked_at FROM readers ORDER BY created_at, reader_id
 """
 
 # --- credentials and partners (rwasync.cli.credentials) ---
@@ -35,10 +40,11 @@ INSERT INTO provider_credentials (key_id, partner_id, secret_digest, token_diges
 VALUES ($1, $2, $3, $4)
 """
 
-# The owner of a credential that still authenticates (or will until its revocation time).
-LIVE_CREDENTIAL_OWNER: Final = """
-SELECT provider_id, partner_id FROM provider_credentials
-WHERE key_id = $1 AND (revoked_at IS NULL OR revoked_at > now())
+# The owner of a credential, and whether it still authenticates (or will until its revocation
+# time); no row: unknown.
+CREDENTIAL_OWNER: Final = """
+SELECT provider_id, partner_id, revoked_at IS NULL OR revoked_at > now() AS live
+FROM provider_credentials WHERE key_id = $1
 """
 
 # Revoke now, or at a later time (an overlap); never move an earlier revocation later.
@@ -65,6 +71,16 @@ ON CONFLICT DO NOTHING
 
 UNGRANT_PARTNER: Final = "DELETE FROM partner_providers WHERE partner_id = $1 AND provider_id = $2"
 
+# Partners, oldest first, each with the providers it acts for (in the order they were granted).
+LIST_PARTNERS: Final = """
+SELECT p.partner_id, p.name, p.disabled, p.created_at,
+       coalesce(array_agg(g.provider_id ORDER BY g.granted_at, g.provider_id)
+                    FILTER (WHERE g.provider_id IS NOT NULL), '{}') AS providers
+FROM partners p LEFT JOIN partner_providers g USING (partner_id)
+GROUP BY p.partner_id
+ORDER BY p.created_at, p.partner_id
+"""
+
 # --- provider request rate (rwasync provider rate) ---
 
 SET_PROVIDER_RATE: Final = """
@@ -89,6 +105,15 @@ SELECT p.provider_id, pp.max_jump, coalesce(pp.currency_check, false) AS currenc
        pp.updated_at
 FROM providers p LEFT JOIN price_policies pp USING (provider_id)
 WHERE p.provider_id = $1
+"""
+
+# Every provider's policy as PRICE_POLICY reads one: those that hold ticks first (a jump check
+# or the currency check on), then by provider.
+PRICE_POLICIES: Final = """
+SELECT p.provider_id, pp.max_jump, coalesce(pp.currency_check, false) AS currency_check,
+       pp.updated_at
+FROM providers p LEFT JOIN price_policies pp USING (provider_id)
+ORDER BY (pp.max_jump IS NOT NULL OR coalesce(pp.currency_check, false)) DESC, p.provider_id
 """
 
 LIST_HELD_PRICES: Final = """

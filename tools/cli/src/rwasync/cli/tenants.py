@@ -9,7 +9,16 @@ import typer
 from rich.table import Table
 
 from rwasync.cli import queries
-from rwasync.cli.common import JsonFlag, emit, fail, run_db, table_time
+from rwasync.cli.common import (
+    JsonFlag,
+    NameArgument,
+    emit,
+    integer_from,
+    number_from,
+    run_db,
+    table_time,
+    unknown,
+)
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import digest, issue_provider_credential, issue_reader_token, new_id
 
@@ -18,10 +27,8 @@ reader_app = typer.Typer(help="Readers: investor-side read access.", no_args_is_
 
 
 @provider_app.command("create")
-def provider_create(name: str, as_json: JsonFlag = False) -> None:
+def provider_create(name: NameArgument, as_json: JsonFlag = False) -> None:
     """Create a provider with one credential; its secret and token are shown only now."""
-    if not name.strip() or len(name) > 300:
-        fail("NAME must be 1-300 characters")
 
     async def work(conn: asyncpg.Connection) -> dict[str, str]:
         provider_id = new_id("prv")
@@ -82,11 +89,11 @@ def provider_enable(provider_id: str, as_json: JsonFlag = False) -> None:
 
 
 def _set_disabled(provider_id: str, disabled: bool, as_json: bool) -> None:
-    async def work(conn: asyncpg.Connection) -> str:
-        return str(await conn.execute(queries.SET_PROVIDER_DISABLED, provider_id, disabled))
+    async def work(conn: asyncpg.Connection) -> None:
+        if await conn.execute(queries.SET_PROVIDER_DISABLED, provider_id, disabled) == "UPDATE 0":
+            raise unknown("provider_id", provider_id, "provider")
 
-    if run_db(work) == "UPDATE 0":
-        fail(f"unknown provider {provider_id!r}")
+    run_db(work)
     emit({"provider_id": provider_id, "disabled": disabled}, as_json)
 
 
@@ -101,28 +108,37 @@ MAX_BURST: Final = 2**31 - 1
 def provider_rate(
     provider_id: str,
     per_second: Annotated[
-        float | None, typer.Option("--per-second", help="Requests per second sustained.")
+        float | None,
+        typer.Option(
+            "--per-second",
+            parser=number_from(MIN_RATE, MAX_RATE),
+            help=f"Requests per second sustained ({MIN_RATE:g}-{MAX_RATE:g}).",
+        ),
     ] = None,
-    burst: Annotated[int | None, typer.Option("--burst", help="Requests at once.")] = None,
+    burst: Annotated[
+        int | None,
+        typer.Option(
+            "--burst",
+            parser=integer_from(1, MAX_BURST),
+            help=f"Requests at once (1-{MAX_BURST}).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Set a provider's request rate on the provider API; without options, back to the
     service default (RWASYNC_INGEST_RATE_PER_SECOND / _RATE_BURST)."""
-    if per_second is not None and not MIN_RATE <= per_second <= MAX_RATE:  # NaN too
-        fail(f"--per-second must be a number from {MIN_RATE:g} to {MAX_RATE:g}")
-    if burst is not None and not 1 <= burst <= MAX_BURST:
-        fail(f"--burst must be an integer from 1 to {MAX_BURST}")
 
-    async def work(conn: asyncpg.Connection) -> str:
-        return str(await conn.execute(queries.SET_PROVIDER_RATE, provider_id, per_second, burst))
+    async def work(conn: asyncpg.Connection) -> None:
+        updated = await conn.execute(queries.SET_PROVIDER_RATE, provider_id, per_second, burst)
+        if updated == "UPDATE 0":
+            raise unknown("provider_id", provider_id, "provider")
 
-    if run_db(work) == "UPDATE 0":
-        fail(f"unknown provider {provider_id!r}")
+    run_db(work)
     emit({"provider_id": provider_id, "per_second": per_second, "burst": burst}, as_json)
 
 
 @reader_app.command("create")
-def reader_create(name: str, as_json: JsonFlag = False) -> None:
+def reader_create(name: NameArgument, as_json: JsonFlag = False) -> None:
     """Create a reader (investor read access); its token is shown only now."""
 
     async def work(conn: asyncpg.Connection) -> dict[str, str]:
@@ -133,14 +149,53 @@ def reader_create(name: str, as_json: JsonFlag = False) -> None:
     emit(run_db(work), as_json)
 
 
+@reader_app.command("list")
+def reader_list(as_json: JsonFlag = False) -> None:
+    """List readers, oldest first (never their tokens)."""
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [
+            {
+                **dict(r),
+                "created_at": timestamp_text(r["created_at"]),
+                "revoked_at": timestamp_text(r["revoked_at"]) if r["revoked_at"] else None,
+            }
+            for r in await conn.fetch(queries.LIST_READERS)
+        ]
+
+    items = run_db(work)
+
+    def table() -> Table:
+        t = Table("reader_id", "name", "created_at", "revoked_at")
+        for item in items:
+            t.add_row(
+                item["reader_id"],
+                item["name"],
+                table_time(item["created_at"]),
+                table_time(item["revoked_at"]),
+            )
+        return t
+
+    emit({"items": items}, as_json, table)
+
+
 @reader_app.command("revoke")
 def reader_revoke(reader_id: str, as_json: JsonFlag = False) -> None:
-    """Revoke a reader's token: it stops authenticating (within the 5 s cache)."""
+    """Revoke a reader's token: it stops authenticating (within the 5 s cache). Revoking it
+    again keeps the first instant and says so (`already_revoked`)."""
 
-    async def work(conn: asyncpg.Connection) -> Any:
-        return await conn.fetchval(queries.REVOKE_READER, reader_id)
+    async def work(conn: asyncpg.Connection) -> asyncpg.Record:
+        row: asyncpg.Record | None = await conn.fetchrow(queries.REVOKE_READER, reader_id)
+        if row is None:
+            raise unknown("reader_id", reader_id, "reader")
+        return row
 
-    revoked_at = run_db(work)
-    if revoked_at is None:
-        fail(f"unknown reader {reader_id!r}")
-    emit({"reader_id": reader_id, "revoked_at": timestamp_text(revoked_at)}, as_json)
+    row = run_db(work)
+    emit(
+        {
+            "reader_id": reader_id,
+            "revoked_at": timestamp_text(row["revoked_at"]),
+            "already_revoked": row["already_revoked"],
+        },
+        as_json,
+    )
