@@ -170,13 +170,14 @@ async def test_another_providers_feed_and_runs_are_not_found(
     ("later", "compared"),
     [("ok", True), ("held", True), ("rejected", True), ("failed", True), ("not_modified", False)],
 )
-async def test_a_held_run_is_not_decidable_once_a_later_run_read_a_snapshot(
+async def test_a_held_run_cannot_be_approved_once_a_later_run_read_a_snapshot(
     db: Database, two_providers: tuple[str, str], later: str, compared: bool
 ) -> None:
     """Approving an older held snapshot after a newer one would undo the newer (delete what it
     lists). A later run that compared a snapshot (whatever it ended as: a run failing while it
     publishes did compare) or found the body unchanged supersedes it; one that failed before
-    comparing (a fetch error), or is still under way, does not."""
+    comparing (a fetch error), or is still under way, does not. Rejecting it applies nothing, so
+    a superseded run can still be rejected (to clear it away)."""
     a, _ = two_providers
     await put(db, a, "feed-a")
     async with db.connection() as conn:
@@ -190,10 +191,12 @@ async def test_a_held_run_is_not_decidable_once_a_later_run_read_a_snapshot(
         await feeds.decide_run(conn, held, "approve", provider_id=a)
         await db.execute("UPDATE feed_runs SET decision = NULL WHERE run_id = $1", held)
         await db.execute(ended, newer, later, utc_now() if compared else None)
-        with pytest.raises(RunNotDecidable):
+        with pytest.raises(RunNotDecidable, match=f"superseded by run {newer}"):
             await feeds.decide_run(conn, held, "approve", provider_id=a)
-        with pytest.raises(RunNotDecidable):
-            await feeds.decide_run(conn, held, "reject", provider_id=a)
+        await feeds.decide_run(conn, held, "reject", provider_id=a)
+        assert await db.fetchval("SELECT status FROM feed_runs WHERE run_id = $1", held) == (
+            "rejected"
+        )
 
 
 async def test_lists_page_with_cursors_runs_newest_first(
