@@ -321,3 +321,68 @@ async def test_a_held_feed_run_is_a_problem(
         report = await cli_json(database_url, vhost_amqp_url, "status")
     assert report["held_feed_runs"] == {"total": 0, "items": []}
     assert not any("feed runs held" in p for p in report["problems"])
+
+
+async def test_feed_work_no_poller_takes_up_is_a_problem(
+    database_url: str, vhost_amqp_url: str, broker: Broker
+) -> None:
+    """A feed-poller consumes no queue, so `no consumer` never shows one stopped (operator trial:
+    every poller down, status said all well). The work it leaves late does: a scheduled feed past
+    its next run, a requested run not started, a running one whose lease ran out."""
+    assert broker.is_ready()
+    async with consuming_work_queues(vhost_amqp_url):
+        provider = await cli_json(database_url, "", "provider", "create", "Late Estates")
+        feed = await cli_json(
+            database_url,
+            "",
+            "feed",
+            "add",
+            provider["provider_id"],
+            "http://127.0.0.1:9/f.json",
+            "--every",
+            "24h",
+        )
+        queued = await cli_json(database_url, "", "feed", "trigger", feed["feed_id"])
+        running = await cli_json(database_url, "", "feed", "trigger", feed["feed_id"])
+        fresh = await cli_json(database_url, vhost_amqp_url, "status")
+        conn = await asyncpg.connect(database_url)
+        try:
+            ago = "now() - make_interval(mins => $2)"
+            await conn.execute(
+                f"UPDATE feed_sources SET next_run_at = {ago} WHERE feed_id = $1",
+                feed["feed_id"],
+                10,
+            )
+            await conn.execute(
+                f"UPDATE feed_runs SET requested_at = {ago} WHERE run_id = $1", queued["run_id"], 20
+            )
+            await conn.execute(
+                f"UPDATE feed_runs SET status = 'running', started_at = {ago},"
+                f" requested_at = {ago}, claimed_by = 'gone', claimed_until = {ago}"
+                " WHERE run_id = $1",
+                running["run_id"],
+                10,
+            )
+        finally:
+            await conn.close()
+        report = await cli_json(database_url, vhost_amqp_url, "status")
+        people = await asyncio.to_thread(rwasync, database_url, vhost_amqp_url, "status")
+    # Just requested and scheduled a day on, nothing is late yet.
+    assert fresh["feed_poller_late"] == {
+        "feeds_overdue": 0,
+        "runs_queued": 0,
+        "runs_abandoned": 0,
+        "late_seconds": 0.0,
+    }
+    assert not any("feed-poller" in p for p in fresh["problems"])
+    late = report["feed_poller_late"]
+    assert (late["feeds_overdue"], late["runs_queued"], late["runs_abandoned"]) == (1, 1, 1)
+    assert 20 * 60 <= late["late_seconds"] < 25 * 60  # the queued run, requested 20 min ago
+    problem = next(p for p in report["problems"] if "feed-poller" in p)
+    assert problem == (
+        "1 scheduled feeds past their next run, 1 feed runs requested and not started, 1 feed "
+        "runs whose poller stopped renewing its lease, the oldest for 20 min: is a feed-poller "
+        "running, and keeping up?"
+    )
+    assert people.returncode == 0, people.stderr
+    assert "is a feed-poller running" in " ".join(people.stdout.split())

@@ -158,6 +158,26 @@ FEED_RUNS_SINCE: Final = """
 SELECT status, count(*) AS runs FROM feed_runs WHERE requested_at > $1 GROUP BY status
 """
 
+# Work only a feed-poller does, late: scheduled feeds past their next run, runs requested and
+# not started, runs whose poller's lease ran out (nobody took them over). Read through the
+# partial indexes `feed_sources_due` and `feed_runs_pending`.
+POLLER_WORK_LATE: Final = """
+SELECT
+  (SELECT count(*) FROM feed_sources
+   WHERE enabled AND (interval_seconds IS NOT NULL OR cron IS NOT NULL)
+     AND next_run_at < $1) AS feeds_overdue,
+  (SELECT min(next_run_at) FROM feed_sources
+   WHERE enabled AND (interval_seconds IS NOT NULL OR cron IS NOT NULL)
+     AND next_run_at < $1) AS oldest_due,
+  (SELECT count(*) FROM feed_runs
+   WHERE status = 'queued' AND requested_at < $1) AS runs_queued,
+  (SELECT count(*) FROM feed_runs
+   WHERE status = 'running' AND claimed_until < $1) AS runs_abandoned,
+  (SELECT min(requested_at) FROM feed_runs
+   WHERE status IN ('queued', 'running') AND requested_at < $1
+     AND (status = 'queued' OR claimed_until < $1)) AS oldest_requested
+"""
+
 # Feed runs waiting for an operator's decision: each feed's latest held run, unless a later run
 # read a newer snapshot (`SUPERSEDED`: it can no longer be applied) or someone already approved
 # it (it stays `held` until a poller applies it), oldest first.

@@ -28,8 +28,12 @@ from rwasync.schema import topology
 
 RECENT_RUNS: Final = 10
 # A consumer further behind than this, a work queue without consumers, a dead letter, a failed
-# run in the last day or a price tick held for an operator is a problem `status` lists.
+# run in the last day, feed work a poller is late for, or a price tick held for an operator is a
+# problem `status` lists.
 LAG_WARNING_SECONDS: Final = 60.0
+# A scheduled feed this far past its next run, or a run requested this long ago and not started
+# (or whose poller's lease ran out this long ago): no feed-poller is running, or it cannot keep up.
+POLLER_LATE_SECONDS: Final = 300.0
 QUEUES: Final = tuple(
     name for queue in topology.WORK_QUEUES for name in (queue, topology.dead_letter_queue(queue))
 )
@@ -130,6 +134,11 @@ async def database_status(conn: asyncpg.Connection, now: datetime) -> dict[str, 
         for r in await conn.fetch(queries.HELD_PRICES_BY_PROVIDER)
     ]
     held_runs = [dict(r) for r in await conn.fetch(queries.HELD_FEED_RUNS)]
+    late = await conn.fetchrow(
+        queries.POLLER_WORK_LATE, now - timedelta(seconds=POLLER_LATE_SECONDS)
+    )
+    assert late is not None
+    oldest = min((t for t in (late["oldest_due"], late["oldest_requested"]) if t), default=None)
     return {
         "lag": lag,
         "feed_runs": {
@@ -149,6 +158,13 @@ async def database_status(conn: asyncpg.Connection, now: datetime) -> dict[str, 
         },
         "held_prices": {"total": sum(h["ticks"] for h in held), "items": held},
         "held_feed_runs": {"total": len(held_runs), "items": held_runs},
+        "feed_poller_late": {
+            "feeds_overdue": int(late["feeds_overdue"]),
+            "runs_queued": int(late["runs_queued"]),
+            "runs_abandoned": int(late["runs_abandoned"]),
+            # how late the oldest of them is (0 when none)
+            "late_seconds": max(0.0, round((now - oldest).total_seconds(), 3)) if oldest else 0.0,
+        },
     }
 
 
@@ -185,6 +201,21 @@ def problems(report: dict[str, Any]) -> list[str]:
     if held:
         found.append(f"{held} price ticks held for an operator (rwasync price held list)")
     # Nothing of a held snapshot is applied until someone approves or rejects it.
+    late = report["feed_poller_late"]
+    waiting = [
+        f"{n} {what}"
+        for n, what in (
+            (late["feeds_overdue"], "scheduled feeds past their next run"),
+            (late["runs_queued"], "feed runs requested and not started"),
+            (late["runs_abandoned"], "feed runs whose poller stopped renewing its lease"),
+        )
+        if n
+    ]
+    if waiting:
+        found.append(
+            f"{', '.join(waiting)}, the oldest for {late['late_seconds'] / 60:.0f} min: "
+            "is a feed-poller running, and keeping up?"
+        )
     runs = report["held_feed_runs"]["total"]
     if runs:
         found.append(f"{runs} feed runs held for an operator (rwasync feed approve|reject RUN_ID)")
