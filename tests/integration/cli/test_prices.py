@@ -72,7 +72,10 @@ async def test_held_list_release_and_reject(
 
     released = await cli(database_url, "price", "held", "release", str(jump.event_id))
     assert released == {
-        "items": [{"event_id": str(jump.event_id), "status": "applied", "latest": False}]
+        "items": [{"event_id": str(jump.event_id), "status": "applied", "latest": False}],
+        "rechecked": [
+            {"event_id": str(after.event_id), "status": "applied", "reason": None, "latest": True}
+        ],
     }
     # The tick after it now measures from it: within 50 %, so it is shown too, and is the latest.
     assert await status(db, after.event_id) == ("applied", True)
@@ -115,6 +118,33 @@ async def test_releasing_one_tick_with_the_check_off_releases_no_other(
     await cli(database_url, "price", "held", "release", str(jump.event_id))
     assert await status(db, jump.event_id) == ("applied", True)
     assert await status(db, spike.event_id) == ("held", None)
+    latest = await db.fetchval("SELECT amount FROM latest_prices WHERE asset_id = 'a1'")
+    assert latest == Decimal("300")
+
+
+async def test_a_release_lists_the_later_ticks_it_holds_now(
+    database_url: str, db: Database, provider_id: str
+) -> None:
+    """Released, a new level makes a later tick back at the old one a jump: it was shown to
+    investors and is held now. The release says so, or an operator would never know."""
+    await cli(database_url, "price", "policy", "set", provider_id, "--max-jump", "0.5")
+    applier = PriceApplier(db)
+    base = price(provider_id, "a1", "100", at(1))
+    jump = price(provider_id, "a1", "300", at(2))  # held: +200 % from 100
+    back = price(provider_id, "a1", "101", at(3))  # applied: +1 % from 100
+    await applier.apply([base])
+    await applier.apply([jump, back])
+    assert await status(db, back.event_id) == ("applied", True)
+
+    released = await cli(database_url, "price", "held", "release", str(jump.event_id))
+    # The released tick is the latest price now: the one after it is held.
+    assert released["items"] == [
+        {"event_id": str(jump.event_id), "status": "applied", "latest": True}
+    ]
+    [moved] = released["rechecked"]
+    assert (moved["event_id"], moved["status"]) == (str(back.event_id), "held")
+    assert moved["reason"] and moved["latest"] is None
+    assert await status(db, back.event_id) == ("held", None)
     latest = await db.fetchval("SELECT amount FROM latest_prices WHERE asset_id = 'a1'")
     assert latest == Decimal("300")
 

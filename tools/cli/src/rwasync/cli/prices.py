@@ -248,10 +248,11 @@ def held_release(
     event_id: EventIds,
     as_json: JsonFlag = False,
 ) -> None:
-    """Show held ticks to investors; the ticks after each are checked again against it."""
+    """Show held ticks to investors; the ticks after each are checked again against it, and
+    those whose decision that changes are listed (`rechecked`)."""
     ids = list(dict.fromkeys(event_id))
 
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    async def work(conn: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
         async with conn.transaction():
             rows = await decide_held(conn, ids, "released")
             starts = prices.starts_of((r["provider_id"], r["asset_id"], r["as_of"]) for r in rows)
@@ -267,19 +268,28 @@ def held_release(
                 )
                 for r in rows
             ]
-            await receipts.redecide_price_ticks(
-                conn, released + prices.redecisions(changes, refresh.latest)
-            )
-        return [
-            {
-                "event_id": str(r.event_id),
-                "status": str(r.status),
-                "latest": r.latest,
-            }
-            for r in released
-        ]
+            rechecked = prices.redecisions(changes, refresh.latest)
+            await receipts.redecide_price_ticks(conn, released + rechecked)
+        return {
+            "items": [
+                {"event_id": str(r.event_id), "status": str(r.status), "latest": r.latest}
+                for r in released
+            ],
+            # The later ticks the re-check moved, either way: an operator releasing a tick must
+            # see one it now holds (a price back at the old level after it) as well as one it
+            # lets through.
+            "rechecked": [
+                {
+                    "event_id": str(r.event_id),
+                    "status": str(r.status),
+                    "reason": r.reason,
+                    "latest": r.latest,
+                }
+                for r in rechecked
+            ],
+        }
 
-    emit({"items": run_db(work)}, as_json)
+    emit(run_db(work), as_json)
 
 
 @held_app.command("reject")
