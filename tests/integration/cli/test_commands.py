@@ -547,6 +547,14 @@ async def test_readers_and_partners_are_listed_like_providers(database_url: str)
         assert all(len(line) <= 80 for line in table.stdout.splitlines()), table.stdout
         assert set(ids) <= set(table.stdout.split()), table.stdout
 
+    # A grant, like a credential, may be revoked twice: the second says it was not there.
+    ungrant = ("partner", "revoke", reach["partner_id"], other["provider_id"])
+    first, again = [await cli_json(database_url, *ungrant) for _ in range(2)]
+    assert (first["granted"], first["already_revoked"]) == (False, False)
+    assert (again["granted"], again["already_revoked"]) == (False, True)
+    partners = (await cli_json(database_url, "partner", "list"))["items"]
+    assert partners[0]["providers"] == [acme["provider_id"]]
+
 
 NAME_REFUSALS: Final = [
     ("", "must not be empty or blank"),

@@ -246,16 +246,25 @@ def partner_grant(partner_id: str, provider_id: str, as_json: JsonFlag = False) 
 
 @partner_app.command("revoke")
 def partner_revoke(partner_id: str, provider_id: str, as_json: JsonFlag = False) -> None:
-    """Stop a partner acting for a provider (within the services' auth cache time)."""
+    """Stop a partner acting for a provider (within the services' auth cache time). Like
+    `grant`, doing it again succeeds: `already_revoked` says the partner did not act for it."""
 
-    async def work(conn: asyncpg.Connection) -> None:
+    async def work(conn: asyncpg.Connection) -> bool:
         await _require_partner(conn, partner_id)
         await require_provider(conn, provider_id)
-        if await conn.execute(queries.UNGRANT_PARTNER, partner_id, provider_id) == "DELETE 0":
-            raise Refused(f"partner_id {partner_id!r}: does not act for {provider_id!r}")
+        done: str = await conn.execute(queries.UNGRANT_PARTNER, partner_id, provider_id)
+        return done == "DELETE 0"
 
-    run_db(work)
-    emit({"partner_id": partner_id, "provider_id": provider_id, "granted": False}, as_json)
+    already = run_db(work)
+    emit(
+        {
+            "partner_id": partner_id,
+            "provider_id": provider_id,
+            "granted": False,
+            "already_revoked": already,
+        },
+        as_json,
+    )
 
 
 @partner_app.command("list")
