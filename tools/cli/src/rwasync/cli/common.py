@@ -77,6 +77,19 @@ def run_db(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         fail(f"database error: {exc}")
 
 
+def listed(query: str, *args: Any) -> list[dict[str, Any]]:
+    """The rows a listing statement returns, as items for `emit`: each timestamp rendered as the
+    APIs render it (`table_time` cuts it to the second for a table), `None` left `None`."""
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [
+            {k: timestamp_text(v) if isinstance(v, datetime) else v for k, v in row.items()}
+            for row in await conn.fetch(query, *args)
+        ]
+
+    return run_db(work)
+
+
 def unknown(field: str, value: str, what: str) -> Refused:
     """The one refusal of an id that names nothing, whichever command was given it:
     `provider_id 'prv_x': unknown provider` (exit 1). `field` is the id's name in the commands'

@@ -17,6 +17,7 @@ from rwasync.cli.common import (
     NameArgument,
     Refused,
     emit,
+    listed,
     require_provider,
     run_db,
     table_time,
@@ -271,11 +272,7 @@ def partner_revoke(partner_id: str, provider_id: str, as_json: JsonFlag = False)
 def partner_list(as_json: JsonFlag = False) -> None:
     """List partners, oldest first, with the providers each acts for."""
 
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        rows = await conn.fetch(queries.LIST_PARTNERS)
-        return [{**dict(r), "created_at": timestamp_text(r["created_at"])} for r in rows]
-
-    items = run_db(work)
+    items = listed(queries.LIST_PARTNERS)
 
     def table() -> Table:
         # The creation time is left to `--json`: 80 columns hold the ids whole beside the name.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import asyncpg
 import typer
@@ -14,6 +14,7 @@ from rwasync.cli.common import (
     NameArgument,
     emit,
     integer_from,
+    listed,
     number_from,
     run_db,
     table_time,
@@ -56,11 +57,7 @@ def provider_create(name: NameArgument, as_json: JsonFlag = False) -> None:
 def provider_list(as_json: JsonFlag = False) -> None:
     """List providers."""
 
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        rows = await conn.fetch(queries.LIST_PROVIDERS)
-        return [{**dict(r), "created_at": timestamp_text(r["created_at"])} for r in rows]
-
-    items = run_db(work)
+    items = listed(queries.LIST_PROVIDERS)
 
     def table() -> Table:
         t = Table("provider_id", "name", "disabled", "created_at")
@@ -153,17 +150,7 @@ def reader_create(name: NameArgument, as_json: JsonFlag = False) -> None:
 def reader_list(as_json: JsonFlag = False) -> None:
     """List readers, oldest first (never their tokens)."""
 
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        return [
-            {
-                **dict(r),
-                "created_at": timestamp_text(r["created_at"]),
-                "revoked_at": timestamp_text(r["revoked_at"]) if r["revoked_at"] else None,
-            }
-            for r in await conn.fetch(queries.LIST_READERS)
-        ]
-
-    items = run_db(work)
+    items = listed(queries.LIST_READERS)
 
     def table() -> Table:
         t = Table("reader_id", "name", "created_at", "revoked_at")
