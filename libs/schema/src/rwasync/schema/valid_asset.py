@@ -211,14 +211,29 @@ def _integer(value: Any, low: int, high: int) -> int:
     return number
 
 
-def _timestamp(value: Any, now: datetime) -> datetime:
-    """A provider's timestamp (`fields._provider_datetime`): text only, as JSON sends it."""
+def _timestamp(value: Any, now: datetime) -> tuple[datetime, str]:
+    """A provider's timestamp (`fields._provider_datetime`): text only, as JSON sends it; and its
+    normalised text."""
     if type(value) is not str:
         raise _Declined
     moment = as_utc_datetime(value)
     if too_far_ahead(moment, now):
         raise _Declined
-    return moment
+    return moment, value if _is_normalized_timestamp(value) else timestamp_text(moment)
+
+
+def _is_normalized_timestamp(text: str) -> bool:
+    """Whether text that `as_utc_datetime` read is already as `timestamp_text` writes it
+    (`2025-06-01T12:05:00.000000Z`, as most providers' systems send it): then rendering it
+    again would only give it back. Parsed, its other characters can only be digits, `-` and `:`
+    where these are, and a year from 1000; ASCII, since the parser takes any Unicode digit."""
+    return (
+        len(text) == 27
+        and text[10] == "T"
+        and text[19] == "."
+        and text[26] == "Z"
+        and text.isascii()
+    )
 
 
 def _https(value: Any) -> str:
@@ -306,8 +321,7 @@ def _dated_amount(value: Any, now: datetime) -> tuple[dict[str, Any], QuotedPric
     normalized = {"amount": amount_text, "currency": currency}
     as_of = dated.get("as_of")
     if as_of is not None:
-        as_of = _timestamp(as_of, now)
-        normalized["as_of"] = timestamp_text(as_of)
+        as_of, normalized["as_of"] = _timestamp(as_of, now)
     return normalized, QuotedPrice(amount, currency, as_of)
 
 
@@ -377,13 +391,13 @@ def _common_shape(data: Any, now: datetime) -> ValidAsset:
     asset_id = data.get("id")
     if type(asset_id) is not str or ASSET_ID.fullmatch(asset_id) is None:
         raise _Declined
-    updated_at = _timestamp(data.get("updated_at"), now)
+    updated_at, updated_text = _timestamp(data.get("updated_at"), now)
     name = _text(data.get("name"), NAME_MAX_LENGTH)
     if not name:
         raise _Declined
     document: dict[str, Any] = {
         "id": asset_id,
-        "updated_at": timestamp_text(updated_at),
+        "updated_at": updated_text,
         "status": _status(data.get("status")),
         "name": name,
     }

@@ -77,6 +77,7 @@ class FeedPoller:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._validator.start()
         self._tasks = [
             asyncio.create_task(self._loop(), name="feed-poller-loop"),
             asyncio.create_task(self._listener.listen_forever(), name="feed-poller-listen"),

@@ -87,14 +87,39 @@ def validate_batch(
     return "".join(lines).encode(), errors
 
 
+def _ready() -> None:
+    """Each worker's initializer: to call it, the worker imports this module, and with it the
+    rules."""
+
+
 class ItemValidator:
-    """A pool of `workers` processes, started on first use and kept for the service's life;
-    an item over `max_item_bytes` is invalid."""
+    """A pool of `workers` processes kept for the service's life, started by `start` (or on
+    first use); an item over `max_item_bytes` is invalid."""
 
     def __init__(self, workers: int, max_item_bytes: int) -> None:
         self.workers = workers
         self.max_item_bytes = max_item_bytes
         self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start the workers now, so that a run does not wait for them: a spawned worker takes
+        about half a second of CPU to import the rules, which the first run would otherwise pay.
+        A worker is spawned per task submitted while none is idle, so `workers` tasks start all
+        of them; each imports the rules before its first task (`_ready`)."""
+        if self.workers == 0:
+            return
+        pool = self._started()
+        for _ in range(self.workers):
+            pool.submit(_ready)
+
+    def _started(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # Spawned, not forked: a fork of a process with an event loop, threads and open
+            # sockets copies them all into the child.
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ready
+            )
+        return self._pool
 
     async def validate(
         self, run_id: str, records: Sequence[RawRecord], now: datetime
@@ -105,16 +130,10 @@ class ItemValidator:
         fields = [record_fields(record) for record in records]
         if self.workers == 0:
             return await asyncio.to_thread(validate_batch, run_id, fields, now, self.max_item_bytes)
-        if self._pool is None:
-            # Spawned, not forked: a fork of a process with an event loop, threads and open
-            # sockets copies them all into the child.
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn")
-            )
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self._pool, validate_batch, run_id, fields, now, self.max_item_bytes
+                self._started(), validate_batch, run_id, fields, now, self.max_item_bytes
             )
         except BrokenProcessPool:
             # A worker died (killed, out of memory): this run fails, the next gets a new pool.
