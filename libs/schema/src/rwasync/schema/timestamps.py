@@ -18,6 +18,21 @@ def timestamp_text(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
+def is_timestamp_text(text: str) -> bool:
+    """Whether RFC 3339 text that `fields.as_utc_datetime` read is already as `timestamp_text`
+    writes it (`2025-06-01T12:05:00.000000Z`, as most providers' systems send it), so rendering
+    it again would only give it back. Once parsed, its other characters can only be digits, `-`
+    and `:` where these are, and a year from 1000; ASCII, since the parser takes any Unicode
+    digit."""
+    return (
+        len(text) == 27
+        and text[10] == "T"
+        and text[19] == "."
+        and text[26] == "Z"
+        and text.isascii()
+    )
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

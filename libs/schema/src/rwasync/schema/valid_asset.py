@@ -63,7 +63,7 @@ from rwasync.schema.fields import (
     as_utc_datetime,
 )
 from rwasync.schema.jsonsafe import MalformedJSON, parse_decimal
-from rwasync.schema.timestamps import timestamp_text, too_far_ahead
+from rwasync.schema.timestamps import is_timestamp_text, timestamp_text, too_far_ahead
 
 # --- the result and the entry points -----------------------------------------------------------
 
@@ -219,21 +219,7 @@ def _timestamp(value: Any, now: datetime) -> tuple[datetime, str]:
     moment = as_utc_datetime(value)
     if too_far_ahead(moment, now):
         raise _Declined
-    return moment, value if _is_normalized_timestamp(value) else timestamp_text(moment)
-
-
-def _is_normalized_timestamp(text: str) -> bool:
-    """Whether text that `as_utc_datetime` read is already as `timestamp_text` writes it
-    (`2025-06-01T12:05:00.000000Z`, as most providers' systems send it): then rendering it
-    again would only give it back. Parsed, its other characters can only be digits, `-` and `:`
-    where these are, and a year from 1000; ASCII, since the parser takes any Unicode digit."""
-    return (
-        len(text) == 27
-        and text[10] == "T"
-        and text[19] == "."
-        and text[26] == "Z"
-        and text.isascii()
-    )
+    return moment, value if is_timestamp_text(value) else timestamp_text(moment)
 
 
 def _https(value: Any) -> str:
