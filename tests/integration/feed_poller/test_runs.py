@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from rwasync.feed_poller import queries
 from rwasync.feed_poller.claims import RunClaims
@@ -33,6 +34,7 @@ from tests.integration.feed_poller.harness import (
     trigger,
     wait_for_run,
 )
+from tests.support.tcpproxy import TcpProxy
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -395,6 +397,37 @@ async def test_a_stopping_poller_hands_its_runs_back(
     assert row["status"] == "queued" and row["claimed_by"] is None and row["started_at"] is None
     # Nothing else would take it: it waits for the next replica.
     assert await db.fetchval(queries.RECOVER_EXPIRED_RUNS) is None
+
+
+async def test_a_claim_whose_answer_was_on_its_way_when_the_poller_stopped_is_handed_back(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """Stopped between the database committing its claim and the answer arriving, the poller
+    forgot the claim: the run stayed `running` under a lease nobody renewed, so the feed (and an
+    approval of its held run) waited a whole lease, 60 s, with nothing logged. Seen once as a
+    fault-suite test whose second poller never claimed an approval."""
+    feed_id = await add_feed(
+        db, provider_id, feed_server.serve("/feed.json", body(feed_body([], timestamp=utc_now())))
+    )
+    target = URL(database_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    try:
+        proxied = str(target.with_port(proxy.port))
+        async with running_poller(poller_settings(proxied, vhost_amqp_url)) as (poller, _):
+            proxy.latency = 0.25  # every answer from Postgres now takes a quarter second
+            run_id = await trigger(db, feed_id)
+            await eventually(
+                lambda: run_row(db, run_id),
+                lambda row: row["status"] == "running",
+                interval=0.01,
+                what="the claim committed",
+            )
+            assert poller.runs_in_progress == []  # its answer is still on the way: stop now
+    finally:
+        await proxy.cut()
+    row = await run_row(db, run_id)
+    assert (row["status"], row["claimed_by"], row["claimed_until"]) == ("queued", None, None)
 
 
 async def test_a_run_whose_lease_was_lost_stops_here(

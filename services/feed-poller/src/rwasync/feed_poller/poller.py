@@ -146,12 +146,26 @@ class FeedPoller:
             # A run could not publish: leave queued runs for when the broker answers.
             return
         while len(self._active) < self._settings.max_concurrent_runs:
-            claim = await self._claims.claim()
+            claim = await self._claim()
             if claim is None:
                 return
             self._active[claim.run_id] = asyncio.create_task(
                 self._execute(claim), name=f"feed-run-{claim.run_id}"
             )
+
+    async def _claim(self) -> ClaimedRun | None:
+        """The next claim. Stopping the loop while the database commits a claim must not
+        forget it (the run would wait out a lease nobody renews): the claim finishes, and a
+        claim that arrives after the stop is handed back at once."""
+        claiming = asyncio.ensure_future(self._claims.claim())
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                claim = await claiming
+                if claim is not None:
+                    await self._claims.release([claim.run_id])
+            raise
 
     async def _execute(self, claim: ClaimedRun) -> None:
         # A run's trace is its run id: its events carry it, and so do the messages and the
