@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
-import click
 import pytest
 import typer
 import typer.main
@@ -20,14 +20,15 @@ from rwasync.cli.common import checked_name, ids_whole, json_text, table_time
 pytestmark = pytest.mark.unit
 
 
-def commands(
-    group: click.Command, path: tuple[str, ...] = ()
-) -> Iterator[tuple[str, click.Command]]:
-    subcommands = getattr(group, "commands", None)
-    if subcommands is None:
+def commands(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    if not isinstance(group, typer.core.TyperGroup):
         yield " ".join(path), group
         return
-    for name, command in subcommands.items():
+    # As click finds them (the command groups are imported only when asked for).
+    context = typer.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None, name
         yield from commands(command, (*path, name))
 
 

@@ -14,23 +14,11 @@ from typing import Final
 
 from aiohttp import web
 
+from rwasync.schema.addresses import parse_networks
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 FORWARDED_FOR: Final = "X-Forwarded-For"
-
-
-def parse_networks(setting: str) -> tuple[IpNetwork, ...]:
-    """Comma-separated CIDR ranges (or single addresses); raises ValueError naming a bad one."""
-    networks = []
-    for part in setting.split(","):
-        text = part.strip()
-        if not text:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ValueError(f"{text!r} is not a CIDR range or an IP address") from None
-    return tuple(networks)
 
 
 def hop_address(hop: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

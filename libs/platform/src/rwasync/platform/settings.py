@@ -32,7 +32,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rwasync.platform.clients import parse_networks
+from rwasync.schema.addresses import parse_networks
 
 DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/rwasync"
 DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"

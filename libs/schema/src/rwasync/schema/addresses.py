@@ -91,9 +91,18 @@ def _is_public(address: IPAddress) -> bool:
 
 
 def parse_networks(text: str | Iterable[str]) -> tuple[IPNetwork, ...]:
-    """CIDR ranges from a comma-separated setting (or a list); raises ValueError on a bad one."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items if item.strip())
+    """CIDR ranges (or single addresses) from a comma-separated setting, or a list; raises
+    ValueError naming a bad one."""
+    networks = []
+    for item in text.split(",") if isinstance(text, str) else text:
+        part = item.strip()
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not a CIDR range or an IP address") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ T = TypeVar("T")
 
 # soft_wrap: an error is one line whatever the width (80 columns when stderr is not a terminal).
 stderr = Console(stderr=True, soft_wrap=True)
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 # Exit codes: 1 for an error; `feed trigger --wait` and `feed approve` also use these two.
 EXIT_ERROR: Final = 1

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from rwasync.cli import queries
 from rwasync.cli.common import (
-    JsonFlag,
     NameArgument,
     Refused,
     emit,
@@ -23,6 +22,7 @@ from rwasync.cli.common import (
     table_time,
     unknown,
 )
+from rwasync.cli.flags import JsonFlag
 from rwasync.schema.feeds import FeedSettingInvalid, parse_interval
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import IssuedCredential, issue_provider_credential, new_id

@@ -20,7 +20,8 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from rwasync.cli.common import JsonFlag, emit, fail, run_db, settings, stderr, unknown
+from rwasync.cli.common import emit, fail, run_db, settings, stderr, unknown
+from rwasync.cli.flags import JsonFlag
 from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.schema import topology
 from rwasync.store import dead_letters

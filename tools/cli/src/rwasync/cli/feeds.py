@@ -16,7 +16,6 @@ from rich.table import Table
 from rwasync.cli.common import (
     EXIT_FAILED,
     EXIT_HELD,
-    JsonFlag,
     TimeoutOption,
     emit,
     fail,
@@ -28,6 +27,7 @@ from rwasync.cli.common import (
     stderr,
     table_time,
 )
+from rwasync.cli.flags import JsonFlag
 from rwasync.feeds.auth import FeedSecrets
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.errors import FieldError

@@ -18,7 +18,6 @@ from rich.table import Table
 
 from rwasync.cli import queries
 from rwasync.cli.common import (
-    JsonFlag,
     Refused,
     emit,
     integer_from,
@@ -27,6 +26,7 @@ from rwasync.cli.common import (
     table_time,
     unknown,
 )
+from rwasync.cli.flags import JsonFlag
 from rwasync.schema.asset import normalize_decimal
 from rwasync.schema.events import ReceiptStatus
 from rwasync.schema.timestamps import timestamp_text

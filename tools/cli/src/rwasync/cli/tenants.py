@@ -10,7 +10,6 @@ from rich.table import Table
 
 from rwasync.cli import queries
 from rwasync.cli.common import (
-    JsonFlag,
     NameArgument,
     emit,
     integer_from,
@@ -20,6 +19,7 @@ from rwasync.cli.common import (
     table_time,
     unknown,
 )
+from rwasync.cli.flags import JsonFlag
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import digest, issue_provider_credential, issue_reader_token, new_id
 
