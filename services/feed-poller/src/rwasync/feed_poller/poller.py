@@ -42,6 +42,10 @@ RUN_SECONDS = Histogram(
 )
 
 
+# How long a stopping poller waits for a claim in flight to come back (so as to hand it back).
+STOP_CLAIM_WAIT = 5.0
+
+
 def _default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -155,14 +159,17 @@ class FeedPoller:
 
     async def _claim(self) -> ClaimedRun | None:
         """The next claim. Stopping the loop while the database commits a claim must not
-        forget it (the run would wait out a lease nobody renews): the claim finishes, and a
-        claim that arrives after the stop is handed back at once."""
+        forget it (the run would wait out a lease nobody renews): the claim gets a few seconds
+        to finish, and a claim that arrives after the stop is handed back at once."""
         claiming = asyncio.ensure_future(self._claims.claim())
         try:
             return await asyncio.shield(claiming)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                claim = await claiming
+            await asyncio.wait({claiming}, timeout=STOP_CLAIM_WAIT)
+            if not claiming.done():
+                claiming.cancel()  # the database is not answering: its lease will run out
+            elif not claiming.cancelled() and claiming.exception() is None:
+                claim = claiming.result()
                 if claim is not None:
                     await self._claims.release([claim.run_id])
             raise
