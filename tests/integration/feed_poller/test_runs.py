@@ -542,6 +542,33 @@ async def test_a_claim_takes_the_provider_with_the_fewest_runs_in_progress_first
     assert claim is not None and claim.run_id == fourth
 
 
+async def test_a_renewal_after_a_run_ended_gives_it_no_lease(
+    db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A renewal that waited on the row lock of a run's ending (the loop renews every run it
+    holds, one of which was just finishing) set a lease on the ended run: a held run, approved
+    straight after, could not be claimed by any replica for that lease, 60 s (seen as a
+    default-suite run whose `claimed_until` was set after it ended `ok`)."""
+    run_id = await trigger(
+        db, await add_feed(db, provider_id, feed_server.serve("/f", body(b"{}")))
+    )
+    claims = RunClaims(db, "replica-a", lease_seconds=60, runs_per_provider=3)
+    claim = await claims.claim()
+    assert claim is not None and claim.run_id == run_id
+    # How FINISH_RUN leaves a held run: its replica recorded, no lease.
+    await db.execute(
+        "UPDATE feed_runs SET status = 'held', finished_at = now(), claimed_until = NULL"
+        " WHERE run_id = $1",
+        run_id,
+    )
+    assert await claims.renew([run_id]) == {run_id}  # not this replica's to run any more
+    assert (await run_row(db, run_id))["claimed_until"] is None
+    async with db.connection() as conn:
+        await feeds.decide_run(conn, run_id, "approve", provider_id=provider_id)
+    approval = await RunClaims(db, "replica-b", lease_seconds=60, runs_per_provider=3).claim()
+    assert approval is not None and (approval.run_id, approval.is_approval) == (run_id, True)
+
+
 async def test_a_message_of_large_documents_is_cut_at_the_brokers_size_budget(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

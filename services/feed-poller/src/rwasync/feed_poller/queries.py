@@ -125,10 +125,14 @@ RETURNING {_CLAIMED_COLUMNS}
 # transaction ends: see `RunClaims.claim`.
 LOCK_CLAIMS = "SELECT pg_advisory_xact_lock($1::int, 0)"
 
-# Keep this replica's claims alive: $1 run ids, $2 replica, $3 lease seconds.
+# Keep this replica's claims alive: $1 run ids, $2 replica, $3 lease seconds. Only runs still in
+# progress (what FINISH_RUN accepts): a renewal that waited on the row lock of a run's ending
+# once gave the ended run a lease again, and a held run then approved waited out that lease,
+# 60 s, before any replica could claim the approval.
 RENEW_LEASES = """
 UPDATE feed_runs SET claimed_until = now() + make_interval(secs => $3)
 WHERE run_id = ANY($1::text[]) AND claimed_by = $2
+  AND (status = 'running' OR (status = 'held' AND decision = 'approve'))
 RETURNING run_id
 """
 
