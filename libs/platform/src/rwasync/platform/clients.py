@@ -16,8 +16,6 @@ from aiohttp import web
 
 from rwasync.schema.addresses import parse_networks
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 FORWARDED_FOR: Final = "X-Forwarded-For"
 
 
