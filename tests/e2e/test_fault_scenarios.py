@@ -159,22 +159,13 @@ async def test_postgres_restart_and_kill9_under_load(
 @contextlib.asynccontextmanager
 async def _proxies(system: System) -> AsyncIterator[tuple[TcpProxy, TcpProxy]]:
     """A proxy to the broker and one to the database (shared by every service behind them)."""
-    made = []
-    for url, default in ((system.amqp_url, 5672), (system.database_url, 5432)):
-        target = URL(url)
-        proxy = TcpProxy(target.host or "127.0.0.1", target.port or default)
-        await proxy.start()
-        made.append(proxy)
+    made = [await TcpProxy.in_front_of(url) for url in (system.amqp_url, system.database_url)]
     try:
         yield made[0], made[1]
     finally:
         for proxy in made:
             proxy.resume()
             await proxy.cut()
-
-
-def _through(url: str, proxy: TcpProxy) -> str:
-    return str(URL(url).with_host("127.0.0.1").with_port(proxy.port))
 
 
 async def _kill(services: list[ServiceProcess]) -> None:
@@ -201,8 +192,8 @@ async def test_consumers_killed_before_commit_and_after_commit_before_ack(
         _proxies(system) as (broker, database),
     ):
         system.extra_env.update(
-            RWASYNC_AMQP_URL=_through(system.amqp_url, broker),
-            RWASYNC_DATABASE_URL=_through(system.database_url, database),
+            RWASYNC_AMQP_URL=broker.through(system.amqp_url),
+            RWASYNC_DATABASE_URL=database.through(system.database_url),
         )
         await asyncio.to_thread(system.start, "reconciler", "pricing")
         for key in ("RWASYNC_AMQP_URL", "RWASYNC_DATABASE_URL"):
@@ -245,8 +236,8 @@ async def test_latency_and_resets_between_every_service_and_its_servers(
         _proxies(system) as (broker, database),
     ):
         system.extra_env.update(
-            RWASYNC_AMQP_URL=_through(system.amqp_url, broker),
-            RWASYNC_DATABASE_URL=_through(system.database_url, database),
+            RWASYNC_AMQP_URL=broker.through(system.amqp_url),
+            RWASYNC_DATABASE_URL=database.through(system.database_url),
         )
         await asyncio.to_thread(system.start)
         people = await people_of(system)

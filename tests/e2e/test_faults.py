@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
-from yarl import URL
 
 from tests.e2e.test_flows import bearer, get_asset, put_asset, receipt
 from tests.support.events import asset_doc
@@ -19,17 +18,6 @@ from tests.support.tcpproxy import TcpProxy
 from tests.support.waiting import eventually, get_status
 
 pytestmark = pytest.mark.e2e
-
-
-async def _proxy_for(url: str, default_port: int) -> TcpProxy:
-    parsed = URL(url)
-    proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or default_port)
-    await proxy.start()
-    return proxy
-
-
-def _through(url: str, proxy: TcpProxy) -> str:
-    return str(URL(url).with_host("127.0.0.1").with_port(proxy.port))
 
 
 @contextlib.asynccontextmanager
@@ -51,14 +39,14 @@ async def reconciler_with(system: System, **env: str) -> AsyncIterator[ServicePr
 
 @pytest.fixture
 async def broker_proxy(system: System) -> AsyncIterator[TcpProxy]:
-    proxy = await _proxy_for(system.amqp_url, 5672)
+    proxy = await TcpProxy.in_front_of(system.amqp_url)
     yield proxy
     await proxy.cut()
 
 
 @pytest.fixture
 async def database_proxy(system: System) -> AsyncIterator[TcpProxy]:
-    proxy = await _proxy_for(system.database_url, 5432)
+    proxy = await TcpProxy.in_front_of(system.database_url)
     yield proxy
     await proxy.cut()
 
@@ -69,7 +57,7 @@ async def test_ingest_recovers_when_the_broker_returns(
     provider: dict[str, str],
     broker_proxy: TcpProxy,
 ) -> None:
-    env = {**system.env, "RWASYNC_AMQP_URL": _through(system.amqp_url, broker_proxy)}
+    env = {**system.env, "RWASYNC_AMQP_URL": broker_proxy.through(system.amqp_url)}
     ingest = ServiceProcess("ingest-api", free_port(), env, system.workdir / "ingest-proxied.log")
     ingest.start()
     try:
@@ -131,7 +119,7 @@ async def test_reconciler_waits_out_a_database_outage_and_loses_nothing(
     provider: dict[str, str],
     database_proxy: TcpProxy,
 ) -> None:
-    url = _through(system.database_url, database_proxy)
+    url = database_proxy.through(system.database_url)
     async with reconciler_with(system, RWASYNC_DATABASE_URL=url) as reconciler:
         await _outage_loses_nothing(system, http, provider, database_proxy, reconciler, "outage")
 
@@ -142,7 +130,7 @@ async def test_reconciler_resumes_consuming_after_losing_the_broker(
     provider: dict[str, str],
     broker_proxy: TcpProxy,
 ) -> None:
-    url = _through(system.amqp_url, broker_proxy)
+    url = broker_proxy.through(system.amqp_url)
     async with reconciler_with(system, RWASYNC_AMQP_URL=url) as reconciler:
         await _outage_loses_nothing(system, http, provider, broker_proxy, reconciler, "cut")
 

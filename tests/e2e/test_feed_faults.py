@@ -22,7 +22,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from yarl import URL
 
 from rwasync.schema.timestamps import timestamp_text
 from tests.e2e.scenarios import people_of, scenario_system
@@ -125,9 +124,7 @@ async def test_feed_runs_during_broker_cuts_and_pushes_during_runs(
             "RWASYNC_FEED_POLLER_POLL_INTERVAL": "0.2",
         },
     ) as system:
-        target = URL(system.amqp_url)
-        proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5672)
-        await proxy.start()
+        proxy = await TcpProxy.in_front_of(system.amqp_url)
         try:
             await _run(system, proxy, files)
         finally:
@@ -135,7 +132,7 @@ async def test_feed_runs_during_broker_cuts_and_pushes_during_runs(
 
 
 async def _run(system: System, proxy: TcpProxy, files: FileHost) -> None:
-    system.extra_env["RWASYNC_AMQP_URL"] = str(target_through(system.amqp_url, proxy))
+    system.extra_env["RWASYNC_AMQP_URL"] = proxy.through(system.amqp_url)
     await asyncio.to_thread(system.start, "feed-poller")
     del system.extra_env["RWASYNC_AMQP_URL"]
     await asyncio.to_thread(system.start, "ingest-api", "reconciler", "pricing")
@@ -259,7 +256,3 @@ async def _run_reached(system: System, feed_id: str, index: int, column: str) ->
     finally:
         await conn.close()
     raise AssertionError(f"run {index} of {feed_id} never set {column}")
-
-
-def target_through(url: str, proxy: TcpProxy) -> URL:
-    return URL(url).with_host("127.0.0.1").with_port(proxy.port)

@@ -26,7 +26,6 @@ import aio_pika
 import aiohttp
 import asyncpg
 import pytest
-from yarl import URL
 
 from rwasync.schema import topology
 from rwasync.schema.asset import content_hash_hex, normalized_document, parse_asset
@@ -467,9 +466,7 @@ def _log_errors(path: Path, offset: int) -> list[str]:
 
 @pytest.fixture
 async def broker_proxy(system: System) -> AsyncIterator[TcpProxy]:
-    target = URL(system.amqp_url)
-    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5672)
-    await proxy.start()
+    proxy = await TcpProxy.in_front_of(system.amqp_url)
     yield proxy
     await proxy.cut()
 
@@ -479,7 +476,7 @@ async def soak_ingest(
     system: System, broker_proxy: TcpProxy, request: pytest.FixtureRequest
 ) -> AsyncIterator[ServiceProcess]:
     """An ingest-api of the soak's own whose broker connection goes through the proxy."""
-    amqp = str(URL(system.amqp_url).with_host("127.0.0.1").with_port(broker_proxy.port))
+    amqp = broker_proxy.through(system.amqp_url)
     # 16 clients push faster than a provider's default rate (200/s) now that ingest-api answers
     # faster; the soak is about faults, not about the rate limit (the scenarios do the same).
     env = {

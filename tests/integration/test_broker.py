@@ -328,10 +328,8 @@ async def test_a_broker_gone_silent_is_left_for_a_new_connection_within_a_minute
     connections get through): publishes time out, and within about three heartbeat periods
     (33 s) the connection counts as lost and the next one confirms again, where aiormq's default
     heartbeat would take over three minutes. Slow: `make test-faults`."""
-    direct = URL(vhost_amqp_url)
-    proxy = TcpProxy(direct.host or "127.0.0.1", direct.port or 5672)
-    await proxy.start()
-    b = Broker(str(direct.with_port(proxy.port)), publish_timeout=2.0, name="silent-broker")
+    proxy = await TcpProxy.in_front_of(vhost_amqp_url)
+    b = Broker(proxy.through(vhost_amqp_url), publish_timeout=2.0, name="silent-broker")
     b.start()
     loop = asyncio.get_running_loop()
 
@@ -380,9 +378,8 @@ async def test_a_lost_connection_fails_over_and_the_consumer_consumes_again(
     """The first address (a proxy) is cut: the connection moves to the second address, its
     channels come back there, and the consumer applies what is published afterwards."""
     direct = URL(vhost_amqp_url)
-    proxy = TcpProxy(direct.host or "127.0.0.1", direct.port or 5672)
-    await proxy.start()
-    proxied = str(direct.with_host("127.0.0.1").with_port(proxy.port))
+    proxy = await TcpProxy.in_front_of(vhost_amqp_url)
+    proxied = proxy.through(vhost_amqp_url)
     # Started on the proxy, so that cutting it is what moves the connection.
     b = Broker(f"{proxied},{vhost_amqp_url}", name="failover-lost", first=0)
     applier = _PoisonSensitiveApplier(set())

@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from yarl import URL
 
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database, LockSpace
@@ -92,12 +91,8 @@ async def test_a_relay_whose_database_goes_silent_gives_its_connection_up_and_ta
     times out and it stops claiming the relay instead of waiting for ever. Once the server has
     ended the silent session (as its keepalives do when a host vanished), the same replica takes
     the lock on a new connection and relays what committed meanwhile."""
-    target = URL(database_url)
-    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
-    await proxy.start()
-    relay = ChangeRelay(
-        str(target.with_port(proxy.port)), broker, interval=0.05, command_timeout=1.0
-    )
+    proxy = await TcpProxy.in_front_of(database_url)
+    relay = ChangeRelay(proxy.through(database_url), broker, interval=0.05, command_timeout=1.0)
     relay.start()
     try:
         await eventually(lambda: asyncio.sleep(0, relay.holding), bool, what="relay holding")

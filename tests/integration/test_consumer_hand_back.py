@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 import pytest
-from yarl import URL
 
 from rwasync.platform.broker import Broker
 from rwasync.platform.consumer import EventConsumer
@@ -176,10 +175,8 @@ async def test_a_replica_whose_database_stops_answering_mid_apply_hands_back_soo
     until the statement's 60 s timeout; the replica notices when the apply has run for
     `hand_back_after` and its database does not answer a ping, and hands its messages back
     then, for a replica that reaches the database to apply."""
-    target = URL(database_url)
-    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
-    await proxy.start()
-    silent = Database(str(target.with_port(proxy.port)), min_size=1, max_size=2)
+    proxy = await TcpProxy.in_front_of(database_url)
+    silent = Database(proxy.through(database_url), min_size=1, max_size=2)
     silent.start()
     await silent.wait_connected(timeout=30)
     stalled = _DatabaseApplier(silent)

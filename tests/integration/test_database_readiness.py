@@ -10,23 +10,11 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from yarl import URL
 
 from rwasync.platform.db import CANCEL_WAIT, WRITABLE_CHECK, Database, is_transient
-from tests.support.tcpproxy import TcpProxy
+from tests.support.tcpproxy import proxied
 
 pytestmark = pytest.mark.integration
-
-
-@contextlib.asynccontextmanager
-async def _proxied(database_url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
-    target = URL(database_url)
-    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
-    await proxy.start()
-    try:
-        yield proxy, str(target.with_port(proxy.port))
-    finally:
-        await proxy.cut()
 
 
 @contextlib.asynccontextmanager
@@ -59,7 +47,7 @@ async def test_a_pool_busy_with_work_still_reports_the_database_ready(database_u
 async def test_the_check_notices_a_database_that_stops_answering_and_its_return(
     database_url: str,
 ) -> None:
-    async with _proxied(database_url) as (proxy, url), _database(url, max_size=2) as db:
+    async with proxied(database_url) as (proxy, url), _database(url, max_size=2) as db:
         assert await db.ping()
         proxy.pause()  # connections stay open; nothing comes back
         assert not await db.ping(timeout=0.5)
@@ -106,7 +94,7 @@ async def test_a_deadline_ends_a_statement_the_database_never_answers_soon(
     nothing comes back), ends within its deadline and the cancel's bounded wait (CANCEL_WAIT),
     not the 60 s command timeout: alone, or inside a transaction (whose ROLLBACK waits for the
     cancel too). The pool serves again once the database answers."""
-    async with _proxied(database_url) as (proxy, url), _database(url, max_size=2) as db:
+    async with proxied(database_url) as (proxy, url), _database(url, max_size=2) as db:
         assert await db.fetchval("SELECT 1") == 1
         for read in (lambda: db.fetchval("SELECT 1"), lambda: db.fetch("SELECT 1")):
             proxy.pause()

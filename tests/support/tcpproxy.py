@@ -7,9 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from typing import Final
+
+from yarl import URL
+
+# The port a service URL without one means (yarl knows only the web schemes').
+DEFAULT_PORTS: Final = {"postgresql": 5432, "postgres": 5432, "amqp": 5672, "amqps": 5671}
 
 
 class TcpProxy:
+    @classmethod
+    async def in_front_of(cls, url: str) -> TcpProxy:
+        """A started proxy to the server of a Postgres or RabbitMQ `url`; a service under test is
+        given `proxy.through(url)` instead."""
+        target = URL(url)
+        proxy = cls(target.host or "127.0.0.1", target.port or DEFAULT_PORTS[target.scheme])
+        await proxy.start()
+        return proxy
+
+    def through(self, url: str) -> str:
+        """`url` with this proxy's address (it listens on 127.0.0.1) instead of its server's."""
+        return str(URL(url).with_host("127.0.0.1").with_port(self.port))
+
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
@@ -88,3 +108,13 @@ class TcpProxy:
             self._writers.discard(dst)
             with contextlib.suppress(Exception):
                 dst.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def proxied(url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
+    """`TcpProxy.in_front_of(url)` and the URL through it; the proxy is cut on the way out."""
+    proxy = await TcpProxy.in_front_of(url)
+    try:
+        yield proxy, proxy.through(url)
+    finally:
+        await proxy.cut()

@@ -11,7 +11,6 @@ from datetime import timedelta
 import aio_pika
 import orjson
 import pytest
-from yarl import URL
 
 from rwasync.feed_poller import pipeline
 from rwasync.feed_poller.messages import upsert_event
@@ -418,13 +417,6 @@ async def _queued(amqp_url: str) -> int:
         await connection.close()
 
 
-async def _proxied(amqp_url: str) -> tuple[TcpProxy, str]:
-    target = URL(amqp_url)
-    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5672)
-    await proxy.start()
-    return proxy, str(target.with_port(proxy.port))
-
-
 async def _wait_queued(amqp_url: str, at_least: int) -> None:
     deadline = time.monotonic() + 60
     while await _queued(amqp_url) < at_least:
@@ -445,9 +437,13 @@ async def test_a_broker_that_stops_confirming_fails_the_run_with_what_was_publis
     items = [asset(f"a{n:04d}") for n in range(3000)]
     url = feed_server.serve("/feed.json", body(feed_body(items, timestamp=snapshot)))
     feed_id = await add_feed(db, provider_id, url)
-    proxy, proxied_url = await _proxied(vhost_amqp_url)
+    proxy = await TcpProxy.in_front_of(vhost_amqp_url)
     settings = poller_settings(
-        database_url, proxied_url, events_per_message=1, publish_window=4, confirm_stall_seconds=2
+        database_url,
+        proxy.through(vhost_amqp_url),
+        events_per_message=1,
+        publish_window=4,
+        confirm_stall_seconds=2,
     )
     try:
         async with running_poller(settings):

@@ -10,7 +10,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from yarl import URL
 
 from rwasync.feed_poller import queries
 from rwasync.feed_poller.claims import RunClaims
@@ -34,7 +33,7 @@ from tests.integration.feed_poller.harness import (
     trigger,
     wait_for_run,
 )
-from tests.support.tcpproxy import TcpProxy
+from tests.support.tcpproxy import proxied
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -409,23 +408,19 @@ async def test_a_claim_whose_answer_was_on_its_way_when_the_poller_stopped_is_ha
     feed_id = await add_feed(
         db, provider_id, feed_server.serve("/feed.json", body(feed_body([], timestamp=utc_now())))
     )
-    target = URL(database_url)
-    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
-    await proxy.start()
-    try:
-        proxied = str(target.with_port(proxy.port))
-        async with running_poller(poller_settings(proxied, vhost_amqp_url)) as (poller, _):
-            proxy.latency = 0.25  # every answer from Postgres now takes a quarter second
-            run_id = await trigger(db, feed_id)
-            await eventually(
-                lambda: run_row(db, run_id),
-                lambda row: row["status"] == "running",
-                interval=0.01,
-                what="the claim committed",
-            )
-            assert poller.runs_in_progress == []  # its answer is still on the way: stop now
-    finally:
-        await proxy.cut()
+    async with (
+        proxied(database_url) as (proxy, proxied_url),
+        running_poller(poller_settings(proxied_url, vhost_amqp_url)) as (poller, _),
+    ):
+        proxy.latency = 0.25  # every answer from Postgres now takes a quarter second
+        run_id = await trigger(db, feed_id)
+        await eventually(
+            lambda: run_row(db, run_id),
+            lambda row: row["status"] == "running",
+            interval=0.01,
+            what="the claim committed",
+        )
+        assert poller.runs_in_progress == []  # its answer is still on the way: stop now
     row = await run_row(db, run_id)
     assert (row["status"], row["claimed_by"], row["claimed_until"]) == ("queued", None, None)
 
