@@ -109,6 +109,19 @@ async def test_a_gzip_csv_feed_is_applied_and_a_held_deletion_is_approved_with_t
     assert code == 0 and run["counts"]["created"] == 1, run
     await eventually(live, lambda n: n == 3, what="deleted asset re-created")
 
+    # Re-created, it is versioned at that run's snapshot time, later than the provider's own
+    # updated_at values: the provider's next edit of it (newer than its document, older than
+    # that snapshot) is still applied, not counted unchanged.
+    edited = {**assets[2], "updated_at": (t0 + timedelta(minutes=1)).isoformat(), "name": "Edited"}
+    (files.folder / "catalogue.csv.gz").write_bytes(csv_gz([*assets[:2], edited]))
+    code, run = await cli(system, "feed", "trigger", feed["feed_id"], "--wait", "--json")
+    assert code == 0 and run["counts"]["updated"] == 1, run
+    await eventually(
+        lambda: get_asset(http, system, provider, "csv-2"),
+        lambda found: found[1].get("name") == "Edited",
+        what="the re-created asset's edit applied",
+    )
+
 
 async def test_a_held_json_lines_feed_rejected_with_the_cli_changes_nothing(
     system: System, http: aiohttp.ClientSession, provider: dict[str, str], files: FileHost

@@ -248,6 +248,38 @@ def test_a_deletion_older_than_the_snapshot_is_undone_at_the_snapshot_time() -> 
     assert plan.counts.created == 1
 
 
+# A document the provider wrote a month before the snapshot, and its edit a day later.
+WRITTEN = SNAPSHOT - timedelta(days=30)
+EDITED = WRITTEN + timedelta(days=1)
+
+
+def recreated(asset_id: str, snapshot: datetime, *, source: str = "feed") -> StoredAsset:
+    """An asset a feed re-created at `snapshot`, its document older (as the test above makes)."""
+    return dataclasses.replace(
+        stored(asset_id, snapshot, body="recreated", source=source), document_updated_at=WRITTEN
+    )
+
+
+def test_a_newer_edit_of_a_recreated_asset_is_an_update_at_the_snapshot_time() -> None:
+    # Re-created at the previous run's snapshot, the asset's version is that snapshot time: the
+    # provider's next edit, older than it but newer than the document stored, must still apply
+    # (it was counted unchanged, silently, for as long as the provider's clock stayed behind).
+    plan = plan_for([item("a", EDITED, "v2")], [recreated("a", PREVIOUS_RUN)])
+    assert [(u.kind, u.version_updated_at) for u in plan.upserts] == [(UpsertKind.UPDATE, SNAPSHOT)]
+    assert plan.counts.updated == 1
+
+
+def test_an_older_copy_of_a_recreated_asset_stays_stale() -> None:
+    for copy_at in (WRITTEN - HOUR, WRITTEN):  # older than, or as old as, the document stored
+        plan = plan_for([item("a", copy_at, "v0")], [recreated("a", PREVIOUS_RUN)])
+        assert plan.upserts == [] and plan.counts.unchanged == 1
+    # Nor when the re-creation is not older than this snapshot (a re-run of the same snapshot),
+    # nor when a push wrote the stored version.
+    edited = item("a", EDITED, "v2")
+    assert plan_for([edited], [recreated("a", SNAPSHOT)]).upserts == []
+    assert plan_for([edited], [recreated("a", PREVIOUS_RUN, source="push")]).upserts == []
+
+
 def test_a_deletion_not_older_than_the_snapshot_stays() -> None:
     listed = item("a", SNAPSHOT - 3 * HOUR)
     for deleted_at in (SNAPSHOT, SNAPSHOT + HOUR):

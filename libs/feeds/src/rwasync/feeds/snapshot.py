@@ -48,6 +48,10 @@ class StoredAsset:
     # Listed by the latest snapshot of another of the provider's enabled feeds: never deleted by
     # this feed's run (`rwasync.store.feeds.LISTED_BY_ANOTHER_FEED`).
     listed_elsewhere: bool = False
+    # The stored document's own updated_at, where it may differ from the version's: a live asset
+    # the feed wrote last, listed changed with an older updated_at than the version (None
+    # otherwise; reading it from the stored document costs, so the callers' SQL asks only there).
+    document_updated_at: datetime | None = None
 
     @property
     def version(self) -> Version:
@@ -236,9 +240,27 @@ class Comparison:
         if current.content_hash == winner.content_hash:
             return Decision(asset_id, Action.UNCHANGED, winner, superseded=superseded)
         if not newer:
+            if _edits_a_recreation(current, winner.updated_at, at):
+                # Versioned at the snapshot, as the re-creation was: the item's own updated_at
+                # would lose to that re-creation's snapshot time for as long as it is older.
+                return Decision(asset_id, Action.UPDATE, winner, at, event_id, superseded)
             # A stale copy of an older version: no event.
             return Decision(asset_id, Action.UNCHANGED, winner, superseded=superseded, stale=True)
         return Decision(asset_id, Action.UPDATE, winner, winner.updated_at, event_id, superseded)
+
+
+def _edits_a_recreation(current: StoredAsset, item_updated_at: datetime, at: datetime) -> bool:
+    """Whether an item older than the stored version changes an asset that a feed re-created
+    at an earlier snapshot (versioned at that snapshot, its document older): the item is newer
+    than the stored document, and this snapshot later than the re-creation's."""
+    own = current.document_updated_at
+    return (
+        current.source == "feed"
+        and own is not None
+        and own < current.updated_at
+        and own < item_updated_at
+        and current.updated_at < at
+    )
 
 
 class ListingGrouper:

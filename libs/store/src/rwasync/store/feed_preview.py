@@ -44,7 +44,9 @@ STORED_STATE = f"""
 SELECT s.asset_id, updated_at, deleted, accepted_at, event_id, source, content_hash,
        p.pending_at AS pending_push_at,
        NOT deleted AND {LISTED_BY_ANOTHER_FEED.format(provider="$1", feed="$2::text")}
-           AS listed_elsewhere
+           AS listed_elsewhere,
+       CASE WHEN source = 'feed' AND NOT deleted THEN (document->>'updated_at')::timestamptz END
+           AS document_updated_at
 FROM asset_state s
 LEFT JOIN ({PENDING_PUSHES.format(provider="$1")}) p ON p.asset_id = s.asset_id
 WHERE s.provider_id = $1

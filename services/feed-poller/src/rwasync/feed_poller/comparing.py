@@ -55,6 +55,7 @@ def _stored(row: asyncpg.Record) -> StoredAsset | None:
         content_hash=row["stored_content_hash"],
         pending_push_at=row["stored_pending_push_at"],
         listed_elsewhere=row["stored_listed_elsewhere"],
+        document_updated_at=row["stored_document_updated_at"],
     )
 
 

@@ -289,7 +289,10 @@ SELECT COALESCE(i.asset_id, s.asset_id) AS asset_id,
        s.event_id AS stored_event_id, s.source AS stored_source,
        s.content_hash AS stored_content_hash, p.pending_at AS stored_pending_push_at,
        CASE WHEN i.asset_id IS NULL AND NOT s.deleted THEN {elsewhere}
-            ELSE false END AS stored_listed_elsewhere{extra}
+            ELSE false END AS stored_listed_elsewhere,
+       CASE WHEN s.source = 'feed' AND NOT s.deleted AND i.valid AND i.updated_at <= s.updated_at
+                 AND i.content_hash IS DISTINCT FROM s.content_hash
+            THEN (s.document->>'updated_at')::timestamptz END AS stored_document_updated_at{extra}
 FROM (SELECT * FROM feed_run_items WHERE run_id = $1) i
 FULL JOIN (SELECT * FROM asset_state WHERE provider_id = $2) s ON s.asset_id = i.asset_id
 LEFT JOIN ({pending}) p ON p.asset_id = s.asset_id
