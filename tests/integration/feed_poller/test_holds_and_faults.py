@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import orjson
@@ -241,9 +241,11 @@ async def test_a_feed_never_deletes_what_another_enabled_feed_of_the_provider_li
 async def test_a_snapshot_older_than_the_last_applied_one_is_held_until_approved(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:
-    """A stale copy of the feed (timestamp older than the last applied snapshot) would silently
-    delete nothing (its deletions lose to what they delete): it is held as `stale_snapshot`,
-    publishes nothing, and an approval applies it all the same."""
+    """A stale copy of the feed (timestamp older than the last applied snapshot) is held as
+    `stale_snapshot` and publishes nothing. Its items lose to what newer snapshots stored, but
+    its deletions, versioned at its snapshot, win over assets not changed since: the reason says
+    what an approval would delete (it once said the deletions would be ignored), and an approval
+    applies it all the same."""
     snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=10)
     items = [asset("a1"), asset("a2")]
     url = feed_server.serve(
@@ -252,17 +254,20 @@ async def test_a_snapshot_older_than_the_last_applied_one_is_held_until_approved
         body(feed_body(items[:1], timestamp=snapshot - timedelta(days=400))),
     )
     feed_id = await add_feed(db, provider_id, url)
+    for asset_id in ("a1", "a2"):  # as the reconciler stores them (it does not run here)
+        await store_asset(db, provider_id, asset_id, updated_at=datetime(2025, 5, 1, tzinfo=UTC))
     async with running_poller(poller_settings(database_url, vhost_amqp_url)):
         first = await wait_for_run(db, await trigger(db, feed_id))
         await Published(vhost_amqp_url).messages(expect_events=2)
         stale = await wait_for_run(db, await trigger(db, feed_id))
         assert (stale["status"], stale["reason_code"]) == ("held", "stale_snapshot")
+        assert "it would delete 1 of 2 live assets" in stale["reason"], stale["reason"]
         assert await Published(vhost_amqp_url).messages(expect_events=0, timeout=1) == []
         async with db.connection() as conn:
             await feeds.decide_run(conn, stale["run_id"], "approve", provider_id=provider_id)
         approved = await wait_for_run(db, stale["run_id"])
     assert first["status"] == "ok"
-    assert approved["status"] == "ok", approved["reason"]
+    assert (approved["status"], approved["counts"]["deleted"]) == ("ok", 1), approved["reason"]
 
 
 async def test_an_invalid_item_without_a_readable_id_holds_a_run_that_would_delete(

@@ -410,7 +410,27 @@ def test_a_snapshot_older_than_the_last_applied_one_is_held_as_stale() -> None:
 
     stale = verdict(SNAPSHOT + HOUR)
     assert stale is not None and stale.reason_code == "stale_snapshot" and not stale.failed
+    assert "would delete" not in stale.reason
     assert verdict(SNAPSHOT) is None and verdict(SNAPSHOT - HOUR) is None and verdict(None) is None
+
+
+def test_a_stale_snapshot_says_what_it_would_delete_and_the_threshold_it_passes() -> None:
+    # One reason code a run: a stale snapshot that would also delete over the threshold says so,
+    # or its approval would delete most of the catalogue with no word of it.
+    def reason(deletions: int) -> str:
+        held = hold_verdict(
+            seen=1, invalid=0, total_assets=1, deletions=deletions, live=7,
+            threshold=DeletionThreshold(percent=Decimal(20), min_count=5),
+            snapshot_time=SNAPSHOT, last_applied=SNAPSHOT + HOUR,
+        )  # fmt: skip
+        assert held is not None and held.reason_code == "stale_snapshot"
+        return held.reason
+
+    assert reason(1).endswith("but it would delete 1 of 7 live assets, newer snapshots' included")
+    assert reason(6).endswith(
+        "would delete 6 of 7 live assets, newer snapshots' included, over the threshold "
+        "(more than 20 % and more than 5)"
+    )
 
 
 def test_more_items_than_announced_fails_the_run() -> None:

@@ -303,6 +303,12 @@ def listings(
         yield Listing(asset_id, tuple(by_id.get(asset_id, ())), stored_by_id.get(asset_id))
 
 
+def _over(threshold: DeletionThreshold) -> str:
+    # Normalised, so a threshold read back from the database (20.0) reads as the default (20).
+    percent = normalize_decimal(threshold.percent)
+    return f"over the threshold (more than {percent} % and more than {threshold.min_count})"
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """Why a run is held (nothing applied) or failed."""
@@ -345,22 +351,28 @@ def hold_verdict(
             f"the feed holds {seen} items but announces total_assets {total_assets}",
         )
     if last_applied is not None and snapshot_time < last_applied:
-        # Its deletions, versioned at the snapshot, would lose to what they delete, and its
-        # items to what newer snapshots stored: applied, it would silently do next to nothing.
-        return Verdict(
-            ReasonCode.STALE_SNAPSHOT,
+        # Its items lose to what newer snapshots stored, but its deletions, versioned at the
+        # snapshot, win over every asset not changed since it, listed by newer snapshots or not:
+        # approved, it takes the catalogue back to the older copy. One reason code a run, so the
+        # deletions (and the threshold they pass) are told here.
+        reason = (
             f"the snapshot of {timestamp_text(snapshot_time)} is older than the feed's last "
             f"applied one, of {timestamp_text(last_applied)} (a stale copy, or the snapshot's "
-            "clock went back): its deletions and older items would be ignored",
+            "clock went back): its items older than the stored assets would be ignored"
         )
+        if deletions:
+            reason += (
+                f", but it would delete {deletions} of {live} live assets, newer snapshots' "
+                "included"
+            )
+            if threshold.exceeded_by(deletions, live):
+                reason += f", {_over(threshold)}"
+        return Verdict(ReasonCode.STALE_SNAPSHOT, reason)
     if threshold.exceeded_by(deletions, live):
-        # Normalised, so a threshold read back from the database (20.0) reads as the default (20).
-        percent = normalize_decimal(threshold.percent)
         return Verdict(
             ReasonCode.DELETION_THRESHOLD,
             f"the snapshot of {timestamp_text(snapshot_time)} would delete {deletions} of {live} "
-            f"live assets, over the threshold (more than {percent} % and more than "
-            f"{threshold.min_count})",
+            f"live assets, {_over(threshold)}",
         )
     if unidentified and deletions:
         # An invalid item listed by its id protects that asset from deletion; one whose id
