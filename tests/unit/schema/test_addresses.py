@@ -9,6 +9,7 @@ import socket
 import pytest
 
 from rwasync.schema.addresses import AddressPolicy, AddressRefused, parse_ip_literal
+from rwasync.schema.feeds import FeedSettingInvalid, check_feed_url
 
 pytestmark = pytest.mark.unit
 
@@ -115,3 +116,26 @@ def test_host_names_are_left_to_the_resolved_address_check(host: str) -> None:
     # literal check passes it on as a name, and the poller's resolver checks what it resolves to.
     assert parse_ip_literal(host) is None
     assert NO_ALLOW_LIST.check_host_literal(host) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "hint"),
+    [
+        ("2130706433", ": write it 127.0.0.1"),
+        ("127.1", ": write it 127.0.0.1"),
+        ("0177.0.0.1", ": write it 127.0.0.1"),
+        ("127.0.0.1.", ": write it 127.0.0.1"),
+        ("08.0.0.1", ""),  # not even the C library's: a name no resolver knows
+    ],
+)
+def test_a_permitted_address_in_a_form_no_fetch_can_use_is_refused_when_registered(
+    host: str, hint: str
+) -> None:
+    # The allow-list permits it, but the fetch's HTTP client takes a host of digits and dots
+    # only as a dotted quad: registered, every run of the feed failed with `fetch_error`.
+    with pytest.raises(FeedSettingInvalid) as refused:
+        check_feed_url(f"http://{host}:8098/feed.json", LOOPBACK_ALLOWED)
+    assert refused.value.message == (
+        f"has a numeric host that is not a dotted-quad IPv4 address{hint}"
+    )
+    assert check_feed_url("http://127.0.0.1:8098/feed.json", LOOPBACK_ALLOWED)

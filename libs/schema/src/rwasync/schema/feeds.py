@@ -185,7 +185,17 @@ def check_feed_url(url: str, policy: AddressPolicy) -> str:
         raise FeedSettingInvalid("/url", str(exc)) from exc
     if literal is None and not _host_name(host):
         raise FeedSettingInvalid("/url", f"has a host that is not a valid name: {host[:64]!r}")
+    if _NUMERIC_HOST.fullmatch(host) and str(literal) != host:
+        # Permitted, yet no fetch could use it: the HTTP client takes a host of digits and dots
+        # only as a dotted-quad IPv4 address (2130706433, 127.1, 0177.0.0.1 are refused there).
+        hint = f": write it {literal}" if literal is not None else ""
+        raise FeedSettingInvalid(
+            "/url", f"has a numeric host that is not a dotted-quad IPv4 address{hint}"
+        )
     return url
+
+
+_NUMERIC_HOST: Final = re.compile(r"[0-9.]+")
 
 
 # A host name's ASCII characters (an internationalised name's others are IDNA's to judge).
