@@ -270,8 +270,9 @@ async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_onc
         for run_id, status in (("run_old", "held"), ("run_new", "held")):
             await conn.execute(
                 """INSERT INTO feed_runs (run_id, feed_id, provider_id, status, trigger,
-                                          requested_at, compared_at, reason, reason_code)
-                   VALUES ($1, $2, $3, $4, 'manual', now(), now(), 'empty', 'empty_feed')""",
+                                          requested_at, compared_at, reason, reason_code, counts)
+                   VALUES ($1, $2, $3, $4, 'manual', now(), now(), 'empty', 'empty_feed',
+                           '{"seen": 345, "unchanged": 245, "held_deletions": 100}')""",
                 run_id,
                 feed["feed_id"],
                 created["provider_id"],
@@ -299,12 +300,16 @@ async def test_feed_add_allows_loopback_when_allow_listed_and_reject_decides_onc
         ).stdout
     )
     assert [r["run_id"] for r in runs["items"]] == ["run_new", "run_old"]
-    # In a pipe (80 columns) the table keeps each status and reason code whole.
+    # In a pipe (80 columns) the table keeps each status, reason code and count whole (a held
+    # run's counts were cut to `held_de…`), and the reasons follow it.
     table = await asyncio.to_thread(rwasync, database_url, "feed", "runs", feed["feed_id"])
     assert table.returncode == 0, table.stderr
     assert all(len(line) <= 80 for line in table.stdout.splitlines()), table.stdout
-    for word in ("rejected", "rejected_by_operator", "held", "empty_feed", "run_new", "run_old"):
+    words = ("rejected", "rejected_by_operator", "held", "empty_feed", "run_new", "run_old")
+    for word in (*words, "held_deletions=100", "unchanged=245"):
         assert word in table.stdout.split(), (word, table.stdout)
+    lines = [line.strip() for line in table.stdout.splitlines()]
+    assert lines[-2:] == ["run_new: rejected by an operator", "run_old: empty"], table.stdout
 
 
 async def test_feed_disable_and_enable_take_a_feed_off_its_schedule_and_back(

@@ -343,18 +343,24 @@ def feed_runs(
     items = page["items"]
 
     def table() -> Table:
-        # Narrow enough for 80 columns: the status with its reason code whole, the counts that
-        # are not 0, the start only (`--json` has every field).
-        t = Table("run_id", "status", "started_at", "counts", "reason")
-        t.columns[1].no_wrap = True
+        # 79 columns wide, every cell whole: the status over its reason code, the start's date
+        # over its time, a count that is not 0 a line, and the reasons below the table, where
+        # they have the width (as a column of their own they left the counts a few letters a
+        # line: `held_de…`). `--json` has every field.
+        reasons = [f"{r['run_id']}: {r['reason']}" for r in items if r.get("reason")]
+        t = Table(
+            "run_id", "status", "started_at", "counts",
+            caption="\n".join(reasons) or None, caption_justify="left",
+        )  # fmt: skip
+        for column in t.columns:
+            column.no_wrap = True
         for r in items:
             code = r.get("reason_code")
             t.add_row(
                 r["run_id"],
                 r["status"] + (f"\n{code}" if code else ""),
-                table_time(r["started_at"]),
-                " ".join(f"{k}={v}" for k, v in r["counts"].items() if v),
-                r.get("reason") or "",
+                table_time(r["started_at"]).replace(" ", "\n"),
+                "\n".join(f"{k}={v}" for k, v in r["counts"].items() if v),
             )
         return t
 
