@@ -222,9 +222,11 @@ async def test_lists_page_with_cursors_runs_newest_first(
         )
         assert rest["next_cursor"] is None
         assert [r["run_id"] for r in first["items"] + rest["items"]] == run_ids[::-1]
-        # nonsense, and a well-formed cursor whose instant is before year 1 once in UTC
-        early = base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+01:00","x"]').decode()
-        for cursor in ("not-a-cursor", early):
+        # nonsense, a well-formed cursor whose instant is before year 1 once in UTC, and the
+        # feeds listing's cursor (read as a position among runs, it gave an empty page)
+        early = base64.urlsafe_b64encode(b'["runs","0001-01-01T00:00:00+01:00","x"]').decode()
+        of_feeds = (await feeds.list_feeds(conn, a, limit=2))["next_cursor"]
+        for cursor in ("not-a-cursor", early, of_feeds):
             with pytest.raises(FeedSettingInvalid) as caught:
                 await feeds.list_runs(conn, "f0", provider_id=a, cursor=cursor)
             assert caught.value.pointer == "/cursor"

@@ -112,19 +112,24 @@ def run_object(row: asyncpg.Record) -> dict[str, Any]:
     return run
 
 
-def _cursor(moment: datetime, key: str) -> str:
-    raw = orjson.dumps([timestamp_text(moment), key])
+# A cursor names its listing, so that one listing's cursor given to another is refused rather
+# than read as a position there (a page of feeds' cursor gave an empty page of runs).
+PagedListing = Literal["feeds", "runs"]
+
+
+def _cursor(listing: PagedListing, moment: datetime, key: str) -> str:
+    raw = orjson.dumps([listing, timestamp_text(moment), key])
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-def _after(cursor: str | None) -> tuple[datetime | None, str | None]:
+def _after(cursor: str | None, listing: PagedListing) -> tuple[datetime | None, str | None]:
     if cursor is None:
         return None, None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        moment, key = orjson.loads(raw)
+        kind, moment, key = orjson.loads(raw)
         after = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-        if after.tzinfo is None or not isinstance(key, str) or "\x00" in key:
+        if kind != listing or after.tzinfo is None or not isinstance(key, str) or "\x00" in key:
             raise ValueError(cursor)
         # in UTC, as stored: an offset can carry year 1 or 9999 out of range (OverflowError)
         return after.astimezone(UTC), key
@@ -136,6 +141,7 @@ def _page(
     rows: list[asyncpg.Record],
     limit: int,
     render: Callable[[asyncpg.Record], dict[str, Any]],
+    listing: PagedListing,
     key: tuple[str, str],
 ) -> dict[str, Any]:
     """A page of `limit` items (one more row was fetched to know whether another page follows)."""
@@ -143,7 +149,7 @@ def _page(
     last = page[-1] if len(rows) > limit else None
     return {
         "items": [render(row) for row in page],
-        "next_cursor": _cursor(last[key[0]], last[key[1]]) if last is not None else None,
+        "next_cursor": _cursor(listing, last[key[0]], last[key[1]]) if last is not None else None,
     }
 
 
@@ -400,9 +406,9 @@ async def list_feeds(
     limit: int = 100,
 ) -> dict[str, Any]:
     """`{"items": [feed...], "next_cursor"}`, oldest first."""
-    after, key = _after(cursor)
+    after, key = _after(cursor, "feeds")
     rows = await conn.fetch(LIST_FEEDS, provider_id, after, key, _limit(limit) + 1)
-    return _page(rows, limit, feed_object, ("created_at", "feed_id"))
+    return _page(rows, limit, feed_object, "feeds", ("created_at", "feed_id"))
 
 
 async def request_run(
@@ -441,9 +447,9 @@ async def list_runs(
     """`{"items": [run...], "next_cursor"}`, newest first."""
     if await conn.fetchrow(GET_FEED, feed_id, provider_id) is None:
         raise FeedNotFound(feed_id)
-    before, key = _after(cursor)
+    before, key = _after(cursor, "runs")
     rows = await conn.fetch(LIST_RUNS, feed_id, before, key, _limit(limit) + 1)
-    return _page(rows, limit, run_object, ("requested_at", "run_id"))
+    return _page(rows, limit, run_object, "runs", ("requested_at", "run_id"))
 
 
 async def approval_pending(conn: asyncpg.Connection, run_id: str) -> bool:
