@@ -12,6 +12,7 @@ from rwasync.platform.db import Database
 from rwasync.reconciler import patch_state
 from rwasync.reconciler.apply import AssetApplier
 from rwasync.schema.events import AssetDeleted, AssetPatched, AssetUpserted
+from rwasync.schema.timestamps import timestamp_text
 from tests.support.events import at, deleted, patched, upserted
 
 pytestmark = pytest.mark.integration
@@ -106,6 +107,14 @@ async def test_a_patch_older_than_the_stored_document_is_stale(
     old = patched(provider_id, "a1", at(4), {"name": "old"})
     await applier.apply([old])
     assert (await _receipt(db, old))[0] == "stale_ignored"
+    # Its reason names the version readers see, a patch's above the base (it named the base's).
+    await applier.apply([patched(provider_id, "a1", at(7), {"name": "new"})])
+    older = patched(provider_id, "a1", at(3), {"name": "older"})
+    await applier.apply([older])
+    assert await _receipt(db, older) == (
+        "stale_ignored",
+        f"a newer or equal version is stored (updated_at {timestamp_text(at(7))})",
+    )
 
 
 async def test_an_older_upsert_arriving_after_a_patch_becomes_its_base(

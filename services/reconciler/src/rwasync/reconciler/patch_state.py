@@ -117,8 +117,10 @@ def deliver(asset: StoredAsset | None, event: AssetEvent, *, decided: bool) -> D
     (a redelivery), which makes a patch a no-op whatever the store holds now."""
     version = event_version(event)
     if asset is not None and version <= asset.base.version:
+        # Named by the version readers see (`_meta.updated_at`), newer than the base's once
+        # patches are applied above it.
         return Delivery(
-            asset, ReceiptStatus.STALE_IGNORED, stale_reason(asset.base.version.updated_at)
+            asset, ReceiptStatus.STALE_IGNORED, stale_reason(asset.visible.version.updated_at)
         )
     if isinstance(event, AssetPatched):
         return _deliver_patch(asset, event, version, decided=decided)
