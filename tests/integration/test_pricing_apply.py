@@ -11,7 +11,7 @@ import pytest
 
 from rwasync.platform.db import Database, LockSpace, stripes_of
 from rwasync.pricing import queries
-from rwasync.pricing.apply import PriceApplier, apply_arguments, apply_plain
+from rwasync.pricing.apply import SUPERSEDED_REASON, PriceApplier, apply_arguments, apply_plain
 from rwasync.schema.events import PriceUpdated
 from rwasync.store import prices, receipts
 from tests.support.events import at, price
@@ -135,7 +135,7 @@ async def test_every_tick_of_a_batch_gets_its_receipt_from_the_one_statement(
     assert got == {
         first.event_id: ("applied", None, True),  # decided by the first apply, never again
         older.event_id: ("applied", None, False),
-        superseded.event_id: ("stale_ignored", "superseded in the same batch", None),
+        superseded.event_id: ("stale_ignored", SUPERSEDED_REASON, None),
         winner.event_id: ("applied", None, True),
         duplicate.event_id: ("duplicate", None, None),
     }

@@ -47,7 +47,8 @@ from rwasync.store.receipts import Decision
 BATCH_TICKS = Histogram(
     "rwasync_price_batch_ticks", "Ticks applied per transaction", buckets=BATCH_BUCKETS
 )
-SUPERSEDED_REASON = "superseded in the same batch"
+# "Batch" would read as the request; the ticks may come from several, applied together.
+SUPERSEDED_REASON = "superseded by a later-accepted tick with the same as_of, applied with it"
 
 
 def once_if_equal(values: list[str]) -> list[str]:

@@ -124,7 +124,7 @@ outcomes AS (
     WHERE d.outcome <> 'deferred'
     UNION ALL
     SELECT s.event_id, s.event_type, s.provider_id, s.asset_id, s.accepted_at, 'stale_ignored',
-           s.trace_id, 'superseded by a newer event in the same batch', false
+           s.trace_id, 'superseded by a newer change of the asset applied with it', false
     FROM incoming_asset_events s
     WHERE NOT s.newest
       AND NOT EXISTS (SELECT 1 FROM decided d WHERE d.outcome = 'deferred'
