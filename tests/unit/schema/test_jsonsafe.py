@@ -259,3 +259,13 @@ def test_dumps_refuses_what_json_cannot_hold() -> None:
     assert loads(dumps({"at": datetime(2025, 1, 1, tzinfo=UTC)})) == {
         "at": "2025-01-01T00:00:00.000000Z"
     }
+
+
+def test_integers_beyond_64_bits_are_written_exactly_and_as_compactly() -> None:
+    # orjson refuses them; the standard library's fallback wrote `{"a": 1, ...}` with spaces.
+    document = {"total_assets": 10**23, "ok": [1, "é"], "at": Decimal("1.50")}
+    assert (
+        dumps(document)
+        == '{"total_assets":100000000000000000000000,"ok":[1,"é"],"at":"1.5"}'.encode()
+    )
+    assert dumps({"small": 1, "list": [1, 2]}) == b'{"small":1,"list":[1,2]}'

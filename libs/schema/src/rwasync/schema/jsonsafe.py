@@ -346,5 +346,7 @@ def dumps(document: Any) -> bytes:
         )
     except TypeError:
         # orjson refuses integers beyond 64 bits (such as the schema's 10^30 supply bound);
-        # the standard library writes them exactly.
-        return json.dumps(document, default=_encode_default, ensure_ascii=False).encode()
+        # the standard library writes them exactly, and as compactly.
+        return json.dumps(
+            document, default=_encode_default, ensure_ascii=False, separators=(",", ":")
+        ).encode()
