@@ -52,6 +52,16 @@ def test_an_asset_at_a_path(body: Any, path_id: str) -> None:
     assert asset is None or asset.id == path_id
 
 
+def test_a_crowded_body_at_a_path_is_refused_by_the_keys_it_has() -> None:
+    # The id taken from the path was counted among them: 250 keys sent, "has 251 keys".
+    crowded = {f"k{n}": n for n in range(250)}
+    with pytest.raises(AssetInvalid) as refused:
+        asset_at_path(crowded, "k-1", NOW)
+    assert [(e.pointer, e.message) for e in refused.value.errors] == [
+        ("", "has 250 keys: far too many")
+    ]
+
+
 @SETTINGS
 @given(st.one_of(st.none(), documents), path_ids)
 def test_a_deletion(body: Any, path_id: str) -> None:

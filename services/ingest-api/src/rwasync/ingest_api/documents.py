@@ -23,7 +23,7 @@ from rwasync.ingest_api.models import (
 )
 from rwasync.schema.asset import ASSET_ID
 from rwasync.schema.errors import MAX_ITEM_BYTES, AssetInvalid, FieldError, item_too_large
-from rwasync.schema.fields import validate_contract, validate_each
+from rwasync.schema.fields import MAX_OBJECT_KEYS, validate_contract, validate_each
 from rwasync.schema.jsonsafe import dumps
 from rwasync.schema.valid_asset import ValidAsset, common_shape_json, validate_asset
 
@@ -44,7 +44,8 @@ def asset_at_path(body: Any, path_id: str, now: datetime) -> ValidAsset:
     errors = path_id_errors(path_id)
     if isinstance(body, dict):
         if "id" not in body:
-            body = {**body, "id": path_id}
+            if len(body) < MAX_OBJECT_KEYS:  # else its error counts the keys the client sent
+                body = {**body, "id": path_id}
         elif body["id"] != path_id and not errors:
             errors.append(FieldError("/id", f"must equal the asset id in the URL ({path_id})"))
     try:
