@@ -426,9 +426,11 @@ def test_a_stale_snapshot_says_what_it_would_delete_and_the_threshold_it_passes(
         assert held is not None and held.reason_code == "stale_snapshot"
         return held.reason
 
-    assert reason(1).endswith("but it would delete 1 of 7 live assets, newer snapshots' included")
+    assert reason(1).endswith(
+        "but it would delete 1 of 7 live assets, even ones a newer snapshot lists"
+    )
     assert reason(6).endswith(
-        "would delete 6 of 7 live assets, newer snapshots' included, over the threshold "
+        "would delete 6 of 7 live assets, even ones a newer snapshot lists, over the threshold "
         "(more than 20 % and more than 5)"
     )
 

@@ -362,8 +362,8 @@ def hold_verdict(
         )
         if deletions:
             reason += (
-                f", but it would delete {deletions} of {live} live assets, newer snapshots' "
-                "included"
+                f", but it would delete {deletions} of {live} live assets, even ones a newer "
+                "snapshot lists"
             )
             if threshold.exceeded_by(deletions, live):
                 reason += f", {_over(threshold)}"
