@@ -47,19 +47,30 @@ LETTER_KEYS = {
 }
 
 
-def dlq(database_url: str, amqp_url: str, *args: str) -> tuple[int, Any]:
+def _dlq_command(database_url: str, amqp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RWASYNC_")}
     env |= {"RWASYNC_DATABASE_URL": database_url, "RWASYNC_AMQP_URL": amqp_url}
     env["RWASYNC_ENV_FILE"] = os.devnull  # never the developer's .env (make run's)
-    result = subprocess.run(
-        [sys.executable, "-m", "rwasync.cli", "dlq", *args, "--json"],
+    return subprocess.run(
+        [sys.executable, "-m", "rwasync.cli", "dlq", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def dlq(database_url: str, amqp_url: str, *args: str) -> tuple[int, Any]:
+    result = _dlq_command(database_url, amqp_url, *args, "--json")
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def dlq_table(database_url: str, amqp_url: str) -> str:
+    """`rwasync dlq list` as a person reads it (no --json), in a pipe."""
+    result = _dlq_command(database_url, amqp_url, "list")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 async def _receipt(db: Database, event: AssetUpserted) -> tuple[str, str | None] | None:
@@ -417,6 +428,20 @@ async def test_a_malformed_message_is_listed_with_a_concise_reason_and_one_deliv
     assert code == 0
     assert shown["deliveries"] == 1 and shown["reason"] == reason
     assert shown["headers"][topology.HEADER_DELIVERIES] == 1
+
+    # The table, in a pipe (80 columns): a UUID message id and the queue, counts and reason
+    # whole (six columns beside a 36-character id left them `rwa…`, `re…`).
+    uuid_id = "0192f6c1-7c4e-7d5a-9f0e-3c1a2b4d5e6f"
+    await broker.publish_body(
+        topology.ASSETS_EXCHANGE, topology.ASSET_BATCH_KEY, body, message_id=uuid_id
+    )
+    await eventually(lambda: _letters(db), lambda n: n == 2, what="second dead letter kept")
+    table = await asyncio.to_thread(dlq_table, database_url, vhost_amqp_url)
+    assert all(len(line) <= 80 for line in table.splitlines()), table
+    words = table.split()
+    for word in (uuid_id, "malformed-1", topology.RECONCILER_QUEUE, "events=0", "deliveries=1"):
+        assert word in words, (word, table)
+    assert f"{uuid_id}: malformed message: 2 validation errors" in " ".join(words), table
 
 
 def test_a_dead_letter_nothing_counted_was_delivered_once() -> None:

@@ -89,15 +89,21 @@ def dlq_list(
     items = run_db(lambda conn: dead_letters.list_dead_letters(conn, queue))
 
     def table() -> Table:
-        t = Table("message_id", "queue", "events", "provider_id", "deliveries", "reason")
+        # At most 79 columns, every cell whole: the message id (a UUID, 36 characters) over its
+        # queue, the counts a line each, and the reasons below the table, where they have the
+        # width (six columns left the queue and the reason a few letters a line: `rwa…`).
+        t = Table(
+            "message_id", "provider_id", "counts",
+            caption="\n".join(f"{i['message_id']}: {i['reason']}" for i in items) or None,
+            caption_justify="left",
+        )  # fmt: skip
+        for column in t.columns:
+            column.no_wrap = True
         for i in items:
             t.add_row(
-                i["message_id"],
-                i["queue"],
-                str(len(i["event_ids"])),
-                i["provider_id"] or "",
-                str(i["deliveries"]),
-                i["reason"],
+                f"{i['message_id']}\n{i['queue']}",
+                i["provider_id"] or "-",
+                f"events={len(i['event_ids'])}\ndeliveries={i['deliveries']}",
             )
         return t
 
