@@ -156,7 +156,7 @@ async def test_status_reports_queues_backlog_runs_dead_letters_and_problems(
     assert f"{topology.RECONCILER_QUEUE}: no consumer" in problems
     assert f"{topology.PRICING_QUEUE}: no consumer" not in problems
     assert "reconciler: 2 events undecided" in problems and "pricing:" not in problems
-    assert "1 dead letters" in problems and "1 feed runs failed" in problems
+    assert "1 dead letter (1 in the last hour)" in problems and "1 feed run failed" in problems
 
     # For people: the same on one screen, exit 0.
     assert people.returncode == 0, people.stderr
@@ -301,7 +301,7 @@ async def test_a_held_feed_run_is_a_problem(
     # nothing of it (operator trial), though it counts held price ticks as a problem.
     assert report["feed_runs"]["last_24h"] == {"held": 1}
     assert [r["run_id"] for r in report["held_feed_runs"]["items"]] == [run["run_id"]]
-    assert "1 feed runs held for an operator" in " ".join(report["problems"])
+    assert "1 feed run held for an operator" in " ".join(report["problems"])
     assert "all well" not in people.stdout
     assert "Held feed runs" in people.stdout and run["run_id"] in people.stdout
     narrow = await asyncio.to_thread(rwasync, database_url, vhost_amqp_url, "status", columns=80)

@@ -112,7 +112,7 @@ def refused(
         ),
         (
             {"RWASYNC_AMQP_URL": "amqp://a:pw@mq-1/,http://b:pw@mq-2/"},
-            "error: RWASYNC_AMQP_URL: URL 2 of 2: not a amqp:// or amqps:// URL"
+            "error: RWASYNC_AMQP_URL: URL 2 of 2: not an amqp:// or amqps:// URL"
             " (got 'amqp://a:***@mq-1/,http://b:***@mq-2/')",
         ),
         (
@@ -242,9 +242,9 @@ def test_database_urls_refused(url: str, why: str) -> None:
     [
         ("", "no broker URL given"),
         (" , ", "no broker URL given"),
-        ("postgresql://db/", "not a amqp:// or amqps:// URL"),
+        ("postgresql://db/", "not an amqp:// or amqps:// URL"),
         ("amqp:///vhost", "not a valid amqp:// or amqps:// URL: it names no host"),
-        ("amqp://mq-1/,mq-2:5672", "URL 2 of 2: not a amqp:// or amqps:// URL"),
+        ("amqp://mq-1/,mq-2:5672", "URL 2 of 2: not an amqp:// or amqps:// URL"),
     ],
 )
 def test_amqp_urls_refused(setting: str, why: str) -> None:

@@ -93,7 +93,8 @@ def _check_url(url: str, schemes: tuple[str, ...], *, host_required: bool) -> No
     except ValueError:  # an unclosed `[` of an IPv6 address
         raise ValueError(f"not a valid {expected} URL: its host cannot be read") from None
     if parts.scheme not in schemes or not url.lower().startswith(f"{parts.scheme}://"):
-        raise ValueError(f"not a {expected} URL")
+        article = "an" if schemes[0][0] in "ah" else "a"  # an amqp://, an http://
+        raise ValueError(f"not {article} {expected} URL")
     try:
         parts.port  # noqa: B018 - reading it checks the port
     except ValueError:  # (its message would quote the text, which may be a password's end)

@@ -191,15 +191,18 @@ def problems(report: dict[str, Any]) -> list[str]:
             )
     dead = report["dead_letters"]
     if dead["total"]:
-        found.append(f"{dead['total']} dead letters ({dead['last_hour']} in the last hour)")
+        found.append(
+            f"{_counted(dead['total'], 'dead letter')} ({dead['last_hour']} in the last hour)"
+        )
     failed = report["feed_runs"]["failed"]
     if failed:
-        found.append(f"{failed} feed runs failed in the last 24 h")
+        found.append(f"{_counted(failed, 'feed run')} failed in the last 24 h")
     # Investors never see a held tick, nor the latest price move past it, until an operator
     # releases or rejects it: nothing else tells anyone that one waits.
     held = report["held_prices"]["total"]
     if held:
-        found.append(f"{held} price ticks held for an operator (rwasync price held list)")
+        ticks = _counted(held, "price tick")
+        found.append(f"{ticks} held for an operator (rwasync price held list)")
     # Nothing of a held snapshot is applied until someone approves or rejects it.
     late = report["feed_poller_late"]
     waiting = [
@@ -218,8 +221,13 @@ def problems(report: dict[str, Any]) -> list[str]:
         )
     runs = report["held_feed_runs"]["total"]
     if runs:
-        found.append(f"{runs} feed runs held for an operator (rwasync feed approve|reject RUN_ID)")
+        held_runs = _counted(runs, "feed run")
+        found.append(f"{held_runs} held for an operator (rwasync feed approve|reject RUN_ID)")
     return found
+
+
+def _counted(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 async def gather(conn: asyncpg.Connection, amqp_url: str, management_url: str) -> dict[str, Any]:
