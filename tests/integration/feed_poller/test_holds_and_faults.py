@@ -334,13 +334,14 @@ async def test_an_item_older_than_the_stored_asset_sends_no_price(
     assert [e.asset_id for m in prices for e in m.events] == ["fresh"]
 
 
-async def test_an_unchanged_item_whose_text_alone_changed_sends_no_price_again(
+async def test_an_item_sends_its_price_only_when_new_or_the_price_changed(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:
-    """A price is sent when its item is new or changed since the feed's last copy. The same
-    content in other text (indented, another format) was validated afresh and sent its price
-    again, as of the new snapshot: a history point and a stream event with nothing new, and
-    over a fresher push."""
+    """A price is sent when its item is new or its price changed since the feed's last copy.
+    The same content in other text (indented, another format) was validated afresh and sent its
+    price again, as of the new snapshot: a history point and a stream event with nothing new, and
+    over a fresher push. So did an item whose other fields changed (a trial: a description
+    edited, and the feed's old price, as of the new snapshot, replaced a pushed one)."""
     item = asset("p1", price={"amount": "51.62", "currency": "USD"})
     document = normalized_document(parse_asset(item))
     await db.execute(
@@ -354,17 +355,19 @@ async def test_an_unchanged_item_whose_text_alone_changed_sends_no_price_again(
     )
     snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=2)
     repriced = {**item, "price": {"amount": "52", "currency": "USD"}}
+    described = {**repriced, "updated_at": "2025-06-01T00:00:00Z", "description": "New roof."}
     indented = orjson.OPT_INDENT_2  # the same content, other text
     url = feed_server.serve(
         "/feed.json",
         body(feed_body([item], timestamp=snapshot)),
         body(orjson.dumps(orjson.loads(feed_body([item], timestamp=snapshot)), option=indented)),
         body(feed_body([repriced], timestamp=snapshot + timedelta(minutes=1))),
+        body(feed_body([described], timestamp=snapshot + timedelta(minutes=2))),
     )
     feed_id = await add_feed(db, provider_id, url)
     sent = []
     async with running_poller(poller_settings(database_url, vhost_amqp_url)):
-        for expected in (1, 0, 1):
+        for expected in (1, 0, 1, 0):
             run = await wait_for_run(db, await trigger(db, feed_id))
             assert run["status"] == "ok", run["reason"]
             prices = await Published(vhost_amqp_url, topology.PRICING_QUEUE).messages(
@@ -372,8 +375,8 @@ async def test_an_unchanged_item_whose_text_alone_changed_sends_no_price_again(
             )
             sent.append([str(e.payload.amount) for m in prices for e in m.events])  # type: ignore[union-attr]
     # The first listing sends the stored document's price (a pushed document's is catalogue data
-    # only); the same copy indented, nothing; the new price, itself.
-    assert sent == [["51.62"], [], ["52"]], sent
+    # only); the same copy indented, nothing; the new price, itself; the edit keeping it, nothing.
+    assert sent == [["51.62"], [], ["52"], []], sent
 
 
 async def test_a_push_after_the_snapshot_survives_and_a_later_feed_recreates_a_deletion(

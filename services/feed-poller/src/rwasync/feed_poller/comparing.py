@@ -38,7 +38,7 @@ class RowPayload:
     price: tuple[Any, str, Any] | None
     # An unchanged item's document taken from its tombstone (same content hash).
     stored_document: bytes | None
-    # Unchanged, and listed with this content by the feed's previous `ok` run: its price sent.
+    # A live asset's item listed with this price by the feed's previous `ok` run: the price sent.
     price_sent_before: bool = False
 
 

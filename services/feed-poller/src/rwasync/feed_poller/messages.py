@@ -86,8 +86,9 @@ def price_event(decision: Decision, run: RunContext) -> WireEvent | None:
     payload = decision.row.payload
     if not isinstance(payload, RowPayload) or payload.price is None:
         return None
-    if decision.action == Action.UNCHANGED and payload.price_sent_before:
-        # Only its text changed since the feed's last copy: the price is not news.
+    if payload.price_sent_before:
+        # The same price as in the feed's last copy: no news, whatever else of the item changed
+        # (as of this snapshot, it would replace a price pushed since).
         return None
     amount, currency, as_of = payload.price
     return price_updated_wire(

@@ -302,9 +302,10 @@ ORDER BY 1
 _ELSEWHERE = LISTED_BY_ANOTHER_FEED.format(
     provider="$2", feed="(SELECT feed_id FROM feed_runs WHERE run_id = $1)"
 )
-# The feed's latest `ok` run before run $1 that kept its items: an unchanged item whose copy there
-# had the same content sent its price then (or when that content first appeared), so a copy
-# whose text alone changed (another format, other whitespace) sends none again.
+# The feed's latest `ok` run before run $1 that kept its items: an item of a live asset whose copy
+# there had the same price sent that price then (or when it first appeared), so it is no news:
+# not when only the text changed (another format, other whitespace), nor when other fields did
+# (sent again as of the new snapshot, the feed's old price replaced a fresher pushed one).
 _PREVIOUS_OK_RUN = """
 SELECT r.run_id FROM feed_runs r
 WHERE r.feed_id = (SELECT feed_id FROM feed_runs WHERE run_id = $1) AND r.run_id <> $1
@@ -325,10 +326,12 @@ JOINED_FOR_PUBLISH = _JOINED.format(
        , i.document, i.price_amount, i.price_currency, i.price_as_of,
        CASE WHEN i.valid AND i.document IS NULL AND s.deleted
             THEN convert_to(s.document::text, 'UTF8') END AS stored_document,
-       CASE WHEN i.price_amount IS NOT NULL AND NOT s.deleted AND s.content_hash = i.content_hash
+       CASE WHEN i.price_amount IS NOT NULL AND NOT s.deleted
             THEN EXISTS (SELECT 1 FROM feed_run_items q
                          WHERE q.run_id = ({_PREVIOUS_OK_RUN}) AND q.asset_id = i.asset_id
-                           AND q.valid AND q.content_hash = i.content_hash)
+                           AND q.valid AND q.price_amount = i.price_amount
+                           AND q.price_currency = i.price_currency
+                           AND q.price_as_of IS NOT DISTINCT FROM i.price_as_of)
             ELSE false END AS price_sent_before""",
     where=f"NOT COALESCE({_SETTLED_ROW}, false)",
 )
