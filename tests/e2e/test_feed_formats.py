@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.e2e.test_flows import get_asset, now
+from tests.e2e.test_flows import bearer, get_asset, now, receipt
 from tests.support.events import asset_doc
 from tests.support.system import System, free_port
 from tests.support.waiting import eventually
@@ -121,6 +121,48 @@ async def test_a_gzip_csv_feed_is_applied_and_a_held_deletion_is_approved_with_t
         lambda found: found[1].get("name") == "Edited",
         what="the re-created asset's edit applied",
     )
+
+
+async def test_a_feed_change_older_than_a_patch_becomes_the_base_under_it(
+    system: System, http: aiohttp.ClientSession, provider: dict[str, str], files: FileHost
+) -> None:
+    """Stored at U0, patched at U2 (sold): a feed item at U1, between them, with a new name is
+    the asset's new base and the patch folds onto it again, as a push at U1 is. The run took it
+    for stale by the patch's version, counted it unchanged and the name change was lost (found
+    in a trial)."""
+    u0 = now() - timedelta(minutes=30)
+    stored = asset_doc("base-1", u0)
+    lines = json.dumps(stored).encode() + b"\n"
+    (files.folder / "base.jsonl").write_bytes(lines)
+    _, feed = system.cli(
+        "feed", "add", provider["provider_id"], files.url("base.jsonl"), "--format", "jsonl",
+        "--json",
+    )  # fmt: skip
+    code, run = await cli(system, "feed", "trigger", feed["feed_id"], "--wait", "--json")
+    assert code == 0 and run["counts"]["created"] == 1, run
+    await eventually(
+        lambda: get_asset(http, system, provider, "base-1"), lambda f: f[0] == 200, what="stored"
+    )
+    patch = {"updated_at": (u0 + timedelta(minutes=20)).isoformat(), "status": "sold"}
+    async with http.patch(
+        f"{system.url('ingest-api')}/v1/assets/base-1",
+        data=json.dumps(patch),
+        headers={**bearer(provider), "Content-Type": "application/merge-patch+json"},
+    ) as response:
+        assert response.status == 202, await response.text()
+        patched = await response.json()
+    assert (await receipt(http, system, provider, patched["event_id"]))["status"] == "applied"
+
+    renamed = {**stored, "updated_at": (u0 + timedelta(minutes=10)).isoformat(), "name": "Renamed"}
+    (files.folder / "base.jsonl").write_bytes(json.dumps(renamed).encode() + b"\n")
+    code, run = await cli(system, "feed", "trigger", feed["feed_id"], "--wait", "--json")
+    assert code == 0 and run["counts"]["updated"] == 1, run
+    _, found = await eventually(
+        lambda: get_asset(http, system, provider, "base-1"),
+        lambda f: f[1].get("name") == "Renamed",
+        what="the feed's change under the patch",
+    )
+    assert found["status"] == "sold"  # the patch, folded onto the new base
 
 
 async def test_a_held_json_lines_feed_rejected_with_the_cli_changes_nothing(

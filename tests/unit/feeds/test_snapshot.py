@@ -28,6 +28,7 @@ from rwasync.feeds.snapshot import (
     listings,
 )
 from rwasync.schema.feeds import DeletionThreshold
+from rwasync.schema.versions import Version
 
 pytestmark = pytest.mark.unit
 
@@ -278,6 +279,30 @@ def test_an_older_copy_of_a_recreated_asset_stays_stale() -> None:
     edited = item("a", EDITED, "v2")
     assert plan_for([edited], [recreated("a", SNAPSHOT)]).upserts == []
     assert plan_for([edited], [recreated("a", PREVIOUS_RUN, source="push")]).upserts == []
+
+
+def patched_above(base_at: datetime, patch_at: datetime, base_body: str = "base") -> StoredAsset:
+    """An asset whose base (at `base_at`) has a merge patch kept above it (at `patch_at`)."""
+    row = stored("a", patch_at, body="patched")
+    base = Version(base_at, False, base_at, str(uuid.uuid4()))
+    return dataclasses.replace(row, base_version=base, base_content_hash=digest(f"a/{base_body}"))
+
+
+def test_an_item_between_a_base_and_its_patch_is_an_update_the_patch_folds_onto() -> None:
+    # As for a push: the reconciler makes it the base and folds the patch onto it again.
+    between = item("a", SNAPSHOT - 2 * HOUR, "renamed")
+    plan = plan_for([between], [patched_above(SNAPSHOT - 3 * HOUR, SNAPSHOT - HOUR)])
+    assert [(u.kind, u.version_updated_at) for u in plan.upserts] == [
+        (UpsertKind.UPDATE, SNAPSHOT - 2 * HOUR)
+    ]
+
+
+def test_an_item_older_than_the_base_or_the_same_as_it_is_unchanged() -> None:
+    kept = patched_above(SNAPSHOT - 3 * HOUR, SNAPSHOT - HOUR)
+    older = item("a", SNAPSHOT - 4 * HOUR, "older")
+    assert plan_for([older], [kept]).upserts == []
+    same = FeedItem(0, "a", SNAPSHOT - 2 * HOUR, digest("a/base"))  # the base's content again
+    assert plan_for([same], [kept]).upserts == []
 
 
 def test_a_deletion_not_older_than_the_snapshot_stays() -> None:

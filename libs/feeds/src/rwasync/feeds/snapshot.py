@@ -14,7 +14,7 @@ same guard, so the plan only avoids events that could never win and decides what
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -52,10 +52,27 @@ class StoredAsset:
     # the feed wrote last, listed changed with an older updated_at than the version (None
     # otherwise; reading it from the stored document costs, so the callers' SQL asks only there).
     document_updated_at: datetime | None = None
+    # The version and content hash of the base that kept merge patches apply onto (None when the
+    # row is its own base): an item newer than the base becomes the new base, the patches folded
+    # onto it again (docs/architecture.md, "Patches").
+    base_version: Version | None = None
+    base_content_hash: bytes | None = None
 
     @property
     def version(self) -> Version:
         return Version(self.updated_at, self.deleted, self.accepted_at, str(self.event_id))
+
+
+def base_version(row: Mapping[str, Any], prefix: str) -> Version | None:
+    """The version of the base kept patches apply onto, from a row's `asset_state.base_*`
+    columns (named with `prefix`); None when the row is its own base."""
+    updated_at = row[f"{prefix}updated_at"]
+    if updated_at is None:
+        return None
+    return Version(
+        updated_at, bool(row[f"{prefix}deleted"]), row[f"{prefix}accepted_at"],
+        row[f"{prefix}event_id"],
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,9 +242,8 @@ class Comparison:
             superseded = tuple(sorted((r for r in valid if r is not winner), key=lambda r: r.index))
         assert winner.updated_at is not None
         event_id = self.new_id()
-        newer = current is None or (
-            Version(winner.updated_at, False, at, event_id) > current.version
-        )
+        version = Version(winner.updated_at, False, at, event_id)
+        newer = current is None or version > current.version
         if current is None or (current.deleted and newer):
             return Decision(
                 asset_id, Action.CREATE, winner, winner.updated_at, event_id, superseded
@@ -240,6 +256,12 @@ class Comparison:
         if current.content_hash == winner.content_hash:
             return Decision(asset_id, Action.UNCHANGED, winner, superseded=superseded)
         if not newer:
+            if _rebases_under_patches(current, version, winner):
+                # Older than a patch above the stored base, newer than the base: the reconciler
+                # makes it the base and folds the patches onto it again, as for a push.
+                return Decision(
+                    asset_id, Action.UPDATE, winner, winner.updated_at, event_id, superseded
+                )
             if _edits_a_recreation(current, winner.updated_at, at):
                 # Versioned at the snapshot, as the re-creation was: the item's own updated_at
                 # would lose to that re-creation's snapshot time for as long as it is older.
@@ -247,6 +269,18 @@ class Comparison:
             # A stale copy of an older version: no event.
             return Decision(asset_id, Action.UNCHANGED, winner, superseded=superseded, stale=True)
         return Decision(asset_id, Action.UPDATE, winner, winner.updated_at, event_id, superseded)
+
+
+def _rebases_under_patches(current: StoredAsset, item: Version, row: FeedRow) -> bool:
+    """Whether an item not newer than the stored (patched) version is newer than the base its
+    patches apply onto, with other content than that base's."""
+    base = current.base_version
+    return (
+        base is not None
+        and not base.is_deletion
+        and item > base
+        and row.content_hash != current.base_content_hash
+    )
 
 
 def _edits_a_recreation(current: StoredAsset, item_updated_at: datetime, at: datetime) -> bool:

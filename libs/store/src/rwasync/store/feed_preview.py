@@ -23,6 +23,7 @@ from rwasync.feeds.snapshot import (
     FeedRow,
     StoredAsset,
     Tally,
+    base_version,
     hold_verdict,
     item_errors,
     listings,
@@ -46,7 +47,8 @@ SELECT s.asset_id, updated_at, deleted, accepted_at, event_id, source, content_h
        NOT deleted AND {LISTED_BY_ANOTHER_FEED.format(provider="$1", feed="$2::text")}
            AS listed_elsewhere,
        CASE WHEN source = 'feed' AND NOT deleted THEN (document->>'updated_at')::timestamptz END
-           AS document_updated_at
+           AS document_updated_at,
+       base_updated_at, base_deleted, base_accepted_at, base_event_id, base_content_hash
 FROM asset_state s
 LEFT JOIN ({PENDING_PUSHES.format(provider="$1")}) p ON p.asset_id = s.asset_id
 WHERE s.provider_id = $1
@@ -67,6 +69,15 @@ SELECT COALESCE(
     now()
 )
 """
+
+
+def _stored(row: asyncpg.Record) -> StoredAsset:
+    fields = {k: v for k, v in row.items() if not k.startswith("base_")}
+    return StoredAsset(
+        **fields,
+        base_version=base_version(row, "base_"),
+        base_content_hash=row["base_content_hash"],
+    )
 
 
 def _failed(code: str, reason: str) -> dict[str, Any]:
@@ -213,7 +224,7 @@ async def _preview(
         )
     except FeedInvalid as exc:
         return _failed(exc.reason_code, exc.reason)
-    stored = [StoredAsset(**dict(r)) for r in await conn.fetch(STORED_STATE, provider_id, feed_id)]
+    stored = [_stored(r) for r in await conn.fetch(STORED_STATE, provider_id, feed_id)]
     protected_after = await conn.fetchval(PROTECTED_AFTER, feed_id, provider_id)
     comparison = Comparison(facts.snapshot_time, protected_after)
     tally = Tally(keep=max_errors)

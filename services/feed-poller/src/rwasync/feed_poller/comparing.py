@@ -25,6 +25,7 @@ from rwasync.feeds.snapshot import (
     ListingGrouper,
     StoredAsset,
     Tally,
+    base_version,
 )
 
 CURSOR_PREFETCH = 2000
@@ -56,6 +57,8 @@ def _stored(row: asyncpg.Record) -> StoredAsset | None:
         pending_push_at=row["stored_pending_push_at"],
         listed_elsewhere=row["stored_listed_elsewhere"],
         document_updated_at=row["stored_document_updated_at"],
+        base_version=base_version(row, "stored_base_"),
+        base_content_hash=row["stored_base_content_hash"],
     )
 
 

@@ -288,6 +288,9 @@ SELECT COALESCE(i.asset_id, s.asset_id) AS asset_id,
        s.deleted AS stored_deleted, s.accepted_at AS stored_accepted_at,
        s.event_id AS stored_event_id, s.source AS stored_source,
        s.content_hash AS stored_content_hash, p.pending_at AS stored_pending_push_at,
+       s.base_updated_at AS stored_base_updated_at, s.base_deleted AS stored_base_deleted,
+       s.base_accepted_at AS stored_base_accepted_at, s.base_event_id AS stored_base_event_id,
+       s.base_content_hash AS stored_base_content_hash,
        CASE WHEN i.asset_id IS NULL AND NOT s.deleted THEN {elsewhere}
             ELSE false END AS stored_listed_elsewhere,
        CASE WHEN s.source = 'feed' AND NOT s.deleted AND i.valid AND i.updated_at <= s.updated_at
