@@ -226,6 +226,12 @@ async def test_only_reader_tokens_read_the_catalogue_and_bad_parameters_are_name
         # Within the types but ahead of every transaction: a follower would wait for ever.
         ("/v1/catalog/changes?since=" + _change_cursor_of(f"{2**63}.1"), "since"),
         ("/v1/catalog/changes?limit=x", "limit"),
+        # Sent empty, each was read as left out: `since=` restarted the feed from its oldest
+        # entry, `cursor=` the listing from its first page (found in a trial).
+        ("/v1/catalog/changes?since=", "since"),
+        ("/v1/catalog/assets?cursor=", "cursor"),
+        ("/v1/catalog/assets?status=", "status"),
+        ("/v1/catalog/assets?provider_id=", "provider_id"),
     ]:
         bad = await problem(await ingest.get(query, headers=reader), 400)
         assert bad["detail"].startswith(f"{parameter}: "), (query, bad)

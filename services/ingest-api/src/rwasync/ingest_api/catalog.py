@@ -42,7 +42,12 @@ def _bad_parameter(exc: CatalogRequestInvalid) -> Problem:
 
 
 def _optional(request: web.Request, name: str) -> str | None:
-    return request.query.get(name) or None
+    """A query parameter that may be left out, but not sent empty: `since=` read as no `since`
+    restarted the change feed from its oldest entry, `cursor=` the listing from its first page."""
+    value = request.query.get(name)
+    if value == "":
+        raise bad_query(name, "must not be empty: leave the parameter out instead")
+    return value
 
 
 class CatalogReads:
