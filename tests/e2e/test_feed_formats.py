@@ -10,7 +10,7 @@ import gzip
 import io
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,62 @@ async def test_a_feed_change_older_than_a_patch_becomes_the_base_under_it(
         what="the feed's change under the patch",
     )
     assert found["status"] == "sold"  # the patch, folded onto the new base
+
+
+async def test_a_feed_edit_keeping_its_price_never_replaces_a_fresher_pushed_price(
+    system: System,
+    http: aiohttp.ClientSession,
+    provider: dict[str, str],
+    reader: dict[str, str],
+    files: FileHost,
+) -> None:
+    """A feed states a price (as of its snapshot); a fresher price is pushed; later runs list the
+    item unchanged (matched by its bytes), then with its description edited and the same price.
+    The edit sent the old price again as of the new snapshot, over the pushed one (a trial)."""
+    t0 = now() - timedelta(minutes=30)
+    priced = asset_doc("fp-1", t0, price={"amount": "59.05", "currency": "USD"})
+    other = asset_doc("fp-2", t0)
+
+    async def run(*docs: dict[str, Any]) -> dict[str, Any]:
+        (files.folder / "fp.jsonl").write_bytes(
+            b"".join(json.dumps(d).encode() + b"\n" for d in docs)
+        )
+        code, ran = await cli(system, "feed", "trigger", feed["feed_id"], "--wait", "--json")
+        assert code == 0, ran
+        return ran
+
+    async def latest() -> str:
+        url = f"{system.url('pricing')}/v1/prices/{provider['provider_id']}/fp-1"
+        async with http.get(url, headers=bearer(reader)) as response:
+            return str((await response.json()).get("amount")) if response.status == 200 else ""
+
+    (files.folder / "fp.jsonl").write_bytes(b"")
+    _, feed = system.cli(
+        "feed", "add", provider["provider_id"], files.url("fp.jsonl"), "--format", "jsonl",
+        "--json",
+    )  # fmt: skip
+    assert (await run(priced))["counts"]["created"] == 1
+    await eventually(latest, lambda amount: amount == "59.05", what="the feed's price")
+    async with http.put(
+        f"{system.url('ingest-api')}/v1/assets/fp-1/price",
+        # To the microsecond: `now()`'s whole second can be before the run's snapshot time.
+        json={"amount": "120", "currency": "USD", "as_of": datetime.now(UTC).isoformat()},
+        headers=bearer(provider),
+    ) as response:
+        assert response.status == 202
+        pushed = (await response.json())["event_id"]
+    assert (await receipt(http, system, provider, pushed))["latest"] is True
+    # fp-1's bytes unchanged: staged from the last copy by fingerprint (fp-2 is new).
+    assert (await run(priced, other))["counts"]["created"] == 1
+    edited = {**priced, "updated_at": (t0 + timedelta(minutes=1)).isoformat(), "description": "x"}
+    assert (await run(edited, other))["counts"]["updated"] == 1
+    await eventually(
+        lambda: get_asset(http, system, provider, "fp-1"),
+        lambda found: found[1].get("description") == "x",
+        what="the edit applied",
+    )
+    await asyncio.sleep(1)  # a price tick, had one been sent, would be applied by now
+    assert await latest() == "120"
 
 
 async def test_a_held_json_lines_feed_rejected_with_the_cli_changes_nothing(

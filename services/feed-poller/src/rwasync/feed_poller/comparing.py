@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -43,10 +43,12 @@ class RowPayload:
     price_sent_before: bool = False
 
 
-def _stored(row: asyncpg.Record) -> StoredAsset | None:
+def _stored(row: asyncpg.Record, publishing: bool) -> StoredAsset | None:
+    """The stored row; `publishing`: with what only the publish pass reads (which tells an update
+    from an unchanged item: `queries.JOINED_FOR_PUBLISH`)."""
     if not row["is_stored"]:
         return None
-    return StoredAsset(
+    stored = StoredAsset(
         asset_id=row["asset_id"],
         updated_at=row["stored_updated_at"],
         deleted=row["stored_deleted"],
@@ -56,6 +58,11 @@ def _stored(row: asyncpg.Record) -> StoredAsset | None:
         content_hash=row["stored_content_hash"],
         pending_push_at=row["stored_pending_push_at"],
         listed_elsewhere=row["stored_listed_elsewhere"],
+    )
+    if not publishing:
+        return stored
+    return replace(
+        stored,
         document_updated_at=row["stored_document_updated_at"],
         base_version=base_version(row, "stored_base_"),
         base_content_hash=row["stored_base_content_hash"],
@@ -125,7 +132,8 @@ async def _walk(
 ) -> AsyncGenerator[tuple[Decision, Listing], None]:
     grouper = ListingGrouper()
     async for row in conn.cursor(query, run_id, provider_id, prefetch=CURSOR_PREFETCH):
-        listing = grouper.add(row["asset_id"], _feed_row(row, with_documents), _stored(row))
+        feed_row, stored = _feed_row(row, with_documents), _stored(row, with_documents)
+        listing = grouper.add(row["asset_id"], feed_row, stored)
         if listing is not None:
             yield comparison.decide(listing), listing
     last = grouper.flush()

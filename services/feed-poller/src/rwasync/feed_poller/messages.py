@@ -77,8 +77,9 @@ def deletion_event(decision: Decision, run: RunContext) -> WireEvent:
 
 
 def price_event(decision: Decision, run: RunContext) -> WireEvent | None:
-    """The price the winning item carries, if it was validated in this run and is not older
-    than the stored asset (a stale copy's price would pass for the newest, as of the snapshot)."""
+    """The price the winning item carries, unless the feed's last copy stated the same one, or
+    the item is older than the stored asset (a stale copy's price would pass for the newest, as
+    of the snapshot)."""
     if decision.row is None or decision.action in (Action.DELETE, Action.KEEP, Action.NONE):
         return None
     if decision.stale:

@@ -226,15 +226,18 @@ LIMIT 1
 
 # Stage the items of a batch whose fingerprint matches an item of the previous run that is still
 # exactly what is stored (same content hash, live): they need no validation, and take that item's
-# id, version and hash, without a document. $1 this run, $2 the previous run, $3 provider, $4 the
-# batch's fingerprints, $5 their item indexes. Returns the indexes staged.
+# id, version, hash and price, without a document (the price, so that the next run can tell
+# whether an item's price changed: `price_sent_before`). $1 this run, $2 the previous run, $3
+# provider, $4 the batch's fingerprints, $5 their item indexes. Returns the indexes staged.
 STAGE_KNOWN_ITEMS = """
 INSERT INTO feed_run_items (run_id, asset_id, item_index, valid, fingerprint, updated_at,
-                            content_hash)
-SELECT $1, k.asset_id, u.item_index, true, u.fingerprint, k.updated_at, k.content_hash
+                            content_hash, price_amount, price_currency, price_as_of)
+SELECT $1, k.asset_id, u.item_index, true, u.fingerprint, k.updated_at, k.content_hash,
+       k.price_amount, k.price_currency, k.price_as_of
 FROM unnest($4::bytea[], $5::integer[]) AS u(fingerprint, item_index)
 JOIN (
-    SELECT DISTINCT ON (i.fingerprint) i.fingerprint, i.asset_id, i.updated_at, i.content_hash
+    SELECT DISTINCT ON (i.fingerprint) i.fingerprint, i.asset_id, i.updated_at, i.content_hash,
+           i.price_amount, i.price_currency, i.price_as_of
     FROM feed_run_items i
     JOIN asset_state a ON a.provider_id = $3 AND a.asset_id = i.asset_id
     WHERE i.run_id = $2 AND i.valid AND i.fingerprint = ANY($4::bytea[])
@@ -255,15 +258,16 @@ WHERE run_id = $1 AND asset_id IN (
 """
 
 # A settled asset: the run lists it once, validly, with the content the provider's stored live
-# asset has and no price to publish (an item matched by fingerprint carries none): unchanged, with
-# nothing to send. The comparison's passes count them (`COUNT_SETTLED`) instead of walking them,
-# so a run with 1 % changed walks 1 % of its items. A condition on one joined row (`i` the run's
-# item, `s` the stored asset), always used inside COALESCE. (It once probed the run's rows for
-# another row of the id, per row; the planner, taking the run's rows for one row before the
-# statistics caught up, once made that a join which read every row of the run for each of them.)
+# asset has and no price to publish (none, or an item matched by fingerprint, without a document:
+# the same bytes as the copy before, so its price was sent then): unchanged, with nothing to send.
+# The comparison's passes count them (`COUNT_SETTLED`) instead of walking them, so a run with 1 %
+# changed walks 1 % of its items. A condition on one joined row (`i` the run's item, `s` the
+# stored asset), always used inside COALESCE. (It once probed the run's rows for another row of
+# the id, per row; the planner, taking the run's rows for one row before the statistics caught
+# up, once made that a join which read every row of the run for each of them.)
 _SETTLED_ROW = """
-    i.valid AND i.price_amount IS NULL AND NOT s.deleted AND s.content_hash = i.content_hash
-    AND NOT i.duplicated
+    i.valid AND (i.price_amount IS NULL OR i.document IS NULL) AND NOT s.deleted
+    AND s.content_hash = i.content_hash AND NOT i.duplicated
 """
 COUNT_SETTLED = f"""
 SELECT count(*)
@@ -288,14 +292,8 @@ SELECT COALESCE(i.asset_id, s.asset_id) AS asset_id,
        s.deleted AS stored_deleted, s.accepted_at AS stored_accepted_at,
        s.event_id AS stored_event_id, s.source AS stored_source,
        s.content_hash AS stored_content_hash, p.pending_at AS stored_pending_push_at,
-       s.base_updated_at AS stored_base_updated_at, s.base_deleted AS stored_base_deleted,
-       s.base_accepted_at AS stored_base_accepted_at, s.base_event_id AS stored_base_event_id,
-       s.base_content_hash AS stored_base_content_hash,
        CASE WHEN i.asset_id IS NULL AND NOT s.deleted THEN {elsewhere}
-            ELSE false END AS stored_listed_elsewhere,
-       CASE WHEN s.source = 'feed' AND NOT s.deleted AND i.valid AND i.updated_at <= s.updated_at
-                 AND i.content_hash IS DISTINCT FROM s.content_hash
-            THEN (s.document->>'updated_at')::timestamptz END AS stored_document_updated_at{extra}
+            ELSE false END AS stored_listed_elsewhere{extra}
 FROM (SELECT * FROM feed_run_items WHERE run_id = $1) i
 FULL JOIN (SELECT * FROM asset_state WHERE provider_id = $2) s ON s.asset_id = i.asset_id
 LEFT JOIN ({pending}) p ON p.asset_id = s.asset_id
@@ -325,8 +323,17 @@ JOINED_FOR_PLAN = _JOINED.format(
 JOINED_FOR_PUBLISH = _JOINED.format(
     elsewhere=_ELSEWHERE,
     pending=PENDING_PUSHES.format(provider="$2"),
+    # What only tells an update from an unchanged item, which the plan pass does not need: the
+    # stored document's own updated_at (read where it can matter; naming `s.document` in the plan
+    # query made its join carry every document, 140 MB, spilt to disk), the patches' base.
     extra=f"""
-       , i.document, i.price_amount, i.price_currency, i.price_as_of,
+       , s.base_updated_at AS stored_base_updated_at, s.base_deleted AS stored_base_deleted,
+       s.base_accepted_at AS stored_base_accepted_at, s.base_event_id AS stored_base_event_id,
+       s.base_content_hash AS stored_base_content_hash,
+       CASE WHEN s.source = 'feed' AND NOT s.deleted AND i.valid AND i.updated_at <= s.updated_at
+                 AND i.content_hash IS DISTINCT FROM s.content_hash
+            THEN (s.document->>'updated_at')::timestamptz END AS stored_document_updated_at,
+       i.document, i.price_amount, i.price_currency, i.price_as_of,
        CASE WHEN i.valid AND i.document IS NULL AND s.deleted
             THEN convert_to(s.document::text, 'UTF8') END AS stored_document,
        CASE WHEN i.price_amount IS NOT NULL AND NOT s.deleted
