@@ -302,6 +302,7 @@ async def test_unchanged_items_skip_validation_and_only_changes_are_published(
         "created": 0,
         "updated": 1,
         "unchanged": 29,
+        "stale": 0,
         "deleted": 0,
         "invalid": 0,
         "held_deletions": 0,

@@ -177,6 +177,7 @@ async def test_invalid_and_duplicate_items_protect_and_report(
         "created": 2,
         "updated": 0,
         "unchanged": 0,
+        "stale": 0,
         "deleted": 1,
         "invalid": 2,
         "held_deletions": 0,
@@ -330,6 +331,9 @@ async def test_an_item_older_than_the_stored_asset_sends_no_price(
         prices = await Published(vhost_amqp_url, topology.PRICING_QUEUE).messages(expect_events=1)
     assert run["status"] == "ok", run["reason"]
     assert (run["counts"]["created"], run["counts"]["unchanged"]) == (1, 2)
+    # Both unchanged ones are stale: the count says so (a run's dropped changes showed only as
+    # unchanged, a trial found).
+    assert run["counts"]["stale"] == 2
     assert [e.asset_id for m in published for e in m.events] == ["fresh"]
     assert [e.asset_id for m in prices for e in m.events] == ["fresh"]
 

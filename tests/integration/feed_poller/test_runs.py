@@ -75,6 +75,7 @@ async def test_a_triggered_run_starts_at_once_and_publishes_the_feed(
         "created": 3,
         "updated": 0,
         "unchanged": 0,
+        "stale": 0,
         "deleted": 0,
         "invalid": 1,
         "held_deletions": 0,

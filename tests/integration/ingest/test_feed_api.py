@@ -167,6 +167,7 @@ async def test_a_provider_registers_runs_and_watches_its_feed(
         "created": 4,
         "updated": 0,
         "unchanged": 0,
+        "stale": 0,
         "deleted": 0,
         "invalid": 1,
         "held_deletions": 0,

@@ -413,6 +413,7 @@ def test_an_empty_feed_is_held_with_its_deletions_counted() -> None:
         "created": 0,
         "updated": 0,
         "unchanged": 0,
+        "stale": 0,
         "deleted": 0,
         "invalid": 0,
         "held_deletions": 3,

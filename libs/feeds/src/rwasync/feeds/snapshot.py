@@ -136,6 +136,9 @@ class Counts:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    # Of the unchanged, the items older than the stored asset or its deletion (a newer push, say):
+    # nothing of them was sent. Without it, a run whose changes lost showed only `unchanged`.
+    stale: int = 0
     deleted: int = 0
     invalid: int = 0
     held_deletions: int = 0
@@ -146,6 +149,7 @@ class Counts:
             "created": self.created,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "stale": self.stale,
             "deleted": self.deleted,
             "invalid": self.invalid,
             "held_deletions": self.held_deletions,

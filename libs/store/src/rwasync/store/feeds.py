@@ -21,6 +21,7 @@ import orjson
 
 from rwasync.feeds.auth import FeedSecrets
 from rwasync.feeds.schedule import Schedule
+from rwasync.feeds.snapshot import Counts
 from rwasync.schema.feeds import FeedSettingInvalid, ReasonCode, RunStatus
 from rwasync.schema.timestamps import timestamp_text, utc_now
 from rwasync.store.feed_settings import FEED_ID_PATTERN, FEED_ID_RULE, FeedSettings
@@ -92,6 +93,9 @@ def feed_object(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+_NO_COUNTS: Final = Counts().as_dict()
+
+
 def run_object(row: asyncpg.Record) -> dict[str, Any]:
     """A feed run as providers and operators read it."""
     run: dict[str, Any] = {
@@ -103,7 +107,8 @@ def run_object(row: asyncpg.Record) -> dict[str, Any]:
         "started_at": _ts(row["started_at"]),
         "finished_at": _ts(row["finished_at"]),
         "snapshot_time": _ts(row["snapshot_time"]),
-        "counts": row["counts"],
+        # Runs recorded before `stale` was counted lack it: 0, in its place among the others.
+        "counts": {**_NO_COUNTS, **row["counts"]},
         "errors": row["errors"],
     }
     if row["reason"] is not None:

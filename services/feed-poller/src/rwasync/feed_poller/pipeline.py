@@ -91,6 +91,7 @@ class _Published:
     updated: int = 0
     deleted: int = 0
     unchanged: int = 0
+    stale: int = 0
 
     def counts(self, snapshot: _Snapshot) -> Counts:
         return Counts(
@@ -98,6 +99,7 @@ class _Published:
             created=self.created,
             updated=self.updated,
             unchanged=self.unchanged,
+            stale=self.stale,
             deleted=self.deleted,
             invalid=snapshot.invalid,
         )
@@ -428,6 +430,7 @@ class RunPipeline:
                         asset_kinds.append(action)
                     elif action == Action.UNCHANGED:
                         published.unchanged += 1
+                        published.stale += decision.stale
                     price = price_event(decision, run)
                     if price is not None:
                         prices.append(price)

@@ -256,6 +256,12 @@ class RunCounts(BaseModel):
     created: int
     updated: int
     unchanged: int
+    # Runs recorded before this count was kept read 0.
+    stale: int = Field(
+        0,
+        description="of the unchanged, items older than the stored asset or its deletion "
+        "(a newer push, say): nothing of them was sent",
+    )
     deleted: int
     invalid: int
     held_deletions: int
