@@ -45,6 +45,7 @@ app = typer.Typer(
     help="Operate rwasync: migrations, providers, credentials, partners, readers, feeds, prices, "
     "dead letters and the system's status.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     cls=LazyGroups,
 )
 

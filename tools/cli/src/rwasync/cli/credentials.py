@@ -27,9 +27,15 @@ from rwasync.schema.feeds import FeedSettingInvalid, parse_interval
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import IssuedCredential, issue_provider_credential, new_id
 
-credential_app = typer.Typer(help="Credentials: issue, rotate, revoke, list.", no_args_is_help=True)
+credential_app = typer.Typer(
+    help="Credentials: issue, rotate, revoke, list.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 partner_app = typer.Typer(
-    help="Partners: one credential acting for several providers.", no_args_is_help=True
+    help="Partners: one credential acting for several providers.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 
 

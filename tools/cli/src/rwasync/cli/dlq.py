@@ -26,7 +26,11 @@ from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.schema import topology
 from rwasync.store import dead_letters
 
-dlq_app = typer.Typer(help="Dead letters: events no consumer could apply.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead letters: events no consumer could apply.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 
 AllFlag = Annotated[bool, typer.Option("--all", help="Every dead letter.")]
 MessageId = Annotated[str | None, typer.Argument(help="A dead letter's message_id.")]

@@ -39,7 +39,9 @@ from rwasync.schema.feeds import (
 )
 from rwasync.store import feed_settings, feeds
 
-feed_app = typer.Typer(help="Feed sources and their runs.", no_args_is_help=True)
+feed_app = typer.Typer(
+    help="Feed sources and their runs.", no_args_is_help=True, rich_markup_mode="markdown"
+)
 
 
 def _secret(env: str | None, path: str | None) -> str | None:

@@ -33,9 +33,19 @@ from rwasync.schema.timestamps import timestamp_text
 from rwasync.store import prices, receipts
 from rwasync.store.receipts import Redecision
 
-price_app = typer.Typer(help="Prices: sanity-hold policies and held ticks.", no_args_is_help=True)
-policy_app = typer.Typer(help="A provider's sanity-hold policy.", no_args_is_help=True)
-held_app = typer.Typer(help="Held price ticks: list, release, reject.", no_args_is_help=True)
+price_app = typer.Typer(
+    help="Prices: sanity-hold policies and held ticks.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+policy_app = typer.Typer(
+    help="A provider's sanity-hold policy.", no_args_is_help=True, rich_markup_mode="markdown"
+)
+held_app = typer.Typer(
+    help="Held price ticks: list, release, reject.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 price_app.add_typer(policy_app, name="policy")
 price_app.add_typer(held_app, name="held")
 

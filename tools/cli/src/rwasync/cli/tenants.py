@@ -23,8 +23,14 @@ from rwasync.cli.flags import JsonFlag
 from rwasync.schema.timestamps import timestamp_text
 from rwasync.store.tenants import digest, issue_provider_credential, issue_reader_token, new_id
 
-provider_app = typer.Typer(help="Providers (tenants) and their credentials.", no_args_is_help=True)
-reader_app = typer.Typer(help="Readers: investor-side read access.", no_args_is_help=True)
+provider_app = typer.Typer(
+    help="Providers (tenants) and their credentials.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+reader_app = typer.Typer(
+    help="Readers: investor-side read access.", no_args_is_help=True, rich_markup_mode="markdown"
+)
 
 
 @provider_app.command("create")
