@@ -37,7 +37,9 @@ class ConfirmedPublisher:
         self._slots = asyncio.Semaphore(window)
         self._stall = stall_seconds
         self._tasks: set[asyncio.Task[None]] = set()
-        self._failure: BrokerUnavailable | None = None
+        # What stopped a send: the broker, or an error of our own (which must fail the run as
+        # surely: a run whose message was never sent must not end `ok`).
+        self._failure: Exception | None = None
         self._progress = time.monotonic()
 
     async def __aenter__(self) -> ConfirmedPublisher:
@@ -103,15 +105,21 @@ class ConfirmedPublisher:
                 message_id=message_id,
                 headers={topology.HEADER_EVENT_COUNT: len(events)},
             )
-        except BrokerUnavailable as exc:
-            if self._failure is None:
-                self._failure = exc
+        except Exception as exc:
+            self._fail(exc)
             return
         finally:
             self._slots.release()
         self._progress = time.monotonic()
-        EVENTS_PUBLISHED.labels(str(events[0]["type"])).inc(len(events))
-        on_confirm(events)
+        try:
+            EVENTS_PUBLISHED.labels(str(events[0]["type"])).inc(len(events))
+            on_confirm(events)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        if self._failure is None:
+            self._failure = exc
 
     def _check(self) -> None:
         if self._failure is not None:
