@@ -11,7 +11,7 @@ import gzip
 import io
 import json
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -315,6 +315,33 @@ async def test_unchanged_items_skip_validation_and_only_changes_are_published(
     assert (staged["total"], staged["documents"]) == (30, 1)
     # Only the latest ok run keeps its snapshot.
     assert await db.fetchval("SELECT count(DISTINCT run_id) FROM feed_run_items") == 1
+
+
+async def test_a_price_a_stale_item_withheld_is_sent_with_the_items_next_version(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """The first run lists a1 older than its stored (pushed) version: stale, its price withheld.
+    The next lists a1 newer, with the same price: an update, and the price is news. The run
+    compared the price with the last copy's and sent nothing, as if the stale copy had sent it
+    (a review)."""
+    stale = asset("a1", "2025-05-01T00:00:00Z", price={"amount": "99", "currency": "USD"})
+    newer = {**stale, "updated_at": "2025-05-03T00:00:00Z", "name": "renamed"}
+    await store_asset(db, provider_id, "a1", updated_at=datetime(2025, 5, 2, tzinfo=UTC),
+                      source="push")  # fmt: skip
+    url = feed_server.serve(
+        "/feed.jsonl", body(json.dumps(stale).encode()), body(json.dumps(newer).encode())
+    )
+    feed_id = await add_feed(db, provider_id, url, fmt="jsonl")
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        first = await wait_for_run(db, await trigger(db, feed_id))
+        withheld = await Published(vhost_amqp_url, topology.PRICING_QUEUE).messages(expect_events=0)
+        second = await wait_for_run(db, await trigger(db, feed_id))
+        await Published(vhost_amqp_url).messages(expect_events=1)
+        prices = await Published(vhost_amqp_url, topology.PRICING_QUEUE).messages(expect_events=1)
+    assert (first["counts"]["stale"], withheld) == (1, [])
+    assert second["counts"]["updated"] == 1
+    sent = [e for m in prices for e in m.events]
+    assert [(e.asset_id, str(e.payload.amount)) for e in sent] == [("a1", "99")]  # type: ignore[union-attr]
 
 
 async def test_feed_credentials_reach_the_feed_sealed_and_only_its_own_origin(

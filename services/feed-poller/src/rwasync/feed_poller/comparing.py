@@ -39,7 +39,8 @@ class RowPayload:
     price: tuple[Any, str, Any] | None
     # An unchanged item's document taken from its tombstone (same content hash).
     stored_document: bytes | None
-    # A live asset's item listed with this price by the feed's previous `ok` run: the price sent.
+    # A live asset's item listed with this price by the feed's previous `ok` run, which sent it
+    # (`queries.MARK_PRICES_WITHHELD`).
     price_sent_before: bool = False
 
 

@@ -76,6 +76,20 @@ def deletion_event(decision: Decision, run: RunContext) -> WireEvent:
     )
 
 
+def withholds_price(decision: Decision) -> bool:
+    """Whether the run lists a price for the asset that `price_event` does not send, other than
+    one the feed's last copy sent already: a stale item's, or one of an id an invalid item lists
+    too. The next run must not count it as sent (`queries.MARK_PRICES_WITHHELD`)."""
+    if decision.action == Action.NONE:
+        return True
+    payload = decision.row.payload if decision.row is not None else None
+    return (
+        isinstance(payload, RowPayload)
+        and payload.price is not None
+        and not payload.price_sent_before
+    )
+
+
 def price_event(decision: Decision, run: RunContext) -> WireEvent | None:
     """The price the winning item carries, unless the feed's last copy stated the same one, or
     the item is older than the stored asset (a stale copy's price would pass for the newest, as

@@ -29,6 +29,7 @@ from rwasync.feed_poller.messages import (
     deletion_event,
     price_event,
     upsert_event,
+    withholds_price,
 )
 from rwasync.feed_poller.publishing import ConfirmedPublisher
 from rwasync.feed_poller.runs import BodySeen, ClaimedRun, RunOutcome
@@ -369,6 +370,7 @@ class RunPipeline:
         assets: list[WireEvent] = []
         asset_kinds: list[Action] = []
         prices: list[WireEvent] = []
+        withheld: list[str] = []  # asset ids
         async with ConfirmedPublisher(
             self._broker,
             window=self._settings.publish_window,
@@ -425,6 +427,9 @@ class RunPipeline:
                                 asset_id=decision.asset_id,
                             )
                             published.unchanged += 1
+                            # Nor its price: as of this snapshot, it could pass for news.
+                            withheld.append(decision.asset_id)
+                            continue
                     elif action == Action.DELETE:
                         assets.append(deletion_event(decision, run))
                         asset_kinds.append(action)
@@ -434,6 +439,8 @@ class RunPipeline:
                     price = price_event(decision, run)
                     if price is not None:
                         prices.append(price)
+                    elif withholds_price(decision):
+                        withheld.append(decision.asset_id)
                     if len(assets) >= size or asset_bytes >= topology.MESSAGE_BYTES_BUDGET:
                         await send_assets()
                     if len(prices) >= size:
@@ -443,6 +450,8 @@ class RunPipeline:
                 await send_assets()
             if prices:
                 await send_prices()
+        if withheld:
+            await conn.execute(queries.MARK_PRICES_WITHHELD, claim.run_id, withheld)
 
 
 def _ignore(_: list[WireEvent]) -> None:

@@ -227,7 +227,8 @@ LIMIT 1
 # Stage the items of a batch whose fingerprint matches an item of the previous run that is still
 # exactly what is stored (same content hash, live): they need no validation, and take that item's
 # id, version, hash and price, without a document (the price, so that the next run can tell
-# whether an item's price changed: `price_sent_before`). $1 this run, $2 the previous run, $3
+# whether an item's price changed: `price_sent_before`); not an item whose price was withheld,
+# validated again instead, so that its decision is made afresh. $1 this run, $2 the previous run, $3
 # provider, $4 the batch's fingerprints, $5 their item indexes. Returns the indexes staged.
 STAGE_KNOWN_ITEMS = """
 INSERT INTO feed_run_items (run_id, asset_id, item_index, valid, fingerprint, updated_at,
@@ -241,7 +242,7 @@ JOIN (
     FROM feed_run_items i
     JOIN asset_state a ON a.provider_id = $3 AND a.asset_id = i.asset_id
     WHERE i.run_id = $2 AND i.valid AND i.fingerprint = ANY($4::bytea[])
-      AND NOT a.deleted AND a.content_hash = i.content_hash
+      AND NOT a.deleted AND a.content_hash = i.content_hash AND NOT i.price_withheld
 ) k ON k.fingerprint = u.fingerprint
 RETURNING item_index
 """
@@ -304,7 +305,8 @@ _ELSEWHERE = LISTED_BY_ANOTHER_FEED.format(
     provider="$2", feed="(SELECT feed_id FROM feed_runs WHERE run_id = $1)"
 )
 # The feed's latest `ok` run before run $1 that kept its items: an item of a live asset whose copy
-# there had the same price sent that price then (or when it first appeared), so it is no news:
+# there had the same price, and did not withhold it, sent that price then (or when it first
+# appeared), so it is no news:
 # not when only the text changed (another format, other whitespace), nor when other fields did
 # (sent again as of the new snapshot, the feed's old price replaced a fresher pushed one).
 _PREVIOUS_OK_RUN = """
@@ -339,12 +341,21 @@ JOINED_FOR_PUBLISH = _JOINED.format(
        CASE WHEN i.price_amount IS NOT NULL AND NOT s.deleted
             THEN EXISTS (SELECT 1 FROM feed_run_items q
                          WHERE q.run_id = ({_PREVIOUS_OK_RUN}) AND q.asset_id = i.asset_id
-                           AND q.valid AND q.price_amount = i.price_amount
+                           AND q.valid AND NOT q.price_withheld
+                           AND q.price_amount = i.price_amount
                            AND q.price_currency = i.price_currency
                            AND q.price_as_of IS NOT DISTINCT FROM i.price_as_of)
             ELSE false END AS price_sent_before""",
     where=f"NOT COALESCE({_SETTLED_ROW}, false)",
 )
+
+# The items of run $1 whose price the run carried but did not send (`messages.withholds_price`),
+# so that the next run neither counts that price as sent nor copies the item by its fingerprint.
+# $2 their asset ids.
+MARK_PRICES_WITHHELD = """
+UPDATE feed_run_items SET price_withheld = true
+WHERE run_id = $1 AND asset_id = ANY($2::text[]) AND price_amount IS NOT NULL
+"""
 
 # Whether the provider has a push accepted by $2 that the reconciler has not decided yet (one that
 # was dead-lettered, its receipt noting why, never will be; index event_receipts_pending_pushes).
