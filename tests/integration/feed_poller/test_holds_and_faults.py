@@ -309,6 +309,29 @@ async def test_an_invalid_item_without_a_readable_id_holds_a_run_that_would_dele
     assert [(type(e), e.asset_id) for m in published for e in m.events] == [(AssetDeleted, "a2")]
 
 
+async def test_an_item_whose_id_breaks_the_id_rule_protects_nothing_and_holds(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A spreadsheet left a blank after a2's id: the item is invalid, and its id ("a2 ") can be
+    no stored asset. It kept "a2 " from deletion, which does not exist, and the run deleted a2,
+    ending `ok` (a trial). Now it counts as unidentified and the run holds."""
+    stored_at = utc_now().replace(microsecond=0) - timedelta(days=1)
+    for asset_id in ("a1", "a2"):
+        await store_asset(db, provider_id, asset_id, updated_at=stored_at)
+    lines = [orjson.dumps(asset("a1")), orjson.dumps(asset("a2 "))]
+    url = feed_server.serve("/feed.jsonl", body(b"\n".join(lines) + b"\n"))
+    feed_id = await add_feed(db, provider_id, url, fmt="jsonl")
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        held = await wait_for_run(db, await trigger(db, feed_id))
+        published = await Published(vhost_amqp_url).messages(expect_events=0, timeout=1)
+    assert (held["status"], held["reason_code"]) == ("held", "unidentified_items"), held
+    assert (held["counts"]["invalid"], held["counts"]["held_deletions"]) == (1, 1)
+    assert published == []
+    assert not await db.fetchval(
+        "SELECT deleted FROM assets WHERE provider_id = $1 AND asset_id = 'a2'", provider_id
+    )
+
+
 async def test_an_item_older_than_the_stored_asset_sends_no_price(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

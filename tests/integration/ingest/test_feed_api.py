@@ -818,6 +818,15 @@ async def test_a_preview_answers_a_failing_file_as_failed_and_holds_unidentified
     held = await response.json()
     assert (held["status"], held["reason_code"]) == ("held", "unidentified_items"), held
     assert held["preview"]["delete"] == 1
+    # An id that breaks the id rule ("gone " with a blank) is no stored asset's either.
+    lines = b"\n".join([orjson.dumps(ITEMS[0]), orjson.dumps({**ITEMS[1], "id": "gone "})])
+    response = await feed_api.post(
+        "/v1/validate/feed",
+        data=lines + b"\n",
+        headers={"Content-Type": "application/x-ndjson", **provider.bearer},
+    )
+    held = await response.json()
+    assert (held["status"], held["reason_code"]) == ("held", "unidentified_items"), held
 
 
 async def test_validate_feed_by_url_reports_holds_and_failures(

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from rwasync.feeds.records import RawRecord, line_id, scanned_id
-from rwasync.schema.asset import parse_asset
+from rwasync.schema.asset import ASSET_ID, parse_asset
 from rwasync.schema.errors import (
     MAX_ITEM_BYTES,
     AssetInvalid,
@@ -51,6 +51,16 @@ class ItemError:
     index: int
     asset_id: str | None
     errors: tuple[FieldError, ...]
+
+    @property
+    def stored_id(self) -> str | None:
+        """The id of a stored asset this item could be, which it keeps from deletion: none when
+        the id it carries breaks the id rule (`"a-1 "` with a blank, as a spreadsheet leaves it),
+        so that the item counts as unidentified (the run holds before deleting anything) instead
+        of protecting an asset that cannot exist while the one meant was deleted."""
+        if self.asset_id is None or ASSET_ID.fullmatch(self.asset_id) is None:
+            return None
+        return self.asset_id
 
     def as_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"index": self.index}

@@ -210,8 +210,8 @@ async def _preview(
                     invalid += 1
                     if len(errors) < max_errors:
                         errors.append(result)
-                    if result.asset_id is not None:
-                        rows.append((result.asset_id, FeedRow(result.index, False)))
+                    if result.stored_id is not None:
+                        rows.append((result.stored_id, FeedRow(result.index, False)))
                     else:
                         unidentified += 1
                 else:

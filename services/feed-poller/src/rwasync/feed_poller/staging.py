@@ -81,7 +81,7 @@ class _Staging:
         """Stage a validated batch: COPY text data from the worker, and its invalid items."""
         data, invalid = validated
         self.invalid += len(invalid)
-        self.unidentified += sum(1 for item in invalid if item.asset_id is None)
+        self.unidentified += sum(1 for item in invalid if item.stored_id is None)
         self.errors.extend(invalid[: max(0, self._max_errors - len(self.errors))])
         if data:
             # A memoryview: asyncpg would take plain bytes for a file's path.

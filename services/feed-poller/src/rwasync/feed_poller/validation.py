@@ -24,7 +24,6 @@ import structlog
 
 from rwasync.feeds.items import ItemError, ValidItem, validate_record
 from rwasync.feeds.records import RawRecord
-from rwasync.schema.asset import ASSET_ID
 
 log = structlog.get_logger(__name__)
 
@@ -63,9 +62,9 @@ def copy_line(run_id: str, item: ValidItem | ItemError) -> str | None:
     ours, other bytea is hex, currencies are ISO codes, numbers and timestamps are plain text."""
     if isinstance(item, ItemError):
         # Only an invalid item whose id could be a stored asset's is worth staging.
-        if item.asset_id is None or ASSET_ID.fullmatch(item.asset_id) is None:
+        if item.stored_id is None:
             return None
-        return f"{run_id}\t{item.asset_id}\t{item.index}\tf{_NO_VALUES}\n"
+        return f"{run_id}\t{item.stored_id}\t{item.index}\tf{_NO_VALUES}\n"
     price = item.price
     priced = (
         f"{price.amount}\t{price.currency}\t"
