@@ -201,6 +201,27 @@ def test_a_csv_row_of_the_wrong_width_or_bad_utf8_fails_only_that_item() -> None
     assert broken.errors[0].pointer == "/name" and "UTF-8" in broken.errors[0].message
 
 
+def test_a_spreadsheets_empty_rows_and_trailing_empty_columns_are_no_items() -> None:
+    """Excel ends an export with empty rows (`,,,`) and, at times, empty unnamed columns. The
+    rows were items without an id, which held every run that deleted (`unidentified_items`);
+    the columns failed the whole file (a trial). A value under an unnamed column still fails
+    its row."""
+    body = (
+        b"\xef\xbb\xbfid,updated_at,status,name,,\r\n"
+        b"e1,2025-05-01T00:00:00Z,active,one,,\r\n"
+        b",,,,,\r\n"
+        b"e2,2025-05-01T00:00:00Z,active,two,,stray\r\n"
+        b" , ,,,,\r\n"
+    )
+    first, stray = validated("csv", body)
+    assert isinstance(first, ValidItem) and json.loads(first.document)["name"] == "one"
+    assert isinstance(stray, ItemError) and stray.asset_id == "e2"
+    assert "has 6 cells, the header has 4" in stray.errors[0].message
+    # Unnamed columns between named ones are still refused.
+    error = failure("csv", b"id,,name\r\na,,b\r\n")
+    assert "column 2 ('')" in error.reason
+
+
 def test_json_lines_skip_blank_lines_and_fail_a_bad_line_alone() -> None:
     body = (
         json.dumps(asset("a")).encode()

@@ -448,13 +448,20 @@ def _csv_rows(stream: IO[bytes]) -> Iterator[RawRecord]:
         header = next(rows, None)
         if header is None:
             raise FeedInvalid(ReasonCode.PARSE_ERROR, "the CSV feed is empty: no header row")
-        columns = csv_columns(header)
+        # A spreadsheet's export can end with empty columns, named in no header cell: they
+        # are left out, with the empty cells rows have in them.
+        named = len(header)
+        while named > 1 and not header[named - 1].strip():
+            named -= 1
+        columns = csv_columns(header[:named])
         kind = b"csv\x00" + "\x1f".join(columns).encode("utf-8", "surrogateescape") + b"\x00"
         id_column = columns.index("id")
         index = 0
         for row in rows:
-            if not row or row == [""]:
-                continue  # blank line
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line, or a spreadsheet's empty row (`,,,`)
+            if len(row) > named and not any(row[named:]):
+                del row[named:]
             raw_id = row[id_column] if id_column < len(row) and row[id_column] else None
             yield RawRecord(
                 index=index,
