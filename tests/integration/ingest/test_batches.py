@@ -4,6 +4,7 @@ and the whole batch refused when the broker cannot confirm it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -247,3 +248,24 @@ async def test_a_batch_of_large_documents_goes_in_messages_within_the_brokers_si
         assert len(message.body) <= topology.MESSAGE_BYTES_BUDGET, len(message.body)
         ids += [e["asset_id"] for e in json.loads(message.body)["events"]]
     assert sorted(ids) == sorted(f"big-{n}" for n in range(1000))
+
+
+@pytest.mark.parametrize("path", ["/v1/assets/batch", "/v1/validate/batch"])
+async def test_a_batch_slow_to_check_leaves_the_service_answering_others(
+    ingest: Client, provider: Provider, path: str
+) -> None:
+    """5,000 items of 100 bad attributes each take seconds to check: the check ran on the event
+    loop, and the process answered nothing else meanwhile (a trial: /healthz waited 7.7 s). It
+    runs in a worker thread now: a health check sent while it runs is answered before it ends."""
+    bad = {**house("slow"), "attributes": {f"a{n}": [] for n in range(100)}}
+    batch = asyncio.create_task(
+        ingest.post(path, json={"assets": [bad] * 5000}, headers=provider.basic)
+    )
+    await asyncio.sleep(0.3)  # the batch is being checked
+    health = await ingest.get("/healthz")
+    assert health.status == 200
+    assert not batch.done(), "the batch ended before the health check: too quick to tell"
+    response = await batch
+    assert response.status in (200, 202)
+    answer = await response.json()
+    assert len(answer["results"]) == 5000

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from rwasync.platform.db import Database
 from tests.integration.ingest.conftest import Provider, Queues, create_provider
@@ -116,6 +117,21 @@ async def test_a_malformed_key_is_400(ingest: Client, provider: Provider, key: s
         headers={**JSON, **provider.basic, "Idempotency-Key": key},
     )
     await problem(response, 400)
+
+
+async def test_two_keys_are_400_and_publish_nothing(
+    ingest: Client, provider: Provider, queues: Queues
+) -> None:
+    """The first of two keys counted, so a retry with the second published again (a trial)."""
+    headers = CIMultiDict({**JSON, **provider.basic})
+    headers.add("Idempotency-Key", "k-a")
+    headers.add("Idempotency-Key", "k-b")
+    response = await ingest.put(
+        "/v1/assets/idem-2", data=json.dumps(house("idem-2")), headers=headers
+    )
+    refused = await problem(response, 400)
+    assert "more than one Idempotency-Key header" in refused["detail"]
+    assert await queues.assets.get(no_ack=True, fail=False) is None
 
 
 async def test_deletes_and_batches_are_idempotent_too(

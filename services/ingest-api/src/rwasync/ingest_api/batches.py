@@ -30,6 +30,7 @@ from rwasync.ingest_api.documents import (
     Checked,
     checked_batch,
     checked_prices,
+    off_the_loop,
 )
 from rwasync.ingest_api.models import (
     AssetBatch,
@@ -104,11 +105,15 @@ class Batches:
 
     async def _assets(self, call: Call) -> web.Response:
         try:
-            checked = checked_batch(
-                call.body,
-                functools.partial(call.json, ASSETS),
-                call.arrival.received_at,
-                max_item_bytes=self._ingest.single.max_bytes,
+            checked = await off_the_loop(
+                functools.partial(
+                    checked_batch,
+                    call.body,
+                    functools.partial(call.json, ASSETS),
+                    call.arrival.received_at,
+                    max_item_bytes=self._ingest.single.max_bytes,
+                ),
+                len(call.body),
             )
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
@@ -124,11 +129,15 @@ class Batches:
 
     async def _prices(self, call: Call) -> web.Response:
         try:
-            checked = checked_prices(
-                call.body,
-                functools.partial(call.json, PRICES),
-                call.arrival.received_at,
-                max_item_bytes=self._ingest.single.max_bytes,
+            checked = await off_the_loop(
+                functools.partial(
+                    checked_prices,
+                    call.body,
+                    functools.partial(call.json, PRICES),
+                    call.arrival.received_at,
+                    max_item_bytes=self._ingest.single.max_bytes,
+                ),
+                len(call.body),
             )
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None

@@ -28,6 +28,7 @@ from aiohttp import hdrs, web
 from rwasync.ingest_api import queries
 from rwasync.ingest_api.bodies import bad_request
 from rwasync.ingest_api.callers import Call
+from rwasync.platform.auth import single_header
 from rwasync.platform.db import Database
 from rwasync.platform.http import Problem
 
@@ -62,7 +63,8 @@ class IdempotencyKeys:
 
     async def run(self, call: Call, answer: Callable[[], Awaitable[web.Response]]) -> web.Response:
         """`answer()` under the request's Idempotency-Key, if it has one."""
-        key = call.request.headers.get(HEADER)
+        # Two keys are a 400: a retry with either would publish again.
+        key = single_header(call.request, HEADER)
         if key is None:
             return await answer()
         if _KEY.fullmatch(key) is None:
@@ -102,16 +104,16 @@ class IdempotencyKeys:
             if claimed:
                 return None
             row = await self._db.fetchrow(queries.KEY_STATE, provider_id, key)
-            if row is None:  # released meanwhile: claim it again
+            if row is None and time.monotonic() < deadline:  # released meanwhile: claim it again
                 continue
-            if row["fingerprint"] != sent:
+            if row is not None and row["fingerprint"] != sent:
                 raise Problem(
                     422,
                     "Unprocessable Content",
                     f"this {HEADER} was used with a different request (method, path or body)",
                     kind="idempotency-key-reused",
                 )
-            if row["status"] is not None:
+            if row is not None and row["status"] is not None:
                 headers = {REPLAYED_HEADER: "true"}
                 if row["location"] is not None:
                     headers[hdrs.LOCATION] = row["location"]

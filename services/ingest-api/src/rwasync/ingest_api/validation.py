@@ -9,7 +9,7 @@ from aiohttp import web
 
 from rwasync.ingest_api.bodies import invalid_document
 from rwasync.ingest_api.context import PROVIDER_AUTH, TENANT, Ingest
-from rwasync.ingest_api.documents import ASSETS, body_asset, checked_batch
+from rwasync.ingest_api.documents import ASSETS, body_asset, checked_batch, off_the_loop
 from rwasync.ingest_api.models import AssetBatch, BatchValidity, Validity
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Body, Operation, Reply
@@ -64,11 +64,15 @@ class Validation:
     async def validate_batch(self, request: web.Request) -> web.Response:
         call = await self._ingest.callers.write(request, self._ingest.batch)
         try:
-            checked = checked_batch(
-                call.body,
-                functools.partial(call.json, ASSETS),
-                call.arrival.received_at,
-                max_item_bytes=self._ingest.single.max_bytes,
+            checked = await off_the_loop(
+                functools.partial(
+                    checked_batch,
+                    call.body,
+                    functools.partial(call.json, ASSETS),
+                    call.arrival.received_at,
+                    max_item_bytes=self._ingest.single.max_bytes,
+                ),
+                len(call.body),
             )
         except AssetInvalid as exc:
             raise invalid_document("batch", exc.errors) from None
