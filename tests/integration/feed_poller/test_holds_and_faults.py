@@ -7,8 +7,10 @@ import asyncio
 import hashlib
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aio_pika
+import asyncpg
 import orjson
 import pytest
 
@@ -533,3 +535,32 @@ async def test_a_run_that_fails_mid_publish_for_another_reason_says_what_it_publ
     assert (run["status"], run["reason_code"]) == ("failed", "internal_error")
     assert "an event that cannot be built" in run["reason"]
     assert 900 <= run["counts"]["created"] <= 1000  # the confirmed messages before it
+
+
+async def test_a_run_the_database_interrupts_before_publishing_is_queued_again(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """The database refusing connections ('too many clients') while a run staged ended the run
+    `failed` for good, its reason quoting the exception (a trial); the feed then waited a whole
+    interval. The run goes back to the queue and completes once the database answers."""
+    url = feed_server.serve(
+        "/feed.json", body(feed_body([asset("a1")], timestamp=utc_now() - timedelta(minutes=1)))
+    )
+    feed_id = await add_feed(db, provider_id, url)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)) as (poller, _):
+        execute = poller._pipeline.execute
+        attempts = 0
+
+        async def interrupted_once(claim: Any) -> Any:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                raise asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already")
+            return await execute(claim)
+
+        poller._pipeline.execute = interrupted_once  # type: ignore[method-assign]
+        run = await wait_for_run(db, await trigger(db, feed_id))
+        published = await Published(vhost_amqp_url).messages(expect_events=1)
+    assert attempts == 2
+    assert (run["status"], run["counts"]["created"]) == ("ok", 1), run["reason"]
+    assert [e.asset_id for m in published for e in m.events] == ["a1"]

@@ -187,6 +187,16 @@ class FeedPoller:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if is_transient(exc):
+                    # The database went away before anything was published: the run is not the
+                    # provider's failure. It goes back to the queue, after a pause (if the
+                    # database cannot take it back now, its lease runs out instead).
+                    bound.warning(
+                        "feed run interrupted by the database; queued again", error=str(exc)
+                    )
+                    await asyncio.sleep(self._settings.retry_delay)
+                    await self._claims.release([claim.run_id])
+                    return
                 bound.exception("feed run crashed")
                 outcome = RunOutcome(
                     RunStatus.FAILED,
