@@ -3,6 +3,7 @@ cursor whose boundary never skips nor repeats an asset while writes go on."""
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -198,3 +199,34 @@ async def test_a_page_of_large_documents_ends_early_and_paging_still_reads_every
             cursor = f"&cursor={page['next_cursor']}"
         assert seen == [f"big-{n:04d}" for n in range(1, 41)], path
         assert pages >= 4, (path, pages)
+
+
+async def test_an_empty_or_forged_cursor_is_a_400_naming_it(
+    ingest: Client, provider: Provider, store: Database
+) -> None:
+    """`cursor=` read as no cursor restarted the listing from its first page (a client loop that
+    sent an empty cursor at the end read page one again), and a cursor carrying an id no asset can
+    have was taken as a position; both are a 400 naming `cursor`, as in the portal's catalogue.
+    A provider's listing, the portal's catalogue, the feeds and pricing's history agree."""
+    reader = await create_reader(store)
+
+    def forged(prefix: str, text: str) -> str:
+        return prefix + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    for path, headers in (
+        ("/v1/assets?cursor=", provider.bearer),
+        ("/v1/feeds?cursor=", provider.bearer),
+        ("/v1/catalog/assets?cursor=", reader),
+        (f"/v1/assets?cursor={forged('', 'a1:a b')}", provider.bearer),
+        (f"/v1/assets?cursor={forged('', 'a1:')}", provider.bearer),
+        (f"/v1/catalog/assets?cursor={forged('a1.', 'p x' + chr(10) + 'a-1')}", reader),
+        (f"/v1/catalog/assets?cursor={forged('a1.', 'p-1' + chr(10) + 'a/1')}", reader),
+    ):
+        body = await problem(await ingest.get(path, headers=headers), 400)
+        assert [error["parameter"] for error in body["errors"]] == ["cursor"], (path, body)
+    # a cursor of ours still reads on
+    await stored(store, provider, "c-1")
+    await stored(store, provider, "c-2")
+    first = await page(ingest, provider, "limit=1")
+    rest = await page(ingest, provider, f"limit=1&cursor={first['next_cursor']}")
+    assert [item["id"] for item in rest["items"]] == ["c-2"]

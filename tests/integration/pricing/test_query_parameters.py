@@ -66,6 +66,10 @@ async def test_the_history_refuses_a_second_limit_and_a_misspelt_cursor(
     history = f"/v1/prices/{provider_id}/a1/history"
     body = await bad_query(client, f"{history}?limit=1&limit=2")
     assert body["errors"] == [{"parameter": "limit", "message": "is given more than once"}]
+    body = await bad_query(client, f"{history}?cursor=")
+    assert body["errors"] == [
+        {"parameter": "cursor", "message": "must not be empty: leave the parameter out instead"}
+    ]
     body = await bad_query(client, f"{history}?next_cursor=abc")
     assert body["detail"] == (
         "next_cursor: unknown query parameter (this call takes: from, to, cursor, limit)"

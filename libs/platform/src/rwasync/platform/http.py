@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any, Final
@@ -107,6 +107,16 @@ def bad_query(parameter: str, message: str, *, kind: str = "bad-query") -> Probl
         kind=kind,
         errors=[{"parameter": parameter, "message": message}],
     )
+
+
+def optional_query(query: Mapping[str, str], name: str) -> str | None:
+    """A query parameter that may be left out, but not sent empty: `since=` read as no `since`
+    restarted the change feed from its oldest entry, `cursor=` a listing from its first page
+    (a client's loop that sent an empty cursor when it meant the end read the first page again)."""
+    value = query.get(name)
+    if value == "":
+        raise bad_query(name, "must not be empty: leave the parameter out instead")
+    return value
 
 
 def query_timestamp(parameter: str, text: str) -> datetime:

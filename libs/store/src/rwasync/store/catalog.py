@@ -24,7 +24,8 @@ from typing import Any, Final
 import asyncpg
 
 from rwasync.platform.db import LockSpace, writers_horizon
-from rwasync.schema.asset import ASSET_STATUSES
+from rwasync.schema.asset import ASSET_ID, ASSET_STATUSES
+from rwasync.schema.fields import PROVIDER_ID
 from rwasync.schema.timestamps import timestamp_text
 
 MAX_LIMIT: Final = 500
@@ -290,7 +291,8 @@ def _asset_cursor(provider_id: str, asset_id: str) -> str:
 
 def _parse_asset_cursor(cursor: str) -> tuple[str, str]:
     provider_id, newline, asset_id = _decode("a1.", cursor, "cursor").partition("\n")
-    if not newline:
+    # two ids no provider and no asset can have are no position of ours
+    if not (newline and PROVIDER_ID.fullmatch(provider_id) and ASSET_ID.fullmatch(asset_id)):
         raise CatalogRequestInvalid("cursor", "not a cursor this API handed out")
     return provider_id, asset_id
 

@@ -30,10 +30,10 @@ from rwasync.ingest_api.context import (
 )
 from rwasync.ingest_api.documents import path_id_errors
 from rwasync.ingest_api.models import AssetPage, Receipt, StoredAsset
-from rwasync.platform.http import bad_query, json_response
+from rwasync.platform.http import bad_query, json_response, optional_query
 from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.schema import jsonsafe
-from rwasync.schema.asset import ASSET_STATUSES, asset_json_schema
+from rwasync.schema.asset import ASSET_ID, ASSET_STATUSES, asset_json_schema
 from rwasync.schema.events import EventType
 from rwasync.schema.fields import RFC3339Timestamp
 from rwasync.schema.timestamps import timestamp_text
@@ -65,9 +65,11 @@ def decode_cursor(cursor: str) -> str:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise bad_query("cursor", "is not one this API returned") from None
-    if not text.startswith(CURSOR_PREFIX) or "\x00" in text:
+    # the id of the page's last asset: one no asset can have is no position of ours
+    asset_id = text.removeprefix(CURSOR_PREFIX)
+    if not text.startswith(CURSOR_PREFIX) or ASSET_ID.fullmatch(asset_id) is None:
         raise bad_query("cursor", "is not one this API returned")
-    return text.removeprefix(CURSOR_PREFIX)
+    return asset_id
 
 
 def stored_document(row: Record) -> dict[str, Any]:
@@ -159,7 +161,8 @@ class AssetReads:
         if status is not None and status not in ASSET_STATUSES:
             raise bad_query("status", f"must be one of {', '.join(ASSET_STATUSES)}")
         limit = query_limit(request, DEFAULT_PAGE, MAX_PAGE)
-        after = decode_cursor(query["cursor"]) if query.get("cursor") else ""
+        cursor = optional_query(query, "cursor")
+        after = decode_cursor(cursor) if cursor is not None else ""
         rows = await self._fetch(
             queries.LIST_ASSETS,
             identity.provider_id,

@@ -20,7 +20,7 @@ from rwasync.ingest_api.bodies import query_limit, query_since
 from rwasync.ingest_api.models import CatalogPage, ChangePage
 from rwasync.platform.auth import Authenticator
 from rwasync.platform.db import Database
-from rwasync.platform.http import Problem, bad_query, json_response
+from rwasync.platform.http import Problem, bad_query, json_response, optional_query
 from rwasync.platform.openapi import Operation, Param, Reply
 from rwasync.schema.asset import ASSET_STATUSES
 from rwasync.schema.fields import PROVIDER_ID, ProviderId, RFC3339Timestamp
@@ -39,15 +39,6 @@ LIMIT: Final = Param(
 
 def _bad_parameter(exc: CatalogRequestInvalid) -> Problem:
     return bad_query(exc.parameter, exc.message)
-
-
-def _optional(request: web.Request, name: str) -> str | None:
-    """A query parameter that may be left out, but not sent empty: `since=` read as no `since`
-    restarted the change feed from its oldest entry, `cursor=` the listing from its first page."""
-    value = request.query.get(name)
-    if value == "":
-        raise bad_query(name, "must not be empty: leave the parameter out instead")
-    return value
 
 
 class CatalogReads:
@@ -104,11 +95,11 @@ class CatalogReads:
 
     async def list_assets(self, request: web.Request) -> web.Response:
         await self._readers.authenticate_request(request)
-        status = _optional(request, "status")
+        status = optional_query(request.query, "status")
         if status is not None and status not in ASSET_STATUSES:
             raise bad_query("status", f"must be one of {', '.join(ASSET_STATUSES)}")
         limit = query_limit(request, catalog.DEFAULT_LIMIT, catalog.MAX_LIMIT)
-        provider_id = _optional(request, "provider_id")
+        provider_id = optional_query(request.query, "provider_id")
         if provider_id is not None and not PROVIDER_ID.match(provider_id):
             raise bad_query("provider_id", "not a provider id")
         try:
@@ -118,7 +109,7 @@ class CatalogReads:
                     provider_id=provider_id,
                     status=status,
                     updated_since=query_since(request),
-                    cursor=_optional(request, "cursor"),
+                    cursor=optional_query(request.query, "cursor"),
                     limit=limit,
                 )
         except CatalogRequestInvalid as exc:
@@ -132,7 +123,9 @@ class CatalogReads:
         limit = query_limit(request, catalog.DEFAULT_LIMIT, catalog.MAX_LIMIT)
         try:
             async with asyncio.timeout(READ_TIMEOUT):
-                page = await catalog.read_changes(self._db.pool, _optional(request, "since"), limit)
+                page = await catalog.read_changes(
+                    self._db.pool, optional_query(request.query, "since"), limit
+                )
         except CatalogRequestInvalid as exc:
             raise _bad_parameter(exc) from None
         except CursorExpired as exc:

@@ -37,7 +37,7 @@ from rwasync.ingest_api.models import (
     RunPage,
     RunRequested,
 )
-from rwasync.platform.http import Problem, bad_query, json_response
+from rwasync.platform.http import Problem, bad_query, json_response, optional_query
 from rwasync.platform.openapi import Body, Operation, Param, Reply
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.feeds import FeedSettingInvalid
@@ -122,7 +122,7 @@ def path_id(request: web.Request, name: str) -> str:
 
 
 def page_cursor(request: web.Request) -> str | None:
-    return request.query.get("cursor") or None
+    return optional_query(request.query, "cursor")
 
 
 def run_location(feed_id: str, run_id: str) -> str:

@@ -14,7 +14,7 @@ from typing import Annotated, Final, Literal
 from multidict import MultiMapping
 from pydantic import Field, StringConstraints
 
-from rwasync.platform.http import bad_query, query_timestamp
+from rwasync.platform.http import bad_query, optional_query, query_timestamp
 from rwasync.schema.fields import PROVIDER_ID
 
 MAX_ASSET_ID_LENGTH: Final = 128
@@ -136,8 +136,8 @@ def interval(query: Mapping[str, str]) -> timedelta:
 
 def history_cursor(query: Mapping[str, str]) -> datetime | None:
     """The as_of a history page ended at, as `next_cursor` carried it."""
-    value = query.get("cursor")
-    if value is None or value == "":
+    value = optional_query(query, "cursor")
+    if value is None:
         return None
     try:
         moment = datetime.fromisoformat(base64.urlsafe_b64decode(value.encode()).decode())
