@@ -287,6 +287,29 @@ async def test_an_identical_body_is_not_modified(
     assert feed_server.hits["/feed.json"] == 2
 
 
+async def test_a_run_ends_ok_though_dropping_older_snapshots_fails(
+    database_url: str,
+    vhost_amqp_url: str,
+    db: Database,
+    provider_id: str,
+    feed_server: FeedServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dropping the snapshots no run needs any more shared the run's ending transaction: when that
+    delete failed the run stayed `running`, its events already out, and was run again."""
+    monkeypatch.setattr(queries, "FORGET_STAGED_ITEMS", "SELECT 1 / ($1::text = '')::int")
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    url = feed_server.serve("/feed.json", body(feed_body([asset("a1")], timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, feed_id), timeout=10)
+        published = await Published(vhost_amqp_url).messages(expect_events=1)
+    assert run["status"] == "ok", run["reason"]
+    assert run["counts"]["created"] == 1
+    assert len(published) == 1
+    assert feed_server.hits["/feed.json"] == 1
+
+
 async def test_a_scheduled_feed_runs_by_itself(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

@@ -1,5 +1,5 @@
-"""Accepted receipts of concurrent requests are written together (the platform's group commit, as
-ingest-api uses it), and every one of them lands."""
+"""Accepted receipts of concurrent requests are written together (the platform's group commit
+over `record_accepted_wire`, as ingest-api uses them), and every one of them lands."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from rwasync.platform.db import Database
 from rwasync.platform.grouping import GroupCommit
 from rwasync.schema.events import ReceiptStatus
+from rwasync.schema.messages import wire_event
 from rwasync.store import receipts
 from tests.support.events import at, upserted
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def receipt_recorder(db: Database) -> GroupCommit[Any]:
     async def record(events: list[Any]) -> None:
-        await receipts.record_accepted(db.pool, events)
+        await receipts.record_accepted_wire(db.pool, [wire_event(e) for e in events])
 
     return GroupCommit(record)
 
@@ -29,13 +30,13 @@ async def test_concurrent_receipts_all_land_in_a_few_shared_inserts(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inserts: list[int] = []
-    record_accepted = receipts.record_accepted
+    record_accepted = receipts.record_accepted_wire
 
     async def counting(conn: Any, events: Sequence[Any]) -> None:
         inserts.append(len(events))
         await record_accepted(conn, events)
 
-    monkeypatch.setattr(receipts, "record_accepted", counting)
+    monkeypatch.setattr(receipts, "record_accepted_wire", counting)
     recorder = receipt_recorder(db)
     events = [upserted("prv_g", f"a{i}", at(i)) for i in range(200)]
     await asyncio.gather(*(recorder.submit([e]) for e in events))
@@ -64,7 +65,7 @@ async def test_a_failed_insert_reaches_every_waiter(db: Database) -> None:
     assert await db.fetchval("SELECT count(*) FROM event_receipts") == 1
 
 
-@pytest.mark.parametrize("form", ["events", "run", "in a transaction"])
+@pytest.mark.parametrize("form", ["events", "wire", "run", "in a transaction"])
 async def test_accepted_receipts_leave_one_decided_first_as_it_is(db: Database, form: str) -> None:
     """ingest-api inserts its receipts plainly; a batch meeting one that the consumer recorded
     first (decided) is inserted again keeping that one: every other receipt still lands."""
@@ -74,6 +75,8 @@ async def test_accepted_receipts_leave_one_decided_first_as_it_is(db: Database, 
         await receipts.record_decisions(conn, [decided])
         if form == "events":
             await receipts.record_accepted(db.pool, events)
+        elif form == "wire":
+            await receipts.record_accepted_wire(db.pool, [wire_event(e) for e in events])
         elif form == "run":
             first = events[0].accepted_at
             run = receipts.AcceptedRun(

@@ -234,13 +234,15 @@ async def _insert_accepted(
 async def record_accepted(
     conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[EventLike]
 ) -> None:
+    """`record_accepted_wire` for validated events (the tools' and tests' form)."""
     await _insert_accepted(conn, RECORD_ACCEPTED, *_columns(events), [e.trace_id for e in events])
 
 
 async def record_accepted_wire(
     conn: asyncpg.Connection | asyncpg.Pool, events: Sequence[WireEvent]
 ) -> None:
-    """`record_accepted` for events in their wire form."""
+    """The `accepted` receipts of events in their wire form: ingest-api's path, through its
+    group commit."""
     await _insert_accepted(
         conn,
         RECORD_ACCEPTED,
