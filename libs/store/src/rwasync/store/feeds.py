@@ -229,6 +229,16 @@ ORDER BY requested_at DESC, run_id DESC
 LIMIT $4
 """
 
+# The feed's latest `ok` run that kept its items (`staged_items`): the snapshot that stands for
+# the feed, which the next run compares with and copies known items from, which other feeds'
+# runs consult and which is kept when older snapshots go. `{feed}` is the feed (a parameter or
+# an expression), `{also}` further conditions on the runs (`r`), or none. One probe of the index
+# `feed_runs_latest_ok`.
+LATEST_OK_RUN: Final = """SELECT r.run_id FROM feed_runs r
+WHERE r.feed_id = {feed} AND r.status = 'ok' AND r.staged_items IS NOT NULL{also}
+ORDER BY r.finished_at DESC NULLS LAST
+LIMIT 1"""
+
 # Whether another enabled feed of the provider lists the stored asset `s` in its latest `ok`
 # snapshot (its staged items are kept for the next run's fingerprints): a feed is a full
 # snapshot of what *it* lists, so a run never deletes what a sibling feed lists (a provider with
@@ -238,16 +248,16 @@ LIMIT $4
 # (an uncorrelated ARRAY: an InitPlan), each sibling's latest by one probe of the index
 # `feed_runs_latest_ok` (a DISTINCT ON over the siblings' runs read every run of every feed, the
 # whole history), then one index probe per asset it is asked about.
-LISTED_BY_ANOTHER_FEED: Final = """EXISTS (
+LISTED_BY_ANOTHER_FEED: Final = (
+    """EXISTS (
     SELECT 1 FROM feed_run_items o
     WHERE o.asset_id = s.asset_id AND o.run_id = ANY (ARRAY(
         SELECT l.run_id
-        FROM feed_sources f CROSS JOIN LATERAL (
-            SELECT r.run_id FROM feed_runs r
-            WHERE r.feed_id = f.feed_id AND r.status = 'ok' AND r.staged_items IS NOT NULL
-            ORDER BY r.finished_at DESC NULLS LAST
-            LIMIT 1) l
+        FROM feed_sources f CROSS JOIN LATERAL ("""
+    + LATEST_OK_RUN.format(feed="f.feed_id", also="")
+    + """) l
         WHERE f.provider_id = {provider} AND f.enabled AND f.feed_id IS DISTINCT FROM {feed})))"""
+)
 
 # Whether a later run of the feed than run `r` read a snapshot: it got as far as comparing
 # (whatever it ended as: ok, held, rejected, or failed while publishing), or found the body

@@ -11,7 +11,7 @@ key share lock on the feed) never waits for a claim. No provider has more than
 (`claims.py`), so each counts the runs in progress with every earlier claim committed.
 """
 
-from rwasync.store.feeds import LISTED_BY_ANOTHER_FEED, SUPERSEDED
+from rwasync.store.feeds import LATEST_OK_RUN, LISTED_BY_ANOTHER_FEED, SUPERSEDED
 from rwasync.store.receipts import PENDING_PUSHES
 
 # Feeds whose time has come (scheduled by interval or cron), locked so that replicas schedule
@@ -217,12 +217,7 @@ STAGED_COLUMNS = (
 CLEAR_STAGED_ITEMS = "DELETE FROM feed_run_items WHERE run_id = $1"
 
 # The run whose items count as "accepted last time": the feed's latest `ok` run that staged them.
-LAST_OK_STAGED_RUN = """
-SELECT run_id FROM feed_runs
-WHERE feed_id = $1 AND status = 'ok' AND staged_items IS NOT NULL
-ORDER BY finished_at DESC NULLS LAST
-LIMIT 1
-"""
+LAST_OK_STAGED_RUN = LATEST_OK_RUN.format(feed="$1", also="")
 
 # Stage the items of a batch whose fingerprint matches an item of the previous run that is still
 # exactly what is stored (same content hash, live): they need no validation, and take that item's
@@ -309,13 +304,9 @@ _ELSEWHERE = LISTED_BY_ANOTHER_FEED.format(
 # appeared), so it is no news:
 # not when only the text changed (another format, other whitespace), nor when other fields did
 # (sent again as of the new snapshot, the feed's old price replaced a fresher pushed one).
-_PREVIOUS_OK_RUN = """
-SELECT r.run_id FROM feed_runs r
-WHERE r.feed_id = (SELECT feed_id FROM feed_runs WHERE run_id = $1) AND r.run_id <> $1
-  AND r.status = 'ok' AND r.staged_items IS NOT NULL
-ORDER BY r.finished_at DESC NULLS LAST
-LIMIT 1
-"""
+_PREVIOUS_OK_RUN = LATEST_OK_RUN.format(
+    feed="(SELECT feed_id FROM feed_runs WHERE run_id = $1)", also=" AND r.run_id <> $1"
+)
 JOINED_FOR_PLAN = _JOINED.format(
     elsewhere=_ELSEWHERE,
     pending=PENDING_PUSHES.format(provider="$2"),
@@ -375,17 +366,15 @@ COUNT_LIVE = "SELECT count(*) FROM asset_state WHERE provider_id = $1 AND NOT de
 # Drop staged snapshots nobody needs any more: keep this run's (when it ended ok or held), the
 # feed's latest held run's (the only one that may still be decided) and its latest ok run's (the
 # fingerprints of the next run). $1 feed.
-FORGET_STAGED_ITEMS = """
+FORGET_STAGED_ITEMS = f"""
 DELETE FROM feed_run_items i
-USING feed_runs r
-WHERE i.run_id = r.run_id AND r.feed_id = $1
-  AND r.run_id NOT IN (
+USING feed_runs d
+WHERE i.run_id = d.run_id AND d.feed_id = $1
+  AND d.run_id NOT IN (
       (SELECT run_id FROM feed_runs WHERE feed_id = $1 AND status = 'held'
        ORDER BY requested_at DESC LIMIT 1)
       UNION ALL
-      (SELECT run_id FROM feed_runs WHERE feed_id = $1 AND status = 'ok'
-         AND staged_items IS NOT NULL
-       ORDER BY finished_at DESC NULLS LAST LIMIT 1)
+      ({LATEST_OK_RUN.format(feed="$1", also="")})
   )
 """
 
