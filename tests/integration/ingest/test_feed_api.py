@@ -746,6 +746,12 @@ async def test_a_gzip_body_at_a_url_without_gz_is_known_by_its_magic_bytes(
     )
     assert status == 200 and preview["reason_code"] == "parse_error", preview
     assert "gzip" in preview["reason"], preview
+    twice = feeds_host.serve("/static/twice-csv", body(gzip.compress(gzip.compress(as_csv(ITEMS)))))
+    status, preview, _ = await call(
+        feed_api, "POST", "/v1/validate/feed", provider, {"url": twice, "format": "csv"}
+    )
+    assert status == 200 and preview["reason_code"] == "parse_error", preview
+    assert "gzip inside gzip" in preview["reason"], preview
 
 
 async def test_a_refused_charset_names_the_bodys_format(feed_api: Client, store: Database) -> None:

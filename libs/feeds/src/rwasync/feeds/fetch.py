@@ -191,6 +191,14 @@ class _Decoder:
                 data = self._inflate.unconsumed_tail
 
     def _count(self, data: bytes) -> None:
+        if self.compressed and self.decoded_bytes == 0 and data.startswith(GZIP_MAGIC):
+            # A gzip file served with `Content-Encoding: gzip` (or gzipped twice): read on, it
+            # failed as a garbled first line of its format, which named no cause.
+            raise FetchFailed(
+                ReasonCode.PARSE_ERROR,
+                "the body is gzip inside gzip (a .gz file sent with Content-Encoding: gzip?): "
+                "compress it once",
+            )
         self.decoded_bytes += len(data)
         if self.decoded_bytes > self._limits.max_decoded_bytes:
             raise FetchFailed(
