@@ -927,3 +927,40 @@ async def test_a_site_local_ipv6_feed_url_is_refused_at_put(
             ingest, "PUT", f"/v1/feeds/site-local-{n}", provider, {"url": f"http://{host}/f.json"}
         )
         assert status == 422 and refused["errors"][0]["pointer"] == "/url", (host, refused)
+
+
+async def test_one_provider_cannot_take_every_preview_slot(
+    feed_api: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    """Two previews run at once per process (the default); a provider previewing slow feeds in
+    a loop held both, and every other provider got a 503. Now a provider holds at most all but
+    one: its next preview is a 429 at once, while another provider's runs; with every slot
+    taken, a third provider waits, then gets the 503."""
+    slow = feeds_host.serve("/slow.json", body(orjson.dumps(ITEMS), delay=8))
+    first, second, third = [await create_provider(store) for _ in range(3)]
+
+    def preview_slow(who: Provider) -> asyncio.Task[tuple[int, Any, dict[str, str]]]:
+        return asyncio.create_task(
+            call(feed_api, "POST", "/v1/validate/feed", who, {"url": slow, "format": "json"})
+        )
+
+    async def fetches() -> int:
+        return feeds_host.hits["/slow.json"]
+
+    held = preview_slow(first)
+    await eventually(fetches, lambda n: n == 1)
+    status, refused, headers = await call(feed_api, "POST", "/v1/validate/feed", first, ITEMS)
+    assert status == 429 and refused["type"].endswith("/too-many-requests"), refused
+    assert headers["Retry-After"] == "5"
+    status, preview, _ = await call(feed_api, "POST", "/v1/validate/feed", second, ITEMS)
+    assert status == 200, preview
+    also_held = preview_slow(second)
+    await eventually(fetches, lambda n: n == 2)
+    status, busy, headers = await call(feed_api, "POST", "/v1/validate/feed", third, ITEMS)
+    assert status == 503 and "too many feed previews" in busy["detail"], busy
+    for task in (held, also_held):
+        status, preview, _ = await task
+        assert status == 200 and preview["status"] == "ok", preview
+    # the slots are free again, for the provider that held one too
+    status, preview, _ = await call(feed_api, "POST", "/v1/validate/feed", first, ITEMS)
+    assert status == 200, preview

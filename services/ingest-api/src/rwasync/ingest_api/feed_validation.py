@@ -13,7 +13,10 @@ hold that would apply.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -27,7 +30,12 @@ from rwasync.ingest_api.callers import Call
 from rwasync.ingest_api.context import PROVIDER_AUTH, TENANT, Ingest
 from rwasync.ingest_api.feeds import FeedRules, feed_errors
 from rwasync.ingest_api.models import FeedPreview, FeedRegistration
-from rwasync.platform.http import bad_query, json_response, service_unavailable
+from rwasync.platform.http import (
+    bad_query,
+    json_response,
+    service_unavailable,
+    too_many_requests,
+)
 from rwasync.platform.openapi import Body, Operation, Param, Reply
 from rwasync.schema import jsonsafe
 from rwasync.schema.feeds import DEFAULT_DELETION_THRESHOLD, DeletionThreshold, FeedFormat
@@ -76,6 +84,10 @@ class FeedValidation:
         self._rules = rules
         self._limits = limits
         self._slots = asyncio.Semaphore(limits.at_once)
+        # One provider may hold all the slots but one (all of one): a provider previewing in a
+        # loop left every other provider a 503 (found in a trial).
+        self._per_provider = max(1, limits.at_once - 1)
+        self._running: collections.Counter[str] = collections.Counter()
 
     def operations(self) -> list[Operation]:
         return [
@@ -111,49 +123,67 @@ class FeedValidation:
         if document is not None:
             with feed_errors():  # a bad setting is a 422 before any work
                 registration = feed_settings.parse_feed_settings(document, self._rules.policy)
-        try:
-            async with asyncio.timeout(SLOT_WAIT):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise service_unavailable(
-                "too many feed previews are running; retry shortly", retry_after=5
-            ) from None
-        try:
-            async with self._ingest.db.connection() as conn:
-                threshold = await self._threshold(conn, call)
-                if registration is not None:
-                    assert document is not None
-                    if "deletion_threshold" not in document:
-                        registration = dataclasses.replace(registration, threshold=threshold)
-                    # The connection is held while the feed downloads: previews at once are
-                    # few (`at_once`), so they never take the pool from the other calls.
-                    preview = await feed_preview.preview_url(
-                        conn,
-                        provider_id=call.provider_id,
-                        settings=registration,
-                        policy=self._rules.policy,
-                        limits=self._limits.fetch,
-                        max_items=self._limits.max_items,
-                        max_item_bytes=self._limits.max_item_bytes,
-                        feed_id=request.query.get("feed_id"),
-                    )
-                else:
-                    preview = await feed_preview.preview_body(
-                        conn,
-                        call.body,
-                        provider_id=call.provider_id,
-                        fmt=fmt,
-                        gzipped=request.content_type in GZIP,
-                        threshold=threshold,
-                        # a body's cap holds once decompressed, as for Content-Encoding
-                        max_decoded_bytes=self._ingest.batch.max_bytes,
-                        max_items=self._limits.max_items,
-                        max_item_bytes=self._limits.max_item_bytes,
-                        feed_id=request.query.get("feed_id"),
-                    )
-        finally:
-            self._slots.release()
+        async with self._slot(call.provider_id), self._ingest.db.connection() as conn:
+            threshold = await self._threshold(conn, call)
+            if registration is not None:
+                assert document is not None
+                if "deletion_threshold" not in document:
+                    registration = dataclasses.replace(registration, threshold=threshold)
+                # The connection is held while the feed downloads: previews at once are
+                # few (`at_once`), so they never take the pool from the other calls.
+                preview = await feed_preview.preview_url(
+                    conn,
+                    provider_id=call.provider_id,
+                    settings=registration,
+                    policy=self._rules.policy,
+                    limits=self._limits.fetch,
+                    max_items=self._limits.max_items,
+                    max_item_bytes=self._limits.max_item_bytes,
+                    feed_id=request.query.get("feed_id"),
+                )
+            else:
+                preview = await feed_preview.preview_body(
+                    conn,
+                    call.body,
+                    provider_id=call.provider_id,
+                    fmt=fmt,
+                    gzipped=request.content_type in GZIP,
+                    threshold=threshold,
+                    # a body's cap holds once decompressed, as for Content-Encoding
+                    max_decoded_bytes=self._ingest.batch.max_bytes,
+                    max_items=self._limits.max_items,
+                    max_item_bytes=self._limits.max_item_bytes,
+                    feed_id=request.query.get("feed_id"),
+                )
         return json_response(preview)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, provider_id: str) -> AsyncIterator[None]:
+        """A preview slot: a 429 when the provider holds its share of them, a 503 when none frees
+        up within `SLOT_WAIT`."""
+        if self._running[provider_id] >= self._per_provider:
+            raise too_many_requests(
+                f"{self._running[provider_id]} feed preview(s) of this provider are running "
+                "here; retry once one has ended",
+                retry_after=5,
+            )
+        self._running[provider_id] += 1
+        try:
+            try:
+                async with asyncio.timeout(SLOT_WAIT):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise service_unavailable(
+                    "too many feed previews are running; retry shortly", retry_after=5
+                ) from None
+            try:
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            self._running[provider_id] -= 1
+            if not self._running[provider_id]:
+                del self._running[provider_id]
 
     def _format(self, request: web.Request) -> FeedFormat:
         """The body's format: its Content-Type's, or `?format=` (default json) for
