@@ -57,7 +57,10 @@ async def test_held_list_release_and_reject(
         price(provider_id, "a1", "310", at(3)),
         price(provider_id, "a2", "1", at(1)),
     )
-    await applier.apply([base, price(provider_id, "a2", "50", at(0))])
+    # Two agreeing ticks set a1's level (a lone first tick whose next two ticks agree with each
+    # other but not with it would be held itself, as an outlier, and they shown).
+    opening = price(provider_id, "a1", "99", at(0))
+    await applier.apply([opening, base, price(provider_id, "a2", "50", at(0))])
     await applier.apply([jump, after, spike])
     held = await cli(database_url, "price", "held", "list")
     assert {i["event_id"] for i in held["items"]} == {

@@ -5,6 +5,7 @@ is invisible until released; the currency check reads the asset's currency from 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from decimal import Decimal
 from typing import Any
 
@@ -229,3 +230,116 @@ async def test_without_a_policy_a_duplicate_of_a_held_tick_takes_over_its_hold(
         None,
     )
     assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("100")
+
+
+async def visibility(db: Database, asset_id: str = "a1") -> list[tuple[Decimal, str]]:
+    rows = await db.fetch(
+        "SELECT amount, state FROM price_history WHERE asset_id = $1 ORDER BY as_of", asset_id
+    )
+    return [(r["amount"], r["state"]) for r in rows]
+
+
+async def test_an_old_outlier_arriving_after_a_series_is_held_and_the_series_stays_visible(
+    db: Database, policed: str
+) -> None:
+    """A tick dated before the whole series (a late backfill) has no earlier price to be measured
+    from; the next two ticks agree with each other and not with it, so it is the one held."""
+    applier = PriceApplier(db)
+    series = [price(policed, "a1", amount, at(10 + i)) for i, amount in enumerate(["100", "101"])]
+    current = price(policed, "a1", "102", at(12))
+    for tick in [*series, current]:
+        await applier.apply([tick])
+    old = price(policed, "a1", "1000", at(1), accepted_at=at(20))
+    await applier.apply([old])
+    status, reason, latest = await receipt(db, old)
+    assert (status, latest) == ("held", None)
+    assert reason is not None and reason.startswith("no earlier price, and the next price 100 USD")
+    assert "moves 90 % from it, confirmed by the price after it (101 USD" in reason
+    for tick in series:
+        assert (await receipt(db, tick))[:2] == ("applied", None)
+    assert await receipt(db, current) == ("applied", None, True)
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("102")
+    assert await visibility(db) == [
+        (Decimal("1000"), "held"),
+        (Decimal("100"), "visible"),
+        (Decimal("101"), "visible"),
+        (Decimal("102"), "visible"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "amounts",
+    [
+        # An old outlier, then a series: the outlier is held whatever the order.
+        ["1000", "100", "101", "102"],
+        # Two agreeing old ticks are a level: the series after them jumps and is held.
+        ["1000", "1010", "100", "101"],
+        # An outlier, a tick that does not confirm the next one, and a tick back at its level.
+        ["1000", "100", "300", "1020"],
+    ],
+)
+async def test_holds_at_the_start_of_a_series_are_the_same_for_every_arrival_order(
+    db: Database, policed: str, amounts: list[str]
+) -> None:
+    """Every order of arrival, one tick at a time and all at once, ends in the same prices,
+    history states and receipts as the ticks applied in `as_of` order."""
+    ticks = [
+        price(policed, "a1", amount, at(i), accepted_at=at(100 + i))
+        for i, amount in enumerate(amounts)
+    ]
+    applier = PriceApplier(db)
+    await reset(db)
+    for tick in ticks:
+        await applier.apply([tick])
+    expected = await state(db)
+    for order in itertools.permutations(ticks):
+        await reset(db)
+        for tick in order:
+            await applier.apply([tick])
+        assert await state(db) == expected, [t.payload.amount for t in order]
+    await reset(db)
+    await applier.apply(list(reversed(ticks)))
+    assert await state(db) == expected
+
+
+async def test_a_lone_first_tick_is_visible_until_two_agreeing_ticks_outvote_it(
+    db: Database, policed: str
+) -> None:
+    """The first tick of a new asset is taken as it is; a second that disagrees with it is held
+    (one tick against one: the earlier stands); a third confirming the second makes the first
+    the outlier, held, and the two shown."""
+    applier = PriceApplier(db)
+    first = price(policed, "a1", "1000", at(1))
+    await applier.apply([first])
+    assert await receipt(db, first) == ("applied", None, True)
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("1000")
+    second = price(policed, "a1", "100", at(2))
+    await applier.apply([second])
+    assert (await receipt(db, second))[0] == "held"
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("1000")
+    third = price(policed, "a1", "101", at(3))
+    await applier.apply([third])
+    assert (await receipt(db, first))[0] == "held"
+    assert await receipt(db, second) == ("applied", None, False)
+    assert await receipt(db, third) == ("applied", None, True)
+    assert await visibility(db) == [
+        (Decimal("1000"), "held"),
+        (Decimal("100"), "visible"),
+        (Decimal("101"), "visible"),
+    ]
+
+
+async def test_a_tick_between_a_held_outlier_and_the_series_re_checks_the_outlier(
+    db: Database, policed: str
+) -> None:
+    """A late tick after a held outlier but before the series, at the outlier's level: the two
+    now agree, are the first level, and the series after them jumps from it."""
+    applier = PriceApplier(db)
+    ticks = [price(policed, "a1", amount, at(m)) for m, amount in [(1, "1000"), (5, "100")]]
+    ticks.append(price(policed, "a1", "101", at(6)))
+    await applier.apply(ticks)
+    assert [s for _, s in await visibility(db)] == ["held", "visible", "visible"]
+    await applier.apply([price(policed, "a1", "1010", at(3), accepted_at=at(7))])
+    assert [s for _, s in await visibility(db)] == ["visible", "visible", "held", "held"]
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("1010")
+    assert (await receipt(db, ticks[0]))[0] == "applied"

@@ -1,5 +1,6 @@
 """The sanity-hold rule: jumps measured from the previous visible tick in as_of order, held ticks
-never a reference, released ones always, currency holds standing."""
+never a reference, released ones always, currency holds standing; a tick with no visible tick
+before it held when the next two ticks agree with each other but not with it."""
 
 from __future__ import annotations
 
@@ -75,7 +76,10 @@ def test_the_reference_comes_before_the_series() -> None:
 
 
 def test_a_released_tick_is_a_reference_and_decisions_stand() -> None:
+    # The series opens with two agreeing ticks: a lone first tick whose next two ticks (here the
+    # released 300 and 310) agree with each other but not with it would be held as an outlier.
     series = [
+        tick(0, "101"),
         tick(1, "100"),
         tick(2, "300", state=TickState.RELEASED),
         tick(3, "310"),
@@ -83,6 +87,7 @@ def test_a_released_tick_is_a_reference_and_decisions_stand() -> None:
         tick(5, "100"),
     ]
     assert states(evaluate_series(None, series, HALF)) == [
+        "visible",
         "visible",
         "released",
         "visible",
@@ -118,6 +123,95 @@ def test_turning_the_jump_check_off_lifts_no_jump_hold() -> None:
         after = evaluate_series(tick(1, "100"), [held, tick(2.5, "120"), spike], policy)
         assert states(after) == ["held", "visible", "held"]
         assert changed([held, tick(2.5, "120"), spike], after) == []
+
+
+def test_an_old_outlier_before_a_consistent_series_is_held_not_the_series() -> None:
+    """A tick with no visible tick before it is measured from the next two: they agree with each
+    other but not with it, so it is the outlier."""
+    series = [tick(0, "1000"), tick(1, "100"), tick(2, "101"), tick(3, "102")]
+    evaluated = evaluate_series(None, series, HALF)
+    assert states(evaluated) == ["held", "visible", "visible", "visible"]
+    assert evaluated[0].hold_kind is HoldKind.JUMP
+    reason = evaluated[0].hold_reason
+    assert reason is not None and reason.startswith("no earlier price, and the next price 100 USD")
+    assert "moves 90 % from it, confirmed by the price after it (101 USD as of" in reason
+    assert reason.endswith("the policy allows 50 %")
+    # Held before: the same series re-run lifts nothing and holds nothing else.
+    assert changed(evaluated, evaluate_series(None, evaluated, HALF)) == []
+
+
+def test_the_outcome_depends_on_the_set_of_ticks_not_on_their_arrival() -> None:
+    """The series as stored (ascending as_of) is all the rule reads: an outlier arriving last
+    and one arriving first leave the same states once the series is re-run from its start."""
+    outlier = tick(0, "1000")
+    rest = [tick(1, "100"), tick(2, "101"), tick(3, "102")]
+    before = evaluate_series(None, rest, HALF)
+    assert states(before) == ["visible"] * 3
+    late = evaluate_series(None, [outlier, *before], HALF)
+    first = evaluate_series(None, [*evaluate_series(None, [outlier], HALF), *rest], HALF)
+    assert [t.verdict() for t in late] == [t.verdict() for t in first]
+    assert states(late) == ["held", "visible", "visible", "visible"]
+
+
+def test_a_lone_first_tick_is_visible_and_one_tick_against_one_keeps_the_first() -> None:
+    assert states(evaluate_series(None, [tick(1, "1000")], HALF)) == ["visible"]
+    assert states(evaluate_series(None, [tick(1, "1000"), tick(2, "100")], HALF)) == [
+        "visible",
+        "held",
+    ]
+    # The next tick is not confirmed (the one after it jumps from it too): the first stands.
+    assert states(
+        evaluate_series(None, [tick(1, "1000"), tick(2, "100"), tick(3, "300")], HALF)
+    ) == [
+        "visible",
+        "held",
+        "held",
+    ]
+
+
+def test_two_agreeing_first_ticks_are_a_level_the_series_after_them_jumps_from() -> None:
+    series = [tick(0, "1000"), tick(1, "1010"), tick(2, "100"), tick(3, "101")]
+    assert states(evaluate_series(None, series, HALF)) == ["visible", "visible", "held", "held"]
+
+
+def test_a_reference_before_the_ticks_leaves_no_tick_unreferenced() -> None:
+    series = [tick(1, "1000"), tick(2, "100"), tick(3, "101")]
+    assert states(evaluate_series(tick(0, "1000"), series, HALF)) == ["visible", "held", "held"]
+
+
+def test_rejected_and_currency_held_ticks_neither_outvote_nor_confirm() -> None:
+    currency_held = {"state": TickState.HELD, "hold_kind": HoldKind.CURRENCY, "hold_reason": "x"}
+    # Only one tick that can be shown follows the first: it stands.
+    series = [tick(0, "1000"), tick(1, "100", state=TickState.REJECTED), tick(2, "101")]
+    assert states(evaluate_series(None, series, HALF)) == ["visible", "rejected", "held"]
+    series = [tick(0, "1000"), tick(1, "100", **currency_held), tick(2, "101")]
+    assert states(evaluate_series(None, series, HALF)) == ["visible", "held", "held"]
+    # They are skipped: the next two that can be shown decide.
+    series = [
+        tick(0, "1000"),
+        tick(1, "100"),
+        tick(1.5, "5", state=TickState.REJECTED),
+        tick(2, "101"),
+    ]
+    assert states(evaluate_series(None, series, HALF)) == ["held", "visible", "rejected", "visible"]
+    # A released tick can be shown: it counts, and a currency hold it was released from too.
+    released = tick(2, "101", state=TickState.RELEASED, hold_kind=HoldKind.CURRENCY)
+    series = [tick(0, "1000"), tick(1, "100"), released]
+    assert states(evaluate_series(None, series, HALF)) == ["held", "visible", "released"]
+
+
+def test_an_outlier_in_another_currency_than_the_series_is_held() -> None:
+    series = [tick(0, "100", "EUR"), tick(1, "100"), tick(2, "101")]
+    evaluated = evaluate_series(None, series, HALF)
+    assert states(evaluated) == ["held", "visible", "visible"]
+    reason = evaluated[0].hold_reason
+    assert reason is not None and "is in another currency (USD) than it" in reason
+
+
+def test_without_max_jump_no_first_tick_is_held() -> None:
+    series = [tick(0, "1000"), tick(1, "100"), tick(2, "101")]
+    for policy in (NO_POLICY, PricePolicy(currency_check=True)):
+        assert states(evaluate_series(None, series, policy)) == ["visible"] * 3
 
 
 def test_currency_check() -> None:

@@ -3,11 +3,23 @@
 Off until a provider's policy sets them. With `max_jump` R, a tick is held when it moves by more
 than R (a ratio: 0.5 = 50 %) from the **previous visible tick in `as_of` order** — not the price
 that happened to arrive before it. Held ticks are never a reference for the ticks after them, so
-one bad tick does not hold the good ones that follow; a released tick is. Because the state of a
-tick depends only on the ticks before it in `as_of` order, re-running the rule from the earliest
-tick a batch touches, over the stored ticks after it, gives the same states whatever order the
-ticks arrived in. With `currency_check`, a tick quoted in another currency than its asset's is
-held; that verdict is taken once, when the tick is applied.
+one bad tick does not hold the good ones that follow; a released tick is.
+
+A tick with no visible tick before it (an asset's first, or an old tick arriving after the
+series) has nothing to be measured from, so it is measured from the ticks after it: it is held
+when the next tick moves by more than R from it **and** the tick after that is within R of the
+next one (the next two agree with each other, not with it: it is the outlier, not the series).
+Otherwise (a lone tick, two ticks that disagree, a next tick not confirmed) it is visible and the
+reference of the ones after it. So one stray tick dated before the series never holds the whole
+series, while a level two agreeing ticks established is still defended. "The next ticks" are
+those that can be shown: not rejected, not held for their currency.
+
+A tick's state therefore depends on the ticks before it in `as_of` order and, up to the first
+visible tick, on the two after it: `reevaluate` (rwasync.store.prices) re-runs the rule from the
+earliest tick a batch touches, or from the series' start when that tick is within two of the
+first visible one, which gives the same states whatever order the ticks arrived in. With
+`currency_check`, a tick quoted in another currency than its asset's is held; that verdict is
+taken once, when the tick is applied.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from itertools import islice
 from typing import Final
 
 from rwasync.schema.decimals import normalize_decimal
@@ -86,10 +99,14 @@ def currency_hold(currency: str, asset_currency: str | None, policy: PricePolicy
     return f"currency {currency} differs from the asset's currency {asset_currency}"
 
 
+def price_text(tick: SeriesTick) -> str:
+    """A tick as reasons quote it, its amount written as reads do: `68.5 USD as of …`."""
+    return f"{normalize_decimal(tick.amount)} {tick.currency} as of {timestamp_text(tick.as_of)}"
+
+
 def jump_hold(tick: SeriesTick, reference: SeriesTick, max_jump: Decimal) -> str | None:
     """The reason to hold `tick` given the previous visible tick, or None."""
-    amount, as_of = normalize_decimal(reference.amount), timestamp_text(reference.as_of)
-    ref = f"{amount} {reference.currency} as of {as_of}"
+    ref = price_text(reference)
     if tick.currency != reference.currency:
         return f"currency {tick.currency} differs from the previous price ({ref}): cannot check"
     move = abs(tick.amount - reference.amount) / reference.amount
@@ -99,16 +116,47 @@ def jump_hold(tick: SeriesTick, reference: SeriesTick, max_jump: Decimal) -> str
     return f"moves {percent(move)} from the previous price {ref}; the policy allows {allowed}"
 
 
+def shown_ahead(tick: SeriesTick) -> bool:
+    """Whether a tick counts among "the next ticks" an unreferenced tick is measured from: one
+    that can be shown (released, or neither rejected nor held for its currency; a released
+    tick keeps the kind of the hold it was released from)."""
+    if tick.state is TickState.REJECTED:
+        return False
+    return tick.state is TickState.RELEASED or tick.hold_kind is not HoldKind.CURRENCY
+
+
+def outlier_hold(tick: SeriesTick, later: Sequence[SeriesTick], max_jump: Decimal) -> str | None:
+    """The reason to hold `tick`, which has no visible tick before it, given the ticks after it
+    (ascending `as_of`), or None: held when the next tick that can be shown jumps from it and
+    the one after that confirms the next (is within `max_jump` of it)."""
+    following = list(islice((t for t in later if shown_ahead(t)), 2))
+    if len(following) < 2:
+        return None
+    nearest, confirming = following
+    if jump_hold(nearest, tick, max_jump) is None or jump_hold(confirming, nearest, max_jump):
+        return None
+    if tick.currency != nearest.currency:
+        moved = f"is in another currency ({nearest.currency}) than it"
+    else:
+        moved = f"moves {percent(abs(nearest.amount - tick.amount) / tick.amount)} from it"
+    return (
+        f"no earlier price, and the next price {price_text(nearest)} {moved}, confirmed by the"
+        f" price after it ({price_text(confirming)}); the policy allows {percent(max_jump)}"
+    )
+
+
 def evaluate_series(
     reference: SeriesTick | None, ticks: Sequence[SeriesTick], policy: PricePolicy
 ) -> list[SeriesTick]:
     """The states of `ticks` (ascending `as_of`, all after `reference`, the last visible tick
-    before them or None). Operators' decisions (released, rejected) and currency holds stand, and
-    so do jump holds under a policy without `max_jump` (turning the check off releases nothing:
-    only a jump check that passes lifts one); every other tick is visible unless it jumps beyond
-    the policy from the previous visible tick."""
+    before them or None: then `ticks` must start at the series' first tick). Operators'
+    decisions (released, rejected) and currency holds stand, and so do jump holds under a policy
+    without `max_jump` (turning the check off releases nothing: only a jump check that passes
+    lifts one); every other tick is visible unless it jumps beyond the policy from the previous
+    visible tick, or, with none before it, the next two ticks agree with each other but not
+    with it (`outlier_hold`)."""
     evaluated: list[SeriesTick] = []
-    for tick in ticks:
+    for i, tick in enumerate(ticks):
         if (
             tick.state in (TickState.RELEASED, TickState.REJECTED)
             or tick.hold_kind is HoldKind.CURRENCY
@@ -119,6 +167,8 @@ def evaluate_series(
             reason = None
             if policy.max_jump is not None and reference is not None:
                 reason = jump_hold(tick, reference, policy.max_jump)
+            elif policy.max_jump is not None:
+                reason = outlier_hold(tick, ticks[i + 1 :], policy.max_jump)
             if reason is None:
                 tick = replace(tick, state=TickState.VISIBLE, hold_kind=None, hold_reason=None)
             else:

@@ -79,11 +79,35 @@ async def asset_currencies(
     }
 
 
-# For each asset: the last visible tick before `from`, then every tick from `from` on.
+# For each asset: the last visible tick before `from`, then every tick from `from` on. A tick
+# with no visible tick before it is measured from the two that can be shown after it
+# (`outlier_hold`), so `from` moves back to the series' start (-infinity: no reference, every
+# tick) unless the first visible tick and two more that can be shown lie before it: only then are
+# the ticks up to the first visible one, and so everything before `from`, beyond its reach.
 SERIES_FROM: Final = """
+WITH k AS (
+    SELECT k.provider_id, k.asset_id,
+           CASE WHEN (
+               SELECT count(*) FROM (
+                   SELECT 1 FROM price_history h
+                   WHERE h.provider_id = k.provider_id AND h.asset_id = k.asset_id
+                     AND h.as_of >= f.as_of AND h.as_of < k.from_as_of
+                     AND h.state <> 'rejected'
+                     AND (h.state = 'released' OR h.hold_kind IS DISTINCT FROM 'currency')
+                   ORDER BY h.as_of LIMIT 3
+               ) ahead
+           ) = 3 THEN k.from_as_of ELSE '-infinity'::timestamptz END AS from_as_of
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(provider_id, asset_id, from_as_of)
+    LEFT JOIN LATERAL (
+        SELECT h.as_of FROM price_history h
+        WHERE h.provider_id = k.provider_id AND h.asset_id = k.asset_id
+          AND h.state IN ('visible', 'released')
+        ORDER BY h.as_of LIMIT 1
+    ) f ON true
+)
 SELECT k.provider_id, k.asset_id, t.reference, t.as_of, t.amount, t.currency, t.event_id,
        t.state, t.hold_kind, t.hold_reason
-FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(provider_id, asset_id, from_as_of)
+FROM k
 CROSS JOIN LATERAL (
     (SELECT true AS reference, h.as_of, h.amount, h.currency, h.event_id, h.state, h.hold_kind,
             h.hold_reason
@@ -136,7 +160,9 @@ async def reevaluate(
     policies: Mapping[str, PricePolicy],
 ) -> list[StateChange]:
     """Run the hold rule over each asset's stored ticks from its start on (after the last visible
-    tick before it), store the states that changed and return them. Call with the assets locked."""
+    tick before it; from the series' first tick when the start is within reach of the rule for
+    ticks with no visible one before them), store the states that changed and return them. Call
+    with the assets locked."""
     keys = sorted(starts)
     rows = await conn.fetch(
         SERIES_FROM, [k[0] for k in keys], [k[1] for k in keys], [starts[k] for k in keys]
