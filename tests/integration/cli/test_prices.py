@@ -246,3 +246,35 @@ async def test_policy_list_shows_which_providers_have_holds_active(
         rwasync, database_url, "price", "policy", "show", provider_id
     )
     assert "active" in shown_table.stdout and "yes" in shown_table.stdout.split()
+
+
+async def test_rejecting_a_tick_checks_the_first_ticks_again(
+    database_url: str, db: Database, provider_id: str
+) -> None:
+    """A rejected tick no longer counts among the two ticks that can outvote an asset's first:
+    rejecting it leaves the states the series would have had without it."""
+    await cli(database_url, "price", "policy", "set", provider_id, "--max-jump", "0.5")
+    applier = PriceApplier(db)
+    first, spike, level, again = (
+        price(provider_id, "a1", amount, at(i))
+        for i, amount in enumerate(["100", "300", "900", "910"])
+    )
+    await applier.apply([first, spike, level, again])
+    # 300 jumps from 100 and 900 from 300: 300 is unconfirmed, so 100 stands and the rest jump.
+    assert await status(db, first.event_id) == ("applied", True)
+    assert {(await status(db, t.event_id))[0] for t in (spike, level, again)} == {"held"}
+
+    rejected = await cli(database_url, "price", "held", "reject", str(spike.event_id))
+    assert rejected["items"] == [
+        {"event_id": str(spike.event_id), "status": "rejected", "reason": "rejected by an operator"}
+    ]
+    rechecked = {r["event_id"]: (r["status"], r["latest"]) for r in rejected["rechecked"]}
+    assert rechecked == {
+        str(first.event_id): ("held", None),
+        str(level.event_id): ("applied", False),
+        str(again.event_id): ("applied", True),
+    }
+    assert await status(db, first.event_id) == ("held", None)
+    assert await db.fetchval("SELECT amount FROM latest_prices WHERE asset_id = 'a1'") == Decimal(
+        "910"
+    )

@@ -307,14 +307,36 @@ def held_reject(
     event_id: EventIds,
     as_json: JsonFlag = False,
 ) -> None:
-    """Refuse held ticks for good: they end `rejected` and are never shown."""
+    """Refuse held ticks for good: they end `rejected` and are never shown. A rejected tick no
+    longer counts among the ticks after an asset's first ones that can outvote them, so the
+    series is checked again; the ticks whose decision that changes are listed (`rechecked`)."""
     ids = list(dict.fromkeys(event_id))
 
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    async def work(conn: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
         async with conn.transaction():
-            await decide_held(conn, ids, "rejected")
+            rows = await decide_held(conn, ids, "rejected")
+            starts = prices.starts_of((r["provider_id"], r["asset_id"], r["as_of"]) for r in rows)
+            policies = await prices.policies(conn, {r["provider_id"] for r in rows})
+            changes = await prices.reevaluate(conn, starts, policies)
+            rechecked: list[Redecision] = []
+            if changes:
+                refresh = await prices.refresh_latest(conn, starts)
+                rechecked = prices.redecisions(changes, refresh.latest)
             rejected = [Redecision(i, ReceiptStatus.REJECTED, REJECTED_REASON) for i in ids]
-            await receipts.redecide_price_ticks(conn, rejected)
-        return [{"event_id": str(i), "status": "rejected", "reason": REJECTED_REASON} for i in ids]
+            await receipts.redecide_price_ticks(conn, rejected + rechecked)
+        return {
+            "items": [
+                {"event_id": str(i), "status": "rejected", "reason": REJECTED_REASON} for i in ids
+            ],
+            "rechecked": [
+                {
+                    "event_id": str(r.event_id),
+                    "status": str(r.status),
+                    "reason": r.reason,
+                    "latest": r.latest,
+                }
+                for r in rechecked
+            ],
+        }
 
-    emit({"items": run_db(work)}, as_json)
+    emit(run_db(work), as_json)
