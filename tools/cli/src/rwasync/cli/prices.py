@@ -115,7 +115,8 @@ def policy_document(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def shown_policy(row: asyncpg.Record) -> dict[str, Any]:
-    """A policy as `show` and `list` print it: `active` false when it holds no tick."""
+    """A policy as `show` and `list` print it: `active` when it checks something (`max_jump`
+    set or `currency_check` on); off, no new tick is held, though ticks held before stay held."""
     # Set without options, a policy has a row yet checks nothing: both read as holds off.
     return policy_document(row) | {"active": row["max_jump"] is not None or row["currency_check"]}
 
@@ -137,8 +138,8 @@ def policy_table(policies: list[dict[str, Any]]) -> Table:
 
 @policy_app.command("show")
 def policy_show(provider_id: str, as_json: JsonFlag = False) -> None:
-    """A provider's sanity-hold policy; `active` false: no tick of it is held (none was ever set
-    when `updated_at` is null)."""
+    """A provider's sanity-hold policy; `active` false: its checks are off and no new tick of it
+    is held, though ticks held before stay held (none was ever set when `updated_at` is null)."""
 
     async def work(conn: asyncpg.Connection) -> asyncpg.Record:
         row: asyncpg.Record | None = await conn.fetchrow(queries.PRICE_POLICY, provider_id)
@@ -151,7 +152,7 @@ def policy_show(provider_id: str, as_json: JsonFlag = False) -> None:
     def table() -> Table:
         t = policy_table([document])
         if not document["active"]:
-            t.caption = "no policy: no tick of this provider is held"
+            t.caption = "no policy: no new tick of this provider is held"
         return t
 
     emit(document, as_json, table)
