@@ -166,6 +166,22 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
     assert len(errors) == 5 and errors[4].startswith("error: /auth/username: "), errors
 
 
+async def test_feed_add_refuses_a_private_literal_written_in_unicode_digits(
+    database_url: str,
+) -> None:
+    # The HTTP client connects `１０.０.０.１` (full-width digits) to 10.0.0.1: refused as that is.
+    provider = await new_provider(database_url)
+    for host in ("１０.０.０.１", "①⓪.⓪.⓪.①"):
+        result = await feed_add(database_url, provider["provider_id"], f"http://{host}/c.json")
+        assert result.returncode == 1 and result.stdout == "", (host, result)
+        assert (
+            "error: /url: address 10.0.0.1 is not a public address and not allow-listed"
+            " (the URL argument)"
+        ) in result.stderr.splitlines(), result.stderr
+    listed = await asyncio.to_thread(rwasync, database_url, "feed", "list", "--json")
+    assert json.loads(listed.stdout)["items"] == []
+
+
 async def test_feed_list_refuses_an_unknown_provider(database_url: str) -> None:
     # A typo in --provider must not read as "this provider has no feed".
     provider = await new_provider(database_url)

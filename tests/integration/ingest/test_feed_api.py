@@ -916,6 +916,34 @@ async def test_without_an_allow_list_loopback_is_refused_at_put_and_at_fetch(
     assert feeds_host.hits["/local.json"] == 0
 
 
+async def test_a_loopback_literal_in_unicode_digits_is_refused_at_put_and_validate(
+    ingest: Client, store: Database, feeds_host: FeedServer
+) -> None:
+    """A host the HTTP client maps to an IP literal (full-width or circled digits, `。`) is
+    refused where its ASCII form is: the fetch would connect to that address (hostile trial)."""
+    provider = await create_provider(store)
+    url = feeds_host.serve("/wide.json", body(feed_body([asset("x")], timestamp=snapshot_at())))
+    port = url.split(":")[2].split("/")[0]
+    for n, host in enumerate(("１２７.０.０.１", "①②⑦.⓪.⓪.①", "127。0。0。1", "１２７.１")):
+        wide = f"http://{host}:{port}/wide.json"
+        status, refused, _ = await call(
+            ingest, "PUT", f"/v1/feeds/wide-{n}", provider, {"url": wide}
+        )
+        assert status == 422 and refused["errors"] == [
+            {
+                "pointer": "/url",
+                "message": "address 127.0.0.1 is not a public address and not allow-listed",
+            }
+        ], (host, refused)
+        status, refused, _ = await call(
+            ingest, "POST", "/v1/validate/feed", provider, {"url": wide}
+        )
+        assert status == 422 and refused["errors"][0]["pointer"] == "/url", (host, refused)
+    assert feeds_host.hits["/wide.json"] == 0
+    status, listed, _ = await call(ingest, "GET", "/v1/feeds", provider)
+    assert status == 200 and listed["items"] == [], listed
+
+
 async def test_a_site_local_ipv6_feed_url_is_refused_at_put(
     ingest: Client, store: Database
 ) -> None:

@@ -139,3 +139,55 @@ def test_a_permitted_address_in_a_form_no_fetch_can_use_is_refused_when_register
         f"has a numeric host that is not a dotted-quad IPv4 address{hint}"
     )
     assert check_feed_url("http://127.0.0.1:8098/feed.json", LOOPBACK_ALLOWED)
+
+
+# A host the HTTP client maps to an IP literal before connecting (yarl's IDNA/UTS 46 mapping, as
+# a browser's): full-width, circled and mathematical digits and the ideographic full stop.
+UNICODE_LOOPBACK_FORMS = [
+    "１２７.０.０.１",
+    "①②⑦.⓪.⓪.①",
+    "𝟏𝟐𝟕.𝟎.𝟎.𝟏",
+    "127。0。0。1",
+    "１２７.１",
+    "０ｘ７ｆ.１",
+]
+
+
+@pytest.mark.parametrize("host", UNICODE_LOOPBACK_FORMS)
+def test_a_literal_in_unicode_digits_is_judged_as_the_address_the_client_reaches(
+    host: str,
+) -> None:
+    from yarl import URL
+
+    # The fetch's own client maps the host to loopback: the policy judges that address.
+    assert parse_ip_literal(URL(f"http://{host}/").host or "") == ipaddress.ip_address("127.0.0.1")
+    assert parse_ip_literal(host) == ipaddress.ip_address("127.0.0.1")
+    with pytest.raises(AddressRefused):
+        NO_ALLOW_LIST.check_host_literal(host)
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        *((host, "127.0.0.1") for host in UNICODE_LOOPBACK_FORMS),
+        ("１０.０.０.１", "10.0.0.1"),
+        ("⑯⑨.②⑤④.①⑥⑨.②⑤④", "169.254.169.254"),  # circled numbers past 9 (cloud metadata)
+    ],
+)
+def test_a_feed_url_with_a_unicode_digit_literal_is_refused_when_registered(
+    host: str, address: str
+) -> None:
+    with pytest.raises(FeedSettingInvalid) as refused:
+        check_feed_url(f"http://{host}:8098/feed.json", NO_ALLOW_LIST)
+    assert (refused.value.pointer, refused.value.message) == (
+        "/url",
+        f"address {address} is not a public address and not allow-listed",
+    )
+
+
+def test_an_allowed_unicode_digit_literal_in_a_form_no_fetch_uses_is_refused() -> None:
+    # Full-width 127.1 is 127.1 to the client: a short form, refused with the dotted quad to use.
+    with pytest.raises(FeedSettingInvalid) as refused:
+        check_feed_url("http://１２７.１:8098/feed.json", LOOPBACK_ALLOWED)
+    assert refused.value.message.endswith(": write it 127.0.0.1")
+    assert check_feed_url("http://１２７.０.０.１:8098/feed.json", LOOPBACK_ALLOWED)

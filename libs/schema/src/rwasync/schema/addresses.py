@@ -2,7 +2,9 @@
 operator's allow-list (CIDR ranges) names the address (pure; no resolver, no socket).
 
 `feed add`, `PUT /v1/feeds` and the poller all apply this one policy: to IP literals in any form
-a resolver accepts when a URL is registered, and to every resolved address at fetch time.
+a resolver accepts when a URL is registered, and to every resolved address at fetch time. A host
+is first mapped as the HTTP client maps it before connecting (`connect_host`), so a literal
+written in full-width or circled digits (`１２７.０.０.１`) is judged as the address it reaches.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import idna
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -51,12 +55,30 @@ def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(address)
 
 
+def connect_host(host: str) -> str:
+    """`host` as the fetch's HTTP client (aiohttp, through yarl) maps it before connecting, as a
+    browser does: ASCII lower-cased, anything else IDNA-mapped (UTS 46, then IDNA 2003 where that
+    refuses), so full-width, circled or mathematical digits become ASCII digits and `。` a dot.
+    Raises UnicodeError for a host neither IDNA accepts (the client refuses the URL too)."""
+    if host.isascii():
+        return host.lower()
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except UnicodeError:  # idna.IDNAError included
+        return host.encode("idna").decode("ascii")
+
+
 def parse_ip_literal(host: str) -> IPAddress | None:
-    """The address a host denotes if it is an IP literal in any form a resolver accepts; None
-    for a host name (names are checked per resolved address when fetching)."""
+    """The address a host denotes if it is an IP literal in any form a resolver accepts, once
+    mapped as the HTTP client maps it (`connect_host`); None for a host name (names are checked
+    per resolved address when fetching)."""
     host = host.strip().strip("[]")
     if "%" in host:  # zone index on a link-local IPv6 literal
         host = host.split("%", 1)[0]
+    try:
+        host = connect_host(host)
+    except UnicodeError:
+        return None  # no IDNA form: no literal, and a name no fetch can look up
     try:
         return ipaddress.ip_address(host)
     except ValueError:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
-from rwasync.schema.addresses import AddressPolicy, AddressRefused
+from rwasync.schema.addresses import AddressPolicy, AddressRefused, connect_host
 from rwasync.schema.errors import FieldError, truncated
 
 T = TypeVar("T")
@@ -180,12 +180,19 @@ def check_feed_url(url: str, policy: AddressPolicy) -> str:
     if parts.username is not None or parts.password is not None:
         raise FeedSettingInvalid("/url", "must not carry credentials: give them as the feed's auth")
     try:
-        literal = policy.check_host_literal(host)
+        # The host the fetch connects to: `１２７.０.０.１` (full-width digits) reaches 127.0.0.1.
+        mapped = connect_host(host)
+    except UnicodeError:
+        raise FeedSettingInvalid(
+            "/url", f"has a host that is not a valid name: {host[:64]!r}"
+        ) from None
+    try:
+        literal = policy.check_host_literal(mapped)
     except AddressRefused as exc:
         raise FeedSettingInvalid("/url", str(exc)) from exc
     if literal is None and not _host_name(host):
         raise FeedSettingInvalid("/url", f"has a host that is not a valid name: {host[:64]!r}")
-    if _NUMERIC_HOST.fullmatch(host) and str(literal) != host:
+    if _NUMERIC_HOST.fullmatch(mapped) and str(literal) != mapped:
         # Permitted, yet no fetch could use it: the HTTP client takes a host of digits and dots
         # only as a dotted-quad IPv4 address (2130706433, 127.1, 0177.0.0.1 are refused there).
         hint = f": write it {literal}" if literal is not None else ""
