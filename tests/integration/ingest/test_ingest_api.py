@@ -316,6 +316,22 @@ async def test_invalid_document_is_422_listing_every_pointer(
     assert await queues.depth(queues.assets) == 0
 
 
+@pytest.mark.parametrize(
+    "when", ["٢٠٢٤-٠٥-٠١T١٢:٠٠:٠٠Z", "2024-05-01T1२:00:00Z", "２０２４-05-01T12:00:00Z"]
+)
+async def test_a_timestamp_in_non_ascii_digits_is_422(
+    ingest: Client, queues: Queues, provider: Provider, when: str
+) -> None:
+    # `\d` took Arabic-Indic, Devanagari and full-width digits, and `int` read them: the asset
+    # was accepted and stored as 2024-05-01 (hostile trial). RFC 3339 digits are ASCII.
+    response = await put_json(
+        ingest, "/v1/assets/digits-1", house("digits-1", updated_at=when), provider.basic
+    )
+    body = await problem(response, 422)
+    assert pointers(body) == {"/updated_at"}, body
+    assert await queues.depth(queues.assets) == 0
+
+
 async def test_a_422_counts_the_errors_its_list_leaves_out(
     ingest: Client, queues: Queues, provider: Provider
 ) -> None:

@@ -245,9 +245,11 @@ Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER), AS_INTEGER]
 
 # --- timestamps ---------------------------------------------------------------------------------
 
+# ASCII digits only: `\d` alone also takes other scripts' digits ('٢٠٢٤'), which `int` reads.
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,32}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))?",
+    re.ASCII,
 )
 _TIMESTAMP_EXPECTED = "must be an RFC 3339 timestamp with an offset, e.g. 2024-05-01T12:00:00Z"
 _NAIVE = "must include a UTC offset (Z or +hh:mm), e.g. 2024-05-01T12:00:00Z"

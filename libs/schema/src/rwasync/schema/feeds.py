@@ -135,7 +135,7 @@ class SettingErrors:
             raise FeedSettingInvalid.of(self.errors)
 
 
-_INTERVAL = re.compile(r"(\d{1,12})([smhd]?)")
+_INTERVAL = re.compile(r"([0-9]{1,12})([smhd]?)")  # ASCII: `\d` takes '١٥' too
 # A feed runs at least once a year; longer would overflow the schedule's arithmetic.
 MAX_INTERVAL_SECONDS: Final = 366 * 86400
 # ...and at most once a minute, as a cron expression can: a whole download of the feed each time
