@@ -76,6 +76,20 @@ async def test_a_partner_acts_for_each_granted_provider_by_x_tenant_id(
         response = await ingest.get("/v1/assets?limit=1", headers={**partner.bearer, **named})
         body = await problem(response, 400)
         assert "X-Tenant-Id" in body["detail"] and body["type"].endswith("tenant-required")
+    # An empty one is a 400 for a provider's own credential too (a hostile trial: it was served
+    # as if absent, while a partner's was refused), before any write or read.
+    for named in ({"X-Tenant-Id": ""}, {"X-Tenant-Id": " \t"}):
+        for method, path, data in (
+            ("GET", "/v1/assets?limit=1", None),
+            ("PUT", "/v1/assets/p-0", json.dumps(house("p-0"))),
+        ):
+            response = await ingest.request(
+                method, path, data=data, headers={**JSON, **first.bearer, **named}
+            )
+            body = await problem(response, 400)
+            assert body["type"].endswith("tenant-required"), body
+            assert "X-Tenant-Id header is empty" in body["detail"], body
+    assert await queues.depth(queues.assets) == 0
     for headers in (tenant(stranger), {"X-Tenant-Id": "prv_unknown"}):
         await problem(await ingest.get("/v1/assets", headers={**partner.basic, **headers}), 401)
     # A provider's own credential may name itself, and nobody else.

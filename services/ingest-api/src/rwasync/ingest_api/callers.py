@@ -60,8 +60,20 @@ class Callers:
     async def identify(self, request: web.Request) -> ProviderIdentity:
         """The provider this request acts for (401, 400 or 429 otherwise)."""
         credential = await self._authenticator.authenticate_request(request)
-        # One X-Tenant-Id at most, as with Authorization; empty: not named.
-        tenant = (single_header(request, TENANT_HEADER) or "").strip() or None
+        # One X-Tenant-Id at most, as with Authorization. An empty one names no provider, for any
+        # credential: a 400, not read as absent (a provider's own credential was let through
+        # while a partner's was refused, so a client's unset variable worked for one and not
+        # the other).
+        header = single_header(request, TENANT_HEADER)
+        tenant = header.strip() if header is not None else None
+        if tenant == "":
+            raise Problem(
+                400,
+                "Bad Request",
+                f"the {TENANT_HEADER} header is empty: name the provider in it, or send none "
+                "with a provider's own credential",
+                kind="tenant-required",
+            )
         try:
             identity = credential.acting_for(tenant)
         except TenantRefused as refused:
