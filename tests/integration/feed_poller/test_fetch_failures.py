@@ -204,3 +204,41 @@ async def test_unreadable_feeds_fail_and_short_ones_are_held(
             assert (run["status"], run["reason_code"]) == (expected_status, expected_code), path
             assert run["reason"] and run["finished_at"] is not None
         assert await Published(vhost_amqp_url).messages(expect_events=0, timeout=1) == []
+
+
+async def test_what_a_server_sends_is_quoted_bounded_and_escaped_in_the_runs_reason(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """A reason quotes the server's bytes (aiohttp's bad status line, a CSV header cell): a
+    hostile trial stored 5 KB of them, line breaks and terminal escapes as sent, in the run's
+    reason, which `rwasync feed runs` prints."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"\x1b[2J\x1b[31mPWNED" + b"C" * 5000 + b"\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cell = "x\x1b[2J\u202e" + "y" * 5000
+    csv = f"id,{cell},{cell}\na1,1,2\n".encode()
+    feed_ids = [
+        await add_feed(db, provider_id, f"http://127.0.0.1:{port}/feed.json"),
+        await add_feed(db, provider_id, feed_server.serve("/f.csv", body(csv)), fmt="csv"),
+    ]
+    try:
+        async with running_poller(poller_settings(database_url, vhost_amqp_url, fetch_tries=1)):
+            runs = [await wait_for_run(db, await trigger(db, feed_id)) for feed_id in feed_ids]
+    finally:
+        server.close()
+    assert [(run["status"], run["reason_code"]) for run in runs] == [
+        ("failed", "fetch_error"),
+        ("failed", "parse_error"),
+    ], runs
+    for run in runs:
+        reason = run["reason"]
+        assert len(reason) <= 1000 and reason.endswith("…"), reason
+        assert reason.isprintable(), reason  # no line break, escape or bidi override as sent
+    assert "Bad status line" in runs[0]["reason"], runs[0]
+    assert "x\\x1b[2J\\u202eyyy" in runs[1]["reason"], runs[1]

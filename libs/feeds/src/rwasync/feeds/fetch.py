@@ -34,7 +34,7 @@ from rwasync.feeds.guard import GuardedResolver, redact, same_origin
 from rwasync.feeds.spool import forget, spool_file
 from rwasync.platform.retry import retrying
 from rwasync.schema.addresses import AddressPolicy, AddressRefused
-from rwasync.schema.feeds import ReasonCode
+from rwasync.schema.feeds import ReasonCode, shown_reason
 from rwasync.schema.timestamps import utc_now
 
 log = structlog.get_logger(__name__)
@@ -55,6 +55,7 @@ class FetchFailed(Exception):
     """The feed could not be fetched; `reason_code` says why, as the run records it."""
 
     def __init__(self, reason_code: ReasonCode, reason: str, *, retryable: bool = False) -> None:
+        reason = shown_reason(reason)  # it may quote the server: a bad status line, a header
         super().__init__(reason)
         self.reason_code = reason_code
         self.reason = reason

@@ -36,7 +36,7 @@ from typing import IO, Any, Final
 
 import msgspec
 
-from rwasync.schema.feeds import FeedFormat, ReasonCode
+from rwasync.schema.feeds import FeedFormat, ReasonCode, shown_reason
 from rwasync.schema.jsonsafe import MalformedJSON, loads
 
 # Changing what a fingerprint covers (or how items are validated and normalised) must change
@@ -65,6 +65,7 @@ class FeedInvalid(Exception):
     """The feed as a whole cannot be used; `reason_code` says why, as the run records it."""
 
     def __init__(self, reason_code: ReasonCode, reason: str) -> None:
+        reason = shown_reason(reason)  # it may quote the feed: a CSV header cell, a character
         super().__init__(reason)
         self.reason_code = reason_code
         self.reason = reason

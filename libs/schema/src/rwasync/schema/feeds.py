@@ -49,6 +49,25 @@ FINISHED_STATUSES: Final = frozenset(
 )
 
 
+# A run's reason quotes what the provider's server sent (a malformed status line, a header, a
+# CSV header cell): it is kept to this many characters, as a person reads it.
+MAX_REASON_CHARS: Final = 1000
+
+
+def shown_reason(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` as a run's stored reason: every character that is not printable (control
+    characters, line breaks, bidirectional overrides, lone surrogates) escaped as Python
+    writes it (`\\x1b`, `\\n`, `\\u202e`), then cut to `limit` characters, ending `…` when
+    cut. A server's bytes echoed in a reason can neither forge lines in a log or a terminal
+    (`rwasync feed runs`) nor fill the run's row."""
+    if not text.isprintable():
+        text = "".join(
+            c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode()
+            for c in text
+        )
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class ReasonCode(StrEnum):
     """Why a run is held, failed or rejected."""
 
