@@ -457,3 +457,22 @@ async def test_two_authorization_headers_are_a_400(ingest: Client, provider: Pro
         assert status == 400, body
         assert headers["content-type"] == "application/problem+json"
         assert b"more than one Authorization header" in body
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:443", "/v1/assets"])
+async def test_a_connect_request_is_a_400_saying_the_service_is_no_proxy(
+    ingest: Client, target: str
+) -> None:
+    """aiohttp reads a CONNECT target as an authority: the router answered 404 with an empty
+    path, "no such resource: " (hostile trial)."""
+    assert ingest.port is not None
+    request = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    status, headers, body = await raw_exchange(ingest.port, request.encode())
+    assert status == 400, body
+    assert headers["content-type"] == "application/problem+json"
+    answer = json.loads(body)
+    assert answer["type"].endswith("/malformed-request"), answer
+    assert answer["detail"] == (
+        "CONNECT is not served: this service is no proxy; send requests to a path such as "
+        "/v1/assets"
+    )

@@ -269,6 +269,16 @@ async def _answer(
     route: str,
 ) -> web.StreamResponse:
     try:
+        if request.method == "CONNECT":
+            # Its target is an authority (host:port), never a path: the router answered 404
+            # "no such resource: " with an empty path (hostile trial).
+            raise Problem(
+                400,
+                "Bad Request",
+                "CONNECT is not served: this service is no proxy; "
+                "send requests to a path such as /v1/assets",
+                kind="malformed-request",
+            )
         return await handler(request)
     except Problem as problem:
         return problem.response()
