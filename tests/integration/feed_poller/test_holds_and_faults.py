@@ -152,6 +152,27 @@ async def test_an_item_whose_id_is_not_unicode_is_reported_and_the_run_ends(
     assert [(e["index"], e["id"]) for e in run["errors"]] == [(1, "ab\ufffd"), (2, "cd\ufffd")]
 
 
+async def test_an_invalid_items_id_is_reported_cut_and_escaped(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """An id the id rule refuses is the feed's own text, as long as its item: a hostile trial
+    stored 20,000 characters of it, terminal escapes as sent, in the run's errors."""
+    rest = b'","updated_at":"2025-05-01T00:00:00Z","status":"active","name":"n"}'
+    lines = [
+        orjson.dumps(asset("fine")),
+        b'{"id":"\\u001b[2J' + b"z" * 20000 + rest,
+        b'{"id":"a\\u0000b\\u202ec' + rest,
+    ]
+    url = feed_server.serve("/ids.jsonl", body(b"\n".join(lines) + b"\n"))
+    feed_id = await add_feed(db, provider_id, url, fmt="jsonl")
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, feed_id))
+    assert run["status"] == "ok", run["reason"]
+    assert run["counts"]["created"] == 1 and run["counts"]["invalid"] == 2
+    ids = [e["id"] for e in run["errors"]]
+    assert ids == ["\\x1b[2J" + "z" * 192 + "…", "a\\x00b\\u202ec"], ids
+
+
 async def test_invalid_and_duplicate_items_protect_and_report(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

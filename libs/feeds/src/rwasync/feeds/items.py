@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from rwasync.feeds.records import RawRecord, line_id, scanned_id
 from rwasync.schema.asset import ASSET_ID, parse_asset
@@ -23,6 +23,7 @@ from rwasync.schema.errors import (
     item_too_large,
     json_pointer,
 )
+from rwasync.schema.feeds import shown_reason
 from rwasync.schema.jsonsafe import MalformedJSON, loads
 from rwasync.schema.valid_asset import (
     QuotedPrice,
@@ -30,6 +31,9 @@ from rwasync.schema.valid_asset import (
     from_model,
     validate_asset,
 )
+
+# An invalid item's id in the run's errors: some characters past the longest valid id.
+MAX_SHOWN_ID_CHARS: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,11 @@ class ItemError:
     def as_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"index": self.index}
         if self.asset_id is not None:
-            entry["id"] = _without_surrogates(self.asset_id)
+            # An id the id rule refuses is the feed's text, as long as its item and with any
+            # character: it is shown cut and escaped, as a run's reason is.
+            entry["id"] = self.stored_id or shown_reason(
+                _without_surrogates(self.asset_id), MAX_SHOWN_ID_CHARS
+            )
         entry["errors"] = [e.as_dict() for e in self.errors]
         return entry
 
