@@ -65,6 +65,9 @@ async def test_a_repeated_asset_id_counts_like_a_comma(client: Client, provider_
     assert refused["errors"][0]["parameter"] == "asset_id"
     bad = await get(client, f"/v1/prices?provider_id={provider_id}&asset_id=a1&asset_id=", 400)
     assert bad["errors"][0]["parameter"] == "asset_id"
+    # an id ending in a line break is no id (`$` matched before it)
+    bad = await get(client, f"/v1/prices?provider_id={provider_id}&asset_id=a1%0A", 400)
+    assert bad["errors"][0]["parameter"] == "asset_id"
 
 
 async def test_500_ids_of_the_longest_length_fit_in_one_request(

@@ -41,6 +41,8 @@ def test_each_auth_type_becomes_its_request_header() -> None:
         ({"type": "bearer", "token": "line\r\nX-Injected: 1"}, "/auth/token"),
         ({"type": "header", "name": "Host", "value": "x"}, "/auth/name"),
         ({"type": "header", "name": "Bad Name", "value": "x"}, "/auth/name"),
+        # `$` also matched before a final line break: the name was stored, and failed each fetch
+        ({"type": "header", "name": "X-Api-Key\n", "value": "x"}, "/auth/name"),
         ({"type": "bearer", "token": "t", "password": "p"}, "/auth/password"),
         ("basic", "/auth"),
     ],

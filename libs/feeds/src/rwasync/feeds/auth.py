@@ -101,7 +101,7 @@ def _username(value: Any) -> str:
 
 
 def _header_name(name: Any) -> str:
-    if not isinstance(name, str) or not _TOKEN.match(name):
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
         raise FeedSettingInvalid("/auth/name", "must be an HTTP header name")
     if name.lower() in _RESERVED_HEADERS:
         raise FeedSettingInvalid("/auth/name", f"{name} is set by the poller itself")

@@ -46,13 +46,13 @@ def request_trace_id(headers: Mapping[str, str]) -> str:
     if from_parent is not None:
         return from_parent
     request_id = headers.get("X-Request-Id", "")
-    return request_id if _REQUEST_ID.match(request_id) else new_trace_id()
+    return request_id if _REQUEST_ID.fullmatch(request_id) else new_trace_id()
 
 
 def traceparent(trace_id: str) -> str | None:
     """A `traceparent` for a hop of this trace (a new span id each time); None if the id is not
     a W3C trace id (a caller's own `X-Request-Id`)."""
-    if not _TRACE_ID.match(trace_id):
+    if not _TRACE_ID.fullmatch(trace_id):
         return None
     return f"00-{trace_id}-{secrets.token_hex(8)}-01"
 
@@ -79,7 +79,7 @@ def message_trace_id(headers: Mapping[str, Any] | None) -> str:
     value = headers.get(topology.HEADER_TRACE_ID)
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
-    if isinstance(value, str) and _REQUEST_ID.match(value):
+    if isinstance(value, str) and _REQUEST_ID.fullmatch(value):
         return value
     parent = headers.get(topology.HEADER_TRACEPARENT)
     if isinstance(parent, bytes):

@@ -100,7 +100,7 @@ class CatalogReads:
             raise bad_query("status", f"must be one of {', '.join(ASSET_STATUSES)}")
         limit = query_limit(request, catalog.DEFAULT_LIMIT, catalog.MAX_LIMIT)
         provider_id = optional_query(request.query, "provider_id")
-        if provider_id is not None and not PROVIDER_ID.match(provider_id):
+        if provider_id is not None and not PROVIDER_ID.fullmatch(provider_id):
             raise bad_query("provider_id", "not a provider id")
         try:
             async with asyncio.timeout(READ_TIMEOUT):

@@ -64,9 +64,9 @@ def required(query: Mapping[str, str], name: str) -> str:
 
 def known_form(provider_id: str, asset_id: str | None = None) -> bool:
     """Whether the ids could name a provider (and asset) at all; others are not looked up."""
-    if not PROVIDER_ID.match(provider_id):
+    if not PROVIDER_ID.fullmatch(provider_id):
         return False
-    return asset_id is None or ASSET_ID.match(asset_id) is not None
+    return asset_id is None or ASSET_ID.fullmatch(asset_id) is not None
 
 
 def asset_ids(query: MultiMapping[str], *, optional: bool = False) -> list[str] | None:
@@ -81,7 +81,7 @@ def asset_ids(query: MultiMapping[str], *, optional: bool = False) -> list[str] 
     if len(ids) > MAX_ASSET_IDS:
         raise bad_query("asset_id", f"at most {MAX_ASSET_IDS} ids, comma-separated or repeated")
     for asset_id in ids:
-        if not ASSET_ID.match(asset_id):
+        if not ASSET_ID.fullmatch(asset_id):
             rule = f"1-{MAX_ASSET_ID_LENGTH} of A-Za-z0-9._:-"
             raise bad_query("asset_id", f"{asset_id[:140]!r} is not an asset id ({rule})")
     return ids
