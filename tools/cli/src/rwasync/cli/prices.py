@@ -254,6 +254,20 @@ async def decide_held(
     return rows
 
 
+def _rechecked(rechecked: list[Redecision]) -> list[dict[str, Any]]:
+    """The later ticks a re-check moved, either way: an operator deciding a tick must see one
+    the decision now holds as well as one it lets through."""
+    return [
+        {
+            "event_id": str(r.event_id),
+            "status": str(r.status),
+            "reason": r.reason,
+            "latest": r.latest,
+        }
+        for r in rechecked
+    ]
+
+
 @held_app.command("release")
 def held_release(
     event_id: EventIds,
@@ -286,18 +300,7 @@ def held_release(
                 {"event_id": str(r.event_id), "status": str(r.status), "latest": r.latest}
                 for r in released
             ],
-            # The later ticks the re-check moved, either way: an operator releasing a tick must
-            # see one it now holds (a price back at the old level after it) as well as one it
-            # lets through.
-            "rechecked": [
-                {
-                    "event_id": str(r.event_id),
-                    "status": str(r.status),
-                    "reason": r.reason,
-                    "latest": r.latest,
-                }
-                for r in rechecked
-            ],
+            "rechecked": _rechecked(rechecked),
         }
 
     emit(run_db(work), as_json)
@@ -329,15 +332,7 @@ def held_reject(
             "items": [
                 {"event_id": str(i), "status": "rejected", "reason": REJECTED_REASON} for i in ids
             ],
-            "rechecked": [
-                {
-                    "event_id": str(r.event_id),
-                    "status": str(r.status),
-                    "reason": r.reason,
-                    "latest": r.latest,
-                }
-                for r in rechecked
-            ],
+            "rechecked": _rechecked(rechecked),
         }
 
     emit(run_db(work), as_json)
