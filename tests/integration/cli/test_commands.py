@@ -516,6 +516,31 @@ async def test_revoking_a_revoked_credential_again_says_so_and_succeeds(database
     assert datetime.fromisoformat(now["revoked_at"]) <= datetime.now(UTC)
 
 
+async def test_a_partner_is_disabled_and_enabled_like_a_provider(database_url: str) -> None:
+    """`partner list` showed a `disabled` column no command could set (a partner's trial), and a
+    provider named twice at `partner create` was printed twice though granted once."""
+    acme = await cli_json(database_url, "provider", "create", "Acme")
+    reach = await cli_json(
+        database_url, "partner", "create", "Reach",
+        "--provider", acme["provider_id"], "--provider", acme["provider_id"],
+    )  # fmt: skip
+    assert reach["providers"] == [acme["provider_id"]]
+
+    async def disabled() -> bool:
+        [partner] = (await cli_json(database_url, "partner", "list"))["items"]
+        return bool(partner["disabled"])
+
+    off = await cli_json(database_url, "partner", "disable", reach["partner_id"])
+    assert off == {"partner_id": reach["partner_id"], "disabled": True} and await disabled()
+    on = await cli_json(database_url, "partner", "enable", reach["partner_id"])
+    assert on == {"partner_id": reach["partner_id"], "disabled": False} and not await disabled()
+    unknown = await asyncio.to_thread(rwasync, database_url, "partner", "disable", "ptn_nope")
+    assert (unknown.returncode, unknown.stderr) == (
+        1,
+        "error: partner_id 'ptn_nope': unknown partner\n",
+    )
+
+
 async def test_readers_and_partners_are_listed_like_providers(database_url: str) -> None:
     acme = await cli_json(database_url, "provider", "create", "Acme")
     other = await cli_json(database_url, "provider", "create", "Other")

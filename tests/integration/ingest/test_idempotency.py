@@ -134,6 +134,48 @@ async def test_two_keys_are_400_and_publish_nothing(
     assert await queues.assets.get(no_ack=True, fail=False) is None
 
 
+async def test_the_validation_calls_check_a_keys_form_and_otherwise_ignore_it(
+    ingest: Client, provider: Provider, store: Database
+) -> None:
+    """A validation writes nothing, so a key there stores no answer: the same key with another
+    body is validated afresh (no 422), and a real write with that key is not answered by a
+    validation's 200. A key of the wrong form, or two keys, are the 400 a write would answer
+    (a partner's trial: they were taken in silence)."""
+    calls = [
+        ("/v1/validate/asset", house("val-1"), house("val-2", status="bogus")),
+        ("/v1/validate/batch", {"assets": [house("val-1")]}, {"assets": [house("val-2")]}),
+        ("/v1/validate/feed", [house("val-1")], [house("val-2")]),
+    ]
+    for path, first, second in calls:
+        for headers in (
+            CIMultiDict({**JSON, **provider.bearer, "Idempotency-Key": "é"}),
+            CIMultiDict([*JSON.items(), *provider.bearer.items(), *two_keys()]),
+        ):
+            response = await ingest.post(path, data=json.dumps(first), headers=headers)
+            refused = await problem(response, 400)
+            assert (
+                refused["type"].endswith("/bad-idempotency-key")
+                or "more than one" in (refused["detail"])
+            ), (path, refused)
+        keyed = {**JSON, **provider.bearer, "Idempotency-Key": f"val{path}"}
+        for document in (first, second):
+            response = await ingest.post(path, data=json.dumps(document), headers=keyed)
+            assert response.status == 200, (path, await response.text())
+    stored = "SELECT count(*) FROM idempotency_keys WHERE provider_id = $1"
+    assert await store.fetchval(stored, provider.provider_id) == 0
+    # a write with a key a validation carried is a write
+    response = await ingest.put(
+        "/v1/assets/val-1",
+        data=json.dumps(house("val-1")),
+        headers={**JSON, **provider.bearer, "Idempotency-Key": "val/v1/validate/asset"},
+    )
+    assert response.status == 202, await response.text()
+
+
+def two_keys() -> list[tuple[str, str]]:
+    return [("Idempotency-Key", "k-a"), ("Idempotency-Key", "k-b")]
+
+
 async def test_deletes_and_batches_are_idempotent_too(
     ingest: Client, queues: Queues, provider: Provider
 ) -> None:

@@ -188,7 +188,11 @@ async def test_a_held_run_cannot_be_approved_once_a_later_run_read_a_snapshot(
         await db.execute(ended, held, "held", utc_now())
         await db.execute(ended, failed, "failed", None)
         await db.execute(ended, newer, "running", None)
+        assert "approved" not in (await feeds.get_run(conn, held) or {})
         await feeds.decide_run(conn, held, "approve", provider_id=a)
+        # until the poller applies it, the held run says it is approved (a partner's trial read
+        # `held` alone and could not tell its approval had been taken)
+        assert (await feeds.get_run(conn, held) or {}).get("approved") is True
         await db.execute("UPDATE feed_runs SET decision = NULL WHERE run_id = $1", held)
         await db.execute(ended, newer, later, utc_now() if compared else None)
         with pytest.raises(RunNotDecidable, match=f"superseded by run {newer}"):

@@ -369,7 +369,8 @@ def hold_verdict(
     unidentified: int = 0,
 ) -> Verdict | None:
     """The first hold (or failure) that applies, in the order docs/api.md lists them.
-    `last_applied`: the snapshot time of the feed's latest applied (`ok`) run, if any;
+    `last_applied`: the newest snapshot time among the feed's applied (`ok`) runs, if any (an
+    approved older snapshot does not lower it);
     `unidentified`: the invalid items whose id could not be read."""
     if seen == 0:
         return Verdict(ReasonCode.EMPTY_FEED, "the feed lists no assets")
@@ -394,8 +395,8 @@ def hold_verdict(
         # approved, it takes the catalogue back to the older copy. One reason code a run, so the
         # deletions (and the threshold they pass) are told here.
         reason = (
-            f"the snapshot of {timestamp_text(snapshot_time)} is older than the feed's last "
-            f"applied one, of {timestamp_text(last_applied)} (a stale copy, or the snapshot's "
+            f"the snapshot of {timestamp_text(snapshot_time)} is older than the newest one the "
+            f"feed applied, of {timestamp_text(last_applied)} (a stale copy, or the snapshot's "
             "clock went back): its items older than the stored assets would be ignored"
         )
         if deletions:

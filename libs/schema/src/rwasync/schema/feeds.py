@@ -73,7 +73,7 @@ class ReasonCode(StrEnum):
 
     EMPTY_FEED = "empty_feed"
     TRUNCATED = "truncated"
-    # The snapshot is older than the feed's last applied one (a stale copy, a clock gone back).
+    # The snapshot is older than the newest the feed applied (a stale copy, a clock gone back).
     STALE_SNAPSHOT = "stale_snapshot"
     DELETION_THRESHOLD = "deletion_threshold"
     # Invalid items whose id cannot be read, in a snapshot that would delete: any of them may

@@ -114,6 +114,9 @@ def run_object(row: asyncpg.Record) -> dict[str, Any]:
     if row["reason"] is not None:
         run["reason"] = row["reason"]
         run["reason_code"] = row["reason_code"]
+    if row["status"] == "held" and row["decision"] == "approve":
+        # Approved, not yet applied: it read `held` alone, as if the approval had been lost.
+        run["approved"] = True
     return run
 
 

@@ -189,7 +189,7 @@ ORDER BY finished_at DESC NULLS LAST
 LIMIT 1
 """
 
-# The snapshot time of the feed's latest applied snapshot (its `ok` runs but $2, this one): an
+# The newest snapshot time the feed applied (its `ok` runs but $2, this one): an
 # older snapshot is held (`stale_snapshot`). $1 feed, $2 this run.
 LAST_APPLIED_SNAPSHOT = """
 SELECT max(snapshot_time) FROM feed_runs WHERE feed_id = $1 AND status = 'ok' AND run_id <> $2

@@ -15,7 +15,7 @@ from rwasync.ingest_api.acceptance import AcceptanceClock, EventPublisher
 from rwasync.ingest_api.bodies import JSON, BodyLimits
 from rwasync.ingest_api.callers import TENANT_HEADER, Call, Callers
 from rwasync.ingest_api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from rwasync.ingest_api.idempotency import KEY_PATTERN, IdempotencyKeys
+from rwasync.ingest_api.idempotency import KEY_PATTERN, IdempotencyKeys, checked_key
 from rwasync.platform.db import Database
 from rwasync.platform.http import json_response
 from rwasync.platform.openapi import Param
@@ -81,6 +81,18 @@ class Ingest:
             source=source,
         )
         return await self.idempotency.run(call, lambda: handle(call))
+
+    async def validation_call(
+        self, request: web.Request, *, batch: bool = False, media_types: Collection[str] = (JSON,)
+    ) -> Call:
+        """A validation call's caller and body, as a write's (`Callers.write`); its
+        Idempotency-Key is checked for its form and otherwise ignored: a validation writes
+        nothing, so there is nothing to replay."""
+        call = await self.callers.write(
+            request, self.batch if batch else self.single, media_types=media_types
+        )
+        checked_key(request)
+        return call
 
 
 def accepted(event: WireEvent) -> web.Response:

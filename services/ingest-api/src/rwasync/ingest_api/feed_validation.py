@@ -114,9 +114,7 @@ class FeedValidation:
         ]
 
     async def validate_feed(self, request: web.Request) -> web.Response:
-        call = await self._ingest.callers.write(
-            request, self._ingest.batch, media_types=FEED_MEDIA_TYPES
-        )
+        call = await self._ingest.validation_call(request, batch=True, media_types=FEED_MEDIA_TYPES)
         fmt = self._format(request)
         document = self._settings_document(call)
         registration = None

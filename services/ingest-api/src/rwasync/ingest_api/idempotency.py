@@ -55,6 +55,20 @@ def fingerprint(call: Call) -> bytes:
     return digest.digest()
 
 
+def checked_key(request: web.Request) -> str | None:
+    """The request's Idempotency-Key, None without one; a 400 for a key of the wrong form or
+    for two keys (a retry with either would publish again). The validation calls, which write
+    nothing and so have nothing to replay, check it too: a key a client's write would have
+    refused is refused there as well."""
+    key = single_header(request, HEADER)
+    if key is not None and _KEY.fullmatch(key) is None:
+        raise bad_request(
+            f"{HEADER} must be 1-{MAX_KEY_LENGTH} printable ASCII characters",
+            kind="bad-idempotency-key",
+        )
+    return key
+
+
 class IdempotencyKeys:
     def __init__(self, db: Database, *, wait_seconds: float, retention: timedelta) -> None:
         self._db = db
@@ -63,15 +77,9 @@ class IdempotencyKeys:
 
     async def run(self, call: Call, answer: Callable[[], Awaitable[web.Response]]) -> web.Response:
         """`answer()` under the request's Idempotency-Key, if it has one."""
-        # Two keys are a 400: a retry with either would publish again.
-        key = single_header(call.request, HEADER)
+        key = checked_key(call.request)
         if key is None:
             return await answer()
-        if _KEY.fullmatch(key) is None:
-            raise bad_request(
-                f"{HEADER} must be 1-{MAX_KEY_LENGTH} printable ASCII characters",
-                kind="bad-idempotency-key",
-            )
         structlog.contextvars.bind_contextvars(idempotency_key=key)
         provider_id, sent = call.provider_id, fingerprint(call)
         claim = uuid.uuid4()

@@ -54,7 +54,7 @@ class Validation:
         ]
 
     async def validate_asset(self, request: web.Request) -> web.Response:
-        call = await self._ingest.callers.write(request, self._ingest.single)
+        call = await self._ingest.validation_call(request)
         try:
             body_asset(call.body, call.json, call.arrival.received_at)
         except AssetInvalid as exc:
@@ -62,7 +62,7 @@ class Validation:
         return json_response({"valid": True, "errors": []})
 
     async def validate_batch(self, request: web.Request) -> web.Response:
-        call = await self._ingest.callers.write(request, self._ingest.batch)
+        call = await self._ingest.validation_call(request, batch=True)
         try:
             checked = await off_the_loop(
                 functools.partial(

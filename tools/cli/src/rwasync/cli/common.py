@@ -237,6 +237,18 @@ def json_text(document: Any) -> str:
     ).decode()
 
 
+def set_disabled(statement: str, field: str, owner_id: str, disabled: bool, as_json: bool) -> None:
+    """`provider disable|enable`, `partner disable|enable`: `statement` sets the flag of the row
+    `owner_id` names (`field`: `provider_id`, `partner_id`), an error when none."""
+
+    async def work(conn: asyncpg.Connection) -> None:
+        if await conn.execute(statement, owner_id, disabled) == "UPDATE 0":
+            raise unknown(field, owner_id, field.removesuffix("_id"))
+
+    run_db(work)
+    emit({field: owner_id, "disabled": disabled}, as_json)
+
+
 def emit(document: Any, as_json: bool, table: Callable[[], Table] | None = None) -> None:
     """`--json`: exactly one JSON document on stdout; otherwise a table or pretty JSON."""
     if as_json:

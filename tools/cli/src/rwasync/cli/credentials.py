@@ -19,6 +19,7 @@ from rwasync.cli.common import (
     listed,
     require_provider,
     run_db,
+    set_disabled,
     table_time,
     unknown,
 )
@@ -227,13 +228,14 @@ def partner_create(
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         partner_id = new_id("ptn")
+        granted = list(dict.fromkeys(providers or []))  # a provider named twice is granted once
         async with conn.transaction():
             await conn.execute(queries.CREATE_PARTNER, partner_id, name)
-            for provider_id in providers or []:
+            for provider_id in granted:
                 await require_provider(conn, provider_id)
                 await conn.execute(queries.GRANT_PARTNER, partner_id, provider_id)
             issued = await Owner(None, partner_id).issue(conn)
-        return {**issued, "providers": list(providers or [])}
+        return {**issued, "providers": granted}
 
     emit(run_db(work), as_json)
 
@@ -272,6 +274,19 @@ def partner_revoke(partner_id: str, provider_id: str, as_json: JsonFlag = False)
         },
         as_json,
     )
+
+
+@partner_app.command("disable")
+def partner_disable(partner_id: str, as_json: JsonFlag = False) -> None:
+    """Disable a partner: its credentials stop authenticating (within the services' auth cache
+    time), for every provider it acts for; its grants are kept."""
+    set_disabled(queries.SET_PARTNER_DISABLED, "partner_id", partner_id, True, as_json)
+
+
+@partner_app.command("enable")
+def partner_enable(partner_id: str, as_json: JsonFlag = False) -> None:
+    """Enable a disabled partner again: its credentials act for its providers again."""
+    set_disabled(queries.SET_PARTNER_DISABLED, "partner_id", partner_id, False, as_json)
 
 
 @partner_app.command("list")

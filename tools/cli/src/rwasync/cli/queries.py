@@ -17,6 +17,7 @@ SELECT provider_id, name, disabled, created_at FROM providers ORDER BY created_a
 """
 
 SET_PROVIDER_DISABLED: Final = "UPDATE providers SET disabled = $2 WHERE provider_id = $1"
+SET_PARTNER_DISABLED: Final = "UPDATE partners SET disabled = $2 WHERE partner_id = $1"
 
 CREATE_READER: Final = "INSERT INTO readers (reader_id, name, token_digest) VALUES ($1, $2, $3)"
 # The revocation instant, the first one's if the reader was revoked already (then before this

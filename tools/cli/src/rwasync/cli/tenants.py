@@ -16,6 +16,7 @@ from rwasync.cli.common import (
     listed,
     number_from,
     run_db,
+    set_disabled,
     table_time,
     unknown,
 )
@@ -82,22 +83,13 @@ def provider_list(as_json: JsonFlag = False) -> None:
 @provider_app.command("disable")
 def provider_disable(provider_id: str, as_json: JsonFlag = False) -> None:
     """Disable a provider: its credentials stop authenticating."""
-    _set_disabled(provider_id, True, as_json)
+    set_disabled(queries.SET_PROVIDER_DISABLED, "provider_id", provider_id, True, as_json)
 
 
 @provider_app.command("enable")
 def provider_enable(provider_id: str, as_json: JsonFlag = False) -> None:
     """Enable a disabled provider again: its credentials authenticate again."""
-    _set_disabled(provider_id, False, as_json)
-
-
-def _set_disabled(provider_id: str, disabled: bool, as_json: bool) -> None:
-    async def work(conn: asyncpg.Connection) -> None:
-        if await conn.execute(queries.SET_PROVIDER_DISABLED, provider_id, disabled) == "UPDATE 0":
-            raise unknown("provider_id", provider_id, "provider")
-
-    run_db(work)
-    emit({"provider_id": provider_id, "disabled": disabled}, as_json)
+    set_disabled(queries.SET_PROVIDER_DISABLED, "provider_id", provider_id, False, as_json)
 
 
 # A provider's rate: one request in 1,000 s at the least (Retry-After stays within that), and
