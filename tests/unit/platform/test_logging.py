@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from rwasync.platform.logging import configure_logging
+from rwasync.platform.logging import (
+    closed_channel_noise,
+    configure_logging,
+    pool_floor_without_traceback,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -33,16 +38,43 @@ def test_a_library_warning_with_a_traceback_is_one_json_line(
     try:
         raise ConnectionRefusedError("connect call failed")
     except ConnectionRefusedError:
-        logging.getLogger("asyncpg.pool").warning(
-            "Failed to restore the pool connection floor; retrying", exc_info=True
-        )
+        logging.getLogger("asyncpg.pool").warning("Pool connection lost", exc_info=True)
     logging.getLogger("asyncpg.pool").info("below the level: not written")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
     record = json.loads(lines[0])
-    assert record["event"] == "Failed to restore the pool connection floor; retrying"
+    assert record["event"] == "Pool connection lost"
     assert record["logger"] == "asyncpg.pool"
     assert record["level"] == "warning"
     assert record["service"] == "ingest-api"
     assert "ConnectionRefusedError: connect call failed" in record["exception"]
     assert "timestamp" in record
+
+
+def test_aio_pikas_closed_channel_errors_are_left_out_of_the_log() -> None:
+    """Every broker drop came with three `[error]` lines about channels already closed; other
+    callback errors still pass."""
+
+    def record(*args: object) -> logging.LogRecord:
+        return logging.LogRecord(
+            "aio_pika.tools", logging.ERROR, "tools.py", 1, "Callback %r error: %s: %s", args, None
+        )
+
+    assert not closed_channel_noise(record("cb", "ChannelInvalidStateError", "closed"))
+    assert closed_channel_noise(record("cb", "KeyError", "x"))
+
+
+def test_asyncpgs_pool_floor_warning_is_one_line() -> None:
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed")
+    except ConnectionRefusedError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "asyncpg.pool", logging.WARNING, "pool.py", 1,
+        "Failed to restore the pool connection floor; retrying", None, exc_info,
+    )  # fmt: skip
+    assert pool_floor_without_traceback(record) and record.exc_info is None
+    assert record.getMessage() == (
+        "Failed to restore the pool connection floor; retrying "
+        "(ConnectionRefusedError: [Errno 111] Connect call failed)"
+    )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from rwasync.platform import metrics
 from rwasync.platform.tasks import cancel_and_wait
@@ -83,3 +85,36 @@ async def test_the_queue_depth_sampler_honours_a_cancellation_turned_into_an_err
     done, _ = await asyncio.wait({task}, timeout=2)
     assert done and task.cancelled()
     assert calls == 1
+
+
+async def test_a_failed_queue_depth_sample_drops_the_gauges_rather_than_keep_stale_ones() -> None:
+    """Through a broker outage /metrics showed the last sample's consumers and depth as current
+    (an operator's trial); now the series are gone until a sample succeeds again."""
+    answers: list[dict[str, tuple[int, int]] | Exception] = [
+        {"q-stale": (7, 2)},
+        ConnectionError("broker away"),
+        {"q-stale": (0, 1)},
+    ]
+    sampled = asyncio.Event()
+
+    async def depths(queues: object) -> dict[str, tuple[int, int]]:
+        answer = answers.pop(0)
+        sampled.set()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def value(gauge: Any) -> float | None:
+        return REGISTRY.get_sample_value(gauge, {"queue": "q-stale"})
+
+    task = asyncio.create_task(metrics.sample_queue_depths(depths, ["q-stale"], every=0.01))
+    try:
+        seen = []
+        for _ in range(3):
+            await sampled.wait()
+            sampled.clear()
+            await asyncio.sleep(0)
+            seen.append((value("rwasync_queue_messages"), value("rwasync_queue_consumers")))
+    finally:
+        await cancel_and_wait(task)
+    assert seen == [(7.0, 2.0), (None, None), (0.0, 1.0)]

@@ -68,6 +68,14 @@ def connect_error(exc: BaseException) -> BaseException:
     return exc
 
 
+def _log_lost(_: object, exc: BaseException | None) -> None:
+    """A robust connection's close callback: a drop it will recover from is logged; a close
+    this process asked for (shutting down: no error, or a cancellation) is not."""
+    if exc is None or isinstance(exc, asyncio.CancelledError):
+        return
+    log.warning("broker connection lost; reconnecting", error=f"{type(exc).__name__}: {exc}")
+
+
 class BrokerUnavailable(Exception):
     """The broker did not confirm a publish (down, blocked, nacked or unroutable)."""
 
@@ -220,6 +228,10 @@ class Broker:
         self._connection, self._channel = connection, channel
         self.blocking.watch(connection)
         connection.reconnect_callbacks.add(lambda reconnected: self.blocking.watch(reconnected))
+        # The connection's own story, once a drop (aio-pika's are library errors about closed
+        # channels, or nothing): lost, then back.
+        connection.close_callbacks.add(_log_lost)
+        connection.reconnect_callbacks.add(lambda _: log.warning("broker connection restored"))
         self._ready.set()
         log.info("broker connected, topology declared")
 

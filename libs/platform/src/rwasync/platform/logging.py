@@ -63,3 +63,31 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> N
     root.setLevel(logging.WARNING)
     for noisy in ("aiormq", "aio_pika"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger("aio_pika.tools").addFilter(closed_channel_noise)
+    logging.getLogger("asyncpg.pool").addFilter(pool_floor_without_traceback)
+
+
+def closed_channel_noise(record: logging.LogRecord) -> bool:
+    """Leaves out aio-pika's error for a channel's close callback that finds the channel already
+    closed (`ChannelInvalidStateError`): three such `[error]` lines came with every broker drop,
+    though nothing was wrong but the drop, which the broker module logs itself. Every other
+    callback error passes."""
+    args = record.args
+    return not (
+        record.msg == "Callback %r error: %s: %s"
+        and isinstance(args, tuple)
+        and len(args) == 3
+        and args[1] == "ChannelInvalidStateError"
+    )
+
+
+def pool_floor_without_traceback(record: logging.LogRecord) -> bool:
+    """asyncpg's warning that it could not reconnect its pool's floor, which comes about once a
+    second while Postgres is away, as one line naming the error instead of a full traceback each
+    time (an operator's trial)."""
+    if record.msg.startswith("Failed to restore the pool connection floor") and record.exc_info:
+        error = record.exc_info[1]
+        record.msg = "Failed to restore the pool connection floor; retrying (%s: %s)"
+        record.args = (type(error).__name__, error)
+        record.exc_info = None
+    return True

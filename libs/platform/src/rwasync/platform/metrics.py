@@ -8,6 +8,7 @@ that counts them, named with the same `rwasync_` prefix and unit suffixes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -111,8 +112,11 @@ async def sample_queue_depths(
     every: float = 10.0,
     on_sample: Callable[[dict[str, tuple[int, int]]], None] | None = None,
 ) -> None:
-    """Keep the queue gauges current until cancelled; a failed sample is logged and retried.
-    `on_sample` gets each sample too: (messages ready, consumers) by queue."""
+    """Keep the queue gauges current until cancelled; a failed sample is logged and retried,
+    and the gauges of `queues` are dropped until one succeeds: kept, they showed the last
+    figures as current through a broker outage (an operator's trial: two consumers and an
+    empty queue while this replica had no connection). `on_sample` gets each sample too:
+    (messages ready, consumers) by queue."""
     while True:
         try:
             sample = await depths(queues)
@@ -123,10 +127,14 @@ async def sample_queue_depths(
                 on_sample(sample)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the broker is away: the gauges keep their last figures
+        except Exception as exc:  # the broker is away: no figures rather than stale ones
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 # aio-pika turned our cancellation into this error: honour it.
                 raise asyncio.CancelledError from exc
             log.warning("queue depth not sampled", error=str(exc))
+            for queue in queues:
+                for gauge in (QUEUE_MESSAGES, QUEUE_CONSUMERS):
+                    with contextlib.suppress(KeyError):  # never sampled yet
+                        gauge.remove(queue)
         await asyncio.sleep(every)

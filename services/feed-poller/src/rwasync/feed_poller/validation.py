@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +29,9 @@ from rwasync.feeds.items import ItemError, ValidItem, validate_record
 from rwasync.feeds.records import RawRecord
 
 log = structlog.get_logger(__name__)
+
+# How often a worker checks that its poller is alive.
+PARENT_CHECK_SECONDS: Final = 1.0
 
 
 def record_fields(record: RawRecord) -> tuple[Any, ...]:
@@ -100,9 +106,25 @@ def validate_batch(
     return "".join(lines).encode(), errors
 
 
-def _ready() -> None:
+def _ready(poller_pid: int) -> None:
     """Each worker's initializer: to call it, the worker imports this module, and with it the
-    rules."""
+    rules; then it watches its poller. A poller killed outright (`kill -9`, the OOM killer)
+    never shuts its pool down: its workers lived on, re-parented, holding the poller's output
+    pipes, so a supervisor (honcho under `make run`) never saw the poller end (an operator's
+    trial). A worker whose parent is no longer its poller exits."""
+    threading.Thread(
+        target=_exit_without, args=(poller_pid,), name="poller-watch", daemon=True
+    ).start()
+
+
+def _exit_without(poller_pid: int) -> None:
+    while os.getppid() == poller_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
+
+
+def _warm() -> None:
+    """A task that only makes the pool spawn a worker (which runs `_ready` first)."""
 
 
 class ItemValidator:
@@ -123,14 +145,17 @@ class ItemValidator:
             return
         pool = self._started()
         for _ in range(self.workers):
-            pool.submit(_ready)
+            pool.submit(_warm)
 
     def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # Spawned, not forked: a fork of a process with an event loop, threads and open
             # sockets copies them all into the child.
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ready
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ready,
+                initargs=(os.getpid(),),
             )
         return self._pool
 

@@ -206,11 +206,11 @@ def problems(report: dict[str, Any]) -> list[str]:
     # Nothing of a held snapshot is applied until someone approves or rejects it.
     late = report["feed_poller_late"]
     waiting = [
-        f"{n} {what}"
-        for n, what in (
-            (late["feeds_overdue"], "scheduled feeds past their next run"),
-            (late["runs_queued"], "feed runs requested and not started"),
-            (late["runs_abandoned"], "feed runs whose poller stopped renewing its lease"),
+        f"{_counted(n, what)} {state}"
+        for n, what, state in (
+            (late["feeds_overdue"], "scheduled feed", "overdue"),
+            (late["runs_queued"], "feed run", "requested and not started"),
+            (late["runs_abandoned"], "feed run", "whose poller stopped renewing its lease"),
         )
         if n
     ]
