@@ -604,6 +604,10 @@ async def test_a_bad_feed_id_malformed_json_and_wrong_credentials(
         forged = base64.urlsafe_b64encode(orjson.dumps(["feeds", moment, "x"])).decode()
         response = await feed_api.get(f"/v1/feeds?cursor={forged}", headers=provider.bearer)
         assert (await problem(response, 400))["errors"][0]["parameter"] == "cursor"
+    # a well-formed cursor whose key no feed can have (a forged one)
+    forged = base64.urlsafe_b64encode(orjson.dumps(["feeds", "2026-01-01T00:00:00Z", "a b"]))
+    response = await feed_api.get(f"/v1/feeds?cursor={forged.decode()}", headers=provider.bearer)
+    assert (await problem(response, 400))["errors"][0]["parameter"] == "cursor"
     response = await feed_api.get("/v1/feeds?cursor=nonsense", headers=provider.bearer)
     assert (await problem(response, 400))["errors"] == [
         {"parameter": "cursor", "message": "is not a cursor this listing returned"}

@@ -137,7 +137,13 @@ def _after(cursor: str | None, listing: PagedListing) -> tuple[datetime | None, 
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         kind, moment, key = orjson.loads(raw)
         after = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-        if kind != listing or after.tzinfo is None or not isinstance(key, str) or "\x00" in key:
+        # the key is the page's last feed or run id: one no feed or run can have is not ours
+        if (
+            kind != listing
+            or after.tzinfo is None
+            or not isinstance(key, str)
+            or FEED_ID_PATTERN.fullmatch(key) is None
+        ):
             raise ValueError(cursor)
         # in UTC, as stored: an offset can carry year 1 or 9999 out of range (OverflowError)
         return after.astimezone(UTC), key
