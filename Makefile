@@ -68,12 +68,8 @@ typecheck: install
 
 check: lint typecheck
 
-## Run the whole default suite: checks, then unit, integration and e2e tests, on two workers
-## (pytest-xdist; a module's tests stay on one worker, so they share its services). Every test
-## has its own database and vhost, so the two never meet. Much of a test is waiting on services,
-## so two workers pay even on two cores: 17 min on the slowest box seen, where one worker had
-## taken 23 min on a faster one.
-## TEST_WORKERS=0 runs it in one process.
+## Run the whole default suite: checks, then unit, integration and e2e tests, on two pytest-xdist
+## workers (a module's tests stay on one; docs/architecture.md, "Tests"). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: install services deploy-tools chromium check
 	$(BIN)/pytest -m "not slow" -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile
