@@ -66,10 +66,14 @@ async def test_the_history_refuses_a_second_limit_and_a_misspelt_cursor(
     history = f"/v1/prices/{provider_id}/a1/history"
     body = await bad_query(client, f"{history}?limit=1&limit=2")
     assert body["errors"] == [{"parameter": "limit", "message": "is given more than once"}]
-    body = await bad_query(client, f"{history}?cursor=")
-    assert body["errors"] == [
-        {"parameter": "cursor", "message": "must not be empty: leave the parameter out instead"}
-    ]
+    empty = "must not be empty: leave the parameter out instead"
+    for path in (history, f"/v1/prices/{provider_id}/a1/ohlc"):
+        names = ("cursor", "from", "to", "limit") if path == history else ("from", "to")
+        for name in names:
+            # an empty one is refused, never read as its default (a range of 30 days, 500 items)
+            interval = "" if path == history else "interval=1d&"
+            body = await bad_query(client, f"{path}?{interval}{name}=")
+            assert body["errors"] == [{"parameter": name, "message": empty}], (path, name)
     body = await bad_query(client, f"{history}?next_cursor=abc")
     assert body["detail"] == (
         "next_cursor: unknown query parameter (this call takes: from, to, cursor, limit)"

@@ -12,7 +12,14 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from rwasync.platform.http import BodyBroken, Problem, bad_query, query_timestamp, send_continue
+from rwasync.platform.http import (
+    BodyBroken,
+    Problem,
+    bad_query,
+    optional_query,
+    query_timestamp,
+    send_continue,
+)
 from rwasync.schema import jsonsafe
 from rwasync.schema.errors import FieldError, error_count
 
@@ -166,10 +173,12 @@ async def json_body(
 
 
 def query_flag(request: web.Request, name: str) -> bool:
-    value = request.query.get(name, "false").lower()
+    """A flag, false when absent: `true`/`1` or `false`/`0` in any case; sent empty it is a 400,
+    as every other parameter is, rather than read as false."""
+    value = (optional_query(request.query, name) or "false").lower()
     if value in ("true", "1"):
         return True
-    if value in ("false", "0", ""):
+    if value in ("false", "0"):
         return False
     raise bad_query(name, "must be true, false, 1 or 0")
 
