@@ -98,6 +98,25 @@ def test_a_bad_registration_names_the_field(document: dict[str, Any], pointer: s
     assert caught.value.pointer == pointer
 
 
+def test_credentials_without_a_key_to_seal_them_are_reported_with_the_other_problems() -> None:
+    # (a PUT with a bad format and a token, on a service without RWASYNC_FEED_SECRETS_KEY,
+    # named only /format: the /auth problem came to light once /format was fixed)
+    document = {
+        "url": "https://feeds.example.com/a.json",
+        "format": "xml",
+        "auth": {"type": "bearer", "token": "t"},
+    }
+    keyless = FeedSecrets("")
+    with pytest.raises(FeedSettingInvalid) as caught:
+        feed_settings.parse_feed_settings(document, POLICY, secrets=keyless)
+    assert [error.pointer for error in caught.value.errors] == ["/format", "/auth"]
+    # with a key to seal with, or no feed credentials, only the format is wrong
+    for secrets, auth in ((SECRETS, document["auth"]), (keyless, {"type": "none"})):
+        with pytest.raises(FeedSettingInvalid) as caught:
+            feed_settings.parse_feed_settings({**document, "auth": auth}, POLICY, secrets=secrets)
+        assert [error.pointer for error in caught.value.errors] == ["/format"]
+
+
 @pytest.mark.parametrize(
     "url",
     [

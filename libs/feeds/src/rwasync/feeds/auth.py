@@ -169,15 +169,20 @@ class FeedSecrets:
     def new_key() -> str:
         return Fernet.generate_key().decode("ascii")
 
-    def seal(self, auth: FeedAuth) -> bytes | None:
-        """The sealed secret to store (None for a feed without credentials)."""
-        if auth.secret is None:
-            return None
-        if self._fernet is None:
+    def check_sealable(self, auth: FeedAuth) -> FeedAuth:
+        """`auth`, if its secret (when it has one) can be sealed: a 422 on `/auth` otherwise."""
+        if auth.secret is not None and self._fernet is None:
             raise FeedSettingInvalid(
                 "/auth",
                 "feed credentials cannot be stored: RWASYNC_FEED_SECRETS_KEY is not set",
             )
+        return auth
+
+    def seal(self, auth: FeedAuth) -> bytes | None:
+        """The sealed secret to store (None for a feed without credentials)."""
+        self.check_sealable(auth)
+        if auth.secret is None or self._fernet is None:
+            return None
         return self._fernet.encrypt(auth.secret.encode("utf-8"))
 
     def open(self, sealed: bytes | None) -> str | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, TypeVar
 
-from rwasync.feeds.auth import FeedAuth, parse_auth
+from rwasync.feeds.auth import FeedAuth, FeedSecrets, parse_auth
 from rwasync.feeds.schedule import Schedule, parse_schedule
 from rwasync.schema.addresses import AddressPolicy
 from rwasync.schema.errors import json_pointer
@@ -124,12 +124,18 @@ def _nul_at(value: Any, location: tuple[str, ...] = ()) -> list[tuple[str, ...]]
 
 
 def parse_feed_settings(
-    document: Any, policy: AddressPolicy, *, feed_id: str | None = None
+    document: Any,
+    policy: AddressPolicy,
+    *,
+    feed_id: str | None = None,
+    secrets: FeedSecrets | None = None,
 ) -> FeedSettings:
     """A registration document (`PUT /v1/feeds/{feed_id}`'s body, or what the CLI builds):
     `{"url", "format", "schedule", "auth", "deletion_threshold", "enabled"}`. Every problem is
     reported at once, each by its field's pointer, and with them `/feed_id` when the id the
-    registration is for (`feed_id`, the PUT's) is not one a feed can have."""
+    registration is for (`feed_id`, the PUT's) is not one a feed can have, and `/auth` when
+    credentials are given but `secrets` (the settings' keys, for a registration to store) has
+    none to seal them with."""
     if not isinstance(document, dict):
         raise FeedSettingInvalid("", "must be a JSON object")
     found = SettingErrors()
@@ -149,7 +155,12 @@ def parse_feed_settings(
     url = field("url", lambda: _url(document.get("url"), policy))
     fmt = field("format", lambda: _format(document.get("format", "json")))
     schedule = field("schedule", lambda: _schedule(document.get("schedule")))
-    auth = field("auth", lambda: parse_auth(document.get("auth")))
+
+    def auth_rule() -> FeedAuth:
+        auth = parse_auth(document.get("auth"))
+        return auth if secrets is None else secrets.check_sealable(auth)
+
+    auth = field("auth", auth_rule)
     threshold = field("deletion_threshold", lambda: _threshold(document.get("deletion_threshold")))
     enabled = field("enabled", lambda: _enabled(document.get("enabled", True)))
     found.raise_any()

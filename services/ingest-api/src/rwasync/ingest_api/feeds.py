@@ -266,7 +266,7 @@ class FeedRoutes:
         feed_id = call.request.match_info["feed_id"]
         with feed_errors():
             settings = feed_settings.parse_feed_settings(
-                call.json(), self._rules.policy, feed_id=feed_id
+                call.json(), self._rules.policy, feed_id=feed_id, secrets=self._rules.secrets
             )
             async with self._ingest.db.connection() as conn:
                 feed, _ = await feeds.put_feed(

@@ -154,7 +154,7 @@ def feed_add(
     except ValueError as exc:
         fail(str(exc))
     try:
-        registration = feed_settings.parse_feed_settings(document, policy)
+        registration = feed_settings.parse_feed_settings(document, policy, secrets=secrets)
     except FeedSettingInvalid as exc:
         errors.extend(exc.errors)
     if errors:
