@@ -13,7 +13,14 @@ import pytest
 
 from rwasync.feeds.items import ItemError, ValidItem, validate_record
 from rwasync.feeds.reading import feed_facts, take
-from rwasync.feeds.records import FeedHeader, FeedInvalid, RawRecord, read_records, scanned_id
+from rwasync.feeds.records import (
+    READ_BYTES,
+    FeedHeader,
+    FeedInvalid,
+    RawRecord,
+    read_records,
+    scanned_id,
+)
 from rwasync.schema.asset import canonical_json, normalized_document, parse_asset
 
 pytestmark = pytest.mark.unit
@@ -281,10 +288,29 @@ def test_a_truncated_json_file_says_where_it_breaks_in_the_whole_body() -> None:
     body = b"[" + b",".join(json.dumps(asset(f"a{n}")).encode() for n in range(3000))
     cut = body + b',{"id": "cut'
     error = failure("json", cut)
-    # past the reader's first window: counted from the start of the body, from 1 (the quote)
+    # past the reader's first window: placed in the whole body, from 1 (the quote), by line and
+    # column as the API's other refusals of JSON are
     assert error.reason == (
-        f"the feed is not valid JSON: Unterminated string starting at character {len(body) + 9}"
+        f"the feed is not valid JSON: Unterminated string starting at line 1 column {len(body) + 9}"
     )
+    # on a later line, read in small pieces (many of them let go before the fault): counted
+    # from that line's start, however the lines fell across the pieces
+    lines = b"[\n" + b",\n".join(json.dumps(asset(f"a{n}")).encode() for n in range(3000))
+    for read_bytes in (4096, 1000, READ_BYTES):
+        reader = read_records(
+            "json", io.BytesIO(lines + b',\n  {"id": "cut'), read_bytes=read_bytes
+        )
+        with pytest.raises(FeedInvalid) as caught:
+            list(reader.records)
+        assert caught.value.reason == (
+            "the feed is not valid JSON: Unterminated string starting at line 3002 column 10"
+        ), read_bytes
+    # a fault on a line that began pieces before: its column counts from that line's start
+    one_line = b"[" + b",".join(json.dumps(asset(f"a{n}")).encode() for n in range(100))
+    reader = read_records("json", io.BytesIO(b"\n" + one_line + b",x]"), read_bytes=1000)
+    with pytest.raises(FeedInvalid) as caught:
+        list(reader.records)
+    assert caught.value.reason.endswith(f"at line 2 column {len(one_line) + 2}")
 
 
 def test_hostile_json_items_fail_alone_and_never_crash_the_reader() -> None:

@@ -147,8 +147,11 @@ class _JsonText:
         self._scan = _SCANNER
         self.text = ""
         self.pos = 0
-        # Characters of the body before `text` (read and let go): where `text` starts in it.
+        # Characters of the body before `text` (read and let go): where `text` starts in it; the
+        # line breaks among them, and where the line `text` starts in began (to place a fault).
         self.dropped = 0
+        self.dropped_lines = 0
+        self.line_start = 0
         self.eof = False
         # Pieces read so far, and stretches msgspec refused (in all, and since the last piece).
         self.fills = 0
@@ -161,6 +164,10 @@ class _JsonText:
         data = self._stream.read(self._read_bytes)
         final = not data
         decoded = self._decoder.decode(data, final=final)
+        breaks = self.text.count("\n", 0, self.pos)
+        if breaks:
+            self.dropped_lines += breaks
+            self.line_start = self.dropped + self.text.rfind("\n", 0, self.pos) + 1
         self.dropped += self.pos
         self.text = self.text[self.pos :] + decoded
         self.pos = 0
@@ -223,10 +230,11 @@ class _JsonText:
                 if incomplete and not self.eof:
                     self._grow()
                     continue
-                at = self.dropped + exc.pos + 1
+                line, column = self._place(exc.pos)
                 raise FeedInvalid(
                     ReasonCode.PARSE_ERROR,
-                    f"the feed is not valid JSON: {exc.msg.removesuffix(' at')} at character {at}",
+                    f"the feed is not valid JSON: {exc.msg.removesuffix(' at')} "
+                    f"at line {line} column {column}",
                 ) from None
             except RecursionError:
                 raise FeedInvalid(
@@ -238,6 +246,15 @@ class _JsonText:
             span = self.text[self.pos : end]
             self.pos = end
             return obj, span
+
+    def _place(self, position: int) -> tuple[int, int]:
+        """(line, column) in the whole body, both from 1, of character `position` of `text`, as
+        every other refusal of JSON says where it is."""
+        line = self.dropped_lines + self.text.count("\n", 0, position) + 1
+        newline = self.text.rfind("\n", 0, position)
+        if newline >= 0:
+            return line, position - newline
+        return line, self.dropped + position - self.line_start + 1
 
     def _grow(self) -> None:
         if len(self.text) - self.pos > MAX_ITEM_CHARS:
