@@ -141,6 +141,11 @@ async def test_a_disabled_provider_can_be_enabled_again(database_url: str) -> No
         ),
         (("feed", "trigger", "feed_x", "--wait", "--timeout", "0"), "'--timeout'"),
         (("feed", "trigger", "feed_x", "--wait", "--timeout", "inf"), "'--timeout'"),
+        # a --timeout without --wait waited for nothing, unsaid
+        (
+            ("feed", "trigger", "feed_x", "--timeout", "30"),
+            "Invalid value for '--timeout': is how long --wait waits: give --wait too",
+        ),
         (("feed", "approve", "run_x", "--timeout", "-1"), "'--timeout'"),
         (("feed", "approve", "run_x", "--timeout", "soon"), "'--timeout'"),
         (
@@ -367,6 +372,23 @@ async def test_credential_rotate_takes_overlaps_from_one_second(database_url: st
     finally:
         await conn.close()
     assert 0 < left <= 10
+    # rotated again, the old key's scheduled end stands and is said: a longer overlap or none
+    # does not put it off (nor report it as null), a shorter one brings it forward
+    for again, ends in (
+        (("--overlap", "2h"), "same"),
+        ((), "same"),
+        (("--overlap", "1s"), "sooner"),
+    ):
+        answer = await asyncio.to_thread(
+            rwasync, database_url, "credential", "rotate", key_id, *again, "--json"
+        )
+        assert answer.returncode == 0, answer.stderr
+        said = json.loads(answer.stdout)["old_revoked_at"]
+        assert said is not None, again
+        if ends == "same":
+            assert said == rotated["old_revoked_at"], again
+        else:
+            assert said < rotated["old_revoked_at"], again
     for overlap in ("0s", "367d", "soon"):
         refused = await asyncio.to_thread(
             rwasync, database_url, "credential", "rotate", rotated["key_id"], "--overlap", overlap

@@ -165,6 +165,40 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
     # the rest of the credentials is still checked: basic needs --auth-username
     assert len(errors) == 5 and errors[4].startswith("error: /auth/username: "), errors
 
+    # A threshold that is no number is one more problem among the others (it was a usage
+    # error, exit 2, that hid them), and so are credential options the --auth does not take
+    # or two sources of one secret (they were dropped without a word).
+    result = await feed_add(
+        database_url,
+        provider["provider_id"],
+        "http://127.0.0.1:9/c.json",
+        *("--format", "xml", "--deletion-threshold-percent", "abc"),
+        *("--deletion-threshold-min", "some", "--auth-username", "bob"),
+        *("--auth-secret-env", "FEED_TOKEN", "--auth-secret-file", "/dev/null"),
+        FEED_TOKEN="x",
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: /auth: --auth-username is only for --auth basic",
+        "error: /auth: --auth-secret-env is only for --auth basic, bearer or header",
+        "error: /auth: give --auth-secret-env or --auth-secret-file, not both",
+        "error: /format: must be one of json, jsonl, csv (--format)",
+        "error: /deletion_threshold/percent: must be a number 0-100 (--deletion-threshold-percent)",
+        "error: /deletion_threshold/min_count: must be an integer from 0 to 2147483647"
+        " (--deletion-threshold-min)",
+    ], result.stderr
+    listed = await run(rwasync, database_url, "feed", "list", "--json")
+    assert json.loads(listed.stdout)["items"] == []
+    # numbers given as the options' text are taken as the settings' numbers
+    result = await feed_add(
+        database_url,
+        provider["provider_id"],
+        "http://127.0.0.1:9/c.json",
+        *("--deletion-threshold-percent", "12.5", "--deletion-threshold-min", "7"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["deletion_threshold"] == {"percent": 12.5, "min_count": 7}
+
 
 async def test_feed_add_refuses_a_private_literal_written_in_unicode_digits(
     database_url: str,

@@ -173,12 +173,13 @@ def number_from(low: float, high: float, unit: str = "") -> Callable[[str | floa
 # Seconds to wait for a feed run (`--timeout`): it is read four times a second, and a week is
 # longer than any run takes.
 MAX_WAIT: Final = 7 * 86400
+DEFAULT_WAIT: Final = 900
 TimeoutOption = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--timeout",
         parser=number_from(1, MAX_WAIT, " seconds"),
-        help=f"Seconds to wait for the run (1-{MAX_WAIT}).",
+        help=f"Seconds to wait for the run (1-{MAX_WAIT}; default {DEFAULT_WAIT}).",
     ),
 ]
 

@@ -148,7 +148,9 @@ def credential_rotate(
                     "`rwasync credential issue OWNER_ID`"
                 )
             issued: dict[str, Any] = await Owner(row["provider_id"], row["partner_id"]).issue(conn)
-            revoked_at = None
+            # When the old key stops: a revocation an earlier rotation scheduled stands (an
+            # overlap may bring it forward, never put it off), and is said, not hidden as null.
+            revoked_at = row["revoked_at"]
             if seconds is not None:
                 revoked_at = await conn.fetchval(
                     queries.REVOKE_CREDENTIAL,

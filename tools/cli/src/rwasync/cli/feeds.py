@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from rwasync.cli.common import (
+    DEFAULT_WAIT,
     EXIT_FAILED,
     EXIT_HELD,
     TimeoutOption,
@@ -76,6 +77,48 @@ def _auth_document(
             return {"type": kind}
 
 
+_WITH_SECRETS: Final = frozenset({"basic", "bearer", "header"})
+
+
+def _unused_auth_options(
+    kind: str,
+    username: str | None,
+    header: str | None,
+    secret_env: str | None,
+    secret_file: str | None,
+) -> list[FieldError]:
+    """A credential option the chosen `--auth` does not take, or two sources of its secret: said,
+    never silently dropped (the feed would be stored without the credentials meant for it)."""
+    found = []
+    if username is not None and kind != "basic":
+        found.append(FieldError("/auth", "--auth-username is only for --auth basic"))
+    if header is not None and kind != "header":
+        found.append(FieldError("/auth", "--auth-header is only for --auth header"))
+    secret_option = "--auth-secret-env" if secret_env is not None else "--auth-secret-file"
+    if (secret_env is not None or secret_file is not None) and kind not in _WITH_SECRETS:
+        found.append(
+            FieldError("/auth", f"{secret_option} is only for --auth basic, bearer or header")
+        )
+    if secret_env is not None and secret_file is not None:
+        found.append(FieldError("/auth", "give --auth-secret-env or --auth-secret-file, not both"))
+    return found
+
+
+def _threshold_document(percent: str | None, min_count: str | None) -> dict[str, Any]:
+    """`deletion_threshold` from the options' text, as the settings' rules take it: the share as
+    text (read exactly, a decimal), the count as an integer when it is one; what is not is
+    left as sent, for the rules to name."""
+    document: dict[str, Any] = {}
+    if percent is not None:
+        document["percent"] = percent
+    if min_count is not None:
+        try:
+            document["min_count"] = int(min_count)
+        except ValueError:
+            document["min_count"] = min_count
+    return document
+
+
 @feed_app.command("add")
 def feed_add(
     provider_id: str,
@@ -113,15 +156,24 @@ def feed_add(
     disabled: Annotated[
         bool, typer.Option("--disabled", help="Register without running it on its schedule.")
     ] = False,
+    # Read as text, so that a value that is no number is reported with every other problem
+    # (exit 1), as the settings' rules say it, rather than alone as a usage error.
     threshold_percent: Annotated[
-        float,
+        str | None,
         typer.Option(
-            "--deletion-threshold-percent", help="Hold runs deleting more than this share."
+            "--deletion-threshold-percent",
+            help="Hold runs deleting more than this share "
+            f"(default {DEFAULT_DELETION_THRESHOLD.percent}).",
         ),
-    ] = float(DEFAULT_DELETION_THRESHOLD.percent),
+    ] = None,
     threshold_min: Annotated[
-        int, typer.Option("--deletion-threshold-min", help="...and more than this many assets.")
-    ] = DEFAULT_DELETION_THRESHOLD.min_count,
+        str | None,
+        typer.Option(
+            "--deletion-threshold-min",
+            help="...and more than this many assets "
+            f"(default {DEFAULT_DELETION_THRESHOLD.min_count}).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Add a feed source for a provider (the same rules as the provider's PUT /v1/feeds)."""
@@ -133,6 +185,9 @@ def feed_add(
     if every is not None and cron is not None:
         errors.append(FieldError("/schedule", "give --every or --cron, not both"))
         schedule = None  # said: the settings' rules need not say more of it
+    errors.extend(
+        _unused_auth_options(auth, auth_username, auth_header, auth_secret_env, auth_secret_file)
+    )
     try:
         auth_document = _auth_document(
             auth, auth_username, auth_header, _secret(auth_secret_env, auth_secret_file)
@@ -146,7 +201,7 @@ def feed_add(
         "format": fmt,
         "schedule": schedule,
         "auth": auth_document,
-        "deletion_threshold": {"percent": threshold_percent, "min_count": threshold_min},
+        "deletion_threshold": _threshold_document(threshold_percent, threshold_min),
         "enabled": not disabled,
     }
     try:
@@ -305,17 +360,22 @@ def _exit_for(run: dict[str, Any]) -> None:
 def feed_trigger(
     feed_id: str,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run and print it.")] = False,
-    timeout: TimeoutOption = 900,
+    timeout: TimeoutOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a feed now (it starts within seconds, once fewer of its provider's runs are in
     progress than the limit); a disabled feed runs once and stays disabled. Exit 0
     ok/not_modified, 3 held, 4 failed/rejected."""
+    if timeout is not None and not wait:
+        # said, not ignored: the caller meant to wait and would read the run id as the run
+        raise typer.BadParameter(
+            "is how long --wait waits: give --wait too", param_hint="'--timeout'"
+        )
     run_id = run_db(lambda conn: feeds.request_run(conn, feed_id))
     if not wait:
         emit({"run_id": run_id}, as_json)
         return
-    run = _wait_for_run(run_id, timeout)
+    run = _wait_for_run(run_id, timeout or DEFAULT_WAIT)
     emit(run, as_json)
     _exit_for(run)
 
@@ -372,13 +432,13 @@ def feed_runs(
 @feed_app.command("approve")
 def feed_approve(
     run_id: str,
-    timeout: TimeoutOption = 900,
+    timeout: TimeoutOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Apply a held run now, under the version guards; prints the finished run. Refused (exit 1)
     once a later run superseded it (the message names that run) or when approved already."""
     run_db(lambda conn: feeds.decide_run(conn, run_id, "approve"))
-    run = _wait_for_run(run_id, timeout)
+    run = _wait_for_run(run_id, timeout or DEFAULT_WAIT)
     emit(run, as_json)
     _exit_for(run)
 

@@ -44,7 +44,7 @@ VALUES ($1, $2, $3, $4)
 # The owner of a credential, and whether it still authenticates (or will until its revocation
 # time); no row: unknown.
 CREDENTIAL_OWNER: Final = """
-SELECT provider_id, partner_id, revoked_at IS NULL OR revoked_at > now() AS live
+SELECT provider_id, partner_id, revoked_at, revoked_at IS NULL OR revoked_at > now() AS live
 FROM provider_credentials WHERE key_id = $1
 """
 
