@@ -125,6 +125,11 @@ def test_host_names_are_left_to_the_resolved_address_check(host: str) -> None:
         ("127.1", ": write it 127.0.0.1"),
         ("0177.0.0.1", ": write it 127.0.0.1"),
         ("127.0.0.1.", ": write it 127.0.0.1"),
+        # hex, which the resolver would take: still one way to write an address, the dotted quad
+        ("0x7f.0.0.1", ": write it 127.0.0.1"),
+        ("0x7F000001", ": write it 127.0.0.1"),
+        ("0x7f.1", ": write it 127.0.0.1"),
+        ("127.0.0.0x1", ": write it 127.0.0.1"),
         ("08.0.0.1", ""),  # not even the C library's: a name no resolver knows
     ],
 )

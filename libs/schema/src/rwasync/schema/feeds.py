@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from ipaddress import IPv4Address
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -211,9 +212,12 @@ def check_feed_url(url: str, policy: AddressPolicy) -> str:
         raise FeedSettingInvalid("/url", str(exc)) from exc
     if literal is None and not _host_name(host):
         raise FeedSettingInvalid("/url", f"has a host that is not a valid name: {host[:64]!r}")
-    if _NUMERIC_HOST.fullmatch(mapped) and str(literal) != mapped:
-        # Permitted, yet no fetch could use it: the HTTP client takes a host of digits and dots
-        # only as a dotted-quad IPv4 address (2130706433, 127.1, 0177.0.0.1 are refused there).
+    numeric = _NUMERIC_HOST.fullmatch(mapped) or isinstance(literal, IPv4Address)
+    if numeric and str(literal) != mapped:
+        # Permitted, yet written other than as the dotted quad: the HTTP client takes a host of
+        # digits and dots only as a dotted-quad IPv4 address (2130706433, 127.1, 0177.0.0.1 are
+        # refused there), and a hex form (0x7f.0.0.1) that the resolver would take is one the
+        # policy should not have to read: one way to write an address, the one it is shown in.
         hint = f": write it {literal}" if literal is not None else ""
         raise FeedSettingInvalid(
             "/url", f"has a numeric host that is not a dotted-quad IPv4 address{hint}"
