@@ -37,9 +37,11 @@ migrate: install services
 	$(BIN)/rwasync migrate
 
 ## The settings `make run` and a bare `.venv/bin/rwasync` share; created once, then yours to edit.
-.env:
+## A key of its own seals feed credentials, so that a provider's feed with a password works at once.
+.env: | $(STAMP)
 	cp .env.example .env
-	@echo "created .env from .env.example (loopback feeds allowed, console logs, APIs on 127.0.0.1)"
+	@echo "RWASYNC_FEED_SECRETS_KEY=$$($(BIN)/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" >> .env
+	@echo "created .env from .env.example (loopback feeds allowed, console logs, APIs on 127.0.0.1, a new feed secrets key)"
 
 ## Run the whole system locally: four services and a demo provider, in the foreground (Ctrl-C stops).
 # Every process reads its settings from .env itself (see .env.example), variables set in the
