@@ -732,6 +732,42 @@ async def test_a_gzip_file_body_stops_at_the_body_cap_once_decompressed(
         assert str(cap) in preview["reason"]
 
 
+async def test_a_body_sent_gzip_inside_gzip_fails_as_a_run_of_it_would(
+    feed_api: Client, store: Database
+) -> None:
+    """A run refuses a body that is gzip again once decoded; a preview by body did otherwise: as
+    application/gzip it read the inner gzip as garbled items, and under Content-Encoding: gzip
+    it took off both layers and answered `ok`."""
+    provider = await create_provider(store)
+    once = gzip.compress(b"".join(orjson.dumps(item) + b"\n" for item in ITEMS))
+    for query, headers in (
+        ("?format=jsonl", {"Content-Type": "application/gzip"}),
+        ("", {"Content-Type": "application/x-ndjson"}),  # known by its magic bytes
+        ("", {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"}),
+    ):
+        response = await feed_api.post(
+            f"/v1/validate/feed{query}",
+            data=gzip.compress(once),
+            headers={**headers, **provider.bearer},
+        )
+        preview = await response.json()
+        assert response.status == 200, (headers, preview)
+        assert preview["status"] == "failed" and preview["reason_code"] == "parse_error", preview
+        assert "gzip inside gzip" in preview["reason"], (headers, preview)
+    # compressed once, under Content-Encoding, it is read as it is
+    response = await feed_api.post(
+        "/v1/validate/feed",
+        data=once,
+        headers={
+            "Content-Type": "application/x-ndjson",
+            "Content-Encoding": "gzip",
+            **provider.bearer,
+        },
+    )
+    preview = await response.json()
+    assert response.status == 200 and preview["counts"]["seen"] == len(ITEMS), preview
+
+
 async def test_a_gzip_body_at_a_url_without_gz_is_known_by_its_magic_bytes(
     feed_api: Client, store: Database, feeds_host: FeedServer
 ) -> None:

@@ -49,6 +49,11 @@ GIB: Final = 1024 * MIB
 # character, no CSV header can, and a JSON Lines line that did would be an invalid item), so a
 # body that does is read as gzip whatever its URL and headers say, under the same caps.
 GZIP_MAGIC: Final = b"\x1f\x8b"
+# A body gzip-compressed twice (a .gz file served with `Content-Encoding: gzip`): refused by name,
+# rather than read as a first item in its format that is garbled.
+GZIP_TWICE: Final = (
+    "the body is gzip inside gzip (a .gz file sent with Content-Encoding: gzip?): compress it once"
+)
 
 
 class FetchFailed(Exception):
@@ -195,11 +200,7 @@ class _Decoder:
         if self.compressed and self.decoded_bytes == 0 and data.startswith(GZIP_MAGIC):
             # A gzip file served with `Content-Encoding: gzip` (or gzipped twice): read on, it
             # failed as a garbled first line of its format, which named no cause.
-            raise FetchFailed(
-                ReasonCode.PARSE_ERROR,
-                "the body is gzip inside gzip (a .gz file sent with Content-Encoding: gzip?): "
-                "compress it once",
-            )
+            raise FetchFailed(ReasonCode.PARSE_ERROR, GZIP_TWICE)
         self.decoded_bytes += len(data)
         if self.decoded_bytes > self._limits.max_decoded_bytes:
             raise FetchFailed(

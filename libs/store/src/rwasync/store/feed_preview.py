@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import asyncpg
 
-from rwasync.feeds.fetch import GZIP_MAGIC, FetchFailed, FetchLimits, download
+from rwasync.feeds.fetch import GZIP_MAGIC, GZIP_TWICE, FetchFailed, FetchLimits, download
 from rwasync.feeds.items import ItemError
 from rwasync.feeds.reading import BATCH_ITEMS, feed_facts, take, validate_records
 from rwasync.feeds.records import FeedInvalid, read_records
@@ -129,6 +129,7 @@ async def preview_body(
     provider_id: str,
     fmt: FeedFormat = FeedFormat.JSON,
     gzipped: bool = False,
+    content_decoded: bool = False,
     threshold: DeletionThreshold = DEFAULT_DELETION_THRESHOLD,
     max_decoded_bytes: int = 2 * 1024**3,
     max_items: int = 2_000_000,
@@ -137,9 +138,13 @@ async def preview_body(
     feed_id: str | None = None,
 ) -> dict[str, Any]:
     """Preview a feed body sent inline, gzip-compressed if `gzipped` or if it starts as gzip
-    does (as a run decodes a body it fetched: `rwasync.feeds.fetch.GZIP_MAGIC`)."""
+    does, as a run decodes a body it fetched (`rwasync.feeds.fetch.GZIP_MAGIC`): once, and a body
+    that is gzip again once decoded fails as the run's would (`GZIP_TWICE`). `content_decoded`:
+    the HTTP layer already took off a `Content-Encoding: gzip`, the one layer a run takes off."""
     stream: IO[bytes] = io.BytesIO(body)
-    if gzipped or body.startswith(GZIP_MAGIC):
+    if content_decoded:
+        stream = io.BufferedReader(_Capped(stream, max_decoded_bytes))  # (it checks the magic)
+    elif gzipped or body.startswith(GZIP_MAGIC):
         capped = _Capped(gzip.GzipFile(fileobj=stream), max_decoded_bytes)  # type: ignore[arg-type]
         stream = io.BufferedReader(capped)  # type: ignore[assignment]
     return await _preview(
@@ -158,7 +163,8 @@ async def preview_body(
 
 
 class _Capped(io.RawIOBase):
-    """A decoded stream that stops at the decoded-size cap (a gzip bomb goes no further)."""
+    """A decoded stream that stops at the decoded-size cap (a gzip bomb goes no further), and
+    that fails at once when it starts as gzip again."""
 
     def __init__(self, inner: IO[bytes], cap: int) -> None:
         self._inner, self._cap, self._read = inner, cap, 0
@@ -171,6 +177,8 @@ class _Capped(io.RawIOBase):
             data = self._inner.read(len(buffer))
         except (OSError, EOFError) as exc:
             raise FeedInvalid(ReasonCode.PARSE_ERROR, f"the gzip body is corrupt: {exc}") from None
+        if self._read == 0 and data.startswith(GZIP_MAGIC):
+            raise FeedInvalid(ReasonCode.PARSE_ERROR, GZIP_TWICE)
         self._read += len(data)
         if self._read > self._cap:
             raise FeedInvalid(

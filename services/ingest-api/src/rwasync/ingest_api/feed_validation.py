@@ -146,6 +146,8 @@ class FeedValidation:
                     provider_id=call.provider_id,
                     fmt=fmt,
                     gzipped=request.content_type in GZIP,
+                    # aiohttp has decoded a Content-Encoding: gzip body already
+                    content_decoded=_content_encoded(request),
                     threshold=threshold,
                     # a body's cap holds once decompressed, as for Content-Encoding
                     max_decoded_bytes=self._ingest.batch.max_bytes,
@@ -231,3 +233,7 @@ class FeedValidation:
             feed = await feeds.get_feed(conn, feed_id, provider_id=call.provider_id)
         stored = feed["deletion_threshold"]
         return DeletionThreshold(Decimal(str(stored["percent"])), int(stored["min_count"]))
+
+
+def _content_encoded(request: web.Request) -> bool:
+    return request.headers.get("Content-Encoding", "").strip().lower() in ("gzip", "x-gzip")
