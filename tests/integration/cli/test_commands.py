@@ -439,7 +439,7 @@ async def test_a_superseded_held_run_is_refused_naming_the_later_run_and_can_be_
     refused = await decide("approve", "run_a")
     assert (refused.returncode, refused.stdout) == (1, "")
     assert refused.stderr == (
-        "error: run run_a was superseded by run run_b, which compared the feed again; "
+        "error: run run_a was superseded by run run_b, which read the feed again; "
         "approve that one or trigger a new run\n"
     )
     rejected = await decide("reject", "run_a")

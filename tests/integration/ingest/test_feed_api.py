@@ -428,7 +428,7 @@ async def test_a_superseded_held_run_is_refused_as_the_cli_refuses_it_and_can_be
     status, conflict, _ = await call(feed_api, "POST", f"{older_path}/approve", provider)
     assert status == 409 and conflict["type"].endswith("/run-not-decidable"), conflict
     assert conflict["detail"] == (
-        f"run {older['run_id']} was superseded by run {newer['run_id']}, which compared the "
+        f"run {older['run_id']} was superseded by run {newer['run_id']}, which read the "
         "feed again; approve that one or trigger a new run"
     )
     cli = await asyncio.to_thread(

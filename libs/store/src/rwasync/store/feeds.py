@@ -527,7 +527,7 @@ def _refusal(row: asyncpg.Record, decision: Literal["approve", "reject"]) -> str
             )
         return f"run {run_id} is already approved; the poller applies it shortly"
     if decision == "approve" and later is not None:
-        read = "compared the feed again" if row["later_compared"] else "found the feed unchanged"
+        read = "read the feed again" if row["later_compared"] else "found the feed unchanged"
         advice = (
             "approve that one or trigger a new run"
             if row["later_decidable"]
