@@ -96,8 +96,17 @@ def csv_document(columns: tuple[str, ...], row: list[str]) -> dict[str, Any]:
     """A CSV row as an asset document: dotted paths nest, numeric segments index lists, an empty
     cell is absent. Cells stay text; the schema's numeric fields take numeric text exactly, and
     `attributes.*` stay strings."""
-    if len(row) != len(columns):
-        raise _Unreadable(FieldError("", f"has {len(row)} cells, the header has {len(columns)}"))
+    if len(row) < len(columns):
+        raise _Unreadable(FieldError("", f"has {len(row)} cells, the header names {len(columns)}"))
+    if len(row) > len(columns):
+        # (empty cells under the header's unnamed last columns were dropped with them)
+        extra = next(n for n in range(len(row), len(columns), -1) if row[n - 1] != "")
+        raise _Unreadable(
+            FieldError(
+                "",
+                f"has text in cell {extra}, past the {len(columns)} columns the header names",
+            )
+        )
     tree: dict[str, Any] = {}
     for path, cell in zip(columns, row, strict=True):
         if cell == "":
