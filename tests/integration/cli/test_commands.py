@@ -389,6 +389,19 @@ async def test_credential_rotate_takes_overlaps_from_one_second(database_url: st
             assert said == rotated["old_revoked_at"], again
         else:
             assert said < rotated["old_revoked_at"], again
+    # the list tells a scheduled end (still live) from one that has come
+    listed = await asyncio.to_thread(
+        rwasync, database_url, "credential", "list", created["provider_id"], "--json"
+    )
+    live = {item["key_id"]: item["live"] for item in json.loads(listed.stdout)["items"]}
+    assert live[rotated["key_id"]] is True and len(live) == 5, live
+    await asyncio.sleep(1.2)  # past the last rotation's 1 s overlap
+    listed = await asyncio.to_thread(
+        rwasync, database_url, "credential", "list", created["provider_id"], "--json"
+    )
+    assert {item["key_id"]: item["live"] for item in json.loads(listed.stdout)["items"]}[
+        key_id
+    ] is False
     for overlap in ("0s", "367d", "soon"):
         refused = await asyncio.to_thread(
             rwasync, database_url, "credential", "rotate", rotated["key_id"], "--overlap", overlap

@@ -195,11 +195,14 @@ def credential_list(owner_id: OwnerArgument, as_json: JsonFlag = False) -> None:
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         await _owner_of(conn, owner_id)
         rows = await conn.fetch(queries.LIST_CREDENTIALS, owner_id)
+        # `live`: whether it still authenticates, so that a revocation a rotation's overlap
+        # scheduled for later is not read as one that has happened
         return [
             {
                 "key_id": r["key_id"],
                 "created_at": _timestamp(r["created_at"]),
                 "revoked_at": _timestamp(r["revoked_at"]),
+                "live": r["live"],
             }
             for r in rows
         ]
@@ -207,10 +210,13 @@ def credential_list(owner_id: OwnerArgument, as_json: JsonFlag = False) -> None:
     items = run_db(work)
 
     def table() -> Table:
-        t = Table("key_id", "created_at", "revoked_at")
+        t = Table("key_id", "created_at", "revoked_at", "live")
         for item in items:
             t.add_row(
-                item["key_id"], table_time(item["created_at"]), table_time(item["revoked_at"])
+                item["key_id"],
+                table_time(item["created_at"]),
+                table_time(item["revoked_at"]),
+                "yes" if item["live"] else "no",
             )
         return t
 

@@ -57,7 +57,8 @@ RETURNING revoked_at
 """
 
 LIST_CREDENTIALS: Final = """
-SELECT key_id, provider_id, partner_id, created_at, revoked_at
+SELECT key_id, provider_id, partner_id, created_at, revoked_at,
+       revoked_at IS NULL OR revoked_at > now() AS live
 FROM provider_credentials
 WHERE provider_id = $1 OR partner_id = $1
 ORDER BY created_at
