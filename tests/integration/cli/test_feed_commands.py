@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -56,6 +57,18 @@ async def feed_add(
     return await asyncio.to_thread(
         rwasync, database_url, "feed", "add", provider_id, url, *args, "--json", **env
     )
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The `error: …` lines a command printed on stderr, one a problem."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+async def listed_feeds(database_url: str) -> list[dict[str, Any]]:
+    """Every feed, as `rwasync feed list --json` lists them."""
+    listed = await asyncio.to_thread(rwasync, database_url, "feed", "list", "--json")
+    items: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
+    return items
 
 
 async def test_feed_add_seals_credentials_and_checks_every_option(database_url: str) -> None:
@@ -121,7 +134,6 @@ async def test_feed_add_seals_credentials_and_checks_every_option(database_url: 
 async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> None:
     """As the provider's PUT lists every problem, `feed add` prints one `error:` line per bad
     setting (not only the first one found) and registers nothing."""
-    run = asyncio.to_thread
     provider = await new_provider(database_url)
     result = await feed_add(
         database_url,
@@ -135,15 +147,14 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
         "120",
     )
     assert result.returncode == 1 and result.stdout == ""
-    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+    assert error_lines(result) == [
         "error: /url: must be an absolute http or https URL (the URL argument)",
         "error: /format: must be one of json, jsonl, csv (--format)",
         "error: /schedule: invalid interval 'often': use e.g. 90s, 15m, 24h, 1d"
         " (--every or --cron)",
         "error: /deletion_threshold/percent: must be a number 0-100 (--deletion-threshold-percent)",
     ], result.stderr
-    listed = await run(rwasync, database_url, "feed", "list", "--json")
-    assert json.loads(listed.stdout)["items"] == []
+    assert await listed_feeds(database_url) == []
 
     # The options' own problems (two schedules, a secret that cannot be read) come with the rest.
     result = await feed_add(
@@ -154,7 +165,7 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
         *("--auth", "basic", "--auth-secret-env", "RWASYNC_TEST_NOT_SET"),
     )
     assert result.returncode == 1 and result.stdout == ""
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = error_lines(result)
     assert errors[:4] == [
         "error: /schedule: give --every or --cron, not both",
         "error: /auth: the environment variable RWASYNC_TEST_NOT_SET is not set",
@@ -178,7 +189,7 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
         FEED_TOKEN="x",
     )
     assert result.returncode == 1 and result.stdout == ""
-    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+    assert error_lines(result) == [
         "error: /auth: --auth-username is only for --auth basic",
         "error: /auth: --auth-secret-env is only for --auth basic, bearer or header",
         "error: /auth: give --auth-secret-env or --auth-secret-file, not both",
@@ -187,8 +198,7 @@ async def test_feed_add_reports_every_bad_setting_at_once(database_url: str) -> 
         "error: /deletion_threshold/min_count: must be an integer from 0 to 2147483647"
         " (--deletion-threshold-min)",
     ], result.stderr
-    listed = await run(rwasync, database_url, "feed", "list", "--json")
-    assert json.loads(listed.stdout)["items"] == []
+    assert await listed_feeds(database_url) == []
     # numbers given as the options' text are taken as the settings' numbers
     result = await feed_add(
         database_url,

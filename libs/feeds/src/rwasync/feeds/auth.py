@@ -181,8 +181,9 @@ class FeedSecrets:
     def seal(self, auth: FeedAuth) -> bytes | None:
         """The sealed secret to store (None for a feed without credentials)."""
         self.check_sealable(auth)
-        if auth.secret is None or self._fernet is None:
+        if auth.secret is None:
             return None
+        assert self._fernet is not None  # (check_sealable refused a secret without a key)
         return self._fernet.encrypt(auth.secret.encode("utf-8"))
 
     def open(self, sealed: bytes | None) -> str | None:

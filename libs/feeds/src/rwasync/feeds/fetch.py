@@ -49,6 +49,8 @@ GIB: Final = 1024 * MIB
 # character, no CSV header can, and a JSON Lines line that did would be an invalid item), so a
 # body that does is read as gzip whatever its URL and headers say, under the same caps.
 GZIP_MAGIC: Final = b"\x1f\x8b"
+# The `Content-Encoding` values that mean gzip, which a run (and a preview) takes off once.
+GZIP_ENCODINGS: Final = ("gzip", "x-gzip")
 # A body gzip-compressed twice (a .gz file served with `Content-Encoding: gzip`): refused by name,
 # rather than read as a first item in its format that is garbled.
 GZIP_TWICE: Final = (
@@ -240,7 +242,7 @@ def _check_url(url: URL, policy: AddressPolicy) -> None:
 
 def _is_gzip(response: aiohttp.ClientResponse, url: URL) -> bool:
     encoding = response.headers.get("Content-Encoding", "").strip().lower()
-    if encoding in ("gzip", "x-gzip"):
+    if encoding in GZIP_ENCODINGS:
         return True
     if encoding not in ("", "identity"):
         raise FetchFailed(ReasonCode.PARSE_ERROR, f"unsupported Content-Encoding {encoding!r}")

@@ -45,6 +45,9 @@ feed_app = typer.Typer(
 )
 
 
+# --- feed add: its options made into the registration document the settings' rules check ---
+
+
 def _secret(env: str | None, path: str | None) -> str | None:
     """The feed secret, from an environment variable or a file (`-`: standard input), never
     from the command line, where other users of the host could read it."""
@@ -241,6 +244,9 @@ ADD_OPTIONS: Final = {
 }
 
 
+# --- the feeds themselves: a key for their secrets, the list ---
+
+
 @feed_app.command("secrets-key")
 def feed_secrets_key(as_json: JsonFlag = False) -> None:
     """Print a new key for RWASYNC_FEED_SECRETS_KEY (first in the list to rotate; old keys open)."""
@@ -293,6 +299,9 @@ def feed_list(
 
 # What a table shows for a feed that its schedule will not run (disabled, or manual only).
 NO_NEXT_RUN: Final = "-"
+
+
+# --- runs: triggering one, waiting for it, listing and deciding them ---
 
 
 def _wait_for_run(run_id: str, timeout: float) -> dict[str, Any]:
