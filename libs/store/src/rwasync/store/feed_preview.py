@@ -182,7 +182,8 @@ class _Capped(io.RawIOBase):
         self._read += len(data)
         if self._read > self._cap:
             raise FeedInvalid(
-                ReasonCode.SIZE_LIMIT, f"the decoded feed is larger than {self._cap} bytes"
+                ReasonCode.SIZE_LIMIT,
+                f"the decoded feed is larger than the cap of {self._cap} bytes",  # as a run says
             )
         buffer[: len(data)] = data
         return len(data)
