@@ -443,6 +443,55 @@ async def test_a_gzip_body_that_does_not_decompress_is_a_400_not_a_500(
     assert await queues.depth(queues.assets) == 0
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "Content-Encoding: foo",
+        "Content-Encoding: x-gzip",
+        "Content-Encoding: compress",
+        "Content-Encoding: gzip, identity",
+        "Content-Encoding: identity\r\nContent-Encoding: gzip",
+        "Transfer-Encoding: foo, chunked",
+        "Transfer-Encoding: gzip, chunked",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+    ],
+)
+async def test_a_body_coding_aiohttp_would_pass_through_is_a_400_before_authentication(
+    ingest: Client, provider: Provider, queues: Queues, framing: str
+) -> None:
+    """aiohttp decodes only gzip and deflate and takes any other Content-Encoding (a list of
+    them too) as none, and reads `foo, chunked` as chunked: such bodies were accepted as sent
+    (a 202, the asset stored) or read garbled (hostile trial). Refused before authentication,
+    with or without credentials, and nothing is published."""
+    body = json.dumps(house("ce-1")).encode()
+    if "Transfer-Encoding" in framing:
+        framed = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    else:
+        framing += f"\r\nContent-Length: {len(body)}"
+        framed = body
+    for credentials in (f"Authorization: {provider.bearer['Authorization']}\r\n", ""):
+        request = (
+            "PUT /v1/assets/ce-1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+            f"{credentials}Content-Type: application/json\r\n{framing}\r\n\r\n"
+        ).encode() + framed
+        status, headers, answer = await raw_exchange(ingest.port, request)  # type: ignore[arg-type]
+        assert status == 400, (framing, answer)
+        assert headers["content-type"] == "application/problem+json"
+        detail = json.loads(answer)["detail"]
+        assert detail.startswith("the request is not valid HTTP/1.1: "), detail
+        assert ("Content-Encoding" if "Content" in framing else "Transfer-Encoding") in detail
+    # the codings served still are
+    for coding in ("identity", "IDENTITY", "gzip"):
+        data = gzip.compress(body) if coding == "gzip" else body
+        response = await ingest.put(
+            "/v1/assets/ce-1",
+            data=data,
+            headers={**JSON, **provider.bearer, "Content-Encoding": coding},
+        )
+        await accepted_event_id(response)
+    assert await queues.depth(queues.assets) == 3
+
+
 async def test_two_authorization_headers_are_a_400(ingest: Client, provider: Provider) -> None:
     """Which of two credentials counts would depend on who reads them (a proxy, the service):
     the request is refused as two Content-Lengths are. It was served as the first one's

@@ -767,6 +767,19 @@ async def test_a_body_sent_gzip_inside_gzip_fails_as_a_run_of_it_would(
     )
     preview = await response.json()
     assert response.status == 200 and preview["counts"]["seen"] == len(ITEMS), preview
+    # under x-gzip, which the HTTP layer does not decode, it is refused as that coding, not as
+    # "gzip inside gzip" (hostile trial)
+    response = await feed_api.post(
+        "/v1/validate/feed",
+        data=once,
+        headers={
+            "Content-Type": "application/x-ndjson",
+            "Content-Encoding": "x-gzip",
+            **provider.bearer,
+        },
+    )
+    refused = await response.json()
+    assert response.status == 400 and "Content-Encoding" in refused["detail"], refused
 
 
 async def test_a_gzip_body_at_a_url_without_gz_is_known_by_its_magic_bytes(

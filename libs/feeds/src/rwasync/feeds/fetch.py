@@ -49,7 +49,7 @@ GIB: Final = 1024 * MIB
 # character, no CSV header can, and a JSON Lines line that did would be an invalid item), so a
 # body that does is read as gzip whatever its URL and headers say, under the same caps.
 GZIP_MAGIC: Final = b"\x1f\x8b"
-# The `Content-Encoding` values that mean gzip, which a run (and a preview) takes off once.
+# The `Content-Encoding` values of a fetched feed that mean gzip, which a run takes off once.
 GZIP_ENCODINGS: Final = ("gzip", "x-gzip")
 # A body gzip-compressed twice (a .gz file served with `Content-Encoding: gzip`): refused by name,
 # rather than read as a first item in its format that is garbled.

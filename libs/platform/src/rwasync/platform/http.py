@@ -263,6 +263,39 @@ async def problem_middleware(
         tracing.current_trace_id.set("")
 
 
+# The Content-Encodings aiohttp takes off a request body ("identity" is none). It passes any
+# other value through as if there were none (x-gzip, compress, a list such as "gzip, gzip"): the
+# body was then taken as it came, garbled or, worse, accepted as sent (hostile trial).
+BODY_CODINGS: Final = frozenset({"gzip", "deflate", "identity"})
+
+
+def _refused_body_coding(request: web.Request) -> Problem | None:
+    """Unless a body's Content-Encoding is one aiohttp decodes and its Transfer-Encoding (if any)
+    is `chunked` alone, the 400 to answer before any handler (and authentication) runs. aiohttp's
+    parser reads `foo, chunked` as chunked, which a proxy in front may read otherwise (request
+    smuggling)."""
+    headers = request.headers
+    codings = headers.getall("Content-Encoding", ())
+    if codings and (len(codings) > 1 or codings[0].strip().lower() not in BODY_CODINGS):
+        return Problem(
+            400,
+            "Bad Request",
+            "the request is not valid HTTP/1.1: the body's Content-Encoding is not one this "
+            "service decodes (gzip, deflate, each alone)",
+            kind="malformed-request",
+        )
+    transfer = headers.getall("Transfer-Encoding", ())
+    if transfer and (len(transfer) > 1 or transfer[0].strip().lower() != "chunked"):
+        return Problem(
+            400,
+            "Bad Request",
+            "the request is not valid HTTP/1.1: the Transfer-Encoding is not chunked alone "
+            "(no other transfer coding is served)",
+            kind="malformed-request",
+        )
+    return None
+
+
 async def _answer(
     request: web.Request,
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
@@ -279,6 +312,10 @@ async def _answer(
                 "send requests to a path such as /v1/assets",
                 kind="malformed-request",
             )
+        if request.body_exists and (refused := _refused_body_coding(request)) is not None:
+            answer = refused.response()
+            answer.force_close()  # the body is not read: nothing after it can be a request
+            return answer
         return await handler(request)
     except Problem as problem:
         return problem.response()

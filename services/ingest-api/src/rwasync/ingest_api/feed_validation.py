@@ -24,7 +24,7 @@ from typing import Any, Final
 import asyncpg
 from aiohttp import web
 
-from rwasync.feeds.fetch import GZIP_ENCODINGS, FetchLimits
+from rwasync.feeds.fetch import FetchLimits
 from rwasync.ingest_api.bodies import CSV, JSON, JSON_LINES, not_found
 from rwasync.ingest_api.callers import Call
 from rwasync.ingest_api.context import PROVIDER_AUTH, TENANT, Ingest
@@ -236,4 +236,6 @@ class FeedValidation:
 
 
 def _content_encoded(request: web.Request) -> bool:
-    return request.headers.get("Content-Encoding", "").strip().lower() in GZIP_ENCODINGS
+    """Whether aiohttp took a gzip layer off the body: it decodes `gzip` alone (the platform
+    middleware refuses x-gzip and other codings it would pass through undecoded)."""
+    return request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
