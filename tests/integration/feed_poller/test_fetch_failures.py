@@ -121,6 +121,22 @@ async def test_a_redirect_to_a_refused_address_fails_the_run(
     assert feed_server.hits["/feed.json"] == 1
 
 
+async def test_a_redirect_to_a_url_with_credentials_fails_the_run_sending_none(
+    database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
+) -> None:
+    """Registration refuses `user:pw@` in a feed URL, but a redirect hop carrying it was
+    followed, aiohttp sending the pair as Basic credentials (hostile trial)."""
+    target = f"http://u:p@127.0.0.1:{feed_server.port}/feed.json"
+    feed_id = await add_feed(db, provider_id, feed_server.serve("/to-creds", redirect(target)))
+    feed_server.serve("/feed.json", body(good_feed()))
+    async with running_poller(poller_settings(database_url, vhost_amqp_url)):
+        run = await wait_for_run(db, await trigger(db, feed_id))
+    assert (run["status"], run["reason_code"]) == ("failed", "fetch_error"), run
+    assert "carries credentials (user:password@)" in run["reason"], run
+    assert "u:p" not in run["reason"]
+    assert feed_server.hits["/feed.json"] == 0
+
+
 async def test_a_url_a_fetch_cannot_use_fails_the_run_as_a_fetch_error(
     database_url: str, vhost_amqp_url: str, db: Database, provider_id: str, feed_server: FeedServer
 ) -> None:

@@ -234,6 +234,14 @@ def _check_url(url: URL, policy: AddressPolicy) -> None:
         raise FetchFailed(
             ReasonCode.FETCH_ERROR, f"not an absolute http or https URL: {url.scheme}:..."
         )
+    if url.user is not None or url.password is not None:
+        # Registration refuses such a URL; a redirect could still name one, and aiohttp would
+        # send it as Basic credentials to wherever the hop leads (hostile trial).
+        raise FetchFailed(
+            ReasonCode.FETCH_ERROR,
+            f"{redact(url)} carries credentials (user:password@), which are never sent: "
+            "give them as the feed's auth",
+        )
     try:
         policy.check_host_literal(url.host)
     except AddressRefused as exc:
