@@ -200,6 +200,8 @@ async def test_invalid_deletions_are_refused(
         ({"deleted_at": future}, {"/deleted_at"}),
         ({"reason": "x\u0000"}, {"/reason"}),
         ({"why": "?"}, {"/why"}),
+        (None, {""}),  # JSON null is a body that is not an object (it deleted: hostile trial)
+        ([], {""}),
     ):
         response = await ingest.delete(
             "/v1/assets/del-2", data=json.dumps(sent), headers={**JSON, **provider.basic}

@@ -46,8 +46,10 @@ class Call:
         return parse_json(self.body, items)
 
     def optional_json(self) -> Any:
-        """An optional body (a DELETE's) as JSON; None when there is none, empty included."""
-        return parse_json(self.body) if self.body else None
+        """An optional body (a DELETE's) as JSON; an empty object when there is none (an empty
+        body included). A body of JSON `null` is a body, not an object, and is refused as one
+        (it was taken for no body: hostile trial)."""
+        return parse_json(self.body) if self.body else {}
 
 
 class Callers:

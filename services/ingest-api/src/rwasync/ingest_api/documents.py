@@ -115,14 +115,13 @@ class DeletionRequest:
 
 
 def deletion(body: Any, path_id: str, received_at: datetime) -> DeletionRequest:
-    """A `DELETE`'s optional body (None: no body); the version defaults to the receipt time."""
+    """A `DELETE`'s body (`{}` when none was sent); the version defaults to the receipt time."""
     errors = path_id_errors(path_id)
     parsed = Deletion()
-    if body is not None:
-        try:
-            parsed = validate_contract(Deletion, body, now=received_at)
-        except AssetInvalid as exc:
-            errors += exc.errors
+    try:
+        parsed = validate_contract(Deletion, body, now=received_at)
+    except AssetInvalid as exc:
+        errors += exc.errors
     if errors:
         raise AssetInvalid(errors)
     return DeletionRequest(parsed.reason, parsed.deleted_at or received_at)
