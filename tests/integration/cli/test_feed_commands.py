@@ -108,6 +108,8 @@ async def test_feed_add_seals_credentials_and_checks_every_option(database_url: 
     for args, fragment in [
         (("--every", "1h", "--cron", "0 3 * * *"), "/schedule"),
         (("--cron", "0 3 * *"), "/schedule"),
+        (("--every", ""), "/schedule"),  # blank: it made the feed manual (hybrid trial)
+        (("--cron", " "), "/schedule"),
         (("--format", "xml"), "/format"),
         (
             ("--auth", "header", "--auth-header", "Host", "--auth-secret-env", "FEED_TOKEN"),

@@ -515,6 +515,13 @@ async def test_a_partner_manages_the_feed_of_the_provider_it_names(
         ({"enabled": "yes"}, "/enabled"),
         ({"colour": "red"}, "/colour"),
         ({"schedule": "1h\u0000"}, "/schedule"),
+        # blank: it made the feed manual (hybrid trial)
+        ({"schedule": ""}, "/schedule"),
+        ({"schedule": "   "}, "/schedule"),
+        # surrounding blanks: stored as sent, then fetched with %20 (hybrid trial)
+        ({"url": "https://feeds.example.com/a.json "}, "/url"),
+        ({"url": "\thttps://feeds.example.com/a.json"}, "/url"),
+        ({"url": 5}, "/url"),
     ],
 )
 async def test_bad_settings_are_422_naming_the_field_and_store_nothing(

@@ -123,7 +123,9 @@ def test_a_feed_put_back_on_its_schedule_runs_once_soon(text: str, most: timedel
     assert parse_schedule(None).resume(now) is None
 
 
-@pytest.mark.parametrize("text", ["0 3 * *", "61 * * * *", "every day", "0s", "-5m", "1s", "59"])
+@pytest.mark.parametrize(
+    "text", ["0 3 * *", "61 * * * *", "every day", "0s", "-5m", "1s", "59", "", "  ", "\t"]
+)
 def test_a_bad_schedule_names_the_field(text: str) -> None:
     with pytest.raises(FeedSettingInvalid) as caught:
         parse_schedule(text)

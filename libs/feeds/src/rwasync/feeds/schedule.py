@@ -76,9 +76,17 @@ class Schedule:
 
 
 def parse_schedule(text: str | None) -> Schedule:
-    """A schedule from its text: an interval, a five-field cron expression, or none."""
-    if text is None or not text.strip():
+    """A schedule from its text: an interval, a five-field cron expression, or none (None).
+    Blank text is refused: it turned a scheduled feed into one run only on request, as an
+    empty template variable would (hybrid trial)."""
+    if text is None:
         return Schedule()
+    if not text.strip():
+        raise FeedSettingInvalid(
+            "/schedule",
+            "is blank: give an interval such as 24h or a cron expression such as '0 3 * * *' "
+            "(with no schedule at all, null, a feed runs only on request)",
+        )
     text = " ".join(text.split())
     if " " not in text:
         return Schedule(interval_seconds=parse_interval(text))

@@ -184,6 +184,13 @@ def check_feed_url(url: str, policy: AddressPolicy) -> str:
     """An absolute http(s) URL whose host, if an IP literal in any form, the policy permits."""
     if len(url) > MAX_URL_LENGTH:
         raise FeedSettingInvalid("/url", f"must be at most {MAX_URL_LENGTH} characters")
+    if _BLANK_OR_CONTROL.search(url):
+        # urlsplit drops them at either end and tabs and line breaks anywhere, so the URL looked
+        # valid, was stored as sent, and a trailing space was fetched as %20 (hybrid trial).
+        raise FeedSettingInvalid(
+            "/url",
+            "must not contain spaces or control characters (percent-encode one in a path: %20)",
+        )
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -226,6 +233,7 @@ def check_feed_url(url: str, policy: AddressPolicy) -> str:
 
 
 _NUMERIC_HOST: Final = re.compile(r"[0-9.]+")
+_BLANK_OR_CONTROL: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 # A host name's ASCII characters (an internationalised name's others are IDNA's to judge).

@@ -86,8 +86,10 @@ def _threshold(value: Any) -> DeletionThreshold:
 
 
 def _url(value: Any, policy: AddressPolicy) -> str:
-    if not isinstance(value, str):
+    if value is None:
         raise FeedSettingInvalid("/url", "is required: the feed's http or https URL")
+    if not isinstance(value, str):
+        raise FeedSettingInvalid("/url", "must be a string: the feed's http or https URL")
     return check_feed_url(value, policy)
 
 
