@@ -343,3 +343,36 @@ async def test_a_tick_between_a_held_outlier_and_the_series_re_checks_the_outlie
     assert [s for _, s in await visibility(db)] == ["visible", "visible", "held", "held"]
     assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("1010")
     assert (await receipt(db, ticks[0]))[0] == "applied"
+
+
+async def test_a_policy_set_later_never_holds_the_ticks_applied_before_it(
+    db: Database, provider_id: str
+) -> None:
+    """A policy applies to ticks applied from then on. A late tick under it re-checked every
+    tick after it, those shown before the policy existed included: the latest price stepped
+    back and history lost them (investor trial, with Lofty's real history)."""
+    applier = PriceApplier(db)
+    base = price(provider_id, "a1", "100", at(10))
+    high = price(provider_id, "a1", "300", at(12))
+    await applier.apply([base])
+    await applier.apply([high])
+    assert await receipt(db, high) == ("applied", None, True)
+    assert await db.fetchval("SELECT bool_or(policed) FROM price_history") is False
+    await db.execute(
+        "INSERT INTO price_policies (provider_id, max_jump) VALUES ($1, 0.5)", provider_id
+    )
+    late = price(provider_id, "a1", "101", at(11), accepted_at=at(20))
+    await applier.apply([late])
+    assert await receipt(db, late) == ("applied", None, False)
+    assert await receipt(db, high) == ("applied", None, True)
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("300")
+    shown = await db.fetch(
+        "SELECT amount FROM price_history WHERE state = 'visible' ORDER BY as_of"
+    )
+    assert [r["amount"] for r in shown] == [Decimal("100"), Decimal("101"), Decimal("300")]
+    # Ticks applied under the policy are judged, from the settled ones before them too.
+    jump = price(provider_id, "a1", "1000", at(13), accepted_at=at(21))
+    await applier.apply([jump])
+    status, reason, _ = await receipt(db, jump)
+    assert status == "held" and reason is not None and "previous price 300 USD" in reason
+    assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("300")

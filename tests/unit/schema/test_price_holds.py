@@ -227,3 +227,20 @@ def test_currency_check() -> None:
 def test_percent() -> None:
     assert percent(Decimal("0.625")) == "62.5 %"
     assert percent(Decimal("2")) == "200 %"
+
+
+def test_ticks_applied_before_any_policy_stand_and_are_still_references() -> None:
+    """A policy applies to ticks applied from then on: a late tick under it re-checks the ticks
+    after it, but not those applied while there was none (it held months of shown prices:
+    investor trial). A settled visible tick is the reference of the ticks after it."""
+    late = tick(11, "101")
+    series = [late, tick(12, "300", settled=True), tick(13, "1000"), tick(14, "320")]
+    evaluated = evaluate_series(tick(10, "100", settled=True), series, HALF)
+    assert states(evaluated) == ["visible", "visible", "held", "visible"]
+    assert evaluated[2].hold_reason is not None and "previous price 300 USD" in (
+        evaluated[2].hold_reason
+    )
+    # A settled tick is never held as an outlier either, and still outvotes a first tick.
+    opening = [tick(1, "5"), tick(2, "100", settled=True), tick(3, "101")]
+    first = evaluate_series(None, opening, HALF)
+    assert states(first) == ["held", "visible", "visible"]

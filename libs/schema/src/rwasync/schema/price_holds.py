@@ -19,7 +19,9 @@ visible tick, on the two after it: `reevaluate` (rwasync.store.prices) re-runs t
 earliest tick a batch touches, or from the series' start when that tick is within two of the
 first visible one, which gives the same states whatever order the ticks arrived in. With
 `currency_check`, a tick quoted in another currency than its asset's is held; that verdict is
-taken once, when the tick is applied.
+taken once, when the tick is applied. A tick applied while its provider had no policy is
+`settled`: a policy set later never judges it (it applies to ticks applied from then on), though
+a visible one is still the reference of the ticks after it.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class SeriesTick:
     state: TickState = TickState.VISIBLE
     hold_kind: HoldKind | None = None
     hold_reason: str | None = None
+    # Applied while its provider had no policy: its state stands, whatever a policy set since
+    # would say of it (a policy applies to ticks applied from then on).
+    settled: bool = False
 
     @property
     def visible(self) -> bool:
@@ -150,15 +155,16 @@ def evaluate_series(
 ) -> list[SeriesTick]:
     """The states of `ticks` (ascending `as_of`, all after `reference`, the last visible tick
     before them or None: then `ticks` must start at the series' first tick). Operators'
-    decisions (released, rejected) and currency holds stand, and so do jump holds under a policy
-    without `max_jump` (turning the check off releases nothing: only a jump check that passes
-    lifts one); every other tick is visible unless it jumps beyond the policy from the previous
-    visible tick, or, with none before it, the next two ticks agree with each other but not
-    with it (`outlier_hold`)."""
+    decisions (released, rejected), currency holds and `settled` ticks (applied before any
+    policy) stand, and so do jump holds under a policy without `max_jump` (turning the check off
+    releases nothing: only a jump check that passes lifts one); every other tick is visible
+    unless it jumps beyond the policy from the previous visible tick, or, with none before it,
+    the next two ticks agree with each other but not with it (`outlier_hold`)."""
     evaluated: list[SeriesTick] = []
     for i, tick in enumerate(ticks):
         if (
-            tick.state in (TickState.RELEASED, TickState.REJECTED)
+            tick.settled
+            or tick.state in (TickState.RELEASED, TickState.REJECTED)
             or tick.hold_kind is HoldKind.CURRENCY
             or (tick.hold_kind is HoldKind.JUMP and policy.max_jump is None)
         ):

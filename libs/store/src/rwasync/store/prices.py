@@ -106,17 +106,18 @@ WITH k AS (
     ) f ON true
 )
 SELECT k.provider_id, k.asset_id, t.reference, t.as_of, t.amount, t.currency, t.event_id,
-       t.state, t.hold_kind, t.hold_reason
+       t.state, t.hold_kind, t.hold_reason, t.policed
 FROM k
 CROSS JOIN LATERAL (
     (SELECT true AS reference, h.as_of, h.amount, h.currency, h.event_id, h.state, h.hold_kind,
-            h.hold_reason
+            h.hold_reason, h.policed
      FROM price_history h
      WHERE h.provider_id = k.provider_id AND h.asset_id = k.asset_id
        AND h.as_of < k.from_as_of AND h.state IN ('visible', 'released')
      ORDER BY h.as_of DESC LIMIT 1)
     UNION ALL
-    (SELECT false, h.as_of, h.amount, h.currency, h.event_id, h.state, h.hold_kind, h.hold_reason
+    (SELECT false, h.as_of, h.amount, h.currency, h.event_id, h.state, h.hold_kind, h.hold_reason,
+            h.policed
      FROM price_history h
      WHERE h.provider_id = k.provider_id AND h.asset_id = k.asset_id AND h.as_of >= k.from_as_of)
 ) AS t
@@ -151,6 +152,7 @@ def _series_tick(row: asyncpg.Record) -> SeriesTick:
         state=TickState(row["state"]),
         hold_kind=HoldKind(row["hold_kind"]) if row["hold_kind"] else None,
         hold_reason=row["hold_reason"],
+        settled=not row["policed"],
     )
 
 

@@ -24,7 +24,7 @@ from rwasync.store import receipts
 def _record_ticks(incoming: str, gate: str = "", condition: str = "true") -> str:
     """The statement's first part; `incoming` selects the ticks, `gate` adds CTEs after it and
     `condition` (over them) must hold for history to be written."""
-    return _decide_ticks(incoming, gate) + "," + _upsert_history(condition)
+    return _decide_ticks(incoming, gate) + "," + _upsert_history(condition, policed=True)
 
 
 def _decide_ticks(incoming: str, gate: str = "") -> str:
@@ -63,17 +63,31 @@ decided AS (
     )
 
 
-def _upsert_history(condition: str) -> str:
+def _upsert_history(condition: str, *, policed: bool = False) -> str:
     """`history`: the applied and duplicate ticks of `decided` for which `condition` holds,
-    upserted at their (asset, as_of), a stored entry replaced only by a later-accepted tick."""
+    upserted at their (asset, as_of), a stored entry replaced only by a later-accepted tick.
+    `policed`: the checked path's, which marks the entries its policy judged (`policed`, whose
+    default false the policy-free path leaves; a re-sent tick keeps its entry's mark, as its
+    state). Without it the text is migration 0017's, verbatim."""
+    column, value, update = "", "", ""
+    if policed:
+        column, value = "policed, ", "true, "
+        update = """,
+        policed = CASE WHEN h.state <> 'rejected' AND (h.amount, h.currency)
+                                                       = (EXCLUDED.amount, EXCLUDED.currency)
+                        THEN h.policed ELSE true END"""
     return (
         """
 history AS (
     INSERT INTO price_history AS h
         (provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
-         state, hold_kind, hold_reason, held_at)
+         """
+        + column
+        + """state, hold_kind, hold_reason, held_at)
     SELECT provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
-           state, hold_kind, hold_reason, CASE WHEN state = 'held' THEN now() END
+           """
+        + value
+        + """state, hold_kind, hold_reason, CASE WHEN state = 'held' THEN now() END
     FROM decided WHERE outcome IN ('applied', 'duplicate') AND """
         + condition
         + """
@@ -91,7 +105,9 @@ history AS (
                            THEN h.hold_reason ELSE EXCLUDED.hold_reason END,
         held_at = CASE WHEN h.state <> 'rejected' AND (h.amount, h.currency)
                                                       = (EXCLUDED.amount, EXCLUDED.currency)
-                       THEN h.held_at ELSE EXCLUDED.held_at END
+                       THEN h.held_at ELSE EXCLUDED.held_at END"""
+        + update
+        + """
     WHERE (EXCLUDED.accepted_at, EXCLUDED.event_id) > (h.accepted_at, h.event_id)
 )"""
     )
