@@ -105,6 +105,20 @@ async def test_history_pages_through_a_range(client: Client, provider_id: str) -
     await get(client, f"/v1/prices/{provider_id}/zz/history", 404)
 
 
+async def test_a_tick_dated_minutes_ahead_is_in_the_default_history_and_candles(
+    client: Client, db: Database, provider_id: str
+) -> None:
+    """A tick may be dated up to 5 minutes ahead; as the latest price it was missing from the
+    history and candles of the default range, which ended at now (investor trial)."""
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=3)
+    await PriceApplier(db).apply([price(provider_id, "a3", "7", ahead)])
+    latest = await get(client, f"/v1/prices/{provider_id}/a3")
+    history = await get(client, f"/v1/prices/{provider_id}/a3/history")
+    assert [i["as_of"] for i in history["items"]] == [latest["as_of"]]
+    candles = await get(client, f"/v1/prices/{provider_id}/a3/ohlc?interval=1h")
+    assert [c["close"] for c in candles["items"]] == ["7"]
+
+
 async def test_hourly_and_daily_candles(client: Client, provider_id: str) -> None:
     hourly = await get(client, f"/v1/prices/{provider_id}/a1/ohlc?interval=1h")
     assert [

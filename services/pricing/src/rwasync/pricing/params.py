@@ -16,6 +16,7 @@ from pydantic import Field, StringConstraints
 
 from rwasync.platform.http import bad_query, optional_query, query_timestamp
 from rwasync.schema.fields import PROVIDER_ID
+from rwasync.schema.timestamps import MAX_FUTURE_SKEW
 
 MAX_ASSET_ID_LENGTH: Final = 128
 ONE_ASSET_ID: Final = rf"[A-Za-z0-9._:-]{{1,{MAX_ASSET_ID_LENGTH}}}"
@@ -105,8 +106,10 @@ def _in_utc(moment: datetime, name: str, message: str) -> datetime:
 
 
 def time_range(query: Mapping[str, str], now: datetime) -> tuple[datetime, datetime]:
-    """`from` (inclusive) and `to` (exclusive); default the 30 days before `to` (default now)."""
-    end = timestamp(query, "to") or now
+    """`from` (inclusive) and `to` (exclusive); default the 30 days before `to`, whose default is
+    as far ahead of now as a tick may be dated (MAX_FUTURE_SKEW): the latest price, which may
+    be, was missing from the default history and candles (investor trial)."""
+    end = timestamp(query, "to") or now + MAX_FUTURE_SKEW
     start = timestamp(query, "from")
     if start is None:
         try:
