@@ -145,14 +145,19 @@ async def test_bad_queries_are_400(ingest: Client, provider: Provider) -> None:
     plus = "2026-01-01T00:00:00%2B02:00"
     response = await ingest.get(f"/v1/assets?updated_since={plus}", headers=provider.basic)
     assert response.status == 200
-    # an empty flag is refused, not read as false; the flag's case does not matter
-    response = await ingest.get("/v1/assets/a-1?include_deleted=", headers=provider.basic)
-    assert (await problem(response, 400))["errors"] == [
-        {
-            "parameter": "include_deleted",
-            "message": "must not be empty: leave the parameter out instead",
-        }
-    ]
+    # an empty flag is refused, not read as false; the flag's case does not matter. An empty
+    # timestamp says so in the same words (it said "must be an RFC 3339 timestamp": a trial)
+    for path, parameter in (
+        ("/v1/assets/a-1?include_deleted=", "include_deleted"),
+        ("/v1/assets?updated_since=", "updated_since"),
+    ):
+        response = await ingest.get(path, headers=provider.basic)
+        assert (await problem(response, 400))["errors"] == [
+            {
+                "parameter": parameter,
+                "message": "must not be empty: leave the parameter out instead",
+            }
+        ]
     response = await ingest.get("/v1/assets?include_deleted=TRUE", headers=provider.basic)
     assert response.status == 200
     # the message lists every value the flag takes (docs/api.md: true|false|1|0)

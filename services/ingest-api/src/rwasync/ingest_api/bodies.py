@@ -194,8 +194,9 @@ def query_limit(request: web.Request, default: int, maximum: int) -> int:
 
 
 def query_since(request: web.Request, name: str = "updated_since") -> datetime | None:
-    """A timestamp query parameter (RFC 3339 with an offset), None when absent (400 otherwise)."""
-    text = request.query.get(name)
+    """A timestamp query parameter (RFC 3339 with an offset), None when absent (400 otherwise,
+    an empty one saying so as every other empty parameter does)."""
+    text = optional_query(request.query, name)
     if text is None:
         return None
     return query_timestamp(name, text)
