@@ -216,3 +216,24 @@ async def test_invalid_deletions_are_refused(
     )
     await problem(response, 415)
     assert await queues.depth(queues.assets) == 0
+
+
+async def test_dot_segment_ids_are_refused_everywhere_an_id_arrives(
+    ingest: Client, queues: Queues, provider: Provider
+) -> None:
+    """`.` and `..` pass the id's character rule, but no URL carries them (clients remove dot
+    segments): such an asset was pushed and listed, and never read (investor trial)."""
+    for dots in (".", ".."):
+        response = await ingest.post(
+            "/v1/assets", data=json.dumps(house(dots)), headers={**JSON, **provider.basic}
+        )
+        assert pointers(await problem(response, 422)) == {"/id"}
+        tick = {"asset_id": dots, "amount": "1", "currency": "USD", "as_of": "2026-01-01T00:00:00Z"}
+        response = await ingest.post(
+            "/v1/prices", data=json.dumps({"prices": [tick]}), headers={**JSON, **provider.basic}
+        )
+        answer = await response.json()
+        assert answer["results"][0]["status"] == "rejected", answer
+        assert "must not be '.' or '..'" in json.dumps(answer["results"][0]["errors"])
+    assert await queues.depth(queues.assets) == 0
+    assert await queues.depth(queues.prices) == 0

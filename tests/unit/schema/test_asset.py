@@ -163,6 +163,9 @@ INVALID_CASES: list[tuple[str, Any, str, str]] = [
     ("/id", "A" * 129, "/id", "must be at most 128 characters"),
     ("/id", "", "/id", "must not be empty"),
     ("/id", 2417, "/id", "must be a string"),
+    # no URL can carry them: pushed and listed, never read (investor trial)
+    ("/id", ".", "/id", "must not be '.' or '..'"),
+    ("/id", "..", "/id", "must not be '.' or '..'"),
     ("/updated_at", "2025-05-30T09:15:00", "/updated_at", "UTC offset"),
     ("/updated_at", "2025-05-30", "/updated_at", "RFC 3339"),
     ("/updated_at", "yesterday", "/updated_at", "RFC 3339"),

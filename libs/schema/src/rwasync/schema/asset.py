@@ -124,10 +124,24 @@ NAME_MAX_LENGTH: Final = 300
 DESCRIPTION_MAX_LENGTH: Final = 20_000
 REGION_MAX_LENGTH: Final = 100
 
+# Ids the character rule lets through that no URL can carry: HTTP clients (and aiohttp) remove
+# the dot segments `.` and `..` from a path, so `/v1/assets/..` reached another resource and
+# such an asset could be pushed and listed but never read (investor trial).
+DOT_SEGMENT_IDS: Final = frozenset({".", ".."})
+DOT_SEGMENT_RULE: Final = "must not be '.' or '..', which URLs cannot carry as a path segment"
+
+
+def _not_dot_segment(value: str) -> str:
+    if value in DOT_SEGMENT_IDS:
+        raise invalid("asset_id", DOT_SEGMENT_RULE)
+    return value
+
+
 AssetId = Annotated[
     str,
     Strict(),
     StringConstraints(min_length=1, max_length=ASSET_ID_MAX_LENGTH, pattern=ASSET_ID_PATTERN),
+    AfterValidator(_not_dot_segment),
 ]
 AssetName = Annotated[
     str,

@@ -35,6 +35,7 @@ from rwasync.schema.asset import (
     ASSET_ID,
     ASSET_STATUSES,
     DESCRIPTION_MAX_LENGTH,
+    DOT_SEGMENT_IDS,
     MAX_ITEMS,
     MEDIA_KINDS,
     NAME_MAX_LENGTH,
@@ -376,6 +377,8 @@ def _common_shape(data: Any, now: datetime) -> ValidAsset:
         raise _Declined
     asset_id = data.get("id")
     if type(asset_id) is not str or ASSET_ID.fullmatch(asset_id) is None:
+        raise _Declined
+    if asset_id in DOT_SEGMENT_IDS:  # the model says why
         raise _Declined
     updated_at, updated_text = _timestamp(data.get("updated_at"), now)
     name = _text(data.get("name"), NAME_MAX_LENGTH)

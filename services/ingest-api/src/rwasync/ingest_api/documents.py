@@ -22,7 +22,7 @@ from rwasync.ingest_api.models import (
     PriceBatch,
     PriceItem,
 )
-from rwasync.schema.asset import ASSET_ID
+from rwasync.schema.asset import ASSET_ID, DOT_SEGMENT_IDS, DOT_SEGMENT_RULE
 from rwasync.schema.errors import MAX_ITEM_BYTES, AssetInvalid, FieldError, item_too_large
 from rwasync.schema.fields import MAX_OBJECT_KEYS, validate_contract, validate_each
 from rwasync.schema.jsonsafe import dumps
@@ -34,6 +34,8 @@ Envelope = TypeVar("Envelope", bound=BaseModel)
 
 
 def path_id_errors(path_id: str) -> list[FieldError]:
+    if path_id in DOT_SEGMENT_IDS:  # (percent-encoded: a client removes them written plainly)
+        return [FieldError("/id", f"the asset id in the URL {DOT_SEGMENT_RULE}")]
     if ASSET_ID.fullmatch(path_id):
         return []
     return [FieldError("/id", f"the asset id in the URL {ASSET_ID_RULE}")]
