@@ -821,6 +821,13 @@ async def test_a_refused_charset_names_the_bodys_format(feed_api: Client, store:
         ("text/csv; charset=iso-8859-1", "CSV must be UTF-8, not iso-8859-1"),
         ("application/x-ndjson; charset=latin1", "JSON Lines must be UTF-8, not latin1"),
         ("application/json; charset=utf-16", "JSON must be UTF-8, not utf-16"),
+        ('application/json; charset="latin1"', "JSON must be UTF-8, not latin1"),
+        # aiohttp reads only the first charset, and none when it is empty: both passed (trial)
+        ("application/json; charset=", "JSON must be UTF-8, not an empty charset"),
+        (
+            "application/json; charset=utf-8; charset=latin1",
+            "the Content-Type names a charset more than once: name it once (utf-8) or not at all",
+        ),
     ):
         response = await feed_api.post(
             "/v1/validate/feed",

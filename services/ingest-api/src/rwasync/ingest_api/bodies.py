@@ -77,15 +77,35 @@ def require_media_type(request: web.Request, accepted: Collection[str] = (JSON,)
             "send the body as Content-Type: " + " or ".join(accepted),
             kind="unsupported-media-type",
         )
-    charset = request.charset
-    if charset is not None and charset.lower() not in JSON_CHARSETS:
+    charsets = _charsets(request.headers.get("Content-Type", ""))
+    if len(charsets) > 1:
         raise Problem(
             415,
             "Unsupported Media Type",
-            f"{TEXT_FORMATS.get(request.content_type, 'the body')} must be UTF-8, "
-            f"not {charset[:40]}",
+            "the Content-Type names a charset more than once: name it once (utf-8) or not at all",
             kind="unsupported-media-type",
         )
+    if charsets and charsets[0].lower() not in JSON_CHARSETS:
+        said = charsets[0][:40] or "an empty charset"
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            f"{TEXT_FORMATS.get(request.content_type, 'the body')} must be UTF-8, not {said}",
+            kind="unsupported-media-type",
+        )
+
+
+def _charsets(content_type: str) -> list[str]:
+    """The `charset` parameters of a Content-Type, as sent (aiohttp reads only the first, and
+    none at all when it is empty: `charset=utf-8; charset=latin1` and `charset=` passed)."""
+    if ";" not in content_type:
+        return []
+    parameters = (part.partition("=") for part in content_type.split(";")[1:])
+    return [
+        value.strip().strip('"')
+        for name, _, value in parameters
+        if name.strip().lower() == "charset"
+    ]
 
 
 async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
