@@ -178,7 +178,13 @@ def test_a_csv_quoted_field_may_hold_commas_quotes_and_line_breaks() -> None:
     ("header", "fragment"),
     [
         (b"updated_at,status,name", "no `id` column"),
-        (b"id,name,name", "twice"),
+        (b"id,name,name", "CSV header names 'name' twice"),
+        # one list element by two spellings of its index (both were kept: hybrid trial)
+        (
+            b"id,media.01.url,media.1.url",
+            "CSV header names 'media.1.url' twice (as 'media.01.url' and 'media.1.url')",
+        ),
+        (b"id,media.00,media.0.url", "both 'media.00' and 'media.0.url'"),
         (b"id,token,token.chain", "both 'token' and 'token.chain'"),
         (b"id,token..chain", "not a dotted path"),
     ],
@@ -186,6 +192,16 @@ def test_a_csv_quoted_field_may_hold_commas_quotes_and_line_breaks() -> None:
 def test_a_bad_csv_header_fails_the_run(header: bytes, fragment: str) -> None:
     error = failure("csv", header + b"\r\na,b,c\r\n")
     assert error.reason_code == "parse_error" and fragment in error.reason
+
+
+def test_attribute_names_of_digits_are_names_not_indexes() -> None:
+    body = (
+        b"id,updated_at,status,name,attributes.01,attributes.1\r\n"
+        b"a,2025-05-01T00:00:00Z,active,A,x,y\r\n"
+    )
+    [item] = validated("csv", body)
+    assert isinstance(item, ValidItem)
+    assert json.loads(item.document)["attributes"] == {"01": "x", "1": "y"}
 
 
 def test_a_broken_csv_quote_fails_the_run() -> None:

@@ -431,28 +431,40 @@ def _json_lines(stream: IO[bytes]) -> Iterator[RawRecord]:
 _SEGMENT = re.compile(r"^[^.\s]+$")
 
 
+def _named_path(path: str) -> str:
+    """The path a column names, its list indexes written without leading zeros: `media.01.url`
+    and `media.1.url` are one column named twice (both were kept, as two list elements: hybrid
+    trial). Under `attributes` every key is a name, `01` as much as `1`."""
+    parts = path.split(".")
+    if parts[0] == "attributes":
+        return path
+    return ".".join(str(int(part)) if part.isascii() and part.isdigit() else part for part in parts)
+
+
 def csv_columns(header: list[str]) -> tuple[str, ...]:
     """The header's dotted paths, checked: non-empty segments, unique, none inside another."""
     columns = tuple(cell.strip() for cell in header)
     if not columns or columns == ("",):
         raise FeedInvalid(ReasonCode.PARSE_ERROR, "the CSV feed has no header row")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # each column by the path it names (`media.01.url`: media.1.url)
     for number, path in enumerate(columns, start=1):
         if not path or not all(_SEGMENT.match(part) for part in path.split(".")):
             raise FeedInvalid(
                 ReasonCode.PARSE_ERROR,
                 f"CSV header column {number} ({path!r}) is not a dotted path such as token.symbol",
             )
-        if path in seen:
-            raise FeedInvalid(ReasonCode.PARSE_ERROR, f"CSV header names {path!r} twice")
-        seen.add(path)
-    for path in columns:
-        parts = path.split(".")
+        named = _named_path(path)
+        if named in seen:
+            also = "" if seen[named] == path else f" (as {seen[named]!r} and {path!r})"
+            raise FeedInvalid(ReasonCode.PARSE_ERROR, f"CSV header names {named!r} twice{also}")
+        seen[named] = path
+    for named, path in seen.items():
+        parts = named.split(".")
         for cut in range(1, len(parts)):
-            if ".".join(parts[:cut]) in seen:
+            if (prefix := ".".join(parts[:cut])) in seen:
                 raise FeedInvalid(
                     ReasonCode.PARSE_ERROR,
-                    f"CSV header names both {'.'.join(parts[:cut])!r} and {path!r}",
+                    f"CSV header names both {seen[prefix]!r} and {path!r}",
                 )
     if "id" not in seen:
         raise FeedInvalid(ReasonCode.PARSE_ERROR, "the CSV header has no `id` column")
