@@ -166,6 +166,11 @@ INVALID_CASES: list[tuple[str, Any, str, str]] = [
     # no URL can carry them: pushed and listed, never read (investor trial)
     ("/id", ".", "/id", "must not be '.' or '..'"),
     ("/id", "..", "/id", "must not be '.' or '..'"),
+    # a name investors would not see (all were stored: hostile trial)
+    ("/name", "   ", "/name", "must not be blank"),
+    ("/name", "\u200b", "/name", "must not be blank"),
+    ("/name", "\ufeff \u202e", "/name", "must not be blank"),
+    ("/name", "\uffff", "/name", "must not be blank"),
     ("/updated_at", "2025-05-30T09:15:00", "/updated_at", "UTC offset"),
     ("/updated_at", "2025-05-30", "/updated_at", "RFC 3339"),
     ("/updated_at", "yesterday", "/updated_at", "RFC 3339"),

@@ -16,6 +16,7 @@ import copy
 import functools
 import hashlib
 import re
+import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal, get_args
@@ -143,10 +144,26 @@ AssetId = Annotated[
     StringConstraints(min_length=1, max_length=ASSET_ID_MAX_LENGTH, pattern=ASSET_ID_PATTERN),
     AfterValidator(_not_dot_segment),
 ]
+
+
+def shows_something(text: str) -> bool:
+    """Whether the text has a character that shows: not only spaces, controls, format characters
+    (a zero-width space, a byte order mark, a direction mark) and unassigned code points. Format
+    characters within visible text stay (a zero-width non-joiner is part of Persian spelling)."""
+    return any(not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf", "Cn") for c in text)
+
+
+def _shows_something(value: str) -> str:
+    if not shows_something(value):
+        raise invalid("string_blank", "must not be blank: investors would see no name")
+    return value
+
+
 AssetName = Annotated[
     str,
     Strict(),
     StringConstraints(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NO_NUL_PATTERN),
+    AfterValidator(_shows_something),
 ]
 Description = Annotated[
     str, Strict(), StringConstraints(max_length=DESCRIPTION_MAX_LENGTH, pattern=NO_NUL_PATTERN)

@@ -51,6 +51,7 @@ from rwasync.schema.asset import (
     latest_year_built,
     normalized_canonical,
     parse_asset,
+    shows_something,
 )
 from rwasync.schema.chains import normalize_address, normalize_chain
 from rwasync.schema.decimals import normalize_decimal
@@ -382,7 +383,7 @@ def _common_shape(data: Any, now: datetime) -> ValidAsset:
         raise _Declined
     updated_at, updated_text = _timestamp(data.get("updated_at"), now)
     name = _text(data.get("name"), NAME_MAX_LENGTH)
-    if not name:
+    if not name or not shows_something(name):  # the model says why
         raise _Declined
     document: dict[str, Any] = {
         "id": asset_id,
