@@ -78,3 +78,16 @@ def test_asyncpgs_pool_floor_warning_is_one_line() -> None:
         "Failed to restore the pool connection floor; retrying "
         "(ConnectionRefusedError: [Errno 111] Connect call failed)"
     )
+
+
+async def test_a_refused_broker_connect_attempt_logs_no_error_of_aiormqs(
+    restored_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """aiormq logged every failed attempt at `level: error` before raising it to the caller,
+    which retries and warns: an outage the service rode out paged on errors (operator trial)."""
+    import aiormq
+
+    configure_logging("reconciler", "INFO", "json")
+    with pytest.raises(aiormq.exceptions.AMQPConnectionError):
+        await aiormq.connect("amqp://guest:guest@127.0.0.1:1/")
+    assert capsys.readouterr().err == ""

@@ -72,6 +72,47 @@ def refused(
             {"RWASYNC_INGEST_PUBLISH_TIMEOUT": "5s"},
             "error: RWASYNC_INGEST_PUBLISH_TIMEOUT: not a number (got '5s')",
         ),
+        # no number is endless: inf seconds of credential cache kept a revoked key working, and
+        # a huge retention overflowed at start with a traceback (operator trial)
+        (
+            {"RWASYNC_INGEST_AUTH_CACHE_SECONDS": "inf"},
+            "error: RWASYNC_INGEST_AUTH_CACHE_SECONDS: not a finite number (got 'inf')",
+        ),
+        (
+            {"RWASYNC_INGEST_AUTH_CACHE_SECONDS": "86400"},
+            "error: RWASYNC_INGEST_AUTH_CACHE_SECONDS: must be at most 3600 (got '86400')",
+        ),
+        (
+            {"RWASYNC_INGEST_BODY_TIMEOUT": "1e400"},
+            "error: RWASYNC_INGEST_BODY_TIMEOUT: not a finite number (got '1e400')",
+        ),
+        (
+            {"RWASYNC_INGEST_IDEMPOTENCY_WAIT_SECONDS": "99999999999999999999999"},
+            "error: RWASYNC_INGEST_IDEMPOTENCY_WAIT_SECONDS: must be at most 1000000000"
+            " (got '99999999999999999999999')",
+        ),
+        (
+            {"RWASYNC_INGEST_MAX_BATCH_BODY_BYTES": "99999999999999999999999"},
+            "error: RWASYNC_INGEST_MAX_BATCH_BODY_BYTES: must be at most 1000000000000"
+            " (got '99999999999999999999999')",
+        ),
+        (
+            {"RWASYNC_INGEST_RECEIPT_RETENTION_HOURS": "1e12"},
+            "error: RWASYNC_INGEST_RECEIPT_RETENTION_HOURS: must be at most 876000 (got '1e12')",
+        ),
+        (
+            {"RWASYNC_INGEST_DB_POOL_MAX": "2000000"},
+            "error: RWASYNC_INGEST_DB_POOL_MAX: must be at most 1000 (got '2000000')",
+        ),
+        (
+            {"RWASYNC_INGEST_HOST": "999.1.1.1"},
+            "error: RWASYNC_INGEST_HOST: not an IPv4 address (four numbers from 0 to 255)"
+            " (got '999.1.1.1')",
+        ),
+        (
+            {"RWASYNC_INGEST_HOST": "not a host!!"},
+            "error: RWASYNC_INGEST_HOST: not an IP address or a host name (got 'not a host!!')",
+        ),
         (
             {"RWASYNC_INGEST_REUSE_PORT": "maybe"},
             "error: RWASYNC_INGEST_REUSE_PORT: not true or false (got 'maybe')",

@@ -588,15 +588,26 @@ def run(app: web.Application, settings: ServiceSettings, *, reuse_port: bool = F
 
     app.on_shutdown.insert(0, announce)
     freeze_start_up_objects()
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        keepalive_timeout=settings.http_idle_timeout,
-        reuse_port=reuse_port or None,
-        loop=uvloop.new_event_loop() if settings.event_loop == "uvloop" else None,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            keepalive_timeout=settings.http_idle_timeout,
+            reuse_port=reuse_port or None,
+            loop=uvloop.new_event_loop() if settings.event_loop == "uvloop" else None,
+        )
+    except OSError as exc:  # socket.gaierror included: a host name that does not resolve
+        # A port in use, an address not of this machine: one log line naming the settings, not
+        # a traceback (which is no JSON line either: operator trial).
+        log.error(
+            "cannot listen: change the address or stop what holds the port",
+            address=f"{settings.host}:{settings.port}",
+            settings=f"{settings.variable('host')}, {settings.variable('port')}",
+            error=exc.strerror or str(exc),
+        )
+        raise SystemExit(1) from None
     log.info("stopped")

@@ -64,6 +64,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> N
     for noisy in ("aiormq", "aio_pika"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logging.getLogger("aio_pika.tools").addFilter(closed_channel_noise)
+    logging.getLogger("aiormq.connection").addFilter(connect_attempt_noise)
     logging.getLogger("asyncpg.pool").addFilter(pool_floor_without_traceback)
 
 
@@ -79,6 +80,14 @@ def closed_channel_noise(record: logging.LogRecord) -> bool:
         and len(args) == 3
         and args[1] == "ChannelInvalidStateError"
     )
+
+
+def connect_attempt_noise(record: logging.LogRecord) -> bool:
+    """Leaves out aiormq's error for a connect attempt that failed (refused, unreachable), which
+    it raises on to the caller: the broker module retries and warns itself. While the broker
+    was away it came about once a second at `level: error`, an outage the service rides out
+    paging whoever alerts on errors (operator trial)."""
+    return record.msg != "error when creating transport: %r"
 
 
 def pool_floor_without_traceback(record: logging.LogRecord) -> bool:

@@ -14,7 +14,9 @@ status 2. A secret's value is never shown (URLs are shown with their password ma
 
 import base64
 import binascii
+import ipaddress
 import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any, Final, Literal, Self, TypeVar
@@ -170,14 +172,45 @@ def _redact_url(url: str) -> str | None:
 
 
 def settings_config(prefix: str) -> SettingsConfigDict:
-    """The configuration of a settings class whose own fields carry `prefix`."""
+    """The configuration of a settings class whose own fields carry `prefix`. `inf` and `nan`
+    are no number a setting takes (`inf` seconds of credential cache kept a revoked key working
+    for ever: operator trial)."""
     return SettingsConfigDict(
         env_prefix=prefix,
         env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        allow_inf_nan=False,
     )
+
+
+# The largest number any setting takes unless its field says less: a float setting is a duration,
+# a rate or a share (a billion seconds is 31 years), an int one a count or a size in bytes. Past
+# them a value is a typo, and one that overflowed later (a timedelta, a Postgres interval) ended
+# the service with a traceback, or took effect as "never" (operator trial).
+MAX_FLOAT_SETTING: Final = 1e9
+MAX_INT_SETTING: Final = 10**12
+# A host a service listens on: an IP address, or a name (letters, digits, hyphens, dots).
+_HOST_NAME: Final = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def check_listen_host(value: str) -> str:
+    """An address to listen on: an IPv4 or IPv6 address or a host name."""
+    host = value.strip()
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if host.replace(".", "").isdigit():
+        raise ValueError("not an IPv4 address (four numbers from 0 to 255)")
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError("not an IP address or a host name")
+    return host
 
 
 class CommonSettings(BaseSettings):
@@ -203,6 +236,15 @@ class CommonSettings(BaseSettings):
     rabbitmq_management_url: SecretStr = Field(
         SecretStr(""), validation_alias="RWASYNC_RABBITMQ_MANAGEMENT_URL"
     )
+
+    @field_validator("*")
+    @classmethod
+    def _within_reason(cls, value: Any) -> Any:
+        if type(value) is float and value > MAX_FLOAT_SETTING:
+            raise ValueError(f"must be at most {MAX_FLOAT_SETTING:.0f}")
+        if type(value) is int and value > MAX_INT_SETTING:
+            raise ValueError(f"must be at most {MAX_INT_SETTING}")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -273,14 +315,19 @@ class ServiceSettings(CommonSettings):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", validation_alias="RWASYNC_EVENT_LOOP"
     )
-    db_pool_min: int = Field(1, ge=0)
-    db_pool_max: int = Field(10, ge=1)
+    db_pool_min: int = Field(1, ge=0, le=1000)
+    db_pool_max: int = Field(10, ge=1, le=1000)
     # Seconds to wait for a publisher confirm before answering 503.
     publish_timeout: float = Field(5.0, gt=0)
     # Comma-separated CIDR ranges of reverse proxies in front of the service (a gateway, an
     # ingress): a request from one counts against the client `X-Forwarded-For` names, for the
     # limit on failed authentications. Empty: the peer's address counts.
     trusted_proxies: str = Field("", validation_alias="RWASYNC_TRUSTED_PROXIES")
+
+    @field_validator("host")
+    @classmethod
+    def _listen_host(cls, value: str) -> str:
+        return check_listen_host(value)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -24,7 +24,7 @@ class IngestSettings(ServiceSettings):
     body_timeout: float = Field(30.0, gt=0)
     # How long a verified credential is trusted without asking the database again: the longest a
     # revocation or a disabled provider may take to bite, traded for auth in microseconds.
-    auth_cache_seconds: float = Field(5.0, ge=0)
+    auth_cache_seconds: float = Field(5.0, ge=0, le=3600)
     # Failed authentications one client address may make per minute before getting 429.
     auth_failures_per_minute: int = Field(20, ge=1)
     # A provider's request rate when the operator set none (`rwasync provider rate`): requests
@@ -47,11 +47,11 @@ class IngestSettings(ServiceSettings):
     # How long a request waits for another still-running request with the same Idempotency-Key
     # before answering 409; and how long keys are kept (at least 24 h).
     idempotency_wait_seconds: float = Field(10.0, gt=0)
-    idempotency_retention_hours: float = Field(24.0, ge=24)
+    idempotency_retention_hours: float = Field(24.0, ge=24, le=876_000)
     # How long a decided receipt is kept after its event was accepted (then `GET
     # /v1/events/{id}` is a 404); 0 keeps receipts for ever. At least as long as idempotency keys:
     # a repeated request's answer names its event, whose receipt must still be there.
-    receipt_retention_hours: float = Field(168.0, ge=0)
+    receipt_retention_hours: float = Field(168.0, ge=0, le=876_000)
     # Processes serving the port (SO_REUSEPORT lets each accept on it; 1: just this process).
     processes: int = Field(1, ge=1, le=64)
     # Bind with SO_REUSEPORT even with one process, so separately started replicas share the

@@ -16,7 +16,7 @@ class PricingSettings(ConsumerSettings):
     # price lock stripes (`PriceApplier`): how many Postgres backends one apply keeps at work.
     apply_shares: int = Field(2, ge=1, le=128)
     # How long a reader token stays trusted in memory before it is looked up again.
-    auth_cache_seconds: float = Field(5.0, ge=0)
+    auth_cache_seconds: float = Field(5.0, ge=0, le=3600)
     # Failed authentications one client may make within a minute before it gets 429.
     auth_failures_per_minute: int = Field(20, ge=1)
     # Stream: price events a subscriber may fall behind by before it is closed as a slow consumer.

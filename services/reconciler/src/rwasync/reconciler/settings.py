@@ -27,4 +27,4 @@ class ReconcilerSettings(ConsumerSettings):
     relay_page_size: int = Field(2000, ge=1, le=50_000)
     relay_changes_per_message: int = Field(500, ge=1, le=5000)
     # How long the change feed (and the audit it is) keeps entries; at least 7 days.
-    change_retention_days: float = Field(7.0, ge=7.0)
+    change_retention_days: float = Field(7.0, ge=7.0, le=36_500)
