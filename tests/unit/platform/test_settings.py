@@ -142,6 +142,16 @@ def refused(
             " address (got '127.0.0.0/8, 10.0.0.300/8')",
         ),
         (
+            {"RWASYNC_FEED_ALLOWED_NETWORKS": "127.0.0.0/8,0.0.0.0/0"},
+            "error: RWASYNC_FEED_ALLOWED_NETWORKS: '0.0.0.0/0' covers every address: list the"
+            " private or loopback ranges you mean (got '127.0.0.0/8,0.0.0.0/0')",
+        ),
+        (
+            {"RWASYNC_TRUSTED_PROXIES": "::/0"},
+            "error: RWASYNC_TRUSTED_PROXIES: '::/0' covers every address: list the private or"
+            " loopback ranges you mean (got '::/0')",
+        ),
+        (
             {"RWASYNC_TRUSTED_PROXIES": "10.0.0.0/8,gateway"},
             "error: RWASYNC_TRUSTED_PROXIES: 'gateway' is not a CIDR range or an IP address"
             " (got '10.0.0.0/8,gateway')",
@@ -155,6 +165,11 @@ def refused(
             {"RWASYNC_AMQP_URL": "amqp://a:pw@mq-1/,http://b:pw@mq-2/"},
             "error: RWASYNC_AMQP_URL: URL 2 of 2: not an amqp:// or amqps:// URL"
             " (got 'amqp://a:***@mq-1/,http://b:***@mq-2/')",
+        ),
+        (
+            {"RWASYNC_AMQP_URL": "amqp://guest:guest@mq/?heartbeat=abc"},
+            "error: RWASYNC_AMQP_URL: its heartbeat is not a whole number of seconds from 0 to"
+            " 65535 (got 'amqp://guest:***@mq/?...')",
         ),
         (
             {"RWASYNC_AMQP_URL": "amqp://guest:guest@mq:567200/"},
@@ -372,3 +387,32 @@ def test_feed_poller_reads_ingest_apis_limit_on_one_asset_as_its_largest_item(
         assert refused(settings, {}, monkeypatch, capsys) == [
             "error: RWASYNC_INGEST_MAX_BODY_BYTES: must be at least 1024 (got '1000')"
         ]
+
+
+@pytest.mark.parametrize(
+    ("environment", "line"),
+    [
+        (
+            {"RWASYNC_FEED_POLLER_SPOOL_DIR": "/nonexistent/spool"},
+            "error: RWASYNC_FEED_POLLER_SPOOL_DIR: is not a directory (got '/nonexistent/spool')",
+        ),
+        (
+            {"RWASYNC_FEED_POLLER_REPLICA_ID": "poller\nline two"},
+            "error: RWASYNC_FEED_POLLER_REPLICA_ID: must be at most 200 printable characters"
+            " (got 'poller\\nline two')",
+        ),
+        (
+            {"RWASYNC_FEED_POLLER_RUN_LEASE_SECONDS": "inf"},
+            "error: RWASYNC_FEED_POLLER_RUN_LEASE_SECONDS: not a finite number (got 'inf')",
+        ),
+    ],
+)
+def test_a_feed_poller_setting_it_would_fail_on_later_is_refused_at_start(
+    environment: dict[str, str],
+    line: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A spool directory that is not there failed every run, not the start; a replica name
+    with a line break broke listings (operator trial)."""
+    assert refused(FeedPollerSettings, environment, monkeypatch, capsys) == [line]

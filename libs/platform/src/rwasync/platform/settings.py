@@ -20,7 +20,7 @@ import re
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any, Final, Literal, Self, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -121,11 +121,20 @@ def check_amqp_urls(value: str) -> str:
     for n, url in enumerate(urls, 1):
         try:
             _check_url(url, ("amqp", "amqps"), host_required=True)
+            _check_heartbeat(url)
         except ValueError as exc:
             raise ValueError(
                 f"URL {n} of {len(urls)}: {exc}" if len(urls) > 1 else str(exc)
             ) from None
     return value
+
+
+def _check_heartbeat(url: str) -> None:
+    """A `heartbeat` the URL names is whole seconds (0-65535); aiormq read `?heartbeat=abc` as
+    none at all, silently (operator trial)."""
+    for value in parse_qs(urlsplit(url).query, keep_blank_values=True).get("heartbeat", []):
+        if not (value.isascii() and value.isdigit() and int(value) <= 65535):
+            raise ValueError("its heartbeat is not a whole number of seconds from 0 to 65535")
 
 
 def check_fernet_keys(value: str) -> str:

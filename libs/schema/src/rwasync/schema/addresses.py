@@ -121,9 +121,16 @@ def parse_networks(text: str | Iterable[str]) -> tuple[IPNetwork, ...]:
         if not part:
             continue
         try:
-            networks.append(ipaddress.ip_network(part, strict=False))
+            network = ipaddress.ip_network(part, strict=False)
         except ValueError:
             raise ValueError(f"{part!r} is not a CIDR range or an IP address") from None
+        if network.prefixlen == 0:
+            # Every address: allowed feed targets would include the cloud metadata address and
+            # every private network, trusted proxies any client forging X-Forwarded-For.
+            raise ValueError(
+                f"{part!r} covers every address: list the private or loopback ranges you mean"
+            )
+        networks.append(network)
     return tuple(networks)
 
 

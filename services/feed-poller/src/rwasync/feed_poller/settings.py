@@ -6,9 +6,10 @@ Shared with the CLI and the provider API: the allow-list of private networks fee
 its limit on one asset's body (`RWASYNC_INGEST_MAX_BODY_BYTES`).
 """
 
+import os
 from collections.abc import Iterator
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rwasync.platform.settings import Conflict, Port, ServiceSettings, settings_config
 from rwasync.schema.errors import MAX_ITEM_BYTES, MAX_ITEM_SETTING
@@ -70,6 +71,24 @@ class FeedPollerSettings(ServiceSettings):
     max_stored_errors: int = Field(1000, ge=0)
     # Name this replica writes into `feed_runs.claimed_by`; empty: host name, pid and a random tag.
     replica_id: str = ""
+
+    @field_validator("spool_dir")
+    @classmethod
+    def _writable_directory(cls, value: str) -> str:
+        # A directory that is not there failed every run's first write, not the start.
+        if value and not os.path.isdir(value):
+            raise ValueError("is not a directory")
+        if value and not os.access(value, os.W_OK | os.X_OK):
+            raise ValueError("is a directory this process cannot write in")
+        return value
+
+    @field_validator("replica_id")
+    @classmethod
+    def _shown_name(cls, value: str) -> str:
+        # It is shown in run listings and logs, one line each.
+        if len(value) > 200 or not value.isprintable():
+            raise ValueError("must be at most 200 printable characters")
+        return value
 
     def conflicts(self) -> Iterator[Conflict]:
         yield from super().conflicts()
