@@ -266,6 +266,7 @@ async def test_broker_unreachable_gives_503_and_not_ready(
         async def checks() -> dict[str, bool]:
             async with http.get(service.url + "/readyz") as response:
                 assert response.status == 503
+                assert response.headers["Retry-After"] == "1"  # as every 503 (operator trial)
                 return dict((await response.json())["checks"])
 
         # Wait for the database, so that the 503 below can only come from the broker.

@@ -364,9 +364,12 @@ def add_health_routes(app: web.Application, checks: Iterable[ReadinessCheck]) ->
     async def readyz(_: web.Request) -> web.Response:
         results = dict([await check() for check in checks])
         ready = all(results.values())
+        # Its own body (which checks fail), not a problem: a probe's answer, documented so; a
+        # 503 still says when to ask again, as every other 503 does.
         return json_response(
             {"status": "ready" if ready else "not_ready", "checks": results},
             status=200 if ready else 503,
+            headers=None if ready else {"Retry-After": "1"},
         )
 
     async def metrics(_: web.Request) -> web.Response:
