@@ -428,3 +428,26 @@ async def test_a_lost_connection_fails_over_and_the_consumer_consumes_again(
         await consumer.stop()
         await b.close()
         await proxy.cut()
+
+
+async def test_a_refused_login_is_said_once_and_a_cli_gives_up_at_once(vhost_amqp_url: str) -> None:
+    """A wrong password is no outage: a CLI command retried it for 30 s, then blamed the broker
+    being away; a service warned of each retry and never said the login was refused (operator
+    trial). A service keeps trying (the password may be put right on the broker's side)."""
+    wrong = str(URL(vhost_amqp_url).with_password("not-the-password"))
+    broker = Broker(wrong, name="rwasync-test")
+    with structlog.testing.capture_logs() as logged:
+        broker.start()
+        try:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(BrokerUnavailable, match="RabbitMQ refused the login"):
+                await broker.wait_ready(timeout=20, give_up_on_refused_login=True)
+            assert asyncio.get_running_loop().time() - started < 10
+            with pytest.raises(TimeoutError):  # a service waits on
+                await broker.wait_ready(timeout=1.5)
+        finally:
+            await broker.close()
+    refusals = [e for e in logged if e["log_level"] == "error"]
+    assert [e["event"] for e in refusals] == [
+        "RabbitMQ refused the login: check the user, password and vhost in RWASYNC_AMQP_URL"
+    ]

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from asyncio import FIRST_COMPLETED
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import aio_pika
 import aiormq
@@ -66,6 +67,21 @@ def connect_error(exc: BaseException) -> BaseException:
         refused.__cause__ = exc
         return refused
     return exc
+
+
+LOGIN_REFUSED: Final = (
+    "RabbitMQ refused the login: check the user, password and vhost in RWASYNC_AMQP_URL"
+)
+
+
+def _refused_login(exc: BaseException) -> bool:
+    """Whether a connect attempt failed for its credentials (ACCESS_REFUSED) or its vhost."""
+    found: BaseException | None = exc
+    while found is not None:
+        if isinstance(found, aiormq.exceptions.ProbableAuthenticationError):
+            return True
+        found = found.__cause__ or found.__context__
+    return False
 
 
 def _log_lost(_: object, exc: BaseException | None) -> None:
@@ -197,13 +213,35 @@ class Broker:
         self._exchanges: dict[str, AbstractExchange] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        # Set once RabbitMQ refuses the login: no outage, a setting to fix. A service keeps
+        # trying (the password may be put right on the broker's side); a CLI command gives up.
+        self._login_refused = asyncio.Event()
         self.blocking = BlockedWatch()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
 
-    async def wait_ready(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._ready.wait(), timeout)
+    async def wait_ready(
+        self, timeout: float | None = None, *, give_up_on_refused_login: bool = False
+    ) -> None:
+        """Until connected (TimeoutError after `timeout`). `give_up_on_refused_login`: raise
+        BrokerUnavailable as soon as RabbitMQ refuses the login, instead of waiting it out (a
+        CLI command retried a wrong password for 30 s, then blamed the broker: operator trial)."""
+        if not give_up_on_refused_login:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+            return
+        ready = asyncio.ensure_future(self._ready.wait())
+        refused = asyncio.ensure_future(self._login_refused.wait())
+        try:
+            await asyncio.wait({ready, refused}, timeout=timeout, return_when=FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            refused.cancel()
+        if self._ready.is_set():
+            return
+        if self._login_refused.is_set():
+            raise BrokerUnavailable(LOGIN_REFUSED)
+        raise TimeoutError
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -240,6 +278,10 @@ class Broker:
         try:
             return await self._connect_next()
         except Exception as exc:
+            if _refused_login(exc):
+                if not self._login_refused.is_set():
+                    log.error(LOGIN_REFUSED, error=str(exc))  # once: each retry warns
+                self._login_refused.set()
             named = connect_error(exc)
             if named is exc:
                 raise

@@ -179,7 +179,7 @@ def dlq_replay(
         broker = Broker(amqp_url, publish_timeout=10, name="rwasync-cli")
         broker.start()
         try:
-            await broker.wait_ready(timeout=30)
+            await broker.wait_ready(timeout=30, give_up_on_refused_login=True)
             return {"replayed": await _replay(conn, broker, targets)}
         except (TimeoutError, BrokerUnavailable) as exc:
             # A TimeoutError says nothing of its own: the connection never came.
