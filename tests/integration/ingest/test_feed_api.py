@@ -509,6 +509,9 @@ async def test_a_partner_manages_the_feed_of_the_provider_it_names(
         ({"auth": {"type": "basic", "username": "u"}}, "/auth/password"),
         ({"auth": {"type": "kerberos"}}, "/auth/type"),
         ({"deletion_threshold": {"percent": 120}}, "/deletion_threshold/percent"),
+        # a 500 at the store, or stored as 0.0 and failing every run (newcomer trial)
+        ({"deletion_threshold": {"percent": "1e-99999"}}, "/deletion_threshold/percent"),
+        ({"deletion_threshold": {"percent": "1e-5000"}}, "/deletion_threshold/percent"),
         ({"deletion_threshold": {"min_count": -1}}, "/deletion_threshold/min_count"),
         ({"deletion_threshold": {"min_count": 2**31}}, "/deletion_threshold/min_count"),
         ({"schedule": "232020000000"}, "/schedule"),

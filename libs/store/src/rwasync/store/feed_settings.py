@@ -48,6 +48,11 @@ class FeedSettings:
     enabled: bool = True
 
 
+# Decimal places a deletion threshold's percent may have: a share of a catalogue needs no more,
+# and `1e-99999` failed the store (a 500) or was stored as 0.0 and failed every run (trial).
+PERCENT_PLACES: Final = 4
+
+
 def _percent(value: Any) -> Decimal:
     try:
         if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
@@ -57,6 +62,15 @@ def _percent(value: Any) -> Decimal:
             raise InvalidOperation
     except InvalidOperation:
         raise FeedSettingInvalid("/deletion_threshold/percent", "must be a number 0-100") from None
+    exponent = share.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -PERCENT_PLACES:
+        rounded = share.quantize(Decimal(1).scaleb(-PERCENT_PLACES))
+        if rounded != share:
+            raise FeedSettingInvalid(
+                "/deletion_threshold/percent",
+                f"must have at most {PERCENT_PLACES} decimal places (got {value!s:.40})",
+            )
+        share = rounded  # `12.50000000`, `0E-99999`: the same number, in few digits
     return share
 
 
