@@ -495,3 +495,20 @@ def test_any_read_boundary_frames_the_same_items(read_bytes: int) -> None:
     broken = body.replace('"flag": true', '"flag": tru')
     with pytest.raises(FeedInvalid):
         list(read_records("json", io.BytesIO(broken.encode()), read_bytes=read_bytes).records)
+
+
+def test_a_long_csv_cell_fails_its_item_not_the_run() -> None:
+    """The csv module's 128 KiB cell limit failed the whole run over one long description
+    (security trial): a long cell is that item's problem, a row over an asset's size too."""
+    body = (
+        b"id,updated_at,status,name,description\r\n"
+        b"long,2025-05-01T00:00:00Z,active,One," + b"x" * (200 * 1024) + b"\r\n"
+        b'huge,2025-05-01T00:00:00Z,active,Two,"' + b"y" * (2 * 1024 * 1024) + b'"\r\n'
+        b"fine,2025-05-01T00:00:00Z,active,Three,ok\r\n"
+    )
+    long, huge, fine = validated("csv", body)
+    assert isinstance(long, ItemError) and long.asset_id == "long"
+    assert "/description" in [e.pointer for e in long.errors]
+    assert isinstance(huge, ItemError) and huge.asset_id == "huge"
+    assert "over the limit" in huge.errors[0].message
+    assert isinstance(fine, ValidItem)

@@ -45,6 +45,10 @@ FINGERPRINT_VERSION: Final = b"rwasync-feed-item-2\x00"
 READ_BYTES: Final = 1024 * 1024
 # An item (a JSON value, a line, a CSV row) larger than this breaks the file.
 MAX_ITEM_CHARS: Final = 16 * 1024 * 1024
+# The csv module refuses a cell over 128 KiB by default, which failed the whole run over one
+# long description (security trial): a cell may be as long as an item may be, and a row over
+# the item limit is invalid as that item alone. (The limit is the module's, process-wide.)
+csv.field_size_limit(MAX_ITEM_CHARS)
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 # An error this close to the end of the text read may only mean the token goes on (`-Infinity`,
 # a `\uXXXX` escape, a number's exponent).
@@ -502,6 +506,11 @@ def _csv_rows(stream: IO[bytes]) -> Iterator[RawRecord]:
             )
             index += 1
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise FeedInvalid(
+                ReasonCode.SIZE_LIMIT,
+                f"a CSV cell at line {rows.line_num} is larger than {MAX_ITEM_CHARS} characters",
+            ) from None
         raise FeedInvalid(
             ReasonCode.PARSE_ERROR, f"the CSV is malformed at line {rows.line_num}: {exc}"
         ) from None
