@@ -22,6 +22,7 @@ from rwasync.feeds.auth import FeedSecrets
 from rwasync.ingest_api.app import create_app
 from rwasync.platform.db import Database
 from rwasync.schema.timestamps import utc_now
+from rwasync.store import feed_settings
 from rwasync.store.tenants import digest, issue_reader_token, new_id
 from tests.integration.cli.test_commands import rwasync
 from tests.integration.feed_poller.harness import (
@@ -537,6 +538,26 @@ async def test_bad_settings_are_422_naming_the_field_and_store_nothing(
     assert headers["Content-Type"].startswith("application/problem+json")
     assert [e["pointer"] for e in answer["errors"]] == [pointer]
     assert (await call(feed_api, "GET", "/v1/feeds", provider))[1]["items"] == []
+
+
+@pytest.mark.parametrize("feed_id", ["--help", "-x"])
+async def test_a_feed_id_the_cli_or_a_url_cannot_carry_is_refused(
+    feed_api: Client, store: Database, feed_id: str
+) -> None:
+    """`--help` as a feed id made `rwasync feed disable "$FEED_ID"` print help and exit 0, the
+    feed untouched; `..` is a path segment clients remove, reached only with care (security
+    trial). Feeds already stored under such ids are still found."""
+    provider = await create_provider(store)
+    document = {"url": "https://feeds.example.com/a.json"}
+    status, answer, _ = await call(feed_api, "PUT", f"/v1/feeds/{feed_id}", provider, document)
+    assert status == 422, answer
+    assert answer["errors"] == [
+        {"pointer": "/feed_id", "message": "must not start with '-' nor be '.' or '..'"}
+    ]
+    assert (await call(feed_api, "GET", "/v1/feeds", provider))[1]["items"] == []
+    for dots in (".", ".."):  # (aiohttp's client resolves them before sending)
+        assert feed_settings.feed_id_rule_broken(dots) == feed_settings.NEW_FEED_ID_RULE
+    assert feed_settings.feed_id_rule_broken("a.-") is None
 
 
 async def test_every_bad_setting_is_reported_at_once_with_its_pointer(

@@ -29,6 +29,21 @@ T = TypeVar("T")
 
 FEED_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 FEED_ID_RULE: Final = "must be 1-128 letters, digits, '.', '_', ':' or '-'"
+# What a new feed id may not be, though the pattern (by which feeds are looked up) lets it
+# through: a leading '-' is read as an option by the CLI (`feed disable --help` printed help and
+# exited 0, the feed untouched), and '.' and '..' are path segments no URL carries (trial).
+NEW_FEED_ID_RULE: Final = "must not start with '-' nor be '.' or '..'"
+
+
+def feed_id_rule_broken(feed_id: str) -> str | None:
+    """What is wrong with `feed_id` as the id of a feed being registered, or None."""
+    if not FEED_ID_PATTERN.fullmatch(feed_id):
+        return FEED_ID_RULE
+    if feed_id.startswith("-") or feed_id in (".", ".."):
+        return NEW_FEED_ID_RULE
+    return None
+
+
 # The column's range (a Postgres integer); far beyond any catalogue's size.
 MAX_MIN_COUNT: Final = 2**31 - 1
 _SETTINGS_KEYS: Final = frozenset(
@@ -155,8 +170,8 @@ def parse_feed_settings(
     if not isinstance(document, dict):
         raise FeedSettingInvalid("", "must be a JSON object")
     found = SettingErrors()
-    if feed_id is not None and not FEED_ID_PATTERN.fullmatch(feed_id):
-        found.add("/feed_id", FEED_ID_RULE)
+    if feed_id is not None and (broken := feed_id_rule_broken(feed_id)) is not None:
+        found.add("/feed_id", broken)
     with_nul = _nul_at(document)
     for location in with_nul:
         found.add(json_pointer(location), "must not contain NUL")

@@ -24,7 +24,7 @@ from rwasync.feeds.schedule import Schedule
 from rwasync.feeds.snapshot import Counts
 from rwasync.schema.feeds import FeedSettingInvalid, ReasonCode, RunStatus
 from rwasync.schema.timestamps import timestamp_text, utc_now
-from rwasync.store.feed_settings import FEED_ID_PATTERN, FEED_ID_RULE, FeedSettings
+from rwasync.store.feed_settings import FEED_ID_PATTERN, FeedSettings, feed_id_rule_broken
 from rwasync.store.tenants import new_id
 
 # The channel on which a new request wakes the pollers.
@@ -380,8 +380,8 @@ async def put_feed(
 ) -> tuple[dict[str, Any], bool]:
     """Create or replace the provider's feed `feed_id`; returns the feed and whether it was
     created. A replacement keeps the feed's runs; its next run follows `next_run_at`."""
-    if not FEED_ID_PATTERN.fullmatch(feed_id):
-        raise FeedSettingInvalid("/feed_id", FEED_ID_RULE)
+    if (broken := feed_id_rule_broken(feed_id)) is not None:
+        raise FeedSettingInvalid("/feed_id", broken)
     async with conn.transaction():
         existing = await conn.fetchrow(FEED_FOR_UPDATE, feed_id)
         if existing is not None and existing["provider_id"] != provider_id:
