@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -490,6 +491,29 @@ async def test_a_body_coding_aiohttp_would_pass_through_is_a_400_before_authenti
         )
         await accepted_event_id(response)
     assert await queues.depth(queues.assets) == 3
+
+
+async def test_an_unread_body_that_does_not_decode_logs_no_error(
+    ingest: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body answered before it was read (here a 401) is drained after the answer; one that
+    does not decode as its Content-Encoding says was logged by aiohttp as an error-level
+    "Unhandled exception" with its tracebacks: any client could flood the log (security
+    trial). One warning line now, and the answer is the 401."""
+    request = (
+        b"PUT /v1/assets/q HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n"
+        b"\r\n[]"
+    )
+    with capture_logs() as logged:
+        status, _, _ = await raw_exchange(ingest.port, request)  # type: ignore[arg-type]
+        await asyncio.sleep(0.2)  # the drain runs after the answer
+    assert status == 401
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
+    assert [e["event"] for e in logged if e["log_level"] in ("error", "critical")] == []
+    assert "request body could not be read after the answer; connection closed" in [
+        e["event"] for e in logged
+    ]
 
 
 async def test_two_authorization_headers_are_a_400(ingest: Client, provider: Provider) -> None:

@@ -466,6 +466,21 @@ class BodyBroken(web.RequestPayloadError):
 
 
 class _ProblemRequestHandler(web_protocol.RequestHandler):
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # A body left unread (a 401 answered before it, a call that takes none) is drained
+        # after the answer; one that does not decode as its Content-Encoding says then failed
+        # there, logged as an error-level "Unhandled exception" with three tracebacks: any
+        # client, no credentials needed, could flood the log and page on it (security trial).
+        # The answer went out already; the connection closes. One warning line says so.
+        exc = kw.get("exc_info")
+        if isinstance(exc, web.RequestPayloadError):
+            log.warning(
+                "request body could not be read after the answer; connection closed",
+                error=type(exc.__cause__ or exc).__name__,
+            )
+            return
+        super().log_exception(*args, **kw)
+
     def data_received(self, data: bytes) -> None:
         queued = len(self._messages)
         super().data_received(data)
