@@ -194,14 +194,18 @@ def test_a_bad_csv_header_fails_the_run(header: bytes, fragment: str) -> None:
     assert error.reason_code == "parse_error" and fragment in error.reason
 
 
-def test_attribute_names_of_digits_are_names_not_indexes() -> None:
+def test_an_index_counts_without_its_leading_zeros_and_attribute_names_stay_as_written() -> None:
+    """`media.0.url` and `media.00.kind` are one list element (they made two: security trial);
+    under `attributes` every key is a name, `01` as much as `1`."""
     body = (
-        b"id,updated_at,status,name,attributes.01,attributes.1\r\n"
-        b"a,2025-05-01T00:00:00Z,active,A,x,y\r\n"
+        b"id,updated_at,status,name,media.0.url,media.00.kind,attributes.01,attributes.1\r\n"
+        b"a,2025-05-01T00:00:00Z,active,A,https://x.example/a.jpg,image,x,y\r\n"
     )
     [item] = validated("csv", body)
-    assert isinstance(item, ValidItem)
-    assert json.loads(item.document)["attributes"] == {"01": "x", "1": "y"}
+    assert isinstance(item, ValidItem), item
+    document = json.loads(item.document)
+    assert document["media"] == [{"url": "https://x.example/a.jpg", "kind": "image"}]
+    assert document["attributes"] == {"01": "x", "1": "y"}
 
 
 def test_a_broken_csv_quote_fails_the_run() -> None:

@@ -446,7 +446,9 @@ def _named_path(path: str) -> str:
 
 
 def csv_columns(header: list[str]) -> tuple[str, ...]:
-    """The header's dotted paths, checked: non-empty segments, unique, none inside another."""
+    """The header's dotted paths, checked (non-empty segments, unique, none inside another),
+    as the fields they name: list indexes without leading zeros, so that `media.0.url` and
+    `media.00.kind` fill one list element (they made two: security trial)."""
     columns = tuple(cell.strip() for cell in header)
     if not columns or columns == ("",):
         raise FeedInvalid(ReasonCode.PARSE_ERROR, "the CSV feed has no header row")
@@ -472,7 +474,7 @@ def csv_columns(header: list[str]) -> tuple[str, ...]:
                 )
     if "id" not in seen:
         raise FeedInvalid(ReasonCode.PARSE_ERROR, "the CSV header has no `id` column")
-    return columns
+    return tuple(seen)
 
 
 def _csv_rows(stream: IO[bytes]) -> Iterator[RawRecord]:
