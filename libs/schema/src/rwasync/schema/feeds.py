@@ -8,6 +8,7 @@ cannot drift between the place that accepts a feed and the place that runs it.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -184,12 +185,15 @@ def check_feed_url(url: str, policy: AddressPolicy) -> str:
     """An absolute http(s) URL whose host, if an IP literal in any form, the policy permits."""
     if len(url) > MAX_URL_LENGTH:
         raise FeedSettingInvalid("/url", f"must be at most {MAX_URL_LENGTH} characters")
-    if _BLANK_OR_CONTROL.search(url):
+    if _BLANK_OR_CONTROL.search(url) or any(unicodedata.category(c) == "Cf" for c in url):
         # urlsplit drops them at either end and tabs and line breaks anywhere, so the URL looked
-        # valid, was stored as sent, and a trailing space was fetched as %20 (hybrid trial).
+        # valid, was stored as sent, and a trailing space was fetched as %20 (hybrid trial); a
+        # zero-width space in the host passed the address check (IDNA drops it) and failed
+        # every fetch (security trial).
         raise FeedSettingInvalid(
             "/url",
-            "must not contain spaces or control characters (percent-encode one in a path: %20)",
+            "must not contain spaces, control characters or invisible ones such as a zero-width "
+            "space (percent-encode one in a path: %20)",
         )
     try:
         parts = urlsplit(url)
