@@ -961,6 +961,11 @@ async def test_validate_feed_by_url_reports_holds_and_failures(
         feed_api, "POST", "/v1/validate/feed?feed_id=nope", provider, {"url": url}
     )
     assert status == 404 and unknown["type"].endswith("/not-found")
+    # an empty one is a 400, as every empty parameter (it was a 404: security trial)
+    status, empty_id, _ = await call(
+        feed_api, "POST", "/v1/validate/feed?feed_id=", provider, {"url": url}
+    )
+    assert status == 400 and empty_id["errors"][0]["parameter"] == "feed_id", empty_id
     response = await feed_api.post(
         "/v1/validate/feed", data=b"{broken", headers={**JSON, **provider.bearer}
     )

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from rwasync.platform.db import Database
 from rwasync.pricing.apply import PriceApplier
@@ -189,3 +190,8 @@ async def test_every_read_answers_304_to_its_etag(client: Client, provider_id: s
         # weak comparison, as RFC 9110 asks of If-None-Match: a proxy may have weakened the tag
         await get(client, path, 304, **{"If-None-Match": f'"other", W/{etag}'})
         await get(client, path, 200, **{"If-None-Match": '"something-else"'})
+        # two field lines are one list (the second line's tag was ignored: security trial)
+        lines = CIMultiDict([("If-None-Match", '"other"'), ("If-None-Match", etag)])
+        lines.extend(reader_headers())
+        response = await client.get(path, headers=lines)
+        assert response.status == 304, await response.text()

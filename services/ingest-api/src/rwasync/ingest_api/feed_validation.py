@@ -33,6 +33,7 @@ from rwasync.ingest_api.models import FeedPreview, FeedRegistration
 from rwasync.platform.http import (
     bad_query,
     json_response,
+    optional_query,
     service_unavailable,
     too_many_requests,
 )
@@ -224,7 +225,7 @@ class FeedValidation:
 
     async def _threshold(self, conn: asyncpg.Connection, call: Call) -> DeletionThreshold:
         """The named feed's deletion threshold (404 for an unknown or another provider's)."""
-        feed_id = call.request.query.get("feed_id")
+        feed_id = optional_query(call.request.query, "feed_id")  # empty: a 400, as elsewhere
         if feed_id is None:
             return DEFAULT_DELETION_THRESHOLD
         if not feed_settings.FEED_ID_PATTERN.fullmatch(feed_id):

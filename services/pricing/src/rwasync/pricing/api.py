@@ -143,7 +143,8 @@ def cached_json(request: web.Request, document: Any) -> web.Response:
     body = orjson.dumps(document)
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
-    listed = request.headers.get("If-None-Match", "").split(",")
+    # Several field lines are one list (RFC 9110 5.3): the second line's tag was ignored.
+    listed = ",".join(request.headers.getall("If-None-Match", ())).split(",")
     presented = {tag.strip().removeprefix("W/") for tag in listed}
     if etag in presented or "*" in presented:
         return web.Response(status=304, headers=headers)
