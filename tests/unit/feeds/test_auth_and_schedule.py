@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rwasync.feeds.auth import AuthType, FeedAuth, FeedSecrets, SecretsUnavailable, parse_auth
+from rwasync.feeds.fetch import Downloaded, Validators
 from rwasync.feeds.schedule import MAX_CRON_JITTER, MAX_RESUME_JITTER, Schedule, parse_schedule
 from rwasync.schema.feeds import FeedSettingInvalid
 
@@ -130,3 +131,27 @@ def test_a_bad_schedule_names_the_field(text: str) -> None:
     with pytest.raises(FeedSettingInvalid) as caught:
         parse_schedule(text)
     assert caught.value.pointer == "/schedule"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Mon, 02 Nov 2026 10:00:00 GMT", datetime(2026, 11, 2, 10, 0, tzinfo=UTC)),
+        # the email parser read 0001 as 2001 and 0099 as 1999 (newcomer trial): no snapshot time
+        ("Mon, 01 Jan 0001 00:00:00 GMT", None),
+        ("Thu, 01 Jan 0099 00:00:00 GMT", None),
+        ("Sun, 01 Jan 0999 00:00:00 GMT", None),
+        ("not a date", None),
+    ],
+)
+def test_a_last_modified_is_read_as_written_or_not_at_all(
+    header: str, expected: datetime | None
+) -> None:
+    fetched = Downloaded(
+        url="http://feeds.example.com/a.json",
+        not_modified=False,
+        started_at=datetime(2026, 11, 2, tzinfo=UTC),
+        tries=1,
+        validators=Validators(last_modified=header),
+    )
+    assert fetched.last_modified_at == expected

@@ -16,6 +16,7 @@ import asyncio
 import gzip
 import hashlib
 import os
+import re
 import time
 import zlib
 from collections.abc import Mapping
@@ -56,6 +57,9 @@ GZIP_ENCODINGS: Final = ("gzip", "x-gzip")
 GZIP_TWICE: Final = (
     "the body is gzip inside gzip (a .gz file sent with Content-Encoding: gzip?): compress it once"
 )
+
+
+_FOUR_DIGIT_YEAR: Final = re.compile(r"(?<![0-9])[0-9]{4}(?![0-9])")
 
 
 class FetchFailed(Exception):
@@ -124,9 +128,16 @@ class Downloaded:
         """The response's `Last-Modified` as an instant, if it sent a valid one."""
         if not self.validators.last_modified:
             return None
+        text = self.validators.last_modified
         try:
-            moment = parsedate_to_datetime(self.validators.last_modified)
+            moment = parsedate_to_datetime(text)
         except (TypeError, ValueError):
+            return None
+        # The email parser reads years 0-99 as 2000-2099 even when written with four digits
+        # (`0001` became 2001: newcomer trial); such a header, or one before the year 1000 that
+        # no other timestamp may have, is no snapshot time.
+        written = _FOUR_DIGIT_YEAR.search(text)
+        if (written is not None and int(written.group()) != moment.year) or moment.year < 1000:
             return None
         return moment if moment.tzinfo is not None else None
 
