@@ -434,12 +434,12 @@ async def insert_runs(database_url: str, feed: dict[str, str], *runs: tuple[str,
         await conn.close()
 
 
-async def test_a_superseded_held_run_is_refused_naming_the_later_run_and_can_be_rejected(
+async def test_a_superseded_held_run_is_refused_naming_the_later_run(
     database_url: str,
 ) -> None:
     """Approving a held run a later one superseded would undo the newer snapshot: the refusal
-    names that run and what to do (the feed API's 409 says the same, test_feed_api.py);
-    rejecting it applies nothing, so it is allowed; an approved run waits for the poller."""
+    names that run and what to do (the feed API's 409 says the same, test_feed_api.py); only
+    the latest held run may be rejected; an approved run waits for the poller."""
     provider = await cli_json(database_url, "provider", "create", "Acme")
     feed = await cli_json(
         database_url, "feed", "add", provider["provider_id"], "https://feeds.example.com/a.json"
@@ -455,13 +455,18 @@ async def test_a_superseded_held_run_is_refused_naming_the_later_run_and_can_be_
         "error: run run_a was superseded by run run_b, which read the feed again; "
         "approve that one or trigger a new run\n"
     )
-    rejected = await decide("reject", "run_a")
-    assert rejected.returncode == 0, rejected.stderr
-    assert json.loads(rejected.stdout)["status"] == "rejected"
+    # Only the feed's latest held run may be decided, as the contract says (newcomer trial).
+    not_latest = await decide("reject", "run_a")
+    assert (not_latest.returncode, not_latest.stdout) == (1, "")
+    assert not_latest.stderr == (
+        "error: run run_a is not the feed's latest held run: run run_b is; decide that one first\n"
+    )
 
-    # No poller here: approved, run_b stays held until the wait ends (exit 4).
+    # No poller here: approved, run_b stays held until the wait ends (exit 4), which prints the
+    # run as it stands all the same (the CLI always prints the run: newcomer trial).
     waited = await decide("approve", "run_b", "--timeout", "1")
     assert waited.returncode == 4 and "run_b still held after 1 s" in waited.stderr
+    assert json.loads(waited.stdout)["status"] == "held"
     for decision in ("approve", "reject"):
         again = await decide(decision, "run_b")
         assert (again.returncode, again.stdout) == (1, "")

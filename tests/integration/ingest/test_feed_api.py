@@ -412,7 +412,7 @@ async def test_each_hold_is_decided_over_the_api(
     assert status == 409 and conflict["type"].endswith("/run-not-decidable")
 
 
-async def test_a_superseded_held_run_is_refused_as_the_cli_refuses_it_and_can_be_rejected(
+async def test_a_superseded_held_run_is_refused_as_the_cli_refuses_it_and_rejected_in_turn(
     feed_api: Client, store: Database, feeds_host: FeedServer, ingest_database_url: str
 ) -> None:
     """The provider's 409 and the operator's `rwasync feed approve` say the same words: which
@@ -438,11 +438,19 @@ async def test_a_superseded_held_run_is_refused_as_the_cli_refuses_it_and_can_be
     assert (cli.returncode, cli.stdout) == (1, "")
     assert cli.stderr == f"error: {conflict['detail']}\n"
 
-    # Rejecting it applies nothing: allowed, and the newer run is still the one to decide.
+    # Only the feed's latest held run may be decided (409 otherwise, as the contract says: it
+    # was rejected all the same, newcomer trial); once that one is decided, the older one is
+    # the latest held run again, and rejecting it (which applies nothing) clears it away.
+    status, refused, _ = await call(feed_api, "POST", f"{older_path}/reject", provider)
+    assert status == 409 and refused["detail"] == (
+        f"run {older['run_id']} is not the feed's latest held run: run {newer['run_id']} is; "
+        "decide that one first"
+    ), refused
+    newer_path = f"/v1/feeds/superseded/runs/{newer['run_id']}"
+    status, rejected, _ = await call(feed_api, "POST", f"{newer_path}/reject", provider)
+    assert status == 200 and rejected["status"] == "rejected", rejected
     status, rejected, _ = await call(feed_api, "POST", f"{older_path}/reject", provider)
     assert status == 200 and rejected["status"] == "rejected", rejected
-    newer_path = f"/v1/feeds/superseded/runs/{newer['run_id']}"
-    assert (await call(feed_api, "GET", newer_path, provider))[1]["status"] == "held"
 
 
 async def test_another_providers_feed_and_runs_are_not_found(

@@ -196,7 +196,7 @@ async def test_a_held_run_cannot_be_approved_once_a_later_run_read_a_snapshot(
     lists). A later run that compared a snapshot (whatever it ended as: a run failing while it
     publishes did compare) or found the body unchanged supersedes it; one that failed before
     comparing (a fetch error), or is still under way, does not. Rejecting it applies nothing, so
-    a superseded run can still be rejected (to clear it away)."""
+    a superseded run can still be rejected (to clear it away), once no later run is held."""
     a, _ = two_providers
     await put(db, a, "feed-a")
     async with db.connection() as conn:
@@ -216,6 +216,10 @@ async def test_a_held_run_cannot_be_approved_once_a_later_run_read_a_snapshot(
         await db.execute(ended, newer, later, utc_now() if compared else None)
         with pytest.raises(RunNotDecidable, match=f"superseded by run {newer}"):
             await feeds.decide_run(conn, held, "approve", provider_id=a)
+        if later == "held":  # only the latest held run may be decided: that one first
+            with pytest.raises(RunNotDecidable, match=f"run {newer} is; decide that one first"):
+                await feeds.decide_run(conn, held, "reject", provider_id=a)
+            await feeds.decide_run(conn, newer, "reject", provider_id=a)
         await feeds.decide_run(conn, held, "reject", provider_id=a)
         assert await db.fetchval("SELECT status FROM feed_runs WHERE run_id = $1", held) == (
             "rejected"

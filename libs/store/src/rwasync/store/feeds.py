@@ -284,7 +284,12 @@ SUPERSEDED: Final = f"EXISTS (SELECT 1 FROM feed_runs l WHERE {_READ_LATER})"
 RUN_FOR_DECISION: Final = f"""
 SELECT r.run_id, r.status, r.decision, l.run_id AS superseded_by,
        l.compared_at IS NOT NULL AS later_compared,
-       l.status = 'held' AND l.decision IS NULL AS later_decidable
+       l.status = 'held' AND l.decision IS NULL AS later_decidable,
+       (SELECT h.run_id FROM feed_runs h
+        WHERE h.feed_id = r.feed_id AND h.status = 'held'
+          AND (h.requested_at, h.run_id) > (r.requested_at, r.run_id)
+        ORDER BY h.requested_at DESC, h.run_id DESC
+        LIMIT 1) AS later_held
 FROM feed_runs r
 LEFT JOIN LATERAL (
     SELECT l.run_id, l.status, l.decision, l.compared_at FROM feed_runs l
@@ -489,9 +494,10 @@ async def decide_run(
     feed_id: str | None = None,
     provider_id: str | None = None,
 ) -> None:
-    """Approve or reject a held run (approval is applied by the poller). Any held run may be
-    rejected; only one that no later run superseded may be approved (it would undo the newer
-    snapshot), and an approved one waits for the poller: RunNotDecidable, saying why."""
+    """Approve or reject a held run (approval is applied by the poller). Only the feed's latest
+    held run may be decided; to be approved, no later run may have superseded it either (it
+    would undo the newer snapshot); an approved one waits for the poller: RunNotDecidable,
+    saying why."""
     async with conn.transaction():
         row = await conn.fetchrow(RUN_FOR_DECISION, run_id, feed_id, provider_id)
         if row is None:
@@ -514,8 +520,10 @@ async def decide_run(
 
 def _refusal(row: asyncpg.Record, decision: Literal["approve", "reject"]) -> str | None:
     """Why the run cannot take this decision (None: it can). Rejecting a superseded held run is
-    allowed: it applies nothing and only clears it away. Rejecting an approved one is not: the
-    poller may be applying it already."""
+    allowed while it is the feed's latest held run (it applies nothing and only clears it away);
+    with a later held run, only that one may be decided, as the contract says (it was rejected
+    all the same: newcomer trial), and once that one is decided, this one is the latest again.
+    Rejecting an approved one is refused: the poller may be applying it already."""
     run_id, later = row["run_id"], row["superseded_by"]
     if row["status"] != RunStatus.HELD:
         return f"run {run_id} is {row['status']}: only a held run can be decided"
@@ -534,4 +542,9 @@ def _refusal(row: asyncpg.Record, decision: Literal["approve", "reject"]) -> str
             else "trigger a new run"
         )
         return f"run {run_id} was superseded by run {later}, which {read}; {advice}"
+    if decision == "reject" and row["later_held"] is not None:
+        return (
+            f"run {run_id} is not the feed's latest held run: run {row['later_held']} is; "
+            "decide that one first"
+        )
     return None

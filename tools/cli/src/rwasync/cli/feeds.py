@@ -304,10 +304,22 @@ NO_NEXT_RUN: Final = "-"
 # --- runs: triggering one, waiting for it, listing and deciding them ---
 
 
-def _wait_for_run(run_id: str, timeout: float) -> dict[str, Any]:
-    """Poll the run until it ends; on a terminal, a spinner on stderr says how it is going."""
+def _wait_then_print(run_id: str, timeout: float, as_json: bool) -> None:
+    """Wait for the run, print it and exit by its outcome. Still unfinished at `timeout`, the run
+    as it stands is printed all the same (the CLI always prints the run: a script reads its
+    status), then an error line, exit 4."""
+    run, finished = _wait_for_run(run_id, timeout)
+    emit(run, as_json)
+    if not finished:
+        fail(f"run {run_id} still {run['status']} after {timeout:.0f} s", EXIT_FAILED)
+    _exit_for(run)
 
-    async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+
+def _wait_for_run(run_id: str, timeout: float) -> tuple[dict[str, Any], bool]:
+    """Poll the run until it ends or `timeout` passes (the run, and whether it ended); on a
+    terminal, a spinner on stderr says how it is going."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[dict[str, Any], bool]:
         began = time.monotonic()
         deadline = began + timeout
         with _RunProgress(run_id) as progress:
@@ -322,13 +334,12 @@ def _wait_for_run(run_id: str, timeout: float) -> dict[str, Any]:
                 if run["status"] in FINISHED_STATUSES and not (
                     run["status"] == RunStatus.HELD and pending
                 ):
-                    return run
+                    return run, True
                 if time.monotonic() > deadline:
-                    break
+                    # (said once the spinner is gone, or it would wipe the message)
+                    return run, False
                 progress.update(run, time.monotonic() - began)
                 await asyncio.sleep(0.25)
-        # Once the spinner is gone, or it would wipe the message.
-        fail(f"run {run_id} still {run['status']} after {timeout:.0f} s", EXIT_FAILED)
 
     return run_db(work)
 
@@ -384,9 +395,7 @@ def feed_trigger(
     if not wait:
         emit({"run_id": run_id}, as_json)
         return
-    run = _wait_for_run(run_id, timeout or DEFAULT_WAIT)
-    emit(run, as_json)
-    _exit_for(run)
+    _wait_then_print(run_id, timeout or DEFAULT_WAIT, as_json)
 
 
 @feed_app.command("disable")
@@ -447,14 +456,13 @@ def feed_approve(
     """Apply a held run now, under the version guards; prints the finished run. Refused (exit 1)
     once a later run superseded it (the message names that run) or when approved already."""
     run_db(lambda conn: feeds.decide_run(conn, run_id, "approve"))
-    run = _wait_for_run(run_id, timeout or DEFAULT_WAIT)
-    emit(run, as_json)
-    _exit_for(run)
+    _wait_then_print(run_id, timeout or DEFAULT_WAIT, as_json)
 
 
 @feed_app.command("reject")
 def feed_reject(run_id: str, as_json: JsonFlag = False) -> None:
-    """Reject a held run, even one a later run superseded: nothing of it is applied."""
+    """Reject a held run, the feed's latest held run (one a later run superseded too): nothing of
+    it is applied. Refused (exit 1) while a later run of the feed is held."""
     run_db(lambda conn: feeds.decide_run(conn, run_id, "reject"))
     run = run_db(lambda conn: feeds.get_run(conn, run_id))
     emit(run, as_json)
