@@ -516,3 +516,29 @@ def test_a_long_csv_cell_fails_its_item_not_the_run() -> None:
     assert isinstance(huge, ItemError) and huge.asset_id == "huge"
     assert "over the limit" in huge.errors[0].message
     assert isinstance(fine, ValidItem)
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_a_numeric_id_is_no_id_wherever_the_item_stands(position: int) -> None:
+    """Framed alone (first or last), an item's id 123 was read as "123" and protected asset
+    "123"; framed with others, or in JSON Lines, it was no id: moving the item flipped a run
+    between ok and held (newcomer trial). A number is no id anywhere."""
+    items: list[dict[str, object]] = [
+        {"id": f"s-{n}", "updated_at": "2025-05-01T00:00:00Z", "status": "active", "name": "n"}
+        for n in range(3)
+    ]
+    items[position]["id"] = 123
+    for fmt, body in (
+        ("json", json.dumps(items).encode()),
+        (
+            "json",
+            json.dumps(
+                {"timestamp": "2025-05-01T00:00:00Z", "total_assets": 3, "assets": items}
+            ).encode(),
+        ),
+        ("jsonl", b"".join(json.dumps(item).encode() + b"\n" for item in items)),
+    ):
+        results = validated(fmt, body)
+        bad = results[position]
+        assert isinstance(bad, ItemError) and bad.asset_id is None, (fmt, bad)
+        assert all(isinstance(r, ValidItem) for n, r in enumerate(results) if n != position)

@@ -55,7 +55,15 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _LONGEST_TOKEN: Final = 16
 # What starts an item as a feed writes it: `{`, then its first key and the colon.
 _ITEM_HEAD: Final = re.compile(r'\{[ \t\n\r]*"[A-Za-z0-9_]{1,64}"[ \t\n\r]*:')
-_SCANNER: Final = json.JSONDecoder(parse_int=str, parse_float=str).raw_decode
+class _Number(str):
+    """A JSON number as the framer reads it: its text, told apart from a string (an item's id
+    of 123 was read as the id "123" when the item was framed alone, and as no id when framed
+    with others or in JSON Lines: moving an item flipped a run between ok and held)."""
+
+    __slots__ = ()
+
+
+_SCANNER: Final = json.JSONDecoder(parse_int=_Number, parse_float=_Number).raw_decode
 _STRETCH: Final = msgspec.json.Decoder(list[msgspec.Raw])
 # A stretch msgspec refuses costs a parse of up to the text read: after this many, the feed is
 # framed item by item to its end.
@@ -315,9 +323,10 @@ def _separator(reader: _JsonText, end: int, fills: int) -> str | None:
 
 
 def _string_id(obj: Any) -> str | None:
-    """An item's `id` as the framer records it: a string under `id` of an object, else None."""
+    """An item's `id` as the framer records it: a string under `id` of an object, else None
+    (a number is no id, wherever the item stands)."""
     raw_id = obj.get("id") if isinstance(obj, dict) else None
-    return raw_id if isinstance(raw_id, str) else None
+    return raw_id if type(raw_id) is str else None
 
 
 def scanned_id(text: str) -> str | None:
