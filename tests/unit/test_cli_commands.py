@@ -80,3 +80,14 @@ def test_a_table_keeps_its_ids_whole_on_a_narrow_screen() -> None:
 def test_a_table_shows_a_timestamp_to_the_second() -> None:
     assert table_time("2026-11-30T17:00:01.123456Z") == "2026-11-30 17:00:01"
     assert table_time(None) == ""
+
+
+def test_an_unknown_id_is_echoed_at_most_200_characters() -> None:
+    """A 100,000-character id made a 100,040-byte error line (security trial)."""
+    from rwasync.cli.common import unknown
+
+    refused = str(unknown("provider_id", "p" * 100_000, "provider"))
+    assert refused == f"provider_id {'p' * 200 + '…'!r}: unknown provider"
+    assert str(unknown("provider_id", "prv_x", "provider")) == (
+        "provider_id 'prv_x': unknown provider"
+    )

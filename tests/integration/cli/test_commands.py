@@ -634,6 +634,15 @@ NAME_REFUSALS: Final = [
     ("Acme\nEstates", "must not hold a control character or line break ('\\n')"),
     ("\x1b[2JAcme", "must not hold a control character or line break ('\\x1b')"),
     ("Acme\u2028Estates", "must not hold a control character or line break ('\\u2028')"),
+    # a direction override reordered the rest of its table row; a zero-width space hid in it
+    (
+        "bad\u202ename",
+        "must not hold an invisible formatting character such as a direction mark ('\\u202e')",
+    ),
+    (
+        "Zero\u200bWidth",
+        "must not hold an invisible formatting character such as a direction mark ('\\u200b')",
+    ),
 ]
 
 

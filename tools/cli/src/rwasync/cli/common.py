@@ -89,11 +89,16 @@ def listed(query: str, *args: Any) -> list[dict[str, Any]]:
     return run_db(work)
 
 
+# The most of an id an error line echoes.
+SHOWN_ID: Final = 200
+
+
 def unknown(field: str, value: str, what: str) -> Refused:
     """The one refusal of an id that names nothing, whichever command was given it:
     `provider_id 'prv_x': unknown provider` (exit 1). `field` is the id's name in the commands'
     JSON (`feed_id`, `key_id`…), `what` the thing it should have named."""
-    return Refused(f"{field} {value!r}: unknown {what}")
+    shown = value if len(value) <= SHOWN_ID else value[:SHOWN_ID] + "…"  # (a 100,000-char id)
+    return Refused(f"{field} {shown!r}: unknown {what}")
 
 
 async def require_provider(conn: asyncpg.Connection, provider_id: str | None) -> None:
@@ -124,7 +129,17 @@ def checked_name(text: str) -> str:
     bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
     if bad is not None:
         raise typer.BadParameter(f"must not hold a control character or line break ({bad!r})")
+    # A direction override reorders the rest of its table row in the operator's terminal, a
+    # zero-width space hides in a name (security trial); the joiners scripts spell with stay.
+    bad = next((c for c in name if unicodedata.category(c) == "Cf" and c not in _JOINERS), None)
+    if bad is not None:
+        raise typer.BadParameter(
+            f"must not hold an invisible formatting character such as a direction mark ({bad!r})"
+        )
     return name
+
+
+_JOINERS: Final = frozenset({"\u200c", "\u200d"})  # zero-width non-joiner and joiner
 
 
 NameArgument = Annotated[
