@@ -542,3 +542,19 @@ def test_a_numeric_id_is_no_id_wherever_the_item_stands(position: int) -> None:
         bad = results[position]
         assert isinstance(bad, ItemError) and bad.asset_id is None, (fmt, bad)
         assert all(isinstance(r, ValidItem) for n, r in enumerate(results) if n != position)
+
+
+def test_a_csv_list_index_of_thousands_of_digits_orders_the_list_as_a_number() -> None:
+    """int() refuses over 4,300 digits: such an index (a hostile header) ended the item's
+    validation with a ValueError, the run an internal error."""
+    huge = b"1" * 6000
+    body = (
+        b"id,updated_at,status,name,media." + huge + b".url,media.02.kind,media.2.url\r\n"
+        b"a,2025-05-01T00:00:00Z,active,A,https://x.example/late.jpg,image,https://x.example/2.jpg\r\n"
+    )
+    [item] = validated("csv", body)
+    assert isinstance(item, ValidItem), item
+    assert [m["url"] for m in json.loads(item.document)["media"]] == [
+        "https://x.example/2.jpg",
+        "https://x.example/late.jpg",
+    ]

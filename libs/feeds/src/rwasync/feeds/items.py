@@ -131,7 +131,10 @@ def _lists(node: Any) -> Any:
         return node
     converted = {key: _lists(value) for key, value in node.items()}
     if converted and all(key.isascii() and key.isdigit() for key in converted):
-        return [converted[key] for key in sorted(converted, key=int)]
+        # In number order without int(): the header's indexes have no leading zeros
+        # (`csv_columns`), and a 5,000-digit one passed int's conversion limit (a ValueError
+        # that ended the item's validation, and the run, as an internal error).
+        return [converted[key] for key in sorted(converted, key=lambda k: (len(k), k))]
     return converted
 
 

@@ -55,6 +55,8 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _LONGEST_TOKEN: Final = 16
 # What starts an item as a feed writes it: `{`, then its first key and the colon.
 _ITEM_HEAD: Final = re.compile(r'\{[ \t\n\r]*"[A-Za-z0-9_]{1,64}"[ \t\n\r]*:')
+
+
 class _Number(str):
     """A JSON number as the framer reads it: its text, told apart from a string (an item's id
     of 123 was read as the id "123" when the item was framed alone, and as no id when framed
@@ -451,7 +453,10 @@ def _named_path(path: str) -> str:
     parts = path.split(".")
     if parts[0] == "attributes":
         return path
-    return ".".join(str(int(part)) if part.isascii() and part.isdigit() else part for part in parts)
+    # (zeros stripped, not int(): a 5,000-digit index would pass int's conversion limit)
+    return ".".join(
+        (part.lstrip("0") or "0") if part.isascii() and part.isdigit() else part for part in parts
+    )
 
 
 def csv_columns(header: list[str]) -> tuple[str, ...]:

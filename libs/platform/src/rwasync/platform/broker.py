@@ -75,7 +75,8 @@ LOGIN_REFUSED: Final = (
 
 
 def _refused_login(exc: BaseException) -> bool:
-    """Whether a connect attempt failed for its credentials (ACCESS_REFUSED) or its vhost."""
+    """Whether a connect attempt failed for its login (ACCESS_REFUSED: user, password, or a
+    vhost the user may not use)."""
     found: BaseException | None = exc
     while found is not None:
         if isinstance(found, aiormq.exceptions.ProbableAuthenticationError):
