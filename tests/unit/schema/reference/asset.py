@@ -10,6 +10,7 @@ import copy
 import functools
 import hashlib
 import re
+import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal, get_args
@@ -112,11 +113,35 @@ MEDIA_KINDS: Final[tuple[str, ...]] = get_args(MediaKind)
 ASSET_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]+$"
 PATTERN_MESSAGES[ASSET_ID_PATTERN] = "may contain only letters, digits, '.', '_', ':' and '-'"
 
+
+def _not_dot_segment(value: str) -> str:
+    if value in (".", ".."):
+        raise invalid(
+            "asset_id", "must not be '.' or '..', which URLs cannot carry as a path segment"
+        )
+    return value
+
+
+def _shows_something(value: str) -> str:
+    shown = [
+        c for c in value if not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf", "Cn")
+    ]
+    if not shown:
+        raise invalid("string_blank", "must not be blank: investors would see no name")
+    return value
+
+
 AssetId = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=128, pattern=ASSET_ID_PATTERN)
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=128, pattern=ASSET_ID_PATTERN),
+    AfterValidator(_not_dot_segment),
 ]
 AssetName = Annotated[
-    str, Strict(), StringConstraints(min_length=1, max_length=300, pattern=NO_NUL_PATTERN)
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=300, pattern=NO_NUL_PATTERN),
+    AfterValidator(_shows_something),
 ]
 Description = Annotated[str, Strict(), StringConstraints(max_length=20_000, pattern=NO_NUL_PATTERN)]
 Region = Annotated[str, Strict(), StringConstraints(max_length=100, pattern=NO_NUL_PATTERN)]
