@@ -80,6 +80,9 @@ class Conflicts(ValueError):
         self.settings = settings
 
 
+# --- checks of one value ---------------------------------------------------------------------
+
+
 def check_log_level(value: str) -> str:
     """The level in capitals; a ValueError naming the known ones for any other."""
     level = value.strip().upper()
@@ -151,6 +154,37 @@ def check_fernet_keys(value: str) -> str:
     return value
 
 
+# The largest number any setting takes unless its field says less: a float setting is a duration,
+# a rate or a share (a billion seconds is 31 years), an int one a count or a size in bytes. Past
+# them a value is a typo, and one that overflowed later (a timedelta, a Postgres interval) ended
+# the service with a traceback, or took effect as "never" (operator trial).
+MAX_FLOAT_SETTING: Final = 1e9
+MAX_INT_SETTING: Final = 10**12
+# A host a service listens on: an IP address, or a name (letters, digits, hyphens, dots).
+_HOST_NAME: Final = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def check_listen_host(value: str) -> str:
+    """An address to listen on: an IPv4 or IPv6 address or a host name."""
+    host = value.strip()
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if host.replace(".", "").isdigit():
+        raise ValueError("not an IPv4 address (four numbers from 0 to 255)")
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError("not an IP address or a host name")
+    return host
+
+
+# --- showing a value without its secrets ---------------------------------------------------
+
+
 def redact_urls(value: str) -> str | None:
     """`value` (one URL or several, comma-separated) fit to show: each URL's scheme, user, host,
     port and path, its password masked and its query left out (`?password=` is a libpq form).
@@ -180,6 +214,9 @@ def _redact_url(url: str) -> str | None:
     return f"{parts.scheme}://{login}{hostport}{parts.path}{query}"
 
 
+# --- the settings classes --------------------------------------------------------------------
+
+
 def settings_config(prefix: str) -> SettingsConfigDict:
     """The configuration of a settings class whose own fields carry `prefix`. `inf` and `nan`
     are no number a setting takes (`inf` seconds of credential cache kept a revoked key working
@@ -192,34 +229,6 @@ def settings_config(prefix: str) -> SettingsConfigDict:
         frozen=True,
         allow_inf_nan=False,
     )
-
-
-# The largest number any setting takes unless its field says less: a float setting is a duration,
-# a rate or a share (a billion seconds is 31 years), an int one a count or a size in bytes. Past
-# them a value is a typo, and one that overflowed later (a timedelta, a Postgres interval) ended
-# the service with a traceback, or took effect as "never" (operator trial).
-MAX_FLOAT_SETTING: Final = 1e9
-MAX_INT_SETTING: Final = 10**12
-# A host a service listens on: an IP address, or a name (letters, digits, hyphens, dots).
-_HOST_NAME: Final = re.compile(
-    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
-)
-
-
-def check_listen_host(value: str) -> str:
-    """An address to listen on: an IPv4 or IPv6 address or a host name."""
-    host = value.strip()
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    if host.replace(".", "").isdigit():
-        raise ValueError("not an IPv4 address (four numbers from 0 to 255)")
-    if not _HOST_NAME.fullmatch(host):
-        raise ValueError("not an IP address or a host name")
-    return host
 
 
 class CommonSettings(BaseSettings):
@@ -379,6 +388,9 @@ class ConsumerSettings(ServiceSettings):
     # applies them; it consumes again once the database answers. Each hand-back counts as a
     # delivery towards the queue's limit of 10.
     hand_back_after: float = Field(15.0, ge=1.0, le=3600.0)
+
+
+# --- loading: every problem at once, then exit 2 --------------------------------------------
 
 
 def load_settings(settings_class: type[S]) -> S:

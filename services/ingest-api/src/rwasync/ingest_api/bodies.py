@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.helpers import parse_mimetype
 
 from rwasync.platform.http import (
     BodyBroken,
@@ -96,16 +97,10 @@ def require_media_type(request: web.Request, accepted: Collection[str] = (JSON,)
 
 
 def _charsets(content_type: str) -> list[str]:
-    """The `charset` parameters of a Content-Type, as sent (aiohttp reads only the first, and
-    none at all when it is empty: `charset=utf-8; charset=latin1` and `charset=` passed)."""
-    if ";" not in content_type:
-        return []
-    parameters = (part.partition("=") for part in content_type.split(";")[1:])
-    return [
-        value.strip().strip('"')
-        for name, _, value in parameters
-        if name.strip().lower() == "charset"
-    ]
+    """The `charset` parameters of a Content-Type, every one as sent (`request.charset` gives
+    the first alone, and none when it is empty: `charset=utf-8; charset=latin1` and `charset=`
+    passed). aiohttp's parser, which keeps them all, is cached."""
+    return parse_mimetype(content_type).parameters.getall("charset", [])
 
 
 async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
