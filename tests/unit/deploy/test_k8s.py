@@ -223,3 +223,19 @@ def test_the_consumers_scale_on_the_depth_of_the_queue_they_drain() -> None:
 def test_the_http_autoscaler_targets_a_deployment() -> None:
     for hpa in of_kind("HorizontalPodAutoscaler").values():
         assert hpa["spec"]["scaleTargetRef"]["name"] in DEPLOYMENTS
+
+
+def test_an_autoscaled_deployment_leaves_its_replica_count_to_the_autoscaler() -> None:
+    """`spec.replicas` in a Deployment an autoscaler manages would reset it at every
+    `kubectl apply -k`; a Deployment nothing scales keeps its count."""
+    autoscaled = {
+        scaler["spec"]["scaleTargetRef"]["name"]
+        for kind in ("ScaledObject", "HorizontalPodAutoscaler")
+        for scaler in of_kind(kind).values()
+    }
+    assert autoscaled, "autoscaling.yaml scales nothing"
+    for name, deployment in DEPLOYMENTS.items():
+        if name in autoscaled:
+            assert "replicas" not in deployment["spec"], f"{name}: the autoscaler owns replicas"
+        else:
+            assert deployment["spec"]["replicas"] >= 1, f"{name}: nothing scales it"
