@@ -137,6 +137,11 @@ def refused(
             " CRITICAL (got 'verbose')",
         ),
         (
+            {"RWASYNC_LOG_LEVEL": "ınfo"},  # Unicode's upper case of a dotless i is I
+            "error: RWASYNC_LOG_LEVEL: not a log level: use one of DEBUG, INFO, WARNING, ERROR,"
+            " CRITICAL (got 'ınfo')",
+        ),
+        (
             {"RWASYNC_FEED_ALLOWED_NETWORKS": "127.0.0.0/8, 10.0.0.300/8"},
             "error: RWASYNC_FEED_ALLOWED_NETWORKS: '10.0.0.300/8' is not a CIDR range or an IP"
             " address (got '127.0.0.0/8, 10.0.0.300/8')",

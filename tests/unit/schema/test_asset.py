@@ -193,6 +193,10 @@ INVALID_CASES: list[tuple[str, Any, str, str]] = [
     ("/address/country", "XX", "/address/country", "unknown country 'XX'"),
     ("/address/country", "USA", "/address/country", "unknown country"),
     ("/price/currency", "ABC", "/price/currency", "unknown currency 'ABC'"),
+    # Unicode's upper case of these is an ISO code (IT, SSP, SEK): not ASCII, none of them is.
+    ("/address/country", "ıt", "/address/country", "unknown country 'ıt'"),
+    ("/price/currency", "ßp", "/price/currency", "unknown currency 'ßp'"),
+    ("/valuation/currency", "ſek", "/valuation/currency", "unknown currency 'ſek'"),
     ("/valuation/currency", "dollars", "/valuation/currency", "unknown currency"),
     ("/location/lat", 91, "/location/lat", "must be at most 90"),
     ("/location/lon", -181, "/location/lon", "must be at least -180"),

@@ -42,6 +42,14 @@ def test_a_valid_tick() -> None:
             ],
         ),
         (
+            {"currency": "ısk"},  # Unicode's upper case is ISK (a price trial)
+            [
+                FieldError(
+                    "/currency", "unknown currency 'ısk': expected an ISO 4217 code such as USD"
+                )
+            ],
+        ),
+        (
             {"as_of": None},
             [
                 FieldError(

@@ -142,7 +142,7 @@ NonEmptyText = Annotated[
 
 def _code_check(codes: frozenset[str], what: str, example: str) -> Callable[[str], str]:
     def check(value: str) -> str:
-        code = value.upper()
+        code = value.upper() if value.isascii() else value
         if code not in codes:
             raise invalid(what, f"unknown {what} {_shown(value, 20)}: expected {example}")
         return code

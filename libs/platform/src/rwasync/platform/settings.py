@@ -85,7 +85,8 @@ class Conflicts(ValueError):
 
 def check_log_level(value: str) -> str:
     """The level in capitals; a ValueError naming the known ones for any other."""
-    level = value.strip().upper()
+    level = value.strip()
+    level = level.upper() if level.isascii() else level  # `ınfo` is no INFO
     if level not in LOG_LEVELS:
         raise ValueError(f"not a log level: use one of {', '.join(LOG_LEVELS)}")
     return level

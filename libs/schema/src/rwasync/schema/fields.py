@@ -198,7 +198,9 @@ NonEmptyText = Annotated[
 
 def _code_check(codes: frozenset[str], what: str, example: str) -> Callable[[str], str]:
     def check(value: str) -> str:
-        code = value.upper()
+        # ASCII letters only: Unicode's upper case maps `ı` to I, `ſ` to S and `ß` to SS, so
+        # `ısk`, `ſek` and the two characters `ßp` became ISK, SEK and SSP (a price trial).
+        code = value.upper() if value.isascii() else value
         if code not in codes:
             raise invalid(what, f"unknown {what} {_shown(value, 20)}: expected {example}")
         return code

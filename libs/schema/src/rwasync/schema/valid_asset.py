@@ -171,7 +171,7 @@ def _code(codes: frozenset[str]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if type(value) is not str:
             raise _Declined
-        code = value.upper()
+        code = value.upper() if value.isascii() else value  # as `fields._code_check`
         if code not in codes:
             raise _Declined
         return code
