@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import shlex
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,11 @@ from tests.support.deployment import (
 pytestmark = pytest.mark.unit
 
 K8S = REPO / "deploy" / "k8s"
+K8S_README = K8S / "README.md"
 KUBERNETES_VERSION = "1.30"
 CUSTOM_KINDS = {"Kustomization", "ScaledObject", "TriggerAuthentication"}
-# Templates applied on their own, outside kustomization.yaml (their files say why).
-APPLIED_ALONE = {"secret.example.yaml", "migrate-job.yaml"}
+# A template applied on its own, in no kustomization (its file says why).
+APPLIED_ALONE = {"secret.example.yaml"}
 # The queue each consuming Deployment drains (services/*/app.py wires the same).
 CONSUMES = {
     "rwasync-reconciler": topology.RECONCILER_QUEUE,
@@ -48,11 +50,31 @@ CONSUMER_DRAIN = inspect.signature(EventConsumer.stop).parameters["timeout"].def
 @cache
 def manifests() -> tuple[tuple[str, dict[str, Any]], ...]:
     found = []
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(K8S.rglob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             if document:
-                found.append((path.name, document))
+                found.append((path.relative_to(K8S).as_posix(), document))
     return tuple(found)
+
+
+@cache
+def kustomizations() -> dict[Path, dict[str, Any]]:
+    """Each kustomization under deploy/k8s by its directory."""
+    return {
+        p.parent: yaml.safe_load(p.read_text()) for p in sorted(K8S.rglob("kustomization.yaml"))
+    }
+
+
+def kustomized(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(file, document) of every resource `kubectl apply -k directory` applies."""
+    found = []
+    for resource in kustomizations()[directory]["resources"]:
+        path = (directory / resource).resolve()
+        if path.is_dir():
+            found += kustomized(path)
+        else:
+            found += [(path, d) for d in yaml.safe_load_all(path.read_text()) if d]
+    return found
 
 
 def of_kind(kind: str) -> dict[str, dict[str, Any]]:
@@ -94,14 +116,31 @@ def test_every_manifest_is_valid_for_the_kubernetes_api(manifest: tuple[str, Any
     kubernetes_validate.validate(manifest[1], KUBERNETES_VERSION, strict=True)
 
 
-def test_kustomization_lists_every_manifest_and_every_image() -> None:
-    (kustomization,) = [d for _, d in manifests() if d["kind"] == "Kustomization"]
-    listed = set(kustomization["resources"])
-    assert listed == {p.name for p in K8S.glob("*.yaml")} - APPLIED_ALONE - {"kustomization.yaml"}
-    images = {
-        c["image"].split(":")[0] for w in WORKLOADS.values() for c in all_containers(pod_spec(w))
-    }
-    assert images == {i["name"] for i in kustomization["images"]}
+def test_the_kustomizations_list_every_manifest_once_and_every_image() -> None:
+    assert set(kustomizations()) == {K8S, K8S / "migrate"}
+    listed = {path for directory in kustomizations() for path, _ in kustomized(directory)}
+    files = {p.resolve() for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml"}
+    assert listed == files - {K8S / name for name in APPLIED_ALONE}
+    owners: dict[Path, Path] = {}
+    for directory in kustomizations():
+        for path in {p for p, _ in kustomized(directory)}:
+            assert owners.setdefault(path, directory) == directory, f"{path} is applied twice"
+    # The Job's template cannot change once created: it is applied on its own, never with the
+    # services' `kubectl apply -k .`.
+    assert {d["kind"] for _, d in kustomized(K8S / "migrate")} == {"Job"}
+    assert "Job" not in {d["kind"] for _, d in kustomized(K8S)}
+    tags: dict[str, dict[str, Any]] = {}
+    for directory, kustomization in kustomizations().items():
+        images = {
+            c["image"].split(":")[0]
+            for _, d in kustomized(directory)
+            if d["kind"] in {"Deployment", "Job"}
+            for c in all_containers(pod_spec(d))
+        }
+        assert images == {i["name"] for i in kustomization["images"]}, directory
+        for image in kustomization["images"]:
+            same = tags.setdefault(image["name"], image)
+            assert same == image, f"{image['name']}: another tag in {directory}"
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
@@ -239,3 +278,90 @@ def test_an_autoscaled_deployment_leaves_its_replica_count_to_the_autoscaler() -
             assert "replicas" not in deployment["spec"], f"{name}: the autoscaler owns replicas"
         else:
             assert deployment["spec"]["replicas"] >= 1, f"{name}: nothing scales it"
+
+
+def deploy_steps() -> list[tuple[Path, list[str]]]:
+    """The commands of README.md's "Deploy" block in order, each as the directory it runs in and
+    its words: `cd` followed, `for` loops unrolled, `&&` lists split, variables left as written."""
+    text = K8S_README.read_text()
+    section = text[text.index("\n## Deploy\n") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    block = section[start : section.index("```", start)]
+    cwd, steps = REPO, []
+    for line in block.replace("\\\n", " ").splitlines():
+        loop = re.fullmatch(r"\s*for (\w+) in ([^;]+); do (.+); done\s*", line)
+        bodies = [loop[3].replace(f"${loop[1]}", v) for v in loop[2].split()] if loop else [line]
+        for body in bodies:
+            for command in body.split(" && "):
+                words = shlex.split(command, comments=True)
+                if words and words[0] == "cd":
+                    cwd = (cwd / words[1]).resolve()
+                elif words:
+                    steps.append((cwd, words))
+    return steps
+
+
+def option_values(words: list[str], option: str) -> list[str]:
+    return [words[i + 1] for i, word in enumerate(words[:-1]) if word == option]
+
+
+def test_the_readme_deploys_in_an_order_that_works_on_a_first_install() -> None:
+    """Run README.md's "Deploy" steps on paper against an empty cluster: every image is built
+    from its Dockerfile, every workload runs the image built (set by `kustomize edit set image`
+    in the kustomization that applies it), and the ConfigMaps and Secrets a pod reads exist once
+    the step that applies it is done; the Job runs before the services."""
+    built: dict[str, Path] = {}  # image reference -> Dockerfile
+    images: dict[Path, dict[str, str]] = {}  # kustomization directory -> image name -> reference
+    created: dict[tuple[str, str], set[str]] = {}  # (kind, name) -> keys
+    applied: list[str] = []
+    for cwd, words in deploy_steps():
+        assert words[:2] != ["docker", "compose"], "compose needs its passwords even to build"
+        if words[:2] == ["docker", "build"]:
+            ((dockerfile,), (tag,)) = option_values(words, "-f"), option_values(words, "-t")
+            assert (cwd / words[-1]).resolve() == REPO, "images build from the repository root"
+            name = Path(dockerfile).name.removesuffix(".Dockerfile")
+            assert re.fullmatch(rf"(.+/)?rwasync/{name}:[^:/]+", tag), tag
+            built[tag] = (cwd / dockerfile).resolve()
+        elif words[:4] == ["kustomize", "edit", "set", "image"]:
+            name, reference = words[4].split("=", 1)
+            assert reference in built, f"{reference} is not built above"
+            images.setdefault(cwd, {})[name] = reference
+        elif words[0] == "kubectl" and "create" in words:
+            kind, generic, name = words[words.index("create") + 1 : words.index("create") + 4]
+            assert (kind, generic) == ("secret", "generic")
+            literals = [w.removeprefix("--from-literal=") for w in words if "--from-literal=" in w]
+            created[("Secret", name)] = {literal.split("=", 1)[0] for literal in literals}
+        elif words[0] == "kubectl" and "apply" in words:
+            (kustomization,) = option_values(words, "-k") or [None]
+            if kustomization is not None:
+                documents = [d for _, d in kustomized((cwd / kustomization).resolve())]
+            else:
+                files = option_values(words, "-f")
+                documents = [d for f in files for d in yaml.safe_load_all((cwd / f).read_text())]
+            for document in documents:
+                if document["kind"] in {"ConfigMap", "Secret"}:
+                    keys = {*document.get("data", {}), *document.get("stringData", {})}
+                    created[(document["kind"], document["metadata"]["name"])] = keys
+            for document in documents:
+                if document["kind"] not in {"Deployment", "Job"}:
+                    continue
+                what = f"{document['kind']} {document['metadata']['name']}"
+                applied.append(document["kind"])
+                for container in all_containers(pod_spec(document)):
+                    assert kustomization is not None, f"{what}: no image set for it"
+                    wanted = images.get((cwd / kustomization).resolve(), {})
+                    image = container["image"].split(":")[0]
+                    assert image in wanted, f"{what} runs {container['image']}, not the release's"
+                    assert built[wanted[image]] == dockerfile_of(container["image"])
+                    for ref in container.get("envFrom", []):
+                        for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                            if key in ref and not ref[key].get("optional", False):
+                                assert (kind, ref[key]["name"]) in created, (
+                                    f"{what} reads {kind} {ref[key]['name']} before it exists"
+                                )
+    assert set(built.values()) == {p.resolve() for p in DOCKERFILES}
+    assert applied.index("Job") < applied.index("Deployment"), "migrate before the rollout"
+    assert set(applied) == {"Job", "Deployment"}
+    # The Secret the README creates has every key of the template.
+    (secret,) = of_kind("Secret").values()
+    assert created[("Secret", secret["metadata"]["name"])] == set(secret["stringData"])
