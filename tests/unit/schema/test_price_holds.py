@@ -18,6 +18,7 @@ from rwasync.schema.price_holds import (
     changed,
     currency_hold,
     evaluate_series,
+    jump_hold,
     percent,
 )
 
@@ -244,3 +245,18 @@ def test_ticks_applied_before_any_policy_stand_and_are_still_references() -> Non
     opening = [tick(1, "5"), tick(2, "100", settled=True), tick(3, "101")]
     first = evaluate_series(None, opening, HALF)
     assert states(first) == ["held", "visible", "visible"]
+
+
+def test_a_held_move_never_reads_as_within_the_policy() -> None:
+    """Reasons round a move to a tenth of a percent; a move that rounds to the policy's reads as
+    more than it, and the policy's own figure is exact (a trial read "moves 20 % …; the policy
+    allows 20 %", and "allows 0 %" of a 0.01 % policy)."""
+    previous = tick(1, "96")
+    reason = jump_hold(tick(2, "115.2000000000000000000001"), previous, Decimal("0.2"))
+    assert reason is not None and reason.startswith("moves more than 20 % from the previous")
+    assert reason.endswith("the policy allows 20 %")
+    reason = jump_hold(tick(2, "96.1"), previous, Decimal("0.0001"))
+    assert reason is not None and reason.startswith("moves 0.1 % from the previous price 96 USD")
+    assert reason.endswith("the policy allows 0.01 %")
+    reason = jump_hold(tick(2, "120"), previous, Decimal("0.2"))
+    assert reason is not None and reason.startswith("moves 25 % from")

@@ -92,8 +92,18 @@ class SeriesTick:
 
 
 def percent(ratio: Decimal) -> str:
-    """`Decimal("0.625")` as `62.5 %`."""
-    return f"{(ratio * 100).quantize(Decimal('0.1')).normalize():f} %"
+    """A policy's ratio as a percentage, exactly: `Decimal("0.0001")` as `0.01 %`."""
+    return f"{(ratio * 100).normalize():f} %"
+
+
+def moved_percent(move: Decimal, max_jump: Decimal) -> str:
+    """A move beyond `max_jump` as a percentage to a tenth, or as `more than` the policy's when
+    rounding would show it no larger (a trial read "moves 20 % …; the policy allows 20 %", and
+    "allows 0 %" of a policy of 0.01 %)."""
+    shown = (move * 100).quantize(Decimal("0.1"))
+    if shown <= max_jump * 100:
+        return f"more than {percent(max_jump)}"
+    return f"{shown.normalize():f} %"
 
 
 def currency_hold(currency: str, asset_currency: str | None, policy: PricePolicy) -> str | None:
@@ -118,7 +128,8 @@ def jump_hold(tick: SeriesTick, reference: SeriesTick, max_jump: Decimal) -> str
     if move <= max_jump:
         return None
     allowed = percent(max_jump)
-    return f"moves {percent(move)} from the previous price {ref}; the policy allows {allowed}"
+    moved = moved_percent(move, max_jump)
+    return f"moves {moved} from the previous price {ref}; the policy allows {allowed}"
 
 
 def shown_ahead(tick: SeriesTick) -> bool:
@@ -143,7 +154,8 @@ def outlier_hold(tick: SeriesTick, later: Sequence[SeriesTick], max_jump: Decima
     if tick.currency != nearest.currency:
         moved = f"is in another currency ({nearest.currency}) than it"
     else:
-        moved = f"moves {percent(abs(nearest.amount - tick.amount) / tick.amount)} from it"
+        move = abs(nearest.amount - tick.amount) / tick.amount
+        moved = f"moves {moved_percent(move, max_jump)} from it"
     return (
         f"no earlier price, and the next price {price_text(nearest)} {moved}, confirmed by the"
         f" price after it ({price_text(confirming)}); the policy allows {percent(max_jump)}"

@@ -89,7 +89,12 @@ IF_NONE_MATCH: Final = Param(
 )
 RANGE: Final = (
     Param("from", "query", params.Timestamp, "RFC 3339, inclusive (default: 30 days before to)"),
-    Param("to", "query", params.Timestamp, "RFC 3339, exclusive (default: now)"),
+    Param(
+        "to",
+        "query",
+        params.Timestamp,
+        "RFC 3339, exclusive (default: 5 minutes from now, the furthest ahead a tick may be)",
+    ),
 )
 
 
