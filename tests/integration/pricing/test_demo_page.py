@@ -94,3 +94,23 @@ async def test_the_page_says_when_the_stream_refuses_its_token(
     await open_page(
         browser, pricing, provider_id, "bogus", "refused by the server", "the page said so"
     )
+
+
+async def test_a_new_address_fragment_subscribes_anew(
+    pricing: Any, push: Push, provider_id: str, browser: webdriver.Chrome
+) -> None:
+    """Only the fragment changing does not reload the page: it kept showing the old stream as
+    live (a price trial). Now it subscribes with the new one and starts a new table."""
+    await open_page(browser, pricing, provider_id, READER, "live", "the page connected")
+    await push(provider_id, [("det-1", "52.10")])
+    await wait_for(lambda: cells(browser) == {"det-1": "52.1 USD"}, "the first price")
+    await asyncio.to_thread(
+        browser.execute_script,
+        "location.hash = arguments[0]",
+        f"provider_id={provider_id}&access_token=bogus",
+    )
+    await wait_for(
+        lambda: browser.find_element(By.ID, "status").text.startswith("refused by the server"),
+        "the page subscribed with the new token",
+    )
+    assert cells(browser) == {}
