@@ -549,3 +549,67 @@ async def test_a_connect_request_is_a_400_saying_the_service_is_no_proxy(
         "CONNECT is not served: this service is no proxy; send requests to a path such as "
         "/v1/assets"
     )
+
+
+@pytest.fixture
+async def tight(database_url: str, vhost_amqp_url: str) -> AsyncIterator[tuple[Client, Database]]:
+    """A service whose bodies may hold 64 KiB at once, with a 2 s body deadline."""
+    db = Database(database_url, min_size=1, max_size=2)
+    db.start()
+    await db.wait_connected(timeout=30)
+    settings = ingest_settings(
+        database_url, vhost_amqp_url, body_bytes_at_once=64 * 1024, body_timeout=2.0
+    )
+    client = await serve(create_app(settings))
+    try:
+        await eventually(lambda: readiness(client), lambda body: body["status"] == "ready")
+        yield client, db
+    finally:
+        await client.close()
+        await db.close()
+
+
+async def test_bodies_beyond_the_memory_budget_wait_then_get_503(
+    tight: tuple[Client, Database],
+) -> None:
+    """Three 16 MiB batches at once took a process past its container's 512 MiB (deployment
+    trial). A body waits while others hold the budget, for at most the body deadline; then it is
+    a 503 with Retry-After, and the budget is whole again once the holders are done."""
+    client, db = tight
+    provider = await create_provider(db)
+    assert client.port is not None
+    head = (
+        "PUT /v1/assets/{id} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: {provider.bearer['Authorization']}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    stalled = []
+    try:
+        # A chunked body counts as its limit (1 MiB): the first holds the whole budget until its
+        # deadline (408 at 2 s); the second waits behind it, then holds it until 4 s.
+        for asset_id in ("slow-1", "slow-2"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+            writer.write(head.format(id=asset_id).encode() + b'2\r\n{"\r\n')
+            await writer.drain()
+            stalled.append((reader, writer))
+            await asyncio.sleep(0.5)
+        started = asyncio.get_running_loop().time()
+        response = await client.put(
+            "/v1/assets/quick-1",
+            data=json.dumps(house("quick-1")),
+            headers={**JSON, **provider.bearer},
+        )
+        waited = asyncio.get_running_loop().time() - started
+        body = await problem(response, 503)
+        assert response.headers["Retry-After"] == "1"
+        assert "as many request bodies as its memory allows" in body["detail"], body
+        assert waited >= 1.5, waited
+        for reader, _ in stalled:
+            status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+            assert status_line.startswith(b"HTTP/1.1 408"), status_line
+    finally:
+        for _, writer in stalled:
+            writer.close()
+    response = await client.put(
+        "/v1/assets/quick-1", data=json.dumps(house("quick-1")), headers={**JSON, **provider.bearer}
+    )
+    await accepted_event_id(response)

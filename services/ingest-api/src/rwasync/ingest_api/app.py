@@ -14,6 +14,7 @@ from types import FrameType
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from rwasync.feeds.auth import FeedSecrets
 from rwasync.feeds.fetch import FetchLimits
@@ -36,6 +37,7 @@ from rwasync.ingest_api.settings import IngestSettings
 from rwasync.ingest_api.validation import Validation
 from rwasync.platform.auth import BEARER_ONLY, Authenticator, FailedAuthentications
 from rwasync.platform.broker import Broker
+from rwasync.platform.budget import ByteBudget
 from rwasync.platform.clients import ClientAddresses
 from rwasync.platform.db import Database
 from rwasync.platform.http import add_health_routes, new_app, run
@@ -111,7 +113,10 @@ def create_app(settings: IngestSettings) -> web.Application:
     ingest = Ingest(
         db=db,
         callers=Callers(
-            authenticator, ProviderRates(db, Rate(settings.rate_per_second, settings.rate_burst))
+            authenticator,
+            ProviderRates(db, Rate(settings.rate_per_second, settings.rate_burst)),
+            bodies=ByteBudget(settings.body_bytes_at_once),
+            body_wait=settings.body_timeout,
         ),
         publisher=EventPublisher(
             broker,
@@ -142,6 +147,7 @@ def create_app(settings: IngestSettings) -> web.Application:
         api.add(handlers.operations())
 
     app = new_app(client_max_size=settings.max_batch_body_bytes)
+    app.middlewares.append(_giving_back_bodies(ingest.callers))
     add_health_routes(app, [database_check(db), broker_check(broker)])
     app.add_routes(api.routes())
     api.serve_docs(app)
@@ -152,6 +158,19 @@ def create_app(settings: IngestSettings) -> web.Application:
     receipt_retention = timedelta(hours=settings.receipt_retention_hours)
     app.cleanup_ctx.append(_pruning(idempotency, db, receipt_retention))
     return app
+
+
+def _giving_back_bodies(callers: Callers) -> Middleware:
+    """The body budget a request took (`Callers.write`) is returned once its answer is made."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            callers.give_back(request)
+
+    return middleware
 
 
 def _preview_limits(settings: IngestSettings) -> PreviewLimits:

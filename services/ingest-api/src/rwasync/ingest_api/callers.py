@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from rwasync.ingest_api.bodies import JSON, BodyLimits, parse_json, read_body, require_media_type
 from rwasync.ingest_api.limits import ProviderRates
 from rwasync.platform.auth import Authenticator, single_header
-from rwasync.platform.http import TRACE_ID, Problem
+from rwasync.platform.budget import BudgetTimeout, ByteBudget
+from rwasync.platform.http import TRACE_ID, Problem, service_unavailable
 from rwasync.schema.events import Arrival, EventSource
 from rwasync.schema.timestamps import utc_now
 from rwasync.store.tenants import ProviderCredential, ProviderIdentity, TenantRefused
@@ -24,6 +25,8 @@ TENANT_HEADER: Final = "X-Tenant-Id"
 MAX_TRACE_ID: Final = 128
 # The answer to a body sent to a call that takes none (a run requested, approved or rejected).
 NO_BODY: Final = "this call takes no body: send the request without one"
+# Where a request keeps the bytes of the body budget it holds (`Callers.give_back`).
+_HELD: Final = web.RequestKey("body_bytes_held", int)
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,18 @@ class Call:
 
 class Callers:
     def __init__(
-        self, authenticator: Authenticator[ProviderCredential], rates: ProviderRates
+        self,
+        authenticator: Authenticator[ProviderCredential],
+        rates: ProviderRates,
+        bodies: ByteBudget | None = None,
+        body_wait: float = 0.0,
     ) -> None:
+        """`bodies`: the bytes of request bodies the process handles at once (none: no limit);
+        a body that does not fit waits up to `body_wait` seconds, then is a 503."""
         self._authenticator = authenticator
         self._rates = rates
+        self._bodies = bodies
+        self._body_wait = body_wait
 
     async def identify(self, request: web.Request) -> ProviderIdentity:
         """The provider this request acts for (401, 400 or 429 otherwise)."""
@@ -111,6 +122,7 @@ class Callers:
         optional = body_optional or no_body
         if optional and not request.body_exists:
             return Call(request, identity, arrival, b"")
+        await self._hold_body(request, limits)
         if optional and request.content_length is None and "Content-Type" not in request.headers:
             # A body sent chunked says only once read whether it is empty: an empty one is none.
             body = await read_body(request, limits)
@@ -123,3 +135,32 @@ class Callers:
         if no_body and body:
             raise Problem(400, "Bad Request", NO_BODY, kind="unexpected-body")
         return Call(request, identity, arrival, body)
+
+    async def _hold_body(self, request: web.Request, limits: BodyLimits) -> None:
+        """Take the body's bytes from the process's budget before reading it: its declared
+        size, or its limit when it is sent chunked or compressed (it may decode to that). A
+        body declared over its limit takes none: reading it is a 413 at once. The request
+        holds them until its answer is made (`give_back`, the app's middleware), because its
+        parsed items and events cost memory until then, several times the body's size."""
+        if self._bodies is None or request.get(_HELD):
+            return
+        declared = request.content_length
+        if declared is not None and declared > limits.max_bytes:
+            return
+        size = limits.max_bytes
+        if declared is not None and hdrs.CONTENT_ENCODING not in request.headers:
+            size = declared
+        try:
+            request[_HELD] = await self._bodies.take(size, self._body_wait)
+        except BudgetTimeout:
+            raise service_unavailable(
+                "this ingest-api process is handling as many request bodies as its memory "
+                f"allows and none finished within {self._body_wait:g} s: retry"
+            ) from None
+
+    def give_back(self, request: web.Request) -> None:
+        """Return the body budget `request` holds, if any (once its answer is made)."""
+        held = request.pop(_HELD, 0) if self._bodies is not None else 0
+        if held:
+            assert self._bodies is not None
+            self._bodies.give_back(held)
