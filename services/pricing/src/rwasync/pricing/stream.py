@@ -289,13 +289,13 @@ class PriceStream:
             else:
                 log.info("closing a slow stream subscriber", provider_id=subscriber.provider_id)
                 await self._send(response, SLOW_CLOSE)
-        except (ConnectionResetError, TimeoutError, asyncio.CancelledError) as exc:
+        except (ConnectionError, TimeoutError, asyncio.CancelledError) as exc:
             # The subscriber went away or stopped reading: nothing to answer any more.
             if request.transport is not None:
                 request.transport.abort()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-        with contextlib.suppress(ConnectionResetError, TimeoutError, RuntimeError):
+        with contextlib.suppress(ConnectionError, TimeoutError, RuntimeError):
             async with asyncio.timeout(self._settings.stream_send_timeout):
                 await response.write_eof()
 
