@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
+import os
 import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from types import FrameType
+from typing import Final
 
 import structlog
 from aiohttp import web
@@ -64,6 +70,16 @@ SECURITY_SCHEMES = {
 }
 
 log = structlog.get_logger(__name__)
+
+# With RWASYNC_INGEST_PROCESSES > 1: how often a worker checks that its supervisor still lives;
+# the window in which a worker ending means the service cannot start; and the pause before a
+# worker that ended is replaced, doubling (up to the maximum) while replacements keep ending
+# within the steady time.
+PARENT_CHECK_SECONDS: Final = 1.0
+WORKER_START_SECONDS: Final = 10.0
+WORKER_STEADY_SECONDS: Final = 60.0
+WORKER_RESTART_DELAY: Final = 1.0
+WORKER_RESTART_DELAY_MAX: Final = 30.0
 
 
 def provider_api() -> ApiRegistry:
@@ -241,8 +257,20 @@ def serve(settings: IngestSettings) -> None:
     run(create_app(settings), settings, reuse_port=_shares_port(settings))
 
 
-def _serve_from_environment() -> None:
+def _serve_from_environment(parent_pid: int) -> None:
+    """A worker of `main`'s supervisor. It stops (gracefully, as on SIGTERM) once its parent is
+    gone: a supervisor killed outright left its workers serving the port, re-parented, beside
+    the ones of the next supervisor started (an operator's trial)."""
+    threading.Thread(
+        target=_stop_without, args=(parent_pid,), name="parent-watch", daemon=True
+    ).start()
     serve(load_settings(IngestSettings))
+
+
+def _stop_without(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main() -> None:
@@ -250,22 +278,66 @@ def main() -> None:
     if settings.processes == 1:
         serve(settings)
         return
-    # Several processes bind the port with SO_REUSEPORT and the kernel spreads connections
-    # among them; this one only supervises, passing SIGTERM/SIGINT on.
+    configure_logging("ingest-api", settings.log_level, settings.log_format)
+    raise SystemExit(_supervise(settings.processes))
+
+
+def _supervise(processes: int) -> int:
+    """Several processes bind the port with SO_REUSEPORT and the kernel spreads connections
+    among them; this one starts them, passes SIGTERM/SIGINT on, and starts another in place of
+    one that ends by itself (it did not: the service went on at half its processes, silently,
+    an operator's trial). One that exits with an error within `WORKER_START_SECONDS` of the first
+    start (the port taken, say) ends them all, with its exit status: no later one would fare
+    better. One killed by a signal is replaced whenever it ends."""
     spawn = multiprocessing.get_context("spawn")
-    workers = [
-        spawn.Process(target=_serve_from_environment, name=f"ingest-api-{n}")
-        for n in range(settings.processes)
-    ]
-    for worker in workers:
+    parent_pid = os.getpid()
+    stopping = False
+
+    def start(n: int) -> tuple[multiprocessing.process.BaseProcess, float]:
+        worker = spawn.Process(
+            target=_serve_from_environment, args=(parent_pid,), name=f"ingest-api-{n}"
+        )
         worker.start()
+        return worker, time.monotonic()
 
     def stop(signum: int, _: FrameType | None) -> None:
-        for worker in workers:
+        nonlocal stopping
+        stopping = True
+        for worker, _started in workers.values():
             if worker.pid is not None and worker.is_alive():
                 worker.terminate()
 
+    began = time.monotonic()
+    workers = {n: start(n) for n in range(processes)}
+    delay = WORKER_RESTART_DELAY
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for worker in workers:
+    while not stopping:
+        multiprocessing.connection.wait([w.sentinel for w, _ in workers.values()], timeout=1.0)
+        for n, (worker, started) in list(workers.items()):
+            if stopping or worker.is_alive():
+                continue
+            code = worker.exitcode
+            if code is not None and code > 0 and time.monotonic() - began < WORKER_START_SECONDS:
+                log.error("an ingest-api process failed to start; stopping", exit_status=code)
+                stop(signal.SIGTERM, None)
+                for other, _started in workers.values():
+                    other.join()
+                return code or 1
+            if time.monotonic() - started > WORKER_STEADY_SECONDS:
+                delay = WORKER_RESTART_DELAY
+            log.error(
+                "an ingest-api process ended; starting another",
+                process=worker.name,
+                exit_status=code,
+                after=delay,
+            )
+            pause_until = time.monotonic() + delay
+            while not stopping and time.monotonic() < pause_until:  # SIGTERM ends the pause
+                time.sleep(0.1)
+            delay = min(delay * 2, WORKER_RESTART_DELAY_MAX)
+            if not stopping:
+                workers[n] = start(n)
+    for worker, _started in workers.values():
         worker.join()
+    return 0
