@@ -525,6 +525,39 @@ async def test_a_broker_that_stops_confirming_fails_the_run_with_what_was_publis
     assert 50 <= created <= queued <= created + 4 < 3000
 
 
+async def test_a_run_whose_every_message_waits_on_a_broker_given_up_fails(
+    database_url: str,
+    vhost_amqp_url: str,
+    db: Database,
+    provider_id: str,
+    feed_server: FeedServer,
+) -> None:
+    """A broker stalled (half-open: no bytes, no reset) before the run: its one message is sent
+    and waits for a confirm until the heartbeat gives the connection up, well before the stall
+    check's time; aiormq then cancels the confirms it awaited, and the run ended `ok` with
+    nothing published, the next one `not_modified` (fault trial, with the defaults: a 10 s
+    heartbeat against the 60 s stall check)."""
+    snapshot = utc_now().replace(microsecond=0) - timedelta(minutes=1)
+    items = [asset(f"a{n:04d}") for n in range(30)]
+    url = feed_server.serve("/feed.json", body(feed_body(items, timestamp=snapshot)))
+    feed_id = await add_feed(db, provider_id, url)
+    proxy = await TcpProxy.in_front_of(vhost_amqp_url)
+    settings = poller_settings(
+        database_url, proxy.through(vhost_amqp_url) + "?heartbeat=1", confirm_stall_seconds=60
+    )
+    try:
+        async with running_poller(settings):
+            await asyncio.sleep(0.5)  # connected and declared
+            proxy.pause()
+            run = await wait_for_run(db, await trigger(db, feed_id), timeout=60)
+    finally:
+        proxy.resume()
+        await proxy.cut()
+    assert (run["status"], run["reason_code"]) == ("failed", "broker_unavailable"), run
+    assert run["counts"]["created"] == 0
+    assert await _queued(vhost_amqp_url) == 0
+
+
 async def test_a_run_that_fails_mid_publish_for_another_reason_says_what_it_published(
     database_url: str,
     vhost_amqp_url: str,

@@ -409,6 +409,13 @@ class Broker:
             publishing.cancel()
             MESSAGES_PUBLISHED.labels(exchange, "blocked").inc()
             raise BrokerUnavailable(f"broker blocked the connection: {blocked.result()}")
+        if publishing.cancelled():
+            # aiormq cancels the confirms it still awaits when the connection closes (a stalled
+            # broker's heartbeat runs out): `result()` would raise CancelledError, which slipped
+            # past every `except Exception` above us, and a feed run whose every message was
+            # lost so ended `ok` (fault trial).
+            MESSAGES_PUBLISHED.labels(exchange, "unavailable").inc()
+            raise BrokerUnavailable("publish not confirmed: the connection closed first")
         try:
             publishing.result()
         except Exception as exc:  # nack, return, timeout, closed channel: all mean "not confirmed"

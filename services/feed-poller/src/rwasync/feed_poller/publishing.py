@@ -108,6 +108,14 @@ class ConfirmedPublisher:
         except Exception as exc:
             self._fail(exc)
             return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # `_abandon`, or the run being stopped
+            # A cancellation from below (the broker client's, of a confirm it gave up on) is an
+            # unconfirmed message: it must fail the run, never leave it to end `ok`.
+            self._fail(BrokerUnavailable("publish not confirmed: cancelled by the broker client"))
+            return
         finally:
             self._slots.release()
         self._progress = time.monotonic()
