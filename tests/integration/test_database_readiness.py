@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
+from rwasync.platform import db as db_module
 from rwasync.platform.db import CANCEL_WAIT, WRITABLE_CHECK, Database, is_transient
 from tests.support.tcpproxy import proxied
 
@@ -135,3 +137,23 @@ async def test_a_statement_cancelled_by_its_deadline_stops_on_the_server(
                  AND pid <> pg_backend_pid()"""
         )
         assert running == 0
+
+
+async def test_closing_on_a_database_that_stopped_answering_drops_the_connections(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's goodbyes are never acknowledged by a stalled database: its close timed out,
+    and the TimeoutError ended a service's clean stop with exit 1 and a "cannot listen" line
+    (fault trial). It now gives up after its time and drops the connections."""
+    monkeypatch.setattr(db_module, "POOL_CLOSE_SECONDS", 1.0, raising=False)
+    async with proxied(database_url) as (proxy, url):
+        database = Database(url, min_size=2, max_size=2)
+        database.start()
+        await database.wait_connected(timeout=30)
+        proxy.pause()
+        started = time.monotonic()
+        with capture_logs() as logs:
+            await database.close()
+        assert time.monotonic() - started < 5
+        assert [e["event"] for e in logs] == ["database connections not closed in time; dropped"]
+        proxy.resume()

@@ -270,6 +270,8 @@ async def _release_as_is(conn: asyncpg.Connection) -> None:
 
 # How long a cancelled statement's connection waits for the server to acknowledge the cancel.
 CANCEL_WAIT: Final = 2.0
+# Seconds `Database.close` waits for its connections to close cleanly before dropping them.
+POOL_CLOSE_SECONDS: Final = 10.0
 
 
 class _Connection(asyncpg.Connection):  # type: ignore[misc]
@@ -353,7 +355,17 @@ class Database:
         async with self._ping_lock:
             self._drop_ping_connection()
         if self._pool is not None:
-            await asyncio.wait_for(self._pool.close(), 10)
+            try:
+                await asyncio.wait_for(self._pool.close(), POOL_CLOSE_SECONDS)
+            except TimeoutError:
+                # A database that stalls (no answer, no reset) never acknowledges the goodbyes:
+                # the TimeoutError ended a service's clean stop with exit 1 and a "cannot
+                # listen" line (fault trial). Nothing is left to lose: drop the connections.
+                log.warning(
+                    "database connections not closed in time; dropped",
+                    after=POOL_CLOSE_SECONDS,
+                )
+                self._pool.terminate()
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """Whether the database answers within `timeout` seconds that it takes writes (not a

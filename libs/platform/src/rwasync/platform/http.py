@@ -619,6 +619,8 @@ def run(app: web.Application, settings: ServiceSettings, *, reuse_port: bool = F
             loop=uvloop.new_event_loop() if settings.event_loop == "uvloop" else None,
         )
     except OSError as exc:  # socket.gaierror included: a host name that does not resolve
+        if isinstance(exc, TimeoutError):  # an OSError too, and never a listening problem
+            raise
         # A port in use, an address not of this machine: one log line naming the settings, not
         # a traceback (which is no JSON line either: operator trial).
         log.error(
