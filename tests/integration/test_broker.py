@@ -451,3 +451,30 @@ async def test_a_refused_login_is_said_once_and_a_cli_gives_up_at_once(vhost_amq
     assert [e["event"] for e in refusals] == [
         "RabbitMQ refused the login: check the user, password and vhost in RWASYNC_AMQP_URL"
     ]
+
+
+async def test_a_broker_that_stops_confirming_is_not_ready_until_it_confirms_again(
+    vhost_amqp_url: str,
+) -> None:
+    """A stalled broker (no bytes, no reset) keeps its connection for ~3 heartbeats, in which
+    every write was a 503 while `/readyz` said ready (fault trial). A publish unconfirmed within
+    its timeout makes the readiness check say no, while publishes are still tried; one
+    confirmed makes it say yes again."""
+    proxy = await TcpProxy.in_front_of(vhost_amqp_url)
+    b = Broker(proxy.through(vhost_amqp_url), name="stalled", publish_timeout=0.5)
+    b.start()
+    message = message_for([upserted("prv_x", "stalled-1", at(1))])
+    try:
+        await b.wait_ready(timeout=30)
+        assert b.answering()
+        proxy.pause()
+        with pytest.raises(BrokerUnavailable, match="not confirmed"):
+            await b.publish(topology.ASSETS_EXCHANGE, "asset.upserted", message)
+        assert b.is_ready() and not b.answering()
+        proxy.resume()
+        await b.publish(topology.ASSETS_EXCHANGE, "asset.upserted", message)
+        assert b.answering()
+    finally:
+        proxy.resume()
+        await b.close()
+        await proxy.cut()

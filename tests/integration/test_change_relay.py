@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from rwasync.platform.broker import Broker
 from rwasync.platform.db import Database, LockSpace
@@ -117,4 +118,33 @@ async def test_a_relay_whose_database_goes_silent_gives_its_connection_up_and_ta
         assert entries[-1]["asset_id"] == "meanwhile"
     finally:
         await relay.stop()
+        await proxy.cut()
+
+
+async def test_a_broker_outage_interrupts_the_relay_with_warnings_not_errors(
+    db: Database, database_url: str, vhost_amqp_url: str, provider_id: str
+) -> None:
+    """The relay rides a broker outage out, as a database one: once a second it logged an
+    error (fault trial), which an alert on `level: error` would page for."""
+    proxy = await TcpProxy.in_front_of(vhost_amqp_url)
+    broker = Broker(proxy.through(vhost_amqp_url), name="relay-outage", publish_timeout=1.0)
+    broker.start()
+    await broker.wait_ready(timeout=30)
+    relay = ChangeRelay(database_url, broker, interval=0.05)
+    relay.start()
+    try:
+        with capture_logs() as logs:
+            await proxy.cut()
+            await AssetApplier(db).apply([upserted(provider_id, "out-1", at(1))])
+            await eventually(
+                lambda: asyncio.sleep(0, [e for e in logs if "relay interrupted" in e["event"]]),
+                bool,
+                what="the relay interrupted",
+            )
+        interrupted = [e for e in logs if "relay interrupted" in e["event"]]
+        assert {e["log_level"] for e in interrupted} == {"warning"}, interrupted
+    finally:
+        await relay.stop()
+        await broker.close()
+        await proxy.restore()
         await proxy.cut()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -68,6 +69,10 @@ def connect_error(exc: BaseException) -> BaseException:
         return refused
     return exc
 
+
+# Seconds a broker counts as not answering (`Broker.answering`, readiness) after a publish went
+# unconfirmed within its timeout, unless one is confirmed sooner.
+UNCONFIRMED_NOT_READY_SECONDS: Final = 10.0
 
 LOGIN_REFUSED: Final = (
     "RabbitMQ refused the login: check the user, password and vhost in RWASYNC_AMQP_URL"
@@ -218,6 +223,8 @@ class Broker:
         # trying (the password may be put right on the broker's side); a CLI command gives up.
         self._login_refused = asyncio.Event()
         self.blocking = BlockedWatch()
+        # When a publish last went unconfirmed within its timeout, with no confirm since.
+        self._unconfirmed_at: float | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
@@ -270,9 +277,13 @@ class Broker:
         # The connection's own story, once a drop (aio-pika's are library errors about closed
         # channels, or nothing): lost, then back.
         connection.close_callbacks.add(_log_lost)
-        connection.reconnect_callbacks.add(lambda _: log.warning("broker connection restored"))
+        connection.reconnect_callbacks.add(self._restored)
         self._ready.set()
         log.info("broker connected, topology declared")
+
+    def _restored(self, _: object) -> None:
+        self._unconfirmed_at = None  # a new connection: its confirms are yet to be seen
+        log.info("broker connection restored")
 
     async def _connect(self) -> AbstractRobustConnection:
         """The first connection, tried on the next address each attempt."""
@@ -317,6 +328,19 @@ class Broker:
             and self._channel is not None
             and self._connection.connected.is_set()
             and not self._channel.is_closed
+        )
+
+    def answering(self) -> bool:
+        """Connected, and not just now failing to confirm: for readiness. A broker that stalls
+        (no bytes, no reset) keeps its connection for about three heartbeats (~33 s), in which
+        every publish went unconfirmed while `/readyz` said ready (fault trial). Publishes are
+        still tried meanwhile (`is_ready` gates them): one confirmed makes it answer again, and
+        so does the time passing, so that traffic comes back to try."""
+        if not self.is_ready():
+            return False
+        return (
+            self._unconfirmed_at is None
+            or time.monotonic() - self._unconfirmed_at > UNCONFIRMED_NOT_READY_SECONDS
         )
 
     async def publish(
@@ -419,8 +443,12 @@ class Broker:
         try:
             publishing.result()
         except Exception as exc:  # nack, return, timeout, closed channel: all mean "not confirmed"
-            MESSAGES_PUBLISHED.labels(exchange, _unconfirmed(exc)).inc()
+            outcome = _unconfirmed(exc)
+            if outcome == "timeout":
+                self._unconfirmed_at = time.monotonic()
+            MESSAGES_PUBLISHED.labels(exchange, outcome).inc()
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}: {exc}") from exc
+        self._unconfirmed_at = None
         MESSAGES_PUBLISHED.labels(exchange, "confirmed").inc()
 
     async def queue_depths(self, queues: Sequence[str]) -> dict[str, tuple[int, int]]:

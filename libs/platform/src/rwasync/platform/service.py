@@ -26,7 +26,7 @@ def database_check(db: Database) -> ReadinessCheck:
 
 def broker_check(broker: Broker) -> ReadinessCheck:
     async def check() -> tuple[str, bool]:
-        return "broker", broker.is_ready()
+        return "broker", broker.answering()
 
     return check
 

@@ -26,7 +26,7 @@ import orjson
 import structlog
 from prometheus_client import Counter, Gauge
 
-from rwasync.platform.broker import Broker
+from rwasync.platform.broker import Broker, BrokerUnavailable
 from rwasync.platform.db import LockSpace, connect, is_transient
 from rwasync.platform.tasks import cancel_and_wait
 from rwasync.reconciler import queries
@@ -102,7 +102,10 @@ class ChangeRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                level = log.warning if is_transient(exc) else log.error
+                # The database's or the broker's outage, which the relay rides out: a warning
+                # (a broker's was an error, once a second, fault trial); anything else, an error.
+                ridden_out = is_transient(exc) or isinstance(exc, BrokerUnavailable)
+                level = log.warning if ridden_out else log.error
                 level(
                     "change relay interrupted; trying again", error=f"{type(exc).__name__}: {exc}"
                 )
