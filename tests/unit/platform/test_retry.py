@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
+from structlog.testing import capture_logs
 
+from rwasync.platform import retry
 from rwasync.platform.retry import retrying
 
 pytestmark = pytest.mark.unit
@@ -66,3 +69,32 @@ async def test_cancellation_is_never_retried() -> None:
     with pytest.raises(asyncio.CancelledError):
         await work()
     assert calls == 1
+
+
+async def _fail_once(what: str) -> None:
+    """One retry of `what`, then its failure."""
+    with contextlib.suppress(Flaky):
+        async for attempt in retrying(what, fixed=0, attempts=2):
+            with attempt:
+                raise Flaky
+
+
+async def test_many_retries_of_one_kind_make_one_line_in_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A consumer's held messages each retrying their apply while Postgres was away made 254
+    lines in 8 s (fault trial). One kind of retry is logged once in LOG_EVERY_SECONDS, the next
+    line counting those not logged; others keep their own lines."""
+    clock = [1000.0]
+    monkeypatch.setattr(retry.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(retry, "_logged", {})
+    with capture_logs() as logs:
+        for what in ["apply"] * 40 + ["broker connect"]:
+            await _fail_once(what)
+        clock[0] += retry.LOG_EVERY_SECONDS
+        await _fail_once("apply")
+    assert [(e["event"], e.get("not_logged_since")) for e in logs] == [
+        ("apply failed, retrying", None),
+        ("broker connect failed, retrying", None),
+        ("apply failed, retrying", 39),
+    ]
