@@ -478,3 +478,26 @@ async def test_a_broker_that_stops_confirming_is_not_ready_until_it_confirms_aga
         proxy.resume()
         await b.close()
         await proxy.cut()
+
+
+async def test_an_outage_is_one_line_when_lost_and_one_when_restored(vhost_amqp_url: str) -> None:
+    """Each failed reconnect attempt closes the connection again: a 10 s outage logged `broker
+    connection lost` once a second (fault trial)."""
+    proxy = await TcpProxy.in_front_of(vhost_amqp_url)
+    b = Broker(proxy.through(vhost_amqp_url), name="outage-lines")
+    b.start()
+    try:
+        await b.wait_ready(timeout=30)
+        with structlog.testing.capture_logs() as logged:
+            await proxy.cut()  # resets the connection; the proxy's port now refuses
+            await asyncio.sleep(3.5)  # reconnect attempts, a second apart
+            await proxy.restore()
+            for _ in range(300):
+                if any(e["event"] == "broker connection restored" for e in logged):
+                    break
+                await asyncio.sleep(0.05)
+        events = [e["event"] for e in logged if e["event"].startswith("broker connection")]
+        assert events == ["broker connection lost; reconnecting", "broker connection restored"]
+    finally:
+        await b.close()
+        await proxy.cut()

@@ -90,14 +90,6 @@ def _refused_login(exc: BaseException) -> bool:
     return False
 
 
-def _log_lost(_: object, exc: BaseException | None) -> None:
-    """A robust connection's close callback: a drop it will recover from is logged; a close
-    this process asked for (shutting down: no error, or a cancellation) is not."""
-    if exc is None or isinstance(exc, asyncio.CancelledError):
-        return
-    log.warning("broker connection lost; reconnecting", error=f"{type(exc).__name__}: {exc}")
-
-
 class BrokerUnavailable(Exception):
     """The broker did not confirm a publish (down, blocked, nacked or unroutable)."""
 
@@ -225,6 +217,7 @@ class Broker:
         self.blocking = BlockedWatch()
         # When a publish last went unconfirmed within its timeout, with no confirm since.
         self._unconfirmed_at: float | None = None
+        self._lost_logged = False  # since the connection was last restored
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
@@ -276,13 +269,24 @@ class Broker:
         connection.reconnect_callbacks.add(lambda reconnected: self.blocking.watch(reconnected))
         # The connection's own story, once a drop (aio-pika's are library errors about closed
         # channels, or nothing): lost, then back.
-        connection.close_callbacks.add(_log_lost)
+        connection.close_callbacks.add(self._lost)
         connection.reconnect_callbacks.add(self._restored)
         self._ready.set()
         log.info("broker connected, topology declared")
 
+    def _lost(self, _: object, exc: BaseException | None) -> None:
+        """A robust connection's close callback: a drop it will recover from is logged, once
+        until it is restored (each failed reconnect attempt closes again: a 10 s outage made a
+        line a second, fault trial); a close this process asked for (shutting down: no error,
+        or a cancellation) is not."""
+        if exc is None or isinstance(exc, asyncio.CancelledError) or self._lost_logged:
+            return
+        self._lost_logged = True
+        log.warning("broker connection lost; reconnecting", error=f"{type(exc).__name__}: {exc}")
+
     def _restored(self, _: object) -> None:
         self._unconfirmed_at = None  # a new connection: its confirms are yet to be seen
+        self._lost_logged = False
         log.info("broker connection restored")
 
     async def _connect(self) -> AbstractRobustConnection:
