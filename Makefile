@@ -51,7 +51,10 @@ migrate: install services
 run: export PYTHONUNBUFFERED := 1
 run: install services .env
 	@environment="$$(export -p)"; set -a; . ./.env; set +a; eval "$$environment"; \
-		scripts/ports-free.sh $${RWASYNC_INGEST_PORT:-8080} \
+		ingest=$${RWASYNC_INGEST_PORT:-8080}; \
+		case "$$(printf %s "$${RWASYNC_INGEST_REUSE_PORT:-}" | tr A-Z a-z)" in \
+			1|true|t|yes|y|on) ingest= ;; esac; \
+		scripts/ports-free.sh $$ingest \
 		$${RWASYNC_FEED_POLLER_PORT:-8081} $${RWASYNC_PRICING_PORT:-8082} \
 		$${RWASYNC_RECONCILER_PORT:-8083} $${DEMO_FEED_PORT:-8090}
 	$(BIN)/rwasync migrate
