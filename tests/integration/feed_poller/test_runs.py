@@ -9,7 +9,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from rwasync.feed_poller import queries
 from rwasync.feed_poller.claims import RunClaims
@@ -392,11 +394,17 @@ async def test_a_run_whose_poller_died_is_run_again(
            WHERE run_id = $1""",
         run_id,
     )
-    async with running_poller(poller_settings(database_url, vhost_amqp_url)) as (poller, _):
-        run = await wait_for_run(db, run_id)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        async with running_poller(poller_settings(database_url, vhost_amqp_url)) as (poller, _):
+            run = await wait_for_run(db, run_id)
     assert run["status"] == "ok"
     assert run["claimed_by"] == poller.replica_id
     assert feed_server.hits["/feed.json"] == 1
+    # The line names the replica that dropped it, and the poller's lines name their own (an
+    # operator could tell neither: multi-replica trial).
+    (expired,) = [e for e in logs if e["event"] == "feed run lease expired, queued again"]
+    assert expired["claimed_by"] == "dead-replica"
+    assert expired["replica_id"] == poller.replica_id
 
 
 async def test_a_stopping_poller_hands_its_runs_back(

@@ -33,7 +33,10 @@ class RunClaims:
         """Queue a run for every feed whose time has come, and recover expired leases."""
         for row in await self._db.fetch(queries.RECOVER_EXPIRED_RUNS):
             log.warning(
-                "feed run lease expired, queued again", run_id=row["run_id"], feed_id=row["feed_id"]
+                "feed run lease expired, queued again",
+                run_id=row["run_id"],
+                feed_id=row["feed_id"],
+                claimed_by=row["claimed_by"],  # the replica that stopped renewing it
             )
         async with self._db.connection() as conn, conn.transaction():
             due = await conn.fetch(queries.DUE_FEEDS)

@@ -81,6 +81,9 @@ class FeedPoller:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # Every line of the poller's work names the replica, as feed_runs.claimed_by does (it was
+        # in no line: an operator could not tell which poller held or dropped a run).
+        structlog.contextvars.bind_contextvars(replica_id=self.replica_id)
         self._validator.start()
         self._tasks = [
             asyncio.create_task(self._loop(), name="feed-poller-loop"),

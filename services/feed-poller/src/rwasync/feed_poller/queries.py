@@ -139,10 +139,16 @@ RETURNING run_id
 # Runs whose replica stopped renewing its lease (it died): back to the queue. Approvals need no
 # reset: an expired lease makes them claimable again.
 RECOVER_EXPIRED_RUNS = """
-UPDATE feed_runs
+WITH expired AS (
+    SELECT run_id, claimed_by FROM feed_runs
+    WHERE status = 'running' AND claimed_until < now()
+    FOR UPDATE
+)
+UPDATE feed_runs r
 SET status = 'queued', started_at = NULL, claimed_by = NULL, claimed_until = NULL
-WHERE status = 'running' AND claimed_until < now()
-RETURNING run_id, feed_id
+FROM expired
+WHERE r.run_id = expired.run_id
+RETURNING r.run_id, r.feed_id, expired.claimed_by
 """
 
 # On shutdown, hand this replica's unfinished runs back at once: $1 run ids, $2 replica.
