@@ -26,6 +26,7 @@ from tests.integration.ingest.conftest import (
     serve,
 )
 from tests.integration.ingest.helpers import JSON, Client, accepted_event_id, house, problem
+from tests.support.tcpproxy import TcpProxy, proxied
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -552,64 +553,97 @@ async def test_a_connect_request_is_a_400_saying_the_service_is_no_proxy(
 
 
 @pytest.fixture
-async def tight(database_url: str, vhost_amqp_url: str) -> AsyncIterator[tuple[Client, Database]]:
-    """A service whose bodies may hold 64 KiB at once, with a 2 s body deadline."""
+async def tight(
+    database_url: str, vhost_amqp_url: str
+) -> AsyncIterator[tuple[Client, Database, TcpProxy]]:
+    """A service whose bodies may hold 64 KiB at once, with a 1 s body deadline and a 3 s
+    publish timeout, its broker behind a proxy the test can stall."""
     db = Database(database_url, min_size=1, max_size=2)
     db.start()
     await db.wait_connected(timeout=30)
-    settings = ingest_settings(
-        database_url, vhost_amqp_url, body_bytes_at_once=64 * 1024, body_timeout=2.0
-    )
-    client = await serve(create_app(settings))
+    async with proxied(vhost_amqp_url) as (proxy, amqp_url):
+        settings = ingest_settings(
+            database_url,
+            amqp_url,
+            body_bytes_at_once=64 * 1024,
+            body_timeout=1.0,
+            publish_timeout=3.0,
+        )
+        client = await serve(create_app(settings))
+        try:
+            await eventually(lambda: readiness(client), lambda body: body["status"] == "ready")
+            yield client, db, proxy
+        finally:
+            proxy.resume()
+            await client.close()
+            await db.close()
+
+
+def _large_house(asset_id: str) -> str:
+    """An asset of about 40 KiB: two of them do not fit in 64 KiB at once."""
+    return json.dumps({**house(asset_id), "attributes": {f"k{n}": "x" * 1000 for n in range(40)}})
+
+
+async def test_a_slow_body_holds_none_of_the_memory_budget(
+    tight: tuple[Client, Database, TcpProxy],
+) -> None:
+    """The budget is taken once a body has arrived: taken before, one provider's slow uploads
+    held it for their whole deadline and every other provider's writes waited (hostile
+    review of the budget)."""
+    client, db, _ = tight
+    provider = await create_provider(db)
+    assert client.port is not None
+    stalled = []
     try:
-        await eventually(lambda: readiness(client), lambda body: body["status"] == "ready")
-        yield client, db
+        for n in range(3):  # chunked: each would have counted as its whole 1 MiB limit
+            _reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+            writer.write(
+                (
+                    f"PUT /v1/assets/slow-{n} HTTP/1.1\r\nHost: x\r\n"
+                    "Content-Type: application/json\r\n"
+                    f"Authorization: {provider.bearer['Authorization']}\r\n"
+                    'Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\n'
+                ).encode()
+            )
+            await writer.drain()
+            stalled.append(writer)
+        await asyncio.sleep(0.2)
+        started = asyncio.get_running_loop().time()
+        response = await client.put(
+            "/v1/assets/quick-1", data=_large_house("quick-1"), headers={**JSON, **provider.bearer}
+        )
+        await accepted_event_id(response)
+        assert asyncio.get_running_loop().time() - started < 0.9
     finally:
-        await client.close()
-        await db.close()
+        for writer in stalled:
+            writer.close()
 
 
 async def test_bodies_beyond_the_memory_budget_wait_then_get_503(
-    tight: tuple[Client, Database],
+    tight: tuple[Client, Database, TcpProxy],
 ) -> None:
     """Three 16 MiB batches at once took a process past its container's 512 MiB (deployment
-    trial). A body waits while others hold the budget, for at most the body deadline; then it is
-    a 503 with Retry-After, and the budget is whole again once the holders are done."""
-    client, db = tight
+    trial). A body that has arrived waits while others being handled hold the budget, for at
+    most the body deadline; then it is a 503 with Retry-After, and the budget is whole again
+    once the holders are done. Here a holder is a push waiting on a broker that stalls."""
+    client, db, proxy = tight
     provider = await create_provider(db)
-    assert client.port is not None
-    head = (
-        "PUT /v1/assets/{id} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Authorization: {provider.bearer['Authorization']}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    headers = {**JSON, **provider.bearer}
+    proxy.pause()
+    holding = asyncio.create_task(
+        client.put("/v1/assets/big-1", data=_large_house("big-1"), headers=headers)
     )
-    stalled = []
-    try:
-        # A chunked body counts as its limit (1 MiB): the first holds the whole budget until its
-        # deadline (408 at 2 s); the second waits behind it, then holds it until 4 s.
-        for asset_id in ("slow-1", "slow-2"):
-            reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-            writer.write(head.format(id=asset_id).encode() + b'2\r\n{"\r\n')
-            await writer.drain()
-            stalled.append((reader, writer))
-            await asyncio.sleep(0.5)
-        started = asyncio.get_running_loop().time()
-        response = await client.put(
-            "/v1/assets/quick-1",
-            data=json.dumps(house("quick-1")),
-            headers={**JSON, **provider.bearer},
-        )
-        waited = asyncio.get_running_loop().time() - started
-        body = await problem(response, 503)
-        assert response.headers["Retry-After"] == "1"
-        assert "as many request bodies as its memory allows" in body["detail"], body
-        assert waited >= 1.5, waited
-        for reader, _ in stalled:
-            status_line = await asyncio.wait_for(reader.readline(), timeout=10)
-            assert status_line.startswith(b"HTTP/1.1 408"), status_line
-    finally:
-        for _, writer in stalled:
-            writer.close()
-    response = await client.put(
-        "/v1/assets/quick-1", data=json.dumps(house("quick-1")), headers={**JSON, **provider.bearer}
-    )
+    await asyncio.sleep(0.5)  # read, and waiting for its confirm with 40 KiB held
+    started = asyncio.get_running_loop().time()
+    response = await client.put("/v1/assets/big-2", data=_large_house("big-2"), headers=headers)
+    waited = asyncio.get_running_loop().time() - started
+    body = await problem(response, 503)
+    assert response.headers["Retry-After"] == "1"
+    assert "as many request bodies as its memory allows" in body["detail"], body
+    assert 0.9 <= waited < 2.5, waited
+    held = await holding
+    assert "could not be stored durably" in (await problem(held, 503))["detail"]
+    proxy.resume()
+    await eventually(lambda: readiness(client), lambda body: body["status"] == "ready")
+    response = await client.put("/v1/assets/big-2", data=_large_house("big-2"), headers=headers)
     await accepted_event_id(response)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from rwasync.ingest_api.bodies import JSON, BodyLimits, parse_json, read_body, require_media_type
 from rwasync.ingest_api.limits import ProviderRates
@@ -122,7 +122,6 @@ class Callers:
         optional = body_optional or no_body
         if optional and not request.body_exists:
             return Call(request, identity, arrival, b"")
-        await self._hold_body(request, limits)
         if optional and request.content_length is None and "Content-Type" not in request.headers:
             # A body sent chunked says only once read whether it is empty: an empty one is none.
             body = await read_body(request, limits)
@@ -134,22 +133,18 @@ class Callers:
         body = await read_body(request, limits)
         if no_body and body:
             raise Problem(400, "Bad Request", NO_BODY, kind="unexpected-body")
+        await self._hold_body(request, len(body))
         return Call(request, identity, arrival, body)
 
-    async def _hold_body(self, request: web.Request, limits: BodyLimits) -> None:
-        """Take the body's bytes from the process's budget before reading it: its declared
-        size, or its limit when it is sent chunked or compressed (it may decode to that). A
-        body declared over its limit takes none: reading it is a 413 at once. The request
-        holds them until its answer is made (`give_back`, the app's middleware), because its
-        parsed items and events cost memory until then, several times the body's size."""
-        if self._bodies is None or request.get(_HELD):
+    async def _hold_body(self, request: web.Request, size: int) -> None:
+        """Take a body's bytes (as read, decoded) from the process's budget once it has
+        arrived, before anything parses it: the request holds them until its answer is made
+        (`give_back`, the app's middleware), because its parsed items and events cost memory
+        until then, several times the body's size. Taken before reading, a body sent slowly held
+        the budget for its whole deadline, so one provider's slow uploads made every other
+        provider's writes wait."""
+        if self._bodies is None or not size:
             return
-        declared = request.content_length
-        if declared is not None and declared > limits.max_bytes:
-            return
-        size = limits.max_bytes
-        if declared is not None and hdrs.CONTENT_ENCODING not in request.headers:
-            size = declared
         try:
             request[_HELD] = await self._bodies.take(size, self._body_wait)
         except BudgetTimeout:
