@@ -171,9 +171,9 @@ async def test_the_one_round_trip_apply_locks_the_stripes_every_price_writer_loc
 
 
 async def set_apply_settings(conn: asyncpg.Connection) -> None:
-    """The settings `price_apply_tick_batch` runs its statement with, for this transaction."""
+    """The settings `price_apply_tick_batch_2` runs its statement with, for this transaction."""
     config = await conn.fetchval(
-        "SELECT proconfig FROM pg_proc WHERE proname = 'price_apply_tick_batch'"
+        "SELECT proconfig FROM pg_proc WHERE proname = 'price_apply_tick_batch_2'"
     )
     assert config, "the function sets what its plans may do"
     for setting in config:

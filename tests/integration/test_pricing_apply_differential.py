@@ -1,4 +1,4 @@
-"""Migration 0017's apply (`price_apply_tick_batch`) writes by what its statement read instead of
+"""Migration 0028's apply (`price_apply_tick_batch_2`, 0017's with `policed` named) writes by what its statement read instead of
 upserting; it must decide exactly as 0016's `price_apply_ticks`, which processes of the previous
 release still call: the same latest prices, history (with hold states), receipts, change log and
 answer, for any batches — corrections and duplicates at one as_of, older ticks, redeliveries,
@@ -24,7 +24,7 @@ from tests.support.events import at, price
 pytestmark = pytest.mark.integration
 
 NEW = queries.APPLY_PLAIN
-OLD = NEW.replace("price_apply_tick_batch(", "price_apply_ticks(")
+OLD = NEW.replace("price_apply_tick_batch_2(", "price_apply_ticks(")
 AMOUNTS = ["100", "100.0", "101", "250"]
 
 

@@ -376,3 +376,27 @@ async def test_a_policy_set_later_never_holds_the_ticks_applied_before_it(
     status, reason, _ = await receipt(db, jump)
     assert status == "held" and reason is not None and "previous price 300 USD" in reason
     assert await db.fetchval("SELECT amount FROM latest_prices") == Decimal("300")
+
+
+async def test_a_previous_release_writing_history_marks_its_ticks_judged(
+    db: Database, provider_id: str
+) -> None:
+    """A previous release knows nothing of `policed` and names no value for it. Its checked
+    path's ticks took 0027's default, false, and counted as applied without a policy: a release
+    of one of its held ticks never re-checked the ticks after it (upgrade trial). Unnamed, the
+    mark is now true (the rule as before 0027); this release names it on both paths."""
+    await db.execute(
+        """INSERT INTO price_history (provider_id, asset_id, as_of, amount, currency,
+                                      accepted_at, event_id, state, hold_kind, hold_reason,
+                                      held_at)
+           VALUES ($1, 'old-1', $2, 100, 'USD', $2, gen_random_uuid(), 'held', 'jump',
+                   'moves 300 %', now())""",
+        provider_id,
+        at(1),
+    )
+    await PriceApplier(db).apply([price(provider_id, "new-1", "100", at(2))])
+    marks = await db.fetch(
+        "SELECT asset_id, policed FROM price_history WHERE provider_id = $1 ORDER BY 1",
+        provider_id,
+    )
+    assert [(r["asset_id"], r["policed"]) for r in marks] == [("new-1", False), ("old-1", True)]

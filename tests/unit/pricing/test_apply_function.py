@@ -1,4 +1,4 @@
-"""`price_apply_tick_batch` (migration 0017) runs pricing's apply statement after the stripe
+"""`price_apply_tick_batch_2` (migration 0028) runs pricing's apply statement after the stripe
 locks in one round trip; the statement's text lives in `rwasync.pricing.queries` too (it shares
 the recording part with the checked path and the receipts' statements with rwasync.store.receipts),
 and the two must not drift apart: a change to either needs a new migration replacing the function.
@@ -22,7 +22,7 @@ def squeezed(text: str) -> str:
 
 
 def function_sql() -> str:
-    return (Path(migrations.__file__).parent / "0017_a_price_apply_tick_batch.sql").read_text()
+    return (Path(migrations.__file__).parent / "0028_a_price_history_policed_default.sql").read_text()
 
 
 def test_the_function_runs_the_apply_statement_verbatim() -> None:

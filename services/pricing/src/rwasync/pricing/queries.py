@@ -66,12 +66,14 @@ decided AS (
 def _upsert_history(condition: str, *, policed: bool = False) -> str:
     """`history`: the applied and duplicate ticks of `decided` for which `condition` holds,
     upserted at their (asset, as_of), a stored entry replaced only by a later-accepted tick.
-    `policed`: the checked path's, which marks the entries its policy judged (`policed`, whose
-    default false the policy-free path leaves; a re-sent tick keeps its entry's mark, as its
-    state). Without it the text is migration 0017's, verbatim."""
-    column, value, update = "", "", ""
+    `policed`: the checked path's, which marks the entries its policy judged true; the
+    policy-free path writes false (a re-sent tick keeps its entry's mark, as its state). Both
+    name the column: its default (true, migration 0028) is for a previous release's writers,
+    which know nothing of it (migration 0027's false made a previous release's checked ticks
+    look unjudged during a rolling upgrade: upgrade trial)."""
+    column, value, update = "policed, ", "false, ", ""
     if policed:
-        column, value = "policed, ", "true, "
+        value = "true, "
         update = """,
         policed = CASE WHEN h.state <> 'rejected' AND (h.amount, h.currency)
                                                        = (EXCLUDED.amount, EXCLUDED.currency)
@@ -156,7 +158,7 @@ FROM decided
 # receipt (ticks superseded within the batch, $9–$13, included) and move the receipt of a held
 # tick replaced at its as_of: one round trip instead of three.
 #
-# It runs inside `price_apply_tick_batch` (migration 0017, which holds this text verbatim), after
+# It runs inside `price_apply_tick_batch_2` (migration 0028, which holds this text verbatim), after
 # the stripe locks: one round trip with BEGIN and COMMIT included. Every other writer of history
 # and latest prices holds the same locks (the checked path, the CLI), and the statement's snapshot
 # is taken after them, so what it reads of its assets stays true until it commits: it writes by
@@ -190,9 +192,9 @@ go AS (SELECT NOT EXISTS (SELECT 1 FROM policed) AS ok),""",
 recorded AS (
     INSERT INTO price_history
         (provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
-         state, hold_kind, hold_reason, held_at)
+         policed, state, hold_kind, hold_reason, held_at)
     SELECT provider_id, asset_id, as_of, amount, currency, accepted_at, event_id,
-           state, hold_kind, hold_reason, CASE WHEN state = 'held' THEN now() END
+           false, state, hold_kind, hold_reason, CASE WHEN state = 'held' THEN now() END
     FROM decided WHERE stored_state IS NULL AND (SELECT ok FROM go)
 ),"""
     + _upsert_history("stored_state IS NOT NULL AND (SELECT ok FROM go)")
@@ -301,8 +303,8 @@ FROM (SELECT array_agg(s ORDER BY s) AS statuses, array_agg(n ORDER BY s) AS cou
 # APPLY_TICKS ($1–$16); outside a transaction block, the whole apply is one round trip.
 APPLY_PLAIN: Final = """
 SELECT policed, logged, statuses, counts
-FROM price_apply_tick_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                            $16, $17, $18)
+FROM price_apply_tick_batch_2($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                              $15, $16, $17, $18)
 """
 
 # --- investor reads ---------------------------------------------------------------------------
