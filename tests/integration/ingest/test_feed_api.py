@@ -1090,3 +1090,23 @@ async def test_one_provider_cannot_take_every_preview_slot(
     # the slots are free again, for the provider that held one too
     status, preview, _ = await call(feed_api, "POST", "/v1/validate/feed", first, ITEMS)
     assert status == 200, preview
+
+
+async def test_a_feed_stored_under_an_id_no_longer_taken_is_still_replaced_by_it(
+    feed_api: Client, store: Database
+) -> None:
+    """An earlier release registered `-legacy` (its URL ending in a space, every run a 404);
+    after the upgrade its provider could not correct it: the PUT refused the id (upgrade
+    trial). A new feed still cannot take such an id."""
+    provider = await create_provider(store)
+    document = {"url": "https://feeds.example.com/a.json"}
+    status, _, _ = await call(feed_api, "PUT", "/v1/feeds/legacy", provider, document)
+    assert status in (200, 201)
+    await store.execute("UPDATE feed_sources SET feed_id = '-legacy' WHERE feed_id = 'legacy'")
+    fixed = {"url": "https://feeds.example.com/b.json"}
+    status, answer, _ = await call(feed_api, "PUT", "/v1/feeds/-legacy", provider, fixed)
+    assert status == 200, answer
+    assert answer["url"] == fixed["url"]
+    status, answer, _ = await call(feed_api, "PUT", "/v1/feeds/-new", provider, fixed)
+    assert status == 422, answer
+    assert [e["pointer"] for e in answer["errors"]] == ["/feed_id"]

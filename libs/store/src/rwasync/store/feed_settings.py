@@ -35,11 +35,13 @@ FEED_ID_RULE: Final = "must be 1-128 letters, digits, '.', '_', ':' or '-'"
 NEW_FEED_ID_RULE: Final = "must not start with '-' nor be '.' or '..'"
 
 
-def feed_id_rule_broken(feed_id: str) -> str | None:
-    """What is wrong with `feed_id` as the id of a feed being registered, or None."""
+def feed_id_rule_broken(feed_id: str, *, new: bool = True) -> str | None:
+    """What is wrong with `feed_id` as the id of a feed being registered (`new`) or replaced,
+    or None. A feed an earlier release registered under an id no longer taken for a new one is
+    still replaced by its id: its provider could otherwise never correct it (upgrade trial)."""
     if not FEED_ID_PATTERN.fullmatch(feed_id):
         return FEED_ID_RULE
-    if feed_id.startswith("-") or feed_id in (".", ".."):
+    if new and (feed_id.startswith("-") or feed_id in (".", "..")):
         return NEW_FEED_ID_RULE
     return None
 
@@ -170,7 +172,8 @@ def parse_feed_settings(
     if not isinstance(document, dict):
         raise FeedSettingInvalid("", "must be a JSON object")
     found = SettingErrors()
-    if feed_id is not None and (broken := feed_id_rule_broken(feed_id)) is not None:
+    # Whether the id is a new one is `put_feed`'s to say, which looks the feed up.
+    if feed_id is not None and (broken := feed_id_rule_broken(feed_id, new=False)) is not None:
         found.add("/feed_id", broken)
     with_nul = _nul_at(document)
     for location in with_nul:

@@ -385,12 +385,14 @@ async def put_feed(
 ) -> tuple[dict[str, Any], bool]:
     """Create or replace the provider's feed `feed_id`; returns the feed and whether it was
     created. A replacement keeps the feed's runs; its next run follows `next_run_at`."""
-    if (broken := feed_id_rule_broken(feed_id)) is not None:
+    if (broken := feed_id_rule_broken(feed_id, new=False)) is not None:
         raise FeedSettingInvalid("/feed_id", broken)
     async with conn.transaction():
         existing = await conn.fetchrow(FEED_FOR_UPDATE, feed_id)
         if existing is not None and existing["provider_id"] != provider_id:
             raise FeedIdTaken(f"feed id {feed_id!r} is already in use; choose another")
+        if existing is None and (broken := feed_id_rule_broken(feed_id)) is not None:
+            raise FeedSettingInvalid("/feed_id", broken)
         next_run = next_run_at(settings.schedule, settings.enabled, existing)
         values = _registration(settings, secrets, next_run)
         if existing is None:
