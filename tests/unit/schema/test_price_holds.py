@@ -260,3 +260,14 @@ def test_a_held_move_never_reads_as_within_the_policy() -> None:
     assert reason.endswith("the policy allows 0.01 %")
     reason = jump_hold(tick(2, "120"), previous, Decimal("0.2"))
     assert reason is not None and reason.startswith("moves 25 % from")
+
+
+def test_any_move_between_two_amounts_gets_a_reason() -> None:
+    """A move of 1e26 overflowed the default decimal context's 28 digits: the tick was
+    dead-lettered instead of held (hostile trial). A fall is never shown as 100 %."""
+    huge = jump_hold(tick(2, "1" + "0" * 27), tick(1, "1"), Decimal("0.0001"))
+    assert huge is not None and huge.startswith("moves 99999999999999999999999999900 % from")
+    widest = jump_hold(tick(2, "9" * 99), tick(1, "1e-99"), Decimal("0.0001"))
+    assert widest is not None and widest.startswith("moves 1000")
+    fall = jump_hold(tick(2, "0.000001"), tick(1, "99.99"), Decimal("0.0001"))
+    assert fall is not None and fall.startswith("moves 99.9 % from")

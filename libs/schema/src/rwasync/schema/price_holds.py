@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Context, Decimal
 from enum import StrEnum
 from itertools import islice
 from typing import Final
@@ -91,19 +91,26 @@ class SeriesTick:
         return self.state, self.hold_kind, self.hold_reason
 
 
+# Enough digits for any ratio of two amounts (each of at most 100 digits, 1e-99 to 1e99) as a
+# percentage to a tenth: the default context's 28 made quantize fail on a move of 1e26, and the
+# tick was dead-lettered instead of held (hostile trial).
+_PERCENT_CONTEXT: Final = Context(prec=250, rounding=ROUND_DOWN)
+
+
 def percent(ratio: Decimal) -> str:
     """A policy's ratio as a percentage, exactly: `Decimal("0.0001")` as `0.01 %`."""
-    return f"{(ratio * 100).normalize():f} %"
+    return f"{_PERCENT_CONTEXT.multiply(ratio, 100).normalize(_PERCENT_CONTEXT):f} %"
 
 
 def moved_percent(move: Decimal, max_jump: Decimal) -> str:
-    """A move beyond `max_jump` as a percentage to a tenth, or as `more than` the policy's when
-    rounding would show it no larger (a trial read "moves 20 % …; the policy allows 20 %", and
-    "allows 0 %" of a policy of 0.01 %)."""
-    shown = (move * 100).quantize(Decimal("0.1"))
-    if shown <= max_jump * 100:
+    """A move beyond `max_jump` as a percentage cut to a tenth (never overstated: a fall of
+    99.999999 % read "100 %"), or as `more than` the policy's when cutting shows it no larger (a
+    trial read "moves 20 % …; the policy allows 20 %", and "allows 0 %" of a 0.01 % policy)."""
+    exact = _PERCENT_CONTEXT.multiply(move, 100)
+    shown = exact.quantize(Decimal("0.1"), context=_PERCENT_CONTEXT)
+    if shown <= _PERCENT_CONTEXT.multiply(max_jump, 100):
         return f"more than {percent(max_jump)}"
-    return f"{shown.normalize():f} %"
+    return f"{shown.normalize(_PERCENT_CONTEXT):f} %"
 
 
 def currency_hold(currency: str, asset_currency: str | None, policy: PricePolicy) -> str | None:
