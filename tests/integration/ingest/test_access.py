@@ -647,3 +647,21 @@ async def test_bodies_beyond_the_memory_budget_wait_then_get_503(
     await eventually(lambda: readiness(client), lambda body: body["status"] == "ready")
     response = await client.put("/v1/assets/big-2", data=_large_house("big-2"), headers=headers)
     await accepted_event_id(response)
+
+
+async def test_a_charset_with_a_byte_beyond_ascii_is_a_415(ingest: Client, store: Database) -> None:
+    """The refusal quoted the charset, whose non-ASCII byte came as a surrogate no JSON answer
+    can carry: a 500 (hostile trial)."""
+    provider = await create_provider(store)
+    body = json.dumps(house("cs-1")).encode()
+    request = (
+        b"PUT /v1/assets/cs-1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+        + f"Authorization: {provider.bearer['Authorization']}\r\n".encode()
+        + b"Content-Type: application/json; charset=utf-8\xa0\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    status, headers, answer = await raw_exchange(ingest.port, request)  # type: ignore[arg-type]
+    assert status == 415, answer
+    assert headers["content-type"] == "application/problem+json"
+    assert "utf-8\\\\xa0" in answer.decode() or "utf-8\\\\udca0" in answer.decode(), answer

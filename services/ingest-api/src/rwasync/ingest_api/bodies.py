@@ -87,7 +87,9 @@ def require_media_type(request: web.Request, accepted: Collection[str] = (JSON,)
             kind="unsupported-media-type",
         )
     if charsets and charsets[0].lower() not in JSON_CHARSETS:
-        said = charsets[0][:40] or "an empty charset"
+        # As ASCII: a header's non-ASCII bytes come as surrogates that no JSON answer can
+        # carry (a 500: hostile trial).
+        said = charsets[0][:40].encode("ascii", "backslashreplace").decode() or "an empty charset"
         raise Problem(
             415,
             "Unsupported Media Type",
