@@ -187,6 +187,10 @@ def test_a_csv_quoted_field_may_hold_commas_quotes_and_line_breaks() -> None:
         (b"id,media.00,media.0.url", "both 'media.00' and 'media.0.url'"),
         (b"id,token,token.chain", "both 'token' and 'token.chain'"),
         (b"id,token..chain", "not a dotted path"),
+        # 500 parts made each row a RecursionError: an internal error, a preview's 500 (hostile
+        # trial); 33 parts is one more than a JSON item may nest
+        (b"id,attributes." + b".".join([b"a"] * 32), "names a path of more than 32 parts"),
+        (b"id," + b".".join([b"a"] * 500), "names a path of more than 32 parts"),
     ],
 )
 def test_a_bad_csv_header_fails_the_run(header: bytes, fragment: str) -> None:

@@ -37,7 +37,7 @@ from typing import IO, Any, Final
 import msgspec
 
 from rwasync.schema.feeds import FeedFormat, ReasonCode, shown_reason
-from rwasync.schema.jsonsafe import MalformedJSON, loads
+from rwasync.schema.jsonsafe import MAX_DEPTH, MalformedJSON, loads
 
 # Changing what a fingerprint covers (or how items are validated and normalised) must change
 # this, so that fingerprints from before never vouch for an item.
@@ -472,6 +472,13 @@ def csv_columns(header: list[str]) -> tuple[str, ...]:
             raise FeedInvalid(
                 ReasonCode.PARSE_ERROR,
                 f"CSV header column {number} ({path!r}) is not a dotted path such as token.symbol",
+            )
+        if path.count(".") >= MAX_DEPTH:
+            # As deep as a JSON item may nest, no deeper: 500 parts made every row's document
+            # a RecursionError, a run's internal error and a preview's 500 (hostile trial).
+            raise FeedInvalid(
+                ReasonCode.PARSE_ERROR,
+                f"CSV header column {number} names a path of more than {MAX_DEPTH} parts",
             )
         named = _named_path(path)
         if named in seen:
