@@ -51,6 +51,32 @@ def test_a_library_warning_with_a_traceback_is_one_json_line(
     assert "timestamp" in record
 
 
+class _Writes:
+    """A stream that keeps each write call apart."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_each_line_is_one_write(restored_logging: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two writes a line (the line, then its newline) let the lines of processes sharing one
+    pipe run together: 11 % of ingest-api's JSON lines broke with PROCESSES=2 (hostile trial)."""
+    stream = _Writes()
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure_logging("ingest-api", "INFO", "json")
+    structlog.get_logger("t").info("one", n=1)
+    logging.getLogger("asyncpg.pool").warning("two")
+    assert len(stream.writes) == 2, stream.writes
+    assert all(w.endswith("\n") and w.count("\n") == 1 for w in stream.writes)
+
+
 def test_aio_pikas_closed_channel_errors_are_left_out_of_the_log() -> None:
     """Every broker drop came with three `[error]` lines about channels already closed; other
     callback errors still pass."""

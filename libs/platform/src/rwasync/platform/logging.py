@@ -40,7 +40,9 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (PrintLogger made two: the line, then its newline), so the lines of
+        # processes sharing a pipe (ingest-api with PROCESSES > 1) do not run together.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
