@@ -171,6 +171,9 @@ INVALID_CASES: list[tuple[str, Any, str, str]] = [
     ("/name", "\u200b", "/name", "must not be blank"),
     ("/name", "\ufeff \u202e", "/name", "must not be blank"),
     ("/name", "\uffff", "/name", "must not be blank"),
+    # fillers, the braille blank and marks alone: nothing shows (hostile trial, third pass)
+    ("/name", "\u3164\uffa0 \u2800", "/name", "must not be blank"),
+    ("/name", "\u034f\u0301\ufe0f\u17b4", "/name", "must not be blank"),
     ("/updated_at", "2025-05-30T09:15:00", "/updated_at", "UTC offset"),
     ("/updated_at", "2025-05-30", "/updated_at", "RFC 3339"),
     ("/updated_at", "yesterday", "/updated_at", "RFC 3339"),

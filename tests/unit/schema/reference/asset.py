@@ -124,7 +124,11 @@ def _not_dot_segment(value: str) -> str:
 
 def _shows_something(value: str) -> str:
     shown = [
-        c for c in value if not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf", "Cn")
+        c
+        for c in value
+        if not c.isspace()
+        and c not in "\u115f\u1160\u3164\uffa0\u2800"
+        and unicodedata.category(c) not in ("Cc", "Cf", "Cn", "Mn", "Me")
     ]
     if not shown:
         raise invalid("string_blank", "must not be blank: investors would see no name")

@@ -146,11 +146,24 @@ AssetId = Annotated[
 ]
 
 
+# Categories that show nothing alone: controls, format characters (a zero-width space, a byte
+# order mark, a direction mark), unassigned code points, and marks that only modify the
+# character before them (a combining acute, a variation selector, the grapheme joiner).
+_UNSEEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cn", "Mn", "Me"})
+# Letters and symbols drawn blank: the Hangul fillers and the braille blank (hostile trial).
+_BLANK_CHARACTERS: Final = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def shows_something(text: str) -> bool:
-    """Whether the text has a character that shows: not only spaces, controls, format characters
-    (a zero-width space, a byte order mark, a direction mark) and unassigned code points. Format
-    characters within visible text stay (a zero-width non-joiner is part of Persian spelling)."""
-    return any(not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf", "Cn") for c in text)
+    """Whether the text has a character that shows: not only spaces, characters of
+    `_UNSEEN_CATEGORIES` and `_BLANK_CHARACTERS`. Such characters within visible text stay (a
+    zero-width non-joiner is part of Persian spelling, a combining mark of many)."""
+    return any(
+        not c.isspace()
+        and c not in _BLANK_CHARACTERS
+        and unicodedata.category(c) not in _UNSEEN_CATEGORIES
+        for c in text
+    )
 
 
 def _shows_something(value: str) -> str:
