@@ -114,3 +114,20 @@ async def test_a_new_address_fragment_subscribes_anew(
         "the page subscribed with the new token",
     )
     assert cells(browser) == {}
+
+
+async def test_a_fragment_naming_another_provider_without_a_token_ends_the_old_stream(
+    pricing: Any, push: Push, provider_id: str, browser: webdriver.Chrome
+) -> None:
+    """It kept the old stream, live, beside the new provider's id (hostile trial)."""
+    await open_page(browser, pricing, provider_id, READER, "live", "the page connected")
+    await asyncio.to_thread(
+        browser.execute_script, "location.hash = arguments[0]", "provider_id=prv_other"
+    )
+    await wait_for(
+        lambda: browser.find_element(By.ID, "status").text.startswith("enter the reader token"),
+        "the page ended the old stream",
+    )
+    await push(provider_id, [("det-1", "52.10")])
+    await asyncio.sleep(1)
+    assert cells(browser) == {}
