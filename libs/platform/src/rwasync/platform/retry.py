@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 # while Postgres was away made 254 lines in 8 s (fault trial), none saying more than the first.
 LOG_EVERY_SECONDS: Final = 5.0
 _logged: dict[str, tuple[float, int]] = {}  # what -> (when last logged, retries not logged since)
+# Kinds remembered at most (a feed fetch's kind names its URL): beyond, the memory starts anew.
+_MAX_KINDS: Final = 1000
 
 
 def _log_retry(what: str, error: BaseException, wait: float | None) -> None:
@@ -40,6 +42,8 @@ def _log_retry(what: str, error: BaseException, wait: float | None) -> None:
     if now - last < LOG_EVERY_SECONDS:
         _logged[what] = (last, unlogged + 1)
         return
+    if len(_logged) >= _MAX_KINDS and what not in _logged:
+        _logged.clear()
     _logged[what] = (now, 0)
     fields: dict[str, object] = {"error": str(error) or repr(error), "retry_in": wait}
     if unlogged:
