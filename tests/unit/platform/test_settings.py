@@ -128,6 +128,11 @@ def refused(
             " RWASYNC_INGEST_IDEMPOTENCY_RETENTION_HOURS (24.0) (got '1.0')",
         ),
         (
+            {"RWASYNC_INGEST_BODY_BYTES_AT_ONCE": "1048576"},
+            "error: RWASYNC_INGEST_BODY_BYTES_AT_ONCE: must be at least"
+            " RWASYNC_INGEST_MAX_BATCH_BODY_BYTES (16777216) (got '1048576')",
+        ),
+        (
             {"RWASYNC_LOG_FORMAT": "xml"},
             "error: RWASYNC_LOG_FORMAT: must be one of 'console', 'json' or 'auto' (got 'xml')",
         ),

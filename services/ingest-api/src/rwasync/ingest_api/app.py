@@ -132,7 +132,6 @@ def create_app(settings: IngestSettings) -> web.Application:
             authenticator,
             ProviderRates(db, Rate(settings.rate_per_second, settings.rate_burst)),
             bodies=ByteBudget(settings.body_bytes_at_once),
-            body_wait=settings.body_timeout,
         ),
         publisher=EventPublisher(
             broker,
@@ -147,7 +146,7 @@ def create_app(settings: IngestSettings) -> web.Application:
         clock=AcceptanceClock(),
         idempotency=idempotency,
         single=BodyLimits(settings.max_body_bytes, settings.body_timeout),
-        batch=BodyLimits(settings.max_batch_body_bytes, settings.body_timeout),
+        batch=BodyLimits(settings.max_batch_body_bytes, settings.body_timeout, budgeted=True),
     )
     api = provider_api()
     for handlers in (

@@ -66,6 +66,9 @@ def _closing(problem: Problem) -> Problem:
 class BodyLimits:
     max_bytes: int
     timeout: float
+    # Whether its bodies take their bytes from the process's budget (batch calls: a single-item
+    # body is small, and must not queue behind batches).
+    budgeted: bool = False
 
 
 def require_media_type(request: web.Request, accepted: Collection[str] = (JSON,)) -> None:

@@ -28,12 +28,11 @@ class IngestSettings(ServiceSettings):
     # Seconds a request's body may take to arrive in full; slower is a 408 (a slow client holds
     # no worker meanwhile, only its connection).
     body_timeout: float = Field(30.0, gt=0)
-    # Bytes of request bodies one process handles at once, from a body's arrival in full (its
-    # size as read, decoded) to its answer. A body that does not fit waits for room up to
-    # `body_timeout`, then is a 503 with Retry-After. A batch costs the process about ten times
-    # its body until answered: with the default (one full batch) eight 13 MB batches at once
-    # peaked at 320-331 MB and took 2.4 s, against 418-494 MB and 2.2 s with twice as much;
-    # a body larger than this waits until it can go alone.
+    # Bytes of batch calls' bodies one process holds at once, counted as they arrive (as read,
+    # decoded) until their answers are made; at least `max_batch_body_bytes`. A body that does
+    # not fit waits for room within its `body_timeout`, then is a 503 with Retry-After. A batch
+    # costs the process about ten times its body until answered (more when most of its items
+    # are invalid); the default is one full batch.
     body_bytes_at_once: int = Field(16 * 1024**2, ge=1024, le=MAX_INT_SETTING)
     # How long a verified credential is trusted without asking the database again: the longest a
     # revocation or a disabled provider may take to bite, traded for auth in microseconds.
@@ -97,4 +96,13 @@ class IngestSettings(ServiceSettings):
                 f"({self.idempotency_retention_hours})",
                 "receipt_retention_hours",
                 "idempotency_retention_hours",
+            )
+        # A batch's body holds its bytes as they arrive: a smaller budget than the largest body
+        # would leave that body waiting for itself.
+        if self.body_bytes_at_once < self.max_batch_body_bytes:
+            yield Conflict(
+                f"must be at least {self.variable('max_batch_body_bytes')} "
+                f"({self.max_batch_body_bytes})",
+                "body_bytes_at_once",
+                "max_batch_body_bytes",
             )
