@@ -157,3 +157,37 @@ async def test_closing_on_a_database_that_stopped_answering_drops_the_connection
         assert time.monotonic() - started < 5
         assert [e["event"] for e in logs] == ["database connections not closed in time; dropped"]
         proxy.resume()
+
+
+async def test_a_service_database_waits_for_this_releases_migrations(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new release's pricing, started before `rwasync migrate`, dead-lettered every tick its
+    statements could not run (upgrade trial). A service's database counts as connected (and
+    ready) only once every migration the release knows is applied; it says so once."""
+    monkeypatch.setattr(db_module, "SCHEMA_CHECK_SECONDS", 0.1)
+    admin = Database(database_url, min_size=1, max_size=1)
+    admin.start()
+    await admin.wait_connected(timeout=30)
+    newest = await admin.pool.fetchrow(
+        "DELETE FROM schema_migrations WHERE version = (SELECT max(version)"
+        " FROM schema_migrations) RETURNING version, checksum"
+    )
+    service = Database(database_url, min_size=1, max_size=2, require_schema=True)
+    try:
+        with capture_logs() as logs:
+            service.start()
+            with pytest.raises(TimeoutError):
+                await service.wait_connected(timeout=1.0)
+            assert not await service.ping()
+            await admin.pool.execute(
+                "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", *newest
+            )
+            await service.wait_connected(timeout=10)
+        assert await service.ping()
+        waiting = [e for e in logs if e["event"].startswith("the database lacks migrations")]
+        assert len(waiting) == 1 and waiting[0]["missing"] == [newest["version"]]
+        assert waiting[0]["log_level"] == "error"
+    finally:
+        await service.close()
+        await admin.close()

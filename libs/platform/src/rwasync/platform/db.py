@@ -270,6 +270,8 @@ async def _release_as_is(conn: asyncpg.Connection) -> None:
 
 # How long a cancelled statement's connection waits for the server to acknowledge the cancel.
 CANCEL_WAIT: Final = 2.0
+# Seconds between checks of a database that lacks this release's migrations.
+SCHEMA_CHECK_SECONDS: Final = 5.0
 # Seconds `Database.close` waits for its connections to close cleanly before dropping them.
 POOL_CLOSE_SECONDS: Final = 10.0
 
@@ -304,10 +306,15 @@ class Database:
     a database restart by itself; only the first connection needs the retry loop.
     """
 
-    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self, dsn: str, *, min_size: int = 1, max_size: int = 10, require_schema: bool = False
+    ) -> None:
+        """`require_schema`: connected only once the database has every migration this code
+        knows (a service's: it would otherwise work on a schema it does not match)."""
         self._dsn = dsn
         self._min_size = min_size
         self._max_size = max_size
+        self._require_schema = require_schema
         self._pool: asyncpg.Pool | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -347,8 +354,38 @@ class Database:
                     timeout=10,
                     command_timeout=60,
                 )
+        if self._require_schema:
+            await self._wait_for_schema()
         self._connected.set()
         log.info("database connected")
+
+    async def _wait_for_schema(self) -> None:
+        """Until the database has every migration of this release. A service of a new release
+        started before `rwasync migrate` dead-lettered every tick its new statements could not
+        run (upgrade trial): it now waits, not ready and consuming nothing, saying why once."""
+        from rwasync.platform.migrate import migrations  # migrate.py imports this module's peers
+
+        expected = {m.version for m in migrations()}
+        said = False
+        while True:
+            try:
+                applied = {
+                    r["version"]
+                    for r in await self.pool.fetch("SELECT version FROM schema_migrations")
+                }
+            except asyncpg.UndefinedTableError:
+                applied = set()
+            missing = sorted(expected - applied)
+            if not missing:
+                return
+            if not said:
+                log.error(
+                    "the database lacks migrations this release needs: run `rwasync migrate`;"
+                    " waiting for them",
+                    missing=missing,
+                )
+                said = True
+            await asyncio.sleep(SCHEMA_CHECK_SECONDS)
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
@@ -372,7 +409,7 @@ class Database:
         read-only standby, e.g. a primary demoted by a failover), asked on a connection of the
         check's own, never one queued behind the pool's work. False until the pool exists (the
         service cannot work before)."""
-        if self._pool is None:
+        if self._pool is None or not self._connected.is_set():
             return False
         async with self._ping_lock:
             try:

@@ -82,7 +82,10 @@ def consuming_service(
     (`EventConsumer`'s `concurrency_shared`). `checks`: the service's own readiness checks.
     `max_line_size`: the longest HTTP request line its API takes (`new_app`)."""
     db = Database(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        require_schema=True,
     )
     broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name=name)
     consumer = EventConsumer(

@@ -19,7 +19,10 @@ POLLER_KEY = web.AppKey("feed_poller", FeedPoller)
 
 def create_app(settings: FeedPollerSettings) -> web.Application:
     db = Database(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        require_schema=True,
     )
     # Runs wait for confirms at the broker's pace, watching for a stall (see `publishing`).
     broker = Broker(settings.amqp_url, publish_timeout=None, name="feed-poller")

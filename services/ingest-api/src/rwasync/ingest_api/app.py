@@ -97,7 +97,10 @@ def provider_api() -> ApiRegistry:
 
 def create_app(settings: IngestSettings) -> web.Application:
     db = Database(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        require_schema=True,
     )
     broker = Broker(settings.amqp_url, publish_timeout=settings.publish_timeout, name="ingest-api")
     # One count of failed authentications per client, whichever kind of credential it tried.
