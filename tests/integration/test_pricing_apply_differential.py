@@ -1,8 +1,9 @@
-"""Migration 0028's apply (`price_apply_tick_batch_2`, 0017's with `policed` named) writes by what its statement read instead of
-upserting; it must decide exactly as 0016's `price_apply_ticks`, which processes of the previous
-release still call: the same latest prices, history (with hold states), receipts, change log and
-answer, for any batches — corrections and duplicates at one as_of, older ticks, redeliveries,
-receipts recorded before the tick or not at all, stored held and rejected entries."""
+"""Migration 0028's apply (`price_apply_tick_batch_2`, 0017's with `policed` named) writes by
+what its statement read instead of upserting; it must decide exactly as 0016's
+`price_apply_ticks`, which processes of the previous release still call: the same latest prices,
+history (with hold states), receipts, change log and answer, for any batches — corrections and
+duplicates at one as_of, older ticks, redeliveries, receipts recorded before the tick or not at
+all, stored held and rejected entries."""
 
 from __future__ import annotations
 

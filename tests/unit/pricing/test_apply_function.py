@@ -22,7 +22,8 @@ def squeezed(text: str) -> str:
 
 
 def function_sql() -> str:
-    return (Path(migrations.__file__).parent / "0028_a_price_history_policed_default.sql").read_text()
+    folder = Path(migrations.__file__).parent
+    return (folder / "0028_a_price_history_policed_default.sql").read_text()
 
 
 def test_the_function_runs_the_apply_statement_verbatim() -> None:
