@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 import structlog
 
+from rwasync.platform.migrate import migrations
 from rwasync.platform.retry import retrying
 from rwasync.platform.tasks import cancel_and_wait
 
@@ -363,8 +364,6 @@ class Database:
         """Until the database has every migration of this release. A service of a new release
         started before `rwasync migrate` dead-lettered every tick its new statements could not
         run (upgrade trial): it now waits, not ready and consuming nothing, saying why once."""
-        from rwasync.platform.migrate import migrations  # migrate.py imports this module's peers
-
         expected = {m.version for m in migrations()}
         said = False
         while True:

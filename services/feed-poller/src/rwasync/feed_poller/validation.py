@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,11 +25,9 @@ import structlog
 
 from rwasync.feeds.items import ItemError, ValidItem, validate_record
 from rwasync.feeds.records import RawRecord
+from rwasync.platform.orphans import when_parent_gone
 
 log = structlog.get_logger(__name__)
-
-# How often a worker checks that its poller is alive.
-PARENT_CHECK_SECONDS: Final = 1.0
 
 
 def record_fields(record: RawRecord) -> tuple[Any, ...]:
@@ -108,19 +104,8 @@ def validate_batch(
 
 def _ready(poller_pid: int) -> None:
     """Each worker's initializer: to call it, the worker imports this module, and with it the
-    rules; then it watches its poller. A poller killed outright (`kill -9`, the OOM killer)
-    never shuts its pool down: its workers lived on, re-parented, holding the poller's output
-    pipes, so a supervisor (honcho under `make run`) never saw the poller end (an operator's
-    trial). A worker whose parent is no longer its poller exits."""
-    threading.Thread(
-        target=_exit_without, args=(poller_pid,), name="poller-watch", daemon=True
-    ).start()
-
-
-def _exit_without(poller_pid: int) -> None:
-    while os.getppid() == poller_pid:
-        time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(0)
+    rules; then it exits once its poller is gone (`platform.orphans`)."""
+    when_parent_gone(poller_pid, lambda: os._exit(0), name="poller-watch")
 
 
 def _warm() -> None:

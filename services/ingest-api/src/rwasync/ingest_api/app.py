@@ -6,17 +6,8 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import multiprocessing.connection
-import multiprocessing.process
-import os
-import signal
-import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from types import FrameType
-from typing import Final
 
 import structlog
 from aiohttp import web
@@ -38,6 +29,7 @@ from rwasync.ingest_api.feeds import FeedRoutes, FeedRules
 from rwasync.ingest_api.idempotency import IdempotencyKeys
 from rwasync.ingest_api.limits import ProviderRates, Rate
 from rwasync.ingest_api.prices import Prices
+from rwasync.ingest_api.processes import supervise
 from rwasync.ingest_api.retention import prune_receipts_forever
 from rwasync.ingest_api.settings import IngestSettings
 from rwasync.ingest_api.validation import Validation
@@ -70,16 +62,6 @@ SECURITY_SCHEMES = {
 }
 
 log = structlog.get_logger(__name__)
-
-# With RWASYNC_INGEST_PROCESSES > 1: how often a worker checks that its supervisor still lives;
-# the window in which a worker ending means the service cannot start; and the pause before a
-# worker that ended is replaced, doubling (up to the maximum) while replacements keep ending
-# within the steady time.
-PARENT_CHECK_SECONDS: Final = 1.0
-WORKER_START_SECONDS: Final = 10.0
-WORKER_STEADY_SECONDS: Final = 60.0
-WORKER_RESTART_DELAY: Final = 1.0
-WORKER_RESTART_DELAY_MAX: Final = 30.0
 
 
 def provider_api() -> ApiRegistry:
@@ -259,20 +241,9 @@ def serve(settings: IngestSettings) -> None:
     run(create_app(settings), settings, reuse_port=_shares_port(settings))
 
 
-def _serve_from_environment(parent_pid: int) -> None:
-    """A worker of `main`'s supervisor. It stops (gracefully, as on SIGTERM) once its parent is
-    gone: a supervisor killed outright left its workers serving the port, re-parented, beside
-    the ones of the next supervisor started (an operator's trial)."""
-    threading.Thread(
-        target=_stop_without, args=(parent_pid,), name="parent-watch", daemon=True
-    ).start()
+def serve_from_environment() -> None:
+    """One of several processes sharing the port (`processes.supervise`'s workers)."""
     serve(load_settings(IngestSettings))
-
-
-def _stop_without(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_CHECK_SECONDS)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main() -> None:
@@ -281,65 +252,4 @@ def main() -> None:
         serve(settings)
         return
     configure_logging("ingest-api", settings.log_level, settings.log_format)
-    raise SystemExit(_supervise(settings.processes))
-
-
-def _supervise(processes: int) -> int:
-    """Several processes bind the port with SO_REUSEPORT and the kernel spreads connections
-    among them; this one starts them, passes SIGTERM/SIGINT on, and starts another in place of
-    one that ends by itself (it did not: the service went on at half its processes, silently,
-    an operator's trial). One that exits with an error within `WORKER_START_SECONDS` of the first
-    start (the port taken, say) ends them all, with its exit status: no later one would fare
-    better. One killed by a signal is replaced whenever it ends."""
-    spawn = multiprocessing.get_context("spawn")
-    parent_pid = os.getpid()
-    stopping = False
-
-    def start(n: int) -> tuple[multiprocessing.process.BaseProcess, float]:
-        worker = spawn.Process(
-            target=_serve_from_environment, args=(parent_pid,), name=f"ingest-api-{n}"
-        )
-        worker.start()
-        return worker, time.monotonic()
-
-    def stop(signum: int, _: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        for worker, _started in workers.values():
-            if worker.pid is not None and worker.is_alive():
-                worker.terminate()
-
-    began = time.monotonic()
-    workers = {n: start(n) for n in range(processes)}
-    delay = WORKER_RESTART_DELAY
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while not stopping:
-        multiprocessing.connection.wait([w.sentinel for w, _ in workers.values()], timeout=1.0)
-        for n, (worker, started) in list(workers.items()):
-            if stopping or worker.is_alive():
-                continue
-            code = worker.exitcode
-            if code is not None and code > 0 and time.monotonic() - began < WORKER_START_SECONDS:
-                log.error("an ingest-api process failed to start; stopping", exit_status=code)
-                stop(signal.SIGTERM, None)
-                for other, _started in workers.values():
-                    other.join()
-                return code or 1
-            if time.monotonic() - started > WORKER_STEADY_SECONDS:
-                delay = WORKER_RESTART_DELAY
-            log.error(
-                "an ingest-api process ended; starting another",
-                process=worker.name,
-                exit_status=code,
-                after=delay,
-            )
-            pause_until = time.monotonic() + delay
-            while not stopping and time.monotonic() < pause_until:  # SIGTERM ends the pause
-                time.sleep(0.1)
-            delay = min(delay * 2, WORKER_RESTART_DELAY_MAX)
-            if not stopping:
-                workers[n] = start(n)
-    for worker, _started in workers.values():
-        worker.join()
-    return 0
+    raise SystemExit(supervise(serve_from_environment, settings.processes))
