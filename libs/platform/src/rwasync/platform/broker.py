@@ -45,6 +45,9 @@ from rwasync.schema.messages import encode_message
 log = structlog.get_logger(__name__)
 
 
+# --- topology, connect errors, blocked connections ------------------------------------------------
+
+
 def field_table(arguments: Mapping[str, str | int]) -> FieldTable:
     """Queue arguments in the type aio-pika declares them with."""
     table: FieldTable = {key: value for key, value in arguments.items()}
@@ -183,6 +186,9 @@ class BlockedWatch:
         self.reason = None
         if self._blocked is not None and self._blocked.done():
             self._blocked = None
+
+
+# --- the broker: connection, readiness, confirmed publishes ---------------------------------------
 
 
 class Broker:
@@ -463,6 +469,9 @@ class Broker:
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.close(), 5)
+
+
+# --- publish outcomes and queue depths ------------------------------------------------------------
 
 
 def _unconfirmed(exc: BaseException) -> str:

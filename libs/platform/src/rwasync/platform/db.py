@@ -47,6 +47,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# --- lock stripes: one global order of advisory locks ---------------------------------------------
+
+
 class LockSpace(IntEnum):
     """Advisory-lock key spaces, one per kind of key, listed here so that no two collide."""
 
@@ -159,6 +162,9 @@ async def writers_horizon(conn: asyncpg.Connection | asyncpg.Pool, space: LockSp
 WRITABLE_CHECK: Final = "SELECT current_setting('transaction_read_only') = 'off'"
 
 
+# --- outages: what is transient -------------------------------------------------------------------
+
+
 class DatabaseUnavailable(Exception):
     """The pool is not connected (yet): callers answer 503 or retry later."""
 
@@ -195,6 +201,9 @@ def is_transient(exc: BaseException) -> bool:
         code = getattr(exc, "sqlstate", None) or ""
         return code[:2] in TRANSIENT_SQLSTATE_CLASSES or code in TRANSIENT_SQLSTATES
     return False
+
+
+# --- connections: codecs, session settings, single connections ------------------------------------
 
 
 def _jsonb_out(value: Any) -> bytes:
@@ -298,6 +307,9 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
             # The connection's teardown cancels its cancels (asyncpg's own `_cancel` swallows
             # that too): the inner one completes its waiters as it ends.
             cancelling.cancel()
+
+
+# --- the pool: opened in the background, readiness, close -----------------------------------------
 
 
 class Database:
